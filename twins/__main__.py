@@ -1,0 +1,47 @@
+"""``python -m twins <subcommand> [hydra overrides]``."""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m twins <command> [overrides ...]
+
+commands:
+  run      simulate a scenario (and an intervention's counterfactual) and write a run folder
+  search   search an intervention's parameters for the best policy (confirmed on held-out worlds)
+  review   show / approve / reject / verify a run's ethics review
+  export   export an approved policy (refused unless every gate passed)
+
+Hydra options work after the command: -m/--multirun, --cfg job, hydra.run.dir=..., --help.
+Examples:
+  python -m twins run scenario=traffic
+  python -m twins run scenario=arterial replications=16 horizon_s=1800
+  python -m twins run -m scenario=ring,junction
+"""
+
+COMMANDS = {"run"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        from twins.core.errors import suggest
+
+        print(f"twins: error: unknown command {cmd!r}. {suggest(cmd, COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    from twins import cli
+
+    if cmd == "run":
+        info_flags = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
+        overrides = [a for a in rest if not a.startswith("-")]
+        if not info_flags.intersection(rest):
+            cli.precheck(overrides)
+        sys.argv = [f"{sys.argv[0]} {cmd}"] + rest
+        cli.run_main()
+
+
+if __name__ == "__main__":
+    main()

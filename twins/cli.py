@@ -1,0 +1,97 @@
+"""Hydra entry points for the subcommands, and a pre-check that turns config mistakes
+into one clear message (the field, the value, what is valid) before Hydra starts a job."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from twins.core.config import register_configs
+from twins.core.errors import ConfigError, suggest
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+log = logging.getLogger("twins")
+
+register_configs()
+
+
+def _fail(msg: str) -> None:
+    print(f"twins: error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def precheck(overrides: list[str]) -> None:
+    """Compose the config the way Hydra will (first value of each sweep) and validate it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from twins.core.config import validate_common
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        _fail(str(e))
+    simple = []
+    for o in parsed:
+        if o.is_hydra_override():
+            continue
+        if o.is_sweep_override():
+            first = next(iter(o.sweep_string_iterator()))
+            simple.append(f"{o.get_key_element()}={first}")
+        else:
+            simple.append(o.input_line)
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            cfg = compose(config_name="config", overrides=simple)
+            base = compose(config_name="config", overrides=[s for s in simple if "." not in s.split("=")[0]])
+    except (HydraException, OmegaConfBaseException) as e:
+        _fail(_explain(e, locals().get("base")))
+    try:
+        validate_common(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _explain(e: Exception, base) -> str:
+    """Add the valid keys (and a close match) to Hydra's 'not in struct' message."""
+    msg = str(e).strip()
+    cause = e.__cause__ or e
+    key = getattr(cause, "full_key", None)
+    if key and "not in struct" in str(cause):
+        parent, _, leaf = key.rpartition(".")
+        try:
+            from hydra import compose, initialize_config_dir
+
+            if base is None:
+                with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+                    base = compose(config_name="config")
+            node = OmegaConf.select(base, parent) if parent else base
+            keys = list(node.keys()) if node is not None else []
+        except Exception:  # pragma: no cover
+            keys = []
+        return (f"{key}: no such setting. " + (suggest(leaf, keys) if keys else "")).strip()
+    return msg.splitlines()[0] if msg else repr(e)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+def run_main(cfg: DictConfig) -> float | None:
+    """``python -m twins run``: simulate, write the run folder, return the objective (for sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from twins.core import runner
+
+    outdir = HydraConfig.get().runtime.output_dir
+    try:
+        summary = runner.run(cfg, outdir)
+    except ConfigError as e:
+        _fail(str(e))
+    objective = cfg.get("objective", None)
+    if objective:
+        node = summary.get(objective) or next(iter(summary.values())).get(objective)
+        return None if node is None else node["mean"]
+    return None

@@ -1,0 +1,4 @@
+"""Device choice and batch planning."""
+from .device import resolve_device, resolve_dtype
+
+__all__ = ["resolve_device", "resolve_dtype"]

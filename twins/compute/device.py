@@ -1,0 +1,43 @@
+"""Pick the device and dtype a run asked for, with errors that say what is available."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from twins.core.errors import ConfigError
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → the first CUDA device if any, else CPU; ``cpu``; ``cuda``; ``cuda:N``."""
+    spec = str(spec).strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if not m:
+        raise ConfigError("compute.device", spec, "auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError("compute.device", spec, "auto or cpu on this machine",
+                          "PyTorch sees no CUDA device here (CPU build, or no GPU/driver).")
+    n = int(m.group(1) or 0)
+    count = torch.cuda.device_count()
+    if n >= count:
+        raise ConfigError("compute.device", spec, f"cuda:0..cuda:{count - 1}")
+    return torch.device(f"cuda:{n}")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "float64": torch.float64}
+    if name not in table:
+        raise ConfigError("compute.dtype", name, "float32 or float64")
+    return table[name]
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,80 @@
+"""Structured configs (Hydra ConfigStore) and checks done before compute starts.
+
+Every YAML in ``conf/`` extends one of these dataclasses, so Hydra rejects a
+misspelled key or a wrong type while composing; :func:`validate_common`
+rejects impossible values with the field, the value, and what is valid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from .errors import check
+
+
+@dataclass
+class ComputeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float64
+    max_worlds_per_chunk: Optional[int] = None
+
+
+@dataclass
+class InterventionConfig:
+    name: str = "none"
+
+
+@dataclass
+class OutputConfig:
+    figures: bool = True
+    trips: bool = True
+    timeseries_interval_s: float = 60.0
+
+
+@dataclass
+class TwinsConfig:
+    seed: int = 0
+    replications: int = 8
+    horizon_s: float = 3600.0
+    dt_s: float = 1.0
+    progress: Optional[bool] = None  # None: a bar only on runs longer than a few seconds
+    scenario: Any = MISSING
+    intervention: Any = MISSING
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    import scenarios  # noqa: F401  (fills the scenario registry)
+    from scenarios import SCENARIOS
+
+    cs = ConfigStore.instance()
+    cs.store(name="twins_config", node=TwinsConfig)
+    cs.store(group="compute", name="compute_schema", node=ComputeConfig)
+    cs.store(group="intervention", name="none_schema", node=InterventionConfig)
+    for kind, entry in SCENARIOS.items():
+        cs.store(group="scenario", name=f"{kind}_schema", node=entry.schema)
+    _registered = True
+
+
+def validate_common(cfg) -> None:
+    """Checks that apply to every twin, before any compute."""
+    check(cfg.dt_s > 0, "dt_s", cfg.dt_s, "a positive number of seconds, e.g. dt_s=0.5")
+    check(cfg.horizon_s > 0, "horizon_s", cfg.horizon_s, "a positive number of seconds")
+    n = cfg.horizon_s / cfg.dt_s
+    check(abs(n - round(n)) < 1e-9 * max(1.0, n), "horizon_s", cfg.horizon_s,
+          f"a whole multiple of dt_s={cfg.dt_s}",
+          f"Try horizon_s={round(n) * cfg.dt_s:g}.")
+    check(cfg.replications >= 1, "replications", cfg.replications, "an integer >= 1")
+    check(cfg.compute.dtype in ("float32", "float64"), "compute.dtype", cfg.compute.dtype,
+          "float32 or float64")

@@ -1,0 +1,97 @@
+"""Counter-based exogenous noise.
+
+Every random number in a twin is a pure function of
+``(seed, replication, stream, entity, step, draw)``: a splitmix64-style hash
+computed with torch integer ops. Nothing is drawn from a stateful generator,
+so a world's numbers never depend on what other worlds (or other policies)
+drew before it — the causal contract's noise alignment (DESIGN.md §3).
+
+Streams name *what* the noise is for; use a fixed stream per purpose so that
+adding a new use never shifts an old one.
+"""
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+
+
+def _s64(x: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 torch stores."""
+    x &= _MASK64
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _s64(0x9E3779B97F4A7C15)
+_M1 = _s64(0xBF58476D1CE4E5B9)
+_M2 = _s64(0x94D049BB133111EB)
+
+
+class Stream(IntEnum):
+    """Purposes of random numbers. Append only: never renumber."""
+
+    DEMAND = 1  # departure times
+    DRIVER = 2  # per-vehicle behaviour parameters
+    ROUTE = 3  # route / lane choice
+    PASSENGER = 4  # public-transport passenger arrivals
+    BROWNIAN = 10  # molecular Brownian kicks
+    REACTION = 11  # molecular reaction draws
+    PLACEMENT = 12  # initial / dosing particle placement
+    SUBGROUP = 13  # molecular subgroup assignment
+    USER = 100  # free for scenario builders
+
+
+def _lsr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical (unsigned) right shift of int64."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser on int64 tensors (wrapping arithmetic)."""
+    x = x ^ _lsr(x, 30)
+    x = x * _M1
+    x = x ^ _lsr(x, 27)
+    x = x * _M2
+    return x ^ _lsr(x, 31)
+
+
+def _as_i64(v, device) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v.to(device=device, dtype=torch.int64)
+    return torch.tensor(v, dtype=torch.int64, device=device)
+
+
+def hash_keys(seed, replication, stream, entity, step=0, draw=0, device=None) -> torch.Tensor:
+    """Broadcast the key components and hash them into uniform int64 bits."""
+    device = device or next(
+        (t.device for t in (replication, entity, step, draw) if isinstance(t, torch.Tensor)),
+        torch.device("cpu"),
+    )
+    h = mix64(_as_i64(seed, device) * _GOLDEN + _as_i64(int(stream), device))
+    for part in (replication, entity, step, draw):
+        h = mix64(h ^ (_as_i64(part, device) * _GOLDEN + 0x632BE59BD9B4E019))
+    return h
+
+
+def uniform(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float64, device=None):
+    """U(0,1), never exactly 0 or 1, from the top 53 bits of the hash."""
+    bits = _lsr(hash_keys(seed, replication, stream, entity, step, draw, device), 11)
+    return ((bits.to(torch.float64) + 0.5) * (1.0 / (1 << 53))).to(dtype)
+
+
+def normal(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float64, device=None):
+    """Standard normal by Box–Muller on draws ``2*draw`` and ``2*draw+1``."""
+    draw = _as_i64(draw, device or torch.device("cpu")) if not isinstance(draw, int) else draw
+    u1 = uniform(seed, replication, stream, entity, step, draw * 2, torch.float64, device)
+    u2 = uniform(seed, replication, stream, entity, step, draw * 2 + 1, torch.float64, device)
+    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    return z.to(dtype)
+
+
+def exponential(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float64, device=None):
+    """Exp(1) by inversion."""
+    u = uniform(seed, replication, stream, entity, step, draw, torch.float64, device)
+    return (-torch.log(u)).to(dtype)

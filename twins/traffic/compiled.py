@@ -1,0 +1,234 @@
+"""Compile a :class:`RoadNetwork` and :class:`Demand` into the tensors the kernels read.
+
+Lanes are numbered globally. A vehicle lives on a lane; crossing the stop line
+puts it on a lane of the next edge of its route at position ``-via_length``.
+Which lane: any lane of the next edge from which the edge after can be
+reached (the route's *allowed lanes*), the one with most room — a strategic
+lane choice made at the junction, which stands in for lane changing.
+
+Signals: every link of every program gets a global index; the phase of each
+program in each world is found from per-world phase durations and offsets,
+so interventions can give each world its own plan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from twins.core.errors import ConfigError, check
+
+from .demand import Demand, departure_times
+from .network import GREEN, YELLOW, RoadNetwork
+
+# signal codes per link
+SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
+NO_SIGNAL = -1
+
+
+@dataclass
+class CompiledNetwork:
+    """Static network tensors (shared by all worlds)."""
+
+    lane_ids: list[str]
+    edge_ids: list[str]
+    lane_length: torch.Tensor  # [L]
+    lane_speed: torch.Tensor  # [L]
+    lane_edge: torch.Tensor  # [L] int64
+    lane_index: torch.Tensor  # [L] index within its edge
+    edge_first_lane: torch.Tensor  # [E] int64
+    edge_n_lanes: torch.Tensor  # [E] int64
+    max_lanes: int
+    # connections keyed by from_lane * E + to_edge (sorted), one per key
+    conn_key: torch.Tensor  # [C] int64 sorted
+    conn_via: torch.Tensor  # [C]
+    conn_link: torch.Tensor  # [C] global signal link or NO_SIGNAL
+    # signals
+    program_ids: list[str]
+    phase_durations: torch.Tensor  # [P, K] float64, 0 for padding
+    phase_code: torch.Tensor  # [P, K, Lmax] int8 per link code
+    program_offset: torch.Tensor  # [P] float64
+    link_program: torch.Tensor  # [G] int64
+    link_local: torch.Tensor  # [G] int64
+
+    @property
+    def n_lanes(self) -> int:
+        return len(self.lane_ids)
+
+    @property
+    def n_links(self) -> int:
+        return int(self.link_program.numel())
+
+    def to(self, device, dtype):
+        out = {}
+        for k, v in self.__dict__.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(device)
+                if k in ("lane_length", "lane_speed", "conn_via"):
+                    v = v.to(dtype)
+            out[k] = v
+        return CompiledNetwork(**out)
+
+
+@dataclass
+class CompiledRoutes:
+    route_edges: torch.Tensor  # [R, M] int64, -1 padding
+    route_len: torch.Tensor  # [R] int64 number of edges
+    route_mask: torch.Tensor  # [R, M] int64 bitmask of allowed lane indices on each edge
+    route_length_m: torch.Tensor  # [R] float64 total length (edges + junction paths)
+    route_free_time: torch.Tensor  # [R] float64 free-flow travel time at the speed limits
+
+
+def compile_network(net: RoadNetwork) -> CompiledNetwork:
+    net.validate()
+    edge_ids = list(net.edges)
+    edge_pos = {e: i for i, e in enumerate(edge_ids)}
+    lane_ids, length, speed, lane_edge, lane_index, first, count = [], [], [], [], [], [], []
+    for i, e in enumerate(net.edges.values()):
+        first.append(len(lane_ids))
+        count.append(len(e.lanes))
+        for ln in sorted(e.lanes, key=lambda l: l.index):
+            lane_ids.append(ln.id)
+            length.append(ln.length)
+            speed.append(ln.speed)
+            lane_edge.append(i)
+            lane_index.append(ln.index)
+    E = len(edge_ids)
+
+    program_ids = list(net.programs)
+    prog_pos = {p: i for i, p in enumerate(program_ids)}
+    link_offset, link_program, link_local = {}, [], []
+    for p in program_ids:
+        link_offset[p] = len(link_program)
+        n = net.programs[p].n_links
+        link_program += [prog_pos[p]] * n
+        link_local += list(range(n))
+
+    conns = {}
+    for c in net.connections:
+        lane = first[edge_pos[c.from_edge]] + c.from_lane
+        key = lane * E + edge_pos[c.to_edge]
+        link = link_offset[c.tl] + c.link_index if c.tl is not None else NO_SIGNAL
+        if key not in conns:  # several lane-to-lane connections: keep the first's signal and path
+            conns[key] = (c.via_length, link)
+    keys = sorted(conns)
+    K = max((len(p.phases) for p in net.programs.values()), default=1)
+    Lmax = max((p.n_links for p in net.programs.values()), default=1)
+    P = len(program_ids)
+    durations = torch.zeros(P, K, dtype=torch.float64)
+    code = torch.full((P, K, Lmax), SIG_RED, dtype=torch.int8)
+    offsets = torch.zeros(P, dtype=torch.float64)
+    for i, p in enumerate(program_ids):
+        prog = net.programs[p]
+        offsets[i] = prog.offset
+        for k, ph in enumerate(prog.phases):
+            durations[i, k] = ph.duration
+            for j, ch in enumerate(ph.state):
+                code[i, k, j] = SIG_GREEN if ch in GREEN or ch in "oO" else SIG_YELLOW if ch in YELLOW else SIG_RED
+    return CompiledNetwork(
+        lane_ids=lane_ids,
+        edge_ids=edge_ids,
+        lane_length=torch.tensor(length, dtype=torch.float64),
+        lane_speed=torch.tensor(speed, dtype=torch.float64),
+        lane_edge=torch.tensor(lane_edge, dtype=torch.int64),
+        lane_index=torch.tensor(lane_index, dtype=torch.int64),
+        edge_first_lane=torch.tensor(first, dtype=torch.int64),
+        edge_n_lanes=torch.tensor(count, dtype=torch.int64),
+        max_lanes=max(count),
+        conn_key=torch.tensor(keys, dtype=torch.int64),
+        conn_via=torch.tensor([conns[k][0] for k in keys], dtype=torch.float64),
+        conn_link=torch.tensor([conns[k][1] for k in keys], dtype=torch.int64),
+        program_ids=program_ids,
+        phase_durations=durations,
+        phase_code=code,
+        program_offset=offsets,
+        link_program=torch.tensor(link_program, dtype=torch.int64),
+        link_local=torch.tensor(link_local, dtype=torch.int64),
+    )
+
+
+def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] | None = None) -> CompiledRoutes:
+    """Route tables; every consecutive pair must be joined by a connection."""
+    edge_pos = {e: i for i, e in enumerate(net.edges)}
+    succ: dict[str, dict[str, tuple[set, float]]] = {}
+    for c in net.connections:
+        d = succ.setdefault(c.from_edge, {})
+        lanes, via = d.get(c.to_edge, (set(), c.via_length))
+        lanes.add(c.from_lane)
+        d[c.to_edge] = (lanes, min(via, c.via_length))
+    M = max(len(r) for r in routes)
+    R = len(routes)
+    edges = torch.full((R, M), -1, dtype=torch.int64)
+    mask = torch.zeros((R, M), dtype=torch.int64)
+    total = torch.zeros(R, dtype=torch.float64)
+    free = torch.zeros(R, dtype=torch.float64)
+    for i, r in enumerate(routes):
+        name = names[i] if names else f"route[{i}]"
+        for k, e in enumerate(r):
+            if e not in net.edges:
+                raise ConfigError(f"{name}.edges", e, "edges that exist in the network")
+            edge = net.edges[e]
+            edges[i, k] = edge_pos[e]
+            total[i] += edge.length
+            free[i] += edge.length / edge.speed
+            if k + 1 < len(r):
+                nxt = succ.get(e, {}).get(r[k + 1])
+                if nxt is None:
+                    raise ConfigError(f"{name}", f"{e} -> {r[k + 1]}",
+                                      "consecutive edges joined by a connection",
+                                      "The route leaves the edge in a direction the junction does not allow.")
+                lanes, via = nxt
+                mask[i, k] = sum(1 << l for l in lanes)
+                total[i] += via
+                free[i] += via / net.edges[r[k + 1]].speed
+            else:
+                mask[i, k] = (1 << len(edge.lanes)) - 1
+    return CompiledRoutes(edges, torch.tensor([len(r) for r in routes]), mask, total, free)
+
+
+@dataclass
+class Population:
+    """Per-world vehicle slots, sorted by desired departure within each world."""
+
+    flow: torch.Tensor  # [W, S] int64, -1 for an empty slot
+    index_in_flow: torch.Tensor  # [W, S] int64
+    depart: torch.Tensor  # [W, S] float64 seconds, inf for an empty slot
+    vehicle_id: torch.Tensor  # [W, S] int64 global id: flow_offset + k (stable across worlds and policies)
+
+
+def build_population(demand: Demand, seed: int, replications: torch.Tensor) -> Population:
+    """All vehicles a world may ever load; per-world slot order by departure then id."""
+    W = replications.numel()
+    parts_t, parts_f, parts_k, offsets = [], [], [], []
+    offset = 0
+    for i, f in enumerate(demand.flows):
+        t = departure_times(f, i, seed, replications.cpu())
+        cap = t.shape[1]
+        if f.kind == "poisson" and cap > 0 and bool(torch.isfinite(t[:, -1]).any()):
+            raise ConfigError(f"flow[{f.id}]", cap, "a capacity the Poisson draw never reaches",
+                              "This should be astronomically rare; please report it.")
+        parts_t.append(t)
+        parts_f.append(torch.full((W, cap), i, dtype=torch.int64))
+        parts_k.append(torch.arange(cap, dtype=torch.int64).expand(W, cap))
+        offsets.append(offset)
+        offset += cap
+    if not parts_t:
+        z = torch.zeros(W, 0)
+        return Population(z.long(), z.long(), z.double(), z.long())
+    t = torch.cat(parts_t, 1)
+    fl = torch.cat(parts_f, 1)
+    k = torch.cat(parts_k, 1)
+    vid = torch.tensor(offsets, dtype=torch.int64)[fl] + k
+    # order by (depart, id): stable sort by id first, then by depart
+    order = torch.argsort(vid, dim=1, stable=True)
+    t, fl, k, vid = (x.gather(1, order) for x in (t, fl, k, vid))
+    order = torch.argsort(t, dim=1, stable=True)
+    t, fl, k, vid = (x.gather(1, order) for x in (t, fl, k, vid))
+    # the slot count comes from the flows' capacities (never from this batch's draws),
+    # padded to a multiple of 16: a world's row layout is the same in any batch
+    S = max(16, -(-t.shape[1] // 16) * 16)
+    pad = S - t.shape[1]
+    t = torch.nn.functional.pad(t, (0, pad), value=torch.inf)
+    fl, k, vid = (torch.nn.functional.pad(x, (0, pad), value=-1) for x in (fl, k, vid))
+    fl = torch.where(torch.isfinite(t), fl, -1)
+    return Population(fl, k, t, vid)

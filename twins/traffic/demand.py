@@ -1,0 +1,180 @@
+"""Demand: vehicle types, routes, flows and their departure times.
+
+A :class:`Flow` emits vehicles on one route. Departures are generated from
+exogenous noise keyed by ``(replication, flow, k)`` for the k-th vehicle of
+the flow, so a vehicle's departure and behaviour never depend on the policy
+or on other worlds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from twins.core import noise
+from twins.core.errors import check
+
+
+@dataclass
+class VehicleType:
+    """IDM parameters, SUMO names in comments. Defaults follow SUMO's IDM defaults."""
+
+    id: str = "car"
+    length: float = 5.0  # length
+    min_gap: float = 2.5  # minGap (IDM s0)
+    accel: float = 2.6  # accel (IDM a)
+    decel: float = 4.5  # decel (IDM b, comfortable)
+    max_speed: float = 50.0  # maxSpeed
+    tau: float = 1.0  # tau (IDM T, time headway)
+    delta: float = 4.0  # IDM acceleration exponent
+    speed_factor: float = 1.0  # speedFactor mean: desired speed = factor * lane speed
+    speed_dev: float = 0.1  # speedDev: std of the speed factor across drivers
+    param_cv: float = 0.0  # coefficient of variation of accel and tau across drivers
+
+    def validate(self) -> None:
+        for name in ("length", "accel", "decel", "max_speed", "tau", "delta", "speed_factor"):
+            v = getattr(self, name)
+            check(v > 0, f"vType[{self.id}].{name}", v, "a positive number")
+        for name in ("min_gap", "speed_dev", "param_cv"):
+            v = getattr(self, name)
+            check(v >= 0, f"vType[{self.id}].{name}", v, "a number >= 0")
+
+
+@dataclass
+class Flow:
+    """Vehicles on one route.
+
+    ``kind``: ``poisson`` (random arrivals at ``rate`` veh/h, piecewise constant
+    over ``profile``), ``periodic`` (evenly spaced, SUMO's vehsPerHour/period),
+    ``bernoulli`` (one draw per second with probability ``rate``/3600, SUMO's
+    probability), or ``fixed`` (explicit ``departures`` in seconds).
+    ``profile`` is a list of ``(begin_s, end_s, veh_per_h)``; if empty,
+    ``(begin, end, rate)`` is used.
+    """
+
+    id: str
+    route: list[str]
+    rate: float = 0.0  # veh/h
+    begin: float = 0.0
+    end: float = 3600.0
+    kind: str = "poisson"
+    vtype: str = "car"
+    profile: list[tuple[float, float, float]] = field(default_factory=list)
+    departures: list[float] = field(default_factory=list)
+    number: int | None = None  # SUMO flow 'number': cap on the count
+    group: str = ""  # origin zone / class label used for per-group outcomes
+
+    def segments(self) -> list[tuple[float, float, float]]:
+        return list(self.profile) if self.profile else [(self.begin, self.end, self.rate)]
+
+    def validate(self) -> None:
+        check(self.kind in ("poisson", "periodic", "bernoulli", "fixed"), f"flow[{self.id}].kind", self.kind,
+              "poisson, periodic, bernoulli or fixed")
+        check(len(self.route) > 0, f"flow[{self.id}].route", self.route, "a non-empty list of edges")
+        for b, e, r in self.segments():
+            check(r >= 0, f"flow[{self.id}].rate", r, "a flow >= 0 veh/h")
+            check(e >= b, f"flow[{self.id}].end", e, f">= begin ({b})")
+        if self.kind == "bernoulli":
+            for _, _, r in self.segments():
+                check(r <= 3600, f"flow[{self.id}].probability", r / 3600, "a probability in [0, 1]")
+        for t in self.departures:
+            check(t >= 0, f"flow[{self.id}].depart", t, "a time >= 0")
+
+    def expected_count(self) -> float:
+        if self.kind == "fixed":
+            return float(len(self.departures))
+        n = sum(r * (e - b) / 3600.0 for b, e, r in self.segments())
+        return min(n, self.number) if self.number is not None else n
+
+    def capacity(self) -> int:
+        """A bound on the count that no world exceeds (Poisson: mean + 10 sd + 20)."""
+        if self.kind == "fixed":
+            return len(self.departures)
+        n = self.expected_count()
+        if self.kind == "poisson":
+            n = n + 10.0 * n**0.5 + 20.0
+        elif self.kind == "periodic":
+            n = n + 1
+        cap = int(n) + 1
+        return min(cap, self.number) if self.number is not None else cap
+
+
+@dataclass
+class Demand:
+    vtypes: dict[str, VehicleType] = field(default_factory=lambda: {"car": VehicleType()})
+    flows: list[Flow] = field(default_factory=list)
+
+    def validate(self, edges=None) -> None:
+        for vt in self.vtypes.values():
+            vt.validate()
+        for f in self.flows:
+            f.validate()
+            check(f.vtype in self.vtypes, f"flow[{f.id}].type", f.vtype, f"one of {sorted(self.vtypes)}")
+            if edges is not None:
+                for e in f.route:
+                    check(e in edges, f"flow[{f.id}].route", e, "edges that exist in the network")
+
+    def scaled(self, factor: float) -> "Demand":
+        """The same demand with every rate multiplied (demand stress tests)."""
+        flows = []
+        for f in self.flows:
+            g = Flow(**{**f.__dict__})
+            g.rate = f.rate * factor
+            g.profile = [(b, e, r * factor) for b, e, r in f.profile]
+            flows.append(g)
+        return Demand(dict(self.vtypes), flows)
+
+
+def departure_times(flow: Flow, flow_index: int, seed: int, replications: torch.Tensor) -> torch.Tensor:
+    """Departure times ``[W, capacity]`` (float64 seconds, +inf for no vehicle).
+
+    Poisson: k-th arrival = Λ⁻¹(E_1 + ... + E_k) with E_i ~ Exp(1) keyed by
+    ``(replication, flow, i)`` and Λ the cumulative rate of the profile.
+    """
+    W = replications.numel()
+    cap = flow.capacity()
+    k = torch.arange(cap, dtype=torch.int64)
+    if cap == 0:
+        return torch.empty(W, 0, dtype=torch.float64)
+    if flow.kind == "fixed":
+        t = torch.tensor(sorted(flow.departures), dtype=torch.float64)
+        return t.expand(W, cap).clone()
+    segs = flow.segments()
+    if flow.kind == "bernoulli":
+        # one draw per whole second of each segment, keyed by (flow, second)
+        out = []
+        for b, e, r in segs:
+            sec = torch.arange(int(b), int(e), dtype=torch.int64)
+            u = noise.uniform(seed, replications[:, None], noise.Stream.DEMAND, flow_index, sec[None, :])
+            hit = u < r / 3600.0
+            times = torch.where(hit, sec[None, :].to(torch.float64), torch.inf)
+            out.append(times)
+        times = torch.sort(torch.cat(out, dim=1), dim=1).values if out else torch.empty(W, 0)
+        times = times[:, :cap]
+        return torch.nn.functional.pad(times, (0, cap - times.shape[1]), value=torch.inf)
+    if flow.kind == "periodic":
+        # evenly spaced within each segment, first vehicle at the segment's begin (SUMO's rule)
+        out = []
+        for b, e, r in segs:
+            if r <= 0:
+                continue
+            n = int((e - b) * r / 3600.0 + 1e-9)
+            out.append(b + torch.arange(n, dtype=torch.float64) * 3600.0 / r)
+        t = torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+        t = t[:cap]
+        t = torch.nn.functional.pad(t, (0, cap - t.numel()), value=torch.inf)
+        return t.expand(W, cap).clone()
+    # poisson: invert the piecewise-linear cumulative rate
+    e = noise.exponential(seed, replications[:, None], noise.Stream.DEMAND, flow_index, 0, k[None, :])
+    cum = torch.cumsum(e, dim=1)  # in units of expected vehicles
+    bounds = torch.tensor([[b, en, r / 3600.0] for b, en, r in segs], dtype=torch.float64)
+    seg_mass = (bounds[:, 1] - bounds[:, 0]) * bounds[:, 2]
+    cum_mass = torch.cumsum(seg_mass, 0)
+    start_mass = cum_mass - seg_mass
+    idx = torch.searchsorted(cum_mass, cum.contiguous(), right=False).clamp(max=len(segs) - 1)
+    rate = bounds[idx, 2]
+    t = bounds[idx, 0] + (cum - start_mass[idx]) / torch.where(rate > 0, rate, 1.0)
+    t = torch.where((cum <= cum_mass[-1]) & (rate > 0), t, torch.inf)
+    if flow.number is not None:
+        t[:, flow.number:] = torch.inf
+    return t

@@ -1,0 +1,234 @@
+"""Traffic kernels: pure tensor functions, no Mesa, no config objects.
+
+Vehicles of all worlds are flattened into one vector of N slots; ``world``
+says which world a slot belongs to. Per-world lane tables have ``W * L``
+entries indexed by ``world * L + lane``. Every operation is elementwise or a
+gather keyed by world, so a world never sees another's vehicles (batch
+independence).
+
+Rules (the per-agent reference in :mod:`twins.traffic.reference` implements
+the same, one vehicle at a time):
+
+1. Signals: the phase of each program at time ``t`` is found from
+   ``(t + offset) mod cycle`` and per-world phase durations.
+2. Leaders: sort ``(world, lane, position)``; a vehicle's leader is the next
+   one on its lane. The *last* vehicle of a lane is the upstream-most one.
+3. Insertion: a vehicle whose departure time has come picks the allowed
+   lane of its first edge with most room, and enters with its rear at the
+   lane start if the gap to that lane's last vehicle is at least its min gap.
+   One vehicle per lane per step, earliest departure first; the others wait.
+4. Front vehicles (no leader on their lane) look past the stop line: a red
+   signal, or a yellow one they can stop for (v² <= 2·b·d), is a standing
+   obstacle at the stop line; otherwise the leader is the last vehicle of
+   the lane they will enter (spillback), or the road is free.
+5. IDM acceleration; speed ``max(0, v + a·dt)``, capped so the gap cannot
+   close below zero in one step; position ``x + v'·dt`` (Euler, as SUMO).
+6. A vehicle whose front passes the end of its lane enters the chosen lane
+   of the next edge at ``overshoot - via_length``; at the end of its last
+   edge it arrives.
+"""
+from __future__ import annotations
+
+import torch
+
+from .compiled import NO_SIGNAL, SIG_GREEN, SIG_RED, SIG_YELLOW
+
+WAITING, RUNNING, ARRIVED = 0, 1, 2
+STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
+
+
+def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase_code: torch.Tensor,
+                 link_program: torch.Tensor, link_local: torch.Tensor) -> torch.Tensor:
+    """Signal code of every link in every world, ``[W, G]`` int8.
+
+    ``durations`` [W, P, K] (zero-padded), ``offsets`` [W, P], ``phase_code`` [P, K, Lmax].
+    """
+    W, P, K = durations.shape
+    if link_program.numel() == 0:
+        return torch.zeros(W, 0, dtype=torch.int8, device=durations.device)
+    ends = torch.cumsum(durations, dim=2)  # [W, P, K]
+    cycle = ends[:, :, -1]
+    tc = torch.remainder(t + offsets, cycle)  # [W, P]
+    phase = torch.searchsorted(ends, tc.unsqueeze(-1), right=True).squeeze(-1).clamp(max=K - 1)
+    ph_link = phase[:, link_program]  # [W, G]
+    return phase_code[link_program.unsqueeze(0).expand_as(ph_link), ph_link, link_local.unsqueeze(0).expand_as(ph_link)]
+
+
+def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
+    """Leaders and each lane's last vehicle.
+
+    Returns ``leader`` [N] (slot index or -1) and ``last`` [W*L] (slot index or -1).
+    """
+    N = pos.numel()
+    seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
+    key = seg.to(torch.float64) * span + pos.to(torch.float64)
+    order = torch.argsort(key)
+    sseg = seg[order]
+    same = sseg[1:] == sseg[:-1]
+    nxt = torch.where(same, order[1:], -1)
+    leader = torch.full((N,), -1, dtype=torch.int64, device=pos.device)
+    leader[order[:-1]] = nxt
+    first = torch.ones(N, dtype=torch.bool, device=pos.device)
+    first[1:] = ~same
+    last = torch.full((W * n_lanes + 1,), -1, dtype=torch.int64, device=pos.device)
+    last.scatter_(0, torch.where(first, sseg, W * n_lanes), order)
+    last[W * n_lanes] = -1
+    return leader, last
+
+
+def choose_lane(world, edge, mask, last, pos, length, edge_first_lane, edge_n_lanes, max_lanes: int,
+                n_lanes: int):
+    """For each slot, the allowed lane of ``edge`` with most room (lowest index on ties).
+
+    ``edge`` [N] (-1: none), ``mask`` [N] bitmask of allowed lane indices.
+    Returns ``lane`` [N] (-1 if none) and ``room`` [N] (rear of that lane's last
+    vehicle, +inf if the lane is empty).
+    """
+    j = torch.arange(max_lanes, device=pos.device)
+    e = edge.clamp(min=0)
+    cand = edge_first_lane[e].unsqueeze(1) + j  # [N, J]
+    ok = (edge.unsqueeze(1) >= 0) & (j < edge_n_lanes[e].unsqueeze(1)) & (((mask.unsqueeze(1) >> j) & 1) == 1)
+    cand = torch.where(ok, cand, 0)
+    lv = last[world.unsqueeze(1) * n_lanes + cand]
+    rear = torch.where(lv >= 0, pos[lv.clamp(min=0)] - length[lv.clamp(min=0)], torch.inf)
+    score = torch.where(ok, rear, -torch.inf)
+    best = torch.argmax(score, dim=1, keepdim=True)
+    lane = torch.where(ok.any(1), cand.gather(1, best).squeeze(1), -1)
+    room = score.gather(1, best).squeeze(1)
+    return lane, room
+
+
+def idm_acceleration(v, v0, gap, v_lead, a, b, T, s0, delta: float | torch.Tensor):
+    """Intelligent Driver Model (Treiber, Hennecke & Helbing 2000); ``gap`` may be +inf."""
+    s_star = s0 + torch.clamp(v * T + v * (v - v_lead) / (2.0 * torch.sqrt(a * b)), min=0.0)
+    interaction = torch.where(torch.isfinite(gap), (s_star / gap.clamp(min=1e-3)) ** 2, 0.0)
+    return a * (1.0 - (v / v0) ** delta - interaction)
+
+
+def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
+         W: int, span: float) -> dict:
+    """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
+
+    state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
+           time_loss, stops, halted, depart (float64)
+    veh:   route, length, min_gap, accel, decel, tau, delta, speed_factor, max_speed
+    Returns the new state (new tensors; the input is not modified).
+    """
+    L = net.n_lanes
+    E = len(net.edge_ids)
+    world, status = state["world"], state["status"]
+    lane, pos, speed, rpos = state["lane"], state["pos"], state["speed"], state["route_pos"]
+    route = veh["route"]
+    length, min_gap = veh["length"], veh["min_gap"]
+    running = status == RUNNING
+
+    # 2. leaders and lane tails
+    leader, last = lane_order(world, lane, pos, running, L, W, span)
+
+    # 3. insertion
+    want = (status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0)
+    r = route.clamp(min=0)
+    first_edge = torch.where(want, routes.route_edges[r, 0], -1)
+    ins_lane, room = choose_lane(world, first_edge, routes.route_mask[r, 0], last, pos, length,
+                                 net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+    fits = want & (ins_lane >= 0) & (room - length >= min_gap)
+    seg = torch.where(fits, world * L + ins_lane.clamp(min=0), W * L)
+    slot = torch.arange(pos.numel(), device=pos.device)
+    first_claim = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+    first_claim.scatter_reduce_(0, seg, slot, reduce="amin")
+    ins = fits & (first_claim[seg] == slot)
+    il = ins_lane.clamp(min=0)
+    v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"], veh["max_speed"])
+    gap_ins = room - length
+    v_ins = torch.where(torch.isfinite(gap_ins),
+                        torch.clamp((gap_ins - min_gap) / veh["tau"], min=0.0), torch.inf)
+    v_ins = torch.minimum(v_ins, v0_ins)
+    old_last = last[world * L + il]
+    status = torch.where(ins, RUNNING, status)
+    lane = torch.where(ins, il, lane)
+    pos = torch.where(ins, length, pos)
+    speed = torch.where(ins, v_ins, speed)
+    rpos = torch.where(ins, 0, rpos)
+    insert_step = torch.where(ins, step_index, state["insert_step"])
+    leader = torch.where(ins, old_last, leader)
+    last = last.scatter(0, torch.where(ins, world * L + il, W * L), slot)
+    last[W * L] = -1
+    running = status == RUNNING
+
+    # 4. where each vehicle goes at the end of its lane
+    nroute = routes.route_len[r]
+    on_last_edge = rpos + 1 >= nroute
+    nk = (rpos + 1).clamp(max=routes.route_edges.shape[1] - 1)
+    next_edge = torch.where(running & ~on_last_edge, routes.route_edges[r, nk], -1)
+    next_lane, next_room = choose_lane(world, next_edge, routes.route_mask[r, nk], last, pos, length,
+                                       net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+    key = lane * E + next_edge.clamp(min=0)
+    ci = torch.searchsorted(net.conn_key, key).clamp(max=max(net.conn_key.numel() - 1, 0))
+    if net.conn_key.numel():
+        via = net.conn_via[ci]
+        link = net.conn_link[ci]
+    else:
+        via = torch.zeros_like(pos)
+        link = torch.full_like(lane, NO_SIGNAL)
+    G = sig.shape[1]
+    if G:
+        code = torch.where(link >= 0, sig.reshape(-1)[world * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
+    else:
+        code = torch.full_like(lane, SIG_GREEN)
+    L_here = net.lane_length[lane]
+    d = L_here - pos
+    must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (speed * speed <= 2.0 * veh["decel"] * d.clamp(min=0)))
+    must_stop = must_stop | (next_lane < 0)
+
+    has_leader = leader >= 0
+    ld = leader.clamp(min=0)
+    gap_leader = pos[ld] - length[ld] - pos
+    gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
+    nl = last[world * L + next_lane.clamp(min=0)]
+    v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
+    gap_front = torch.where(on_last_edge, torch.inf, torch.where(must_stop, d + min_gap, gap_junction))
+    v_front = torch.where(must_stop, 0.0, v_junction)
+    gap = torch.where(has_leader, gap_leader, gap_front)
+    v_lead = torch.where(has_leader, speed[ld], v_front)
+    gap_phys = torch.where(has_leader | on_last_edge | ~must_stop, gap, d)
+
+    # 5. IDM and movement
+    v0 = torch.minimum(net.lane_speed[lane] * veh["speed_factor"], veh["max_speed"])
+    acc = idm_acceleration(speed, v0, gap, v_lead, veh["accel"], veh["decel"], veh["tau"], min_gap, veh["delta"])
+    v_new = torch.clamp(speed + acc * dt, min=0.0)
+    v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
+    v_new = torch.where(running, v_new, speed)
+    x_new = torch.where(running, pos + v_new * dt, pos)
+
+    # 6. transitions and arrivals
+    past = running & (x_new >= L_here)
+    arrive = past & on_last_edge
+    cross = past & ~on_last_edge & (next_lane >= 0)
+    x_new = torch.where(cross, x_new - L_here - via, x_new)
+    new_lane = torch.where(cross, next_lane, lane)
+    rpos = torch.where(cross, rpos + 1, rpos)
+    status = torch.where(arrive, ARRIVED, status)
+    arrive_step = torch.where(arrive, step_index + 1, state["arrive_step"])
+
+    halted = v_new < STOP_SPEED
+    stops = state["stops"] + (running & halted & ~state["halted"]).to(state["stops"].dtype)
+    loss = torch.where(running, dt * torch.clamp(1.0 - v_new / v0, min=0.0), 0.0)
+
+    return {
+        **state,
+        "status": status,
+        "lane": new_lane,
+        "pos": x_new,
+        "speed": v_new,
+        "route_pos": rpos,
+        "insert_step": insert_step,
+        "arrive_step": arrive_step,
+        "time_loss": state["time_loss"] + loss,
+        "stops": stops,
+        "halted": torch.where(running, halted, state["halted"]),
+        # per-step lane observations (before transitions), for detectors and maps
+        "_obs_lane": lane,
+        "_obs_running": running,
+        "_obs_speed": v_new,
+        "_obs_loss": loss,
+    }

@@ -1,0 +1,183 @@
+"""Road network: junctions, edges with lanes, lane-to-lane connections, signal programs.
+
+The model follows SUMO's: a connection joins one lane of an edge to one lane of
+the next edge, crosses the junction on an internal path of ``via_length``
+metres, and — at a signalized junction — is controlled by one link index of
+a traffic-light program whose phases are state strings (one character per
+link: ``G``/``g`` green, ``y`` yellow, ``r`` red, ...).
+
+This module is plain Python (no tensors): generators and importers build a
+:class:`RoadNetwork`; :mod:`twins.traffic.compiled` turns it into tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from twins.core.errors import ConfigError, check
+
+GREEN = frozenset("Gg")
+YELLOW = frozenset("yYuU")  # SUMO 'u' (red+yellow) treated like yellow: do not enter if you can stop
+RED = frozenset("rsO")  # 'O' (off, no signal) is handled as green by the compiler; listed for parsing
+VALID_STATE = frozenset("GgyYrRuUsoO")
+
+
+@dataclass
+class Junction:
+    id: str
+    x: float = 0.0
+    y: float = 0.0
+    kind: str = "priority"  # traffic_light | priority | dead_end | ...
+    tl: str | None = None  # id of the signal program controlling it
+
+
+@dataclass
+class Lane:
+    id: str
+    index: int  # 0 = rightmost, as in SUMO
+    length: float
+    speed: float  # speed limit, m/s
+    shape: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class Edge:
+    id: str
+    from_node: str
+    to_node: str
+    lanes: list[Lane]
+    name: str = ""
+
+    @property
+    def length(self) -> float:
+        return self.lanes[0].length
+
+    @property
+    def speed(self) -> float:
+        return max(l.speed for l in self.lanes)
+
+
+@dataclass
+class Connection:
+    from_edge: str
+    from_lane: int
+    to_edge: str
+    to_lane: int
+    via_length: float = 0.0  # length of the path across the junction, metres
+    tl: str | None = None  # signal program id, None if unsignalized
+    link_index: int = -1  # index into the program's state strings
+    direction: str = "s"  # s straight, l left, r right, t turn, L/R partial
+
+
+@dataclass
+class Phase:
+    duration: float
+    state: str
+    name: str = ""
+
+
+@dataclass
+class SignalProgram:
+    id: str  # the tlLogic id (the junction's tl)
+    phases: list[Phase]
+    offset: float = 0.0
+    program_id: str = "0"
+    kind: str = "static"
+
+    @property
+    def cycle(self) -> float:
+        return sum(p.duration for p in self.phases)
+
+    @property
+    def n_links(self) -> int:
+        return len(self.phases[0].state) if self.phases else 0
+
+    def validate(self) -> None:
+        check(len(self.phases) > 0, f"tlLogic[{self.id}].phases", [], "at least one phase")
+        n = self.n_links
+        for i, p in enumerate(self.phases):
+            check(p.duration > 0, f"tlLogic[{self.id}].phase[{i}].duration", p.duration, "> 0 seconds")
+            check(len(p.state) == n, f"tlLogic[{self.id}].phase[{i}].state", p.state,
+                  f"a state string of {n} characters like the first phase")
+            bad = set(p.state) - VALID_STATE
+            check(not bad, f"tlLogic[{self.id}].phase[{i}].state", p.state,
+                  f"characters from {''.join(sorted(VALID_STATE))}")
+
+
+@dataclass
+class RoadNetwork:
+    junctions: dict[str, Junction] = field(default_factory=dict)
+    edges: dict[str, Edge] = field(default_factory=dict)
+    connections: list[Connection] = field(default_factory=list)
+    programs: dict[str, SignalProgram] = field(default_factory=dict)
+    name: str = "network"
+
+    # --- building -----------------------------------------------------------------
+    def add_junction(self, j: Junction) -> Junction:
+        self.junctions[j.id] = j
+        return j
+
+    def add_edge(self, e: Edge) -> Edge:
+        self.edges[e.id] = e
+        return e
+
+    # --- queries --------------------------------------------------------------------
+    def lane_count(self) -> int:
+        return sum(len(e.lanes) for e in self.edges.values())
+
+    def graph(self) -> nx.DiGraph:
+        """Edge-to-edge graph (nodes are edges; an arc is a connection), weighted by free-flow time."""
+        g = nx.DiGraph()
+        for e in self.edges.values():
+            g.add_node(e.id, time=e.length / max(e.speed, 0.1))
+        for c in self.connections:
+            t = self.edges[c.to_edge]
+            w = (t.length + c.via_length) / max(t.speed, 0.1)
+            if not g.has_edge(c.from_edge, c.to_edge) or g[c.from_edge][c.to_edge]["weight"] > w:
+                g.add_edge(c.from_edge, c.to_edge, weight=w)
+        return g
+
+    def junction_graph(self) -> nx.DiGraph:
+        """Junction-to-junction graph (a road is an arc), for maps and Mesa's Network space."""
+        g = nx.DiGraph()
+        for j in self.junctions.values():
+            g.add_node(j.id, pos=(j.x, j.y), kind=j.kind)
+        for e in self.edges.values():
+            g.add_edge(e.from_node, e.to_node, edge=e.id, length=e.length)
+        return g
+
+    def shortest_route(self, from_edge: str, to_edge: str, graph: nx.DiGraph | None = None) -> list[str]:
+        """Free-flow fastest route between two edges (both included)."""
+        g = graph or self.graph()
+        for name, e in (("from", from_edge), ("to", to_edge)):
+            if e not in self.edges:
+                raise ConfigError(f"route.{name}", e, "an edge of the network")
+        try:
+            return nx.shortest_path(g, from_edge, to_edge, weight="weight")
+        except nx.NetworkXNoPath:
+            raise ConfigError("route", f"{from_edge}->{to_edge}", "a pair of edges joined by connections",
+                              "No path exists in the network.") from None
+
+    def validate(self) -> None:
+        check(len(self.edges) > 0, "network.edges", 0, "at least one edge")
+        for e in self.edges.values():
+            check(e.from_node in self.junctions, f"edge[{e.id}].from", e.from_node, "a junction id")
+            check(e.to_node in self.junctions, f"edge[{e.id}].to", e.to_node, "a junction id")
+            check(len(e.lanes) > 0, f"edge[{e.id}].lanes", 0, "at least one lane")
+            for l in e.lanes:
+                check(l.length > 0, f"lane[{l.id}].length", l.length, "> 0 metres")
+                check(l.speed > 0, f"lane[{l.id}].speed", l.speed, "> 0 m/s")
+        for i, c in enumerate(self.connections):
+            for side in ("from", "to"):
+                eid, li = getattr(c, f"{side}_edge"), getattr(c, f"{side}_lane")
+                check(eid in self.edges, f"connection[{i}].{side}", eid, "an edge id")
+                check(0 <= li < len(self.edges[eid].lanes), f"connection[{i}].{side}Lane", li,
+                      f"0..{len(self.edges[eid].lanes) - 1}")
+            check(c.via_length >= 0, f"connection[{i}].via_length", c.via_length, ">= 0")
+            if c.tl is not None:
+                check(c.tl in self.programs, f"connection[{i}].tl", c.tl, "a tlLogic id of the network")
+                check(0 <= c.link_index < self.programs[c.tl].n_links, f"connection[{i}].linkIndex",
+                      c.link_index, f"0..{self.programs[c.tl].n_links - 1}")
+        for p in self.programs.values():
+            p.validate()

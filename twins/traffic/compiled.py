@@ -201,8 +201,11 @@ def build_population(demand: Demand, seed: int, replications: torch.Tensor) -> P
     W = replications.numel()
     parts_t, parts_f, parts_k, offsets = [], [], [], []
     offset = 0
+    reps = replications.cpu()
     for i, f in enumerate(demand.flows):
-        t = departure_times(f, i, seed, replications.cpu())
+        # one world at a time: transcendental functions may round differently in SIMD and
+        # scalar code, so a world's draws must not depend on its position in the batch
+        t = torch.cat([departure_times(f, i, seed, reps[w:w + 1]) for w in range(W)], 0)
         cap = t.shape[1]
         if f.kind == "poisson" and cap > 0 and bool(torch.isfinite(t[:, -1]).any()):
             raise ConfigError(f"flow[{f.id}]", cap, "a capacity the Poisson draw never reaches",

@@ -32,6 +32,8 @@ class VehicleType:
     param_cv: float = 0.0  # coefficient of variation of accel and tau across drivers
 
     def validate(self) -> None:
+        check(float(self.delta).is_integer() and 1 <= self.delta <= 15, f"vType[{self.id}].delta", self.delta,
+              "an integer exponent from 1 to 15 (4 in the IDM literature)")
         for name in ("length", "accel", "decel", "max_speed", "tau", "delta", "speed_factor"):
             v = getattr(self, name)
             check(v > 0, f"vType[{self.id}].{name}", v, "a positive number")

@@ -16,16 +16,20 @@ the same, one vehicle at a time):
 3. Insertion: a vehicle whose departure time has come picks the allowed
    lane of its first edge with most room, and enters with its rear at the
    lane start if the gap to that lane's last vehicle is at least its min gap.
-   One vehicle per lane per step, earliest departure first; the others wait.
+   One vehicle per lane per round, earliest departure first; losers try the
+   next best lane in the next round (``insert_rounds`` per step), then wait.
 4. Front vehicles (no leader on their lane) look past the stop line: a red
    signal, or a yellow one they can stop for (v² <= 2·b·d), is a standing
-   obstacle at the stop line; otherwise the leader is the last vehicle of
-   the lane they will enter (spillback), or the road is free.
-5. IDM acceleration; speed ``max(0, v + a·dt)``, capped so the gap cannot
+   obstacle at the stop line; so is a halted tail on the lane they will
+   enter that leaves no room for them (keep the junction clear). Otherwise
+   the leader is the last vehicle of that lane (spillback), or the road is free.
+5. IDM acceleration integrated over ``substeps`` with the leader's speed held
+   (SUMO's IDM stepping); speed clamped at zero and capped so the gap cannot
    close below zero in one step; position ``x + v'·dt`` (Euler, as SUMO).
 6. A vehicle whose front passes the end of its lane enters the chosen lane
-   of the next edge at ``overshoot - via_length``; at the end of its last
-   edge it arrives.
+   of the next edge at ``overshoot - via_length`` — one per target lane per
+   step, the one landing furthest ahead; the others are held at the stop
+   line. At the end of its last edge a vehicle arrives.
 """
 from __future__ import annotations
 
@@ -62,7 +66,7 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     N = pos.numel()
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
     key = seg.to(torch.float64) * span + pos.to(torch.float64)
-    order = torch.argsort(key)
+    order = torch.argsort(key, stable=True)  # ties (merging vehicles) by slot: batch-independent
     sseg = seg[order]
     same = sseg[1:] == sseg[:-1]
     nxt = torch.where(same, order[1:], -1)
@@ -98,20 +102,53 @@ def choose_lane(world, edge, mask, last, pos, length, edge_first_lane, edge_n_la
     return lane, room
 
 
-def idm_acceleration(v, v0, gap, v_lead, a, b, T, s0, delta: float | torch.Tensor):
-    """Intelligent Driver Model (Treiber, Hennecke & Helbing 2000); ``gap`` may be +inf."""
-    s_star = s0 + torch.clamp(v * T + v * (v - v_lead) / (2.0 * torch.sqrt(a * b)), min=0.0)
-    interaction = torch.where(torch.isfinite(gap), (s_star / gap.clamp(min=1e-3)) ** 2, 0.0)
-    return a * (1.0 - (v / v0) ** delta - interaction)
+def int_pow(x: torch.Tensor, n: torch.Tensor, max_bits: int = 4) -> torch.Tensor:
+    """``x ** n`` for integer ``n`` in [0, 2**max_bits) by binary exponentiation.
+
+    Only multiplications: correctly rounded in every SIMD lane and in scalar
+    code, so a world's numbers never depend on where its vehicles sit in the
+    batch (``torch.pow`` can differ by an ulp between vector and scalar paths).
+    """
+    out = torch.ones_like(x)
+    base = x
+    for bit in range(max_bits):
+        out = torch.where(((n >> bit) & 1) == 1, out * base, out)
+        base = base * base
+    return out
+
+
+def idm_acceleration(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta: torch.Tensor):
+    """Intelligent Driver Model (Treiber, Hennecke & Helbing 2000); ``gap`` may be +inf.
+
+    ``two_sqrt_ab`` is ``2·sqrt(a·b)``, computed once per vehicle (correctly rounded);
+    ``delta`` is an integer tensor (the acceleration exponent, 4 in the literature).
+    """
+    s_star = s0 + torch.clamp(v * T + v * (v - v_lead) / two_sqrt_ab, min=0.0)
+    ratio = s_star / gap.clamp(min=1e-3)
+    interaction = torch.where(torch.isfinite(gap), ratio * ratio, 0.0)
+    return a * (1.0 - int_pow(v / v0, delta) - interaction)
+
+
+def idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, substeps: int):
+    """New speed after ``dt``, integrating IDM in ``substeps`` with the leader's speed held
+    (SUMO's IDM ``stepping``): the gap shrinks by the closing distance of each sub-step."""
+    h = dt / substeps
+    for _ in range(substeps):
+        acc = idm_acceleration(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta)
+        v = torch.clamp(v + acc * h, min=0.0)
+        if substeps > 1:
+            gap = gap - torch.clamp((v - v_lead) * h, min=0.0)
+    return v
 
 
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
-         W: int, span: float) -> dict:
+         W: int, span: float, substeps: int = 1, insert_rounds: int = 1) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
            time_loss, stops, halted, depart (float64)
-    veh:   route, length, min_gap, accel, decel, tau, delta, speed_factor, max_speed
+    veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed
+    ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step.
     Returns the new state (new tensors; the input is not modified).
     """
     L = net.n_lanes
@@ -125,34 +162,37 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     # 2. leaders and lane tails
     leader, last = lane_order(world, lane, pos, running, L, W, span)
 
-    # 3. insertion
+    # 3. insertion, in rounds: a vehicle that loses a lane to an earlier one tries another
     want = (status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0)
     r = route.clamp(min=0)
-    first_edge = torch.where(want, routes.route_edges[r, 0], -1)
-    ins_lane, room = choose_lane(world, first_edge, routes.route_mask[r, 0], last, pos, length,
-                                 net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-    fits = want & (ins_lane >= 0) & (room - length >= min_gap)
-    seg = torch.where(fits, world * L + ins_lane.clamp(min=0), W * L)
     slot = torch.arange(pos.numel(), device=pos.device)
-    first_claim = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-    first_claim.scatter_reduce_(0, seg, slot, reduce="amin")
-    ins = fits & (first_claim[seg] == slot)
-    il = ins_lane.clamp(min=0)
-    v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"], veh["max_speed"])
-    gap_ins = room - length
-    v_ins = torch.where(torch.isfinite(gap_ins),
-                        torch.clamp((gap_ins - min_gap) / veh["tau"], min=0.0), torch.inf)
-    v_ins = torch.minimum(v_ins, v0_ins)
-    old_last = last[world * L + il]
-    status = torch.where(ins, RUNNING, status)
-    lane = torch.where(ins, il, lane)
-    pos = torch.where(ins, length, pos)
-    speed = torch.where(ins, v_ins, speed)
-    rpos = torch.where(ins, 0, rpos)
-    insert_step = torch.where(ins, step_index, state["insert_step"])
-    leader = torch.where(ins, old_last, leader)
-    last = last.scatter(0, torch.where(ins, world * L + il, W * L), slot)
-    last[W * L] = -1
+    insert_step = state["insert_step"]
+    for _ in range(insert_rounds):
+        first_edge = torch.where(want, routes.route_edges[r, 0], -1)
+        ins_lane, room = choose_lane(world, first_edge, routes.route_mask[r, 0], last, pos, length,
+                                     net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+        fits = want & (ins_lane >= 0) & (room - length >= min_gap)
+        seg = torch.where(fits, world * L + ins_lane.clamp(min=0), W * L)
+        first_claim = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+        first_claim.scatter_reduce_(0, seg, slot, reduce="amin")
+        ins = fits & (first_claim[seg] == slot)
+        il = ins_lane.clamp(min=0)
+        v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"], veh["max_speed"])
+        gap_ins = room - length
+        v_ins = torch.where(torch.isfinite(gap_ins),
+                            torch.clamp((gap_ins - min_gap) / veh["tau"], min=0.0), torch.inf)
+        v_ins = torch.minimum(v_ins, v0_ins)
+        old_last = last[world * L + il]
+        status = torch.where(ins, RUNNING, status)
+        lane = torch.where(ins, il, lane)
+        pos = torch.where(ins, length, pos)
+        speed = torch.where(ins, v_ins, speed)
+        rpos = torch.where(ins, 0, rpos)
+        insert_step = torch.where(ins, step_index, insert_step)
+        leader = torch.where(ins, old_last, leader)
+        last = last.scatter(0, torch.where(ins, world * L + il, W * L), slot)
+        last[W * L] = -1
+        want = want & ~ins
     running = status == RUNNING
 
     # 4. where each vehicle goes at the end of its lane
@@ -167,9 +207,11 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     if net.conn_key.numel():
         via = net.conn_via[ci]
         link = net.conn_link[ci]
+        found = net.conn_key[ci] == key
     else:
         via = torch.zeros_like(pos)
         link = torch.full_like(lane, NO_SIGNAL)
+        found = torch.zeros_like(running)
     G = sig.shape[1]
     if G:
         code = torch.where(link >= 0, sig.reshape(-1)[world * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
@@ -178,33 +220,50 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     L_here = net.lane_length[lane]
     d = L_here - pos
     must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (speed * speed <= 2.0 * veh["decel"] * d.clamp(min=0)))
-    must_stop = must_stop | (next_lane < 0)
+    must_stop = must_stop | (next_lane < 0) | ~found
+    nl = last[world * L + next_lane.clamp(min=0)]
+    v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
+    # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle at
+    # the line (a moving tail does not: in queue discharge the leader is often still crossing)
+    must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < length + min_gap))
 
     has_leader = leader >= 0
     ld = leader.clamp(min=0)
     gap_leader = pos[ld] - length[ld] - pos
     gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
-    nl = last[world * L + next_lane.clamp(min=0)]
-    v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
-    gap_front = torch.where(on_last_edge, torch.inf, torch.where(must_stop, d + min_gap, gap_junction))
-    v_front = torch.where(must_stop, 0.0, v_junction)
+    # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
+    line_first = must_stop & (d + min_gap <= gap_junction)
+    gap_front = torch.where(on_last_edge, torch.inf, torch.where(line_first, d + min_gap, gap_junction))
+    v_front = torch.where(line_first, 0.0, v_junction)
     gap = torch.where(has_leader, gap_leader, gap_front)
     v_lead = torch.where(has_leader, speed[ld], v_front)
-    gap_phys = torch.where(has_leader | on_last_edge | ~must_stop, gap, d)
+    gap_phys = torch.where(has_leader | on_last_edge | ~line_first, gap, d)
 
     # 5. IDM and movement
     v0 = torch.minimum(net.lane_speed[lane] * veh["speed_factor"], veh["max_speed"])
-    acc = idm_acceleration(speed, v0, gap, v_lead, veh["accel"], veh["decel"], veh["tau"], min_gap, veh["delta"])
-    v_new = torch.clamp(speed + acc * dt, min=0.0)
+    v_new = idm_speed(speed, v0, gap, v_lead, veh["accel"], veh["two_sqrt_ab"], veh["tau"], min_gap, veh["delta"],
+                      dt, substeps)
     v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
     v_new = torch.where(running, v_new, speed)
     x_new = torch.where(running, pos + v_new * dt, pos)
 
     # 6. transitions and arrivals
-    past = running & (x_new >= L_here)
+    past = running & (x_new > L_here)  # a vehicle held at the stop line stays on its lane
     arrive = past & on_last_edge
     cross = past & ~on_last_edge & (next_lane >= 0)
-    x_new = torch.where(cross, x_new - L_here - via, x_new)
+    # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
+    # enters; the others are held at the stop line and see it as their leader next step
+    land = x_new - L_here - via
+    seg = torch.where(cross, world * L + next_lane.clamp(min=0), W * L)
+    best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
+    best.scatter_reduce_(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
+    is_best = cross & (land == best[seg])
+    first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+    first.scatter_reduce_(0, torch.where(is_best, seg, W * L), slot, reduce="amin")
+    held = cross & ~(is_best & (first[seg] == slot))
+    cross = cross & ~held
+    x_new = torch.where(held, L_here, torch.where(cross, land, x_new))
+    v_new = torch.where(held, (L_here - pos) / dt, v_new)
     new_lane = torch.where(cross, next_lane, lane)
     rpos = torch.where(cross, rpos + 1, rpos)
     status = torch.where(arrive, ARRIVED, status)

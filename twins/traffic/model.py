@@ -122,7 +122,7 @@ class TrafficTwin(Twin):
 
     def __init__(self, scenario: TrafficScenario, worlds: WorldBatch, *, dt: float = 1.0,
                  horizon: float = 3600.0, device="cpu", dtype=torch.float32,
-                 interval_s: float = 60.0, trajectory_every: int = 0):
+                 interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25):
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
         self.scenario = scenario
         net, demand = scenario.network, scenario.demand
@@ -135,6 +135,8 @@ class TrafficTwin(Twin):
         self.flow_ids = [f.id for f in demand.flows]
         self.interval_steps = max(1, int(round(interval_s / dt)))
         self.trajectory_every = int(trajectory_every)
+        self.substeps = max(1, int(np.ceil(dt / idm_substep_s - 1e-9)))
+        self.insert_rounds = min(self.compiled.max_lanes, 3)
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
         W, S = pop.flow.shape
@@ -150,9 +152,11 @@ class TrafficTwin(Twin):
             return vals[flow.clamp(min=0)]
         rep = self.worlds.replication.unsqueeze(1)
         vid = pop.vehicle_id.to(dev)
-        z_speed = noise.normal(worlds.seed, rep, noise.Stream.DRIVER, vid, 0, 0, device=dev)
-        z_acc = noise.normal(worlds.seed, rep, noise.Stream.DRIVER, vid, 0, 1, device=dev)
-        z_tau = noise.normal(worlds.seed, rep, noise.Stream.DRIVER, vid, 0, 2, device=dev)
+        # one world at a time (see build_population): draws independent of batch layout
+        def driver(draw):
+            return torch.cat([noise.normal(worlds.seed, rep[w:w + 1], noise.Stream.DRIVER, vid[w:w + 1], 0, draw,
+                                           device=dev) for w in range(W)], 0)
+        z_speed, z_acc, z_tau = driver(0), driver(1), driver(2)
         sf = torch.clamp(col("speed_factor") * (1.0 + col("speed_dev") * z_speed), 0.2, 2.0)
         cv = col("param_cv")
         accel = col("accel") * torch.clamp(1.0 + cv * z_acc, 0.5, 1.5)
@@ -164,8 +168,10 @@ class TrafficTwin(Twin):
             "min_gap": col("min_gap").to(dtype),
             "accel": accel.to(dtype),
             "decel": col("decel").to(dtype),
+            # 2·sqrt(a·b) once per vehicle, correctly rounded (numpy), never recomputed per step
+            "two_sqrt_ab": torch.from_numpy(2.0 * np.sqrt((accel * col("decel")).cpu().numpy())).to(dev, dtype),
             "tau": tau.to(dtype),
-            "delta": col("delta").to(dtype),
+            "delta": col("delta").round().to(torch.int64),
             "speed_factor": sf.to(dtype),
             "max_speed": col("max_speed").to(dtype),
         }
@@ -290,7 +296,10 @@ class TrafficTwin(Twin):
             not_done = (~done).any(0)
             idx = torch.nonzero(not_done)
             self.lo = self.lo + (int(idx[0]) if idx.numel() else hi - self.lo)
-        return self.lo, max(hi, self.lo)
+        # whole blocks of 16 slots: a vehicle keeps its SIMD lane whatever the batch
+        lo16 = self.lo // 16 * 16
+        hi16 = min(self.S, -(-max(hi, self.lo) // 16) * 16)
+        return lo16, hi16
 
     def step(self) -> None:
         t = self.time_s
@@ -301,7 +310,8 @@ class TrafficTwin(Twin):
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
             veh = {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()}
-            new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span)
+            new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
+                               self.substeps, self.insert_rounds)
             for k in self.state:
                 if k in ("world", "depart"):
                     continue

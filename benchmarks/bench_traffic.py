@@ -1,0 +1,91 @@
+"""Traffic kernel throughput: vehicle updates per second, and state memory per vehicle.
+
+    python benchmarks/bench_traffic.py              # CPU: single world, then a batch of 64
+    python benchmarks/bench_traffic.py --device cuda --worlds 256   # any CUDA machine
+
+A vehicle update is one running vehicle advanced by one step. The scenario is a
+10×10 signalized grid (2 lanes each way, 600 m blocks) loaded until at least
+20,000 vehicles are in the network at once (per world); then steps are timed.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from scenarios.traffic import GridScenario, SignalConfig, grid_scenario
+from twins.core.worlds import WorldBatch
+from twins.traffic import kernels
+from twins.traffic.model import TrafficTwin
+
+
+def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0):
+    s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=600.0, approach_m=600.0, lanes=2,
+                                          entry_flow_veh_h=1500.0, off_peak_factor=1.0, straight_share=0.8,
+                                          signals=SignalConfig(cycle_s=60.0)))
+    scen = grid_scenario(s, horizon)
+    return TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, device=device,
+                       dtype=dtype, interval_s=horizon)
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(worlds: int, device: str, dtype, target: int, steps: int) -> dict:
+    tw = build(worlds, device, dtype, target)
+    t0 = time.perf_counter()
+    while int(tw.count(kernels.RUNNING).min()) < target:
+        tw.step()
+        if tw.step_index >= tw.n_steps - steps:
+            raise RuntimeError(f"network never held {target} vehicles (max {int(tw.count(kernels.RUNNING).max())})")
+    warm = time.perf_counter() - t0
+    sync(device)
+    updates = 0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        updates += int(tw.count(kernels.RUNNING).sum()) if False else 0
+        tw.step()
+    sync(device)
+    dt = time.perf_counter() - t0
+    running = tw.count(kernels.RUNNING)
+    # the running count changes slowly; average of the start and end counts
+    updates = float(running.sum()) * steps
+    state_bytes = sum(v.element_size() * v[0].numel() for v in list(tw.state.values()) + list(tw.veh_full.values()))
+    return {
+        "worlds": worlds,
+        "running_per_world": int(running.float().mean()),
+        "step_ms": 1000 * dt / steps,
+        "updates_per_s": updates / dt,
+        "state_bytes_per_vehicle": state_bytes / tw.S,
+        "warmup_s": warm,
+        "sim_time_s": tw.time_s,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--worlds", type=int, nargs="*", default=None)
+    ap.add_argument("--target", type=int, default=20000, help="vehicles in the network per world before timing")
+    ap.add_argument("--steps", type=int, default=50)
+    a = ap.parse_args()
+    dtype = getattr(torch, a.dtype)
+    worlds = a.worlds or ([1, 64] if a.device == "cpu" else [1, 64, 256])
+    dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}")
+    for w in worlds:
+        target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
+        r = measure(w, a.device, dtype, target, a.steps)
+        print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "
+              f"updates/s={r['updates_per_s'] / 1e6:8.2f} M  state={r['state_bytes_per_vehicle']:.0f} B/vehicle  "
+              f"(warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Interventions (do-operators), counterfactual evaluation, search, ethics gates."""

@@ -1,0 +1,107 @@
+"""SUMO scenarios: ``scenario=sumo scenario.sumocfg=PATH`` (or ``scenario.net=... scenario.routes=...``).
+
+The schema is the Hydra structured config of the ``sumo`` scenario kind;
+:func:`load_scenario` turns a config section into the twin's network, demand
+and time window. The builder that makes a twin of them is registered with the
+traffic scenarios.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from twins.core.errors import ConfigError, check
+from twins.traffic.demand import Demand, Flow
+from twins.traffic.network import RoadNetwork
+
+
+@dataclass
+class SumoScenario:
+    kind: str = "sumo"
+    sumocfg: str = ""  # a .sumocfg; its net-file, route-files, additional-files (tlLogic) and begin/end are used
+    net: str = ""  # a .net.xml (overrides the .sumocfg's net-file, or is used alone)
+    routes: str = ""  # route files, comma-separated (override the .sumocfg's route-files)
+    begin: Optional[float] = None  # seconds of SUMO time; default: the .sumocfg's begin (else 0)
+    end: Optional[float] = None  # default: the .sumocfg's end (else begin + horizon_s)
+    demand_scale: float = 1.0  # multiply every flow (given vehicles are thinned or repeated deterministically)
+
+
+def _abs(p: str) -> str:
+    if not p:
+        return p
+    try:
+        from hydra.utils import to_absolute_path
+
+        return to_absolute_path(p)
+    except Exception:  # noqa: BLE001  (no Hydra run in progress)
+        return str(Path(p).expanduser().resolve())
+
+
+def scale_demand(demand: Demand, factor: float) -> Demand:
+    """``demand`` with every flow scaled by ``factor``.
+
+    Rates are multiplied; the n-th given vehicle (all ``fixed`` flows together,
+    in departure order) is repeated ``floor((n+1)f) - floor(nf)`` times, so the
+    total becomes ``floor(N f)``, spread evenly over time (deterministic).
+    """
+    check(factor >= 0 and math.isfinite(factor), "scenario.demand_scale", factor, "a number >= 0")
+    if factor == 1.0:
+        return demand
+    # given vehicles: thin/repeat over all of them in departure order, so the total is floor(N * factor)
+    fixed = sorted((t, i, k) for i, f in enumerate(demand.flows) if f.kind == "fixed"
+                   for k, t in enumerate(f.departures))
+    copies: dict[int, list[float]] = {}
+    for n, (t, i, _) in enumerate(fixed):
+        c = math.floor((n + 1) * factor + 1e-9) - math.floor(n * factor + 1e-9)
+        copies.setdefault(i, []).extend([t] * c)
+    flows = []
+    for i, f in enumerate(demand.flows):
+        g = Flow(**{**f.__dict__})
+        if f.kind == "fixed":
+            if not copies.get(i):
+                continue
+            g.departures = sorted(copies[i])
+            g.begin, g.end = g.departures[0], g.departures[-1]
+        else:
+            g.rate = f.rate * factor
+            g.profile = [(b, e, r * factor) for b, e, r in f.profile]
+            if f.number is not None:
+                g.number = int(round(f.number * factor))
+        flows.append(g)
+    return Demand(dict(demand.vtypes), flows)
+
+
+def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
+    """``(network, demand, begin, end)`` of a ``scenario: sumo`` config section.
+
+    ``end`` is None when neither the config nor the .sumocfg sets one (the
+    caller then uses ``begin + horizon_s``).
+    """
+    from twins.traffic import sumo
+
+    get = (lambda k, d=None: cfg.get(k, d)) if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+    sumocfg, net, routes = _abs(get("sumocfg", "") or ""), _abs(get("net", "") or ""), get("routes", "") or ""
+    route_list = [_abs(r.strip()) for r in str(routes).split(",") if r.strip()]
+    if sumocfg:
+        sc = sumo.load_sumocfg(sumocfg, net=net or None, routes=route_list or None)
+        network, demand, begin, end = sc.network, sc.demand, sc.begin, sc.end
+    elif net:
+        network = sumo.load_net(net)
+        begin, end = 0.0, None
+        b = get("begin")
+        demand = sumo.load_routes(route_list, network, begin=float(b) if b is not None else 0.0) \
+            if route_list else Demand(flows=[])
+    else:
+        raise ConfigError("scenario.sumocfg", sumocfg, "a path to a .sumocfg (or scenario.net=NET.net.xml "
+                          "with scenario.routes=ROUTES.rou.xml)", "Example: scenario=sumo scenario.sumocfg=my.sumocfg")
+    if get("begin") is not None:
+        begin = float(get("begin"))
+    if get("end") is not None:
+        end = float(get("end"))
+    if end is not None:
+        check(end > begin, "scenario.end", end, f"a time after begin ({begin:g} s)")
+    demand = scale_demand(demand, float(get("demand_scale", 1.0) or 0.0) if get("demand_scale", 1.0) is not None
+                          else 1.0)
+    return network, demand, begin, end

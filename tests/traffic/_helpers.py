@@ -1,0 +1,95 @@
+"""Analytic IDM relations and small recording helpers for the traffic physics tests."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from twins.traffic import kernels
+
+
+def idm_equilibrium_gap(v, v0: float, s0: float, T: float, delta: float = 4.0):
+    """Homogeneous steady-state gap of the IDM at speed ``v``.
+
+    s_e(v) = (s0 + v T) / sqrt(1 - (v / v0)^delta)   (Treiber, Hennecke & Helbing 2000, eq. 3;
+    Treiber & Kesting, *Traffic Flow Dynamics*, 2013, sect. 11.3.4).
+    """
+    v = np.asarray(v, dtype=np.float64)
+    return (s0 + v * T) / np.sqrt(1.0 - (v / v0) ** delta)
+
+
+def idm_equilibrium_speed(gap: float, v0: float, s0: float, T: float, delta: float = 4.0) -> float:
+    """Inverse of :func:`idm_equilibrium_gap` (bisection; s_e is increasing in v on [0, v0))."""
+    if gap <= s0:
+        return 0.0
+    lo, hi = 0.0, v0 * (1.0 - 1e-15)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if idm_equilibrium_gap(mid, v0, s0, T, delta) < gap:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def idm_string_stable(gap: float, v0: float, s0: float, T: float, a: float, b: float, delta: float = 4.0) -> bool:
+    """Linear string stability of the homogeneous IDM flow at ``gap``.
+
+    With a = f(s, v, v_l) linearised about the steady state, long-wave
+    perturbations decay iff f_s < (f_v^2 - f_l^2) / 2 (Wilson & Ward 2011,
+    equivalent to Treiber & Kesting 2013, sect. 15.5). Derivatives are taken
+    numerically from the kernel's own :func:`kernels.idm_acceleration`.
+    """
+    v = idm_equilibrium_speed(gap, v0, s0, T, delta)
+    f64 = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
+
+    def acc(s, vv, vl):
+        return float(kernels.idm_acceleration(f64(vv), f64(v0), f64(s), f64(vl), f64(a), f64(b), f64(T), f64(s0),
+                                              torch.tensor([int(delta)], dtype=torch.int64)))
+
+    h = 1e-6
+    fs = (acc(gap + h, v, v) - acc(gap - h, v, v)) / (2 * h)
+    fv = (acc(gap, v + h, v) - acc(gap, v - h, v)) / (2 * h)
+    fl = (acc(gap, v, v + h) - acc(gap, v, v - h)) / (2 * h)
+    return fs < 0.5 * (fv * fv - fl * fl)
+
+
+def lane_index(twin, lane_id: str) -> int:
+    return list(twin.compiled.lane_ids).index(lane_id)
+
+
+def lane_gaps(state: dict, veh: dict, n_lanes: int) -> torch.Tensor:
+    """Bumper-to-bumper gaps between consecutive running vehicles on the same lane (all worlds)."""
+    running = state["status"] == kernels.RUNNING
+    W, S = running.shape
+    world = torch.arange(W).unsqueeze(1).expand(W, S)
+    key_lane = (world * n_lanes + state["lane"])[running]
+    pos = state["pos"][running].double()
+    length = veh["length"][running].double()
+    order = torch.argsort(key_lane.double() * 1e7 + pos)
+    kl, p, ln = key_lane[order], pos[order], length[order]
+    same = kl[1:] == kl[:-1]
+    gaps = (p[1:] - ln[1:]) - p[:-1]  # leader's rear minus follower's front
+    return gaps[same]
+
+
+def veh_columns(twin) -> dict:
+    """Per-slot vehicle parameters as [W, S] tensors."""
+    return {k: v.reshape(twin.W, twin.S) for k, v in twin.veh_full.items()}
+
+
+def hcm_saturation_headway(cross_times: np.ndarray, first: int = 4) -> np.ndarray:
+    """HCM field procedure: (t_last - t_first) / (n_last - first), per row.
+
+    Times are sorted stop-line crossing times of the queued vehicles; the
+    headway clock starts when vehicle number ``first`` (1-based, the 4th)
+    crosses, so vehicles 5..n give the saturation headway.
+    """
+    t = np.sort(cross_times, axis=1)
+    n = t.shape[1]
+    return (t[:, n - 1] - t[:, first - 1]) / (n - first)
+
+
+def fmt(x: float) -> str:
+    return f"{x:.6g}" if math.isfinite(x) else str(x)

@@ -1,0 +1,1 @@
+"""Engine core: worlds, noise, twin base class, outcomes, statistics, run folders."""

@@ -1,0 +1,619 @@
+"""The molecular twin: a drug (ligand) meeting its target and an off-target in a
+periodic cell volume, and the Lennard-Jones fluid used to validate the physics.
+
+Units (molecular scenario): length nm, time µs, energy kT; diffusion
+coefficients in nm²/µs (= µm²/s), first-order rates in 1/µs. Concentrations
+are reported in µM (1 molecule in 1 nm³ = 1.6605e6 µM).
+
+Per-world parameters (``WorldBatch.params[name]``, shape ``[W]``; when absent
+the scenario's value is used for every world) — what interventions write:
+
+================== =========================================================
+``k_on_target``     Doi microscopic binding rate λ of ligand + target inside
+                    the reaction radius (1/µs). The macroscopic rate is
+                    :func:`kernels.doi_rate`; ``K_d`` is
+                    :func:`kernels.doi_dissociation_constant`.
+``k_off_target``    unbinding rate of the target complex (1/µs)
+``k_on_offtarget``  as above, for the off-target protein
+``k_off_offtarget`` as above, for the off-target complex
+``dose``            ligand molecules added per dose (rounded; at most the
+                    scenario's ``max_dose``)
+``dosing_interval`` time between doses (µs)
+``k_el``            first-order clearance (elimination) rate of *free* ligand (1/µs)
+``first_dose``      time of the first dose (µs)
+================== =========================================================
+
+State is a fixed-capacity particle table: slots ``[0, n_target)`` hold the
+target receptors (grouped into cells = subgroups), then the off-target
+proteins, then ``n_dose_slots × max_dose`` ligand slots: ligand ``k`` of dose
+``d`` always lives in slot (= particle id) ``n_target + n_offtarget +
+d * max_dose + k``, in every world and under every policy, so its Brownian
+kicks and reaction draws never shift when a policy changes the dose, the
+interval or the rates (DESIGN.md §3). A bound complex keeps both slots: the
+receptor slot becomes the complex, the ligand slot is parked as
+``BOUND_LIGAND`` and reappears, uniformly inside the reaction ball, on unbinding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import mesa
+import numpy as np
+import pandas as pd
+import torch
+
+from twins.core import noise
+from twins.core.errors import check
+from twins.core.noise import Stream
+from twins.core.twin import RunResult, Twin
+from twins.core.worlds import WorldBatch
+
+from . import kernels as K
+
+def _uM(n, volume_nm3):
+    """Molecule count in a volume (nm³) → concentration in µM."""
+    # c [mol/L] = n / (N_A * V[L]), V[L] = V[nm³] * 1e-24
+    return n / (6.02214076e23 * volume_nm3 * 1e-24) * 1e6
+
+
+class Species(IntEnum):
+    EMPTY = 0  # slot not (yet) used
+    TARGET = 1  # free target receptor
+    OFFTARGET = 2  # free off-target protein
+    LIGAND = 3  # free ligand
+    TARGET_COMPLEX = 4  # target + ligand (the receptor's slot)
+    OFFTARGET_COMPLEX = 5  # off-target + ligand
+    BOUND_LIGAND = 6  # ligand parked inside a complex
+    CLEARED = 7  # ligand eliminated (never reused)
+
+
+_BIND_DRAW = 16  # reaction draws: 0 clearance, 1 unbinding, 16 + partner id: binding
+
+
+# ============================================================================ Mesa agents
+@dataclass(frozen=True)
+class ParticleView:
+    """Read-only view of one particle of one world."""
+
+    world: int
+    slot: int
+    species: str
+    position: tuple
+    partner: int | None
+    group: str | None
+
+
+class SpeciesPopulation(mesa.Agent):
+    """A vectorized agent set: all particles of some species, in every world.
+
+    Per-agent state is tensor columns of the model; ``count`` is ``[W]``;
+    ``view(w, slot)`` and ``members(w)`` give read-only per-particle views.
+    """
+
+    def __init__(self, model, name: str, codes: tuple[int, ...]):
+        super().__init__(model)
+        self.name, self.codes = name, tuple(int(c) for c in codes)
+
+    def mask(self) -> torch.Tensor:
+        sp = self.model.species
+        m = torch.zeros_like(sp, dtype=torch.bool)
+        for c in self.codes:
+            m |= sp == c
+        return m
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.mask().sum(1)
+
+    def members(self, world: int) -> list[int]:
+        return torch.nonzero(self.mask()[world]).flatten().tolist()
+
+    def view(self, world: int, slot: int) -> ParticleView:
+        return self.model.particle(world, slot)
+
+    def __len__(self) -> int:
+        return int(self.mask().sum())
+
+
+class Compartment(mesa.Agent):
+    """A region of the box a person reasons about: the extracellular volume
+    (where ligand is dosed and cleared) or a cell carrying target receptors at
+    some expression level (a subgroup for equity metrics)."""
+
+    def __init__(self, model, name: str, kind: str, x_range=(0.0, 1.0), n_receptors: int = 0,
+                 group_index: int | None = None):
+        super().__init__(model)
+        self.name, self.kind, self.x_range = name, kind, tuple(x_range)
+        self.n_receptors, self.group_index = int(n_receptors), group_index
+
+    @property
+    def occupancy(self) -> torch.Tensor:
+        """Current fraction of this cell's receptors bound, per world ``[W]``."""
+        if self.group_index is None or self.n_receptors == 0:
+            return torch.zeros(self.model.W, device=self.model.device)
+        return self.model.bound_per_group()[:, self.group_index] / self.n_receptors
+
+    @property
+    def mean_occupancy(self) -> float:
+        return float(self.occupancy.mean())
+
+
+class DosingSchedule(mesa.Agent):
+    """Repeated dosing: ``dose[w]`` ligand molecules every ``interval[w]`` from
+    ``first_dose[w]``, at most ``n_max`` doses; administers by activating the
+    pre-allocated ligand slots of each due dose."""
+
+    def __init__(self, model, first_dose: torch.Tensor, interval: torch.Tensor, dose: torch.Tensor,
+                 n_max: int):
+        super().__init__(model)
+        self.first_dose, self.interval, self.dose, self.n_max = first_dose, interval, dose, int(n_max)
+
+    def doses_due(self, t: float) -> torch.Tensor:
+        """Number of doses given by time ``t`` in each world ``[W]``."""
+        eps = 1e-9 * max(1.0, abs(t))
+        n = torch.floor((t - self.first_dose + eps) / self.interval) + 1
+        n = torch.where(t + eps >= self.first_dose, n, torch.zeros_like(n))
+        return n.clamp(0, self.n_max).long()
+
+    def step(self):
+        self.model._administer(self.doses_due(self.model.time), self.dose)
+
+
+# ============================================================================ molecular twin
+class MolecularTwin(Twin):
+    """Brownian dynamics + Doi reactions of ligand, target and off-target in W worlds."""
+
+    metrics = (
+        "target_occupancy_mean", "time_in_window", "offtarget_occupancy_mean",
+        "offtarget_occupancy_max", "target_complexes_mean", "offtarget_complexes_mean",
+        "free_ligand_uM_mean", "doses_given",
+    )
+
+    def __init__(self, worlds: WorldBatch, *, dt: float, horizon: float, device="cpu",
+                 dtype=torch.float32, box: float = 60.0, reaction_radius: float = 2.0,
+                 cell_size: float | None = None, cells=(("high", 60, 0.0, 0.5), ("low", 20, 0.5, 1.0)),
+                 n_offtarget: int = 40, D_target: float = 0.5, D_offtarget: float = 5.0,
+                 D_ligand: float = 50.0, k_on_target: float = 20.0, k_off_target: float = 0.2,
+                 k_on_offtarget: float = 5.0, k_off_offtarget: float = 2.0, dose: float = 150,
+                 max_dose: int | None = None, first_dose: float = 0.0, dosing_interval: float = 10.0,
+                 n_doses: int = 0, k_el: float = 0.1, repulsion_k: float = 0.0,
+                 repulsion_radius: float = 4.0, therapeutic_window=(0.5, 0.9), record_every: int = 10,
+                 collect: bool = True):
+        super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
+        W, dev = self.W, self.device
+        # ---- static checks (field, value, what is valid)
+        for name, v in (("box", box), ("reaction_radius", reaction_radius), ("dt", dt), ("horizon", horizon)):
+            check(v > 0, f"scenario.{name}", v, "a positive number")
+        for name, v in (("D_target", D_target), ("D_offtarget", D_offtarget), ("D_ligand", D_ligand),
+                        ("repulsion_k", repulsion_k)):
+            check(v >= 0, f"scenario.{name}", v, "a non-negative number")
+        self.box, self.R = float(box), float(reaction_radius)
+        self.rep_k, self.rep_r = float(repulsion_k), float(repulsion_radius)
+        self.range = max(self.R, self.rep_r if self.rep_k > 0 else 0.0)
+        if cell_size is not None:
+            check(cell_size >= self.R, "scenario.reaction_radius", self.R,
+                  f"a reaction radius no larger than the cell size ({cell_size:g})",
+                  "Raise scenario.cell_size or leave it unset (automatic).")
+        self.cell_size = K.check_geometry(self.box, self.range, cell_size)
+        lo, hi = (float(x) for x in therapeutic_window)
+        check(0 <= lo < hi <= 1, "scenario.therapeutic_window", [lo, hi], "[low, high] with 0 <= low < high <= 1")
+        self.window = (lo, hi)
+        self.record_every = max(1, int(record_every))
+        # maximal Brownian step vs reaction radius: Doi needs sqrt(2 D dt) << R
+        step_len = math.sqrt(2 * max(D_ligand, D_target, D_offtarget) * dt)
+        check(step_len <= 0.5 * self.R, "scenario.dt", dt,
+              f"a time step with Brownian step sqrt(2 D dt) <= R/2 (now {step_len:.3g} nm vs R = {self.R:g} nm)",
+              f"Try dt <= {(0.5 * self.R) ** 2 / (2 * max(D_ligand, D_target, D_offtarget)):.3g}.")
+
+        # ---- per-world parameters
+        self.k_on_t = self._param("k_on_target", k_on_target)
+        self.k_off_t = self._param("k_off_target", k_off_target)
+        self.k_on_o = self._param("k_on_offtarget", k_on_offtarget)
+        self.k_off_o = self._param("k_off_offtarget", k_off_offtarget)
+        self.k_el = self._param("k_el", k_el)
+        dose_w = self._param("dose", dose)
+        interval = self._param("dosing_interval", dosing_interval, positive=True)
+        first = self._param("first_dose", first_dose)
+        dose_n = torch.round(dose_w)
+        max_dose = int(dose_n.max().item()) if max_dose is None else int(max_dose)
+        check(max_dose >= 0, "scenario.max_dose", max_dose, "a non-negative integer")
+        check(bool((dose_n <= max_dose).all()), "dose", dose_n.max().item(),
+              f"at most scenario.max_dose = {max_dose} molecules per dose",
+              "Raise scenario.max_dose (the per-dose slot capacity).")
+        t_last = (self.n_steps - 1) * self.dt
+        fit = int(math.floor((t_last - float(first.min()) + 1e-9) / float(interval.min()))) + 1
+        fit = max(fit, 0)
+        n_dose_slots = min(fit, int(n_doses)) if n_doses > 0 else fit
+        self.max_dose, self.n_dose_slots = max_dose, n_dose_slots
+
+        # ---- slots
+        cells = [tuple(c) for c in cells]
+        self.group_names = [str(c[0]) for c in cells]
+        counts = [int(c[1]) for c in cells]
+        for c in cells:
+            check(int(c[1]) >= 0, f"scenario.cells[{c[0]}].receptors", c[1], "a non-negative integer")
+            check(0 <= float(c[2]) < float(c[3]) <= 1, f"scenario.cells[{c[0]}].x_range", [c[2], c[3]],
+                  "fractions of the box edge with 0 <= from < to <= 1")
+        check(n_offtarget >= 0, "scenario.n_offtarget", n_offtarget, "a non-negative integer")
+        self.n_t, self.n_o = sum(counts), int(n_offtarget)
+        self.n_lig = n_dose_slots * max_dose
+        N = self.N = self.n_t + self.n_o + self.n_lig
+        self.lig0 = self.n_t + self.n_o
+        self.group_counts = torch.tensor(counts, dtype=self.dtype, device=dev)
+        grp = torch.repeat_interleave(torch.arange(len(cells), device=dev), torch.tensor(counts, device=dev))
+        self.group_onehot = torch.nn.functional.one_hot(grp, len(cells)).to(self.dtype) if self.n_t else \
+            torch.zeros(0, len(cells), dtype=self.dtype, device=dev)
+        self.group = torch.full((N,), -1, dtype=torch.long, device=dev)
+        self.group[: self.n_t] = grp
+        self.pid = torch.arange(N, device=dev)
+        self.rep = self.worlds.replication
+
+        # ---- initial state: receptors uniformly in their cell's slab, off-targets anywhere
+        u = self._uniform(Stream.PLACEMENT, self.pid[None, :, None], 0, torch.arange(3, device=dev)[None, None, :])
+        xlo = torch.zeros(N, dtype=self.dtype, device=dev)
+        xhi = torch.ones(N, dtype=self.dtype, device=dev)
+        for g, c in enumerate(cells):
+            m = self.group == g
+            xlo[m], xhi[m] = float(c[2]), float(c[3])
+        frac = u.clone()
+        frac[..., 0] = xlo + (xhi - xlo) * u[..., 0]
+        self.pos = K.wrap(frac * self.box, self.box)
+        self.spawn_pos = self.pos[:, self.lig0:].clone()  # where each ligand appears when dosed
+        sp = torch.zeros((W, N), dtype=torch.int8, device=dev)
+        sp[:, : self.n_t] = Species.TARGET
+        sp[:, self.n_t: self.lig0] = Species.OFFTARGET
+        self.species = sp
+        self.partner = torch.full((W, N), -1, dtype=torch.long, device=dev)
+        self.D_table = torch.tensor([0, D_target, D_offtarget, D_ligand, D_target, D_offtarget, 0, 0],
+                                    dtype=self.dtype, device=dev)
+        lig = torch.arange(self.n_lig, device=dev)
+        self.lig_dose = lig // max(max_dose, 1)
+        self.lig_k = lig % max(max_dose, 1)
+        self.dose_count = dose_n.long()
+        self.force = None
+        self.n_cleared = torch.zeros(W, dtype=torch.long, device=dev)
+        self.n_bind_events = torch.zeros(W, dtype=torch.long, device=dev)
+        self.n_unbind_events = torch.zeros(W, dtype=torch.long, device=dev)
+        self.doses_given = torch.zeros(W, dtype=torch.long, device=dev)
+        self._rec: list[tuple] = []
+
+        # ---- Mesa agents
+        self.extracellular = Compartment(self, "extracellular", "extracellular")
+        self.cells = [Compartment(self, c[0], "cell", (c[2], c[3]), c[1], g) for g, c in enumerate(cells)]
+        self.schedule = DosingSchedule(self, first, interval, dose_n, n_dose_slots)
+        self.populations = {
+            "target": SpeciesPopulation(self, "target", (Species.TARGET,)),
+            "offtarget": SpeciesPopulation(self, "offtarget", (Species.OFFTARGET,)),
+            "ligand": SpeciesPopulation(self, "ligand", (Species.LIGAND,)),
+            "target_complex": SpeciesPopulation(self, "target_complex", (Species.TARGET_COMPLEX,)),
+            "offtarget_complex": SpeciesPopulation(self, "offtarget_complex", (Species.OFFTARGET_COMPLEX,)),
+        }
+        self.datacollector = mesa.DataCollector(
+            model_reporters={
+                "time": lambda m: m.time,
+                "target_occupancy": lambda m: float(m.target_occupancy().mean()),
+                "offtarget_occupancy": lambda m: float(m.offtarget_occupancy().mean()),
+                "free_ligand_uM": lambda m: float(_uM(m.populations["ligand"].count.double().mean(), m.box ** 3)),
+            },
+            agenttype_reporters={Compartment: {"occupancy": "mean_occupancy"}},
+        ) if collect else None
+        self._record()
+
+    # ------------------------------------------------------------------ helpers
+    def _param(self, name, default, positive=False):
+        v = self.worlds.params.get(name)
+        field = f"worlds.params[{name!r}]" if v is not None else f"scenario.{name}"
+        if v is None:
+            v = torch.full((self.W,), float(default), dtype=self.dtype, device=self.device)
+        else:
+            v = torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(-1)
+            check(v.numel() == self.W, field, tuple(v.shape), f"one value per world (shape [{self.W}])")
+        bad = (v <= 0) if positive else (v < 0)
+        check(not bool(bad.any()) and bool(torch.isfinite(v).all()), field, v[bad].tolist() or v.tolist(),
+              "a positive finite number" if positive else "a non-negative finite rate / amount",
+              "Rates, doses and intervals cannot be negative.")
+        return v
+
+    def _uniform(self, stream, entity, step, draw):
+        return noise.uniform(self.worlds.seed, self.rep.view(-1, *([1] * (entity.dim() - 1))), stream,
+                             entity, step, draw, dtype=self.dtype, device=self.device)
+
+    def particle(self, world: int, slot: int) -> ParticleView:
+        p = int(self.partner[world, slot])
+        g = int(self.group[slot])
+        return ParticleView(world, slot, Species(int(self.species[world, slot])).name,
+                            tuple(self.pos[world, slot].tolist()), None if p < 0 else p % self.N,
+                            self.group_names[g] if g >= 0 else None)
+
+    def bound_per_group(self) -> torch.Tensor:
+        b = (self.species[:, : self.n_t] == Species.TARGET_COMPLEX).to(self.dtype)
+        return b @ self.group_onehot  # [W, G]
+
+    def target_occupancy(self) -> torch.Tensor:
+        return self.bound_per_group().sum(1) / max(self.n_t, 1)
+
+    def offtarget_occupancy(self) -> torch.Tensor:
+        b = (self.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
+        return b.to(self.dtype) / max(self.n_o, 1)
+
+    # ------------------------------------------------------------------ dosing
+    def _administer(self, n_due: torch.Tensor, dose_count: torch.Tensor):
+        if self.n_lig == 0:
+            return
+        sl = self.species[:, self.lig0:]
+        new = (sl == Species.EMPTY) & (self.lig_dose[None, :] < n_due[:, None]) & \
+              (self.lig_k[None, :] < self.dose_count[:, None])
+        self.species[:, self.lig0:] = torch.where(new, torch.full_like(sl, Species.LIGAND), sl)
+        self.pos[:, self.lig0:] = torch.where(new[..., None], self.spawn_pos, self.pos[:, self.lig0:])
+        self.doses_given = torch.maximum(self.doses_given, torch.where(self.dose_count > 0, n_due, 0))
+
+    # ------------------------------------------------------------------ step
+    def step(self):
+        W, N, dev = self.W, self.N, self.device
+        s = self.step_index
+        self.schedule.step()
+        sp = self.species
+        # --- Brownian move (complexes move with their receptor; parked ligands stay)
+        D = self.D_table[sp.long()]
+        xi = noise.normal(self.worlds.seed, self.rep.view(-1, 1, 1), Stream.BROWNIAN, self.pid[None, :, None], s,
+                          torch.arange(3, device=dev)[None, None, :], dtype=self.dtype, device=dev)
+        self.pos, _ = K.brownian_step(self.pos, self.force, D, self.dt, xi, self.box, mobile=D > 0)
+        # --- reactions, all decided on the pre-reaction state (on the moved positions)
+        flat_sp = sp.view(-1)
+        free_lig = sp == Species.LIGAND
+        free_rec = (sp == Species.TARGET) | (sp == Species.OFFTARGET)
+        gi, gj, _, _ = K.cell_pairs(self.pos, free_lig, free_rec, self.box, self.R, self.cell_size)
+        if gi.numel():
+            w = gi // N
+            is_t = flat_sp[gj] == Species.TARGET
+            rate = torch.where(is_t, self.k_on_t[w], self.k_on_o[w])
+            u = noise.uniform(self.worlds.seed, self.rep[w], Stream.REACTION, gi % N, s, _BIND_DRAW + gj % N,
+                              dtype=torch.float64, device=dev)
+            bi, bj = K.doi_select(gi, gj, rate, self.dt, u, W * N)
+        else:
+            bi = bj = gi
+        # unbinding of complexes present before this step
+        nr = self.lig0
+        rs = sp[:, :nr]
+        ur = self._uniform(Stream.REACTION, self.pid[None, :nr], s, 1)
+        k_off = torch.where(rs == Species.TARGET_COMPLEX, self.k_off_t[:, None], self.k_off_o[:, None])
+        cplx = (rs == Species.TARGET_COMPLEX) | (rs == Species.OFFTARGET_COMPLEX)
+        unbind = cplx & K.bernoulli(k_off, self.dt, ur)
+        # clearance of free ligand (not the ones binding now)
+        if self.n_lig:
+            ul = self._uniform(Stream.REACTION, self.pid[None, nr:], s, 0)
+            clear = free_lig[:, nr:] & K.bernoulli(self.k_el[:, None], self.dt, ul)
+        # --- apply
+        new_sp = sp.clone().view(-1)
+        partner = self.partner.view(-1)
+        pos = self.pos.view(-1, 3)
+        if self.n_lig:
+            clear_flat = torch.zeros(W, N, dtype=torch.bool, device=dev)
+            clear_flat[:, nr:] = clear
+            clear_flat = clear_flat.view(-1)
+            clear_flat[bi] = False
+            new_sp[clear_flat] = Species.CLEARED
+            self.n_cleared += clear_flat.view(W, N).sum(1)
+        if bi.numel():
+            new_sp[bj] = flat_sp[bj] + 3  # TARGET→TARGET_COMPLEX, OFFTARGET→OFFTARGET_COMPLEX
+            new_sp[bi] = Species.BOUND_LIGAND
+            partner[bj] = bi
+            partner[bi] = bj
+            self.n_bind_events += torch.bincount(bi // N, minlength=W)
+        ub = torch.zeros(W, N, dtype=torch.bool, device=dev)
+        ub[:, :nr] = unbind
+        rr = torch.nonzero(ub.view(-1)).flatten()
+        if rr.numel():
+            ll = partner[rr]
+            new_sp[rr] = flat_sp[rr] - 3
+            new_sp[ll] = Species.LIGAND
+            uu = noise.uniform(self.worlds.seed, self.rep[ll // N][:, None], Stream.PLACEMENT, (ll % N)[:, None], s,
+                               torch.arange(3, 6, device=dev)[None, :], dtype=self.dtype, device=dev)
+            pos[ll] = K.wrap(pos[rr] + K.ball_point(uu, self.R), self.box)
+            partner[rr] = -1
+            partner[ll] = -1
+            self.n_unbind_events += torch.bincount(rr // N, minlength=W)
+        self.species = new_sp.view(W, N)
+        # --- forces for the next step (soft repulsion among macromolecules)
+        if self.rep_k > 0:
+            macro = (self.species >= 1) & (self.species != Species.LIGAND) & (self.species <= 5)
+            self.force = K.soft_repulsion_pair_forces(self.pos, macro, self.box, self.rep_r, self.rep_k)
+        self.step_index += 1
+        if self.step_index % self.record_every == 0 or self.step_index == self.n_steps:
+            self._record()
+
+    # ------------------------------------------------------------------ observation
+    def _record(self):
+        bg = self.bound_per_group()
+        n_oc = (self.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
+        n_lig = (self.species == Species.LIGAND).sum(1)
+        self._rec.append((self.time, bg, n_oc, n_lig))
+        if self.datacollector is not None:
+            self.datacollector.collect(self)
+
+    def timeseries(self):
+        """``(t [T], bound_per_group [T,W,G], offtarget_complexes [T,W], free_ligand [T,W])``."""
+        t = torch.tensor([r[0] for r in self._rec], dtype=torch.float64)
+        bg = torch.stack([r[1] for r in self._rec]).double().cpu()
+        oc = torch.stack([r[2] for r in self._rec]).double().cpu()
+        fl = torch.stack([r[3] for r in self._rec]).double().cpu()
+        return t, bg, oc, fl
+
+    def results(self) -> RunResult:
+        t, bg, oc, fl = self.timeseries()
+        W, G = self.W, len(self.group_names)
+        V = self.box ** 3
+        occ = bg.sum(2) / max(self.n_t, 1)  # [T, W]
+        occ_g = bg / self.group_counts.double().cpu().clamp_min(1)  # [T, W, G]
+        ooc = oc / max(self.n_o, 1)
+        lo, hi = self.window
+        # time averages by the trapezoid rule on the record grid (records are evenly spaced
+        # except possibly the last)
+        wts = torch.zeros_like(t)
+        if len(t) > 1:
+            dtt = t[1:] - t[:-1]
+            wts[1:] += dtt / 2
+            wts[:-1] += dtt / 2
+            wts = wts / wts.sum()
+        else:
+            wts[:] = 1.0
+
+        def tmean(x):
+            return torch.einsum("t,t...->...", wts, x)
+
+        inwin = ((occ >= lo) & (occ <= hi)).double()
+        inwin_g = ((occ_g >= lo) & (occ_g <= hi)).double()
+        rep = self.worlds.replication.cpu().numpy()
+        arm = self.worlds.arm.cpu().numpy()
+        df = pd.DataFrame({
+            "world": np.arange(W), "replication": rep, "arm": arm,
+            "target_occupancy_mean": tmean(occ).numpy(),
+            "time_in_window": tmean(inwin).numpy(),
+            "offtarget_occupancy_mean": tmean(ooc).numpy(),
+            "offtarget_occupancy_max": ooc.max(0).values.numpy(),
+            "target_complexes_mean": tmean(bg.sum(2)).numpy(),
+            "offtarget_complexes_mean": tmean(oc).numpy(),
+            "free_ligand_uM_mean": _uM(tmean(fl).numpy(), V),
+            "doses_given": self.doses_given.cpu().numpy(),
+            "ligand_cleared": self.n_cleared.cpu().numpy(),
+        })
+        ts = pd.DataFrame({
+            "world": np.repeat(np.arange(W)[None, :], len(t), 0).ravel(),
+            "time": np.repeat(t.numpy()[:, None], W, 1).ravel(),
+            "target_occupancy": occ.numpy().ravel(),
+            "offtarget_occupancy": ooc.numpy().ravel(),
+            "target_complexes": bg.sum(2).numpy().ravel(),
+            "offtarget_complexes": oc.numpy().ravel(),
+            "free_ligand": fl.numpy().ravel(),
+            "free_ligand_uM": _uM(fl.numpy().ravel(), V),
+        })
+        og = tmean(occ_g).numpy()  # [W, G]
+        ig = tmean(inwin_g).numpy()
+        groups = pd.DataFrame({
+            "world": np.repeat(np.arange(W), G),
+            "group_kind": "expression",
+            "group": np.tile(np.array(self.group_names, dtype=object), W),
+            "n_receptors": np.tile(self.group_counts.cpu().numpy(), W),
+            "target_occupancy_mean": og.ravel(),
+            "time_in_window": ig.ravel(),
+        })
+        return RunResult(worlds=df, metrics=list(self.metrics), tables={"timeseries": ts}, groups=groups,
+                         complete=self.step_index >= self.n_steps)
+
+
+# ============================================================================ LJ fluid
+class LJFluidTwin(Twin):
+    """Lennard-Jones fluid in reduced units (σ = ε = m = k_B = 1), W worlds.
+
+    Velocity Verlet with a BAOAB Langevin thermostat (``gamma > 0``: NVT;
+    ``gamma = 0``: NVE). The potential is truncated at ``cutoff`` (optionally
+    shifted); reported potential energy and pressure include the analytic
+    tail corrections, so they estimate the *full* LJ fluid (as tabulated by
+    Johnson, Zollweg & Gubbins 1993). Per-world parameter: ``temperature``.
+    """
+
+    metrics = ("potential_energy", "pressure", "temperature", "total_energy_drift")
+
+    def __init__(self, worlds: WorldBatch, *, dt: float, horizon: float, device="cpu", dtype=torch.float64,
+                 n_particles: int = 500, density: float = 0.7, temperature: float = 2.0, cutoff: float = 3.0,
+                 gamma: float = 1.0, shift: bool = False, lattice: str = "fcc", equilibration: float = 0.25,
+                 record_every: int = 10, min_distance: float = 0.7):
+        super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
+        check(n_particles >= 2, "scenario.n_particles", n_particles, "an integer >= 2")
+        check(density > 0, "scenario.density", density, "a positive reduced density")
+        check(gamma >= 0, "scenario.gamma", gamma, "a non-negative friction (0 = NVE)")
+        check(lattice in ("fcc", "random"), "scenario.lattice", lattice, "'fcc' or 'random'")
+        check(0 <= equilibration < 1, "scenario.equilibration", equilibration, "a fraction in [0, 1)")
+        W, N, dev = self.W, int(n_particles), self.device
+        self.N, self.rho, self.rc, self.gamma, self.shift = N, float(density), float(cutoff), float(gamma), bool(shift)
+        self.box = (N / self.rho) ** (1.0 / 3.0)
+        K.check_geometry(self.box, self.rc)
+        self.T = self._param("temperature", temperature)
+        self.equilibration, self.record_every = float(equilibration), max(1, int(record_every))
+        self.pid = torch.arange(N, device=dev)
+        rep = self.worlds.replication.view(-1, 1, 1)
+        d3 = torch.arange(3, device=dev)[None, None, :]
+        if lattice == "fcc":
+            m = int(math.ceil((N / 4) ** (1 / 3)))
+            g = torch.stack(torch.meshgrid(*(torch.arange(m, dtype=dtype),) * 3, indexing="ij"), -1).reshape(-1, 3)
+            basis = torch.tensor([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], dtype=dtype)
+            sites = (g[:, None, :] + basis[None]).reshape(-1, 3)[:N] * (self.box / m)
+            pos = sites.to(dev).expand(W, N, 3).clone()
+        else:
+            pos = noise.uniform(worlds.seed, rep, Stream.PLACEMENT, self.pid[None, :, None], 0, d3 + 3,
+                                dtype=dtype, device=dev) * self.box
+        self.alive = torch.ones(W, N, dtype=torch.bool, device=dev)
+        K.check_no_overlap(pos, self.alive, self.box, min_distance, field="scenario.lattice")
+        self.pos = K.wrap(pos, self.box)
+        v = noise.normal(worlds.seed, rep, Stream.PLACEMENT, self.pid[None, :, None], 0, d3, dtype=dtype, device=dev)
+        v = v - v.mean(1, keepdim=True)
+        t_now = (v * v).sum((1, 2)) / (3 * (N - 1))
+        self.vel = v * torch.sqrt(self.T / t_now)[:, None, None]
+        self.force, self.epot, self.virial, self.npairs = self._forces(self.pos)
+        self.u_tail, self.p_tail = K.lj_tail_corrections(self.rho, self.rc)
+        self._rec: list[tuple] = []
+        self._record()
+
+    def _param(self, name, default):
+        v = self.worlds.params.get(name)
+        if v is None:
+            v = torch.full((self.W,), float(default), dtype=self.dtype, device=self.device)
+        v = torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(-1)
+        check(bool((v > 0).all()), f"scenario.{name}", v.tolist(), "a positive reduced temperature")
+        return v
+
+    def _forces(self, pos):
+        nbr = K.neighbor_candidates(pos, self.alive, self.box, self.rc)
+        return K.lj_forces(pos, nbr, self.box, self.rc, shift=self.shift)
+
+    def step(self):
+        s = self.step_index
+        xi = noise.normal(self.worlds.seed, self.worlds.replication.view(-1, 1, 1), Stream.BROWNIAN,
+                          self.pid[None, :, None], s, torch.arange(3, device=self.device)[None, None, :],
+                          dtype=self.dtype, device=self.device)
+        self.pos, self.vel, self.force, (self.epot, self.virial, self.npairs) = K.baoab_step(
+            self.pos, self.vel, self.force, self._forces, self.dt, self.gamma, self.T, xi, self.box)
+        self.step_index += 1
+        if self.step_index % self.record_every == 0 or self.step_index == self.n_steps:
+            self._record()
+
+    def observables(self):
+        """Instantaneous per-world ``(U/N incl. tail, P incl. tail, T_kin, H/N of the dynamics)``."""
+        N, V = self.N, self.box ** 3
+        ke = 0.5 * (self.vel * self.vel).sum((1, 2))
+        t_kin = 2 * ke / (3 * (N - 1))
+        u_unshift = self.epot / N
+        if self.shift:  # report the truncated, unshifted energy: add back V(rc) per pair inside rc
+            sc6 = self.rc ** -6
+            u_unshift = u_unshift + self.npairs * 4.0 * (sc6 * sc6 - sc6) / N
+        pressure = (2 * ke + self.virial) / (3 * V) + self.p_tail
+        return u_unshift, pressure, t_kin, (ke + self.epot) / N
+
+    def _record(self):
+        u, p, t, h = self.observables()
+        self._rec.append((self.time, u, p, t, h))
+
+    def results(self) -> RunResult:
+        T = torch.tensor([r[0] for r in self._rec], dtype=torch.float64)
+        P = torch.stack([r[2] for r in self._rec]).double().cpu()
+        Tk = torch.stack([r[3] for r in self._rec]).double().cpu()
+        H = torch.stack([r[4] for r in self._rec]).double().cpu()
+        keep = T >= self.equilibration * self.horizon - 1e-12
+        W = self.W
+        cols = {"world": np.arange(W), "replication": self.worlds.replication.cpu().numpy(),
+                "arm": self.worlds.arm.cpu().numpy()}
+        U = torch.stack([r[1] for r in self._rec]).double().cpu()
+        cols["potential_energy"] = (U[keep].mean(0) + self.u_tail).numpy()
+        cols["pressure"] = P[keep].mean(0).numpy()
+        cols["temperature"] = Tk[keep].mean(0).numpy()
+        cols["total_energy_drift"] = ((H[-1] - H[0]) / max(self.horizon, 1e-300)).numpy()
+        cols["total_energy_fluctuation"] = H.std(0).numpy() if len(H) > 1 else np.zeros(W)
+        ts = {"world": np.repeat(np.arange(W)[None], len(T), 0).ravel(),
+              "time": np.repeat(T.numpy()[:, None], W, 1).ravel(),
+              "pressure": P.numpy().ravel(), "temperature": Tk.numpy().ravel(),
+              "total_energy": H.numpy().ravel()}
+        ts["potential_energy"] = (U + self.u_tail).numpy().ravel()
+        return RunResult(worlds=pd.DataFrame(cols), metrics=list(self.metrics),
+                         tables={"timeseries": pd.DataFrame(ts)}, complete=self.step_index >= self.n_steps)

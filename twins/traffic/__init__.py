@@ -1,0 +1,1 @@
+"""Traffic twin: network, demand, kernels, Mesa model, SUMO import/export."""

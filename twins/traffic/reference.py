@@ -1,0 +1,460 @@
+"""Per-agent reference implementation of the traffic rules (plain Mesa, plain Python).
+
+This is the *test oracle* for :mod:`twins.traffic.kernels`: one world, each
+vehicle a :class:`mesa.Agent` holding Python floats, each signal program a
+:class:`mesa.Agent`, every rule written as an ordinary loop over vehicles.
+No tensors take part in the rules; the network is read from the plain-Python
+:class:`~twins.traffic.network.RoadNetwork` (not from the compiled tensors),
+so the compilation of lanes, connections, route lane masks and signal codes
+is checked as well.
+
+Rules (numbered as in :mod:`twins.traffic.kernels`), in the order one step
+applies them; every vehicle decides from the state at the start of the
+phase it is in (synchronous update, like the kernel):
+
+1. Signals: each :class:`ReferenceSignal` finds its phase from
+   ``(t + offset) mod cycle`` and exposes a code per link.
+2. Leaders: per lane, running vehicles sorted by position; a vehicle's
+   leader is the next one downstream; the lane's *tail* is the upstream-most.
+3. Insertion (against the tails at step start): each waiting vehicle whose
+   departure has come (``depart <= t + 1e-9``) picks the allowed lane of its
+   first edge with the most room (rear of the tail, +inf if empty; lowest
+   lane index on ties) and fits if ``room - length >= min_gap``. One vehicle
+   per lane per step: the fitting vehicle earliest in (depart, vehicle id)
+   order wins. It enters with its front at ``length``, speed
+   ``min(v0, max(0, (gap - min_gap) / tau))``, its leader is the old tail and
+   it becomes the new tail.
+4. Each running vehicle (including the ones just inserted) chooses the lane
+   of its next edge (allowed lanes, most room, from the tails *after*
+   insertion). A front vehicle (no leader) must stop at the stop line on
+   red, on yellow if ``v² <= 2·decel·d``, or when no next lane exists; the
+   stop line is then an obstacle at gap ``d + min_gap`` (so it halts with its
+   front at the line) with speed 0, and its physical gap is ``d``. Otherwise
+   its leader is the tail of the chosen next lane at gap
+   ``d + via + rear(tail)`` (spillback), or the road is free. On its last
+   edge the road is free.
+5. IDM acceleration; ``v' = max(0, v + a·dt)``, capped at
+   ``max(gap_phys, 0) / dt``; ``x' = x + v'·dt``.
+6. If ``x' > lane length`` (strictly: a vehicle held exactly at the stop
+   line stays): on the last edge the vehicle arrives (arrival step = step
+   index + 1); otherwise it moves to the chosen next lane at
+   ``x' - L - via``. Time loss ``dt·max(0, 1 - v'/v0)`` and stops
+   (transitions into ``v' < 0.1`` m/s) accumulate while running.
+
+Per-vehicle inputs. The reference checks the *dynamics*, not the noise: the
+per-vehicle parameters (length, min gap, accel, decel, tau, delta, speed
+factor, max speed) and departure times are given to it as plain floats. The
+usual way is :meth:`ReferenceTrafficModel.from_twin`, which reads them from a
+:class:`~twins.traffic.model.TrafficTwin`'s ``pop`` / ``veh_full`` tensors
+(converted with ``float()``) for one world, together with that world's signal
+plan. Any list of :class:`VehicleSpec` works as well.
+
+Ambiguities resolved like the kernel: if two running vehicles of one lane
+have exactly equal positions, the one earlier in slot order, i.e. in
+(depart, vehicle id) order, counts as the upstream one (the kernel's stable
+argsort); such ties are counted in ``events["position_ties"]``. The IDM
+exponent is an integer and ``(v/v0)**delta`` is computed by the same binary
+exponentiation as :func:`twins.traffic.kernels.int_pow` (only products, so the
+two agree bit for bit). ``sqrt`` here is CPython's, correctly rounded;
+``torch.sqrt`` on the CPU (MKL) is not in about 1% of float64 inputs, which
+is the one source of differences left between the two (1 ulp in
+``sqrt(accel·decel)``, amplified by congested platoons). ``events`` also
+counts what happened (insertions, blocked insertions, transitions,
+arrivals, red/yellow stops, spillback holds) so a test can check that a
+scenario exercised the rules, plus three diagnostics: ``same_step_entries``
+(several vehicles entering one lane in one step, each judged against the
+same tail), ``overlaps`` (vehicle bodies overlapping on a lane) and
+``hard_stops`` (the one-step gap cap braking harder than 9 m/s²).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import mesa
+
+from .network import GREEN, YELLOW, RoadNetwork
+
+WAITING, RUNNING, ARRIVED = 0, 1, 2
+STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
+SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
+INF = math.inf
+
+
+def int_pow(x: float, n: int, max_bits: int = 4) -> float:
+    """``x ** n`` by binary exponentiation, multiplication for multiplication as the kernel's ``int_pow``."""
+    out, base = 1.0, x
+    for bit in range(max_bits):
+        if (n >> bit) & 1:
+            out = out * base
+        base = base * base
+    return out
+
+
+@dataclass(frozen=True)
+class VehicleSpec:
+    """Everything one vehicle brings: route, departure and driver parameters (plain floats)."""
+
+    vehicle_id: int
+    route: tuple[str, ...]
+    depart: float
+    length: float
+    min_gap: float
+    accel: float
+    decel: float
+    tau: float
+    delta: float
+    speed_factor: float
+    max_speed: float
+    flow: str = ""
+
+
+class _Lane:
+    __slots__ = ("id", "index", "length", "speed", "edge")
+
+    def __init__(self, id_, index, length, speed, edge):
+        self.id, self.index, self.length, self.speed, self.edge = id_, index, length, speed, edge
+
+
+class ReferenceSignal(mesa.Agent):
+    """A fixed-time signal program: phase durations, offset, and one code per link and phase."""
+
+    def __init__(self, model, program_id: str, durations: list[float], offset: float, codes: list[list[int]]):
+        super().__init__(model)
+        self.program_id = program_id
+        self.durations = [float(d) for d in durations]
+        self.offset = float(offset)
+        self.codes = codes  # codes[phase][link]
+        ends, acc = [], 0.0
+        for d in self.durations:
+            acc += d
+            ends.append(acc)
+        self.ends = ends
+        self.cycle = acc
+        self.phase = 0
+        self.phase_changes = 0
+
+    def update(self, t: float) -> None:
+        tc = (t + self.offset) % self.cycle
+        phase = min(bisect.bisect_right(self.ends, tc), len(self.ends) - 1)
+        if phase != self.phase and self.model.step_index > 0:
+            self.phase_changes += 1
+        self.phase = phase
+
+    def code(self, link: int) -> int:
+        return self.codes[self.phase][link]
+
+
+class ReferenceVehicle(mesa.Agent):
+    """One vehicle: Python floats, one rule at a time."""
+
+    def __init__(self, model, spec: VehicleSpec, order: int):
+        super().__init__(model)
+        self.spec = spec
+        self.order = order  # insertion priority: position in (depart, vehicle id) order
+        self.vehicle_id = spec.vehicle_id
+        self.route = list(spec.route)  # edge ids
+        self.allowed = model.route_lanes(spec.route)  # per route step: allowed lane indices of that edge
+        self.length = float(spec.length)
+        self.min_gap = float(spec.min_gap)
+        self.accel = float(spec.accel)
+        self.decel = float(spec.decel)
+        self.tau = float(spec.tau)
+        self.delta = int(round(spec.delta))  # integer exponent, as the kernel
+        self.speed_factor = float(spec.speed_factor)
+        self.max_speed = float(spec.max_speed)
+        self.depart = float(spec.depart)
+        self.status = WAITING
+        self.lane: _Lane | None = None
+        self.pos = 0.0
+        self.speed = 0.0
+        self.route_pos = 0
+        self.insert_step = -1
+        self.arrive_step = -1
+        self.time_loss = 0.0
+        self.stops = 0
+        self.halted = False
+        self.leader: ReferenceVehicle | None = None
+        # decided in plan(), applied in commit()
+        self._next_lane: _Lane | None = None
+        self._via = 0.0
+        self._v_new = 0.0
+        self._x_new = 0.0
+
+    # --- helpers ------------------------------------------------------------------------
+    def rear(self) -> float:
+        return self.pos - self.length
+
+    def desired_speed(self, lane: _Lane) -> float:
+        return min(lane.speed * self.speed_factor, self.max_speed)
+
+    def idm(self, v0: float, gap: float, v_lead: float) -> float:
+        v, a, b = self.speed, self.accel, self.decel
+        s_star = self.min_gap + max(v * self.tau + v * (v - v_lead) / (2.0 * math.sqrt(a * b)), 0.0)
+        ratio = s_star / max(gap, 1e-3)
+        interaction = ratio * ratio if math.isfinite(gap) else 0.0
+        return a * (1.0 - int_pow(v / v0, self.delta) - interaction)
+
+    # --- rules 4 and 5 --------------------------------------------------------------------
+    def plan(self) -> None:
+        m = self.model
+        lane = self.lane
+        on_last_edge = self.route_pos + 1 >= len(self.route)
+        d = lane.length - self.pos
+        self._next_lane, self._via = None, 0.0
+        must_stop = True
+        gap_front, v_front = INF, 0.0
+        if not on_last_edge:
+            nxt_edge = self.route[self.route_pos + 1]
+            nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
+            via, tl, link = m.connection(lane, nxt_edge)
+            code = SIG_GREEN if tl is None else m.signals[tl].code(link)
+            must_stop = (code == SIG_RED
+                         or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
+                         or nl is None)
+            self._next_lane, self._via = nl, via
+            if self.leader is None:
+                m.events["front_red" if code == SIG_RED else "front_yellow_stop" if code == SIG_YELLOW and must_stop
+                         else "front_yellow_go" if code == SIG_YELLOW else "front_green"] += 1
+            if must_stop:
+                gap_front, v_front = d + self.min_gap, 0.0
+            else:
+                gap_front = d + via + room if math.isfinite(room) else INF
+                tail = m.tails.get(nl.id)
+                v_front = tail.speed if tail is not None else 0.0
+        if self.leader is not None:
+            ld = self.leader
+            gap = ld.pos - ld.length - self.pos
+            v_lead = ld.speed
+            gap_phys = gap
+        else:
+            gap, v_lead = gap_front, v_front
+            gap_phys = gap if (on_last_edge or not must_stop) else d
+        v0 = self.desired_speed(lane)
+        acc = self.idm(v0, gap, v_lead)
+        v_new = max(self.speed + acc * m.dt, 0.0)
+        v_cap = max(gap_phys, 0.0) / m.dt
+        if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
+            m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)
+        v_new = min(v_new, v_cap)
+        self._v_new = v_new
+        self._x_new = self.pos + v_new * m.dt
+        if (self.leader is None and not on_last_edge and not must_stop and math.isfinite(gap_front)
+                and v_new < STOP_SPEED):
+            m.events["front_blocked_by_next_lane"] += 1  # spillback: green, but the next lane is full
+
+    # --- rule 6 ---------------------------------------------------------------------------
+    def commit(self) -> None:
+        m = self.model
+        lane = self.lane
+        v0 = self.desired_speed(lane)
+        v_new, x_new = self._v_new, self._x_new
+        if x_new > lane.length:  # a vehicle held exactly at the stop line stays on its lane
+            if self.route_pos + 1 >= len(self.route):
+                self.status = ARRIVED
+                self.arrive_step = m.step_index + 1
+                m.events["arrivals"] += 1
+            elif self._next_lane is not None:
+                x_new = x_new - lane.length - self._via
+                self.lane = self._next_lane
+                self.route_pos += 1
+                m.events["edge_transitions"] += 1
+        halted = v_new < STOP_SPEED
+        if halted and not self.halted:
+            self.stops += 1
+        self.halted = halted
+        self.time_loss += m.dt * max(1.0 - v_new / v0, 0.0)
+        self.speed = v_new
+        self.pos = x_new
+
+
+class ReferenceTrafficModel(mesa.Model):
+    """One world of the traffic twin, one Python object per vehicle and signal.
+
+    ``vehicles``: :class:`VehicleSpec` list (any order; insertion priority is
+    (depart, vehicle id), the kernel's slot order). ``signal_plans``: optional
+    ``{program_id: (durations, offset)}`` overriding the network's plan.
+    """
+
+    def __init__(self, network: RoadNetwork, vehicles: list[VehicleSpec], *, dt: float = 1.0, begin: float = 0.0,
+                 signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0):
+        super().__init__(rng=seed)
+        self.network = network
+        self.dt = float(dt)
+        self.begin = float(begin)
+        self.step_index = 0
+        self.events: Counter = Counter()
+        # lanes and edges (lanes of an edge ordered by their index, like compiled.py)
+        self.edges: dict[str, list[_Lane]] = {}
+        for e in network.edges.values():
+            self.edges[e.id] = [_Lane(l.id, l.index, float(l.length), float(l.speed), e.id)
+                                for l in sorted(e.lanes, key=lambda l: l.index)]
+        self.lanes = {l.id: l for ls in self.edges.values() for l in ls}
+        # connections: (from lane id, to edge) -> (via, program, link); the first listed wins
+        self.conns: dict[tuple[str, str], tuple[float, str | None, int]] = {}
+        for c in network.connections:
+            key = (self.edges[c.from_edge][c.from_lane].id, c.to_edge)
+            if key not in self.conns:
+                self.conns[key] = (float(c.via_length), c.tl, c.link_index)
+        # signal controllers
+        plans = signal_plans or {}
+        self.signals: dict[str, ReferenceSignal] = {}
+        for pid, prog in network.programs.items():
+            codes = [[SIG_GREEN if ch in GREEN or ch in "oO" else SIG_YELLOW if ch in YELLOW else SIG_RED
+                      for ch in ph.state] for ph in prog.phases]
+            durations, offset = plans.get(pid, ([ph.duration for ph in prog.phases], prog.offset))
+            durations = list(durations)
+            n_links = prog.n_links
+            while len(codes) < len(durations):  # padded phases (zero duration) are all red, as compiled
+                codes.append([SIG_RED] * n_links)
+            self.signals[pid] = ReferenceSignal(self, pid, durations, offset, codes)
+        # vehicles in insertion priority order
+        specs = sorted(vehicles, key=lambda s: (s.depart, s.vehicle_id))
+        self.vehicles = [ReferenceVehicle(self, s, i) for i, s in enumerate(specs)]
+        self.by_id = {v.vehicle_id: v for v in self.vehicles}
+        self.tails: dict[str, ReferenceVehicle] = {}
+        self._next_waiting = 0  # vehicles before this index are no longer waiting (a shortcut only)
+        self._running: list[ReferenceVehicle] = []
+
+    # --- construction from a vectorized twin ------------------------------------------------
+    @classmethod
+    def from_twin(cls, twin, world: int = 0) -> "ReferenceTrafficModel":
+        """The same world as ``twin``'s ``world``: its network, per-vehicle parameters and departures
+        (read from ``twin.pop`` / ``twin.veh_full`` as Python floats) and its signal plan."""
+        scen = twin.scenario
+        flows = scen.demand.flows
+        keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed")
+        cols = {k: twin.veh_full[k][world].detach().cpu().double().tolist() for k in keys}
+        flow = twin.pop.flow[world].tolist()
+        depart = twin.pop.depart[world].tolist()
+        vid = twin.pop.vehicle_id[world].tolist()
+        specs = []
+        for s in range(len(flow)):
+            if flow[s] < 0 or not math.isfinite(depart[s]):
+                continue
+            f = flows[flow[s]]
+            specs.append(VehicleSpec(int(vid[s]), tuple(f.route), float(depart[s]),
+                                     **{k: float(cols[k][s]) for k in keys}, flow=f.id))
+        plans = {}
+        for p, pid in enumerate(twin.compiled.program_ids):
+            plans[pid] = ([float(x) for x in twin.signal_durations[world, p].tolist()],
+                          float(twin.signal_offsets[world, p]))
+        return cls(scen.network, specs, dt=twin.dt, begin=float(scen.begin), signal_plans=plans,
+                   seed=int(twin.worlds.seed))
+
+    # --- network queries ------------------------------------------------------------------
+    def route_lanes(self, route) -> list[set[int]]:
+        """Allowed lane indices on each route edge: those with a connection to the next edge; all on the last."""
+        out = []
+        for k, e in enumerate(route):
+            if k + 1 < len(route):
+                out.append({c.from_lane for c in self.network.connections
+                            if c.from_edge == e and c.to_edge == route[k + 1]})
+            else:
+                out.append({l.index for l in self.edges[e]})
+        return out
+
+    def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int]:
+        return self.conns[(lane.id, to_edge)]
+
+    def choose_lane(self, edge: str, allowed: set[int]) -> tuple[_Lane | None, float]:
+        """The allowed lane of ``edge`` with most room (rear of its tail; +inf if empty), lowest index on ties."""
+        best, best_room = None, -INF
+        for j, lane in enumerate(self.edges[edge]):
+            if j not in allowed:
+                continue
+            tail = self.tails.get(lane.id)
+            room = tail.rear() if tail is not None else INF
+            if best is None or room > best_room:
+                best, best_room = lane, room
+        return best, best_room
+
+    @property
+    def time_s(self) -> float:
+        return self.begin + self.step_index * self.dt
+
+    # --- the step -------------------------------------------------------------------------
+    def step(self) -> None:
+        t = self.time_s
+        # 1. signals
+        for s in self.signals.values():
+            s.update(t)
+        running = self._running
+        # 2. leaders and lane tails
+        per_lane: dict[str, list[ReferenceVehicle]] = {}
+        for v in running:
+            per_lane.setdefault(v.lane.id, []).append(v)
+        self.tails = {}
+        for lid, vs in per_lane.items():
+            vs.sort(key=lambda v: (v.pos, v.order))  # ties: lower slot upstream (the kernel's stable sort)
+            for a, b in zip(vs, vs[1:]):
+                if a.pos == b.pos:
+                    self.events["position_ties"] += 1
+            for a, b in zip(vs, vs[1:]):
+                a.leader = b
+                if a.pos > b.pos - b.length + 1e-9:
+                    self.events["overlaps"] += 1  # diagnostic: bodies overlap on a lane
+            vs[-1].leader = None
+            self.tails[lid] = vs[0]
+        # 3. insertion (all candidates judged against the tails at step start)
+        claims: dict[str, ReferenceVehicle] = {}
+        candidates = []
+        for v in self.vehicles[self._next_waiting:]:
+            if v.depart > t + 1e-9:
+                break  # sorted by departure
+            if v.status != WAITING:
+                continue
+            lane, room = self.choose_lane(v.spec.route[0], v.allowed[0])
+            if lane is not None and room - v.length >= v.min_gap:
+                candidates.append((v, lane, room))
+            else:
+                self.events["insertion_blocked"] += 1
+        old_tails = dict(self.tails)
+        for v, lane, room in candidates:  # already in priority order
+            if lane.id in claims:
+                self.events["insertion_lost_claim"] += 1
+                continue
+            claims[lane.id] = v
+            v0 = v.desired_speed(lane)
+            gap = room - v.length
+            v_ins = max((gap - v.min_gap) / v.tau, 0.0) if math.isfinite(gap) else INF
+            v.status = RUNNING
+            v.lane = lane
+            v.pos = v.length
+            v.speed = min(v_ins, v0)
+            v.route_pos = 0
+            v.insert_step = self.step_index
+            v.leader = old_tails.get(lane.id)
+            self.tails[lane.id] = v
+            running.append(v)
+            self.events["insertions"] += 1
+        while self._next_waiting < len(self.vehicles) and self.vehicles[self._next_waiting].status != WAITING:
+            self._next_waiting += 1
+        # 4-5. decide (synchronously, from the state after insertion)
+        for v in running:
+            v.plan()
+        # 6. move, transitions, arrivals
+        entered: dict[str, int] = {}
+        for v in running:
+            before = v.lane
+            v.commit()
+            if v.lane is not before:
+                entered[v.lane.id] = entered.get(v.lane.id, 0) + 1
+        # diagnostic: several vehicles entered one lane in the same step (each judged against the same tail)
+        self.events["same_step_entries"] += sum(n - 1 for n in entered.values())
+        self._running = [v for v in running if v.status == RUNNING]
+        self.step_index += 1
+
+    # --- inspection -----------------------------------------------------------------------
+    def vehicle_state(self) -> dict[int, dict]:
+        """Per vehicle id: status, lane id (running only), pos, speed, steps, time loss, stops."""
+        return {v.vehicle_id: {"status": v.status, "lane": v.lane.id if v.status == RUNNING else None,
+                               "pos": v.pos, "speed": v.speed, "insert_step": v.insert_step,
+                               "arrive_step": v.arrive_step, "time_loss": v.time_loss, "stops": v.stops,
+                               "route_pos": v.route_pos}
+                for v in self.vehicles}
+
+    def running_ids(self) -> set[int]:
+        return {v.vehicle_id for v in self.vehicles if v.status == RUNNING}

@@ -20,6 +20,7 @@ from twins.traffic.network import RoadNetwork
 @dataclass
 class SumoScenario:
     kind: str = "sumo"
+    name: str = "sumo"
     sumocfg: str = ""  # a .sumocfg; its net-file, route-files, additional-files (tlLogic) and begin/end are used
     net: str = ""  # a .net.xml (overrides the .sumocfg's net-file, or is used alone)
     routes: str = ""  # route files, comma-separated (override the .sumocfg's route-files)
@@ -105,3 +106,23 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
     demand = scale_demand(demand, float(get("demand_scale", 1.0) or 0.0) if get("demand_scale", 1.0) is not None
                           else 1.0)
     return network, demand, begin, end
+
+
+def build_sumo_twin(cfg, worlds, device, dtype):
+    """The traffic twin of a SUMO scenario; it runs from SUMO's begin to its end when the
+    .sumocfg (or the config) sets one, else for ``horizon_s``."""
+    from scenarios.traffic import _twin_kwargs
+    from twins.traffic.model import TrafficScenario, TrafficTwin
+
+    network, demand, begin, end = load_scenario(cfg.scenario)
+    horizon = float(end - begin) if end is not None else float(cfg.horizon_s)
+    n = round(horizon / cfg.dt_s)
+    check(n >= 1, "scenario.end", end, f"a time at least one step (dt_s={cfg.dt_s}) after begin={begin:g}")
+    name = cfg.scenario.get("name") or "sumo"
+    scen = TrafficScenario(network, demand, name, begin=begin)
+    return TrafficTwin(scen, worlds, horizon=n * cfg.dt_s, device=device, dtype=dtype, **_twin_kwargs(cfg))
+
+
+from . import scenario as _register  # noqa: E402
+
+_register("sumo", SumoScenario)(build_sumo_twin)

@@ -382,10 +382,14 @@ def ring_demand(net: RoadNetwork, s: RingScenario, horizon: float) -> Demand:
 
 # ---------------------------------------------------------------------------------------------
 # builders
+def _twin_kwargs(cfg) -> dict:
+    """TrafficTwin options shared by every traffic scenario."""
+    return {"dt": cfg.dt_s, "interval_s": cfg.output.timeseries_interval_s,
+            "trajectory_every": int(cfg.output.get("trajectory_every", 0) or 0)}
+
+
 def _twin(cfg, scen: TrafficScenario, worlds, device, dtype) -> TrafficTwin:
-    return TrafficTwin(scen, worlds, dt=cfg.dt_s, horizon=cfg.horizon_s, device=device, dtype=dtype,
-                       interval_s=cfg.output.timeseries_interval_s,
-                       trajectory_every=int(cfg.output.get("trajectory_every", 0) or 0))
+    return TrafficTwin(scen, worlds, horizon=cfg.horizon_s, device=device, dtype=dtype, **_twin_kwargs(cfg))
 
 
 def grid_scenario(s, horizon: float) -> TrafficScenario:

@@ -59,10 +59,15 @@ def precheck(overrides: list[str]) -> None:
 
 def _explain(e: Exception, base) -> str:
     """Add the valid keys (and a close match) to Hydra's 'not in struct' message."""
+    import re
+
     msg = str(e).strip()
     cause = e.__cause__ or e
     key = getattr(cause, "full_key", None)
-    if key and "not in struct" in str(cause):
+    m = re.search(r"Could not override '([^']+)'", msg)
+    if m and ("not in struct" in str(cause) or "not in struct" in msg or key is None):
+        key = m.group(1)
+    if key and ("not in struct" in str(cause) or m):
         parent, _, leaf = key.rpartition(".")
         try:
             from hydra import compose, initialize_config_dir
@@ -75,7 +80,13 @@ def _explain(e: Exception, base) -> str:
         except Exception:  # pragma: no cover
             keys = []
         return (f"{key}: no such setting. " + (suggest(leaf, keys) if keys else "")).strip()
-    return msg.splitlines()[0] if msg else repr(e)
+    m = re.search(r"Could not find '([\w/]+)/([^']+)'", msg)
+    if m:
+        group, name = m.groups()
+        options = [p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")]
+        return f"{group}={name}: no such {group}. {suggest(name, options)}"
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    return " ".join(lines[:4]) if lines else repr(e)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)

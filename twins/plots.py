@@ -68,6 +68,91 @@ def timeseries(ts: pd.DataFrame, columns: list[str] | None = None, time: str = "
     return fig
 
 
+def effects(eff: pd.DataFrame, metrics: list[str] | None = None, group_metric: str = "mean_delay_s",
+            title: str | None = None, fig=None):
+    """Effects with intervals, as written in ``effects.parquet``.
+
+    Left: one small panel per network metric — the mean effect (dot), its paired 95%
+    interval (thick bar) and the unpaired interval of the same data (thin grey bar).
+    Right: ``group_metric`` per group (origin zones, approaches) with paired intervals.
+    """
+    net = eff[eff["scope"] == "network"]
+    if metrics is None:
+        metrics = [m for m in net["metric"].unique() if net.loc[net["metric"] == m, "n"].max() > 0]
+    grp = eff[(eff["scope"] == "group") & (eff["metric"] == group_metric)] if "scope" in eff else eff.iloc[:0]
+    n = max(len(metrics), 1)
+    if fig is None:
+        fig = plt.figure(figsize=(11, max(3.0, 0.55 * n + 1.2)))
+    gs = fig.add_gridspec(n, 2, width_ratios=[1.0, 1.0] if len(grp) else [1.0, 0.01])
+    for i, m in enumerate(metrics):
+        ax = fig.add_subplot(gs[i, 0])
+        r = net[net["metric"] == m].iloc[0]
+        ax.plot([r.ci_low, r.ci_high], [0, 0], color="C0", lw=5, solid_capstyle="butt", label="paired 95% CI")
+        ax.plot([r.unpaired_ci_low, r.unpaired_ci_high], [0, 0], color="0.35", lw=1.0, marker="|", ms=8,
+                label="unpaired 95% CI", zorder=3)
+        ax.plot([r.effect], [0], "o", color="k", ms=4)
+        ax.axvline(0, color="C3", lw=0.8, ls="--")
+        ax.set_yticks([])
+        ax.set_ylabel(m.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 2.3), ncol=2, frameon=False)
+    if len(grp):
+        ax = fig.add_subplot(gs[:, 1])
+        grp = grp.sort_values(["group_kind", "group"])
+        y = np.arange(len(grp))
+        ax.errorbar(grp["effect"], y, xerr=[grp["effect"] - grp["ci_low"], grp["ci_high"] - grp["effect"]],
+                    fmt="o", ms=4, color="C0", ecolor="C0", capsize=2)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{k}: {g}" for k, g in zip(grp["group_kind"], grp["group"])], fontsize=7)
+        ax.axvline(0, color="C3", lw=0.8, ls="--")
+        ax.invert_yaxis()
+        ax.set_xlabel(f"effect on {group_metric.replace('_', ' ')} (paired 95% CI)", fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sweep(summary: pd.DataFrame, metrics: list[str] | None = None, x: str | None = None, fig=None):
+    """A sweep summary (``summary.parquet``): per metric, the effect (with its paired 95% CI) or,
+    without an effect, each arm's mean — against the swept value ``x`` (or the job number)."""
+    metrics = metrics or [m for m in ("mean_delay_s", "mean_travel_time_s", "throughput_veh", "mean_stops")
+                          if m in set(summary["metric"])] or list(summary["metric"].unique())[:4]
+    if x is None:
+        cand = [c for c in summary.columns if c.startswith("override:") and summary[c].nunique() > 1]
+        x = cand[0] if len(cand) == 1 else "job"
+    if fig is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = fig.axes
+    for ax, m in zip(axes, metrics):
+        d = summary[summary["metric"] == m].copy()
+        xs = pd.to_numeric(d[x], errors="coerce")
+        labels = None
+        if xs.isna().any():
+            labels, xs = d[x].astype(str).tolist(), pd.Series(np.arange(len(d)), index=d.index)
+        order = np.argsort(xs.to_numpy())
+        d, xs = d.iloc[order], xs.iloc[order]
+        if d["effect"].notna().any():
+            ax.errorbar(xs, d["effect"], yerr=[d["effect"] - d["ci_low"], d["ci_high"] - d["effect"]],
+                        fmt="o-", ms=4, capsize=3, label="effect (paired 95% CI)")
+            ax.axhline(0, color="C3", lw=0.8, ls="--")
+            ax.set_ylabel("effect vs baseline", fontsize=8)
+        else:
+            ax.plot(xs, d["baseline_mean"], "o-", ms=4, label="mean")
+        ax.set_title(m.replace("_", " "), fontsize=9)
+        ax.set_xlabel(x.replace("override:", ""), fontsize=8)
+        if labels is not None:
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels([labels[i] for i in order], rotation=30, fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig_or_ax, path) -> None:
     fig = fig_or_ax.figure if hasattr(fig_or_ax, "figure") and not hasattr(fig_or_ax, "savefig") else fig_or_ax
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -3,25 +3,25 @@
 A 2×2 signalized grid (two-lane east–west streets, one-lane north–south
 streets, a 40 s cycle) is loaded well above what it can carry, so that within
 600 steps of 0.5 s every rule is exercised: insertion that waits because the
-entry lane is full, two vehicles claiming the same lane in one step, lane
-choice among two lanes, queues at red, stop-or-go decisions on yellow,
-spillback (a front vehicle held on green because the lane it will enter is
-full), edge transitions and arrivals. The batch has two worlds (two
-replications, the second with its own signal offsets), each compared with its
-own reference model.
+entry lane is full, two vehicles claiming the same lane in one step and the
+loser entering the other lane in the second insertion round, lane choice
+among two lanes, queues at red, stop-or-go decisions on yellow, spillback (a
+front vehicle held on green because the lane it will enter is full), keeping
+the junction clear (a halted tail leaves no room), a stop line behind a
+vehicle still inside the junction, two vehicles crossing into one lane in
+the same step (one is held at the line), edge transitions and arrivals. IDM
+runs in two sub-steps per step (dt = 0.5 s, sub-step 0.25 s). The batch has
+two worlds (two replications, the second with its own signal offsets), each
+compared with its own reference model.
 
 Tolerance. Both sides compute in float64 with the same formulas in the same
-order (the IDM power is the same chain of products), so they differ only
-where torch and CPython round differently: ``torch.sqrt`` on the CPU (MKL) is
-off by one ulp for ~1% of inputs, which perturbs ``sqrt(accel·decel)`` of a
-few drivers by ~1e-16 relative; with a correctly rounded sqrt the two agree
-bit for bit. Queues amplify that perturbation; here the largest difference
-seen is ~2e-13 m after 600 steps (on a 4×4 grid at dt = 1 s it reaches
-~1e-7 m). We require 1e-6 m and 1e-6 m/s: far above that noise, and still
-three orders below the smallest effect of any rule difference (one step with
-an acceleration off by 0.01 m/s² moves a vehicle by 0.01·dt² = 2.5e-3 m).
-Discrete outcomes (status, lane, insertion step, arrival step, stop count)
-must be identical.
+order (the IDM power is the same chain of products, ``2·sqrt(a·b)`` is the
+same per-vehicle number, read from the twin), so they agree bit for bit in
+this scenario. We require 1e-6 m and 1e-6 m/s, which leaves room for an ulp
+of platform difference amplified by queues, and is still three orders below
+the smallest effect of any rule difference (one step with an acceleration
+off by 0.01 m/s² moves a vehicle by 0.01·dt² = 2.5e-3 m). Discrete outcomes
+(status, lane, insertion step, arrival step, stop count) must be identical.
 """
 from __future__ import annotations
 
@@ -119,8 +119,10 @@ def test_kernel_matches_per_agent_reference():
     worlds.params["signal_offsets"] = offsets
     tw = TrafficTwin(scen, worlds, dt=DT, horizon=STEPS * DT, dtype=torch.float64)
     assert torch.equal(tw.signal_offsets, offsets)
+    assert tw.substeps == 2 and tw.insert_rounds == 2, "IDM sub-steps and insertion rounds are exercised"
 
     refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
+    assert all(r.substeps == tw.substeps and r.insert_rounds == tw.insert_rounds for r in refs)
     lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
     ids, valid = [], []
     for w in range(tw.W):
@@ -155,6 +157,13 @@ def test_kernel_matches_per_agent_reference():
         assert ev["insertion_lost_claim"] >= 10, "two vehicles claimed one lane in the same step"
         assert ev["front_red"] >= 100 and ev["front_yellow_stop"] >= 10 and ev["front_yellow_go"] >= 5, ev
         assert ev["front_blocked_by_next_lane"] >= 5, "spillback held a front vehicle on green"
+        # the rules added with IDM sub-steps (rules 3, 4 and 6 of the kernel docstring)
+        assert ev["insertions_later_round"] >= 3, "a loser of a lane claim entered in the second round"
+        assert ev["keep_clear"] >= 10, "a halted tail without room held a front vehicle at the line"
+        assert ev["junction_nearer"] >= 10, "a vehicle still in the junction was nearer than the stop line"
+        assert ev["held_at_line"] >= 10, "two vehicles crossed into one lane in one step; one was held"
+        assert ev["same_step_entries"] == 0, "one entry per lane per step"
+        assert ev["red_crossings"] == 0, "no vehicle crossed a stop line on red"
         waited = (a["insert_step"] >= 0) & (a["insert_step"] * DT - tw.pop.depart[w].numpy()[valid[w]] > 5.0)
         assert waited.sum() >= 20, "vehicles waited more than 5 s to enter"
         lanes_used = {v.lane.index for v in ref.vehicles if v.lane is not None and len(ref.edges[v.lane.edge]) > 1}
@@ -179,6 +188,7 @@ def test_reference_alone_holds_red_and_conserves():
                 via, tl, link = ref.connection(lane, v.lane.edge)
                 if tl is not None:
                     assert ref.signals[tl].code(link) != 2, f"vehicle {v.vehicle_id} crossed on red"
+        assert ref.events["red_crossings"] == 0 and ref.events["same_step_entries"] == 0
         loaded = [v for v in ref.vehicles if v.depart <= ref.time_s - DT + 1e-9]
         inserted = [v for v in loaded if v.insert_step >= 0]
         assert len([v for v in ref.vehicles if v.status != 0]) == len(inserted)

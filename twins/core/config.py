@@ -32,6 +32,7 @@ class OutputConfig:
     figures: bool = True
     trips: bool = True
     timeseries_interval_s: float = 60.0
+    trajectory_every: int = 0  # record running vehicles every N steps (time–space diagrams); 0: off
 
 
 @dataclass
@@ -61,7 +62,9 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="twins_config", node=TwinsConfig)
     cs.store(group="compute", name="compute_schema", node=ComputeConfig)
-    cs.store(group="intervention", name="none_schema", node=InterventionConfig)
+    import interventions  # noqa: F401  (fills the intervention registry)
+
+    interventions.register_configs(cs)  # intervention/<name>_schema, none_schema included
     for kind, entry in SCENARIOS.items():
         cs.store(group="scenario", name=f"{kind}_schema", node=entry.schema)
     _registered = True

@@ -1,5 +1,11 @@
 """The ``run`` task: config → worlds → twin → outcomes → run folder.
 
+With an intervention other than ``none`` the run is a counterfactual: arm 0
+(the scenario's baseline) and arm 1 (the intervention's parameter vector from
+the config) run on the same ``replications`` in one world batch, and the folder
+adds ``arms.json``, ``effects.parquet`` / ``effects.json`` (paired effects with
+intervals, per metric and per group) and ``figures/effects.png``.
+
 Partial results survive an interruption: on Ctrl-C or a crash inside the
 simulation the outcomes so far are written and the folder is marked
 incomplete in ``manifest.json`` before the error propagates.
@@ -10,6 +16,7 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from twins.compute.device import resolve_device, resolve_dtype
@@ -32,13 +39,32 @@ def make_twin(cfg: DictConfig, worlds: WorldBatch | None = None):
     return scenarios.build_twin(cfg, worlds, device, dtype)
 
 
+def make_counterfactual(cfg: DictConfig):
+    """The intervention, its arms (baseline first) and a twin whose worlds carry each arm's parameters."""
+    import interventions
+    from interventions import counterfactual as cf
+
+    iv = interventions.get(cfg.get("intervention", None))
+    arms = cf.arms_from_config(iv)
+    twin = make_twin(cfg, cf.worlds_for(cfg.seed, cfg.replications, arms))
+    if len(arms) > 1:
+        arms = cf.apply_arms(iv, twin, arms)
+    return iv, arms, twin
+
+
 def run(cfg: DictConfig, outdir: str | Path) -> dict:
     """Run ``cfg`` and write its folder; returns the metric summary."""
+    from interventions import counterfactual as cf
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    twin = make_twin(cfg)
+    iv, arms, twin = make_counterfactual(cfg)
+    counterfactual = len(arms) > 1
     io.write_config(outdir, cfg)
+    if counterfactual:
+        io.write_json(outdir / "arms.json", [{"arm": a.index, "label": a.label, "values": a.values,
+                                              "worlds": int((twin.worlds.arm == a.index).sum())} for a in arms])
     complete = False
     try:
         result = twin.run(progress=cfg.progress, desc=f"{cfg.scenario.name} ({twin.W} worlds)")
@@ -56,16 +82,59 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
         except Exception as e:  # pragma: no cover - best effort
             log.error("could not save partial results: %s", e)
         raise
-    summary = io.summarize(result.worlds, result.metrics)
     io.write_tables(outdir, result)
+    if counterfactual:
+        summary = cf.arm_summary(result.worlds, result.metrics, arms)
+        groups = result.groups
+        extra = cf.approach_groups(twin, result)
+        if extra is not None:
+            groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
+        eff = cf.effects(result.worlds, result.metrics, arms, groups)
+        eff.to_parquet(outdir / "effects.parquet", index=False)
+        io.write_json(outdir / "effects.json", cf.effects_json(eff, arms))
+        _log_effects(eff)
+    else:
+        summary = io.summarize(result.worlds, result.metrics)
     io.write_json(outdir / "metrics.json", summary)
     figures = []
     if cfg.output.figures:
         figdir = outdir / "figures"
         figdir.mkdir(exist_ok=True)
-        figures = twin.write_figures(result, figdir)
+        if counterfactual:
+            from twins import plots
+
+            plots.save(plots.effects(eff, title=f"{cfg.scenario.get('name', '')}: {arms[1].label} − baseline"),
+                       figdir / "effects.png")
+            figures.append("effects.png")
+            for a in arms:  # each arm's own figures, on its worlds only
+                sub = figdir / f"arm{a.index}"
+                sub.mkdir(exist_ok=True)
+                figures += [f"arm{a.index}/{f}" for f in twin.write_figures(_arm_result(result, a.index), sub)]
+        else:
+            figures = twin.write_figures(result, figdir)
     io.write_json(outdir / "manifest.json", io.manifest(
         cfg, twin.device, twin.dtype, started, complete, steps_done=twin.step_index, steps=twin.n_steps,
-        worlds=twin.W, figures=figures))
+        worlds=twin.W, arms=len(arms), figures=figures))
     log.info("wrote %s", outdir)
     return summary
+
+
+def _arm_result(result, arm: int):
+    """The part of ``result`` that belongs to one arm's worlds (tables filtered by ``world``)."""
+    from .twin import RunResult
+
+    ws = set(result.worlds.loc[result.worlds["arm"] == arm, "world"].tolist())
+
+    def keep(df):
+        return df[df["world"].isin(ws)] if df is not None and "world" in df else df
+
+    return RunResult(worlds=keep(result.worlds), metrics=result.metrics,
+                     tables={k: keep(v) for k, v in result.tables.items()}, groups=keep(result.groups),
+                     complete=result.complete)
+
+
+def _log_effects(eff) -> None:
+    net = eff[eff["scope"] == "network"]
+    for r in net.itertuples():
+        log.info("effect %-28s %+10.3f  paired 95%% CI [%+.3f, %+.3f]  unpaired [%+.3f, %+.3f]  n=%d",
+                 r.metric, r.effect, r.ci_low, r.ci_high, r.unpaired_ci_low, r.unpaired_ci_high, r.n)

@@ -16,38 +16,52 @@ phase it is in (synchronous update, like the kernel):
    ``(t + offset) mod cycle`` and exposes a code per link.
 2. Leaders: per lane, running vehicles sorted by position; a vehicle's
    leader is the next one downstream; the lane's *tail* is the upstream-most.
-3. Insertion (against the tails at step start): each waiting vehicle whose
-   departure has come (``depart <= t + 1e-9``) picks the allowed lane of its
-   first edge with the most room (rear of the tail, +inf if empty; lowest
-   lane index on ties) and fits if ``room - length >= min_gap``. One vehicle
-   per lane per step: the fitting vehicle earliest in (depart, vehicle id)
-   order wins. It enters with its front at ``length``, speed
-   ``min(v0, max(0, (gap - min_gap) / tau))``, its leader is the old tail and
-   it becomes the new tail.
+3. Insertion, in ``insert_rounds`` rounds. In each round every waiting
+   vehicle whose departure has come (``depart <= t + 1e-9``) and that is not
+   in yet picks, against the tails at the start of that round, the allowed
+   lane of its first edge with the most room (rear of the tail, +inf if
+   empty; lowest lane index on ties) and fits if ``room - length >=
+   min_gap``. One vehicle per lane per round: the fitting vehicle earliest in
+   (depart, vehicle id) order wins; it enters with its front at ``length``,
+   speed ``min(v0, max(0, (gap - min_gap) / tau))``, its leader is the tail
+   at the start of the round and it becomes the new tail. The others try
+   again in the next round (with the updated tails), then wait.
 4. Each running vehicle (including the ones just inserted) chooses the lane
    of its next edge (allowed lanes, most room, from the tails *after*
-   insertion). A front vehicle (no leader) must stop at the stop line on
-   red, on yellow if ``v² <= 2·decel·d``, or when no next lane exists; the
-   stop line is then an obstacle at gap ``d + min_gap`` (so it halts with its
-   front at the line) with speed 0, and its physical gap is ``d``. Otherwise
-   its leader is the tail of the chosen next lane at gap
-   ``d + via + rear(tail)`` (spillback), or the road is free. On its last
-   edge the road is free.
-5. IDM acceleration; ``v' = max(0, v + a·dt)``, capped at
-   ``max(gap_phys, 0) / dt``; ``x' = x + v'·dt``.
+   insertion). It must stop at the stop line on red, on yellow if
+   ``v² <= 2·decel·d``, when no next lane exists or no connection leads
+   there, and (keep the junction clear) when the chosen lane's tail is
+   halted (speed < 0.1 m/s) and leaves less than ``length + min_gap`` of
+   room. The junction gap is ``d + via + rear(tail)`` (+inf if the lane is
+   empty). The stop line is the obstacle (gap ``d + min_gap``, speed 0,
+   physical gap ``d``) if the vehicle must stop and ``d + min_gap <=``
+   the junction gap; otherwise a front vehicle follows the tail of the
+   chosen lane at the junction gap (spillback), or the road is free. On its
+   last edge the road is free. A vehicle with a leader on its lane follows it.
+5. IDM integrated in ``substeps`` sub-steps of ``h = dt / substeps`` with the
+   leader's speed held: ``v <- max(0, v + a(v, s)·h)``, then (with more than
+   one sub-step) ``s <- s - max(0, (v - v_lead)·h)``. ``2·sqrt(a·b)`` is a
+   per-vehicle constant. The result is capped at ``max(gap_phys, 0) / dt``;
+   ``x' = x + v'·dt``.
 6. If ``x' > lane length`` (strictly: a vehicle held exactly at the stop
    line stays): on the last edge the vehicle arrives (arrival step = step
-   index + 1); otherwise it moves to the chosen next lane at
-   ``x' - L - via``. Time loss ``dt·max(0, 1 - v'/v0)`` and stops
-   (transitions into ``v' < 0.1`` m/s) accumulate while running.
+   index + 1); otherwise it crosses to the chosen next lane and lands at
+   ``x' - L - via``. One entry per target lane per step: of the vehicles
+   crossing into one lane, the one landing furthest ahead (ties: earliest in
+   slot order) enters; the others are held at the stop line
+   (``x' = L``, ``v' = (L - x) / dt``). Time loss ``dt·max(0, 1 - v'/v0)``
+   and stops (transitions into ``v' < 0.1`` m/s) accumulate while running,
+   with the final ``v'``.
 
 Per-vehicle inputs. The reference checks the *dynamics*, not the noise: the
-per-vehicle parameters (length, min gap, accel, decel, tau, delta, speed
-factor, max speed) and departure times are given to it as plain floats. The
-usual way is :meth:`ReferenceTrafficModel.from_twin`, which reads them from a
-:class:`~twins.traffic.model.TrafficTwin`'s ``pop`` / ``veh_full`` tensors
-(converted with ``float()``) for one world, together with that world's signal
-plan. Any list of :class:`VehicleSpec` works as well.
+per-vehicle parameters (length, min gap, accel, decel, ``2·sqrt(accel·decel)``,
+tau, delta, speed factor, max speed) and departure times are given to it as
+plain floats. The usual way is :meth:`ReferenceTrafficModel.from_twin`, which
+reads them from a :class:`~twins.traffic.model.TrafficTwin`'s ``pop`` /
+``veh_full`` tensors (converted with ``float()``) for one world, together with
+that world's signal plan, IDM sub-steps and insertion rounds. Any list of
+:class:`VehicleSpec` works as well (``two_sqrt_ab`` defaults to
+``2·math.sqrt(accel·decel)``, correctly rounded like the model's numpy value).
 
 Ambiguities resolved like the kernel: if two running vehicles of one lane
 have exactly equal positions, the one earlier in slot order, i.e. in
@@ -55,16 +69,20 @@ have exactly equal positions, the one earlier in slot order, i.e. in
 argsort); such ties are counted in ``events["position_ties"]``. The IDM
 exponent is an integer and ``(v/v0)**delta`` is computed by the same binary
 exponentiation as :func:`twins.traffic.kernels.int_pow` (only products, so the
-two agree bit for bit). ``sqrt`` here is CPython's, correctly rounded;
-``torch.sqrt`` on the CPU (MKL) is not in about 1% of float64 inputs, which
-is the one source of differences left between the two (1 ulp in
-``sqrt(accel·decel)``, amplified by congested platoons). ``events`` also
-counts what happened (insertions, blocked insertions, transitions,
-arrivals, red/yellow stops, spillback holds) so a test can check that a
-scenario exercised the rules, plus three diagnostics: ``same_step_entries``
-(several vehicles entering one lane in one step, each judged against the
-same tail), ``overlaps`` (vehicle bodies overlapping on a lane) and
-``hard_stops`` (the one-step gap cap braking harder than 9 m/s²).
+two agree bit for bit). A vehicle whose lane has no connection to its next
+edge (impossible for lanes chosen through the route's lane masks) is held at
+the stop line and never crosses.
+
+``events`` counts what happened so a test can check that a scenario
+exercised the rules: insertions (``insertions_later_round``: in a round after
+the first), blocked insertions, lost claims, transitions, arrivals,
+red/yellow stops, keep-clear holds, stop lines behind a vehicle still in the
+junction (``junction_nearer``), spillback holds and vehicles held at the line
+by the one-entry rule (``held_at_line``); plus diagnostics:
+``same_step_entries`` (several vehicles entering one lane in one step; zero
+under rule 6), ``overlaps`` (vehicle bodies overlapping on a lane),
+``hard_stops`` (the one-step gap cap braking harder than 9 m/s²) and
+``red_crossings`` (a vehicle crossing a stop line on red).
 """
 from __future__ import annotations
 
@@ -109,6 +127,7 @@ class VehicleSpec:
     speed_factor: float
     max_speed: float
     flow: str = ""
+    two_sqrt_ab: float | None = None  # 2·sqrt(accel·decel); None: computed with math.sqrt
 
 
 class _Lane:
@@ -161,6 +180,8 @@ class ReferenceVehicle(mesa.Agent):
         self.min_gap = float(spec.min_gap)
         self.accel = float(spec.accel)
         self.decel = float(spec.decel)
+        self.two_sqrt_ab = (float(spec.two_sqrt_ab) if spec.two_sqrt_ab is not None
+                            else 2.0 * math.sqrt(self.accel * self.decel))
         self.tau = float(spec.tau)
         self.delta = int(round(spec.delta))  # integer exponent, as the kernel
         self.speed_factor = float(spec.speed_factor)
@@ -182,6 +203,7 @@ class ReferenceVehicle(mesa.Agent):
         self._via = 0.0
         self._v_new = 0.0
         self._x_new = 0.0
+        self._red = False
 
     # --- helpers ------------------------------------------------------------------------
     def rear(self) -> float:
@@ -190,12 +212,24 @@ class ReferenceVehicle(mesa.Agent):
     def desired_speed(self, lane: _Lane) -> float:
         return min(lane.speed * self.speed_factor, self.max_speed)
 
-    def idm(self, v0: float, gap: float, v_lead: float) -> float:
-        v, a, b = self.speed, self.accel, self.decel
-        s_star = self.min_gap + max(v * self.tau + v * (v - v_lead) / (2.0 * math.sqrt(a * b)), 0.0)
+    def idm(self, v: float, v0: float, gap: float, v_lead: float) -> float:
+        """IDM acceleration at speed ``v`` (the kernel's ``idm_acceleration``, operation for operation)."""
+        s_star = self.min_gap + max(v * self.tau + v * (v - v_lead) / self.two_sqrt_ab, 0.0)
         ratio = s_star / max(gap, 1e-3)
         interaction = ratio * ratio if math.isfinite(gap) else 0.0
-        return a * (1.0 - int_pow(v / v0, self.delta) - interaction)
+        return self.accel * (1.0 - int_pow(v / v0, self.delta) - interaction)
+
+    def idm_speed(self, v0: float, gap: float, v_lead: float) -> float:
+        """Speed after ``dt``: IDM in ``substeps`` sub-steps, leader speed held, gap shrinking."""
+        m = self.model
+        n = m.substeps
+        h = m.dt / n
+        v = self.speed
+        for _ in range(n):
+            v = max(v + self.idm(v, v0, gap, v_lead) * h, 0.0)
+            if n > 1:
+                gap = gap - max((v - v_lead) * h, 0.0)
+        return v
 
     # --- rules 4 and 5 --------------------------------------------------------------------
     def plan(self) -> None:
@@ -204,48 +238,77 @@ class ReferenceVehicle(mesa.Agent):
         on_last_edge = self.route_pos + 1 >= len(self.route)
         d = lane.length - self.pos
         self._next_lane, self._via = None, 0.0
-        must_stop = True
+        front = self.leader is None
+        line_first, must_stop, red = True, True, False
         gap_front, v_front = INF, 0.0
         if not on_last_edge:
             nxt_edge = self.route[self.route_pos + 1]
             nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
-            via, tl, link = m.connection(lane, nxt_edge)
-            code = SIG_GREEN if tl is None else m.signals[tl].code(link)
-            must_stop = (code == SIG_RED
-                         or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
-                         or nl is None)
+            conn = m.connection(lane, nxt_edge)
+            if conn is None:  # no connection from this lane (cannot happen through the lane masks)
+                code, via, found = SIG_RED, 0.0, False
+                nl = None
+            else:
+                via, tl, link = conn
+                code = SIG_GREEN if tl is None else m.signals[tl].code(link)
+                found = True
+            red = code == SIG_RED
+            signal_stop = red or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
+            tail = m.tails.get(nl.id) if nl is not None else None
+            v_junction = tail.speed if tail is not None else 0.0
+            # keep the junction clear: a halted tail leaving no room for this vehicle holds it at the line
+            keep_clear = tail is not None and v_junction < STOP_SPEED and room < self.length + self.min_gap
+            must_stop = signal_stop or nl is None or not found or keep_clear
+            gap_junction = d + via + room if math.isfinite(room) else INF
+            # the stop line is the obstacle unless a vehicle still inside the junction is nearer
+            line_first = must_stop and (d + self.min_gap <= gap_junction or not found)
             self._next_lane, self._via = nl, via
-            if self.leader is None:
-                m.events["front_red" if code == SIG_RED else "front_yellow_stop" if code == SIG_YELLOW and must_stop
-                         else "front_yellow_go" if code == SIG_YELLOW else "front_green"] += 1
-            if must_stop:
+            if line_first:
                 gap_front, v_front = d + self.min_gap, 0.0
             else:
-                gap_front = d + via + room if math.isfinite(room) else INF
-                tail = m.tails.get(nl.id)
-                v_front = tail.speed if tail is not None else 0.0
-        if self.leader is not None:
+                gap_front, v_front = gap_junction, v_junction
+            if front:
+                m.events["front_red" if code == SIG_RED else "front_yellow_stop" if code == SIG_YELLOW and signal_stop
+                         else "front_yellow_go" if code == SIG_YELLOW else "front_green"] += 1
+                if keep_clear and not signal_stop and nl is not None:
+                    m.events["keep_clear"] += 1  # would go, but the halted tail leaves it no room
+                if must_stop and not line_first:
+                    m.events["junction_nearer"] += 1  # a vehicle still in the junction is nearer than the line
+        self._red = red
+        if not front:
             ld = self.leader
             gap = ld.pos - ld.length - self.pos
             v_lead = ld.speed
             gap_phys = gap
         else:
             gap, v_lead = gap_front, v_front
-            gap_phys = gap if (on_last_edge or not must_stop) else d
+            gap_phys = gap if (on_last_edge or not line_first) else d
         v0 = self.desired_speed(lane)
-        acc = self.idm(v0, gap, v_lead)
-        v_new = max(self.speed + acc * m.dt, 0.0)
+        v_new = self.idm_speed(v0, gap, v_lead)
         v_cap = max(gap_phys, 0.0) / m.dt
         if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
             m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)
         v_new = min(v_new, v_cap)
         self._v_new = v_new
         self._x_new = self.pos + v_new * m.dt
-        if (self.leader is None and not on_last_edge and not must_stop and math.isfinite(gap_front)
-                and v_new < STOP_SPEED):
-            m.events["front_blocked_by_next_lane"] += 1  # spillback: green, but the next lane is full
+        if front and not on_last_edge and not must_stop and math.isfinite(gap_front) and v_new < STOP_SPEED:
+            m.events["front_blocked_by_next_lane"] += 1  # spillback: may go, but the next lane is full
 
     # --- rule 6 ---------------------------------------------------------------------------
+    def crossing(self) -> bool:
+        """Whether the planned move takes this vehicle onto the chosen lane of its next edge."""
+        return (self._x_new > self.lane.length and self.route_pos + 1 < len(self.route)
+                and self._next_lane is not None)
+
+    def landing(self) -> float:
+        return self._x_new - self.lane.length - self._via
+
+    def hold_at_line(self) -> None:
+        """Rule 6: another vehicle takes the target lane this step; this one stays at the stop line."""
+        lane = self.lane
+        self._x_new = lane.length
+        self._v_new = (lane.length - self.pos) / self.model.dt
+
     def commit(self) -> None:
         m = self.model
         lane = self.lane
@@ -257,6 +320,8 @@ class ReferenceVehicle(mesa.Agent):
                 self.arrive_step = m.step_index + 1
                 m.events["arrivals"] += 1
             elif self._next_lane is not None:
+                if self._red:
+                    m.events["red_crossings"] += 1
                 x_new = x_new - lane.length - self._via
                 self.lane = self._next_lane
                 self.route_pos += 1
@@ -276,13 +341,17 @@ class ReferenceTrafficModel(mesa.Model):
     ``vehicles``: :class:`VehicleSpec` list (any order; insertion priority is
     (depart, vehicle id), the kernel's slot order). ``signal_plans``: optional
     ``{program_id: (durations, offset)}`` overriding the network's plan.
+    ``substeps`` (IDM sub-steps per step) and ``insert_rounds`` default to the
+    twin's choices: ``ceil(dt / 0.25)`` and ``min(most lanes of an edge, 3)``.
     """
 
     def __init__(self, network: RoadNetwork, vehicles: list[VehicleSpec], *, dt: float = 1.0, begin: float = 0.0,
-                 signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0):
+                 signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0,
+                 substeps: int | None = None, insert_rounds: int | None = None):
         super().__init__(rng=seed)
         self.network = network
         self.dt = float(dt)
+        self.substeps = int(substeps) if substeps is not None else max(1, math.ceil(self.dt / 0.25 - 1e-9))
         self.begin = float(begin)
         self.step_index = 0
         self.events: Counter = Counter()
@@ -292,6 +361,8 @@ class ReferenceTrafficModel(mesa.Model):
             self.edges[e.id] = [_Lane(l.id, l.index, float(l.length), float(l.speed), e.id)
                                 for l in sorted(e.lanes, key=lambda l: l.index)]
         self.lanes = {l.id: l for ls in self.edges.values() for l in ls}
+        max_lanes = max((len(ls) for ls in self.edges.values()), default=1)
+        self.insert_rounds = int(insert_rounds) if insert_rounds is not None else min(max_lanes, 3)
         # connections: (from lane id, to edge) -> (via, program, link); the first listed wins
         self.conns: dict[tuple[str, str], tuple[float, str | None, int]] = {}
         for c in network.connections:
@@ -326,7 +397,7 @@ class ReferenceTrafficModel(mesa.Model):
         scen = twin.scenario
         flows = scen.demand.flows
         keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed")
-        cols = {k: twin.veh_full[k][world].detach().cpu().double().tolist() for k in keys}
+        cols = {k: twin.veh_full[k][world].detach().cpu().double().tolist() for k in keys + ("two_sqrt_ab",)}
         flow = twin.pop.flow[world].tolist()
         depart = twin.pop.depart[world].tolist()
         vid = twin.pop.vehicle_id[world].tolist()
@@ -336,13 +407,14 @@ class ReferenceTrafficModel(mesa.Model):
                 continue
             f = flows[flow[s]]
             specs.append(VehicleSpec(int(vid[s]), tuple(f.route), float(depart[s]),
-                                     **{k: float(cols[k][s]) for k in keys}, flow=f.id))
+                                     **{k: float(cols[k][s]) for k in keys}, flow=f.id,
+                                     two_sqrt_ab=float(cols["two_sqrt_ab"][s])))
         plans = {}
         for p, pid in enumerate(twin.compiled.program_ids):
             plans[pid] = ([float(x) for x in twin.signal_durations[world, p].tolist()],
                           float(twin.signal_offsets[world, p]))
         return cls(scen.network, specs, dt=twin.dt, begin=float(scen.begin), signal_plans=plans,
-                   seed=int(twin.worlds.seed))
+                   seed=int(twin.worlds.seed), substeps=twin.substeps, insert_rounds=twin.insert_rounds)
 
     # --- network queries ------------------------------------------------------------------
     def route_lanes(self, route) -> list[set[int]]:
@@ -356,8 +428,9 @@ class ReferenceTrafficModel(mesa.Model):
                 out.append({l.index for l in self.edges[e]})
         return out
 
-    def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int]:
-        return self.conns[(lane.id, to_edge)]
+    def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int] | None:
+        """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
+        return self.conns.get((lane.id, to_edge))
 
     def choose_lane(self, edge: str, allowed: set[int]) -> tuple[_Lane | None, float]:
         """The allowed lane of ``edge`` with most room (rear of its tail; +inf if empty), lowest index on ties."""
@@ -398,51 +471,71 @@ class ReferenceTrafficModel(mesa.Model):
                     self.events["overlaps"] += 1  # diagnostic: bodies overlap on a lane
             vs[-1].leader = None
             self.tails[lid] = vs[0]
-        # 3. insertion (all candidates judged against the tails at step start)
-        claims: dict[str, ReferenceVehicle] = {}
-        candidates = []
+        # 3. insertion, in rounds; in each, all candidates are judged against the tails at its start
+        want = []
         for v in self.vehicles[self._next_waiting:]:
             if v.depart > t + 1e-9:
                 break  # sorted by departure
-            if v.status != WAITING:
-                continue
-            lane, room = self.choose_lane(v.spec.route[0], v.allowed[0])
-            if lane is not None and room - v.length >= v.min_gap:
-                candidates.append((v, lane, room))
-            else:
-                self.events["insertion_blocked"] += 1
-        old_tails = dict(self.tails)
-        for v, lane, room in candidates:  # already in priority order
-            if lane.id in claims:
-                self.events["insertion_lost_claim"] += 1
-                continue
-            claims[lane.id] = v
-            v0 = v.desired_speed(lane)
-            gap = room - v.length
-            v_ins = max((gap - v.min_gap) / v.tau, 0.0) if math.isfinite(gap) else INF
-            v.status = RUNNING
-            v.lane = lane
-            v.pos = v.length
-            v.speed = min(v_ins, v0)
-            v.route_pos = 0
-            v.insert_step = self.step_index
-            v.leader = old_tails.get(lane.id)
-            self.tails[lane.id] = v
-            running.append(v)
-            self.events["insertions"] += 1
+            if v.status == WAITING:
+                want.append(v)
+        for rnd in range(self.insert_rounds):
+            if not want:
+                break
+            choices = [(v, *self.choose_lane(v.spec.route[0], v.allowed[0])) for v in want]
+            round_tails = dict(self.tails)
+            claims: dict[str, ReferenceVehicle] = {}
+            still = []
+            for v, lane, room in choices:  # already in priority order
+                if lane is None or room - v.length < v.min_gap:
+                    if rnd == 0:
+                        self.events["insertion_blocked"] += 1
+                    still.append(v)
+                    continue
+                if lane.id in claims:
+                    self.events["insertion_lost_claim"] += 1
+                    still.append(v)
+                    continue
+                claims[lane.id] = v
+                v0 = v.desired_speed(lane)
+                gap = room - v.length
+                v_ins = max((gap - v.min_gap) / v.tau, 0.0) if math.isfinite(gap) else INF
+                v.status = RUNNING
+                v.lane = lane
+                v.pos = v.length
+                v.speed = min(v_ins, v0)
+                v.route_pos = 0
+                v.insert_step = self.step_index
+                v.leader = round_tails.get(lane.id)
+                self.tails[lane.id] = v
+                running.append(v)
+                self.events["insertions"] += 1
+                if rnd > 0:
+                    self.events["insertions_later_round"] += 1
+            want = still
         while self._next_waiting < len(self.vehicles) and self.vehicles[self._next_waiting].status != WAITING:
             self._next_waiting += 1
         # 4-5. decide (synchronously, from the state after insertion)
         for v in running:
             v.plan()
-        # 6. move, transitions, arrivals
+        # 6. one entry per target lane: the vehicle landing furthest ahead (then the earliest slot)
+        winner: dict[str, ReferenceVehicle] = {}
+        crossing = [v for v in running if v.crossing()]
+        for v in crossing:
+            w = winner.get(v._next_lane.id)
+            if w is None or v.landing() > w.landing() or (v.landing() == w.landing() and v.order < w.order):
+                winner[v._next_lane.id] = v
+        for v in crossing:
+            if winner[v._next_lane.id] is not v:
+                v.hold_at_line()
+                self.events["held_at_line"] += 1
+        # move, transitions, arrivals
         entered: dict[str, int] = {}
         for v in running:
             before = v.lane
             v.commit()
             if v.lane is not before:
                 entered[v.lane.id] = entered.get(v.lane.id, 0) + 1
-        # diagnostic: several vehicles entered one lane in the same step (each judged against the same tail)
+        # diagnostic: several vehicles entered one lane in the same step (rule 6 forbids it)
         self.events["same_step_entries"] += sum(n - 1 for n in entered.values())
         self._running = [v for v in running if v.status == RUNNING]
         self.step_index += 1

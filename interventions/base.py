@@ -129,9 +129,7 @@ class Intervention(ABC):
             raise RuntimeError("an intervention must be applied before the twin's first step")
 
 
-@dataclass
-class NoneConfig:
-    name: str = "none"
+from twins.core.config import InterventionConfig as NoneConfig  # noqa: E402  (schema of intervention=none)
 
 
 class NoIntervention(Intervention):

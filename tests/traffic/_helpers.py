@@ -45,7 +45,7 @@ def idm_string_stable(gap: float, v0: float, s0: float, T: float, a: float, b: f
     f64 = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
 
     def acc(s, vv, vl):
-        return float(kernels.idm_acceleration(f64(vv), f64(v0), f64(s), f64(vl), f64(a), f64(b), f64(T), f64(s0),
+        return float(kernels.idm_acceleration(f64(vv), f64(v0), f64(s), f64(vl), f64(a), f64(2.0 * math.sqrt(a * b)), f64(T), f64(s0),
                                               torch.tensor([int(delta)], dtype=torch.int64)))
 
     h = 1e-6

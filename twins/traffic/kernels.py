@@ -121,12 +121,27 @@ def idm_acceleration(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta: torch.Ten
     """Intelligent Driver Model (Treiber, Hennecke & Helbing 2000); ``gap`` may be +inf.
 
     ``two_sqrt_ab`` is ``2·sqrt(a·b)``, computed once per vehicle (correctly rounded);
-    ``delta`` is an integer tensor (the acceleration exponent, 4 in the literature).
+    ``delta`` is the acceleration exponent (4 in the literature): a Python int shared by
+    all vehicles, or an integer tensor.
     """
     s_star = s0 + torch.clamp(v * T + v * (v - v_lead) / two_sqrt_ab, min=0.0)
     ratio = s_star / gap.clamp(min=1e-3)
     interaction = torch.where(torch.isfinite(gap), ratio * ratio, 0.0)
-    return a * (1.0 - int_pow(v / v0, delta) - interaction)
+    return a * (1.0 - _pow(v / v0, delta) - interaction)
+
+
+def _pow(x: torch.Tensor, n) -> torch.Tensor:
+    """``x ** n`` by multiplications; ``n`` a Python int (one exponent for all) or an int tensor."""
+    if isinstance(n, int):
+        out, base = None, x
+        while n:
+            if n & 1:
+                out = base if out is None else out * base
+            n >>= 1
+            if n:
+                base = base * base
+        return torch.ones_like(x) if out is None else out
+    return int_pow(x, n)
 
 
 def idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, substeps: int):
@@ -141,15 +156,24 @@ def idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, subst
     return v
 
 
+def _nz(mask: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(mask).squeeze(1)
+
+
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
-         W: int, span: float, substeps: int = 1, insert_rounds: int = 1) -> dict:
+         W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
            time_loss, stops, halted, depart (float64)
     veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed
-    ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step.
+    ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step;
+    ``delta``: the IDM exponent as a Python int when every vehicle shares it (faster).
     Returns the new state (new tensors; the input is not modified).
+
+    Work that concerns few vehicles runs on index subsets: insertion on the vehicles
+    waiting to enter, the look past the stop line on each lane's front vehicle (only a
+    front vehicle can reach the end of its lane: a follower is capped behind its leader).
     """
     L = net.n_lanes
     E = len(net.edge_ids)
@@ -157,115 +181,131 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     lane, pos, speed, rpos = state["lane"], state["pos"], state["speed"], state["route_pos"]
     route = veh["route"]
     length, min_gap = veh["length"], veh["min_gap"]
+    delta = veh["delta"] if delta is None else delta
     running = status == RUNNING
+    r = route.clamp(min=0)
 
     # 2. leaders and lane tails
     leader, last = lane_order(world, lane, pos, running, L, W, span)
 
-    # 3. insertion, in rounds: a vehicle that loses a lane to an earlier one tries another
-    want = (status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0)
-    r = route.clamp(min=0)
-    slot = torch.arange(pos.numel(), device=pos.device)
+    # 3. insertion, in rounds, on the vehicles whose departure time has come
+    cand = _nz((status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0))
     insert_step = state["insert_step"]
-    for _ in range(insert_rounds):
-        first_edge = torch.where(want, routes.route_edges[r, 0], -1)
-        ins_lane, room = choose_lane(world, first_edge, routes.route_mask[r, 0], last, pos, length,
-                                     net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-        fits = want & (ins_lane >= 0) & (room - length >= min_gap)
-        seg = torch.where(fits, world * L + ins_lane.clamp(min=0), W * L)
-        first_claim = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-        first_claim.scatter_reduce_(0, seg, slot, reduce="amin")
-        ins = fits & (first_claim[seg] == slot)
-        il = ins_lane.clamp(min=0)
-        v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"], veh["max_speed"])
-        gap_ins = room - length
-        v_ins = torch.where(torch.isfinite(gap_ins),
-                            torch.clamp((gap_ins - min_gap) / veh["tau"], min=0.0), torch.inf)
-        v_ins = torch.minimum(v_ins, v0_ins)
-        old_last = last[world * L + il]
-        status = torch.where(ins, RUNNING, status)
-        lane = torch.where(ins, il, lane)
-        pos = torch.where(ins, length, pos)
-        speed = torch.where(ins, v_ins, speed)
-        rpos = torch.where(ins, 0, rpos)
-        insert_step = torch.where(ins, step_index, insert_step)
-        leader = torch.where(ins, old_last, leader)
-        last = last.scatter(0, torch.where(ins, world * L + il, W * L), slot)
-        last[W * L] = -1
-        want = want & ~ins
-    running = status == RUNNING
+    if cand.numel():
+        status, lane, pos, speed, rpos, insert_step, leader = (
+            x.clone() for x in (status, lane, pos, speed, rpos, insert_step, leader))
+        wc, rc, lenc, gapc = world[cand], r[cand], length[cand], min_gap[cand]
+        first_edge, first_mask = routes.route_edges[rc, 0], routes.route_mask[rc, 0]
+        waiting = torch.ones_like(cand, dtype=torch.bool)
+        for _ in range(insert_rounds):
+            e = torch.where(waiting, first_edge, -1)
+            ins_lane, room = choose_lane(wc, e, first_mask, last, pos, length, net.edge_first_lane,
+                                         net.edge_n_lanes, net.max_lanes, L)
+            fits = waiting & (ins_lane >= 0) & (room - lenc >= gapc)
+            il = ins_lane.clamp(min=0)
+            seg = torch.where(fits, wc * L + il, W * L)
+            claim = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+            claim.scatter_reduce_(0, seg, cand, reduce="amin")  # earliest slot (departure) wins
+            ins = fits & (claim[seg] == cand)
+            v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"][cand], veh["max_speed"][cand])
+            gap_ins = room - lenc
+            v_ins = torch.where(torch.isfinite(gap_ins),
+                                torch.clamp((gap_ins - gapc) / veh["tau"][cand], min=0.0), torch.inf)
+            v_ins = torch.minimum(v_ins, v0_ins)
+            old_last = last[wc * L + il]
+            status[cand] = torch.where(ins, RUNNING, status[cand])
+            lane[cand] = torch.where(ins, il, lane[cand])
+            pos[cand] = torch.where(ins, lenc, pos[cand])
+            speed[cand] = torch.where(ins, v_ins, speed[cand])
+            rpos[cand] = torch.where(ins, 0, rpos[cand])
+            insert_step[cand] = torch.where(ins, step_index, insert_step[cand])
+            leader[cand] = torch.where(ins, old_last, leader[cand])
+            last = last.scatter(0, torch.where(ins, seg, W * L), cand)
+            last[W * L] = -1
+            waiting = waiting & ~ins
+        running = status == RUNNING
 
-    # 4. where each vehicle goes at the end of its lane
-    nroute = routes.route_len[r]
-    on_last_edge = rpos + 1 >= nroute
-    nk = (rpos + 1).clamp(max=routes.route_edges.shape[1] - 1)
-    next_edge = torch.where(running & ~on_last_edge, routes.route_edges[r, nk], -1)
-    next_lane, next_room = choose_lane(world, next_edge, routes.route_mask[r, nk], last, pos, length,
-                                       net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-    key = lane * E + next_edge.clamp(min=0)
-    ci = torch.searchsorted(net.conn_key, key).clamp(max=max(net.conn_key.numel() - 1, 0))
-    if net.conn_key.numel():
-        via = net.conn_via[ci]
-        link = net.conn_link[ci]
-        found = net.conn_key[ci] == key
-    else:
-        via = torch.zeros_like(pos)
-        link = torch.full_like(lane, NO_SIGNAL)
-        found = torch.zeros_like(running)
-    G = sig.shape[1]
-    if G:
-        code = torch.where(link >= 0, sig.reshape(-1)[world * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
-    else:
-        code = torch.full_like(lane, SIG_GREEN)
-    L_here = net.lane_length[lane]
-    d = L_here - pos
-    must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (speed * speed <= 2.0 * veh["decel"] * d.clamp(min=0)))
-    must_stop = must_stop | (next_lane < 0) | ~found
-    nl = last[world * L + next_lane.clamp(min=0)]
-    v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
-    # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle at
-    # the line (a moving tail does not: in queue discharge the leader is often still crossing)
-    must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < length + min_gap))
-
+    # 4. front vehicles look past the stop line
+    on_last_edge = rpos + 1 >= routes.route_len[r]
     has_leader = leader >= 0
     ld = leader.clamp(min=0)
-    gap_leader = pos[ld] - length[ld] - pos
-    gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
-    # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
-    line_first = must_stop & (d + min_gap <= gap_junction)
-    gap_front = torch.where(on_last_edge, torch.inf, torch.where(line_first, d + min_gap, gap_junction))
-    v_front = torch.where(line_first, 0.0, v_junction)
-    gap = torch.where(has_leader, gap_leader, gap_front)
-    v_lead = torch.where(has_leader, speed[ld], v_front)
-    gap_phys = torch.where(has_leader | on_last_edge | ~line_first, gap, d)
+    gap = torch.where(has_leader, pos[ld] - length[ld] - pos, torch.inf)
+    v_lead = torch.where(has_leader, speed[ld], 0.0)
+    gap_phys = gap
+    L_here = net.lane_length[lane]
+    front = _nz(running & ~has_leader & ~on_last_edge)
+    if front.numel():
+        gap, v_lead = gap.clone(), v_lead.clone()
+        gap_phys = gap.clone()
+        wf, rf, lf, pf, vf = world[front], r[front], lane[front], pos[front], speed[front]
+        lenf, mgf = length[front], min_gap[front]
+        nk = rpos[front] + 1
+        next_edge = routes.route_edges[rf, nk]
+        next_lane, next_room = choose_lane(wf, next_edge, routes.route_mask[rf, nk], last, pos, length,
+                                           net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+        key = lf * E + next_edge
+        if net.conn_key.numel():
+            ci = torch.searchsorted(net.conn_key, key).clamp(max=net.conn_key.numel() - 1)
+            via, link, found = net.conn_via[ci], net.conn_link[ci], net.conn_key[ci] == key
+        else:
+            via, link, found = torch.zeros_like(pf), torch.full_like(lf, NO_SIGNAL), torch.zeros_like(wf, dtype=torch.bool)
+        next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
+        G = sig.shape[1]
+        if G:
+            code = torch.where(link >= 0, sig.reshape(-1)[wf * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
+        else:
+            code = torch.full_like(lf, SIG_GREEN)
+        d = L_here[front] - pf
+        must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * veh["decel"][front] * d.clamp(min=0)))
+        must_stop = must_stop | (next_lane < 0) | ~found
+        nl = last[wf * L + next_lane.clamp(min=0)]
+        v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
+        # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle at
+        # the line (a moving tail does not: in queue discharge the leader is often still crossing)
+        must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
+        gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
+        # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
+        line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
+        gap_front = torch.where(line_first, d + mgf, gap_junction)
+        gap[front] = gap_front
+        v_lead[front] = torch.where(line_first, 0.0, v_junction)
+        # never roll over a line it must stop at, whichever obstacle IDM is following
+        gap_phys[front] = torch.where(must_stop, torch.minimum(gap_front, d), gap_front)
 
     # 5. IDM and movement
     v0 = torch.minimum(net.lane_speed[lane] * veh["speed_factor"], veh["max_speed"])
-    v_new = idm_speed(speed, v0, gap, v_lead, veh["accel"], veh["two_sqrt_ab"], veh["tau"], min_gap, veh["delta"],
+    v_new = idm_speed(speed, v0, gap, v_lead, veh["accel"], veh["two_sqrt_ab"], veh["tau"], min_gap, delta,
                       dt, substeps)
     v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
     v_new = torch.where(running, v_new, speed)
     x_new = torch.where(running, pos + v_new * dt, pos)
 
-    # 6. transitions and arrivals
+    # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
     past = running & (x_new > L_here)  # a vehicle held at the stop line stays on its lane
     arrive = past & on_last_edge
-    cross = past & ~on_last_edge & (next_lane >= 0)
-    # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
-    # enters; the others are held at the stop line and see it as their leader next step
-    land = x_new - L_here - via
-    seg = torch.where(cross, world * L + next_lane.clamp(min=0), W * L)
-    best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
-    best.scatter_reduce_(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
-    is_best = cross & (land == best[seg])
-    first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-    first.scatter_reduce_(0, torch.where(is_best, seg, W * L), slot, reduce="amin")
-    held = cross & ~(is_best & (first[seg] == slot))
-    cross = cross & ~held
-    x_new = torch.where(held, L_here, torch.where(cross, land, x_new))
-    v_new = torch.where(held, (L_here - pos) / dt, v_new)
-    new_lane = torch.where(cross, next_lane, lane)
-    rpos = torch.where(cross, rpos + 1, rpos)
+    new_lane = lane
+    if front.numel():
+        xf = x_new[front]
+        cross = (xf > L_here[front]) & (next_lane >= 0)
+        # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
+        # enters; the others are held at the stop line and see it as their leader next step
+        land = xf - L_here[front] - via
+        seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
+        best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
+        best.scatter_reduce_(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
+        is_best = cross & (land == best[seg])
+        first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+        first.scatter_reduce_(0, torch.where(is_best, seg, W * L), front, reduce="amin")
+        held = cross & ~(is_best & (first[seg] == front))
+        cross = cross & ~held
+        x_new = x_new.clone()
+        v_new = v_new.clone()
+        x_new[front] = torch.where(held, L_here[front], torch.where(cross, land, xf))
+        v_new[front] = torch.where(held, (L_here[front] - pf) / dt, v_new[front])
+        new_lane = lane.clone()
+        new_lane[front] = torch.where(cross, next_lane, lf)
+        rpos = rpos.clone()
+        rpos[front] = torch.where(cross, nk, rpos[front])
     status = torch.where(arrive, ARRIVED, status)
     arrive_step = torch.where(arrive, step_index + 1, state["arrive_step"])
 

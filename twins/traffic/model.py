@@ -136,6 +136,8 @@ class TrafficTwin(Twin):
         self.interval_steps = max(1, int(round(interval_s / dt)))
         self.trajectory_every = int(trajectory_every)
         self.substeps = max(1, int(np.ceil(dt / idm_substep_s - 1e-9)))
+        deltas = {float(demand.vtypes[f.vtype].delta) for f in demand.flows}
+        self.shared_delta = int(deltas.pop()) if len(deltas) == 1 else None
         self.insert_rounds = min(self.compiled.max_lanes, 3)
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
@@ -311,10 +313,10 @@ class TrafficTwin(Twin):
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
             veh = {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()}
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
-                               self.substeps, self.insert_rounds)
+                               self.substeps, self.insert_rounds, self.shared_delta)
             for k in self.state:
-                if k in ("world", "depart"):
-                    continue
+                if k in ("world", "depart") or new[k] is sub[k]:
+                    continue  # unchanged (and possibly a view of the state itself)
                 self.state[k][:, lo:hi] = new[k].view(W, n)
             obs = torch.stack([new["_obs_running"].to(torch.float64),
                                new["_obs_speed"].to(torch.float64) * new["_obs_running"],

@@ -282,7 +282,7 @@ class ReferenceVehicle(mesa.Agent):
             gap_phys = gap
         else:
             gap, v_lead = gap_front, v_front
-            gap_phys = gap if (on_last_edge or not line_first) else d
+            gap_phys = gap if (on_last_edge or not must_stop) else min(gap, d)
         v0 = self.desired_speed(lane)
         v_new = self.idm_speed(v0, gap, v_lead)
         v_cap = max(gap_phys, 0.0) / m.dt

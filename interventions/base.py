@@ -70,7 +70,7 @@ class Parameter:
                 raise ConfigError(fld, value, self.valid)
             x = int(round(x))
         if (self.low is not None and x < self.low) or (self.high is not None and x > self.high):
-            raise ConfigError(fld, value, self.valid)
+            raise ConfigError(fld, value, self.valid, f"({self.name}: {self.doc})" if self.doc else None)
         return x
 
 

@@ -137,8 +137,11 @@ class SignalTiming(Intervention):
         cycles = {p.cycle for p in progs}
         base = cycles.pop() if len(cycles) == 1 else None
         high = max([self.max_cycle_s, low] + [p.cycle for p in progs])
+        worst = max(progs, key=lambda p: p.lost + len(p.green) * self.min_green_s)
         return Parameter(name, "float", low, high, "s", base,
-                         doc="cycle length; yellow and all-red keep their durations")
+                         doc=f"cycle length; at least {len(worst.green)} greens of min_green_s="
+                             f"{self.min_green_s:g} s plus {worst.lost:g} s yellow/all-red at {worst.id}, "
+                             f"at most max_cycle_s={self.max_cycle_s:g} s")
 
     def parameters(self, twin) -> list[Parameter]:
         progs = self.selected(twin)

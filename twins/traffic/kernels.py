@@ -58,15 +58,21 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
     return phase_code[link_program.unsqueeze(0).expand_as(ph_link), ph_link, link_local.unsqueeze(0).expand_as(ph_link)]
 
 
-def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
+def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float, hint=None):
     """Leaders and each lane's last vehicle.
 
-    Returns ``leader`` [N] (slot index or -1) and ``last`` [W*L] (slot index or -1).
+    Returns ``leader`` [N] (slot index or -1), ``last`` [W*L] (slot index or -1) and the
+    sort order, which the caller may pass back as ``hint`` next step: vehicles rarely
+    change places, and sorting nearly sorted keys is several times faster.
     """
     N = pos.numel()
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
     key = seg.to(torch.float64) * span + pos.to(torch.float64)
-    order = torch.argsort(key, stable=True)  # ties (merging vehicles) by slot: batch-independent
+    if hint is not None and hint.numel() == N:
+        # equal keys (only idle slots, which have no leader) may come out in any order
+        order = hint[torch.argsort(key[hint], stable=True)]
+    else:
+        order = torch.argsort(key, stable=True)
     sseg = seg[order]
     same = sseg[1:] == sseg[:-1]
     nxt = torch.where(same, order[1:], -1)
@@ -77,7 +83,7 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     last = torch.full((W * n_lanes + 1,), -1, dtype=torch.int64, device=pos.device)
     last.scatter_(0, torch.where(first, sseg, W * n_lanes), order)
     last[W * n_lanes] = -1
-    return leader, last
+    return leader, last, order
 
 
 def choose_lane(world, edge, mask, last, pos, length, edge_first_lane, edge_n_lanes, max_lanes: int,
@@ -186,7 +192,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     r = route.clamp(min=0)
 
     # 2. leaders and lane tails
-    leader, last = lane_order(world, lane, pos, running, L, W, span)
+    leader, last, order = lane_order(world, lane, pos, running, L, W, span, state.get("_order"))
 
     # 3. insertion, in rounds, on the vehicles whose departure time has come
     cand = _nz((status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0))
@@ -330,4 +336,5 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         "_obs_running": running,
         "_obs_speed": v_new,
         "_obs_loss": loss,
+        "_order": order,
     }

@@ -303,6 +303,23 @@ class TrafficTwin(Twin):
         hi16 = min(self.S, -(-max(hi, self.lo) // 16) * 16)
         return lo16, hi16
 
+    def _order_hint(self, lo: int, hi: int):
+        """Last step's sort order, carried over to this step's window (a permutation of it)."""
+        prev = getattr(self, "_order", None)
+        if prev is None:
+            return None
+        plo, phi, order = prev
+        if (plo, phi) == (lo, hi):
+            return order
+        n_old, n_new = phi - plo, hi - lo
+        w, slot = order // n_old, order % n_old + plo
+        keep = (slot >= lo) & (slot < hi)
+        kept = w[keep] * n_new + (slot[keep] - lo)
+        # slots new to the window (just departed) go last: they are idle or just inserted
+        fresh_slots = torch.arange(max(phi, lo), hi, device=order.device)
+        fresh = (torch.arange(self.W, device=order.device).unsqueeze(1) * n_new + (fresh_slots - lo)).reshape(-1)
+        return torch.cat([kept, fresh])
+
     def step(self) -> None:
         t = self.time_s
         sig = kernels.signal_codes(t, self.signal_durations, self.signal_offsets, self.net.phase_code,
@@ -311,6 +328,7 @@ class TrafficTwin(Twin):
         if hi > lo:
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
+            sub["_order"] = self._order_hint(lo, hi)
             veh = {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()}
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
                                self.substeps, self.insert_rounds, self.shared_delta)
@@ -318,6 +336,7 @@ class TrafficTwin(Twin):
                 if k in ("world", "depart") or new[k] is sub[k]:
                     continue  # unchanged (and possibly a view of the state itself)
                 self.state[k][:, lo:hi] = new[k].view(W, n)
+            self._order = (lo, hi, new["_order"])
             obs = torch.stack([new["_obs_running"].to(torch.float64),
                                new["_obs_speed"].to(torch.float64) * new["_obs_running"],
                                new["_obs_loss"].to(torch.float64)], dim=1)

@@ -4,7 +4,7 @@
     python benchmarks/bench_traffic.py --device cuda --worlds 256   # any CUDA machine
 
 A vehicle update is one running vehicle advanced by one step. The scenario is a
-10×10 signalized grid (2 lanes each way, 600 m blocks) loaded until at least
+10×10 signalized grid (2 lanes each way, 800 m blocks) loaded until at least
 20,000 vehicles are in the network at once (per world); then steps are timed.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from twins.traffic.model import TrafficTwin
 
 
 def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0):
-    s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=600.0, approach_m=600.0, lanes=2,
-                                          entry_flow_veh_h=1500.0, off_peak_factor=1.0, straight_share=0.8,
+    s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=800.0, approach_m=400.0, lanes=2,
+                                          entry_flow_veh_h=2400.0, off_peak_factor=1.0, straight_share=0.8,
                                           signals=SignalConfig(cycle_s=60.0)))
     scen = grid_scenario(s, horizon)
     return TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, device=device,
@@ -45,10 +45,8 @@ def measure(worlds: int, device: str, dtype, target: int, steps: int) -> dict:
             raise RuntimeError(f"network never held {target} vehicles (max {int(tw.count(kernels.RUNNING).max())})")
     warm = time.perf_counter() - t0
     sync(device)
-    updates = 0
     t0 = time.perf_counter()
     for _ in range(steps):
-        updates += int(tw.count(kernels.RUNNING).sum()) if False else 0
         tw.step()
     sync(device)
     dt = time.perf_counter() - t0
@@ -74,7 +72,10 @@ def main():
     ap.add_argument("--worlds", type=int, nargs="*", default=None)
     ap.add_argument("--target", type=int, default=20000, help="vehicles in the network per world before timing")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
     worlds = a.worlds or ([1, 64] if a.device == "cpu" else [1, 64, 256])
     dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

@@ -45,12 +45,17 @@ def precheck(overrides: list[str]) -> None:
             simple.append(f"{o.get_key_element()}={first}")
         else:
             simple.append(o.input_line)
+    base = None
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            # group choices only first: the valid keys to suggest when a setting is misspelled
+            try:
+                base = compose(config_name="config", overrides=[s for s in simple if "." not in s.split("=")[0]])
+            except (HydraException, OmegaConfBaseException):
+                base = None
             cfg = compose(config_name="config", overrides=simple)
-            base = compose(config_name="config", overrides=[s for s in simple if "." not in s.split("=")[0]])
     except (HydraException, OmegaConfBaseException) as e:
-        _fail(_explain(e, locals().get("base")))
+        _fail(_explain(e, base))
     try:
         validate_common(cfg)
     except ConfigError as e:

@@ -133,7 +133,7 @@ def test_paired_interval_narrower_than_unpaired_on_arterial(run_cf, capsys):
         assert r["width_ratio"] < 1.0, (m, r.to_dict())
     ratio = net.loc["total_delay_veh_h", "width_ratio"]
     with capsys.disabled():
-        print(f"\n[arterial, cycle 60→90 s, R=4, 600 s] paired/unpaired CI width ratio: "
+        print("\n[arterial, cycle 60→90 s, R=4, 600 s] paired/unpaired CI width ratio: "
               + ", ".join(f"{m}={net.loc[m, 'width_ratio']:.3f}"
                           for m in ("mean_travel_time_s", "mean_delay_s", "total_delay_veh_h", "throughput_veh")))
     assert ratio < 0.9

@@ -13,7 +13,7 @@ from twins.core.noise import Stream
 from twins.core.worlds import WorldBatch
 from twins.molecular import kernels as K
 from twins.molecular.model import LJFluidTwin
-from twins.molecular.reference import binding_box, canonical_complexes, jzg_eos
+from twins.molecular.reference import binding_box, canonical_complexes, doi_rate_window, jzg_eos
 
 
 # --------------------------------------------------------------------------- well-mixed / Langmuir
@@ -101,8 +101,9 @@ def test_mean_squared_displacement_gives_configured_D():
 
 
 def _encounter_rate(lam, R=1.0, D=1.0, box=30.0, nA=1500, nB=150, dt=0.005, t_end=20.0, t_skip=5.0, W=2):
-    """A + B → B with A re-inserted uniformly (constant concentrations); both diffuse with D.
-    Returns the measured bimolecular rate (volume/time)."""
+    """A + B → B with A re-inserted uniformly (constant concentrations); both diffuse with D,
+    from a uniform start. Returns the measured bimolecular rate (volume/time) counted over
+    ``(t_skip, t_end]``. Kicks from the model's keyed noise (one hashing pass per step)."""
     N = nA + nB
     pid = torch.arange(N)
     rep = torch.arange(W)
@@ -111,15 +112,16 @@ def _encounter_rate(lam, R=1.0, D=1.0, box=30.0, nA=1500, nB=150, dt=0.005, t_en
                         dtype=torch.float64) * box
     isA = torch.zeros(W, N, dtype=torch.bool)
     isA[:, :nA] = True
+    pref_b = K.key_prefix(5, rep[:, None], Stream.BROWNIAN, pid[None, :])
+    pref_r = K.key_prefix(5, rep[:, None], Stream.REACTION, pid[None, :]).reshape(-1)
     events, t_count = 0, 0.0
     n_steps = int(round(t_end / dt))
     for s in range(1, n_steps + 1):
-        xi = noise.normal(5, rep.view(-1, 1, 1), Stream.BROWNIAN, pid[None, :, None], s, d3)
-        pos, _ = K.brownian_step(pos, None, D, dt, xi, box)
+        pos, _ = K.brownian_step(pos, None, D, dt, K.keyed_normals3(pref_b, s, torch.float64), box)
         gi, gj, _, _ = K.cell_pairs(pos, isA, ~isA, box, R)
-        u = noise.uniform(5, gi // N, Stream.REACTION, gi % N, s, 16 + gj % N)
+        u = K.bits_uniform(K.advance(K.advance(pref_r[gi], s), 16 + gj % N))
         ai, _ = K.doi_select(gi, gj, torch.full_like(u, lam), dt, u, W * N)
-        if s * dt > t_skip:
+        if s * dt > t_skip + 1e-9:
             events += ai.numel()
             t_count += dt
         if ai.numel():  # re-insert the consumed A uniformly
@@ -131,23 +133,40 @@ def _encounter_rate(lam, R=1.0, D=1.0, box=30.0, nA=1500, nB=150, dt=0.005, t_en
 
 @pytest.mark.slow
 def test_encounter_rate_matches_doi_theory_reaction_limited():
-    """Doi finite-rate law k = 4πDR[1 - tanh(κR)/(κR)], κ = sqrt(λ/D), D = D_A + D_B
-    (Erban & Chapman 2009), at λR²/D = 1 where k = 0.24·4πDR. Tolerance 8 %:
-    ~5000 counted events (Poisson error 1.4 %), the residual 1/sqrt(t) transient of
-    the depletion zone after t = 5 (< 2 %), conflicts and O(sqrt(D dt)/R) discretisation (< 3 %)."""
-    k = _encounter_rate(lam=2.0, t_end=12.0, t_skip=3.0, W=2)
-    assert abs(k / K.doi_rate(2.0, 1.0, 2.0) - 1) < 0.08, k
+    """Doi finite-rate law k = 4πDR[1 - tanh(κR)/(κR)], κ = sqrt(λ/D), D = D_A + D_B = 2
+    (Erban & Chapman 2009), at λR²/D = 1 where k_∞ = 0.24·4πDR, with the first-order
+    depletion-zone transient and sink-screening terms of :func:`doi_rate_window` (here +4 %
+    and +2 %: R_eff = 0.24 R). Tolerance 6 %: ~3000 counted events (Poisson 1.8 %),
+    neglected higher orders in R_eff/sqrt(Dt), R_eff/ξ (< 0.5 %), λ dt = 0.01 and
+    sqrt(2 D dt) = 0.14 R discretisation (≲ 1 %), one-reaction-per-step conflicts (< 0.5 %)."""
+    nA, nB, box, t0, t1 = 1500, 150, 30.0, 3.0, 12.0
+    k = _encounter_rate(lam=2.0, t_end=t1, t_skip=t0, W=2, nA=nA, nB=nB, box=box)
+    theory = doi_rate_window(2.0, 1.0, 2.0, nB / box ** 3, t0, t1)
+    assert abs(k / theory - 1) < 0.06, (k, theory, K.doi_rate(2.0, 1.0, 2.0))
 
 
 @pytest.mark.slow
 def test_encounter_rate_approaches_smoluchowski_when_diffusion_limited():
-    """λ = 200, λR²/D = 100: Doi theory gives k = 0.90 · 4πDR (Smoluchowski). Measured
-    k within 8 % of the Doi value and within 15 % of 4πDR (the finite step sqrt(2 D dt) = 0.1 R
-    lets pairs jump across the ball edge, lowering k by a few percent; the transient
-    R_eff/sqrt(πDt) adds ≈ 3 % at t ≈ 20)."""
-    k = _encounter_rate(lam=200.0, dt=0.0025, t_end=25.0, t_skip=8.0, W=2)
-    assert abs(k / K.doi_rate(200.0, 1.0, 2.0) - 1) < 0.08, k
-    assert abs(k / K.smoluchowski_rate(2.0, 1.0) - 1) < 0.15, k
+    """λ = 200, λR²/D = 100 (D = D_A + D_B = 2): Doi theory gives k_∞ = 0.90·4πDR, close to
+    Smoluchowski's 4πDR. The rate from a uniform start follows Smoluchowski's time-dependent
+    law k(t) = k_∞(1 + R_eff/sqrt(πDt)) (R_eff = 0.9 R), +13 % averaged over the counting
+    window t ∈ (4, 12]; sinks are dilute (8 per 30³ box per world) so their mutual screening
+    R_eff/ξ adds < 1.5 % (both terms from :func:`doi_rate_window`).
+
+    History: the first version used 150 sinks per box and compared with the bare k_∞; it
+    measured k = 28.2 vs k_∞ = 22.6 (+25 %), which is the sink-screening (+23 % at that
+    density, Felderhof & Deutch) plus the transient, not a kernel error: with both terms the
+    theory gave 28.3.
+
+    Tolerance 7 %: ~1500 counted events (Poisson 2.6 %), second-order transient terms at
+    t ≥ 4 (≲ 2 %), discretisation: λ dt = 0.2, Brownian step sqrt(2 D dt) = 0.063 R vs the
+    reactive skin sqrt(D/λ) = 0.1 R (measured with dt halved: see the report, ≲ 2 %).
+    Also within 20 % of the bare Smoluchowski 4πDR (its λ → ∞ limit; Doi is 10 % below it)."""
+    nA, nB, box, t0, t1, dt = 3000, 8, 30.0, 4.0, 12.0, 0.001
+    k = _encounter_rate(lam=200.0, dt=dt, t_end=t1, t_skip=t0, W=4, nA=nA, nB=nB, box=box)
+    theory = doi_rate_window(200.0, 1.0, 2.0, nB / box ** 3, t0, t1)
+    assert abs(k / theory - 1) < 0.07, (k, theory, K.doi_rate(200.0, 1.0, 2.0))
+    assert abs(k / K.smoluchowski_rate(2.0, 1.0) - 1) < 0.20, k
 
 
 # --------------------------------------------------------------------------- Lennard-Jones

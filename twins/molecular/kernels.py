@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from twins.core import noise
 from twins.core.errors import check
 
 _OFFSETS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
@@ -33,6 +34,59 @@ def wrap(pos: torch.Tensor, box: float) -> torch.Tensor:
 def min_image(d: torch.Tensor, box: float) -> torch.Tensor:
     """Minimum-image displacement in a cubic periodic box."""
     return d - box * torch.round(d / box)
+
+
+# ----------------------------------------------------------------------------- keyed noise, fast path
+# The counter-based noise of :mod:`twins.core.noise` hashes the key chain
+# (seed, stream) → replication → entity → step → draw, one splitmix round per
+# link. Within a run the first links never change, so the model hashes them
+# once (:func:`key_prefix`) and each step only pays the last one or two rounds
+# (:func:`advance`): the bits are identical to ``noise.hash_keys``.
+_MASK64 = (1 << 64) - 1
+_GOLDEN_U = 0x9E3779B97F4A7C15
+_LINK = 0x632BE59BD9B4E019
+
+
+def _link(part: int) -> int:
+    x = (int(part) * _GOLDEN_U + _LINK) & _MASK64
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def key_prefix(seed, replication, stream, entity, device=None) -> torch.Tensor:
+    """``noise.hash_keys`` state after the (seed, stream), replication and entity links."""
+    device = device or (entity.device if isinstance(entity, torch.Tensor) else torch.device("cpu"))
+    h = noise.mix64(noise._as_i64(seed, device) * noise._GOLDEN + noise._as_i64(int(stream), device))
+    for part in (replication, entity):
+        h = noise.mix64(h ^ (noise._as_i64(part, device) * noise._GOLDEN + _LINK))
+    return h
+
+
+def advance(h: torch.Tensor, part) -> torch.Tensor:
+    """One more link of the key chain (a step or a draw index; int or int64 tensor)."""
+    if isinstance(part, torch.Tensor):
+        return noise.mix64(h ^ (part * noise._GOLDEN + _LINK))
+    return noise.mix64(h ^ _link(part))
+
+
+def bits_uniform(h: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    """``noise.uniform`` of hashed bits (top 53 bits; bit-identical to it)."""
+    return ((noise._lsr(h, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))).to(dtype)
+
+
+def keyed_normals3(prefix: torch.Tensor, step: int, dtype=torch.float32) -> torch.Tensor:
+    """Three standard normals per key ``prefix[...]`` (entity-level prefix) at ``step``:
+    ``[..., 3]``. Two hashes per particle (draws 0 and 1 after the step link); each
+    gives two 24-bit uniforms for one Box–Muller pair (the second pair's sine unused).
+    Depends only on the key, so it is batch- and policy-independent like ``noise.normal``."""
+    h = advance(prefix, step)
+    hh = torch.stack((advance(h, 0), advance(h, 1)), -1)  # [..., 2]
+    scale = 1.0 / (1 << 24)
+    u1 = (noise._lsr(hh, 40).to(dtype) + 0.5) * scale
+    u2 = (((hh >> 8) & 0xFFFFFF).to(dtype) + 0.5) * scale
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    th = (2.0 * math.pi) * u2
+    c = r * torch.cos(th)
+    return torch.cat((c, r[..., :1] * torch.sin(th[..., :1])), -1)
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -106,20 +160,23 @@ def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tens
     Pairs ``(gi, gj)`` of flattened indices ``w*N + slot`` with
     ``query_mask[gi]``, ``ref_mask[gj]``, ``gi != gj``, same world and
     ``|r_ij| < cutoff``; also ``d = r_j - r_i`` (minimum image) and ``r2``.
-    Only reference particles are binned, and each query visits the 27 cells
-    around it, so the work is proportional to the number of close candidates
-    (no padding): the sparse-system path (ligands meeting receptors). Each
-    unordered pair appears once per direction in which both masks allow it.
+    Only reference particles are binned, so the work is proportional to the
+    number of close candidates (no padding): the sparse-system path (ligands
+    meeting receptors). When the box holds at least 2 cells of edge
+    ``>= 2 cutoff``, each query visits only the 2×2×2 block of cells on its own
+    side of its cell's mid-planes (8 cells instead of 27: every partner within
+    ``cutoff`` lies there); otherwise the 27 cells around it. Each unordered
+    pair appears once per direction in which both masks allow it.
     """
     W, N, _ = pos.shape
     dev = pos.device
     cs = check_geometry(box, cutoff, cell_size)
     n_ref = max(int(ref_mask.sum().item()) // max(W, 1), 1)
-    nc = int(math.floor(box / cs + 1e-9))
-    nc = min(nc, max(3, int(math.ceil((2 * n_ref) ** (1.0 / 3.0)))))
+    cap = max(2, int(math.ceil((2 * n_ref) ** (1.0 / 3.0))))  # ~2 reference particles per cell or fewer
+    nc_half = min(int(math.floor(box / max(cs, 2.0 * cutoff) + 1e-9)), cap)
+    nc = nc_half if nc_half >= 2 else min(int(math.floor(box / cs + 1e-9)), max(3, cap))
     flat = pos.reshape(W * N, 3)
-    wid = torch.arange(W, device=dev)[:, None].expand(W, N)
-    if nc < 3:  # all pairs of the world
+    if nc < 3 and nc_half < 2:  # all pairs of the world
         qi = torch.nonzero(query_mask.reshape(-1)).flatten()
         rj = torch.nonzero(ref_mask.reshape(-1)).flatten()
         same = (qi[:, None] // N) == (rj[None, :] // N)
@@ -127,26 +184,36 @@ def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tens
         gi, gj = qi[a], rj[b]
     else:
         ncell = nc ** 3
-        cell = torch.floor(pos * (nc / box)).long().clamp_(0, nc - 1)
-        cid = (cell[..., 0] * nc + cell[..., 1]) * nc + cell[..., 2] + wid * ncell
+        scale = nc / box
         rflat = torch.nonzero(ref_mask.reshape(-1)).flatten()
-        rkey = cid.reshape(-1)[rflat]
+        rc = torch.floor(flat[rflat] * scale).long().clamp_(0, nc - 1)
+        rkey = (rc[:, 0] * nc + rc[:, 1]) * nc + rc[:, 2] + (rflat // N) * ncell
         rkey, o = torch.sort(rkey, stable=True)
         rorder = rflat[o]
         counts = torch.bincount(rkey, minlength=W * ncell)
         start = torch.cumsum(counts, 0) - counts
         qflat = torch.nonzero(query_mask.reshape(-1)).flatten()
-        qcell = cell.reshape(-1, 3)[qflat]
-        off = torch.tensor(_OFFSETS, dtype=torch.long, device=dev)
-        nb = torch.remainder(qcell[:, None, :] + off, nc)
-        nkey = (nb[..., 0] * nc + nb[..., 1]) * nc + nb[..., 2] + (qflat // N)[:, None] * ncell  # [Q,27]
-        cnt = counts[nkey].reshape(-1)
+        f = flat[qflat] * scale
+        qcell = torch.floor(f).long().clamp_(0, nc - 1)
+        if nc_half >= 2:
+            # per axis: own cell and the neighbour on the near side (periodic), [Q,3,2]
+            other = torch.where(f - qcell >= 0.5, qcell + 1, qcell - 1)
+            other = torch.where(other < 0, other + nc, torch.where(other >= nc, other - nc, other))
+            ax = torch.stack((qcell, other), -1)
+            nkey = ((ax[:, 0, :, None, None] * nc + ax[:, 1, None, :, None]) * nc + ax[:, 2, None, None, :]
+                    + ((qflat // N) * ncell)[:, None, None, None]).reshape(-1, 8)
+        else:
+            off = torch.tensor(_OFFSETS, dtype=torch.long, device=dev)
+            nb = torch.remainder(qcell[:, None, :] + off, nc)
+            nkey = (nb[..., 0] * nc + nb[..., 1]) * nc + nb[..., 2] + (qflat // N)[:, None] * ncell  # [Q,27]
+        ncand = nkey.shape[1]
+        nkey = nkey.reshape(-1)
+        cnt = counts[nkey]
         total = int(cnt.sum().item())
         rows = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt, output_size=total)
         excl = torch.cumsum(cnt, 0) - cnt
-        within = torch.arange(total, device=dev) - excl[rows]
-        gj = rorder[start[nkey.reshape(-1)][rows] + within]
-        gi = qflat[rows // 27]
+        gj = rorder[(start[nkey] - excl)[rows] + torch.arange(total, device=dev)]
+        gi = qflat[rows // ncand]
         keep = gi != gj
         gi, gj = gi[keep], gj[keep]
     d = min_image(flat[gj] - flat[gi], box)

@@ -149,6 +149,7 @@ class DosingSchedule(mesa.Agent):
                  n_max: int):
         super().__init__(model)
         self.first_dose, self.interval, self.dose, self.n_max = first_dose, interval, dose, int(n_max)
+        self._next = -math.inf  # earliest time any world's next dose is due
 
     def doses_due(self, t: float) -> torch.Tensor:
         """Number of doses given by time ``t`` in each world ``[W]``."""
@@ -158,7 +159,13 @@ class DosingSchedule(mesa.Agent):
         return n.clamp(0, self.n_max).long()
 
     def step(self):
-        self.model._administer(self.doses_due(self.model.time), self.dose)
+        t = self.model.time
+        if t + 1e-9 * max(1.0, abs(t)) < self._next:
+            return  # no world has a dose due: skip the slot update
+        n = self.doses_due(t)
+        self.model._administer(n, self.dose)
+        nxt = torch.where(n < self.n_max, self.first_dose + n * self.interval, torch.full_like(self.interval, math.inf))
+        self._next = float(nxt.min()) if nxt.numel() else math.inf
 
 
 # ============================================================================ molecular twin
@@ -273,6 +280,15 @@ class MolecularTwin(Twin):
         self.lig_k = lig % max(max_dose, 1)
         self.dose_count = dose_n.long()
         self.force = None
+        # per-step constants: Brownian step scale sqrt(2 D dt) and D dt (force term) by species,
+        # unbinding probabilities, and the noise-key prefixes (hashed once; kernels.key_prefix)
+        self._bscale = torch.sqrt(2.0 * self.D_table * self.dt)
+        self._dtD = self.D_table * self.dt
+        self._p_off_t = -torch.expm1(-self.k_off_t * self.dt)
+        self._p_off_o = -torch.expm1(-self.k_off_o * self.dt)
+        self._clears = bool((self.k_el > 0).any())
+        self._pref_b = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.BROWNIAN, self.pid[None, :])
+        self._pref_r = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.REACTION, self.pid[None, :])
         self.n_cleared = torch.zeros(W, dtype=torch.long, device=dev)
         self.n_bind_events = torch.zeros(W, dtype=torch.long, device=dev)
         self.n_unbind_events = torch.zeros(W, dtype=torch.long, device=dev)
@@ -355,43 +371,41 @@ class MolecularTwin(Twin):
         s = self.step_index
         self.schedule.step()
         sp = self.species
-        # --- Brownian move (complexes move with their receptor; parked ligands stay)
-        D = self.D_table[sp.long()]
-        xi = noise.normal(self.worlds.seed, self.rep.view(-1, 1, 1), Stream.BROWNIAN, self.pid[None, :, None], s,
-                          torch.arange(3, device=dev)[None, None, :], dtype=self.dtype, device=dev)
-        self.pos, _ = K.brownian_step(self.pos, self.force, D, self.dt, xi, self.box, mobile=D > 0)
+        spl = sp.long()
+        # --- Brownian move (complexes move with their receptor; parked ligands have D = 0).
+        # Noise: three normals per particle from one keyed hashing pass (kernels.keyed_normals3).
+        dx = self._bscale[spl][..., None] * K.keyed_normals3(self._pref_b, s, self.dtype)
+        if self.force is not None:
+            dx = dx + (self._dtD[spl])[..., None] * self.force
+        self.pos = K.wrap(self.pos + dx, self.box)
         # --- reactions, all decided on the pre-reaction state (on the moved positions)
         flat_sp = sp.view(-1)
         free_lig = sp == Species.LIGAND
-        free_rec = (sp == Species.TARGET) | (sp == Species.OFFTARGET)
+        free_rec = (sp >= Species.TARGET) & (sp <= Species.OFFTARGET)
         gi, gj, _, _ = K.cell_pairs(self.pos, free_lig, free_rec, self.box, self.R, self.cell_size)
+        h_r = K.advance(self._pref_r, s)  # REACTION-stream key of every slot at this step
         if gi.numel():
             w = gi // N
             is_t = flat_sp[gj] == Species.TARGET
             rate = torch.where(is_t, self.k_on_t[w], self.k_on_o[w])
-            u = noise.uniform(self.worlds.seed, self.rep[w], Stream.REACTION, gi % N, s, _BIND_DRAW + gj % N,
-                              dtype=torch.float64, device=dev)
+            u = K.bits_uniform(K.advance(h_r.view(-1)[gi], _BIND_DRAW + gj % N))
             bi, bj = K.doi_select(gi, gj, rate, self.dt, u, W * N)
         else:
             bi = bj = gi
-        # unbinding of complexes present before this step
+        # unbinding of complexes present before this step (draw 1)
         nr = self.lig0
         rs = sp[:, :nr]
-        ur = self._uniform(Stream.REACTION, self.pid[None, :nr], s, 1)
-        k_off = torch.where(rs == Species.TARGET_COMPLEX, self.k_off_t[:, None], self.k_off_o[:, None])
-        cplx = (rs == Species.TARGET_COMPLEX) | (rs == Species.OFFTARGET_COMPLEX)
-        unbind = cplx & K.bernoulli(k_off, self.dt, ur)
-        # clearance of free ligand (not the ones binding now)
-        if self.n_lig:
-            ul = self._uniform(Stream.REACTION, self.pid[None, nr:], s, 0)
-            clear = free_lig[:, nr:] & K.bernoulli(self.k_el[:, None], self.dt, ul)
+        ur = K.bits_uniform(K.advance(h_r[:, :nr], 1), self.dtype)
+        p_off = torch.where(rs == Species.TARGET_COMPLEX, self._p_off_t[:, None], self._p_off_o[:, None])
+        unbind = (rs >= Species.TARGET_COMPLEX) & (rs <= Species.OFFTARGET_COMPLEX) & (ur < p_off)
         # --- apply
         new_sp = sp.clone().view(-1)
         partner = self.partner.view(-1)
         pos = self.pos.view(-1, 3)
-        if self.n_lig:
+        if self.n_lig and self._clears:  # clearance of free ligand (draw 0), not the ones binding now
+            ul = K.bits_uniform(K.advance(h_r[:, nr:], 0), self.dtype)
             clear_flat = torch.zeros(W, N, dtype=torch.bool, device=dev)
-            clear_flat[:, nr:] = clear
+            clear_flat[:, nr:] = free_lig[:, nr:] & K.bernoulli(self.k_el[:, None], self.dt, ul)
             clear_flat = clear_flat.view(-1)
             clear_flat[bi] = False
             new_sp[clear_flat] = Species.CLEARED
@@ -402,10 +416,9 @@ class MolecularTwin(Twin):
             partner[bj] = bi
             partner[bi] = bj
             self.n_bind_events += torch.bincount(bi // N, minlength=W)
-        ub = torch.zeros(W, N, dtype=torch.bool, device=dev)
-        ub[:, :nr] = unbind
-        rr = torch.nonzero(ub.view(-1)).flatten()
-        if rr.numel():
+        uw, ui = torch.nonzero(unbind, as_tuple=True)
+        if uw.numel():
+            rr = uw * N + ui
             ll = partner[rr]
             new_sp[rr] = flat_sp[rr] - 3
             new_sp[ll] = Species.LIGAND
@@ -414,7 +427,7 @@ class MolecularTwin(Twin):
             pos[ll] = K.wrap(pos[rr] + K.ball_point(uu, self.R), self.box)
             partner[rr] = -1
             partner[ll] = -1
-            self.n_unbind_events += torch.bincount(rr // N, minlength=W)
+            self.n_unbind_events += torch.bincount(uw, minlength=W)
         self.species = new_sp.view(W, N)
         # --- forces for the next step (soft repulsion among macromolecules)
         if self.rep_k > 0:

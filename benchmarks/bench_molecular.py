@@ -14,70 +14,14 @@ import argparse
 import math
 import os
 import platform
-import tempfile
 import time
 
-import numpy as np
 import torch
 
 from twins.core.worlds import WorldBatch
 from twins.molecular import kernels as K
 from twins.molecular.model import LJFluidTwin
-from twins.molecular.reference import binding_box, canonical_complexes
-
-
-def readdy_reversible(R0=40, L0=60, box=10.0, lam=5.0, koff=1.0, dt=0.02, steps=3000, skip=500, seed=0,
-                      threads=1):
-    """ReaDDy 2 (CPU kernel) on the reversible system: ``(mean complexes after skip, particle-steps/s)``."""
-    import readdy
-
-    system = readdy.ReactionDiffusionSystem(box_size=[box] * 3, unit_system=None,
-                                            periodic_boundary_conditions=[True] * 3)
-    system.add_species("L", 1.0)
-    system.add_species("R", 0.0)
-    system.add_species("C", 0.0)
-    system.reactions.add(f"bind: L +(1.0) R -> C", rate=lam)
-    system.reactions.add(f"unbind: C -> L +(1.0) R", rate=koff)
-    sim = system.simulation(kernel="CPU")
-    sim.kernel_configuration.n_threads = threads
-    rng = np.random.default_rng(seed)  # initial placement only (ReaDDy's own RNG drives its dynamics)
-    sim.add_particles("L", rng.uniform(-box / 2, box / 2, (L0, 3)))
-    sim.add_particles("R", rng.uniform(-box / 2, box / 2, (R0, 3)))
-    fd, path = tempfile.mkstemp(suffix=".h5")
-    os.close(fd)
-    os.remove(path)
-    sim.output_file = path
-    sim.observe.number_of_particles(10, ["L", "R", "C"])
-    sim.show_progress = False
-    t0 = time.perf_counter()
-    sim.run(steps, dt)
-    wall = time.perf_counter() - t0
-    traj = readdy.Trajectory(path)
-    _, counts = traj.read_observable_number_of_particles()
-    os.remove(path)
-    c = counts[skip // 10:, 2].astype(float)
-    n_particles = counts[:, 0] + counts[:, 1] + counts[:, 2]  # L + R + C
-    return float(c.mean()), float(n_particles.mean()) * steps / wall
-
-
-def twins_reversible(R0=40, L0=60, box=10.0, lam=5.0, koff=1.0, dt=0.02, steps=3000, skip=500, worlds=1,
-                     dtype=torch.float32):
-    """The same system in the molecular twin: ``(mean complexes after skip, particle-steps/s)``."""
-    m = binding_box(WorldBatch.replications(0, worlds), R0=R0, box=box, lam=lam, koff=koff, dt=dt,
-                    horizon=steps * dt, dose=L0, record_every=10, dtype=dtype)
-    m.step()  # warm-up (also allocations)
-    if m.device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    while m.step_index < m.n_steps:
-        m.step()
-    if m.device.type == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
-    ts = m.results().tables["timeseries"]
-    c = ts[ts.time >= skip * dt]["target_complexes"].mean()
-    live = worlds * (R0 + L0 - c)  # free receptors + free ligands + complexes, counted as ReaDDy does
-    return float(c), live * (m.n_steps - 1) / wall
+from twins.molecular.reference import canonical_complexes, readdy_reversible, twins_reversible
 
 
 def gpu_batch_throughput(worlds=256, R0=2000, L0=6000, box=100.0, steps=200, dtype=torch.float32):

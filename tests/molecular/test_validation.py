@@ -26,13 +26,14 @@ def test_equilibrium_occupancy_matches_mass_action_and_langmuir():
     (:func:`canonical_complexes`), whose large-number limit is the Langmuir law
     θ = [L]/([L] + K_d), checked here with the simulated free-ligand level.
 
-    Tolerance 0.03 in θ: standard error of the time-and-replication mean is
-    ≤ 0.008 (4 replications × ~10 relaxation times × 40 receptors), and the
-    O(λ dt · ρ_L V_R) discrete-time bias of one-reaction-per-step (a receptor
-    binds with 1 - exp(-n λ dt), saturating when many ligands sit in its ball)
-    is ≤ θ(1-θ)·ρ_L V_R p_on/2 ≈ 0.01 at the highest dose.
+    Tolerance 0.035 in θ: the time-mean of one world scatters by ≈ 0.025 in θ between
+    replications (measured, seeds 0-2), so the 8-replication mean has a standard error
+    ≈ 0.009; the O(λ dt · ρ_L V_R) discrete-time bias of one-reaction-per-step (a receptor
+    binds with 1 - exp(-n λ dt), saturating when many ligands sit in its ball) is
+    ≲ 0.01 (measured mean over 3 seeds: -0.006 to -0.013 below theory). 0.035 ≈ bias + 2.7σ.
+    (With 4 replications seed 0 once sat 0.030 below theory at the lowest dose.)
     """
-    doses, reps, R0, box, lam, koff, dt = [20, 60, 150], 4, 40, 10.0, 5.0, 1.0, 0.02
+    doses, reps, R0, box, lam, koff, dt = [20, 60, 150], 8, 40, 10.0, 5.0, 1.0, 0.02
     wb = WorldBatch.replications(0, reps, arms=len(doses))
     wb.params["dose"] = torch.tensor(doses, dtype=torch.float64).repeat_interleave(reps)
     m = binding_box(wb, R0=R0, box=box, lam=lam, koff=koff, dt=dt, horizon=12.0, dose=max(doses))
@@ -42,9 +43,9 @@ def test_equilibrium_occupancy_matches_mass_action_and_langmuir():
     for a, d in enumerate(doses):
         sel = eq.loc[list(range(a * reps, (a + 1) * reps))]
         theta = sel["target_complexes"].mean() / R0
-        assert abs(theta - canonical_complexes(R0, d, Kc) / R0) < 0.03, (d, theta)
+        assert abs(theta - canonical_complexes(R0, d, Kc) / R0) < 0.035, (d, theta)
         Lf = sel["free_ligand"].mean()
-        assert abs(theta - Lf / (Lf + Kc)) < 0.03, (d, theta, Lf)
+        assert abs(theta - Lf / (Lf + Kc)) < 0.035, (d, theta, Lf)
 
 
 @pytest.mark.slow
@@ -172,14 +173,16 @@ def test_encounter_rate_approaches_smoluchowski_when_diffusion_limited():
 # --------------------------------------------------------------------------- Lennard-Jones
 @pytest.mark.slow
 def test_lj_fluid_state_point_matches_johnson_zollweg_gubbins():
-    """NVT (BAOAB Langevin, γ = 1) at T* = 2.0, ρ* = 0.7, N = 500, rc = 3σ truncated,
-    with analytic tail corrections, against the JZG 1993 equation of state (U*/N = -4.302,
-    P* = 3.050). Tolerances: U/N within 1.5 % and P within 4 %: the EOS reproduces its
-    source simulations to ≈ 1 % in U and a few % in P; our statistical errors over
-    2 × 9 τ of sampling are ≈ 0.2 % (U) and ≈ 1 % (P); N = 500 finite-size effects are
-    < 0.5 % at this supercritical state."""
+    """NVT (BAOAB Langevin, γ = 1) at T* = 2.0, ρ* = 0.7, N = 256, rc = 3σ truncated, with
+    analytic tail corrections, against the JZG 1993 equation of state (U*/N = -4.302, P* = 3.050).
+    Tolerances: U/N within 1.5 % and P within 4 %: the EOS reproduces its source simulations to
+    ≈ 1 % in U and a few % in P; statistical errors over 2 worlds × 4.5 τ of sampling are
+    ≈ 0.4 % (U) and ≈ 1.5 % (P); N = 256 finite-size effects at this supercritical state are
+    < 0.5 % (tail corrections assume g(r) = 1 beyond 3σ). Measured (N = 256, 1200 steps):
+    U/N -0.04 %, P -0.9 % from the EOS; 88 s on the loaded 2-core CI box (N = 500, 2400 steps
+    took 616 s)."""
     wb = WorldBatch.replications(0, 2)
-    m = LJFluidTwin(wb, dt=0.005, horizon=12.0, n_particles=500, density=0.7, temperature=2.0, cutoff=3.0,
+    m = LJFluidTwin(wb, dt=0.005, horizon=6.0, n_particles=256, density=0.7, temperature=2.0, cutoff=3.0,
                     gamma=1.0, equilibration=0.25)
     r = m.run(progress=False).worlds
     U_ref, P_ref = jzg_eos(0.7, 2.0)
@@ -209,18 +212,22 @@ def test_nve_energy_drift_is_bounded(horizon):
 def test_side_by_side_with_readdy_equilibrium_counts():
     """Same reversible system in ReaDDy (PyPI ``readdy``) and here: 40 immobile receptors,
     60 ligands (D = 1), R = 1, λ = 5, k_off = 1, dt = 0.02, periodic 10³ box. Both are
-    Doi-model simulators, so their equilibrium complex counts must agree with each other and
-    with the exact canonical value. Twins vs theory within 5 %: the standard error of the
-    mean is ≈ 1.5 % (equilibrium std ≈ 3 complexes, ≈ 100 independent samples) and the
+    Doi-model simulators. Twins vs the exact canonical value within 5 %: the standard error
+    of the mean is ≈ 1.5 % (equilibrium std ≈ 3 complexes, ≈ 100 independent samples) and the
     discrete-time one-reaction-per-step bias ≲ 2 %.
 
-    OBSERVED: ReaDDy 2.0.14 gives ≈ 10 % fewer complexes than the canonical theory
-    (16.6 vs 18.3; twins 18.4). Suspected cause: ReaDDy's fusion puts C at the L–R
-    midpoint and its fission product placement / propensity convention differs from
-    the uniform-in-ball placement that makes K_d = p_off/(p_on V_R) exact. Until that is
-    pinned down, twins vs ReaDDy is held to 15 %."""
-    readdy_bench = pytest.importorskip("readdy", reason="ReaDDy is not installed (pip install readdy)")
-    from benchmarks.bench_molecular import readdy_reversible, twins_reversible
+    OBSERVED: ReaDDy 2.0.14 gives ≈ 10 % fewer complexes than that theory (16.6 vs 18.3;
+    twins 18.4). Not pinned down; what ReaDDy documents (``add_fusion``/``add_fission``
+    docstrings) differs from the scheme whose K_d = p_off/(p_on V_R) is exact: fusion puts C
+    on the L–R axis (midpoint by default), and fission places the products on a randomly
+    oriented axis at a distance "at most product_distance" — unless that distance is drawn
+    with density ∝ r² (uniform in the ball) detailed balance of the Doi binding/unbinding
+    pair fails and the equilibrium shifts (Fröhner & Noé 2018, J. Phys. Chem. B 122, 11240,
+    on detailed balance of such reversible reaction schemes); ReaDDy's default "Gillespie"
+    reaction handler also orders competing events differently from our one-reaction-per-step
+    rule. Until measured in isolation, twins vs ReaDDy is held to 15 % (the gap plus 2σ)."""
+    pytest.importorskip("readdy", reason="ReaDDy is not installed (pip install readdy)")
+    from twins.molecular.reference import readdy_reversible, twins_reversible
 
     spec = dict(R0=40, L0=60, box=10.0, lam=5.0, koff=1.0, dt=0.02, steps=3000, skip=500)
     c_rd, _ = readdy_reversible(**spec)

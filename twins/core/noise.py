@@ -37,6 +37,7 @@ class Stream(IntEnum):
     DRIVER = 2  # per-vehicle behaviour parameters
     ROUTE = 3  # route / lane choice
     PASSENGER = 4  # public-transport passenger arrivals
+    CHOICE = 5  # discrete travel choices (e.g. whether a trip is made under a charge)
     BROWNIAN = 10  # molecular Brownian kicks
     REACTION = 11  # molecular reaction draws
     PLACEMENT = 12  # initial / dosing particle placement

@@ -235,3 +235,68 @@ def build_population(demand: Demand, seed: int, replications: torch.Tensor) -> P
     fl, k, vid = (torch.nn.functional.pad(x, (0, pad), value=-1) for x in (fl, k, vid))
     fl = torch.where(torch.isfinite(t), fl, -1)
     return Population(fl, k, t, vid)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-world variations written by interventions (read by TrafficTwin.__init__)
+def route_edge_lists(edge_ids: list[str], rows: torch.Tensor) -> list[list[str]]:
+    """Edge-index rows ``[X, M]`` (-1 padded) as lists of edge ids (for :func:`compile_routes`)."""
+    rows = rows.detach().cpu().to(torch.int64)
+    return [[edge_ids[int(i)] for i in r if int(i) >= 0] for r in rows]
+
+
+def route_edge_rows(edge_ids: list[str], routes: list[list[str]], width: int | None = None) -> torch.Tensor:
+    """Lists of edge ids as edge-index rows ``[X, M]`` (-1 padded), the inverse of :func:`route_edge_lists`."""
+    pos = {e: i for i, e in enumerate(edge_ids)}
+    M = max([width or 0] + [len(r) for r in routes])
+    out = torch.full((len(routes), M), -1, dtype=torch.int64)
+    for i, r in enumerate(routes):
+        out[i, :len(r)] = torch.tensor([pos[e] for e in r], dtype=torch.int64)
+    return out
+
+
+def slot_routes(flow: torch.Tensor, route_of_flow: torch.Tensor | None) -> torch.Tensor:
+    """Per-slot route index ``[W, S]``: flow ``f`` of world ``w`` drives route ``route_of_flow[w, f]``
+    (identity when ``None``); empty slots (flow -1) stay -1."""
+    if route_of_flow is None:
+        return flow
+    rof = route_of_flow.to(flow.device, torch.int64)
+    return torch.where(flow >= 0, rof.gather(1, flow.clamp(min=0)), flow)
+
+
+def retention_draws(seed: int, replications: torch.Tensor, vehicle_id: torch.Tensor) -> torch.Tensor:
+    """U(0,1) per vehicle, keyed by (replication, vehicle id) on :attr:`Stream.CHOICE`: the same vehicle
+    gets the same number in every policy arm (noise alignment)."""
+    from twins.core import noise
+
+    rep = replications.to(vehicle_id.device, torch.int64).unsqueeze(1)
+    return noise.uniform(seed, rep, noise.Stream.CHOICE, vehicle_id, 0, 0, device=vehicle_id.device)
+
+
+def thin_population(pop: Population, retention: torch.Tensor | None, seed: int,
+                    replications: torch.Tensor) -> Population:
+    """Keep vehicle ``v`` of flow ``f`` in world ``w`` iff ``u_v < retention[w, f]`` (``u`` from
+    :func:`retention_draws`); a dropped vehicle becomes an empty slot (departure +inf, flow and id -1),
+    never loaded. Rows are re-sorted by departure (stable, so survivors keep their (depart, id) order).
+    Worlds whose retention is 1 everywhere keep their rows bit for bit; ``None`` returns ``pop``."""
+    if retention is None:
+        return pop
+    ret = retention.detach().cpu().to(torch.float64)
+    W, S = pop.flow.shape
+    if ret.dim() != 2 or ret.shape[0] != W:
+        raise ConfigError("worlds.params.flow_retention", tuple(ret.shape), f"a [W={W}, flows] tensor")
+    if bool(((ret < 0) | (ret > 1) | ~torch.isfinite(ret)).any()):
+        raise ConfigError("worlds.params.flow_retention", "values outside [0, 1]", "shares in [0, 1]")
+    if bool((ret == 1).all()) or S == 0:
+        return pop
+    if int(pop.flow.max()) >= ret.shape[1]:
+        raise ConfigError("worlds.params.flow_retention", tuple(ret.shape), "one column per flow")
+    u = retention_draws(seed, replications.cpu(), pop.vehicle_id)
+    r = ret.gather(1, pop.flow.clamp(min=0))
+    drop = (pop.flow >= 0) & ~(u < r)
+    if not bool(drop.any()):
+        return pop
+    t = torch.where(drop, torch.inf, pop.depart)
+    fl, k, vid = (torch.where(drop, -1, x) for x in (pop.flow, pop.index_in_flow, pop.vehicle_id))
+    order = torch.argsort(t, dim=1, stable=True)
+    return Population(*(x.gather(1, order) for x in (fl, k, t, vid)))

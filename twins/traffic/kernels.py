@@ -13,11 +13,12 @@ the same, one vehicle at a time):
    ``(t + offset) mod cycle`` and per-world phase durations.
 2. Leaders: sort ``(world, lane, position)``; a vehicle's leader is the next
    one on its lane. The *last* vehicle of a lane is the upstream-most one.
-3. Insertion: a vehicle whose departure time has come picks the allowed
-   lane of its first edge with most room, and enters with its rear at the
-   lane start if the gap to that lane's last vehicle is at least its min gap.
-   One vehicle per lane per round, earliest departure first; losers try the
-   next best lane in the next round (``insert_rounds`` per step), then wait.
+3. Insertion, SUMO's way: per (world, first edge) the vehicles whose
+   departure time has come try in departure order. The first picks the
+   allowed lane of that edge with most room and enters with its rear at the
+   lane start if the gap to that lane's last vehicle is at least its min
+   gap; if it does not fit, the rest of that edge's queue waits this step.
+   ``insert_rounds`` rounds let several vehicles enter a multi-lane edge.
 4. Front vehicles (no leader on their lane) look past the stop line: a red
    signal, or a yellow one they can stop for (v² <= 2·b·d), is a standing
    obstacle at the stop line; so is a halted tail on the lane they will
@@ -194,147 +195,175 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     # 2. leaders and lane tails
     leader, last, order = lane_order(world, lane, pos, running, L, W, span, state.get("_order"))
 
-    # 3. insertion, in rounds, on the vehicles whose departure time has come
+    # 3. insertion, SUMO's way: per (world, first edge) the waiting vehicles try in departure
+    # order; the first that does not fit closes that edge for this step. Rounds let several
+    # vehicles enter a multi-lane edge in one step.
     cand = _nz((status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0))
     insert_step = state["insert_step"]
     if cand.numel():
         status, lane, pos, speed, rpos, insert_step, leader = (
             x.clone() for x in (status, lane, pos, speed, rpos, insert_step, leader))
-        wc, rc, lenc, gapc = world[cand], r[cand], length[cand], min_gap[cand]
-        first_edge, first_mask = routes.route_edges[rc, 0], routes.route_mask[rc, 0]
-        waiting = torch.ones_like(cand, dtype=torch.bool)
+        first_edge = routes.route_edges[r[cand], 0]
+        grp = world[cand] * E + first_edge
+        open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
+        remaining = torch.ones_like(cand, dtype=torch.bool)
         for _ in range(insert_rounds):
-            e = torch.where(waiting, first_edge, -1)
-            ins_lane, room = choose_lane(wc, e, first_mask, last, pos, length, net.edge_first_lane,
-                                         net.edge_n_lanes, net.max_lanes, L)
-            fits = waiting & (ins_lane >= 0) & (room - lenc >= gapc)
+            g = torch.where(remaining & open_edge[grp], grp, W * E)
+            head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+            head_slot.scatter_reduce_(0, g, cand, reduce="amin")
+            hi_ = _nz((g < W * E) & (head_slot[grp] == cand))
+            if hi_.numel() == 0:
+                break
+            h = cand[hi_]
+            wh, rh, lenh, gaph = world[h], r[h], length[h], min_gap[h]
+            ins_lane, room = choose_lane(wh, first_edge[hi_], routes.route_mask[rh, 0], last, pos, length,
+                                         net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+            fits = (ins_lane >= 0) & (room - lenh >= gaph)
             il = ins_lane.clamp(min=0)
-            seg = torch.where(fits, wc * L + il, W * L)
-            claim = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-            claim.scatter_reduce_(0, seg, cand, reduce="amin")  # earliest slot (departure) wins
-            ins = fits & (claim[seg] == cand)
-            v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"][cand], veh["max_speed"][cand])
-            gap_ins = room - lenc
+            v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"][h], veh["max_speed"][h])
+            gap_ins = room - lenh
             v_ins = torch.where(torch.isfinite(gap_ins),
-                                torch.clamp((gap_ins - gapc) / veh["tau"][cand], min=0.0), torch.inf)
+                                torch.clamp((gap_ins - gaph) / veh["tau"][h], min=0.0), torch.inf)
             v_ins = torch.minimum(v_ins, v0_ins)
-            old_last = last[wc * L + il]
-            status[cand] = torch.where(ins, RUNNING, status[cand])
-            lane[cand] = torch.where(ins, il, lane[cand])
-            pos[cand] = torch.where(ins, lenc, pos[cand])
-            speed[cand] = torch.where(ins, v_ins, speed[cand])
-            rpos[cand] = torch.where(ins, 0, rpos[cand])
-            insert_step[cand] = torch.where(ins, step_index, insert_step[cand])
-            leader[cand] = torch.where(ins, old_last, leader[cand])
-            last = last.scatter(0, torch.where(ins, seg, W * L), cand)
+            seg = wh * L + il
+            status[h] = torch.where(fits, RUNNING, status[h])
+            lane[h] = torch.where(fits, il, lane[h])
+            pos[h] = torch.where(fits, lenh, pos[h])
+            speed[h] = torch.where(fits, v_ins, speed[h])
+            rpos[h] = torch.where(fits, 0, rpos[h])
+            insert_step[h] = torch.where(fits, step_index, insert_step[h])
+            leader[h] = torch.where(fits, last[seg], leader[h])
+            last = last.scatter(0, torch.where(fits, seg, W * L), h)
             last[W * L] = -1
-            waiting = waiting & ~ins
+            open_edge = open_edge.scatter(0, torch.where(fits, W * E, grp[hi_]), False)
+            remaining[hi_] = False
         running = status == RUNNING
 
-    # 4. front vehicles look past the stop line
-    on_last_edge = rpos + 1 >= routes.route_len[r]
-    has_leader = leader >= 0
-    ld = leader.clamp(min=0)
-    gap = torch.where(has_leader, pos[ld] - length[ld] - pos, torch.inf)
-    v_lead = torch.where(has_leader, speed[ld], 0.0)
-    gap_phys = gap
-    L_here = net.lane_length[lane]
-    front = _nz(running & ~has_leader & ~on_last_edge)
-    if front.numel():
-        gap, v_lead = gap.clone(), v_lead.clone()
-        gap_phys = gap.clone()
-        wf, rf, lf, pf, vf = world[front], r[front], lane[front], pos[front], speed[front]
-        lenf, mgf = length[front], min_gap[front]
-        nk = rpos[front] + 1
-        next_edge = routes.route_edges[rf, nk]
-        next_lane, next_room = choose_lane(wf, next_edge, routes.route_mask[rf, nk], last, pos, length,
-                                           net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-        key = lf * E + next_edge
-        if net.conn_key.numel():
-            ci = torch.searchsorted(net.conn_key, key).clamp(max=net.conn_key.numel() - 1)
-            via, link, found = net.conn_via[ci], net.conn_link[ci], net.conn_key[ci] == key
-        else:
-            via, link, found = torch.zeros_like(pf), torch.full_like(lf, NO_SIGNAL), torch.zeros_like(wf, dtype=torch.bool)
-        next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
-        G = sig.shape[1]
-        if G:
-            code = torch.where(link >= 0, sig.reshape(-1)[wf * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
-        else:
-            code = torch.full_like(lf, SIG_GREEN)
-        d = L_here[front] - pf
-        must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * veh["decel"][front] * d.clamp(min=0)))
-        must_stop = must_stop | (next_lane < 0) | ~found
-        nl = last[wf * L + next_lane.clamp(min=0)]
-        v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
-        # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle at
-        # the line (a moving tail does not: in queue discharge the leader is often still crossing)
-        must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
-        gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
-        # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
-        line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
-        gap_front = torch.where(line_first, d + mgf, gap_junction)
-        gap[front] = gap_front
-        v_lead[front] = torch.where(line_first, 0.0, v_junction)
-        # never roll over a line it must stop at, whichever obstacle IDM is following
-        gap_phys[front] = torch.where(must_stop, torch.minimum(gap_front, d), gap_front)
+    # 4.–6. on the running vehicles only (the window also holds waiting and arrived slots)
+    ri = _nz(running)
+    new_status, arrive_step = status, state["arrive_step"]
+    x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
+    loss_all = torch.zeros_like(pos)
+    halted_all, stops_all = state["halted"], state["stops"]
+    if ri.numel():
+        wr, rr, lr, pr, vr, rpr = world[ri], r[ri], lane[ri], pos[ri], speed[ri], rpos[ri]
+        lenr, mgr = length[ri], min_gap[ri]
+        ldr = leader[ri]
 
-    # 5. IDM and movement
-    v0 = torch.minimum(net.lane_speed[lane] * veh["speed_factor"], veh["max_speed"])
-    v_new = idm_speed(speed, v0, gap, v_lead, veh["accel"], veh["two_sqrt_ab"], veh["tau"], min_gap, delta,
-                      dt, substeps)
-    v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
-    v_new = torch.where(running, v_new, speed)
-    x_new = torch.where(running, pos + v_new * dt, pos)
+        # 4. front vehicles look past the stop line
+        on_last_edge = rpr + 1 >= routes.route_len[rr]
+        has_leader = ldr >= 0
+        ld = ldr.clamp(min=0)
+        gap = torch.where(has_leader, pos[ld] - length[ld] - pr, torch.inf)
+        v_lead = torch.where(has_leader, speed[ld], 0.0)
+        gap_phys = gap
+        L_here = net.lane_length[lr]
+        fi = _nz(~has_leader & ~on_last_edge)  # positions in the running list
+        if fi.numel():
+            front = ri[fi]
+            gap, v_lead = gap.clone(), v_lead.clone()
+            gap_phys = gap.clone()
+            wf, rf, lf, pf, vf = wr[fi], rr[fi], lr[fi], pr[fi], vr[fi]
+            lenf, mgf = lenr[fi], mgr[fi]
+            nk = rpr[fi] + 1
+            next_edge = routes.route_edges[rf, nk]
+            next_lane, next_room = choose_lane(wf, next_edge, routes.route_mask[rf, nk], last, pos, length,
+                                               net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+            key = lf * E + next_edge
+            if net.conn_key.numel():
+                ci = torch.searchsorted(net.conn_key, key).clamp(max=net.conn_key.numel() - 1)
+                via, link, found = net.conn_via[ci], net.conn_link[ci], net.conn_key[ci] == key
+            else:
+                via = torch.zeros_like(pf)
+                link = torch.full_like(lf, NO_SIGNAL)
+                found = torch.zeros_like(wf, dtype=torch.bool)
+            next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
+            G = sig.shape[1]
+            if G:
+                code = torch.where(link >= 0, sig.reshape(-1)[wf * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
+            else:
+                code = torch.full_like(lf, SIG_GREEN)
+            d = L_here[fi] - pf
+            must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * veh["decel"][front] * d.clamp(min=0)))
+            must_stop = must_stop | (next_lane < 0) | ~found
+            nl = last[wf * L + next_lane.clamp(min=0)]
+            v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
+            # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle
+            # at the line (a moving tail does not: in queue discharge the leader is often still crossing)
+            must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
+            gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
+            # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
+            line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
+            gap_front = torch.where(line_first, d + mgf, gap_junction)
+            gap[fi] = gap_front
+            v_lead[fi] = torch.where(line_first, 0.0, v_junction)
+            # never roll over a line it must stop at, whichever obstacle IDM is following
+            gap_phys[fi] = torch.where(must_stop, torch.minimum(gap_front, d), gap_front)
 
-    # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
-    past = running & (x_new > L_here)  # a vehicle held at the stop line stays on its lane
-    arrive = past & on_last_edge
-    new_lane = lane
-    if front.numel():
-        xf = x_new[front]
-        cross = (xf > L_here[front]) & (next_lane >= 0)
-        # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
-        # enters; the others are held at the stop line and see it as their leader next step
-        land = xf - L_here[front] - via
-        seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
-        best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
-        best.scatter_reduce_(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
-        is_best = cross & (land == best[seg])
-        first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-        first.scatter_reduce_(0, torch.where(is_best, seg, W * L), front, reduce="amin")
-        held = cross & ~(is_best & (first[seg] == front))
-        cross = cross & ~held
-        x_new = x_new.clone()
-        v_new = v_new.clone()
-        x_new[front] = torch.where(held, L_here[front], torch.where(cross, land, xf))
-        v_new[front] = torch.where(held, (L_here[front] - pf) / dt, v_new[front])
-        new_lane = lane.clone()
-        new_lane[front] = torch.where(cross, next_lane, lf)
-        rpos = rpos.clone()
-        rpos[front] = torch.where(cross, nk, rpos[front])
-    status = torch.where(arrive, ARRIVED, status)
-    arrive_step = torch.where(arrive, step_index + 1, state["arrive_step"])
+        # 5. IDM and movement
+        v0 = torch.minimum(net.lane_speed[lr] * veh["speed_factor"][ri], veh["max_speed"][ri])
+        dl = delta if isinstance(delta, int) else delta[ri]
+        v_new = idm_speed(vr, v0, gap, v_lead, veh["accel"][ri], veh["two_sqrt_ab"][ri], veh["tau"][ri], mgr, dl,
+                          dt, substeps)
+        v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
+        x_new = pr + v_new * dt
 
-    halted = v_new < STOP_SPEED
-    stops = state["stops"] + (running & halted & ~state["halted"]).to(state["stops"].dtype)
-    loss = torch.where(running, dt * torch.clamp(1.0 - v_new / v0, min=0.0), 0.0)
+        # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
+        arrive = (x_new > L_here) & on_last_edge  # a vehicle held at the stop line stays on its lane
+        new_lane, rpos_new = lr, rpr
+        if fi.numel():
+            xf = x_new[fi]
+            cross = (xf > L_here[fi]) & (next_lane >= 0)
+            # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
+            # enters; the others are held at the stop line and see it as their leader next step
+            land = xf - L_here[fi] - via
+            seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
+            best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
+            best.scatter_reduce_(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
+            is_best = cross & (land == best[seg])
+            first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+            first.scatter_reduce_(0, torch.where(is_best, seg, W * L), front, reduce="amin")
+            held = cross & ~(is_best & (first[seg] == front))
+            cross = cross & ~held
+            x_new = x_new.clone()
+            v_new = v_new.clone()
+            x_new[fi] = torch.where(held, L_here[fi], torch.where(cross, land, xf))
+            v_new[fi] = torch.where(held, (L_here[fi] - pf) / dt, v_new[fi])
+            new_lane = lr.clone()
+            new_lane[fi] = torch.where(cross, next_lane, lf)
+            rpos_new = rpr.clone()
+            rpos_new[fi] = torch.where(cross, nk, rpr[fi])
+
+        halted = v_new < STOP_SPEED
+        loss = dt * torch.clamp(1.0 - v_new / v0, min=0.0)
+        x_all, v_all, lane_all, rpos_all = pos.clone(), speed.clone(), lane.clone(), rpos.clone()
+        x_all[ri], v_all[ri], lane_all[ri], rpos_all[ri] = x_new, v_new, new_lane, rpos_new
+        new_status = status.clone()
+        new_status[ri] = torch.where(arrive, ARRIVED, RUNNING)
+        arrive_step = arrive_step.clone()
+        arrive_step[ri] = torch.where(arrive, step_index + 1, arrive_step[ri])
+        stops_all = stops_all.clone()
+        stops_all[ri] = stops_all[ri] + (halted & ~halted_all[ri]).to(stops_all.dtype)
+        halted_all = halted_all.clone()
+        halted_all[ri] = halted
+        loss_all[ri] = loss
 
     return {
         **state,
-        "status": status,
-        "lane": new_lane,
-        "pos": x_new,
-        "speed": v_new,
-        "route_pos": rpos,
+        "status": new_status,
+        "lane": lane_all,
+        "pos": x_all,
+        "speed": v_all,
+        "route_pos": rpos_all,
         "insert_step": insert_step,
         "arrive_step": arrive_step,
-        "time_loss": state["time_loss"] + loss,
-        "stops": stops,
-        "halted": torch.where(running, halted, state["halted"]),
+        "time_loss": state["time_loss"] + loss_all,
+        "stops": stops_all,
+        "halted": halted_all,
         # per-step lane observations (before transitions), for detectors and maps
         "_obs_lane": lane,
         "_obs_running": running,
-        "_obs_speed": v_new,
-        "_obs_loss": loss,
+        "_obs_speed": v_all,
+        "_obs_loss": loss_all,
         "_order": order,
     }

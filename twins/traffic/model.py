@@ -123,14 +123,35 @@ class TrafficTwin(Twin):
     def __init__(self, scenario: TrafficScenario, worlds: WorldBatch, *, dt: float = 1.0,
                  horizon: float = 3600.0, device="cpu", dtype=torch.float32,
                  interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25):
+        from .compiled import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
+
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
         self.scenario = scenario
+        # what an intervention needs to rebuild the twin after writing worlds.params
+        self._init_kwargs = dict(dt=dt, horizon=horizon, device=device, dtype=dtype, interval_s=interval_s,
+                                 trajectory_every=trajectory_every, idm_substep_s=idm_substep_s)
+        wp = self.worlds.params
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
         self.compiled = compile_network(net)
         cnet = self.compiled.to(self.device, dtype)
         self.net = cnet
-        self.routes_cpu = compile_routes(net, [f.route for f in demand.flows], [f"flow[{f.id}]" for f in demand.flows])
+        # route table: one row per flow, then the alternative routes an intervention appended
+        # (worlds.params["route_extra_edges"] [W, X, M] edge indices, the same in every world)
+        route_lists = [f.route for f in demand.flows]
+        route_names = [f"flow[{f.id}]" for f in demand.flows]
+        if "route_extra_edges" in wp and wp["route_extra_edges"].numel():
+            extra = route_edge_lists(self.compiled.edge_ids, wp["route_extra_edges"][0])
+            route_lists += extra
+            route_names += [f"route_extra_edges[{i}]" for i in range(len(extra))]
+        self.routes_cpu = compile_routes(net, route_lists, route_names)
+        route_of_flow = wp.get("route_of_flow")  # [W, F] row of the route table per world and flow
+        if route_of_flow is not None and (tuple(route_of_flow.shape) != (worlds.size, len(demand.flows))
+                                          or bool((route_of_flow < 0).any())
+                                          or bool((route_of_flow >= len(route_lists)).any())):
+            raise ConfigError("worlds.params.route_of_flow", tuple(route_of_flow.shape),
+                              f"a [W={worlds.size}, F={len(demand.flows)}] tensor of route rows "
+                              f"in [0, {len(route_lists)})")
         self.routes = type(self.routes_cpu)(**{k: v.to(self.device) for k, v in self.routes_cpu.__dict__.items()})
         self.flow_ids = [f.id for f in demand.flows]
         self.interval_steps = max(1, int(round(interval_s / dt)))
@@ -141,6 +162,9 @@ class TrafficTwin(Twin):
         self.insert_rounds = min(self.compiled.max_lanes, 3)
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
+        # demand response (worlds.params["flow_retention"] [W, F]): a vehicle travels iff its
+        # CHOICE-stream draw is below its flow's retention; the others become empty slots
+        pop = thin_population(pop, wp.get("flow_retention"), worlds.seed, worlds.replication.cpu())
         W, S = pop.flow.shape
         self.S = S
         dev = self.device
@@ -165,7 +189,7 @@ class TrafficTwin(Twin):
         tau = col("tau") * torch.clamp(1.0 + cv * z_tau, 0.5, 1.5)
         f = lambda x: x.to(dtype).reshape(-1)  # noqa: E731
         self.veh_full = {
-            "route": flow,  # one route per flow
+            "route": slot_routes(flow, route_of_flow),  # the route row of each vehicle's flow in its world
             "length": col("length").to(dtype),
             "min_gap": col("min_gap").to(dtype),
             "accel": accel.to(dtype),

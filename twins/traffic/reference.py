@@ -16,16 +16,15 @@ phase it is in (synchronous update, like the kernel):
    ``(t + offset) mod cycle`` and exposes a code per link.
 2. Leaders: per lane, running vehicles sorted by position; a vehicle's
    leader is the next one downstream; the lane's *tail* is the upstream-most.
-3. Insertion, in ``insert_rounds`` rounds. In each round every waiting
-   vehicle whose departure has come (``depart <= t + 1e-9``) and that is not
-   in yet picks, against the tails at the start of that round, the allowed
-   lane of its first edge with the most room (rear of the tail, +inf if
-   empty; lowest lane index on ties) and fits if ``room - length >=
-   min_gap``. One vehicle per lane per round: the fitting vehicle earliest in
-   (depart, vehicle id) order wins; it enters with its front at ``length``,
-   speed ``min(v0, max(0, (gap - min_gap) / tau))``, its leader is the tail
-   at the start of the round and it becomes the new tail. The others try
-   again in the next round (with the updated tails), then wait.
+3. Insertion, SUMO's way, in ``insert_rounds`` rounds: per first edge the
+   waiting vehicles whose departure has come (``depart <= t + 1e-9``) try in
+   (depart, vehicle id) order. In each round the first waiting vehicle of each
+   open edge picks the allowed lane of that edge with the most room (rear of
+   the tail, +inf if empty; lowest lane index on ties) and fits if ``room -
+   length >= min_gap``: it enters with its front at ``length``, speed
+   ``min(v0, max(0, (gap - min_gap) / tau))``, its leader is the lane's tail
+   and it becomes the new tail. A vehicle that does not fit closes its edge
+   for the rest of the step.
 4. Each running vehicle (including the ones just inserted) chooses the lane
    of its next edge (allowed lanes, most room, from the tails *after*
    insertion). It must stop at the stop line on red, on yellow if
@@ -478,24 +477,21 @@ class ReferenceTrafficModel(mesa.Model):
                 break  # sorted by departure
             if v.status == WAITING:
                 want.append(v)
+        open_edges = {v.spec.route[0] for v in want}
         for rnd in range(self.insert_rounds):
-            if not want:
+            heads: dict[str, ReferenceVehicle] = {}
+            for v in want:  # priority order: the first waiting vehicle of each open edge
+                e = v.spec.route[0]
+                if e in open_edges and e not in heads:
+                    heads[e] = v
+            if not heads:
                 break
-            choices = [(v, *self.choose_lane(v.spec.route[0], v.allowed[0])) for v in want]
-            round_tails = dict(self.tails)
-            claims: dict[str, ReferenceVehicle] = {}
-            still = []
-            for v, lane, room in choices:  # already in priority order
+            for e, v in heads.items():  # different edges never share a lane
+                lane, room = self.choose_lane(e, v.allowed[0])
                 if lane is None or room - v.length < v.min_gap:
-                    if rnd == 0:
-                        self.events["insertion_blocked"] += 1
-                    still.append(v)
+                    self.events["insertion_blocked"] += 1
+                    open_edges.discard(e)  # SUMO: the rest of this edge's queue waits
                     continue
-                if lane.id in claims:
-                    self.events["insertion_lost_claim"] += 1
-                    still.append(v)
-                    continue
-                claims[lane.id] = v
                 v0 = v.desired_speed(lane)
                 gap = room - v.length
                 v_ins = max((gap - v.min_gap) / v.tau, 0.0) if math.isfinite(gap) else INF
@@ -505,13 +501,13 @@ class ReferenceTrafficModel(mesa.Model):
                 v.speed = min(v_ins, v0)
                 v.route_pos = 0
                 v.insert_step = self.step_index
-                v.leader = round_tails.get(lane.id)
+                v.leader = self.tails.get(lane.id)
                 self.tails[lane.id] = v
                 running.append(v)
                 self.events["insertions"] += 1
                 if rnd > 0:
                     self.events["insertions_later_round"] += 1
-            want = still
+            want = [v for v in want if v.status == WAITING]
         while self._next_waiting < len(self.vehicles) and self.vehicles[self._next_waiting].status != WAITING:
             self._next_waiting += 1
         # 4-5. decide (synchronously, from the state after insertion)

@@ -10,8 +10,8 @@
     (``plan=scenario.network.programs``); the twin runs one world over the same
     begin..end. Printed: mean travel time, mean delay (time loss), throughput of
     both and the differences, and vehicle updates/s of both and their ratio.
-(b) **10×10 grid**: a signalized 10×10 grid made by SUMO's ``netgenerate`` (2
-    lanes each way, 600 m blocks) and imported into the twin, loaded with the
+(b) **10×10 grid**: a signalized 10×10 grid made by SUMO's ``netgenerate`` (3
+    lanes each way, 800 m blocks, 2400 veh/h per entry) and imported into the twin, loaded with the
     same demand (written with ``write_routes``) until at least 20,000 vehicles
     are in the network in each simulator; then the same number of steps is
     timed in both (SUMO in-process through ``libsumo``). Target: twin ≥ 20× SUMO.
@@ -136,7 +136,7 @@ def bench_resco(resco: Path, names: list[str], quick: bool) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 # (b) 10×10 grid with >= 20,000 vehicles
-def grid_net(workdir: Path, n: int = 10, block: float = 600.0, lanes: int = 2) -> Path:
+def grid_net(workdir: Path, n: int = 10, block: float = 800.0, lanes: int = 3) -> Path:
     out = workdir / f"grid{n}x{n}.net.xml"
     r = subprocess.run([find_sumo("netgenerate"), "--grid", "--grid.number", str(n), "--grid.length", str(block),
                         "--grid.attach-length", str(block), "-L", str(lanes), "--default-junction-type",
@@ -240,14 +240,14 @@ def twin_grid(net, demand: Demand, horizon: float, target: int, steps: int) -> d
 
 def bench_grid(quick: bool, target: int, workdir: Path) -> dict:
     steps = 20 if quick else 100
-    print(f"\n== (b) 10×10 signalized grid (netgenerate, 2 lanes, 600 m blocks), ≥ {target:,} vehicles "
+    print(f"\n== (b) 10×10 signalized grid (netgenerate, 3 lanes, 800 m blocks), ≥ {target:,} vehicles "
           f"in the network, {steps} steps timed ==")
     net_path = grid_net(workdir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sumo.SumoImportWarning)
         net = sumo.load_net(net_path)
     horizon = 4000.0
-    demand = grid_demand(net, 1800.0, horizon)
+    demand = grid_demand(net, 2400.0, horizon)
     routes = sumo.write_routes(demand, workdir / "grid.rou.xml")
     print(f"   network: {len(net.edges)} edges, {net.lane_count()} lanes, {len(net.programs)} signals; "
           f"demand: {len(demand.flows)} Poisson flows, {sum(f.expected_count() for f in demand.flows):,.0f} vehicles "

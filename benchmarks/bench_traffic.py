@@ -4,7 +4,7 @@
     python benchmarks/bench_traffic.py --device cuda --worlds 256   # any CUDA machine
 
 A vehicle update is one running vehicle advanced by one step. The scenario is a
-10×10 signalized grid (2 lanes each way, 800 m blocks) loaded until at least
+10×10 signalized grid (2 lanes each way, 1 km blocks) loaded until at least
 20,000 vehicles are in the network at once (per world); then steps are timed.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from twins.traffic.model import TrafficTwin
 
 
 def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0):
-    s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=800.0, approach_m=400.0, lanes=2,
-                                          entry_flow_veh_h=2400.0, off_peak_factor=1.0, straight_share=0.8,
+    s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=1000.0, approach_m=400.0, lanes=2,
+                                          entry_flow_veh_h=1800.0, off_peak_factor=1.0, straight_share=0.8,
                                           signals=SignalConfig(cycle_s=60.0)))
     scen = grid_scenario(s, horizon)
     return TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, device=device,

@@ -1,7 +1,7 @@
 """SUMO side by side (issue 3): the same scenarios in SUMO (IDM) and in the twin.
 
-    PYTHONPATH=. python benchmarks/bench_sumo.py                 # everything (~8 min on 2 cores)
-    PYTHONPATH=. python benchmarks/bench_sumo.py --quick         # shorter windows (~3 min)
+    PYTHONPATH=. python benchmarks/bench_sumo.py                 # everything (~6 min on 2 cores)
+    PYTHONPATH=. python benchmarks/bench_sumo.py --quick         # shorter windows (~5 min: SUMO's grid warm-up dominates)
     PYTHONPATH=. python benchmarks/bench_sumo.py --resco DIR --only resco,grid,batch
 
 (a) **RESCO**: the six real scenarios (``DIR/NAME/NAME.sumocfg``; default
@@ -225,7 +225,6 @@ def twin_grid(net, demand: Demand, horizon: float, target: int, steps: int) -> d
             raise RuntimeError(f"the twin never held {target} vehicles (max {int(tw.count(kernels.RUNNING).max())})")
     warm = time.perf_counter() - t0
     t_at = tw.time_s
-    before = tw.state["status"].clone()
     updates = 0
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -233,7 +232,6 @@ def twin_grid(net, demand: Demand, horizon: float, target: int, steps: int) -> d
         tw.step()
         updates += n
     dt = time.perf_counter() - t0
-    del before
     return {"updates_per_s": updates / dt, "step_ms": 1e3 * dt / steps, "running": int(tw.count(kernels.RUNNING).sum()),
             "warmup_s": warm, "reached_at_s": t_at}
 

@@ -292,8 +292,13 @@ class TrafficTwin(Twin):
         status = ("waiting", "running", "arrived")[st["status"]]
         return VehicleView(world, int(vehicle_id), flow.id, status,
                            self.compiled.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
-                           float(st["pos"]), float(st["speed"]), tuple(flow.route), int(st["route_pos"]),
+                           float(st["pos"]), float(st["speed"]), self._route_edges(int(self.veh_full["route"][world, s])),
+                           int(st["route_pos"]),
                            float(self.pop.depart[world, s]), float(st["time_loss"]))
+
+    def _route_edges(self, row: int) -> tuple[str, ...]:
+        edges = self.routes_cpu.route_edges[row]
+        return tuple(self.compiled.edge_ids[int(e)] for e in edges[edges >= 0])
 
     def snapshot(self) -> pd.DataFrame:
         """Running vehicles now: world, vehicle_id, lane, pos, speed."""
@@ -430,7 +435,8 @@ class TrafficTwin(Twin):
             "insert_s": ins_t.numpy(),
             "arrive_s": arr_t.numpy(),
             "travel_time_s": (arr_t - ins_t).numpy(),
-            "route_length_m": self.routes_cpu.route_length_m[route].numpy(),
+            # the route this world drove (an intervention may have rerouted the flow)
+            "route_length_m": self.routes_cpu.route_length_m[self.veh_full["route"].cpu()[w, s]].numpy(),
             "delay_s": st["time_loss"][w, s].double().numpy(),
             "depart_delay_s": (torch.where(inserted, ins_t, self.time_s) - depart[w, s]).numpy(),
             "stops": st["stops"][w, s].numpy(),

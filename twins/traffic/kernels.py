@@ -245,10 +245,13 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
     loss_all = torch.zeros_like(pos)
     halted_all, stops_all = state["halted"], state["stops"]
+    # when most of the window is running, masking beats gathering (same values either way)
+    dense = ri.numel() * 4 >= 3 * pos.numel()
+    take = (lambda x: x) if dense else (lambda x: x[ri])  # noqa: E731
     if ri.numel():
-        wr, rr, lr, pr, vr, rpr = world[ri], r[ri], lane[ri], pos[ri], speed[ri], rpos[ri]
-        lenr, mgr = length[ri], min_gap[ri]
-        ldr = leader[ri]
+        wr, rr, lr, pr, vr, rpr = take(world), take(r), take(lane), take(pos), take(speed), take(rpos)
+        lenr, mgr = take(length), take(min_gap)
+        ldr = take(leader)
 
         # 4. front vehicles look past the stop line
         on_last_edge = rpr + 1 >= routes.route_len[rr]
@@ -258,9 +261,9 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         v_lead = torch.where(has_leader, speed[ld], 0.0)
         gap_phys = gap
         L_here = net.lane_length[lr]
-        fi = _nz(~has_leader & ~on_last_edge)  # positions in the running list
+        fi = _nz(~has_leader & ~on_last_edge & (running if dense else True))  # positions in the running list
         if fi.numel():
-            front = ri[fi]
+            front = fi if dense else ri[fi]
             gap, v_lead = gap.clone(), v_lead.clone()
             gap_phys = gap.clone()
             wf, rf, lf, pf, vf = wr[fi], rr[fi], lr[fi], pr[fi], vr[fi]
@@ -301,10 +304,10 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             gap_phys[fi] = torch.where(must_stop, torch.minimum(gap_front, d), gap_front)
 
         # 5. IDM and movement
-        v0 = torch.minimum(net.lane_speed[lr] * veh["speed_factor"][ri], veh["max_speed"][ri])
-        dl = delta if isinstance(delta, int) else delta[ri]
-        v_new = idm_speed(vr, v0, gap, v_lead, veh["accel"][ri], veh["two_sqrt_ab"][ri], veh["tau"][ri], mgr, dl,
-                          dt, substeps)
+        v0 = torch.minimum(net.lane_speed[lr] * take(veh["speed_factor"]), take(veh["max_speed"]))
+        dl = delta if isinstance(delta, int) else take(delta)
+        v_new = idm_speed(vr, v0, gap, v_lead, take(veh["accel"]), take(veh["two_sqrt_ab"]), take(veh["tau"]), mgr,
+                          dl, dt, substeps)
         v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
         x_new = pr + v_new * dt
 
@@ -336,17 +339,28 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
 
         halted = v_new < STOP_SPEED
         loss = dt * torch.clamp(1.0 - v_new / v0, min=0.0)
-        x_all, v_all, lane_all, rpos_all = pos.clone(), speed.clone(), lane.clone(), rpos.clone()
-        x_all[ri], v_all[ri], lane_all[ri], rpos_all[ri] = x_new, v_new, new_lane, rpos_new
-        new_status = status.clone()
-        new_status[ri] = torch.where(arrive, ARRIVED, RUNNING)
-        arrive_step = arrive_step.clone()
-        arrive_step[ri] = torch.where(arrive, step_index + 1, arrive_step[ri])
-        stops_all = stops_all.clone()
-        stops_all[ri] = stops_all[ri] + (halted & ~halted_all[ri]).to(stops_all.dtype)
-        halted_all = halted_all.clone()
-        halted_all[ri] = halted
-        loss_all[ri] = loss
+        if dense:
+            x_all = torch.where(running, x_new, pos)
+            v_all = torch.where(running, v_new, speed)
+            lane_all = torch.where(running, new_lane, lane)
+            rpos_all = torch.where(running, rpos_new, rpos)
+            new_status = torch.where(running, torch.where(arrive, ARRIVED, RUNNING), status)
+            arrive_step = torch.where(running & arrive, step_index + 1, arrive_step)
+            stops_all = torch.where(running, stops_all + (halted & ~halted_all).to(stops_all.dtype), stops_all)
+            halted_all = torch.where(running, halted, halted_all)
+            loss_all = torch.where(running, loss, 0.0)
+        else:
+            x_all, v_all, lane_all, rpos_all = pos.clone(), speed.clone(), lane.clone(), rpos.clone()
+            x_all[ri], v_all[ri], lane_all[ri], rpos_all[ri] = x_new, v_new, new_lane, rpos_new
+            new_status = status.clone()
+            new_status[ri] = torch.where(arrive, ARRIVED, RUNNING)
+            arrive_step = arrive_step.clone()
+            arrive_step[ri] = torch.where(arrive, step_index + 1, arrive_step[ri])
+            stops_all = stops_all.clone()
+            stops_all[ri] = stops_all[ri] + (halted & ~halted_all[ri]).to(stops_all.dtype)
+            halted_all = halted_all.clone()
+            halted_all[ri] = halted
+            loss_all[ri] = loss
 
     return {
         **state,

@@ -5,6 +5,6 @@ named by the config; each registers its structured config as ``intervention/<nam
 """
 from .base import REGISTRY, Intervention, NoIntervention, Parameter, get, register, register_configs  # noqa: F401
 from . import signal_timing  # noqa: F401,E402  (registers itself)
-from . import road_closure, demand_management  # noqa: F401,E402  (register themselves)
+from . import road_closure, demand_management, max_pressure  # noqa: F401,E402  (register themselves)
 
 __all__ = ["REGISTRY", "Intervention", "NoIntervention", "Parameter", "get", "register", "register_configs"]

@@ -16,9 +16,10 @@ Examples:
   python -m twins run scenario=traffic
   python -m twins run scenario=arterial replications=16 horizon_s=1800
   python -m twins run -m scenario=ring,junction
+  python -m twins search scenario=arterial intervention=signal_timing search.budget=32 search.sampler=tpe
 """
 
-COMMANDS = {"run"}
+COMMANDS = {"run", "search"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,13 +35,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     from twins import cli
 
-    if cmd == "run":
+    if cmd in ("run", "search"):
         info_flags = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
         overrides = [a for a in rest if not a.startswith("-")]
         if not info_flags.intersection(rest):
             cli.precheck(overrides)
         sys.argv = [f"{sys.argv[0]} {cmd}"] + rest
-        cli.run_main()
+        (cli.run_main if cmd == "run" else cli.search_main)()
 
 
 if __name__ == "__main__":

@@ -111,3 +111,22 @@ def run_main(cfg: DictConfig) -> float | None:
         node = summary.get(objective) or next(iter(summary.values())).get(objective)
         return None if node is None else node["mean"]
     return None
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+def search_main(cfg: DictConfig) -> float | None:
+    """``python -m twins search``: search the intervention's parameters, confirm on held-out replications,
+    write the run folder; returns the winner's confirmed effect on the first objective."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from interventions.search import search_from_config
+
+    outdir = HydraConfig.get().runtime.output_dir
+    try:
+        res = search_from_config(cfg, outdir)
+    except ConfigError as e:
+        _fail(str(e))
+    if res.best:
+        m = cfg.search.objectives[0].metric
+        return res.best["confirmed"].get(m, {}).get("effect")
+    return None

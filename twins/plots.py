@@ -153,6 +153,86 @@ def sweep(summary: pd.DataFrame, metrics: list[str] | None = None, x: str | None
     return fig
 
 
+
+def search_convergence(candidates: pd.DataFrame, objective: str, direction: str = "minimize", ax=None,
+                       title: str = ""):
+    """A search's ``candidates.parquet``: each evaluation's objective (by trial) and the best so far
+    (feasible candidates only; infeasible ones drawn hollow)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.2))
+    d = candidates[candidates["state"] == "COMPLETE"].sort_values("trial") if len(candidates) else candidates
+    if len(d):
+        feas = d["feasible"].to_numpy(bool)
+        y = d[objective].to_numpy(float)
+        x = d["trial"].to_numpy()
+        ax.scatter(x[feas], y[feas], s=12, color="C0", label="candidate")
+        if (~feas).any():
+            ax.scatter(x[~feas], y[~feas], s=12, facecolors="none", edgecolors="C7", label="infeasible")
+        yb = np.where(feas, y, np.inf if direction == "minimize" else -np.inf)
+        best = np.minimum.accumulate(yb) if direction == "minimize" else np.maximum.accumulate(yb)
+        ok = np.isfinite(best)
+        ax.step(x[ok], best[ok], where="post", color="C3", label="best so far")
+    ax.axhline(0, color="k", lw=0.6, ls=":")
+    ax.set_xlabel("trial", fontsize=8)
+    ax.set_ylabel(objective.replace("objective:", "effect on ").replace("_", " "), fontsize=8)
+    ax.set_title(title or "search convergence", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def pareto_front(candidates: pd.DataFrame, pareto: pd.DataFrame, x: str, y: str, ax=None):
+    """Every completed candidate on two objectives, the Pareto front highlighted (with its confirmed
+    estimates and intervals where ``pareto`` carries them)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    d = candidates[candidates["state"] == "COMPLETE"] if len(candidates) else candidates
+    if len(d):
+        ax.scatter(d[x], d[y], s=10, color="C7", alpha=0.6, label="candidates (search)")
+    if len(pareto):
+        p = pareto.sort_values(x)
+        ax.plot(p[x], p[y], "o-", color="C0", ms=5, label="Pareto front (search)")
+        mx, my = x.replace("objective:", ""), y.replace("objective:", "")
+        if f"confirmed:{mx}" in p and f"confirmed:{my}" in p:
+            cx, cy = p[f"confirmed:{mx}"], p[f"confirmed:{my}"]
+            ax.errorbar(cx, cy, xerr=[cx - p[f"ci_low:{mx}"], p[f"ci_high:{mx}"] - cx],
+                        yerr=[cy - p[f"ci_low:{my}"], p[f"ci_high:{my}"] - cy], fmt="s", ms=4, color="C3",
+                        capsize=2, label="confirmed (held-out, 95% CI)")
+    ax.set_xlabel(x.replace("objective:", "effect on ").replace("_", " "), fontsize=8)
+    ax.set_ylabel(y.replace("objective:", "effect on ").replace("_", " "), fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def confirmed_effects(confirmed: pd.DataFrame, metrics: list[str] | None = None, fig=None):
+    """Per confirmed candidate: the search estimate and the held-out confirmed effect with its 95% CI."""
+    metrics = metrics or list(confirmed["metric"].unique())[:3]
+    if fig is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.5 + 0.35 *
+                                 max(3, confirmed["trial"].nunique())), squeeze=False)
+        axes = axes[0]
+    else:
+        axes = fig.axes
+    for ax, m in zip(axes, metrics):
+        d = confirmed[confirmed["metric"] == m].reset_index(drop=True)
+        yy = np.arange(len(d))
+        ax.errorbar(d["confirmed_effect"], yy, xerr=[d["confirmed_effect"] - d["ci_low"],
+                                                     d["ci_high"] - d["confirmed_effect"]],
+                    fmt="o", color="C0", capsize=3, label="confirmed (held-out, 95% CI)")
+        ax.scatter(d["search_effect"], yy, marker="x", color="C3", label="search estimate")
+        ax.set_yticks(yy)
+        ax.set_yticklabels([f"trial {t}" + (" (P)" if p else "") for t, p in zip(d["trial"], d["pareto"])],
+                           fontsize=7)
+        ax.axvline(0, color="k", lw=0.8, ls="--")
+        ax.invert_yaxis()
+        ax.set_title(m.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig_or_ax, path) -> None:
     fig = fig_or_ax.figure if hasattr(fig_or_ax, "figure") and not hasattr(fig_or_ax, "savefig") else fig_or_ax
     fig.savefig(path, dpi=110, bbox_inches="tight")

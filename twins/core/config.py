@@ -7,7 +7,7 @@ rejects impossible values with the field, the value, and what is valid.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -36,6 +36,42 @@ class OutputConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    metric: str = "mean_delay_s"
+    direction: str = "minimize"  # minimize | maximize
+
+
+@dataclass
+class ConstraintConfig:
+    metric: str = MISSING
+    max: Optional[float] = None  # feasible when the mean effect <= max
+    min: Optional[float] = None  # ... and >= min
+
+
+@dataclass
+class ConfirmConfig:
+    top: int = 3
+    replications: Optional[int] = None  # None: 2 × replications
+    replication_offset: int = 10_000
+
+
+@dataclass
+class SearchConfig:
+    budget: int = 32
+    batch: int = 8
+    sampler: str = "tpe"  # tpe | cmaes | nsga2 | random | grid
+    seed: Optional[int] = None
+    objectives: List[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig()])
+    constraints: List[ConstraintConfig] = field(default_factory=list)
+    params: Optional[List[str]] = None
+    grid_points: int = 5
+    storage: Optional[str] = None
+    study_name: str = "twins-search"
+    resume: bool = False
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
+
+
+@dataclass
 class TwinsConfig:
     seed: int = 0
     replications: int = 8
@@ -44,6 +80,7 @@ class TwinsConfig:
     progress: Optional[bool] = None  # None: a bar only on runs longer than a few seconds
     scenario: Any = MISSING
     intervention: Any = MISSING
+    search: Any = None  # conf/search/ (python -m twins search)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -62,6 +99,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="twins_config", node=TwinsConfig)
     cs.store(group="compute", name="compute_schema", node=ComputeConfig)
+    cs.store(group="search", name="search_schema", node=SearchConfig)
     import interventions  # noqa: F401  (fills the intervention registry)
 
     interventions.register_configs(cs)  # intervention/<name>_schema, none_schema included

@@ -351,8 +351,8 @@ class TrafficTwin(Twin):
 
     def step(self) -> None:
         t = self.time_s
-        sig = kernels.signal_codes(t, self.signal_durations, self.signal_offsets, self.net.phase_code,
-                                   self.net.link_program, self.net.link_local)
+        sig = self._max_pressure_signal(t) if "max_pressure" in self.worlds.params else kernels.signal_codes(
+            t, self.signal_durations, self.signal_offsets, self.net.phase_code, self.net.link_program, self.net.link_local)
         lo, hi = self._window()
         if hi > lo:
             W, n = self.W, hi - lo
@@ -521,3 +521,35 @@ class TrafficTwin(Twin):
                                                              "queued_vehicles", "waiting_to_insert"])
         plots.save(fig, figdir / "timeseries.png")
         return ["network_delay.png", "timeseries.png"]
+
+    # --- adaptive signal control (worlds.params["max_pressure"]) ------------------------------------
+    def lane_queues(self, halted_only: bool = False) -> torch.Tensor:
+        """Vehicles per (world, lane) now, ``[W, L]`` float64: running ones (or only the halted ones)."""
+        W, L = self.W, self.net.n_lanes
+        st = self.state
+        sel = st["status"] == kernels.RUNNING
+        if halted_only:
+            sel = sel & st["halted"]
+        idx = (st["world"] * L + st["lane"])[sel]
+        q = torch.zeros(W * L, dtype=torch.float64, device=self.device)
+        q.index_add_(0, idx, torch.ones(idx.numel(), dtype=torch.float64, device=self.device))
+        return q.view(W, L)
+
+    def _max_pressure_signal(self, t: float) -> torch.Tensor:
+        """Signal codes ``[W, G]``: max pressure (:mod:`.control`) at the programs ``worlds.params["max_pressure"]``
+        [W, P] enables, the fixed-time plan everywhere else (bit for bit)."""
+        from . import control
+
+        wp = self.worlds.params
+        fixed = kernels.signal_codes(t, self.signal_durations, self.signal_offsets, self.net.phase_code,
+                                     self.net.link_program, self.net.link_local)
+        enabled = wp["max_pressure"].to(self.device, torch.bool)
+        if self.step_index == 0:  # a fresh run (or a rebuilt twin): the controller starts from the plan
+            self._mp_tables, self._mp_state = control.program_tables(self.net), None
+        if fixed.shape[1] == 0 or not bool(enabled.any()):
+            return fixed
+        codes, _, self._mp_state = control.max_pressure_codes(
+            self._mp_state, t, self.lane_queues(), self.signal_durations, self.signal_offsets, self.net,
+            self._mp_tables, wp["max_pressure_min_green_s"], wp["max_pressure_max_green_s"],
+            wp["max_pressure_interval_s"])
+        return torch.where(enabled[:, self.net.link_program], codes, fixed)

@@ -1,0 +1,116 @@
+"""The adapter between a search and a twin: ``evaluate(params[K, P], replications) -> Outcomes``.
+
+The search (``interventions/search.py``) never imports a twin; it gets a
+:class:`TwinEvaluator` (or any callable with the same signature, e.g. a
+synthetic test problem). One call runs the baseline arm plus K candidate arms
+on the same replications in ONE world batch (world = arm·R + rep), using the
+counterfactual machinery (``interventions.counterfactual``), so each
+candidate's effect is paired against the baseline on shared noise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from omegaconf import DictConfig
+
+from twins.core.errors import ConfigError
+
+from .base import Parameter
+
+
+@dataclass
+class Outcomes:
+    """Per-replication outcomes of one evaluation: ``treated[K, R, M]``, ``baseline[R, M]``."""
+
+    metrics: list[str]
+    replications: np.ndarray  # [R] replication ids
+    treated: np.ndarray  # [K, R, M]
+    baseline: np.ndarray  # [R, M]
+    invalid: list[str | None] | None = None  # per candidate: why it could not run (None: ran)
+
+    @property
+    def effects(self) -> np.ndarray:
+        """Paired per-replication effects ``treated − baseline`` [K, R, M]."""
+        return self.treated - self.baseline[None]
+
+
+def values_of(space: Sequence[Parameter], row) -> dict:
+    """One row of a ``params[K, P]`` matrix as an intervention's parameter dict."""
+    out = {}
+    for p, x in zip(space, row):
+        if p.kind == "categorical":
+            out[p.name] = p.choices[int(x)]
+        elif p.kind == "int":
+            out[p.name] = int(round(float(x)))
+        else:
+            out[p.name] = float(x)
+    return out
+
+
+class TwinEvaluator:
+    """``evaluate(params[K, P], replications)`` on the twin built from ``cfg`` (scenario, intervention,
+    horizon, compute). ``space`` is the searched part of the intervention's parameter space."""
+
+    def __init__(self, cfg: DictConfig, names: Sequence[str] | None = None):
+        import interventions
+        from interventions import counterfactual as cf
+        from twins.core import runner
+
+        self.cfg = cfg
+        self.iv = interventions.get(cfg.get("intervention", None))
+        if self.iv.name == "none":
+            raise ConfigError("intervention", "none", "an intervention with parameters to search",
+                              "Try intervention=signal_timing.")
+        probe = runner.make_twin(cfg, cf.worlds_for(cfg.seed, 1, [cf.Arm(0, "baseline")]))
+        params = {p.name: p for p in self.iv.parameters(probe)}
+        if names is None:  # the shared parameters (per-junction variants have a dotted name)
+            names = [n for n in params if "." not in n]
+        for n in names:
+            if n not in params:
+                from twins.core.errors import suggest
+
+                raise ConfigError("search.params", n, f"parameters of intervention {self.iv.name!r}",
+                                  suggest(n, params))
+        self.space: list[Parameter] = [params[n] for n in names]
+        self.metrics: list[str] | None = None
+        self._probe = probe
+
+    def __call__(self, params: np.ndarray, replications: Sequence[int]) -> Outcomes:
+        from interventions import counterfactual as cf
+        from twins.core import runner
+        from twins.core.worlds import WorldBatch
+
+        params = np.atleast_2d(np.asarray(params, dtype=float))
+        reps = np.asarray(list(replications), dtype=np.int64)
+        if not np.all(np.diff(reps) == 1):
+            raise ValueError("replications must be consecutive ids")
+        # validate candidates first: an invalid one (e.g. a green under min_green_s) is left out of the batch
+        cands = [values_of(self.space, row) for row in params]
+        invalid: list[str | None] = [None] * len(cands)
+        arms = [cf.Arm(0, "baseline", {})]
+        idx = []
+        for k, v in enumerate(cands):
+            try:
+                self.iv.validate(v, self._probe)
+            except ConfigError as e:
+                invalid[k] = str(e)
+                continue
+            idx.append(k)
+            arms.append(cf.Arm(len(arms), self.iv.describe(v), v))
+        twin = runner.make_twin(self.cfg, WorldBatch.replications(self.cfg.seed, len(reps), first=int(reps[0]),
+                                                                   arms=len(arms)))
+        if len(arms) > 1:
+            cf.apply_arms(self.iv, twin, arms)
+        result = twin.run(progress=False)
+        metrics = [m for m in result.metrics]
+        self.metrics = metrics
+        w = result.worlds.sort_values("world")
+        R, M, K = len(reps), len(metrics), len(cands)
+        vals = w[metrics].to_numpy(float).reshape(len(arms), R, M)
+        treated = np.full((K, R, M), math.nan)
+        for j, k in enumerate(idx):
+            treated[k] = vals[j + 1]
+        return Outcomes(metrics, reps, treated, vals[0], invalid)

@@ -1,0 +1,563 @@
+"""Counterfactual policy search: ask/tell over an intervention's parameter space (Optuna).
+
+The search sees only ``evaluate(params[K, P], replications) -> Outcomes`` (see
+``interventions/_evaluate.py``; :class:`~interventions._evaluate.TwinEvaluator`
+is the adapter onto a twin) and the parameter space (a list of
+:class:`~interventions.base.Parameter`). Each round asks the sampler for a
+batch of K candidates and evaluates them as K arms × R replications in one
+world batch next to the baseline arm; the objectives are the candidates' mean
+paired effects (treated − baseline on the same replications).
+
+- **objectives**: one or several ``(metric, direction)``; several give a
+  Pareto front (NSGA-II, or TPE's multi-objective mode);
+- **constraints**: ``{metric, max, min}`` on a mean effect, passed to the sampler
+  as ``constraints_func`` (violation > 0 is infeasible) and honoured when
+  picking the Pareto front and the winner;
+- **storage**: an Optuna RDB (SQLite file ``study.db`` in the run folder by
+  default); ``resume=True`` continues the study: finished trials are never
+  re-evaluated, an interrupted batch's trials are marked failed (``orphaned``)
+  and their parameters re-queued;
+- **confirmation**: the top candidates and every Pareto point are re-evaluated
+  on held-out replications (ids from ``confirm_offset``, never used in the
+  search), paired against the baseline; each gets its search estimate, the
+  confirmed estimate with a 95% interval, and the gap (winner's curse).
+
+Outputs (with ``outdir``): ``candidates.parquet`` (every evaluation),
+``pareto.parquet``, ``confirmed.parquet``, ``best_policy.json``,
+``figures/{convergence,pareto,confirmed}.png``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from twins.core.errors import ConfigError
+from twins.core.stats import paired_effect
+
+from ._evaluate import Outcomes, values_of
+from .base import Parameter
+
+log = logging.getLogger("twins")
+
+SAMPLERS = ("tpe", "cmaes", "nsga2", "random", "grid")
+DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str = "minimize"
+
+    def __post_init__(self):
+        if self.direction not in DIRECTIONS:
+            raise ConfigError("search.objectives.direction", self.direction, "minimize or maximize")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A limit on a candidate's mean effect: feasible when ``min <= effect <= max``."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    def violation(self, effects: dict) -> float:
+        x = effects.get(self.metric, math.nan)
+        if x is None or not math.isfinite(x):
+            return math.inf
+        v = -math.inf
+        if self.max is not None:
+            v = max(v, x - self.max)
+        if self.min is not None:
+            v = max(v, self.min - x)
+        return v if math.isfinite(v) else 0.0
+
+
+def _has_set_constraint() -> bool:
+    try:
+        import optuna
+
+        return hasattr(optuna.trial.Trial, "set_constraint")
+    except ImportError:  # pragma: no cover
+        return False
+
+
+_HAS_SET_CONSTRAINT = _has_set_constraint()
+
+
+def constraints_of_trial(trial) -> list[float]:
+    """Optuna ``constraints_func``: the violations stored on the trial before it was told."""
+    return list(trial.user_attrs.get("constraints", []))
+
+
+@dataclass
+class SearchResult:
+    study: object
+    candidates: pd.DataFrame
+    pareto: pd.DataFrame
+    confirmed: pd.DataFrame
+    best: dict | None
+    outdir: Path | None = None
+
+
+def _distributions(space: Sequence[Parameter]):
+    import optuna.distributions as d
+
+    out = {}
+    for p in space:
+        if p.kind == "categorical":
+            out[p.name] = d.CategoricalDistribution(list(p.choices))
+        elif p.kind == "int":
+            out[p.name] = d.IntDistribution(int(p.low), int(p.high))
+        else:
+            out[p.name] = d.FloatDistribution(float(p.low), float(p.high))
+    return out
+
+
+def _grid(space: Sequence[Parameter], points: int) -> dict:
+    g = {}
+    for p in space:
+        if p.kind == "categorical":
+            g[p.name] = list(p.choices)
+        elif p.kind == "int":
+            g[p.name] = sorted({int(round(x)) for x in np.linspace(p.low, p.high, points)})
+        else:
+            g[p.name] = [float(x) for x in np.linspace(p.low, p.high, points)]
+    return g
+
+
+def make_sampler(name: str, seed: int, space: Sequence[Parameter], n_objectives: int, constrained: bool,
+                 batch: int, grid_points: int = 5):
+    import optuna
+
+    # Optuna >= 5 reads constraints set on the trial (Trial.set_constraint); older ones take constraints_func
+    cf = constraints_of_trial if constrained and not _HAS_SET_CONSTRAINT else None
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constraints_func=cf, constant_liar=True,
+                                          n_startup_trials=max(batch, 8), multivariate=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cf, population_size=max(batch, 4))
+    if name == "cmaes":
+        if n_objectives > 1:
+            raise ConfigError("search.sampler", name, "tpe, nsga2 or random for several objectives",
+                              "CMA-ES optimizes one objective.")
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise ConfigError("search.sampler", name, "a sampler whose package is installed",
+                              "CMA-ES needs the 'cmaes' package: pip install cmaes.") from None
+        if constrained:
+            log.warning("search: CMA-ES ignores constraints while sampling; they still filter the winner")
+        return optuna.samplers.CmaEsSampler(seed=seed, popsize=max(batch, 4), n_startup_trials=0,
+                                            warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":  # the grid points are enqueued by the search (GridSampler cannot run ask/tell batches)
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError("search.sampler", name, " | ".join(SAMPLERS))
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Rows of ``values[N, M]`` that no other row dominates (signs follow ``directions``)."""
+    v = np.asarray(values, dtype=float) * np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    n = len(v)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        dom = np.all(v <= v[i], axis=1) & np.any(v < v[i], axis=1)
+        if dom.any():
+            keep[i] = False
+    # identical points: keep the first only
+    _, first = np.unique(v, axis=0, return_index=True) if n else (None, np.array([], int))
+    dup = np.ones(n, dtype=bool)
+    dup[first] = False
+    return keep & ~dup
+
+
+class Search:
+    """An ask/tell policy search whose evaluations are batches of worlds."""
+
+    def __init__(self, evaluate: Callable[[np.ndarray, Sequence[int]], Outcomes], space: Sequence[Parameter],
+                 objectives: Sequence[Objective] = (Objective("mean_delay_s"),),
+                 constraints: Sequence[Constraint] = (), sampler: str = "tpe", budget: int = 32, batch: int = 8,
+                 replications: int = 8, seed: int = 0, storage: str | None = None,
+                 study_name: str = "twins-search", resume: bool = False, outdir: str | Path | None = None,
+                 confirm_top: int = 3, confirm_replications: int | None = None, confirm_offset: int = 10_000,
+                 grid_points: int = 5, progress: bool | None = True, figures: bool = True,
+                 label: str = "", meta: dict | None = None):
+        if sampler not in SAMPLERS:
+            from twins.core.errors import suggest
+
+            raise ConfigError("search.sampler", sampler, " | ".join(SAMPLERS), suggest(sampler, SAMPLERS))
+        if budget < 1:
+            raise ConfigError("search.budget", budget, "an integer >= 1")
+        if batch < 1:
+            raise ConfigError("search.batch", batch, "an integer >= 1")
+        if not objectives:
+            raise ConfigError("search.objectives", [], "at least one {metric, direction}")
+        if not space:
+            raise ConfigError("search.params", [], "at least one parameter to search")
+        self.evaluate, self.space = evaluate, list(space)
+        self.objectives, self.constraints = list(objectives), list(constraints)
+        self.sampler_name, self.budget, self.batch = sampler, int(budget), int(batch)
+        self.R, self.seed = int(replications), int(seed)
+        self.confirm_top, self.confirm_offset = int(confirm_top), int(confirm_offset)
+        self.confirm_R = int(confirm_replications or 2 * self.R)
+        if self.confirm_offset < self.R:
+            raise ConfigError("search.confirm.replication_offset", confirm_offset,
+                              f">= search replications ({self.R}): held-out ids must never be used in the search")
+        self.grid_points, self.progress, self.figures = int(grid_points), progress, figures
+        self.outdir = Path(outdir) if outdir is not None else None
+        if storage is None:
+            if self.outdir is None:
+                storage = "sqlite:///:memory:"
+            else:
+                self.outdir.mkdir(parents=True, exist_ok=True)
+                storage = f"sqlite:///{(self.outdir / 'study.db').resolve()}"
+        self.storage, self.study_name, self.resume = storage, study_name, bool(resume)
+        self.label, self.meta = label, dict(meta or {})
+        if sampler == "grid":
+            n = int(np.prod([len(v) for v in _grid(self.space, self.grid_points).values()]))
+            if n < self.budget:
+                log.info("search: grid has %d points; budget %d -> %d", n, self.budget, n)
+                self.budget = n
+
+    # --- the study ------------------------------------------------------------------------------
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def _open_study(self):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        names = optuna.study.get_all_study_names(self.storage) if not self.storage.endswith(":memory:") else []
+        exists = self.study_name in names
+        if exists and not self.resume:
+            raise ConfigError("search.resume", False, f"true to continue study {self.study_name!r} in "
+                              f"{self.storage}", "Or pick a new search.storage / search.study_name.")
+        n_done = 0
+        if exists:
+            old = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            if [d.name.lower() for d in old.directions] != self.directions:
+                raise ConfigError("search.objectives", [o.metric for o in self.objectives],
+                                  f"the objectives of the stored study ({[d.name.lower() for d in old.directions]})")
+            n_done = sum(1 for t in old.get_trials(deepcopy=False) if self._counts(t))
+        # a resumed sampler must not replay the proposals it made before the kill
+        sampler = make_sampler(self.sampler_name, self.seed + n_done, self.space, len(self.objectives),
+                               bool(self.constraints), self.batch, self.grid_points)
+        study = optuna.create_study(storage=self.storage, study_name=self.study_name, sampler=sampler,
+                                    directions=self.directions, load_if_exists=True)
+        if self.sampler_name == "grid":
+            import itertools
+
+            g = _grid(self.space, self.grid_points)
+            points = list(itertools.product(*g.values()))
+            order = np.random.default_rng(self.seed).permutation(len(points))
+            done_params = {tuple(t.params.get(k) for k in g) for t in study.get_trials(deepcopy=False)}
+            for i in order:
+                if tuple(points[i]) not in done_params:
+                    study.enqueue_trial(dict(zip(g, points[i])))
+        if not exists:
+            study.set_user_attr("objectives", [[o.metric, o.direction] for o in self.objectives])
+            study.set_user_attr("replications", [0, self.R])
+            study.set_user_attr("sampler", self.sampler_name)
+        else:
+            self._recover(study)
+        return study
+
+    @staticmethod
+    def _counts(t) -> bool:
+        """A finished evaluation: completed, or failed as invalid (not orphaned by a kill)."""
+        from optuna.trial import TrialState
+
+        return t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and bool(t.user_attrs.get("evaluated")))
+
+    def _recover(self, study) -> None:
+        """Trials left RUNNING by a killed batch: mark them failed (orphaned) and re-queue their parameters."""
+        import optuna
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            if t.state == TrialState.WAITING:
+                continue
+            optuna.trial.Trial(study, t._trial_id).set_user_attr("orphaned", True)
+            study.tell(t.number, state=TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=True)
+            log.info("search: trial %d was interrupted; re-queued", t.number)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        from tqdm.auto import tqdm
+
+        study = self._open_study()
+        dists = _distributions(self.space)
+        done = sum(1 for t in study.get_trials(deepcopy=False) if self._counts(t))
+        batch_no = 1 + max([int(t.user_attrs.get("batch", -1)) for t in study.get_trials(deepcopy=False)] + [-1])
+        reps = list(range(0, self.R))
+        bar = tqdm(total=self.budget, initial=min(done, self.budget), desc=f"search {self.label}".strip(),
+                   disable=self.progress is False, leave=True)
+        self._postfix(bar, study)
+        try:
+            while done < self.budget:
+                k = min(self.batch, self.budget - done)
+                trials = [study.ask(dists) for _ in range(k)]
+                X = np.array([[self._encode(p, t.params[p.name]) for p in self.space] for t in trials], float)
+                out = self.evaluate(X, reps)
+                eff = out.effects.mean(axis=1)  # [K, M]
+                for i, t in enumerate(trials):
+                    self._tell(study, t, out, eff[i], i, batch_no)
+                done += k
+                batch_no += 1
+                bar.update(k)
+                self._postfix(bar, study)
+                if self.outdir is not None:
+                    self.candidates(study).to_parquet(self.outdir / "candidates.parquet", index=False)
+        finally:
+            bar.close()
+        return self.finish(study)
+
+    def _encode(self, p: Parameter, v):
+        return p.choices.index(v) if p.kind == "categorical" else float(v)
+
+    def _tell(self, study, trial, out: Outcomes, eff: np.ndarray, idx: int, batch_no: int) -> None:
+        from optuna.trial import TrialState
+
+        effects = {m: float(x) for m, x in zip(out.metrics, eff)}
+        trial.set_user_attr("batch", batch_no)
+        trial.set_user_attr("evaluated", True)
+        trial.set_user_attr("replications", [int(out.replications[0]), int(len(out.replications))])
+        trial.set_user_attr("effects", {m: (x if math.isfinite(x) else None) for m, x in effects.items()})
+        trial.set_user_attr("baseline_mean", {m: float(np.nanmean(out.baseline[:, j]))
+                                              for j, m in enumerate(out.metrics)})
+        viol = [c.violation(effects) for c in self.constraints]
+        viol = [v if math.isfinite(v) else 1e30 for v in viol]
+        trial.set_user_attr("constraints", viol)
+        if _HAS_SET_CONSTRAINT and self.sampler_name != "cmaes":
+            for j, (c, v) in enumerate(zip(self.constraints, viol)):
+                trial.set_constraint(f"c{j}:{c.metric}", v)
+        why = out.invalid[idx] if out.invalid is not None else None
+        values = [effects.get(o.metric, math.nan) for o in self.objectives]
+        missing = [o.metric for o in self.objectives if o.metric not in out.metrics]
+        if missing:
+            raise ConfigError("search.objectives.metric", missing[0], "an outcome metric: " + ", ".join(out.metrics))
+        if why is not None or not all(math.isfinite(v) for v in values):
+            trial.set_user_attr("invalid", why or "non-finite objective")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, values)
+
+    def _postfix(self, bar, study) -> None:
+        df = self.candidates(study)
+        ok = df[df["state"] == "COMPLETE"] if len(df) else df
+        if len(ok):
+            o = self.objectives[0]
+            col = f"effect:{o.metric}"
+            feas = ok[ok["feasible"]]
+            best = (feas if len(feas) else ok)[col]
+            bar.set_postfix({f"best {o.metric}": f"{best.min() if o.direction == 'minimize' else best.max():+.3f}"})
+
+    # --- tables ---------------------------------------------------------------------------------
+    def candidates(self, study) -> pd.DataFrame:
+        """One row per finished or interrupted trial: parameters, effects, objective values, feasibility."""
+        rows = []
+        for t in study.get_trials(deepcopy=False):
+            if t.state.name in ("RUNNING", "WAITING"):
+                continue
+            ua = t.user_attrs
+            r = {"trial": t.number, "batch": ua.get("batch", -1), "state": t.state.name,
+                 "orphaned": bool(ua.get("orphaned", False)), "invalid": ua.get("invalid")}
+            for p in self.space:
+                r[f"param:{p.name}"] = t.params.get(p.name)
+            for m, x in (ua.get("effects") or {}).items():
+                r[f"effect:{m}"] = math.nan if x is None else x
+            for j, o in enumerate(self.objectives):
+                r[f"objective:{o.metric}"] = t.values[j] if t.values is not None else math.nan
+            viol = ua.get("constraints", [])
+            r["max_violation"] = max(viol) if viol else 0.0
+            r["feasible"] = bool(t.state.name == "COMPLETE" and (not viol or max(viol) <= 0))
+            r["replication_first"], r["replications"] = (ua.get("replications") or [None, None])
+            rows.append(r)
+        return pd.DataFrame(rows)
+
+    def pareto(self, cand: pd.DataFrame) -> pd.DataFrame:
+        """Feasible completed candidates that no other feasible candidate dominates (all objectives)."""
+        ok = cand[(cand["state"] == "COMPLETE") & cand["feasible"]] if len(cand) else cand
+        if not len(ok):
+            return ok.copy()
+        cols = [f"objective:{o.metric}" for o in self.objectives]
+        mask = pareto_mask(ok[cols].to_numpy(float), self.directions)
+        return ok[mask].sort_values(cols[0], ascending=self.directions[0] == "minimize").reset_index(drop=True)
+
+    # --- confirmation ---------------------------------------------------------------------------
+    def confirm(self, cand: pd.DataFrame, pareto: pd.DataFrame) -> pd.DataFrame:
+        """Re-evaluate the top candidates and every Pareto point on held-out replications."""
+        ok = cand[(cand["state"] == "COMPLETE") & cand["feasible"]] if len(cand) else cand
+        if not len(ok):
+            return pd.DataFrame()
+        o = self.objectives[0]
+        top = ok.sort_values(f"objective:{o.metric}", ascending=o.direction == "minimize").head(self.confirm_top)
+        chosen = list(dict.fromkeys(list(top["trial"]) + list(pareto["trial"])))
+        sel = ok.set_index("trial").loc[chosen]
+        X = sel[[f"param:{p.name}" for p in self.space]].to_numpy(object)
+        X = np.array([[self._encode(p, v) for p, v in zip(self.space, row)] for row in X], float)
+        reps = list(range(self.confirm_offset, self.confirm_offset + self.confirm_R))
+        out = self.evaluate(X, reps)
+        pareto_ids = set(pareto["trial"])
+        rows = []
+        for i, tr in enumerate(chosen):
+            for j, m in enumerate(out.metrics):
+                e = paired_effect(out.treated[i, :, j], out.baseline[:, j])
+                s = sel.loc[tr].get(f"effect:{m}", math.nan)
+                rows.append({"trial": int(tr), "metric": m, "search_effect": float(s),
+                             "confirmed_effect": e["effect"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
+                             "n": e["n"], "gap": float(s) - e["effect"],
+                             "baseline_mean": float(np.nanmean(out.baseline[:, j])),
+                             "treated_mean": float(np.nanmean(out.treated[i, :, j])),
+                             "pareto": tr in pareto_ids, "top": tr in set(top["trial"]),
+                             "invalid": (out.invalid[i] if out.invalid else None)})
+        return pd.DataFrame(rows)
+
+    def pick(self, confirmed: pd.DataFrame) -> int | None:
+        """The confirmed candidate best on the first objective among those feasible on confirmed effects."""
+        if not len(confirmed):
+            return None
+        wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
+        feas = [tr for tr in wide.index if all(c.violation(wide.loc[tr].to_dict()) <= 0 for c in self.constraints)]
+        if not feas:
+            return None
+        o = self.objectives[0]
+        s = wide.loc[feas, o.metric]
+        return int(s.idxmin() if o.direction == "minimize" else s.idxmax())
+
+    def finish(self, study) -> SearchResult:
+        cand = self.candidates(study)
+        pareto = self.pareto(cand)
+        confirmed = self.confirm(cand, pareto)
+        best_trial = self.pick(confirmed)
+        best = None
+        if best_trial is not None:
+            t = study.trials[best_trial]
+            sub = confirmed[confirmed["trial"] == best_trial]
+            best = {"trial": best_trial, "params": values_of(self.space, [self._encode(p, t.params[p.name])
+                                                                         for p in self.space]),
+                    "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
+                    "constraints": [{"metric": c.metric, "max": c.max, "min": c.min} for c in self.constraints],
+                    "confirmed": {r.metric: _clean({"search_effect": r.search_effect,
+                                                    "effect": r.confirmed_effect, "ci_low": r.ci_low,
+                                                    "ci_high": r.ci_high, "n": int(r.n), "gap": r.gap,
+                                                    "baseline_mean": r.baseline_mean,
+                                                    "treated_mean": r.treated_mean})
+                                  for r in sub.itertuples()},
+                    "replications": {"search": [0, self.R],
+                                     "confirm": [self.confirm_offset, self.confirm_R]},
+                    "pareto_trials": [int(x) for x in pareto["trial"]] if len(pareto) else [],
+                    "sampler": self.sampler_name, "budget": self.budget, "batch": self.batch,
+                    "storage": self.storage, "study_name": self.study_name, **self.meta}
+        if len(pareto) and len(confirmed):
+            c = confirmed.pivot_table(index="trial", columns="metric",
+                                      values=["confirmed_effect", "ci_low", "ci_high", "gap"])
+            c.columns = [f"confirmed:{m}" if v == "confirmed_effect" else f"{v}:{m}" for v, m in c.columns]
+            pareto = pareto.merge(c.reset_index(), on="trial", how="left")
+        res = SearchResult(study, cand, pareto, confirmed, best, self.outdir)
+        if self.outdir is not None:
+            self.write(res)
+        return res
+
+    # --- outputs --------------------------------------------------------------------------------
+    def write(self, res: SearchResult) -> None:
+        out = self.outdir
+        res.candidates.to_parquet(out / "candidates.parquet", index=False)
+        res.pareto.to_parquet(out / "pareto.parquet", index=False)
+        res.confirmed.to_parquet(out / "confirmed.parquet", index=False)
+        (out / "best_policy.json").write_text(json.dumps(res.best, indent=2, default=_json_default))
+        if self.figures:
+            from twins import plots
+
+            fig_dir = out / "figures"
+            fig_dir.mkdir(exist_ok=True)
+            o = self.objectives[0]
+            plots.save(plots.search_convergence(res.candidates, f"objective:{o.metric}", o.direction,
+                                                title=self.label), fig_dir / "convergence.png")
+            if len(self.objectives) >= 2:
+                a, b = self.objectives[:2]
+                plots.save(plots.pareto_front(res.candidates, res.pareto, f"objective:{a.metric}",
+                                              f"objective:{b.metric}"), fig_dir / "pareto.png")
+            if len(res.confirmed):
+                plots.save(plots.confirmed_effects(res.confirmed, [o.metric for o in self.objectives]),
+                           fig_dir / "confirmed.png")
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return str(o)
+
+
+# --- from config -------------------------------------------------------------------------------
+def objectives_from(cfg_search) -> list[Objective]:
+    objs = cfg_search.get("objectives") or []
+    return [Objective(str(o["metric"]), str(o.get("direction", "minimize"))) for o in objs]
+
+
+def constraints_from(cfg_search) -> list[Constraint]:
+    out = []
+    for c in cfg_search.get("constraints") or []:
+        if c.get("max", None) is None and c.get("min", None) is None:
+            raise ConfigError("search.constraints", dict(c), "{metric: ..., max: ...} and/or min")
+        out.append(Constraint(str(c["metric"]), None if c.get("max") is None else float(c["max"]),
+                              None if c.get("min") is None else float(c["min"])))
+    return out
+
+
+def search_from_config(cfg, outdir: str | Path) -> SearchResult:
+    """``python -m twins search``: the twin adapter, the search and its outputs in ``outdir``."""
+    from twins.core import io
+
+    from ._evaluate import TwinEvaluator
+
+    s = cfg.search
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    io.write_config(outdir, cfg)
+    ev = TwinEvaluator(cfg, list(s.params) if s.get("params") else None)
+    conf = s.get("confirm") or {}
+    srch = Search(ev, ev.space, objectives_from(s), constraints_from(s), sampler=str(s.sampler),
+                  budget=int(s.budget), batch=int(s.batch), replications=int(cfg.replications),
+                  seed=int(cfg.seed if s.get("seed") is None else s.seed),
+                  storage=s.get("storage") or None, study_name=str(s.get("study_name") or "twins-search"),
+                  resume=bool(s.resume), outdir=outdir, confirm_top=int(conf.get("top", 3)),
+                  confirm_replications=conf.get("replications"),
+                  confirm_offset=int(conf.get("replication_offset", 10_000)), grid_points=int(s.grid_points),
+                  progress=cfg.get("progress", None) is not False, figures=bool(cfg.output.figures),
+                  label=f"{cfg.scenario.get('name', '')}/{ev.iv.name}",
+                  meta={"intervention": ev.iv.name, "scenario": str(cfg.scenario.get("name", "")),
+                        "horizon_s": float(cfg.horizon_s), "seed": int(cfg.seed)})
+    res = srch.run()
+    if res.best:
+        for m, e in res.best["confirmed"].items():
+            if m in [o.metric for o in srch.objectives]:
+                log.info("best (trial %d) %s: search %+.3f, confirmed %+.3f [%+.3f, %+.3f] (gap %+.3f)",
+                         res.best["trial"], m, e["search_effect"], e["effect"], e["ci_low"] or math.nan,
+                         e["ci_high"] or math.nan, e["gap"])
+    log.info("wrote %s", outdir)
+    return res
+
+
+__all__ = ["Search", "SearchResult", "Objective", "Constraint", "pareto_mask", "make_sampler",
+           "search_from_config", "SAMPLERS"]

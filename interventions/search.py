@@ -31,8 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -150,7 +149,7 @@ def make_sampler(name: str, seed: int, space: Sequence[Parameter], n_objectives:
             raise ConfigError("search.sampler", name, "tpe, nsga2 or random for several objectives",
                               "CMA-ES optimizes one objective.")
         try:
-            import cmaes  # noqa: F401
+            import cmaes  # noqa: F401  (optuna needs it for CmaEsSampler)
         except ImportError:
             raise ConfigError("search.sampler", name, "a sampler whose package is installed",
                               "CMA-ES needs the 'cmaes' package: pip install cmaes.") from None
@@ -217,7 +216,9 @@ class Search:
         self.outdir = Path(outdir) if outdir is not None else None
         if storage is None:
             if self.outdir is None:
-                storage = "sqlite:///:memory:"
+                import optuna
+
+                storage = optuna.storages.InMemoryStorage()
             else:
                 self.outdir.mkdir(parents=True, exist_ok=True)
                 storage = f"sqlite:///{(self.outdir / 'study.db').resolve()}"
@@ -229,6 +230,10 @@ class Search:
                 log.info("search: grid has %d points; budget %d -> %d", n, self.budget, n)
                 self.budget = n
 
+    @property
+    def storage_url(self) -> str:
+        return self.storage if isinstance(self.storage, str) else "in-memory"
+
     # --- the study ------------------------------------------------------------------------------
     @property
     def directions(self) -> list[str]:
@@ -238,11 +243,11 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        names = optuna.study.get_all_study_names(self.storage) if not self.storage.endswith(":memory:") else []
+        names = optuna.study.get_all_study_names(self.storage)
         exists = self.study_name in names
         if exists and not self.resume:
             raise ConfigError("search.resume", False, f"true to continue study {self.study_name!r} in "
-                              f"{self.storage}", "Or pick a new search.storage / search.study_name.")
+                              f"{self.storage_url}", "Or pick a new search.storage / search.study_name.")
         n_done = 0
         if exists:
             old = optuna.load_study(study_name=self.study_name, storage=self.storage)
@@ -290,7 +295,7 @@ class Search:
                 continue
             optuna.trial.Trial(study, t._trial_id).set_user_attr("orphaned", True)
             study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=True)
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
             log.info("search: trial %d was interrupted; re-queued", t.number)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -460,7 +465,7 @@ class Search:
                                      "confirm": [self.confirm_offset, self.confirm_R]},
                     "pareto_trials": [int(x) for x in pareto["trial"]] if len(pareto) else [],
                     "sampler": self.sampler_name, "budget": self.budget, "batch": self.batch,
-                    "storage": self.storage, "study_name": self.study_name, **self.meta}
+                    "storage": self.storage_url, "study_name": self.study_name, **self.meta}
         if len(pareto) and len(confirmed):
             c = confirmed.pivot_table(index="trial", columns="metric",
                                       values=["confirmed_effect", "ci_low", "ci_high", "gap"])

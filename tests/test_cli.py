@@ -21,6 +21,8 @@ def test_help_lists_subcommands():
     assert r.returncode == 0
     for cmd in ("run", "search", "review", "export"):
         assert cmd in r.stdout
+    r = twins("review")
+    assert r.returncode == 2 and "not available yet" in r.stderr
 
 
 def test_run_writes_a_complete_folder(tmp_path):

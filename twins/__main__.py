@@ -8,8 +8,8 @@ USAGE = """usage: python -m twins <command> [overrides ...]
 commands:
   run      simulate a scenario (and an intervention's counterfactual) and write a run folder
   search   search an intervention's parameters for the best policy (confirmed on held-out worlds)
-  review   show / approve / reject / verify a run's ethics review
-  export   export an approved policy (refused unless every gate passed)
+  review   (not available yet) show / approve / reject / verify a run's ethics review
+  export   (not available yet) export an approved policy, refused unless every gate passed
 
 Hydra options work after the command: -m/--multirun, --cfg job, hydra.run.dir=..., --help.
 Examples:
@@ -20,6 +20,7 @@ Examples:
 """
 
 COMMANDS = {"run", "search"}
+PLANNED = {"review", "export"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
+    if cmd in PLANNED:
+        print(f"twins: error: '{cmd}' is not available yet: ethics review gates, review records and guarded "
+              "export are still being built. Use 'run' or 'search'.", file=sys.stderr)
+        sys.exit(2)
     if cmd not in COMMANDS:
         from twins.core.errors import suggest
 

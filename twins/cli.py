@@ -106,11 +106,15 @@ def run_main(cfg: DictConfig) -> float | None:
         summary = runner.run(cfg, outdir)
     except ConfigError as e:
         _fail(str(e))
-    objective = cfg.get("objective", None)
-    if objective:
-        node = summary.get(objective) or next(iter(summary.values())).get(objective)
-        return None if node is None else node["mean"]
-    return None
+    # the objective a Hydra sweeper optimizes: the first search objective's metric, of the
+    # treated arm when the run has an intervention
+    objectives = cfg.get("search", {}).get("objectives") or []
+    if not objectives:
+        return None
+    metric = objectives[0].metric
+    node = summary[f"arm{len(summary) - 1}"]["metrics"] if "arm0" in summary else summary
+    value = (node.get(metric) or {}).get("mean")
+    return None if value is None else float(value)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)

@@ -7,7 +7,10 @@ views (:meth:`TrafficTwin.vehicle`). Mesa's ``DataCollector`` collects
 network aggregates and detector readings once per interval.
 
 Per-world parameters an intervention may set in ``WorldBatch.params``:
-``signal_durations`` [W, P, K] phase durations (s), ``signal_offsets`` [W, P] (s).
+``signal_durations`` [W, P, K] phase durations (s), ``signal_offsets`` [W, P] (s);
+``route_extra_edges`` [W, X, M] and ``route_of_flow`` [W, F] (rerouting, road closures);
+``flow_retention`` [W, F] (demand thinning); ``max_pressure`` [W, P] with its controller
+settings (adaptive signals, :mod:`twins.traffic.control`).
 """
 from __future__ import annotations
 

@@ -46,9 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from scenarios.sumo import fringe_demand  # noqa: E402
 from twins.core.worlds import WorldBatch  # noqa: E402
 from twins.traffic import kernels, sumo  # noqa: E402
-from twins.traffic.demand import Demand, Flow, VehicleType  # noqa: E402
+from twins.traffic.demand import Demand  # noqa: E402
 from twins.traffic.model import TrafficScenario, TrafficTwin  # noqa: E402
 from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, run_sumo  # noqa: E402
 
@@ -147,44 +148,6 @@ def grid_net(workdir: Path, n: int = 10, block: float = 800.0, lanes: int = 3) -
     return out
 
 
-def grid_demand(net, rate_veh_h: float, horizon: float, turn_share: float = 0.2) -> Demand:
-    """From each fringe entry: straight across, and ``turn_share`` to the nearest exit reached
-    with right turns only (permissive left turns gridlock SUMO's junctions at this load)."""
-    pos = {j.id: np.array([j.x, j.y]) for j in net.junctions.values()}
-    degree = {j: 0 for j in net.junctions}
-    for e in net.edges.values():
-        degree[e.from_node] += 1
-        degree[e.to_node] += 1
-    fringe = {j for j, d in degree.items() if d <= 2}
-    sources = sorted((e for e in net.edges.values() if e.from_node in fringe), key=lambda e: e.id)
-    sinks = sorted((e for e in net.edges.values() if e.to_node in fringe), key=lambda e: e.id)
-    direction = {(c.from_edge, c.to_edge): c.direction for c in net.connections}
-    g = net.graph()
-    flows = []
-    for s in sources:
-        a = pos[s.from_node]
-        h = (pos[s.to_node] - a) / np.linalg.norm(pos[s.to_node] - a)
-        straight = min(sinks, key=lambda t: (abs((pos[t.to_node] - a) @ np.array([h[1], -h[0]])),
-                                             -((pos[t.to_node] - a) @ h)))
-        best = None
-        for t in sinks:
-            if t is straight or t.to_node == s.from_node:
-                continue
-            d = np.linalg.norm(pos[t.to_node] - pos[straight.to_node])
-            if best is not None and d >= best[0]:
-                continue
-            route = net.shortest_route(s.id, t.id, g)
-            turns = "".join(direction[(x, y)] for x, y in zip(route, route[1:]))
-            if "l" not in turns and "r" in turns:
-                best = (d, route)
-        targets = [(net.shortest_route(s.id, straight.id, g), 1.0 - (turn_share if best else 0.0))]
-        if best:
-            targets.append((best[1], turn_share))
-        for route, share in targets:
-            flows.append(Flow(f"{route[0]}__{route[-1]}", route, rate_veh_h * share, 0.0, horizon, "poisson", "car"))
-    return Demand({"car": VehicleType(id="car")}, flows)
-
-
 def sumo_grid(net_path: Path, routes: Path, target: int, steps: int, max_t: float) -> dict:
     """SUMO in-process (libsumo): step until ``target`` vehicles are running, then time ``steps`` steps."""
     import io
@@ -245,7 +208,7 @@ def bench_grid(quick: bool, target: int, workdir: Path) -> dict:
         warnings.simplefilter("ignore", sumo.SumoImportWarning)
         net = sumo.load_net(net_path)
     horizon = 4000.0
-    demand = grid_demand(net, 2400.0, horizon)
+    demand = fringe_demand(net, 2400.0, horizon)
     routes = sumo.write_routes(demand, workdir / "grid.rou.xml")
     print(f"   network: {len(net.edges)} edges, {net.lane_count()} lanes, {len(net.programs)} signals; "
           f"demand: {len(demand.flows)} Poisson flows, {sum(f.expected_count() for f in demand.flows):,.0f} vehicles "

@@ -108,6 +108,53 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
     return network, demand, begin, end
 
 
+def fringe_demand(net: RoadNetwork, rate_veh_h: float, horizon: float, turn_share: float = 0.2) -> Demand:
+    """Poisson demand on a grid-like network: from every fringe entry (a junction of degree <= 2),
+    ``1 - turn_share`` straight across and ``turn_share`` to the nearest exit reached with right
+    turns only (no left turns: permissive lefts do not yield in the twin, so SUMO and the twin
+    would disagree by construction). Used to compare the two simulators on generated grids."""
+    import numpy as np
+
+    from twins.traffic.demand import VehicleType
+
+    pos = {j.id: np.array([j.x, j.y]) for j in net.junctions.values()}
+    degree = {j: 0 for j in net.junctions}
+    for e in net.edges.values():
+        degree[e.from_node] += 1
+        degree[e.to_node] += 1
+    fringe = {j for j, d in degree.items() if d <= 2}
+    sources = sorted((e for e in net.edges.values() if e.from_node in fringe), key=lambda e: e.id)
+    sinks = sorted((e for e in net.edges.values() if e.to_node in fringe), key=lambda e: e.id)
+    direction = {(c.from_edge, c.to_edge): c.direction for c in net.connections}
+    g = net.graph()
+    flows = []
+    for s in sources:
+        a = pos[s.from_node]
+        h = (pos[s.to_node] - a) / np.linalg.norm(pos[s.to_node] - a)
+
+        def off_axis(t):
+            p = pos[t.to_node] - a
+            return abs(p[0] * h[1] - p[1] * h[0]), -(p @ h)
+
+        straight = min(sinks, key=off_axis)
+        right = []
+        for t in sinks:
+            if t is straight or t.to_node == s.from_node:
+                continue
+            route = net.shortest_route(s.id, t.id, g)
+            turns = "".join(direction[(x, y)] for x, y in zip(route, route[1:]))
+            if "l" not in turns and "r" in turns:
+                right.append((np.linalg.norm(pos[t.to_node] - pos[straight.to_node]), t.id, route))
+        targets = [(net.shortest_route(s.id, straight.id, g), 1.0 - turn_share)]
+        if right:
+            targets.append((min(right)[2], turn_share))
+        else:
+            targets[0] = (targets[0][0], 1.0)
+        for route, share in targets:
+            flows.append(Flow(f"{route[0]}__{route[-1]}", route, rate_veh_h * share, 0.0, horizon, "poisson", "car"))
+    return Demand({"car": VehicleType(id="car")}, flows)
+
+
 def build_sumo_twin(cfg, worlds, device, dtype):
     """The traffic twin of a SUMO scenario; it runs from SUMO's begin to its end when the
     .sumocfg (or the config) sets one, else for ``horizon_s``."""

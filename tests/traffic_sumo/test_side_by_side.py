@@ -80,9 +80,10 @@ import numpy as np
 import pytest
 import torch
 
+from scenarios.sumo import fringe_demand
 from twins.core.worlds import WorldBatch
 from twins.traffic import sumo
-from twins.traffic.demand import Demand, Flow, VehicleType
+from twins.traffic.demand import Demand
 from twins.traffic.model import TrafficScenario, TrafficTwin
 from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, run_sumo
 
@@ -120,44 +121,9 @@ def grid_net(tmp_path_factory):
 def grid_demand(net, rate_veh_h: float) -> Demand:
     """From every fringe entry: ``1 - TURN_SHARE`` straight across, ``TURN_SHARE`` to the
     nearest exit reached with right turns only (no left turns: see the module docstring)."""
-    pos = {j.id: np.array([j.x, j.y]) for j in net.junctions.values()}
-    degree = {j: 0 for j in net.junctions}
-    for e in net.edges.values():
-        degree[e.from_node] += 1
-        degree[e.to_node] += 1
-    fringe = {j for j, d in degree.items() if d <= 2}
-    sources = sorted((e for e in net.edges.values() if e.from_node in fringe), key=lambda e: e.id)
-    sinks = sorted((e for e in net.edges.values() if e.to_node in fringe), key=lambda e: e.id)
-    assert len(sources) == len(sinks) == 12
-    direction = {(c.from_edge, c.to_edge): c.direction for c in net.connections}
-    g = net.graph()
-    flows = []
-    for s in sources:
-        a = pos[s.from_node]
-        h = (pos[s.to_node] - a) / np.linalg.norm(pos[s.to_node] - a)
-
-        def off_axis(t):
-            p = pos[t.to_node] - a
-            return abs(p[0] * h[1] - p[1] * h[0]), -(p @ h)
-
-        straight = min(sinks, key=off_axis)
-        right = []
-        for t in sinks:
-            if t is straight or t.to_node == s.from_node:
-                continue
-            route = net.shortest_route(s.id, t.id, g)
-            turns = "".join(direction[(x, y)] for x, y in zip(route, route[1:]))
-            if "l" not in turns and "r" in turns:
-                right.append((np.linalg.norm(pos[t.to_node] - pos[straight.to_node]), t.id, route))
-        targets = [(net.shortest_route(s.id, straight.id, g), 1.0 - TURN_SHARE)]
-        if right:
-            targets.append((min(right)[2], TURN_SHARE))
-        else:
-            targets[0] = (targets[0][0], 1.0)
-        for route, share in targets:
-            flows.append(Flow(f"{route[0]}__{route[-1]}", route, rate_veh_h * share, 0.0, HORIZON_S, "poisson",
-                              "car"))
-    return Demand({"car": VehicleType(id="car")}, flows)
+    demand = fringe_demand(net, rate_veh_h, HORIZON_S, TURN_SHARE)
+    assert len({f.route[0] for f in demand.flows}) == len({f.route[-1] for f in demand.flows}) == 12
+    return demand
 
 
 def run_both(net_path, net, demand, tmp_path) -> tuple[dict, dict]:

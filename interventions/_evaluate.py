@@ -30,11 +30,40 @@ class Outcomes:
     treated: np.ndarray  # [K, R, M]
     baseline: np.ndarray  # [R, M]
     invalid: list[str | None] | None = None  # per candidate: why it could not run (None: ran)
+    # per-group outcomes (approach, origin zone, mode, cell, ...): NaN where a group had no arrivals
+    groups: list[tuple[str, str]] | None = None  # [G] (group_kind, group)
+    group_metrics: list[str] | None = None  # [Mg]
+    group_treated: np.ndarray | None = None  # [K, R, G, Mg]
+    group_baseline: np.ndarray | None = None  # [R, G, Mg]
 
     @property
     def effects(self) -> np.ndarray:
         """Paired per-replication effects ``treated − baseline`` [K, R, M]."""
         return self.treated - self.baseline[None]
+
+    @property
+    def group_effects(self) -> np.ndarray | None:
+        """Paired per-replication group effects [K, R, G, Mg] (None when the twin reports no groups)."""
+        if self.group_treated is None:
+            return None
+        return self.group_treated - self.group_baseline[None]
+
+
+def group_tensor(groups, arms: int, reps: int) -> tuple[list, list, np.ndarray] | None:
+    """A long per-world group table (``world``, ``group_kind``, ``group``, metric columns; world = arm·R + rep)
+    as ``(keys, metrics, values[arms, R, G, Mg])`` with NaN where a world has no row for a group."""
+    import pandas as pd
+
+    if groups is None or len(groups) == 0:
+        return None
+    metrics = [c for c in groups.columns if c not in ("world", "group_kind", "group")
+               and pd.api.types.is_numeric_dtype(groups[c])]
+    keys = sorted({(str(k), str(g)) for k, g in zip(groups["group_kind"], groups["group"])})
+    col = {k: i for i, k in enumerate(keys)}
+    out = np.full((arms * reps, len(keys), len(metrics)), np.nan)
+    gi = np.array([col[(str(k), str(g))] for k, g in zip(groups["group_kind"], groups["group"])], dtype=np.int64)
+    out[groups["world"].to_numpy(np.int64), gi] = groups[metrics].to_numpy(float)
+    return keys, metrics, out.reshape(arms, reps, len(keys), len(metrics))
 
 
 def values_of(space: Sequence[Parameter], row) -> dict:
@@ -113,4 +142,18 @@ class TwinEvaluator:
         treated = np.full((K, R, M), math.nan)
         for j, k in enumerate(idx):
             treated[k] = vals[j + 1]
-        return Outcomes(metrics, reps, treated, vals[0], invalid)
+        out = Outcomes(metrics, reps, treated, vals[0], invalid)
+        groups = result.groups
+        extra = cf.approach_groups(twin, result)
+        if extra is not None:
+            import pandas as pd
+
+            groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
+        g = group_tensor(groups, len(arms), R)
+        if g is not None:
+            out.groups, out.group_metrics, gv = g
+            out.group_treated = np.full((K,) + gv.shape[1:], math.nan)
+            for j, k in enumerate(idx):
+                out.group_treated[k] = gv[j + 1]
+            out.group_baseline = gv[0]
+        return out

@@ -62,22 +62,56 @@ class Objective:
 
 @dataclass(frozen=True)
 class Constraint:
-    """A limit on a candidate's mean effect: feasible when ``min <= effect <= max``."""
+    """A limit on a candidate's mean effect: feasible when ``min <= effect <= max``.
+
+    With ``group_kind`` (e.g. ``approach``, ``origin``, ``mode``, ``cell``) the limit holds for every group of
+    that kind (or just ``group``): an equity constraint. During the search it is judged on each group's mean
+    effect; at confirmation on the unfavourable end of each group's 95% interval, as the equity gate does.
+    """
 
     metric: str
     max: float | None = None
     min: float | None = None
+    group_kind: str | None = None
+    group: str | None = None
 
-    def violation(self, effects: dict) -> float:
-        x = effects.get(self.metric, math.nan)
-        if x is None or not math.isfinite(x):
-            return math.inf
+    @property
+    def label(self) -> str:
+        where = f"[{self.group_kind}{'=' + self.group if self.group else ''}]" if self.group_kind else ""
+        return f"{self.metric}{where}"
+
+    def _excess(self, low: float, high: float) -> float:
+        """How far ``[low, high]`` (the mean twice, or an interval) goes past the limits (<= 0: inside)."""
         v = -math.inf
         if self.max is not None:
-            v = max(v, x - self.max)
+            v = max(v, high - self.max)
         if self.min is not None:
-            v = max(v, self.min - x)
+            v = max(v, self.min - low)
+        return v
+
+    def violation(self, effects: dict, group_effects: dict | None = None) -> float:
+        """Largest excess over the limits (> 0: infeasible). ``effects``: {metric: mean effect};
+        ``group_effects``: {(group_kind, group): {metric: mean effect or (low, high)}}."""
+        if self.group_kind is None:
+            x = effects.get(self.metric, math.nan)
+            if x is None or not math.isfinite(x):
+                return math.inf
+            v = self._excess(x, x)
+            return v if math.isfinite(v) else 0.0
+        vals = [m.get(self.metric) for (kind, name), m in (group_effects or {}).items()
+                if kind == self.group_kind and (self.group is None or name == self.group)]
+        vals = [v if isinstance(v, tuple) else (v, v) for v in vals if v is not None]
+        vals = [(lo, hi) for lo, hi in vals if math.isfinite(lo) or math.isfinite(hi)]
+        if not vals:
+            return math.inf  # the groups the limit names are not reported: cannot be shown feasible
+        v = max(self._excess(lo if math.isfinite(lo) else hi, hi if math.isfinite(hi) else lo) for lo, hi in vals)
         return v if math.isfinite(v) else 0.0
+
+    def as_dict(self) -> dict:
+        d = {"metric": self.metric, "max": self.max, "min": self.min}
+        if self.group_kind is not None:
+            d.update(group_kind=self.group_kind, group=self.group)
+        return d
 
 
 def _has_set_constraint() -> bool:
@@ -190,7 +224,7 @@ class Search:
                  study_name: str = "twins-search", resume: bool = False, outdir: str | Path | None = None,
                  confirm_top: int = 3, confirm_replications: int | None = None, confirm_offset: int = 10_000,
                  grid_points: int = 5, progress: bool | None = True, figures: bool = True,
-                 label: str = "", meta: dict | None = None):
+                 label: str = "", meta: dict | None = None, confirm_during_search: bool = True):
         if sampler not in SAMPLERS:
             from twins.core.errors import suggest
 
@@ -224,6 +258,10 @@ class Search:
                 storage = f"sqlite:///{(self.outdir / 'study.db').resolve()}"
         self.storage, self.study_name, self.resume = storage, study_name, bool(resume)
         self.label, self.meta = label, dict(meta or {})
+        self.confirm_during_search = bool(confirm_during_search)
+        self._held: dict = {}  # trial -> (held-out Outcomes, row): confirmations are evaluated once
+        self._confirmed_text: str | None = None
+        self.confirmed_groups = pd.DataFrame()
         if sampler == "grid":
             n = int(np.prod([len(v) for v in _grid(self.space, self.grid_points).values()]))
             if n < self.budget:
@@ -322,7 +360,7 @@ class Search:
                 done += k
                 batch_no += 1
                 bar.update(k)
-                self._postfix(bar, study)
+                self._postfix(bar, study, confirm=True)
                 if self.outdir is not None:
                     self.candidates(study).to_parquet(self.outdir / "candidates.parquet", index=False)
         finally:
@@ -342,12 +380,13 @@ class Search:
         trial.set_user_attr("effects", {m: (x if math.isfinite(x) else None) for m, x in effects.items()})
         trial.set_user_attr("baseline_mean", {m: float(np.nanmean(out.baseline[:, j]))
                                               for j, m in enumerate(out.metrics)})
-        viol = [c.violation(effects) for c in self.constraints]
+        geff = _group_means(out, idx) if any(c.group_kind for c in self.constraints) else None
+        viol = [c.violation(effects, geff) for c in self.constraints]
         viol = [v if math.isfinite(v) else 1e30 for v in viol]
         trial.set_user_attr("constraints", viol)
         if _HAS_SET_CONSTRAINT and self.sampler_name != "cmaes":
             for j, (c, v) in enumerate(zip(self.constraints, viol)):
-                trial.set_constraint(f"c{j}:{c.metric}", v)
+                trial.set_constraint(f"c{j}:{c.label}", v)
         why = out.invalid[idx] if out.invalid is not None else None
         values = [effects.get(o.metric, math.nan) for o in self.objectives]
         missing = [o.metric for o in self.objectives if o.metric not in out.metrics]
@@ -359,7 +398,9 @@ class Search:
         else:
             study.tell(trial, values)
 
-    def _postfix(self, bar, study) -> None:
+    def _postfix(self, bar, study, confirm: bool = False) -> None:
+        """Best search estimate so far and, after each batch, the best confirmed-so-far value (the leader is
+        re-run on held-out replications whenever it changes; the final confirmation reuses those runs)."""
         df = self.candidates(study)
         ok = df[df["state"] == "COMPLETE"] if len(df) else df
         if len(ok):
@@ -367,7 +408,12 @@ class Search:
             col = f"effect:{o.metric}"
             feas = ok[ok["feasible"]]
             best = (feas if len(feas) else ok)[col]
-            bar.set_postfix({f"best {o.metric}": f"{best.min() if o.direction == 'minimize' else best.max():+.3f}"})
+            post = {f"best {o.metric}": f"{best.min() if o.direction == 'minimize' else best.max():+.3f}"}
+            if confirm and self.confirm_during_search and self.progress is not False:
+                self._confirmed_text = self._confirm_incumbent(study)
+            if self._confirmed_text is not None:
+                post["confirmed"] = self._confirmed_text
+            bar.set_postfix(post)
 
     # --- tables ---------------------------------------------------------------------------------
     def candidates(self, study) -> pd.DataFrame:
@@ -402,45 +448,114 @@ class Search:
         return ok[mask].sort_values(cols[0], ascending=self.directions[0] == "minimize").reset_index(drop=True)
 
     # --- confirmation ---------------------------------------------------------------------------
+    def _held_out(self, trials: Sequence[int], cand: pd.DataFrame) -> dict:
+        """Held-out outcomes per trial (evaluated once, in one batch, then cached: the same parameters on the
+        same held-out replications give the same numbers, so the final confirmation reuses the ones shown
+        during the search)."""
+        todo = [int(t) for t in dict.fromkeys(trials) if int(t) not in self._held]
+        if todo:
+            sel = cand.set_index("trial").loc[todo]
+            X = sel[[f"param:{p.name}" for p in self.space]].to_numpy(object)
+            X = np.array([[self._encode(p, v) for p, v in zip(self.space, row)] for row in X], float)
+            out = self.evaluate(X, list(range(self.confirm_offset, self.confirm_offset + self.confirm_R)))
+            for i, tr in enumerate(todo):
+                self._held[tr] = (out, i)
+        return {int(t): self._held[int(t)] for t in trials}
+
     def confirm(self, cand: pd.DataFrame, pareto: pd.DataFrame) -> pd.DataFrame:
         """Re-evaluate the top candidates and every Pareto point on held-out replications."""
         ok = cand[(cand["state"] == "COMPLETE") & cand["feasible"]] if len(cand) else cand
         if not len(ok):
+            self.confirmed_groups = pd.DataFrame()
             return pd.DataFrame()
         o = self.objectives[0]
         top = ok.sort_values(f"objective:{o.metric}", ascending=o.direction == "minimize").head(self.confirm_top)
         chosen = list(dict.fromkeys(list(top["trial"]) + list(pareto["trial"])))
-        sel = ok.set_index("trial").loc[chosen]
-        X = sel[[f"param:{p.name}" for p in self.space]].to_numpy(object)
-        X = np.array([[self._encode(p, v) for p, v in zip(self.space, row)] for row in X], float)
-        reps = list(range(self.confirm_offset, self.confirm_offset + self.confirm_R))
-        out = self.evaluate(X, reps)
-        pareto_ids = set(pareto["trial"])
+        held = self._held_out(chosen, ok)
+        rows = self._confirmed_rows(held, ok, set(pareto["trial"]), set(top["trial"]))
+        self.confirmed_groups = self._confirmed_group_rows(held)
+        return rows
+
+    def _confirmed_rows(self, held: dict, cand: pd.DataFrame, pareto_ids=(), top_ids=()) -> pd.DataFrame:
+        sel = cand.set_index("trial")
         rows = []
-        for i, tr in enumerate(chosen):
+        for tr, (out, i) in held.items():
             for j, m in enumerate(out.metrics):
                 e = paired_effect(out.treated[i, :, j], out.baseline[:, j])
-                s = sel.loc[tr].get(f"effect:{m}", math.nan)
+                s = sel.loc[tr].get(f"effect:{m}", math.nan) if tr in sel.index else math.nan
                 rows.append({"trial": int(tr), "metric": m, "search_effect": float(s),
                              "confirmed_effect": e["effect"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
                              "n": e["n"], "gap": float(s) - e["effect"],
                              "baseline_mean": float(np.nanmean(out.baseline[:, j])),
                              "treated_mean": float(np.nanmean(out.treated[i, :, j])),
-                             "pareto": tr in pareto_ids, "top": tr in set(top["trial"]),
+                             "pareto": tr in pareto_ids, "top": tr in top_ids,
                              "invalid": (out.invalid[i] if out.invalid else None)})
         return pd.DataFrame(rows)
 
-    def pick(self, confirmed: pd.DataFrame) -> int | None:
+    @staticmethod
+    def _confirmed_group_rows(held: dict) -> pd.DataFrame:
+        """Per trial × group × group metric: the held-out paired effect and its 95% interval."""
+        rows = []
+        for tr, (out, i) in held.items():
+            if out.group_treated is None:
+                continue
+            for g, (kind, name) in enumerate(out.groups):
+                for j, m in enumerate(out.group_metrics):
+                    e = paired_effect(out.group_treated[i, :, g, j], out.group_baseline[:, g, j])
+                    if e["n"] == 0:  # a metric this kind of group does not report
+                        continue
+                    rows.append({"trial": int(tr), "group_kind": kind, "group": name, "metric": m,
+                                 "confirmed_effect": e["effect"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
+                                 "n": e["n"]})
+        return pd.DataFrame(rows, columns=["trial", "group_kind", "group", "metric", "confirmed_effect",
+                                           "ci_low", "ci_high", "n"])
+
+    def _feasible_confirmed(self, confirmed: pd.DataFrame, groups: pd.DataFrame) -> list[int]:
+        """Trials feasible on held-out data: network limits on the mean effect, group (equity) limits on the
+        unfavourable end of every group's interval."""
+        wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
+        feas = []
+        for tr in wide.index:
+            geff = None
+            if len(groups):
+                sub = groups[groups["trial"] == tr]
+                geff = {}
+                for r in sub.itertuples():
+                    geff.setdefault((r.group_kind, r.group), {})[r.metric] = (r.ci_low, r.ci_high)
+            if all(c.violation(wide.loc[tr].to_dict(), geff) <= 0 for c in self.constraints):
+                feas.append(int(tr))
+        return feas
+
+    def pick(self, confirmed: pd.DataFrame, groups: pd.DataFrame | None = None) -> int | None:
         """The confirmed candidate best on the first objective among those feasible on confirmed effects."""
         if not len(confirmed):
             return None
-        wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
-        feas = [tr for tr in wide.index if all(c.violation(wide.loc[tr].to_dict()) <= 0 for c in self.constraints)]
+        groups = self.confirmed_groups if groups is None else groups
+        feas = self._feasible_confirmed(confirmed, groups if groups is not None else pd.DataFrame())
         if not feas:
             return None
+        wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
         o = self.objectives[0]
         s = wide.loc[feas, o.metric]
         return int(s.idxmin() if o.direction == "minimize" else s.idxmax())
+
+    def _confirm_incumbent(self, study) -> str | None:
+        """Confirm the current search leader on held-out replications (cached) and return the best
+        confirmed-so-far value for the progress display."""
+        cand = self.candidates(study)
+        ok = cand[(cand["state"] == "COMPLETE") & cand["feasible"]] if len(cand) else cand
+        if not len(ok):
+            return None
+        o = self.objectives[0]
+        lead = ok.sort_values(f"objective:{o.metric}", ascending=o.direction == "minimize")["trial"].iloc[0]
+        self._held_out([int(lead)], ok)
+        held = {t: v for t, v in self._held.items() if t in set(ok["trial"])}
+        conf = self._confirmed_rows(held, ok)
+        best = self.pick(conf, self._confirmed_group_rows(held))
+        if best is None:
+            return "none feasible"
+        r = conf[(conf["trial"] == best) & (conf["metric"] == o.metric)].iloc[0]
+        return f"{r.confirmed_effect:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
 
     def finish(self, study) -> SearchResult:
         cand = self.candidates(study)
@@ -454,7 +569,7 @@ class Search:
             best = {"trial": best_trial, "params": values_of(self.space, [self._encode(p, t.params[p.name])
                                                                          for p in self.space]),
                     "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
-                    "constraints": [{"metric": c.metric, "max": c.max, "min": c.min} for c in self.constraints],
+                    "constraints": [c.as_dict() for c in self.constraints],
                     "confirmed": {r.metric: _clean({"search_effect": r.search_effect,
                                                     "effect": r.confirmed_effect, "ci_low": r.ci_low,
                                                     "ci_high": r.ci_high, "n": int(r.n), "gap": r.gap,
@@ -482,6 +597,7 @@ class Search:
         res.candidates.to_parquet(out / "candidates.parquet", index=False)
         res.pareto.to_parquet(out / "pareto.parquet", index=False)
         res.confirmed.to_parquet(out / "confirmed.parquet", index=False)
+        self.confirmed_groups.to_parquet(out / "confirmed_groups.parquet", index=False)
         (out / "best_policy.json").write_text(json.dumps(res.best, indent=2, default=_json_default))
         if self.figures:
             from twins import plots
@@ -498,6 +614,18 @@ class Search:
             if len(res.confirmed):
                 plots.save(plots.confirmed_effects(res.confirmed, [o.metric for o in self.objectives]),
                            fig_dir / "confirmed.png")
+
+
+def _group_means(out: Outcomes, k: int) -> dict | None:
+    """Candidate ``k``'s mean paired effect per group and group metric: {(kind, group): {metric: effect}}."""
+    ge = out.group_effects
+    if ge is None:
+        return None
+    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # all-NaN: a group with no arrivals
+        mean = np.nanmean(ge[k], axis=0)  # [G, Mg]
+    return {key: {m: float(mean[g, j]) for j, m in enumerate(out.group_metrics) if math.isfinite(mean[g, j])}
+            for g, key in enumerate(out.groups)}
 
 
 def _clean(d: dict) -> dict:
@@ -525,8 +653,13 @@ def constraints_from(cfg_search) -> list[Constraint]:
     for c in cfg_search.get("constraints") or []:
         if c.get("max", None) is None and c.get("min", None) is None:
             raise ConfigError("search.constraints", dict(c), "{metric: ..., max: ...} and/or min")
+        unknown = set(c.keys()) - {"metric", "max", "min", "group_kind", "group"}
+        if unknown:
+            raise ConfigError("search.constraints", sorted(unknown)[0], "keys metric, max, min, group_kind, group")
         out.append(Constraint(str(c["metric"]), None if c.get("max") is None else float(c["max"]),
-                              None if c.get("min") is None else float(c["min"])))
+                              None if c.get("min") is None else float(c["min"]),
+                              None if c.get("group_kind") is None else str(c["group_kind"]),
+                              None if c.get("group") is None else str(c["group"])))
     return out
 
 
@@ -551,6 +684,7 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
                   confirm_offset=int(conf.get("replication_offset", 10_000)), grid_points=int(s.grid_points),
                   progress=cfg.get("progress", None) is not False, figures=bool(cfg.output.figures),
                   label=f"{cfg.scenario.get('name', '')}/{ev.iv.name}",
+                  confirm_during_search=bool(conf.get("during_search", True)),
                   meta={"intervention": ev.iv.name, "scenario": str(cfg.scenario.get("name", "")),
                         "horizon_s": float(cfg.horizon_s), "seed": int(cfg.seed)})
     res = srch.run()

@@ -17,9 +17,16 @@ from .errors import check
 
 @dataclass
 class ComputeConfig:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto, cuda: every visible GPU)
     dtype: str = "float32"  # float32 | float64
-    max_worlds_per_chunk: Optional[int] = None
+    max_worlds_per_chunk: Optional[int] = None  # null: as many as fit memory_fraction of free memory
+    memory_fraction: float = 0.8  # share of the device's free memory a chunk may use
+    backend: str = "local"  # local | ray (twins/compute/)
+    address: str = "local"  # ray: local | auto | ray://host:port | host:port
+    num_cpus: Optional[int] = None  # ray, address=local: CPUs of the started instance (null: all)
+    workers: Optional[int] = None  # chunks run at once (null: every GPU / Ray worker)
+    max_retries: int = 3  # ray: re-runs of a chunk whose worker died
+    cpu_watts_per_core: float = 4.4  # energy estimate where RAPL is unreadable (EPYC 7763: 280 W / 64 cores)
 
 
 @dataclass
@@ -46,6 +53,8 @@ class ConstraintConfig:
     metric: str = MISSING
     max: Optional[float] = None  # feasible when the mean effect <= max
     min: Optional[float] = None  # ... and >= min
+    group_kind: Optional[str] = None  # approach | origin | mode | cell ...: the limit holds for every such group
+    group: Optional[str] = None  # ... or just this one
 
 
 @dataclass
@@ -53,12 +62,13 @@ class ConfirmConfig:
     top: int = 3
     replications: Optional[int] = None  # None: 2 × replications
     replication_offset: int = 10_000
+    during_search: bool = True  # confirm the leader on held-out worlds as it changes (progress shows it)
 
 
 @dataclass
 class SearchConfig:
     budget: int = 32
-    batch: int = 8
+    batch: Optional[int] = 8  # null: planned from device memory (twins.compute.plan.search_batch)
     sampler: str = "tpe"  # tpe | cmaes | nsga2 | random | grid
     seed: Optional[int] = None
     objectives: List[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig()])

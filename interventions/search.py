@@ -628,6 +628,10 @@ def _group_means(out: Outcomes, k: int) -> dict | None:
             for g, key in enumerate(out.groups)}
 
 
+def _num(x) -> float:
+    return math.nan if x is None else float(x)
+
+
 def _clean(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
@@ -692,8 +696,8 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
         for m, e in res.best["confirmed"].items():
             if m in [o.metric for o in srch.objectives]:
                 log.info("best (trial %d) %s: search %+.3f, confirmed %+.3f [%+.3f, %+.3f] (gap %+.3f)",
-                         res.best["trial"], m, e["search_effect"], e["effect"], e["ci_low"] or math.nan,
-                         e["ci_high"] or math.nan, e["gap"])
+                         res.best["trial"], m, e["search_effect"], e["effect"], _num(e["ci_low"]),
+                         _num(e["ci_high"]), _num(e["gap"]))
     log.info("wrote %s", outdir)
     return res
 

@@ -4,19 +4,23 @@ One generator builds every signalized layout: a ``rows × cols`` lattice of
 4-arm signalized junctions with fringe nodes where vehicles enter and leave.
 ``traffic`` is a 4×4 grid, ``arterial`` a 1×5 corridor with side streets,
 ``junction`` a single 4-arm intersection. ``ring`` is a single-lane loop.
+Any of them may carry bus lines (``bus_lines``, :mod:`twins.traffic.transit`);
+``conf/scenario/bus_corridor.yaml`` is the arterial with light traffic and two lines.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, List, Optional
 
 import torch
+from omegaconf import MISSING
 
 from twins.core.errors import ConfigError, check
 from twins.traffic.demand import Demand, Flow, VehicleType
 from twins.traffic.model import TrafficScenario, TrafficTwin
 from twins.traffic.network import Connection, Edge, Junction, Lane, Phase, RoadNetwork, SignalProgram
+from twins.traffic.transit import BusLine, BusStop
 
 from . import scenario
 
@@ -49,6 +53,39 @@ class SignalConfig:
 
 
 @dataclass
+class BusStopConfig:
+    edge: str = MISSING  # edge id; the stop is on its rightmost lane
+    pos_m: float = MISSING  # where the bus front halts, metres from the start of the edge
+    pax_per_h: float = 60.0  # Poisson passenger arrivals
+    name: Optional[str] = None  # null: s0, s1, ... in route order
+
+
+def _bus_vehicle() -> VehicleConfig:
+    """SUMO's default bus (vClass bus): 12 m, accel 1.2 m/s², decel 4 m/s², 85 km/h."""
+    return VehicleConfig(length=12.0, min_gap=2.5, accel=1.2, decel=4.0, max_speed=85 / 3.6, tau=1.0, delta=4.0,
+                         speed_factor=1.0, speed_dev=0.05, param_cv=0.0)
+
+
+@dataclass
+class BusLineConfig:
+    """A bus line: a route, its stops in route order, a timetable and the TCQSM dwell model."""
+
+    name: str = MISSING
+    route: Optional[List[str]] = None  # edge ids; null: the free-flow fastest route from_edge -> to_edge
+    from_edge: Optional[str] = None
+    to_edge: Optional[str] = None
+    stops: List[BusStopConfig] = field(default_factory=list)
+    headway_s: float = 600.0  # a bus every headway_s seconds
+    offset_s: float = 0.0  # the first departure
+    end_s: Optional[float] = None  # no departure at or after; null: the horizon
+    capacity: int = 80  # passengers on board
+    dwell_base_s: float = 4.0  # doors open/close
+    board_s_per_pax: float = 3.0
+    alight_s_per_pax: float = 1.5
+    vehicle: VehicleConfig = field(default_factory=_bus_vehicle)
+
+
+@dataclass
 class TrafficScenarioBase:
     kind: str = "grid"
     name: str = "traffic"
@@ -56,6 +93,7 @@ class TrafficScenarioBase:
     vehicle: VehicleConfig = field(default_factory=VehicleConfig)
     signals: SignalConfig = field(default_factory=SignalConfig)
     demand_scale: float = 1.0
+    bus_lines: List[BusLineConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -142,8 +180,8 @@ def _validate_signals(sig) -> None:
           f">= {need:g} s (two greens of min_green_s={sig.min_green_s:g} plus {lost:g} s lost time)")
 
 
-def vehicle_type(v) -> VehicleType:
-    return VehicleType(id="car", length=v.length, min_gap=v.min_gap, accel=v.accel, decel=v.decel,
+def vehicle_type(v, id: str = "car") -> VehicleType:
+    return VehicleType(id=id, length=v.length, min_gap=v.min_gap, accel=v.accel, decel=v.decel,
                        max_speed=v.max_speed, tau=v.tau, delta=v.delta, speed_factor=v.speed_factor,
                        speed_dev=v.speed_dev, param_cv=v.param_cv)
 
@@ -380,6 +418,32 @@ def ring_demand(net: RoadNetwork, s: RingScenario, horizon: float) -> Demand:
     return Demand({"car": vehicle_type(s.vehicle)}, flows)
 
 
+def bus_lines(net: RoadNetwork, configs) -> list[BusLine]:
+    """The scenario's bus lines (:class:`BusLineConfig`) on ``net``, checked."""
+    out, names = [], set()
+    for i, c in enumerate(configs or []):
+        f = f"scenario.bus_lines[{i}]"
+        check(c.name not in (None, "") and c.name not in names, f"{f}.name", c.name, "a unique, non-empty line name")
+        names.add(c.name)
+        if c.route:
+            route = [str(e) for e in c.route]
+        else:
+            check(c.from_edge is not None and c.to_edge is not None, f"{f}.route", None,
+                  "a list of edge ids, or both from_edge and to_edge")
+            route = net.shortest_route(c.from_edge, c.to_edge)
+        stops = [BusStop(s.name or f"s{j}", str(s.edge), float(s.pos_m), float(s.pax_per_h))
+                 for j, s in enumerate(c.stops)]
+        v = c.vehicle
+        for k in ("length", "accel", "decel", "max_speed", "tau", "delta", "speed_factor"):
+            check(getattr(v, k) > 0, f"{f}.vehicle.{k}", getattr(v, k), "a positive number")
+        line = BusLine(str(c.name), route, stops, float(c.headway_s), float(c.offset_s),
+                       None if c.end_s is None else float(c.end_s), c.capacity, float(c.dwell_base_s),
+                       float(c.board_s_per_pax), float(c.alight_s_per_pax), vehicle_type(v, "bus"))
+        line.validate(net)
+        out.append(line)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # builders
 def _twin_kwargs(cfg) -> dict:
@@ -397,19 +461,19 @@ def grid_scenario(s, horizon: float) -> TrafficScenario:
     lanes_ns = s.lanes_ns or s.lanes
     net = signalized_lattice(s.rows, s.cols, s.block_m, s.approach_m, s.lanes, lanes_ns, s.speed_mps, s.signals,
                              s.name)
-    return TrafficScenario(net, grid_demand(net, s, horizon), s.name)
+    return TrafficScenario(net, grid_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines))
 
 
 def junction_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = signalized_lattice(1, 1, 1.0, s.approach_m, s.lanes, s.lanes, s.speed_mps, s.signals, s.name)
-    return TrafficScenario(net, junction_demand(net, s, horizon), s.name)
+    return TrafficScenario(net, junction_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines))
 
 
 def ring_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = ring_network(s)
-    return TrafficScenario(net, ring_demand(net, s, horizon), s.name)
+    return TrafficScenario(net, ring_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines))
 
 
 @scenario("grid", GridScenario)

@@ -173,6 +173,76 @@ def test_kernel_matches_per_agent_reference():
     assert time.perf_counter() - t_start < 60.0  # ~6 s on 2 busy cores; a generous guard against blow-ups
 
 
+def _bus_scenario():
+    """The loaded 2×2 grid with two bus lines: along row 0 (two-lane streets, curbside stops) and down
+    column 1 (one-lane streets: cars queue behind a dwelling bus); a bus every 40 s, busy stops."""
+    from twins.traffic.transit import BusLine, BusStop, bus_type
+
+    scen = _scenario()
+    scen.bus_lines = [
+        BusLine("EW", ["W0_J0_0", "J0_0_J0_1", "J0_1_E0"],
+                [BusStop("a", "J0_0_J0_1", 60.0, 400.0), BusStop("b", "J0_1_E0", 50.0, 400.0)],
+                headway_s=40.0, offset_s=0.0, vtype=bus_type()),
+        BusLine("NS", ["N1_J0_1", "J0_1_J1_1", "J1_1_S1"],
+                [BusStop("a", "N1_J0_1", 40.0, 300.0), BusStop("b", "J0_1_J1_1", 70.0, 300.0)],
+                headway_s=40.0, offset_s=10.0, capacity=6, vtype=bus_type()),
+    ]
+    return scen
+
+
+def test_kernel_matches_reference_with_buses():
+    """Rule 7 (bus stops): the kernel and the reference agree on every vehicle, and the buses dock at the
+    same step; the dwell at each docking comes from the twin's boarding (checked in tests/interventions)."""
+    scen = _bus_scenario()
+    tw = TrafficTwin(scen, WorldBatch.replications(seed=5, n=2), dt=DT, horizon=STEPS * DT, dtype=torch.float64)
+    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    first = tw.transit.first_stop.tolist()
+    line_of = tw.transit.line_of_stop.tolist()
+    docked: dict = {}
+
+    def dwell_of(w):
+        def f(vid, stop_id, t):
+            key = (w, vid, stop_id, t)
+            assert key in docked, f"reference docked {key}; the twin did not (its docks: {sorted(docked)[-5:]})"
+            return docked.pop(key)
+        return f
+
+    refs = [ReferenceTrafficModel.from_twin(tw, world=w, dwell_of=dwell_of(w)) for w in range(tw.W)]
+    ids, valid = [], []
+    for w in range(tw.W):
+        ok = (tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy())
+        ids.append(tw.pop.vehicle_id[w].numpy()[ok])
+        valid.append(ok)
+    n_visits = 0
+    for step in range(STEPS):
+        tw.step()
+        for v in tw._visits[n_visits:]:
+            for r in v.itertuples():
+                docked[(r.world, r.vehicle_id, r.stop, r.time_s)] = r.dwell_s
+        n_visits = len(tw._visits)
+        for w, ref in enumerate(refs):
+            ref.step()
+            a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
+            b = _ref_state(ref, ids[w], lane_index)
+            _compare(step, w, a, b, ids[w])
+            # each bus's next stop and dwell left
+            ns = tw.state["next_stop"][w].numpy()[valid[w]]
+            dw = tw.state["dwell"][w].numpy()[valid[w]]
+            for i, vid in enumerate(ids[w]):
+                rv = ref.by_id[int(vid)]
+                if rv.bus_stops:
+                    z = int(ns[i])
+                    local = len(rv.bus_stops) if z < 0 else z - first[line_of[z]]
+                    assert (local, dw[i]) == (rv.next_stop, rv.dwell), (step, w, int(vid))
+    assert not docked, f"the twin docked where the reference did not: {sorted(docked)[:5]}"
+    for ref in refs:
+        ev = ref.events
+        assert ev["bus_docks"] >= 10 and ev["bus_dwell_steps"] >= 200 and ev["bus_stop_obstacle"] >= 100, ev
+        buses = [v for v in ref.vehicles if v.bus_stops]
+        assert sum(v.status == ARRIVED for v in buses) >= 3, "buses completed their routes"
+        assert ev["red_crossings"] == 0 and ev["same_step_entries"] == 0
+
+
 def test_reference_alone_holds_red_and_conserves():
     """Reference sanity on its own: conservation, and no vehicle passes a red stop line."""
     scen = _scenario()

@@ -31,6 +31,14 @@ the same, one vehicle at a time):
    of the next edge at ``overshoot - via_length`` — one per target lane per
    step, the one landing furthest ahead; the others are held at the stop
    line. At the end of its last edge a vehicle arrives.
+7. Bus stops (only with ``stops``; :mod:`twins.traffic.transit`): a bus whose
+   next unserved stop lies on its current edge treats it as a stop line (a
+   standing obstacle, never rolled over) unless its leader is nearer. Halted
+   within ``DOCK_REACH_M`` of it, the bus *docks* (``_docked``); the model
+   then boards passengers and sets ``dwell``. While ``dwell > 0`` the bus is
+   held (speed 0) and ``dwell`` counts down by ``dt``; when it runs out the
+   stop is served and the next one becomes the target. Without ``stops``
+   none of this runs, and cars never have a stop (``next_stop = -1``).
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ from .compiled import NO_SIGNAL, SIG_GREEN, SIG_RED, SIG_YELLOW
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
+DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rule 7)
 
 
 def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase_code: torch.Tensor,
@@ -168,7 +177,8 @@ def _nz(mask: torch.Tensor) -> torch.Tensor:
 
 
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
-         W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None) -> dict:
+         W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None
+         ) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
@@ -176,6 +186,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed
     ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step;
     ``delta``: the IDM exponent as a Python int when every vehicle shares it (faster).
+    ``stops``: bus stop tables ``{route_pos, pos, next}`` [Z] (rule 7); then ``state`` also holds
+    ``next_stop`` (int64, -1: none) and ``dwell`` (s left at the stop), and the result ``_docked``.
     Returns the new state (new tensors; the input is not modified).
 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles
@@ -244,6 +256,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     new_status, arrive_step = status, state["arrive_step"]
     x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
     loss_all = torch.zeros_like(pos)
+    transit = {} if stops is None else {"_docked": torch.zeros_like(running)}  # rule 7's outputs
     halted_all, stops_all = state["halted"], state["stops"]
     # when most of the window is running, masking beats gathering (same values either way)
     dense = ri.numel() * 4 >= 3 * pos.numel()
@@ -303,13 +316,34 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             # never roll over a line it must stop at, whichever obstacle IDM is following
             gap_phys[fi] = torch.where(must_stop, torch.minimum(gap_front, d), gap_front)
 
+        # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
+        if stops is not None:
+            ns, dw = take(state["next_stop"]), take(state["dwell"])
+            z = ns.clamp(min=0)
+            at_edge = (ns >= 0) & (rpr == stops["route_pos"][z])
+            d_stop = stops["pos"][z] - pr
+            dwelling = at_edge & (dw > 0)
+            nearer = at_edge & (d_stop + mgr < gap)
+            gap = torch.where(nearer, d_stop + mgr, gap)
+            v_lead = torch.where(nearer, 0.0, v_lead)
+            gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
+
         # 5. IDM and movement
         v0 = torch.minimum(net.lane_speed[lr] * take(veh["speed_factor"]), take(veh["max_speed"]))
         dl = delta if isinstance(delta, int) else take(delta)
         v_new = idm_speed(vr, v0, gap, v_lead, take(veh["accel"]), take(veh["two_sqrt_ab"]), take(veh["tau"]), mgr,
                           dl, dt, substeps)
         v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
+        if stops is not None:
+            v_new = torch.where(dwelling, 0.0, v_new)  # held at the stop while passengers board
         x_new = pr + v_new * dt
+        if stops is not None:
+            missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
+            dock = at_edge & ~dwelling & ~missed & (stops["pos"][z] - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
+            dw_new = torch.where(dwelling, dw - dt, dw)
+            served = dwelling & (dw_new <= 1e-9)
+            ns_new = torch.where(served | missed, stops["next"][z], ns)
+            dw_new = torch.where(served, 0.0, dw_new)
 
         # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
         arrive = (x_new > L_here) & on_last_edge  # a vehicle held at the stop line stays on its lane
@@ -361,6 +395,17 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             halted_all = halted_all.clone()
             halted_all[ri] = halted
             loss_all[ri] = loss
+        if stops is not None:
+            if dense:
+                ns_all = torch.where(running, ns_new, state["next_stop"])
+                dw_all = torch.where(running, dw_new, state["dwell"])
+                docked = running & dock
+            else:
+                ns_all, dw_all = state["next_stop"].clone(), state["dwell"].clone()
+                ns_all[ri], dw_all[ri] = ns_new, dw_new
+                docked = torch.zeros_like(running)
+                docked[ri] = dock
+            transit = {"next_stop": ns_all, "dwell": dw_all, "_docked": docked}
 
     return {
         **state,
@@ -380,4 +425,5 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         "_obs_speed": v_all,
         "_obs_loss": loss_all,
         "_order": order,
+        **transit,
     }

@@ -10,7 +10,13 @@ Per-world parameters an intervention may set in ``WorldBatch.params``:
 ``signal_durations`` [W, P, K] phase durations (s), ``signal_offsets`` [W, P] (s);
 ``route_extra_edges`` [W, X, M] and ``route_of_flow`` [W, F] (rerouting, road closures);
 ``flow_retention`` [W, F] (demand thinning); ``max_pressure`` [W, P] with its controller
-settings (adaptive signals, :mod:`twins.traffic.control`).
+settings (adaptive signals, :mod:`twins.traffic.control`); ``bus_headway_s`` and
+``bus_offset_s`` [W, lines] (public transport, :mod:`twins.traffic.transit`).
+
+With bus lines in the scenario, buses are vehicles like the cars (flows after the
+scenario's, routes after every other route row); the vehicle metrics (travel time,
+delay, throughput, ...) then describe the cars only, and the ``bus_*`` metrics, the
+``mode`` groups (``car_drivers`` / ``bus_passengers``) and the ``bus_line`` groups are added.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from twins.core.errors import ConfigError
 from twins.core.twin import RunResult, Twin
 from twins.core.worlds import WorldBatch
 
-from . import kernels
+from . import kernels, transit
 from .compiled import build_population, compile_network, compile_routes
 from .demand import Demand
 from .network import RoadNetwork
@@ -44,6 +50,15 @@ METRICS = (
     "mean_stops",
     "mean_depart_delay_s",
 )
+# added when the scenario has bus lines
+BUS_METRICS = (
+    "bus_passenger_wait_s",  # mean over passengers who arrived; those still waiting at the end count until then
+    "bus_passengers_boarded",
+    "bus_passengers_waiting_end",
+    "bus_travel_time_s",  # mean over completed bus trips: insertion to the end of the route, dwells included
+    "bus_trips",
+    "bus_dwell_s",  # mean dwell per stop visit
+)
 
 
 @dataclass
@@ -55,6 +70,7 @@ class TrafficScenario:
     name: str = "traffic"
     begin: float = 0.0
     notes: list[str] = field(default_factory=list)
+    bus_lines: list[transit.BusLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,38 @@ class Detector(FixedAgent):
             self.speed_mps = np.where(a[:, 0] > 0, a[:, 1] / a[:, 0], np.nan)
 
 
+class BusLineAgent(FixedAgent):
+    """A bus line: dispatches a bus every headway (per world) from its first edge's start junction."""
+
+    def __init__(self, model: "TrafficTwin", index: int, line: transit.BusLine, cell):
+        super().__init__(model)
+        self.index = index
+        self.line = line
+        self.cell = cell
+
+    def headway_s(self, world: int = 0) -> float:
+        return float(self.model.bus_headway[world, self.index])
+
+    def dispatch_times(self, world: int = 0) -> list[float]:
+        t = self.model.bus_dispatch[world, self.index]
+        return [float(x) for x in t[torch.isfinite(t)]]
+
+
+class BusStopAgent(FixedAgent):
+    """A bus stop: the passengers waiting there now, per world."""
+
+    def __init__(self, model: "TrafficTwin", index: int, stop_id: str, cell):
+        super().__init__(model)
+        self.index = index
+        self.stop_id = stop_id
+        self.cell = cell
+
+    def waiting(self) -> np.ndarray:
+        m = self.model
+        arrived = (m.pax_arrivals[:, self.index] <= m.time_s + 1e-9).sum(-1)
+        return (arrived - m.pax_served[:, self.index]).cpu().numpy()
+
+
 class TrafficTwin(Twin):
     metrics = METRICS
 
@@ -130,6 +178,7 @@ class TrafficTwin(Twin):
 
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
         self.scenario = scenario
+        self.begin_s = float(scenario.begin)
         # what an intervention needs to rebuild the twin after writing worlds.params
         self._init_kwargs = dict(dt=dt, horizon=horizon, device=device, dtype=dtype, interval_s=interval_s,
                                  trajectory_every=trajectory_every, idm_substep_s=idm_substep_s)
@@ -147,7 +196,15 @@ class TrafficTwin(Twin):
             extra = route_edge_lists(self.compiled.edge_ids, wp["route_extra_edges"][0])
             route_lists += extra
             route_names += [f"route_extra_edges[{i}]" for i in range(len(extra))]
+        # bus lines: their routes go last (the rows before keep their numbers)
+        lines = self.bus_lines = list(getattr(scenario, "bus_lines", None) or [])
+        bus_row0 = len(route_lists)
+        route_lists += [list(l.route) for l in lines]
+        route_names += [f"bus_lines[{l.id}].route" for l in lines]
         self.routes_cpu = compile_routes(net, route_lists, route_names)
+        self.transit = transit.compile_transit(lines, net, "cpu", dtype) if lines else None
+        if lines:
+            self._curbside_stops(bus_row0)
         route_of_flow = wp.get("route_of_flow")  # [W, F] row of the route table per world and flow
         if route_of_flow is not None and (tuple(route_of_flow.shape) != (worlds.size, len(demand.flows))
                                           or bool((route_of_flow < 0).any())
@@ -160,7 +217,7 @@ class TrafficTwin(Twin):
         self.interval_steps = max(1, int(round(interval_s / dt)))
         self.trajectory_every = int(trajectory_every)
         self.substeps = max(1, int(np.ceil(dt / idm_substep_s - 1e-9)))
-        deltas = {float(demand.vtypes[f.vtype].delta) for f in demand.flows}
+        deltas = {float(demand.vtypes[f.vtype].delta) for f in demand.flows} | {float(l.vtype.delta) for l in lines}
         self.shared_delta = int(deltas.pop()) if len(deltas) == 1 else None
         self.insert_rounds = min(self.compiled.max_lanes, 3)
 
@@ -168,15 +225,28 @@ class TrafficTwin(Twin):
         # demand response (worlds.params["flow_retention"] [W, F]): a vehicle travels iff its
         # CHOICE-stream draw is below its flow's retention; the others become empty slots
         pop = thin_population(pop, wp.get("flow_retention"), worlds.seed, worlds.replication.cpu())
+        F = len(demand.flows)
+        if lines:  # buses join the population after the cars' thinning (a charge never removes a bus)
+            self.bus_headway = self._per_line(wp, "bus_headway_s", [l.headway_s for l in lines], positive=True)
+            self.bus_offset = self._per_line(wp, "bus_offset_s", [l.offset_s for l in lines])
+            end = torch.tensor([l.end_s if l.end_s is not None else self.begin_s + horizon for l in lines],
+                               dtype=torch.float64)
+            self.bus_dispatch = transit.dispatch_times(self.bus_headway, self.bus_offset, end.expand(worlds.size, -1))
+            first_id = sum(f.capacity() for f in demand.flows)
+            pop = transit.merge_populations(pop, transit.bus_population(self.bus_dispatch, F, first_id))
+            route_of_flow = torch.cat([
+                route_of_flow.to(torch.int64) if route_of_flow is not None
+                else torch.arange(F, dtype=torch.int64).expand(worlds.size, F),
+                (bus_row0 + torch.arange(len(lines), dtype=torch.int64)).expand(worlds.size, len(lines))], 1)
         W, S = pop.flow.shape
         self.S = S
         dev = self.device
         self.pop = pop
         flow = pop.flow.to(dev)
         # per-vehicle parameters from the vehicle type and driver noise keyed by (replication, vehicle id)
-        vt_of_flow = [demand.vtypes[f.vtype] for f in demand.flows] or [None]
+        vt_of_flow = [demand.vtypes[f.vtype] for f in demand.flows] + [l.vtype for l in lines]
         def col(attr):
-            vals = torch.tensor([getattr(v, attr) for v in vt_of_flow] if demand.flows else [0.0],
+            vals = torch.tensor([getattr(v, attr) for v in vt_of_flow] if vt_of_flow else [0.0],
                                 dtype=torch.float64, device=dev)
             return vals[flow.clamp(min=0)]
         rep = self.worlds.replication.unsqueeze(1)
@@ -222,6 +292,20 @@ class TrafficTwin(Twin):
             "halted": zeros(torch.bool),
             "depart": self.depart,
         }
+        if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
+            tr = self.transit = type(self.transit)(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
+                                                      for k, v in self.transit.__dict__.items()})
+            line = (flow - F).clamp(min=0)
+            self.state["next_stop"] = torch.where(flow >= F, tr.first_stop[line], -1)
+            self.state["dwell"] = zeros(dtype)
+            self.state["load"] = zeros(torch.int64)
+            self.pax_arrivals = transit.passenger_arrivals(tr, worlds.seed, worlds.replication, self.begin_s,
+                                                           self.begin_s + horizon).to(dev)
+            self.pax_cum = transit.cumulative(self.pax_arrivals)
+            Z = len(tr.stop_ids)
+            self.pax_served = torch.zeros(W, Z, dtype=torch.int64, device=dev)
+            self.pax_wait = torch.zeros(W, Z, dtype=torch.float64, device=dev)  # summed waits of the boarded (s)
+            self._visits: list[pd.DataFrame] = []
         # signal plans, per world (interventions write worlds.params)
         P = len(cnet.program_ids)
         self.signal_durations = cnet.phase_durations.unsqueeze(0).expand(W, -1, -1).clone()
@@ -274,6 +358,60 @@ class TrafficTwin(Twin):
             self.controllers.append(SignalController(self, p, pid, cell))
         self.detectors = [Detector(self, i, e, self.space._cells.get(net.edges[e].to_node))
                           for i, e in enumerate(self.compiled.edge_ids)]
+        self.bus_line_agents = [BusLineAgent(self, i, l, self.space._cells.get(net.edges[l.route[0]].from_node))
+                                for i, l in enumerate(self.bus_lines)]
+        self.bus_stop_agents = []
+        for line in self.bus_lines:
+            for s in line.stops:
+                z = len(self.bus_stop_agents)
+                self.bus_stop_agents.append(BusStopAgent(self, z, self.transit.stop_ids[z],
+                                                         self.space._cells.get(net.edges[s.edge].to_node)))
+
+    # --- public transport -----------------------------------------------------------------
+    def _per_line(self, wp, key: str, base: list[float], positive: bool = False) -> torch.Tensor:
+        """``worlds.params[key]`` [W, lines] as float64 on the CPU, else each line's own value in every world."""
+        W, n = self.worlds.size, len(base)
+        if key not in wp:
+            return torch.tensor(base, dtype=torch.float64).expand(W, n).clone()
+        v = wp[key].detach().cpu().to(torch.float64)
+        bad = tuple(v.shape) != (W, n) or not bool(torch.isfinite(v).all()) or bool(
+            ((v <= 0) if positive else (v < 0)).any())
+        if bad:
+            raise ConfigError(f"worlds.params.{key}", tuple(v.shape) if tuple(v.shape) != (W, n) else v.tolist(),
+                              f"a [W={W}, lines={n}] tensor of {'positive' if positive else 'non-negative'} seconds")
+        return v
+
+    def _curbside_stops(self, row0: int) -> None:
+        """Buses take the rightmost lane (0) of an edge with one of their stops, where the route allows it."""
+        mask, tr = self.routes_cpu.route_mask, self.transit
+        for z in range(len(tr.stop_ids)):
+            row, k = row0 + int(tr.line_of_stop[z]), int(tr.route_pos[z])
+            if int(mask[row, k]) & 1:
+                mask[row, k] = 1
+
+    def _board(self, docked: torch.Tensor, lo: int) -> None:
+        """Board the passengers of the buses that docked this step (``docked`` [W, window])."""
+        w, j = docked.nonzero(as_tuple=True)
+        if w.numel() == 0:
+            return
+        s = lo + j
+        t = self.begin + (self.step_index + 1) * self.dt  # docked at the end of this step
+        st, tr = self.state, self.transit
+        z = st["next_stop"][w, s]
+        out = transit.board(t, w, z, st["load"][w, s], self.pax_served, self.pax_arrivals, self.pax_cum, tr)
+        self.pax_served = out["served"]
+        self.pax_wait.index_put_((w, z), out["wait_sum"], accumulate=True)
+        dwell = out["dwell"]
+        st["dwell"][w, s] = dwell.to(st["dwell"].dtype)
+        st["next_stop"][w, s] = torch.where(dwell > 0, z, tr.next[z])  # no dwell at all: served at once
+        st["load"][w, s] = out["load"]
+        self._visits.append(pd.DataFrame({
+            "time_s": t, "world": w.cpu().numpy(), "vehicle_id": self.pop.vehicle_id[w.cpu(), s.cpu()].numpy(),
+            "line": np.asarray([l.id for l in self.bus_lines], dtype=object)[tr.line_of_stop[z].cpu().numpy()],
+            "stop": np.asarray(tr.stop_ids, dtype=object)[z.cpu().numpy()],
+            "boardings": out["boardings"].cpu().numpy(), "alightings": out["alightings"].cpu().numpy(),
+            "dwell_s": dwell.cpu().numpy(), "load": out["load"].cpu().numpy(),
+            "wait_sum_s": out["wait_sum"].cpu().numpy()}))
 
     # --- queries --------------------------------------------------------------------------
     @property
@@ -291,9 +429,8 @@ class TrafficTwin(Twin):
         s = int(row[0, 0])
         st = {k: v[world, s].item() for k, v in self.state.items()}
         fl = int(self.pop.flow[world, s])
-        flow = self.scenario.demand.flows[fl]
         status = ("waiting", "running", "arrived")[st["status"]]
-        return VehicleView(world, int(vehicle_id), flow.id, status,
+        return VehicleView(world, int(vehicle_id), self._flow_names()[fl], status,
                            self.compiled.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
                            float(st["pos"]), float(st["speed"]), self._route_edges(int(self.veh_full["route"][world, s])),
                            int(st["route_pos"]),
@@ -363,17 +500,22 @@ class TrafficTwin(Twin):
             sub["_order"] = self._order_hint(lo, hi)
             veh = {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()}
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
-                               self.substeps, self.insert_rounds, self.shared_delta)
-            for k in self.state:
-                if k in ("world", "depart") or new[k] is sub[k]:
-                    continue  # unchanged (and possibly a view of the state itself)
-                self.state[k][:, lo:hi] = new[k].view(W, n)
-            self._order = (lo, hi, new["_order"])
+                               self.substeps, self.insert_rounds, self.shared_delta,
+                               self.transit.kernel_view() if self.transit is not None else None)
+            # lane observations first: ``sub`` may be a view of the state (one world, or a window covering
+            # every slot), and the write-back below would turn the pre-step lanes into post-step ones
             obs = torch.stack([new["_obs_running"].to(torch.float64),
                                new["_obs_speed"].to(torch.float64) * new["_obs_running"],
                                new["_obs_loss"].to(torch.float64)], dim=1)
             idx = new["world"] * self.net.n_lanes + new["_obs_lane"]
             self.lane_acc_interval.index_add_(0, idx, obs)
+            for k in self.state:
+                if k in ("world", "depart") or new[k] is sub[k]:
+                    continue  # unchanged (and possibly a view of the state itself)
+                self.state[k][:, lo:hi] = new[k].view(W, n)
+            self._order = (lo, hi, new["_order"])
+            if self.transit is not None and bool(new["_docked"].any()):
+                self._board(new["_docked"].view(W, n), lo)
         self.step_index += 1
         if self.trajectory_every and self.step_index % self.trajectory_every == 0:
             self._trajectories.append(self.snapshot())
@@ -431,8 +573,9 @@ class TrafficTwin(Twin):
         return pd.DataFrame({
             "world": w.numpy(),
             "vehicle_id": self.pop.vehicle_id[w, s].numpy(),
-            "flow": np.asarray(self.flow_ids, dtype=object)[route.numpy()] if len(route) else [],
-            "group": np.asarray([f.group or f.id for f in self.scenario.demand.flows], dtype=object)[route.numpy()]
+            "flow": np.asarray(self._flow_names(), dtype=object)[route.numpy()] if len(route) else [],
+            "group": np.asarray([f.group or f.id for f in self.scenario.demand.flows]
+                                + [l.id for l in self.bus_lines], dtype=object)[route.numpy()]
             if len(route) else [],
             "depart_s": depart[w, s].numpy(),
             "insert_s": ins_t.numpy(),
@@ -444,10 +587,18 @@ class TrafficTwin(Twin):
             "depart_delay_s": (torch.where(inserted, ins_t, self.time_s) - depart[w, s]).numpy(),
             "stops": st["stops"][w, s].numpy(),
             "status": np.asarray(["waiting", "running", "arrived"], dtype=object)[st["status"][w, s].numpy()],
+            **({"mode": np.where(route.numpy() >= len(self.flow_ids), "bus", "car").astype(object)}
+               if self.bus_lines else {}),
         })
 
+    def _flow_names(self) -> list[str]:
+        """Name of each population flow index: the scenario's flows, then the bus lines."""
+        return list(self.flow_ids) + [f"bus:{l.id}" for l in self.bus_lines]
+
     def results(self) -> RunResult:
-        trips = self.trips()
+        all_trips = self.trips()
+        # with bus lines: cars in ``trips`` (as without), buses in ``bus_trips``
+        trips = all_trips[all_trips["mode"] == "car"].drop(columns="mode") if self.bus_lines else all_trips
         rows = []
         for w in range(self.W):
             t = trips[trips["world"] == w]
@@ -471,6 +622,13 @@ class TrafficTwin(Twin):
             })
         worlds = pd.DataFrame(rows)
         groups = self._group_outcomes(trips)
+        metrics = list(METRICS)
+        extra_tables = {}
+        if self.bus_lines:
+            bus_w, bus_g, extra_tables = self._bus_outcomes(all_trips)
+            worlds = pd.concat([worlds, bus_w], axis=1)
+            metrics += list(BUS_METRICS)
+            groups = pd.concat([groups, bus_g], ignore_index=True)
         tables = {
             "trips": trips,
             "timeseries": pd.concat(self._series, ignore_index=True) if self._series else pd.DataFrame(),
@@ -479,7 +637,60 @@ class TrafficTwin(Twin):
         }
         if self._trajectories:
             tables["trajectories"] = pd.concat(self._trajectories, ignore_index=True)
-        return RunResult(worlds=worlds, metrics=list(METRICS), tables=tables, groups=groups)
+        tables.update(extra_tables)
+        return RunResult(worlds=worlds, metrics=metrics, tables=tables, groups=groups)
+
+    def _bus_outcomes(self, trips: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+        """Per world the ``bus_*`` metrics; per world and group the ``mode`` and ``bus_line`` outcomes;
+        the tables ``bus_stops`` (one row per stop visit) and ``bus_waits`` (per world and stop)."""
+        W, tr = self.W, self.transit
+        t_end = self.time_s
+        waiting, censored = transit.still_waiting(t_end, self.pax_served, self.pax_arrivals, self.pax_cum)
+        served = self.pax_served.cpu().numpy()
+        waiting, censored, boarded_wait = waiting.cpu().numpy(), censored.cpu().numpy(), self.pax_wait.cpu().numpy()
+        visits = pd.concat(self._visits, ignore_index=True) if self._visits else pd.DataFrame(
+            columns=["time_s", "world", "vehicle_id", "line", "stop", "boardings", "alightings", "dwell_s", "load",
+                     "wait_sum_s"])
+        buses = trips[trips["mode"] == "bus"]
+        done = buses[buses["status"] == "arrived"]
+        line_of_stop = tr.line_of_stop.cpu().numpy()
+
+        def mean_wait(cols):
+            n = served[:, cols].sum(1) + waiting[:, cols].sum(1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(n > 0, (boarded_wait[:, cols].sum(1) + censored[:, cols].sum(1)) / n, np.nan)
+
+        every = np.arange(len(tr.stop_ids))
+        dwell = visits.groupby("world")["dwell_s"].mean() if len(visits) else pd.Series(dtype=float)
+        tt = done.groupby("world")["travel_time_s"].mean()
+        worlds = pd.DataFrame({
+            "bus_passenger_wait_s": mean_wait(every),
+            "bus_passengers_boarded": served.sum(1),
+            "bus_passengers_waiting_end": waiting.sum(1),
+            "bus_travel_time_s": tt.reindex(range(W)).to_numpy(float),
+            "bus_trips": done.groupby("world").size().reindex(range(W), fill_value=0).to_numpy(),
+            "bus_dwell_s": dwell.reindex(range(W)).to_numpy(float),
+        })
+        cars = trips[(trips["mode"] == "car") & (trips["status"] == "arrived")]
+        car_g = cars.groupby("world").agg(mean_travel_time_s=("travel_time_s", "mean"),
+                                          mean_delay_s=("delay_s", "mean")).reindex(range(W))
+        groups = [pd.DataFrame({"world": np.arange(W), "group_kind": "mode", "group": "car_drivers",
+                                "mean_travel_time_s": car_g["mean_travel_time_s"].to_numpy(float),
+                                "mean_delay_s": car_g["mean_delay_s"].to_numpy(float)}),
+                  pd.DataFrame({"world": np.arange(W), "group_kind": "mode", "group": "bus_passengers",
+                                "mean_wait_s": worlds["bus_passenger_wait_s"].to_numpy(float)})]
+        for i, line in enumerate(self.bus_lines):
+            lt = done[done["group"] == line.id].groupby("world")["travel_time_s"].mean().reindex(range(W))
+            groups.append(pd.DataFrame({"world": np.arange(W), "group_kind": "bus_line", "group": line.id,
+                                        "mean_wait_s": mean_wait(np.nonzero(line_of_stop == i)[0]),
+                                        "bus_travel_time_s": lt.to_numpy(float)}))
+        waits = pd.DataFrame({
+            "world": np.repeat(np.arange(W), len(tr.stop_ids)),
+            "stop": np.tile(np.asarray(tr.stop_ids, dtype=object), W),
+            "boarded": served.reshape(-1), "waiting_end": waiting.reshape(-1),
+            "wait_boarded_s": boarded_wait.reshape(-1), "wait_censored_s": censored.reshape(-1)})
+        return worlds, pd.concat(groups, ignore_index=True), {"bus_trips": buses.drop(columns="mode"),
+                                                              "bus_stops": visits, "bus_waits": waits}
 
     def _group_outcomes(self, trips: pd.DataFrame) -> pd.DataFrame:
         done = trips[trips["status"] == "arrived"]

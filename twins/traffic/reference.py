@@ -51,6 +51,17 @@ phase it is in (synchronous update, like the kernel):
    (``x' = L``, ``v' = (L - x) / dt``). Time loss ``dt·max(0, 1 - v'/v0)``
    and stops (transitions into ``v' < 0.1`` m/s) accumulate while running,
    with the final ``v'``.
+7. Bus stops (a vehicle with ``stops``): on the edge of its next unserved
+   stop, the stop is the obstacle (gap ``d_stop + min_gap``, speed 0) if that
+   is nearer than the obstacle of rules 4–5, and the physical gap is at most
+   ``d_stop`` (decided from the gaps *before* this rule, like the kernel).
+   While its ``dwell`` is positive the bus keeps speed 0 and ``dwell``
+   drops by ``dt``; at or below 1e-9 the stop is served. A bus that ends the
+   step halted (``v' < 0.1``) within ``DOCK_REACH_M`` before the stop docks:
+   the model's ``dwell_of(vehicle id, stop id, time)`` gives its dwell (the
+   twin's boarding is checked separately); a dwell of 0 serves the stop at
+   once. On an edge with a stop the bus may use lane 0 only, where the route
+   allows lane 0 (curbside stops).
 
 Per-vehicle inputs. The reference checks the *dynamics*, not the noise: the
 per-vehicle parameters (length, min gap, accel, decel, ``2·sqrt(accel·decel)``,
@@ -96,6 +107,7 @@ from .network import GREEN, YELLOW, RoadNetwork
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
+DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
 SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
 INF = math.inf
 
@@ -127,6 +139,7 @@ class VehicleSpec:
     max_speed: float
     flow: str = ""
     two_sqrt_ab: float | None = None  # 2·sqrt(accel·decel); None: computed with math.sqrt
+    stops: tuple = ()  # a bus's stops in route order: (route position, pos_m, stop id)
 
 
 class _Lane:
@@ -175,6 +188,13 @@ class ReferenceVehicle(mesa.Agent):
         self.vehicle_id = spec.vehicle_id
         self.route = list(spec.route)  # edge ids
         self.allowed = model.route_lanes(spec.route)  # per route step: allowed lane indices of that edge
+        self.bus_stops = list(spec.stops)
+        for k, _, _ in self.bus_stops:  # curbside stops: lane 0 where the route allows it
+            if 0 in self.allowed[k]:
+                self.allowed[k] = {0}
+        self.next_stop = 0  # index into stops of the next unserved one
+        self.dwell = 0.0
+        self._docked = False
         self.length = float(spec.length)
         self.min_gap = float(spec.min_gap)
         self.accel = float(spec.accel)
@@ -282,14 +302,38 @@ class ReferenceVehicle(mesa.Agent):
         else:
             gap, v_lead = gap_front, v_front
             gap_phys = gap if (on_last_edge or not must_stop) else min(gap, d)
+        # 7. the next bus stop on this edge
+        stop = self.bus_stops[self.next_stop] if self.next_stop < len(self.bus_stops) else None
+        at_edge = stop is not None and stop[0] == self.route_pos
+        dwelling = at_edge and self.dwell > 0
+        if at_edge:
+            d_stop = stop[1] - self.pos
+            if d_stop + self.min_gap < gap:
+                gap, v_lead = d_stop + self.min_gap, 0.0
+                m.events["bus_stop_obstacle"] += 1
+            gap_phys = min(gap_phys, d_stop)
         v0 = self.desired_speed(lane)
         v_new = self.idm_speed(v0, gap, v_lead)
         v_cap = max(gap_phys, 0.0) / m.dt
         if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
             m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)
         v_new = min(v_new, v_cap)
+        if dwelling:
+            v_new = 0.0
         self._v_new = v_new
         self._x_new = self.pos + v_new * m.dt
+        self._docked = False
+        if at_edge:
+            if dwelling:
+                self.dwell -= m.dt
+                m.events["bus_dwell_steps"] += 1
+                if self.dwell <= 1e-9:
+                    self.dwell = 0.0
+                    self.next_stop += 1
+            elif d_stop < -DOCK_REACH_M:  # passed (cannot happen for validated stops)
+                self.next_stop += 1
+            elif stop[1] - self._x_new <= DOCK_REACH_M and v_new < STOP_SPEED:
+                self._docked = True
         if front and not on_last_edge and not must_stop and math.isfinite(gap_front) and v_new < STOP_SPEED:
             m.events["front_blocked_by_next_lane"] += 1  # spillback: may go, but the next lane is full
 
@@ -332,6 +376,14 @@ class ReferenceVehicle(mesa.Agent):
         self.time_loss += m.dt * max(1.0 - v_new / v0, 0.0)
         self.speed = v_new
         self.pos = x_new
+        if self._docked:
+            stop = self.bus_stops[self.next_stop]
+            dwell = float(m.dwell_of(self.vehicle_id, stop[2], m.time_s + m.dt))
+            m.events["bus_docks"] += 1
+            if dwell > 0:
+                self.dwell = dwell
+            else:
+                self.next_stop += 1
 
 
 class ReferenceTrafficModel(mesa.Model):
@@ -346,9 +398,10 @@ class ReferenceTrafficModel(mesa.Model):
 
     def __init__(self, network: RoadNetwork, vehicles: list[VehicleSpec], *, dt: float = 1.0, begin: float = 0.0,
                  signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0,
-                 substeps: int | None = None, insert_rounds: int | None = None):
+                 substeps: int | None = None, insert_rounds: int | None = None, dwell_of=None):
         super().__init__(rng=seed)
         self.network = network
+        self.dwell_of = dwell_of  # (vehicle id, stop id, time) -> dwell s, for buses (rule 7)
         self.dt = float(dt)
         self.substeps = int(substeps) if substeps is not None else max(1, math.ceil(self.dt / 0.25 - 1e-9))
         self.begin = float(begin)
@@ -390,9 +443,10 @@ class ReferenceTrafficModel(mesa.Model):
 
     # --- construction from a vectorized twin ------------------------------------------------
     @classmethod
-    def from_twin(cls, twin, world: int = 0) -> "ReferenceTrafficModel":
+    def from_twin(cls, twin, world: int = 0, dwell_of=None) -> "ReferenceTrafficModel":
         """The same world as ``twin``'s ``world``: its network, per-vehicle parameters and departures
-        (read from ``twin.pop`` / ``twin.veh_full`` as Python floats) and its signal plan."""
+        (read from ``twin.pop`` / ``twin.veh_full`` as Python floats), its signal plan and its buses'
+        stops (``dwell_of``: see rule 7)."""
         scen = twin.scenario
         flows = scen.demand.flows
         keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed")
@@ -401,19 +455,33 @@ class ReferenceTrafficModel(mesa.Model):
         depart = twin.pop.depart[world].tolist()
         vid = twin.pop.vehicle_id[world].tolist()
         specs = []
+        lines = list(getattr(scen, "bus_lines", None) or [])
+        stops_of_line = []
+        for line in lines:  # (route position, pos, stop id) from the plain-Python line, not the tensors
+            k, out = 0, []
+            for st in line.stops:
+                k = line.route.index(st.edge, k)
+                out.append((k, float(st.pos_m), f"{line.id}:{st.id}"))
+            stops_of_line.append(tuple(out))
         for s in range(len(flow)):
             if flow[s] < 0 or not math.isfinite(depart[s]):
                 continue
-            f = flows[flow[s]]
-            specs.append(VehicleSpec(int(vid[s]), tuple(f.route), float(depart[s]),
-                                     **{k: float(cols[k][s]) for k in keys}, flow=f.id,
-                                     two_sqrt_ab=float(cols["two_sqrt_ab"][s])))
+            if flow[s] < len(flows):
+                f = flows[flow[s]]
+                route, name, stops = tuple(f.route), f.id, ()
+            else:
+                line = lines[flow[s] - len(flows)]
+                route, name, stops = tuple(line.route), f"bus:{line.id}", stops_of_line[flow[s] - len(flows)]
+            specs.append(VehicleSpec(int(vid[s]), route, float(depart[s]),
+                                     **{k: float(cols[k][s]) for k in keys}, flow=name,
+                                     two_sqrt_ab=float(cols["two_sqrt_ab"][s]), stops=stops))
         plans = {}
         for p, pid in enumerate(twin.compiled.program_ids):
             plans[pid] = ([float(x) for x in twin.signal_durations[world, p].tolist()],
                           float(twin.signal_offsets[world, p]))
         return cls(scen.network, specs, dt=twin.dt, begin=float(scen.begin), signal_plans=plans,
-                   seed=int(twin.worlds.seed), substeps=twin.substeps, insert_rounds=twin.insert_rounds)
+                   seed=int(twin.worlds.seed), substeps=twin.substeps, insert_rounds=twin.insert_rounds,
+                   dwell_of=dwell_of)
 
     # --- network queries ------------------------------------------------------------------
     def route_lanes(self, route) -> list[set[int]]:
@@ -542,7 +610,7 @@ class ReferenceTrafficModel(mesa.Model):
         return {v.vehicle_id: {"status": v.status, "lane": v.lane.id if v.status == RUNNING else None,
                                "pos": v.pos, "speed": v.speed, "insert_step": v.insert_step,
                                "arrive_step": v.arrive_step, "time_loss": v.time_loss, "stops": v.stops,
-                               "route_pos": v.route_pos}
+                               "route_pos": v.route_pos, "next_stop": v.next_stop, "dwell": v.dwell}
                 for v in self.vehicles}
 
     def running_ids(self) -> set[int]:

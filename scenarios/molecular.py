@@ -33,6 +33,7 @@ class CellSpec:
 @dataclass
 class MolecularScenario:
     kind: str = "molecular"
+    name: str = "molecular"  # label of runs and figures
     dt: Optional[float] = 0.01  # µs (overrides top-level dt_s)
     horizon: Optional[float] = 20.0  # µs (overrides top-level horizon_s)
     box: float = 60.0  # nm, periodic cube
@@ -63,6 +64,7 @@ class MolecularScenario:
 @dataclass
 class LJFluidScenario:
     kind: str = "lj_fluid"
+    name: str = "lj_fluid"  # label of runs and figures
     dt: Optional[float] = 0.005  # τ (overrides top-level dt_s)
     horizon: Optional[float] = 25.0  # τ (overrides top-level horizon_s)
     n_particles: int = 500

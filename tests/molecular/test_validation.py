@@ -2,7 +2,6 @@
 
 Each test states its tolerance and why. Slow ones (``-m slow``) run in CI's second pass.
 """
-import math
 
 import numpy as np
 import pytest

@@ -176,47 +176,58 @@ def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tens
     nc_half = min(int(math.floor(box / max(cs, 2.0 * cutoff) + 1e-9)), cap)
     nc = nc_half if nc_half >= 2 else min(int(math.floor(box / cs + 1e-9)), max(3, cap))
     flat = pos.reshape(W * N, 3)
+    # gathers by index_select: several times faster on CPU than advanced indexing ``x[idx]``
+    take = torch.Tensor.index_select
     if nc < 3 and nc_half < 2:  # all pairs of the world
         qi = torch.nonzero(query_mask.reshape(-1)).flatten()
         rj = torch.nonzero(ref_mask.reshape(-1)).flatten()
         same = (qi[:, None] // N) == (rj[None, :] // N)
         a, b = torch.nonzero(same & (qi[:, None] != rj[None, :]), as_tuple=True)
-        gi, gj = qi[a], rj[b]
+        gi, gj = take(qi, 0, a), take(rj, 0, b)
     else:
         ncell = nc ** 3
         scale = nc / box
         rflat = torch.nonzero(ref_mask.reshape(-1)).flatten()
-        rc = torch.floor(flat[rflat] * scale).long().clamp_(0, nc - 1)
-        rkey = (rc[:, 0] * nc + rc[:, 1]) * nc + rc[:, 2] + (rflat // N) * ncell
+        rc = torch.floor(take(flat, 0, rflat) * scale).long().clamp_(0, nc - 1)
+        rkey = (rc[:, 0] * nc + rc[:, 1]) * nc + rc[:, 2] + torch.div(rflat, N, rounding_mode="floor") * ncell
         rkey, o = torch.sort(rkey, stable=True)
-        rorder = rflat[o]
+        rorder = take(rflat, 0, o)
         counts = torch.bincount(rkey, minlength=W * ncell)
         start = torch.cumsum(counts, 0) - counts
         qflat = torch.nonzero(query_mask.reshape(-1)).flatten()
-        f = flat[qflat] * scale
+        f = take(flat, 0, qflat) * scale
         qcell = torch.floor(f).long().clamp_(0, nc - 1)
+        qbase = torch.div(qflat, N, rounding_mode="floor") * ncell
         if nc_half >= 2:
             # per axis: own cell and the neighbour on the near side (periodic), [Q,3,2]
             other = torch.where(f - qcell >= 0.5, qcell + 1, qcell - 1)
-            other = torch.where(other < 0, other + nc, torch.where(other >= nc, other - nc, other))
+            other = torch.remainder(other, nc)
             ax = torch.stack((qcell, other), -1)
-            nkey = ((ax[:, 0, :, None, None] * nc + ax[:, 1, None, :, None]) * nc + ax[:, 2, None, None, :]
-                    + ((qflat // N) * ncell)[:, None, None, None]).reshape(-1, 8)
+            ax[:, 0] *= nc * nc
+            ax[:, 1] *= nc
+            ax[:, 0] += qbase[:, None]
+            xy = (ax[:, 0, :, None] + ax[:, 1, None, :]).reshape(-1, 4, 1)  # two broadcasts: cheaper than one
+            nkey = (xy + ax[:, 2, None, :]).reshape(-1)
+            ncand = 8
         else:
             off = torch.tensor(_OFFSETS, dtype=torch.long, device=dev)
             nb = torch.remainder(qcell[:, None, :] + off, nc)
-            nkey = (nb[..., 0] * nc + nb[..., 1]) * nc + nb[..., 2] + (qflat // N)[:, None] * ncell  # [Q,27]
-        ncand = nkey.shape[1]
-        nkey = nkey.reshape(-1)
-        cnt = counts[nkey]
+            nkey = ((nb[..., 0] * nc + nb[..., 1]) * nc + nb[..., 2] + qbase[:, None]).reshape(-1)  # [Q*27]
+            ncand = 27
+        cnt = take(counts, 0, nkey)
+        # most looked-up cells are empty at these densities: keep the occupied ones (order preserved)
+        look = torch.nonzero(cnt).flatten()
+        cnt = take(cnt, 0, look)
         total = int(cnt.sum().item())
         rows = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt, output_size=total)
         excl = torch.cumsum(cnt, 0) - cnt
-        gj = rorder[(start[nkey] - excl)[rows] + torch.arange(total, device=dev)]
-        gi = qflat[rows // ncand]
+        first = take(start, 0, take(nkey, 0, look)) - excl
+        gj = take(rorder, 0, take(first, 0, rows) + torch.arange(total, device=dev))
+        gi = take(qflat, 0, torch.div(take(look, 0, rows), ncand, rounding_mode="floor"))
         keep = gi != gj
-        gi, gj = gi[keep], gj[keep]
-    d = min_image(flat[gj] - flat[gi], box)
+        if not bool(keep.all()):
+            gi, gj = gi[keep], gj[keep]
+    d = min_image(take(flat, 0, gj) - take(flat, 0, gi), box)
     r2 = (d * d).sum(-1)
     m = r2 < cutoff * cutoff
     return gi[m], gj[m], d[m], r2[m]

@@ -19,17 +19,21 @@ the scenario's value is used for every world) — what interventions write:
 ``dose``            ligand molecules added per dose (rounded; at most the
                     scenario's ``max_dose``)
 ``dosing_interval`` time between doses (µs)
+``n_doses``         number of doses (rounded; 0 = as many as fit in the horizon)
 ``k_el``            first-order clearance (elimination) rate of *free* ligand (1/µs)
 ``first_dose``      time of the first dose (µs)
 ================== =========================================================
 
 State is a fixed-capacity particle table: slots ``[0, n_target)`` hold the
 target receptors (grouped into cells = subgroups), then the off-target
-proteins, then ``n_dose_slots × max_dose`` ligand slots: ligand ``k`` of dose
-``d`` always lives in slot (= particle id) ``n_target + n_offtarget +
-d * max_dose + k``, in every world and under every policy, so its Brownian
-kicks and reaction draws never shift when a policy changes the dose, the
-interval or the rates (DESIGN.md §3). A bound complex keeps both slots: the
+proteins, then ``n_dose_slots × max_dose`` ligand slots (``max_dose``: the
+largest dose of the batch unless the scenario fixes it). Noise is keyed by a
+particle *id* that does not depend on that layout: receptors and off-targets
+are numbered by slot, ligand ``k`` of dose ``d`` has id ``n_target +
+n_offtarget + d * LIGAND_ID_STRIDE + k`` in every world, batch and policy, so
+its placement, Brownian kicks and reaction draws never shift when a policy
+(or another world of the batch) changes the dose, the interval, the number of
+doses or the rates (DESIGN.md §3). A bound complex keeps both slots: the
 receptor slot becomes the complex, the ligand slot is parked as
 ``BOUND_LIGAND`` and reappears, uniformly inside the reaction ball, on unbinding.
 """
@@ -70,6 +74,7 @@ class Species(IntEnum):
 
 
 _BIND_DRAW = 16  # reaction draws: 0 clearance, 1 unbinding, 16 + partner id: binding
+LIGAND_ID_STRIDE = 1 << 20  # noise ids of consecutive doses' ligands are this far apart (max molecules per dose)
 
 
 # ============================================================================ Mesa agents
@@ -142,13 +147,14 @@ class Compartment(mesa.Agent):
 
 class DosingSchedule(mesa.Agent):
     """Repeated dosing: ``dose[w]`` ligand molecules every ``interval[w]`` from
-    ``first_dose[w]``, at most ``n_max`` doses; administers by activating the
+    ``first_dose[w]``, at most ``n_max[w]`` doses; administers by activating the
     pre-allocated ligand slots of each due dose."""
 
     def __init__(self, model, first_dose: torch.Tensor, interval: torch.Tensor, dose: torch.Tensor,
-                 n_max: int):
+                 n_max: torch.Tensor):
         super().__init__(model)
-        self.first_dose, self.interval, self.dose, self.n_max = first_dose, interval, dose, int(n_max)
+        self.first_dose, self.interval, self.dose = first_dose, interval, dose
+        self.n_max = torch.as_tensor(n_max, device=interval.device).long().expand_as(interval)
         self._next = -math.inf  # earliest time any world's next dose is due
 
     def doses_due(self, t: float) -> torch.Tensor:
@@ -156,7 +162,7 @@ class DosingSchedule(mesa.Agent):
         eps = 1e-9 * max(1.0, abs(t))
         n = torch.floor((t - self.first_dose + eps) / self.interval) + 1
         n = torch.where(t + eps >= self.first_dose, n, torch.zeros_like(n))
-        return n.clamp(0, self.n_max).long()
+        return torch.minimum(n.clamp_min(0).long(), self.n_max)
 
     def step(self):
         t = self.model.time
@@ -175,7 +181,7 @@ class MolecularTwin(Twin):
     metrics = (
         "target_occupancy_mean", "time_in_window", "offtarget_occupancy_mean",
         "offtarget_occupancy_max", "target_complexes_mean", "offtarget_complexes_mean",
-        "free_ligand_uM_mean", "doses_given",
+        "free_ligand_uM_mean", "doses_given", "selectivity_ratio",
     )
 
     def __init__(self, worlds: WorldBatch, *, dt: float, horizon: float, device="cpu",
@@ -185,10 +191,12 @@ class MolecularTwin(Twin):
                  D_ligand: float = 50.0, k_on_target: float = 20.0, k_off_target: float = 0.2,
                  k_on_offtarget: float = 5.0, k_off_offtarget: float = 2.0, dose: float = 150,
                  max_dose: int | None = None, first_dose: float = 0.0, dosing_interval: float = 10.0,
-                 n_doses: int = 0, k_el: float = 0.1, repulsion_k: float = 0.0,
+                 n_doses: float = 0, k_el: float = 0.1, repulsion_k: float = 0.0,
                  repulsion_radius: float = 4.0, therapeutic_window=(0.5, 0.9), record_every: int = 10,
                  collect: bool = True):
+        init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "worlds", "__class__")}
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
+        self._init_kwargs = init_kwargs  # the scenario's values: baselines, and what rebuild() needs
         W, dev = self.W, self.device
         # ---- static checks (field, value, what is valid)
         for name, v in (("box", box), ("reaction_radius", reaction_radius), ("dt", dt), ("horizon", horizon)):
@@ -225,14 +233,17 @@ class MolecularTwin(Twin):
         first = self._param("first_dose", first_dose)
         dose_n = torch.round(dose_w)
         max_dose = int(dose_n.max().item()) if max_dose is None else int(max_dose)
-        check(max_dose >= 0, "scenario.max_dose", max_dose, "a non-negative integer")
+        check(0 <= max_dose < LIGAND_ID_STRIDE, "scenario.max_dose", max_dose,
+              f"a non-negative integer below {LIGAND_ID_STRIDE}")
         check(bool((dose_n <= max_dose).all()), "dose", dose_n.max().item(),
               f"at most scenario.max_dose = {max_dose} molecules per dose",
               "Raise scenario.max_dose (the per-dose slot capacity).")
+        n_doses_w = torch.round(self._param("n_doses", n_doses)).long()  # 0: as many as fit
         t_last = (self.n_steps - 1) * self.dt
         fit = int(math.floor((t_last - float(first.min()) + 1e-9) / float(interval.min()))) + 1
         fit = max(fit, 0)
-        n_dose_slots = min(fit, int(n_doses)) if n_doses > 0 else fit
+        n_max = torch.where(n_doses_w > 0, n_doses_w.clamp_max(fit), torch.full_like(n_doses_w, fit))
+        n_dose_slots = int(n_max.max().item()) if W else fit
         self.max_dose, self.n_dose_slots = max_dose, n_dose_slots
 
         # ---- slots
@@ -255,10 +266,15 @@ class MolecularTwin(Twin):
         self.group = torch.full((N,), -1, dtype=torch.long, device=dev)
         self.group[: self.n_t] = grp
         self.pid = torch.arange(N, device=dev)
+        lig = torch.arange(self.n_lig, device=dev)
+        self.lig_dose = lig // max(max_dose, 1)
+        self.lig_k = lig % max(max_dose, 1)
+        # noise id of each slot: independent of max_dose and n_dose_slots (module docstring)
+        self.nid = torch.cat((self.pid[: self.lig0], self.lig0 + self.lig_dose * LIGAND_ID_STRIDE + self.lig_k))
         self.rep = self.worlds.replication
 
         # ---- initial state: receptors uniformly in their cell's slab, off-targets anywhere
-        u = self._uniform(Stream.PLACEMENT, self.pid[None, :, None], 0, torch.arange(3, device=dev)[None, None, :])
+        u = self._uniform(Stream.PLACEMENT, self.nid[None, :, None], 0, torch.arange(3, device=dev)[None, None, :])
         xlo = torch.zeros(N, dtype=self.dtype, device=dev)
         xhi = torch.ones(N, dtype=self.dtype, device=dev)
         for g, c in enumerate(cells):
@@ -275,9 +291,6 @@ class MolecularTwin(Twin):
         self.partner = torch.full((W, N), -1, dtype=torch.long, device=dev)
         self.D_table = torch.tensor([0, D_target, D_offtarget, D_ligand, D_target, D_offtarget, 0, 0],
                                     dtype=self.dtype, device=dev)
-        lig = torch.arange(self.n_lig, device=dev)
-        self.lig_dose = lig // max(max_dose, 1)
-        self.lig_k = lig % max(max_dose, 1)
         self.dose_count = dose_n.long()
         self.force = None
         # per-step constants: Brownian step scale sqrt(2 D dt) and D dt (force term) by species,
@@ -287,8 +300,14 @@ class MolecularTwin(Twin):
         self._p_off_t = -torch.expm1(-self.k_off_t * self.dt)
         self._p_off_o = -torch.expm1(-self.k_off_o * self.dt)
         self._clears = bool((self.k_el > 0).any())
-        self._pref_b = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.BROWNIAN, self.pid[None, :])
-        self._pref_r = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.REACTION, self.pid[None, :])
+        # the Brownian step starts at the first species block that can move (targets, off-targets, ligands)
+        self._mobile_from = 0 if D_target > 0 else (self.n_t if D_offtarget > 0 else self.lig0)
+        if repulsion_k > 0:
+            self._mobile_from = 0  # forces act on every macromolecule
+        self._pref_b = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.BROWNIAN, self.nid[None, :])
+        self._pref_r = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.REACTION, self.nid[None, :])
+        self._pref_p = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.PLACEMENT, self.nid[None, :])
+        self._unbind_draws = torch.arange(3, 6, device=dev)[None, :]
         self.n_cleared = torch.zeros(W, dtype=torch.long, device=dev)
         self.n_bind_events = torch.zeros(W, dtype=torch.long, device=dev)
         self.n_unbind_events = torch.zeros(W, dtype=torch.long, device=dev)
@@ -298,7 +317,7 @@ class MolecularTwin(Twin):
         # ---- Mesa agents
         self.extracellular = Compartment(self, "extracellular", "extracellular")
         self.cells = [Compartment(self, c[0], "cell", (c[2], c[3]), c[1], g) for g, c in enumerate(cells)]
-        self.schedule = DosingSchedule(self, first, interval, dose_n, n_dose_slots)
+        self.schedule = DosingSchedule(self, first, interval, dose_n, n_max)
         self.populations = {
             "target": SpeciesPopulation(self, "target", (Species.TARGET,)),
             "offtarget": SpeciesPopulation(self, "offtarget", (Species.OFFTARGET,)),
@@ -316,6 +335,16 @@ class MolecularTwin(Twin):
             agenttype_reporters={Compartment: {"occupancy": "mean_occupancy"}},
         ) if collect else None
         self._record()
+
+    def rebuild(self) -> None:
+        """Construct again from the scenario's values and ``self.worlds``, so that per-world
+        parameters written into ``worlds.params`` after construction (by an intervention) take
+        effect; the slot layout depends on the largest dose and number of doses. Noise is keyed by
+        particle id, so each world is exactly what it would have been had it been built this way."""
+        if self.step_index != 0:
+            raise RuntimeError("per-world parameters must be written before the twin's first step")
+        self.__dict__.pop("step", None)  # mesa.Model.__init__ wraps ``step`` again
+        type(self).__init__(self, self.worlds, **self._init_kwargs)
 
     # ------------------------------------------------------------------ helpers
     def _param(self, name, default, positive=False):
@@ -369,41 +398,59 @@ class MolecularTwin(Twin):
     def step(self):
         W, N, dev = self.W, self.N, self.device
         s = self.step_index
+        take = torch.Tensor.index_select  # gathers: several times faster on CPU than ``x[idx]``
         self.schedule.step()
         sp = self.species
-        spl = sp.long()
         # --- Brownian move (complexes move with their receptor; parked ligands have D = 0).
-        # Noise: three normals per particle from one keyed hashing pass (kernels.keyed_normals3).
-        dx = self._bscale[spl][..., None] * K.keyed_normals3(self._pref_b, s, self.dtype)
+        # Noise: three normals per particle from one keyed hashing pass (kernels.keyed_normals3),
+        # only for the slots from the first species block that can move (immobile receptors would
+        # get dx = 0 · ξ = 0 exactly: skipping them changes no bit).
+        a = self._mobile_from
+        spm = sp[:, a:]
+        scale = take(self._bscale, 0, spm.reshape(-1).long()).view(W, N - a, 1)
+        dx = scale * K.keyed_normals3(self._pref_b[:, a:], s, self.dtype)
         if self.force is not None:
-            dx = dx + (self._dtD[spl])[..., None] * self.force
-        self.pos = K.wrap(self.pos + dx, self.box)
+            dx = dx + take(self._dtD, 0, spm.reshape(-1).long()).view(W, N - a, 1) * self.force[:, a:]
+        self.pos[:, a:] = K.wrap(self.pos[:, a:] + dx, self.box)
         # --- reactions, all decided on the pre-reaction state (on the moved positions)
         flat_sp = sp.view(-1)
         free_lig = sp == Species.LIGAND
         free_rec = (sp >= Species.TARGET) & (sp <= Species.OFFTARGET)
-        gi, gj, _, _ = K.cell_pairs(self.pos, free_lig, free_rec, self.box, self.R, self.cell_size)
-        h_r = K.advance(self._pref_r, s)  # REACTION-stream key of every slot at this step
+        # the pair search queries from the smaller set (fewer cell lookups); the pair set is the same
+        if int(free_rec.sum()) < int(free_lig.sum()):
+            gj, gi, _, _ = K.cell_pairs(self.pos, free_rec, free_lig, self.box, self.R, self.cell_size)
+        else:
+            gi, gj, _, _ = K.cell_pairs(self.pos, free_lig, free_rec, self.box, self.R, self.cell_size)
+        pref_r = self._pref_r.view(-1)
         if gi.numel():
-            w = gi // N
-            is_t = flat_sp[gj] == Species.TARGET
-            rate = torch.where(is_t, self.k_on_t[w], self.k_on_o[w])
-            u = K.bits_uniform(K.advance(h_r.view(-1)[gi], _BIND_DRAW + gj % N))
+            w = torch.div(gi, N, rounding_mode="floor")
+            is_t = take(flat_sp, 0, gj) == Species.TARGET
+            rate = torch.where(is_t, take(self.k_on_t, 0, w), take(self.k_on_o, 0, w))
+            h = K.advance(take(pref_r, 0, gi), s)  # REACTION-stream key of the ligand at this step
+            u = K.bits_uniform(K.advance(h, _BIND_DRAW + torch.remainder(gj, N)))
             bi, bj = K.doi_select(gi, gj, rate, self.dt, u, W * N)
         else:
             bi = bj = gi
-        # unbinding of complexes present before this step (draw 1)
+        # unbinding of complexes present before this step (draw 1), drawn for the complexes only
         nr = self.lig0
         rs = sp[:, :nr]
-        ur = K.bits_uniform(K.advance(h_r[:, :nr], 1), self.dtype)
-        p_off = torch.where(rs == Species.TARGET_COMPLEX, self._p_off_t[:, None], self._p_off_o[:, None])
-        unbind = (rs >= Species.TARGET_COMPLEX) & (rs <= Species.OFFTARGET_COMPLEX) & (ur < p_off)
+        cplx = torch.nonzero(((rs >= Species.TARGET_COMPLEX) & (rs <= Species.OFFTARGET_COMPLEX)).reshape(-1)
+                             ).flatten()
+        rr = cplx
+        if cplx.numel():
+            cw = torch.div(cplx, nr, rounding_mode="floor")
+            rr = cw * N + torch.remainder(cplx, nr)  # flattened slot index
+            ur = K.bits_uniform(K.advance(K.advance(take(pref_r, 0, rr), s), 1), self.dtype)
+            is_tc = take(flat_sp, 0, rr) == Species.TARGET_COMPLEX
+            p_off = torch.where(is_tc, take(self._p_off_t, 0, cw), take(self._p_off_o, 0, cw))
+            rr = rr[ur < p_off]
         # --- apply
         new_sp = sp.clone().view(-1)
         partner = self.partner.view(-1)
         pos = self.pos.view(-1, 3)
         if self.n_lig and self._clears:  # clearance of free ligand (draw 0), not the ones binding now
-            ul = K.bits_uniform(K.advance(h_r[:, nr:], 0), self.dtype)
+            h_l = K.advance(self._pref_r[:, nr:], s)
+            ul = K.bits_uniform(K.advance(h_l, 0), self.dtype)
             clear_flat = torch.zeros(W, N, dtype=torch.bool, device=dev)
             clear_flat[:, nr:] = free_lig[:, nr:] & K.bernoulli(self.k_el[:, None], self.dt, ul)
             clear_flat = clear_flat.view(-1)
@@ -411,20 +458,20 @@ class MolecularTwin(Twin):
             new_sp[clear_flat] = Species.CLEARED
             self.n_cleared += clear_flat.view(W, N).sum(1)
         if bi.numel():
-            new_sp[bj] = flat_sp[bj] + 3  # TARGET→TARGET_COMPLEX, OFFTARGET→OFFTARGET_COMPLEX
+            new_sp[bj] = take(flat_sp, 0, bj) + 3  # TARGET→TARGET_COMPLEX, OFFTARGET→OFFTARGET_COMPLEX
             new_sp[bi] = Species.BOUND_LIGAND
             partner[bj] = bi
             partner[bi] = bj
-            self.n_bind_events += torch.bincount(bi // N, minlength=W)
-        uw, ui = torch.nonzero(unbind, as_tuple=True)
-        if uw.numel():
-            rr = uw * N + ui
-            ll = partner[rr]
-            new_sp[rr] = flat_sp[rr] - 3
+            self.n_bind_events += torch.bincount(torch.div(bi, N, rounding_mode="floor"), minlength=W)
+        if rr.numel():
+            uw = torch.div(rr, N, rounding_mode="floor")
+            ll = take(partner, 0, rr)
+            new_sp[rr] = take(flat_sp, 0, rr) - 3
             new_sp[ll] = Species.LIGAND
-            uu = noise.uniform(self.worlds.seed, self.rep[ll // N][:, None], Stream.PLACEMENT, (ll % N)[:, None], s,
-                               torch.arange(3, 6, device=dev)[None, :], dtype=self.dtype, device=dev)
-            pos[ll] = K.wrap(pos[rr] + K.ball_point(uu, self.R), self.box)
+            # PLACEMENT draws 3..5 of the ligand at this step (= noise.uniform, from the hashed prefix)
+            h = K.advance(take(self._pref_p.view(-1), 0, ll), s)[:, None]
+            uu = K.bits_uniform(K.advance(h, self._unbind_draws), self.dtype)
+            pos[ll] = K.wrap(take(pos, 0, rr) + K.ball_point(uu, self.R), self.box)
             partner[rr] = -1
             partner[ll] = -1
             self.n_unbind_events += torch.bincount(uw, minlength=W)
@@ -476,6 +523,11 @@ class MolecularTwin(Twin):
         def tmean(x):
             return torch.einsum("t,t...->...", wts, x)
 
+        # selectivity: target over off-target occupancy (time means); an off-target occupancy below the
+        # resolution of its time mean (one complex at one record) counts as that resolution, so a
+        # perfectly selective ligand gets a large finite ratio rather than a division by zero
+        floor = 1.0 / (max(self.n_o, 1) * len(t))
+        selectivity = tmean(occ) / tmean(ooc).clamp_min(floor) if self.n_o else torch.full((W,), float("nan"))
         inwin = ((occ >= lo) & (occ <= hi)).double()
         inwin_g = ((occ_g >= lo) & (occ_g <= hi)).double()
         rep = self.worlds.replication.cpu().numpy()
@@ -490,6 +542,7 @@ class MolecularTwin(Twin):
             "offtarget_complexes_mean": tmean(oc).numpy(),
             "free_ligand_uM_mean": _uM(tmean(fl).numpy(), V),
             "doses_given": self.doses_given.cpu().numpy(),
+            "selectivity_ratio": selectivity.numpy(),
             "ligand_cleared": self.n_cleared.cpu().numpy(),
         })
         ts = pd.DataFrame({
@@ -514,6 +567,16 @@ class MolecularTwin(Twin):
         })
         return RunResult(worlds=df, metrics=list(self.metrics), tables={"timeseries": ts}, groups=groups,
                          complete=self.step_index >= self.n_steps)
+
+
+    def write_figures(self, result: RunResult, figdir) -> list[str]:
+        """Target and off-target occupancy over time, the therapeutic window shaded."""
+        from twins import plots
+
+        ax = plots.occupancy(result.tables["timeseries"], window=self.window)
+        ax.set_title("occupancy: mean over worlds, 5–95% band")
+        plots.save(ax, figdir / "occupancy.png")
+        return ["occupancy.png"]
 
 
 # ============================================================================ LJ fluid

@@ -1,4 +1,4 @@
-"""Device choice and batch planning."""
+"""Device choice, batch planning, execution backends (local, Ray) and the compute/energy account."""
 from .device import resolve_device, resolve_dtype
 
 __all__ = ["resolve_device", "resolve_dtype"]

@@ -28,6 +28,15 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(f"cuda:{n}")
 
 
+def set_threads(n) -> None:
+    """``compute.threads``: torch's intra-op CPU threads for this process (None leaves torch's default)."""
+    if n is None:
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError("compute.threads", n, "an integer >= 1, or null for torch's default")
+    torch.set_num_threads(n)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     table = {"float32": torch.float32, "float64": torch.float64}
     if name not in table:

@@ -1,0 +1,211 @@
+"""What a run cost: wall time, device-seconds per device type, energy.
+
+- **CPU time** is the process CPU time (``time.process_time``: every thread of
+  the process) of the driver plus, for chunks run in other processes (Ray
+  workers), theirs. It is reported as ``device_seconds["cpu"]`` (core-seconds).
+- **GPU time** is the wall time a chunk held a GPU, summed over chunks
+  (``device_seconds["cuda"]``).
+- **GPU energy** comes from NVML's cumulative energy counter
+  (``nvmlDeviceGetTotalEnergyConsumption``, Volta and newer) read before and
+  after each chunk on that chunk's GPU, when ``pynvml`` (the ``nvidia-ml-py``
+  package) is importable. It is the whole GPU's energy, including anything
+  else running on it. Without NVML, a GPU chunk's energy is ``null``.
+- **CPU energy** comes from RAPL package counters
+  (``/sys/class/powercap/intel-rapl:N/energy_uj``) where they are readable and
+  every chunk ran on this machine — the whole package, so other processes on
+  the machine are included; otherwise it is an **estimate**:
+  ``compute.cpu_watts_per_core`` × CPU core-seconds, labelled ``estimate``
+  (no DRAM, no idle power).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+#: default for compute.cpu_watts_per_core: a server core under load, from TDP / cores of an
+#: AMD EPYC 7763 (280 W / 64 cores = 4.4 W). A stated figure, not a measurement.
+DEFAULT_CPU_WATTS_PER_CORE = 4.4
+
+
+# --- counters -----------------------------------------------------------------------------------
+def _rapl_zones() -> list[Path]:
+    """Top-level RAPL package zones (``intel-rapl:N``; sub-zones ``:N:M`` are parts of a package)."""
+    zones = []
+    for d in sorted(glob.glob("/sys/class/powercap/intel-rapl:*")):
+        if d.count(":") == 1 and os.access(os.path.join(d, "energy_uj"), os.R_OK):
+            zones.append(Path(d))
+    return zones
+
+
+def rapl_read() -> dict[str, tuple[int, int]] | None:
+    """``{zone: (energy_uj, max_energy_range_uj)}`` or None where RAPL is not readable."""
+    out = {}
+    for z in _rapl_zones():
+        try:
+            e = int((z / "energy_uj").read_text())
+            r = int((z / "max_energy_range_uj").read_text()) if (z / "max_energy_range_uj").exists() else 0
+        except (OSError, ValueError):
+            return None
+        out[z.name] = (e, r)
+    return out or None
+
+
+def rapl_joules(before, after) -> float | None:
+    if not before or not after or set(before) != set(after):
+        return None
+    total = 0.0
+    for k, (e0, rng) in before.items():
+        e1 = after[k][0]
+        d = e1 - e0 if e1 >= e0 else e1 + rng - e0  # the counter wraps at max_energy_range_uj
+        total += d / 1e6
+    return total
+
+
+def _nvml():
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    return pynvml
+
+
+def gpu_energy_mj(device: torch.device) -> float | None:
+    """NVML's cumulative energy counter (mJ) of ``device`` (a torch CUDA device), or None."""
+    if device.type != "cuda":
+        return None
+    nv = _nvml()
+    if nv is None:
+        return None
+    try:
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        for i in range(nv.nvmlDeviceGetCount()):  # NVML numbers GPUs physically; match by UUID
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            u = nv.nvmlDeviceGetUUID(h)
+            u = u.decode() if isinstance(u, bytes) else u
+            if u.replace("GPU-", "") == uuid.replace("GPU-", ""):
+                return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
+        h = nv.nvmlDeviceGetHandleByIndex(device.index or 0)
+        return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
+    except Exception:  # not supported on this GPU / driver
+        return None
+
+
+# --- what one chunk (or the driver) used ---------------------------------------------------------
+@dataclass
+class Usage:
+    """Measured by :func:`measure` around a piece of work in one process."""
+
+    device: str = "cpu"  # device type the work ran on: cpu | cuda
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    gpu_energy_j: float | None = None
+    pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
+
+
+@contextmanager
+def measure(device: torch.device | str = "cpu"):
+    """``with measure(dev) as u: ...`` fills ``u`` (a :class:`Usage`) when the block ends."""
+    device = torch.device(device)
+    u = Usage(device=device.type)
+    e0 = gpu_energy_mj(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield u
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        u.wall_s = time.perf_counter() - t0
+        u.cpu_s = time.process_time() - c0
+        e1 = gpu_energy_mj(device) if e0 is not None else None
+        u.gpu_energy_j = (e1 - e0) / 1e3 if (e0 is not None and e1 is not None) else None
+
+
+class RunMeter:
+    """The account of one run: the driver's own usage plus every chunk's.
+
+    ``start()`` / ``stop()`` bracket the run in the driver process; ``add(usage)``
+    records a chunk. Chunks that ran in the driver's process are already inside
+    its CPU time and are not counted twice.
+    """
+
+    def __init__(self, cpu_watts_per_core: float = DEFAULT_CPU_WATTS_PER_CORE):
+        self.cpu_watts_per_core = float(cpu_watts_per_core)
+        self.chunks: list[Usage] = []
+        self._t0 = self._c0 = None
+        self._rapl0 = None
+        self.wall_s = self.cpu_s = 0.0
+        self._rapl_j: float | None = None
+
+    def start(self) -> "RunMeter":
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+        self._rapl0 = rapl_read()
+        return self
+
+    def add(self, usage: Usage) -> None:
+        self.chunks.append(usage)
+
+    def stop(self) -> "RunMeter":
+        if self._t0 is not None:
+            self.wall_s += time.perf_counter() - self._t0
+            self.cpu_s += time.process_time() - self._c0
+            rj = rapl_joules(self._rapl0, rapl_read())
+            self._rapl_j = rj if self._rapl_j is None else (self._rapl_j + rj if rj is not None else None)
+            self._t0 = None
+        return self
+
+    def merge(self, other: "RunMeter") -> None:
+        """Add another run's account (e.g. every evaluation of a search)."""
+        self.wall_s += other.wall_s
+        self.cpu_s += other.cpu_s
+        self.chunks += other.chunks
+        if other._rapl_j is not None:
+            self._rapl_j = (self._rapl_j or 0.0) + other._rapl_j
+
+    def summary(self) -> dict:
+        """The manifest's ``accounting`` block."""
+        me, host = os.getpid(), socket.gethostname()
+        remote = [u for u in self.chunks if u.pid != me or u.host != host]
+        cpu_s = self.cpu_s + sum(u.cpu_s for u in remote)
+        gpu_chunks = [u for u in self.chunks if u.device == "cuda"]
+        device_seconds = {"cpu": round(cpu_s, 3)}
+        if gpu_chunks:
+            device_seconds["cuda"] = round(sum(u.wall_s for u in gpu_chunks), 3)
+        all_here = all(u.host == host for u in self.chunks)
+        if self._rapl_j is not None and all_here:
+            cpu_energy = {"joules": round(self._rapl_j, 3), "method": "rapl",
+                          "note": "RAPL package counters over the run: includes every process on the machine",
+                          "estimate": False}
+        else:
+            cpu_energy = {"joules": round(cpu_s * self.cpu_watts_per_core, 3), "method": "estimate",
+                          "note": f"{self.cpu_watts_per_core:g} W per core (compute.cpu_watts_per_core) "
+                                  f"x {cpu_s:.3f} CPU core-seconds; RAPL not readable here",
+                          "estimate": True}
+        energy = {"cpu": cpu_energy}
+        if gpu_chunks:
+            known = [u.gpu_energy_j for u in gpu_chunks if u.gpu_energy_j is not None]
+            energy["cuda"] = ({"joules": round(sum(known), 3), "method": "nvml", "estimate": False,
+                               "note": "NVML total-energy counter per chunk's GPU (whole GPU)"}
+                              if len(known) == len(gpu_chunks) else
+                              {"joules": None, "method": "unavailable", "estimate": False,
+                               "note": "NVML energy counter not available (install nvidia-ml-py)"})
+        known_j = [e["joules"] for e in energy.values() if e["joules"] is not None]
+        return {
+            "wall_time_s": round(self.wall_s, 3),
+            "device_seconds": device_seconds,
+            "energy": energy,
+            "energy_total_j": round(sum(known_j), 3),
+            "energy_is_estimate": any(e["estimate"] for e in energy.values()),
+            "chunks": len(self.chunks),
+        }

@@ -1,0 +1,263 @@
+"""Each gate: a crafted case that fails it and one that passes (pure functions over evidence dicts)."""
+import math
+
+import pytest
+
+from twins.ethics import gates, search_constraints
+from twins.ethics.config import impact_tier
+
+from .conftest import with_overrides
+
+
+def by_name(results, name):
+    found = [g for g in results if g["gate"] == name]
+    assert len(found) == 1, [g["gate"] for g in results]
+    return found[0]
+
+
+def test_good_evidence_passes_every_evidence_gate(good, traffic_cfg):
+    res = gates.evaluate(good, traffic_cfg.ethics)
+    assert {g["gate"] for g in res} == {
+        "provenance", "impact_tier", "credibility", "reproducibility", "safety.worst_approach_delay",
+        "safety.pedestrian_green", "safety.gridlock", "equity", "validity.range", "validity.stress"}
+    assert all(g["status"] == "PASS" for g in res), [(g["gate"], g["reason"]) for g in res if g["status"] != "PASS"]
+    hard = {g["gate"] for g in res if g["hard"]}
+    assert hard == {"safety.worst_approach_delay", "safety.pedestrian_green", "safety.gridlock", "equity"}
+
+
+def test_provenance(good, traffic_cfg):
+    e = traffic_cfg.ethics
+    assert gates.provenance(good, e)["status"] == "PASS"
+    good["provenance"]["owner"]["role"] = ""
+    good["provenance"]["stakeholders"] = []
+    g = gates.provenance(good, e)
+    assert g["status"] == "FAIL"
+    assert "ethics.objective.owner.role" in g["reason"] and "ethics.objective.stakeholders" in g["reason"]
+    good["provenance"] = {**good["provenance"], "owner": {"name": "a", "role": "b", "organisation": "c"},
+                          "stakeholders": ["x"], "date": "1st of May"}
+    assert "ISO date" in gates.provenance(good, e)["reason"]
+
+
+def test_impact_tier_controls(good, traffic_cfg):
+    e = traffic_cfg.ethics
+    assert gates.impact_tier(good, e)["status"] == "PASS"
+    good["held_out"]["replications"] = 2
+    g = gates.impact_tier(good, e)
+    assert g["status"] == "FAIL" and "needs >= 4 held-out replications" in g["reason"]
+
+
+@pytest.mark.parametrize("impact, tier", [
+    (dict(reversibility="reversible", people_affected=10, duration_days=7, domain="research", vulnerable_groups=[]),
+     "I"),
+    (dict(reversibility="reversible", people_affected=15000, duration_days=30, domain="mobility",
+          vulnerable_groups=["pedestrians"]), "II"),
+    (dict(reversibility="reversible", people_affected=15000, duration_days=365, domain="road_safety",
+          vulnerable_groups=[]), "III"),
+    (dict(reversibility="irreversible", people_affected=10, duration_days=1, domain="health", vulnerable_groups=[]),
+     "III"),  # the floor: irreversible and safety-critical
+    (dict(reversibility="costly", people_affected=500, duration_days=730, domain="health",
+          vulnerable_groups=["children"]), "IV"),
+])
+def test_impact_questionnaire_sets_the_tier(impact, tier):
+    from omegaconf import OmegaConf
+
+    assert impact_tier(OmegaConf.create(impact))["tier"] == tier
+
+
+def test_credibility(good, traffic_cfg):
+    e = traffic_cfg.ethics  # min_effect 0.5 s, max_gap 5 s
+    assert gates.credibility(good, e)["status"] == "PASS"
+    # the interval's favourable end is fine but its unfavourable end does not clear the minimum effect
+    bad = {**good, "credibility": {**good["credibility"], "held_out": {**good["credibility"]["held_out"],
+                                                                        "ci_high": -0.2}}}
+    g = gates.credibility(bad, e)
+    assert g["status"] == "FAIL" and "does not clear" in g["reason"]
+    # winner's curse: the estimate the policy was chosen on is far from the held-out one
+    curse = {**good, "credibility": {**good["credibility"], "estimate": -20.0}}
+    g = gates.credibility(curse, e)
+    assert g["status"] == "FAIL" and "winner's curse" in g["reason"] and g["evidence"]["gap"] == pytest.approx(13.0)
+    # a maximize objective: the lower end must clear it
+    up = {**good, "credibility": {"metric": "throughput_veh", "direction": "maximize", "estimate": None,
+                                  "held_out": {"effect": 5.0, "ci_low": 1.0, "ci_high": 9.0, "n": 4}}}
+    assert gates.credibility(up, e)["status"] == "PASS"
+    up["credibility"]["held_out"]["ci_low"] = 0.1
+    assert gates.credibility(up, e)["status"] == "FAIL"
+    assert gates.credibility({}, e)["status"] == "NEEDS_HUMAN"
+
+
+def test_reproducibility(good, traffic_cfg):
+    e = traffic_cfg.ethics
+    assert gates.reproducibility(good, e)["status"] == "PASS"
+    good["reproducibility"]["null"].update(identical=False, max_abs_diff=0.25, worst_metric="mean_delay_s")
+    g = gates.reproducibility(good, e)
+    assert g["status"] == "FAIL" and "null intervention" in g["reason"] and "mean_delay_s" in g["reason"]
+    good["reproducibility"]["null"]["identical"] = True
+    good["reproducibility"]["rerun"].update(identical=False, max_abs_diff=1e-6, worst_metric="mean_stops")
+    assert gates.reproducibility(good, e)["status"] == "FAIL"
+
+
+def test_worst_approach_delay(good, traffic_cfg):
+    e = traffic_cfg.ethics
+    g = by_name(gates.traffic_safety(good, e), "safety.worst_approach_delay")
+    assert g["status"] == "PASS" and g["hard"]
+    good["traffic"]["approach_p95"].append({"approach": "W0_J0_0", "p95_mean": 110.0, "ci_low": 90.0,
+                                            "ci_high": 130.0, "n": 4, "baseline_p95_mean": 60.0})
+    g = by_name(gates.traffic_safety(good, e), "safety.worst_approach_delay")
+    assert g["status"] == "FAIL" and "W0_J0_0" in g["reason"]  # judged on the upper end (130 > 120)
+
+
+def test_pedestrian_minimum_green(good, traffic_cfg):
+    e = traffic_cfg.ethics  # 14 m / 1.2 m/s + 4 s = 15.7 s
+    assert by_name(gates.traffic_safety(good, e), "safety.pedestrian_green")["status"] == "PASS"
+    good["traffic"]["pedestrian"]["min_green_s"] = 10.0
+    g = by_name(gates.traffic_safety(good, e), "safety.pedestrian_green")
+    assert g["status"] == "FAIL" and "15.7" in g["reason"]
+    assert g["evidence"]["required_s"] == pytest.approx(14 / 1.2 + 4)
+
+
+def test_gridlock(good, traffic_cfg):
+    e = traffic_cfg.ethics
+    assert by_name(gates.traffic_safety(good, e), "safety.gridlock")["status"] == "PASS"
+    good["traffic"]["stuck"].update(max=12, per_world=[0, 12, 3, 0])
+    g = by_name(gates.traffic_safety(good, e), "safety.gridlock")
+    assert g["status"] == "FAIL" and "12 vehicle(s) stuck" in g["reason"]
+    del good["traffic"]
+    assert by_name(gates.traffic_safety(good, e), "safety.gridlock")["status"] == "NEEDS_HUMAN"
+
+
+def test_equity(good, traffic_cfg):
+    e = traffic_cfg.ethics  # origin mean_delay_s max 10 s; approach delay_veh_h max_rel 0.25
+    assert gates.equity(good, e)["status"] == "PASS"
+    # on average this origin gains little, but the unfavourable end of its interval is +12 s > 10 s
+    good["groups"][0].update(effect=2.0, ci_low=-8.0, ci_high=12.0)
+    g = gates.equity(good, e)
+    assert g["status"] == "FAIL" and "origin N" in g["reason"] and g["hard"]
+    good["groups"][0].update(effect=-5.0, ci_low=-7.0, ci_high=-3.0)
+    # relative bound: 0.3 veh·h worse on a 1.0 baseline > 25 %
+    good["groups"][1].update(effect=0.2, ci_low=0.1, ci_high=0.3)
+    assert gates.equity(good, e)["status"] == "FAIL"
+    # a rule whose groups the twin does not report: a person must judge it
+    good["groups"] = [g for g in good["groups"] if g["group_kind"] == "origin"]
+    g = gates.equity(good, e)
+    assert g["status"] == "NEEDS_HUMAN" and "approach/delay_veh_h" in g["reason"]
+
+
+def test_validity_range(good, traffic_cfg):
+    e = traffic_cfg.ethics  # validated cycle_s in [40, 150]
+    assert gates.validity_range(good, e)["status"] == "PASS"
+    good["params"]["values"]["cycle_s"] = 170.0  # inside the intervention's bounds, outside the validated range
+    g = gates.validity_range(good, e)
+    assert g["status"] == "FAIL" and "validated range" in g["reason"]
+    good["params"]["values"]["cycle_s"] = 200.0
+    assert "parameter bounds" in gates.validity_range(good, e)["reason"]
+
+
+def test_validity_stress(good, traffic_cfg):
+    e = traffic_cfg.ethics
+    assert gates.validity_stress(good, e)["status"] == "PASS"
+    good["stress"]["runs"][1].update(effect=3.0, ci_low=1.0, ci_high=5.0)  # reverses at +20 % demand
+    g = gates.validity_stress(good, e)
+    assert g["status"] == "FAIL" and "reverses" in g["reason"]
+    good["stress"]["runs"][1].update(effect=1.0, ci_low=-2.0, ci_high=4.0)
+    assert gates.validity_stress(good, e)["status"] == "NEEDS_HUMAN"
+    assert gates.validity_stress({"stress": {"skipped": "no demand"}}, e)["status"] == "NEEDS_HUMAN"
+
+
+def _drug_evidence(**levels):
+    base = {"offtarget_occupancy_max": {"mean": 0.2, "ci_low": 0.18, "ci_high": 0.22, "n": 4},
+            "selectivity_ratio": {"mean": 4.0, "ci_low": 3.5, "ci_high": 4.5, "n": 4},
+            "target_occupancy_mean": {"mean": 0.7, "ci_low": 0.65, "ci_high": 0.75, "n": 4}}
+    base.update(levels)
+    return {"kind": "molecular", "levels": {k: v for k, v in base.items() if v is not None}}
+
+
+def test_offtarget_ceiling(drug_ethics):
+    g = by_name(gates.drug_safety(_drug_evidence(), drug_ethics), "safety.offtarget_ceiling")
+    assert g["status"] == "PASS" and g["hard"]
+    ev = _drug_evidence(offtarget_occupancy_max={"mean": 0.28, "ci_low": 0.25, "ci_high": 0.33, "n": 4})
+    g = by_name(gates.drug_safety(ev, drug_ethics), "safety.offtarget_ceiling")
+    assert g["status"] == "FAIL" and "0.33" in g["reason"]  # the mean is under 0.3, the upper end is not
+
+
+def test_therapeutic_margin(drug_ethics):
+    assert by_name(gates.drug_safety(_drug_evidence(), drug_ethics), "safety.therapeutic_margin")["status"] == "PASS"
+    ev = _drug_evidence(selectivity_ratio={"mean": 2.5, "ci_low": 1.5, "ci_high": 3.5, "n": 4})
+    g = by_name(gates.drug_safety(ev, drug_ethics), "safety.therapeutic_margin")
+    assert g["status"] == "FAIL" and "selectivity" in g["reason"]
+    ev = _drug_evidence(target_occupancy_mean={"mean": 0.92, "ci_low": 0.9, "ci_high": 0.95, "n": 4})
+    assert "therapeutic window" in by_name(gates.drug_safety(ev, drug_ethics), "safety.therapeutic_margin")["reason"]
+    # a twin that does not report the metric: no crash, a person must judge it
+    ev = _drug_evidence(selectivity_ratio=None)
+    g = by_name(gates.drug_safety(ev, drug_ethics), "safety.therapeutic_margin")
+    assert g["status"] == "NEEDS_HUMAN" and "selectivity_ratio" in g["reason"]
+    ev = _drug_evidence(offtarget_occupancy_max=None)
+    assert by_name(gates.drug_safety(ev, drug_ethics), "safety.offtarget_ceiling")["status"] == "NEEDS_HUMAN"
+
+
+def test_drug_equity_on_expression_groups(drug_ethics):
+    ev = {"groups": [{"group_kind": "expression", "group": "low", "metric": "target_occupancy_mean",
+                      "effect": 0.01, "ci_low": -0.02, "ci_high": 0.04, "baseline_mean": 0.5}]}
+    assert gates.equity(ev, drug_ethics)["status"] == "PASS"
+    ev["groups"][0].update(effect=-0.03, ci_low=-0.08)  # maximize: the lower end is the unfavourable one
+    g = gates.equity(ev, drug_ethics)
+    assert g["status"] == "FAIL" and "expression low" in g["reason"]
+
+
+def test_approval_gate():
+    controls = {"approvers": 2, "signature": False}
+    ok = {"decision": "approve", "valid": True, "role": "r"}
+    assert gates.approval([], controls, "alice")["status"] == "NEEDS_HUMAN"
+    one = [{**ok, "reviewer": "bob"}]
+    assert gates.approval(one, controls, "alice")["status"] == "NEEDS_HUMAN"
+    # the same person twice, or the author, does not count
+    assert gates.approval(one + [{**ok, "reviewer": " Bob "}], controls, "alice")["status"] == "NEEDS_HUMAN"
+    assert gates.approval(one + [{**ok, "reviewer": "Alice"}], controls, "alice")["status"] == "NEEDS_HUMAN"
+    two = one + [{**ok, "reviewer": "carol"}]
+    assert gates.approval(two, controls, "alice")["status"] == "PASS"
+    rej = two + [{"decision": "reject", "reviewer": "dan", "role": "r", "reason": "unsafe"}]
+    g = gates.approval(rej, controls, "alice")
+    assert g["status"] == "FAIL" and "unsafe" in g["reason"]
+
+
+def test_audit_gate():
+    assert gates.audit([], "log")["status"] == "PASS"
+    assert gates.audit(["line 3: edited"], "log")["status"] == "FAIL"
+
+
+def test_disabled_ethics_cannot_pass(good, traffic_cfg):
+    e = with_overrides(traffic_cfg.ethics, enabled=False)
+    res = gates.evaluate(good, e)
+    assert [g["status"] for g in res] == ["NEEDS_HUMAN"]
+
+
+def test_equity_rules_become_search_constraints(traffic_cfg, drug_ethics):
+    c = search_constraints(traffic_cfg.ethics)
+    # the absolute origin rule is handed over; the relative approach rule needs a baseline, gates only
+    assert c == [{"metric": "mean_delay_s", "group_kind": "origin", "max": 10.0}]
+    assert search_constraints(drug_ethics) == [{"metric": "target_occupancy_mean", "group_kind": "expression",
+                                                "min": -0.05}]
+    assert not math.isnan(c[0]["max"])
+
+
+def test_search_space_excludes_plans_unsafe_to_cross(traffic_cfg):
+    """The pedestrian floor is handed to the search as the intervention's min_green_s: the cycle's lower bound
+    rises from 2 greens of 7 s + 10 s lost time to 2 greens of the 15.7 s crossing time + 10 s."""
+    from interventions._evaluate import TwinEvaluator
+    from twins.ethics import pedestrian_green_s, with_search_constraints
+
+    lo = {p.name: p.low for p in TwinEvaluator(traffic_cfg).space}["cycle_s"]
+    cfg = with_search_constraints(traffic_cfg)
+    lo_safe = {p.name: p.low for p in TwinEvaluator(cfg).space}["cycle_s"]
+    assert lo == pytest.approx(10 + 2 * 7.0)
+    assert lo_safe == pytest.approx(10 + 2 * pedestrian_green_s(traffic_cfg.ethics), abs=1e-5)
+    assert traffic_cfg.intervention.min_green_s == 7.0  # the caller's config is left alone
+
+
+def test_optional_equity_rule_applies_only_where_its_groups_exist(good, traffic_cfg):
+    e = traffic_cfg.ethics  # bus passengers' wait (mode groups) is optional: most scenarios have no buses
+    g = gates.equity(good, e)
+    assert g["status"] == "PASS" and g["evidence"]["not_applicable"] == ["mode/mean_wait_s"]
+    good["groups"].append({"group_kind": "mode", "group": "bus_passengers", "metric": "mean_wait_s", "effect": 20.0,
+                           "ci_low": 5.0, "ci_high": 35.0, "n": 4, "baseline_mean": 200.0})
+    g = gates.equity(good, e)
+    assert g["status"] == "FAIL" and "bus_passengers" in g["reason"]

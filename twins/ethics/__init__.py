@@ -1,0 +1,171 @@
+"""Ethics review: gates on held-out evidence, review records, a hash-chained audit log, signed approvals,
+and guarded export (DESIGN.md §8).
+
+The run and search tasks call :func:`review_run` / :func:`review_search` after their effects or
+confirmation; the search adds :func:`search_constraints` (the hard gates as search constraints).
+``python -m twins review ...`` and ``python -m twins export ...`` are :mod:`twins.ethics.cli`.
+
+Modules: ``config`` (schema, impact tier, hashes), ``evidence`` (runs the twin for the gates),
+``gates`` (pure decisions over evidence), ``audit`` (the chain), ``signing`` (ssh-keygen -Y),
+``review`` (records, approve/reject/show), ``export``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+from .config import EthicsConfig, as_config  # noqa: F401
+
+log = logging.getLogger("twins")
+
+
+def search_constraints(ethics_cfg) -> list[dict]:
+    """The hard gates the search can honour while it searches, as ``search.constraints`` entries:
+    each required equity rule with an absolute ``max`` becomes ``{metric, group_kind, max}`` (``min: -max``
+    for a ``maximize`` metric) on the group's effect. (Relative bounds need the baseline, and an optional
+    rule's groups may not exist — the search counts a missing group as infeasible; the gates check those,
+    and re-check everything after confirmation.)"""
+    e = as_config(ethics_cfg)
+    out = []
+    for r in e.equity:
+        if r.max is None or not r.required:
+            continue
+        c = {"metric": str(r.metric), "group_kind": str(r.group_kind)}
+        if r.direction == "minimize":
+            c["max"] = float(r.max)
+        else:
+            c["min"] = -float(r.max)
+        out.append(c)
+    return out
+
+
+def pedestrian_green_s(ethics_cfg) -> float:
+    """The shortest green a pedestrian crossing needs: width / walking speed + walk interval."""
+    s = as_config(ethics_cfg).safety.traffic
+    return float(s.crossing_width_m) / float(s.walking_speed_mps) + float(s.walk_s)
+
+
+def with_search_constraints(cfg):
+    """``cfg`` for the search, with the hard gates it can honour: :func:`search_constraints` appended to
+    ``search.constraints`` (when the search supports group constraints), and an intervention's
+    ``min_green_s`` floor raised to the pedestrian crossing time, so no searched plan is unsafe to cross."""
+    from omegaconf import OmegaConf, open_dict
+
+    from twins.core.config import ConstraintConfig
+
+    e = as_config(cfg.get("ethics"))
+    iv = cfg.get("intervention") or {}
+    if e.enabled and "min_green_s" in iv and float(iv.min_green_s) < pedestrian_green_s(e):
+        cfg = cfg.copy()
+        cfg.intervention.min_green_s = round(pedestrian_green_s(e), 6)
+        log.info("ethics: intervention.min_green_s raised to the pedestrian crossing time, %.2f s",
+                 cfg.intervention.min_green_s)
+    extra = search_constraints(e) if e.enabled else []
+    if not extra or not hasattr(ConstraintConfig, "group_kind") or cfg.get("search") is None:
+        if extra:
+            log.warning("ethics: this search does not support group constraints; equity is checked by the gates only")
+        return cfg
+    have = [OmegaConf.to_container(c) for c in (cfg.search.get("constraints") or [])]
+    new = [c for c in extra if not any(h.get("metric") == c["metric"] and h.get("group_kind") == c["group_kind"]
+                                       for h in have)]
+    if new:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            for c in new:
+                cfg.search.constraints.append(OmegaConf.merge(OmegaConf.structured(ConstraintConfig), c))
+        log.info("ethics: search constraints from the equity gates: %s", new)
+    return cfg
+
+
+def review_run(cfg, outdir) -> dict | None:
+    """After a run with an intervention: gather held-out evidence for its policy, evaluate the gates, write
+    ``gates.json`` / ``review.json`` / ``review.md`` and append the audit entry."""
+    import interventions
+
+    from . import review
+    from .config import validate
+
+    e = as_config(cfg.get("ethics"))
+    validate(e)
+
+    iv = interventions.get(cfg.get("intervention", None))
+    policy = iv.config_values()
+    est = _run_estimate(outdir, cfg, e)
+    ev = _gather(cfg, outdir, e, policy, "run", est)
+    rec = review.create(cfg, outdir, ev, "run")
+    _log_status(rec)
+    return rec
+
+
+def review_search(cfg, outdir, res) -> dict | None:
+    """After a search's confirmation: the same for the winning policy (``res.best``)."""
+    from . import evidence, review
+    from .config import validate
+
+    e = as_config(cfg.get("ethics"))
+    validate(e)
+    best = getattr(res, "best", None)
+    if not best:
+        log.warning("ethics: the search found no feasible policy; no review record")
+        return None
+    metric, _ = evidence.objective_of(cfg, e)
+    conf = (best.get("confirmed") or {}).get(metric) or {}
+    est = conf.get("search_effect")
+    pareto = getattr(res, "pareto", None)
+    cols = [c for c in (pareto.columns if pareto is not None else [])
+            if c == "trial" or c.startswith(("param:", "objective:", "confirmed:"))]
+    extra = {"search": {"trial": best.get("trial"), "confirmed": conf,
+                        "replications": best.get("replications"), "constraints": best.get("constraints"),
+                        "pareto": pareto[cols].to_dict("records") if cols else []}}
+    ev = _gather(cfg, outdir, e, dict(best["params"]), "search", est, extra)
+    rec = review.create(cfg, outdir, ev, "search")
+    _log_status(rec)
+    return rec
+
+
+def _gather(cfg, outdir, e, policy, source, est, extra=None) -> dict:
+    """The evidence dict; without evidence (ethics disabled, or gathering it failed) a stub saying why."""
+    import interventions
+    from twins.core.errors import ConfigError
+
+    from . import evidence
+
+    failed = None
+    if e.enabled:
+        try:
+            return evidence.gather(cfg, outdir, policy, source=source, estimate=est, extra=extra)
+        except ConfigError:
+            raise
+        except Exception as err:  # the run itself is done: keep it, and record why it cannot be reviewed
+            log.exception("ethics: gathering the evidence failed")
+            failed = f"{type(err).__name__}: {err}"
+    iv = interventions.get(cfg.get("intervention", None))
+    return {"kind": evidence.twin_kind(cfg), "source": source, "policy": policy, "disabled": failed is None,
+            "failed": failed, "scenario": str(cfg.scenario.get("name", cfg.scenario.get("kind"))),
+            "intervention": iv.name, "label": iv.describe(policy)}
+
+
+def _run_estimate(outdir, cfg, e) -> float | None:
+    import pandas as pd
+
+    from .evidence import objective_of
+
+    p = Path(outdir) / "effects.parquet"
+    metric, _ = objective_of(cfg, e)
+    if not p.exists() or metric is None:
+        return None
+    eff = pd.read_parquet(p)
+    row = eff[(eff["scope"] == "network") & (eff["metric"] == metric)]
+    x = float(row["effect"].iloc[0]) if len(row) else math.nan
+    return x if math.isfinite(x) else None
+
+
+def _log_status(rec: dict) -> None:
+    for g in rec["gates"]:
+        log.info("gate %-28s %-11s %s", g["gate"], g["status"], g["reason"])
+    log.info("ethics review: %s (python -m twins review show %s)", rec["status"].upper(), rec["run"])
+
+
+__all__ = ["search_constraints", "with_search_constraints", "pedestrian_green_s", "review_run", "review_search",
+           "EthicsConfig"]

@@ -1,0 +1,285 @@
+"""Evidence for the gates, gathered by running the twin — gates themselves never see a twin.
+
+One call, :func:`gather`, runs (all on replications never used by the run, the search or its
+confirmation: ids from ``ethics.evidence.replication_offset``):
+
+1. the **held-out evidence run**: baseline and policy arms on the tier's held-out replications, with
+   every table (trips, edges, groups); effects per metric and per group;
+2. **reproducibility**: a second twin on a sample of those worlds (rerun) plus a *null* arm carrying
+   the baseline's own parameter vector; both must match bit for bit;
+3. **demand stress**: baseline and policy at ``stress_key`` × each stress factor (e.g. demand ±20 %);
+
+and returns a plain dict, written as ``evidence/evidence.json`` next to the tables.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from twins.core.stats import mean_ci
+
+from .config import as_config, controls_for, impact_tier, objective_spec, sha256
+
+log = logging.getLogger("twins")
+
+TRAFFIC_KINDS = ("grid", "arterial", "junction", "ring", "sumo")
+MOLECULAR_KINDS = ("molecular",)
+
+
+def twin_kind(cfg) -> str:
+    k = str(cfg.scenario.get("kind", ""))
+    return "traffic" if k in TRAFFIC_KINDS else "molecular" if k in MOLECULAR_KINDS else k
+
+
+def objective_of(cfg, e) -> tuple[str | None, str]:
+    objs = (cfg.get("search") or {}).get("objectives") or []
+    metric = e.credibility.metric or (str(objs[0]["metric"]) if objs else None)
+    direction = e.credibility.direction or (str(objs[0].get("direction", "minimize")) if objs else "minimize")
+    return metric, direction
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else
+                (v.item() if isinstance(v, np.generic) else v)) for k, v in d.items()}
+
+
+# --- one counterfactual batch -------------------------------------------------------------------------
+def run_arms(cfg, iv, arm_values: list[dict], first: int, n: int, desc: str):
+    """Run ``arm_values`` (arm 0 = baseline ``{}``) on replications ``first .. first+n-1``: (twin, result, arms)."""
+    from interventions import counterfactual as cf
+    from twins.core import runner
+
+    arms = [cf.Arm(i, "baseline" if i == 0 else iv.describe(v), dict(v)) for i, v in enumerate(arm_values)]
+    twin = runner.make_twin(cfg, cf.worlds_for(cfg.seed, n, arms, first=first))
+    arms = cf.apply_arms(iv, twin, arms)
+    result = twin.run(progress=cfg.get("progress", None), desc=desc)
+    return twin, result, arms
+
+
+def _groups(twin, result) -> pd.DataFrame | None:
+    from interventions import counterfactual as cf
+
+    groups = result.groups
+    extra = cf.approach_groups(twin, result)
+    if extra is not None:
+        groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
+    return groups
+
+
+def levels(worlds: pd.DataFrame, metrics, arm: int) -> dict:
+    df = worlds[worlds["arm"] == arm]
+    return {m: _clean(mean_ci(df[m].to_numpy(float))) for m in metrics if m in df}
+
+
+# --- traffic safety evidence --------------------------------------------------------------------------
+def entry_edges(twin) -> dict:
+    """Flow id → the edge its vehicles enter on (the trip's approach to the network)."""
+    flows = getattr(getattr(twin, "scenario", None), "demand", None)
+    return {f.id: f.route[0] for f in flows.flows if f.route} if flows is not None else {}
+
+
+def approach_p95(trips: pd.DataFrame, worlds: pd.DataFrame, entry: dict) -> list[dict]:
+    """Per entry approach: the 95th percentile, over its vehicles, of delay including the wait to enter;
+    per world, then its mean over replications with a 95% interval, policy (arm 1) against baseline (arm 0)."""
+    if trips is None or trips.empty:
+        return []
+    t = trips.assign(approach=trips["flow"].map(entry).fillna(trips["flow"]),
+                     lost_s=trips["delay_s"].fillna(0.0) + trips["depart_delay_s"].fillna(0.0))
+    p95 = t.groupby(["world", "approach"])["lost_s"].quantile(0.95).rename("p95").reset_index()
+    p95 = p95.merge(worlds[["world", "arm"]], on="world")
+    rows = []
+    for a, g in p95.groupby("approach"):
+        pol = mean_ci(g.loc[g["arm"] == 1, "p95"].to_numpy(float))
+        base = g.loc[g["arm"] == 0, "p95"]
+        rows.append(_clean({"approach": str(a), "p95_mean": pol["mean"], "ci_low": pol["ci_low"],
+                            "ci_high": pol["ci_high"], "n": pol["n"],
+                            "baseline_p95_mean": float(base.mean()) if len(base) else math.nan}))
+    return rows
+
+
+def stuck_vehicles(trips: pd.DataFrame, worlds: pd.DataFrame, t_end: float, after_s: float) -> dict:
+    """Per world: vehicles still in the network, or still waiting to enter, for more than ``after_s``."""
+    if trips is None:
+        return None
+    run = (trips["status"] == "running") & (t_end - trips["insert_s"] > after_s)
+    wait = (trips["status"] == "waiting") & (t_end - trips["depart_s"] > after_s)
+    per = (run | wait).groupby(trips["world"]).sum().reindex(worlds["world"], fill_value=0)
+    per = pd.DataFrame({"world": worlds["world"].to_numpy(), "arm": worlds["arm"].to_numpy(),
+                        "stuck": per.to_numpy(int)})
+    pol, base = per[per["arm"] == 1], per[per["arm"] == 0]
+    return {"max": int(pol["stuck"].max()) if len(pol) else 0,
+            "baseline_max": int(base["stuck"].max()) if len(base) else 0,
+            "per_world": [int(x) for x in pol["stuck"]], "after_s": after_s}
+
+
+def pedestrian_green(twin, world: int) -> dict:
+    """The shortest green phase a pedestrian crossing gets in ``world``'s signal plan (every green phase is
+    assumed to carry the crossing parallel to it), and an adaptive controller's minimum green if set."""
+    from interventions.signal_timing import programs_of
+
+    if not getattr(getattr(twin, "compiled", None), "program_ids", None):
+        return {"min_green_s": None, "note": "no signalized junction: no pedestrian signal phases"}
+    durs = getattr(twin, "signal_durations", None)
+    durs = durs[world].detach().cpu().double() if durs is not None else \
+        twin.compiled.phase_durations.detach().cpu().double()
+    best = None
+    for p in programs_of(twin):
+        for k in p.green:
+            g = float(durs[p.index, k])
+            if best is None or g < best[0]:
+                best = (g, p.id, k)
+    out = {"min_green_s": best[0], "program": best[1], "phase": best[2], "plan": "fixed-time"} if best else \
+        {"min_green_s": None, "note": "no green phase found"}
+    for key, v in twin.worlds.params.items():
+        if key.endswith("min_green_s") and best is not None:  # an adaptive controller's own floor
+            g = float(v[world])
+            out["adaptive_min_green_s"] = g
+            if g < out["min_green_s"]:
+                out.update(min_green_s=g, program="(adaptive)", phase="any", plan=key)
+    return out
+
+
+# --- reproducibility ----------------------------------------------------------------------------------
+def _compare(a: pd.DataFrame, b: pd.DataFrame, metrics) -> tuple[bool, float, str | None]:
+    """Bit-identical per-world metrics (NaN equals NaN)? and the largest difference."""
+    worst, name, same = 0.0, None, True
+    for m in metrics:
+        x, y = a[m].to_numpy(float), b[m].to_numpy(float)
+        eq = (x == y) | (np.isnan(x) & np.isnan(y))
+        if not eq.all():
+            same = False
+            d = float(np.nanmax(np.abs(x - y))) if np.isfinite(x - y).any() else math.inf
+            if d >= worst:
+                worst, name = d, m
+    return same, worst, name
+
+
+def reproducibility(cfg, iv, policy: dict, base_twin, evidence_worlds: pd.DataFrame, metrics, first: int,
+                    k: int) -> dict:
+    """Rerun ``k`` held-out replications of the baseline and policy arms in a new twin next to a null arm
+    (the baseline's own parameter vector, as a treated arm): rerun ≡ first run, null ≡ baseline, bit for bit."""
+    null = dict(iv.baseline(base_twin)) if hasattr(iv, "baseline") else {}
+    twin, res, _ = run_arms(cfg, iv, [{}, policy, null], first, k, "ethics: reproducibility")
+    w = res.worlds.sort_values(["arm", "replication"]).reset_index(drop=True)
+    ref = evidence_worlds[evidence_worlds["replication"] < first + k].sort_values(["arm", "replication"])
+    ref = ref.reset_index(drop=True)
+    same, diff, worst = _compare(w[w["arm"] <= 1].reset_index(drop=True), ref, metrics)
+    b0 = w[w["arm"] == 0].reset_index(drop=True)
+    n0 = w[w["arm"] == 2].reset_index(drop=True)
+    nsame, ndiff, nworst = _compare(n0, b0, metrics)
+    return {"null": {"identical": nsame, "max_abs_diff": ndiff, "worst_metric": nworst, "worlds": int(len(n0)),
+                     "values": {k2: (v if not isinstance(v, float) else float(v)) for k2, v in null.items()}},
+            "rerun": {"identical": same, "max_abs_diff": diff, "worst_metric": worst, "worlds": int(2 * k)}}
+
+
+# --- demand stress ------------------------------------------------------------------------------------
+def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int) -> dict:
+    v = e.validity
+    key = v.stress_key
+    if not key:
+        return {"skipped": "no stress key configured (ethics.validity.stress_key)"}
+    base = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(base, (int, float)) or isinstance(base, bool):
+        return {"skipped": f"{key} is not a number in this scenario's config: demand stress cannot be applied "
+                           "(set ethics.validity.stress_key to a numeric setting, or null)", "key": key}
+    runs = []
+    for f in v.stress_factors:
+        c = copy.deepcopy(cfg)
+        OmegaConf.update(c, key, float(base) * float(f), force_add=False)
+        _, res, arms = run_arms(c, iv, [{}, policy], first, int(v.stress_replications),
+                                f"ethics: {key} ×{f:g}")
+        from interventions import counterfactual as cf
+
+        eff = cf.effects(res.worlds, res.metrics, arms)
+        row = eff[(eff["scope"] == "network") & (eff["metric"] == metric)]
+        r = row.iloc[0] if len(row) else None
+        runs.append(_clean({"factor": float(f), "value": float(base) * float(f),
+                            "effect": float(r.effect) if r is not None else math.nan,
+                            "ci_low": float(r.ci_low) if r is not None else math.nan,
+                            "ci_high": float(r.ci_high) if r is not None else math.nan,
+                            "n": int(r.n) if r is not None else 0}))
+    return {"key": key, "base": float(base), "metric": metric, "nominal": nominal, "runs": runs,
+            "replications": [first, int(v.stress_replications)]}
+
+
+# --- everything ---------------------------------------------------------------------------------------
+def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | None = None,
+           extra: dict | None = None) -> dict:
+    """Run the evidence batches for ``policy`` (an intervention parameter vector) and return the evidence dict;
+    tables go to ``outdir/evidence/``. ``estimate``: the objective's effect the policy was chosen on."""
+    import interventions
+    from interventions import counterfactual as cf
+
+    e = as_config(cfg.get("ethics"))
+    tier = impact_tier(e.impact)
+    controls = controls_for(e, tier["tier"])
+    R = int(e.evidence.replications or controls["held_out_replications"])
+    first = int(e.evidence.replication_offset)
+    metric, direction = objective_of(cfg, e)
+    iv = interventions.get(cfg.get("intervention", None))
+    evdir = Path(outdir) / "evidence"
+    evdir.mkdir(parents=True, exist_ok=True)
+
+    log.info("ethics: held-out evidence run, %d replications from id %d", R, first)
+    twin, res, arms = run_arms(cfg, iv, [{}, policy], first, R, "ethics: held-out evidence")
+    policy = arms[1].values
+    groups = _groups(twin, res)
+    eff = cf.effects(res.worlds, res.metrics, arms, groups)
+    res.worlds.to_parquet(evdir / "worlds.parquet", index=False)
+    eff.to_parquet(evdir / "effects.parquet", index=False)
+    if groups is not None:
+        groups.to_parquet(evdir / "groups.parquet", index=False)
+    trips = res.tables.get("trips") if res.tables else None
+    if trips is not None:
+        trips.to_parquet(evdir / "trips.parquet", index=False)
+
+    net = eff[eff["scope"] == "network"].set_index("metric")
+    held = None
+    if metric in net.index:
+        row = net.loc[metric]
+        held = _clean({k: float(row[k]) for k in ("effect", "ci_low", "ci_high", "baseline_mean", "treated_mean")})
+        held["n"] = int(row["n"])
+    spec = objective_spec(cfg)
+    prov = OmegaConf.to_container(e.objective, resolve=True)
+    ev = {
+        "kind": twin_kind(cfg),
+        "source": source,
+        "scenario": str(cfg.scenario.get("name", cfg.scenario.get("kind"))),
+        "intervention": iv.name,
+        "policy": policy,
+        "label": arms[1].label,
+        "provenance": {**prov, "objective": spec, "objective_hash": sha256(spec)},
+        "tier": tier,
+        "controls": controls,
+        "held_out": {"first": first, "replications": R},
+        "credibility": {"metric": metric, "direction": direction, "estimate": estimate,
+                        "estimate_source": source, "held_out": held},
+        "network": [_clean(r) for r in eff[eff["scope"] == "network"].drop(columns=["scope", "group_kind", "group"])
+                    .to_dict("records")],
+        "groups": [_clean(r) for r in eff[eff["scope"] == "group"].to_dict("records")],
+        "levels": levels(res.worlds, res.metrics, 1),
+        "baseline_levels": levels(res.worlds, res.metrics, 0),
+        **(extra or {}),
+    }
+    params = {p.name: p for p in iv.parameters(twin)}
+    ev["params"] = {"values": policy, "bounds": {k: [params[k].low, params[k].high] for k in policy
+                                                 if k in params and params[k].kind != "categorical"}}
+    if ev["kind"] == "traffic":
+        s = e.safety.traffic
+        t_end = float(getattr(twin, "begin", 0.0)) + float(twin.time)
+        pw = int(np.flatnonzero(twin.worlds.arm.cpu().numpy() == 1)[0])
+        ev["traffic"] = {"approach_p95": approach_p95(trips, res.worlds, entry_edges(twin)),
+                         "stuck": stuck_vehicles(trips, res.worlds, t_end, float(s.stuck_after_s)),
+                         "pedestrian": pedestrian_green(twin, pw)}
+    k = min(int(e.reproducibility.replications), R)
+    ev["reproducibility"] = reproducibility(cfg, iv, policy, twin, res.worlds, res.metrics, first, k)
+    nominal = held["effect"] if held else math.nan
+    ev["stress"] = stress(cfg, iv, policy, e, metric, nominal, first) if metric else {"skipped": "no objective"}
+    ev["stress"].setdefault("replications", None)
+    return ev

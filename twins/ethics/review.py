@@ -1,0 +1,432 @@
+"""Review records: ``gates.json``, ``review.json``, ``review.md`` in a run folder, and the human decisions.
+
+The audit log is the source of truth; ``review.json`` is the readable copy. Every action
+(``gates``, ``approve``, ``reject``) appends one audit entry holding the run's config hash, git
+revision, seeds, the evidence digest and the decision; ``review.json`` keeps the hashes of its
+entries (anchors) so a run can tell when its entries were cut from the log.
+
+``gates.json`` is a list of ``{gate, status, reason, evidence, hard}``; ``review.json`` holds the
+objective provenance (with the objective's hash), tier, required controls, gates, decisions, audit
+anchors and the status (``blocked`` | ``awaiting approval`` | ``rejected`` | ``cleared``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from . import audit, gates, signing
+from .config import as_config, author_of, canonical, config_hash, same_person, sha256
+
+# files whose bytes the evidence digest covers (when present)
+RUN_FILES = ("config.yaml", "arms.json", "effects.parquet", "best_policy.json", "confirmed.parquet",
+             "pareto.parquet", "candidates.parquet")
+
+
+class ReviewError(Exception):
+    """A refused review action, with what to do instead."""
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def _sanitize(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _sanitize(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_sanitize(v) for v in o]
+    return o
+
+
+def write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(_sanitize(obj), indent=2, default=_json_default) + "\n")
+
+
+def file_hashes(run: Path) -> dict:
+    out = {}
+    names = [n for n in RUN_FILES if (run / n).exists()]
+    names += sorted(str(p.relative_to(run)) for p in (run / "evidence").glob("*") if p.is_file()) \
+        if (run / "evidence").exists() else []
+    for n in names:
+        out[n] = hashlib.sha256((run / n).read_bytes()).hexdigest()
+    return out
+
+
+def evidence_digest(ev: dict, files: dict) -> str:
+    return sha256({"evidence": json.loads(json.dumps(_sanitize(ev), default=_json_default)), "files": files})
+
+
+# --- creating the record (called from the run / search task) -----------------------------------------
+def create(cfg, outdir, ev: dict, source: str) -> dict:
+    """Evaluate the gates on ``ev``, append the ``gates`` audit entry and write the record files."""
+    from twins.core import io
+
+    run = Path(outdir).resolve()
+    e = as_config(cfg.get("ethics"))
+    results = gates.evaluate(ev, e)
+    (run / "evidence").mkdir(parents=True, exist_ok=True)
+    write_json(run / "evidence" / "evidence.json", ev)
+    files = file_hashes(run)
+    digest = evidence_digest(ev, files)
+    log = audit.log_path(e)
+    record = {
+        "run": str(run),
+        "source": source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "author": author_of(e),
+        "scenario": ev.get("scenario"),
+        "intervention": ev.get("intervention"),
+        "policy": ev.get("policy"),
+        "label": ev.get("label"),
+        "config_hash": config_hash(cfg),
+        "git_revision": io.git_revision(),
+        "seeds": {"seed": int(cfg.seed), "held_out": ev.get("held_out"),
+                  **({"search": [0, int(cfg.replications)]} if source == "search" else
+                     {"run": [0, int(cfg.replications)]})},
+        "objective": {"provenance": {k: v for k, v in (ev.get("provenance") or {}).items()
+                                     if k not in ("objective", "objective_hash")},
+                      "spec": (ev.get("provenance") or {}).get("objective"),
+                      "hash": (ev.get("provenance") or {}).get("objective_hash")},
+        "impact": OmegaConf.to_container(e.impact, resolve=True),
+        "tier": ev.get("tier"),
+        "controls": ev.get("controls"),
+        "credibility": ev.get("credibility"),
+        "effects": {"network": ev.get("network"), "groups": ev.get("groups")},
+        "search": ev.get("search"),
+        "ethics": {"name": str(e.name), "allowed_signers": (str(Path(e.signing.allowed_signers).expanduser().resolve())
+                                                            if e.signing.allowed_signers else None),
+                   "namespace": str(e.signing.namespace), "log": str(log)},
+        "evidence_digest": digest,
+        "files": files,
+        "evidence_gates": results,
+        "decisions": [],
+        "audit": {"log": str(log), "entries": []},
+    }
+    entry = audit.append(log, _entry(record, "gates", {"gates": {g["gate"]: g["status"] for g in results}}))
+    record["audit"]["entries"].append({"seq": entry["seq"], "hash": entry["hash"], "action": "gates"})
+    save(run, refresh(record))
+    return record
+
+
+def _entry(record: dict, action: str, decision: dict) -> dict:
+    return {"action": action, "run": record["run"], "config_hash": record["config_hash"],
+            "git_revision": record["git_revision"], "seeds": record["seeds"],
+            "evidence_digest": record["evidence_digest"], "decision": decision}
+
+
+# --- loading, refreshing, saving ----------------------------------------------------------------------
+def load(run) -> tuple[Path, dict]:
+    run = Path(run).resolve()
+    p = run / "review.json"
+    if not run.is_dir():
+        raise ReviewError(f"{run}: no such run folder")
+    if not p.exists():
+        raise ReviewError(f"{run} has no review.json: gates run with an intervention (python -m twins run ... "
+                          "intervention=NAME) or a search (python -m twins search ...); this folder has neither")
+    return run, json.loads(p.read_text())
+
+
+def log_entries(record: dict) -> list[dict]:
+    """This run's entries in the audit log, in log order (only entries whose anchors the record keeps)."""
+    path = Path(record["audit"]["log"])
+    anchors = {a["hash"] for a in record["audit"]["entries"]}
+    out = []
+    if path.exists():
+        for ln in path.read_text(encoding="utf-8").splitlines():
+            try:
+                e = json.loads(ln)
+            except ValueError:
+                continue
+            if e.get("hash") in anchors and e.get("run") == record["run"]:
+                out.append(e)
+    return out
+
+
+def audit_problems(record: dict) -> list[str]:
+    path = record["audit"]["log"]
+    v = audit.verify(path)
+    return v.problems + audit.check_anchors(path, record["audit"]["entries"])
+
+
+def refresh(record: dict) -> dict:
+    """Recompute the approval and audit gates and the status from the decisions and the log."""
+    problems = audit_problems(record)
+    all_gates = list(record["evidence_gates"]) + [
+        gates.approval(record["decisions"], record["controls"] or {}, record["author"]),
+        gates.audit(problems, record["audit"]["log"])]
+    record["gates"] = all_gates
+    failed = [g["gate"] for g in all_gates if g["status"] == gates.FAIL]
+    pending = [g["gate"] for g in all_gates if g["status"] == gates.NEEDS_HUMAN]
+    if any(d.get("decision") == "reject" for d in record["decisions"]):
+        record["status"] = "rejected"
+    elif failed:
+        record["status"] = "blocked"
+    elif pending:
+        record["status"] = "awaiting approval" if pending == ["approval"] else "needs human judgement"
+    else:
+        record["status"] = "cleared"
+    return record
+
+
+def save(run: Path, record: dict) -> None:
+    write_json(run / "gates.json", record["gates"])
+    write_json(run / "review.json", record)
+    (run / "review.md").write_text(markdown(record))
+
+
+# --- human decisions ---------------------------------------------------------------------------------
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def _check_untouched(run: Path, record: dict) -> None:
+    now = file_hashes(run)
+    changed = sorted(k for k in set(now) | set(record["files"]) if now.get(k) != record["files"].get(k))
+    if changed:
+        raise ReviewError(f"the run folder changed since its gates ran ({', '.join(changed)}): the evidence no "
+                          "longer matches its digest; rerun the experiment")
+    problems = audit_problems(record)
+    if problems:
+        raise ReviewError("the audit log is not intact: " + "; ".join(problems[:3])
+                          + f". Check it with: python -m twins review verify {record['audit']['log']}")
+
+
+def approval_payload(record: dict, reviewer: str, role: str, when: str) -> bytes:
+    return canonical({"run": record["run"], "evidence_digest": record["evidence_digest"],
+                      "config_hash": record["config_hash"], "reviewer": reviewer, "role": role,
+                      "decision": "approve", "time": when})
+
+
+def approve(run, reviewer: str, role: str, key: str | None = None) -> dict:
+    reviewer, role = " ".join(str(reviewer).split()), " ".join(str(role or "").split())
+    if not reviewer:
+        raise ReviewError("--reviewer: a name is required")
+    if not role:
+        raise ReviewError("--role: the reviewer's role is required (e.g. 'traffic safety officer')")
+    run, record, problems = trusted(run)  # decide on what the audit log says, not on review.json
+    if problems:
+        raise ReviewError("cannot approve: " + "; ".join(problems))
+    if same_person(reviewer, record["author"]):
+        raise ReviewError(f"{reviewer!r} is the author of this run: the author cannot approve their own run. "
+                          "Ask another person to review it")
+    if record["status"] == "rejected":
+        raise ReviewError("this run was rejected; a rejected run cannot be approved (rerun it)")
+    if any(g["gate"] == "ethics" for g in record["evidence_gates"]):
+        raise ReviewError("this run has no ethics evidence to approve (see its 'ethics' gate). Rerun it with "
+                          "ethics=traffic or ethics=drug")
+    failed = [g for g in record["gates"] if g["status"] == gates.FAIL and g["gate"] != "approval"]
+    if failed:
+        raise ReviewError("gates failed, there is nothing to approve: " + "; ".join(
+            f"{g['gate']}: {g['reason']}" for g in failed))
+    if any(d.get("decision") == "approve" and same_person(d["reviewer"], reviewer) for d in record["decisions"]):
+        raise ReviewError(f"{reviewer!r} has already approved this run; approvals must come from different people")
+    controls = record["controls"] or {}
+    if controls.get("signature") and not key:
+        raise ReviewError(f"tier {record['tier']['tier']} requires a signed approval: add --sign "
+                          "PATH/TO/PRIVATE_KEY (a key listed for you in the allowed-signers file)")
+    if not key and same_person(_os_user(), record["author"]):
+        raise ReviewError(f"you are logged in as the run's author {record['author']!r}: an approval from the "
+                          "author's account must be signed (--sign KEY) with the reviewer's own key")
+    when = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    decision = {"decision": "approve", "reviewer": reviewer, "role": role, "os_user": _os_user(), "time": when,
+                "signed": bool(key), "valid": True}
+    if key:
+        payload = approval_payload(record, reviewer, role, when)
+        try:
+            sig = signing.sign(payload, key, record["ethics"]["namespace"])
+        except signing.SignatureError as err:
+            raise ReviewError(str(err)) from None
+        ok, why = signing.verify(payload, sig, reviewer, record["ethics"]["allowed_signers"],
+                                 record["ethics"]["namespace"])
+        if not ok:
+            raise ReviewError(f"approval refused: {why}. The key must be listed for principal {reviewer!r} in "
+                              "the allowed-signers file named by ethics.signing.allowed_signers")
+        decision.update(signature=sig, verified=why)
+    return _decide(run, record, "approve", decision)
+
+
+def reject(run, reason: str, reviewer: str | None = None, role: str | None = None) -> dict:
+    run, record, _ = trusted(run)  # a rejection is always recorded, even on a damaged record
+    if not str(reason or "").strip():
+        raise ReviewError("--reason: say why the run is rejected")
+    decision = {"decision": "reject", "reviewer": reviewer or _os_user(), "role": role or "",
+                "os_user": _os_user(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reason": reason}
+    return _decide(run, record, "reject", decision)
+
+
+def _decide(run: Path, record: dict, action: str, decision: dict) -> dict:
+    entry = audit.append(record["audit"]["log"], _entry(record, action, decision))
+    record["audit"]["entries"].append({"seq": entry["seq"], "hash": entry["hash"], "action": action})
+    record["decisions"].append(decision)
+    save(run, refresh(record))
+    return record
+
+
+# --- the trusted view: from the audit log ------------------------------------------------------------
+def trusted(run) -> tuple[Path, dict, list[str]]:
+    """The record with gates and decisions rebuilt from the audit log (not from the editable review.json),
+    and the integrity problems found on the way (changed evidence, broken log, edited record, bad signature)."""
+    run, record = load(run)
+    reasons = []
+    try:
+        _check_untouched(run, record)
+    except ReviewError as err:
+        reasons.append(str(err))
+    entries = log_entries(record)
+    g_entries = [x for x in entries if x["action"] == "gates"]
+    if not g_entries:
+        reasons.append("no gates entry for this run in the audit log")
+        return run, refresh(record), reasons
+    logged = g_entries[-1]["decision"]["gates"]
+    mine = {g["gate"]: g["status"] for g in record["evidence_gates"]}
+    if logged != mine or g_entries[-1]["evidence_digest"] != record["evidence_digest"]:
+        reasons.append("review.json's gates differ from those recorded in the audit log (edited record)")
+        record["evidence_gates"] = [{**g, "status": logged.get(g["gate"], gates.FAIL)}
+                                    for g in record["evidence_gates"]]
+    decisions = []
+    for x in entries:
+        if x["action"] not in ("approve", "reject"):
+            continue
+        d = dict(x["decision"])
+        if d.get("decision") == "approve" and d.get("signed"):
+            ok, why = signing.verify(approval_payload(record, d["reviewer"], d["role"], d["time"]),
+                                     d.get("signature", ""), d["reviewer"], record["ethics"]["allowed_signers"],
+                                     record["ethics"]["namespace"])
+            d["valid"] = ok
+            if not ok:
+                reasons.append(f"the signature of {d['reviewer']}'s approval no longer verifies: {why}")
+        elif d.get("decision") == "approve" and (record["controls"] or {}).get("signature"):
+            d["valid"] = False
+        decisions.append(d)
+    record["decisions"] = decisions
+    refresh(record)
+    return run, record, reasons
+
+
+def blockers(run) -> tuple[Path, dict, list[str]]:
+    """Every reason the run may not leave the sandbox: integrity problems, then each gate that did not pass."""
+    run, record, reasons = trusted(run)
+    reasons += [f"{g['gate']} {g['status']}: {g['reason']}" for g in record["gates"] if g["status"] != gates.PASS]
+    return run, record, reasons
+
+
+# --- text ---------------------------------------------------------------------------------------------
+def _num(x, fmt="{:+.4g}") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def markdown(record: dict) -> str:
+    p = record["objective"]["provenance"] or {}
+    owner = p.get("owner") or {}
+    spec = record["objective"].get("spec") or {}
+    t = record.get("tier") or {}
+    c = record.get("controls") or {}
+    L = [f"# Ethics review: {record.get('scenario')} / {record.get('label')}", "",
+         f"**Status: {record['status'].upper()}** — run `{record['run']}` ({record['source']}), author "
+         f"{record['author']}, git {record['git_revision']}, config hash `{record['config_hash'][:16]}`", "",
+         "This is a recommendation produced in a sandbox, not an instruction to act.", "",
+         "## Objective and who defined it", "",
+         f"- owner: {owner.get('name') or '(not declared)'} — {owner.get('role') or '?'}, "
+         f"{owner.get('organisation') or '?'}",
+         f"- stakeholders consulted: {', '.join(p.get('stakeholders') or []) or '(none declared)'}",
+         f"- rationale: {p.get('rationale') or '(none)'}",
+         f"- agreed on: {p.get('date') or '(no date)'}",
+         "- objectives: " + (", ".join(f"{o['direction']} {o['metric']} (weight "
+                                       f"{spec.get('weights', {}).get(o['metric'], 1):g})"
+                                       for o in spec.get("objectives", [])) or "(none)"),
+         "- constraints: " + (", ".join(json.dumps(x) for x in spec.get("constraints", [])) or "(none)"),
+         f"- gates judge the policy on: {(spec.get('judged_on') or {}).get('direction', '')} "
+         f"{(spec.get('judged_on') or {}).get('metric', '')}",
+         f"- objective hash: `{record['objective'].get('hash')}`", "",
+         "## Impact tier and required controls", "",
+         f"Tier **{t.get('tier')}** (score {t.get('score')}: "
+         + ", ".join(f"{k} {v}" for k, v in (t.get('points') or {}).items()) + ")"
+         + (f"; {t['floor']}" if t.get("floor") else "") + ".",
+         f"Required: {c.get('approvers')} approver(s) other than the author, {c.get('held_out_replications')} held-out "
+         f"replications, signature {'required' if c.get('signature') else 'not required'}.", "",
+         "## Policy", "", "```", json.dumps(record.get("policy"), indent=2), "```", "",
+         "## Trade-offs (held-out effects, policy − baseline, 95% paired interval)", "",
+         "| metric | baseline | policy | effect | 95% CI | n |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in (record["effects"].get("network") or []):
+        L.append(f"| {r['metric']} | {_num(r.get('baseline_mean'), '{:.4g}')} | "
+                 f"{_num(r.get('treated_mean'), '{:.4g}')} "
+                 f"| {_num(r.get('effect'))} | [{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}] | {r.get('n')} |")
+    front = (record.get("search") or {}).get("pareto") or []
+    if front:
+        cols = list(front[0])
+        L += ["", f"Pareto front of the search ({len(front)} point(s); search estimates, and confirmed on held-out "
+              f"replications; the recommended policy is trial {record['search'].get('trial')}):", "",
+              "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+        for r in front:
+            L.append("| " + " | ".join(_num(r[c], "{:.4g}") if isinstance(r[c], float) else str(r[c])
+                                       for c in cols) + " |")
+    groups = record["effects"].get("groups") or []
+    if groups:
+        L += ["", "## Per-group effects", "", "| group | metric | baseline | effect | 95% CI |",
+              "| --- | --- | --- | --- | --- |"]
+        for r in groups:
+            L.append(f"| {r['group_kind']}: {r['group']} | {r['metric']} | {_num(r.get('baseline_mean'), '{:.4g}')} | "
+                     f"{_num(r.get('effect'))} | [{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}] |")
+    L += ["", "## Gates", "", "| gate | status | hard | reason |", "| --- | --- | --- | --- |"]
+    for g in record["gates"]:
+        L.append(f"| {g['gate']} | **{g['status']}** | {'yes' if g['hard'] else ''} | "
+                 f"{str(g['reason']).replace('|', '/')} |")
+    L += ["", "## Decisions", ""]
+    if not record["decisions"]:
+        L.append("(none yet)")
+    for d in record["decisions"]:
+        L.append(f"- {d['time']}: **{d['decision']}** by {d['reviewer']} ({d.get('role') or '-'}; OS user "
+                 f"{d.get('os_user')})" + (" — signed" if d.get("signed") else "")
+                 + (f" — reason: {d['reason']}" if d.get("reason") else ""))
+    L += ["", "## Audit", "", f"Log `{record['audit']['log']}`; this run's entries: "
+          + ", ".join(f"seq {a['seq']} ({a['action']}, `{a['hash'][:12]}`)" for a in record["audit"]["entries"]),
+          f"Evidence digest `{record['evidence_digest']}`.", ""]
+    return "\n".join(L)
+
+
+def text(record: dict) -> str:
+    """The terminal summary of ``review show``."""
+    p = record["objective"]["provenance"] or {}
+    owner = p.get("owner") or {}
+    t = record.get("tier") or {}
+    L = [f"run      {record['run']}", f"status   {record['status']}",
+         f"policy   {record.get('label')}",
+         f"owner    {owner.get('name') or '(not declared)'} ({owner.get('role') or '?'}, "
+         f"{owner.get('organisation') or '?'}); author {record['author']}",
+         f"tier     {t.get('tier')} — needs {(record.get('controls') or {}).get('approvers', 1)} approver(s)"
+         + (", signed" if (record.get("controls") or {}).get("signature") else ""), "", "held-out effects (policy − baseline):"]
+    for r in (record["effects"].get("network") or []):
+        L.append(f"  {r['metric']:<32} {_num(r.get('effect')):>10}  "
+                 f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]")
+    groups = record["effects"].get("groups") or []
+    if groups:
+        L.append(f"per-group effects: {len(groups)} rows (see review.md)")
+    L += ["", "gates:"]
+    for g in record["gates"]:
+        L.append(f"  {g['status']:<11} {g['gate']:<28} {g['reason']}")
+    if record["decisions"]:
+        L += ["", "decisions:"] + [f"  {d['time']} {d['decision']} by {d['reviewer']} ({d.get('role') or '-'})"
+                                   + (" [signed]" if d.get("signed") else "") for d in record["decisions"]]
+    return "\n".join(L)
+
+
+def show(run) -> str:
+    run, record, _ = trusted(run)
+    save(run, record)
+    return text(record) + f"\n\nwrote {run / 'review.md'}"

@@ -106,10 +106,24 @@ class TwinEvaluator:
         self.space: list[Parameter] = [params[n] for n in names]
         self.metrics: list[str] | None = None
         self._probe = probe
+        from twins.compute.accounting import RunMeter
+
+        self.meter = RunMeter(float(cfg.compute.get("cpu_watts_per_core", 4.4)))  # every evaluation's account
+
+    def _simulate(self, worlds, arms):
+        """Run ``worlds`` (each carrying its arm) through the compute plan (chunks, local or Ray)."""
+        from twins.compute.execute import execution_for
+        from twins.compute.plan import Job
+
+        exe = execution_for(Job(self.cfg, worlds, arms), self.meter, n_steps=self._probe.n_steps)
+        return exe.run(progress=False)
+
+    def compute_account(self) -> dict:
+        """Wall time, device-seconds and energy of every evaluation so far (twins.compute.accounting)."""
+        return self.meter.summary()
 
     def __call__(self, params: np.ndarray, replications: Sequence[int]) -> Outcomes:
         from interventions import counterfactual as cf
-        from twins.core import runner
         from twins.core.worlds import WorldBatch
 
         params = np.atleast_2d(np.asarray(params, dtype=float))
@@ -129,11 +143,9 @@ class TwinEvaluator:
                 continue
             idx.append(k)
             arms.append(cf.Arm(len(arms), self.iv.describe(v), v))
-        twin = runner.make_twin(self.cfg, WorldBatch.replications(self.cfg.seed, len(reps), first=int(reps[0]),
-                                                                   arms=len(arms)))
-        if len(arms) > 1:
-            cf.apply_arms(self.iv, twin, arms)
-        result = twin.run(progress=False)
+        worlds = WorldBatch.replications(self.cfg.seed, len(reps), first=int(reps[0]), arms=len(arms))
+        result = self._simulate(worlds, arms)
+        twin = self._probe  # the scenario (for approach groups); the worlds ran through the compute plan
         metrics = [m for m in result.metrics]
         self.metrics = metrics
         w = result.worlds.sort_values("world")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -581,6 +582,7 @@ class Search:
                     "pareto_trials": [int(x) for x in pareto["trial"]] if len(pareto) else [],
                     "sampler": self.sampler_name, "budget": self.budget, "batch": self.batch,
                     "storage": self.storage_url, "study_name": self.study_name, **self.meta}
+            best["compute"] = _compute_per_policy(self.evaluate, confirmed)
         if len(pareto) and len(confirmed):
             c = confirmed.pivot_table(index="trial", columns="metric",
                                       values=["confirmed_effect", "ci_low", "ci_high", "gap"])
@@ -632,6 +634,18 @@ def _num(x) -> float:
     return math.nan if x is None else float(x)
 
 
+def _compute_per_policy(evaluate, confirmed: pd.DataFrame) -> dict | None:
+    """The search's compute account (every evaluation, confirmation included) and its energy per
+    confirmed policy; None when ``evaluate`` keeps no account (``compute_account()``, e.g. TwinEvaluator)."""
+    account = getattr(evaluate, "compute_account", None)
+    if not callable(account):
+        return None
+    acc = account()
+    n = int(confirmed["trial"].nunique()) if len(confirmed) else 0
+    return {**acc, "confirmed_policies": n,
+            "energy_per_confirmed_policy_j": round(acc["energy_total_j"] / n, 3) if n else None}
+
+
 def _clean(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
@@ -671,8 +685,11 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
     """``python -m twins search``: the twin adapter, the search and its outputs in ``outdir``."""
     from twins.core import io
 
+    from twins.compute.plan import search_batch
+
     from ._evaluate import TwinEvaluator
 
+    started = time.time()
     s = cfg.search
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -680,7 +697,9 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
     ev = TwinEvaluator(cfg, list(s.params) if s.get("params") else None)
     conf = s.get("confirm") or {}
     srch = Search(ev, ev.space, objectives_from(s), constraints_from(s), sampler=str(s.sampler),
-                  budget=int(s.budget), batch=int(s.batch), replications=int(cfg.replications),
+                  budget=int(s.budget), replications=int(cfg.replications),
+                  batch=int(s.batch) if s.get("batch") is not None else search_batch(cfg, int(cfg.replications),
+                                                                                      int(s.budget)),
                   seed=int(cfg.seed if s.get("seed") is None else s.seed),
                   storage=s.get("storage") or None, study_name=str(s.get("study_name") or "twins-search"),
                   resume=bool(s.resume), outdir=outdir, confirm_top=int(conf.get("top", 3)),
@@ -698,6 +717,14 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
                 log.info("best (trial %d) %s: search %+.3f, confirmed %+.3f [%+.3f, %+.3f] (gap %+.3f)",
                          res.best["trial"], m, e["search_effect"], e["effect"], _num(e["ci_low"]),
                          _num(e["ci_high"]), _num(e["gap"]))
+    # the folder's manifest carries the search's compute and energy account (twins.compute.accounting)
+    acc = ev.compute_account()
+    io.write_json(outdir / "manifest.json", io.manifest(
+        cfg, ev._probe.device, ev._probe.dtype, started, True, task="search", accounting=acc,
+        energy_per_confirmed_policy_j=(res.best or {}).get("compute", {}).get("energy_per_confirmed_policy_j")))
+    log.info("search energy: %.1f J in all%s (%s)", acc["energy_total_j"],
+             "" if not res.best else f", {res.best['compute']['energy_per_confirmed_policy_j']} J per confirmed policy",
+             "estimate" if acc["energy_is_estimate"] else "measured")
     log.info("wrote %s", outdir)
     return res
 

@@ -10,6 +10,18 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _audit_log_outside_the_repo(tmp_path_factory):
+    """Runs with an ethics review append to the audit log; keep the suite's entries out of ./outputs."""
+    old = os.environ.get("TWINS_AUDIT_LOG")
+    os.environ["TWINS_AUDIT_LOG"] = str(tmp_path_factory.mktemp("audit") / "audit.jsonl")
+    yield
+    if old is None:
+        os.environ.pop("TWINS_AUDIT_LOG", None)
+    else:
+        os.environ["TWINS_AUDIT_LOG"] = old
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

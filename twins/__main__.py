@@ -8,8 +8,8 @@ USAGE = """usage: python -m twins <command> [overrides ...]
 commands:
   run      simulate a scenario (and an intervention's counterfactual) and write a run folder
   search   search an intervention's parameters for the best policy (confirmed on held-out worlds)
-  review   (not available yet) show / approve / reject / verify a run's ethics review
-  export   (not available yet) export an approved policy, refused unless every gate passed
+  review   show / approve / reject a run's ethics review; verify the audit log (review --help)
+  export   export an approved policy (json, sumo), refused unless every gate passed (export --help)
 
 Hydra options work after the command: -m/--multirun, --cfg job, hydra.run.dir=..., --help.
 Examples:
@@ -17,10 +17,12 @@ Examples:
   python -m twins run scenario=arterial replications=16 horizon_s=1800
   python -m twins run -m scenario=ring,junction
   python -m twins search scenario=arterial intervention=signal_timing search.budget=32 search.sampler=tpe
+  python -m twins review show outputs/<date>/<time>_<scenario>
+  python -m twins review approve outputs/<date>/<time>_<scenario> --reviewer "name" --role "traffic authority"
+  python -m twins export outputs/<date>/<time>_<scenario> --format sumo
 """
 
 COMMANDS = {"run", "search"}
-PLANNED = {"review", "export"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,14 +31,15 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     cmd, rest = argv[0], argv[1:]
-    if cmd in PLANNED:
-        print(f"twins: error: '{cmd}' is not available yet: ethics review gates, review records and guarded "
-              "export are still being built. Use 'run' or 'search'.", file=sys.stderr)
-        sys.exit(2)
+    if cmd in ("review", "export"):  # argparse commands over a finished run folder (twins/ethics/cli.py)
+        from twins.ethics import cli as ethics_cli
+
+        sys.exit((ethics_cli.review_main if cmd == "review" else ethics_cli.export_main)(rest))
     if cmd not in COMMANDS:
         from twins.core.errors import suggest
 
-        print(f"twins: error: unknown command {cmd!r}. {suggest(cmd, COMMANDS)}", file=sys.stderr)
+        known = COMMANDS | {"review", "export"}
+        print(f"twins: error: unknown command {cmd!r}. {suggest(cmd, known)}", file=sys.stderr)
         sys.exit(2)
     from twins import cli
 

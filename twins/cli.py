@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from twins.compute.device import set_threads
 from twins.core.config import register_configs
 from twins.core.errors import ConfigError, suggest
 
@@ -103,6 +104,7 @@ def run_main(cfg: DictConfig) -> float | None:
 
     outdir = HydraConfig.get().runtime.output_dir
     try:
+        set_threads(cfg.compute.get("threads"))
         summary = runner.run(cfg, outdir)
     except ConfigError as e:
         _fail(str(e))
@@ -124,10 +126,15 @@ def search_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from interventions.search import search_from_config
+    from twins import ethics
 
     outdir = HydraConfig.get().runtime.output_dir
     try:
+        set_threads(cfg.compute.get("threads"))
+        # the hard ethics gates enter the search as constraints; all gates re-check the confirmed winner
+        cfg = ethics.with_search_constraints(cfg)
         res = search_from_config(cfg, outdir)
+        ethics.review_search(cfg, outdir, res)
     except ConfigError as e:
         _fail(str(e))
     if res.best:

@@ -5,9 +5,14 @@ matplotlib ``Axes``; it returns the Axes (or Figure) so callers can style it.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg", force=False)
+# headless CLI figures; in Jupyter, or with $MPLBACKEND set, keep the backend chosen there (inline plots)
+if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -231,6 +236,275 @@ def confirmed_effects(confirmed: pd.DataFrame, metrics: list[str] | None = None,
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# --- notebooks: traffic flow pictures, per-group effects, gates, drug design -----------------------
+def corridor(edges: pd.DataFrame, start: str | None = None, max_gap_m: float = 40.0) -> list[str]:
+    """Edge ids of a corridor: from ``start`` (default: the first edge), follow the straightest
+    continuation (the next edge starting within ``max_gap_m`` of this one's end, never the reverse
+    edge) until the corridor ends or closes on itself (a ring)."""
+    g = edges.groupby("edge", sort=False).agg({"x1": "first", "y1": "first", "x2": "first", "y2": "first"})
+    if not len(g):
+        return []
+    if start is not None and start not in g.index:
+        raise ValueError(f"corridor start edge {start!r} is not in the edge table (edges: {', '.join(g.index[:8])}"
+                         f"{', ...' if len(g) > 8 else ''})")
+    p1, p2 = g[["x1", "y1"]].to_numpy(float), g[["x2", "y2"]].to_numpy(float)
+    d = p2 - p1
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+    i = int(g.index.get_loc(start)) if start is not None else 0
+    path = [i]
+    while True:
+        gap = np.linalg.norm(p1 - p2[i], axis=1)
+        back = np.linalg.norm(p2 - p1[i], axis=1) < max_gap_m  # the reverse edge (a U-turn)
+        turn = d @ d[i]
+        ok = (gap < max_gap_m) & ~back & (turn > -0.3)  # up to ~105°: a ring's chords turn 90°
+        ok[i] = False
+        if not ok.any():
+            break
+        j = int(np.argmax(np.where(ok, turn - gap / max_gap_m, -np.inf)))
+        if j in path:
+            break
+        path.append(j)
+        i = j
+    return [str(g.index[k]) for k in path]
+
+
+def time_space(trajectories: pd.DataFrame, edges: pd.DataFrame, route: list[str] | None = None, world: int = 0,
+               time_range: tuple[float, float] | None = None, ax=None, cmap: str = "RdYlGn",
+               vmax: float | None = None):
+    """Time–space diagram of one corridor in one world: each vehicle's trace (distance along ``route``,
+    by default :func:`corridor` from the first edge, against time), coloured by speed.
+
+    ``trajectories`` is ``trajectories.parquet`` (a run with ``output.trajectory_every > 0``); ``edges``
+    gives each edge's ``length_m``. A jam is a red band; a stop-and-go wave travels upstream, so its
+    band slopes down while the vehicles' traces rise through it.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.2))
+    route = list(route or corridor(edges))
+    length = edges.groupby("edge")["length_m"].first()
+    missing = [e for e in route if e not in length.index]
+    if missing:
+        raise ValueError(f"route edges not in the edge table: {missing}")
+    offset = dict(zip(route, np.concatenate([[0.0], np.cumsum(length.loc[route].to_numpy(float))[:-1]])))
+    t = trajectories[(trajectories["world"] == world) & trajectories["edge"].isin(route)]
+    if time_range is not None:
+        t = t[(t["time_s"] >= time_range[0]) & (t["time_s"] <= time_range[1])]
+    if not len(t):
+        raise ValueError(f"no recorded vehicle positions on {route} in world {world}"
+                         f"{f' between {time_range[0]} and {time_range[1]} s' if time_range else ''}")
+    t = t.assign(x=t["edge"].map(offset).to_numpy(float) + t["pos_m"].to_numpy(float)).sort_values(
+        ["vehicle_id", "time_s"])
+    v, tt, xx, sp = (t[c].to_numpy(float) for c in ("vehicle_id", "time_s", "x", "speed_mps"))
+    dt = np.diff(tt)
+    step = np.median(dt[dt > 0]) if (dt > 0).any() else 1.0
+    # join consecutive records of a vehicle; break where it leaves the corridor or wraps round a ring
+    join = (v[1:] == v[:-1]) & (dt <= 1.5 * step) & (np.diff(xx) >= 0)
+    segs = np.stack([np.stack([tt[:-1], xx[:-1]], 1), np.stack([tt[1:], xx[1:]], 1)], 1)[join]
+    vmax = vmax if vmax is not None else float(np.nanquantile(sp, 0.98))
+    lc = LineCollection(segs, array=0.5 * (sp[:-1] + sp[1:])[join], cmap=cmap, linewidths=1.0)
+    lc.set_clim(0.0, vmax)
+    ax.add_collection(lc)
+    ax.set_xlim(tt.min(), tt.max())
+    ax.set_ylim(0, float(sum(length.loc[route])))
+    for e in route[1:]:
+        ax.axhline(offset[e], color="0.6", lw=0.5, ls=":")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("distance along the corridor (m)")
+    ax.set_title(f"time–space diagram, world {world}: {route[0]} … {route[-1]}", fontsize=9)
+    ax.figure.colorbar(lc, ax=ax, label="speed (m/s)")
+    return ax
+
+
+def fundamental_diagram(detectors: pd.DataFrame, edges: pd.DataFrame | None = None, ax=None, bins: int = 12,
+                        color: str = "speed_mps"):
+    """Flow against density from ``detectors.parquet`` (Edie's definitions, one point per interval,
+    world and edge), per lane when ``edges`` (with ``lanes``) is given; the line is the mean flow in
+    density bins. Free flow is the rising branch, congestion the falling one."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
+    d = detectors.dropna(subset=["flow_veh_h", "density_veh_km"])
+    per = ""
+    k, q = d["density_veh_km"].to_numpy(float), d["flow_veh_h"].to_numpy(float)
+    if edges is not None and "lanes" in edges:
+        lanes = d["edge"].map(edges.groupby("edge")["lanes"].first()).to_numpy(float)
+        k, q, per = k / lanes, q / lanes, "/lane"
+    sc = ax.scatter(k, q, c=d[color].to_numpy(float) if color in d else None, s=8, alpha=0.6, cmap="viridis",
+                    linewidths=0)
+    if color in d:
+        ax.figure.colorbar(sc, ax=ax, label=color.replace("_", " "))
+    if len(k) and np.ptp(k) > 0:
+        edges_b = np.linspace(k.min(), k.max(), bins + 1)
+        idx = np.clip(np.digitize(k, edges_b) - 1, 0, bins - 1)
+        mk = np.array([k[idx == b].mean() if (idx == b).any() else np.nan for b in range(bins)])
+        mq = np.array([q[idx == b].mean() if (idx == b).any() else np.nan for b in range(bins)])
+        ax.plot(mk, mq, "-", color="C3", lw=1.8, label="mean flow per density bin")
+        ax.legend(fontsize=7)
+    ax.set_xlabel(f"density (veh/km{per})")
+    ax.set_ylabel(f"flow (veh/h{per})")
+    ax.set_title("fundamental diagram (detectors)", fontsize=9)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def group_effects(eff: pd.DataFrame, metric: str = "mean_delay_s", by: str | None = None,
+                  group_kind: str | None = None, ax=None):
+    """Per-group effects (``scope == 'group'`` rows of effects tables) with paired 95% intervals; with
+    ``by`` (a sweep's job or swept override column) one dodged marker per value of ``by``."""
+    g = eff[(eff["scope"] == "group") & (eff["metric"] == metric)]
+    if group_kind is not None:
+        g = g[g["group_kind"] == group_kind]
+    if not len(g):
+        raise ValueError(f"no group effects for metric {metric!r}"
+                         f"{' and group_kind ' + repr(group_kind) if group_kind else ''}; metrics with group rows: "
+                         f"{sorted(eff.loc[eff['scope'] == 'group', 'metric'].unique())}")
+    keys = g[["group_kind", "group"]].drop_duplicates().sort_values(["group_kind", "group"])
+    pos = {(k, n): i for i, (k, n) in enumerate(keys.itertuples(index=False))}
+    hues = sorted(g[by].unique(), key=lambda v: (str(type(v)), v)) if by else [None]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 1.0 + 0.22 * len(pos) * max(2, len(hues))))
+    width = 0.7
+    for h_i, h in enumerate(hues):
+        sub = g if h is None else g[g[by] == h]
+        y = np.array([pos[(k, n)] for k, n in zip(sub["group_kind"], sub["group"])], float)
+        y = y + (h_i - (len(hues) - 1) / 2) * (width / max(len(hues), 1))
+        ax.errorbar(sub["effect"], y, xerr=[sub["effect"] - sub["ci_low"], sub["ci_high"] - sub["effect"]],
+                    fmt="o", ms=3.5, capsize=2, color=f"C{h_i % 10}",
+                    label=None if h is None else f"{by.replace('override:', '')}={h}")
+    ax.set_yticks(range(len(pos)))
+    ax.set_yticklabels([f"{k}: {n}" for k, n in pos], fontsize=7)
+    ax.axvline(0, color="C3", lw=0.8, ls="--")
+    ax.invert_yaxis()
+    ax.set_xlabel(f"effect on {metric.replace('_', ' ')} (paired 95% CI)", fontsize=8)
+    if by:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+GATE_COLORS = {"PASS": "#2e7d32", "FAIL": "#c62828", "NEEDS_HUMAN": "#f9a825"}
+
+
+def gate_decisions(gates: pd.DataFrame, ax=None, width: int = 90):
+    """The ethics gates' decisions (``gates.json``): one row per gate, its status as a coloured box,
+    hard gates marked, and the reason."""
+    n = len(gates)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 0.6 + 0.38 * max(n, 1)))
+    for i, r in enumerate(gates.itertuples(index=False)):
+        status = str(r.status)
+        ax.text(0.0, i, status, ha="left", va="center", fontsize=8, color="white", fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.3", "fc": GATE_COLORS.get(status, "0.5"), "ec": "none"})
+        hard = " (hard)" if bool(getattr(r, "hard", False)) else ""
+        reason = str(r.reason or "")
+        reason = reason if len(reason) <= width else reason[: width - 1] + "…"
+        ax.text(0.17, i, f"{r.gate}{hard}: {reason}", ha="left", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.axis("off")
+    counts = gates["status"].value_counts().to_dict() if n else {}
+    ax.set_title("ethics gates: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none"), fontsize=9)
+    return ax
+
+
+def occupancy(ts: pd.DataFrame, columns=("target_occupancy", "offtarget_occupancy"), by: str | None = None,
+              window: tuple[float, float] | None = None, ceiling: float | None = None, time: str = "time",
+              ax=None):
+    """Occupancy curves of the molecular twin (``timeseries.parquet``): the mean over worlds with the
+    5–95% band across worlds, one colour per value of ``by`` (an arm, a swept dose), one line style per
+    column (solid: the target, dashed: the off-target); the therapeutic window shaded, the off-target
+    ceiling dotted."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.8))
+    if window is not None:
+        ax.axhspan(window[0], window[1], color="C2", alpha=0.12, lw=0, label="therapeutic window")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="C3", lw=1.0, ls=":", label="off-target ceiling")
+    hues = sorted(ts[by].unique(), key=lambda v: (str(type(v)), v)) if by else [None]
+    styles = ["-", "--", ":", "-."]
+    for h_i, h in enumerate(hues):
+        sub = ts if h is None else ts[ts[by] == h]
+        grp = sub.groupby(time)
+        for c_i, col in enumerate(columns):
+            m, lo, hi = grp[col].mean(), grp[col].quantile(0.05), grp[col].quantile(0.95)
+            x = m.index.to_numpy(float)
+            lab = col.replace("_", " ") if h is None else f"{col.replace('_', ' ')}, {by}={h}"
+            ax.plot(x, m.to_numpy(), ls=styles[c_i % 4], color=f"C{h_i % 10}", lw=1.5, label=lab)
+            ax.fill_between(x, lo.to_numpy(), hi.to_numpy(), color=f"C{h_i % 10}", alpha=0.15, lw=0)
+    ax.set_xlabel(f"{time} (µs)" if time == "time" else time)
+    ax.set_ylabel("fraction of receptors bound")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def _mean_ci_by(df: pd.DataFrame, by: str, cols) -> pd.DataFrame:
+    from twins.core.stats import mean_ci
+
+    rows = []
+    for key, sub in df.groupby(by, sort=True):
+        r = {by: key}
+        for c in cols:
+            s = mean_ci(sub[c].to_numpy(float))
+            r.update({c: s["mean"], f"{c}:lo": s["ci_low"], f"{c}:hi": s["ci_high"]})
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def dose_response(worlds: pd.DataFrame, x: str, metrics=("target_occupancy_mean", "offtarget_occupancy_mean"),
+                  ceiling: float | None = None, window: tuple[float, float] | None = None, ax=None):
+    """Dose–response: per value of ``x`` (a swept dose column of stacked ``worlds`` tables), each
+    metric's mean over replications with its 95% t-interval."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.8))
+    s = _mean_ci_by(worlds, x, metrics).sort_values(x)
+    xs = pd.to_numeric(s[x]).to_numpy(float)
+    for i, m in enumerate(metrics):
+        y = s[m].to_numpy(float)
+        lo, hi = s[f"{m}:lo"].to_numpy(float), s[f"{m}:hi"].to_numpy(float)
+        ax.errorbar(xs, y, yerr=[y - lo, hi - y], fmt="o-", ms=4, capsize=3, color=f"C{i}",
+                    label=m.replace("_", " ") + " (95% CI)")
+    if window is not None:
+        ax.axhspan(window[0], window[1], color="C2", alpha=0.12, lw=0, label="therapeutic window")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="C3", lw=1.0, ls=":", label="off-target ceiling")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel("mean over the horizon")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def selectivity_tradeoff(worlds: pd.DataFrame, by: str, x: str = "offtarget_occupancy_max",
+                         y: str = "target_occupancy_mean", ceiling: float | None = None, ax=None):
+    """Efficacy against off-target exposure, one point per value of ``by`` (a dose, a design, a trial)
+    with 95% intervals on both axes. Right of ``ceiling`` is out of bounds (shaded); a design counts as
+    under the ceiling only if its interval's upper end is (the unfavourable end, as the gates read it).
+    The best design under the ceiling (highest mean ``y``) is ringed."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
+    s = _mean_ci_by(worlds, by, [x, y])
+    xv, yv = s[x].to_numpy(float), s[y].to_numpy(float)
+    ax.errorbar(xv, yv, xerr=[xv - s[f"{x}:lo"], s[f"{x}:hi"] - xv], yerr=[yv - s[f"{y}:lo"], s[f"{y}:hi"] - yv],
+                fmt="o", ms=4, capsize=2, color="C0", label=f"{by} (95% CI)")
+    for k, a, b in zip(s[by], xv, yv):
+        ax.annotate(str(k), (a, b), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if ceiling is not None:
+        ax.axvspan(ceiling, max(ceiling, float(np.nanmax(s[f"{x}:hi"]))) * 1.05 + 1e-9, color="C3", alpha=0.1,
+                   lw=0, label="over the off-target ceiling")
+        ax.axvline(ceiling, color="C3", lw=1.0, ls=":")
+        ok = s[f"{x}:hi"].to_numpy(float) <= ceiling
+        if ok.any():
+            best = int(np.nanargmax(np.where(ok, yv, -np.inf)))
+            ax.scatter([xv[best]], [yv[best]], s=160, facecolors="none", edgecolors="C2", lw=2,
+                       label=f"best under the ceiling: {by}={s[by].iloc[best]}", zorder=4)
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.replace("_", " "))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return ax
 
 
 def save(fig_or_ax, path) -> None:

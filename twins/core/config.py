@@ -27,6 +27,7 @@ class ComputeConfig:
     workers: Optional[int] = None  # chunks run at once (null: every GPU / Ray worker)
     max_retries: int = 3  # ray: re-runs of a chunk whose worker died
     cpu_watts_per_core: float = 4.4  # energy estimate where RAPL is unreadable (EPYC 7763: 280 W / 64 cores)
+    threads: Optional[int] = None  # torch intra-op CPU threads (null: torch's default, one per core)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TwinsConfig:
     scenario: Any = MISSING
     intervention: Any = MISSING
     search: Any = None  # conf/search/ (python -m twins search)
+    ethics: Any = None  # conf/ethics/: review gates, audit log, approvals (twins.ethics)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -110,6 +112,9 @@ def register_configs() -> None:
     cs.store(name="twins_config", node=TwinsConfig)
     cs.store(group="compute", name="compute_schema", node=ComputeConfig)
     cs.store(group="search", name="search_schema", node=SearchConfig)
+    from twins.ethics.config import EthicsConfig
+
+    cs.store(group="ethics", name="ethics_schema", node=EthicsConfig)
     import interventions  # noqa: F401  (fills the intervention registry)
 
     interventions.register_configs(cs)  # intervention/<name>_schema, none_schema included
@@ -129,3 +134,10 @@ def validate_common(cfg) -> None:
     check(cfg.replications >= 1, "replications", cfg.replications, "an integer >= 1")
     check(cfg.compute.dtype in ("float32", "float64"), "compute.dtype", cfg.compute.dtype,
           "float32 or float64")
+    from twins.compute.plan import check_compute  # chunk size, backend, device: before any compute
+
+    check_compute(cfg)
+    if cfg.get("ethics") is not None:  # the review's settings, checked before compute is spent on the run
+        from twins.ethics.config import validate
+
+        validate(cfg.ethics)

@@ -6,9 +6,14 @@ the config) run on the same ``replications`` in one world batch, and the folder
 adds ``arms.json``, ``effects.parquet`` / ``effects.json`` (paired effects with
 intervals, per metric and per group) and ``figures/effects.png``.
 
+The worlds run through the compute plan (``twins/compute/``): split into
+chunks that fit the device, on this process or on Ray, reassembled in world
+order; ``manifest.json`` records the plan and the compute/energy account.
+
 Partial results survive an interruption: on Ctrl-C or a crash inside the
-simulation the outcomes so far are written and the folder is marked
-incomplete in ``manifest.json`` before the error propagates.
+simulation the finished chunks and the running one's outcomes so far are
+written and the folder is marked incomplete in ``manifest.json`` before the
+error propagates.
 """
 from __future__ import annotations
 
@@ -52,6 +57,31 @@ def make_counterfactual(cfg: DictConfig):
     return iv, arms, twin
 
 
+def plan_counterfactual(cfg: DictConfig):
+    """The intervention, its checked arms, the run's execution (its worlds split into chunks by the
+    compute plan, ``twins/compute/``) and a one-world twin of the scenario (never stepped: it validates
+    the arms before any compute, and draws the figures)."""
+    import interventions
+    from interventions import counterfactual as cf
+    from twins.compute.execute import execution_for
+    from twins.compute.plan import Job, build_chunk_twin
+
+    validate_common(cfg)
+    iv = interventions.get(cfg.get("intervention", None))
+    arms = cf.arms_from_config(iv)
+    worlds = cf.worlds_for(cfg.seed, cfg.replications, arms)
+    twin = build_chunk_twin(Job(cfg, worlds, []), [0], resolve_device(cfg.compute.device))
+    if len(arms) > 1:
+        arms = cf.apply_arms(iv, twin, arms)
+    return iv, arms, execution_for(Job(cfg, worlds, arms), n_steps=twin.n_steps), twin
+
+
+def _compute_account(exe) -> dict:
+    """Manifest fields: the plan (chunks, devices, memory probe), chunk status, and the compute/energy account."""
+    return {"compute": {"backend": exe.backend, **exe.plan.describe(), **exe.status()},
+            "accounting": exe.meter.summary()}
+
+
 def run(cfg: DictConfig, outdir: str | Path) -> dict:
     """Run ``cfg`` and write its folder; returns the metric summary."""
     from interventions import counterfactual as cf
@@ -59,26 +89,28 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    iv, arms, twin = make_counterfactual(cfg)
+    iv, arms, exe, twin = plan_counterfactual(cfg)
     counterfactual = len(arms) > 1
     io.write_config(outdir, cfg)
     if counterfactual:
         io.write_json(outdir / "arms.json", [{"arm": a.index, "label": a.label, "values": a.values,
-                                              "worlds": int((twin.worlds.arm == a.index).sum())} for a in arms])
+                                              "worlds": int((exe.job.worlds.arm == a.index).sum())} for a in arms])
     complete = False
     try:
-        result = twin.run(progress=cfg.progress, desc=f"{cfg.scenario.name} ({twin.W} worlds)")
+        result = exe.run(progress=cfg.progress, desc=f"{cfg.scenario.name} ({exe.job.W} worlds)")
         complete = True
     except BaseException:
-        # keep what was simulated: outcomes up to the current step, marked incomplete
+        # keep what was simulated: finished chunks, and the running ones up to their current step
         try:
-            partial = twin.results()
-            partial.complete = False
-            io.write_tables(outdir, partial)
-            io.write_json(outdir / "metrics.json", io.summarize(partial.worlds, partial.metrics))
+            partial = exe.partial()
+            if partial is not None:
+                io.write_tables(outdir, partial)
+                io.write_json(outdir / "metrics.json", io.summarize(partial.worlds, partial.metrics))
             io.write_json(outdir / "manifest.json", io.manifest(
-                cfg, twin.device, twin.dtype, started, False, steps_done=twin.step_index, steps=twin.n_steps))
-            log.error("run interrupted at step %d/%d; partial results in %s", twin.step_index, twin.n_steps, outdir)
+                cfg, twin.device, twin.dtype, started, False, steps_done=exe.steps_done, steps=exe.n_steps,
+                **_compute_account(exe)))
+            log.error("run interrupted at step %d/%d (%d of %d chunks finished); partial results in %s",
+                      exe.steps_done, exe.n_steps, len(exe.done), len(exe.plan.chunks), outdir)
         except Exception as e:  # pragma: no cover - best effort
             log.error("could not save partial results: %s", e)
         raise
@@ -113,8 +145,12 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
         else:
             figures = twin.write_figures(result, figdir)
     io.write_json(outdir / "manifest.json", io.manifest(
-        cfg, twin.device, twin.dtype, started, complete, steps_done=twin.step_index, steps=twin.n_steps,
-        worlds=twin.W, arms=len(arms), figures=figures))
+        cfg, twin.device, twin.dtype, started, complete, steps_done=exe.steps_done, steps=exe.n_steps,
+        worlds=exe.job.W, arms=len(arms), figures=figures, **_compute_account(exe)))
+    if counterfactual:  # ethics gates on held-out evidence -> gates.json, review.json, audit entry
+        from twins import ethics
+
+        ethics.review_run(cfg, outdir)
     log.info("wrote %s", outdir)
     return summary
 

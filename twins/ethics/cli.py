@@ -28,13 +28,23 @@ def _parser_review() -> argparse.ArgumentParser:
     return p
 
 
+def _print_to_pipe(text: str) -> None:
+    """Print, quietly stopping when the reader closes the pipe (``review show RUN | head``)."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+
+
 def review_main(argv: list[str]) -> int:
     from . import audit, review
 
     args = _parser_review().parse_args(argv)
     try:
         if args.action == "show":
-            print(review.show(args.run))
+            _print_to_pipe(review.show(args.run))
         elif args.action == "approve":
             rec = review.approve(args.run, args.reviewer, args.role, args.sign)
             print(f"approved by {args.reviewer} ({args.role}); review status: {rec['status']}")

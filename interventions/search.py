@@ -98,15 +98,16 @@ class Constraint:
             if x is None or not math.isfinite(x):
                 return math.inf
             v = self._excess(x, x)
-            return v if math.isfinite(v) else 0.0
+            return v if v != -math.inf else 0.0
         vals = [m.get(self.metric) for (kind, name), m in (group_effects or {}).items()
                 if kind == self.group_kind and (self.group is None or name == self.group)]
         vals = [v if isinstance(v, tuple) else (v, v) for v in vals if v is not None]
-        vals = [(lo, hi) for lo, hi in vals if math.isfinite(lo) or math.isfinite(hi)]
+        vals = [(lo, hi) for lo, hi in vals if not (math.isnan(lo) or math.isnan(hi))]  # NaN: no data there
         if not vals:
             return math.inf  # the groups the limit names are not reported: cannot be shown feasible
-        v = max(self._excess(lo if math.isfinite(lo) else hi, hi if math.isfinite(hi) else lo) for lo, hi in vals)
-        return v if math.isfinite(v) else 0.0
+        # an unbounded interval end (one replication) is an unbounded excess: not shown feasible
+        v = max(self._excess(lo, hi) for lo, hi in vals)
+        return v if v != -math.inf else 0.0
 
     def as_dict(self) -> dict:
         d = {"metric": self.metric, "max": self.max, "min": self.min}

@@ -32,6 +32,12 @@ def test_group_constraint_is_judged_on_every_group_of_its_kind():
     assert c.violation({}, {("approach", "a"): {"delay": (0.0, 0.25)}}) == pytest.approx(0.05)
     assert Constraint("delay", min=-0.1, group_kind="approach").violation(
         {}, {("approach", "a"): {"delay": (-0.3, 0.25)}}) == pytest.approx(0.2)
+    # a group whose interval is unbounded (one replication) cannot be shown feasible, whatever the others do
+    assert math.isinf(c.violation({}, {("approach", "a"): {"delay": (0.0, 0.1)},
+                                       ("approach", "b"): {"delay": (-math.inf, math.inf)}}))
+    # a group with no data for the metric (NaN) is not judged
+    assert c.violation({}, {("approach", "a"): {"delay": (0.0, 0.1)},
+                            ("approach", "b"): {"delay": (math.nan, math.nan)}}) < 0
     # the groups it names are not reported: it cannot be shown feasible
     assert math.isinf(c.violation({"delay": 0.0}, {("origin", "x"): {"delay": 0.0}}))
     assert math.isinf(c.violation({"delay": 0.0}, None))

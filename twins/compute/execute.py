@@ -63,6 +63,9 @@ def merge(parts: list[RunResult]) -> RunResult:
         nonempty = [d for d in dfs if len(d.columns)]
         if not nonempty:
             return dfs[0]
+        # a chunk with no rows (e.g. no bus docked in its worlds) carries untyped columns: concatenating it
+        # would turn every column into `object`, unlike the one-batch table
+        nonempty = [d for d in nonempty if len(d)] or nonempty[:1]
         df = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0].reset_index(drop=True)
         if "world" in df:
             df = df.sort_values("world", kind="stable").reset_index(drop=True)

@@ -216,6 +216,15 @@ def test_a_world_with_buses_does_not_depend_on_its_batch():
     ta = ra.tables["trips"].drop(columns="world").sort_values("vehicle_id").reset_index(drop=True)
     tb = rb.tables["trips"].query("world == 1").drop(columns="world").sort_values("vehicle_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    for name in ("bus_trips", "bus_waits"):
+        xa = ra.tables[name].drop(columns="world").reset_index(drop=True)
+        xb = rb.tables[name].query("world == 1").drop(columns="world").reset_index(drop=True)
+        pd.testing.assert_frame_equal(xa, xb, check_exact=True, obj=name)
+    bus_metrics = [m for m in ra.metrics if m.startswith("bus_")]
+    assert bus_metrics
+    pd.testing.assert_frame_equal(ra.worlds[bus_metrics].reset_index(drop=True),
+                                  rb.worlds[rb.worlds["world"] == 1][bus_metrics].reset_index(drop=True),
+                                  check_exact=True)
 
 
 def test_headway_plan_shared_and_per_line():

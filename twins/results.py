@@ -370,7 +370,8 @@ class Search(Folder):
 
     @cached_property
     def best_policy(self) -> dict | None:
-        """``best_policy.json``: the chosen parameters and their confirmed effects (None: nothing passed)."""
+        """``best_policy.json``: the chosen parameters and their confirmed effects; None when no policy passed
+        the confirmation (the file holds ``null``). Raises :class:`MissingTableError` when the file is absent."""
         p = self._file("best_policy.json")
         if p is None:
             raise MissingTableError(f"{self.path} has no best_policy.json: {SEARCH_TABLES['confirmed']}.")

@@ -105,3 +105,19 @@ def test_review_verify_command_names_the_line(log):
     r = subprocess.run([sys.executable, "-m", "twins", "review", "verify", str(log)], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 1 and "line 5: 1 entry deleted before it (seq 5 missing)" in r.stdout
+
+
+def test_deleted_line_with_recomputed_later_hashes_is_named(log):
+    """Delete line 3 and relink the lines after it (their prev and hash recomputed): the chain is whole, but
+    seq jumps from 2 to 4."""
+    ls = lines(log)
+    out, prev = ls[:2], json.loads(ls[1])["hash"]
+    for ln in ls[3:]:
+        e = json.loads(ln)
+        e["prev"] = prev
+        e["hash"] = prev = audit.entry_hash(e)
+        out.append(json.dumps(e, sort_keys=True))
+    write(log, out)
+    v = audit.verify(log)
+    assert len(v.problems) == 1 and v.problems[0].startswith("line 3: 1 entry deleted before it (seq 3 missing"), \
+        v.problems

@@ -261,3 +261,41 @@ def test_optional_equity_rule_applies_only_where_its_groups_exist(good, traffic_
                            "ci_low": 5.0, "ci_high": 35.0, "n": 4, "baseline_mean": 200.0})
     g = gates.equity(good, e)
     assert g["status"] == "FAIL" and "bus_passengers" in g["reason"]
+
+
+def test_a_misspelled_direction_is_refused_not_flipped(good, traffic_cfg):
+    from twins.core.errors import ConfigError
+    from twins.ethics.config import validate
+
+    e = traffic_cfg.ethics
+    # a plan that makes delay 7 s worse: read as "maximize", the typo would make it a credible 7 s gain
+    worse = {**good, "credibility": {**good["credibility"], "direction": "minimise", "estimate": 7.5,
+                                     "held_out": {"effect": 7.0, "ci_low": 6.0, "ci_high": 8.0, "n": 4}}}
+    g = gates.credibility(worse, e)
+    assert g["status"] == "FAIL" and "'minimise' is neither minimize nor maximize" in g["reason"]
+    with pytest.raises(ConfigError, match=r"ethics.credibility.direction='minimise'.*Did you mean 'minimize'"):
+        validate(with_overrides(e, credibility__direction="minimise"))
+    validate(with_overrides(e, credibility__direction="maximize"))
+    # the same typo in an equity rule: an origin 15-25 s worse must not pass the 10 s bound
+    typo = with_overrides(e, equity__0__direction="minimise")
+    with pytest.raises(ConfigError, match=r"ethics.equity\[0\].direction='minimise'"):
+        validate(typo)
+    with pytest.raises(ConfigError, match=r"ethics.equity\[0\].direction='minimise'"):
+        search_constraints(typo)
+    good["groups"][0].update(effect=20.0, ci_low=15.0, ci_high=25.0)
+    assert gates.equity(good, typo)["status"] == "FAIL"
+    with pytest.raises(ConfigError, match="ethics.credibility.min_effect=-1.0"):
+        validate(with_overrides(e, credibility__min_effect=-1.0))
+
+
+def test_no_stress_runs_is_not_a_pass(good, traffic_cfg):
+    from twins.core.errors import ConfigError
+    from twins.ethics.config import validate
+
+    e = traffic_cfg.ethics
+    good["stress"]["runs"] = []
+    g = gates.validity_stress(good, e)
+    assert g["status"] == "NEEDS_HUMAN" and "no stress runs" in g["reason"]
+    with pytest.raises(ConfigError, match=r"ethics.validity.stress_factors=\[\].*one or more factors"):
+        validate(with_overrides(e, validity__stress_factors=[]))
+    validate(with_overrides(e, validity__stress_key=None, validity__stress_factors=[]))  # no stress asked for

@@ -1,5 +1,6 @@
 """Approvals, signatures and guarded export on a review record built from crafted evidence (no simulation)."""
 import getpass
+import hashlib
 import json
 
 import pytest
@@ -115,7 +116,7 @@ def test_an_edited_record_does_not_fool_export(make_run, good):
     with pytest.raises(ReviewError) as err:
         export.export(run)
     msg = str(err.value)
-    assert "differ from those recorded in the audit log" in msg and "safety.pedestrian_green FAIL" in msg
+    assert "review.json was edited: gates not as recorded in the audit log" in msg and "safety.pedestrian_green FAIL" in msg
     assert "approval NEEDS_HUMAN" in msg
 
 
@@ -221,3 +222,120 @@ def test_a_crash_while_gathering_evidence_keeps_the_run_and_blocks_export(tmp_pa
     assert rec["gates"][0]["gate"] == "ethics" and "out of memory" in rec["gates"][0]["reason"]
     with pytest.raises(ReviewError, match="out of memory"):
         export.export(tmp_path / "run")
+
+
+# --- review.json is a readable copy: editing it unlocks nothing --------------------------------------
+def edit_record(run, **changes):
+    rec = json.loads((run / "review.json").read_text())
+    for k, v in changes.items():
+        rec[k] = v(rec) if callable(v) else v
+    (run / "review.json").write_text(json.dumps(rec))
+
+
+def test_edited_controls_do_not_lower_the_tier_requirements(make_run, good):
+    good["tier"] = {"tier": "III", "score": 4, "points": {}, "floor": ""}
+    good["controls"] = {"approvers": 2, "held_out_replications": 4, "signature": True}
+    run = make_run(good)
+    edit_record(run, controls={"approvers": 1, "held_out_replications": 4, "signature": False})
+    with pytest.raises(ReviewError, match="review.json was edited: controls not as recorded"):
+        review.approve(run, "Bob", "traffic safety officer")
+    review.show(run)  # rewrites review.json from the log: the tier's controls are back
+    assert json.loads((run / "review.json").read_text())["controls"]["signature"] is True
+    with pytest.raises(ReviewError, match="tier III requires a signed approval"):
+        review.approve(run, "Bob", "traffic safety officer")
+    with pytest.raises(ReviewError, match="0 of 2 approver"):
+        export.export(run)
+
+
+def test_edited_author_does_not_let_the_author_approve(make_run):
+    run = make_run()
+    edit_record(run, author="zed")
+    with pytest.raises(ReviewError, match="review.json was edited: author not as recorded"):
+        review.approve(run, "alice", "engineer")
+    review.show(run)
+    with pytest.raises(ReviewError, match="author cannot approve their own run"):
+        review.approve(run, "alice", "engineer")
+    with pytest.raises(ReviewError, match="approval NEEDS_HUMAN"):
+        export.export(run)
+
+
+def test_a_rejection_cannot_be_hidden_by_editing_the_record(make_run):
+    run = make_run()
+    review.approve(run, "Bob", "traffic safety officer")
+    review.reject(run, "the evidence covers weekdays only", "Carol", "planner")
+    edit_record(run, audit=lambda r: {**r["audit"], "entries": [a for a in r["audit"]["entries"]
+                                                                 if a["action"] != "reject"]},
+                decisions=lambda r: [d for d in r["decisions"] if d["decision"] != "reject"],
+                status="cleared")
+    with pytest.raises(ReviewError, match="weekdays only"):
+        export.export(run)
+    assert "rejected" in review.show(run)
+
+
+def test_a_rerun_in_the_same_folder_needs_a_new_approval(make_run, good):
+    run = make_run()
+    review.approve(run, "Bob", "traffic safety officer")
+    cfg = OmegaConf.load(run / "config.yaml")
+    good["policy"] = good["params"]["values"] = {"cycle_s": 70.0}
+    review.create(cfg, run, good, "run")  # the same folder, new evidence: the log's earlier approval is not for it
+    _, rec, reasons = review.trusted(run)
+    assert not reasons and rec["status"] == "awaiting approval" and rec["decisions"] == []
+
+
+def test_the_exported_policy_is_the_evidence_not_the_record(make_run):
+    run = make_run()
+    review.approve(run, "Bob", "traffic safety officer")
+    edit_record(run, policy={"cycle_s": 24.0})
+    with pytest.raises(ReviewError, match="review.json was edited: policy not as recorded"):
+        export.export(run)
+    review.show(run)
+    pol = json.loads(export.export(run)[0].read_text())
+    assert pol["policy"] == {"cycle_s": 60.0}
+
+
+def test_evidence_and_record_edited_together_are_caught_by_the_logged_digest(make_run):
+    run = make_run()
+    review.approve(run, "Bob", "traffic safety officer")
+    p = run / "evidence" / "evidence.json"
+    p.write_text(p.read_text().replace('"cycle_s": 60.0', '"cycle_s": 24.0'))
+    # a consistent forgery of the record: its file hashes and policy match the new evidence
+    forged = hashlib.sha256(p.read_bytes()).hexdigest()
+    edit_record(run, files=lambda r: {**r["files"], "evidence/evidence.json": forged}, policy={"cycle_s": 24.0})
+    with pytest.raises(ReviewError, match=r"changed since its gates ran \(evidence/evidence.json\)"):
+        export.export(run)
+
+
+@needs_ssh
+def test_keys_added_to_allowed_signers_after_the_gates_do_not_count(make_run, good, keys):
+    bob, mallory, allowed = keys
+    run = make_run(tier3(good), signing__allowed_signers=str(allowed))
+    # Mallory lists her own key under Bob's name after the run
+    pub = (mallory.parent / "mallory_key.pub").read_text().split(" ")
+    with allowed.open("a") as f:
+        f.write(f"Bob {pub[0]} {pub[1]}\n")
+    with pytest.raises(ReviewError, match="allowed-signers file .* changed"):
+        review.approve(run, "Bob", "traffic safety officer", key=mallory)
+    with pytest.raises(ReviewError, match="changed"):
+        export.export(run)
+
+
+def test_records_are_strict_json_with_numbers(make_run, good):
+    """NaN/inf become null and numpy scalars plain numbers (twins.core.io.write_json), in every record file."""
+    import math
+
+    import numpy as np
+
+    good["network"][0].update(n=np.int64(4), ci_low=-math.inf, effect=np.float32(-7.0))
+    good["stress"]["nominal"] = np.float64(-7.0)
+    run = make_run(good)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in a record file"))
+
+    ev = strict((run / "evidence" / "evidence.json").read_text())
+    assert ev["network"][0]["n"] == 4 and ev["network"][0]["ci_low"] is None and ev["network"][0]["effect"] == -7.0
+    rec = strict((run / "review.json").read_text())
+    assert rec["effects"]["network"][0]["n"] == 4
+    strict((run / "gates.json").read_text())
+    review.approve(run, "Bob", "traffic safety officer")  # the digest of what was written still verifies
+    assert strict(export.export(run)[0].read_text())["held_out_effects"]["network"][0]["n"] == 4

@@ -16,6 +16,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -84,8 +85,27 @@ def summarize(worlds: pd.DataFrame, metrics: list[str]) -> dict:
     return block(worlds)
 
 
+def _key(k):
+    k = k.item() if isinstance(k, np.generic) else k
+    return k if k is None or isinstance(k, (str, int, float, bool)) else str(k)
+
+
+def jsonable(obj):
+    """``obj`` with NaN/inf as None and numpy scalars as Python numbers (in dicts, lists and tuples), so the
+    JSON written is strict (no ``NaN``) and a number stays a number."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {_key(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str, allow_nan=False) + "\n")
+    path.write_text(json.dumps(jsonable(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def write_tables(outdir: Path, result: RunResult, skip: tuple[str, ...] = ()) -> None:

@@ -15,6 +15,8 @@ import logging
 import math
 from pathlib import Path
 
+from twins.core.errors import ConfigError
+
 from .config import EthicsConfig, as_config  # noqa: F401
 
 log = logging.getLogger("twins")
@@ -28,14 +30,16 @@ def search_constraints(ethics_cfg) -> list[dict]:
     and re-check everything after confirmation.)"""
     e = as_config(ethics_cfg)
     out = []
-    for r in e.equity:
+    for k, r in enumerate(e.equity):
         if r.max is None or not r.required:
             continue
         c = {"metric": str(r.metric), "group_kind": str(r.group_kind)}
         if r.direction == "minimize":
             c["max"] = float(r.max)
-        else:
+        elif r.direction == "maximize":
             c["min"] = -float(r.max)
+        else:  # never guess which way is worse
+            raise ConfigError(f"ethics.equity[{k}].direction", r.direction, "minimize or maximize")
         out.append(c)
     return out
 
@@ -127,7 +131,6 @@ def review_search(cfg, outdir, res) -> dict | None:
 def _gather(cfg, outdir, e, policy, source, est, extra=None) -> dict:
     """The evidence dict; without evidence (ethics disabled, or gathering it failed) a stub saying why."""
     import interventions
-    from twins.core.errors import ConfigError
 
     from . import evidence
 

@@ -3,7 +3,8 @@
 Every entry holds ``seq`` (1, 2, ...), ``prev`` (the previous entry's ``hash``; ``GENESIS``
 for the first) and ``hash`` = SHA-256 of the entry's canonical JSON without ``hash``. Editing
 an entry breaks its own hash; deleting, inserting or reordering entries breaks the ``prev``
-links and the ``seq`` order, and :func:`verify` names the line. (Cutting entries off the
+links or the ``seq`` order (``seq`` must go up by one along the chain, so a deletion is found even when
+the hashes after it were recomputed), and :func:`verify` names the line. (Cutting entries off the
 *end* leaves a valid shorter chain; a run's ``review.json`` keeps the hashes of its own
 entries, and :func:`check_anchors` finds them missing.)
 """
@@ -102,7 +103,7 @@ def verify(path) -> Verification:
             continue
         try:
             e = json.loads(ln)
-            if not (isinstance(e, dict) and {"hash", "prev", "seq"} <= set(e)):
+            if not (isinstance(e, dict) and {"hash", "prev", "seq"} <= set(e)) or type(e["seq"]) is not int:
                 raise ValueError
         except ValueError:
             v.problems.append(f"line {i}: edited (not a valid audit entry)")
@@ -137,6 +138,15 @@ def verify(path) -> Verification:
                 v.problems.append(f"lines {cands[0]} and {cands[1]} both claim to follow {after}: one of them was "
                                   "inserted")
             nxt = cands[0]
+            # a link whose seq skips: entries were deleted and the hashes after them recomputed
+            last_seq, seq = (entries[order[-1]]["seq"] if order else 0), entries[nxt]["seq"]
+            if seq > last_seq + 1:
+                gap = ", ".join(map(str, range(last_seq + 1, seq)))
+                v.problems.append(f"line {nxt}: {seq - last_seq - 1} entr{'y' if seq - last_seq == 2 else 'ies'} "
+                                  f"deleted before it (seq {gap} missing; the hashes after the gap were recomputed)")
+            elif seq != last_seq + 1:
+                v.problems.append(f"line {nxt}: edited (seq {seq} follows seq {last_seq} in the chain; expected "
+                                  f"seq {last_seq + 1})")
         else:
             # the chain breaks: resume at an entry whose predecessor is not in the log
             rest = sorted((i for i in entries if i not in used and entries[i]["prev"] not in by_hash

@@ -15,11 +15,12 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from twins.core.errors import check
+from twins.core.errors import check, suggest
 
 TIERS = ("I", "II", "III", "IV")
 REVERSIBILITY = {"reversible": 0, "costly": 1, "irreversible": 2}
 DOMAINS = {"research": 0, "mobility": 1, "road_safety": 2, "health": 2}
+DIRECTIONS = ("minimize", "maximize")
 
 
 @dataclass
@@ -169,8 +170,8 @@ def as_config(cfg) -> DictConfig:
 def validate(e) -> None:
     i = e.impact
     check(i.reversibility in REVERSIBILITY, "ethics.impact.reversibility", i.reversibility,
-          " | ".join(REVERSIBILITY))
-    check(i.domain in DOMAINS, "ethics.impact.domain", i.domain, " | ".join(DOMAINS))
+          " | ".join(REVERSIBILITY), suggest(i.reversibility, REVERSIBILITY))
+    check(i.domain in DOMAINS, "ethics.impact.domain", i.domain, " | ".join(DOMAINS), suggest(i.domain, DOMAINS))
     check(i.people_affected >= 0, "ethics.impact.people_affected", i.people_affected, "an integer >= 0")
     check(i.duration_days >= 0, "ethics.impact.duration_days", i.duration_days, ">= 0 days")
     for t in TIERS:
@@ -178,9 +179,16 @@ def validate(e) -> None:
         check(c.approvers >= 1, f"ethics.controls.{t}.approvers", c.approvers, "an integer >= 1")
         check(c.held_out_replications >= 2, f"ethics.controls.{t}.held_out_replications",
               c.held_out_replications, "an integer >= 2 (an interval needs two)")
+    c = e.credibility
+    # a typo must not silently flip the direction the gates judge the policy on
+    check(c.direction in (None, *DIRECTIONS), "ethics.credibility.direction", c.direction,
+          "minimize, maximize or null (the first search objective's direction)", suggest(c.direction, DIRECTIONS))
+    check(c.min_effect >= 0, "ethics.credibility.min_effect", c.min_effect,
+          "a number >= 0 (the smallest improvement that matters, in the metric's units)")
+    check(c.max_gap is None or c.max_gap >= 0, "ethics.credibility.max_gap", c.max_gap, "a number >= 0 or null")
     for k, r in enumerate(e.equity):
-        check(r.direction in ("minimize", "maximize"), f"ethics.equity[{k}].direction", r.direction,
-              "minimize or maximize")
+        check(r.direction in DIRECTIONS, f"ethics.equity[{k}].direction", r.direction,
+              "minimize or maximize", suggest(r.direction, DIRECTIONS))
         check(r.max is not None or r.max_rel is not None, f"ethics.equity[{k}]", OmegaConf.to_container(r),
               "a rule with max and/or max_rel")
     for name, rng in e.validity.validated_range.items():
@@ -190,6 +198,11 @@ def validate(e) -> None:
           e.reproducibility.replications, "an integer >= 1")
     check(e.validity.stress_replications >= 2, "ethics.validity.stress_replications",
           e.validity.stress_replications, "an integer >= 2")
+    if e.validity.stress_key is not None:  # no stress runs would leave the stress gate nothing to judge
+        f = list(e.validity.stress_factors)
+        check(len(f) >= 1 and all(x > 0 for x in f), "ethics.validity.stress_factors", f,
+              "a list of one or more factors > 0, e.g. [0.8, 1.2] (or ethics.validity.stress_key=null to skip "
+              "the stress runs, which leaves the validity.stress gate NEEDS_HUMAN)")
     w = e.safety.drug.therapeutic_window
     if w is not None:
         check(len(w) == 2 and w[0] <= w[1], "ethics.safety.drug.therapeutic_window", list(w), "[low, high]")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from twins.core.io import jsonable
 from twins.core.stats import mean_ci
 
 from .config import as_config, controls_for, impact_tier, objective_spec, sha256
@@ -42,11 +43,6 @@ def objective_of(cfg, e) -> tuple[str | None, str]:
     metric = e.credibility.metric or (str(objs[0]["metric"]) if objs else None)
     direction = e.credibility.direction or (str(objs[0].get("direction", "minimize")) if objs else "minimize")
     return metric, direction
-
-
-def _clean(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else
-                (v.item() if isinstance(v, np.generic) else v)) for k, v in d.items()}
 
 
 # --- one counterfactual batch -------------------------------------------------------------------------
@@ -74,7 +70,7 @@ def _groups(twin, result) -> pd.DataFrame | None:
 
 def levels(worlds: pd.DataFrame, metrics, arm: int) -> dict:
     df = worlds[worlds["arm"] == arm]
-    return {m: _clean(mean_ci(df[m].to_numpy(float))) for m in metrics if m in df}
+    return {m: jsonable(mean_ci(df[m].to_numpy(float))) for m in metrics if m in df}
 
 
 # --- traffic safety evidence --------------------------------------------------------------------------
@@ -97,9 +93,9 @@ def approach_p95(trips: pd.DataFrame, worlds: pd.DataFrame, entry: dict) -> list
     for a, g in p95.groupby("approach"):
         pol = mean_ci(g.loc[g["arm"] == 1, "p95"].to_numpy(float))
         base = g.loc[g["arm"] == 0, "p95"]
-        rows.append(_clean({"approach": str(a), "p95_mean": pol["mean"], "ci_low": pol["ci_low"],
-                            "ci_high": pol["ci_high"], "n": pol["n"],
-                            "baseline_p95_mean": float(base.mean()) if len(base) else math.nan}))
+        rows.append(jsonable({"approach": str(a), "p95_mean": pol["mean"], "ci_low": pol["ci_low"],
+                              "ci_high": pol["ci_high"], "n": pol["n"],
+                              "baseline_p95_mean": float(base.mean()) if len(base) else math.nan}))
     return rows
 
 
@@ -199,11 +195,11 @@ def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int) ->
         eff = cf.effects(res.worlds, res.metrics, arms)
         row = eff[(eff["scope"] == "network") & (eff["metric"] == metric)]
         r = row.iloc[0] if len(row) else None
-        runs.append(_clean({"factor": float(f), "value": float(base) * float(f),
-                            "effect": float(r.effect) if r is not None else math.nan,
-                            "ci_low": float(r.ci_low) if r is not None else math.nan,
-                            "ci_high": float(r.ci_high) if r is not None else math.nan,
-                            "n": int(r.n) if r is not None else 0}))
+        runs.append(jsonable({"factor": float(f), "value": float(base) * float(f),
+                              "effect": float(r.effect) if r is not None else math.nan,
+                              "ci_low": float(r.ci_low) if r is not None else math.nan,
+                              "ci_high": float(r.ci_high) if r is not None else math.nan,
+                              "n": int(r.n) if r is not None else 0}))
     return {"key": key, "base": float(base), "metric": metric, "nominal": nominal, "runs": runs,
             "replications": [first, int(v.stress_replications)]}
 
@@ -243,7 +239,7 @@ def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | 
     held = None
     if metric in net.index:
         row = net.loc[metric]
-        held = _clean({k: float(row[k]) for k in ("effect", "ci_low", "ci_high", "baseline_mean", "treated_mean")})
+        held = jsonable({k: float(row[k]) for k in ("effect", "ci_low", "ci_high", "baseline_mean", "treated_mean")})
         held["n"] = int(row["n"])
     spec = objective_spec(cfg)
     prov = OmegaConf.to_container(e.objective, resolve=True)
@@ -260,9 +256,9 @@ def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | 
         "held_out": {"first": first, "replications": R},
         "credibility": {"metric": metric, "direction": direction, "estimate": estimate,
                         "estimate_source": source, "held_out": held},
-        "network": [_clean(r) for r in eff[eff["scope"] == "network"].drop(columns=["scope", "group_kind", "group"])
+        "network": [jsonable(r) for r in eff[eff["scope"] == "network"].drop(columns=["scope", "group_kind", "group"])
                     .to_dict("records")],
-        "groups": [_clean(r) for r in eff[eff["scope"] == "group"].to_dict("records")],
+        "groups": [jsonable(r) for r in eff[eff["scope"] == "group"].to_dict("records")],
         "levels": levels(res.worlds, res.metrics, 1),
         "baseline_levels": levels(res.worlds, res.metrics, 0),
         **(extra or {}),

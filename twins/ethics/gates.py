@@ -73,13 +73,16 @@ def credibility(ev: dict, e) -> dict:
     if not h:
         return result("credibility", NEEDS_HUMAN, "no held-out estimate of the objective in the evidence", c)
     m, d = c.get("metric"), c.get("direction", "minimize")
+    if d not in ("minimize", "maximize"):  # never guess which way is better
+        return result("credibility", FAIL, f"the objective's direction {d!r} is neither minimize nor maximize "
+                      "(set ethics.credibility.direction)", c)
     lo, hi, eff = h.get("ci_low"), h.get("ci_high"), h.get("effect")
     if not _finite(lo, hi, eff):
         return result("credibility", FAIL, f"the held-out interval of {m} is not finite (n={h.get('n')}): "
                       "more held-out replications are needed", c)
     need = float(e.credibility.min_effect)
     # the improvement interval: -effect when lower is better
-    worst_gain = -hi if d == "minimize" else lo
+    worst_gain = lo if d == "maximize" else -hi
     problems = []
     if not worst_gain > need:
         problems.append(f"the held-out 95% interval of {m} [{lo:+.4g}, {hi:+.4g}] does not clear the minimum "
@@ -230,7 +233,9 @@ def equity(ev: dict, e) -> dict:
             continue
         for g in rows:
             # worsening on the unfavourable end of the interval
-            worst = g["ci_high"] if r.direction == "minimize" else (-g["ci_low"] if _finite(g["ci_low"]) else None)
+            # (an unknown direction leaves no worst end: a violation, never a silent pass)
+            worst = g["ci_high"] if r.direction == "minimize" else \
+                -g["ci_low"] if r.direction == "maximize" and _finite(g["ci_low"]) else None
             bounds = []
             if r.max is not None:
                 bounds.append(float(r.max))
@@ -294,6 +299,9 @@ def validity_stress(ev: dict, e) -> dict:
     nominal = s.get("nominal")
     if not _finite(nominal) or nominal == 0:
         return result("validity.stress", NEEDS_HUMAN, f"the nominal effect {nominal} has no sign to keep", s)
+    if not s.get("runs"):
+        return result("validity.stress", NEEDS_HUMAN, f"no stress runs in the evidence ({s.get('key')} was not "
+                      "varied): set ethics.validity.stress_factors, e.g. [0.8, 1.2]", s)
     sign = 1 if nominal > 0 else -1
     flips, reversals = [], []
     for r in s.get("runs", []):

@@ -2,8 +2,14 @@
 
 The audit log is the source of truth; ``review.json`` is the readable copy. Every action
 (``gates``, ``approve``, ``reject``) appends one audit entry holding the run's config hash, git
-revision, seeds, the evidence digest and the decision; ``review.json`` keeps the hashes of its
-entries (anchors) so a run can tell when its entries were cut from the log.
+revision, seeds, the evidence digest and the decision; the ``gates`` entry also holds what the
+approval depends on (author, tier, controls, allowed-signers file and its hash, the run files'
+hashes). ``review.json`` keeps the hashes of its entries (anchors) so a run can tell when its
+entries were cut from the end of the log.
+
+:func:`trusted` (used by approve, reject, show and export) rebuilds the record from the log and
+from ``evidence/evidence.json`` after recomputing the evidence digest from the files on disk:
+nothing it decides on is read from the editable ``review.json``.
 
 ``gates.json`` is a list of ``{gate, status, reason, evidence, hard}``; ``review.json`` holds the
 objective provenance (with the objective's hash), tier, required controls, gates, decisions, audit
@@ -22,6 +28,8 @@ from omegaconf import OmegaConf
 from . import audit, gates, signing
 from .config import as_config, author_of, canonical, config_hash, same_person, sha256
 
+# the signing settings the gates entry fixes for the run
+SIGNING = ("allowed_signers", "allowed_signers_sha256", "namespace")
 # files whose bytes the evidence digest covers (when present)
 RUN_FILES = ("config.yaml", "arms.json", "effects.parquet", "best_policy.json", "confirmed.parquet",
              "pareto.parquet", "candidates.parquet")
@@ -31,26 +39,12 @@ class ReviewError(Exception):
     """A refused review action, with what to do instead."""
 
 
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    return str(o)
-
-
-def _sanitize(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): _sanitize(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_sanitize(v) for v in o]
-    return o
-
-
 def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(_sanitize(obj), indent=2, default=_json_default) + "\n")
+    """:func:`twins.core.io.write_json` (NaN as null, numpy scalars as numbers), imported on first use so the
+    review commands start without loading torch."""
+    from twins.core import io
+
+    io.write_json(path, obj)
 
 
 def file_hashes(run: Path) -> dict:
@@ -64,7 +58,37 @@ def file_hashes(run: Path) -> dict:
 
 
 def evidence_digest(ev: dict, files: dict) -> str:
-    return sha256({"evidence": json.loads(json.dumps(_sanitize(ev), default=_json_default)), "files": files})
+    """``ev`` as read back from ``evidence.json`` (:func:`read_evidence`), and the run files' hashes."""
+    return sha256({"evidence": ev, "files": files})
+
+
+def read_evidence(run: Path) -> tuple[dict | None, dict, str | None]:
+    """``(evidence, file hashes, digest)`` from the files on disk; evidence and digest are None when
+    ``evidence/evidence.json`` is missing or unreadable."""
+    files = file_hashes(run)
+    try:
+        ev = json.loads((run / "evidence" / "evidence.json").read_text())
+    except (OSError, ValueError):
+        return None, files, None
+    return ev, files, evidence_digest(ev, files)
+
+
+def _file_sha256(path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def _content(ev: dict) -> dict:
+    """The record's fields taken from the evidence: what is recommended, and on what grounds."""
+    prov = ev.get("provenance") or {}
+    return {"scenario": ev.get("scenario"), "intervention": ev.get("intervention"), "policy": ev.get("policy"),
+            "label": ev.get("label"),
+            "objective": {"provenance": {k: v for k, v in prov.items() if k not in ("objective", "objective_hash")},
+                          "spec": prov.get("objective"), "hash": prov.get("objective_hash")},
+            "tier": ev.get("tier"), "controls": ev.get("controls"), "credibility": ev.get("credibility"),
+            "effects": {"network": ev.get("network"), "groups": ev.get("groups")}, "search": ev.get("search")}
 
 
 # --- creating the record (called from the run / search task) -----------------------------------------
@@ -74,38 +98,25 @@ def create(cfg, outdir, ev: dict, source: str) -> dict:
 
     run = Path(outdir).resolve()
     e = as_config(cfg.get("ethics"))
-    results = gates.evaluate(ev, e)
     (run / "evidence").mkdir(parents=True, exist_ok=True)
     write_json(run / "evidence" / "evidence.json", ev)
-    files = file_hashes(run)
-    digest = evidence_digest(ev, files)
+    ev, files, digest = read_evidence(run)  # the gates judge exactly what was written and digested
+    results = gates.evaluate(ev, e)
     log = audit.log_path(e)
+    signers = str(Path(e.signing.allowed_signers).expanduser().resolve()) if e.signing.allowed_signers else None
     record = {
         "run": str(run),
         "source": source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "author": author_of(e),
-        "scenario": ev.get("scenario"),
-        "intervention": ev.get("intervention"),
-        "policy": ev.get("policy"),
-        "label": ev.get("label"),
+        **_content(ev),
         "config_hash": config_hash(cfg),
         "git_revision": io.git_revision(),
         "seeds": {"seed": int(cfg.seed), "held_out": ev.get("held_out"),
                   **({"search": [0, int(cfg.replications)]} if source == "search" else
                      {"run": [0, int(cfg.replications)]})},
-        "objective": {"provenance": {k: v for k, v in (ev.get("provenance") or {}).items()
-                                     if k not in ("objective", "objective_hash")},
-                      "spec": (ev.get("provenance") or {}).get("objective"),
-                      "hash": (ev.get("provenance") or {}).get("objective_hash")},
         "impact": OmegaConf.to_container(e.impact, resolve=True),
-        "tier": ev.get("tier"),
-        "controls": ev.get("controls"),
-        "credibility": ev.get("credibility"),
-        "effects": {"network": ev.get("network"), "groups": ev.get("groups")},
-        "search": ev.get("search"),
-        "ethics": {"name": str(e.name), "allowed_signers": (str(Path(e.signing.allowed_signers).expanduser().resolve())
-                                                            if e.signing.allowed_signers else None),
+        "ethics": {"name": str(e.name), "allowed_signers": signers, "allowed_signers_sha256": _file_sha256(signers),
                    "namespace": str(e.signing.namespace), "log": str(log)},
         "evidence_digest": digest,
         "files": files,
@@ -113,7 +124,11 @@ def create(cfg, outdir, ev: dict, source: str) -> dict:
         "decisions": [],
         "audit": {"log": str(log), "entries": []},
     }
-    entry = audit.append(log, _entry(record, "gates", {"gates": {g["gate"]: g["status"] for g in results}}))
+    # what the approval and export depend on, beyond the evidence digest: logged, so review.json cannot change it
+    trust = {**{k: record[k] for k in ("source", "author", "tier", "controls", "files")},
+             **{k: record["ethics"][k] for k in SIGNING}}
+    entry = audit.append(log, {**_entry(record, "gates", {"gates": {g["gate"]: g["status"] for g in results}}),
+                               "review": trust})
     record["audit"]["entries"].append({"seq": entry["seq"], "hash": entry["hash"], "action": "gates"})
     save(run, refresh(record))
     return record
@@ -134,13 +149,22 @@ def load(run) -> tuple[Path, dict]:
     if not p.exists():
         raise ReviewError(f"{run} has no review.json: gates run with an intervention (python -m twins run ... "
                           "intervention=NAME) or a search (python -m twins search ...); this folder has neither")
-    return run, json.loads(p.read_text())
+    try:
+        record = json.loads(p.read_text())
+        anchors = record["audit"]["entries"]
+        str(record["audit"]["log"])
+        if not all(isinstance(a["hash"], str) and isinstance(a["seq"], int) and a["action"] for a in anchors):
+            raise TypeError
+    except (ValueError, KeyError, TypeError) as err:
+        raise ReviewError(f"{p} is damaged ({type(err).__name__}: {err}): it needs audit.log and audit.entries "
+                          "[{seq, hash, action}]; rerun the experiment") from None
+    return run, record
 
 
-def log_entries(record: dict) -> list[dict]:
-    """This run's entries in the audit log, in log order (only entries whose anchors the record keeps)."""
-    path = Path(record["audit"]["log"])
-    anchors = {a["hash"] for a in record["audit"]["entries"]}
+def log_entries(log, run_id: str) -> list[dict]:
+    """Every entry of run ``run_id`` (its resolved folder) in the audit log, in log order: chosen by the
+    log's own ``run`` field, so an entry dropped from ``review.json`` still counts."""
+    path = Path(log)
     out = []
     if path.exists():
         for ln in path.read_text(encoding="utf-8").splitlines():
@@ -148,7 +172,7 @@ def log_entries(record: dict) -> list[dict]:
                 e = json.loads(ln)
             except ValueError:
                 continue
-            if e.get("hash") in anchors and e.get("run") == record["run"]:
+            if isinstance(e, dict) and e.get("run") == run_id:
                 out.append(e)
     return out
 
@@ -193,18 +217,6 @@ def _os_user() -> str:
         return getpass.getuser()
     except Exception:  # pragma: no cover
         return "unknown"
-
-
-def _check_untouched(run: Path, record: dict) -> None:
-    now = file_hashes(run)
-    changed = sorted(k for k in set(now) | set(record["files"]) if now.get(k) != record["files"].get(k))
-    if changed:
-        raise ReviewError(f"the run folder changed since its gates ran ({', '.join(changed)}): the evidence no "
-                          "longer matches its digest; rerun the experiment")
-    problems = audit_problems(record)
-    if problems:
-        raise ReviewError("the audit log is not intact: " + "; ".join(problems[:3])
-                          + f". Check it with: python -m twins review verify {record['audit']['log']}")
 
 
 def approval_payload(record: dict, reviewer: str, role: str, when: str) -> bytes:
@@ -280,43 +292,98 @@ def _decide(run: Path, record: dict, action: str, decision: dict) -> dict:
 
 # --- the trusted view: from the audit log ------------------------------------------------------------
 def trusted(run) -> tuple[Path, dict, list[str]]:
-    """The record with gates and decisions rebuilt from the audit log (not from the editable review.json),
-    and the integrity problems found on the way (changed evidence, broken log, edited record, bad signature)."""
-    run, record = load(run)
+    """The record rebuilt from the audit log and the digest-checked evidence (``review.json`` supplies only
+    display text and its anchors), and the integrity problems found on the way (broken log, changed run
+    files, edited record, changed allowed-signers file, signature that no longer verifies)."""
+    run, shown = load(run)
+    record = {**json.loads(json.dumps(shown)), "run": str(run)}
+    log = shown["audit"]["log"]
     reasons = []
-    try:
-        _check_untouched(run, record)
-    except ReviewError as err:
-        reasons.append(str(err))
-    entries = log_entries(record)
-    g_entries = [x for x in entries if x["action"] == "gates"]
-    if not g_entries:
-        reasons.append("no gates entry for this run in the audit log")
+    problems = audit_problems(shown)
+    if problems:
+        reasons.append("the audit log is not intact: " + "; ".join(problems[:3])
+                       + f". Check it with: python -m twins review verify {log}")
+    entries = log_entries(log, record["run"])  # by run id: an entry dropped from review.json still counts
+    last = max((k for k, x in enumerate(entries) if x.get("action") == "gates"), default=None)
+    if last is None:
+        reasons.append(f"no gates entry for run {record['run']} in the audit log {log} (a moved run folder, or a "
+                       "damaged log): rerun the experiment")
         return run, refresh(record), reasons
-    logged = g_entries[-1]["decision"]["gates"]
-    mine = {g["gate"]: g["status"] for g in record["evidence_gates"]}
-    if logged != mine or g_entries[-1]["evidence_digest"] != record["evidence_digest"]:
-        reasons.append("review.json's gates differ from those recorded in the audit log (edited record)")
-        record["evidence_gates"] = [{**g, "status": logged.get(g["gate"], gates.FAIL)}
-                                    for g in record["evidence_gates"]]
+    g = entries[last]
+    reasons += _from_log(run, record, shown, g)
+    reasons += _decisions(record, g, entries[last + 1:])
+    anchors = {a["hash"]: a for a in shown["audit"]["entries"]}  # keep the record's own: a missing one is reported
+    for x in entries[last:]:
+        anchors.setdefault(x["hash"], {"seq": x["seq"], "hash": x["hash"], "action": x["action"]})
+    record["audit"] = {**record["audit"], "entries": sorted(anchors.values(), key=lambda a: a["seq"])}
+    refresh(record)
+    return run, record, reasons
+
+
+def _from_log(run: Path, record: dict, shown: dict, g: dict) -> list[str]:
+    """Overwrite ``record`` with what the gates entry ``g`` logged and what the evidence whose digest it logged
+    says; the reasons not to trust the run."""
+    reasons = []
+    t = g.get("review")
+    if not isinstance(t, dict):
+        reasons.append("this run's gates entry was logged by an older twins, without the review's controls: "
+                       "rerun the experiment")
+        t = {}
+    ev, files, digest = read_evidence(run)
+    if digest is None or digest != g.get("evidence_digest"):
+        logged = t.get("files") or {}
+        changed = sorted(k for k in set(files) | set(logged) if files.get(k) != logged.get(k))
+        reasons.append(f"the run folder changed since its gates ran ({', '.join(changed) or 'evidence'}): the "
+                       "evidence no longer matches the digest in the audit log; rerun the experiment")
+    else:
+        record.update(_content(ev))
+    record.update({k: g.get(k) for k in ("config_hash", "git_revision", "seeds", "evidence_digest")},
+                  **{k: t[k] for k in ("source", "author", "tier", "controls", "files") if k in t})
+    record["ethics"] = {**(shown.get("ethics") or {}), **{k: t[k] for k in SIGNING if k in t}}
+    logged_gates = (g.get("decision") or {}).get("gates") or {}
+    mine = {x["gate"]: x for x in shown.get("evidence_gates") or [] if isinstance(x, dict) and "gate" in x}
+    record["evidence_gates"] = [
+        {**mine[name], "status": status} if mine.get(name, {}).get("status") == status else
+        gates.result(name, status, f"{status} in the audit log (review.json was edited)")
+        for name, status in logged_gates.items()]
+    edited = [k for k in ("run", "author", "tier", "controls", "config_hash", "evidence_digest", "policy",
+                          "label", "scenario", "intervention", "effects", "credibility")
+              if shown.get(k) != record.get(k)]
+    edited += [f"ethics.{k}" for k in SIGNING if (shown.get("ethics") or {}).get(k) != record["ethics"].get(k)]
+    if {k: x.get("status") for k, x in mine.items()} != logged_gates:
+        edited.append("gates")
+    if edited:
+        reasons.append(f"review.json was edited: {', '.join(edited)} not as recorded in the audit log and the "
+                       "evidence (the recorded values are used; `review show` rewrites review.json from them)")
+    return reasons
+
+
+def _decisions(record: dict, g: dict, later: list[dict]) -> list[str]:
+    """``record['decisions']`` from the run's entries logged after its gates entry ``g``: every rejection, and
+    the approvals of the same evidence with their signatures re-verified; the reasons not to trust them."""
+    reasons = []
+    ctrl = record["controls"] or {}
+    signers, ns = record["ethics"].get("allowed_signers"), record["ethics"].get("namespace")
+    later = [x for x in later if x.get("action") == "reject" or (
+        x.get("action") == "approve" and x.get("evidence_digest") == g.get("evidence_digest"))]
+    if (ctrl.get("signature") or any(x["decision"].get("signed") for x in later)) and signers \
+            and _file_sha256(signers) != record["ethics"].get("allowed_signers_sha256"):
+        reasons.append(f"the allowed-signers file {signers} changed (or is gone) since the gates ran: only the "
+                       "keys listed when a run's gates ran count for it; restore the file or rerun the experiment")
     decisions = []
-    for x in entries:
-        if x["action"] not in ("approve", "reject"):
-            continue
+    for x in later:
         d = dict(x["decision"])
         if d.get("decision") == "approve" and d.get("signed"):
             ok, why = signing.verify(approval_payload(record, d["reviewer"], d["role"], d["time"]),
-                                     d.get("signature", ""), d["reviewer"], record["ethics"]["allowed_signers"],
-                                     record["ethics"]["namespace"])
+                                     d.get("signature", ""), d["reviewer"], signers, ns)
             d["valid"] = ok
             if not ok:
                 reasons.append(f"the signature of {d['reviewer']}'s approval no longer verifies: {why}")
-        elif d.get("decision") == "approve" and (record["controls"] or {}).get("signature"):
-            d["valid"] = False
+        elif d.get("decision") == "approve":
+            d["valid"] = not ctrl.get("signature")
         decisions.append(d)
     record["decisions"] = decisions
-    refresh(record)
-    return run, record, reasons
+    return reasons
 
 
 def blockers(run) -> tuple[Path, dict, list[str]]:

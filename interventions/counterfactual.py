@@ -103,8 +103,7 @@ def effects(worlds: pd.DataFrame, metrics: list[str], arms: list[Arm], groups: p
 
 def effects_json(eff: pd.DataFrame, arms: list[Arm]) -> dict:
     """``{arm<k>: {label, values, metrics: {m: {...}}, groups: {kind: {group: {m: {...}}}}}}``."""
-    def clean(d):
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    from twins.core.io import jsonable as clean  # NaN/inf -> None, numpy scalars -> numbers
 
     keep = ["baseline_mean", "treated_mean", "effect", "ci_low", "ci_high", "n", "unpaired_ci_low",
             "unpaired_ci_high", "width_ratio"]

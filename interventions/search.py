@@ -28,7 +28,6 @@ Outputs (with ``outdir``): ``candidates.parquet`` (every evaluation),
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -560,6 +559,8 @@ class Search:
         return f"{r.confirmed_effect:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
 
     def finish(self, study) -> SearchResult:
+        from twins.core import io
+
         cand = self.candidates(study)
         pareto = self.pareto(cand)
         confirmed = self.confirm(cand, pareto)
@@ -572,7 +573,7 @@ class Search:
                                                                          for p in self.space]),
                     "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
                     "constraints": [c.as_dict() for c in self.constraints],
-                    "confirmed": {r.metric: _clean({"search_effect": r.search_effect,
+                    "confirmed": {r.metric: io.jsonable({"search_effect": r.search_effect,
                                                     "effect": r.confirmed_effect, "ci_low": r.ci_low,
                                                     "ci_high": r.ci_high, "n": int(r.n), "gap": r.gap,
                                                     "baseline_mean": r.baseline_mean,
@@ -596,12 +597,14 @@ class Search:
 
     # --- outputs --------------------------------------------------------------------------------
     def write(self, res: SearchResult) -> None:
+        from twins.core import io
+
         out = self.outdir
         res.candidates.to_parquet(out / "candidates.parquet", index=False)
         res.pareto.to_parquet(out / "pareto.parquet", index=False)
         res.confirmed.to_parquet(out / "confirmed.parquet", index=False)
         self.confirmed_groups.to_parquet(out / "confirmed_groups.parquet", index=False)
-        (out / "best_policy.json").write_text(json.dumps(res.best, indent=2, default=_json_default))
+        io.write_json(out / "best_policy.json", res.best)
         if self.figures:
             from twins import plots
 
@@ -645,20 +648,6 @@ def _compute_per_policy(evaluate, confirmed: pd.DataFrame) -> dict | None:
     n = int(confirmed["trial"].nunique()) if len(confirmed) else 0
     return {**acc, "confirmed_policies": n,
             "energy_per_confirmed_policy_j": round(acc["energy_total_j"] / n, 3) if n else None}
-
-
-def _clean(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return str(o)
 
 
 # --- from config -------------------------------------------------------------------------------

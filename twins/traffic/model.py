@@ -178,7 +178,7 @@ class TrafficTwin(Twin):
 
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
         self.scenario = scenario
-        self.begin_s = float(scenario.begin)
+        self.begin = float(scenario.begin)
         # what an intervention needs to rebuild the twin after writing worlds.params
         self._init_kwargs = dict(dt=dt, horizon=horizon, device=device, dtype=dtype, interval_s=interval_s,
                                  trajectory_every=trajectory_every, idm_substep_s=idm_substep_s)
@@ -229,7 +229,7 @@ class TrafficTwin(Twin):
         if lines:  # buses join the population after the cars' thinning (a charge never removes a bus)
             self.bus_headway = self._per_line(wp, "bus_headway_s", [l.headway_s for l in lines], positive=True)
             self.bus_offset = self._per_line(wp, "bus_offset_s", [l.offset_s for l in lines])
-            end = torch.tensor([l.end_s if l.end_s is not None else self.begin_s + horizon for l in lines],
+            end = torch.tensor([l.end_s if l.end_s is not None else self.begin + horizon for l in lines],
                                dtype=torch.float64)
             self.bus_dispatch = transit.dispatch_times(self.bus_headway, self.bus_offset, end.expand(worlds.size, -1))
             first_id = sum(f.capacity() for f in demand.flows)
@@ -275,7 +275,6 @@ class TrafficTwin(Twin):
             "max_speed": col("max_speed").to(dtype),
         }
         del f
-        self.begin = float(scenario.begin)
         self.depart = pop.depart.to(dev)
         zeros = lambda dt_: torch.zeros(W, S, dtype=dt_, device=dev)  # noqa: E731
         self.state = {
@@ -299,8 +298,8 @@ class TrafficTwin(Twin):
             self.state["next_stop"] = torch.where(flow >= F, tr.first_stop[line], -1)
             self.state["dwell"] = zeros(dtype)
             self.state["load"] = zeros(torch.int64)
-            self.pax_arrivals = transit.passenger_arrivals(tr, worlds.seed, worlds.replication, self.begin_s,
-                                                           self.begin_s + horizon).to(dev)
+            self.pax_arrivals = transit.passenger_arrivals(tr, worlds.seed, worlds.replication, self.begin,
+                                                           self.begin + horizon).to(dev)
             self.pax_cum = transit.cumulative(self.pax_arrivals)
             Z = len(tr.stop_ids)
             self.pax_served = torch.zeros(W, Z, dtype=torch.int64, device=dev)

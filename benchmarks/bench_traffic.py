@@ -22,13 +22,13 @@ from twins.traffic import kernels
 from twins.traffic.model import TrafficTwin
 
 
-def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0):
+def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0, compile: bool = False):
     s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=1000.0, approach_m=400.0, lanes=2,
                                           entry_flow_veh_h=1800.0, off_peak_factor=1.0, straight_share=0.8,
                                           signals=SignalConfig(cycle_s=60.0)))
     scen = grid_scenario(s, horizon)
     return TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, device=device,
-                       dtype=dtype, interval_s=horizon)
+                       dtype=dtype, interval_s=horizon, compile=compile)
 
 
 def sync(device):
@@ -36,8 +36,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(worlds: int, device: str, dtype, target: int, steps: int) -> dict:
-    tw = build(worlds, device, dtype, target)
+def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool = False) -> dict:
+    tw = build(worlds, device, dtype, target, compile=compile)
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
         tw.step()
@@ -73,16 +73,19 @@ def main():
     ap.add_argument("--target", type=int, default=20000, help="vehicles in the network per world before timing")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--compile", action="store_true", help="fuse the per-vehicle rules with torch.compile "
+                    "(compute.compile=true; compiled during the warm-up, not timed)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
     worlds = a.worlds or ([1, 64] if a.device == "cpu" else [1, 64, 256])
     dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}")
+    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; "
+          f"{'torch.compile' if a.compile else 'eager'}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
-        r = measure(w, a.device, dtype, target, a.steps)
+        r = measure(w, a.device, dtype, target, a.steps, a.compile)
         print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "
               f"updates/s={r['updates_per_s'] / 1e6:8.2f} M  state={r['state_bytes_per_vehicle']:.0f} B/vehicle  "
               f"(warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")

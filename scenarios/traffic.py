@@ -449,7 +449,8 @@ def bus_lines(net: RoadNetwork, configs) -> list[BusLine]:
 def _twin_kwargs(cfg) -> dict:
     """TrafficTwin options shared by every traffic scenario."""
     return {"dt": cfg.dt_s, "interval_s": cfg.output.timeseries_interval_s,
-            "trajectory_every": int(cfg.output.get("trajectory_every", 0) or 0)}
+            "trajectory_every": int(cfg.output.get("trajectory_every", 0) or 0),
+            "compile": bool(cfg.compute.get("compile", False))}
 
 
 def _twin(cfg, scen: TrafficScenario, worlds, device, dtype) -> TrafficTwin:

@@ -28,6 +28,7 @@ class ComputeConfig:
     max_retries: int = 3  # ray: re-runs of a chunk whose worker died
     cpu_watts_per_core: float = 4.4  # energy estimate where RAPL is unreadable (EPYC 7763: 280 W / 64 cores)
     threads: Optional[int] = None  # torch intra-op CPU threads (null: torch's default, one per core)
+    compile: bool = False  # traffic: fuse the per-vehicle rules with torch.compile (same numbers)
 
 
 @dataclass

@@ -43,6 +43,10 @@ class CompiledNetwork:
     conn_key: torch.Tensor  # [C] int64 sorted
     conn_via: torch.Tensor  # [C]
     conn_link: torch.Tensor  # [C] global signal link or NO_SIGNAL
+    # the same connections by lane: lane_conn_edge[l, j] is the j-th edge lane l connects to (-1: none),
+    # lane_conn[l, j] that connection's index in the arrays above (elementwise lookup in the kernel)
+    lane_conn_edge: torch.Tensor  # [L, J] int64
+    lane_conn: torch.Tensor  # [L, J] int64
     # signals
     program_ids: list[str]
     phase_durations: torch.Tensor  # [P, K] float64, 0 for padding
@@ -112,6 +116,15 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         if key not in conns:  # several lane-to-lane connections: keep the first's signal and path
             conns[key] = (c.via_length, link)
     keys = sorted(conns)
+    by_lane = [[] for _ in lane_ids]
+    for i, key in enumerate(keys):
+        by_lane[key // E].append((key % E, i))
+    J = max((len(b) for b in by_lane), default=0) or 1
+    lane_conn_edge = torch.full((len(lane_ids), J), -1, dtype=torch.int64)
+    lane_conn = torch.full((len(lane_ids), J), -1, dtype=torch.int64)
+    for lane, b in enumerate(by_lane):
+        for j, (e, i) in enumerate(b):
+            lane_conn_edge[lane, j], lane_conn[lane, j] = e, i
     K = max((len(p.phases) for p in net.programs.values()), default=1)
     Lmax = max((p.n_links for p in net.programs.values()), default=1)
     P = len(program_ids)
@@ -138,6 +151,8 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         conn_key=torch.tensor(keys, dtype=torch.int64),
         conn_via=torch.tensor([conns[k][0] for k in keys], dtype=torch.float64),
         conn_link=torch.tensor([conns[k][1] for k in keys], dtype=torch.int64),
+        lane_conn_edge=lane_conn_edge,
+        lane_conn=lane_conn,
         program_ids=program_ids,
         phase_durations=durations,
         phase_code=code,

@@ -78,6 +78,10 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float, hin
     N = pos.numel()
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
     key = seg.to(torch.float64) * span + pos.to(torch.float64)
+    # the same order on integers (a radix sort, ~1.5x faster): IEEE bits order non-negative doubles;
+    # flipping the magnitude bits of negative ones orders those too (keys are never -0.0 or NaN)
+    bits = key.view(torch.int64)
+    key = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
     if hint is not None and hint.numel() == N:
         # equal keys (only idle slots, which have no leader) may come out in any order
         order = hint[torch.argsort(key[hint], stable=True)]
@@ -104,17 +108,22 @@ def choose_lane(world, edge, mask, last, pos, length, edge_first_lane, edge_n_la
     Returns ``lane`` [N] (-1 if none) and ``room`` [N] (rear of that lane's last
     vehicle, +inf if the lane is empty).
     """
-    j = torch.arange(max_lanes, device=pos.device)
     e = edge.clamp(min=0)
-    cand = edge_first_lane[e].unsqueeze(1) + j  # [N, J]
-    ok = (edge.unsqueeze(1) >= 0) & (j < edge_n_lanes[e].unsqueeze(1)) & (((mask.unsqueeze(1) >> j) & 1) == 1)
-    cand = torch.where(ok, cand, 0)
-    lv = last[world.unsqueeze(1) * n_lanes + cand]
-    rear = torch.where(lv >= 0, pos[lv.clamp(min=0)] - length[lv.clamp(min=0)], torch.inf)
-    score = torch.where(ok, rear, -torch.inf)
-    best = torch.argmax(score, dim=1, keepdim=True)
-    lane = torch.where(ok.any(1), cand.gather(1, best).squeeze(1), -1)
-    room = score.gather(1, best).squeeze(1)
+    first, n_here = edge_first_lane[e], edge_n_lanes[e]
+    lane = room = None
+    # a loop over the (few) lane indices rather than an [N, max_lanes] argmax: elementwise work only
+    for j in range(max_lanes):
+        ok = (edge >= 0) & (j < n_here) & (((mask >> j) & 1) == 1)
+        cand = torch.where(ok, first + j, 0)
+        lv = last[world * n_lanes + cand]
+        lvc = lv.clamp(min=0)
+        rear = torch.where(lv >= 0, pos[lvc] - length[lvc], torch.inf)
+        score = torch.where(ok, rear, -torch.inf)
+        if lane is None:
+            lane, room = torch.where(ok, cand, -1), score
+        else:
+            better = score > room  # strictly: the lowest index wins ties
+            lane, room = torch.where(better, cand, lane), torch.where(better, score, room)
     return lane, room
 
 
@@ -176,9 +185,151 @@ def _nz(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
+def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, routes, delta, stops, dt: float,
+            W: int, substeps: int, dense_front: bool = False):
+    """Rules 4–7 for a set of vehicles: look past the stop line, bus stops, IDM, movement, transitions.
+
+    ``cols``/``vcols`` hold one entry per vehicle considered (state and parameter columns; ``running``
+    masks the ones that move); ``slot`` is each one's index into the window's full columns ``pos``,
+    ``length``, ``speed`` (where leaders and lane tails are looked up; ``last`` from :func:`lane_order`).
+    The look past the stop line and the lane transitions concern the front vehicles only: eagerly they
+    run on that subset; with ``dense_front`` on every vehicle, masked (no data-dependent shapes, so
+    ``torch.compile`` can fuse the whole function). Same numbers either way.
+    Returns new position, speed, lane, route position, arrived, halted, time loss; with ``stops``
+    (``(next_stop, dwell, tables)``) also the new next stop, dwell and docked.
+    """
+    L = net.n_lanes
+    wr, rr, lr, pr, vr, rpr = cols["world"], cols["route"], cols["lane"], cols["pos"], cols["speed"], cols["route_pos"]
+    lenr, mgr = vcols["length"], vcols["min_gap"]
+    ldr = cols["leader"]
+
+    # 4. followers see their leader; front vehicles look past the stop line
+    on_last_edge = rpr + 1 >= routes.route_len[rr]
+    has_leader = ldr >= 0
+    ld = ldr.clamp(min=0)
+    gap = torch.where(has_leader, pos[ld] - length[ld] - pr, torch.inf)
+    v_lead = torch.where(has_leader, speed[ld], 0.0)
+    L_here = net.lane_length[lr]
+    front = ~has_leader & ~on_last_edge & cols["running"]
+    if dense_front:
+        at = lambda x: x  # noqa: E731
+        put = lambda full, part: torch.where(front, part, full)  # noqa: E731
+        is_front = front
+    else:
+        fi = _nz(front)
+        at = lambda x: x[fi]  # noqa: E731
+        put = lambda full, part: full.index_put((fi,), part)  # noqa: E731
+        is_front = True
+    wf, rf, lf, pf, vf, lenf, mgf = (at(x) for x in (wr, rr, lr, pr, vr, lenr, mgr))
+    nk = at(rpr) + 1
+    nk_safe = nk.clamp(max=routes.route_edges.shape[1] - 1)  # dense: only front vehicles' values are used
+    next_edge = routes.route_edges[rf, nk_safe]
+    next_lane, next_room = choose_lane(wf, next_edge, routes.route_mask[rf, nk_safe], last, pos, length,
+                                       net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+    if net.conn_key.numel():
+        ci = torch.full_like(lf, -1)
+        for j in range(net.lane_conn.shape[1]):  # the few connections out of each lane
+            ci = torch.where(net.lane_conn_edge[lf, j] == next_edge, net.lane_conn[lf, j], ci)
+        found = (ci >= 0) & (next_edge >= 0)
+        cic = ci.clamp(min=0)
+        via, link = net.conn_via[cic], net.conn_link[cic]
+    else:
+        via = torch.zeros_like(pf)
+        link = torch.full_like(lf, NO_SIGNAL)
+        found = torch.zeros_like(wf, dtype=torch.bool)
+    next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
+    G = sig.shape[1]
+    if G:
+        code = torch.where(link >= 0, sig.reshape(-1)[wf * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
+    else:
+        code = torch.full_like(lf, SIG_GREEN)
+    L_f = at(L_here)
+    d = L_f - pf
+    must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(vcols["decel"]) * d.clamp(min=0)))
+    must_stop = must_stop | (next_lane < 0) | ~found
+    nl = last[wf * L + next_lane.clamp(min=0)]
+    v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
+    # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle
+    # at the line (a moving tail does not: in queue discharge the leader is often still crossing)
+    must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
+    gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
+    # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
+    line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
+    gap_front = torch.where(line_first, d + mgf, gap_junction)
+    # never roll over a line it must stop at, whichever obstacle IDM is following
+    gap_phys = put(gap, torch.where(must_stop, torch.minimum(gap_front, d), gap_front))
+    gap = put(gap, gap_front)
+    v_lead = put(v_lead, torch.where(line_first, 0.0, v_junction))
+
+    # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
+    if stops is not None:
+        ns, dw, tables = stops
+        z = ns.clamp(min=0)
+        at_edge = (ns >= 0) & (rpr == tables["route_pos"][z])
+        d_stop = tables["pos"][z] - pr
+        dwelling = at_edge & (dw > 0)
+        nearer = at_edge & (d_stop + mgr < gap)
+        gap = torch.where(nearer, d_stop + mgr, gap)
+        v_lead = torch.where(nearer, 0.0, v_lead)
+        gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
+
+    # 5. IDM and movement
+    v0 = torch.minimum(net.lane_speed[lr] * vcols["speed_factor"], vcols["max_speed"])
+    v_new = idm_speed(vr, v0, gap, v_lead, vcols["accel"], vcols["two_sqrt_ab"], vcols["tau"], mgr, delta, dt,
+                      substeps)
+    v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
+    if stops is not None:
+        v_new = torch.where(dwelling, 0.0, v_new)  # held at the stop while passengers board
+    x_new = pr + v_new * dt
+    if stops is not None:
+        missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
+        dock = at_edge & ~dwelling & ~missed & (tables["pos"][z] - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
+        dw_new = torch.where(dwelling, dw - dt, dw)
+        served = dwelling & (dw_new <= 1e-9)
+        ns_new = torch.where(served | missed, tables["next"][z], ns)
+        dw_new = torch.where(served, 0.0, dw_new)
+
+    # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
+    arrive = (x_new > L_here) & on_last_edge  # a vehicle held at the stop line stays on its lane
+    xf, sf = at(x_new), at(slot)
+    cross = (xf > L_f) & (next_lane >= 0) & is_front
+    # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
+    # enters; the others are held at the stop line and see it as their leader next step
+    land = xf - L_f - via
+    seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
+    best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
+    best = best.scatter_reduce(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
+    is_best = cross & (land == best[seg])
+    first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+    first = first.scatter_reduce(0, torch.where(is_best, seg, W * L), sf, reduce="amin")
+    held = cross & ~(is_best & (first[seg] == sf))
+    cross = cross & ~held
+    x_new = put(x_new, torch.where(held, L_f, torch.where(cross, land, xf)))
+    v_new = put(v_new, torch.where(held, (L_f - pf) / dt, at(v_new)))
+    new_lane = put(lr, torch.where(cross, next_lane, lf))
+    rpos_new = put(rpr, torch.where(cross, nk, nk - 1))
+
+    halted = v_new < STOP_SPEED
+    loss = dt * torch.clamp(1.0 - v_new / v0, min=0.0)
+    out = (x_new, v_new, new_lane, rpos_new, arrive, halted, loss)
+    return out if stops is None else out + (ns_new, dw_new, dock)
+
+
+_advance_compiled = None
+
+
+def advance_compiled(*args):
+    """:func:`advance` fused by ``torch.compile`` (compiled on first use; same numbers as eager:
+    only IEEE-exact operations, and inductor keeps eager's floating-point contraction rules)."""
+    global _advance_compiled
+    if _advance_compiled is None:
+        _advance_compiled = torch.compile(advance, dynamic=True)
+    return _advance_compiled(*args, dense_front=True)
+
+
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
-         W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None
-         ) -> dict:
+         W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None,
+         compiled: bool = False) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
@@ -251,7 +402,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             remaining[hi_] = False
         running = status == RUNNING
 
-    # 4.–6. on the running vehicles only (the window also holds waiting and arrived slots)
+    # 4.–7. on the running vehicles only (the window also holds waiting and arrived slots)
     ri = _nz(running)
     new_status, arrive_step = status, state["arrive_step"]
     x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
@@ -259,120 +410,20 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     transit = {} if stops is None else {"_docked": torch.zeros_like(running)}  # rule 7's outputs
     halted_all, stops_all = state["halted"], state["stops"]
     # when most of the window is running, masking beats gathering (same values either way)
-    dense = ri.numel() * 4 >= 3 * pos.numel()
+    dense = compiled or ri.numel() * 4 >= 3 * pos.numel()  # compiled: one shape-free graph
     take = (lambda x: x) if dense else (lambda x: x[ri])  # noqa: E731
     if ri.numel():
-        wr, rr, lr, pr, vr, rpr = take(world), take(r), take(lane), take(pos), take(speed), take(rpos)
-        lenr, mgr = take(length), take(min_gap)
-        ldr = take(leader)
-
-        # 4. front vehicles look past the stop line
-        on_last_edge = rpr + 1 >= routes.route_len[rr]
-        has_leader = ldr >= 0
-        ld = ldr.clamp(min=0)
-        gap = torch.where(has_leader, pos[ld] - length[ld] - pr, torch.inf)
-        v_lead = torch.where(has_leader, speed[ld], 0.0)
-        gap_phys = gap
-        L_here = net.lane_length[lr]
-        fi = _nz(~has_leader & ~on_last_edge & (running if dense else True))  # positions in the running list
-        if fi.numel():
-            front = fi if dense else ri[fi]
-            gap, v_lead = gap.clone(), v_lead.clone()
-            gap_phys = gap.clone()
-            wf, rf, lf, pf, vf = wr[fi], rr[fi], lr[fi], pr[fi], vr[fi]
-            lenf, mgf = lenr[fi], mgr[fi]
-            nk = rpr[fi] + 1
-            next_edge = routes.route_edges[rf, nk]
-            next_lane, next_room = choose_lane(wf, next_edge, routes.route_mask[rf, nk], last, pos, length,
-                                               net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-            key = lf * E + next_edge
-            if net.conn_key.numel():
-                ci = torch.searchsorted(net.conn_key, key).clamp(max=net.conn_key.numel() - 1)
-                via, link, found = net.conn_via[ci], net.conn_link[ci], net.conn_key[ci] == key
-            else:
-                via = torch.zeros_like(pf)
-                link = torch.full_like(lf, NO_SIGNAL)
-                found = torch.zeros_like(wf, dtype=torch.bool)
-            next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
-            G = sig.shape[1]
-            if G:
-                code = torch.where(link >= 0, sig.reshape(-1)[wf * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
-            else:
-                code = torch.full_like(lf, SIG_GREEN)
-            d = L_here[fi] - pf
-            must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * veh["decel"][front] * d.clamp(min=0)))
-            must_stop = must_stop | (next_lane < 0) | ~found
-            nl = last[wf * L + next_lane.clamp(min=0)]
-            v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
-            # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle
-            # at the line (a moving tail does not: in queue discharge the leader is often still crossing)
-            must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
-            gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
-            # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
-            line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
-            gap_front = torch.where(line_first, d + mgf, gap_junction)
-            gap[fi] = gap_front
-            v_lead[fi] = torch.where(line_first, 0.0, v_junction)
-            # never roll over a line it must stop at, whichever obstacle IDM is following
-            gap_phys[fi] = torch.where(must_stop, torch.minimum(gap_front, d), gap_front)
-
-        # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
-        if stops is not None:
-            ns, dw = take(state["next_stop"]), take(state["dwell"])
-            z = ns.clamp(min=0)
-            at_edge = (ns >= 0) & (rpr == stops["route_pos"][z])
-            d_stop = stops["pos"][z] - pr
-            dwelling = at_edge & (dw > 0)
-            nearer = at_edge & (d_stop + mgr < gap)
-            gap = torch.where(nearer, d_stop + mgr, gap)
-            v_lead = torch.where(nearer, 0.0, v_lead)
-            gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
-
-        # 5. IDM and movement
-        v0 = torch.minimum(net.lane_speed[lr] * take(veh["speed_factor"]), take(veh["max_speed"]))
+        slot = torch.arange(pos.numel(), device=pos.device) if dense else ri
+        cols = {k: take(v) for k, v in (("world", world), ("route", r), ("lane", lane), ("pos", pos),
+                                         ("speed", speed), ("route_pos", rpos), ("leader", leader),
+                                         ("running", running))}
+        vcols = {k: take(veh[k]) for k in ("length", "min_gap", "decel", "speed_factor", "max_speed", "accel",
+                                            "two_sqrt_ab", "tau")}
         dl = delta if isinstance(delta, int) else take(delta)
-        v_new = idm_speed(vr, v0, gap, v_lead, take(veh["accel"]), take(veh["two_sqrt_ab"]), take(veh["tau"]), mgr,
-                          dl, dt, substeps)
-        v_new = torch.minimum(v_new, torch.clamp(gap_phys, min=0.0) / dt)
-        if stops is not None:
-            v_new = torch.where(dwelling, 0.0, v_new)  # held at the stop while passengers board
-        x_new = pr + v_new * dt
-        if stops is not None:
-            missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
-            dock = at_edge & ~dwelling & ~missed & (stops["pos"][z] - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
-            dw_new = torch.where(dwelling, dw - dt, dw)
-            served = dwelling & (dw_new <= 1e-9)
-            ns_new = torch.where(served | missed, stops["next"][z], ns)
-            dw_new = torch.where(served, 0.0, dw_new)
-
-        # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
-        arrive = (x_new > L_here) & on_last_edge  # a vehicle held at the stop line stays on its lane
-        new_lane, rpos_new = lr, rpr
-        if fi.numel():
-            xf = x_new[fi]
-            cross = (xf > L_here[fi]) & (next_lane >= 0)
-            # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
-            # enters; the others are held at the stop line and see it as their leader next step
-            land = xf - L_here[fi] - via
-            seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
-            best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
-            best.scatter_reduce_(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
-            is_best = cross & (land == best[seg])
-            first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-            first.scatter_reduce_(0, torch.where(is_best, seg, W * L), front, reduce="amin")
-            held = cross & ~(is_best & (first[seg] == front))
-            cross = cross & ~held
-            x_new = x_new.clone()
-            v_new = v_new.clone()
-            x_new[fi] = torch.where(held, L_here[fi], torch.where(cross, land, xf))
-            v_new[fi] = torch.where(held, (L_here[fi] - pf) / dt, v_new[fi])
-            new_lane = lr.clone()
-            new_lane[fi] = torch.where(cross, next_lane, lf)
-            rpos_new = rpr.clone()
-            rpos_new[fi] = torch.where(cross, nk, rpr[fi])
-
-        halted = v_new < STOP_SPEED
-        loss = dt * torch.clamp(1.0 - v_new / v0, min=0.0)
+        stop_cols = None if stops is None else (take(state["next_stop"]), take(state["dwell"]), stops)
+        moved = (advance_compiled if compiled else advance)(
+            cols, vcols, slot, pos, length, speed, last, sig, net, routes, dl, stop_cols, dt, W, substeps)
+        x_new, v_new, new_lane, rpos_new, arrive, halted, loss = moved[:7]
         if dense:
             x_all = torch.where(running, x_new, pos)
             v_all = torch.where(running, v_new, speed)
@@ -396,6 +447,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             halted_all[ri] = halted
             loss_all[ri] = loss
         if stops is not None:
+            ns_new, dw_new, dock = moved[7:]
             if dense:
                 ns_all = torch.where(running, ns_new, state["next_stop"])
                 dw_all = torch.where(running, dw_new, state["dwell"])

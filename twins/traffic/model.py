@@ -173,7 +173,8 @@ class TrafficTwin(Twin):
 
     def __init__(self, scenario: TrafficScenario, worlds: WorldBatch, *, dt: float = 1.0,
                  horizon: float = 3600.0, device="cpu", dtype=torch.float32,
-                 interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25):
+                 interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25,
+                 compile: bool = False):
         from .compiled import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
 
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
@@ -181,7 +182,8 @@ class TrafficTwin(Twin):
         self.begin = float(scenario.begin)
         # what an intervention needs to rebuild the twin after writing worlds.params
         self._init_kwargs = dict(dt=dt, horizon=horizon, device=device, dtype=dtype, interval_s=interval_s,
-                                 trajectory_every=trajectory_every, idm_substep_s=idm_substep_s)
+                                 trajectory_every=trajectory_every, idm_substep_s=idm_substep_s, compile=compile)
+        self.compile = compile  # fuse the per-vehicle rules with torch.compile (same numbers, faster)
         wp = self.worlds.params
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
@@ -466,10 +468,11 @@ class TrafficTwin(Twin):
             not_done = (~done).any(0)
             idx = torch.nonzero(not_done)
             self.lo = self.lo + (int(idx[0]) if idx.numel() else hi - self.lo)
-        # whole blocks of 16 slots: a vehicle keeps its SIMD lane whatever the batch
+        # whole blocks of 16 slots: a vehicle keeps its SIMD lane whatever the batch; the end moves in
+        # blocks of 64 so that the window (hence last step's sort order) stays the same for several steps
         lo16 = self.lo // 16 * 16
-        hi16 = min(self.S, -(-max(hi, self.lo) // 16) * 16)
-        return lo16, hi16
+        hi64 = min(self.S, -(-max(hi, self.lo) // 64) * 64)
+        return lo16, hi64
 
     def _order_hint(self, lo: int, hi: int):
         """Last step's sort order, carried over to this step's window (a permutation of it)."""
@@ -500,7 +503,7 @@ class TrafficTwin(Twin):
             veh = {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()}
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
                                self.substeps, self.insert_rounds, self.shared_delta,
-                               self.transit.kernel_view() if self.transit is not None else None)
+                               self.transit.kernel_view() if self.transit is not None else None, self.compile)
             # lane observations first: ``sub`` may be a view of the state (one world, or a window covering
             # every slot), and the write-back below would turn the pre-step lanes into post-step ones
             obs = torch.stack([new["_obs_running"].to(torch.float64),

@@ -1,6 +1,6 @@
-"""The fused path (``compute.compile=true``: :func:`kernels.advance` through ``torch.compile``) gives
-the same numbers as eager, bit for bit, and so do the look past the stop line on the front subset
-(eager) and on every vehicle masked (``dense_front``, what the compiled graph runs)."""
+"""The fused path (``compute.compile=true``: :func:`kernels.idm_move` through ``torch.compile``) gives
+the same numbers as eager, bit for bit: whole runs, buses included, and the function alone on sizes
+that do and do not fill the last SIMD vector."""
 from __future__ import annotations
 
 import pytest
@@ -42,13 +42,20 @@ def _assert_same(a, b):
     assert int((sa["status"] == kernels.ARRIVED).sum()) > 50  # the run did something
 
 
-def test_dense_front_equals_front_subset(monkeypatch):
-    """What the compiled graph computes (every vehicle, masked), run eagerly, against the default."""
-    eager = _final_state(_grid(600.0), 600.0)
-    dense = kernels.advance.__defaults__
-    monkeypatch.setattr(kernels.advance, "__defaults__", (True,))  # dense_front=True
-    assert dense == (False,)
-    _assert_same(eager, _final_state(_grid(600.0), 600.0))
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 13, 4096 + 7])
+def test_fused_idm_move_equals_eager(n):
+    g = torch.Generator().manual_seed(n)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    v, v0, v_lead = u(0, 20), u(10, 17), u(0, 20)
+    gap = u(-1, 80)
+    gap[::3] = torch.inf  # free road
+    a = u(1, 3)
+    args = (v, v0, gap, v_lead, a, 2 * torch.sqrt(a * u(2, 5)), u(0.8, 1.6), u(1.5, 3), 4, 1.0, 4,
+            torch.minimum(gap, u(-2, 60)), u(0, 500))
+    for hold in (None, torch.rand(n, generator=g) < 0.2):
+        eager, fused = kernels.idm_move(*args, hold), kernels.fused_idm_move(*args, hold)
+        assert all(torch.equal(e, f) for e, f in zip(eager, fused))
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--single", type=int, default=None,
+                    help="candidates timed one at a time (default: all of --batch; fewer for large batches)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -44,12 +46,14 @@ def main():
     t0 = time.perf_counter()
     ev(cands, reps)
     batched = time.perf_counter() - t0
+    n_single = min(a.single or a.batch, a.batch)
     t0 = time.perf_counter()
-    for row in cands:
+    for row in cands[:n_single]:
         ev(row[None, :], reps)
-    single = time.perf_counter() - t0
+    single = (time.perf_counter() - t0) * a.batch / n_single  # the same K candidates, one at a time
     print(f"batched:        {a.batch / batched * 60:8.1f} candidate evaluations/min ({batched:.1f} s for {a.batch})")
-    print(f"one at a time:  {a.batch / single * 60:8.1f} candidate evaluations/min ({single:.1f} s for {a.batch})")
+    print(f"one at a time:  {a.batch / single * 60:8.1f} candidate evaluations/min "
+          f"({single * n_single / a.batch:.1f} s for {n_single})")
     print(f"gain of batching: {single / batched:.2f}x")
 
 

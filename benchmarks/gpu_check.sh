@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every GPU check of the project in one short run (about 8 minutes on one H100):
+# the device tests (tests/gpu), then the GPU figures of issues 2, 5, 7 and 8.
+#
+#   bash benchmarks/gpu_check.sh            # output in ./gpu_out (or $OUT when set)
+#
+# On a machine without mesa/hydra/optuna, put wheels in .whl/ first (see ../shared/wheels-gpu-py312);
+# they are installed into /tmp/site. Each step has its own time limit, so one slow step cannot eat
+# the others' time; a step that runs out prints "TIMEOUT" and the script goes on.
+set -u
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor}
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to the terminal and $OUT/NAME.txt
+    local name=$1 limit=$2; shift 2
+    echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee "$OUT/$name.txt"
+    timeout "$limit" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+    [ "${PIPESTATUS[0]}" = 124 ] && echo "TIMEOUT after ${limit}s" | tee -a "$OUT/$name.txt"
+}
+
+{ nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } \
+    > "$OUT/device.txt" 2>&1
+cat "$OUT/device.txt"
+step tests 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu
+# issue 2: vehicle updates/s over a batch of worlds (target 1 G on one H100), eager and fused
+step traffic 110 python3 benchmarks/bench_traffic.py --device cuda --worlds 1 64 256 --steps 20
+step traffic_compile 80 python3 benchmarks/bench_traffic.py --device cuda --worlds 256 --steps 20 --compile
+# issue 5: candidate evaluations/min, R=8 replications of one hour of the arterial (target 1,000)
+step search 110 python3 benchmarks/bench_search.py --device cuda --batch 256 --single 1
+# issue 7: particle-steps/s over a batch of worlds (target 100 M) and the LJ fluid's throughput
+step molecular 80 python3 benchmarks/bench_molecular.py --gpu --steps 300 --repeat 1
+# issue 8: the planner's chunk size against hand-picked ones (within 20 % of the best)
+step compute 60 python3 benchmarks/bench_compute.py --device cuda --quick --no-ray --repeat 1
+echo "done $(date -u +%H:%M:%S); figures in $OUT/"

@@ -320,6 +320,7 @@ class TrafficTwin(Twin):
         max_via = float(cnet.conn_via.max()) if cnet.conn_via.numel() else 0.0
         self.span = float(cnet.lane_length.max()) + max_via + 1000.0
         self.lo = 0
+        self._order = self._veh_cache = None  # last step's sort order; the window's parameters
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
@@ -474,9 +475,18 @@ class TrafficTwin(Twin):
         hi64 = min(self.S, -(-max(hi, self.lo) // 64) * 64)
         return lo16, hi64
 
+    def _veh_window(self, lo: int, hi: int) -> dict:
+        """The vehicle parameters of the window, flattened (a copy when W > 1): kept while the window
+        stays the same, as the parameters of a slot never change."""
+        cached = self._veh_cache
+        if cached is None or cached[0] != (lo, hi):
+            cached = ((lo, hi), {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()})
+            self._veh_cache = cached
+        return cached[1]
+
     def _order_hint(self, lo: int, hi: int):
         """Last step's sort order, carried over to this step's window (a permutation of it)."""
-        prev = getattr(self, "_order", None)
+        prev = self._order
         if prev is None:
             return None
         plo, phi, order = prev
@@ -500,7 +510,7 @@ class TrafficTwin(Twin):
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
             sub["_order"] = self._order_hint(lo, hi)
-            veh = {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()}
+            veh = self._veh_window(lo, hi)
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
                                self.substeps, self.insert_rounds, self.shared_delta,
                                self.transit.kernel_view() if self.transit is not None else None, self.compile)

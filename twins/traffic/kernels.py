@@ -11,8 +11,10 @@ the same, one vehicle at a time):
 
 1. Signals: the phase of each program at time ``t`` is found from
    ``(t + offset) mod cycle`` and per-world phase durations.
-2. Leaders: sort ``(world, lane, position)``; a vehicle's leader is the next
-   one on its lane. The *last* vehicle of a lane is the upstream-most one.
+2. Leaders: a vehicle's leader is the next one downstream on its lane; the
+   *last* vehicle of a lane is the upstream-most one. Found by sorting
+   ``(world, lane, position)`` once, then carried from step to step and updated
+   where vehicles leave or enter lanes (the order on a lane never changes).
 3. Insertion, SUMO's way: per (world, first edge) the vehicles whose
    departure time has come try in departure order. The first picks the
    allowed lane of that edge with most room and enters with its rear at the
@@ -68,12 +70,12 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
     return phase_code[link_program.unsqueeze(0).expand_as(ph_link), ph_link, link_local.unsqueeze(0).expand_as(ph_link)]
 
 
-def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float, hint=None):
-    """Leaders and each lane's last vehicle.
+def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
+    """Leaders and each lane's last vehicle, by sorting ``(world, lane, position)``.
 
-    Returns ``leader`` [N] (slot index or -1), ``last`` [W*L] (slot index or -1) and the
-    sort order, which the caller may pass back as ``hint`` next step: vehicles rarely
-    change places, and sorting nearly sorted keys is several times faster.
+    Returns ``leader`` [N] (slot index or -1), ``last`` [W*L+1] (slot index or -1; the last entry
+    is a sentinel) and the sort order. :func:`step` sorts only when it is not handed the previous
+    step's leaders (which it keeps up to date where vehicles leave and enter lanes).
     """
     N = pos.numel()
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
@@ -81,12 +83,7 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float, hin
     # the same order on integers (a radix sort, ~1.5x faster): IEEE bits order non-negative doubles;
     # flipping the magnitude bits of negative ones orders those too (keys are never -0.0 or NaN)
     bits = key.view(torch.int64)
-    key = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
-    if hint is not None and hint.numel() == N:
-        # equal keys (only idle slots, which have no leader) may come out in any order
-        order = hint[torch.argsort(key[hint], stable=True)]
-    else:
-        order = torch.argsort(key, stable=True)
+    order = torch.argsort(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF), stable=True)
     sseg = seg[order]
     same = sseg[1:] == sseg[:-1]
     nxt = torch.where(same, order[1:], -1)
@@ -355,8 +352,11 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     running = status == RUNNING
     r = route.clamp(min=0)
 
-    # 2. leaders and lane tails
-    leader, last, order = lane_order(world, lane, pos, running, L, W, span, state.get("_order"))
+    # 2. leaders and lane tails: carried over from the last step, or sorted out
+    if "_last" in state:
+        leader, last = state["leader"], state["_last"]
+    else:
+        leader, last, _ = lane_order(world, lane, pos, running, L, W, span)
 
     # 3. insertion, SUMO's way: per (world, first edge) the waiting vehicles try in departure
     # order; the first that does not fit closes that edge for this step. Rounds let several
@@ -459,8 +459,23 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                 docked[ri] = dock
             transit = {"next_stop": ns_all, "dwell": dw_all, "_docked": docked}
 
+    # 2'. leaders and lane tails for the next step. No vehicle overtakes on a lane, inserted ones and
+    # those entering a lane land behind its tail (they follow it), and only a lane's front vehicle
+    # leaves it: so the order changes only where vehicles leave (their followers lose their leader,
+    # a lane whose tail left is empty) or enter (each lane takes at most one per step, as its new tail)
+    leaving = running & ((new_status == ARRIVED) | (lane_all != lane))
+    leader = torch.where((leader >= 0) & leaving[leader.clamp(min=0)], -1, leader)
+    last = torch.where((last >= 0) & leaving[last.clamp(min=0)], -1, last)
+    entering = _nz(running & (new_status == RUNNING) & (lane_all != lane))
+    if entering.numel():
+        seg_in = world[entering] * L + lane_all[entering]
+        leader = leader.index_put((entering,), last[seg_in])
+        last = last.index_put((seg_in,), entering)
+
     return {
         **state,
+        "leader": leader,
+        "_last": last,
         "status": new_status,
         "lane": lane_all,
         "pos": x_all,
@@ -476,6 +491,5 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         "_obs_running": running,
         "_obs_speed": v_all,
         "_obs_loss": loss_all,
-        "_order": order,
         **transit,
     }

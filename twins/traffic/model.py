@@ -291,6 +291,7 @@ class TrafficTwin(Twin):
             "time_loss": zeros(dtype),
             "stops": zeros(torch.int32),
             "halted": zeros(torch.bool),
+            "leader": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # slot of the vehicle ahead
             "depart": self.depart,
         }
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
@@ -320,7 +321,9 @@ class TrafficTwin(Twin):
         max_via = float(cnet.conn_via.max()) if cnet.conn_via.numel() else 0.0
         self.span = float(cnet.lane_length.max()) + max_via + 1000.0
         self.lo = 0
-        self._order = self._veh_cache = None  # last step's sort order; the window's parameters
+        # each lane's upstream-most vehicle (slot; None: not known yet, the kernel sorts); the window's
+        # flattened vehicle parameters
+        self._lane_last = self._veh_cache = None
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
@@ -484,23 +487,6 @@ class TrafficTwin(Twin):
             self._veh_cache = cached
         return cached[1]
 
-    def _order_hint(self, lo: int, hi: int):
-        """Last step's sort order, carried over to this step's window (a permutation of it)."""
-        prev = self._order
-        if prev is None:
-            return None
-        plo, phi, order = prev
-        if (plo, phi) == (lo, hi):
-            return order
-        n_old, n_new = phi - plo, hi - lo
-        w, slot = order // n_old, order % n_old + plo
-        keep = (slot >= lo) & (slot < hi)
-        kept = w[keep] * n_new + (slot[keep] - lo)
-        # slots new to the window (just departed) go last: they are idle or just inserted
-        fresh_slots = torch.arange(max(phi, lo), hi, device=order.device)
-        fresh = (torch.arange(self.W, device=order.device).unsqueeze(1) * n_new + (fresh_slots - lo)).reshape(-1)
-        return torch.cat([kept, fresh])
-
     def step(self) -> None:
         t = self.time_s
         sig = self._max_pressure_signal(t) if "max_pressure" in self.worlds.params else kernels.signal_codes(
@@ -509,7 +495,13 @@ class TrafficTwin(Twin):
         if hi > lo:
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
-            sub["_order"] = self._order_hint(lo, hi)
+            # leaders and lane tails are slots in the state, window-flat indices in the kernel
+            to_flat = (torch.arange(W, device=self.device) * n - lo).unsqueeze(1)
+            if self._lane_last is not None:
+                lead = self.state["leader"][:, lo:hi]
+                sub["leader"] = torch.where(lead >= 0, lead + to_flat, -1).reshape(-1)
+                sub["_last"] = torch.cat([torch.where(self._lane_last >= 0, self._lane_last + to_flat, -1).reshape(-1),
+                                          sub["leader"].new_full((1,), -1)])
             veh = self._veh_window(lo, hi)
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
                                self.substeps, self.insert_rounds, self.shared_delta,
@@ -522,10 +514,13 @@ class TrafficTwin(Twin):
             idx = new["world"] * self.net.n_lanes + new["_obs_lane"]
             self.lane_acc_interval.index_add_(0, idx, obs)
             for k in self.state:
-                if k in ("world", "depart") or new[k] is sub[k]:
+                if k in ("world", "depart", "leader") or new[k] is sub[k]:
                     continue  # unchanged (and possibly a view of the state itself)
                 self.state[k][:, lo:hi] = new[k].view(W, n)
-            self._order = (lo, hi, new["_order"])
+            lead = new["leader"].view(W, n)
+            self.state["leader"][:, lo:hi] = torch.where(lead >= 0, lead - to_flat, -1)
+            last = new["_last"][:-1].view(W, -1)
+            self._lane_last = torch.where(last >= 0, last - to_flat, -1)
             if self.transit is not None and bool(new["_docked"].any()):
                 self._board(new["_docked"].view(W, n), lo)
         self.step_index += 1

@@ -1,5 +1,6 @@
 """compute=ray: the same worlds through a local Ray cluster give bit-identical results; a chunk whose
-worker is killed is retried, and the results equal the uninterrupted run's (none lost, none doubled)."""
+worker is killed is retried, and the results equal the uninterrupted run's (none lost, none doubled). A GPU run
+is planned for the cluster's GPUs, with the memory probe on a worker, even where this process has none."""
 import json
 import os
 
@@ -14,15 +15,16 @@ from twins.core import runner  # noqa: E402
 from .conftest import compose_cfg  # noqa: E402
 
 RUN = ["scenario=junction", "horizon_s=120", "replications=3", "intervention=signal_timing",
-       "intervention.cycle_s=90", "compute.max_worlds_per_chunk=2"]
+       "intervention.cycle_s=90", "compute.max_worlds_per_chunk=2", "compute.device=cpu"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
-    """One local Ray instance for the module (2 CPUs), shut down after."""
+    """One local Ray instance for the module (2 CPUs), shut down after. It advertises one GPU with no CUDA
+    device behind it: runs here say compute.device=cpu; a cuda run is planned on it, never run."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -85,7 +87,7 @@ def test_search_batches_through_ray_equal_local():
     from interventions._evaluate import TwinEvaluator
 
     base = ["scenario=junction", "intervention=signal_timing", "horizon_s=60", "replications=2",
-            "compute.max_worlds_per_chunk=2", "search.params=[cycle_s]"]
+            "compute.max_worlds_per_chunk=2", "search.params=[cycle_s]", "compute.device=cpu"]
     outs = []
     for backend in ("local", "ray"):
         ev = TwinEvaluator(compose_cfg(*base, f"compute={backend}"), ["cycle_s"])
@@ -94,3 +96,51 @@ def test_search_batches_through_ray_equal_local():
     np.testing.assert_array_equal(outs[0].treated, outs[1].treated)
     np.testing.assert_array_equal(outs[0].baseline, outs[1].baseline)
     assert not np.array_equal(outs[0].treated[0], outs[0].treated[1])  # the candidates differ
+
+
+# --- planning for the cluster's devices ----------------------------------------------------------------
+def test_probe_on_a_worker_measures_what_the_driver_does():
+    import torch
+
+    from twins.compute import plan, ray_backend
+
+    cfg = compose_cfg(*RUN, "compute=ray")
+    job = plan.Job(cfg, plan.WorldBatch.replications(cfg.seed, 6), [])
+    here = plan.probe_memory(job, torch.device("cpu"))
+    there, free = ray_backend.probe_on_worker(job, "cpu")
+    assert there.method == here.method + ", on a Ray worker" and free > 0
+    # the same tensors, measured in another process (whose module caches start cold)
+    assert there.bytes_per_world == pytest.approx(here.bytes_per_world, rel=0.1)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this process has a GPU: it probes here")
+def test_cuda_on_the_cluster_is_planned_from_a_driver_without_one():
+    """compute.device=cuda: chunks go to the cluster's GPUs although this process has none; the probe runs on a
+    GPU worker. (This one has no CUDA device behind its GPU, so the probe fails there and the CPU probe stands
+    in, labelled, with the GPU's free memory unknown.)"""
+    cfg = compose_cfg(*RUN, "compute=ray", "compute.device=cuda")
+    _, _, exe, twin = runner.plan_counterfactual(cfg)
+    assert twin.device.type == "cpu"  # the driver's view twin
+    d = exe.plan.describe()
+    assert d["devices"] == ["cuda"] and {c.device for c in exe.plan.chunks} == {"cuda"} and d["chunks"] == 3
+    assert "a stand-in for cuda (the probe on a Ray GPU worker failed" in d["memory_method"]
+    assert d["memory_method"].startswith("cpu: live tensor storage") and d["bytes_per_world"] > 0
+    assert d["free_bytes"] is None and d["chunk_size_limited_by"] == "compute.max_worlds_per_chunk"
+    cfg.compute.max_worlds_per_chunk = None  # nothing to size chunks by: one per GPU of the cluster
+    d = runner.plan_counterfactual(cfg)[2].plan.describe()
+    assert d["chunks"] == 1 and d["chunk_size_limited_by"].startswith("free memory unknown")
+
+
+def test_ray_devices_are_the_clusters(monkeypatch):
+    from twins.compute.ray_backend import parallel_slots, plan_devices
+    from twins.core.errors import ConfigError
+
+    cfg = lambda dev: compose_cfg(*RUN, "compute=ray", f"compute.device={dev}")  # noqa: E731
+    assert plan_devices(cfg("auto")) == ["cuda"] and parallel_slots(cfg("auto")) == 1  # one GPU: one at a time
+    assert plan_devices(cfg("cpu")) == ["cpu"] and parallel_slots(cfg("cpu")) == 2
+    with pytest.raises(ConfigError, match=r"compute.device='cuda:1'.*cuda, auto or cpu with compute=ray"):
+        plan_devices(cfg("cuda:1"))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})  # a cluster without GPUs
+    assert plan_devices(cfg("auto")) == ["cpu"]
+    with pytest.raises(ConfigError, match=r"compute.device='cuda'.*auto or cpu on this Ray cluster.*no GPU"):
+        plan_devices(cfg("cuda"))

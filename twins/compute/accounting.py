@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import socket
@@ -68,7 +69,10 @@ def rapl_joules(before, after) -> float | None:
     return total
 
 
+@functools.lru_cache(maxsize=1)
 def _nvml():
+    """The initialised ``pynvml`` module, or None (not installed, no driver). Once per process
+    (``_nvml.cache_clear()`` forgets it)."""
     try:
         import pynvml
     except ImportError:
@@ -80,25 +84,50 @@ def _nvml():
     return pynvml
 
 
+def _physical_index(index: int) -> int:
+    """NVML's number for torch's ``cuda:index``: NVML ignores ``CUDA_VISIBLE_DEVICES`` (which Ray sets for each
+    task), so a numeric list there maps torch's index to the physical one."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    if index < len(visible) and visible[index].strip().isdigit():
+        return int(visible[index])
+    return index
+
+
+def nvml_energy_mj(nv, uuid: str | None, index: int) -> float | None:
+    """NVML's cumulative energy counter (mJ) of the GPU with ``uuid`` (matched with or without the ``GPU-``
+    prefix), else of the GPU NVML numbers ``index``; None where the counter cannot be read."""
+    try:
+        if uuid:
+            want = str(uuid).replace("GPU-", "")
+            for i in range(nv.nvmlDeviceGetCount()):  # NVML numbers GPUs physically; match by UUID
+                h = nv.nvmlDeviceGetHandleByIndex(i)
+                u = nv.nvmlDeviceGetUUID(h)
+                u = u.decode() if isinstance(u, bytes) else str(u)
+                if u.replace("GPU-", "") == want:
+                    return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
+        h = nv.nvmlDeviceGetHandleByIndex(index)
+        return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
+    except Exception:  # not supported on this GPU (pre-Volta) or driver, or no such GPU
+        return None
+
+
 def gpu_energy_mj(device: torch.device) -> float | None:
     """NVML's cumulative energy counter (mJ) of ``device`` (a torch CUDA device), or None."""
+    device = torch.device(device)
     if device.type != "cuda":
         return None
     nv = _nvml()
     if nv is None:
         return None
     try:
-        uuid = str(torch.cuda.get_device_properties(device).uuid)
-        for i in range(nv.nvmlDeviceGetCount()):  # NVML numbers GPUs physically; match by UUID
-            h = nv.nvmlDeviceGetHandleByIndex(i)
-            u = nv.nvmlDeviceGetUUID(h)
-            u = u.decode() if isinstance(u, bytes) else u
-            if u.replace("GPU-", "") == uuid.replace("GPU-", ""):
-                return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
-        h = nv.nvmlDeviceGetHandleByIndex(device.index or 0)
-        return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
-    except Exception:  # not supported on this GPU / driver
-        return None
+        index = device.index if device.index is not None else torch.cuda.current_device()
+    except Exception:
+        index = 0
+    try:
+        uuid = str(torch.cuda.get_device_properties(index).uuid)
+    except Exception:  # an older torch without the uuid property
+        uuid = None
+    return nvml_energy_mj(nv, uuid, _physical_index(index))
 
 
 # --- what one chunk (or the driver) used ---------------------------------------------------------
@@ -199,7 +228,8 @@ class RunMeter:
                                "note": "NVML total-energy counter per chunk's GPU (whole GPU)"}
                               if len(known) == len(gpu_chunks) else
                               {"joules": None, "method": "unavailable", "estimate": False,
-                               "note": "NVML energy counter not available (install nvidia-ml-py)"})
+                               "note": "NVML energy counter not available: install nvidia-ml-py "
+                                       "(the counter needs a Volta or newer GPU)"})
         known_j = [e["joules"] for e in energy.values() if e["joules"] is not None]
         return {
             "wall_time_s": round(self.wall_s, 3),
@@ -209,3 +239,34 @@ class RunMeter:
             "energy_is_estimate": any(e["estimate"] for e in energy.values()),
             "chunks": len(self.chunks),
         }
+
+
+def combine(*accounts: dict) -> dict:
+    """Several :meth:`RunMeter.summary` blocks as one (e.g. a run and its ethics evidence batches): times,
+    device-seconds, chunks and joules add; a device's energy is unknown (null) when any part's is, and an
+    estimate when any part's is."""
+    accounts = [a for a in accounts if a]
+    device_seconds: dict = {}
+    energy: dict = {}
+    for a in accounts:
+        for k, v in (a.get("device_seconds") or {}).items():
+            device_seconds[k] = round(device_seconds.get(k, 0.0) + float(v), 3)
+        for k, e in (a.get("energy") or {}).items():
+            energy.setdefault(k, []).append(e)
+    out_energy = {}
+    for k, parts in energy.items():
+        methods = list(dict.fromkeys(str(e.get("method")) for e in parts))
+        joules = [e.get("joules") for e in parts]
+        out_energy[k] = {"joules": None if any(j is None for j in joules) else round(sum(joules), 3),
+                         "method": methods[0] if len(methods) == 1 else "mixed: " + ", ".join(methods),
+                         "estimate": any(bool(e.get("estimate")) for e in parts),
+                         "note": parts[0].get("note") if len(parts) == 1 else
+                         f"the sum of {len(parts)} accounts (see parts): " + "; ".join(
+                             dict.fromkeys(str(e.get("note")) for e in parts))}
+    known = [e["joules"] for e in out_energy.values() if e["joules"] is not None]
+    return {"wall_time_s": round(sum(float(a.get("wall_time_s", 0.0)) for a in accounts), 3),
+            "device_seconds": device_seconds,
+            "energy": out_energy,
+            "energy_total_j": round(sum(known), 3),
+            "energy_is_estimate": any(e["estimate"] for e in out_energy.values()),
+            "chunks": int(sum(int(a.get("chunks", 0)) for a in accounts))}

@@ -8,16 +8,22 @@ import torch
 from twins.core.errors import ConfigError
 
 
+def check_device_spec(spec: str) -> str:
+    """``spec`` normalised (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), without asking what this machine has."""
+    s = str(spec).strip().lower()
+    if s not in ("auto", "cpu") and not re.fullmatch(r"cuda(?::\d+)?", s):
+        raise ConfigError("compute.device", spec, "auto, cpu, cuda or cuda:N")
+    return s
+
+
 def resolve_device(spec: str) -> torch.device:
     """``auto`` → the first CUDA device if any, else CPU; ``cpu``; ``cuda``; ``cuda:N``."""
-    spec = str(spec).strip().lower()
+    spec = check_device_spec(spec)
     if spec == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
     m = re.fullmatch(r"cuda(?::(\d+))?", spec)
-    if not m:
-        raise ConfigError("compute.device", spec, "auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise ConfigError("compute.device", spec, "auto or cpu on this machine",
                           "PyTorch sees no CUDA device here (CPU build, or no GPU/driver).")
@@ -26,6 +32,21 @@ def resolve_device(spec: str) -> torch.device:
     if n >= count:
         raise ConfigError("compute.device", spec, f"cuda:0..cuda:{count - 1}")
     return torch.device(f"cuda:{n}")
+
+
+def driver_device(cfg) -> torch.device:
+    """The device this process builds its own twins on (never-stepped views that validate arms and draw
+    figures, a search's parameter probe): ``compute.device`` — except under ``compute=ray``, where the worlds
+    run on the cluster's workers and this machine (the driver) may have no GPU: there, the CPU when this
+    machine lacks the device."""
+    c = cfg.compute
+    if str(c.get("backend", "local")) == "ray":
+        check_device_spec(c.device)
+        try:
+            return resolve_device(c.device)
+        except ConfigError:
+            return torch.device("cpu")
+    return resolve_device(c.device)
 
 
 def set_threads(n) -> None:

@@ -10,7 +10,11 @@ and the counterfactual arms). The planner
    temporaries included); on CPU it is the storage of every tensor alive
    after the probe steps (found through the garbage collector), times
    :data:`CPU_TRANSIENT_FACTOR` to cover a step's temporaries. A run of no more
-   worlds than the probe's own 4 is not probed (it would cost as much as the run);
+   worlds than the probe's own 4 is not probed (it would cost as much as the run).
+   Under ``compute=ray`` the devices are the cluster's (:func:`targets`): a GPU run
+   from a driver without a GPU is probed on a Ray GPU worker
+   (:func:`twins.compute.ray_backend.measure`), falling back, labelled in
+   ``memory_method``, to the CPU probe with the free memory unknown;
 2. sizes a chunk to ``compute.memory_fraction`` of the free memory
    (``torch.cuda.mem_get_info`` on CUDA, ``MemAvailable`` of ``/proc/meminfo``
    on CPU), capped by ``compute.max_worlds_per_chunk``;
@@ -36,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
 
-from .device import resolve_device, resolve_dtype
+from .device import check_device_spec, resolve_device, resolve_dtype
 
 log = logging.getLogger("twins")
 
@@ -236,7 +240,29 @@ def check_compute(cfg: DictConfig) -> None:
         from twins.core.errors import suggest
 
         raise ConfigError("compute.backend", backend, "local or ray", suggest(backend, ["local", "ray"]))
-    resolve_devices(c.device)
+    if backend == "ray":  # the cluster's devices count, not this machine's: checked on connecting
+        check_device_spec(c.device)
+    else:
+        resolve_devices(c.device)
+
+
+def measure_here(job: Job, devices) -> tuple[MemoryProbe, float | None]:
+    """The probe on the first of ``devices`` (in this process), and the least free memory among them."""
+    devices = [torch.device(d) for d in devices]
+    mp = probe_memory(job, devices[0])
+    frees = [free_bytes(d) for d in devices]
+    return mp, (min(f for f in frees if f is not None) if any(f is not None for f in frees) else None)
+
+
+def targets(cfg: DictConfig):
+    """``(devices, measure)``: the devices chunks are dealt to, and ``measure(job, devices) -> (probe, free
+    bytes)`` for them — this machine's (``compute=local``), or the Ray cluster's (``compute=ray``, where the
+    probe runs on a worker when this machine lacks the device: :func:`twins.compute.ray_backend.measure`)."""
+    if str(cfg.compute.get("backend", "local")) == "ray":
+        from . import ray_backend
+
+        return ray_backend.plan_devices(cfg), ray_backend.measure
+    return [str(d) for d in resolve_devices(cfg.compute.device)], measure_here
 
 
 def worlds_that_fit(probe: MemoryProbe, free: float | None, fraction: float) -> int | None:
@@ -250,14 +276,14 @@ def make_plan(job: Job, parallel: int | None = None, probe: bool = True) -> Comp
     at once (default: one per device)."""
     cfg = job.cfg
     check_compute(cfg)
-    devices = resolve_devices(cfg.compute.device)
+    devices, measure = targets(cfg)
     W = job.W
     cap = cfg.compute.get("max_worlds_per_chunk", None)
     size, reason, mp, free = W, "all worlds fit" if W > max(PROBE_WORLDS) else "not probed: a small run", None, None
     if probe and W > max(PROBE_WORLDS):  # a smaller run costs no more than the probe itself
-        mp = probe_memory(job, devices[0])
-        frees = [free_bytes(d) for d in devices]
-        free = min(f for f in frees if f is not None) if any(f is not None for f in frees) else None
+        mp, free = measure(job, devices)
+        if free is None:
+            reason = "free memory unknown (see memory_method): not sized to memory"
         fit = worlds_that_fit(mp, free, float(cfg.compute.get("memory_fraction", 0.8)))
         if fit is not None and fit < size:
             if fit < 1:
@@ -269,8 +295,8 @@ def make_plan(job: Job, parallel: int | None = None, probe: bool = True) -> Comp
         size, reason = int(cap), "compute.max_worlds_per_chunk"
     slots = parallel if parallel is not None else len(devices)
     n = max(math.ceil(W / size), min(W, max(int(slots), 1)))
-    if n > math.ceil(W / size) and reason in ("all worlds fit", "not probed: a small run"):
-        reason = "one chunk per parallel worker"
+    if n > math.ceil(W / size) and reason not in ("device memory", "compute.max_worlds_per_chunk"):
+        reason = "one chunk per parallel worker" + (" (free memory unknown)" if mp is not None and free is None else "")
     parts = np.array_split(np.arange(W), n)
     chunks = [Chunk(i, tuple(int(x) for x in p), str(devices[i % len(devices)])) for i, p in enumerate(parts)]
     return ComputePlan(chunks, [str(d) for d in devices], max(len(p) for p in parts), mp, free, reason)
@@ -281,10 +307,9 @@ def search_batch(cfg: DictConfig, replications: int, budget: int) -> int:
     to the baseline arm (``(K + 1) × replications`` worlds), leaving the sampler at least
     :data:`MIN_SEARCH_ROUNDS` rounds of its budget."""
     check_compute(cfg)
-    device = resolve_devices(cfg.compute.device)[0]
-    job = Job(cfg, WorldBatch.replications(cfg.seed, replications), [])
-    mp = probe_memory(job, device)
-    fit = worlds_that_fit(mp, free_bytes(device), float(cfg.compute.get("memory_fraction", 0.8)))
+    devices, measure = targets(cfg)
+    mp, free = measure(Job(cfg, WorldBatch.replications(cfg.seed, replications), []), devices)
+    fit = worlds_that_fit(mp, free, float(cfg.compute.get("memory_fraction", 0.8)))
     cap = cfg.compute.get("max_worlds_per_chunk", None)
     if cap is not None:
         fit = cap if fit is None else min(fit, cap)

@@ -8,6 +8,11 @@ connection. Tasks take one CPU each, and one GPU when the plan is on CUDA (Ray
 then shows the task its GPU as ``cuda:0``). The worker machines must be able to
 import ``twins`` (install it there, or start the workers from a checkout).
 
+The devices are the cluster's, not this machine's (:func:`plan_devices`):
+``compute.device=cuda`` (or ``auto`` on a cluster with GPUs) runs every chunk on
+a cluster GPU even when the driver has none; the memory probe then runs as a Ray
+task on a GPU worker (:func:`measure`).
+
 A task whose worker dies (killed, out of memory) is retried up to
 ``compute.max_retries`` times; results are kept by chunk id, so a retried
 chunk is never counted twice and none is lost. An exception raised by the
@@ -73,6 +78,31 @@ def connect(cfg) -> None:
         raise ConfigError("compute.address", address, VALID_ADDRESSES, hint) from None
 
 
+def plan_devices(cfg) -> list[str]:
+    """The device of every chunk under Ray: the cluster's, not this machine's. ``cuda`` (each task is given
+    one GPU, which it sees as ``cuda:0``) for ``compute.device=cuda``, or ``auto`` on a cluster with GPUs;
+    otherwise ``cpu``."""
+    import ray
+
+    from .device import check_device_spec
+
+    spec = check_device_spec(cfg.compute.device)
+    connect(cfg)
+    res = ray.cluster_resources()
+    gpus = float(res.get("GPU", 0))
+    if spec == "cpu" or (spec == "auto" and gpus <= 0):
+        return ["cpu"]
+    if spec.startswith("cuda:"):
+        raise ConfigError("compute.device", cfg.compute.device, "cuda, auto or cpu with compute=ray",
+                          "Ray gives each task its own GPU (the task sees it as cuda:0): a GPU cannot be "
+                          "picked by number.")
+    if gpus <= 0:
+        raise ConfigError("compute.device", cfg.compute.device, "auto or cpu on this Ray cluster",
+                          f"The cluster has no GPU (resources: {int(res.get('CPU', 0))} CPUs). Add GPU "
+                          "workers (`ray start --num-gpus=N`) or use compute.device=auto.")
+    return ["cuda"]
+
+
 def parallel_slots(cfg) -> int:
     """Chunks that can run at once: ``compute.workers``, else the cluster's GPUs (on CUDA) or CPUs."""
     import ray
@@ -82,8 +112,73 @@ def parallel_slots(cfg) -> int:
     if w:
         return int(w)
     res = ray.cluster_resources()
-    on_gpu = str(cfg.compute.device).startswith("cuda") or (str(cfg.compute.device) == "auto" and res.get("GPU", 0) > 0)
-    return max(1, int(res.get("GPU" if on_gpu else "CPU", 1)))
+    return max(1, int(res.get("GPU" if plan_devices(cfg)[0] == "cuda" else "CPU", 1)))
+
+
+# --- the memory probe where the chunks will run --------------------------------------------------------
+#: how long the driver waits for a GPU worker to run the memory probe before it falls back (see measure)
+PROBE_TIMEOUT_S = 600.0
+_WORKER_PROBES: dict[tuple, tuple] = {}  # probe key -> (probe, free bytes) from a GPU worker
+
+
+def _probe_task(job, device_type: str):
+    """In a Ray worker: the memory probe on the task's device and that device's free memory."""
+    import torch
+
+    from .plan import free_bytes, probe_memory
+
+    torch.set_num_threads(1)
+    device = torch.device("cuda:0" if device_type == "cuda" else "cpu")
+    return probe_memory(job, device), free_bytes(device)
+
+
+def probe_on_worker(job, device_type: str, timeout_s: float = PROBE_TIMEOUT_S):
+    """``(probe, free bytes)`` measured by a Ray task holding what a chunk holds (one CPU; one GPU on CUDA)."""
+    import ray
+
+    from .plan import PROBE_WORLDS, Job, MemoryProbe
+    from twins.core.worlds import WorldBatch
+
+    small = Job(job.cfg, WorldBatch.replications(job.worlds.seed, max(PROBE_WORLDS)), [])
+    task = ray.remote(num_cpus=1, num_gpus=1 if device_type == "cuda" else 0, max_retries=1)(_probe_task)
+    ref = task.remote(small, device_type)
+    try:
+        p, free = ray.get(ref, timeout=timeout_s)
+    except BaseException:
+        _cancel_unfinished([ref])
+        raise
+    return MemoryProbe(p.bytes_per_world, p.fixed_bytes, f"{p.method}, on a Ray worker"), free
+
+
+def measure(job, devices: list[str]):
+    """``(probe, free bytes)`` for a Ray plan (:func:`twins.compute.plan.targets`). The probe runs in this
+    process when it has the chunks' device (a CPU plan, or a driver with a GPU); otherwise on a Ray worker with
+    a GPU. Should that fail (no GPU worker within :data:`PROBE_TIMEOUT_S`, an error there), the CPU probe here
+    stands in — bytes per world of the same tensors, measured on the CPU — with the GPU's free memory unknown,
+    so chunks are not sized to memory; the plan record (``memory_method``) says so."""
+    import torch
+
+    from .plan import MemoryProbe, _probe_key, measure_here, probe_memory
+
+    kind = torch.device(devices[0]).type
+    if kind == "cpu" or torch.cuda.is_available():
+        return measure_here(job, ["cuda:0" if d == "cuda" else d for d in devices])
+    key = _probe_key(job, "cuda (ray worker)")
+    if key in _WORKER_PROBES:
+        return _WORKER_PROBES[key]
+    try:
+        out = probe_on_worker(job, "cuda")
+    except Exception as e:  # no GPU worker came, or the probe failed there
+        cause = getattr(e, "cause", None) or e
+        why = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+        log.warning("compute: the memory probe on a Ray GPU worker failed (%s); using the CPU probe on this "
+                    "machine, and chunks are not sized to GPU memory: set compute.max_worlds_per_chunk", why)
+        p = probe_memory(job, torch.device("cpu"))
+        return MemoryProbe(p.bytes_per_world, p.fixed_bytes,
+                           f"{p.method}; a stand-in for cuda (the probe on a Ray GPU worker failed: {why}), "
+                           "the GPU's free memory unknown"), None
+    _WORKER_PROBES[key] = out
+    return out
 
 
 def _task(fn, job, chunk):
@@ -131,6 +226,17 @@ def run_plan(execution, progress=None, desc=None) -> None:
                         raise (cause if isinstance(cause, Exception) else e) from None
                     bar.update(1)
         except BaseException:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+            _cancel_unfinished(list(pending))
             raise
+
+
+def _cancel_unfinished(refs) -> None:
+    """Cancel the tasks of ``refs`` that have not finished (cancelling a finished, failed task trips an
+    internal check in Ray that ends this process)."""
+    import ray
+
+    if not refs:
+        return
+    _, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for ref in running:
+        ray.cancel(ref, force=True)

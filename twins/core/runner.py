@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from twins.compute.device import resolve_device, resolve_dtype
+from twins.compute.device import driver_device, resolve_dtype
 
 from . import io
 from .config import validate_common
@@ -38,7 +38,7 @@ def make_twin(cfg: DictConfig, worlds: WorldBatch | None = None):
     import scenarios
 
     validate_common(cfg)
-    device = resolve_device(cfg.compute.device)
+    device = driver_device(cfg)  # compute.device (under Ray: the CPU where this machine lacks it)
     dtype = resolve_dtype(cfg.compute.dtype)
     worlds = worlds or WorldBatch.replications(cfg.seed, cfg.replications)
     return scenarios.build_twin(cfg, worlds, device, dtype)
@@ -70,7 +70,7 @@ def plan_counterfactual(cfg: DictConfig):
     iv = interventions.get(cfg.get("intervention", None))
     arms = cf.arms_from_config(iv)
     worlds = cf.worlds_for(cfg.seed, cfg.replications, arms)
-    twin = build_chunk_twin(Job(cfg, worlds, []), [0], resolve_device(cfg.compute.device))
+    twin = build_chunk_twin(Job(cfg, worlds, []), [0], driver_device(cfg))
     if len(arms) > 1:
         arms = cf.apply_arms(iv, twin, arms)
     return iv, arms, execution_for(Job(cfg, worlds, arms), n_steps=twin.n_steps), twin

@@ -10,6 +10,12 @@ confirmation: ids from ``ethics.evidence.replication_offset``):
 3. **demand stress**: baseline and policy at ``stress_key`` × each stress factor (e.g. demand ±20 %);
 
 and returns a plain dict, written as ``evidence/evidence.json`` next to the tables.
+
+Every batch runs through the compute plan like the run itself (``twins/compute/``: chunks sized to the
+device and capped by ``compute.max_worlds_per_chunk``, local or Ray, reassembled in world order, so the
+evidence is bit-identical however it is chunked); their plans and compute/energy account are added to the
+folder's ``manifest.json`` (``compute.ethics_evidence``, and ``accounting``, whose ``parts`` keep the run's
+own account and the evidence's apart).
 """
 from __future__ import annotations
 
@@ -46,16 +52,64 @@ def objective_of(cfg, e) -> tuple[str | None, str]:
 
 
 # --- one counterfactual batch -------------------------------------------------------------------------
-def run_arms(cfg, iv, arm_values: list[dict], first: int, n: int, desc: str):
-    """Run ``arm_values`` (arm 0 = baseline ``{}``) on replications ``first .. first+n-1``: (twin, result, arms)."""
-    from interventions import counterfactual as cf
-    from twins.core import runner
+class Batches:
+    """The evidence batches' compute: one meter over all of them, and each one's plan (for the manifest)."""
 
+    def __init__(self, cfg):
+        from twins.compute.accounting import RunMeter
+
+        self.meter = RunMeter(float(cfg.compute.get("cpu_watts_per_core", 4.4)))
+        self.plans: list[dict] = []
+
+
+def run_arms(cfg, iv, arm_values: list[dict], first: int, n: int, desc: str, batches: Batches | None = None):
+    """Run ``arm_values`` (arm 0 = baseline ``{}``) on replications ``first .. first+n-1`` through the compute
+    plan: ``(twin, result, arms)``. ``twin`` is never stepped: it holds one world per arm (the first
+    replication of each, arm-major: world ``a`` is arm ``a``), with that arm's parameters written in; it
+    validates the arms and answers questions about the scenario (its network, signal plans, horizon)."""
+    from interventions import counterfactual as cf
+    from twins.compute.device import driver_device
+    from twins.compute.execute import execution_for
+    from twins.compute.plan import Job, build_chunk_twin
+    from twins.core.config import validate_common
+
+    validate_common(cfg)
     arms = [cf.Arm(i, "baseline" if i == 0 else iv.describe(v), dict(v)) for i, v in enumerate(arm_values)]
-    twin = runner.make_twin(cfg, cf.worlds_for(cfg.seed, n, arms, first=first))
+    worlds = cf.worlds_for(cfg.seed, n, arms, first=first)
+    twin = build_chunk_twin(Job(cfg, worlds, []), [a * n for a in range(len(arms))], driver_device(cfg))
     arms = cf.apply_arms(iv, twin, arms)
-    result = twin.run(progress=cfg.get("progress", None), desc=desc)
+    exe = execution_for(Job(cfg, worlds, arms), batches.meter if batches else None, n_steps=twin.n_steps)
+    if batches is not None:
+        batches.plans.append({"batch": desc, "worlds": int(worlds.size), "backend": exe.backend,
+                              **exe.plan.describe()})
+    result = exe.run(progress=cfg.get("progress", None), desc=desc)
     return twin, result, arms
+
+
+def add_to_manifest(outdir, batches: Batches) -> None:
+    """Fold the evidence batches' plans and compute/energy account into ``outdir/manifest.json`` (written by
+    the run or search before its review): ``compute.ethics_evidence`` lists the plans, ``accounting`` becomes
+    the sum, with ``accounting.parts`` holding the task's own account and the evidence's."""
+    import json
+
+    from twins.compute.accounting import combine
+    from twins.core import io
+
+    path = Path(outdir) / "manifest.json"
+    try:
+        man = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    acc = man.get("accounting") or {}
+    own_name = str(man.get("task", "run"))
+    own = (acc.get("parts") or {}).get(own_name, acc)  # a second review replaces the evidence part
+    evidence_acc = batches.meter.summary()
+    if own:
+        man["accounting"] = {**combine(own, evidence_acc), "parts": {own_name: own, "ethics_evidence": evidence_acc}}
+    else:
+        man["accounting"] = {**evidence_acc, "parts": {"ethics_evidence": evidence_acc}}
+    man.setdefault("compute", {})["ethics_evidence"] = batches.plans
+    io.write_json(path, man)
 
 
 def _groups(twin, result) -> pd.DataFrame | None:
@@ -157,11 +211,11 @@ def _compare(a: pd.DataFrame, b: pd.DataFrame, metrics) -> tuple[bool, float, st
 
 
 def reproducibility(cfg, iv, policy: dict, base_twin, evidence_worlds: pd.DataFrame, metrics, first: int,
-                    k: int) -> dict:
+                    k: int, batches: Batches | None = None) -> dict:
     """Rerun ``k`` held-out replications of the baseline and policy arms in a new twin next to a null arm
     (the baseline's own parameter vector, as a treated arm): rerun ≡ first run, null ≡ baseline, bit for bit."""
     null = dict(iv.baseline(base_twin)) if hasattr(iv, "baseline") else {}
-    twin, res, _ = run_arms(cfg, iv, [{}, policy, null], first, k, "ethics: reproducibility")
+    twin, res, _ = run_arms(cfg, iv, [{}, policy, null], first, k, "ethics: reproducibility", batches)
     w = res.worlds.sort_values(["arm", "replication"]).reset_index(drop=True)
     ref = evidence_worlds[evidence_worlds["replication"] < first + k].sort_values(["arm", "replication"])
     ref = ref.reset_index(drop=True)
@@ -175,7 +229,7 @@ def reproducibility(cfg, iv, policy: dict, base_twin, evidence_worlds: pd.DataFr
 
 
 # --- demand stress ------------------------------------------------------------------------------------
-def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int) -> dict:
+def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int, batches: Batches | None = None) -> dict:
     v = e.validity
     key = v.stress_key
     if not key:
@@ -189,7 +243,7 @@ def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int) ->
         c = copy.deepcopy(cfg)
         OmegaConf.update(c, key, float(base) * float(f), force_add=False)
         _, res, arms = run_arms(c, iv, [{}, policy], first, int(v.stress_replications),
-                                f"ethics: {key} ×{f:g}")
+                                f"ethics: {key} ×{f:g}", batches)
         from interventions import counterfactual as cf
 
         eff = cf.effects(res.worlds, res.metrics, arms)
@@ -208,7 +262,18 @@ def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int) ->
 def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | None = None,
            extra: dict | None = None) -> dict:
     """Run the evidence batches for ``policy`` (an intervention parameter vector) and return the evidence dict;
-    tables go to ``outdir/evidence/``. ``estimate``: the objective's effect the policy was chosen on."""
+    tables go to ``outdir/evidence/``, the batches' compute to ``outdir/manifest.json`` (even when one of them
+    fails). ``estimate``: the objective's effect the policy was chosen on."""
+    batches = Batches(cfg)
+    try:
+        return _gather(cfg, outdir, policy, batches, source=source, estimate=estimate, extra=extra)
+    finally:
+        if batches.plans:
+            add_to_manifest(outdir, batches)
+
+
+def _gather(cfg, outdir, policy: dict, batches: Batches, *, source: str, estimate: float | None,
+            extra: dict | None) -> dict:
     import interventions
     from interventions import counterfactual as cf
 
@@ -223,7 +288,7 @@ def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | 
     evdir.mkdir(parents=True, exist_ok=True)
 
     log.info("ethics: held-out evidence run, %d replications from id %d", R, first)
-    twin, res, arms = run_arms(cfg, iv, [{}, policy], first, R, "ethics: held-out evidence")
+    twin, res, arms = run_arms(cfg, iv, [{}, policy], first, R, "ethics: held-out evidence", batches)
     policy = arms[1].values
     groups = _groups(twin, res)
     eff = cf.effects(res.worlds, res.metrics, arms, groups)
@@ -268,14 +333,15 @@ def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | 
                                                  if k in params and params[k].kind != "categorical"}}
     if ev["kind"] == "traffic":
         s = e.safety.traffic
-        t_end = float(getattr(twin, "begin", 0.0)) + float(twin.time)
+        t_end = float(getattr(twin, "begin", 0.0)) + float(twin.n_steps * twin.dt)  # the horizon the worlds ran to
         pw = int(np.flatnonzero(twin.worlds.arm.cpu().numpy() == 1)[0])
         ev["traffic"] = {"approach_p95": approach_p95(trips, res.worlds, entry_edges(twin)),
                          "stuck": stuck_vehicles(trips, res.worlds, t_end, float(s.stuck_after_s)),
                          "pedestrian": pedestrian_green(twin, pw)}
     k = min(int(e.reproducibility.replications), R)
-    ev["reproducibility"] = reproducibility(cfg, iv, policy, twin, res.worlds, res.metrics, first, k)
+    ev["reproducibility"] = reproducibility(cfg, iv, policy, twin, res.worlds, res.metrics, first, k, batches)
     nominal = held["effect"] if held else math.nan
-    ev["stress"] = stress(cfg, iv, policy, e, metric, nominal, first) if metric else {"skipped": "no objective"}
+    ev["stress"] = stress(cfg, iv, policy, e, metric, nominal, first, batches) if metric else \
+        {"skipped": "no objective"}
     ev["stress"].setdefault("replications", None)
     return ev

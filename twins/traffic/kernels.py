@@ -84,7 +84,7 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     # flipping the magnitude bits of negative ones orders those too (keys are never -0.0 or NaN)
     bits = key.view(torch.int64)
     order = torch.argsort(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF), stable=True)
-    sseg = seg[order]
+    sseg = _gather(seg, order)
     same = sseg[1:] == sseg[:-1]
     nxt = torch.where(same, order[1:], -1)
     leader = torch.full((N,), -1, dtype=torch.int64, device=pos.device)
@@ -106,15 +106,15 @@ def choose_lane(world, edge, mask, last, pos, length, edge_first_lane, edge_n_la
     vehicle, +inf if the lane is empty).
     """
     e = edge.clamp(min=0)
-    first, n_here = edge_first_lane[e], edge_n_lanes[e]
+    first, n_here = _gather(edge_first_lane, e), _gather(edge_n_lanes, e)
     lane = room = None
     # a loop over the (few) lane indices rather than an [N, max_lanes] argmax: elementwise work only
     for j in range(max_lanes):
         ok = (edge >= 0) & (j < n_here) & (((mask >> j) & 1) == 1)
         cand = torch.where(ok, first + j, 0)
-        lv = last[world * n_lanes + cand]
+        lv = _gather(last, world * n_lanes + cand)
         lvc = lv.clamp(min=0)
-        rear = torch.where(lv >= 0, pos[lvc] - length[lvc], torch.inf)
+        rear = torch.where(lv >= 0, _gather(pos, lvc) - _gather(length, lvc), torch.inf)
         score = torch.where(ok, rear, -torch.inf)
         if lane is None:
             lane, room = torch.where(ok, cand, -1), score
@@ -177,6 +177,11 @@ def idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, subst
     return v
 
 
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for a 1-D ``x`` and an index tensor: ``index_select`` is 3-4x faster on CPU."""
+    return x.index_select(0, index)
+
+
 def _nz(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
@@ -199,29 +204,32 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
     ldr = cols["leader"]
 
     # 4. followers see their leader; front vehicles look past the stop line
-    on_last_edge = rpr + 1 >= routes.route_len[rr]
+    on_last_edge = rpr + 1 >= _gather(routes.route_len, rr)
     has_leader = ldr >= 0
     ld = ldr.clamp(min=0)
-    gap = torch.where(has_leader, pos[ld] - length[ld] - pr, torch.inf)
-    v_lead = torch.where(has_leader, speed[ld], 0.0)
-    L_here = net.lane_length[lr]
+    gap = torch.where(has_leader, _gather(pos, ld) - _gather(length, ld) - pr, torch.inf)
+    v_lead = torch.where(has_leader, _gather(speed, ld), 0.0)
+    L_here = _gather(net.lane_length, lr)
     front = ~has_leader & ~on_last_edge & cols["running"]
     fi = _nz(front)
-    at = lambda x: x[fi]  # noqa: E731
+    at = lambda x: _gather(x, fi)  # noqa: E731
     put = lambda full, part: full.index_put((fi,), part)  # noqa: E731
     wf, rf, lf, pf, vf, lenf, mgf = (at(x) for x in (wr, rr, lr, pr, vr, lenr, mgr))
     nk = at(rpr) + 1
-    nk_safe = nk.clamp(max=routes.route_edges.shape[1] - 1)  # dense: only front vehicles' values are used
-    next_edge = routes.route_edges[rf, nk_safe]
-    next_lane, next_room = choose_lane(wf, next_edge, routes.route_mask[rf, nk_safe], last, pos, length,
+    M = routes.route_edges.shape[1]
+    at_next = rf * M + nk.clamp(max=M - 1)  # (route, next position), flat; clamped for arrays' sake only
+    next_edge = _gather(routes.route_edges.reshape(-1), at_next)
+    next_lane, next_room = choose_lane(wf, next_edge, _gather(routes.route_mask.reshape(-1), at_next), last, pos, length,
                                        net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
     if net.conn_key.numel():
         ci = torch.full_like(lf, -1)
-        for j in range(net.lane_conn.shape[1]):  # the few connections out of each lane
-            ci = torch.where(net.lane_conn_edge[lf, j] == next_edge, net.lane_conn[lf, j], ci)
+        J = net.lane_conn.shape[1]
+        for j in range(J):  # the few connections out of each lane
+            lj = lf * J + j
+            ci = torch.where(_gather(net.lane_conn_edge.reshape(-1), lj) == next_edge, _gather(net.lane_conn.reshape(-1), lj), ci)
         found = (ci >= 0) & (next_edge >= 0)
         cic = ci.clamp(min=0)
-        via, link = net.conn_via[cic], net.conn_link[cic]
+        via, link = _gather(net.conn_via, cic), _gather(net.conn_link, cic)
     else:
         via = torch.zeros_like(pf)
         link = torch.full_like(lf, NO_SIGNAL)
@@ -229,15 +237,15 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
     next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
     G = sig.shape[1]
     if G:
-        code = torch.where(link >= 0, sig.reshape(-1)[wf * G + link.clamp(min=0, max=G - 1)], SIG_GREEN)
+        code = torch.where(link >= 0, _gather(sig.reshape(-1), wf * G + link.clamp(min=0, max=G - 1)), SIG_GREEN)
     else:
         code = torch.full_like(lf, SIG_GREEN)
     L_f = at(L_here)
     d = L_f - pf
     must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(vcols["decel"]) * d.clamp(min=0)))
     must_stop = must_stop | (next_lane < 0) | ~found
-    nl = last[wf * L + next_lane.clamp(min=0)]
-    v_junction = torch.where(nl >= 0, speed[nl.clamp(min=0)], 0.0)
+    nl = _gather(last, wf * L + next_lane.clamp(min=0))
+    v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
     # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle
     # at the line (a moving tail does not: in queue discharge the leader is often still crossing)
     must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
@@ -254,8 +262,9 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
     if stops is not None:
         ns, dw, tables = stops
         z = ns.clamp(min=0)
-        at_edge = (ns >= 0) & (rpr == tables["route_pos"][z])
-        d_stop = tables["pos"][z] - pr
+        at_edge = (ns >= 0) & (rpr == _gather(tables["route_pos"], z))
+        stop_pos = _gather(tables["pos"], z)
+        d_stop = stop_pos - pr
         dwelling = at_edge & (dw > 0)
         nearer = at_edge & (d_stop + mgr < gap)
         gap = torch.where(nearer, d_stop + mgr, gap)
@@ -263,16 +272,16 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
         gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
 
     # 5. IDM and movement
-    v0 = torch.minimum(net.lane_speed[lr] * vcols["speed_factor"], vcols["max_speed"])
+    v0 = torch.minimum(_gather(net.lane_speed, lr) * vcols["speed_factor"], vcols["max_speed"])
     v_new, x_new = (fused_idm_move if fused else idm_move)(
         vr, v0, gap, v_lead, vcols["accel"], vcols["two_sqrt_ab"], vcols["tau"], mgr, delta, dt, substeps, gap_phys,
         pr, None if stops is None else dwelling)  # a bus dwelling at its stop is held there
     if stops is not None:
         missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
-        dock = at_edge & ~dwelling & ~missed & (tables["pos"][z] - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
+        dock = at_edge & ~dwelling & ~missed & (stop_pos - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
         dw_new = torch.where(dwelling, dw - dt, dw)
         served = dwelling & (dw_new <= 1e-9)
-        ns_new = torch.where(served | missed, tables["next"][z], ns)
+        ns_new = torch.where(served | missed, _gather(tables["next"], z), ns)
         dw_new = torch.where(served, 0.0, dw_new)
 
     # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
@@ -285,10 +294,10 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
     seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
     best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
     best = best.scatter_reduce(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
-    is_best = cross & (land == best[seg])
+    is_best = cross & (land == _gather(best, seg))
     first = torch.full((W * L + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
     first = first.scatter_reduce(0, torch.where(is_best, seg, W * L), sf, reduce="amin")
-    held = cross & ~(is_best & (first[seg] == sf))
+    held = cross & ~(is_best & (_gather(first, seg) == sf))
     cross = cross & ~held
     x_new = put(x_new, torch.where(held, L_f, torch.where(cross, land, xf)))
     v_new = put(v_new, torch.where(held, (L_f - pf) / dt, at(v_new)))
@@ -411,7 +420,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     halted_all, stops_all = state["halted"], state["stops"]
     # when most of the window is running, masking beats gathering (same values either way)
     dense = ri.numel() * 4 >= 3 * pos.numel()
-    take = (lambda x: x) if dense else (lambda x: x[ri])  # noqa: E731
+    take = (lambda x: x) if dense else (lambda x: _gather(x, ri))  # noqa: E731
     if ri.numel():
         slot = torch.arange(pos.numel(), device=pos.device) if dense else ri
         cols = {k: take(v) for k, v in (("world", world), ("route", r), ("lane", lane), ("pos", pos),
@@ -464,8 +473,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     # leaves it: so the order changes only where vehicles leave (their followers lose their leader,
     # a lane whose tail left is empty) or enter (each lane takes at most one per step, as its new tail)
     leaving = running & ((new_status == ARRIVED) | (lane_all != lane))
-    leader = torch.where((leader >= 0) & leaving[leader.clamp(min=0)], -1, leader)
-    last = torch.where((last >= 0) & leaving[last.clamp(min=0)], -1, last)
+    leader = torch.where((leader >= 0) & _gather(leaving, leader.clamp(min=0)), -1, leader)
+    last = torch.where((last >= 0) & _gather(leaving, last.clamp(min=0)), -1, last)
     entering = _nz(running & (new_status == RUNNING) & (lane_all != lane))
     if entering.numel():
         seg_in = world[entering] * L + lane_all[entering]

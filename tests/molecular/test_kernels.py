@@ -36,6 +36,44 @@ def test_cell_list_finds_exactly_the_brute_force_pairs(dtype, box, cutoff):
     assert len(gi) == len(ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("box,cutoff,nc", [(10.0, 1.0, None), (10.0, 1.0, 3), (7.0, 3.0, None), (4.0, 2.0, 1),
+                                           (4.0, 2.0, 5)])
+def test_reach_pairs_finds_exactly_the_brute_force_pairs(dtype, box, cutoff, nc):
+    """Static reference table + one lookup per query = every close query–reference pair, once,
+    also across the periodic faces (particles put on and next to them) and in boxes so small that
+    a cell is in reach through two periodic images."""
+    W, n_ref, N = 3, 40, 160
+    u = noise.uniform(4, torch.arange(W)[:, None, None], noise.Stream.USER, torch.arange(N)[None, :, None], 0,
+                      torch.arange(3)[None, None, :], dtype=dtype)
+    pos = u * box
+    edge = torch.tensor([0.0, box * (1 - 1e-7), box * 0.5], dtype=dtype)
+    pos[:, :8, 0] = edge[torch.arange(8) % 3]  # on the faces x = 0 and x -> box
+    pos[:, n_ref: n_ref + 12, 1] = torch.remainder(edge[torch.arange(12) % 3] + 1e-3 * cutoff, box)
+    # half of the queries just inside or outside the reach of a reference particle (where cell edges matter)
+    k = torch.arange(n_ref + 12, N)[::2]
+    v = torch.nn.functional.normalize(u[:, k] - 0.5, dim=-1)
+    shell = cutoff * (1.0 + 2e-3 * (u[:, k, :1] - 0.5))
+    pos[:, k] = pos[:, k % n_ref] + v * shell
+    pos = K.wrap(pos, box)
+    is_ref = torch.zeros(W, N, dtype=torch.bool)
+    is_ref[:, :n_ref] = True
+    table = K.reach_table(pos, is_ref, box, cutoff, nc)
+    pick = noise.uniform(5, torch.arange(W)[:, None], noise.Stream.USER, torch.arange(N)[None, :], dtype=dtype)
+    ref_mask = is_ref & (pick < 0.7)  # a subset of the table's particles (the free receptors)
+    query = ~is_ref & (pick < 0.8)
+    gi, gj, d, r2 = K.reach_pairs(pos, query, ref_mask, table, box, cutoff, query_from=n_ref)
+    brute = {(a, b) for a, b in _brute_pairs(pos, torch.ones(W, N, dtype=torch.bool), box, cutoff)
+             if query.reshape(-1)[a] and ref_mask.reshape(-1)[b]}
+    assert len(gi) == len(brute) > 0
+    assert set(zip(gi.tolist(), gj.tolist())) == brute
+    flat = pos.reshape(-1, 3)
+    assert torch.equal(d, K.min_image(flat[gj] - flat[gi], box)) and torch.equal(r2, (d * d).sum(-1))
+    # the same pairs as the general cell list
+    ci, cj, _, _ = K.cell_pairs(pos, query, ref_mask, box, cutoff)
+    assert set(zip(ci.tolist(), cj.tolist())) == brute
+
+
 def test_lj_force_is_minus_gradient_and_virial_matches():
     torch.manual_seed(0)  # test-only input data; the twin itself never uses torch's RNG
     W, N, box, rc = 2, 64, 5.0, 2.4

@@ -16,6 +16,7 @@ Units are whatever the caller uses consistently (the molecular scenario: nm,
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -61,11 +62,26 @@ def key_prefix(seed, replication, stream, entity, device=None) -> torch.Tensor:
     return h
 
 
+def _mix64_(x: torch.Tensor) -> torch.Tensor:
+    """``noise.mix64`` in place (same bits; half the memory traffic of the out-of-place ops)."""
+    t = x >> 30
+    t &= (1 << 34) - 1  # logical shift: clear the sign-extended bits
+    x ^= t
+    x *= noise._M1
+    torch.bitwise_right_shift(x, 27, out=t)
+    t &= (1 << 37) - 1
+    x ^= t
+    x *= noise._M2
+    torch.bitwise_right_shift(x, 31, out=t)
+    t &= (1 << 33) - 1
+    return x.bitwise_xor_(t)
+
+
 def advance(h: torch.Tensor, part) -> torch.Tensor:
     """One more link of the key chain (a step or a draw index; int or int64 tensor)."""
     if isinstance(part, torch.Tensor):
-        return noise.mix64(h ^ (part * noise._GOLDEN + _LINK))
-    return noise.mix64(h ^ _link(part))
+        return _mix64_(h ^ (part * noise._GOLDEN + _LINK))
+    return _mix64_(h ^ _link(part))
 
 
 def bits_uniform(h: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
@@ -79,14 +95,16 @@ def keyed_normals3(prefix: torch.Tensor, step: int, dtype=torch.float32) -> torc
     gives two 24-bit uniforms for one Box–Muller pair (the second pair's sine unused).
     Depends only on the key, so it is batch- and policy-independent like ``noise.normal``."""
     h = advance(prefix, step)
-    hh = torch.stack((advance(h, 0), advance(h, 1)), -1)  # [..., 2]
+    hh = advance(h[..., None], torch.tensor([0, 1], device=h.device))  # draws 0 and 1: [..., 2]
     scale = 1.0 / (1 << 24)
     u1 = (noise._lsr(hh, 40).to(dtype) + 0.5) * scale
     u2 = (((hh >> 8) & 0xFFFFFF).to(dtype) + 0.5) * scale
     r = torch.sqrt(-2.0 * torch.log(u1))
     th = (2.0 * math.pi) * u2
-    c = r * torch.cos(th)
-    return torch.cat((c, r[..., :1] * torch.sin(th[..., :1])), -1)
+    out = torch.empty((*h.shape, 3), dtype=dtype, device=h.device)
+    torch.mul(r, torch.cos(th), out=out[..., :2])
+    torch.mul(r[..., 0], torch.sin(th[..., 0]), out=out[..., 2])
+    return out
 
 
 # ----------------------------------------------------------------------------- neighbours
@@ -231,6 +249,107 @@ def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tens
     r2 = (d * d).sum(-1)
     m = r2 < cutoff * cutoff
     return gi[m], gj[m], d[m], r2[m]
+
+
+class ReachTable(NamedTuple):
+    """Immobile reference particles binned for :func:`reach_pairs` (built by :func:`reach_table`).
+
+    The box of every world is cut into ``nc³`` cells; cell ``c`` of world ``w`` (key
+    ``w * nc³ + c``) lists, in ``members[start[key] : start[key] + count[key]]``, the
+    flattened indices of the reference particles within reach of *some* point of the
+    cell. The last key (``W * nc³``) is an empty cell for queries to skip.
+    """
+
+    nc: int
+    start: torch.Tensor
+    count: torch.Tensor
+    members: torch.Tensor
+
+
+def reach_table(pos: torch.Tensor, ref_mask: torch.Tensor, box: float, cutoff: float,
+                nc: int | None = None) -> ReachTable:
+    """Bin the (immobile) reference particles ``ref_mask`` once for :func:`reach_pairs`.
+
+    Each reference particle is listed in every cell whose box comes closer than
+    ``cutoff`` (padded by float rounding) to it under periodic images, so a query
+    particle needs one cell lookup to find every reference partner within ``cutoff``.
+    ``nc`` (cells per box edge) defaults to cells of edge about ``cutoff / 2``
+    (candidates per query about 2.5 × the partners within reach), capped near
+    2^22 cells over all worlds (memory; random lookups in a larger table miss the cache).
+    """
+    W, N, _ = pos.shape
+    dev = pos.device
+    check_geometry(box, cutoff)
+    if nc is None:
+        nc = int(math.floor(2.0 * box / cutoff + 1e-9))
+        nc = max(1, min(nc, int(((1 << 22) / max(W, 1)) ** (1.0 / 3.0) + 1e-9)))
+    check(nc >= 1, "nc", nc, "a positive number of cells per box edge")
+    ncell = nc ** 3
+    h = box / nc
+    reach = cutoff * (1.0 + 1e-4) + 1e-6 * box  # float32 positions and cell indices round by ~1e-7 box
+    span = int(math.floor(2.0 * reach / h)) + 2  # cells per axis an interval of length 2 reach can touch
+    o = torch.arange(span, device=dev)
+    ridx = torch.nonzero(ref_mask.reshape(-1)).flatten()
+    keys, members = [], []
+    chunk = max(1, (1 << 22) // span ** 3)
+    for r in torch.split(ridx, chunk):
+        x = pos.reshape(-1, 3).index_select(0, r).double()  # [R, 3]
+        ca = torch.floor((x - reach) / h).long()[:, :, None] + o  # per axis: cells that may be in reach [R,3,S]
+        gap = (ca * h - x[..., None]).clamp_min(0) + (x[..., None] - (ca + 1) * h).clamp_min(0)
+        g2 = gap * gap
+        ok = g2[:, 0, :, None, None] + g2[:, 1, None, :, None] + g2[:, 2, None, None, :] < reach * reach
+        cc = torch.remainder(ca, nc)
+        cid = (cc[:, 0, :, None, None] * nc + cc[:, 1, None, :, None]) * nc + cc[:, 2, None, None, :]
+        cid = cid + (torch.div(r, N, rounding_mode="floor") * ncell)[:, None, None, None]
+        keys.append(cid[ok])
+        members.append(r[:, None, None, None].expand_as(cid)[ok])
+    keys = torch.cat(keys) if keys else torch.zeros(0, dtype=torch.long, device=dev)
+    members = torch.cat(members) if members else torch.zeros(0, dtype=torch.long, device=dev)
+    # sort by cell; a small box can reach one cell through two periodic images: list it once
+    comb = torch.unique(keys * (W * N) + members)
+    keys = torch.div(comb, W * N, rounding_mode="floor")
+    count = torch.bincount(keys, minlength=W * ncell + 1)
+    start = torch.cumsum(count, 0) - count
+    return ReachTable(nc, start, count, comb - keys * (W * N))
+
+
+def reach_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tensor, table: ReachTable,
+                box: float, cutoff: float, query_from: int = 0):
+    """Compact list of the pairs closer than ``cutoff`` between query particles and the
+    immobile reference particles of ``table`` (:func:`reach_table`, built on these
+    reference positions): the same pairs as ``cell_pairs(pos, query_mask, ref_mask, ...)``
+    with ``ref_mask`` a subset of the table's particles, the query slots ``[query_from, N)``
+    and ``query_mask`` false before them, in another order.
+
+    One cell lookup per query particle (instead of 8 or 27 cells per query and a
+    re-binning of the reference particles every step). Returns ``(gi, gj, d, r2)``
+    like :func:`cell_pairs`: flattened query and reference indices, ``d = r_j - r_i``
+    (minimum image) and ``r2``.
+    """
+    W, N, _ = pos.shape
+    dev = pos.device
+    nc = table.nc
+    Q = N - query_from
+    take = torch.Tensor.index_select
+    # cell index in floating point (exact: < 2^24) on the [W, Q, 3] view; integers only per particle
+    c = torch.floor(pos[:, query_from:] * (nc / box)).clamp_(0, nc - 1)
+    key = ((c[..., 0] * nc + c[..., 1]) * nc + c[..., 2]).long()
+    key += (torch.arange(W, device=dev) * nc ** 3)[:, None]
+    key = torch.where(query_mask[:, query_from:], key, W * nc ** 3).reshape(-1)  # the empty cell
+    cnt = take(table.count, 0, key)
+    look = torch.nonzero(cnt).flatten()
+    cnt = take(cnt, 0, look)
+    total = int(cnt.sum().item())
+    rows = torch.repeat_interleave(torch.arange(look.numel(), device=dev), cnt, output_size=total)
+    first = take(table.start, 0, take(key, 0, look)) - (torch.cumsum(cnt, 0) - cnt)
+    gj = take(table.members, 0, take(first, 0, rows) + torch.arange(total, device=dev))
+    q = take(look, 0, rows)
+    gi = q + torch.div(q, Q, rounding_mode="floor") * query_from + query_from  # w*Q + i -> w*N + query_from + i
+    flat = pos.reshape(W * N, 3)
+    d = min_image(take(flat, 0, gj) - take(flat, 0, gi), box)
+    r2 = (d * d).sum(-1)
+    m = torch.nonzero((r2 < cutoff * cutoff) & take(ref_mask.reshape(-1), 0, gj)).flatten()
+    return take(gi, 0, m), take(gj, 0, m), take(d, 0, m), take(r2, 0, m)
 
 
 def pair_vectors(pos: torch.Tensor, nbr: torch.Tensor, box: float):

@@ -304,6 +304,13 @@ class MolecularTwin(Twin):
         self._mobile_from = 0 if D_target > 0 else (self.n_t if D_offtarget > 0 else self.lig0)
         if repulsion_k > 0:
             self._mobile_from = 0  # forces act on every macromolecule
+        # immobile receptors (no diffusion, no forces): bin them once, each ligand then finds its
+        # binding partners with one cell lookup per step (kernels.reach_pairs; the same pairs as cell_pairs)
+        self._reach = None
+        if self._mobile_from >= self.lig0 and self.n_lig and self.lig0:
+            rec = torch.zeros((W, N), dtype=torch.bool, device=dev)
+            rec[:, : self.lig0] = True
+            self._reach = K.reach_table(self.pos, rec, self.box, self.R)
         self._pref_b = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.BROWNIAN, self.nid[None, :])
         self._pref_r = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.REACTION, self.nid[None, :])
         self._pref_p = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.PLACEMENT, self.nid[None, :])
@@ -417,7 +424,9 @@ class MolecularTwin(Twin):
         free_lig = sp == Species.LIGAND
         free_rec = (sp >= Species.TARGET) & (sp <= Species.OFFTARGET)
         # the pair search queries from the smaller set (fewer cell lookups); the pair set is the same
-        if int(free_rec.sum()) < int(free_lig.sum()):
+        if self._reach is not None:
+            gi, gj, _, _ = K.reach_pairs(self.pos, free_lig, free_rec, self._reach, self.box, self.R, self.lig0)
+        elif int(free_rec.sum()) < int(free_lig.sum()):
             gj, gi, _, _ = K.cell_pairs(self.pos, free_rec, free_lig, self.box, self.R, self.cell_size)
         else:
             gi, gj, _, _ = K.cell_pairs(self.pos, free_lig, free_rec, self.box, self.R, self.cell_size)

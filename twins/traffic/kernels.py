@@ -66,8 +66,10 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
     cycle = ends[:, :, -1]
     tc = torch.remainder(t + offsets, cycle)  # [W, P]
     phase = torch.searchsorted(ends, tc.unsqueeze(-1), right=True).squeeze(-1).clamp(max=K - 1)
-    ph_link = phase[:, link_program]  # [W, G]
-    return phase_code[link_program.unsqueeze(0).expand_as(ph_link), ph_link, link_local.unsqueeze(0).expand_as(ph_link)]
+    ph_link = phase.index_select(1, link_program)  # [W, G]
+    Lmax = phase_code.shape[2]
+    flat = (link_program * K + ph_link) * Lmax + link_local  # into phase_code [P, K, Lmax]
+    return _gather(phase_code.reshape(-1), flat.reshape(-1)).view(ph_link.shape)
 
 
 def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):

@@ -709,9 +709,13 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
                          _num(e["ci_high"]), _num(e["gap"]))
     # the folder's manifest carries the search's compute and energy account (twins.compute.accounting)
     acc = ev.compute_account()
-    io.write_json(outdir / "manifest.json", io.manifest(
+    from twins.compute.device import manifest_devices
+
+    man = io.manifest(
         cfg, ev._probe.device, ev._probe.dtype, started, True, task="search", accounting=acc,
-        energy_per_confirmed_policy_j=(res.best or {}).get("compute", {}).get("energy_per_confirmed_policy_j")))
+        energy_per_confirmed_policy_j=(res.best or {}).get("compute", {}).get("energy_per_confirmed_policy_j"))
+    # device: where the evaluations ran (the plan's devices; under compute=ray the cluster's), not the driver's
+    io.write_json(outdir / "manifest.json", {**man, **manifest_devices(cfg, ev._probe.device)})
     log.info("search energy: %.1f J in all%s (%s)", acc["energy_total_j"],
              "" if not res.best else f", {res.best['compute']['energy_per_confirmed_policy_j']} J per confirmed policy",
              "estimate" if acc["energy_is_estimate"] else "measured")

@@ -16,6 +16,7 @@ def test_manifest_records_wall_time_device_seconds_and_energy(tmp_path):
     man = json.loads((tmp_path / "manifest.json").read_text())
     acc, comp = man["accounting"], man["compute"]
     assert comp["chunks"] == 2 and comp["devices"] == ["cpu"] and comp["bytes_per_world"] > 0
+    assert man["device"].startswith("cpu (") and "driver_device" not in man  # local: the driver ran the worlds
     assert comp["memory_method"].startswith("cpu:")
     assert 0 < acc["wall_time_s"] <= man["wall_time_s"]
     cpu_s = acc["device_seconds"]["cpu"]

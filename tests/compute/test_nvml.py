@@ -1,8 +1,10 @@
 """GPU energy from NVML's cumulative counter (twins.compute.accounting), with a fake ``pynvml`` module: the chunk's
-GPU is found by UUID (else by index, through CUDA_VISIBLE_DEVICES), the counter difference is converted from mJ
-to J, and where NVML is missing or fails the account says the energy is unavailable (never a made-up figure).
+GPU is found by UUID (else through CUDA_VISIBLE_DEVICES: numbers or GPU- UUIDs), the counter difference is
+converted from mJ to J, and where NVML is missing or fails, or the GPU cannot be told for sure (a MIG instance, a
+UUID NVML does not list), the account says the energy is unavailable (never another GPU's or a made-up figure).
 No CUDA tensors are faked: only torch.cuda's device lookup and synchronize, which measure() calls."""
 import sys
+import time
 import types
 
 import pytest
@@ -18,7 +20,7 @@ class NVMLError(Exception):
     pass
 
 
-def fake_pynvml(uuids=UUIDS, fail_init=False, unsupported=False):
+def fake_pynvml(uuids=UUIDS, fail_init=False, unsupported=False, names=None):
     """A ``pynvml`` stand-in: GPU ``i``'s energy counter (mJ) advances by ``(i + 1) × 1000`` at every read."""
     nv = types.ModuleType("pynvml")
     nv.NVMLError = NVMLError
@@ -47,6 +49,7 @@ def fake_pynvml(uuids=UUIDS, fail_init=False, unsupported=False):
     nv.nvmlDeviceGetCount = lambda: len(uuids)
     nv.nvmlDeviceGetHandleByIndex = nvmlDeviceGetHandleByIndex
     nv.nvmlDeviceGetUUID = lambda h: ("GPU-" + uuids[h[1]]).encode()  # older pynvml returns bytes
+    nv.nvmlDeviceGetName = lambda h: (names or ["NVIDIA H100 80GB HBM3"] * len(uuids))[h[1]]
     nv.nvmlDeviceGetTotalEnergyConsumption = nvmlDeviceGetTotalEnergyConsumption
     return nv
 
@@ -55,6 +58,7 @@ def fake_pynvml(uuids=UUIDS, fail_init=False, unsupported=False):
 def fresh_nvml(monkeypatch):
     """No NVML module state carried between tests (accounting caches the initialised module)."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     accounting._nvml.cache_clear()
     yield
     accounting._nvml.cache_clear()
@@ -71,11 +75,11 @@ def install(monkeypatch, nv, uuid=None):
     monkeypatch.setattr(torch.cuda, "get_device_properties", props)
 
 
-def chunk_account(device="cuda:0"):
-    """A chunk measured on ``device``, in a run's account: (usage, summary)."""
+def chunk_account(device="cuda:0", work_s=0.0):
+    """A chunk (``work_s`` seconds long) measured on ``device``, in a run's account: (usage, summary)."""
     meter = accounting.RunMeter(cpu_watts_per_core=5.0).start()
     with accounting.measure(torch.device(device)) as u:
-        pass
+        time.sleep(work_s)
     meter.add(u)
     return u, meter.stop().summary()
 
@@ -105,12 +109,57 @@ def test_index_fallback_follows_cuda_visible_devices(monkeypatch):
     assert set(nv.reads) == {0} and u.gpu_energy_j == pytest.approx(1.0)
 
 
-def test_unknown_uuid_falls_back_to_the_index(monkeypatch):
+def test_a_uuid_nvml_does_not_list_is_unknown_not_the_index(monkeypatch):
     nv = fake_pynvml()
     assert accounting.nvml_energy_mj(nv, "GPU-" + UUIDS[2], 0) == nv.counters[2]  # with the prefix, too
     assert nv.reads == [2]
-    assert accounting.nvml_energy_mj(nv, "not-a-gpu-here", 1) == nv.counters[1] and nv.reads[-1] == 1
+    # torch knows the device's UUID and NVML lists no such GPU (a MIG instance): unknown, not GPU 1's counter
+    assert accounting.nvml_energy_mj(nv, "9f9f9f9f-3333-3333-3333-333333333333", 1) is None
     assert accounting.nvml_energy_mj(nv, None, 7) is None  # no such GPU: unreadable, not an error
+    assert nv.reads == [2]
+    install(monkeypatch, nv, uuid="9f9f9f9f-3333-3333-3333-333333333333")  # ... and in a run's account
+    u, s = chunk_account("cuda:1")
+    assert nv.reads == [2] and u.gpu_energy_j is None
+    assert s["energy"]["cuda"]["joules"] is None and s["energy"]["cuda"]["method"] == "unavailable"
+    assert "MIG" in s["energy"]["cuda"]["note"]
+
+
+def test_uuid_entries_of_cuda_visible_devices_are_resolved_through_nvml(monkeypatch):
+    nv = fake_pynvml()
+    install(monkeypatch, nv, uuid=None)  # no uuid property: CUDA_VISIBLE_DEVICES says which GPU
+    # full UUIDs, and a unique prefix (CUDA accepts both): torch's cuda:0 is GPU 2, cuda:1 is GPU 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"GPU-{UUIDS[2]}, GPU-{UUIDS[0][:12]}")
+    u, _ = chunk_account("cuda:0")
+    assert set(nv.reads) == {2} and u.gpu_energy_j == pytest.approx(3.0)
+    nv.reads.clear()
+    u, _ = chunk_account("cuda:1")
+    assert set(nv.reads) == {0} and u.gpu_energy_j == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("visible, index", [
+    ("MIG-5a6b7c8d-0000-0000-0000-000000000000", 0),  # a MIG instance: no energy counter of its own
+    ("GPU-0a1b2c3d", 0),                              # a prefix of every GPU's UUID: ambiguous
+    ("GPU-ffffffff-0000-0000-0000-000000000000", 0),  # a GPU NVML does not list
+    ("1", 1),                                         # past the visible list
+])
+def test_cuda_visible_devices_entries_that_name_no_single_gpu_are_unknown(monkeypatch, visible, index):
+    nv = fake_pynvml()
+    install(monkeypatch, nv, uuid=None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    u, s = chunk_account(f"cuda:{index}")
+    assert nv.reads == [] and u.gpu_energy_j is None and s["energy"]["cuda"]["joules"] is None
+
+
+def test_numbers_are_trusted_only_where_cuda_numbers_gpus_as_nvml_does(monkeypatch):
+    """CUDA's default order is fastest first; NVML's is PCI order. They agree for GPUs of one model, or under
+    CUDA_DEVICE_ORDER=PCI_BUS_ID; otherwise a number (without a UUID) does not tell the GPU for sure."""
+    nv = fake_pynvml(names=["NVIDIA H100", "NVIDIA A100", "NVIDIA H100"])
+    install(monkeypatch, nv, uuid=None)
+    u, _ = chunk_account("cuda:1")
+    assert nv.reads == [] and u.gpu_energy_j is None
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    u, _ = chunk_account("cuda:1")
+    assert set(nv.reads) == {1} and u.gpu_energy_j == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("why", ["not installed", "init fails", "counter not supported"])
@@ -120,13 +169,14 @@ def test_energy_unavailable_is_said_not_invented(monkeypatch, why):
     else:
         install(monkeypatch, fake_pynvml(fail_init=why == "init fails", unsupported=why == "counter not supported"),
                 uuid=UUIDS[0])
-    u, s = chunk_account("cuda:0")
+    u, s = chunk_account("cuda:0", work_s=0.02)
     assert u.gpu_energy_j is None
     e = s["energy"]["cuda"]
     assert e["joules"] is None and e["method"] == "unavailable" and e["estimate"] is False
     assert "nvidia-ml-py" in e["note"]
     assert s["energy_total_j"] == s["energy"]["cpu"]["joules"]  # the total counts what is known
-    assert s["device_seconds"]["cuda"] >= 0
+    # the GPU time is still counted: the chunk's wall time
+    assert s["device_seconds"]["cuda"] == round(u.wall_s, 3) and u.wall_s >= 0.02
 
 
 def test_cpu_chunks_never_read_nvml(monkeypatch):

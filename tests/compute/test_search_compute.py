@@ -26,3 +26,4 @@ def test_search_planned_batch_and_energy_per_confirmed_policy(tmp_path):
     assert comp["chunks"] == 4 * 2 + -(-4 * (n + 1) // 3)
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert man["task"] == "search" and man["accounting"]["energy_total_j"] == comp["energy_total_j"]
+    assert man["device"].startswith("cpu (") and "driver_device" not in man  # local: the driver ran the worlds

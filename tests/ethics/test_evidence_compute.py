@@ -63,3 +63,71 @@ def test_chunked_evidence_equals_one_chunk_and_is_in_the_run_account(tmp_path):
     assert acc["energy_total_j"] == pytest.approx(own["energy_total_j"] + ev["energy_total_j"], abs=2e-3)
     assert acc["energy"]["cpu"]["method"] == ev["energy"]["cpu"]["method"]
 
+
+
+# --- folding the evidence account into the manifest -----------------------------------------------------
+def _batches(cpu_s: float, chunks: int = 2):
+    """Evidence batches whose meter holds ``chunks`` chunks of ``cpu_s`` CPU seconds each, run elsewhere."""
+    from omegaconf import OmegaConf
+    from twins.compute.accounting import Usage
+
+    b = evidence.Batches(OmegaConf.create({"compute": {"cpu_watts_per_core": 5.0}}))
+    for _ in range(chunks):
+        b.meter.add(Usage(device="cpu", wall_s=cpu_s, cpu_s=cpu_s, pid=-1, host="a-worker"))
+    b.plans.append({"batch": "ethics: held-out evidence", "worlds": 4, "chunks": chunks})
+    return b
+
+
+@pytest.mark.parametrize("own", [None, {"wall_time_s": 3.0, "device_seconds": {"cpu": 6.0}, "chunks": 1,
+                                        "energy": {"cpu": {"joules": 30.0, "method": "estimate", "estimate": True,
+                                                           "note": "run"}}}])
+def test_a_second_review_replaces_the_evidence_account_never_adds_it_twice(tmp_path, own):
+    """With or without the task's own account in the manifest, reviewing twice leaves the task's account plus
+    the latest evidence's, once."""
+    io.write_json(tmp_path / "manifest.json", {"task": "run", **({"accounting": own} if own else {})})
+    evidence.add_to_manifest(tmp_path, _batches(1.0))
+    second = _batches(2.0, chunks=3)
+    evidence.add_to_manifest(tmp_path, second)
+    acc = json.loads((tmp_path / "manifest.json").read_text())["accounting"]
+    ev = second.meter.summary()
+    assert acc["parts"]["ethics_evidence"] == ev and ev["device_seconds"]["cpu"] == 6.0 and ev["chunks"] == 3
+    if own is None:
+        assert "run" not in acc["parts"] and acc["chunks"] == 3
+        assert acc["device_seconds"]["cpu"] == 6.0 and acc["energy_total_j"] == ev["energy_total_j"]
+    else:
+        assert acc["parts"]["run"] == own and acc["chunks"] == 4
+        assert acc["device_seconds"]["cpu"] == 12.0 and acc["energy_total_j"] == pytest.approx(
+            30.0 + ev["energy_total_j"], abs=1e-3)
+
+
+def test_an_unreadable_manifest_is_said(tmp_path, caplog):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="twins"):
+        evidence.add_to_manifest(tmp_path, _batches(1.0))
+    assert "could not read" in caplog.text and "manifest.json" in caplog.text
+    assert (tmp_path / "manifest.json").read_text() == "{not json"  # left as it was
+
+
+@pytest.mark.parametrize("outcome", ["evidence", "error"])
+def test_a_failing_account_neither_fails_the_evidence_nor_hides_its_error(tmp_path, monkeypatch, caplog, outcome):
+    def fake_gather(cfg, outdir, policy, batches, **kw):
+        batches.plans.append({"batch": "ethics: held-out evidence"})
+        if outcome == "error":
+            raise ValueError("the evidence run failed")
+        return {"kind": "traffic"}
+
+    def broken(outdir, batches):
+        raise PermissionError("read-only folder")
+
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(evidence, "_gather", fake_gather)
+    monkeypatch.setattr(evidence, "add_to_manifest", broken)
+    cfg = OmegaConf.create({"compute": {}})
+    with caplog.at_level("WARNING", logger="twins"):
+        if outcome == "error":
+            with pytest.raises(ValueError, match="the evidence run failed"):
+                evidence.gather(cfg, tmp_path, {})
+        else:
+            assert evidence.gather(cfg, tmp_path, {}) == {"kind": "traffic"}
+    assert "PermissionError: read-only folder" in caplog.text

@@ -9,7 +9,9 @@
   (``nvmlDeviceGetTotalEnergyConsumption``, Volta and newer) read before and
   after each chunk on that chunk's GPU, when ``pynvml`` (the ``nvidia-ml-py``
   package) is importable. It is the whole GPU's energy, including anything
-  else running on it. Without NVML, a GPU chunk's energy is ``null``.
+  else running on it. Without NVML, or where the chunk's GPU cannot be told
+  for sure (a MIG instance, a UUID NVML does not list: :func:`nvml_handle`),
+  a GPU chunk's energy is ``null``.
 - **CPU energy** comes from RAPL package counters
   (``/sys/class/powercap/intel-rapl:N/energy_uj``) where they are readable and
   every chunk ran on this machine — the whole package, so other processes on
@@ -84,29 +86,67 @@ def _nvml():
     return pynvml
 
 
-def _physical_index(index: int) -> int:
-    """NVML's number for torch's ``cuda:index``: NVML ignores ``CUDA_VISIBLE_DEVICES`` (which Ray sets for each
-    task), so a numeric list there maps torch's index to the physical one."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-    if index < len(visible) and visible[index].strip().isdigit():
-        return int(visible[index])
-    return index
+def _bare_uuid(u) -> str:
+    u = u.decode() if isinstance(u, bytes) else str(u)
+    u = u.strip().lower()
+    return u[4:] if u.startswith("gpu-") else u
+
+
+def _nvml_gpus(nv):
+    """``[(bare uuid, handle)]`` of every GPU NVML lists (NVML numbers them physically, ignoring
+    ``CUDA_VISIBLE_DEVICES``; MIG instances are not among them)."""
+    out = []
+    for i in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        out.append((_bare_uuid(nv.nvmlDeviceGetUUID(h)), h))
+    return out
+
+
+def _pci_numbering(nv) -> bool:
+    """Does CUDA number the GPUs as NVML does (see :func:`nvml_handle`)?"""
+    if os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST").strip().upper() == "PCI_BUS_ID":
+        return True
+    names = {str(nv.nvmlDeviceGetName(h)) for _, h in _nvml_gpus(nv)}
+    return len(names) <= 1
+
+
+def nvml_handle(nv, uuid: str | None, index: int):
+    """NVML's handle of torch's ``cuda:index``, or None where it cannot be told for sure (then the energy is
+    unknown, never another GPU's):
+
+    - by ``uuid`` (torch's, matched with or without the ``GPU-`` prefix) when torch knows it; a UUID NVML does
+      not list (a MIG instance, whose energy NVML does not count on its own) gives None;
+    - else through ``CUDA_VISIBLE_DEVICES`` (which Ray sets for each task, and NVML ignores): its entry
+      ``index`` is a physical number, or a ``GPU-`` UUID (or a unique prefix of one, as CUDA accepts); a
+      ``MIG-`` entry, or one that matches no GPU, gives None;
+    - with no ``CUDA_VISIBLE_DEVICES``, NVML's GPU ``index``.
+
+    A number is CUDA's, which is NVML's (PCI order) under ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` or when every GPU is
+    the same model (CUDA's default fastest-first order then keeps PCI order); otherwise a number gives None.
+    """
+    if uuid:
+        want = _bare_uuid(uuid)
+        return next((h for u, h in _nvml_gpus(nv) if u == want), None)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return nv.nvmlDeviceGetHandleByIndex(index) if _pci_numbering(nv) else None
+    entries = [e.strip() for e in visible.split(",")]
+    entry = entries[index] if 0 <= index < len(entries) else ""
+    if entry.isdigit():
+        return nv.nvmlDeviceGetHandleByIndex(int(entry)) if _pci_numbering(nv) else None
+    if entry.lower().startswith("gpu-"):
+        want = _bare_uuid(entry)
+        found = [h for u, h in _nvml_gpus(nv) if u.startswith(want)]
+        return found[0] if len(found) == 1 else None
+    return None  # MIG-..., empty, or not a device
 
 
 def nvml_energy_mj(nv, uuid: str | None, index: int) -> float | None:
-    """NVML's cumulative energy counter (mJ) of the GPU with ``uuid`` (matched with or without the ``GPU-``
-    prefix), else of the GPU NVML numbers ``index``; None where the counter cannot be read."""
+    """NVML's cumulative energy counter (mJ) of torch's ``cuda:index`` (found by :func:`nvml_handle`); None
+    where that GPU cannot be identified for sure or its counter cannot be read."""
     try:
-        if uuid:
-            want = str(uuid).replace("GPU-", "")
-            for i in range(nv.nvmlDeviceGetCount()):  # NVML numbers GPUs physically; match by UUID
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                u = nv.nvmlDeviceGetUUID(h)
-                u = u.decode() if isinstance(u, bytes) else str(u)
-                if u.replace("GPU-", "") == want:
-                    return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
-        h = nv.nvmlDeviceGetHandleByIndex(index)
-        return float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
+        h = nvml_handle(nv, uuid, index)
+        return None if h is None else float(nv.nvmlDeviceGetTotalEnergyConsumption(h))
     except Exception:  # not supported on this GPU (pre-Volta) or driver, or no such GPU
         return None
 
@@ -127,7 +167,7 @@ def gpu_energy_mj(device: torch.device) -> float | None:
         uuid = str(torch.cuda.get_device_properties(index).uuid)
     except Exception:  # an older torch without the uuid property
         uuid = None
-    return nvml_energy_mj(nv, uuid, _physical_index(index))
+    return nvml_energy_mj(nv, uuid, index)
 
 
 # --- what one chunk (or the driver) used ---------------------------------------------------------
@@ -228,8 +268,9 @@ class RunMeter:
                                "note": "NVML total-energy counter per chunk's GPU (whole GPU)"}
                               if len(known) == len(gpu_chunks) else
                               {"joules": None, "method": "unavailable", "estimate": False,
-                               "note": "NVML energy counter not available: install nvidia-ml-py "
-                                       "(the counter needs a Volta or newer GPU)"})
+                               "note": "NVML energy counter not available for every GPU chunk: install "
+                                       "nvidia-ml-py (the counter needs a Volta or newer GPU); a MIG "
+                                       "instance, or a GPU NVML cannot identify, has none"})
         known_j = [e["joules"] for e in energy.values() if e["joules"] is not None]
         return {
             "wall_time_s": round(self.wall_s, 3),

@@ -49,6 +49,24 @@ def driver_device(cfg) -> torch.device:
     return resolve_device(c.device)
 
 
+def manifest_devices(cfg, driver: torch.device, devices: list[str] | None = None) -> dict:
+    """The manifest's device fields: ``device``, where the worlds ran (the plan's ``devices``; by default those
+    of :func:`twins.compute.plan.targets` for ``cfg``: under ``compute=ray`` the cluster's), and, where it
+    differs, ``driver_device``: this process's, which only builds never-stepped twins (see
+    :func:`driver_device`)."""
+    if devices is None:
+        from .plan import targets
+
+        devices = targets(cfg)[0]
+    if str(cfg.compute.get("backend", "local")) == "ray":
+        kinds = dict.fromkeys(torch.device(d).type for d in devices)
+        where = ", ".join("cuda (Ray workers' GPUs)" if k == "cuda" else f"{k} (Ray workers)" for k in kinds)
+    else:
+        where = ", ".join(describe(torch.device(d)) for d in devices)
+    here = describe(torch.device(driver))
+    return {"device": where} if where == here else {"device": where, "driver_device": here}
+
+
 def set_threads(n) -> None:
     """``compute.threads``: torch's intra-op CPU threads for this process (None leaves torch's default)."""
     if n is None:

@@ -11,7 +11,8 @@ import ``twins`` (install it there, or start the workers from a checkout).
 The devices are the cluster's, not this machine's (:func:`plan_devices`):
 ``compute.device=cuda`` (or ``auto`` on a cluster with GPUs) runs every chunk on
 a cluster GPU even when the driver has none; the memory probe then runs as a Ray
-task on a GPU worker (:func:`measure`).
+task on a GPU worker, as it does whenever the cluster is not this machine
+(``compute.address`` other than ``local``: :func:`measure`).
 
 A task whose worker dies (killed, out of memory) is retried up to
 ``compute.max_retries`` times; results are kept by chunk id, so a retried
@@ -116,69 +117,122 @@ def parallel_slots(cfg) -> int:
 
 
 # --- the memory probe where the chunks will run --------------------------------------------------------
-#: how long the driver waits for a GPU worker to run the memory probe before it falls back (see measure)
-PROBE_TIMEOUT_S = 600.0
-_WORKER_PROBES: dict[tuple, tuple] = {}  # probe key -> (probe, free bytes) from a GPU worker
+#: how long the driver waits for a Ray worker to run the memory probe, or to read its free memory, before it
+#: falls back (see measure): a worker starts in seconds, so longer means no worker with the device is free
+PROBE_TIMEOUT_S = 120.0
+_WORKER_PROBES: dict[tuple, tuple] = {}  # (cluster, probe key) -> (probe, measured on a worker?)
+
+
+def _on_worker(fn, device_type: str, timeout_s: float, *args):
+    """``fn(*args)`` as a Ray task holding what a chunk holds (one CPU; one GPU on CUDA); cancelled if it is not
+    done within ``timeout_s``."""
+    import ray
+
+    task = ray.remote(num_cpus=1, num_gpus=1 if device_type == "cuda" else 0, max_retries=1)(fn)
+    ref = task.remote(*args)
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except BaseException:
+        _cancel_unfinished([ref])
+        raise
+
+
+def _worker_device(device_type: str):
+    import torch
+
+    torch.set_num_threads(1)
+    return torch.device("cuda:0" if device_type == "cuda" else "cpu")  # Ray shows a task its GPU as cuda:0
 
 
 def _probe_task(job, device_type: str):
-    """In a Ray worker: the memory probe on the task's device and that device's free memory."""
-    import torch
+    from .plan import probe_memory
 
-    from .plan import free_bytes, probe_memory
+    return probe_memory(job, _worker_device(device_type))
 
-    torch.set_num_threads(1)
-    device = torch.device("cuda:0" if device_type == "cuda" else "cpu")
-    return probe_memory(job, device), free_bytes(device)
+
+def _free_task(device_type: str):
+    from .plan import free_bytes
+
+    return free_bytes(_worker_device(device_type))
 
 
 def probe_on_worker(job, device_type: str, timeout_s: float = PROBE_TIMEOUT_S):
-    """``(probe, free bytes)`` measured by a Ray task holding what a chunk holds (one CPU; one GPU on CUDA)."""
-    import ray
-
+    """The memory probe (:func:`twins.compute.plan.probe_memory`) of ``job``'s scenario, run on a Ray worker
+    with the chunks' device."""
     from .plan import PROBE_WORLDS, Job, MemoryProbe
     from twins.core.worlds import WorldBatch
 
     small = Job(job.cfg, WorldBatch.replications(job.worlds.seed, max(PROBE_WORLDS)), [])
-    task = ray.remote(num_cpus=1, num_gpus=1 if device_type == "cuda" else 0, max_retries=1)(_probe_task)
-    ref = task.remote(small, device_type)
+    p = _on_worker(_probe_task, device_type, timeout_s, small, device_type)
+    return MemoryProbe(p.bytes_per_world, p.fixed_bytes, f"{p.method}, on a Ray worker")
+
+
+def free_on_worker(device_type: str, timeout_s: float = PROBE_TIMEOUT_S) -> float | None:
+    """Free memory (bytes) of the device a Ray worker gives a chunk, read now."""
+    return _on_worker(_free_task, device_type, timeout_s, device_type)
+
+
+def _cluster() -> tuple:
+    """Which Ray cluster this process is connected to (for the probe cache)."""
+    import ray
+
     try:
-        p, free = ray.get(ref, timeout=timeout_s)
-    except BaseException:
-        _cancel_unfinished([ref])
-        raise
-    return MemoryProbe(p.bytes_per_world, p.fixed_bytes, f"{p.method}, on a Ray worker"), free
+        ctx = ray.get_runtime_context()
+        return str(ctx.gcs_address), str(ctx.get_session_name())
+    except Exception:  # Ray Client may not say
+        return ("?",)
+
+
+def _why(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e
+    text = str(cause).strip()
+    return f"{type(cause).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
 def measure(job, devices: list[str]):
-    """``(probe, free bytes)`` for a Ray plan (:func:`twins.compute.plan.targets`). The probe runs in this
-    process when it has the chunks' device (a CPU plan, or a driver with a GPU); otherwise on a Ray worker with
-    a GPU. Should that fail (no GPU worker within :data:`PROBE_TIMEOUT_S`, an error there), the CPU probe here
-    stands in — bytes per world of the same tensors, measured on the CPU — with the GPU's free memory unknown,
-    so chunks are not sized to memory; the plan record (``memory_method``) says so."""
+    """``(probe, free bytes)`` for a Ray plan (:func:`twins.compute.plan.targets`).
+
+    The probe runs in this process when this machine is the cluster (``compute.address=local``) and has the
+    chunks' device; otherwise — a cluster elsewhere, or a driver without the GPU — on a Ray worker with the
+    device. A worker's probe is cached per cluster and scenario; the free memory is read on a worker at every
+    plan (it changes). Should the probe fail there (no worker within :data:`PROBE_TIMEOUT_S`, an error there),
+    the CPU probe here stands in — bytes per world of the same tensors, measured on this machine's CPU — with
+    the free memory unknown, so chunks are not sized to memory; that fallback is cached too (set
+    compute.max_worlds_per_chunk). The plan record (``memory_method``) says which it was."""
     import torch
 
     from .plan import MemoryProbe, _probe_key, measure_here, probe_memory
 
     kind = torch.device(devices[0]).type
-    if kind == "cpu" or torch.cuda.is_available():
+    local = str(job.cfg.compute.get("address", "local")) == "local"
+    if local and (kind == "cpu" or torch.cuda.is_available()):
         return measure_here(job, ["cuda:0" if d == "cuda" else d for d in devices])
-    key = _probe_key(job, "cuda (ray worker)")
-    if key in _WORKER_PROBES:
-        return _WORKER_PROBES[key]
+    key = (_cluster(), _probe_key(job, f"{kind} (ray worker)"))
+    if key not in _WORKER_PROBES:
+        try:
+            _WORKER_PROBES[key] = probe_on_worker(job, kind), True
+        except Exception as e:  # no worker with the device came, or the probe failed there
+            why = _why(e)
+            log.warning("compute: the memory probe on a Ray %s worker failed (%s); using the CPU probe on this "
+                        "machine, and chunks are not sized to memory: set compute.max_worlds_per_chunk",
+                        kind, why)
+            p = probe_memory(job, torch.device("cpu"))
+            stand_in = "a stand-in for cuda" if kind == "cuda" else "measured on the driver"
+            _WORKER_PROBES[key] = MemoryProbe(
+                p.bytes_per_world, p.fixed_bytes,
+                f"{p.method}; {stand_in} (the probe on a Ray worker failed: {why}), the workers' free memory "
+                "unknown"), False
+    probe, on_worker = _WORKER_PROBES[key]
+    if not on_worker:
+        return probe, None
     try:
-        out = probe_on_worker(job, "cuda")
-    except Exception as e:  # no GPU worker came, or the probe failed there
-        cause = getattr(e, "cause", None) or e
-        why = f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
-        log.warning("compute: the memory probe on a Ray GPU worker failed (%s); using the CPU probe on this "
-                    "machine, and chunks are not sized to GPU memory: set compute.max_worlds_per_chunk", why)
-        p = probe_memory(job, torch.device("cpu"))
-        return MemoryProbe(p.bytes_per_world, p.fixed_bytes,
-                           f"{p.method}; a stand-in for cuda (the probe on a Ray GPU worker failed: {why}), "
-                           "the GPU's free memory unknown"), None
-    _WORKER_PROBES[key] = out
-    return out
+        return probe, free_on_worker(kind)
+    except Exception as e:
+        why = _why(e)
+        log.warning("compute: could not read the free memory of a Ray %s worker (%s): chunks are not sized to "
+                    "memory this time", kind, why)
+        return MemoryProbe(probe.bytes_per_world, probe.fixed_bytes,
+                           f"{probe.method}; the worker's free memory unknown (reading it failed: {why})"), None
 
 
 def _task(fn, job, chunk):

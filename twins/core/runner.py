@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from twins.compute.device import driver_device, resolve_dtype
+from twins.compute.device import driver_device, manifest_devices, resolve_dtype
 
 from . import io
 from .config import validate_common
@@ -82,6 +82,14 @@ def _compute_account(exe) -> dict:
             "accounting": exe.meter.summary()}
 
 
+def _manifest(cfg, exe, twin, started: float, complete: bool, **extra) -> dict:
+    """The run's manifest: ``device`` is where its worlds ran (the plan's devices), ``driver_device`` this
+    process's where different (under compute=ray a driver without a GPU runs its chunks on the cluster's)."""
+    man = io.manifest(cfg, twin.device, twin.dtype, started, complete, steps_done=exe.steps_done,
+                      steps=exe.n_steps, **extra, **_compute_account(exe))
+    return {**man, **manifest_devices(cfg, twin.device, exe.plan.devices)}
+
+
 def run(cfg: DictConfig, outdir: str | Path) -> dict:
     """Run ``cfg`` and write its folder; returns the metric summary."""
     from interventions import counterfactual as cf
@@ -106,9 +114,7 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
             if partial is not None:
                 io.write_tables(outdir, partial)
                 io.write_json(outdir / "metrics.json", io.summarize(partial.worlds, partial.metrics))
-            io.write_json(outdir / "manifest.json", io.manifest(
-                cfg, twin.device, twin.dtype, started, False, steps_done=exe.steps_done, steps=exe.n_steps,
-                **_compute_account(exe)))
+            io.write_json(outdir / "manifest.json", _manifest(cfg, exe, twin, started, False))
             log.error("run interrupted at step %d/%d (%d of %d chunks finished); partial results in %s",
                       exe.steps_done, exe.n_steps, len(exe.done), len(exe.plan.chunks), outdir)
         except Exception as e:  # pragma: no cover - best effort
@@ -144,9 +150,8 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
                 figures += [f"arm{a.index}/{f}" for f in twin.write_figures(_arm_result(result, a.index), sub)]
         else:
             figures = twin.write_figures(result, figdir)
-    io.write_json(outdir / "manifest.json", io.manifest(
-        cfg, twin.device, twin.dtype, started, complete, steps_done=exe.steps_done, steps=exe.n_steps,
-        worlds=exe.job.W, arms=len(arms), figures=figures, **_compute_account(exe)))
+    io.write_json(outdir / "manifest.json", _manifest(cfg, exe, twin, started, complete, worlds=exe.job.W,
+                                                      arms=len(arms), figures=figures))
     if counterfactual:  # ethics gates on held-out evidence -> gates.json, review.json, audit entry
         from twins import ethics
 

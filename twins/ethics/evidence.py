@@ -98,11 +98,15 @@ def add_to_manifest(outdir, batches: Batches) -> None:
     path = Path(outdir) / "manifest.json"
     try:
         man = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as e:
+        log.warning("ethics: could not read %s (%s): the evidence runs' compute (%d batches) is not in its "
+                    "account", path, e, len(batches.plans))
         return
     acc = man.get("accounting") or {}
     own_name = str(man.get("task", "run"))
-    own = (acc.get("parts") or {}).get(own_name, acc)  # a second review replaces the evidence part
+    # once split into parts (an earlier review), the task's own account is its part (none if it had none), and
+    # this review's evidence replaces the earlier one's; before that, the whole account is the task's own
+    own = (acc["parts"].get(own_name) or {}) if isinstance(acc.get("parts"), dict) else acc
     evidence_acc = batches.meter.summary()
     if own:
         man["accounting"] = {**combine(own, evidence_acc), "parts": {own_name: own, "ethics_evidence": evidence_acc}}
@@ -269,7 +273,11 @@ def gather(cfg, outdir, policy: dict, *, source: str = "run", estimate: float | 
         return _gather(cfg, outdir, policy, batches, source=source, estimate=estimate, extra=extra)
     finally:
         if batches.plans:
-            add_to_manifest(outdir, batches)
+            try:  # the account is a record: failing to write it must not replace the evidence or its error
+                add_to_manifest(outdir, batches)
+            except Exception as e:
+                log.warning("ethics: could not add the evidence runs' compute to %s/manifest.json (%s: %s)",
+                            outdir, type(e).__name__, e)
 
 
 def _gather(cfg, outdir, policy: dict, batches: Batches, *, source: str, estimate: float | None,

@@ -292,7 +292,9 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
     cross = (xf > L_f) & (next_lane >= 0)
     # one entry per lane per step: the vehicle landing furthest ahead (then the lowest slot)
     # enters; the others are held at the stop line and see it as their leader next step
-    land = xf - L_f - via
+    # never beyond the end of the lane entered (a lane shorter than one step's travel): a vehicle
+    # crosses one junction per step, and one past its lane's end would overtake those behind it
+    land = torch.minimum(xf - L_f - via, _gather(net.lane_length, next_lane.clamp(min=0)))
     seg = torch.where(cross, wf * L + next_lane.clamp(min=0), W * L)
     best = torch.full((W * L + 1,), -torch.inf, dtype=land.dtype, device=land.device)
     best = best.scatter_reduce(0, seg, torch.where(cross, land, -torch.inf), reduce="amax")
@@ -326,9 +328,10 @@ _idm_move_compiled = None
 
 
 def fused_idm_move(*args):
-    """:func:`idm_move` fused into one loop by ``torch.compile`` (compiled on first use; 3–7x faster on
-    CPU). Bit-identical to eager: only IEEE-exact operations, and inductor keeps eager's rules (no FMA
-    contraction)."""
+    """:func:`idm_move` fused into one loop by ``torch.compile`` (compiled on first use; 3-7x faster on
+    CPU). On CPU bit-identical to eager (only IEEE-exact operations; inductor's C++ keeps
+    ``-ffp-contract=off``); on CUDA, Triton may contract ``a*b + c`` into FMAs: the same for every
+    world (batch independence holds) but not bit-identical to eager (tests/gpu allows 4 ulps)."""
     global _idm_move_compiled
     if _idm_move_compiled is None:
         _idm_move_compiled = torch.compile(idm_move, dynamic=True)
@@ -474,14 +477,20 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     # those entering a lane land behind its tail (they follow it), and only a lane's front vehicle
     # leaves it: so the order changes only where vehicles leave (their followers lose their leader,
     # a lane whose tail left is empty) or enter (each lane takes at most one per step, as its new tail)
-    leaving = running & ((new_status == ARRIVED) | (lane_all != lane))
+    crossed = running & (rpos_all != rpos)  # the route position moves exactly when a vehicle crosses
+    leaving = crossed | (running & (new_status == ARRIVED))
     leader = torch.where((leader >= 0) & _gather(leaving, leader.clamp(min=0)), -1, leader)
     last = torch.where((last >= 0) & _gather(leaving, last.clamp(min=0)), -1, last)
-    entering = _nz(running & (new_status == RUNNING) & (lane_all != lane))
+    entering = _nz(crossed & (new_status == RUNNING))
     if entering.numel():
         seg_in = world[entering] * L + lane_all[entering]
         leader = leader.index_put((entering,), last[seg_in])
         last = last.index_put((seg_in,), entering)
+    # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise
+    # (only conceivable on lanes shorter than a vehicle) sort again
+    on = new_status == RUNNING
+    if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):
+        leader, last, _ = lane_order(world, lane_all, x_all, on, L, W, span)
 
     return {
         **state,

@@ -183,7 +183,7 @@ class DrugDesign(Intervention):
 
 def _fitting_doses(twin, interval: float, n_doses: int) -> int:
     """Doses given within the horizon at ``interval`` (capped by ``n_doses`` when positive)."""
-    first = float(twin._init_kwargs["first_dose"])
-    t_last = (twin.n_steps - 1) * twin.dt
-    fit = max(int(math.floor((t_last - first + 1e-9) / interval)) + 1, 0)
+    from twins.molecular.model import doses_that_fit
+
+    fit = doses_that_fit(float(twin._init_kwargs["first_dose"]), interval, (twin.n_steps - 1) * twin.dt)
     return min(fit, n_doses) if n_doses > 0 else fit

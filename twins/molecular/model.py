@@ -175,6 +175,11 @@ class DosingSchedule(mesa.Agent):
 
 
 # ============================================================================ molecular twin
+def doses_that_fit(first: float, interval: float, t_last: float) -> int:
+    """Doses at ``first, first + interval, ...`` that fall at or before ``t_last`` (the last step's time)."""
+    return max(int(math.floor((t_last - first + 1e-9) / interval)) + 1, 0)
+
+
 class MolecularTwin(Twin):
     """Brownian dynamics + Doi reactions of ligand, target and off-target in W worlds."""
 
@@ -239,9 +244,7 @@ class MolecularTwin(Twin):
               f"at most scenario.max_dose = {max_dose} molecules per dose",
               "Raise scenario.max_dose (the per-dose slot capacity).")
         n_doses_w = torch.round(self._param("n_doses", n_doses)).long()  # 0: as many as fit
-        t_last = (self.n_steps - 1) * self.dt
-        fit = int(math.floor((t_last - float(first.min()) + 1e-9) / float(interval.min()))) + 1
-        fit = max(fit, 0)
+        fit = doses_that_fit(float(first.min()), float(interval.min()), (self.n_steps - 1) * self.dt)
         n_max = torch.where(n_doses_w > 0, n_doses_w.clamp_max(fit), torch.full_like(n_doses_w, fit))
         n_dose_slots = int(n_max.max().item()) if W else fit
         self.max_dose, self.n_dose_slots = max_dose, n_dose_slots

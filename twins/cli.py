@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from twins.compute.device import set_threads
 from twins.core.config import register_configs
-from twins.core.errors import ConfigError, suggest
+from twins.core.errors import ConfigError, NumericalError, suggest
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 log = logging.getLogger("twins")
@@ -108,6 +108,8 @@ def run_main(cfg: DictConfig) -> float | None:
         summary = runner.run(cfg, outdir)
     except ConfigError as e:
         _fail(str(e))
+    except NumericalError as e:
+        _fail(f"{e} The results recorded before are in {outdir} (manifest: complete = false).")
     # the objective a Hydra sweeper optimizes: the first search objective's metric, of the
     # treated arm when the run has an intervention
     objectives = cfg.get("search", {}).get("objectives") or []
@@ -137,6 +139,8 @@ def search_main(cfg: DictConfig) -> float | None:
         ethics.review_search(cfg, outdir, res)
     except ConfigError as e:
         _fail(str(e))
+    except NumericalError as e:
+        _fail(f"{e} The evaluations finished before are in {outdir}.")
     if res.best:
         m = cfg.search.objectives[0].metric
         return res.best["confirmed"].get(m, {}).get("effect")

@@ -27,3 +27,15 @@ def suggest(name: str, options) -> str:
 def check(cond: bool, field: str, value, valid: str, hint: str | None = None) -> None:
     if not cond:
         raise ConfigError(field, value, valid, hint)
+
+
+class NumericalError(RuntimeError):
+    """A kernel produced a non-finite value: names the quantity, where and when, and what to check.
+
+    Raised at the next observation point after it happened; the results recorded before stay valid
+    (a run's partial tables are kept as after any crash)."""
+
+    def __init__(self, quantity: str, world: int, entity: int, t: float, value, hint: str):
+        self.quantity, self.world, self.entity, self.t, self.value = quantity, world, entity, t, value
+        super().__init__(f"{quantity} of world {world}, entity {entity} is {value} (not finite) at t = {t:g} s; "
+                         f"every state value must be a finite number. {hint}")

@@ -12,6 +12,7 @@ import mesa
 import pandas as pd
 import torch
 
+from .errors import NumericalError
 from .worlds import WorldBatch
 
 
@@ -62,6 +63,17 @@ class Twin(mesa.Model):
 
     def results(self) -> RunResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check_finite(self, quantity: str, values: torch.Tensor, live: torch.Tensor, hint: str) -> None:
+        """Raise :class:`NumericalError` for the first non-finite entry of ``values`` [W, N, ...] among the
+        ``live`` [W, N] entities (one reduction and one host sync: cheap at observation points)."""
+        bad = ~torch.isfinite(values)
+        if bad.dim() > live.dim():
+            bad = bad.flatten(live.dim()).any(-1)
+        bad = bad & live
+        if bool(bad.any()):
+            w, n = (int(i) for i in torch.nonzero(bad)[0])
+            raise NumericalError(quantity, w, n, self.time, values[w, n].tolist(), hint)
 
     def write_figures(self, result: RunResult, figdir) -> list[str]:
         """Write this twin's standard figures into ``figdir``; returns their names."""

@@ -498,6 +498,9 @@ class MolecularTwin(Twin):
 
     # ------------------------------------------------------------------ observation
     def _record(self):
+        self.check_finite("position", self.pos, self.species != Species.EMPTY,
+                          "Check the diffusion coefficients, dt and forces of that world (repulsion_k, radius): "
+                          "a step that large can throw particles to infinity.")
         bg = self.bound_per_group()
         n_oc = (self.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
         n_lig = (self.species == Species.LIGAND).sum(1)
@@ -680,6 +683,9 @@ class LJFluidTwin(Twin):
         return u_unshift, pressure, t_kin, (ke + self.epot) / N
 
     def _record(self):
+        self.check_finite("position", self.pos, self.alive,
+                          "Lower dt (velocity Verlet needs dt well below the collision time, ~0.005 in LJ units) "
+                          "or check the initial configuration for overlaps.")
         u, p, t, h = self.observables()
         self._rec.append((self.time, u, p, t, h))
 

@@ -532,6 +532,11 @@ class TrafficTwin(Twin):
             self._close_interval()
 
     def _close_interval(self) -> None:
+        running = self.state["status"] == kernels.RUNNING
+        hint = ("Check the vehicle parameters of that world (speed factor, accel, decel, tau, min gap: "
+                "positive and finite) and any per-world parameter an intervention set.")
+        self.check_finite("position (m)", self.state["pos"], running, hint)
+        self.check_finite("speed (m/s)", self.state["speed"], running, hint)
         steps_in = self.step_index % self.interval_steps or self.interval_steps
         interval_s = steps_in * self.dt
         W, L = self.W, self.net.n_lanes

@@ -164,3 +164,22 @@ def test_immobile_receptor_table_gives_the_cell_list_trajectory(kind):
     assert int(fast.n_bind_events.sum()) > 10
     for name in ("pos", "species", "partner", "n_bind_events", "n_unbind_events"):
         assert torch.equal(getattr(fast, name), getattr(general, name)), name
+
+
+def test_reach_table_too_large_falls_back_to_the_cell_list(monkeypatch):
+    """A batch whose reach table would exceed the memory bound uses the per-step cell list instead."""
+    from twins.molecular import kernels as K
+    from twins.molecular.reference import binding_box
+
+    n_ref = 4 * 40  # 4 worlds × 40 receptors
+    assert K.reach_table_bound(n_ref, 10.0, 1.0, 4) > 1000
+    monkeypatch.setattr(K, "REACH_TABLE_MAX_ENTRIES", 1000)
+    assert binding_box(WorldBatch.replications(0, 4), horizon=0.2, dtype=torch.float32)._reach is None
+
+
+def test_reach_table_refuses_cell_keys_float32_cannot_hold():
+    from twins.molecular import kernels as K
+
+    pos = torch.rand(1, 10, 3) * 300.0
+    with pytest.raises(ConfigError, match="nc"):
+        K.reach_table(pos, torch.ones(1, 10, dtype=torch.bool), 300.0, 1.0, nc=300)

@@ -266,6 +266,29 @@ class ReachTable(NamedTuple):
     members: torch.Tensor
 
 
+#: reach tables larger than this (entries, upper bound) are not built: the per-step cell list is used
+REACH_TABLE_MAX_ENTRIES = 1 << 26
+
+
+def _reach_grid(box: float, cutoff: float, W: int, nc: int | None = None):
+    """Cells per box edge, cell edge, padded reach and cells per axis a reach interval can touch."""
+    if nc is None:
+        nc = int(math.floor(2.0 * box / cutoff + 1e-9))
+        nc = max(1, min(nc, int(((1 << 22) / max(W, 1)) ** (1.0 / 3.0) + 1e-9)))
+    # query cell keys are computed in the positions' float type: exact below 2^24 cells
+    check(1 <= nc and nc ** 3 < (1 << 24), "nc", nc, "between 1 and 255 cells per box edge")
+    h = box / nc
+    reach = cutoff * (1.0 + 1e-4) + 1e-6 * box  # float32 positions and cell indices round by ~1e-7 box
+    span = int(math.floor(2.0 * reach / h)) + 2  # cells per axis an interval of length 2 reach can touch
+    return nc, h, reach, span
+
+
+def reach_table_bound(n_ref: int, box: float, cutoff: float, W: int) -> int:
+    """Upper bound of a :func:`reach_table`'s entries for ``n_ref`` reference particles in all worlds
+    (each listed in at most span³ cells; in practice about 40 % of that)."""
+    return n_ref * _reach_grid(box, cutoff, W)[3] ** 3
+
+
 def reach_table(pos: torch.Tensor, ref_mask: torch.Tensor, box: float, cutoff: float,
                 nc: int | None = None) -> ReachTable:
     """Bin the (immobile) reference particles ``ref_mask`` once for :func:`reach_pairs`.
@@ -280,14 +303,8 @@ def reach_table(pos: torch.Tensor, ref_mask: torch.Tensor, box: float, cutoff: f
     W, N, _ = pos.shape
     dev = pos.device
     check_geometry(box, cutoff)
-    if nc is None:
-        nc = int(math.floor(2.0 * box / cutoff + 1e-9))
-        nc = max(1, min(nc, int(((1 << 22) / max(W, 1)) ** (1.0 / 3.0) + 1e-9)))
-    check(nc >= 1, "nc", nc, "a positive number of cells per box edge")
+    nc, h, reach, span = _reach_grid(box, cutoff, W, nc)
     ncell = nc ** 3
-    h = box / nc
-    reach = cutoff * (1.0 + 1e-4) + 1e-6 * box  # float32 positions and cell indices round by ~1e-7 box
-    span = int(math.floor(2.0 * reach / h)) + 2  # cells per axis an interval of length 2 reach can touch
     o = torch.arange(span, device=dev)
     ridx = torch.nonzero(ref_mask.reshape(-1)).flatten()
     keys, members = [], []

@@ -310,7 +310,9 @@ class MolecularTwin(Twin):
         # immobile receptors (no diffusion, no forces): bin them once, each ligand then finds its
         # binding partners with one cell lookup per step (kernels.reach_pairs; the same pairs as cell_pairs)
         self._reach = None
-        if self._mobile_from >= self.lig0 and self.n_lig and self.lig0:
+        # (unless the table would be too large: then the per-step cell list, same pairs)
+        if (self._mobile_from >= self.lig0 and self.n_lig and self.lig0
+                and K.reach_table_bound(W * self.lig0, self.box, self.R, W) <= K.REACH_TABLE_MAX_ENTRIES):
             rec = torch.zeros((W, N), dtype=torch.bool, device=dev)
             rec[:, : self.lig0] = True
             self._reach = K.reach_table(self.pos, rec, self.box, self.R)

@@ -65,7 +65,7 @@ def test_carried_leaders_equal_sorted_ones(which):
             continue
         st = tw.state
         running = (st["status"] == kernels.RUNNING).reshape(-1)
-        leader, last, _ = kernels.lane_order(st["world"].reshape(-1), st["lane"].reshape(-1), st["pos"].reshape(-1),
+        leader, last = kernels.lane_order(st["world"].reshape(-1), st["lane"].reshape(-1), st["pos"].reshape(-1),
                                              running, L, W, tw.span)
         # sorted: flat indices over [W, S]; carried: slots within the world
         slot = torch.arange(W * S) % S

@@ -75,8 +75,8 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
 def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     """Leaders and each lane's last vehicle, by sorting ``(world, lane, position)``.
 
-    Returns ``leader`` [N] (slot index or -1), ``last`` [W*L+1] (slot index or -1; the last entry
-    is a sentinel) and the sort order. :func:`step` sorts only when it is not handed the previous
+    Returns ``leader`` [N] (slot index or -1) and ``last`` [W*L+1] (slot index or -1; the last entry
+    is a sentinel). :func:`step` sorts only when it is not handed the previous
     step's leaders (which it keeps up to date where vehicles leave and enter lanes).
     """
     N = pos.numel()
@@ -96,7 +96,7 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     last = torch.full((W * n_lanes + 1,), -1, dtype=torch.int64, device=pos.device)
     last.scatter_(0, torch.where(first, sseg, W * n_lanes), order)
     last[W * n_lanes] = -1
-    return leader, last, order
+    return leader, last
 
 
 def choose_lane(world, edge, mask, last, pos, length, edge_first_lane, edge_n_lanes, max_lanes: int,
@@ -194,7 +194,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, sig, net, r
 
     ``cols``/``vcols`` hold one entry per vehicle considered (state and parameter columns; ``running``
     masks the ones that move); ``slot`` is each one's index into the window's full columns ``pos``,
-    ``length``, ``speed`` (where leaders and lane tails are looked up; ``last`` from :func:`lane_order`).
+    ``length``, ``speed`` (where leaders and lane tails are looked up; ``last``: each lane's tail).
     The look past the stop line and the lane transitions run on the front vehicles only (the subset
     ``fi``); ``fused`` moves the vehicles with :func:`fused_idm_move` (``torch.compile``, same numbers).
     Returns new position, speed, lane, route position, arrived, halted, time loss; with ``stops``
@@ -370,7 +370,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     if "_last" in state:
         leader, last = state["leader"], state["_last"]
     else:
-        leader, last, _ = lane_order(world, lane, pos, running, L, W, span)
+        leader, last = lane_order(world, lane, pos, running, L, W, span)
 
     # 3. insertion, SUMO's way: per (world, first edge) the waiting vehicles try in departure
     # order; the first that does not fit closes that edge for this step. Rounds let several
@@ -490,7 +490,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     # (only conceivable on lanes shorter than a vehicle) sort again
     on = new_status == RUNNING
     if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):
-        leader, last, _ = lane_order(world, lane_all, x_all, on, L, W, span)
+        leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
 
     return {
         **state,

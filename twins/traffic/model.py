@@ -473,7 +473,7 @@ class TrafficTwin(Twin):
             idx = torch.nonzero(not_done)
             self.lo = self.lo + (int(idx[0]) if idx.numel() else hi - self.lo)
         # whole blocks of 16 slots: a vehicle keeps its SIMD lane whatever the batch; the end moves in
-        # blocks of 64 so that the window (hence last step's sort order) stays the same for several steps
+        # blocks of 64 so that the window (hence its cached vehicle parameters) stays the same for several steps
         lo16 = self.lo // 16 * 16
         hi64 = min(self.S, -(-max(hi, self.lo) // 64) * 64)
         return lo16, hi64

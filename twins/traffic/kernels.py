@@ -340,16 +340,19 @@ def fused_idm_move(*args):
 
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
          W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None,
-         compiled: bool = False) -> dict:
+         fused: bool = False) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
-           time_loss, stops, halted, depart (float64)
+           time_loss, stops, halted, depart (float64), leader (window slot of the vehicle ahead, -1)
+           and ``_last`` [W*L+1] (each lane's tail): the previous step's result; without ``_last``
+           leaders and tails are sorted out (rule 2)
     veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed
     ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step;
     ``delta``: the IDM exponent as a Python int when every vehicle shares it (faster).
     ``stops``: bus stop tables ``{route_pos, pos, next}`` [Z] (rule 7); then ``state`` also holds
     ``next_stop`` (int64, -1: none) and ``dwell`` (s left at the stop), and the result ``_docked``.
+    ``fused``: IDM and movement through :func:`fused_idm_move` (``torch.compile``).
     Returns the new state (new tensors; the input is not modified).
 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles
@@ -436,7 +439,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         dl = delta if isinstance(delta, int) else take(delta)
         stop_cols = None if stops is None else (take(state["next_stop"]), take(state["dwell"]), stops)
         moved = advance(cols, vcols, slot, pos, length, speed, last, sig, net, routes, dl, stop_cols, dt, W,
-                        substeps, fused=compiled)
+                        substeps, fused=fused)
         x_new, v_new, new_lane, rpos_new, arrive, halted, loss = moved[:7]
         if dense:
             x_all = torch.where(running, x_new, pos)

@@ -73,16 +73,16 @@ def main():
     ap.add_argument("--target", type=int, default=20000, help="vehicles in the network per world before timing")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--compile", action="store_true", help="fuse the per-vehicle rules with torch.compile "
-                    "(compute.compile=true; compiled during the warm-up, not timed)")
+    ap.add_argument("--compile", action="store_true", help="compute.compile=true: on a CPU the compiled step "
+                    "(twins.traffic.native), on CUDA torch.compile of IDM (compiled during the warm-up, not timed)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
     worlds = a.worlds or ([1, 64] if a.device == "cpu" else [1, 64, 256])
     dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; "
-          f"{'torch.compile' if a.compile else 'eager'}")
+    kernel = ("native (compiled C++ step)" if a.device == "cpu" else "torch.compile") if a.compile else "tensor kernels"
+    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; {kernel}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
         r = measure(w, a.device, dtype, target, a.steps, a.compile)

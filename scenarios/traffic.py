@@ -450,7 +450,7 @@ def _twin_kwargs(cfg) -> dict:
     """TrafficTwin options shared by every traffic scenario."""
     return {"dt": cfg.dt_s, "interval_s": cfg.output.timeseries_interval_s,
             "trajectory_every": int(cfg.output.get("trajectory_every", 0) or 0),
-            "compile": bool(cfg.compute.get("compile", False))}
+            "compile": cfg.compute.get("compile", None)}
 
 
 def _twin(cfg, scen: TrafficScenario, worlds, device, dtype) -> TrafficTwin:

@@ -1,12 +1,18 @@
-"""Analytic IDM relations and small recording helpers for the traffic physics tests."""
+"""Analytic IDM relations, small recording helpers and small networks for the traffic tests."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+from scenarios.traffic import RingScenario, vehicle_type
 from twins.traffic import kernels
+from twins.traffic.demand import Demand, Flow
+from twins.traffic.model import TrafficScenario
+from twins.traffic.network import Connection, Edge, Junction, Lane, RoadNetwork
 
 
 def idm_equilibrium_gap(v, v0: float, s0: float, T: float, delta: float = 4.0):
@@ -93,3 +99,28 @@ def hcm_saturation_headway(cross_times: np.ndarray, first: int = 4) -> np.ndarra
 
 def fmt(x: float) -> str:
     return f"{x:.6g}" if math.isfinite(x) else str(x)
+
+
+def chain_scenario(name, lanes: dict[str, float], route: list[str], loops=(), deltas=(4,)):
+    """A single-lane road of the given edges (lengths in m); ``loops``: edges from a junction to itself;
+    one flow per IDM exponent in ``deltas`` (vehicle types that differ only in it), alternating departures."""
+    net = RoadNetwork(name=name)
+    x, node = 0.0, 0
+    net.add_junction(Junction("n0", 0.0, 0.0))
+    for e, length in lanes.items():
+        if e in loops:
+            net.add_edge(Edge(e, f"n{node}", f"n{node}", [Lane(f"{e}_0", 0, length, 13.9, [(x, 0.0), (x, 10.0)])]))
+            continue
+        node += 1
+        net.add_junction(Junction(f"n{node}", x + length, 0.0))
+        net.add_edge(Edge(e, f"n{node - 1}", f"n{node}", [Lane(f"{e}_0", 0, length, 13.9, [(x, 0.0), (x + length, 0.0)])]))
+        x += length
+    for a, b in zip(route, route[1:]):
+        if not any(c.from_edge == a and c.to_edge == b for c in net.connections):
+            net.connections.append(Connection(a, 0, b, 0, 0.0))
+    car = vehicle_type(OmegaConf.structured(RingScenario()).vehicle)
+    vtypes = {f"car{d}": dataclasses.replace(car, id=f"car{d}", delta=float(d)) for d in deltas}
+    k = len(deltas)
+    flows = [Flow(f"f{d}", route, kind="fixed", departures=[float(2 * (k * i + j)) for i in range(60 // k)],
+                  group="g", vtype=f"car{d}") for j, d in enumerate(deltas)]
+    return TrafficScenario(net, Demand(vtypes, flows), name)

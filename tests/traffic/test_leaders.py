@@ -6,38 +6,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from scenarios.traffic import GridScenario, JunctionScenario, RingScenario, grid_scenario, junction_scenario, vehicle_type
+from scenarios.traffic import GridScenario, JunctionScenario, grid_scenario, junction_scenario
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels
-from twins.traffic.demand import Demand, Flow
-from twins.traffic.model import TrafficScenario, TrafficTwin
-from twins.traffic.network import Connection, Edge, Junction, Lane, RoadNetwork
+from twins.traffic.model import TrafficTwin
+
+from tests.traffic._helpers import chain_scenario
 
 LINES = [{"name": "L", "route": ["W0_J0_0", "J0_0_E0"], "headway_s": 60.0,
           "stops": [{"name": "a", "edge": "W0_J0_0", "pos_m": 100, "pax_per_h": 600}]}]
-
-
-def _chain(name, lanes: dict[str, float], route: list[str], loops=()):
-    """A single-lane road of the given edges (lengths in m), junctions n0, n1, ... between them;
-    ``loops``: edges that start and end at the same junction (a route may take them repeatedly)."""
-    net = RoadNetwork(name=name)
-    x, node = 0.0, 0
-    net.add_junction(Junction("n0", 0.0, 0.0))
-    for e, length in lanes.items():
-        if e in loops:
-            here = f"n{node}"
-            net.add_edge(Edge(e, here, here, [Lane(f"{e}_0", 0, length, 13.9, [(x, 0.0), (x, 10.0)])]))
-            continue
-        node += 1
-        net.add_junction(Junction(f"n{node}", x + length, 0.0))
-        net.add_edge(Edge(e, f"n{node - 1}", f"n{node}", [Lane(f"{e}_0", 0, length, 13.9, [(x, 0.0), (x + length, 0.0)])]))
-        x += length
-    for a, b in zip(route, route[1:]):
-        if not any(c.from_edge == a and c.to_edge == b for c in net.connections):
-            net.connections.append(Connection(a, 0, b, 0, 0.0))
-    veh = vehicle_type(OmegaConf.structured(RingScenario()).vehicle)
-    flow = Flow("f", route, kind="fixed", departures=[float(2 * i) for i in range(60)], group="g")
-    return TrafficScenario(net, Demand({"car": veh}, [flow]), name)
 
 
 def _scenarios(horizon):
@@ -45,9 +22,9 @@ def _scenarios(horizon):
     yield junction_scenario(OmegaConf.merge(OmegaConf.structured(JunctionScenario), {
         "bus_lines": LINES, "flows_veh_h": {"N": 700, "E": 700, "S": 700, "W": 700}}), horizon)
     # lanes shorter than one step's travel (a vehicle would land beyond their end)
-    yield _chain("short", {"a": 200.0, "s1": 2.0, "s2": 0.5, "s3": 7.0, "b": 200.0}, ["a", "s1", "s2", "s3", "b"])
+    yield chain_scenario("short", {"a": 200.0, "s1": 2.0, "s2": 0.5, "s3": 7.0, "b": 200.0}, ["a", "s1", "s2", "s3", "b"])
     # a loop edge: crossing from a lane onto the same lane (the lane does not change, the route position does)
-    yield _chain("loop", {"a": 200.0, "lp": 40.0, "b": 200.0}, ["a", "lp", "lp", "lp", "b"], loops=("lp",))
+    yield chain_scenario("loop", {"a": 200.0, "lp": 40.0, "b": 200.0}, ["a", "lp", "lp", "lp", "b"], loops=("lp",))
 
 
 @pytest.mark.parametrize("which", [0, 1, 2, 3], ids=["grid", "junction_with_buses", "short_lanes", "loop_edge"])
@@ -79,7 +56,7 @@ def test_carried_leaders_equal_sorted_ones(which):
 
 
 def test_no_vehicle_lands_beyond_a_short_lane_or_moves_backwards():
-    scen = _chain("short", {"a": 200.0, "s1": 2.0, "s2": 0.5, "s3": 7.0, "b": 200.0}, ["a", "s1", "s2", "s3", "b"])
+    scen = chain_scenario("short", {"a": 200.0, "s1": 2.0, "s2": 0.5, "s3": 7.0, "b": 200.0}, ["a", "s1", "s2", "s3", "b"])
     tw = TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=200.0)
     lane_len = tw.net.lane_length
     while tw.step_index < tw.n_steps:

@@ -28,7 +28,9 @@ class ComputeConfig:
     max_retries: int = 3  # ray: re-runs of a chunk whose worker died
     cpu_watts_per_core: float = 4.4  # energy estimate where RAPL is unreadable (EPYC 7763: 280 W / 64 cores)
     threads: Optional[int] = None  # torch intra-op CPU threads (null: torch's default, one per core)
-    compile: bool = False  # traffic: fuse the per-vehicle rules with torch.compile (same numbers)
+    # traffic: fuse the per-vehicle rules (same numbers, faster). null: the compiled CPU step where a C++
+    # compiler is found; true: that step (an error without a compiler), and torch.compile on CUDA; false: neither
+    compile: Optional[bool] = None
 
 
 @dataclass

@@ -85,6 +85,8 @@ def _compute_account(exe) -> dict:
 def _manifest(cfg, exe, twin, started: float, complete: bool, **extra) -> dict:
     """The run's manifest: ``device`` is where its worlds ran (the plan's devices), ``driver_device`` this
     process's where different (under compute=ray a driver without a GPU runs its chunks on the cluster's)."""
+    if getattr(twin, "kernel", None):  # which traffic kernels ran (compute.compile)
+        extra = {"kernel": twin.kernel, **extra}
     man = io.manifest(cfg, twin.device, twin.dtype, started, complete, steps_done=exe.steps_done,
                       steps=exe.n_steps, **extra, **_compute_account(exe))
     return {**man, **manifest_devices(cfg, twin.device, exe.plan.devices)}

@@ -88,7 +88,8 @@ def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     order = torch.argsort(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF), stable=True)
     sseg = _gather(seg, order)
     same = sseg[1:] == sseg[:-1]
-    nxt = torch.where(same, order[1:], -1)
+    # a vehicle that is not running has no leader (the sentinel segment spans every world)
+    nxt = torch.where(same & (sseg[1:] < W * n_lanes), order[1:], -1)
     leader = torch.full((N,), -1, dtype=torch.int64, device=pos.device)
     leader[order[:-1]] = nxt
     first = torch.ones(N, dtype=torch.bool, device=pos.device)

@@ -33,7 +33,7 @@ from twins.core.errors import ConfigError
 from twins.core.twin import RunResult, Twin
 from twins.core.worlds import WorldBatch
 
-from . import kernels, transit
+from . import kernels, native, transit
 from .compiled import build_population, compile_network, compile_routes
 from .demand import Demand
 from .network import RoadNetwork
@@ -174,7 +174,7 @@ class TrafficTwin(Twin):
     def __init__(self, scenario: TrafficScenario, worlds: WorldBatch, *, dt: float = 1.0,
                  horizon: float = 3600.0, device="cpu", dtype=torch.float32,
                  interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25,
-                 compile: bool = False):
+                 compile: bool | None = False):
         from .compiled import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
 
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
@@ -183,7 +183,7 @@ class TrafficTwin(Twin):
         # what an intervention needs to rebuild the twin after writing worlds.params
         self._init_kwargs = dict(dt=dt, horizon=horizon, device=device, dtype=dtype, interval_s=interval_s,
                                  trajectory_every=trajectory_every, idm_substep_s=idm_substep_s, compile=compile)
-        self.compile = compile  # fuse the per-vehicle rules with torch.compile (same numbers, faster)
+        self.compile = compile is True  # torch.compile of IDM in the tensor kernels (CUDA, or with bus stops)
         wp = self.worlds.params
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
@@ -324,6 +324,15 @@ class TrafficTwin(Twin):
         # each lane's upstream-most vehicle (slot; None: not known yet, the kernel sorts); the window's
         # flattened vehicle parameters
         self._lane_last = self._veh_cache = None
+        # compute.compile on the CPU: the whole step as one compiled loop per world (twins.traffic.native;
+        # built here, so that with compile=true a missing compiler is an error before the run; null: where
+        # it builds). With bus stops, and on CUDA, compile=true fuses IDM in the tensor kernels instead
+        self._native = compile is not False and self.device.type == "cpu" and self.transit is None
+        if self._native and compile is None:
+            self._native = native.available(warn=True)
+        elif self._native:
+            native.load()
+        self.kernel = "native" if self._native else "tensor+torch.compile" if self.compile else "tensor"
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
@@ -492,7 +501,14 @@ class TrafficTwin(Twin):
         sig = self._max_pressure_signal(t) if "max_pressure" in self.worlds.params else kernels.signal_codes(
             t, self.signal_durations, self.signal_offsets, self.net.phase_code, self.net.link_program, self.net.link_local)
         lo, hi = self._window()
-        if hi > lo:
+        if hi > lo and self._native:
+            need_sort = self._lane_last is None
+            if need_sort:
+                self._lane_last = torch.full((self.W, self.net.n_lanes), -1, dtype=torch.int64, device=self.device)
+            native.step_(self.state, self.veh_full, self._lane_last, self.lane_acc_interval, self.net, self.routes,
+                         sig, t, self.step_index, self.dt, lo, hi, self.substeps, self.insert_rounds,
+                         self.shared_delta, need_sort, threads=torch.get_num_threads())
+        elif hi > lo:
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
             # leaders and lane tails are slots in the state, window-flat indices in the kernel

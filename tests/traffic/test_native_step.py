@@ -1,0 +1,120 @@
+"""The compiled CPU step (``compute.compile=true``; :mod:`twins.traffic.native`) gives the numbers of the
+tensor kernels bit for bit: at every step, every state column of the running vehicles, the carried
+leaders and lane tails, and the per-lane observations; on grids, signals with yellow, junctions, a ring,
+lanes shorter than a step's travel, a loop edge, vehicle types with different IDM exponents, float32 and
+float64, one or several threads; and whole runs through the CLI's run task with an adaptive signal
+intervention."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from scenarios.traffic import (ArterialScenario, GridScenario, JunctionScenario, RingScenario, grid_scenario,
+                               junction_scenario, ring_scenario)
+from twins.core.errors import ConfigError
+from twins.core.worlds import WorldBatch
+from twins.traffic import kernels, native
+from twins.traffic.model import TrafficTwin
+
+from tests.traffic._helpers import chain_scenario
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler: the compiled CPU step is not built")
+
+
+CASES = {
+    "grid": lambda: (grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0), 900.0),
+    "arterial": lambda: (grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0), 600.0),
+    "junction": lambda: (junction_scenario(OmegaConf.merge(OmegaConf.structured(JunctionScenario), {
+        "flows_veh_h": {"N": 900, "E": 700, "S": 500, "W": 900}}), 900.0), 900.0),
+    "ring": lambda: (ring_scenario(OmegaConf.structured(RingScenario()), 600.0), 600.0),
+    # lanes shorter than one step's travel, a loop edge: the carried order is checked and sorted again
+    "short_lanes": lambda: (chain_scenario("short", {"a": 200.0, "s1": 2.0, "s2": 0.5, "s3": 7.0, "b": 200.0},
+                                   ["a", "s1", "s2", "s3", "b"]), 200.0),
+    "loop_edge": lambda: (chain_scenario("loop", {"a": 200.0, "lp": 40.0, "b": 200.0}, ["a", "lp", "lp", "lp", "b"],
+                                 loops=("lp",)), 200.0),
+    # vehicle types with different exponents: the per-vehicle delta column
+    "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
+}
+
+
+def _assert_same_step(a: TrafficTwin, b: TrafficTwin, k: int) -> None:
+    run = a.state["status"] == kernels.RUNNING
+    for key in ("status", "lane", "pos", "speed", "route_pos", "insert_step", "arrive_step", "time_loss", "stops",
+                "halted"):
+        assert torch.equal(a.state[key], b.state[key]), f"step {k}: state column {key!r} differs"
+    # a vehicle that is not running has no leader that matters
+    assert torch.equal(torch.where(run, a.state["leader"], -1), torch.where(run, b.state["leader"], -1)), f"step {k}: leaders"
+    assert (a._lane_last is None) == (b._lane_last is None)
+    if a._lane_last is not None:
+        assert torch.equal(a._lane_last, b._lane_last), f"step {k}: lane tails differ"
+    assert torch.equal(a.lane_acc_interval, b.lane_acc_interval), f"step {k}: lane observations differ"
+
+
+def _side_by_side(scen, horizon, worlds=3, dtype=torch.float32):
+    a = TrafficTwin(scen, WorldBatch.replications(7, worlds), dt=1.0, horizon=horizon, dtype=dtype)
+    b = TrafficTwin(scen, WorldBatch.replications(7, worlds), dt=1.0, horizon=horizon, dtype=dtype, compile=True)
+    assert b._native and not a._native
+    while a.step_index < a.n_steps:
+        if a.step_index % 97 == 50:  # forget the carried order: both sort it out again (rule 2)
+            a._lane_last = b._lane_last = None
+        a.step()
+        b.step()
+        _assert_same_step(a, b, a.step_index)
+    moved = int((a.state["insert_step"] >= 0).sum())
+    assert moved > 20, f"the run must do something ({moved} vehicles inserted)"
+    return a, b
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_native_step_equals_tensor_kernels(case):
+    scen, horizon = CASES[case]()
+    _side_by_side(scen, horizon)
+
+
+def test_native_step_equals_tensor_kernels_float64():
+    scen, horizon = CASES["grid"]()
+    _side_by_side(scen, 400.0, worlds=2, dtype=torch.float64)
+
+
+def test_threads_do_not_change_the_numbers():
+    """Ranges of worlds run on several threads: each world's numbers stay the same."""
+    scen, horizon = CASES["junction"]()
+    before = torch.get_num_threads()
+    try:
+        runs = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            tw = TrafficTwin(scen, WorldBatch.replications(7, 5), dt=1.0, horizon=600.0, compile=True)
+            while tw.step_index < tw.n_steps:
+                tw.step()
+            runs.append(tw)
+    finally:
+        torch.set_num_threads(before)
+    for key in ("pos", "speed", "status", "time_loss"):
+        assert torch.equal(runs[0].state[key], runs[1].state[key]), key
+
+
+def test_run_task_with_adaptive_signals_gives_the_same_results(tmp_path):
+    """End to end (the CLI's run task): compute.compile=true changes speed, not one number."""
+    from tests.interventions.conftest import compose_cfg
+    from twins.core import runner
+
+    common = ("scenario=junction", "intervention=max_pressure", "horizon_s=600", "replications=3")
+    for name, extra in (("plain", ()), ("compiled", ("compute.compile=true",))):
+        runner.run(compose_cfg(*common, *extra), tmp_path / name)
+    for table in ("worlds.parquet", "trips.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "plain" / table),
+                                      pd.read_parquet(tmp_path / "compiled" / table))
+
+
+def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
+    monkeypatch.setenv("TWINS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_lib", None)
+    with pytest.raises(ConfigError, match="compute.compile"):
+        native.load()
+    scen, _ = CASES["short_lanes"]()
+    with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=10.0, compile=True)

@@ -1,0 +1,186 @@
+"""The traffic step as one compiled loop per world, for the CPU (``compute.compile=true``).
+
+:func:`twins.traffic.kernels.step` makes about 150 passes over memory per step, one per tensor
+operation; on a CPU that, not arithmetic, is what a step costs. ``native_step.cpp`` applies the same
+rules 2–6 in one loop per world, vehicle by vehicle, with the same operations in the same order and
+precision: the numbers are bit-identical to the tensor kernels (``tests/traffic/test_native_step.py``).
+Worlds are independent, so ranges of worlds run on several threads (ctypes releases the GIL).
+
+The library is built on first use with the system C++ compiler (``$CXX``, else ``c++``; about two
+seconds) into ``$TWINS_CACHE_DIR`` (else ``~/.cache/twins``), keyed by the source and flags.
+Bus stops (rule 7) and CUDA stay on the tensor kernels.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from twins.core.errors import ConfigError
+
+SOURCE = Path(__file__).with_name("native_step.cpp")
+# -ffp-contract=off: no a*b+c fused into an FMA; no -ffast-math: every operation correctly rounded, as in
+# the tensor kernels. -fno-trapping-math lets the compiler evaluate both sides of a select (it never
+# changes a result); with SSE4.1's blends (x86-64-v2, every x86 CPU since 2009) it then vectorizes IDM.
+FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math"]
+if platform.machine().lower() in ("x86_64", "amd64"):
+    FLAGS.append("-march=x86-64-v2")
+
+_INTS = ("W", "S", "lo", "hi", "L", "M", "J", "G", "E", "max_lanes", "substeps", "insert_rounds", "delta_shared",
+         "step_index", "need_sort", "has_conn", "w0", "w1")
+_REALS = ("t", "dt")
+_PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "pos", "speed", "time_loss", "stops",
+         "halted", "depart", "route", "delta", "length", "min_gap", "accel", "decel", "two_sqrt_ab", "tau",
+         "speed_factor", "max_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
+         "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
+         "route_len", "sig", "resorted")
+
+
+class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
+    _fields_ = ([(k, ctypes.c_int64) for k in _INTS] + [(k, ctypes.c_double) for k in _REALS]
+                + [(k, ctypes.c_void_p) for k in _PTRS])
+
+
+_lib = None
+_warned = False
+_pool: ThreadPoolExecutor | None = None
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TWINS_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twins"
+    return Path(root)
+
+
+def load() -> ctypes.CDLL:
+    """The compiled step (built on first use). Raises :class:`ConfigError` naming ``compute.compile``
+    when no C++ compiler is found or the build fails."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    src = SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join([str(cxx)] + FLAGS).encode()).hexdigest()[:16]
+    lib = cache_dir() / f"traffic_step_{key}.so"
+    if not lib.exists():
+        if not cxx:
+            raise ConfigError("compute.compile", True, "false on this machine: the compiled CPU step needs a C++ "
+                              "compiler (install g++ or clang++, or set $CXX)")
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # then renamed: parallel builds never clash
+        os.close(fd)
+        try:
+            proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        except OSError as e:
+            os.unlink(tmp)
+            raise ConfigError("compute.compile", True, f"false on this machine: no C++ compiler at {cxx} ({e}); "
+                              "install g++ or clang++, or point $CXX at one") from None
+        if proc.returncode:
+            os.unlink(tmp)
+            raise ConfigError("compute.compile", True, "false on this machine: building the compiled CPU step "
+                              f"with {cxx} failed:\n{proc.stderr[-2000:]}")
+        os.replace(tmp, lib)
+    dll = ctypes.CDLL(str(lib))
+    if dll.twins_traffic_abi() != ctypes.sizeof(_Args):
+        raise RuntimeError(f"{lib}: argument layout differs from twins/traffic/native.py; delete it to rebuild")
+    for name in ("twins_traffic_step_f32", "twins_traffic_step_f64"):
+        getattr(dll, name).argtypes = [ctypes.POINTER(_Args)]
+        getattr(dll, name).restype = ctypes.c_int
+    _lib = dll
+    return dll
+
+
+def available(warn: bool = False) -> bool:
+    """Whether the compiled step can be used (builds it if needed); ``warn``: say why not, once."""
+    global _warned
+    try:
+        load()
+        return True
+    except ConfigError as e:
+        if warn and not _warned:
+            _warned = True
+            warnings.warn(f"compute.compile=null: the traffic twin runs its tensor kernels (5-7x slower on a CPU) "
+                          f"because the compiled step is unavailable: {e}", stacklevel=3)
+        return False
+
+
+def _ptr(x: torch.Tensor, name: str) -> int:
+    if not x.is_contiguous() or x.device.type != "cpu":
+        raise ValueError(f"native step: {name} must be a contiguous CPU tensor")
+    return x.data_ptr()
+
+
+def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tensor, net, routes, sig: torch.Tensor,
+          t: float, step_index: int, dt: float, lo: int, hi: int, substeps: int, insert_rounds: int,
+          delta: int | None, need_sort: bool, threads: int = 1) -> torch.Tensor:
+    """Advance every world by ``dt`` **in place** (as ``kernels.step`` and the write-back in
+    ``TrafficTwin.step`` together, bus stops excepted).
+
+    ``state``/``veh``: the twin's ``[W, S]`` columns (``leader`` holds slots within the world);
+    ``lane_last`` ``[W, L]`` each lane's tail slot (-1: empty), updated; ``lane_acc`` ``[W*L, 3]``
+    float64 per-lane sums (running vehicles, speed, time loss) this step's are added to; ``lo``/``hi``
+    the window of slots that can be due, running or arriving; ``need_sort``: leaders and tails are
+    not carried yet (the first step). Returns ``[W]`` int64: 1 where a world's carried order failed
+    its check and its lanes were sorted again.
+    """
+    W, S = state["pos"].shape
+    dtype = state["pos"].dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"native step: dtype {dtype}; valid: float32, float64")
+    fn = getattr(load(), "twins_traffic_step_f32" if dtype == torch.float32 else "twins_traffic_step_f64")
+    resorted = torch.zeros(W, dtype=torch.int64)
+    halted = state["halted"].view(torch.uint8)
+    ptrs = {k: _ptr(state[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
+                                            "pos", "speed", "time_loss", "stops", "depart")}
+    ptrs["halted"] = _ptr(halted, "halted")
+    ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
+                                              "two_sqrt_ab", "tau", "speed_factor", "max_speed")})
+    ptrs.update(lane_last=_ptr(lane_last, "lane_last"), lane_acc=_ptr(lane_acc, "lane_acc"), sig=_ptr(sig, "sig"),
+                resorted=_ptr(resorted, "resorted"))
+    ptrs.update({k: _ptr(getattr(net, k), k) for k in ("lane_length", "lane_speed", "conn_via", "edge_first_lane",
+                                                       "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")})
+    ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len")})
+    i64 = torch.int64
+    want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader")},
+            **{k: dtype for k in ("speed", "time_loss")}, "stops": torch.int32, "depart": torch.float64,
+            "halted": torch.bool}
+    want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
+                                                                  "tau", "speed_factor", "max_speed")}}
+    for name, cols, kinds in (("state", state, want), ("veh", veh, want_veh)):
+        for k, d in kinds.items():
+            if cols[k].dtype != d or tuple(cols[k].shape) != (W, S):
+                raise ValueError(f"native step: {name}[{k!r}] is {cols[k].dtype} {tuple(cols[k].shape)}; "
+                                 f"expected {d} ({W}, {S})")
+    if lane_last.dtype != i64 or lane_acc.dtype != torch.float64 or sig.dtype != torch.int8:
+        raise ValueError("native step: lane_last int64, lane_acc float64 and sig int8 expected")
+    ints = dict(W=W, S=S, lo=lo, hi=hi, L=net.n_lanes, M=routes.route_edges.shape[1], J=net.lane_conn.shape[1],
+                G=sig.shape[1], E=len(net.edge_ids), max_lanes=net.max_lanes, substeps=substeps,
+                insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=step_index,
+                need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0))
+    chunks = min(max(1, threads), W)
+    bounds = [W * i // chunks for i in range(chunks + 1)]
+    args = [_Args(**ints, w0=bounds[i], w1=bounds[i + 1], t=t, dt=dt, **ptrs) for i in range(chunks)]
+    if chunks == 1:
+        fn(ctypes.byref(args[0]))
+    else:
+        global _pool
+        if _pool is None or _pool._max_workers < chunks:
+            _pool = ThreadPoolExecutor(max_workers=chunks, thread_name_prefix="twins-native")
+        list(_pool.map(lambda a: fn(ctypes.byref(a)), args))
+    return resorted
+
+
+__all__ = ["available", "load", "step_", "cache_dir"]
+
+if __name__ == "__main__":  # python -m twins.traffic.native: build and report where
+    load()
+    print(f"built {SOURCE.name} into {cache_dir()}", file=sys.stderr)

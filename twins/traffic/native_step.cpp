@@ -1,0 +1,368 @@
+// The traffic step (rules 2-6 of twins/traffic/kernels.py) as one loop per world, for the CPU.
+//
+// Same rules, same operations in the same order and precision as the tensor kernels, so the numbers
+// are bit-identical (tests/traffic/test_native_step.py). Why it exists: the tensor kernels make
+// ~150 passes over memory per step; here each vehicle is visited a few times with its data in cache.
+// Built on first use by twins/traffic/native.py (c++ -O2 -ffp-contract=off: no FMA contraction, no
+// fast-math, so every operation is correctly rounded as in the tensor code). Worlds are independent:
+// the caller runs ranges of worlds on several threads. Bus stops (rule 7) stay on the tensor path.
+//
+// Layout: state and vehicle columns are [W, S] row-major; leaders and lane tails are slots within
+// the world; only slots in the window [lo, hi) can be waiting-and-due, running, or just arrived.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
+constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2;
+
+// Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
+struct Args {
+    int64_t W, S, lo, hi, L, M, J, G, E, max_lanes, substeps, insert_rounds, delta_shared, step_index,
+        need_sort, has_conn, w0, w1;
+    double t, dt;
+    // state [W, S]
+    int64_t *status, *lane, *route_pos, *insert_step, *arrive_step, *leader;
+    void *pos, *speed, *time_loss;
+    int32_t *stops;
+    uint8_t *halted;
+    const double *depart;
+    // vehicle parameters [W, S]
+    const int64_t *route, *delta;
+    const void *length, *min_gap, *accel, *decel, *two_sqrt_ab, *tau, *speed_factor, *max_speed;
+    // per world and lane: tails [W, L] (in/out), observation sums [W * L, 3] (accumulated)
+    int64_t *lane_last;
+    double *lane_acc;
+    // network and routes
+    const void *lane_length, *lane_speed, *conn_via;
+    const int64_t *edge_first_lane, *edge_n_lanes, *lane_conn_edge, *lane_conn, *conn_link;
+    const int64_t *route_edges, *route_mask, *route_len;
+    const int8_t *sig;  // [W, G]
+    int64_t *resorted;  // [W] out: 1 where the carried order failed its check and the lanes were sorted
+};
+
+// torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
+template <typename T> inline T clamp_min(T x, T m) { return x < m ? m : x; }
+// torch.minimum: NaN if either is NaN
+template <typename T> inline T minimum(T a, T b) {
+    return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (b < a ? b : a);
+}
+template <typename T> struct World {
+    const Args &a;
+    int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last;
+    T *pos, *speed, *time_loss;
+    int32_t *stops;
+    uint8_t *halted;
+    const double *depart;
+    const int64_t *route, *delta;
+    const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed;
+    const T *lane_length, *lane_speed, *conn_via;
+    const int8_t *sig;
+    double *acc;
+
+    World(const Args &a_, int64_t w) : a(a_) {
+        const int64_t b = w * a.S;
+        status = a.status + b; lane = a.lane + b; rpos = a.route_pos + b; insert_step = a.insert_step + b;
+        arrive_step = a.arrive_step + b; leader = a.leader + b; last = a.lane_last + w * a.L;
+        pos = static_cast<T *>(a.pos) + b; speed = static_cast<T *>(a.speed) + b;
+        time_loss = static_cast<T *>(a.time_loss) + b; stops = a.stops + b; halted = a.halted + b;
+        depart = a.depart + b; route = a.route + b; delta = a.delta + b;
+        length = static_cast<const T *>(a.length) + b; min_gap = static_cast<const T *>(a.min_gap) + b;
+        accel = static_cast<const T *>(a.accel) + b; decel = static_cast<const T *>(a.decel) + b;
+        tsab = static_cast<const T *>(a.two_sqrt_ab) + b; tau = static_cast<const T *>(a.tau) + b;
+        speed_factor = static_cast<const T *>(a.speed_factor) + b;
+        max_speed = static_cast<const T *>(a.max_speed) + b;
+        lane_length = static_cast<const T *>(a.lane_length); lane_speed = static_cast<const T *>(a.lane_speed);
+        conn_via = static_cast<const T *>(a.conn_via);
+        sig = a.sig + w * a.G;
+        acc = a.lane_acc + w * a.L * 3;
+    }
+
+    // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties)
+    int64_t choose_lane(int64_t edge, int64_t mask, T &room) const {
+        const T inf = std::numeric_limits<T>::infinity();
+        const int64_t e = edge < 0 ? 0 : edge;
+        const int64_t first = a.edge_first_lane[e], n_here = a.edge_n_lanes[e];
+        int64_t best = -1;
+        room = -inf;
+        for (int64_t j = 0; j < a.max_lanes; ++j) {
+            const bool ok = edge >= 0 && j < n_here && ((mask >> j) & 1) == 1;
+            T score = -inf;
+            if (ok) {
+                const int64_t lv = last[first + j];
+                score = lv >= 0 ? pos[lv] - length[lv] : inf;
+            }
+            if (j == 0) { best = ok ? first : -1; room = score; }
+            else if (score > room) { best = first + j; room = score; }
+        }
+        return best;
+    }
+
+    // kernels.lane_order for this world: leaders and tails by sorting the running vehicles
+    void sort_lanes(std::vector<int64_t> &idx) {
+        idx.clear();
+        for (int64_t s = a.lo; s < a.hi; ++s)
+            if (status[s] == RUNNING) idx.push_back(s);
+        std::sort(idx.begin(), idx.end(), [this](int64_t p, int64_t q) {
+            if (lane[p] != lane[q]) return lane[p] < lane[q];
+            if (pos[p] != pos[q]) return pos[p] < pos[q];
+            return p < q;
+        });
+        std::fill(last, last + a.L, int64_t(-1));
+        for (size_t i = 0; i < idx.size(); ++i) {
+            const int64_t s = idx[i];
+            const bool same_next = i + 1 < idx.size() && lane[idx[i + 1]] == lane[s];
+            leader[s] = same_next ? idx[i + 1] : -1;
+            if (i == 0 || lane[idx[i - 1]] != lane[s]) last[lane[s]] = s;
+        }
+    }
+};
+
+// x ** n for 0 <= n < 16: the factors x, x^2, x^4, x^8 of n's bits multiplied in kernels.int_pow's order
+// (the same numbers as kernels._pow, since 1 * y == y; vehicle types have 1 <= delta <= 15)
+template <typename T> inline T pow4(T x, int64_t n) {
+    const T one = T(1), x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
+    return (((one * ((n & 1) ? x : one)) * ((n & 2) ? x2 : one)) * ((n & 4) ? x4 : one)) * ((n & 8) ? x8 : one);
+}
+
+// One IDM sub-step for n vehicles (the body of kernels.idm_speed). Templated on whether every vehicle shares
+// the exponent and whether the gap is carried to another sub-step, so that the loop has no branches and
+// the compiler vectorizes it.
+template <typename T, bool SHARED, bool UPDATE_GAP>
+void idm_substep(int64_t n, T *__restrict v, T *__restrict g, const T *__restrict v0, const T *__restrict v_lead,
+                 const T *__restrict accel, const T *__restrict tsab, const T *__restrict tau,
+                 const T *__restrict s0, int64_t delta_shared, const int64_t *__restrict delta, T h) {
+    for (int64_t i = 0; i < n; ++i) {
+        const T s_star = s0[i] + clamp_min(v[i] * tau[i] + v[i] * (v[i] - v_lead[i]) / tsab[i], T(0));
+        const T ratio = s_star / clamp_min(g[i], T(1e-3));
+        const T p = pow4(v[i] / v0[i], SHARED ? delta_shared : delta[i]);
+        const T acc = accel[i] * (T(1.0) - p - ratio * ratio);
+        const T vn = clamp_min(v[i] + acc * h, T(0));
+        if (UPDATE_GAP) g[i] = g[i] - clamp_min((vn - v_lead[i]) * h, T(0));
+        v[i] = vn;
+    }
+}
+
+// kernels.idm_move for n vehicles: IDM in `substeps` with the leader's speed held, the speed capped so the
+// physical gap cannot close below zero, then x + v*dt. `v` and `g` are scratch (in: speed and gap).
+template <typename T>
+void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead, const T *gap_phys,
+              const T *accel, const T *tsab, const T *tau, const T *s0, int64_t delta_shared, const int64_t *delta,
+              double dt_, int64_t substeps, T *x_out) {
+    const T h = T(dt_ / double(substeps)), dt = T(dt_);
+    const bool shared = delta_shared >= 0, more = substeps > 1;
+    for (int64_t k = 0; k < substeps; ++k) {
+        if (shared && more) idm_substep<T, true, true>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
+        else if (shared) idm_substep<T, true, false>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
+        else if (more) idm_substep<T, false, true>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
+        else idm_substep<T, false, false>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        v[i] = minimum(v[i], clamp_min(gap_phys[i], T(0)) / dt);
+        x_out[i] = x_in[i] + v[i] * dt;
+    }
+}
+
+template <typename T> struct Scratch {
+    std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, land, via, best;
+    std::vector<int64_t> next_lane, fronts, first, sorted, new_lane;
+    std::vector<uint8_t> arrive, leaving, crossed;
+    std::vector<int64_t> open, tries;
+    std::vector<double> sums;
+};
+
+template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) {
+    World<T> W(a, w);
+    const T inf = std::numeric_limits<T>::infinity();
+    const T dt = T(a.dt), stop_speed = T(0.1);
+    const int64_t lo = a.lo, hi = a.hi, n = hi - lo, L = a.L, M = a.M, J = a.J;
+
+    // 2. leaders and tails: carried over, or sorted out
+    if (a.need_sort) W.sort_lanes(sc.sorted);
+
+    // 3. insertion: per first edge the due vehicles try in slot (departure) order, at most
+    // insert_rounds of them; the first that does not fit closes the edge for this step
+    sc.open.assign(a.E, 1);
+    sc.tries.assign(a.E, 0);
+    for (int64_t s = lo; s < hi; ++s) {
+        if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
+        const int64_t r = W.route[s], e = a.route_edges[r * M];
+        if (!sc.open[e] || sc.tries[e] >= a.insert_rounds) continue;
+        ++sc.tries[e];
+        T room;
+        const int64_t il = W.choose_lane(e, a.route_mask[r * M], room);
+        const T len = W.length[s], mg = W.min_gap[s];
+        if (!(il >= 0 && room - len >= mg)) { sc.open[e] = 0; continue; }
+        const T v0 = minimum(W.lane_speed[il] * W.speed_factor[s], W.max_speed[s]);
+        const T gap = room - len;
+        T v = std::isfinite(gap) ? clamp_min((gap - mg) / W.tau[s], T(0)) : inf;
+        v = minimum(v, v0);
+        W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v; W.rpos[s] = 0;
+        W.insert_step[s] = a.step_index; W.leader[s] = W.last[il]; W.last[il] = s;
+    }
+
+    // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
+    // not running get a free road (their numbers below are computed and thrown away)
+    sc.gap.assign(n, inf); sc.v_lead.assign(n, T(0)); sc.gap_phys.assign(n, inf); sc.v0.assign(n, T(1));
+    sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
+    sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
+    for (int64_t s = lo; s < hi; ++s) {
+        if (W.status[s] != RUNNING) continue;
+        const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s], ld = W.leader[s];
+        const bool on_last_edge = rp + 1 >= a.route_len[r];
+        sc.arrive[i] = on_last_edge;  // for now; arriving also needs the end of the lane passed (below)
+        sc.v0[i] = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
+        const T x = W.pos[s];
+        if (ld >= 0) {
+            sc.gap[i] = sc.gap_phys[i] = W.pos[ld] - W.length[ld] - x;
+            sc.v_lead[i] = W.speed[ld];
+        } else if (!on_last_edge) {
+            const T v = W.speed[s], len = W.length[s], mg = W.min_gap[s], L_here = W.lane_length[ln];
+            const int64_t nk = rp + 1, at = r * M + std::min(nk, M - 1), next_edge = a.route_edges[at];
+            T next_room;
+            int64_t nl = W.choose_lane(next_edge, a.route_mask[at], next_room);
+            int64_t ci = -1;
+            T via = T(0);
+            int64_t link = -1;
+            bool found = false;
+            if (a.has_conn) {
+                for (int64_t j = 0; j < J; ++j)
+                    if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
+                found = ci >= 0 && next_edge >= 0;
+                const int64_t cic = ci < 0 ? 0 : ci;
+                via = W.conn_via[cic];
+                link = a.conn_link[cic];
+            }
+            if (!found) nl = -1;
+            int64_t code = SIG_GREEN;
+            if (a.G && link >= 0) code = W.sig[std::min(link, a.G - 1)];
+            const T d = L_here - x;
+            bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
+            must_stop = must_stop || nl < 0 || !found;
+            const int64_t tail = W.last[nl < 0 ? 0 : nl];
+            const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
+            must_stop = must_stop || (tail >= 0 && v_junction < stop_speed && next_room < len + mg);
+            const T gap_junction = std::isfinite(next_room) ? d + via + next_room : inf;
+            const bool line_first = must_stop && (d + mg <= gap_junction || !found);
+            const T gap_front = line_first ? d + mg : gap_junction;
+            sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
+            sc.gap[i] = gap_front;
+            sc.v_lead[i] = line_first ? T(0) : v_junction;
+            sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
+        }
+    }
+    // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
+    std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());
+    idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(), sc.gap_phys.data(),
+                W.accel + lo, W.tsab + lo, W.tau + lo, W.min_gap + lo, a.delta_shared, W.delta + lo, a.dt,
+                a.substeps, sc.x_new.data());
+    for (int64_t i = 0; i < n; ++i)
+        sc.arrive[i] = sc.arrive[i] && sc.x_new[i] > W.lane_length[W.lane[lo + i]];
+
+    // 6. transitions: one entry per lane per step, the vehicle landing furthest ahead (then the lowest slot)
+    const size_t F = sc.fronts.size();
+    sc.land.resize(F);
+    sc.best.assign(L, -inf);
+    sc.first.assign(L, std::numeric_limits<int64_t>::max());
+    for (size_t f = 0; f < F; ++f) {
+        const int64_t s = sc.fronts[f], nl = sc.next_lane[f];
+        const T xf = sc.x_new[s - lo], L_f = W.lane_length[W.lane[s]];
+        const bool cross = xf > L_f && nl >= 0;
+        sc.land[f] = minimum(xf - L_f - sc.via[f], W.lane_length[nl < 0 ? 0 : nl]);
+        if (!cross) sc.next_lane[f] = -2;  // marks "does not cross" (nl < 0 never crosses either)
+        else if (sc.land[f] > sc.best[nl]) sc.best[nl] = sc.land[f];
+    }
+    for (size_t f = 0; f < F; ++f) {
+        const int64_t nl = sc.next_lane[f];
+        if (nl >= 0 && sc.land[f] == sc.best[nl]) sc.first[nl] = std::min(sc.first[nl], sc.fronts[f]);
+    }
+    sc.crossed.assign(n, 0);
+    std::vector<int64_t> &new_lane = sc.new_lane;  // the lane each front vehicle ends on
+    new_lane.resize(F);
+    for (size_t f = 0; f < F; ++f) {
+        const int64_t s = sc.fronts[f], nl = sc.next_lane[f], i = s - lo;
+        new_lane[f] = W.lane[s];
+        if (nl < 0) continue;
+        const T L_f = W.lane_length[W.lane[s]];
+        const bool is_best = sc.land[f] == sc.best[nl];
+        if (!(is_best && sc.first[nl] == s)) {  // held at the stop line
+            sc.x_new[i] = L_f;
+            sc.v_new[i] = (L_f - W.pos[s]) / dt;
+        } else {
+            sc.x_new[i] = sc.land[f];
+            new_lane[f] = nl;
+            sc.crossed[i] = 1;
+        }
+    }
+
+    // commit, and this step's lane observations (sums in slot order, as torch.bincount)
+    sc.sums.assign(L * 3, 0.0);
+    for (int64_t s = lo; s < hi; ++s) {
+        if (W.status[s] != RUNNING) continue;
+        const int64_t i = s - lo;
+        const T vn = sc.v_new[i];
+        const bool halt = vn < stop_speed;
+        const T loss = dt * clamp_min(T(1.0) - vn / sc.v0[i], T(0));
+        double *sum = &sc.sums[W.lane[s] * 3];  // the lane before the transition
+        sum[0] += 1.0; sum[1] += double(vn) * 1.0; sum[2] += double(loss);
+        W.pos[s] = sc.x_new[i];
+        W.speed[s] = vn;
+        if (sc.arrive[i]) { W.status[s] = ARRIVED; W.arrive_step[s] = a.step_index + 1; }
+        W.stops[s] += (halt && !W.halted[s]) ? 1 : 0;
+        W.halted[s] = halt;
+        W.time_loss[s] = W.time_loss[s] + loss;
+    }
+    for (size_t f = 0; f < F; ++f) {
+        const int64_t s = sc.fronts[f];
+        if (sc.crossed[s - lo]) { W.lane[s] = new_lane[f]; W.rpos[s] += 1; }
+    }
+    for (int64_t k = 0; k < L * 3; ++k) W.acc[k] += sc.sums[k];
+
+    // 2'. leaders and tails for the next step: followers of a vehicle that left lose their leader, a
+    // lane whose tail left is empty; a vehicle entering a lane follows its tail and becomes the tail
+    sc.leaving.assign(n, 0);
+    bool any_leaving = false;
+    for (int64_t i = 0; i < n; ++i)
+        if (sc.crossed[i] || sc.arrive[i]) { sc.leaving[i] = 1; any_leaving = true; }
+    if (any_leaving) {
+        for (int64_t s = lo; s < hi; ++s) {
+            const int64_t ld = W.leader[s];
+            if (ld >= lo && ld < hi && sc.leaving[ld - lo]) W.leader[s] = -1;
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t lv = W.last[l];
+            if (lv >= lo && lv < hi && sc.leaving[lv - lo]) W.last[l] = -1;
+        }
+        for (int64_t i = 0; i < n; ++i)
+            if (sc.crossed[i]) {
+                const int64_t s = lo + i, seg = W.lane[s];
+                W.leader[s] = W.last[seg];
+                W.last[seg] = s;
+            }
+    }
+    // the carried order must be the sorted one: every vehicle strictly behind its leader
+    bool ok = true;
+    for (int64_t s = lo; s < hi && ok; ++s) {
+        const int64_t ld = W.leader[s];
+        if (W.status[s] == RUNNING && ld >= 0 && W.pos[ld] <= W.pos[s]) ok = false;
+    }
+    a.resorted[w] = ok ? 0 : 1;
+    if (!ok) W.sort_lanes(sc.sorted);
+}
+
+template <typename T> void step_range(const Args &a) {
+    Scratch<T> sc;
+    for (int64_t w = a.w0; w < a.w1; ++w) step_world<T>(a, w, sc);
+}
+
+}  // namespace
+
+extern "C" {
+int twins_traffic_step_f32(const Args *a) { step_range<float>(*a); return 0; }
+int twins_traffic_step_f64(const Args *a) { step_range<double>(*a); return 0; }
+int twins_traffic_abi() { return static_cast<int>(sizeof(Args)); }
+}

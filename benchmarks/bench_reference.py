@@ -20,7 +20,7 @@ import torch
 
 from scenarios.traffic import GridScenario, SignalConfig, grid_scenario
 from twins.core.worlds import WorldBatch
-from twins.traffic import kernels
+from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
 from twins.traffic.reference import RUNNING, ReferenceTrafficModel
 
@@ -45,8 +45,11 @@ def main(argv=None) -> None:
     dtype = getattr(torch, a.dtype)
     tw = TrafficTwin(scen, WorldBatch.replications(a.seed, 1), dt=a.dt, horizon=horizon, dtype=dtype)
     ref = ReferenceTrafficModel.from_twin(tw)
+    # the compiled CPU step (compute.compile), where a C++ compiler is found: same vehicles, same numbers
+    tn = TrafficTwin(scen, WorldBatch.replications(a.seed, 1), dt=a.dt, horizon=horizon, dtype=dtype,
+                     compile=True) if native.available() else None
 
-    t_twin = t_ref = 0.0
+    t_twin = t_ref = t_nat = 0.0
     upd_twin = upd_ref = 0
     for _ in range(a.steps):
         t0 = time.perf_counter()
@@ -54,8 +57,12 @@ def main(argv=None) -> None:
         t1 = time.perf_counter()
         ref.step()
         t2 = time.perf_counter()
+        if tn is not None:
+            tn.step()
+        t3 = time.perf_counter()
         t_twin += t1 - t0
         t_ref += t2 - t1
+        t_nat += t3 - t2
         # a vehicle update = one running vehicle advanced by one step (counted after the step,
         # plus those that arrived in it, identically for both)
         upd_twin += int((tw.state["status"] == kernels.RUNNING).sum()) + int(
@@ -71,6 +78,11 @@ def main(argv=None) -> None:
     print(f"per-agent reference    : {upd_ref:>9d} vehicle updates in {t_ref:7.2f} s = "
           f"{upd_ref / t_ref:12,.0f} veh-updates/s")
     print(f"speed ratio vectorized / reference: {(upd_twin / t_twin) / (upd_ref / t_ref):.1f}x")
+    if tn is not None:
+        same = all(torch.equal(tw.state[k], tn.state[k]) for k in ("status", "pos", "speed"))
+        print(f"compiled step (native) : {upd_twin:>9d} vehicle updates in {t_nat:7.2f} s = "
+              f"{upd_twin / t_nat:12,.0f} veh-updates/s; ratio to reference {(upd_twin / t_nat) / (upd_ref / t_ref):.1f}x; "
+              f"{'identical to' if same else 'DIFFERENT from'} the tensor kernels")
     if a.dtype == "float64":
         pos = tw.state["pos"][0].tolist()
         vid = tw.pop.vehicle_id[0].tolist()

@@ -576,13 +576,15 @@ class TrafficTwin(Twin):
             "waiting_to_insert": waiting,
         }))
         self._arrived_before = arrived
-        rows = []
         for d in self.detectors:
             d.read(acc, interval_s, self.dt)
-            rows.append(pd.DataFrame({"time_s": self.time_s, "world": np.arange(W), "edge": d.edge_id,
-                                      "flow_veh_h": d.flow_veh_h, "density_veh_km": d.density_veh_km,
-                                      "speed_mps": d.speed_mps}))
-        self._detector_rows.append(pd.concat(rows, ignore_index=True))
+        # one frame for all detectors (a frame per detector cost ~0.2 ms each: most of a small run's time)
+        dets, n = self.detectors, len(self.detectors) * W
+        col = lambda attr: np.concatenate([getattr(d, attr) for d in dets]) if dets else np.zeros(0)  # noqa: E731
+        self._detector_rows.append(pd.DataFrame({
+            "time_s": np.full(n, float(self.time_s)), "world": np.tile(np.arange(W), len(dets)),
+            "edge": np.repeat(np.asarray([d.edge_id for d in dets], dtype=object), W),
+            "flow_veh_h": col("flow_veh_h"), "density_veh_km": col("density_veh_km"), "speed_mps": col("speed_mps")}))
         self.datacollector.collect(self)
         self.lane_acc_interval.zero_()
 

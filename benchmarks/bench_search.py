@@ -30,19 +30,21 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--single", type=int, default=None,
                     help="candidates timed one at a time (default: all of --batch; fewer for large batches)")
+    ap.add_argument("--compile", default="null", choices=["null", "true", "false"],
+                    help="compute.compile (null: the compiled CPU step where a C++ compiler is found)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose(config_name="config", overrides=[
             "scenario=arterial", "intervention=signal_timing", f"horizon_s={a.horizon}",
-            f"compute.device={a.device}", "progress=false"])
+            f"compute.device={a.device}", f"compute.compile={a.compile}", "progress=false"])
     ev = TwinEvaluator(cfg, ["cycle_s", "green_split"])
     rng = np.random.default_rng(0)
     cands = np.column_stack([rng.uniform(50, 120, a.batch), rng.uniform(0.35, 0.65, a.batch)])
     reps = list(range(a.replications))
     print(f"arterial, horizon {a.horizon:g} s, R={a.replications}, K={a.batch}, device {a.device}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, compute.compile={a.compile}")
     t0 = time.perf_counter()
     ev(cands, reps)
     batched = time.perf_counter() - t0

@@ -70,11 +70,12 @@ def pct(a: float, b: float) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # the twin
+COMPILE = None  # compute.compile for every twin built here (--compile)
 def twin_run(scen: TrafficScenario, horizon: float, worlds: int = 1, dtype=torch.float32) -> dict:
     """Run the twin; time only the stepping loop. Vehicle updates from the trips table."""
     t0 = time.perf_counter()
     tw = TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, dtype=dtype,
-                     interval_s=horizon)
+                     interval_s=horizon, compile=COMPILE)
     build = time.perf_counter() - t0
     t0 = time.perf_counter()
     while tw.step_index < tw.n_steps:
@@ -180,7 +181,7 @@ def sumo_grid(net_path: Path, routes: Path, target: int, steps: int, max_t: floa
 
 def twin_grid(net, demand: Demand, horizon: float, target: int, steps: int) -> dict:
     tw = TrafficTwin(TrafficScenario(net, demand, "grid10x10"), WorldBatch.replications(0, 1), dt=1.0,
-                     horizon=horizon, interval_s=horizon)
+                     horizon=horizon, interval_s=horizon, compile=COMPILE)
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
         tw.step()
@@ -254,8 +255,12 @@ def main() -> None:
     ap.add_argument("--worlds", type=int, default=64)
     ap.add_argument("--target", type=int, default=20000, help="vehicles in the grid before timing")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the twin (SUMO uses one)")
+    ap.add_argument("--compile", default="null", choices=["null", "true", "false"],
+                    help="the twin's compute.compile (null: the compiled CPU step where a C++ compiler is found)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    global COMPILE
+    COMPILE = {"null": None, "true": True, "false": False}[a.compile]
     parts = set(a.only.split(","))
     try:
         find_sumo("sumo")
@@ -269,7 +274,8 @@ def main() -> None:
                    .stdout.splitlines() if l.startswith("Model name"))
     except Exception:  # noqa: BLE001
         pass
-    print(f"{ver}; torch {torch.__version__}, {a.threads} thread(s); CPU {cpu}, {os.cpu_count()} cores; "
+    print(f"{ver}; torch {torch.__version__}, {a.threads} thread(s), compute.compile={a.compile}; CPU {cpu}, "
+          f"{os.cpu_count()} cores; "
           f"load average {load_avg()}")
     t_all = time.perf_counter()
     resco_out = {}

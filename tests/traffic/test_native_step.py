@@ -1,10 +1,13 @@
 """The compiled CPU step (``compute.compile=true``; :mod:`twins.traffic.native`) gives the numbers of the
 tensor kernels bit for bit: at every step, every state column of the running vehicles, the carried
-leaders and lane tails, and the per-lane observations; on grids, signals with yellow, junctions, a ring,
-lanes shorter than a step's travel, a loop edge, vehicle types with different IDM exponents, float32 and
-float64, one or several threads; and whole runs through the CLI's run task with an adaptive signal
-intervention."""
+leaders and lane tails, and the per-lane observations; on grids, an arterial, a junction, a ring, an
+imported SUMO network, lanes shorter than a step's travel, a loop edge, vehicle types with different IDM
+exponents, with the carried order forgotten and sorted again now and then, float32 and float64, one or
+several threads; and whole runs through the CLI's run task with an adaptive signal intervention."""
 from __future__ import annotations
+
+import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,11 +19,22 @@ from scenarios.traffic import (ArterialScenario, GridScenario, JunctionScenario,
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
-from twins.traffic.model import TrafficTwin
+from twins.traffic.model import TrafficScenario, TrafficTwin
 
 from tests.traffic._helpers import chain_scenario
 
+DATA = Path(__file__).parents[1] / "data" / "sumo"
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler: the compiled CPU step is not built")
+
+
+def _sumo_tiny():
+    """A SUMO network and demand (tests/data/sumo): several connections per lane, internal lanes, its signals."""
+    from scenarios.sumo import SumoScenario, load_scenario
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the file's notes on what the import leaves out
+        net, demand, begin, _ = load_scenario(SumoScenario(sumocfg=str(DATA / "tiny.sumocfg"), end=600.0))
+    return TrafficScenario(net, demand, "tiny", begin=begin), 600.0
 
 
 CASES = {
@@ -34,6 +48,7 @@ CASES = {
                                    ["a", "s1", "s2", "s3", "b"]), 200.0),
     "loop_edge": lambda: (chain_scenario("loop", {"a": 200.0, "lp": 40.0, "b": 200.0}, ["a", "lp", "lp", "lp", "b"],
                                  loops=("lp",)), 200.0),
+    "sumo_network": _sumo_tiny,
     # vehicle types with different exponents: the per-vehicle delta column
     "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
 }

@@ -446,18 +446,16 @@ def test_spillback_queue_backs_up_without_overlap(dtype):
     assert (w["vehicles_inserted"] == w["throughput_veh"] + w["vehicles_in_network_end"]).all()
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation: a vehicle may enter the junction path behind a tail "
-                                       "that is still rolling and then stop inside the junction when that tail "
-                                       "halts ('block the box'); only a halted tail holds vehicles at the line")
 def test_spillback_no_vehicle_enters_a_full_edge():
     """DESIGN.md sect. 6: a vehicle enters the next edge only when there is room.
 
     When the 100 m block is jammed (jam spacing length + min_gap = 7.5 m), no more
     than floor(L / 7.5) + 1 = 14 cars may be assigned to its lane, and none may wait
     inside the junction (position < 0 on the block lane means the car is on the
-    junction path, past the upstream stop line). Currently 16 are assigned, two of
-    them stopped inside junction J0_0 at position ~ -6 and ~ -14 m. Strict xfail:
-    it starts passing when the kernel is fixed; then remove the marker.
+    junction path, past the upstream stop line). Kernel rule 4 keeps the junction
+    clear by the lane's occupancy (SUMO's brutto occupancy); with only the
+    halted-tail rule, a car entered behind a still-rolling tail and 16 were
+    assigned, two stopped inside the junction at ~ -6 and ~ -14 m.
     """
     _, rec = _spillback_trace(torch.float64)
     bound = math.floor(BLOCK_M / (5.0 + 2.5)) + 1

@@ -172,7 +172,7 @@ template <typename T> struct Scratch {
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane;
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
-    std::vector<double> sums;
+    std::vector<double> sums, occ;
 };
 
 template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) {
@@ -204,6 +204,11 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v; W.rpos[s] = 0;
         W.insert_step[s] = a.step_index; W.leader[s] = W.last[il]; W.last[il] = s;
     }
+
+    // each lane's occupancy: length + min gap of its running vehicles (kernels.lane_occupancy, slot order)
+    sc.occ.assign(L, 0.0);
+    for (int64_t s = lo; s < hi; ++s)
+        if (W.status[s] == RUNNING) sc.occ[W.lane[s]] += double(W.length[s] + W.min_gap[s]);
 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
@@ -243,6 +248,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T d = L_here - x;
             bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
             must_stop = must_stop || nl < 0 || !found;
+            // keep the junction clear: never enter a full lane (an empty one always has room)
+            const int64_t nlc = nl < 0 ? 0 : nl;
+            const double occ_next = sc.occ[nlc];
+            must_stop = must_stop || (occ_next > 0 && occ_next + double(len + mg) > double(W.lane_length[nlc]));
             const int64_t tail = W.last[nl < 0 ? 0 : nl];
             const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
             must_stop = must_stop || (tail >= 0 && v_junction < stop_speed && next_room < len + mg);

@@ -29,12 +29,14 @@ phase it is in (synchronous update, like the kernel):
    of its next edge (allowed lanes, most room, from the tails *after*
    insertion). It must stop at the stop line on red, on yellow if
    ``v² <= 2·decel·d``, when no next lane exists or no connection leads
-   there, and (keep the junction clear) when the chosen lane's tail is
-   halted (speed < 0.1 m/s) and leaves less than ``length + min_gap`` of
-   room. The junction gap is ``d + via + rear(tail)`` (+inf if the lane is
-   empty). The stop line is the obstacle (gap ``d + min_gap``, speed 0,
-   physical gap ``d``) if the vehicle must stop and ``d + min_gap <=``
-   the junction gap; otherwise a front vehicle follows the tail of the
+   there, and (keep the junction clear) when the chosen lane is full — the
+   lengths plus min gaps of the vehicles on it and of this vehicle exceed
+   its length (an empty lane is never full) — or its tail is halted (speed
+   < 0.1 m/s) and leaves less than ``length + min_gap`` of room. The
+   junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
+   The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
+   gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
+   junction gap; otherwise a front vehicle follows the tail of the
    chosen lane at the junction gap (spillback), or the road is free. On its
    last edge the road is free. A vehicle with a leader on its lane follows it.
 5. IDM integrated in ``substeps`` sub-steps of ``h = dt / substeps`` with the
@@ -275,8 +277,11 @@ class ReferenceVehicle(mesa.Agent):
             signal_stop = red or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
             tail = m.tails.get(nl.id) if nl is not None else None
             v_junction = tail.speed if tail is not None else 0.0
-            # keep the junction clear: a halted tail leaving no room for this vehicle holds it at the line
-            keep_clear = tail is not None and v_junction < STOP_SPEED and room < self.length + self.min_gap
+            # keep the junction clear: a full lane, or a halted tail leaving no room for this vehicle, holds it
+            # at the line
+            occ = m.occupancy.get(nl.id, 0.0) if nl is not None else 0.0
+            full = occ > 0 and occ + (self.length + self.min_gap) > nl.length
+            keep_clear = full or (tail is not None and v_junction < STOP_SPEED and room < self.length + self.min_gap)
             must_stop = signal_stop or nl is None or not found or keep_clear
             gap_junction = d + via + room if math.isfinite(room) else INF
             # the stop line is the obstacle unless a vehicle still inside the junction is nearer
@@ -578,6 +583,10 @@ class ReferenceTrafficModel(mesa.Model):
             want = [v for v in want if v.status == WAITING]
         while self._next_waiting < len(self.vehicles) and self.vehicles[self._next_waiting].status != WAITING:
             self._next_waiting += 1
+        # each lane's occupancy (length + min gap of the vehicles on it), for keeping junctions clear
+        self.occupancy: dict[str, float] = {}
+        for v in running:
+            self.occupancy[v.lane.id] = self.occupancy.get(v.lane.id, 0.0) + (v.length + v.min_gap)
         # 4-5. decide (synchronously, from the state after insertion)
         for v in running:
             v.plan()

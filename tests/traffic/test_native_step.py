@@ -133,3 +133,41 @@ def test_missing_compiler_is_a_clear_error(monkeypatch, tmp_path):
     scen, _ = CASES["short_lanes"]()
     with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
         TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=10.0, compile=True)
+
+
+def test_unusable_cache_folder_falls_back_to_the_tensor_kernels(monkeypatch, tmp_path):
+    """compute.compile=null never fails a run: a cache path that is a file is a ConfigError, then a warning."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TWINS_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_warned", False)
+    with pytest.raises(ConfigError, match="TWINS_CACHE_DIR"):
+        native.load()
+    scen, _ = CASES["short_lanes"]()
+    with pytest.warns(UserWarning, match="compute.compile=null.*TWINS_CACHE_DIR"):
+        tw = TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=10.0, compile=None)
+    assert tw.kernel == "tensor"
+
+
+def test_a_compiler_without_the_cpu_flag_gets_the_plain_build(monkeypatch, tmp_path):
+    """An old compiler that rejects -march=x86-64-v2 (here: an unknown -march) builds with the plain flags."""
+    monkeypatch.setenv("TWINS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "flag_sets", lambda: [native.BASE_FLAGS + ["-march=no-such-cpu"], native.BASE_FLAGS])
+    assert native.load() is not None
+    assert len(list((tmp_path / "cache").glob("traffic_step_*.so"))) == 1
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "flag_sets", lambda: [native.BASE_FLAGS + ["-march=no-such-cpu"]])
+    with pytest.raises(ConfigError, match="no-such-cpu"):
+        native.load()
+
+
+def test_an_empty_route_is_a_clear_error():
+    """A route row of padding only (route_extra_edges[i] all -1) has no edge to insert on: refused by name."""
+    scen, _ = CASES["short_lanes"]()
+    edges = torch.full((1, 1, 3), -1, dtype=torch.int64)
+    worlds = WorldBatch.replications(0, 1)
+    worlds.params["route_extra_edges"] = edges
+    with pytest.raises(ConfigError, match=r"route_extra_edges\[0\].*at least one edge"):
+        TrafficTwin(scen, worlds, dt=1.0, horizon=10.0, compile=None)

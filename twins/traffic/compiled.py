@@ -171,6 +171,9 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
         lanes, via = d.get(c.to_edge, (set(), c.via_length))
         lanes.add(c.from_lane)
         d[c.to_edge] = (lanes, min(via, c.via_length))
+    for i, r in enumerate(routes):
+        if not r:  # a row of -1 padding only, e.g.; no lane to insert on
+            raise ConfigError(names[i] if names else f"route[{i}]", list(r), "a route of at least one edge")
     M = max(len(r) for r in routes)
     R = len(routes)
     edges = torch.full((R, M), -1, dtype=torch.int64)

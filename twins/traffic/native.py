@@ -31,10 +31,28 @@ from twins.core.errors import ConfigError
 SOURCE = Path(__file__).with_name("native_step.cpp")
 # -ffp-contract=off: no a*b+c fused into an FMA; no -ffast-math: every operation correctly rounded, as in
 # the tensor kernels. -fno-trapping-math lets the compiler evaluate both sides of a select (it never
-# changes a result); with SSE4.1's blends (x86-64-v2, every x86 CPU since 2009) it then vectorizes IDM.
-FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math"]
-if platform.machine().lower() in ("x86_64", "amd64"):
-    FLAGS.append("-march=x86-64-v2")
+# changes a result); with SSE4.1's blends (x86-64-v2) it then vectorizes IDM.
+BASE_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math"]
+X86_64_V2 = ("cx16", "lahf_lm", "popcnt", "pni", "ssse3", "sse4_1", "sse4_2")  # /proc/cpuinfo names
+
+
+def _cpu_has_x86_64_v2() -> bool:
+    """Whether this CPU runs x86-64-v2 code (every x86 CPU since 2009, but not QEMU's default model; a
+    binary built for it would die of SIGILL there). Unknown (no /proc/cpuinfo): no."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return all(f in flags for f in X86_64_V2)
+
+
+def flag_sets() -> list[list[str]]:
+    """Flags to build with, best first: a compiler too old for ``-march=x86-64-v2`` gets the plain ones."""
+    return ([BASE_FLAGS + ["-march=x86-64-v2"]] if _cpu_has_x86_64_v2() else []) + [BASE_FLAGS]
+
 
 _INTS = ("W", "S", "lo", "hi", "L", "M", "J", "G", "E", "max_lanes", "substeps", "insert_rounds", "delta_shared",
          "step_index", "need_sort", "has_conn", "w0", "w1")
@@ -61,37 +79,60 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def _build(cxx: str, flags: list[str], lib: Path) -> str | None:
+    """Compile into ``lib`` (atomically: parallel builds never clash); the compiler's errors on failure."""
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        if proc.returncode:
+            return proc.stderr[-2000:]
+        os.replace(tmp, lib)
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def load() -> ctypes.CDLL:
     """The compiled step (built on first use). Raises :class:`ConfigError` naming ``compute.compile``
-    when no C++ compiler is found or the build fails."""
+    when no C++ compiler is found, the build fails, or the cache folder cannot be written."""
     global _lib
     if _lib is not None:
         return _lib
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([str(cxx)] + FLAGS).encode()).hexdigest()[:16]
-    lib = cache_dir() / f"traffic_step_{key}.so"
-    if not lib.exists():
-        if not cxx:
-            raise ConfigError("compute.compile", True, "false on this machine: the compiled CPU step needs a C++ "
-                              "compiler (install g++ or clang++, or set $CXX)")
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # then renamed: parallel builds never clash
-        os.close(fd)
-        try:
-            proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
-        except OSError as e:
-            os.unlink(tmp)
-            raise ConfigError("compute.compile", True, f"false on this machine: no C++ compiler at {cxx} ({e}); "
-                              "install g++ or clang++, or point $CXX at one") from None
-        if proc.returncode:
-            os.unlink(tmp)
+    errors = []
+    try:
+        for flags in flag_sets():
+            key = hashlib.sha256(src + " ".join([str(cxx)] + flags).encode()).hexdigest()[:16]
+            lib = cache_dir() / f"traffic_step_{key}.so"
+            if lib.exists():
+                break
+            if not cxx:
+                raise ConfigError("compute.compile", True, "false on this machine: the compiled CPU step needs a "
+                                  "C++ compiler (install g++ or clang++, or set $CXX)")
+            err = _build(cxx, flags, lib)
+            if err is None:
+                break
+            errors.append(f"{cxx} {' '.join(flags)}:\n{err}")
+        else:
             raise ConfigError("compute.compile", True, "false on this machine: building the compiled CPU step "
-                              f"with {cxx} failed:\n{proc.stderr[-2000:]}")
-        os.replace(tmp, lib)
-    dll = ctypes.CDLL(str(lib))
+                              "failed:\n" + "\n".join(errors))
+        dll = ctypes.CDLL(str(lib))
+    except FileNotFoundError as e:
+        if e.filename == cxx:
+            raise ConfigError("compute.compile", True, f"false on this machine: no C++ compiler at {cxx}; "
+                              "install g++ or clang++, or point $CXX at one") from None
+        raise ConfigError("compute.compile", True, f"false on this machine: {e}; set $TWINS_CACHE_DIR to a "
+                          "writable folder") from None
+    except OSError as e:  # an unwritable cache folder, a library that does not load
+        raise ConfigError("compute.compile", True, f"false on this machine: {e}; set $TWINS_CACHE_DIR to a "
+                          "writable folder") from None
     if dll.twins_traffic_abi() != ctypes.sizeof(_Args):
-        raise RuntimeError(f"{lib}: argument layout differs from twins/traffic/native.py; delete it to rebuild")
+        raise ConfigError("compute.compile", True, f"false, or delete {lib} to rebuild it: its argument layout "
+                          "differs from twins/traffic/native.py")
     for name in ("twins_traffic_step_f32", "twins_traffic_step_f64"):
         getattr(dll, name).argtypes = [ctypes.POINTER(_Args)]
         getattr(dll, name).restype = ctypes.c_int
@@ -160,9 +201,19 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
             if cols[k].dtype != d or tuple(cols[k].shape) != (W, S):
                 raise ValueError(f"native step: {name}[{k!r}] is {cols[k].dtype} {tuple(cols[k].shape)}; "
                                  f"expected {d} ({W}, {S})")
-    if lane_last.dtype != i64 or lane_acc.dtype != torch.float64 or sig.dtype != torch.int8:
-        raise ValueError("native step: lane_last int64, lane_acc float64 and sig int8 expected")
-    ints = dict(W=W, S=S, lo=lo, hi=hi, L=net.n_lanes, M=routes.route_edges.shape[1], J=net.lane_conn.shape[1],
+    L = net.n_lanes
+    tables = [("lane_last", lane_last, i64, (W, L)), ("lane_acc", lane_acc, torch.float64, (W * L, 3)),
+              ("sig", sig, torch.int8, (W, sig.shape[-1])),
+              *((f"net.{k}", getattr(net, k), dtype, (L,)) for k in ("lane_length", "lane_speed")),
+              ("net.conn_via", net.conn_via, dtype, tuple(net.conn_via.shape)),
+              *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
+                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")),
+              *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
+                for k in ("route_edges", "route_mask", "route_len"))]
+    for name, x, d, shape in tables:  # the C++ reads raw memory: a wrong type or size would read garbage
+        if x.dtype != d or tuple(x.shape) != shape:
+            raise ValueError(f"native step: {name} is {x.dtype} {tuple(x.shape)}; expected {d} {shape}")
+    ints = dict(W=W, S=S, lo=lo, hi=hi, L=L, M=routes.route_edges.shape[1], J=net.lane_conn.shape[1],
                 G=sig.shape[1], E=len(net.edge_ids), max_lanes=net.max_lanes, substeps=substeps,
                 insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=step_index,
                 need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0))

@@ -3,7 +3,7 @@
 // Same rules, same operations in the same order and precision as the tensor kernels, so the numbers
 // are bit-identical (tests/traffic/test_native_step.py). Why it exists: the tensor kernels make
 // ~150 passes over memory per step; here each vehicle is visited a few times with its data in cache.
-// Built on first use by twins/traffic/native.py (c++ -O2 -ffp-contract=off: no FMA contraction, no
+// Built on first use by twins/traffic/native.py (c++ -O3 -ffp-contract=off: no FMA contraction, no
 // fast-math, so every operation is correctly rounded as in the tensor code). Worlds are independent:
 // the caller runs ranges of worlds on several threads. Bus stops (rule 7) stay on the tensor path.
 //
@@ -191,6 +191,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
         const int64_t r = W.route[s], e = a.route_edges[r * M];
+        if (e < 0) continue;  // compile_routes refuses empty routes; never index with -1
         if (!sc.open[e] || sc.tries[e] >= a.insert_rounds) continue;
         ++sc.tries[e];
         T room;

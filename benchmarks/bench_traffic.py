@@ -1,6 +1,7 @@
 """Traffic kernel throughput: vehicle updates per second, and state memory per vehicle.
 
-    python benchmarks/bench_traffic.py              # CPU: single world, then a batch of 64
+    python benchmarks/bench_traffic.py                  # CPU: single world, then a batch of 64
+    python benchmarks/bench_traffic.py --compile false  # the same on the tensor kernels
     python benchmarks/bench_traffic.py --device cuda --worlds 256   # any CUDA machine
 
 A vehicle update is one running vehicle advanced by one step. The scenario is a
@@ -22,7 +23,7 @@ from twins.traffic import kernels
 from twins.traffic.model import TrafficTwin
 
 
-def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0, compile: bool = False):
+def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0, compile: bool | None = None):
     s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=1000.0, approach_m=400.0, lanes=2,
                                           entry_flow_veh_h=1800.0, off_peak_factor=1.0, straight_share=0.8,
                                           signals=SignalConfig(cycle_s=60.0)))
@@ -36,7 +37,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool = False) -> dict:
+def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None) -> dict:
     tw = build(worlds, device, dtype, target, compile=compile)
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
@@ -62,6 +63,7 @@ def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: b
         "state_bytes_per_vehicle": state_bytes / tw.S,
         "warmup_s": warm,
         "sim_time_s": tw.time_s,
+        "kernel": tw.kernel,
     }
 
 
@@ -73,22 +75,24 @@ def main():
     ap.add_argument("--target", type=int, default=20000, help="vehicles in the network per world before timing")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--compile", action="store_true", help="compute.compile=true: on a CPU the compiled step "
-                    "(twins.traffic.native), on CUDA torch.compile of IDM (compiled during the warm-up, not timed)")
+    ap.add_argument("--compile", nargs="?", const="true", default="null", choices=["null", "true", "false"],
+                    help="compute.compile (default null: on a CPU the compiled step, twins.traffic.native, where a "
+                    "C++ compiler is found; true: that, and on CUDA torch.compile of IDM, compiled during the "
+                    "warm-up, not timed; false: the tensor kernels)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
     worlds = a.worlds or ([1, 64] if a.device == "cpu" else [1, 64, 256])
     dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    kernel = ("native (compiled C++ step)" if a.device == "cpu" else "torch.compile") if a.compile else "tensor kernels"
-    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; {kernel}")
+    compile = {"null": None, "true": True, "false": False}[a.compile]
+    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; compute.compile={a.compile}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
-        r = measure(w, a.device, dtype, target, a.steps, a.compile)
+        r = measure(w, a.device, dtype, target, a.steps, compile)
         print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "
               f"updates/s={r['updates_per_s'] / 1e6:8.2f} M  state={r['state_bytes_per_vehicle']:.0f} B/vehicle  "
-              f"(warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")
+              f"kernel {r['kernel']}  (warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -453,9 +453,10 @@ def test_spillback_no_vehicle_enters_a_full_edge():
     than floor(L / 7.5) + 1 = 14 cars may be assigned to its lane, and none may wait
     inside the junction (position < 0 on the block lane means the car is on the
     junction path, past the upstream stop line). Kernel rule 4 keeps the junction
-    clear by the lane's occupancy (SUMO's brutto occupancy); with only the
-    halted-tail rule, a car entered behind a still-rolling tail and 16 were
-    assigned, two stopped inside the junction at ~ -6 and ~ -14 m.
+    clear by the room behind the lane's last standing vehicle, less the cars
+    rolling up behind it (SUMO's space till the last standing vehicle); with a
+    rule on the halted tail only, a car entered behind a still-rolling tail and
+    16 were assigned, two stopped inside the junction at ~ -6 and ~ -14 m.
     """
     _, rec = _spillback_trace(torch.float64)
     bound = math.floor(BLOCK_M / (5.0 + 2.5)) + 1

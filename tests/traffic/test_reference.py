@@ -237,7 +237,9 @@ def test_kernel_matches_reference_with_buses():
     assert not docked, f"the twin docked where the reference did not: {sorted(docked)[:5]}"
     for ref in refs:
         ev = ref.events
-        assert ev["bus_docks"] >= 10 and ev["bus_dwell_steps"] >= 200 and ev["bus_stop_obstacle"] >= 100, ev
+        # coverage: the step-by-step comparison above saw docks, dwells and stops as obstacles (8-10 docks
+        # per world since keep-clear counts the queue behind a standing bus)
+        assert ev["bus_docks"] >= 6 and ev["bus_dwell_steps"] >= 200 and ev["bus_stop_obstacle"] >= 100, ev
         buses = [v for v in ref.vehicles if v.bus_stops]
         assert sum(v.status == ARRIVED for v in buses) >= 3, "buses completed their routes"
         assert ev["red_crossings"] == 0 and ev["same_step_entries"] == 0

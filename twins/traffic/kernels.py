@@ -24,10 +24,12 @@ the same, one vehicle at a time):
 4. Front vehicles (no leader on their lane) look past the stop line: a red
    signal, or a yellow one they can stop for (v² <= 2·b·d), is a standing
    obstacle at the stop line. So is, to keep the junction clear, the lane they
-   will enter when it is full — its vehicles' lengths plus min gaps and this
-   vehicle's exceed its length (SUMO's brutto occupancy; an empty lane is never
-   full) — or when its halted tail leaves no room for them. Otherwise the leader
-   is the last vehicle of that lane (spillback), or the road is free.
+   will enter when the room behind its last standing vehicle is taken: the back
+   of its upstream-most halted vehicle, less the lengths plus min gaps of the
+   vehicles behind it, is shorter than this vehicle's length plus min gap
+   (SUMO's ``getSpaceTillLastStanding``; a lane where nothing stands holds no
+   one). Otherwise the leader is the last vehicle of that lane (spillback), or
+   the road is free.
 5. IDM acceleration integrated over ``substeps`` with the leader's speed held
    (SUMO's IDM stepping); speed clamped at zero and capped so the gap cannot
    close below zero in one step; position ``x + v'·dt`` (Euler, as SUMO).
@@ -191,21 +193,29 @@ def _nz(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
-def lane_occupancy(world, lane, running, length, min_gap, n_lanes: int, W: int) -> torch.Tensor:
-    """Per (world, lane): the sum of length + min gap of the running vehicles on it (float64, summed in slot
-    order), ``[W*L + 1]`` (the last entry collects the vehicles that are not running)."""
+def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lanes: int, W: int) -> torch.Tensor:
+    """Per (world, lane), float64 ``[W*L + 1]``: the back of the upstream-most halted vehicle on it, less the
+    length + min gap of the running vehicles behind it (summed in slot order); +inf where none is halted
+    (SUMO's ``MSLane::getSpaceTillLastStanding``). The last entry collects the vehicles that are not running."""
+    n = W * n_lanes + 1
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
-    return torch.bincount(seg, weights=(length + min_gap).to(torch.float64), minlength=W * n_lanes + 1)
+    back = pos.to(torch.float64) - length.to(torch.float64)
+    halted = running & (speed < STOP_SPEED)
+    standing = torch.full((n,), torch.inf, dtype=torch.float64, device=pos.device).scatter_reduce(
+        0, torch.where(halted, seg, W * n_lanes), back, "amin")
+    behind = running & (pos.to(torch.float64) <= _gather(standing, seg))
+    return standing - torch.bincount(torch.where(behind, seg, W * n_lanes),
+                                     weights=(length + min_gap).to(torch.float64), minlength=n)
 
 
-def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, occ, sig, net, routes, delta, stops, dt: float,
+def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig, net, routes, delta, stops, dt: float,
             W: int, substeps: int, fused: bool = False):
     """Rules 4–7 for a set of vehicles: look past the stop line, bus stops, IDM, movement, transitions.
 
     ``cols``/``vcols`` hold one entry per vehicle considered (state and parameter columns; ``running``
     masks the ones that move); ``slot`` is each one's index into the window's full columns ``pos``,
-    ``length``, ``speed`` (where leaders and lane tails are looked up; ``last``: each lane's tail; ``occ``: each
-    lane's occupancy, :func:`lane_occupancy`).
+    ``length``, ``speed`` (where leaders and lane tails are looked up; ``last``: each lane's tail; ``space``: each
+    lane's room behind its last standing vehicle, :func:`space_till_standing`).
     The look past the stop line and the lane transitions run on the front vehicles only (the subset
     ``fi``); ``fused`` moves the vehicles with :func:`fused_idm_move` (``torch.compile``, same numbers).
     Returns new position, speed, lane, route position, arrived, halted, time loss; with ``stops``
@@ -257,16 +267,12 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, occ, sig, n
     d = L_f - pf
     must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(vcols["decel"]) * d.clamp(min=0)))
     must_stop = must_stop | (next_lane < 0) | ~found
-    # keep the junction clear: never enter a full lane (an empty one always has room)
-    nlc = next_lane.clamp(min=0)
-    occ_next = _gather(occ, wf * L + nlc)
-    must_stop = must_stop | ((occ_next > 0) & (occ_next + (lenf + mgf).to(torch.float64)
-                                               > _gather(net.lane_length, nlc).to(torch.float64)))
+    # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
+    # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
+    room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
+    must_stop = must_stop | (room_standing < (lenf + mgf).to(torch.float64))
     nl = _gather(last, wf * L + next_lane.clamp(min=0))
     v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
-    # keep the junction clear: a halted tail that leaves no room behind it holds this vehicle
-    # at the line (a moving tail does not: in queue discharge the leader is often still crossing)
-    must_stop = must_stop | ((nl >= 0) & (v_junction < STOP_SPEED) & (next_room < lenf + mgf))
     gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
     # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
     line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
@@ -454,8 +460,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                                             "two_sqrt_ab", "tau")}
         dl = delta if isinstance(delta, int) else take(delta)
         stop_cols = None if stops is None else (take(state["next_stop"]), take(state["dwell"]), stops)
-        occ = lane_occupancy(world, lane, running, length, min_gap, L, W)
-        moved = advance(cols, vcols, slot, pos, length, speed, last, occ, sig, net, routes, dl, stop_cols, dt, W,
+        space = space_till_standing(world, lane, running, pos, length, min_gap, speed, L, W)
+        moved = advance(cols, vcols, slot, pos, length, speed, last, space, sig, net, routes, dl, stop_cols, dt, W,
                         substeps, fused=fused)
         x_new, v_new, new_lane, rpos_new, arrive, halted, loss = moved[:7]
         if dense:

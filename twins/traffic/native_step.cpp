@@ -172,13 +172,14 @@ template <typename T> struct Scratch {
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane;
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
-    std::vector<double> sums, occ;
+    std::vector<double> sums, standing, behind;
 };
 
 template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) {
     World<T> W(a, w);
     const T inf = std::numeric_limits<T>::infinity();
     const T dt = T(a.dt), stop_speed = T(0.1);
+    const double inf64 = std::numeric_limits<double>::infinity();
     const int64_t lo = a.lo, hi = a.hi, n = hi - lo, L = a.L, M = a.M, J = a.J;
 
     // 2. leaders and tails: carried over, or sorted out
@@ -206,10 +207,15 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         W.insert_step[s] = a.step_index; W.leader[s] = W.last[il]; W.last[il] = s;
     }
 
-    // each lane's occupancy: length + min gap of its running vehicles (kernels.lane_occupancy, slot order)
-    sc.occ.assign(L, 0.0);
+    // each lane's space till its last standing vehicle (kernels.space_till_standing): the back of its
+    // upstream-most halted vehicle (+inf: none), less the length + min gap of the vehicles behind it (slot order)
+    sc.standing.assign(L, inf64); sc.behind.assign(L, 0.0);
     for (int64_t s = lo; s < hi; ++s)
-        if (W.status[s] == RUNNING) sc.occ[W.lane[s]] += double(W.length[s] + W.min_gap[s]);
+        if (W.status[s] == RUNNING && W.speed[s] < stop_speed)
+            sc.standing[W.lane[s]] = std::min(sc.standing[W.lane[s]], double(W.pos[s]) - double(W.length[s]));
+    for (int64_t s = lo; s < hi; ++s)
+        if (W.status[s] == RUNNING && double(W.pos[s]) <= sc.standing[W.lane[s]])
+            sc.behind[W.lane[s]] += double(W.length[s] + W.min_gap[s]);
 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
@@ -249,13 +255,11 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T d = L_here - x;
             bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
             must_stop = must_stop || nl < 0 || !found;
-            // keep the junction clear: never enter a full lane (an empty one always has room)
+            // keep the junction clear: no room behind the next lane's last standing vehicle holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
-            const double occ_next = sc.occ[nlc];
-            must_stop = must_stop || (occ_next > 0 && occ_next + double(len + mg) > double(W.lane_length[nlc]));
-            const int64_t tail = W.last[nl < 0 ? 0 : nl];
+            must_stop = must_stop || sc.standing[nlc] - sc.behind[nlc] < double(len + mg);
+            const int64_t tail = W.last[nlc];
             const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
-            must_stop = must_stop || (tail >= 0 && v_junction < stop_speed && next_room < len + mg);
             const T gap_junction = std::isfinite(next_room) ? d + via + next_room : inf;
             const bool line_first = must_stop && (d + mg <= gap_junction || !found);
             const T gap_front = line_first ? d + mg : gap_junction;

@@ -29,11 +29,11 @@ phase it is in (synchronous update, like the kernel):
    of its next edge (allowed lanes, most room, from the tails *after*
    insertion). It must stop at the stop line on red, on yellow if
    ``v² <= 2·decel·d``, when no next lane exists or no connection leads
-   there, and (keep the junction clear) when the chosen lane is full — the
-   lengths plus min gaps of the vehicles on it and of this vehicle exceed
-   its length (an empty lane is never full) — or its tail is halted (speed
-   < 0.1 m/s) and leaves less than ``length + min_gap`` of room. The
-   junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
+   there, and (keep the junction clear) when the chosen lane has less room
+   behind its last standing vehicle than ``length + min_gap``: the back of
+   its upstream-most halted vehicle (speed < 0.1 m/s), less the lengths
+   plus min gaps of the vehicles behind it (SUMO's space till the last
+   standing vehicle; no halted vehicle: no limit). The junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
    The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
    gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
    junction gap; otherwise a front vehicle follows the tail of the
@@ -277,11 +277,9 @@ class ReferenceVehicle(mesa.Agent):
             signal_stop = red or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
             tail = m.tails.get(nl.id) if nl is not None else None
             v_junction = tail.speed if tail is not None else 0.0
-            # keep the junction clear: a full lane, or a halted tail leaving no room for this vehicle, holds it
-            # at the line
-            occ = m.occupancy.get(nl.id, 0.0) if nl is not None else 0.0
-            full = occ > 0 and occ + (self.length + self.min_gap) > nl.length
-            keep_clear = full or (tail is not None and v_junction < STOP_SPEED and room < self.length + self.min_gap)
+            # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
+            # one at the line
+            keep_clear = nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
             must_stop = signal_stop or nl is None or not found or keep_clear
             gap_junction = d + via + room if math.isfinite(room) else INF
             # the stop line is the obstacle unless a vehicle still inside the junction is nearer
@@ -295,7 +293,7 @@ class ReferenceVehicle(mesa.Agent):
                 m.events["front_red" if code == SIG_RED else "front_yellow_stop" if code == SIG_YELLOW and signal_stop
                          else "front_yellow_go" if code == SIG_YELLOW else "front_green"] += 1
                 if keep_clear and not signal_stop and nl is not None:
-                    m.events["keep_clear"] += 1  # would go, but the halted tail leaves it no room
+                    m.events["keep_clear"] += 1  # would go, but no room behind the next lane's standing queue
                 if must_stop and not line_first:
                     m.events["junction_nearer"] += 1  # a vehicle still in the junction is nearer than the line
         self._red = red
@@ -583,10 +581,17 @@ class ReferenceTrafficModel(mesa.Model):
             want = [v for v in want if v.status == WAITING]
         while self._next_waiting < len(self.vehicles) and self.vehicles[self._next_waiting].status != WAITING:
             self._next_waiting += 1
-        # each lane's occupancy (length + min gap of the vehicles on it), for keeping junctions clear
-        self.occupancy: dict[str, float] = {}
+        # each lane's room behind its last standing vehicle, for keeping junctions clear: the back of the
+        # upstream-most halted vehicle less the length + min gap of the vehicles behind it
+        standing: dict[str, float] = {}
         for v in running:
-            self.occupancy[v.lane.id] = self.occupancy.get(v.lane.id, 0.0) + (v.length + v.min_gap)
+            if v.speed < STOP_SPEED:
+                standing[v.lane.id] = min(standing.get(v.lane.id, INF), v.pos - v.length)
+        behind: dict[str, float] = {}
+        for v in running:
+            if v.lane.id in standing and v.pos <= standing[v.lane.id]:
+                behind[v.lane.id] = behind.get(v.lane.id, 0.0) + (v.length + v.min_gap)
+        self.space_till_standing = {k: b - behind.get(k, 0.0) for k, b in standing.items()}
         # 4-5. decide (synchronously, from the state after insertion)
         for v in running:
             v.plan()

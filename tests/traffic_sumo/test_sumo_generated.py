@@ -167,3 +167,59 @@ def test_midcycle_plan_runs_in_sumo_as_in_the_twin(netgen, tmp_path):
                 assert got == _expected_state(p, now - 1), (tid, now)
     finally:
         libsumo.close()
+
+
+def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
+    """An imported program with non-zero offsets: every link's code in the twin equals SUMO's state, every second.
+
+    The plan (new durations, offsets 0/7/13/29 s) is baked into the network by netconvert, imported, and the
+    twin's signal codes (``kernels.signal_codes`` over ``TrafficTwin``'s per-world plan, the same call its step
+    makes) are compared with libsumo running that network, from a begin time that is not a multiple of any
+    cycle. A sign error in the offset (``t + offset``) fails at the first junction with a non-zero offset.
+    """
+    libsumo = pytest.importorskip("libsumo", reason="libsumo (the [sumo] extra) is not installed")
+
+    from twins.core.worlds import WorldBatch
+    from twins.traffic import kernels
+    from twins.traffic.compiled import SIG_GREEN, SIG_RED, SIG_YELLOW
+    from twins.traffic.demand import Demand, Flow
+    from twins.traffic.model import TrafficScenario, TrafficTwin
+    from twins.traffic.sumo_bridge import find_sumo
+
+    path = netgen("midcycle")
+    net0, _ = _quiet(sumo.load_net, path)
+    plan = _changed_plan(net0.programs)
+    for p in plan.values():
+        p.program_id = "0"  # replaces the net's own program in netconvert
+    add = sumo.write_tllogic(plan, tmp_path / "plan.add.xml")
+    newnet = tmp_path / "offsets.net.xml"
+    r = subprocess.run([find_sumo("netconvert"), "-s", str(path), "-i", str(add), "-o", str(newnet)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    net, _ = _quiet(sumo.load_net, newnet)
+    assert sorted(p.offset for p in net.programs.values()) == sorted(p.offset for p in plan.values())
+    assert any(p.offset != 0 for p in net.programs.values())
+    edge = next(iter(net.edges))
+    begin = 1003.0
+    scen = TrafficScenario(net, Demand(flows=[Flow("f", [edge], rate=0.0, begin=begin, end=begin + 1)]),
+                           begin=begin)
+    horizon = 2 * int(max(p.cycle for p in net.programs.values())) + 5
+    tw = TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=float(horizon))
+    code_of = {**{c: SIG_GREEN for c in "GgOo"}, **{c: SIG_YELLOW for c in "yYuU"}, **{c: SIG_RED for c in "rRs"}}
+    progs = tw.compiled.program_ids
+    first_link = {pid: int((tw.net.link_program == i).nonzero()[0]) for i, pid in enumerate(progs)}
+    libsumo.start(["sumo", "-n", str(newnet), "--begin", str(int(begin)), "--no-step-log", "--no-warnings"])
+    try:
+        for _ in range(horizon):
+            t = tw.time_s
+            codes = kernels.signal_codes(t, tw.signal_durations, tw.signal_offsets, tw.net.phase_code,
+                                         tw.net.link_program, tw.net.link_local)[0].tolist()
+            libsumo.simulationStep()  # after the step to t + 1, SUMO shows the state of [t, t + 1)
+            assert libsumo.simulation.getTime() == t + 1
+            for pid in progs:
+                got = libsumo.trafficlight.getRedYellowGreenState(pid)
+                mine = codes[first_link[pid]:first_link[pid] + len(got)]
+                assert mine == [code_of[c] for c in got], (pid, t, got)
+            tw.step_index += 1
+    finally:
+        libsumo.close()

@@ -89,7 +89,7 @@ def fixed_phase(t: float, durations: torch.Tensor, offsets: torch.Tensor) -> tup
     """The fixed-time phase [W, P] at ``t`` and the time already spent in it (as :func:`kernels.signal_codes`)."""
     K = durations.shape[2]
     ends = torch.cumsum(durations, dim=2)
-    tc = torch.remainder(t + offsets, ends[:, :, -1])
+    tc = torch.remainder(t - offsets, ends[:, :, -1])
     phase = torch.searchsorted(ends, tc.unsqueeze(-1), right=True).squeeze(-1).clamp(max=K - 1)
     start = ends.gather(2, phase.unsqueeze(-1)).squeeze(-1) - durations.gather(2, phase.unsqueeze(-1)).squeeze(-1)
     return phase, (tc - start).clamp(min=0)

@@ -10,7 +10,8 @@ Rules (the per-agent reference in :mod:`twins.traffic.reference` implements
 the same, one vehicle at a time):
 
 1. Signals: the phase of each program at time ``t`` is found from
-   ``(t + offset) mod cycle`` and per-world phase durations.
+   ``(t - offset) mod cycle`` and per-world phase durations, as SUMO runs a
+   program (a positive offset delays every phase; ``NLJunctionControlBuilder``).
 2. Leaders: a vehicle's leader is the next one downstream on its lane; the
    *last* vehicle of a lane is the upstream-most one. Found by sorting
    ``(world, lane, position)`` once, then carried from step to step and updated
@@ -68,7 +69,7 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
         return torch.zeros(W, 0, dtype=torch.int8, device=durations.device)
     ends = torch.cumsum(durations, dim=2)  # [W, P, K]
     cycle = ends[:, :, -1]
-    tc = torch.remainder(t + offsets, cycle)  # [W, P]
+    tc = torch.remainder(t - offsets, cycle)  # [W, P]: SUMO's cycle position, (t - offset) mod cycle
     phase = torch.searchsorted(ends, tc.unsqueeze(-1), right=True).squeeze(-1).clamp(max=K - 1)
     ph_link = phase.index_select(1, link_program)  # [W, G]
     Lmax = phase_code.shape[2]

@@ -109,7 +109,7 @@ class SignalController(FixedAgent):
     def phase_index(self, world: int = 0, t: float | None = None) -> int:
         t = self.model.time_s if t is None else t
         d = self.phase_durations(world)
-        x = (t + self.offset(world)) % sum(d)
+        x = (t - self.offset(world)) % sum(d)  # SUMO's cycle position
         return int(np.searchsorted(np.cumsum(d), x, side="right"))
 
 

@@ -13,7 +13,7 @@ applies them; every vehicle decides from the state at the start of the
 phase it is in (synchronous update, like the kernel):
 
 1. Signals: each :class:`ReferenceSignal` finds its phase from
-   ``(t + offset) mod cycle`` and exposes a code per link.
+   ``(t - offset) mod cycle`` (SUMO's cycle position) and exposes a code per link.
 2. Leaders: per lane, running vehicles sorted by position; a vehicle's
    leader is the next one downstream; the lane's *tail* is the upstream-most.
 3. Insertion, SUMO's way, in ``insert_rounds`` rounds: per first edge the
@@ -170,7 +170,7 @@ class ReferenceSignal(mesa.Agent):
         self.phase_changes = 0
 
     def update(self, t: float) -> None:
-        tc = (t + self.offset) % self.cycle
+        tc = (t - self.offset) % self.cycle
         phase = min(bisect.bisect_right(self.ends, tc), len(self.ends) - 1)
         if phase != self.phase and self.model.step_index > 0:
             self.phase_changes += 1

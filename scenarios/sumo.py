@@ -4,6 +4,18 @@ The schema is the Hydra structured config of the ``sumo`` scenario kind;
 :func:`load_scenario` turns a config section into the twin's network, demand
 and time window. The builder that makes a twin of them is registered with the
 traffic scenarios.
+
+Demand variation (``scenario.demand_variation``, :func:`twins.traffic.demand.vary`):
+a route file's vehicles and trips depart at the same times in every SUMO run
+(``--seed`` varies only the drivers' speed factors), and so they do in every
+replication with ``none``. ``poisson`` re-draws each route's vehicles (and each
+``vehsPerHour``/``period`` flow) per replication as a Poisson process at the
+file's rate, per route and ``demand_interval_s`` interval, so held-out
+replications differ in their demand (causal contract item 6) while the arms of
+one replication stay paired. ``scenario=sumo`` (``conf/scenario/sumo.yaml``)
+runs ``poisson``; the schema's own default is ``none``, so code that loads a
+``SumoScenario`` directly (side-by-side comparisons with SUMO on the same file,
+benchmarks, tests) gets the file's departures as SUMO runs them.
 """
 from __future__ import annotations
 
@@ -12,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from twins.core.errors import ConfigError, check
-from twins.traffic.demand import Demand, Flow
+from twins.core.errors import ConfigError, check, suggest
+from twins.traffic.demand import DEMAND_VARIATIONS, Demand, Flow, vary
 from twins.traffic.network import RoadNetwork
 
 
@@ -27,6 +39,11 @@ class SumoScenario:
     begin: Optional[float] = None  # seconds of SUMO time; default: the .sumocfg's begin (else 0)
     end: Optional[float] = None  # default: the .sumocfg's end (else begin + horizon_s)
     demand_scale: float = 1.0  # multiply every flow (given vehicles are thinned or repeated deterministically)
+    # none | poisson (see the module docstring); none here, poisson in conf/scenario/sumo.yaml
+    demand_variation: str = "none"
+    demand_interval_s: float = 900.0  # poisson: the file's rate per route is its count per interval (15 min)
+    # IDM | Krauss; null: as the route files' vTypes state (carFollowModel; unstated is SUMO's default, Krauss)
+    car_following: Optional[str] = None
 
 
 def _abs(p: str) -> str:
@@ -83,6 +100,12 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
     from twins.traffic import sumo
 
     get = (lambda k, d=None: cfg.get(k, d)) if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+    # checked before any file is read
+    variation, interval = get("demand_variation", "none"), get("demand_interval_s", 900.0)
+    check(variation in DEMAND_VARIATIONS, "scenario.demand_variation", variation,
+          " or ".join(DEMAND_VARIATIONS), suggest(str(variation), DEMAND_VARIATIONS))
+    check(isinstance(interval, (int, float)) and 0 < interval < math.inf, "scenario.demand_interval_s", interval,
+          "a positive interval in seconds")
     sumocfg, net, routes = _abs(get("sumocfg", "") or ""), _abs(get("net", "") or ""), get("routes", "") or ""
     route_list = [_abs(r.strip()) for r in str(routes).split(",") if r.strip()]
     if sumocfg:
@@ -103,6 +126,8 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
         end = float(get("end"))
     if end is not None:
         check(end > begin, "scenario.end", end, f"a time after begin ({begin:g} s)")
+    # vary first: demand_scale then multiplies the Poisson rates exactly (no thinning of given vehicles)
+    demand = vary(demand, variation, begin=begin, end=end, interval_s=float(interval))
     demand = scale_demand(demand, float(get("demand_scale", 1.0) or 0.0) if get("demand_scale", 1.0) is not None
                           else 1.0)
     return network, demand, begin, end
@@ -155,6 +180,28 @@ def fringe_demand(net: RoadNetwork, rate_veh_h: float, horizon: float, turn_shar
     return Demand({"car": VehicleType(id="car")}, flows)
 
 
+def car_following(setting: Optional[str], demand: Demand) -> str:
+    """The one car-following model the twin runs: ``scenario.car_following`` when set, else the model the route
+    files' vTypes of the loaded flows state (``carFollowModel``; unstated is SUMO's default, Krauss). Several
+    models, or one the twin does not run, need the setting."""
+    from twins.traffic.sumo import CAR_FOLLOWING
+
+    if setting is not None:
+        check(setting in CAR_FOLLOWING, "scenario.car_following", setting,
+              " or ".join(CAR_FOLLOWING) + " (null: as the route files' vTypes state)")
+        return setting
+    used = {f.vtype for f in demand.flows}
+    by_model: dict[str, list[str]] = {}
+    for tid in sorted(used):
+        by_model.setdefault(demand.vtypes[tid].car_following or "Krauss", []).append(tid)
+    if len(by_model) <= 1 and set(by_model) <= set(CAR_FOLLOWING):
+        return next(iter(by_model), "Krauss")
+    listed = "; ".join(f"{m}: {', '.join(t[:3])}{' ...' if len(t) > 3 else ''}" for m, t in sorted(by_model.items()))
+    raise ConfigError("scenario.car_following", None, " or ".join(CAR_FOLLOWING),
+                      f"The route files' vTypes state {listed}; the twin runs one model the twin knows for every "
+                      f"vehicle: set scenario.car_following=IDM or Krauss.")
+
+
 def build_sumo_twin(cfg, worlds, device, dtype):
     """The traffic twin of a SUMO scenario; it runs from SUMO's begin to its end when the
     .sumocfg (or the config) sets one, else for ``horizon_s``."""
@@ -166,7 +213,8 @@ def build_sumo_twin(cfg, worlds, device, dtype):
     n = round(horizon / cfg.dt_s)
     check(n >= 1, "scenario.end", end, f"a time at least one step (dt_s={cfg.dt_s}) after begin={begin:g}")
     name = cfg.scenario.get("name") or "sumo"
-    scen = TrafficScenario(network, demand, name, begin=begin)
+    scen = TrafficScenario(network, demand, name, begin=begin,
+                           car_following=car_following(cfg.scenario.get("car_following"), demand))
     return TrafficTwin(scen, worlds, horizon=n * cfg.dt_s, device=device, dtype=dtype, **_twin_kwargs(cfg))
 
 

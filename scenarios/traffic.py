@@ -39,6 +39,7 @@ class VehicleConfig:
     speed_factor: float = 1.0
     speed_dev: float = 0.1
     param_cv: float = 0.1
+    sigma: float = 0.5  # Krauss driver imperfection (dawdling, SUMO's default); IDM ignores it, as SUMO does
 
 
 @dataclass
@@ -94,6 +95,7 @@ class TrafficScenarioBase:
     signals: SignalConfig = field(default_factory=SignalConfig)
     demand_scale: float = 1.0
     bus_lines: List[BusLineConfig] = field(default_factory=list)
+    car_following: str = "IDM"  # IDM | Krauss (SUMO's default model, with dawdling sigma): kernels rule 9
 
 
 @dataclass
@@ -156,6 +158,9 @@ class RingScenario(TrafficScenarioBase):
     segments: int = 4
     vehicles: int = 22
     speed_mps: float = 13.89
+    # Sugiyama's waves grow from driver imperfection: SUMO's Krauss with its dawdling (sigma) by default;
+    # a deterministic IDM platoon at this density relaxes to a jam-free state
+    car_following: str = "Krauss"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +168,9 @@ class RingScenario(TrafficScenarioBase):
 def _validate_common(s) -> None:
     check(s.speed_mps > 0, "scenario.speed_mps", s.speed_mps, "a positive speed in m/s")
     check(s.demand_scale >= 0, "scenario.demand_scale", s.demand_scale, "a factor >= 0")
+    check(s.car_following in ("IDM", "Krauss"), "scenario.car_following", s.car_following,
+          "IDM or Krauss (SUMO's default)")
+    check(0 <= s.vehicle.sigma <= 1, "scenario.vehicle.sigma", s.vehicle.sigma, "a number in [0, 1] (SUMO: 0.5)")
     v = s.vehicle
     for name in ("length", "accel", "decel", "max_speed", "tau", "delta", "speed_factor"):
         check(getattr(v, name) > 0, f"scenario.vehicle.{name}", getattr(v, name), "a positive number")
@@ -183,7 +191,7 @@ def _validate_signals(sig) -> None:
 def vehicle_type(v, id: str = "car") -> VehicleType:
     return VehicleType(id=id, length=v.length, min_gap=v.min_gap, accel=v.accel, decel=v.decel,
                        max_speed=v.max_speed, tau=v.tau, delta=v.delta, speed_factor=v.speed_factor,
-                       speed_dev=v.speed_dev, param_cv=v.param_cv)
+                       speed_dev=v.speed_dev, param_cv=v.param_cv, sigma=v.sigma)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,19 +470,22 @@ def grid_scenario(s, horizon: float) -> TrafficScenario:
     lanes_ns = s.lanes_ns or s.lanes
     net = signalized_lattice(s.rows, s.cols, s.block_m, s.approach_m, s.lanes, lanes_ns, s.speed_mps, s.signals,
                              s.name)
-    return TrafficScenario(net, grid_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines))
+    return TrafficScenario(net, grid_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
+                           car_following=s.car_following)
 
 
 def junction_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = signalized_lattice(1, 1, 1.0, s.approach_m, s.lanes, s.lanes, s.speed_mps, s.signals, s.name)
-    return TrafficScenario(net, junction_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines))
+    return TrafficScenario(net, junction_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
+                           car_following=s.car_following)
 
 
 def ring_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = ring_network(s)
-    return TrafficScenario(net, ring_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines))
+    return TrafficScenario(net, ring_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
+                           car_following=s.car_following)
 
 
 @scenario("grid", GridScenario)

@@ -2,7 +2,7 @@
 tensor kernels bit for bit: at every step, every state column of the running vehicles, the carried
 leaders and lane tails, and the per-lane observations; on grids, an arterial, a junction, a ring, an
 imported SUMO network, lanes shorter than a step's travel, a loop edge, vehicle types with different IDM
-exponents, with the carried order forgotten and sorted again now and then, float32 and float64, one or
+exponents, turning speeds, SUMO's Krauss with dawdling, with the carried order forgotten and sorted again now and then, float32 and float64, one or
 several threads; and whole runs through the CLI's run task with an adaptive signal intervention."""
 from __future__ import annotations
 
@@ -37,18 +37,36 @@ def _sumo_tiny():
     return TrafficScenario(net, demand, "tiny", begin=begin), 600.0
 
 
+def _with_turn_speeds(scen):
+    for c in scen.network.connections:
+        c.via_speed = {"l": 6.0, "r": 4.5}.get(c.direction, 11.0)
+    return scen
+
+
+def _krauss(scen):
+    scen.car_following = "Krauss"
+    return scen
+
+
 CASES = {
     "grid": lambda: (grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0), 900.0),
     "arterial": lambda: (grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0), 600.0),
     "junction": lambda: (junction_scenario(OmegaConf.merge(OmegaConf.structured(JunctionScenario), {
         "flows_veh_h": {"N": 900, "E": 700, "S": 500, "W": 900}}), 900.0), 900.0),
-    "ring": lambda: (ring_scenario(OmegaConf.structured(RingScenario()), 600.0), 600.0),
+    "ring": lambda: (ring_scenario(OmegaConf.structured(RingScenario(car_following="IDM")), 600.0), 600.0),
     # lanes shorter than one step's travel, a loop edge: the carried order is checked and sorted again
     "short_lanes": lambda: (chain_scenario("short", {"a": 200.0, "s1": 2.0, "s2": 0.5, "s3": 7.0, "b": 200.0},
                                    ["a", "s1", "s2", "s3", "b"]), 200.0),
     "loop_edge": lambda: (chain_scenario("loop", {"a": 200.0, "lp": 40.0, "b": 200.0}, ["a", "lp", "lp", "lp", "b"],
                                  loops=("lp",)), 200.0),
     "sumo_network": _sumo_tiny,
+    # SUMO's Krauss with dawdling (rule 9), on turning speeds and on the ring
+    "krauss": lambda: (_krauss(_with_turn_speeds(grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)),
+                                                               600.0))), 600.0),
+    "krauss_ring": lambda: (_krauss(ring_scenario(OmegaConf.structured(RingScenario()), 600.0)), 600.0),
+    # turning speeds on every connection (rule 8): slower inside junctions, anticipated on approach
+    "turn_speeds": lambda: (_with_turn_speeds(grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)),
+                                                            900.0)), 900.0),
     # vehicle types with different exponents: the per-vehicle delta column
     "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
 }

@@ -77,7 +77,8 @@ def test_idm_ring_reaches_analytic_equilibrium(n_vehicles):
     - every vehicle's (gap, speed) on the s_e curve within 1 % of the gap;
     - spread of speeds (std) under 0.02 m/s: the state is homogeneous.
     """
-    s = RingScenario(circumference_m=RING_C, segments=RING_SEGMENTS, vehicles=n_vehicles, vehicle=VEH)
+    s = RingScenario(circumference_m=RING_C, segments=RING_SEGMENTS, vehicles=n_vehicles, vehicle=VEH,
+                     car_following="IDM")
     horizon, dt = 1200.0, 0.5
     twin = TrafficTwin(ring_scenario(s, horizon), WorldBatch.replications(0, 1), dt=dt, horizon=horizon,
                        dtype=torch.float64)

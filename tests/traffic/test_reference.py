@@ -108,9 +108,9 @@ def _compare(step: int, w: int, a: dict, b: dict, ids: np.ndarray) -> float:
     return float(dx.max()) if dx.size else 0.0
 
 
-def test_kernel_matches_per_agent_reference():
-    t_start = time.perf_counter()
-    scen = _scenario()
+def _run_side_by_side(scen):
+    """The twin (two worlds, world 1 with shifted offsets) and one reference model per world, compared at
+    every step; returns the twin, the references, each world's valid slots and the largest position error."""
     worlds = WorldBatch.replications(seed=7, n=2)
     tw0 = TrafficTwin(scen, worlds, dt=DT, horizon=STEPS * DT, dtype=torch.float64)
     # world 1 runs its own signal plan (offsets shifted), to check per-world signals
@@ -140,7 +140,13 @@ def test_kernel_matches_per_agent_reference():
             a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
             b = _ref_state(ref, ids[w], lane_index)
             worst = max(worst, _compare(step, w, a, b, ids[w]))
+    return tw, refs, ids, valid, worst
 
+
+def test_kernel_matches_per_agent_reference():
+    t_start = time.perf_counter()
+    tw, refs, ids, valid, worst = _run_side_by_side(_scenario())
+    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
     for w, ref in enumerate(refs):
         a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
         b = _ref_state(ref, ids[w], lane_index)
@@ -171,6 +177,63 @@ def test_kernel_matches_per_agent_reference():
         assert int((a["status"] == kernels.RUNNING).sum()) > 50, "a loaded network at the end"
     assert worst <= POS_TOL
     assert time.perf_counter() - t_start < 60.0  # ~6 s on 2 busy cores; a generous guard against blow-ups
+
+
+def test_kernel_matches_reference_krauss():
+    """Rule 9 (SUMO's Krauss with dawdling, sigma 0.5) together with turning speeds: the twin equals the reference
+    at every step (both read the same keyed dawdling draws), and dawdling is real: a second seed's draws give
+    other trajectories while its departures stay the same."""
+    scen = with_turn_speeds(_scenario())
+    scen.car_following = "Krauss"
+    tw, refs, ids, valid, worst = _run_side_by_side(scen)
+    assert tw.car_following == "Krauss" and tw.dawdles and refs[0].krauss
+    assert worst <= POS_TOL
+    for ref in refs:
+        ev = ref.events
+        assert ev["edge_transitions"] >= 300 and ev["arrivals"] >= 100 and ev["front_red"] >= 100, ev
+        assert ev["red_crossings"] == 0 and ev["same_step_entries"] == 0, ev
+    calm = TrafficTwin(scen, WorldBatch.replications(seed=7, n=1), dt=DT, horizon=200 * DT, dtype=torch.float64)
+    for v in calm.scenario.demand.vtypes.values():
+        assert v.sigma == 0.5
+    calm.veh_full["sigma"].zero_()  # the same drivers without imperfection
+    calm.run()
+    noisy = TrafficTwin(scen, WorldBatch.replications(seed=7, n=1), dt=DT, horizon=200 * DT, dtype=torch.float64)
+    noisy.run()
+    assert not torch.equal(calm.state["pos"], noisy.state["pos"]), "dawdling changed the trajectories"
+
+
+def with_turn_speeds(scen, left: float = 6.0, right: float = 4.5, straight: float = 11.0):
+    """The scenario with turning speeds on its junctions' connections (m/s, by direction), as netconvert
+    gives an imported network's internal lanes (rule 8)."""
+    by_dir = {"l": left, "r": right, "s": straight}
+    for c in scen.network.connections:
+        c.via_speed = by_dir.get(c.direction, straight)
+    return scen
+
+
+def test_kernel_matches_reference_with_turning_speeds():
+    """Rule 8 (turning speeds inside the junction, anticipated on approach): the twin equals the reference at
+    every step, and the rule bound: vehicles braked for a turn ahead, and none drove through a junction faster
+    than its turning speed allows."""
+    tw, refs, ids, valid, worst = _run_side_by_side(with_turn_speeds(_scenario()))
+    assert tw.routes.has_turn_speeds
+    assert worst <= POS_TOL
+    for w, ref in enumerate(refs):
+        ev = ref.events
+        assert ev["turn_speed_anticipated"] >= 200, "front vehicles braked ahead of a slower turn"
+        assert ev["edge_transitions"] >= 300 and ev["arrivals"] >= 100, ev
+        assert ev["red_crossings"] == 0 and ev["same_step_entries"] == 0, ev
+        for v in ref.vehicles:  # at the end: no one inside a junction above its limit (speed factor included)
+            if v.status == RUNNING and v.pos < 0 and v.route_pos > 0:
+                assert v.speed <= v.turn[v.route_pos - 1] * v.speed_factor + 1e-9, (v.vehicle_id, v.speed)
+    # and the rule costs delay: the same worlds without turning speeds lose less time
+    plain = TrafficTwin(_scenario(), WorldBatch.replications(seed=7, n=1), dt=DT, horizon=STEPS * DT,
+                        dtype=torch.float64)
+    turned = TrafficTwin(with_turn_speeds(_scenario()), WorldBatch.replications(seed=7, n=1), dt=DT,
+                         horizon=STEPS * DT, dtype=torch.float64)
+    plain.run()
+    turned.run()
+    assert float(turned.state["time_loss"].sum()) > 1.05 * float(plain.state["time_loss"].sum())
 
 
 def _bus_scenario():

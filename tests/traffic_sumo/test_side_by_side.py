@@ -133,7 +133,7 @@ def run_both(net_path, net, demand, tmp_path) -> tuple[dict, dict]:
     keys = ("mean_travel_time_s", "mean_delay_s", "throughput_veh", "vehicles_loaded", "vehicles_inserted",
             "mean_depart_delay_s")
     twin = {k: float(w[k].mean()) for k in keys}
-    routes = sumo.write_routes(demand, tmp_path / "demand.rou.xml")
+    routes = sumo.write_routes(demand, tmp_path / "demand.rou.xml", car_following="IDM")
     runs = [run_sumo({"net": str(net_path)}, None, car_follow_model="IDM", routes=routes, end=END_S, seed=s)
             for s in range(REPLICATIONS)]
     ref = {k: float(np.mean([m[k] for m in runs])) for k in keys}

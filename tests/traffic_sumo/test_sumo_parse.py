@@ -75,13 +75,15 @@ def test_routes_vehicles_trips_flows(data_dir):
     car = demand.vtypes["car"]
     assert (car.length, car.min_gap, car.accel, car.decel, car.max_speed, car.tau) == (4.5, 2, 2.0, 4.0, 30, 1.2)
     assert (car.speed_factor, car.speed_dev) == (1.1, 0.2)
+    assert (car.sigma, car.car_following) == (0.5, None)  # Krauss's dawdling; no carFollowModel stated
     lorry = demand.vtypes["lorry"]
     assert lorry.length == 7.1 and lorry.accel == 1.3  # SUMO's truck defaults
     assert "walker" not in demand.vtypes
     demand.validate(net.edges)
     assert len(msgs) == 1
     text = str(msgs[0].message)
-    for part in ("vType attribute sigma", "vClass pedestrian", "vClass truck", "trip attribute departLane",
+    assert "vType attribute sigma" not in text  # read: Krauss's driver imperfection
+    for part in ("vClass pedestrian", "vClass truck", "trip attribute departLane",
                  "routeDistributions", "<person> elements"):
         assert part in text, part
 

@@ -38,6 +38,7 @@ class Stream(IntEnum):
     ROUTE = 3  # route / lane choice
     PASSENGER = 4  # public-transport passenger arrivals
     CHOICE = 5  # discrete travel choices (e.g. whether a trip is made under a charge)
+    DAWDLE = 6  # per-vehicle, per-step driver imperfection (Krauss sigma)
     BROWNIAN = 10  # molecular Brownian kicks
     REACTION = 11  # molecular reaction draws
     PLACEMENT = 12  # initial / dosing particle placement

@@ -81,6 +81,10 @@ class CompiledRoutes:
     route_mask: torch.Tensor  # [R, M] int64 bitmask of allowed lane indices on each edge
     route_length_m: torch.Tensor  # [R] float64 total length (edges + junction paths)
     route_free_time: torch.Tensor  # [R] float64 free-flow travel time at the speed limits
+    # [R, M] float64: the speed limit across the junction after route edge k (the slowest connection from
+    # edge k to edge k + 1, Connection.via_speed); +inf on the last edge, in padding and where none is set
+    route_turn_speed: torch.Tensor
+    has_turn_speeds: bool = False  # any finite turning speed (decided once, so the step never asks the device)
 
 
 def compile_network(net: RoadNetwork) -> CompiledNetwork:
@@ -168,9 +172,9 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
     succ: dict[str, dict[str, tuple[set, float]]] = {}
     for c in net.connections:
         d = succ.setdefault(c.from_edge, {})
-        lanes, via = d.get(c.to_edge, (set(), c.via_length))
+        lanes, via, vs = d.get(c.to_edge, (set(), c.via_length, c.via_speed))
         lanes.add(c.from_lane)
-        d[c.to_edge] = (lanes, min(via, c.via_length))
+        d[c.to_edge] = (lanes, min(via, c.via_length), min(vs, c.via_speed))
     for i, r in enumerate(routes):
         if not r:  # a row of -1 padding only, e.g.; no lane to insert on
             raise ConfigError(names[i] if names else f"route[{i}]", list(r), "a route of at least one edge")
@@ -180,6 +184,7 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
     mask = torch.zeros((R, M), dtype=torch.int64)
     total = torch.zeros(R, dtype=torch.float64)
     free = torch.zeros(R, dtype=torch.float64)
+    turn = torch.full((R, M), torch.inf, dtype=torch.float64)
     for i, r in enumerate(routes):
         name = names[i] if names else f"route[{i}]"
         for k, e in enumerate(r):
@@ -195,13 +200,14 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
                     raise ConfigError(f"{name}", f"{e} -> {r[k + 1]}",
                                       "consecutive edges joined by a connection",
                                       "The route leaves the edge in a direction the junction does not allow.")
-                lanes, via = nxt
+                lanes, via, turn[i, k] = nxt
                 mask[i, k] = sum(1 << l for l in lanes)
                 total[i] += via
                 free[i] += via / net.edges[r[k + 1]].speed
             else:
                 mask[i, k] = (1 << len(edge.lanes)) - 1
-    return CompiledRoutes(edges, torch.tensor([len(r) for r in routes]), mask, total, free)
+    return CompiledRoutes(edges, torch.tensor([len(r) for r in routes]), mask, total, free, turn,
+                          bool(torch.isfinite(turn).any()))
 
 
 @dataclass

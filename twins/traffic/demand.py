@@ -7,6 +7,7 @@ or on other worlds.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,10 @@ class VehicleType:
     speed_factor: float = 1.0  # speedFactor mean: desired speed = factor * lane speed
     speed_dev: float = 0.1  # speedDev: std of the speed factor across drivers
     param_cv: float = 0.0  # coefficient of variation of accel and tau across drivers
+    sigma: float = 0.5  # sigma: Krauss driver imperfection (dawdling) in [0, 1]; IDM ignores it, as SUMO does
+    # carFollowModel as a SUMO file states it (None: unstated, SUMO's default Krauss); the twin runs one model for
+    # every vehicle (TrafficScenario.car_following), chosen from these by scenarios.sumo
+    car_following: str | None = None
 
     def validate(self) -> None:
         check(float(self.delta).is_integer() and 1 <= self.delta <= 15, f"vType[{self.id}].delta", self.delta,
@@ -40,6 +45,7 @@ class VehicleType:
         for name in ("min_gap", "speed_dev", "param_cv"):
             v = getattr(self, name)
             check(v >= 0, f"vType[{self.id}].{name}", v, "a number >= 0")
+        check(0 <= self.sigma <= 1, f"vType[{self.id}].sigma", self.sigma, "a number in [0, 1] (SUMO's default 0.5)")
 
 
 @dataclass
@@ -125,6 +131,80 @@ class Demand:
             g.profile = [(b, e, r * factor) for b, e, r in f.profile]
             flows.append(g)
         return Demand(dict(self.vtypes), flows)
+
+
+DEMAND_VARIATIONS = ("none", "poisson")
+
+
+def vary(demand: Demand, mode: str, *, begin: float = 0.0, end: float | None = None,
+         interval_s: float = 900.0) -> Demand:
+    """``demand`` with the exogenous variation ``mode`` (``scenario.demand_variation``).
+
+    ``none``: unchanged; ``fixed`` and ``periodic`` flows depart the same way in every replication,
+    as SUMO runs a route file whatever its ``--seed`` (which varies only the drivers).
+
+    ``poisson``: every ``fixed`` and ``periodic`` flow becomes a ``poisson`` flow at the file's rate,
+    so each replication draws its own departures (:func:`departure_times`: keyed by
+    ``(seed, replication, DEMAND, flow index, k)``, so the arms of a replication share them and a
+    world's draws do not depend on its batch). The rate of a ``fixed`` flow (one route and vType of
+    the file's vehicles and trips) is its count in each interval ``[begin + j·interval_s, ...)``,
+    ``end`` splitting the interval it falls in, spread evenly over that interval: the expected count
+    per route and interval is the file's, and empty intervals stay empty. A ``periodic`` flow keeps
+    its rate and window (capped by ``number``: the window is cut where the expected count reaches it,
+    and the count itself is no longer capped); its expected count is ``rate × window``, which the
+    periodic count floors. ``poisson`` and ``bernoulli`` flows already vary and are kept as they
+    are, with their draws: flow indices do not change.
+    """
+    check(mode in DEMAND_VARIATIONS, "scenario.demand_variation", mode, " or ".join(DEMAND_VARIATIONS))
+    check(0 < interval_s < math.inf, "scenario.demand_interval_s", interval_s, "a positive interval in seconds")
+    if mode == "none":
+        return demand
+    flows = []
+    for f in demand.flows:
+        if f.kind == "fixed" and f.departures:
+            segs = _binned(f.departures, float(begin), end, float(interval_s))
+        elif f.kind == "periodic":
+            segs = [s for s in f.segments() if s[2] > 0 and s[1] > s[0]]
+            if f.number is not None:
+                segs = _first(segs, f.number)
+        else:
+            flows.append(f)
+            continue
+        g = Flow(**{**f.__dict__})
+        g.kind, g.departures, g.number, g.profile = "poisson", [], None, segs
+        if segs:
+            g.begin, g.end = segs[0][0], segs[-1][1]
+            g.rate = 3600.0 * g.expected_count() / (g.end - g.begin) if g.end > g.begin else 0.0
+        else:  # nothing to draw (a periodic flow of rate 0, or number 0)
+            g.profile, g.rate = [], 0.0
+        flows.append(g)
+    return Demand(dict(demand.vtypes), flows)
+
+
+def _binned(departures: list[float], begin: float, end: float | None, width: float) -> list[tuple[float, float, float]]:
+    """Piecewise-constant rate (veh/h) of ``departures``: their count per interval of ``width`` from ``begin``."""
+    counts: dict[tuple[float, float], int] = {}
+    for t in departures:
+        b = begin + math.floor((t - begin) / width) * width
+        e = b + width
+        if end is not None and b < end < e:  # the run stops at end: count before and after it apart
+            b, e = (b, end) if t < end else (end, e)
+        counts[(b, e)] = counts.get((b, e), 0) + 1
+    return [(b, e, n * 3600.0 / (e - b)) for (b, e), n in sorted(counts.items())]
+
+
+def _first(segs: list[tuple[float, float, float]], number: int) -> list[tuple[float, float, float]]:
+    """``segs`` cut where the expected count reaches ``number`` (SUMO's flow ``number``)."""
+    out, acc = [], 0.0
+    for b, e, r in segs:
+        m = r * (e - b) / 3600.0
+        if acc + m >= number:
+            if number > acc:
+                out.append((b, b + (number - acc) * 3600.0 / r, r))
+            break
+        out.append((b, e, r))
+        acc += m
+    return out
 
 
 def departure_times(flow: Flow, flow_index: int, seed: int, replications: torch.Tensor) -> torch.Tensor:

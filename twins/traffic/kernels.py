@@ -46,6 +46,28 @@ the same, one vehicle at a time):
    held (speed 0) and ``dwell`` counts down by ``dt``; when it runs out the
    stop is served and the next one becomes the target. Without ``stops``
    none of this runs, and cars never have a stop (``next_stop = -1``).
+8. Turning speeds (SUMO's internal lanes; ``routes.route_turn_speed``, +inf
+   where a network sets none, which leaves every number unchanged): while a
+   vehicle's front is inside the junction (position < 0 on the lane it
+   entered) its desired speed is at most ``turn speed · speed factor``. On
+   approach every vehicle anticipates the crossing ahead as SUMO's
+   ``MSCFModel_IDM::freeSpeed`` does: faster than that limit ``u``, it
+   brakes as IDM would for a standing obstacle (without ``s0``) at
+   ``max(d, g)``, ``d`` the distance to the stop line and ``g`` SUMO's secure
+   gap ``brakeGap(u) + u·tau``; closer than ``g`` its speed is at most ``u``.
+9. Car-following model (``cf``): ``IDM`` (rule 5) or SUMO's default
+   ``Krauss`` (``MSCFModel_Krauss``, semi-implicit Euler): the safe speed
+   ``maximumSafeStopSpeedEuler(gap - s0 + brakeGap(v_lead, decel, 0))`` (the
+   leader braked with the follower's own decel: one vehicle type's decel
+   everywhere in practice; SUMO takes the larger of the two), then
+   ``v_max = min(v0, v + accel·dt, v_safe, turning-speed cap)`` with the cap
+   from SUMO's generic ``MSCFModel::freeSpeed``, ``v_min = min(max(v -
+   decel·dt, 0), v_max)`` and driver imperfection by ``dawdle2``:
+   ``max(v_min, v_max - sigma·min(v_max, accel)·u·dt)`` (``min`` standing for
+   SUMO's two branches), ``u`` in [0, 1) keyed by (seed, replication,
+   vehicle, step) on :attr:`~twins.core.noise.Stream.DAWDLE`. Not modelled:
+   SUMO's emergency-deceleration correction of the safe speed (it only
+   changes speeds when braking harder than ``decel`` would be needed).
 """
 from __future__ import annotations
 
@@ -54,6 +76,9 @@ import torch
 from .compiled import NO_SIGNAL, SIG_GREEN, SIG_RED, SIG_YELLOW
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
+IDM, KRAUSS = 0, 1  # car-following models (rule 9)
+CF_MODELS = {"IDM": IDM, "Krauss": KRAUSS}
+NUMERICAL_EPS = 1e-6  # m: SUMO's slack in its safe stopping speed
 STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
 DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rule 7)
 
@@ -185,6 +210,66 @@ def idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, subst
     return v
 
 
+def brake_gap(v, decel, tau, dt: float):
+    """SUMO's ``MSCFModel::brakeGapEuler``: the distance braking from ``v`` by ``decel·dt`` a step covers, plus
+    ``v·tau``: ``n = floor(v / (decel·dt))``, ``(n·v - decel·dt·n·(n + 1) / 2)·dt + v·tau``."""
+    r = decel * dt
+    n = torch.floor(v / r)
+    return (n * v - r * n * (n + 1.0) / 2.0) * dt + v * tau
+
+
+def safe_stop_speed(gap, decel, tau, dt: float):
+    """SUMO's ``MSCFModel::maximumSafeStopSpeedEuler``: the highest speed from which braking by ``decel·dt`` per
+    step, after a reaction time ``tau``, stops within ``gap`` (0 for a gap below SUMO's slack; +inf for +inf)."""
+    g = gap - NUMERICAL_EPS
+    b = decel * dt
+    n = torch.floor(0.5 - ((tau + torch.sqrt(dt * dt + 4.0 * (dt * (2.0 * g / b - tau) + tau * tau)) * -0.5) / dt))
+    h = 0.5 * n * (n - 1.0) * b * dt + n * b * tau
+    x = n * b + (g - h) / (n * dt + tau)
+    return torch.where(g < 0, 0.0, torch.where(torch.isfinite(gap), x, torch.inf))
+
+
+def free_speed(d, u, decel, dt: float):
+    """SUMO's ``MSCFModel::freeSpeed`` (Euler; every model but IDM): the highest speed from which braking by
+    ``decel·dt`` per step reaches the speed ``u`` at the distance ``d``."""
+    vt = u * dt
+    b = decel * (dt * dt)
+    y = torch.clamp(((torch.sqrt((b + 2.0 * vt) * (b + 2.0 * vt) + 8.0 * b * d) - b) * 0.5 - vt) / b, min=0.0)
+    yf = torch.floor(y)
+    exact = (yf * yf + yf) * 0.5 * b + yf * vt + torch.where(y > yf, vt, 0.0)
+    out = torch.clamp(d - exact, min=0.0) / (yf + 1.0) / dt + yf * (decel * dt) + u
+    return torch.where(d < vt, u, out)
+
+
+def dawdle(v, sigma, accel, u, dt: float):
+    """SUMO's ``MSCFModel_Krauss::dawdle2`` (Euler): ``v`` less ``sigma·v·u·dt`` below ``accel`` (m/s against
+    m/s², as SUMO compares them), else ``sigma·accel·u·dt``; never below 0."""
+    return torch.clamp(v - torch.where(v < accel, sigma * v * u, sigma * accel * u) * dt, min=0.0)
+
+
+def krauss_speed(v, v0, gap, v_lead, s0, accel, decel, tau, sigma, u, v_cap, dt: float):
+    """Rule 9: the Krauss speed after ``dt`` (``gap`` and ``v_lead`` as for IDM: ``gap - s0`` is SUMO's gap to
+    the leader, or the distance to a stop line); ``u`` the dawdling draws (None: no dawdling)."""
+    v_safe = safe_stop_speed(gap - s0 + brake_gap(v_lead, decel, 0.0, dt), decel, tau, dt)
+    v_max = torch.minimum(torch.minimum(torch.minimum(v0, v + accel * dt), v_safe), v_cap)
+    if u is None:
+        return v_max
+    v_min = torch.minimum(torch.clamp(v - decel * dt, min=0.0), v_max)
+    return torch.maximum(v_min, dawdle(v_max, sigma, accel, u, dt))
+
+
+def turn_speed_cap(v, v0, d, u, active, a, two_sqrt_ab, T, decel, delta, dt: float, substeps: int):
+    """Rule 8 on approach: the highest speed that anticipates the turning speed ``u`` ahead (``d`` m to the
+    stop line), SUMO's ``MSCFModel_IDM::freeSpeed``; +inf where not ``active``. ``g`` is SUMO's secure gap
+    ``brakeGap(u, decel, tau)`` (:func:`brake_gap`)."""
+    g = brake_gap(u, decel, T, dt)
+    zero = torch.zeros_like(v)
+    brake = idm_speed(v, v0, torch.maximum(d, g), zero, a, two_sqrt_ab, T, zero, delta, dt, substeps)
+    cap = torch.where(v > u, brake, torch.inf)
+    cap = torch.where(d < g, torch.minimum(cap, u), cap)
+    return torch.where(active, cap, torch.inf)
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]`` for a 1-D ``x`` and an index tensor: ``index_select`` is 3-4x faster on CPU."""
     return x.index_select(0, index)
@@ -210,7 +295,7 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lan
 
 
 def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig, net, routes, delta, stops, dt: float,
-            W: int, substeps: int, fused: bool = False):
+            W: int, substeps: int, fused: bool = False, cf: int = IDM, dawdle_u=None):
     """Rules 4–7 for a set of vehicles: look past the stop line, bus stops, IDM, movement, transitions.
 
     ``cols``/``vcols`` hold one entry per vehicle considered (state and parameter columns; ``running``
@@ -218,7 +303,8 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     ``length``, ``speed`` (where leaders and lane tails are looked up; ``last``: each lane's tail; ``space``: each
     lane's room behind its last standing vehicle, :func:`space_till_standing`).
     The look past the stop line and the lane transitions run on the front vehicles only (the subset
-    ``fi``); ``fused`` moves the vehicles with :func:`fused_idm_move` (``torch.compile``, same numbers).
+    ``fi``); ``fused`` moves the vehicles with :func:`fused_idm_move` (``torch.compile``, same numbers);
+    ``cf`` the car-following model (rule 9) and ``dawdle_u`` its per-vehicle draws (Krauss; None: none).
     Returns new position, speed, lane, route position, arrived, halted, time loss; with ``stops``
     (``(next_stop, dwell, tables)``) also the new next stop, dwell and docked.
     """
@@ -296,11 +382,32 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
         v_lead = torch.where(nearer, 0.0, v_lead)
         gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
 
-    # 5. IDM and movement
-    v0 = torch.minimum(_gather(net.lane_speed, lr) * vcols["speed_factor"], vcols["max_speed"])
-    v_new, x_new = (fused_idm_move if fused else idm_move)(
-        vr, v0, gap, v_lead, vcols["accel"], vcols["two_sqrt_ab"], vcols["tau"], mgr, delta, dt, substeps, gap_phys,
-        pr, None if stops is None else dwelling)  # a bus dwelling at its stop is held there
+    # 8. turning speeds: the limit of the junction being crossed (front inside it), then the one ahead
+    sfr, vmax = vcols["speed_factor"], vcols["max_speed"]
+    v0 = torch.minimum(_gather(net.lane_speed, lr) * sfr, vmax)
+    v_cap = torch.full_like(v0, torch.inf)
+    if routes.has_turn_speeds:  # a Python flag: no work (and the same numbers) on networks without them
+        turn = routes.route_turn_speed.reshape(-1)
+        here = rr * M + rpr
+        in_junction = (pr < 0) & (rpr > 0)
+        v0 = torch.where(in_junction, torch.minimum(v0, _gather(turn, (here - 1).clamp(min=0)) * sfr), v0)
+        u = _gather(turn, here)
+        ut = torch.minimum(u * sfr, vmax)
+        if cf == KRAUSS:  # SUMO's generic freeSpeed
+            v_cap = torch.where(torch.isfinite(u), free_speed(L_here - pr, ut, vcols["decel"], dt), torch.inf)
+        else:
+            v_cap = turn_speed_cap(vr, v0, L_here - pr, ut, torch.isfinite(u), vcols["accel"], vcols["two_sqrt_ab"],
+                                   vcols["tau"], vcols["decel"], delta, dt, substeps)
+
+    # 5. / 9. car following and movement (a bus dwelling at its stop is held there)
+    hold = None if stops is None else dwelling
+    if cf == KRAUSS:
+        v_new, x_new = krauss_move(vr, v0, gap, v_lead, mgr, vcols["accel"], vcols["decel"], vcols["tau"],
+                                   vcols["sigma"], dawdle_u, v_cap, dt, gap_phys, pr, hold)
+    else:
+        v_new, x_new = (fused_idm_move if fused else idm_move)(
+            vr, v0, gap, v_lead, vcols["accel"], vcols["two_sqrt_ab"], vcols["tau"], mgr, delta, dt, substeps,
+            gap_phys, pr, v_cap, hold)
     if stops is not None:
         missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
         dock = at_edge & ~dwelling & ~missed & (stop_pos - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
@@ -337,10 +444,22 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     return out if stops is None else out + (ns_new, dw_new, dock)
 
 
-def idm_move(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, substeps: int, gap_phys, x, hold=None):
-    """Rule 5: new speed by IDM (:func:`idm_speed`), capped so that the physical gap ``gap_phys`` cannot
-    close below zero in one step (zero where ``hold``); new position ``x + v'·dt``."""
+def idm_move(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, substeps: int, gap_phys, x, v_cap,
+             hold=None):
+    """Rule 5: new speed by IDM (:func:`idm_speed`), at most ``v_cap`` (rule 8), capped so that the physical
+    gap ``gap_phys`` cannot close below zero in one step (zero where ``hold``); new position ``x + v'·dt``."""
     v = idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt, substeps)
+    v = torch.minimum(v, v_cap)
+    v = torch.minimum(v, torch.clamp(gap_phys, min=0.0) / dt)
+    if hold is not None:
+        v = torch.where(hold, 0.0, v)
+    return v, x + v * dt
+
+
+def krauss_move(v, v0, gap, v_lead, s0, accel, decel, tau, sigma, u, v_cap, dt: float, gap_phys, x, hold=None):
+    """Rule 9 then as :func:`idm_move`: the Krauss speed (:func:`krauss_speed`), capped by the physical gap,
+    zero where ``hold``; new position ``x + v'·dt``."""
+    v = krauss_speed(v, v0, gap, v_lead, s0, accel, decel, tau, sigma, u, v_cap, dt)
     v = torch.minimum(v, torch.clamp(gap_phys, min=0.0) / dt)
     if hold is not None:
         v = torch.where(hold, 0.0, v)
@@ -363,7 +482,7 @@ def fused_idm_move(*args):
 
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
          W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None,
-         fused: bool = False) -> dict:
+         fused: bool = False, cf: int = IDM, dawdle_u: torch.Tensor | None = None) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
@@ -376,6 +495,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     ``stops``: bus stop tables ``{route_pos, pos, next}`` [Z] (rule 7); then ``state`` also holds
     ``next_stop`` (int64, -1: none) and ``dwell`` (s left at the stop), and the result ``_docked``.
     ``fused``: IDM and movement through :func:`fused_idm_move` (``torch.compile``).
+    ``cf``: the car-following model (rule 9, :data:`IDM` or :data:`KRAUSS`; Krauss reads ``veh["sigma"]``);
+    ``dawdle_u``: [N] the Krauss drivers' dawdling draws this step (None: no dawdling).
     Returns the new state (new tensors; the input is not modified).
 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles
@@ -458,12 +579,12 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                                          ("speed", speed), ("route_pos", rpos), ("leader", leader),
                                          ("running", running))}
         vcols = {k: take(veh[k]) for k in ("length", "min_gap", "decel", "speed_factor", "max_speed", "accel",
-                                            "two_sqrt_ab", "tau")}
+                                            "two_sqrt_ab", "tau") + (("sigma",) if cf == KRAUSS else ())}
         dl = delta if isinstance(delta, int) else take(delta)
         stop_cols = None if stops is None else (take(state["next_stop"]), take(state["dwell"]), stops)
         space = space_till_standing(world, lane, running, pos, length, min_gap, speed, L, W)
         moved = advance(cols, vcols, slot, pos, length, speed, last, space, sig, net, routes, dl, stop_cols, dt, W,
-                        substeps, fused=fused)
+                        substeps, fused=fused, cf=cf, dawdle_u=None if dawdle_u is None else take(dawdle_u))
         x_new, v_new, new_lane, rpos_new, arrive, halted, loss = moved[:7]
         if dense:
             x_all = torch.where(running, x_new, pos)

@@ -71,6 +71,8 @@ class TrafficScenario:
     begin: float = 0.0
     notes: list[str] = field(default_factory=list)
     bus_lines: list[transit.BusLine] = field(default_factory=list)
+    # the car-following model of every vehicle: "IDM" or SUMO's default "Krauss" (kernels rule 9)
+    car_following: str = "IDM"
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,10 @@ class TrafficTwin(Twin):
             raise ConfigError("worlds.params.route_of_flow", tuple(route_of_flow.shape),
                               f"a [W={worlds.size}, F={len(demand.flows)}] tensor of route rows "
                               f"in [0, {len(route_lists)})")
-        self.routes = type(self.routes_cpu)(**{k: v.to(self.device) for k, v in self.routes_cpu.__dict__.items()})
+        # turning speeds in the step's dtype (the kernels compare them with speeds); the rest as compiled
+        self.routes = type(self.routes_cpu)(**{k: v if not isinstance(v, torch.Tensor) else
+                                               v.to(self.device, dtype) if k == "route_turn_speed" else
+                                               v.to(self.device) for k, v in self.routes_cpu.__dict__.items()})
         self.flow_ids = [f.id for f in demand.flows]
         self.interval_steps = max(1, int(round(interval_s / dt)))
         self.trajectory_every = int(trajectory_every)
@@ -222,6 +227,10 @@ class TrafficTwin(Twin):
         deltas = {float(demand.vtypes[f.vtype].delta) for f in demand.flows} | {float(l.vtype.delta) for l in lines}
         self.shared_delta = int(deltas.pop()) if len(deltas) == 1 else None
         self.insert_rounds = min(self.compiled.max_lanes, 3)
+        cf = getattr(scenario, "car_following", "IDM")
+        if cf not in kernels.CF_MODELS:
+            raise ConfigError("scenario.car_following", cf, " or ".join(kernels.CF_MODELS))
+        self.car_following, self.cf = cf, kernels.CF_MODELS[cf]
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
         # demand response (worlds.params["flow_retention"] [W, F]): a vehicle travels iff its
@@ -275,7 +284,11 @@ class TrafficTwin(Twin):
             "delta": col("delta").round().to(torch.int64),
             "speed_factor": sf.to(dtype),
             "max_speed": col("max_speed").to(dtype),
+            "sigma": col("sigma").to(dtype),
         }
+        # Krauss drivers dawdle (rule 9) where any sigma is positive: then one keyed draw per vehicle and step
+        self.dawdles = self.cf == kernels.KRAUSS and bool((self.veh_full["sigma"] > 0).any())
+        self._rep_col, self._vid = rep, vid  # the keys of the dawdling draws
         del f
         self.depart = pop.depart.to(dev)
         zeros = lambda dt_: torch.zeros(W, S, dtype=dt_, device=dev)  # noqa: E731
@@ -487,6 +500,14 @@ class TrafficTwin(Twin):
         hi64 = min(self.S, -(-max(hi, self.lo) // 64) * 64)
         return lo16, hi64
 
+    def _dawdle_draws(self, lo: int, hi: int) -> torch.Tensor | None:
+        """``[W, hi - lo]`` U(0,1) per slot of the window for this step (Krauss dawdling, kernels rule 9), keyed by
+        (seed, replication, vehicle id, step) so every arm of a replication sees the same draws; None without."""
+        if not self.dawdles:
+            return None
+        return noise.uniform(self.worlds.seed, self._rep_col, noise.Stream.DAWDLE, self._vid[:, lo:hi],
+                             self.step_index, 0, dtype=self.dtype, device=self.device).contiguous()
+
     def _veh_window(self, lo: int, hi: int) -> dict:
         """The vehicle parameters of the window, flattened (a copy when W > 1): kept while the window
         stays the same, as the parameters of a slot never change."""
@@ -507,7 +528,8 @@ class TrafficTwin(Twin):
                 self._lane_last = torch.full((self.W, self.net.n_lanes), -1, dtype=torch.int64, device=self.device)
             native.step_(self.state, self.veh_full, self._lane_last, self.lane_acc_interval, self.net, self.routes,
                          sig, t, self.step_index, self.dt, lo, hi, self.substeps, self.insert_rounds,
-                         self.shared_delta, need_sort, threads=torch.get_num_threads())
+                         self.shared_delta, need_sort, threads=torch.get_num_threads(), cf=self.cf,
+                         dawdle=self._dawdle_draws(lo, hi))
         elif hi > lo:
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
@@ -521,7 +543,8 @@ class TrafficTwin(Twin):
             veh = self._veh_window(lo, hi)
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
                                self.substeps, self.insert_rounds, self.shared_delta,
-                               self.transit.kernel_view() if self.transit is not None else None, self.compile)
+                               self.transit.kernel_view() if self.transit is not None else None, self.compile,
+                               cf=self.cf, dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1))
             # lane observations first: ``sub`` may be a view of the state (one world, or a window covering
             # every slot), and the write-back below would turn the pre-step lanes into post-step ones
             idx = new["world"] * self.net.n_lanes + new["_obs_lane"]

@@ -55,13 +55,13 @@ def flag_sets() -> list[list[str]]:
 
 
 _INTS = ("W", "S", "lo", "hi", "L", "M", "J", "G", "E", "max_lanes", "substeps", "insert_rounds", "delta_shared",
-         "step_index", "need_sort", "has_conn", "w0", "w1")
+         "step_index", "need_sort", "has_conn", "has_turn", "cf", "w0", "w1")
 _REALS = ("t", "dt")
 _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "pos", "speed", "time_loss", "stops",
          "halted", "depart", "route", "delta", "length", "min_gap", "accel", "decel", "two_sqrt_ab", "tau",
          "speed_factor", "max_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
-         "route_len", "sig", "resorted")
+         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -162,7 +162,8 @@ def _ptr(x: torch.Tensor, name: str) -> int:
 
 def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tensor, net, routes, sig: torch.Tensor,
           t: float, step_index: int, dt: float, lo: int, hi: int, substeps: int, insert_rounds: int,
-          delta: int | None, need_sort: bool, threads: int = 1) -> torch.Tensor:
+          delta: int | None, need_sort: bool, threads: int = 1, cf: int = 0,
+          dawdle: torch.Tensor | None = None) -> torch.Tensor:
     """Advance every world by ``dt`` **in place** (as ``kernels.step`` and the write-back in
     ``TrafficTwin.step`` together, bus stops excepted).
 
@@ -170,7 +171,8 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     ``lane_last`` ``[W, L]`` each lane's tail slot (-1: empty), updated; ``lane_acc`` ``[W*L, 3]``
     float64 per-lane sums (running vehicles, speed, time loss) this step's are added to; ``lo``/``hi``
     the window of slots that can be due, running or arriving; ``need_sort``: leaders and tails are
-    not carried yet (the first step). Returns ``[W]`` int64: 1 where a world's carried order failed
+    not carried yet (the first step); ``cf`` the car-following model (``kernels.IDM``/``KRAUSS``) and ``dawdle``
+    ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling). Returns ``[W]`` int64: 1 where a world's carried order failed
     its check and its lanes were sorted again.
     """
     W, S = state["pos"].shape
@@ -184,18 +186,25 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
                                             "pos", "speed", "time_loss", "stops", "depart")}
     ptrs["halted"] = _ptr(halted, "halted")
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
-                                              "two_sqrt_ab", "tau", "speed_factor", "max_speed")})
+                                              "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma")})
+    ptrs["dawdle"] = None
+    if dawdle is not None:
+        if dawdle.dtype != dtype or tuple(dawdle.shape) != (W, hi - lo):
+            raise ValueError(f"native step: dawdle is {dawdle.dtype} {tuple(dawdle.shape)}; expected {dtype} "
+                             f"({W}, {hi - lo})")
+        ptrs["dawdle"] = _ptr(dawdle, "dawdle")
     ptrs.update(lane_last=_ptr(lane_last, "lane_last"), lane_acc=_ptr(lane_acc, "lane_acc"), sig=_ptr(sig, "sig"),
                 resorted=_ptr(resorted, "resorted"))
     ptrs.update({k: _ptr(getattr(net, k), k) for k in ("lane_length", "lane_speed", "conn_via", "edge_first_lane",
                                                        "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")})
-    ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len")})
+    ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
+                                                          "route_turn_speed")})
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader")},
             **{k: dtype for k in ("speed", "time_loss")}, "stops": torch.int32, "depart": torch.float64,
             "halted": torch.bool}
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
-                                                                  "tau", "speed_factor", "max_speed")}}
+                                                                  "tau", "speed_factor", "max_speed", "sigma")}}
     for name, cols, kinds in (("state", state, want), ("veh", veh, want_veh)):
         for k, d in kinds.items():
             if cols[k].dtype != d or tuple(cols[k].shape) != (W, S):
@@ -209,14 +218,16 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
                 for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")),
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
-                for k in ("route_edges", "route_mask", "route_len"))]
+                for k in ("route_edges", "route_mask", "route_len")),
+              ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape))]
     for name, x, d, shape in tables:  # the C++ reads raw memory: a wrong type or size would read garbage
         if x.dtype != d or tuple(x.shape) != shape:
             raise ValueError(f"native step: {name} is {x.dtype} {tuple(x.shape)}; expected {d} {shape}")
     ints = dict(W=W, S=S, lo=lo, hi=hi, L=L, M=routes.route_edges.shape[1], J=net.lane_conn.shape[1],
                 G=sig.shape[1], E=len(net.edge_ids), max_lanes=net.max_lanes, substeps=substeps,
                 insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=step_index,
-                need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0))
+                need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0), has_turn=int(routes.has_turn_speeds),
+                cf=int(cf))
     chunks = min(max(1, threads), W)
     bounds = [W * i // chunks for i in range(chunks + 1)]
     args = [_Args(**ints, w0=bounds[i], w1=bounds[i + 1], t=t, dt=dt, **ptrs) for i in range(chunks)]

@@ -1,4 +1,4 @@
-// The traffic step (rules 2-6 of twins/traffic/kernels.py) as one loop per world, for the CPU.
+// The traffic step (rules 2-6, 8 and 9 of twins/traffic/kernels.py) as one loop per world, for the CPU.
 //
 // Same rules, same operations in the same order and precision as the tensor kernels, so the numbers
 // are bit-identical (tests/traffic/test_native_step.py). Why it exists: the tensor kernels make
@@ -19,11 +19,13 @@ namespace {
 
 constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
 constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2;
+constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
+constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
 
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
     int64_t W, S, lo, hi, L, M, J, G, E, max_lanes, substeps, insert_rounds, delta_shared, step_index,
-        need_sort, has_conn, w0, w1;
+        need_sort, has_conn, has_turn, cf, w0, w1;
     double t, dt;
     // state [W, S]
     int64_t *status, *lane, *route_pos, *insert_step, *arrive_step, *leader;
@@ -41,8 +43,11 @@ struct Args {
     const void *lane_length, *lane_speed, *conn_via;
     const int64_t *edge_first_lane, *edge_n_lanes, *lane_conn_edge, *lane_conn, *conn_link;
     const int64_t *route_edges, *route_mask, *route_len;
+    const void *route_turn_speed;  // [R, M] T: rule 8's turning speed after each route edge (+inf: none)
     const int8_t *sig;  // [W, G]
     int64_t *resorted;  // [W] out: 1 where the carried order failed its check and the lanes were sorted
+    const void *sigma;   // [W, S] T: Krauss dawdling (rule 9)
+    const void *dawdle;  // [W, hi - lo] T: this step's dawdling draws of the window (null: no dawdling)
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -50,6 +55,10 @@ template <typename T> inline T clamp_min(T x, T m) { return x < m ? m : x; }
 // torch.minimum: NaN if either is NaN
 template <typename T> inline T minimum(T a, T b) {
     return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (b < a ? b : a);
+}
+// torch.maximum: NaN if either is NaN
+template <typename T> inline T maximum(T a, T b) {
+    return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (b > a ? b : a);
 }
 template <typename T> struct World {
     const Args &a;
@@ -59,8 +68,8 @@ template <typename T> struct World {
     uint8_t *halted;
     const double *depart;
     const int64_t *route, *delta;
-    const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed;
-    const T *lane_length, *lane_speed, *conn_via;
+    const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle;
+    const T *lane_length, *lane_speed, *conn_via, *turn;
     const int8_t *sig;
     double *acc;
 
@@ -76,8 +85,11 @@ template <typename T> struct World {
         tsab = static_cast<const T *>(a.two_sqrt_ab) + b; tau = static_cast<const T *>(a.tau) + b;
         speed_factor = static_cast<const T *>(a.speed_factor) + b;
         max_speed = static_cast<const T *>(a.max_speed) + b;
+        sigma = static_cast<const T *>(a.sigma) + b;
+        dawdle = a.dawdle ? static_cast<const T *>(a.dawdle) + w * (a.hi - a.lo) : nullptr;
         lane_length = static_cast<const T *>(a.lane_length); lane_speed = static_cast<const T *>(a.lane_speed);
         conn_via = static_cast<const T *>(a.conn_via);
+        turn = static_cast<const T *>(a.route_turn_speed);
         sig = a.sig + w * a.G;
         acc = a.lane_acc + w * a.L * 3;
     }
@@ -129,6 +141,75 @@ template <typename T> inline T pow4(T x, int64_t n) {
     return (((one * ((n & 1) ? x : one)) * ((n & 2) ? x2 : one)) * ((n & 4) ? x4 : one)) * ((n & 8) ? x8 : one);
 }
 
+// kernels.idm_speed for one vehicle: the same operations in the same order as idm_substep below
+template <typename T>
+T idm_speed_one(T v, T v0, T g, T v_lead, T accel, T tsab, T tau, T s0, int64_t delta, double dt_, int64_t substeps) {
+    const T h = T(dt_ / double(substeps));
+    for (int64_t k = 0; k < substeps; ++k) {
+        const T s_star = s0 + clamp_min(v * tau + v * (v - v_lead) / tsab, T(0));
+        const T ratio = s_star / clamp_min(g, T(1e-3));
+        const T acc = accel * (T(1.0) - pow4(v / v0, delta) - ratio * ratio);
+        v = clamp_min(v + acc * h, T(0));
+        if (substeps > 1) g = g - clamp_min((v - v_lead) * h, T(0));
+    }
+    return v;
+}
+
+// kernels.brake_gap (SUMO's MSCFModel::brakeGapEuler)
+template <typename T> inline T brake_gap(T v, T decel, T tau, double dt_) {
+    const T dt = T(dt_), r = decel * dt;
+    const T n = std::floor(v / r);
+    return (n * v - r * n * (n + T(1.0)) / T(2.0)) * dt + v * tau;
+}
+
+// kernels.safe_stop_speed (SUMO's MSCFModel::maximumSafeStopSpeedEuler)
+template <typename T> inline T safe_stop_speed(T gap, T decel, T tau, double dt_) {
+    if (!std::isfinite(gap)) return gap;  // +inf: a free road
+    const T dt = T(dt_);
+    const T g = gap - T(NUMERICAL_EPS);
+    if (g < T(0)) return T(0);
+    const T b = decel * dt;
+    const T n = std::floor(T(0.5) - ((tau + std::sqrt(T(dt_ * dt_) + T(4.0) * (dt * (T(2.0) * g / b - tau) + tau * tau)) *
+                                                T(-0.5)) / dt));
+    const T h = T(0.5) * n * (n - T(1.0)) * b * dt + n * b * tau;
+    return n * b + (g - h) / (n * dt + tau);
+}
+
+// kernels.free_speed (SUMO's generic MSCFModel::freeSpeed, Euler)
+template <typename T> inline T free_speed(T d, T u, T decel, double dt_) {
+    const T dt = T(dt_);
+    const T vt = u * dt;
+    if (d < vt) return u;
+    const T b = decel * T(dt_ * dt_);
+    const T y = clamp_min(((std::sqrt((b + T(2.0) * vt) * (b + T(2.0) * vt) + T(8.0) * b * d) - b) * T(0.5) - vt) / b, T(0));
+    const T yf = std::floor(y);
+    const T exact = (yf * yf + yf) * T(0.5) * b + yf * vt + (y > yf ? vt : T(0));
+    return clamp_min(d - exact, T(0)) / (yf + T(1.0)) / dt + yf * (decel * dt) + u;
+}
+
+// kernels.krauss_speed (rule 9) for one vehicle; `u` < 0: no dawdling
+template <typename T>
+T krauss_speed(T v, T v0, T gap, T v_lead, T s0, T accel, T decel, T tau, T sigma, T u, T v_cap, double dt_) {
+    const T dt = T(dt_);
+    const T v_safe = safe_stop_speed<T>(gap - s0 + brake_gap<T>(v_lead, decel, T(0), dt_), decel, tau, dt_);
+    const T v_max = minimum(minimum(minimum(v0, v + accel * dt), v_safe), v_cap);
+    if (u < T(0)) return v_max;
+    const T v_min = minimum(clamp_min(v - decel * dt, T(0)), v_max);
+    const T red = (v_max < accel ? sigma * v_max * u : sigma * accel * u) * dt;
+    return maximum(v_min, clamp_min(v_max - red, T(0)));
+}
+
+// kernels.turn_speed_cap (rule 8 on approach, SUMO's MSCFModel_IDM::freeSpeed) for one vehicle whose
+// crossing ahead has the speed limit u (already times its speed factor, at most its max speed), d m ahead
+template <typename T>
+T turn_speed_cap(T v, T v0, T d, T u, T accel, T tsab, T tau, T decel, int64_t delta, double dt_, int64_t substeps) {
+    const T g = brake_gap<T>(u, decel, tau, dt_);
+    T cap = std::numeric_limits<T>::infinity();
+    if (v > u) cap = idm_speed_one<T>(v, v0, maximum(d, g), T(0), accel, tsab, tau, T(0), delta, dt_, substeps);
+    if (d < g) cap = minimum(cap, u);
+    return cap;
+}
+
 // One IDM sub-step for n vehicles (the body of kernels.idm_speed). Templated on whether every vehicle shares
 // the exponent and whether the gap is carried to another sub-step, so that the loop has no branches and
 // the compiler vectorizes it.
@@ -150,7 +231,7 @@ void idm_substep(int64_t n, T *__restrict v, T *__restrict g, const T *__restric
 // kernels.idm_move for n vehicles: IDM in `substeps` with the leader's speed held, the speed capped so the
 // physical gap cannot close below zero, then x + v*dt. `v` and `g` are scratch (in: speed and gap).
 template <typename T>
-void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead, const T *gap_phys,
+void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead, const T *v_cap, const T *gap_phys,
               const T *accel, const T *tsab, const T *tau, const T *s0, int64_t delta_shared, const int64_t *delta,
               double dt_, int64_t substeps, T *x_out) {
     const T h = T(dt_ / double(substeps)), dt = T(dt_);
@@ -162,13 +243,14 @@ void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead
         else idm_substep<T, false, false>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
     }
     for (int64_t i = 0; i < n; ++i) {
+        v[i] = minimum(v[i], v_cap[i]);
         v[i] = minimum(v[i], clamp_min(gap_phys[i], T(0)) / dt);
         x_out[i] = x_in[i] + v[i] * dt;
     }
 }
 
 template <typename T> struct Scratch {
-    std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, land, via, best;
+    std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane;
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
@@ -220,6 +302,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
     sc.gap.assign(n, inf); sc.v_lead.assign(n, T(0)); sc.gap_phys.assign(n, inf); sc.v0.assign(n, T(1));
+    sc.v_cap.assign(n, inf);
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     for (int64_t s = lo; s < hi; ++s) {
@@ -229,6 +312,17 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         sc.arrive[i] = on_last_edge;  // for now; arriving also needs the end of the lane passed (below)
         sc.v0[i] = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
         const T x = W.pos[s];
+        if (a.has_turn) {  // 8. turning speeds: inside the junction just crossed, then anticipating the next
+            if (x < T(0) && rp > 0) sc.v0[i] = minimum(sc.v0[i], W.turn[r * M + rp - 1] * W.speed_factor[s]);
+            const T u = W.turn[r * M + rp];
+            const T ut = minimum(u * W.speed_factor[s], W.max_speed[s]);
+            if (std::isfinite(u) && a.cf == KRAUSS)  // SUMO's generic freeSpeed
+                sc.v_cap[i] = free_speed<T>(W.lane_length[ln] - x, ut, W.decel[s], a.dt);
+            else if (std::isfinite(u))
+                sc.v_cap[i] = turn_speed_cap<T>(W.speed[s], sc.v0[i], W.lane_length[ln] - x, ut, W.accel[s], W.tsab[s],
+                                                W.tau[s], W.decel[s], a.delta_shared >= 0 ? a.delta_shared : W.delta[s],
+                                                a.dt, a.substeps);
+        }
         if (ld >= 0) {
             sc.gap[i] = sc.gap_phys[i] = W.pos[ld] - W.length[ld] - x;
             sc.v_lead[i] = W.speed[ld];
@@ -271,9 +365,20 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     }
     // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
     std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());
-    idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(), sc.gap_phys.data(),
-                W.accel + lo, W.tsab + lo, W.tau + lo, W.min_gap + lo, a.delta_shared, W.delta + lo, a.dt,
-                a.substeps, sc.x_new.data());
+    if (a.cf == KRAUSS) {  // 9. kernels.krauss_move
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t s = lo + i;
+            T v = krauss_speed<T>(W.speed[s], sc.v0[i], sc.gap[i], sc.v_lead[i], W.min_gap[s], W.accel[s], W.decel[s],
+                                  W.tau[s], W.sigma[s], W.dawdle ? W.dawdle[i] : T(-1), sc.v_cap[i], a.dt);
+            v = minimum(v, clamp_min(sc.gap_phys[i], T(0)) / dt);
+            sc.v_new[i] = v;
+            sc.x_new[i] = W.pos[s] + v * dt;
+        }
+    } else {
+        idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(), sc.v_cap.data(),
+                    sc.gap_phys.data(), W.accel + lo, W.tsab + lo, W.tau + lo, W.min_gap + lo, a.delta_shared,
+                    W.delta + lo, a.dt, a.substeps, sc.x_new.data());
+    }
     for (int64_t i = 0; i < n; ++i)
         sc.arrive[i] = sc.arrive[i] && sc.x_new[i] > W.lane_length[W.lane[lo + i]];
 

@@ -68,6 +68,9 @@ class Connection:
     tl: str | None = None  # signal program id, None if unsignalized
     link_index: int = -1  # index into the program's state strings
     direction: str = "s"  # s straight, l left, r right, t turn, L/R partial
+    # speed limit on the path across the junction (SUMO: the slowest internal lane of the connection's
+    # ``via`` chain, netconvert's turning speed); +inf: none (generated networks)
+    via_speed: float = float("inf")
 
 
 @dataclass
@@ -175,6 +178,7 @@ class RoadNetwork:
                 check(0 <= li < len(self.edges[eid].lanes), f"connection[{i}].{side}Lane", li,
                       f"0..{len(self.edges[eid].lanes) - 1}")
             check(c.via_length >= 0, f"connection[{i}].via_length", c.via_length, ">= 0")
+            check(c.via_speed > 0, f"connection[{i}].via_speed", c.via_speed, "> 0 m/s (+inf: no limit)")
             if c.tl is not None:
                 check(c.tl in self.programs, f"connection[{i}].tl", c.tl, "a tlLogic id of the network")
                 check(0 <= c.link_index < self.programs[c.tl].n_links, f"connection[{i}].linkIndex",

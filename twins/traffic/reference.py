@@ -64,6 +64,23 @@ phase it is in (synchronous update, like the kernel):
    twin's boarding is checked separately); a dwell of 0 serves the stop at
    once. On an edge with a stop the bus may use lane 0 only, where the route
    allows lane 0 (curbside stops).
+8. Turning speeds (``Connection.via_speed``; the slowest connection from
+   one route edge to the next): while the front is inside the junction
+   (``pos < 0`` on the lane entered) the desired speed is at most
+   ``via_speed · speed_factor``; on approach, with ``u = min(via_speed ·
+   speed_factor, max_speed)`` of the crossing ahead, ``d`` the distance to
+   the stop line and SUMO's secure gap ``g = (n·u - r·n·(n+1)/2)·dt + u·tau``
+   (``r = decel·dt``, ``n = floor(u / r)``): a vehicle faster than ``u``
+   takes at most the IDM speed for a standing obstacle at ``max(d, g)``
+   without min gap, and closer than ``g`` at most ``u`` (SUMO's
+   ``MSCFModel_IDM::freeSpeed``). The time loss of a step is measured
+   against the desired speed the vehicle planned with.
+9. Car following: IDM (rule 5) or SUMO's Krauss (``car_following="Krauss"``):
+   ``v_max = min(v0, v + accel·dt, v_safe, cap)`` with ``v_safe`` SUMO's
+   ``maximumSafeStopSpeedEuler(gap - min_gap + brakeGap(v_lead))`` and the
+   turning-speed ``cap`` from SUMO's generic ``freeSpeed``; then dawdling
+   (``dawdle2``) by the draw ``u`` the model's ``dawdle`` gives each vehicle
+   and step, never below ``min(max(v - decel·dt, 0), v_max)``.
 
 Per-vehicle inputs. The reference checks the *dynamics*, not the noise: the
 per-vehicle parameters (length, min gap, accel, decel, ``2·sqrt(accel·decel)``,
@@ -141,7 +158,40 @@ class VehicleSpec:
     max_speed: float
     flow: str = ""
     two_sqrt_ab: float | None = None  # 2·sqrt(accel·decel); None: computed with math.sqrt
+    sigma: float = 0.5  # Krauss dawdling (rule 9)
     stops: tuple = ()  # a bus's stops in route order: (route position, pos_m, stop id)
+
+
+def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
+    """SUMO's ``MSCFModel::brakeGapEuler`` (the kernel's ``brake_gap``, operation for operation)."""
+    r = decel * dt
+    n = float(math.floor(v / r))
+    return (n * v - r * n * (n + 1.0) / 2.0) * dt + v * tau
+
+
+def safe_stop_speed(gap: float, decel: float, tau: float, dt: float) -> float:
+    """SUMO's ``MSCFModel::maximumSafeStopSpeedEuler`` (the kernel's ``safe_stop_speed``)."""
+    if not math.isfinite(gap):
+        return gap
+    g = gap - 1e-6
+    if g < 0:
+        return 0.0
+    b = decel * dt
+    n = float(math.floor(0.5 - ((tau + math.sqrt(dt * dt + 4.0 * (dt * (2.0 * g / b - tau) + tau * tau)) * -0.5) / dt)))
+    h = 0.5 * n * (n - 1.0) * b * dt + n * b * tau
+    return n * b + (g - h) / (n * dt + tau)
+
+
+def free_speed(d: float, u: float, decel: float, dt: float) -> float:
+    """SUMO's generic ``MSCFModel::freeSpeed`` (Euler; the kernel's ``free_speed``)."""
+    vt = u * dt
+    if d < vt:
+        return u
+    b = decel * (dt * dt)
+    y = max(((math.sqrt((b + 2.0 * vt) * (b + 2.0 * vt) + 8.0 * b * d) - b) * 0.5 - vt) / b, 0.0)
+    yf = float(math.floor(y))
+    exact = (yf * yf + yf) * 0.5 * b + yf * vt + (vt if y > yf else 0.0)
+    return max(d - exact, 0.0) / (yf + 1.0) / dt + yf * (decel * dt) + u
 
 
 class _Lane:
@@ -190,6 +240,7 @@ class ReferenceVehicle(mesa.Agent):
         self.vehicle_id = spec.vehicle_id
         self.route = list(spec.route)  # edge ids
         self.allowed = model.route_lanes(spec.route)  # per route step: allowed lane indices of that edge
+        self.turn = model.route_turn_speeds(spec.route)  # per route step: the turning speed after it (rule 8)
         self.bus_stops = list(spec.stops)
         for k, _, _ in self.bus_stops:  # curbside stops: lane 0 where the route allows it
             if 0 in self.allowed[k]:
@@ -207,6 +258,7 @@ class ReferenceVehicle(mesa.Agent):
         self.delta = int(round(spec.delta))  # integer exponent, as the kernel
         self.speed_factor = float(spec.speed_factor)
         self.max_speed = float(spec.max_speed)
+        self.sigma = float(spec.sigma)
         self.depart = float(spec.depart)
         self.status = WAITING
         self.lane: _Lane | None = None
@@ -233,21 +285,22 @@ class ReferenceVehicle(mesa.Agent):
     def desired_speed(self, lane: _Lane) -> float:
         return min(lane.speed * self.speed_factor, self.max_speed)
 
-    def idm(self, v: float, v0: float, gap: float, v_lead: float) -> float:
-        """IDM acceleration at speed ``v`` (the kernel's ``idm_acceleration``, operation for operation)."""
-        s_star = self.min_gap + max(v * self.tau + v * (v - v_lead) / self.two_sqrt_ab, 0.0)
+    def idm(self, v: float, v0: float, gap: float, v_lead: float, s0: float | None = None) -> float:
+        """IDM acceleration at speed ``v`` (the kernel's ``idm_acceleration``, operation for operation);
+        ``s0`` defaults to the vehicle's min gap."""
+        s_star = (self.min_gap if s0 is None else s0) + max(v * self.tau + v * (v - v_lead) / self.two_sqrt_ab, 0.0)
         ratio = s_star / max(gap, 1e-3)
         interaction = ratio * ratio if math.isfinite(gap) else 0.0
         return self.accel * (1.0 - int_pow(v / v0, self.delta) - interaction)
 
-    def idm_speed(self, v0: float, gap: float, v_lead: float) -> float:
+    def idm_speed(self, v0: float, gap: float, v_lead: float, s0: float | None = None) -> float:
         """Speed after ``dt``: IDM in ``substeps`` sub-steps, leader speed held, gap shrinking."""
         m = self.model
         n = m.substeps
         h = m.dt / n
         v = self.speed
         for _ in range(n):
-            v = max(v + self.idm(v, v0, gap, v_lead) * h, 0.0)
+            v = max(v + self.idm(v, v0, gap, v_lead, s0) * h, 0.0)
             if n > 1:
                 gap = gap - max((v - v_lead) * h, 0.0)
         return v
@@ -315,8 +368,22 @@ class ReferenceVehicle(mesa.Agent):
                 gap, v_lead = d_stop + self.min_gap, 0.0
                 m.events["bus_stop_obstacle"] += 1
             gap_phys = min(gap_phys, d_stop)
+        # 8. turning speeds: inside the junction just crossed (front before the lane start), and ahead
         v0 = self.desired_speed(lane)
-        v_new = self.idm_speed(v0, gap, v_lead)
+        if self.pos < 0 and self.route_pos > 0:
+            v0 = min(v0, self.turn[self.route_pos - 1] * self.speed_factor)
+        self._v0 = v0
+        u = self.turn[self.route_pos]
+        ut = min(u * self.speed_factor, self.max_speed)
+        if math.isfinite(u) and front:
+            m.events["turn_speed_anticipated" if self.speed > ut else "turn_speed_ahead"] += 1
+        if m.krauss:  # 9. Krauss: the turning speed bounds the safe speed before dawdling
+            cap = free_speed(d, ut, self.decel, m.dt) if math.isfinite(u) else INF
+            v_new = self.krauss_speed(v0, gap, v_lead, cap, m.dawdle_draw.get(self.vehicle_id))
+        else:
+            v_new = self.idm_speed(v0, gap, v_lead)
+            if math.isfinite(u):
+                v_new = min(v_new, self.turn_speed_cap(v0, d, ut))
         v_cap = max(gap_phys, 0.0) / m.dt
         if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
             m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)
@@ -340,6 +407,33 @@ class ReferenceVehicle(mesa.Agent):
         if front and not on_last_edge and not must_stop and math.isfinite(gap_front) and v_new < STOP_SPEED:
             m.events["front_blocked_by_next_lane"] += 1  # spillback: may go, but the next lane is full
 
+    def krauss_speed(self, v0: float, gap: float, v_lead: float, v_cap: float, u: float | None) -> float:
+        """Rule 9, SUMO's Krauss (semi-implicit Euler): the safe speed behind the obstacle (``gap - min_gap``, the
+        leader braking with this vehicle's decel), bounded by ``v0``, ``v + accel·dt`` and ``v_cap``, then
+        dawdling by ``u`` (None: none), never below ``max(v - decel·dt, 0)`` unless the bound is lower."""
+        dt = self.model.dt
+        v = self.speed
+        v_safe = safe_stop_speed(gap - self.min_gap + brake_gap(v_lead, self.decel, 0.0, dt), self.decel, self.tau, dt)
+        v_max = min(min(min(v0, v + self.accel * dt), v_safe), v_cap)
+        if u is None:
+            return v_max
+        v_min = min(max(v - self.decel * dt, 0.0), v_max)
+        red = (self.sigma * v_max * u if v_max < self.accel else self.sigma * self.accel * u) * dt
+        return max(v_min, max(v_max - red, 0.0))
+
+    def turn_speed_cap(self, v0: float, d: float, u: float) -> float:
+        """Rule 8 on approach (SUMO's ``MSCFModel_IDM::freeSpeed``): faster than the turning speed ``u``, brake
+        as for a standing obstacle (no min gap) at ``max(d, g)``, ``g`` SUMO's secure gap ``brakeGap(u) + u·tau``
+        (``MSCFModel::brakeGap``, Euler update); closer than ``g``, at most ``u``."""
+        dt = self.model.dt
+        g = brake_gap(u, self.decel, self.tau, dt)
+        cap = INF
+        if self.speed > u:
+            cap = self.idm_speed(v0, max(d, g), 0.0, s0=0.0)
+        if d < g:
+            cap = min(cap, u)
+        return cap
+
     # --- rule 6 ---------------------------------------------------------------------------
     def crossing(self) -> bool:
         """Whether the planned move takes this vehicle onto the chosen lane of its next edge."""
@@ -358,7 +452,7 @@ class ReferenceVehicle(mesa.Agent):
     def commit(self) -> None:
         m = self.model
         lane = self.lane
-        v0 = self.desired_speed(lane)
+        v0 = self._v0  # the desired speed planned with (rule 8 inside a junction)
         v_new, x_new = self._v_new, self._x_new
         if x_new > lane.length:  # a vehicle held exactly at the stop line stays on its lane
             if self.route_pos + 1 >= len(self.route):
@@ -401,8 +495,14 @@ class ReferenceTrafficModel(mesa.Model):
 
     def __init__(self, network: RoadNetwork, vehicles: list[VehicleSpec], *, dt: float = 1.0, begin: float = 0.0,
                  signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0,
-                 substeps: int | None = None, insert_rounds: int | None = None, dwell_of=None):
+                 substeps: int | None = None, insert_rounds: int | None = None, dwell_of=None,
+                 car_following: str = "IDM", dawdle=None):
         super().__init__(rng=seed)
+        # rule 9: the car-following model; ``dawdle(vehicle ids, step index) -> draws in [0, 1)`` for Krauss
+        # (None: no dawdling)
+        self.krauss = car_following == "Krauss"
+        self.dawdle = dawdle
+        self.dawdle_draw: dict[int, float] = {}
         self.network = network
         self.dwell_of = dwell_of  # (vehicle id, stop id, time) -> dwell s, for buses (rule 7)
         self.dt = float(dt)
@@ -452,7 +552,7 @@ class ReferenceTrafficModel(mesa.Model):
         stops (``dwell_of``: see rule 7)."""
         scen = twin.scenario
         flows = scen.demand.flows
-        keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed")
+        keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed", "sigma")
         cols = {k: twin.veh_full[k][world].detach().cpu().double().tolist() for k in keys + ("two_sqrt_ab",)}
         flow = twin.pop.flow[world].tolist()
         depart = twin.pop.depart[world].tolist()
@@ -482,9 +582,21 @@ class ReferenceTrafficModel(mesa.Model):
         for p, pid in enumerate(twin.compiled.program_ids):
             plans[pid] = ([float(x) for x in twin.signal_durations[world, p].tolist()],
                           float(twin.signal_offsets[world, p]))
+        dawdle = None
+        if twin.dawdles:  # the twin's keyed draws, as plain floats (the reference checks dynamics, not noise)
+            import torch
+
+            from twins.core import noise
+
+            rep = int(twin.worlds.replication[world])
+
+            def dawdle(ids, step):
+                u = noise.uniform(int(twin.worlds.seed), rep, noise.Stream.DAWDLE,
+                                  torch.tensor(ids, dtype=torch.int64), step, 0, dtype=twin.dtype)
+                return u.double().tolist()
         return cls(scen.network, specs, dt=twin.dt, begin=float(scen.begin), signal_plans=plans,
                    seed=int(twin.worlds.seed), substeps=twin.substeps, insert_rounds=twin.insert_rounds,
-                   dwell_of=dwell_of)
+                   dwell_of=dwell_of, car_following=twin.car_following, dawdle=dawdle)
 
     # --- network queries ------------------------------------------------------------------
     def route_lanes(self, route) -> list[set[int]]:
@@ -496,6 +608,16 @@ class ReferenceTrafficModel(mesa.Model):
                             if c.from_edge == e and c.to_edge == route[k + 1]})
             else:
                 out.append({l.index for l in self.edges[e]})
+        return out
+
+    def route_turn_speeds(self, route) -> list[float]:
+        """Per route step: the turning speed of the crossing after it (the slowest connection's ``via_speed``
+        from that edge to the next); +inf on the last edge and where none is set."""
+        out = []
+        for k, e in enumerate(route):
+            speeds = [c.via_speed for c in self.network.connections
+                      if k + 1 < len(route) and c.from_edge == e and c.to_edge == route[k + 1]]
+            out.append(min(speeds, default=INF))
         return out
 
     def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int] | None:
@@ -592,7 +714,10 @@ class ReferenceTrafficModel(mesa.Model):
             if v.lane.id in standing and v.pos <= standing[v.lane.id]:
                 behind[v.lane.id] = behind.get(v.lane.id, 0.0) + (v.length + v.min_gap)
         self.space_till_standing = {k: b - behind.get(k, 0.0) for k, b in standing.items()}
-        # 4-5. decide (synchronously, from the state after insertion)
+        # 4-5. decide (synchronously, from the state after insertion); Krauss drivers' dawdling draws of this step
+        if self.krauss and self.dawdle is not None and running:
+            self.dawdle_draw = dict(zip((v.vehicle_id for v in running),
+                                        self.dawdle([v.vehicle_id for v in running], self.step_index)))
         for v in running:
             v.plan()
         # 6. one entry per target lane: the vehicle landing furthest ahead (then the earliest slot)

@@ -10,7 +10,9 @@ Mapping rules
 -------------
 * Internal edges (id ``:...``) are not edges of the model: the length of the
   internal lane chain a connection runs through (its ``via`` and the ``via`` of
-  the internal connections after it) becomes ``Connection.via_length``.
+  the internal connections after it) becomes ``Connection.via_length``, and
+  the slowest of those lanes' ``speed`` (netconvert's turning speed)
+  ``Connection.via_speed``.
 * Only what a passenger car may use is kept: a lane whose ``allow``/``disallow``
   excludes ``passenger`` is dropped (the remaining lanes are re-indexed from 0,
   rightmost first; ``Lane.id`` keeps the SUMO lane id), an edge without such a
@@ -295,6 +297,7 @@ def _load_net(path, report: _Report) -> RoadNetwork:
     path = _check_file(path, "net-file")
     edges: dict[str, dict] = {}
     internal_len: dict[str, float] = {}
+    internal_speed: dict[str, float] = {}
     junctions: dict[str, Junction] = {}
     conns: list[tuple[dict, int]] = []
     programs: dict[str, SignalProgram] = {}
@@ -313,6 +316,7 @@ def _load_net(path, report: _Report) -> RoadNetwork:
             e = edges[state["edge"]]
             if e["fn"] == "internal":
                 internal_len[a["id"]] = _num(where, a, "length", tag=f"lane[{a.get('id')}]")
+                internal_speed[a["id"]] = _num(where, a, "speed", tag=f"lane[{a.get('id')}]")
             else:
                 e["lanes"].append(a)
         elif tag == "junction":
@@ -389,13 +393,17 @@ def _load_net(path, report: _Report) -> RoadNetwork:
         if f.startswith(":") and a.get("via"):
             next_via[f"{f}_{a.get('fromLane', '0')}"] = a["via"]
 
-    def via_length(lane_id: str | None) -> float:
-        total, seen = 0.0, set()
+    def via_path(lane_id: str | None) -> tuple[float, float]:
+        """Length and speed limit of a connection's internal lane chain: the lengths summed, the slowest
+        lane's speed (SUMO applies each internal lane's limit while the front is on it; the chains of one
+        connection share one turning radius, so their limits barely differ)."""
+        total, speed, seen = 0.0, math.inf, set()
         while lane_id and lane_id not in seen:
             seen.add(lane_id)
             total += internal_len.get(lane_id, 0.0)
+            speed = min(speed, internal_speed.get(lane_id, math.inf))
             lane_id = next_via.get(lane_id)
-        return total
+        return total, speed
 
     dropped_conns = 0
     for a, line in conns:
@@ -413,8 +421,9 @@ def _load_net(path, report: _Report) -> RoadNetwork:
                 continue
             raise ConfigError(f"connection[{f}->{t}]", f"{f}->{t}", "edges of the network", f"In {path}, line {line}.")
         tl = a.get("tl")
+        via_len, via_speed = via_path(a.get("via"))
         c = Connection(from_edge=f, from_lane=lane_map[(f, fl)], to_edge=t, to_lane=lane_map[(t, tl_)],
-                       via_length=via_length(a.get("via")), tl=tl,
+                       via_length=via_len, via_speed=via_speed, tl=tl,
                        link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"))
         net.connections.append(c)
         if tl:
@@ -526,7 +535,8 @@ _COSMETIC_VTYPE = {"id", "vClass", "color", "guiShape", "imgFile", "width", "hei
                    "personCapacity", "containerCapacity", "boardingDuration", "loadingDuration", "probability",
                    "mass", "manoeuverAngleTimes", "parkingBadges", "desiredMaxSpeed"}
 _MODELED_VTYPE = {"length", "minGap", "accel", "decel", "maxSpeed", "tau", "speedFactor", "speedDev", "delta",
-                  "carFollowModel"}
+                  "carFollowModel", "sigma"}
+CAR_FOLLOWING = ("IDM", "Krauss")  # SUMO models the twin runs (kernels rule 9)
 _DIST = re.compile(r"^\s*(norm|normc|lognorm|uniform)\s*\(([^)]*)\)\s*$")
 _VEHICLE_MODELED = {"id", "type", "route", "depart", "from", "to", "via", "color", "begin", "end", "vehsPerHour",
                     "period", "probability", "number", "line", "insertionChecks",
@@ -648,14 +658,15 @@ class _RouteReader:
         vt = VehicleType(id=tid, length=f("length", length), min_gap=f("minGap", 2.5), accel=f("accel", accel),
                          decel=f("decel", decel), max_speed=f("maxSpeed", vmax), tau=f("tau", 1.0),
                          delta=f("delta", 4.0), speed_factor=sf,
-                         speed_dev=f("speedDev", sdev if sdev is not None else 0.1))
+                         speed_dev=f("speedDev", sdev if sdev is not None else 0.1), sigma=f("sigma", 0.5),
+                         car_following=a.get("carFollowModel"))
         try:
             vt.validate()
         except ConfigError as e:
             raise where.error(e.field, e.value, e.valid) from None
         cfm = a.get("carFollowModel")
-        if cfm is not None and cfm != "IDM":
-            self.report.add(f"vTypes with carFollowModel={cfm} (run with IDM)")
+        if cfm is not None and cfm not in CAR_FOLLOWING:
+            self.report.add(f"vTypes with carFollowModel={cfm} (run with scenario.car_following)")
         for k in a:
             if k not in _MODELED_VTYPE and k not in _COSMETIC_VTYPE:
                 self.report.add(f"vType attribute {k}")
@@ -669,12 +680,13 @@ class _RouteReader:
             self.vtype(a, where)
         elif tag.startswith("carFollowing-"):
             model = tag.split("-", 1)[1]
-            if model != "IDM":
-                self.report.add(f"vTypes with carFollowModel={model} (run with IDM)")
+            if model not in CAR_FOLLOWING:
+                self.report.add(f"vTypes with carFollowModel={model} (run with scenario.car_following)")
             elif parent == "vType" and self.last_vtype in self.vtypes:
                 vt = self.vtypes[self.last_vtype]
+                vt.car_following = model
                 for k, name in (("accel", "accel"), ("decel", "decel"), ("tau", "tau"), ("delta", "delta"),
-                                ("minGap", "min_gap")):
+                                ("minGap", "min_gap"), ("sigma", "sigma")):
                     if k in a:
                         setattr(vt, name, float(a[k]))
         elif tag == "vTypeDistribution":
@@ -879,14 +891,18 @@ def load_routes(path, network: RoadNetwork, *, begin: float = 0.0) -> Demand:
     return d
 
 
-def write_routes(demand: Demand, path) -> Path:
-    """Demand as a SUMO route file (``fixed`` flows as vehicles, the others as ``<flow>``)."""
+def write_routes(demand: Demand, path, car_following: str | None = None) -> Path:
+    """Demand as a SUMO route file (``fixed`` flows as vehicles, the others as ``<flow>``). A vType states
+    ``carFollowModel`` when one is known: ``car_following`` (the model the twin runs), else the type's own; else
+    none (SUMO then runs ``--default.carfollowmodel``, Krauss unless set)."""
     out = ['<?xml version="1.0" encoding="UTF-8"?>', "<routes>"]
     for vt in demand.vtypes.values():
+        cfm = car_following or vt.car_following
+        cfm = f" carFollowModel=\"{cfm}\"" if cfm else ""
         out.append(f"    <vType id={quoteattr(vt.id)} length=\"{_fmt(vt.length)}\" minGap=\"{_fmt(vt.min_gap)}\" "
                    f"accel=\"{_fmt(vt.accel)}\" decel=\"{_fmt(vt.decel)}\" maxSpeed=\"{_fmt(vt.max_speed)}\" "
                    f"tau=\"{_fmt(vt.tau)}\" speedFactor=\"{_fmt(vt.speed_factor)}\" speedDev=\"{_fmt(vt.speed_dev)}\" "
-                   f"carFollowModel=\"IDM\" delta=\"{_fmt(vt.delta)}\"/>")
+                   f"delta=\"{_fmt(vt.delta)}\" sigma=\"{_fmt(vt.sigma)}\"{cfm}/>")
     vehicles = []
     flows = []
     for i, f in enumerate(demand.flows):

@@ -134,7 +134,7 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
         route_files = files["routes"]
         if routes is not None:
             if isinstance(routes, Demand):
-                route_files = [str(write_routes(routes, wd / "demand.rou.xml"))]
+                route_files = [str(write_routes(routes, wd / "demand.rou.xml", car_following=car_follow_model))]
             else:
                 route_files = [str(r) for r in ([routes] if isinstance(routes, (str, Path)) else routes)]
         if route_files:

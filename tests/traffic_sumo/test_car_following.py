@@ -1,0 +1,47 @@
+"""Which car-following model an imported SUMO scenario runs (kernels rule 9): the route files' ``carFollowModel``
+(unstated: SUMO's default, Krauss) unless ``scenario.car_following`` says otherwise; one model per twin."""
+from __future__ import annotations
+
+import pytest
+
+from scenarios.sumo import car_following
+from twins.core.errors import ConfigError
+from twins.traffic.demand import Demand, Flow, VehicleType
+
+
+def _demand(*models):
+    vtypes = {f"t{i}": VehicleType(id=f"t{i}", car_following=m) for i, m in enumerate(models)}
+    flows = [Flow(f"f{i}", ["a"], rate=100.0, vtype=f"t{i}") for i in range(len(models))]
+    return Demand(vtypes, flows)
+
+
+def test_the_files_model_unless_the_setting_says_otherwise():
+    assert car_following(None, _demand(None)) == "Krauss"  # SUMO's default when a vType states none
+    assert car_following(None, _demand("IDM", "IDM")) == "IDM"
+    assert car_following(None, _demand("Krauss", None)) == "Krauss"
+    assert car_following("IDM", _demand(None, "Krauss")) == "IDM"
+
+
+def test_several_models_or_an_unknown_one_need_the_setting():
+    with pytest.raises(ConfigError, match=r"scenario.car_following.*IDM: t0; Krauss: t1"):
+        car_following(None, _demand("IDM", "Krauss"))
+    with pytest.raises(ConfigError, match=r"EIDM: t0"):
+        car_following(None, _demand("EIDM"))
+    with pytest.raises(ConfigError, match=r"scenario.car_following='krauss'.*IDM or Krauss"):
+        car_following("krauss", _demand(None))
+
+
+def test_a_route_files_model_and_sigma_are_read(tmp_path):
+    import warnings
+
+    from twins.traffic import sumo
+    from twins.traffic.network import RoadNetwork
+
+    rou = tmp_path / "r.rou.xml"
+    rou.write_text('<routes><vType id="a" carFollowModel="IDM" sigma="0.3"/>'
+                   '<vType id="b"><carFollowing-Krauss sigma="0.2" tau="1.5"/></vType></routes>')
+    with warnings.catch_warnings():  # vTypes only: no route needs a network
+        warnings.simplefilter("ignore")
+        d = sumo.load_routes(rou, RoadNetwork())
+    assert (d.vtypes["a"].car_following, d.vtypes["a"].sigma) == ("IDM", 0.3)
+    assert (d.vtypes["b"].car_following, d.vtypes["b"].sigma, d.vtypes["b"].tau) == ("Krauss", 0.2, 1.5)

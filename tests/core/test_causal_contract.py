@@ -93,3 +93,21 @@ def test_float64_matches_float32_closely():
     r32 = _run(w, dtype=torch.float32).results().worlds.iloc[0]
     r64 = _run(w, dtype=torch.float64).results().worlds.iloc[0]
     assert abs(r32["throughput_veh"] - r64["throughput_veh"]) <= 0.03 * r64["throughput_veh"]
+
+
+def test_krauss_dawdling_keeps_batch_independence_and_null_effects():
+    """Rule 9's dawdling draws are keyed by (replication, vehicle, step): a Krauss world with turning speeds is
+    bit-identical alone and in a reversed batch, two arms of one replication with the same plan are identical
+    (the null intervention), and another replication's world differs (the comparison is not vacuous)."""
+    scen = _scenario(car_following="Krauss")
+    for c in scen.network.connections:  # turning speeds too (rule 8)
+        c.via_speed = {"l": 6.0, "r": 4.5}.get(c.direction, 11.0)
+    alone = _run(WorldBatch(7, torch.tensor([3]), torch.tensor([0])), scen, steps=300)
+    assert alone.car_following == "Krauss" and alone.dawdles
+    pair = _run(WorldBatch(7, torch.tensor([5, 3, 3]), torch.tensor([0, 0, 1])), scen, steps=300)
+    a = _world_state(alone, 0)
+    for w in (1, 2):
+        b = _world_state(pair, w)
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"world {w}: state column {k} differs"
+    assert not torch.equal(_world_state(pair, 0)["pos"], a["pos"])

@@ -57,7 +57,7 @@ import networkx as nx
 
 from twins.core.errors import ConfigError
 from twins.traffic.demand import Demand, Flow, VehicleType
-from twins.traffic.network import Connection, Edge, Junction, Lane, Phase, RoadNetwork, SignalProgram
+from twins.traffic.network import VALID_STATE, Connection, Edge, Junction, Lane, Phase, RoadNetwork, SignalProgram
 
 __all__ = [
     "SumoImportWarning", "SumoScenario", "load_sumocfg", "load_net", "load_routes",
@@ -275,7 +275,14 @@ def _tl_collector(report: _Report, programs: dict[str, SignalProgram]):
                 raise where.error(f"tlLogic[{prog.id}].phase[{len(prog.phases)}].duration", None, "a duration")
             if "next" in a:
                 report.add("phase 'next' attributes (phases run in file order)")
-            prog.phases.append(Phase(duration=dur, state=a.get("state", ""), name=a.get("name", "")))
+            state = a.get("state", "")
+            bad = sorted(set(state) - VALID_STATE)
+            if bad:  # refused here, where the file, line and element are known
+                raise where.error(f"tlLogic[{prog.id}].phase[{len(prog.phases)}].state", state,
+                                  f"SUMO link states from {''.join(sorted(VALID_STATE))}",
+                                  f"Unknown state character(s) {''.join(bad)!r}: the twin cannot tell whether "
+                                  "those links may drive.")
+            prog.phases.append(Phase(duration=dur, state=state, name=a.get("name", "")))
             return True
         if tag in ("condition", "assignment", "function") and "tlLogic" in where.stack:
             report.add(f"tlLogic <{tag}> elements (actuation logic)")

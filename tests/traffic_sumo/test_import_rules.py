@@ -1,5 +1,6 @@
-"""Which car-following model an imported SUMO scenario runs (kernels rule 9): the route files' ``carFollowModel``
-(unstated: SUMO's default, Krauss) unless ``scenario.car_following`` says otherwise; one model per twin."""
+"""Import rules of the fidelity work: which car-following model an imported SUMO scenario runs (kernels rule 9:
+the route files' ``carFollowModel``, unstated being SUMO's default Krauss, unless ``scenario.car_following`` says
+otherwise; one model per twin), and junction logic the twin cannot interpret is refused where it stands."""
 from __future__ import annotations
 
 import pytest
@@ -45,3 +46,20 @@ def test_a_route_files_model_and_sigma_are_read(tmp_path):
         d = sumo.load_routes(rou, RoadNetwork())
     assert (d.vtypes["a"].car_following, d.vtypes["a"].sigma) == ("IDM", 0.3)
     assert (d.vtypes["b"].car_following, d.vtypes["b"].sigma, d.vtypes["b"].tau) == ("Krauss", 0.2, 1.5)
+
+
+def test_an_unknown_link_state_is_refused_with_file_line_and_element(tmp_path, data_dir):
+    """Junction logic the twin cannot interpret (issue 17): a phase state with a character SUMO does not define."""
+    from twins.traffic import sumo
+
+    text = (data_dir / "tiny.net.xml").read_text()
+    i = text.index('<phase duration="')
+    j = text.index('state="', i) + len('state="')
+    bad = text[:j] + "X" + text[j + 1:]
+    line = bad[:j].count("\n") + 1
+    path = tmp_path / "bad.net.xml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as e:
+        sumo.load_net(path)
+    msg = str(e.value)
+    assert "state" in msg and "'X'" in msg and str(path.name) in msg and f"line {line}" in msg, msg

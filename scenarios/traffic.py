@@ -155,7 +155,9 @@ class RingScenario(TrafficScenarioBase):
     kind: str = "ring"
     name: str = "ring"
     circumference_m: float = 230.0
-    segments: int = 4
+    # one edge per vehicle: every vehicle enters at t = 0, evenly spaced, as Sugiyama's drivers started (with
+    # fewer entries the later ones wait for a gap in the circulating traffic, minutes with Krauss drivers)
+    segments: int = 22
     vehicles: int = 22
     speed_mps: float = 13.89
     # Sugiyama's waves grow from driver imperfection: SUMO's Krauss with its dawdling (sigma) by default;

@@ -17,6 +17,44 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+# a reader of a figure has no code at hand: every axis says its quantity and unit
+UNITS = {"delay_veh_h": ("delay", "veh·h"), "total_delay_veh_h": ("total delay", "veh·h"),
+         "flow_veh_h": ("flow", "veh/h"), "density_veh_km": ("density", "veh/km"),
+         "throughput_veh": ("throughput", "veh"), "arrivals": ("arrivals", "veh per interval"),
+         "queued_vehicles": ("queued vehicles", "veh"), "waiting_to_insert": ("waiting to insert", "veh"),
+         "vehicles_in_network": ("vehicles in network", "veh"), "mean_stops": ("mean stops", "stops per vehicle"),
+         "free_ligand_uM": ("free ligand", "µM"), "n_receptors": ("receptors", "count")}
+SUFFIX_UNITS = (("_mps", "m/s"), ("_veh_h", "veh/h"), ("_uM", "µM"), ("_veh", "veh"), ("_s", "s"), ("_m", "m"),
+                ("_j", "J"), ("_w", "W"))
+
+
+def _axis_label(name: str, prefix: str = "") -> str:
+    """A metric or column name as an axis label with its unit: ``mean_delay_s`` -> ``mean delay (s)``."""
+    name = str(name)
+    verbatim = name.startswith("override:")  # a swept setting keeps its exact name: the reader types it
+    for tag in ("objective:", "confirmed:", "override:"):
+        name = name.replace(tag, "")
+    text, unit = UNITS.get(name, (name, None))
+    if unit is None:
+        for suf, u in SUFFIX_UNITS:
+            if name.endswith(suf):
+                unit, text = u, name[: -len(suf)]
+                break
+    if verbatim:
+        return f"{name} ({unit})" if unit else name
+    if unit is None and ("occupancy" in name or name == "time_in_window"):
+        unit = "fraction"
+    if unit is None and name.startswith(("vehicles_", "bus_passengers_", "bus_trips")):
+        unit = "count"
+    text = (prefix + text.replace("_", " ")).strip()
+    return f"{text} ({unit})" if unit else text
+
+
+def _band_handle(n_worlds: int | None, color="C0", alpha=0.25) -> Patch:
+    n = f" of {n_worlds} worlds" if n_worlds else " of worlds"
+    return Patch(color=color, alpha=alpha, lw=0, label=f"5–95% band: spread{n} (5th to 95th percentile)")
 
 
 def network_map(edges: pd.DataFrame, value: str = "delay_veh_h", ax=None, cmap: str = "viridis_r",
@@ -47,12 +85,14 @@ def network_map(edges: pd.DataFrame, value: str = "delay_veh_h", ax=None, cmap: 
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
     cb = ax.figure.colorbar(lc, ax=ax, shrink=0.8)
-    cb.set_label(label or value)
+    cb.set_label(label or _axis_label(value) + ", mean over worlds")
+    ax.set_title(f"{value.replace('_', ' ')} per edge (mean over worlds)", fontsize=9)
     return ax
 
 
-def timeseries(ts: pd.DataFrame, columns: list[str] | None = None, time: str = "time_s", fig=None):
-    """One panel per column: the mean over worlds with the 5–95% band across worlds."""
+def timeseries(ts: pd.DataFrame, columns: list[str] | None = None, time: str = "time_s", fig=None,
+               title: str | None = None):
+    """One panel per column: the mean over worlds with the 5–95% band across worlds (the legend says so)."""
     columns = columns or [c for c in ts.columns if c not in (time, "world", "arm", "replication")]
     if fig is None:
         fig, axes = plt.subplots(len(columns), 1, figsize=(7, 1.9 * len(columns)), sharex=True, squeeze=False)
@@ -64,11 +104,15 @@ def timeseries(ts: pd.DataFrame, columns: list[str] | None = None, time: str = "
         m = by[col].mean()
         lo, hi = by[col].quantile(0.05), by[col].quantile(0.95)
         x = m.index.to_numpy() / 60.0
-        ax.plot(x, m.to_numpy(), lw=1.6)
+        ax.plot(x, m.to_numpy(), lw=1.6, label="mean over worlds")
         ax.fill_between(x, lo.to_numpy(), hi.to_numpy(), alpha=0.25, lw=0)
-        ax.set_ylabel(col.replace("_", " "), fontsize=8)
+        ax.set_ylabel(_axis_label(col), fontsize=8)
         ax.grid(alpha=0.3)
+    n = int(ts["world"].nunique()) if "world" in ts else None
+    axes[0].legend(handles=[axes[0].lines[0], _band_handle(n)], fontsize=7, loc="lower left",
+                   bbox_to_anchor=(0.0, 1.02), ncol=2, frameon=False)
     axes[-1].set_xlabel("time (min)")
+    fig.suptitle(title or "network over time: mean over worlds, shaded 5–95% across worlds", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -95,13 +139,15 @@ def effects(eff: pd.DataFrame, metrics: list[str] | None = None, group_metric: s
         ax.plot([r.ci_low, r.ci_high], [0, 0], color="C0", lw=5, solid_capstyle="butt", label="paired 95% CI")
         ax.plot([r.unpaired_ci_low, r.unpaired_ci_high], [0, 0], color="0.35", lw=1.0, marker="|", ms=8,
                 label="unpaired 95% CI", zorder=3)
-        ax.plot([r.effect], [0], "o", color="k", ms=4)
+        ax.plot([r.effect], [0], "o", color="k", ms=4, label="mean effect")
         ax.axvline(0, color="C3", lw=0.8, ls="--")
         ax.set_yticks([])
-        ax.set_ylabel(m.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_ylabel(_axis_label(m), rotation=0, ha="right", va="center", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         if i == 0:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 2.3), ncol=2, frameon=False)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 2.3), ncol=3, frameon=False)
+        if i == len(metrics) - 1:
+            ax.set_xlabel("effect: treated − baseline, in each metric's unit (dashed: no effect)", fontsize=8)
     if len(grp):
         ax = fig.add_subplot(gs[:, 1])
         grp = grp.sort_values(["group_kind", "group"])
@@ -112,10 +158,10 @@ def effects(eff: pd.DataFrame, metrics: list[str] | None = None, group_metric: s
         ax.set_yticklabels([f"{k}: {g}" for k, g in zip(grp["group_kind"], grp["group"])], fontsize=7)
         ax.axvline(0, color="C3", lw=0.8, ls="--")
         ax.invert_yaxis()
-        ax.set_xlabel(f"effect on {group_metric.replace('_', ' ')} (paired 95% CI)", fontsize=8)
+        ax.set_xlabel(f"effect on {_axis_label(group_metric)}: mean, paired 95% CI", fontsize=8)
+        ax.set_title("per group", fontsize=9)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(title or "effects of the intervention (treated − baseline, same replications)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -145,15 +191,19 @@ def sweep(summary: pd.DataFrame, metrics: list[str] | None = None, x: str | None
             ax.errorbar(xs, d["effect"], yerr=[d["effect"] - d["ci_low"], d["ci_high"] - d["effect"]],
                         fmt="o-", ms=4, capsize=3, label="effect (paired 95% CI)")
             ax.axhline(0, color="C3", lw=0.8, ls="--")
-            ax.set_ylabel("effect vs baseline", fontsize=8)
+            ax.set_ylabel(_axis_label(m, "effect on "), fontsize=8)
         else:
-            ax.plot(xs, d["baseline_mean"], "o-", ms=4, label="mean")
-        ax.set_title(m.replace("_", " "), fontsize=9)
-        ax.set_xlabel(x.replace("override:", ""), fontsize=8)
+            ax.plot(xs, d["baseline_mean"], "o-", ms=4, label="mean over replications")
+            ax.set_ylabel(_axis_label(m), fontsize=8)
+        ax.set_title(_axis_label(m), fontsize=9)
+        ax.set_xlabel(_axis_label(x), fontsize=8)
         if labels is not None:
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels([labels[i] for i in order], rotation=30, fontsize=7)
         ax.grid(alpha=0.3)
+    if len(axes) and axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    fig.suptitle("sweep: one point per job", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -179,8 +229,8 @@ def search_convergence(candidates: pd.DataFrame, objective: str, direction: str 
         ax.step(x[ok], best[ok], where="post", color="C3", label="best so far")
     ax.axhline(0, color="k", lw=0.6, ls=":")
     ax.set_xlabel("trial", fontsize=8)
-    ax.set_ylabel(objective.replace("objective:", "effect on ").replace("_", " "), fontsize=8)
-    ax.set_title(title or "search convergence", fontsize=9)
+    ax.set_ylabel(_axis_label(objective, "effect on "), fontsize=8)
+    ax.set_title(f"search convergence{': ' + title if title else ''}", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return ax
@@ -203,8 +253,9 @@ def pareto_front(candidates: pd.DataFrame, pareto: pd.DataFrame, x: str, y: str,
             ax.errorbar(cx, cy, xerr=[cx - p[f"ci_low:{mx}"], p[f"ci_high:{mx}"] - cx],
                         yerr=[cy - p[f"ci_low:{my}"], p[f"ci_high:{my}"] - cy], fmt="s", ms=4, color="C3",
                         capsize=2, label="confirmed (held-out, 95% CI)")
-    ax.set_xlabel(x.replace("objective:", "effect on ").replace("_", " "), fontsize=8)
-    ax.set_ylabel(y.replace("objective:", "effect on ").replace("_", " "), fontsize=8)
+    ax.set_xlabel(_axis_label(x, "effect on "), fontsize=8)
+    ax.set_ylabel(_axis_label(y, "effect on "), fontsize=8)
+    ax.set_title("trade-off between the objectives: Pareto front", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return ax
@@ -214,7 +265,7 @@ def confirmed_effects(confirmed: pd.DataFrame, metrics: list[str] | None = None,
     """Per confirmed candidate: the search estimate and the held-out confirmed effect with its 95% CI."""
     metrics = metrics or list(confirmed["metric"].unique())[:3]
     if fig is None:
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.5 + 0.35 *
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 1.4 + 0.35 *
                                  max(3, confirmed["trial"].nunique())), squeeze=False)
         axes = axes[0]
     else:
@@ -231,10 +282,15 @@ def confirmed_effects(confirmed: pd.DataFrame, metrics: list[str] | None = None,
                            fontsize=7)
         ax.axvline(0, color="k", lw=0.8, ls="--")
         ax.invert_yaxis()
-        ax.set_title(m.replace("_", " "), fontsize=9)
+        ax.set_title(_axis_label(m), fontsize=9)
+        ax.set_xlabel(_axis_label(m, "effect on "), fontsize=8)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    # below the panels, never over the data; (P): on the Pareto front
+    h, lab = axes[0].get_legend_handles_labels()
+    fig.legend(h + [Patch(color="none", label="(P): on the Pareto front")], lab + ["(P): on the Pareto front"],
+               fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.suptitle("held-out confirmation: search estimate vs confirmed effect", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
@@ -254,9 +310,13 @@ def corridor(edges: pd.DataFrame, start: str | None = None, max_gap_m: float = 4
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
     i = int(g.index.get_loc(start)) if start is not None else 0
     path = [i]
+    length = np.linalg.norm(p2 - p1, axis=1)
     while True:
         gap = np.linalg.norm(p1 - p2[i], axis=1)
-        back = np.linalg.norm(p2 - p1[i], axis=1) < max_gap_m  # the reverse edge (a U-turn)
+        # the reverse edge (a U-turn) joins the same two ends the other way round; within a quarter of this
+        # edge's length, so that on short edges (a ring of many chords) the edge before is not taken for it
+        tol = min(max_gap_m, 0.25 * length[i])
+        back = (np.linalg.norm(p2 - p1[i], axis=1) < tol) & (gap < tol)
         turn = d @ d[i]
         ok = (gap < max_gap_m) & ~back & (turn > -0.3)  # up to ~105°: a ring's chords turn 90°
         ok[i] = False
@@ -376,9 +436,10 @@ def group_effects(eff: pd.DataFrame, metric: str = "mean_delay_s", by: str | Non
     ax.set_yticklabels([f"{k}: {n}" for k, n in pos], fontsize=7)
     ax.axvline(0, color="C3", lw=0.8, ls="--")
     ax.invert_yaxis()
-    ax.set_xlabel(f"effect on {metric.replace('_', ' ')} (paired 95% CI)", fontsize=8)
+    ax.set_xlabel(f"effect on {_axis_label(metric)}: mean, paired 95% CI", fontsize=8)
     if by:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(f"effect on {metric.replace('_', ' ')} per group", fontsize=9)
     ax.grid(alpha=0.3)
     return ax
 
@@ -432,10 +493,15 @@ def occupancy(ts: pd.DataFrame, columns=("target_occupancy", "offtarget_occupanc
             lab = col.replace("_", " ") if h is None else f"{col.replace('_', ' ')}, {by}={h}"
             ax.plot(x, m.to_numpy(), ls=styles[c_i % 4], color=f"C{h_i % 10}", lw=1.5, label=lab)
             ax.fill_between(x, lo.to_numpy(), hi.to_numpy(), color=f"C{h_i % 10}", alpha=0.15, lw=0)
-    ax.set_xlabel(f"{time} (µs)" if time == "time" else time)
+    ax.set_xlabel(f"{time} (µs)" if time == "time" else _axis_label(time))
     ax.set_ylabel("fraction of receptors bound")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, ncol=2)
+    n = int(ts["world"].nunique()) if "world" in ts and by is None else None
+    handles, labels_ = ax.get_legend_handles_labels()
+    band = _band_handle(n, color="0.5", alpha=0.3)
+    ax.legend(handles + [band], labels_ + [band.get_label()], fontsize=7, ncol=2)
+    if not ax.get_title():
+        ax.set_title("receptor occupancy: mean over worlds", fontsize=9)
     ax.grid(alpha=0.3)
     return ax
 
@@ -470,8 +536,9 @@ def dose_response(worlds: pd.DataFrame, x: str, metrics=("target_occupancy_mean"
         ax.axhspan(window[0], window[1], color="C2", alpha=0.12, lw=0, label="therapeutic window")
     if ceiling is not None:
         ax.axhline(ceiling, color="C3", lw=1.0, ls=":", label="off-target ceiling")
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel("mean over the horizon")
+    ax.set_xlabel(_axis_label(x))
+    ax.set_ylabel("mean over the horizon (fraction of receptors bound)")
+    ax.set_title("dose–response: mean over replications, 95% CI", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return ax
@@ -500,8 +567,9 @@ def selectivity_tradeoff(worlds: pd.DataFrame, by: str, x: str = "offtarget_occu
             best = int(np.nanargmax(np.where(ok, yv, -np.inf)))
             ax.scatter([xv[best]], [yv[best]], s=160, facecolors="none", edgecolors="C2", lw=2,
                        label=f"best under the ceiling: {by}={s[by].iloc[best]}", zorder=4)
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y.replace("_", " "))
+    ax.set_xlabel(_axis_label(x))
+    ax.set_ylabel(_axis_label(y))
+    ax.set_title("efficacy against off-target exposure (95% CIs)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return ax

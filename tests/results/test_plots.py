@@ -52,7 +52,8 @@ def test_timeseries(ring, tmp_path):
 
 
 def test_corridor_follows_the_ring_and_a_straight_road(ring, junction_sweep):
-    assert plots.corridor(ring.edges) == ["e0", "e1", "e2", "e3"]  # once round, head to tail
+    n = int(ring.config["scenario"]["segments"])
+    assert plots.corridor(ring.edges) == [f"e{k}" for k in range(n)]  # once round, head to tail
     j = results.load(junction_sweep / "0").edges
     inbound = j.loc[j["edge"].str.startswith("N"), "edge"].iloc[0]
     path = plots.corridor(j, inbound)
@@ -71,7 +72,8 @@ def test_time_space(ring, tmp_path):
     t = ring.trajectories[ring.trajectories["world"] == 0]
     assert ax.get_ylim() == pytest.approx((0.0, ring.edges.groupby("edge")["length_m"].first().sum()))
     # one segment per pair of consecutive records of a vehicle, except where it wraps round the ring
-    off = dict(zip(["e0", "e1", "e2", "e3"], np.arange(4) * ring.edges["length_m"].iloc[0]))
+    n = int(ring.config["scenario"]["segments"])
+    off = dict(zip([f"e{k}" for k in range(n)], np.arange(n) * ring.edges["length_m"].iloc[0]))
     x = t["edge"].map(off) + t["pos_m"]
     t = t.assign(x=x).sort_values(["vehicle_id", "time_s"])
     same = t["vehicle_id"].to_numpy()[1:] == t["vehicle_id"].to_numpy()[:-1]

@@ -3,7 +3,8 @@ single-lane ring, no signal and no bottleneck, form a stop-and-go jam within min
 against the traffic at about 20 km/h.
 
 The ``ring`` scenario runs SUMO's Krauss model with its driver imperfection (``sigma`` = 0.5, kernels rule 9),
-SUMO's default passenger car (5 m long, 2.5 m min gap) and keyed dawdling draws per replication.
+SUMO's default passenger car (5 m long, 2.5 m min gap) and keyed dawdling draws per replication; every vehicle
+starts at t = 0, evenly spaced (one entry edge per vehicle), as Sugiyama's drivers did.
 
 What is asserted, over 8 replications of 10 simulated minutes:
 
@@ -11,13 +12,11 @@ What is asserted, over 8 replications of 10 simulated minutes:
   (>= 80 %) the slowest vehicle is nearly stopped (< 1.5 m/s) while the fastest drives (> 3.5 m/s) — a
   stop-and-go wave, not a slow homogeneous crawl (a deterministic platoon at this density crawls at one speed);
 - **it travels backwards at Sugiyama's speed**: the wave speed, from the speed field v(x, t) (2 m by 1 s cells)
-  by the spatial shift that best matches v(., t) with v(., t + 10 s), lies within 20 km/h ± 30 % in every jammed
-  replication. The tolerance is that wide because Sugiyama's figure is one experiment's estimate ("about
-  20 km/h") with its own cars and drivers: the wave speed is the jam spacing (vehicle length plus standstill gap)
-  over the start-up delay of each driver, and SUMO's Krauss driver at dt = 1 s reacts within one step (no
-  ``actionStepLength`` is modelled) while SUMO's default car is longer than theirs; one car length plus gap per
-  second would be 27 km/h. Measured here (2026-12-04): 24.5–25.2 km/h in every replication, 25 % faster than
-  Sugiyama's.
+  by the spatial shift that best matches v(., t) with v(., t + 10 s), lies within 20 km/h ± 20 % in every jammed
+  replication. Why ± 20 %: Sugiyama's figure is one experiment's estimate ("about 20 km/h") with its own cars and
+  drivers, and the wave speed is the jam spacing (vehicle length plus standstill gap, SUMO's default car here)
+  over each driver's start-up delay; the estimator resolves 0.72 km/h (2 m in 10 s). Measured here
+  (2026-12-04): 20.2–21.6 km/h in all 8 replications.
 """
 from __future__ import annotations
 
@@ -69,6 +68,7 @@ def test_ring_forms_a_stop_and_go_wave_that_travels_backwards_at_sugiyamas_speed
     tw = TrafficTwin(ring_scenario(cfg, horizon), WorldBatch.replications(0, R), dt=1.0, horizon=horizon,
                      trajectory_every=1, dtype=torch.float32)
     tw.run(progress=False)
+    assert bool((tw.trips()["insert_s"] == 0.0).all()), "all 22 vehicles on the ring from the start"
     traj = pd.concat(tw._trajectories, ignore_index=True)
     late = traj[traj["time_s"] >= 300]
     per_second = late.groupby(["world", "time_s"])["speed_mps"].agg(["min", "max"])
@@ -80,5 +80,5 @@ def test_ring_forms_a_stop_and_go_wave_that_travels_backwards_at_sugiyamas_speed
           f"{ {w: round(s, 1) for w, s in speeds.items()} } (Sugiyama: about -{SUGIYAMA_KMH:g})")
     assert len(jammed) >= 6, f"a stop-and-go jam in most replications: {stop_and_go.round(2).tolist()}"
     assert all(s < 0 for s in speeds.values()), f"the wave travels backwards: {speeds}"
-    assert all(abs(-s - SUGIYAMA_KMH) <= 0.30 * SUGIYAMA_KMH for s in speeds.values()), speeds
+    assert all(abs(-s - SUGIYAMA_KMH) <= 0.20 * SUGIYAMA_KMH for s in speeds.values()), speeds
 

@@ -242,8 +242,9 @@ void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead
         else if (more) idm_substep<T, false, true>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
         else idm_substep<T, false, false>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
     }
+    if (v_cap)  // rule 8's cap (turning speeds); without them the loop stays as lean as before
+        for (int64_t i = 0; i < n; ++i) v[i] = minimum(v[i], v_cap[i]);
     for (int64_t i = 0; i < n; ++i) {
-        v[i] = minimum(v[i], v_cap[i]);
         v[i] = minimum(v[i], clamp_min(gap_phys[i], T(0)) / dt);
         x_out[i] = x_in[i] + v[i] * dt;
     }
@@ -302,7 +303,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
     sc.gap.assign(n, inf); sc.v_lead.assign(n, T(0)); sc.gap_phys.assign(n, inf); sc.v0.assign(n, T(1));
-    sc.v_cap.assign(n, inf);
+    if (a.has_turn || a.cf == KRAUSS) sc.v_cap.assign(n, inf);
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     for (int64_t s = lo; s < hi; ++s) {
@@ -375,7 +376,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.x_new[i] = W.pos[s] + v * dt;
         }
     } else {
-        idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(), sc.v_cap.data(),
+        idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(),
+                    a.has_turn ? sc.v_cap.data() : nullptr,
                     sc.gap_phys.data(), W.accel + lo, W.tsab + lo, W.tau + lo, W.min_gap + lo, a.delta_shared,
                     W.delta + lo, a.dt, a.substeps, sc.x_new.data());
     }

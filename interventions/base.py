@@ -150,20 +150,38 @@ class NoIntervention(Intervention):
 class Entry:
     cls: type
     schema: type
+    twins: tuple = ()  # the twins it acts on (scenarios.twin_of: traffic, molecular, ...); (): every twin
 
 
 REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, schema: type):
-    """Class decorator: ``@register("signal_timing", SignalTimingConfig)``."""
+def register(name: str, schema: type, twins: Sequence[str] = ()):
+    """Class decorator: ``@register("signal_timing", SignalTimingConfig, twins=("traffic",))``."""
 
     def deco(cls):
         cls.name = name
-        REGISTRY[name] = Entry(cls, schema)
+        REGISTRY[name] = Entry(cls, schema, tuple(twins))
         return cls
 
     return deco
+
+
+def fitting(twin: str) -> list[str]:
+    """The interventions that act on ``twin``."""
+    return [n for n, e in REGISTRY.items() if not e.twins or twin in e.twins]
+
+
+def check_fit(name: str, twin: str, scenario: str) -> None:
+    """A :class:`ConfigError` when intervention ``name`` does not act on ``twin`` (scenario ``scenario``),
+    naming both and the interventions that do, before a twin is built."""
+    entry = REGISTRY.get(name)
+    if entry is None or not entry.twins or twin in entry.twins:
+        return  # an unknown name is reported by get() with its suggestions
+    raise ConfigError("intervention", name,
+                      f"an intervention for the {twin} twin of scenario={scenario}: {', '.join(fitting(twin))}",
+                      f"{name} acts on {' / '.join(entry.twins)} twins; pick one of those, or a "
+                      f"{' / '.join(entry.twins)} scenario.")
 
 
 register("none", NoneConfig)(NoIntervention)
@@ -187,4 +205,5 @@ def register_configs(cs) -> None:
         cs.store(group="intervention", name=f"{name}_schema", node=entry.schema)
 
 
-__all__ = ["Parameter", "Intervention", "NoIntervention", "register", "get", "REGISTRY", "register_configs"]
+__all__ = ["Parameter", "Intervention", "NoIntervention", "register", "get", "REGISTRY", "register_configs",
+           "check_fit", "fitting"]

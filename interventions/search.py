@@ -606,20 +606,34 @@ class Search:
         self.confirmed_groups.to_parquet(out / "confirmed_groups.parquet", index=False)
         io.write_json(out / "best_policy.json", res.best)
         if self.figures:
-            from twins import plots
+            self.write_figures(res)
 
-            fig_dir = out / "figures"
-            fig_dir.mkdir(exist_ok=True)
-            o = self.objectives[0]
-            plots.save(plots.search_convergence(res.candidates, f"objective:{o.metric}", o.direction,
-                                                title=self.label), fig_dir / "convergence.png")
-            if len(self.objectives) >= 2:
-                a, b = self.objectives[:2]
-                plots.save(plots.pareto_front(res.candidates, res.pareto, f"objective:{a.metric}",
-                                              f"objective:{b.metric}"), fig_dir / "pareto.png")
-            if len(res.confirmed):
-                plots.save(plots.confirmed_effects(res.confirmed, [o.metric for o in self.objectives]),
-                           fig_dir / "confirmed.png")
+    def write_figures(self, res: SearchResult) -> tuple[list[str], list[str]]:
+        """``figures/``; ``(written, errors)``: a figure that fails is a warning, never a lost search."""
+        from twins import plots
+
+        fig_dir = self.outdir / "figures"
+        o = self.objectives[0]
+        todo = [("convergence.png", lambda: plots.search_convergence(res.candidates, f"objective:{o.metric}",
+                                                                     o.direction, title=self.label))]
+        if len(self.objectives) >= 2:
+            a, b = self.objectives[:2]
+            todo.append(("pareto.png", lambda: plots.pareto_front(res.candidates, res.pareto, f"objective:{a.metric}",
+                                                                  f"objective:{b.metric}")))
+        if len(res.confirmed):
+            todo.append(("confirmed.png", lambda: plots.confirmed_effects(res.confirmed,
+                                                                          [o.metric for o in self.objectives])))
+        written, failed = [], []
+        for name, draw in todo:
+            try:
+                fig_dir.mkdir(exist_ok=True)
+                plots.save(draw(), fig_dir / name)
+                written.append(name)
+            except Exception as e:  # noqa: BLE001  (plotting or file errors: the tables are written already)
+                failed.append(f"{name}: {type(e).__name__}: {e}")
+                log.warning("figure %s not written (%s: %s); the search's tables are complete", name,
+                            type(e).__name__, e)
+        return written, failed
 
 
 def _group_means(out: Outcomes, k: int) -> dict | None:
@@ -671,6 +685,94 @@ def constraints_from(cfg_search) -> list[Constraint]:
     return out
 
 
+# --- checks before a search starts ----------------------------------------------------------------
+def outcome_targets(twin) -> tuple[list[str], dict[str, list[str]]]:
+    """``(metrics, {group_kind: group metrics})`` a search on ``twin`` can optimize or limit. A twin may
+    declare them (``twin.outcome_groups``: {kind: [metrics]}); else they follow from the twin's outcomes
+    (``TrafficTwin.results``, ``MolecularTwin.results``, ``counterfactual.approach_groups``; a test pins
+    that these are the groups a run reports: tests/test_bad_input_config.py)."""
+    metrics = list(getattr(twin, "metrics", ()) or ())
+    declared = getattr(twin, "outcome_groups", None)
+    if declared is not None:
+        return metrics, {k: list(v) for k, v in declared.items()}
+    groups: dict[str, list[str]] = {}
+    net = getattr(getattr(twin, "scenario", None), "network", None)
+    if net is not None:  # traffic
+        groups["origin"] = ["mean_travel_time_s", "mean_delay_s", "throughput_veh"]
+        if any(getattr(j, "tl", None) for j in net.junctions.values()):
+            groups["approach"] = ["delay_veh_h"]
+        if getattr(twin, "bus_lines", None):
+            from twins.traffic.model import BUS_METRICS
+
+            metrics += [m for m in BUS_METRICS if m not in metrics]
+            groups["mode"] = ["mean_travel_time_s", "mean_delay_s", "mean_wait_s"]
+            groups["bus_line"] = ["mean_wait_s", "bus_travel_time_s"]
+    elif getattr(twin, "group_names", None) is not None:  # molecular: receptor expression levels
+        groups["expression"] = ["n_receptors", "target_occupancy_mean", "time_in_window"]
+    return metrics, groups
+
+
+def check_targets(objectives: Sequence[Objective], constraints: Sequence[Constraint], twin, scenario: str) -> None:
+    """Every objective and constraint names a metric (and group kind) the twin reports: otherwise the
+    whole search would run and end with no feasible policy."""
+    from twins.core.errors import suggest
+
+    metrics, groups = outcome_targets(twin)
+    if not metrics:
+        return  # a twin that declares nothing: judged on its outcomes
+    for i, o in enumerate(objectives):
+        if o.metric not in metrics:
+            raise ConfigError(f"search.objectives[{i}].metric", o.metric, f"a metric of scenario={scenario}",
+                              suggest(o.metric, metrics))
+    for i, c in enumerate(constraints):
+        if c.group_kind is None:
+            if c.metric not in metrics:
+                kinds = [k for k, ms in groups.items() if c.metric in ms]
+                hint = (f"{c.metric} is reported per group: add group_kind ({', '.join(kinds)})." if kinds
+                        else suggest(c.metric, metrics))
+                raise ConfigError(f"search.constraints[{i}].metric", c.metric, f"a metric of scenario={scenario}",
+                                  hint)
+            continue
+        if c.group_kind not in groups:
+            kinds = ", ".join(groups) or "none (it reports no groups)"
+            raise ConfigError(f"search.constraints[{i}].group_kind", c.group_kind,
+                              f"a group kind of scenario={scenario}: {kinds}",
+                              "Or drop group_kind for a limit on the network effect.")
+        if c.metric not in groups[c.group_kind]:
+            raise ConfigError(f"search.constraints[{i}].metric", c.metric,
+                              f"a metric of the {c.group_kind!r} groups: {', '.join(groups[c.group_kind])}")
+
+
+def check_resume(s, outdir: str | Path) -> None:
+    """``search.resume=true`` needs the study to continue: refused (before anything is written) when the
+    storage has no study of that name."""
+    if not s.get("resume"):
+        return
+    study = str(s.get("study_name") or "twins-search")
+    storage = s.get("storage") or None
+    new = ("Start a new search without search.resume (or set search.storage / hydra.run.dir to the "
+           "killed search's).")
+    if storage is None:
+        db = Path(outdir) / "study.db"
+        if not db.exists():  # do not let Optuna create an empty database while checking
+            raise ConfigError("search.resume", True, f"a run folder with a search to continue ({db} does not exist)",
+                              new)
+        storage = f"sqlite:///{db.resolve()}"
+    elif storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+        raise ConfigError("search.resume", True, f"a storage with a study to continue ({storage} does not exist)",
+                          new)
+    import optuna
+
+    try:
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as e:  # noqa: BLE001  (a URL Optuna cannot open)
+        raise ConfigError("search.storage", storage, "an Optuna storage URL that opens",
+                          f"{type(e).__name__}: {e}") from None
+    if study not in names:
+        raise ConfigError("search.resume", True, f"a stored study named {study!r} in {storage}",
+                          (f"It has {', '.join(map(repr, names))}: set search.study_name. " if names else "") + new)
+
+
 def search_from_config(cfg, outdir: str | Path) -> SearchResult:
     """``python -m twins search``: the twin adapter, the search and its outputs in ``outdir``."""
     from twins.core import io
@@ -682,9 +784,11 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
     started = time.time()
     s = cfg.search
     outdir = Path(outdir)
+    check_resume(s, outdir)  # before anything is written into the folder
+    ev = TwinEvaluator(cfg, list(s.params) if s.get("params") else None)
+    check_targets(objectives_from(s), constraints_from(s), ev._probe, str(cfg.scenario.get("name", "")))
     outdir.mkdir(parents=True, exist_ok=True)
     io.write_config(outdir, cfg)
-    ev = TwinEvaluator(cfg, list(s.params) if s.get("params") else None)
     conf = s.get("confirm") or {}
     srch = Search(ev, ev.space, objectives_from(s), constraints_from(s), sampler=str(s.sampler),
                   budget=int(s.budget), replications=int(cfg.replications),
@@ -695,27 +799,44 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
                   resume=bool(s.resume), outdir=outdir, confirm_top=int(conf.get("top", 3)),
                   confirm_replications=conf.get("replications"),
                   confirm_offset=int(conf.get("replication_offset", 10_000)), grid_points=int(s.grid_points),
-                  progress=cfg.get("progress", None) is not False, figures=bool(cfg.output.figures),
+                  progress=cfg.get("progress", None) is not False, figures=False,  # after the manifest
                   label=f"{cfg.scenario.get('name', '')}/{ev.iv.name}",
                   confirm_during_search=bool(conf.get("during_search", True)),
                   meta={"intervention": ev.iv.name, "scenario": str(cfg.scenario.get("name", "")),
                         "horizon_s": float(cfg.horizon_s), "seed": int(cfg.seed)})
-    res = srch.run()
+    from twins.compute.device import manifest_devices
+
+    def manifest(complete: bool, **extra) -> None:
+        # the search's compute and energy account (twins.compute.accounting); device: where the evaluations
+        # ran (the plan's devices; under compute=ray the cluster's), not the driver's
+        acc = ev.compute_account()
+        man = io.manifest(cfg, ev._probe.device, ev._probe.dtype, started, complete, task="search", accounting=acc,
+                          **extra)
+        io.write_json(outdir / "manifest.json", {**man, **manifest_devices(cfg, ev._probe.device)})
+
+    try:
+        res = srch.run()
+    except BaseException as e:  # Ctrl-C or a crash: the evaluations so far are in candidates.parquet / study.db
+        try:
+            manifest(False, interrupted=f"{type(e).__name__}: {e}".strip(": "),
+                     resume="search.resume=true with the same hydra.run.dir continues the study")
+            log.error("search interrupted; the evaluations so far are in %s (manifest: complete = false)", outdir)
+        except Exception as e2:  # noqa: BLE001  (best effort: the original error matters more)
+            log.error("could not write the interrupted search's manifest: %s", e2)
+        raise
     if res.best:
         for m, e in res.best["confirmed"].items():
             if m in [o.metric for o in srch.objectives]:
                 log.info("best (trial %d) %s: search %+.3f, confirmed %+.3f [%+.3f, %+.3f] (gap %+.3f)",
                          res.best["trial"], m, e["search_effect"], e["effect"], _num(e["ci_low"]),
                          _num(e["ci_high"]), _num(e["gap"]))
-    # the folder's manifest carries the search's compute and energy account (twins.compute.accounting)
+    energy = (res.best or {}).get("compute", {}).get("energy_per_confirmed_policy_j")
+    manifest(True, energy_per_confirmed_policy_j=energy, figures=[])  # before the figures: they may fail
+    if cfg.output.figures:
+        figures, failed = srch.write_figures(res)
+        manifest(True, energy_per_confirmed_policy_j=energy, figures=figures,
+                 **({"figure_errors": failed} if failed else {}))
     acc = ev.compute_account()
-    from twins.compute.device import manifest_devices
-
-    man = io.manifest(
-        cfg, ev._probe.device, ev._probe.dtype, started, True, task="search", accounting=acc,
-        energy_per_confirmed_policy_j=(res.best or {}).get("compute", {}).get("energy_per_confirmed_policy_j"))
-    # device: where the evaluations ran (the plan's devices; under compute=ray the cluster's), not the driver's
-    io.write_json(outdir / "manifest.json", {**man, **manifest_devices(cfg, ev._probe.device)})
     log.info("search energy: %.1f J in all%s (%s)", acc["energy_total_j"],
              "" if not res.best else f", {res.best['compute']['energy_per_confirmed_policy_j']} J per confirmed policy",
              "estimate" if acc["energy_is_estimate"] else "measured")
@@ -724,4 +845,4 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
 
 
 __all__ = ["Search", "SearchResult", "Objective", "Constraint", "pareto_mask", "make_sampler",
-           "search_from_config", "SAMPLERS"]
+           "search_from_config", "SAMPLERS", "check_targets", "check_resume", "outcome_targets"]

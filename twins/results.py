@@ -87,6 +87,16 @@ class MissingTableError(LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+def _check_table_name(name, folder) -> None:
+    """A table is a file of this folder: a name with a path separator or ``..`` would read another run's."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise ValueError(f"table name {name!r} is not a table of {folder.path}: expected a plain name such as "
+                         f"'worlds' (no '/', '\\' or '..'). Tables here: {', '.join(folder.tables) or 'none'}. "
+                         "To read another run, load its folder: twins.results.load(PATH).")
+
+
 class IncompleteRunWarning(UserWarning):
     """Partial results loaded with ``allow_incomplete=True``."""
 
@@ -204,6 +214,7 @@ class Folder:
 
     def _table(self, name: str, hints: dict) -> pd.DataFrame:
         if name not in self._tables:
+            _check_table_name(name, self)
             p = self._file(f"{name}.parquet")
             if p is None:
                 raise MissingTableError(f"{self.path} has no {name}.parquet: {hints.get(name, 'not written')}. "

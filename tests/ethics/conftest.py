@@ -30,7 +30,7 @@ def traffic_evidence() -> dict:
     return {
         "kind": "traffic", "source": "run", "scenario": "junction", "intervention": "signal_timing",
         "policy": {"cycle_s": 60.0}, "label": "signal_timing(cycle_s=60)",
-        "provenance": {"owner": {"name": "City", "role": "signal authority", "organisation": "Example City"},
+        "provenance": {"owner": {"name": "City", "role": "signal authority", "organisation": "Testville"},
                        "stakeholders": ["residents"], "rationale": "less delay", "date": "2026-11-01",
                        "weights": {}, "objective": {"objectives": [{"metric": "mean_delay_s",
                                                                      "direction": "minimize"}]},

@@ -6,13 +6,14 @@ rejects impossible values with the field, the value, and what is valid.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from .errors import check
+from .errors import ConfigError, check, suggest
 
 
 @dataclass
@@ -31,6 +32,9 @@ class ComputeConfig:
     # traffic: fuse the per-vehicle rules (same numbers, faster). null: the compiled CPU step where a C++
     # compiler is found; true: that step (an error without a compiler), and torch.compile on CUDA; false: neither
     compile: Optional[bool] = None
+    # refuse a run, search batch or chunk whose estimated memory is above this (GB), on the compute device and on
+    # this machine (the results); null: memory_fraction of what is free (twins.compute.plan.check_memory)
+    max_memory_gb: Optional[float] = None
 
 
 @dataclass
@@ -44,6 +48,7 @@ class OutputConfig:
     trips: bool = True
     timeseries_interval_s: float = 60.0
     trajectory_every: int = 0  # record running vehicles every N steps (time–space diagrams); 0: off
+    overwrite: bool = False  # a run into a folder that holds files already: false refuses it; true clears it first
 
 
 @dataclass
@@ -57,7 +62,9 @@ class ConstraintConfig:
     metric: str = MISSING
     max: Optional[float] = None  # feasible when the mean effect <= max
     min: Optional[float] = None  # ... and >= min
-    group_kind: Optional[str] = None  # approach | origin | mode | cell ...: the limit holds for every such group
+    # approach | origin | mode | bus_line | expression: the limit holds for every such group (the kinds the
+    # scenario's twin reports; checked before the search starts: interventions.search.check_targets)
+    group_kind: Optional[str] = None
     group: Optional[str] = None  # ... or just this one
 
 
@@ -71,23 +78,23 @@ class ConfirmConfig:
 
 @dataclass
 class SearchConfig:
-    budget: int = 32
-    batch: Optional[int] = 8  # null: planned from device memory (twins.compute.plan.search_batch)
+    budget: int = 32  # >= 1 (ranges checked by validate_search below)
+    batch: Optional[int] = 8  # >= 1; null: planned from device memory (twins.compute.plan.search_batch)
     sampler: str = "tpe"  # tpe | cmaes | nsga2 | random | grid
-    seed: Optional[int] = None
+    seed: Optional[int] = None  # in [0, 2^63); null: the run's seed
     objectives: List[ObjectiveConfig] = field(default_factory=lambda: [ObjectiveConfig()])
     constraints: List[ConstraintConfig] = field(default_factory=list)
     params: Optional[List[str]] = None
-    grid_points: int = 5
+    grid_points: int = 5  # >= 1, values per parameter (sampler=grid)
     storage: Optional[str] = None
     study_name: str = "twins-search"
-    resume: bool = False
+    resume: bool = False  # true: continue the stored study (refused when there is none: search.check_resume)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass
 class TwinsConfig:
-    seed: int = 0
+    seed: int = 0  # in [0, 2^63): keys the counter-based noise (int64)
     replications: int = 8
     horizon_s: float = 3600.0
     dt_s: float = 1.0
@@ -128,6 +135,7 @@ def register_configs() -> None:
 
 def validate_common(cfg) -> None:
     """Checks that apply to every twin, before any compute."""
+    check_finite(cfg)  # first: inf/nan would break the arithmetic of the checks below
     check(cfg.dt_s > 0, "dt_s", cfg.dt_s, "a positive number of seconds, e.g. dt_s=0.5")
     check(cfg.horizon_s > 0, "horizon_s", cfg.horizon_s, "a positive number of seconds")
     n = cfg.horizon_s / cfg.dt_s
@@ -135,6 +143,7 @@ def validate_common(cfg) -> None:
           f"a whole multiple of dt_s={cfg.dt_s}",
           f"Try horizon_s={round(n) * cfg.dt_s:g}.")
     check(cfg.replications >= 1, "replications", cfg.replications, "an integer >= 1")
+    validate_values(cfg)
     check(cfg.compute.dtype in ("float32", "float64"), "compute.dtype", cfg.compute.dtype,
           "float32 or float64")
     from twins.compute.plan import check_compute  # chunk size, backend, device: before any compute
@@ -144,3 +153,109 @@ def validate_common(cfg) -> None:
         from twins.ethics.config import validate
 
         validate(cfg.ethics)
+
+
+# --- value checks that hold for every field of the composed config --------------------------------------
+SEED_MAX = 2**63  # seeds are keys of the counter-based noise (int64): [0, 2^63)
+
+
+def _leaves(node, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of a config node (lists as ``key[i]``)."""
+    from omegaconf import DictConfig, ListConfig
+
+    if isinstance(node, (DictConfig, dict)):
+        for k in node.keys():
+            try:
+                v = node[k]
+            except Exception:  # noqa: BLE001  (an unresolvable interpolation: Hydra reports it itself)
+                continue
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, (ListConfig, list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, node
+
+
+def check_finite(cfg) -> None:
+    """Every number in the config is finite."""
+    for key, v in _leaves(cfg):
+        # inf/nan would reach the kernels as "no limit" or overflow an integer cast deep inside a builder
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(key, v, "a finite number", "inf and nan are not values a twin can simulate; "
+                              "for no limit use null where the setting allows it.")
+
+
+def validate_values(cfg) -> None:
+    """Non-finite numbers, seeds, output intervals, search settings, and whether the intervention fits the
+    scenario: each refused with the field, the value and what is valid, before any compute."""
+    check_finite(cfg)
+    _check_seed("seed", cfg.get("seed"))
+    validate_output_values(cfg)
+    if cfg.get("search") is not None:
+        validate_search(cfg.search)
+    _check_fit(cfg)
+    import scenarios
+
+    scenarios.validate(cfg)
+
+
+def _check_seed(key: str, seed) -> None:
+    ok = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_MAX
+    check(ok, key, seed, f"an integer in [0, 2^63) = [0, {SEED_MAX - 1}]",
+          "Seeds key the counter-based noise as int64; e.g. seed=0.")
+
+
+def validate_output_values(cfg) -> None:
+    """The output intervals: 0 or a negative number is not "every step" (say output.trajectory_every=1)."""
+    out = cfg.get("output")
+    if out is None:
+        return
+    every = out.get("trajectory_every", 0)
+    check(every is not None and every >= 0, "output.trajectory_every", every,
+          "0 (off) or N >= 1 (every N steps)", "For every step: output.trajectory_every=1.")
+    iv = out.get("timeseries_interval_s", 60.0)
+    check(iv is not None and iv > 0, "output.timeseries_interval_s", iv,
+          "a positive number of seconds (one row per interval)",
+          f"For every step: output.timeseries_interval_s={cfg.get('dt_s', 1.0):g} (dt_s).")
+
+
+def validate_search(s) -> None:
+    """``search.*`` checks that need no twin (metrics and group kinds are checked against the scenario's twin
+    by :func:`interventions.search.check_targets`; ``resume`` against the run folder by
+    :func:`interventions.search.check_resume`)."""
+    from interventions.search import DIRECTIONS, SAMPLERS
+
+    check(s.get("budget") is not None and s.budget >= 1, "search.budget", s.get("budget"), "an integer >= 1")
+    check(s.get("batch") is None or s.batch >= 1, "search.batch", s.get("batch"),
+          "an integer >= 1, or null (planned from device memory)")
+    check(s.get("sampler") in SAMPLERS, "search.sampler", s.get("sampler"), " | ".join(SAMPLERS),
+          suggest(str(s.get("sampler")), SAMPLERS))
+    check(s.get("grid_points") is not None and s.grid_points >= 1, "search.grid_points", s.get("grid_points"),
+          "an integer >= 1 (values per parameter for search.sampler=grid)", "e.g. search.grid_points=5.")
+    if s.get("seed") is not None:
+        _check_seed("search.seed", s.seed)
+    for i, o in enumerate(s.get("objectives") or []):
+        check(o.get("direction") in DIRECTIONS, f"search.objectives[{i}].direction", o.get("direction"),
+              "minimize or maximize", suggest(str(o.get("direction")), DIRECTIONS))
+    for i, c in enumerate(s.get("constraints") or []):
+        check(c.get("max") is not None or c.get("min") is not None, f"search.constraints[{i}]",
+              dict(c), "a limit: {metric: ..., max: ...} and/or min")
+        if c.get("max") is not None and c.get("min") is not None:
+            check(c.min <= c.max, f"search.constraints[{i}].min", c.min, f"<= max ({c.max:g})")
+    conf = s.get("confirm") or {}
+    check(conf.get("top", 3) is not None and conf.get("top", 3) >= 1, "search.confirm.top", conf.get("top"),
+          "an integer >= 1")
+    r = conf.get("replications")
+    check(r is None or r >= 2, "search.confirm.replications", r, "an integer >= 2 (an interval needs two), or null")
+
+
+def _check_fit(cfg) -> None:
+    """The intervention must act on the scenario's twin (signal timing on a molecular box cannot)."""
+    import interventions
+    import scenarios
+
+    scen, iv = cfg.get("scenario"), cfg.get("intervention")
+    if scen is None or iv is None or scen.get("kind") not in scenarios.SCENARIOS:
+        return
+    interventions.check_fit(iv.get("name", "none"), scenarios.twin_of(scen.kind), str(scen.get("name") or scen.kind))

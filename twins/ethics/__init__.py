@@ -1,5 +1,5 @@
 """Ethics review: gates on held-out evidence, review records, a hash-chained audit log, signed approvals,
-and guarded export (DESIGN.md §8).
+and guarded export (docs/architecture.md §8).
 
 The run and search tasks call :func:`review_run` / :func:`review_search` after their effects or
 confirmation; the search adds :func:`search_constraints` (the hard gates as search constraints).

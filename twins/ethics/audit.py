@@ -76,12 +76,17 @@ class Verification:
     path: Path
     entries: int = 0
     problems: list[str] = field(default_factory=list)
+    missing: bool = False  # no file at path: nothing to verify, which is not the same as a tampered log
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def __str__(self) -> str:
+        if self.missing:
+            return (f"audit log {self.path}: MISSING (no such file). A log is created by the first run with an "
+                    "intervention (its folder's review.json names it); pass that path: "
+                    "python -m twins review verify PATH")
         if self.ok:
             return f"audit log {self.path}: OK, {self.entries} entries, chain intact"
         return f"audit log {self.path}: TAMPERED ({len(self.problems)} problem(s))\n" + "\n".join(
@@ -95,6 +100,7 @@ def verify(path) -> Verification:
     v = Verification(path)
     if not path.exists():
         v.problems.append(f"{path}: no such audit log")
+        v.missing = True
         return v
     entries: dict[int, dict] = {}
     for i, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

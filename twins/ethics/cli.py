@@ -57,6 +57,9 @@ def review_main(argv: list[str]) -> int:
             print(f"rejected: {args.reason}")
         else:
             v = audit.verify(args.log or audit.default_log())
+            if v.missing:  # a wrong path is a usage error, not evidence of tampering
+                print(f"twins review: error: {v}", file=sys.stderr)
+                return 2
             print(v)
             return 0 if v.ok else 1
     except ReviewError as e:

@@ -138,6 +138,16 @@ def entry_edges(twin) -> dict:
     return {f.id: f.route[0] for f in flows.flows if f.route} if flows is not None else {}
 
 
+def shared_departures(twin) -> str | None:
+    """A note when every replication has the same departures (no flow draws its arrivals), else None."""
+    d = getattr(getattr(twin, "scenario", None), "demand", None)
+    if d is None or not d.flows or any(f.kind in ("poisson", "bernoulli") for f in d.flows):
+        return None
+    return ("the held-out replications share every departure (every flow has fixed or periodic departures, e.g. a "
+            "SUMO file with scenario.demand_variation=none): they differ only in the drivers, so they test the "
+            "policy against the drivers' variation, not the demand's")
+
+
 def approach_p95(trips: pd.DataFrame, worlds: pd.DataFrame, entry: dict) -> list[dict]:
     """Per entry approach: the 95th percentile, over its vehicles, of delay including the wait to enter;
     per world, then its mean over replications with a 95% interval, policy (arm 1) against baseline (arm 0)."""
@@ -326,7 +336,8 @@ def _gather(cfg, outdir, policy: dict, batches: Batches, *, source: str, estimat
         "provenance": {**prov, "objective": spec, "objective_hash": sha256(spec)},
         "tier": tier,
         "controls": controls,
-        "held_out": {"first": first, "replications": R},
+        "held_out": {"first": first, "replications": R,
+                     **({"note": note} if (note := shared_departures(twin)) else {})},
         "credibility": {"metric": metric, "direction": direction, "estimate": estimate,
                         "estimate_source": source, "held_out": held},
         "network": [jsonable(r) for r in eff[eff["scope"] == "network"].drop(columns=["scope", "group_kind", "group"])

@@ -26,6 +26,12 @@ def _fmt(x) -> str:
     return f"{x:.4g}" if isinstance(x, (int, float)) and x is not None else str(x)
 
 
+def is_placeholder(value) -> bool:
+    """The example ethics configs (conf/ethics/traffic.yaml, drug.yaml) name owners that start with
+    "Example": placeholders a real review must replace."""
+    return str(value or "").strip().lower().split(" ")[0] in ("example", "example:")
+
+
 # --- provenance and tier --------------------------------------------------------------------------
 def provenance(ev: dict, e) -> dict:
     p = ev.get("provenance") or {}
@@ -46,6 +52,12 @@ def provenance(ev: dict, e) -> dict:
     if missing:
         return result("provenance", FAIL, "the objective's provenance is incomplete: set "
                       + ", ".join(f"ethics.{m}" for m in missing), p)
+    shipped = [k for k in ("name", "organisation") if is_placeholder(owner.get(k))]
+    if shipped:  # the example configs name an "Example ..." owner: nobody owns that objective
+        return result("provenance", FAIL, "the objective owner is the example config's placeholder ("
+                      + ", ".join(f"{k}={owner[k]!r}" for k in shipped) + "): set who owns it, e.g. "
+                      "ethics.objective.owner.name='City of X transport department' "
+                      "ethics.objective.owner.organisation='City of X'", p)
     return result("provenance", PASS, f"objective owned by {owner['name']} ({owner['role']}, "
                   f"{owner['organisation']}); {len(p['stakeholders'])} stakeholder(s) consulted; objective hash "
                   f"{str(p.get('objective_hash', ''))[:12]}", p)
@@ -61,9 +73,10 @@ def impact_tier(ev: dict, e) -> dict:
         return result("impact_tier", FAIL, f"tier {t['tier']} needs >= {c['held_out_replications']} held-out "
                       f"replications; the evidence has {n}. Set ethics.evidence.replications="
                       f"{c['held_out_replications']} (or null)", evd)
+    note = f"; note: {h['note']}" if h.get("note") else ""  # e.g. replications that share every departure
     return result("impact_tier", PASS, f"tier {t['tier']} (score {t['score']}): {n} held-out replications "
                   f"(>= {c['held_out_replications']}); approval needs {c['approvers']} approver(s)"
-                  + (" with SSH signatures" if c["signature"] else ""), evd)
+                  + (" with SSH signatures" if c["signature"] else "") + note, evd)
 
 
 # --- effect credibility -----------------------------------------------------------------------------

@@ -30,9 +30,25 @@ from .config import as_config, author_of, canonical, config_hash, same_person, s
 
 # the signing settings the gates entry fixes for the run
 SIGNING = ("allowed_signers", "allowed_signers_sha256", "namespace")
-# files whose bytes the evidence digest covers (when present)
-RUN_FILES = ("config.yaml", "arms.json", "effects.parquet", "best_policy.json", "confirmed.parquet",
-             "pareto.parquet", "candidates.parquet")
+# The evidence digest covers every file a reader of the run uses, as it is when the gates run (the run or
+# search has written everything by then, manifest.json included): the top-level tables (*.parquet), JSON
+# records (metrics, effects, arms, manifest, best_policy, ...) and config.yaml, and everything under
+# evidence/ and figures/. Not covered: the review's own files (rewritten by approve/reject/show), Hydra's
+# .hydra/ and the log, export/, Optuna's study.db, and files added after the gates ran (e.g. a later
+# transfer's outputs): a reader can trust exactly the files the audit log lists, so an edit or deletion of
+# one of them blocks export, naming it.
+REVIEW_FILES = frozenset({"review.json", "review.md", "gates.json"})
+COVERED_DIRS = ("evidence", "figures")
+
+
+def covered_files(run: Path) -> list[str]:
+    """The run files the evidence digest covers (paths relative to ``run``)."""
+    names = [p.name for p in sorted(run.iterdir()) if p.is_file() and p.name not in REVIEW_FILES
+             and (p.suffix in (".parquet", ".json") or p.name == "config.yaml")]
+    for d in COVERED_DIRS:
+        if (run / d).is_dir():
+            names += sorted(p.relative_to(run).as_posix() for p in (run / d).rglob("*") if p.is_file())
+    return names
 
 
 class ReviewError(Exception):
@@ -47,13 +63,15 @@ def write_json(path: Path, obj) -> None:
     io.write_json(path, obj)
 
 
-def file_hashes(run: Path) -> dict:
+def file_hashes(run: Path, names=None) -> dict:
+    """sha256 of each covered file (``names``: those the audit log lists; None: :func:`covered_files`);
+    None for a listed file that is gone."""
     out = {}
-    names = [n for n in RUN_FILES if (run / n).exists()]
-    names += sorted(str(p.relative_to(run)) for p in (run / "evidence").glob("*") if p.is_file()) \
-        if (run / "evidence").exists() else []
-    for n in names:
-        out[n] = hashlib.sha256((run / n).read_bytes()).hexdigest()
+    for n in (covered_files(run) if names is None else names):
+        try:
+            out[n] = hashlib.sha256((run / n).read_bytes()).hexdigest()
+        except OSError:
+            out[n] = None
     return out
 
 
@@ -62,10 +80,11 @@ def evidence_digest(ev: dict, files: dict) -> str:
     return sha256({"evidence": ev, "files": files})
 
 
-def read_evidence(run: Path) -> tuple[dict | None, dict, str | None]:
-    """``(evidence, file hashes, digest)`` from the files on disk; evidence and digest are None when
-    ``evidence/evidence.json`` is missing or unreadable."""
-    files = file_hashes(run)
+def read_evidence(run: Path, names=None) -> tuple[dict | None, dict, str | None]:
+    """``(evidence, file hashes, digest)`` from the files on disk (``names``: the files to hash, as the audit
+    log lists them; None: every covered file); evidence and digest are None when ``evidence/evidence.json``
+    is missing or unreadable."""
+    files = file_hashes(run, names)
     try:
         ev = json.loads((run / "evidence" / "evidence.json").read_text())
     except (OSError, ValueError):
@@ -329,9 +348,12 @@ def _from_log(run: Path, record: dict, shown: dict, g: dict) -> list[str]:
         reasons.append("this run's gates entry was logged by an older twins, without the review's controls: "
                        "rerun the experiment")
         t = {}
-    ev, files, digest = read_evidence(run)
+    logged = t.get("files") if isinstance(t.get("files"), dict) else None
+    # the files the gates entry hashed, and only those: a file added later (transfer output) is not trusted,
+    # and does not block the ones that were
+    ev, files, digest = read_evidence(run, list(logged) if logged is not None else None)
     if digest is None or digest != g.get("evidence_digest"):
-        logged = t.get("files") or {}
+        logged = logged or {}
         changed = sorted(k for k in set(files) | set(logged) if files.get(k) != logged.get(k))
         reasons.append(f"the run folder changed since its gates ran ({', '.join(changed) or 'evidence'}): the "
                        "evidence no longer matches the digest in the audit log; rerun the experiment")

@@ -34,7 +34,7 @@ from .base import Intervention, Parameter, register
 
 SHARED = ("cycle_s", "green_split", "offset_s", "offset_step_s")
 PER_JUNCTION = ("cycle_s", "green_split", "offset_s")
-_SIG_GREEN, _SIG_YELLOW = 0, 1  # twins.traffic.compiled codes
+_SIG_GREEN, _SIG_YELLOW, _SIG_GREEN_MINOR = 0, 1, 3  # twins.traffic.compiled codes
 
 
 @dataclass
@@ -91,7 +91,7 @@ def programs_of(twin) -> list[_Program]:
             if dur[p, k] <= 0:
                 continue
             c = code[p, k, :L]
-            if bool((c == _SIG_GREEN).any()) and not bool((c == _SIG_YELLOW).any()):
+            if bool(((c == _SIG_GREEN) | (c == _SIG_GREEN_MINOR)).any()) and not bool((c == _SIG_YELLOW).any()):
                 green.append(k)
             else:
                 fixed.append(k)

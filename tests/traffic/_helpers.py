@@ -124,3 +124,40 @@ def chain_scenario(name, lanes: dict[str, float], route: list[str], loops=(), de
     flows = [Flow(f"f{d}", route, kind="fixed", departures=[float(2 * (k * i + j)) for i in range(60 // k)],
                   group="g", vtype=f"car{d}") for j, d in enumerate(deltas)]
     return TrafficScenario(net, Demand(vtypes, flows), name)
+
+
+def with_right_of_way(scen, signals: bool = True):
+    """The scenario's junctions with a SUMO-like request table (kernels rule 10).
+
+    ``signals=True``: every left turn (shown ``g``: permissive) yields to the opposing approach's straight and
+    right-turn links. ``signals=False``: the signals are removed; the north–south approaches are minor (``m``) and
+    yield to every east–west link, their left turns also to the opposing straight and right-turn links."""
+    import math
+
+    net = scen.network
+    by_junction: dict[str, list] = {}
+    for c in net.connections:
+        by_junction.setdefault(net.edges[c.from_edge].to_node, []).append(c)
+    for jid, conns in by_junction.items():
+        j = net.junctions[jid]
+
+        def heading(c):  # the side the approach comes from, in quarter turns
+            a = net.junctions[net.edges[c.from_edge].from_node]
+            return round(math.atan2(a.y - j.y, a.x - j.x) / (math.pi / 2)) % 4
+
+        for k, c in enumerate(conns):
+            c.junction_index = k
+        for k, c in enumerate(conns):
+            opposite = [i for i, o in enumerate(conns) if heading(o) == (heading(c) + 2) % 4 and o.direction in "sr"]
+            foes = set(opposite) if c.direction == "l" else set()
+            if not signals and heading(c) in (1, 3):  # north-south: minor
+                foes |= {i for i, o in enumerate(conns) if heading(o) in (0, 2)}
+            j.yields_to[k] = sorted(foes)
+        if not signals:
+            j.tl, j.kind = None, "priority"
+            for c in conns:
+                c.tl, c.link_index = None, -1
+                c.state = "m" if heading(c) in (1, 3) else "M"
+    if not signals:
+        net.programs.clear()
+    return scen

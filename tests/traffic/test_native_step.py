@@ -2,7 +2,8 @@
 tensor kernels bit for bit: at every step, every state column of the running vehicles, the carried
 leaders and lane tails, and the per-lane observations; on grids, an arterial, a junction, a ring, an
 imported SUMO network, lanes shorter than a step's travel, a loop edge, vehicle types with different IDM
-exponents, turning speeds, SUMO's Krauss with dawdling, with the carried order forgotten and sorted again now and then, float32 and float64, one or
+exponents, turning speeds, SUMO's Krauss with dawdling, right of way (permissive greens, priority
+junctions), with the carried order forgotten and sorted again now and then, float32 and float64, one or
 several threads; and whole runs through the CLI's run task with an adaptive signal intervention."""
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficScenario, TrafficTwin
 
-from tests.traffic._helpers import chain_scenario
+from tests.traffic._helpers import chain_scenario, with_right_of_way
 
 DATA = Path(__file__).parents[1] / "data" / "sumo"
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C++ compiler: the compiled CPU step is not built")
@@ -64,6 +65,11 @@ CASES = {
     "krauss": lambda: (_krauss(_with_turn_speeds(grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)),
                                                                600.0))), 600.0),
     "krauss_ring": lambda: (_krauss(ring_scenario(OmegaConf.structured(RingScenario()), 600.0)), 600.0),
+    # right of way (rule 10): permissive left turns yield; unsignalized priority junctions (Krauss drivers)
+    "right_of_way": lambda: (with_right_of_way(_with_turn_speeds(grid_scenario(
+        OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0))), 900.0),
+    "priority_junctions": lambda: (_krauss(with_right_of_way(grid_scenario(
+        OmegaConf.structured(GridScenario(rows=3, cols=3)), 600.0), signals=False)), 600.0),
     # turning speeds on every connection (rule 8): slower inside junctions, anticipated on approach
     "turn_speeds": lambda: (_with_turn_speeds(grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)),
                                                             900.0)), 900.0),

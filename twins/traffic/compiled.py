@@ -19,10 +19,11 @@ import torch
 from twins.core.errors import ConfigError, check
 
 from .demand import Demand, departure_times
-from .network import GREEN, YELLOW, RoadNetwork
+from .network import GREEN, MINOR, YELLOW, RoadNetwork
 
 # signal codes per link
 SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
+SIG_GREEN_MINOR = 3  # SUMO's 'g': green, but yield to the junction's foes (kernels rule 10)
 NO_SIGNAL = -1
 
 
@@ -43,6 +44,11 @@ class CompiledNetwork:
     conn_key: torch.Tensor  # [C] int64 sorted
     conn_via: torch.Tensor  # [C]
     conn_link: torch.Tensor  # [C] global signal link or NO_SIGNAL
+    # right of way (kernels rule 10): whether an unsignalized connection is minor (yields always), and the
+    # connections each one yields to (a minor one always, a signalized one while its signal shows 'g'); -1 padded
+    conn_yield: torch.Tensor  # [C] bool
+    conn_foes: torch.Tensor  # [C, F] int64
+    has_foes: bool  # any connection yields to another (decided once: the step never asks the device)
     # the same connections by lane: lane_conn_edge[l, j] is the j-th edge lane l connects to (-1: none),
     # lane_conn[l, j] that connection's index in the arrays above (elementwise lookup in the kernel)
     lane_conn_edge: torch.Tensor  # [L, J] int64
@@ -112,14 +118,36 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         link_program += [prog_pos[p]] * n
         link_local += list(range(n))
 
-    conns = {}
+    conns, merged = {}, {}
     for c in net.connections:
         lane = first[edge_pos[c.from_edge]] + c.from_lane
         key = lane * E + edge_pos[c.to_edge]
         link = link_offset[c.tl] + c.link_index if c.tl is not None else NO_SIGNAL
         if key not in conns:  # several lane-to-lane connections: keep the first's signal and path
             conns[key] = (c.via_length, link)
+            merged[key] = []
+        merged[key].append(c)  # ... and yield as any of them does (their links' foes together)
     keys = sorted(conns)
+    # rule 10: (junction, request index) -> compiled connection, then each connection's foes
+    at_link = {}
+    for i, key in enumerate(keys):
+        for c in merged[key]:
+            if c.junction_index >= 0:
+                at_link.setdefault((net.edges[c.from_edge].to_node, c.junction_index), i)
+    foes = []
+    for key in keys:
+        out = set()
+        for c in merged[key]:
+            junction = net.junctions.get(net.edges[c.from_edge].to_node)
+            for k in (junction.yields_to.get(c.junction_index, []) if junction is not None else []):
+                if (junction.id, k) in at_link:  # a foe link of cars (not of a dropped footpath, say)
+                    out.add(at_link[(junction.id, k)])
+        foes.append(sorted(out))
+    F = max((len(f) for f in foes), default=0) or 1
+    conn_foes = torch.full((len(keys), F), -1, dtype=torch.int64)
+    for i, f in enumerate(foes):
+        conn_foes[i, :len(f)] = torch.tensor(f, dtype=torch.int64)
+    conn_yield = torch.tensor([merged[k][0].tl is None and merged[k][0].state in MINOR for k in keys], dtype=torch.bool)
     by_lane = [[] for _ in lane_ids]
     for i, key in enumerate(keys):
         by_lane[key // E].append((key % E, i))
@@ -141,7 +169,8 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         for k, ph in enumerate(prog.phases):
             durations[i, k] = ph.duration
             for j, ch in enumerate(ph.state):
-                code[i, k, j] = SIG_GREEN if ch in GREEN or ch in "oO" else SIG_YELLOW if ch in YELLOW else SIG_RED
+                code[i, k, j] = (SIG_GREEN_MINOR if ch == "g" else SIG_GREEN if ch in GREEN or ch in "oO"
+                                 else SIG_YELLOW if ch in YELLOW else SIG_RED)
     return CompiledNetwork(
         lane_ids=lane_ids,
         edge_ids=edge_ids,
@@ -155,6 +184,9 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         conn_key=torch.tensor(keys, dtype=torch.int64),
         conn_via=torch.tensor([conns[k][0] for k in keys], dtype=torch.float64),
         conn_link=torch.tensor([conns[k][1] for k in keys], dtype=torch.int64),
+        conn_yield=conn_yield,
+        conn_foes=conn_foes,
+        has_foes=bool((conn_foes >= 0).any()),
         lane_conn_edge=lane_conn_edge,
         lane_conn=lane_conn,
         program_ids=program_ids,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .compiled import SIG_GREEN, SIG_YELLOW
+from .compiled import SIG_GREEN, SIG_GREEN_MINOR, SIG_YELLOW
 
 BIG = 1.0e18
 
@@ -60,7 +60,7 @@ def program_tables(net) -> ProgramTables:
     c = code[lp.unsqueeze(0).expand(K, G), torch.arange(K, device=dev).unsqueeze(1).expand(K, G),
              ll.unsqueeze(0).expand(K, G)]  # [K, G]
     own = lp.unsqueeze(0) == torch.arange(P, device=dev).unsqueeze(1)  # [P, G]
-    green = (c.unsqueeze(0) == SIG_GREEN) & own.unsqueeze(1)  # [P, K, G]
+    green = ((c.unsqueeze(0) == SIG_GREEN) | (c.unsqueeze(0) == SIG_GREEN_MINOR)) & own.unsqueeze(1)  # [P, K, G]
     yellow = (c.unsqueeze(0) == SIG_YELLOW) & own.unsqueeze(1)
     k_idx = torch.arange(K, device=dev)
     valid = k_idx.unsqueeze(0) < n_phases.unsqueeze(1)

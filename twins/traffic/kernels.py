@@ -68,12 +68,17 @@ the same, one vehicle at a time):
    vehicle, step) on :attr:`~twins.core.noise.Stream.DAWDLE`. Not modelled:
    SUMO's emergency-deceleration correction of the safe speed (it only
    changes speeds when braking harder than ``decel`` would be needed).
+10. Right of way (SUMO's junction ``request`` table, ``net.conn_foes``): a front
+   vehicle on a minor link (an unsignalized ``m``/``=``/``s``/``w``/``Z``
+   connection, or a signal showing ``g``) that would pass its line this step is
+   held at it while a connection it must yield to is in use in an overlapping
+   time window: :func:`yield_blocked` states the simplifications.
 """
 from __future__ import annotations
 
 import torch
 
-from .compiled import NO_SIGNAL, SIG_GREEN, SIG_RED, SIG_YELLOW
+from .compiled import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 IDM, KRAUSS = 0, 1  # car-following models (rule 9)
@@ -272,6 +277,63 @@ def turn_speed_cap(v, v0, d, u, active, a, two_sqrt_ab, T, decel, delta, dt: flo
     return torch.where(active, cap, torch.inf)
 
 
+def arrival_time(d, v, a, vmax):
+    """Seconds to cover ``d`` from speed ``v``, accelerating at ``a`` up to ``vmax`` (SUMO's
+    ``MSCFModel::estimateArrivalTime``); a vehicle faster than ``vmax`` is taken at ``vmax``."""
+    v = torch.minimum(v, vmax)
+    d1 = (vmax * vmax - v * v) / (2.0 * a)
+    accelerating = (torch.sqrt(v * v + 2.0 * a * d) - v) / a
+    cruising = (vmax - v) / a + (d - d1) / vmax
+    return torch.where(d <= d1, accelerating, cruising)
+
+
+def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W: int, M: int):
+    """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
+
+    SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
+    line this step (not held by its signal or by keep-clear) announces the time it arrives at the junction and the
+    time its rear leaves the junction path (accelerating at ``accel`` to its desired speed, :func:`arrival_time`),
+    and every vehicle still inside a junction (front short of its lane's start) announces [now, when its rear clears
+    at its current speed, at least 0.1 m/s]. Per (world, connection) the union of those windows is kept. A vehicle
+    on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
+    connection it yields to (the junction's ``response``) has a window overlapping its own. Simplifications: only
+    the front vehicle of a lane announces (the one behind it announces next step), and vehicles that merge into one
+    lane keep no extra time gap (SUMO's look-ahead for a shared target lane)."""
+    C = net.conn_yield.numel()
+    inf = torch.inf
+    wf, rf, lf = _gather(cols["world"], fi), _gather(cols["route"], fi), _gather(cols["lane"], fi)
+    vf, af = _gather(cols["speed"], fi), _gather(vcols["accel"], fi)
+    sff, lenf = _gather(vcols["speed_factor"], fi), _gather(vcols["length"], fi)
+    vmax = torch.minimum(_gather(net.lane_speed, lf) * sff, _gather(vcols["max_speed"], fi))
+    if routes.has_turn_speeds:
+        vmax = torch.minimum(vmax, _gather(routes.route_turn_speed.reshape(-1), rf * M + _gather(cols["route_pos"], fi))
+                             * sff)
+    t_arr = arrival_time(d, vf, af, vmax)
+    t_leave = arrival_time(d + via + lenf, vf, af, vmax)
+    # the windows per (world, connection): front vehicles that will pass, then vehicles inside a junction
+    cic = ci.clamp(min=0)
+    passing = found & ~must_stop
+    seg = torch.where(passing, wf * C + cic, W * C)
+    arr = torch.full((W * C + 1,), inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
+        0, seg, t_arr, "amin")
+    leave = torch.full((W * C + 1,), -inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
+        0, seg, t_leave, "amax")
+    inside = cols["running"] & (cols["pos"] < 0) & (cols["route_pos"] > 0) & (cols["conn"] >= 0)
+    seg_in = torch.where(inside, cols["world"] * C + cols["conn"].clamp(min=0), W * C)
+    clear = (vcols["length"] - cols["pos"]) / torch.clamp(cols["speed"], min=STOP_SPEED)
+    arr = arr.scatter_reduce(0, seg_in, torch.zeros_like(clear), "amin")
+    leave = leave.scatter_reduce(0, seg_in, clear, "amax")
+    arr[W * C], leave[W * C] = inf, -inf  # the sentinel collected the others: no window
+    # a minor link is blocked by any foe connection whose window overlaps its own
+    minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
+    blocked = torch.zeros_like(minor)
+    for j in range(net.conn_foes.shape[1]):
+        foe = _gather(net.conn_foes[:, j].contiguous(), cic)
+        at = torch.where(minor & (foe >= 0), wf * C + foe.clamp(min=0), W * C)
+        blocked = blocked | ((_gather(arr, at) <= t_leave) & (_gather(leave, at) >= t_arr))
+    return blocked
+
+
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]`` for a 1-D ``x`` and an index tensor: ``index_select`` is 3-4x faster on CPU."""
     return x.index_select(0, index)
@@ -360,6 +422,12 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
     room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
     must_stop = must_stop | (room_standing < (lenf + mgf).to(torch.float64))
+    # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
+    if net.has_foes:
+        blocked = yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W, M)
+        must_stop = must_stop | blocked
+    else:
+        blocked = None
     nl = _gather(last, wf * L + next_lane.clamp(min=0))
     v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
     gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
@@ -439,10 +507,12 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     v_new = put(v_new, torch.where(held, (L_f - pf) / dt, at(v_new)))
     new_lane = put(lr, torch.where(cross, next_lane, lf))
     rpos_new = put(rpr, torch.where(cross, nk, nk - 1))
+    # rule 10: the connection a vehicle crossed by, while it is inside that junction
+    conn_new = put(cols["conn"], torch.where(cross, ci, at(cols["conn"]))) if net.has_foes else cols["conn"]
 
     halted = v_new < STOP_SPEED
     loss = dt * torch.clamp(1.0 - v_new / v0, min=0.0)
-    out = (x_new, v_new, new_lane, rpos_new, arrive, halted, loss)
+    out = (x_new, v_new, new_lane, rpos_new, arrive, halted, loss, conn_new)
     return out if stops is None else out + (ns_new, dw_new, dock)
 
 
@@ -490,7 +560,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
-           time_loss, stops, halted, depart (float64), leader (window slot of the vehicle ahead, -1)
+           time_loss, stops, halted, depart (float64), leader (window slot of the vehicle ahead, -1),
+           conn (the connection a vehicle entered its lane by, -1: none; rule 10)
            and ``_last`` [W*L+1] (each lane's tail): the previous step's result; without ``_last``
            leaders and tails are sorted out (rule 2)
     veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed
@@ -571,6 +642,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     ri = _nz(running)
     new_status, arrive_step = status, state["arrive_step"]
     x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
+    conn_all = state["conn"]
     loss_all = torch.zeros_like(pos)
     transit = {} if stops is None else {"_docked": torch.zeros_like(running)}  # rule 7's outputs
     halted_all, stops_all = state["halted"], state["stops"]
@@ -581,7 +653,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         slot = torch.arange(pos.numel(), device=pos.device) if dense else ri
         cols = {k: take(v) for k, v in (("world", world), ("route", r), ("lane", lane), ("pos", pos),
                                          ("speed", speed), ("route_pos", rpos), ("leader", leader),
-                                         ("running", running))}
+                                         ("running", running), ("conn", state["conn"]))}
         vcols = {k: take(veh[k]) for k in ("length", "min_gap", "decel", "speed_factor", "max_speed", "accel",
                                             "two_sqrt_ab", "tau") + (("sigma",) if cf == KRAUSS else ())}
         dl = delta if isinstance(delta, int) else take(delta)
@@ -589,12 +661,13 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         space = space_till_standing(world, lane, running, pos, length, min_gap, speed, L, W)
         moved = advance(cols, vcols, slot, pos, length, speed, last, space, sig, net, routes, dl, stop_cols, dt, W,
                         substeps, fused=fused, cf=cf, dawdle_u=None if dawdle_u is None else take(dawdle_u))
-        x_new, v_new, new_lane, rpos_new, arrive, halted, loss = moved[:7]
+        x_new, v_new, new_lane, rpos_new, arrive, halted, loss, conn_new = moved[:8]
         if dense:
             x_all = torch.where(running, x_new, pos)
             v_all = torch.where(running, v_new, speed)
             lane_all = torch.where(running, new_lane, lane)
             rpos_all = torch.where(running, rpos_new, rpos)
+            conn_all = torch.where(running, conn_new, state["conn"])
             new_status = torch.where(running, torch.where(arrive, ARRIVED, RUNNING), status)
             arrive_step = torch.where(running & arrive, step_index + 1, arrive_step)
             stops_all = torch.where(running, stops_all + (halted & ~halted_all).to(stops_all.dtype), stops_all)
@@ -603,6 +676,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         else:
             x_all, v_all, lane_all, rpos_all = pos.clone(), speed.clone(), lane.clone(), rpos.clone()
             x_all[ri], v_all[ri], lane_all[ri], rpos_all[ri] = x_new, v_new, new_lane, rpos_new
+            conn_all = state["conn"].clone()
+            conn_all[ri] = conn_new
             new_status = status.clone()
             new_status[ri] = torch.where(arrive, ARRIVED, RUNNING)
             arrive_step = arrive_step.clone()
@@ -613,7 +688,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             halted_all[ri] = halted
             loss_all[ri] = loss
         if stops is not None:
-            ns_new, dw_new, dock = moved[7:]
+            ns_new, dw_new, dock = moved[8:]
             if dense:
                 ns_all = torch.where(running, ns_new, state["next_stop"])
                 dw_all = torch.where(running, dw_new, state["dwell"])
@@ -653,6 +728,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         "pos": x_all,
         "speed": v_all,
         "route_pos": rpos_all,
+        "conn": conn_all,
         "insert_step": insert_step,
         "arrive_step": arrive_step,
         "time_loss": state["time_loss"] + loss_all,

@@ -305,6 +305,7 @@ class TrafficTwin(Twin):
             "stops": zeros(torch.int32),
             "halted": zeros(torch.bool),
             "leader": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # slot of the vehicle ahead
+            "conn": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # connection entered by (kernels rule 10)
             "depart": self.depart,
         }
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board

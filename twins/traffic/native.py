@@ -55,13 +55,13 @@ def flag_sets() -> list[list[str]]:
 
 
 _INTS = ("W", "S", "lo", "hi", "L", "M", "J", "G", "E", "max_lanes", "substeps", "insert_rounds", "delta_shared",
-         "step_index", "need_sort", "has_conn", "has_turn", "cf", "w0", "w1")
+         "step_index", "need_sort", "has_conn", "has_turn", "cf", "has_foes", "C", "NF", "w0", "w1")
 _REALS = ("t", "dt")
 _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "pos", "speed", "time_loss", "stops",
          "halted", "depart", "route", "delta", "length", "min_gap", "accel", "decel", "two_sqrt_ab", "tau",
          "speed_factor", "max_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
-         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle")
+         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_foes")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -183,7 +183,9 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     resorted = torch.zeros(W, dtype=torch.int64)
     halted = state["halted"].view(torch.uint8)
     ptrs = {k: _ptr(state[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
-                                            "pos", "speed", "time_loss", "stops", "depart")}
+                                            "pos", "speed", "time_loss", "stops", "depart", "conn")}
+    conn_yield = net.conn_yield.to(torch.uint8)  # the C++ reads bytes
+    ptrs.update(conn_yield=_ptr(conn_yield, "conn_yield"), conn_foes=_ptr(net.conn_foes, "conn_foes"))
     ptrs["halted"] = _ptr(halted, "halted")
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
                                               "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma")})
@@ -200,7 +202,7 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
                                                           "route_turn_speed")})
     i64 = torch.int64
-    want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader")},
+    want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")},
             **{k: dtype for k in ("speed", "time_loss")}, "stops": torch.int32, "depart": torch.float64,
             "halted": torch.bool}
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
@@ -216,7 +218,8 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
               *((f"net.{k}", getattr(net, k), dtype, (L,)) for k in ("lane_length", "lane_speed")),
               ("net.conn_via", net.conn_via, dtype, tuple(net.conn_via.shape)),
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
-                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")),
+                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes")),
+              ("net.conn_yield", net.conn_yield, torch.bool, tuple(net.conn_link.shape)),
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
                 for k in ("route_edges", "route_mask", "route_len")),
               ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape))]
@@ -227,7 +230,7 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
                 G=sig.shape[1], E=len(net.edge_ids), max_lanes=net.max_lanes, substeps=substeps,
                 insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=step_index,
                 need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0), has_turn=int(routes.has_turn_speeds),
-                cf=int(cf))
+                cf=int(cf), has_foes=int(net.has_foes), C=int(net.conn_link.numel()), NF=int(net.conn_foes.shape[1]))
     chunks = min(max(1, threads), W)
     bounds = [W * i // chunks for i in range(chunks + 1)]
     args = [_Args(**ints, w0=bounds[i], w1=bounds[i + 1], t=t, dt=dt, **ptrs) for i in range(chunks)]

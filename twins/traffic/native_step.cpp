@@ -1,4 +1,4 @@
-// The traffic step (rules 2-6, 8 and 9 of twins/traffic/kernels.py) as one loop per world, for the CPU.
+// The traffic step (rules 2-6 and 8-10 of twins/traffic/kernels.py) as one loop per world, for the CPU.
 //
 // Same rules, same operations in the same order and precision as the tensor kernels, so the numbers
 // are bit-identical (tests/traffic/test_native_step.py). Why it exists: the tensor kernels make
@@ -18,14 +18,14 @@
 namespace {
 
 constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
-constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2;
+constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2, SIG_GREEN_MINOR = 3;
 constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
 constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
 
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
     int64_t W, S, lo, hi, L, M, J, G, E, max_lanes, substeps, insert_rounds, delta_shared, step_index,
-        need_sort, has_conn, has_turn, cf, w0, w1;
+        need_sort, has_conn, has_turn, cf, has_foes, C, NF, w0, w1;
     double t, dt;
     // state [W, S]
     int64_t *status, *lane, *route_pos, *insert_step, *arrive_step, *leader;
@@ -48,6 +48,9 @@ struct Args {
     int64_t *resorted;  // [W] out: 1 where the carried order failed its check and the lanes were sorted
     const void *sigma;   // [W, S] T: Krauss dawdling (rule 9)
     const void *dawdle;  // [W, hi - lo] T: this step's dawdling draws of the window (null: no dawdling)
+    int64_t *conn;  // [W, S] state: the connection a vehicle entered its lane by (rule 10)
+    const uint8_t *conn_yield;  // [C] minor unsignalized connections (rule 10)
+    const int64_t *conn_foes;  // [C, NF] the connections each yields to, -1 padded
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -62,7 +65,7 @@ template <typename T> inline T maximum(T a, T b) {
 }
 template <typename T> struct World {
     const Args &a;
-    int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last;
+    int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last, *conn;
     T *pos, *speed, *time_loss;
     int32_t *stops;
     uint8_t *halted;
@@ -76,7 +79,7 @@ template <typename T> struct World {
     World(const Args &a_, int64_t w) : a(a_) {
         const int64_t b = w * a.S;
         status = a.status + b; lane = a.lane + b; rpos = a.route_pos + b; insert_step = a.insert_step + b;
-        arrive_step = a.arrive_step + b; leader = a.leader + b; last = a.lane_last + w * a.L;
+        arrive_step = a.arrive_step + b; leader = a.leader + b; last = a.lane_last + w * a.L; conn = a.conn + b;
         pos = static_cast<T *>(a.pos) + b; speed = static_cast<T *>(a.speed) + b;
         time_loss = static_cast<T *>(a.time_loss) + b; stops = a.stops + b; halted = a.halted + b;
         depart = a.depart + b; route = a.route + b; delta = a.delta + b;
@@ -153,6 +156,15 @@ T idm_speed_one(T v, T v0, T g, T v_lead, T accel, T tsab, T tau, T s0, int64_t 
         if (substeps > 1) g = g - clamp_min((v - v_lead) * h, T(0));
     }
     return v;
+}
+
+// kernels.arrival_time (SUMO's MSCFModel::estimateArrivalTime): accelerating at a up to vmax over d
+template <typename T> inline T arrival_time(T d, T v, T a, T vmax) {
+    v = minimum(v, vmax);
+    const T d1 = (vmax * vmax - v * v) / (T(2.0) * a);
+    const T accelerating = (std::sqrt(v * v + T(2.0) * a * d) - v) / a;
+    const T cruising = (vmax - v) / a + (d - d1) / vmax;
+    return d <= d1 ? accelerating : cruising;
 }
 
 // kernels.brake_gap (SUMO's MSCFModel::brakeGapEuler)
@@ -252,7 +264,9 @@ void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead
 
 template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
-    std::vector<int64_t> next_lane, fronts, first, sorted, new_lane;
+    std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
+    std::vector<uint8_t> f_found, f_must;
+    std::vector<T> f_d, f_room, t_arr, t_leave, arr, leave;
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
     std::vector<double> sums, standing, behind;
@@ -306,6 +320,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (a.has_turn || a.cf == KRAUSS) sc.v_cap.assign(n, inf);
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
+    sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_room.clear();
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != RUNNING) continue;
         const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s], ld = W.leader[s];
@@ -353,16 +368,59 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             // keep the junction clear: no room behind the next lane's last standing vehicle holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
             must_stop = must_stop || sc.standing[nlc] - sc.behind[nlc] < double(len + mg);
-            const int64_t tail = W.last[nlc];
-            const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
-            const T gap_junction = std::isfinite(next_room) ? d + via + next_room : inf;
-            const bool line_first = must_stop && (d + mg <= gap_junction || !found);
-            const T gap_front = line_first ? d + mg : gap_junction;
-            sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
-            sc.gap[i] = gap_front;
-            sc.v_lead[i] = line_first ? T(0) : v_junction;
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
+            sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
+            sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_room.push_back(next_room);
         }
+    }
+    const size_t F = sc.fronts.size();
+    // 10. right of way (kernels.yield_blocked): every front vehicle that will pass announces its window, so does every
+    // vehicle still inside a junction; a minor link whose foes' windows overlap its own waits at the line
+    if (a.has_foes) {
+        const int64_t C = a.C, NF = a.NF;
+        sc.arr.assign(C, inf); sc.leave.assign(C, -inf);
+        sc.t_arr.resize(F); sc.t_leave.resize(F);
+        for (size_t f = 0; f < F; ++f) {
+            const int64_t s = sc.fronts[f], ln = W.lane[s];
+            T vmax = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
+            if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
+            sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
+            sc.t_leave[f] = arrival_time<T>(sc.f_d[f] + sc.via[f] + W.length[s], W.speed[s], W.accel[s], vmax);
+            if (sc.f_found[f] && !sc.f_must[f]) {
+                const int64_t c = sc.f_ci[f];
+                sc.arr[c] = std::min(sc.arr[c], sc.t_arr[f]);
+                sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
+            }
+        }
+        for (int64_t s = lo; s < hi; ++s) {
+            if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || W.conn[s] < 0) continue;
+            const int64_t c = W.conn[s];
+            const T clear = (W.length[s] - W.pos[s]) / clamp_min(W.speed[s], stop_speed);
+            sc.arr[c] = std::min(sc.arr[c], T(0));
+            sc.leave[c] = std::max(sc.leave[c], clear);
+        }
+        for (size_t f = 0; f < F; ++f) {
+            const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
+            if (!sc.f_found[f] || sc.f_must[f] || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR)) continue;
+            for (int64_t j = 0; j < NF; ++j) {
+                const int64_t foe = a.conn_foes[c * NF + j];
+                if (foe >= 0 && sc.arr[foe] <= sc.t_leave[f] && sc.leave[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
+            }
+        }
+    }
+    // 4'. the obstacle each front vehicle follows: its stop line, or the tail of the lane it will enter
+    for (size_t f = 0; f < F; ++f) {
+        const int64_t s = sc.fronts[f], i = s - lo, nl = sc.next_lane[f];
+        const bool must_stop = sc.f_must[f], found = sc.f_found[f];
+        const T d = sc.f_d[f], mg = W.min_gap[s], next_room = sc.f_room[f];
+        const int64_t tail = W.last[nl < 0 ? 0 : nl];
+        const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
+        const T gap_junction = std::isfinite(next_room) ? d + sc.via[f] + next_room : inf;
+        const bool line_first = must_stop && (d + mg <= gap_junction || !found);
+        const T gap_front = line_first ? d + mg : gap_junction;
+        sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
+        sc.gap[i] = gap_front;
+        sc.v_lead[i] = line_first ? T(0) : v_junction;
     }
     // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
     std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());
@@ -385,7 +443,6 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         sc.arrive[i] = sc.arrive[i] && sc.x_new[i] > W.lane_length[W.lane[lo + i]];
 
     // 6. transitions: one entry per lane per step, the vehicle landing furthest ahead (then the lowest slot)
-    const size_t F = sc.fronts.size();
     sc.land.resize(F);
     sc.best.assign(L, -inf);
     sc.first.assign(L, std::numeric_limits<int64_t>::max());
@@ -439,7 +496,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     }
     for (size_t f = 0; f < F; ++f) {
         const int64_t s = sc.fronts[f];
-        if (sc.crossed[s - lo]) { W.lane[s] = new_lane[f]; W.rpos[s] += 1; }
+        if (sc.crossed[s - lo]) {
+            W.lane[s] = new_lane[f]; W.rpos[s] += 1;
+            if (a.has_foes) W.conn[s] = sc.f_ci[f];  // rule 10: crossed by this connection
+        }
     }
     for (int64_t k = 0; k < L * 3; ++k) W.acc[k] += sc.sums[k];
 

@@ -21,6 +21,7 @@ GREEN = frozenset("Gg")
 YELLOW = frozenset("yYuU")  # SUMO 'u' (red+yellow) treated like yellow: do not enter if you can stop
 RED = frozenset("rsO")  # 'O' (off, no signal) is handled as green by the compiler; listed for parsing
 VALID_STATE = frozenset("GgyYrRuUsoO")
+MINOR = frozenset("m=swZ")  # unsignalized link states that yield to their junction's foes (SUMO's lower-case rule)
 
 
 @dataclass
@@ -30,6 +31,9 @@ class Junction:
     y: float = 0.0
     kind: str = "priority"  # traffic_light | priority | dead_end | ...
     tl: str | None = None  # id of the signal program controlling it
+    # SUMO's right of way: request index -> the links it must yield to (``Connection.junction_index`` values; the
+    # ``response`` bit string read right to left); empty: no one yields (generated networks)
+    yields_to: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +75,10 @@ class Connection:
     # speed limit on the path across the junction (SUMO: the slowest internal lane of the connection's
     # ``via`` chain, netconvert's turning speed); +inf: none (generated networks)
     via_speed: float = float("inf")
+    # right of way (kernels rule 10): the link's index in its junction's request table (-1: none), and its state
+    # where no signal controls it: SUMO's M (major), m (minor), = (equal), s (stop), w (all-way stop), Z (zipper)
+    junction_index: int = -1
+    state: str = "M"
 
 
 @dataclass

@@ -81,6 +81,14 @@ phase it is in (synchronous update, like the kernel):
    turning-speed ``cap`` from SUMO's generic ``freeSpeed``; then dawdling
    (``dawdle2``) by the draw ``u`` the model's ``dawdle`` gives each vehicle
    and step, never below ``min(max(v - decel·dt, 0), v_max)``.
+10. Right of way: each front vehicle that will pass its line (not held by
+   its signal or keep-clear) announces [arrival, rear leaves the junction
+   path] (accelerating at ``accel`` to its desired speed, capped by the
+   turning speed); a vehicle still inside a junction announces [0, (length -
+   pos) / max(speed, 0.1)]; per connection the union. A front vehicle on a
+   minor connection (unsignalized ``m = s w Z``, or a signal showing ``g``)
+   waits at the line when a connection it yields to (the junction's
+   ``response``) has a window overlapping its own.
 
 Per-vehicle inputs. The reference checks the *dynamics*, not the noise: the
 per-vehicle parameters (length, min gap, accel, decel, ``2·sqrt(accel·decel)``,
@@ -127,7 +135,8 @@ from .network import GREEN, YELLOW, RoadNetwork
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
 DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
-SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
+SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
+MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
 INF = math.inf
 
 
@@ -160,6 +169,16 @@ class VehicleSpec:
     two_sqrt_ab: float | None = None  # 2·sqrt(accel·decel); None: computed with math.sqrt
     sigma: float = 0.5  # Krauss dawdling (rule 9)
     stops: tuple = ()  # a bus's stops in route order: (route position, pos_m, stop id)
+
+
+def arrival_time(d: float, v: float, a: float, vmax: float) -> float:
+    """Rule 10: seconds to cover ``d`` from ``v`` accelerating at ``a`` up to ``vmax`` (the kernel's
+    ``arrival_time``, SUMO's ``MSCFModel::estimateArrivalTime``)."""
+    v = min(v, vmax)
+    d1 = (vmax * vmax - v * v) / (2.0 * a)
+    if d <= d1:
+        return (math.sqrt(v * v + 2.0 * a * d) - v) / a
+    return (vmax - v) / a + (d - d1) / vmax
 
 
 def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
@@ -271,6 +290,8 @@ class ReferenceVehicle(mesa.Agent):
         self.stops = 0
         self.halted = False
         self.leader: ReferenceVehicle | None = None
+        self.conn_key: tuple[str, str] | None = None  # the connection it entered its lane by (rule 10)
+        self._t_arr = self._t_leave = INF
         # decided in plan(), applied in commit()
         self._next_lane: _Lane | None = None
         self._via = 0.0
@@ -306,38 +327,69 @@ class ReferenceVehicle(mesa.Agent):
         return v
 
     # --- rules 4 and 5 --------------------------------------------------------------------
+    def look(self) -> None:
+        """Rule 4's first half, before rule 10 can hold anyone: the lane this vehicle will enter, its connection,
+        signal and whether its signal or keep-clear holds it at the line; stored for :meth:`plan`."""
+        m = self.model
+        lane = self.lane
+        self._on_last_edge = on_last_edge = self.route_pos + 1 >= len(self.route)
+        self._next_lane, self._via, self._key = None, 0.0, None
+        self._found, self._must_stop, self._code = False, True, SIG_GREEN
+        if on_last_edge:
+            return
+        d = lane.length - self.pos
+        nxt_edge = self.route[self.route_pos + 1]
+        nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
+        conn = m.connection(lane, nxt_edge)
+        if conn is None:  # no connection from this lane (cannot happen through the lane masks)
+            code, via, found = SIG_RED, 0.0, False
+            nl = None
+        else:
+            via, tl, link = conn
+            code = SIG_GREEN if tl is None else m.signals[tl].code(link)
+            found = True
+        signal_stop = code == SIG_RED or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
+        # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
+        # one at the line
+        keep_clear = nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
+        self._next_lane, self._via, self._room, self._key = nl, via, room, (lane.id, nxt_edge)
+        self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
+        self._must_stop = signal_stop or nl is None or not found or keep_clear
+        if self.leader is None and found:  # rule 10: the window in which it would cross (front vehicles)
+            vmax = self.desired_speed(lane)
+            u = self.turn[self.route_pos]
+            if math.isfinite(u):
+                vmax = min(vmax, u * self.speed_factor)
+            self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
+            self._t_leave = arrival_time(d + via + self.length, self.speed, self.accel, vmax)
+
     def plan(self) -> None:
         m = self.model
         lane = self.lane
-        on_last_edge = self.route_pos + 1 >= len(self.route)
+        on_last_edge = self._on_last_edge
         d = lane.length - self.pos
-        self._next_lane, self._via = None, 0.0
         front = self.leader is None
         line_first, must_stop, red = True, True, False
         gap_front, v_front = INF, 0.0
         if not on_last_edge:
-            nxt_edge = self.route[self.route_pos + 1]
-            nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
-            conn = m.connection(lane, nxt_edge)
-            if conn is None:  # no connection from this lane (cannot happen through the lane masks)
-                code, via, found = SIG_RED, 0.0, False
-                nl = None
-            else:
-                via, tl, link = conn
-                code = SIG_GREEN if tl is None else m.signals[tl].code(link)
-                found = True
+            nl, via, room, found, code = self._next_lane, self._via, self._room, self._found, self._code
+            signal_stop, keep_clear, must_stop = self._signal_stop, self._keep_clear, self._must_stop
             red = code == SIG_RED
-            signal_stop = red or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
+            # 10. right of way: a minor link waits while a connection it yields to is in use in its window
+            if front and found and not must_stop and m.has_foes and m.must_yield(self._key, code):
+                for foe in m.foes[self._key]:
+                    w = m.windows.get(foe)
+                    if w is not None and w[0] <= self._t_leave and w[1] >= self._t_arr:
+                        must_stop = True
+                        m.events["yield_wait"] += 1
+                        break
+                else:
+                    m.events["yield_go"] += 1
             tail = m.tails.get(nl.id) if nl is not None else None
             v_junction = tail.speed if tail is not None else 0.0
-            # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
-            # one at the line
-            keep_clear = nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
-            must_stop = signal_stop or nl is None or not found or keep_clear
             gap_junction = d + via + room if math.isfinite(room) else INF
             # the stop line is the obstacle unless a vehicle still inside the junction is nearer
             line_first = must_stop and (d + self.min_gap <= gap_junction or not found)
-            self._next_lane, self._via = nl, via
             if line_first:
                 gap_front, v_front = d + self.min_gap, 0.0
             else:
@@ -463,6 +515,7 @@ class ReferenceVehicle(mesa.Agent):
                 if self._red:
                     m.events["red_crossings"] += 1
                 x_new = x_new - lane.length - self._via
+                self.conn_key = self._key  # rule 10: inside this connection's junction until the front is through
                 self.lane = self._next_lane
                 self.route_pos += 1
                 m.events["edge_transitions"] += 1
@@ -520,16 +573,34 @@ class ReferenceTrafficModel(mesa.Model):
         self.insert_rounds = int(insert_rounds) if insert_rounds is not None else min(max_lanes, 3)
         # connections: (from lane id, to edge) -> (via, program, link); the first listed wins
         self.conns: dict[tuple[str, str], tuple[float, str | None, int]] = {}
+        merged: dict[tuple[str, str], list] = {}
         for c in network.connections:
             key = (self.edges[c.from_edge][c.from_lane].id, c.to_edge)
             if key not in self.conns:
                 self.conns[key] = (float(c.via_length), c.tl, c.link_index)
+            merged.setdefault(key, []).append(c)
+        # rule 10: the connections each one yields to (its SUMO links' response bits, by junction and request
+        # index), and whether it is an unsignalized minor one (its first link decides, as for via and signal)
+        at_link = {(network.edges[c.from_edge].to_node, c.junction_index): key
+                   for key, cs in merged.items() for c in cs if c.junction_index >= 0}
+        self.foes: dict[tuple[str, str], list] = {}
+        for key, cs in merged.items():
+            out = set()
+            for c in cs:
+                j = network.junctions.get(network.edges[c.from_edge].to_node)
+                for k in (j.yields_to.get(c.junction_index, []) if j is not None else []):
+                    if (j.id, k) in at_link:
+                        out.add(at_link[(j.id, k)])
+            self.foes[key] = sorted(out)
+        self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
+        self.has_foes = any(self.foes.values())
+        self.windows: dict[tuple[str, str], list[float]] = {}
         # signal controllers
         plans = signal_plans or {}
         self.signals: dict[str, ReferenceSignal] = {}
         for pid, prog in network.programs.items():
-            codes = [[SIG_GREEN if ch in GREEN or ch in "oO" else SIG_YELLOW if ch in YELLOW else SIG_RED
-                      for ch in ph.state] for ph in prog.phases]
+            codes = [[SIG_GREEN_MINOR if ch == "g" else SIG_GREEN if ch in GREEN or ch in "oO"
+                      else SIG_YELLOW if ch in YELLOW else SIG_RED for ch in ph.state] for ph in prog.phases]
             durations, offset = plans.get(pid, ([ph.duration for ph in prog.phases], prog.offset))
             durations = list(durations)
             n_links = prog.n_links
@@ -619,6 +690,24 @@ class ReferenceTrafficModel(mesa.Model):
                       if k + 1 < len(route) and c.from_edge == e and c.to_edge == route[k + 1]]
             out.append(min(speeds, default=INF))
         return out
+
+    def must_yield(self, key, code: int) -> bool:
+        """Rule 10: whether the connection ``key`` yields now: unsignalized minor, or its signal shows ``g``."""
+        return self.minor[key] or code == SIG_GREEN_MINOR
+
+    def approach_windows(self, running) -> dict:
+        """Rule 10: per connection, [earliest arrival, latest leaving] (s from now) of the front vehicles that will
+        pass their line this step and of the vehicles still inside a junction (front before the lane start)."""
+        win: dict[tuple[str, str], list[float]] = {}
+        for v in running:
+            if v.leader is None and v._found and not v._must_stop:
+                w = win.setdefault(v._key, [INF, -INF])
+                w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
+        for v in running:
+            if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None:
+                w = win.setdefault(v.conn_key, [INF, -INF])
+                w[0], w[1] = min(w[0], 0.0), max(w[1], (v.length - v.pos) / max(v.speed, STOP_SPEED))
+        return win
 
     def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int] | None:
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
@@ -718,6 +807,10 @@ class ReferenceTrafficModel(mesa.Model):
         if self.krauss and self.dawdle is not None and running:
             self.dawdle_draw = dict(zip((v.vehicle_id for v in running),
                                         self.dawdle([v.vehicle_id for v in running], self.step_index)))
+        for v in running:
+            v.look()
+        if self.has_foes:
+            self.windows = self.approach_windows(running)
         for v in running:
             v.plan()
         # 6. one entry per target lane: the vehicle landing furthest ahead (then the earliest slot)

@@ -214,7 +214,8 @@ def sumo_time(value: str, field: str = "time") -> float:
 # --------------------------------------------------------------------------------------------
 # networks
 # --------------------------------------------------------------------------------------------
-_DERIVED_NET = {"net", "location", "type", "restriction", "request", "neigh", "roundabout", "junctions",
+_VIA_INDEX = re.compile(r"^:(.+)_(\d+)_(\d+)$")
+_DERIVED_NET = {"net", "location", "type", "restriction", "neigh", "roundabout", "junctions",
                 "stopOffset", "processing", "lefthand"}
 _NON_CAR = {"pedestrian", "bicycle", "tram", "rail_urban", "rail", "rail_electric", "rail_fast", "ship",
             "subway", "cable_car", "aircraft", "wheelchair", "scooter", "drone", "container"}
@@ -332,6 +333,14 @@ def _load_net(path, report: _Report) -> RoadNetwork:
                 return
             jid = a.get("id")
             junctions[jid] = Junction(id=jid, x=float(a.get("x", 0.0)), y=float(a.get("y", 0.0)), kind=kind)
+            state["junction"] = jid
+        elif tag == "request" and where.stack[-2:-1] == ["junction"] and state.get("junction") in junctions:
+            # SUMO writes the response bits of link k at position len - 1 - k (right to left)
+            resp = a.get("response", "")
+            if set(resp) - set("01"):
+                raise where.error("request.response", resp, "a string of 0 and 1")
+            idx = int(_num(where, a, "index", tag="request"))
+            junctions[state["junction"]].yields_to[idx] = [k for k, bit in enumerate(reversed(resp)) if bit == "1"]
         elif tag == "connection":
             conns.append((a, where.line))
         elif tag == "param":
@@ -429,8 +438,13 @@ def _load_net(path, report: _Report) -> RoadNetwork:
             raise ConfigError(f"connection[{f}->{t}]", f"{f}->{t}", "edges of the network", f"In {path}, line {line}.")
         tl = a.get("tl")
         via_len, via_speed = via_path(a.get("via"))
+        # the link's index in its junction's request table: the first internal lane's edge index plus its lane
+        # index (:J_<k>_<l> is link k + l; netconvert numbers the parallel lanes of one internal edge so)
+        m = _VIA_INDEX.match(a.get("via") or "")
+        jindex = int(m.group(2)) + int(m.group(3)) if m else -1
+        link_state = a.get("state", "M")
         c = Connection(from_edge=f, from_lane=lane_map[(f, fl)], to_edge=t, to_lane=lane_map[(t, tl_)],
-                       via_length=via_len, via_speed=via_speed, tl=tl,
+                       via_length=via_len, via_speed=via_speed, junction_index=jindex, state=link_state, tl=tl,
                        link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"))
         net.connections.append(c)
         if tl:

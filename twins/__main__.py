@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         info_flags = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
         overrides = [a for a in rest if not a.startswith("-")]
         if not info_flags.intersection(rest):
-            cli.precheck(overrides)
+            cli.precheck(overrides, command=cmd, multirun=bool({"-m", "--multirun"}.intersection(rest)))
         sys.argv = [f"{sys.argv[0]} {cmd}"] + rest
         (cli.run_main if cmd == "run" else cli.search_main)()
 

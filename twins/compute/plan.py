@@ -28,6 +28,7 @@ result bit-identical to one batch.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -223,6 +224,15 @@ def probe_memory(job: Job, device: torch.device) -> MemoryProbe:
 
 
 # --- the plan -------------------------------------------------------------------------------------
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def check_compute(cfg: DictConfig) -> None:
     """Compute settings that can be rejected before anything is built."""
     c = cfg.compute
@@ -240,7 +250,14 @@ def check_compute(cfg: DictConfig) -> None:
         from twins.core.errors import suggest
 
         raise ConfigError("compute.backend", backend, "local or ray", suggest(backend, ["local", "ray"]))
+    gb = c.get("max_memory_gb", None)
+    if gb is not None and not (isinstance(gb, (int, float)) and math.isfinite(gb) and gb > 0):
+        raise ConfigError("compute.max_memory_gb", gb, "a positive number of GB, or null for "
+                          "compute.memory_fraction of the free memory")
     if backend == "ray":  # the cluster's devices count, not this machine's: checked on connecting
+        if not _installed("ray"):
+            raise ConfigError("compute", "ray", "a backend that is installed: local, or ray with its extra",
+                              'Ray is not installed: pip install -e ".[ray]" (or run with compute=local).')
         check_device_spec(c.device)
     else:
         resolve_devices(c.device)
@@ -265,10 +282,21 @@ def targets(cfg: DictConfig):
     return [str(d) for d in resolve_devices(cfg.compute.device)], measure_here
 
 
-def worlds_that_fit(probe: MemoryProbe, free: float | None, fraction: float) -> int | None:
-    if free is None:
+def worlds_that_fit(probe: MemoryProbe, free: float | None, fraction: float, cap_bytes: float | None = None
+                    ) -> int | None:
+    """Worlds a chunk may hold: ``fraction`` of ``free``, and no more than ``cap_bytes``
+    (``compute.max_memory_gb``) where set."""
+    budget = None if free is None else fraction * free
+    if cap_bytes is not None:
+        budget = cap_bytes if budget is None else min(budget, cap_bytes)
+    if budget is None:
         return None
-    return int((fraction * free - probe.fixed_bytes) // max(probe.bytes_per_world, 1.0))
+    return int((budget - probe.fixed_bytes) // max(probe.bytes_per_world, 1.0))
+
+
+def _cap_bytes(cfg: DictConfig) -> float | None:
+    gb = cfg.compute.get("max_memory_gb", None)
+    return None if gb is None else float(gb) * 1e9
 
 
 def make_plan(job: Job, parallel: int | None = None, probe: bool = True) -> ComputePlan:
@@ -279,17 +307,33 @@ def make_plan(job: Job, parallel: int | None = None, probe: bool = True) -> Comp
     devices, measure = targets(cfg)
     W = job.W
     cap = cfg.compute.get("max_worlds_per_chunk", None)
+    # one world, from the config, before the probe builds anything (the whole run's and a search batch's
+    # results are checked by their callers: cli.precheck, runner.plan_counterfactual)
+    check_memory(cfg, 1, "one world of this batch", results=False)
     size, reason, mp, free = W, "all worlds fit" if W > max(PROBE_WORLDS) else "not probed: a small run", None, None
     if probe and W > max(PROBE_WORLDS):  # a smaller run costs no more than the probe itself
         mp, free = measure(job, devices)
         if free is None:
             reason = "free memory unknown (see memory_method): not sized to memory"
-        fit = worlds_that_fit(mp, free, float(cfg.compute.get("memory_fraction", 0.8)))
+        frac = float(cfg.compute.get("memory_fraction", 0.8))
+        fit = worlds_that_fit(mp, free, frac, _cap_bytes(cfg))
         if fit is not None and fit < size:
             if fit < 1:
+                one = mp.fixed_bytes + mp.bytes_per_world
+                gb = cfg.compute.get("max_memory_gb", None)
+                limit, src = ((float(gb) * 1e9, f"compute.max_memory_gb={float(gb):g}") if gb is not None else
+                              (frac * free, f"compute.memory_fraction={frac:g} of the {_fmt_bytes(free)} free "
+                                            f"on {devices[0]}"))
+                if one > limit:  # measured: even a chunk of one world does not fit
+                    raise MemoryLimitError(
+                        f"replications={cfg.replications!r}: one world of this run needs {_fmt_bytes(one)} on "
+                        f"{devices[0]} (measured by the probe), above the limit of {_fmt_bytes(limit)} ({src}). "
+                        f"Make a world smaller (fewer vehicles or particles, a smaller network, a shorter "
+                        f"horizon), or set compute.max_memory_gb={math.ceil(one / 1e9):d} to run it anyway.",
+                        "compute.max_memory_gb", gb)
                 log.warning("compute: one world needs ~%.0f MB, more than %.0f%% of the %.0f MB free on %s; "
-                            "trying one world per chunk", mp.bytes_per_world / 1e6,
-                            100 * float(cfg.compute.get("memory_fraction", 0.8)), free / 1e6, devices[0])
+                            "trying one world per chunk", mp.bytes_per_world / 1e6, 100 * frac, free / 1e6,
+                            devices[0])
             size, reason = max(fit, 1), "device memory"
     if cap is not None and cap < size:
         size, reason = int(cap), "compute.max_worlds_per_chunk"
@@ -307,9 +351,10 @@ def search_batch(cfg: DictConfig, replications: int, budget: int) -> int:
     to the baseline arm (``(K + 1) × replications`` worlds), leaving the sampler at least
     :data:`MIN_SEARCH_ROUNDS` rounds of its budget."""
     check_compute(cfg)
+    check_memory(cfg, 1, "one world of a search batch", results=False)  # before the probe builds anything
     devices, measure = targets(cfg)
     mp, free = measure(Job(cfg, WorldBatch.replications(cfg.seed, replications), []), devices)
-    fit = worlds_that_fit(mp, free, float(cfg.compute.get("memory_fraction", 0.8)))
+    fit = worlds_that_fit(mp, free, float(cfg.compute.get("memory_fraction", 0.8)), _cap_bytes(cfg))
     cap = cfg.compute.get("max_worlds_per_chunk", None)
     if cap is not None:
         fit = cap if fit is None else min(fit, cap)
@@ -318,3 +363,279 @@ def search_batch(cfg: DictConfig, replications: int, budget: int) -> int:
     log.info("search: batch %d candidates (memory allows %d; budget %d in >= %d rounds)", k, k_mem, budget,
              MIN_SEARCH_ROUNDS)
     return k
+
+
+# --- the resource estimate: from the config alone, before anything is allocated --------------------------
+# The probe above measures, but it builds the twin: a typo such as replications=1e9, a flow of 1e9 veh/h or a
+# 1000x1000 grid must be refused before that. The figures below are per entity, from peak-RSS measurements of
+# CPU runs (figures off), rounded up; the estimate is meant as an upper bound within a few times the real peak.
+#: a vehicle slot on the compute device: state, parameters, a step's temporaries (the probe: 290-370 B at float32)
+VEHICLE_STATE_BYTES = 400
+#: a vehicle's trips row on this machine, with the copies made merging chunks and writing Parquet
+VEHICLE_RESULT_BYTES = 600
+#: a particle slot (molecular twins; the probe: 75-110 B) and its share of the neighbour search
+PARTICLE_STATE_BYTES = 512
+#: per lane, recording interval and world: detector rows and interval records (4x4 grid: ~1.1 KB measured)
+LANE_INTERVAL_BYTES = 1_200
+#: per lane and world on the device: accumulators and per-lane step temporaries
+LANE_STATE_BYTES = 200
+#: per lane, shared by all worlds: the network's objects, Mesa agents and compiled tables (measured 5-9 KB)
+LANE_FIXED_BYTES = 10_000
+#: molecular: one time-series record of one world (a few species counts per group)
+RECORD_BYTES = 400
+#: per world: its outcome rows and bookkeeping (a 22-vehicle ring: ~18 KB per world all told)
+WORLD_BYTES = 8_000
+#: float64 state: the float columns double
+FLOAT64_FACTOR = 1.4
+
+
+class MemoryLimitError(ConfigError):
+    """A run, search batch or chunk whose estimated memory is above the limit (one line: the estimate,
+    the limit, what to change, and the override)."""
+
+    def __init__(self, message: str, field: str, value):
+        self.field, self.value, self.valid = field, value, "an estimate within the memory limit"
+        ValueError.__init__(self, message)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Upper-bound memory of ``worlds`` worlds of a config, in three causes: the worlds themselves, the
+    vehicles/particles of each world, and the network (shared, plus its per-world records)."""
+
+    worlds: int
+    entities: float  # vehicles/particles per world (an upper bound)
+    noun: str  # "vehicles" | "particles"
+    entity_field: tuple[str, object]  # the setting that sets ``entities`` (its key and value)
+    entity_source: str  # in words, e.g. "scenario.flows_veh_h over horizon_s=3600"
+    entity_state: float  # bytes on the device per entity and world
+    entity_result: float  # bytes of results on this machine per entity and world
+    network_fixed: float  # bytes shared by all worlds (network, route tables)
+    network_state: float  # bytes on the device per world for the network (per-lane accumulators)
+    network_result: float  # bytes of per-world records on this machine (detectors, time series)
+    network_field: tuple[str, object] | None  # e.g. ("scenario.rows", 1000)
+    network_source: str
+
+    def device_bytes(self, at_once: int = 1) -> float:
+        """The compute device: the network and ``at_once`` worlds' state (chunks can be one world)."""
+        return self.network_fixed + at_once * (self.entities * self.entity_state + self.network_state)
+
+    def result_bytes(self) -> float:
+        """This machine: every world's results, held until the run folder is written."""
+        return self.worlds * (WORLD_BYTES + self.entities * self.entity_result + self.network_result)
+
+    def causes(self) -> dict[str, float]:
+        """Bytes by cause (device for one world + results), for naming the setting to change."""
+        W = self.worlds
+        return {"worlds": W * WORLD_BYTES,
+                "entities": self.entities * (self.entity_state + W * self.entity_result),
+                "network": self.network_fixed + self.network_state + W * self.network_result}
+
+
+def _finite(key: str, v) -> float:
+    v = float(v)
+    if not math.isfinite(v):
+        raise ConfigError(key, v, "a finite number")
+    return max(v, 0.0)
+
+
+def _poisson_cap(n: float, flows: int) -> float:
+    """A bound on the slots of ``flows`` Poisson flows carrying ``n`` expected vehicles in all (each flow:
+    mean + 10 sd + 21, as ``Flow.capacity``; the sum of square roots is at most sqrt(flows * n))."""
+    return n + 10.0 * math.sqrt(flows * n) + 21.0 * flows
+
+
+def _traffic_bound(cfg) -> dict:
+    """Vehicles per world, lanes, edges, route table size and lane length of a traffic scenario, from its
+    settings (mirrors scenarios/traffic.py's generators without building anything)."""
+    s, kind = cfg.scenario, str(cfg.scenario.kind)
+    H = _finite("horizon_s", cfg.horizon_s)
+    hours = H / 3600.0
+    scale = _finite("scenario.demand_scale", s.get("demand_scale", 1.0))
+    if kind in ("grid", "arterial"):
+        rows, cols = int(_finite("scenario.rows", s.rows)), int(_finite("scenario.cols", s.cols))
+        lew = int(_finite("scenario.lanes", s.lanes))
+        lns = int(_finite("scenario.lanes_ns", s.get("lanes_ns", 0))) or lew
+        block, appr = _finite("scenario.block_m", s.block_m), _finite("scenario.approach_m", s.approach_m)
+        ew_in, ew_out = 2 * rows * max(cols - 1, 0), 4 * rows
+        ns_in, ns_out = 2 * cols * max(rows - 1, 0), 4 * cols
+        edges = ew_in + ew_out + ns_in + ns_out
+        lanes = (ew_in + ew_out) * lew + (ns_in + ns_out) * lns
+        length = (ew_in * block + ew_out * appr) * lew + (ns_in * block + ns_out * appr) * lns
+        q = _finite("scenario.entry_flow_veh_h", s.entry_flow_veh_h) * scale
+        peak = max(1.0, _finite("scenario.off_peak_factor", s.get("off_peak_factor", 0.6)))
+        side = _finite("scenario.side_flow_factor", s.get("side_flow_factor", 1.0))
+        per_entry = [q * peak * hours] * (2 * rows) + [q * side * peak * hours] * (2 * cols)
+        vehicles = sum(_poisson_cap(n, 3) for n in per_entry)
+        flows, route_len = 3 * len(per_entry), rows + cols + 3
+        field = ("scenario.entry_flow_veh_h", s.entry_flow_veh_h)
+        source = f"scenario.entry_flow_veh_h from {len(per_entry)} entries over horizon_s={H:g}"
+        net_field = ("scenario.rows", rows)
+        net_source = f"scenario.rows={rows} x scenario.cols={cols} junctions, {lanes:,} lanes"
+    elif kind == "junction":
+        ln = int(_finite("scenario.lanes", s.lanes))
+        edges, lanes = 8, 8 * ln
+        length = 8 * _finite("scenario.approach_m", s.approach_m) * ln
+        flows_cfg = {str(k): _finite(f"scenario.flows_veh_h.{k}", v) for k, v in s.flows_veh_h.items()}
+        periodic = str(s.get("arrivals", "poisson")) == "periodic"
+        vehicles = sum((q * scale * hours + 6) if periodic else _poisson_cap(q * scale * hours, 3)
+                       for q in flows_cfg.values())
+        flows, route_len = 3 * len(flows_cfg), 2
+        top = max(flows_cfg, key=flows_cfg.get) if flows_cfg else "N"
+        field = (f"scenario.flows_veh_h.{top}", s.flows_veh_h.get(top) if flows_cfg else None)
+        source = f"scenario.flows_veh_h over horizon_s={H:g}"
+        net_field, net_source = ("scenario.lanes", ln), f"one junction, {lanes} lanes"
+    elif kind == "ring":
+        seg = int(_finite("scenario.segments", s.segments))
+        circ = _finite("scenario.circumference_m", s.circumference_m)
+        edges = lanes = seg
+        length = circ
+        vehicles = _finite("scenario.vehicles", s.vehicles)
+        vmax = _finite("scenario.vehicle.max_speed", s.vehicle.max_speed)
+        flows, route_len = seg, (math.ceil(H * vmax / max(circ, 1e-9)) + 2) * seg
+        field, source = ("scenario.vehicles", s.vehicles), "scenario.vehicles"
+        net_field, net_source = ("scenario.segments", seg), f"a ring of {seg} segments"
+    else:
+        return {}
+    for i, line in enumerate(s.get("bus_lines") or []):  # a bus every headway, plus one
+        hw = _finite(f"scenario.bus_lines[{i}].headway_s", line.get("headway_s", 600.0))
+        vehicles += H / max(hw, 1e-9) + 2
+        flows += 1
+    # slots are padded to a multiple of 16
+    return {"vehicles": vehicles + 16, "lanes": lanes, "edges": edges, "length_m": length,
+            "route_cells": (flows + 1) * route_len, "field": field, "source": source, "net_field": net_field,
+            "net_source": net_source}
+
+
+def estimate_memory(cfg: DictConfig, worlds: int) -> MemoryEstimate | None:
+    """Upper-bound memory of ``worlds`` worlds of ``cfg`` from its settings alone (no twin is built).
+    None for a scenario whose size is only known from its files (sumo): the probe sizes those."""
+    kind = str(cfg.scenario.get("kind", ""))
+    f64 = str(cfg.compute.get("dtype", "float32")) == "float64"
+    k = FLOAT64_FACTOR if f64 else 1.0
+    if kind in ("grid", "arterial", "junction", "ring"):
+        b = _traffic_bound(cfg)
+        H, dt = _finite("horizon_s", cfg.horizon_s), _finite("dt_s", cfg.dt_s) or 1.0
+        n_steps = H / dt
+        out = cfg.get("output") or {}
+        interval = _finite("output.timeseries_interval_s", out.get("timeseries_interval_s", 60.0) or 60.0)
+        intervals = math.ceil(n_steps / max(1, round(max(interval, dt) / dt)))
+        per_world_records = b["lanes"] * intervals * LANE_INTERVAL_BYTES
+        every = int(out.get("trajectory_every", 0) or 0)
+        if every > 0:  # one row per running vehicle per snapshot; running vehicles fit the lanes at jam density
+            v = cfg.scenario.vehicle
+            jam = b["length_m"] / max(_finite("scenario.vehicle.length", v.length) + float(v.min_gap), 1.0)
+            per_world_records += (n_steps // every) * min(b["vehicles"], jam) * 100
+        return MemoryEstimate(
+            worlds=int(worlds), entities=float(b["vehicles"]), noun="vehicles", entity_field=b["field"],
+            entity_source=b["source"], entity_state=VEHICLE_STATE_BYTES * k, entity_result=VEHICLE_RESULT_BYTES,
+            network_fixed=b["lanes"] * LANE_FIXED_BYTES + b["route_cells"] * 16.0,
+            network_state=b["lanes"] * LANE_STATE_BYTES, network_result=per_world_records,
+            network_field=b["net_field"], network_source=b["net_source"])
+    if kind in ("molecular", "lj_fluid"):
+        s = cfg.scenario
+        dt = _finite("scenario.dt", s.dt if s.get("dt") is not None else cfg.dt_s) or 1.0
+        H = _finite("scenario.horizon", s.horizon if s.get("horizon") is not None else cfg.horizon_s)
+        records = (H / dt) / max(int(s.get("record_every", 10) or 10), 1)
+        if kind == "lj_fluid":
+            n = _finite("scenario.n_particles", s.n_particles)
+            field, source = ("scenario.n_particles", s.n_particles), "scenario.n_particles"
+        else:
+            iv = cfg.get("intervention") or {}
+            dose = max(_finite("scenario.dose", s.dose), _finite("intervention.dose", iv.get("dose") or 0.0))
+            dose = max(dose, _finite("scenario.max_dose", s.get("max_dose") or 0.0))
+            first = _finite("scenario.first_dose", s.first_dose)
+            gap = _finite("scenario.dosing_interval", s.dosing_interval) or H
+            n_doses = int(_finite("scenario.n_doses", s.n_doses)) or (math.floor(max(H - first, 0) / gap) + 1)
+            n_doses = max(n_doses, int(_finite("intervention.n_doses", iv.get("n_doses") or 0)))
+            receptors = sum(_finite("scenario.cells.receptors", c.receptors) for c in s.cells)
+            n = receptors + _finite("scenario.n_offtarget", s.n_offtarget) + n_doses * dose
+            field, source = ("scenario.dose", s.dose), f"scenario.dose x {n_doses} doses, receptors, off-targets"
+        return MemoryEstimate(
+            worlds=int(worlds), entities=float(n), noun="particles", entity_field=field, entity_source=source,
+            entity_state=PARTICLE_STATE_BYTES * k, entity_result=0.0, network_fixed=0.0, network_state=0.0,
+            network_result=records * RECORD_BYTES, network_field=None, network_source="")
+    return None
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if b >= size:
+            return f"{b / size:.3g} {unit}"
+    return f"{b / 1e6:.2g} MB"
+
+
+def memory_limits(cfg: DictConfig) -> tuple[tuple[float | None, str], tuple[float | None, str], bool]:
+    """``((device limit, its description), (this machine's limit, ...), device is this machine's memory)``:
+    ``compute.max_memory_gb`` where set, else ``compute.memory_fraction`` of the free memory."""
+    c = cfg.compute
+    gb = c.get("max_memory_gb", None)
+    frac = float(c.get("memory_fraction", 0.8))
+    host_free = free_bytes(torch.device("cpu"))
+    if str(c.get("backend", "local")) == "ray":  # the workers' memory is the cluster's: not known here
+        devices, same = [], False
+    else:
+        devices = resolve_devices(c.device)
+        same = all(d.type == "cpu" for d in devices)
+    if gb is not None:
+        lim = (float(gb) * 1e9, f"compute.max_memory_gb={float(gb):g}")
+        return lim, lim, same
+    host = ((frac * host_free, f"compute.memory_fraction={frac:g} of the {_fmt_bytes(host_free)} free on this "
+             "machine") if host_free is not None else (None, "free memory unknown"))
+    if same or not devices:
+        return host if devices else (None, "the Ray cluster's"), host, same
+    frees = [free_bytes(d) for d in devices]
+    dev_free = min(f for f in frees if f is not None) if any(f is not None for f in frees) else None
+    dev = ((frac * dev_free, f"compute.memory_fraction={frac:g} of the {_fmt_bytes(dev_free)} free on "
+            f"{devices[0]}") if dev_free is not None else (None, "free memory unknown"))
+    return dev, host, same
+
+
+def check_memory(cfg: DictConfig, worlds: int, what: str = "this run", results: bool = True
+                 ) -> MemoryEstimate | None:
+    """Refuse ``worlds`` worlds of ``cfg`` when their estimated memory (:func:`estimate_memory`; one world per
+    chunk on the device, every world's results on this machine) is above the limit (:func:`memory_limits`).
+    ``results=False``: only a chunk of one world (what the compute plan can still shrink to).
+    Raises :class:`MemoryLimitError` naming the estimate, the limit, the setting to change and the override."""
+    est = estimate_memory(cfg, worlds if results else 1)
+    if est is None:
+        return None
+    (dev_lim, dev_src), (host_lim, host_src), same = memory_limits(cfg)
+    def need(e: MemoryEstimate) -> tuple[float, float | None, str]:
+        """(estimate, limit, limit's description) of the pool that is over, or of this machine's when none is"""
+        if not results:
+            return e.device_bytes(), (host_lim if same else dev_lim), (host_src if same else dev_src)
+        if same:  # one pool: the device is this machine's memory
+            return e.device_bytes() + e.result_bytes(), host_lim, host_src
+        if dev_lim is not None and e.device_bytes() > dev_lim:
+            return e.device_bytes(), dev_lim, dev_src
+        return e.result_bytes(), host_lim, host_src
+
+    total, lim, src = need(est)
+    if lim is None or total <= lim:
+        return est
+    W = est.worlds
+    one = dataclasses.replace(est, worlds=1)
+    one_need = need(one)[0]
+    detail = (f"{W:,} worlds x up to {est.entities:,.0f} {est.noun} each ({est.entity_source})"
+              + (f"; {est.network_source}" if est.network_source else ""))
+    if one_need <= lim:  # one world fits: there are too many of them
+        per = (total - one_need) / max(W - 1, 1)
+        fit = 1 + max(int((lim - one_need) // per), 0) if per > 0 else W
+        field, value = "replications", cfg.replications
+        fix = f"Use fewer worlds (about {fit:,} fit: fewer replications, or a smaller search batch)"
+    else:  # one world alone is too big: its vehicles/particles, or its network
+        net = one.network_fixed + one.network_state + one.network_result
+        ent = one.entities * (one.entity_state + one.entity_result)
+        if ent >= net:
+            per = ent / max(one.entities, 1.0)
+            fit = max(int((lim - (one_need - ent)) // per), 0) if per > 0 else 0
+            field, value = est.entity_field
+            fix = f"Lower {est.entity_source} (about {fit:,} {est.noun} per world fit)"
+        else:
+            field, value = est.network_field or ("scenario", str(cfg.scenario.get("name", "")))
+            fix = f"Use a smaller network (here {est.network_source})"
+    raise MemoryLimitError(
+        f"{field}={value!r}: {what} needs an estimated {_fmt_bytes(total)} of memory ({detail}), above the limit "
+        f"of {_fmt_bytes(lim)} ({src}). {fix}, or set compute.max_memory_gb={math.ceil(total / 1e9):d} to run it "
+        "anyway if you know it fits.", field, value)

@@ -4,6 +4,9 @@ A run folder has ``config.yaml`` (resolved), ``manifest.json`` (seed, versions,
 device, dtype, git revision, wall time, complete flag), ``metrics.json``
 (each metric: mean over replications with a 95% CI and n), one Parquet file
 per table (``worlds``, ``trips``, ``timeseries``, ...) and ``figures/``.
+
+One run per folder (:class:`RunFolder`): a folder holding another run's files is refused unless
+``output.overwrite=true``, and a lock keeps a second live run out.
 """
 from __future__ import annotations
 
@@ -120,3 +123,162 @@ def write_tables(outdir: Path, result: RunResult, skip: tuple[str, ...] = ()) ->
 
 def write_config(outdir: Path, cfg) -> None:
     (outdir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+# --- the run folder: one run per folder, one process at a time ------------------------------------------------
+#: what Hydra writes into a folder before a run's code starts (its config record, the job log, a sweep's
+#: record) and this module's lock: a folder holding only these is empty
+LOCK_NAME = ".twins.lock"
+HYDRA_ENTRIES = (".hydra", "multirun.yaml", LOCK_NAME)
+
+
+def foreign_entries(folder: str | Path) -> list[Path]:
+    """The entries of ``folder`` that are not Hydra's own (``.hydra/``, ``*.log``, ``multirun.yaml``) nor the
+    lock: what a previous run left. Empty when the folder does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name not in HYDRA_ENTRIES and not (p.suffix == ".log" and p.is_file()))
+
+
+def lock_holder(folder: str | Path) -> int | None:
+    """The pid of the live process that holds ``folder``'s lock, or None (no lock, or a stale one left by a
+    killed process: the kernel drops an flock with its holder)."""
+    import fcntl
+    import os
+
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return -1
+    finally:
+        os.close(fd)
+    return None
+
+
+#: files only a twins run, search or sweep writes: a folder holding none of them is not cleared
+RUN_MARKERS = ("manifest.json", "config.yaml", "metrics.json", "candidates.parquet", "study.db", "summary.parquet")
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` looks like a run, search or sweep folder (so that output.overwrite may clear it)."""
+    folder = Path(folder)
+    if any((folder / m).exists() for m in RUN_MARKERS):
+        return True
+    subs = [p for p in folder.iterdir() if p.is_dir() and p.name != ".hydra"] if folder.is_dir() else []
+    return bool(subs) and all(any((p / m).exists() for m in (*RUN_MARKERS, ".hydra")) for p in subs)
+
+
+def clear_folder(folder: str | Path) -> list[str]:
+    """Remove what a previous run left in ``folder`` (:func:`foreign_entries`); returns their names. Refused
+    (:class:`~twins.core.errors.ConfigError`) for a folder that is not a run folder: a mistyped
+    ``hydra.run.dir=.`` must not empty a source tree."""
+    import shutil
+
+    from .errors import ConfigError
+
+    if foreign_entries(folder) and not is_run_folder(folder):
+        raise ConfigError("output.overwrite", True, "a run, search or sweep folder to clear",
+                          f"{folder} holds files but none a twins run writes ({', '.join(RUN_MARKERS[:3])}, ...): "
+                          "not clearing it. Choose another folder (hydra.run.dir=...).")
+    gone = []
+    for p in foreign_entries(folder):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+        gone.append(p.name)
+    return gone
+
+
+class FolderInUse(Exception):
+    """Another live process writes into the folder."""
+
+
+class RunFolder:
+    """Claim ``folder`` for one run: an exclusive lock (a second run into it fails at once), and a refusal
+    when the folder holds another run's files, unless ``overwrite`` (cleared first) or ``reuse`` (a resumed
+    search continues its own folder). On a refusal raised inside (a :class:`~twins.core.errors.ConfigError`)
+    a folder left with only Hydra's files is removed, so a refused config leaves no folder behind."""
+
+    def __init__(self, folder: str | Path, overwrite: bool = False, reuse: bool = False, field: str = "hydra.run.dir"):
+        self.folder, self.overwrite, self.reuse, self.field = Path(folder), bool(overwrite), bool(reuse), field
+        self._fd = None
+
+    def __enter__(self) -> "RunFolder":
+        import fcntl
+        import os
+
+        from .errors import ConfigError
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_holder(self.folder)
+            raise FolderInUse(f"{self.field}={str(self.folder)!r}: another twins run (pid {holder}) is writing "
+                              "into this folder. Wait for it to finish, or choose another folder "
+                              f"({self.field}=...).") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        left = foreign_entries(self.folder)
+        if left and not self.reuse:
+            if self.overwrite:
+                log_names = clear_folder(self.folder)
+                import logging
+
+                logging.getLogger("twins").info("output.overwrite=true: cleared %s (%s)", self.folder,
+                                                ", ".join(log_names))
+            else:
+                self._release()
+                names = ", ".join(p.name for p in left[:5]) + (", ..." if len(left) > 5 else "")
+                raise ConfigError("output.overwrite", False,
+                                  f"true to clear {self.folder} first",
+                                  f"The folder holds another run's files ({names}); runs are never mixed. "
+                                  f"Choose a new folder ({self.field}=...) or add output.overwrite=true.")
+        return self
+
+    def _release(self) -> None:
+        import fcntl
+        import os
+
+        if self._fd is None:
+            return
+        try:
+            (self.folder / LOCK_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        from .errors import ConfigError
+
+        self._release()
+        if exc_type is not None and issubclass(exc_type, ConfigError):
+            remove_if_hollow(self.folder)
+
+
+def remove_if_hollow(folder: str | Path) -> bool:
+    """Remove ``folder`` when it holds only Hydra's own files (a refused run's leftovers); True if removed."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir() or foreign_entries(folder) or lock_holder(folder) is not None:
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True

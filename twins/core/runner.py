@@ -37,7 +37,10 @@ def make_twin(cfg: DictConfig, worlds: WorldBatch | None = None):
     """Validate ``cfg`` and build its twin (no stepping yet)."""
     import scenarios
 
+    from twins.compute.plan import check_memory
+
     validate_common(cfg)
+    check_memory(cfg, worlds.size if worlds is not None else int(cfg.replications), "this twin")
     device = driver_device(cfg)  # compute.device (under Ray: the CPU where this machine lacks it)
     dtype = resolve_dtype(cfg.compute.dtype)
     worlds = worlds or WorldBatch.replications(cfg.seed, cfg.replications)
@@ -64,11 +67,12 @@ def plan_counterfactual(cfg: DictConfig):
     import interventions
     from interventions import counterfactual as cf
     from twins.compute.execute import execution_for
-    from twins.compute.plan import Job, build_chunk_twin
+    from twins.compute.plan import Job, build_chunk_twin, check_memory
 
     validate_common(cfg)
     iv = interventions.get(cfg.get("intervention", None))
     arms = cf.arms_from_config(iv)
+    check_memory(cfg, int(cfg.replications) * len(arms), "this run")  # before the worlds are allocated
     worlds = cf.worlds_for(cfg.seed, cfg.replications, arms)
     twin = build_chunk_twin(Job(cfg, worlds, []), [0], driver_device(cfg))
     if len(arms) > 1:
@@ -136,30 +140,61 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
     else:
         summary = io.summarize(result.worlds, result.metrics)
     io.write_json(outdir / "metrics.json", summary)
-    figures = []
-    if cfg.output.figures:
-        figdir = outdir / "figures"
-        figdir.mkdir(exist_ok=True)
-        if counterfactual:
-            from twins import plots
 
-            plots.save(plots.effects(eff, title=f"{cfg.scenario.get('name', '')}: {arms[1].label} − baseline"),
-                       figdir / "effects.png")
-            figures.append("effects.png")
-            for a in arms:  # each arm's own figures, on its worlds only
-                sub = figdir / f"arm{a.index}"
-                sub.mkdir(exist_ok=True)
-                figures += [f"arm{a.index}/{f}" for f in twin.write_figures(_arm_result(result, a.index), sub)]
-        else:
-            figures = twin.write_figures(result, figdir)
-    io.write_json(outdir / "manifest.json", _manifest(cfg, exe, twin, started, complete, worlds=exe.job.W,
-                                                      arms=len(arms), figures=figures))
+    def manifest(**extra):
+        io.write_json(outdir / "manifest.json", _manifest(cfg, exe, twin, started, complete, worlds=exe.job.W,
+                                                          arms=len(arms), **extra))
+
+    # the tables are the run: the manifest marks them complete before any figure is drawn, so a figure that
+    # fails (a read-only figures/, a plotting error) costs a warning and that figure, never the run
+    manifest(figures=[])
+    if cfg.output.figures:
+        figures, failed = _write_figures(outdir / "figures", twin, result, arms, eff if counterfactual else None,
+                                         cfg)
+        manifest(figures=figures, **({"figure_errors": failed} if failed else {}))
     if counterfactual:  # ethics gates on held-out evidence -> gates.json, review.json, audit entry
         from twins import ethics
 
         ethics.review_run(cfg, outdir)
     log.info("wrote %s", outdir)
     return summary
+
+
+def _write_figures(figdir: Path, twin, result, arms, eff, cfg) -> tuple[list[str], list[str]]:
+    """Draw the run's figures; ``(written, errors)``: a failure is logged as a warning and recorded."""
+    figures, failed = [], []
+
+    def attempt(name: str, draw) -> None:
+        try:
+            out = draw()
+            figures.extend(out if isinstance(out, list) else [name])
+        except Exception as e:  # noqa: BLE001  (any plotting or file error: the tables are written already)
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+            log.warning("figure %s not written (%s: %s); the run's tables and manifest are complete",
+                        name, type(e).__name__, e)
+
+    try:
+        figdir.mkdir(exist_ok=True)
+    except OSError as e:
+        failed.append(f"figures/: {type(e).__name__}: {e}")
+        log.warning("figures not written: %s", e)
+        return figures, failed
+    if eff is not None:
+        from twins import plots
+
+        attempt("effects.png", lambda: plots.save(
+            plots.effects(eff, title=f"{cfg.scenario.get('name', '')}: {arms[1].label} − baseline"),
+            figdir / "effects.png"))
+        for a in arms:  # each arm's own figures, on its worlds only
+            def arm_figures(a=a):
+                sub = figdir / f"arm{a.index}"
+                sub.mkdir(exist_ok=True)
+                return [f"arm{a.index}/{f}" for f in twin.write_figures(_arm_result(result, a.index), sub)]
+
+            attempt(f"arm{a.index}/", arm_figures)
+    else:
+        attempt("figures", lambda: list(twin.write_figures(result, figdir)))
+    return figures, failed
 
 
 def _arm_result(result, arm: int):

@@ -133,11 +133,12 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
     return network, demand, begin, end
 
 
-def fringe_demand(net: RoadNetwork, rate_veh_h: float, horizon: float, turn_share: float = 0.2) -> Demand:
+def fringe_demand(net: RoadNetwork, rate_veh_h: float, horizon: float, turn_share: float = 0.2,
+                  left_share: float = 0.0) -> Demand:
     """Poisson demand on a grid-like network: from every fringe entry (a junction of degree <= 2),
-    ``1 - turn_share`` straight across and ``turn_share`` to the nearest exit reached with right
-    turns only (no left turns: permissive lefts do not yield in the twin, so SUMO and the twin
-    would disagree by construction). Used to compare the two simulators on generated grids."""
+    ``1 - turn_share - left_share`` straight across, ``turn_share`` to the nearest exit reached with right
+    turns only and ``left_share`` to the nearest exit reached with left turns only (permissive lefts
+    yield to the oncoming traffic: kernels rule 10). Used to compare the two simulators on generated grids."""
     import numpy as np
 
     from twins.traffic.demand import VehicleType
@@ -162,19 +163,22 @@ def fringe_demand(net: RoadNetwork, rate_veh_h: float, horizon: float, turn_shar
             return abs(p[0] * h[1] - p[1] * h[0]), -(p @ h)
 
         straight = min(sinks, key=off_axis)
-        right = []
+        right, left = [], []
         for t in sinks:
             if t is straight or t.to_node == s.from_node:
                 continue
             route = net.shortest_route(s.id, t.id, g)
             turns = "".join(direction[(x, y)] for x, y in zip(route, route[1:]))
+            near = np.linalg.norm(pos[t.to_node] - pos[straight.to_node])
             if "l" not in turns and "r" in turns:
-                right.append((np.linalg.norm(pos[t.to_node] - pos[straight.to_node]), t.id, route))
-        targets = [(net.shortest_route(s.id, straight.id, g), 1.0 - turn_share)]
-        if right:
-            targets.append((min(right)[2], turn_share))
-        else:
-            targets[0] = (targets[0][0], 1.0)
+                right.append((near, t.id, route))
+            if "r" not in turns and "l" in turns:
+                left.append((near, t.id, route))
+        targets = [(net.shortest_route(s.id, straight.id, g), 1.0)]
+        for found, share in ((right, turn_share), (left, left_share)):
+            if found and share > 0:
+                targets.append((min(found)[2], share))
+                targets[0] = (targets[0][0], targets[0][1] - share)
         for route, share in targets:
             flows.append(Flow(f"{route[0]}__{route[-1]}", route, rate_veh_h * share, 0.0, horizon, "poisson", "car"))
     return Demand({"car": VehicleType(id="car")}, flows)

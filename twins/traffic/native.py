@@ -184,7 +184,7 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     halted = state["halted"].view(torch.uint8)
     ptrs = {k: _ptr(state[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
                                             "pos", "speed", "time_loss", "stops", "depart", "conn")}
-    conn_yield = net.conn_yield.to(torch.uint8)  # the C++ reads bytes
+    conn_yield = net.conn_yield.view(torch.uint8)  # the C++ reads bytes (a view: no copy per step)
     ptrs.update(conn_yield=_ptr(conn_yield, "conn_yield"), conn_foes=_ptr(net.conn_foes, "conn_foes"))
     ptrs["halted"] = _ptr(halted, "halted")
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",

@@ -29,9 +29,7 @@ the comparison is per core).
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -53,19 +51,9 @@ from twins.traffic.demand import Demand  # noqa: E402
 from twins.traffic.model import TrafficScenario, TrafficTwin  # noqa: E402
 from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, run_sumo  # noqa: E402
 
-RESCO = ["cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21"]
-DEFAULT_RESCO = ROOT.parent / "shared" / "data" / "resco"
-
-
-def load_avg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def pct(a: float, b: float) -> str:
-    return f"{(a - b) / b * 100:+6.1f}%" if b and not math.isnan(b) else "   n/a"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_sumo_common.py
+from _sumo_common import (DEFAULT_RESCO, RESCO, cpu_name, load_avg, load_resco, pct, resco_cfg,  # noqa: E402
+                          sumo_version)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,13 +101,11 @@ def bench_resco(resco: Path, names: list[str], quick: bool) -> dict:
     print(f"{'':13s} {'':>4s} | {'twin':>7s} {'SUMO':>7s} {'diff':>6s} | {'twin':>7s} {'SUMO':>7s} {'diff':>6s} | "
           f"{'twin':>7s} {'SUMO':>7s} {'diff':>6s} | {'twin':>8s} {'SUMO':>8s} {'ratio':>6s}")
     for name in names:
-        cfg = resco / name / f"{name}.sumocfg"
+        cfg = resco_cfg(resco, name)
         if not cfg.is_file():
             print(f"{name:13s} skipped: {cfg} missing")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", sumo.SumoImportWarning)
-            sc = sumo.load_sumocfg(cfg)
+        sc = load_resco(cfg)
         end = sc.end if not quick else min(sc.end, sc.begin + 900.0)
         s = run_sumo(cfg, sc.network.programs, car_follow_model="IDM", seed=0, end=end)
         t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin), end - sc.begin)
@@ -229,13 +215,11 @@ def bench_grid(quick: bool, target: int, workdir: Path) -> dict:
 # (c) batched worlds
 def bench_batch(resco: Path, name: str, worlds: int, quick: bool, sumo_ref: dict | None) -> dict:
     print(f"\n== (c) {worlds} worlds of {name} in the twin vs one SUMO run ==")
-    cfg = resco / name / f"{name}.sumocfg"
+    cfg = resco_cfg(resco, name)
     if not cfg.is_file():
         print(f"   skipped: {cfg} missing")
         return {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        sc = sumo.load_sumocfg(cfg)
+    sc = load_resco(cfg)
     end = sc.end if not quick else min(sc.end, sc.begin + 900.0)
     s = sumo_ref or run_sumo(cfg, sc.network.programs, car_follow_model="IDM", seed=0, end=end)
     t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin), end - sc.begin, worlds=worlds)
@@ -267,13 +251,7 @@ def main() -> None:
     except SumoNotFoundError as e:
         print(f"skipped: {e}")
         return
-    ver = subprocess.run([find_sumo("sumo"), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)
-                   .stdout.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001
-        pass
+    ver, cpu = sumo_version(find_sumo("sumo")), cpu_name()
     print(f"{ver}; torch {torch.__version__}, {a.threads} thread(s), compute.compile={a.compile}; CPU {cpu}, "
           f"{os.cpu_count()} cores; "
           f"load average {load_avg()}")

@@ -1,0 +1,413 @@
+"""Fidelity against SUMO (issue 17): the RESCO scenarios in the twin and in SUMO, IDM and Krauss, several seeds.
+
+    PYTHONPATH=. python benchmarks/bench_fidelity.py                       # 6 scenarios x IDM, Krauss x 3 seeds
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --scenarios cologne1 --seeds 2 --horizon 600   # a quick look
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --resco DIR --models IDM --seeds 0,1,2 --out DIR
+
+Per scenario and car-following model it prints the twin's and SUMO's mean travel
+time, mean delay and throughput, the twin/SUMO ratio with a pass/fail mark against
+issue 17's targets, and SUMO's own seed-to-seed spread (standard deviation and
+min–max over the seeds), which is the yardstick for how much of a gap is noise.
+
+**SUMO** (the reference): ``sumo -c NAME.sumocfg --default.carfollowmodel MODEL
+--seed S --tripinfo-output ...`` through :func:`twins.traffic.sumo_bridge.run_sumo`,
+one run per seed, with the signal programs of the ``.net.xml`` as they are
+(``--sumo-plan twin`` runs the twin's import of them instead, as ``bench_sumo.py``
+does). ``--default.carfollowmodel`` sets the model of every vType that does not
+name one, which is every vType of the six RESCO route files; Krauss is SUMO's
+default. On these files (fixed vehicle lists) ``--seed`` varies the drivers'
+speed factors (``speedDev``) and, for Krauss, the driver imperfection ``sigma``;
+departures are the same in every run.
+
+**The twin**: the path ``python -m twins run scenario=sumo scenario.sumocfg=...``
+takes (the Hydra config composed with those overrides, the twin built by
+``scenarios.build_twin``), with ``scenario.demand_variation=none`` where the
+config has that key, so the twin runs the file's departures as SUMO does (the
+``scenario=sumo`` default re-draws them). One batched run per scenario and model
+with one world per seed (world i is replication ``seeds[i]``: the twin's keyed
+noise, not SUMO's random stream, so the seeds pair up by label only). The twin's
+car-following model is ``scenario.car_following`` (IDM | Krauss) when the
+composed config has it, else an argument ``car_following`` of ``TrafficTwin`` or
+``TrafficScenario`` when either takes one; when none does, the twin has IDM only
+and its Krauss columns print ``n/a``.
+
+Metrics (the same definitions in both, see ``twins/traffic/sumo_bridge.py``):
+mean travel time = mean tripinfo ``duration`` (arrival − actual departure) of the
+vehicles that arrived by the end; mean delay = mean ``timeLoss`` of those;
+throughput = vehicles that arrived by the end. ``--horizon S`` ends both runs S
+seconds after the scenario's begin (vehicles still on the road are left out of
+the means and the throughput in both).
+
+Targets (issue 17): IDM — travel time and delay within ±10 %, throughput within
+±3 %; Krauss — travel time and delay within ±15 % (throughput: ±3 %, as for IDM;
+the issue gives one Krauss figure). A mark reads ``ok`` or ``FAIL``.
+
+Results: ``--out DIR`` (default ``outputs/bench_fidelity/DATE_TIME`` under the
+repository, git-ignored) gets ``runs.csv`` (one row per simulator, scenario,
+model and seed), ``summary.csv`` (one row per scenario and model), ``table.md``
+(the Markdown table for ``benchmarks/README.md``) and ``fidelity.json`` (all of
+it with the machine, the command line and the commit), rewritten after every
+scenario so an interrupted run keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import inspect
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_sumo_common.py
+from _sumo_common import (DEFAULT_RESCO, RESCO, ROOT, cpu_name, load_avg, load_resco,  # noqa: E402
+                          resco_cfg, sumo_version)
+
+from twins.core.errors import ConfigError  # noqa: E402
+from twins.core.worlds import WorldBatch  # noqa: E402
+from twins.traffic import sumo  # noqa: E402
+from twins.traffic.model import TrafficScenario, TrafficTwin  # noqa: E402
+from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, run_sumo  # noqa: E402
+
+MODELS = ("IDM", "Krauss")
+METRICS = (("mean_travel_time_s", "travel time s"), ("mean_delay_s", "delay s"), ("throughput_veh", "throughput"))
+# relative tolerance of twin/SUMO - 1 per model and metric (issue 17)
+TARGETS = {"IDM": {"mean_travel_time_s": 0.10, "mean_delay_s": 0.10, "throughput_veh": 0.03},
+           "Krauss": {"mean_travel_time_s": 0.15, "mean_delay_s": 0.15, "throughput_veh": 0.03}}
+EXTRA = ("vehicles_inserted", "teleports", "vehicles_waiting")  # reported in the files, not in the table
+
+
+# ------------------------------------------------------------------------------------------------
+# SUMO
+def sumo_runs(cfg: Path, model: str, seeds: list[int], end: float, plan, progress) -> list[dict]:
+    out = []
+    for s in seeds:
+        t0 = time.perf_counter()
+        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end)
+        row = {k: r[k] for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh", "vehicles_inserted",
+                                 "teleports", "wall_time_s")}
+        row["vehicles_waiting"] = r["vehicles_waiting"]
+        row["seed"] = s
+        out.append(row)
+        progress(f"SUMO seed {s}", time.perf_counter() - t0, row,
+                 f", {r['teleports']} teleports" if r["teleports"] else "")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the twin
+def compose(overrides: list[str]):
+    from hydra import compose as _compose, initialize_config_dir
+
+    from twins.cli import CONF_DIR  # registers the structured configs
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return _compose(config_name="config", overrides=["output.figures=false", "progress=false", *overrides])
+
+
+def twin_car_following(cfg) -> tuple[str | None, str | None]:
+    """(where the twin takes a car-following model: 'config' | 'twin' | 'scenario' | None, the config's default)."""
+    if "car_following" in cfg.scenario:
+        return "config", cfg.scenario.get("car_following")
+    if "car_following" in inspect.signature(TrafficTwin.__init__).parameters:
+        return "twin", None
+    if "car_following" in {f.name for f in dataclasses.fields(TrafficScenario)}:
+        return "scenario", None
+    return None, None
+
+
+def model_value(model: str, default) -> str:
+    """The config's spelling of ``model``: lower case when the config's default is written in lower case."""
+    return model.lower() if isinstance(default, str) and default == default.lower() else model
+
+
+def twin_build(cfg, worlds: WorldBatch, where: str | None, model: str | None):
+    import scenarios
+    from scenarios.sumo import load_scenario
+    from scenarios.traffic import _twin_kwargs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sumo.SumoImportWarning)
+        if where in (None, "config"):
+            return scenarios.build_twin(cfg, worlds, "cpu", torch.float32)
+        # the model is an argument of the Python API only: the builder's steps with it added
+        network, demand, begin, end = load_scenario(cfg.scenario)
+        extra = {"car_following": model}
+        scen = TrafficScenario(network, demand, cfg.scenario.name, begin=begin,
+                               **(extra if where == "scenario" else {}))
+        return TrafficTwin(scen, worlds, horizon=float(end - begin), device="cpu", dtype=torch.float32,
+                           **_twin_kwargs(cfg), **(extra if where == "twin" else {}))
+
+
+def twin_runs(base: list[str], cfg, where, default, model: str, seeds: list[int], progress) -> list[dict]:
+    overrides = list(base)
+    if where == "config":
+        overrides.append(f"scenario.car_following={model_value(model, default)}")
+        cfg = compose(overrides)
+    worlds = WorldBatch(0, torch.tensor(seeds, dtype=torch.int64), torch.zeros(len(seeds), dtype=torch.int64))
+    t0 = time.perf_counter()
+    tw = twin_build(cfg, worlds, where, model)
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    while tw.step_index < tw.n_steps:
+        tw.step()
+    loop = time.perf_counter() - t1
+    w = tw.results().worlds
+    w = (w.sort_values("world") if "world" in w else w).reset_index(drop=True)  # row i: world i = seeds[i]
+    out = []
+    for i, s in enumerate(seeds):
+        row = {k: float(w.loc[i, k]) for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh",
+                                               "vehicles_inserted")}
+        row["vehicles_waiting"] = float(w.loc[i, "vehicles_waiting_to_insert_end"])
+        row["teleports"] = 0
+        row["wall_time_s"] = (build + loop) / len(seeds)  # its share of the batched run
+        row["seed"] = s
+        out.append(row)
+    mean = {k: float(np.mean([r[k] for r in out])) for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh")}
+    progress(f"twin seeds {','.join(map(str, seeds))} ({len(seeds)} worlds, kernel {getattr(tw, 'kernel', '?')})",
+             build + loop, mean, f" (build {build:.1f} s, stepping {loop:.1f} s; means over the worlds)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# summary and table
+def stats(rows: list[dict], key: str) -> dict:
+    v = np.array([r[key] for r in rows], dtype=float)
+    if not len(v) or np.isnan(v).all():
+        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": int(len(v))}
+    return {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan,
+            "min": float(np.nanmin(v)), "max": float(np.nanmax(v)), "n": int(len(v))}
+
+
+def summarize(scenario: str, model: str, twin: list[dict] | None, sumo_rows: list[dict], twin_note: str) -> dict:
+    s = {"scenario": scenario, "model": model, "twin_note": twin_note}
+    for key, _ in METRICS + tuple((k, k) for k in EXTRA):
+        ss = stats(sumo_rows, key)
+        ts = stats(twin, key) if twin else None
+        for k, v in ss.items():
+            s[f"sumo_{key}_{k}"] = v
+        for k in ("mean", "std", "min", "max"):
+            s[f"twin_{key}_{k}"] = ts[k] if ts else math.nan
+        if key in TARGETS[model]:
+            ratio = ts["mean"] / ss["mean"] if ts and ss["mean"] else math.nan
+            s[f"{key}_ratio"] = ratio
+            s[f"{key}_pass"] = (None if math.isnan(ratio) else bool(abs(ratio - 1.0) <= TARGETS[model][key] + 1e-12))
+    return s
+
+
+def _f(x: float, nd: int = 1) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def _mark(p) -> str:
+    return "n/a" if p is None else ("ok" if p else "FAIL")
+
+
+def console_table(summary: list[dict]) -> str:
+    lines = []
+    head = f"{'scenario':12s} {'model':6s}"
+    sub = f"{'':12s} {'':6s}"
+    for key, label in METRICS:
+        head += f" | {label:^39s}"
+        sub += f" | {'twin':>7s} {'SUMO mean±sd (min–max)':>22s} {'ratio':>5s} {'':>2s}"
+    lines += [head, sub, "-" * len(sub)]
+    for s in summary:
+        line = f"{s['scenario']:12s} {s['model']:6s}"
+        for key, _ in METRICS:
+            nd = 0 if key == "throughput_veh" else 1
+            sumo_txt = (f"{_f(s[f'sumo_{key}_mean'], nd)}±{_f(s[f'sumo_{key}_std'], nd)} "
+                        f"({_f(s[f'sumo_{key}_min'], nd)}–{_f(s[f'sumo_{key}_max'], nd)})")
+            line += (f" | {_f(s[f'twin_{key}_mean'], nd):>7s} {sumo_txt:>22s} {_f(s[f'{key}_ratio'], 2):>5s} "
+                     f"{_mark(s[f'{key}_pass']):>4s}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def markdown_table(summary: list[dict]) -> str:
+    cols = ["scenario", "model"]
+    for _, label in METRICS:
+        cols += [f"{label}: twin", f"{label}: SUMO mean ± sd (min–max)", "twin/SUMO"]
+    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join(["---"] * 2 + ["---:"] * (len(cols) - 2)) + " |"]
+    for s in summary:
+        cells = [s["scenario"], s["model"]]
+        for key, _ in METRICS:
+            nd = 0 if key == "throughput_veh" else 1
+            cells += [_f(s[f"twin_{key}_mean"], nd),
+                      f"{_f(s[f'sumo_{key}_mean'], nd)} ± {_f(s[f'sumo_{key}_std'], nd)} "
+                      f"({_f(s[f'sumo_{key}_min'], nd)}–{_f(s[f'sumo_{key}_max'], nd)})",
+                      (f"{_f(s[f'{key}_ratio'], 2)} {_mark(s[f'{key}_pass'])}" if s[f"{key}_pass"] is not None
+                       else "n/a")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write(out: Path, meta: dict, runs: list[dict], summary: list[dict]) -> None:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
+    pd.DataFrame(summary).to_csv(out / "summary.csv", index=False)
+    (out / "table.md").write_text(markdown_table(summary) + "\n")
+    clean = lambda x: None if isinstance(x, float) and math.isnan(x) else x  # noqa: E731
+    (out / "fidelity.json").write_text(json.dumps(
+        {"meta": meta, "runs": [{k: clean(v) for k, v in r.items()} for r in runs],
+         "summary": [{k: clean(v) for k, v in s.items()} for s in summary]}, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------
+def parse_seeds(text: str) -> list[int]:
+    text = text.strip()
+    if "," not in text and text.isdigit():
+        return list(range(int(text)))
+    seeds = [int(x) for x in text.split(",") if x.strip()]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a count (3 = seeds 0,1,2) or distinct seeds (0,4,7)")
+    return seeds
+
+
+def git_commit() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return r.stdout.strip() + (" (+ uncommitted changes)" if dirty else "")
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resco", type=Path, default=DEFAULT_RESCO,
+                    help=f"folder with the RESCO scenarios (NAME/NAME.sumocfg); default {DEFAULT_RESCO}")
+    ap.add_argument("--scenarios", default=",".join(RESCO), help="comma-separated scenario names (default: all six)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: IDM, Krauss")
+    ap.add_argument("--seeds", type=parse_seeds, default=parse_seeds("3"),
+                    help="a count (3 = seeds 0,1,2) or a comma-separated list of seeds")
+    ap.add_argument("--horizon", type=float, default=None,
+                    help="simulate only this many seconds after each scenario's begin (default: to its end)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the twin (SUMO uses one)")
+    ap.add_argument("--compile", default="null", choices=["null", "true", "false"],
+                    help="the twin's compute.compile (null: the compiled CPU step where a C++ compiler is found)")
+    ap.add_argument("--sumo-plan", default="file", choices=["file", "twin"],
+                    help="SUMO's signal programs: the .net.xml's (file) or the twin's import of them (twin)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for runs.csv, summary.csv, table.md, fidelity.json "
+                         "(default outputs/bench_fidelity/DATE_TIME)")
+    a = ap.parse_args()
+
+    names = [n.strip() for n in a.scenarios.split(",") if n.strip()]
+    models = []
+    for m in (x.strip() for x in a.models.split(",") if x.strip()):
+        canon = {x.lower(): x for x in MODELS}.get(m.lower())
+        if canon is None:
+            ap.error(f"--models: {m!r} is not one of {', '.join(MODELS)}")
+        models.append(canon)
+    if a.horizon is not None and not (0 < a.horizon < math.inf):
+        ap.error(f"--horizon: {a.horizon} is not a positive number of seconds")
+    if not a.resco.is_dir():
+        ap.error(f"the RESCO scenarios are not at {a.resco}: pass --resco DIR, the folder that holds "
+                 f"cologne1/cologne1.sumocfg etc. (default: ../shared/data/resco next to the repository)")
+    missing = [str(resco_cfg(a.resco, n)) for n in names if not resco_cfg(a.resco, n).is_file()]
+    if missing:
+        ap.error(f"not found: {', '.join(missing)} (check --resco and --scenarios; the six are {', '.join(RESCO)})")
+    try:
+        exe = find_sumo("sumo")
+    except SumoNotFoundError as e:
+        sys.exit(f"bench_fidelity: {e}")
+    torch.set_num_threads(a.threads)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    out = a.out or ROOT / "outputs" / "bench_fidelity" / started.strftime("%Y-%m-%d_%H-%M-%S")
+    meta = {"command": "python " + " ".join(shlex.quote(x) for x in sys.argv), "started_utc": started.isoformat(),
+            "commit": git_commit(), "sumo": sumo_version(exe), "torch": torch.__version__, "threads": a.threads,
+            "cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": load_avg(),
+            "resco": str(a.resco), "scenarios": names, "models": models, "seeds": a.seeds, "horizon_s": a.horizon,
+            "compile": a.compile, "sumo_plan": a.sumo_plan, "targets": TARGETS}
+    print(f"{meta['sumo']}; torch {meta['torch']}, {a.threads} thread(s), compute.compile={a.compile}; "
+          f"CPU {meta['cpu']}, {meta['cores']} cores; load average {meta['load_average_start']}; commit {meta['commit']}")
+
+    runs: list[dict] = []
+    summary: list[dict] = []
+    n_runs = len(names) * len(models) * (len(a.seeds) + 1)
+    k = 0
+    t_all = time.perf_counter()
+    twin_notes = set()
+    for name in names:
+        cfg_path = resco_cfg(a.resco, name)
+        opts, _ = sumo.read_sumocfg(cfg_path)
+        begin, file_end = float(opts.get("begin", 0.0)), float(opts["end"]) if opts.get("end") else None
+        end = file_end if a.horizon is None else begin + a.horizon
+        if file_end is not None and end > file_end:
+            end = file_end
+        if end is None:
+            sys.exit(f"bench_fidelity: {cfg_path} sets no end time: pass --horizon")
+        base = ["scenario=sumo", f"scenario.sumocfg={cfg_path}", f"scenario.name={name}", f"scenario.end={end:g}",
+                f"compute.compile={a.compile}", f"replications={len(a.seeds)}"]
+        cfg = compose(base)
+        if "demand_variation" in cfg.scenario:  # the file's departures, as SUMO runs them
+            base.append("scenario.demand_variation=none")
+            cfg = compose(base)
+        where, default = twin_car_following(cfg)
+        plan = load_resco(cfg_path).network.programs if a.sumo_plan == "twin" else None
+        how = {"config": "scenario.car_following", "twin": "TrafficTwin(car_following=...)",
+               "scenario": "TrafficScenario(car_following=...)"}.get(where, "IDM only (no scenario.car_following)")
+        print(f"\n== {name}: {begin:g}..{end:g} s ({end - begin:g} s); the twin's car-following model: {how} ==",
+              flush=True)
+        for model in models:
+            def progress(what, secs, row, tail=""):
+                nonlocal k
+                k += 1
+                print(f"[{k}/{n_runs}] {name} {model} {what}: {secs:.1f} s — travel time "
+                      f"{row['mean_travel_time_s']:.1f} s, delay {row['mean_delay_s']:.1f} s, "
+                      f"{row['throughput_veh']:,.0f} arrived{tail}; load {load_avg()}", flush=True)
+
+            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress)
+            runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **r} for r in s_rows]
+            t_rows, note = None, ""
+            if model == "IDM" or where is not None:
+                try:
+                    t_rows = twin_runs(base, cfg, where, default, model, a.seeds, progress)
+                except ConfigError as e:
+                    note = f"twin refused scenario.car_following={model}: {e}"
+                    print(f"[{k + 1}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
+                    k += 1
+                if t_rows:
+                    runs += [{"sim": "twin", "scenario": name, "model": model, "horizon_s": end - begin, **r}
+                             for r in t_rows]
+            else:
+                k += 1
+                note = "the twin has no Krauss model (no scenario.car_following): n/a"
+                print(f"[{k}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
+            if note:
+                twin_notes.add(note)
+            summary.append(summarize(name, model, t_rows, s_rows, note))
+        meta["wall_s"] = time.perf_counter() - t_all
+        meta["load_average_end"] = load_avg()
+        write(out, meta, runs, summary)
+
+    h = "to each scenario's end" if a.horizon is None else f"{a.horizon:g} s after each scenario's begin"
+    print(f"\n== twin vs SUMO, {len(a.seeds)} seed(s) ({','.join(map(str, a.seeds))}), {h}; SUMO programs: "
+          f"{a.sumo_plan} ==")
+    print(console_table(summary))
+    print("targets: IDM travel time and delay ±10 %, throughput ±3 %; Krauss travel time and delay ±15 %, "
+          "throughput ±3 %. sd and min–max: SUMO over its seeds.")
+    for note in sorted(twin_notes):
+        print(f"note: {note}")
+    tele = [(s["scenario"], s["model"], s["sumo_teleports_mean"]) for s in summary if s["sumo_teleports_mean"]]
+    if tele:
+        print("SUMO teleports (mean per run): " + ", ".join(f"{n} {m} {t:.1f}" for n, m, t in tele))
+    print(f"total {time.perf_counter() - t_all:.0f} s; load average {load_avg()}; results in {out}")
+
+
+if __name__ == "__main__":
+    main()

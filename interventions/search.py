@@ -22,9 +22,18 @@ paired effects (treated − baseline on the same replications).
   search), paired against the baseline; each gets its search estimate, the
   confirmed estimate with a 95% interval, and the gap (winner's curse).
 
-Outputs (with ``outdir``): ``candidates.parquet`` (every evaluation),
-``pareto.parquet``, ``confirmed.parquet``, ``best_policy.json``,
-``figures/{convergence,pareto,confirmed}.png``.
+Outputs (with ``outdir``): ``candidates.parquet`` (every evaluation; ``invalid``
+names why the intervention refused a plan), ``pareto.parquet``, ``confirmed.parquet``,
+``best_policy.json``, ``figures/{convergence,pareto,confirmed}.png``.
+
+``best_policy.json`` describes the best confirmed candidate (``params``,
+``confirmed``) and says whether to apply it: ``recommendation`` is
+``"candidate"`` only when its held-out 95% interval on the first objective lies
+entirely on the better side of 0; otherwise ``"baseline"`` (its point estimate
+is worse, or the interval includes 0), with the ``reason``, the candidate's
+confirmed effect under ``best_candidate`` for reference and
+``recommended_params: {}``. ``candidates`` counts the invalid plans (also in
+``manifest.json`` as ``search_summary`` and on the console).
 """
 from __future__ import annotations
 
@@ -262,6 +271,7 @@ class Search:
         self.confirm_during_search = bool(confirm_during_search)
         self._held: dict = {}  # trial -> (held-out Outcomes, row): confirmations are evaluated once
         self._confirmed_text: str | None = None
+        self.summary: dict | None = None  # after finish(): invalid plans and the recommendation
         self.confirmed_groups = pd.DataFrame()
         if sampler == "grid":
             n = int(np.prod([len(v) for v in _grid(self.space, self.grid_points).values()]))
@@ -585,6 +595,11 @@ class Search:
                     "sampler": self.sampler_name, "budget": self.budget, "batch": self.batch,
                     "storage": self.storage_url, "study_name": self.study_name, **self.meta}
             best["compute"] = _compute_per_policy(self.evaluate, confirmed)
+            best.update(self.recommendation(confirmed, best_trial, best["params"]))
+        self.summary = {**invalid_summary(cand), "recommendation": (best or {}).get("recommendation", "baseline"),
+                        "reason": (best or {}).get("reason") or self._infeasible_reason(cand, confirmed)}
+        if best is not None:
+            best["candidates"] = invalid_summary(cand)
         if len(pareto) and len(confirmed):
             c = confirmed.pivot_table(index="trial", columns="metric",
                                       values=["confirmed_effect", "ci_low", "ci_high", "gap"])
@@ -594,6 +609,61 @@ class Search:
         if self.outdir is not None:
             self.write(res)
         return res
+
+    def _infeasible_reason(self, cand: pd.DataFrame, confirmed: pd.DataFrame) -> str:
+        """Why no candidate is recommended when none is feasible: none evaluated, none feasible while searching,
+        or the limits the best confirmed candidate breaks on the held-out replications."""
+        ok = cand[cand["state"] == "COMPLETE"] if len(cand) else cand
+        if not len(ok):
+            return "no candidate could be evaluated (every one was invalid or failed)"
+        if not len(confirmed):
+            return (f"no candidate was feasible while searching ({len(ok)} evaluated): every one broke "
+                    + ", ".join(c.label for c in self.constraints))
+        o = self.objectives[0]
+        wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
+        tr = int(wide[o.metric].idxmin() if o.direction == "minimize" else wide[o.metric].idxmax())
+        geff = {}
+        groups = self.confirmed_groups
+        for r in (groups[groups["trial"] == tr].itertuples() if len(groups) else ()):
+            geff.setdefault((r.group_kind, r.group), {})[r.metric] = (r.ci_low, r.ci_high)
+        broken = []
+        for c in self.constraints:
+            v = c.violation(wide.loc[tr].to_dict(), geff or None)
+            if v > 0:
+                broken.append(f"{c.label} (by up to {v:.3g}" + (" on the unfavourable end of a group's 95% interval"
+                                                                 if c.group_kind else "") + ")")
+        return (f"no candidate was feasible on the held-out replications: the best (trial {tr}, {o.metric} "
+                f"{wide.loc[tr, o.metric]:+.4g}) breaks " + ("; ".join(broken) or "a constraint"))
+
+    def recommendation(self, confirmed: pd.DataFrame, trial: int, params: dict) -> dict:
+        """Whether the best confirmed candidate should replace the baseline. It is recommended only when its
+        held-out 95% interval on the first objective lies entirely on the better side of 0 (``ci_high < 0``
+        when minimizing, ``ci_low > 0`` when maximizing): the baseline stays when the candidate's point
+        estimate is worse than (or equal to) the baseline, or when the interval includes 0 (not significantly
+        better), or is not finite. ``params``/``confirmed`` keep describing the best candidate (for reference);
+        ``recommended_params`` is what to apply ({} = the scenario's own plan)."""
+        o = self.objectives[0]
+        row = confirmed[(confirmed["trial"] == trial) & (confirmed["metric"] == o.metric)]
+        eff, lo, hi = (float(row[c].iloc[0]) if len(row) else math.nan for c in ("confirmed_effect", "ci_low",
+                                                                                  "ci_high"))
+        sign = -1.0 if o.direction == "minimize" else 1.0  # gain = sign · effect
+        ref = {"trial": int(trial), "metric": o.metric, "direction": o.direction, "effect": _json_num(eff),
+               "ci_low": _json_num(lo), "ci_high": _json_num(hi), "n": int(row["n"].iloc[0]) if len(row) else 0}
+        txt = f"{o.metric} {eff:+.4g} [{lo:+.4g}, {hi:+.4g}]"
+        worst_gain = sign * (hi if sign < 0 else lo)  # the gain at the interval's unfavourable end
+        if not (math.isfinite(eff) and math.isfinite(lo) and math.isfinite(hi)):
+            why = f"the best candidate's held-out effect is not finite ({txt}, n={ref['n']})"
+        elif not sign * eff > 0:
+            why = (f"no candidate beats the baseline on held-out replications: the best (trial {trial}) changes "
+                   f"{txt}, {'worse than' if sign * eff < 0 else 'the same as'} the baseline ({o.direction})")
+        elif not worst_gain > 0:
+            why = (f"no candidate beats the baseline significantly on held-out replications: the best (trial "
+                   f"{trial}) changes {txt}; its 95% interval includes 0")
+        else:
+            return {"recommendation": "candidate", "recommended_params": dict(params), "best_candidate": ref,
+                    "reason": f"trial {trial} beats the baseline on held-out replications: {txt} (95% interval "
+                              f"{'below' if sign < 0 else 'above'} 0)"}
+        return {"recommendation": "baseline", "recommended_params": {}, "best_candidate": ref, "reason": why}
 
     # --- outputs --------------------------------------------------------------------------------
     def write(self, res: SearchResult) -> None:
@@ -650,6 +720,29 @@ def _group_means(out: Outcomes, k: int) -> dict | None:
 
 def _num(x) -> float:
     return math.nan if x is None else float(x)
+
+
+def _json_num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def invalid_summary(cand: pd.DataFrame) -> dict:
+    """How many evaluated candidates the intervention refused as invalid plans, and for which parameter
+    (the field its message names first), e.g. ``{"evaluated": 32, "invalid": 1, "invalid_share": 0.031,
+    "invalid_by": {"intervention.cycle_s": 1}}``."""
+    if not len(cand):
+        return {"evaluated": 0, "invalid": 0, "invalid_share": 0.0, "invalid_by": {}}
+    done = cand[~cand["orphaned"].astype(bool)] if "orphaned" in cand else cand
+    why = done["invalid"] if "invalid" in done else pd.Series([], dtype=object)
+    # a rejected plan (the intervention's message); "non-finite objective" is a run that produced no number
+    bad = why[why.notna() & (why != "non-finite objective")].astype(str)
+    by: dict[str, int] = {}
+    for w in bad:
+        key = w.split("=", 1)[0].strip() if "=" in w.split(" ", 1)[0] else w.split(":", 1)[0][:60]
+        by[key] = by.get(key, 0) + 1
+    n = int(len(done))
+    return {"evaluated": n, "invalid": int(len(bad)), "invalid_share": round(len(bad) / n, 4) if n else 0.0,
+            "invalid_by": dict(sorted(by.items(), key=lambda kv: -kv[1]))}
 
 
 def _compute_per_policy(evaluate, confirmed: pd.DataFrame) -> dict | None:
@@ -830,11 +923,20 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
                 log.info("best (trial %d) %s: search %+.3f, confirmed %+.3f [%+.3f, %+.3f] (gap %+.3f)",
                          res.best["trial"], m, e["search_effect"], e["effect"], _num(e["ci_low"]),
                          _num(e["ci_high"]), _num(e["gap"]))
+    summary = getattr(srch, "summary", None) or invalid_summary(res.candidates)
+    log.info("search: %d candidate(s) evaluated, %d invalid plan(s) (%.0f %%)%s", summary["evaluated"],
+             summary["invalid"], 100 * summary["invalid_share"],
+             (": " + ", ".join(f"{k} {v}" for k, v in summary["invalid_by"].items())) if summary["invalid"] else "")
+    if summary.get("recommendation") == "baseline":
+        log.warning("recommendation: keep the baseline: %s", summary["reason"])
+    elif res.best:
+        log.info("recommendation: trial %d (%s)", res.best["trial"], summary.get("reason", ""))
     energy = (res.best or {}).get("compute", {}).get("energy_per_confirmed_policy_j")
-    manifest(True, energy_per_confirmed_policy_j=energy, figures=[])  # before the figures: they may fail
+    extra = {"search_summary": summary}
+    manifest(True, energy_per_confirmed_policy_j=energy, figures=[], **extra)  # before the figures: they may fail
     if cfg.output.figures:
         figures, failed = srch.write_figures(res)
-        manifest(True, energy_per_confirmed_policy_j=energy, figures=figures,
+        manifest(True, energy_per_confirmed_policy_j=energy, figures=figures, **extra,
                  **({"figure_errors": failed} if failed else {}))
     acc = ev.compute_account()
     log.info("search energy: %.1f J in all%s (%s)", acc["energy_total_j"],

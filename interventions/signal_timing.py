@@ -1,21 +1,60 @@
-"""``signal_timing``: retime fixed-time signal programs — cycle length, green split, offsets.
+"""``signal_timing``: retime fixed-time signal programs — cycle length, green splits, offsets.
 
 The baseline is the scenario's own programs. A parameter vector changes, at
 the chosen junctions (``junctions``; default: every signalized junction):
 
 - ``cycle_s`` — the cycle length. Yellow and all-red phases keep their
-  durations (the lost time); the green phases share what remains, in the
-  baseline's proportions unless ``green_split`` is set;
-- ``green_split`` — the share of the effective green given to the first green
-  phase (north–south in the generated scenarios); only for two-phase programs;
+  durations (the lost time); the green phases share what remains (the
+  *effective green* G = cycle − lost), in the baseline's proportions unless a
+  split is set;
+- ``green_split`` — two-phase programs: the share of G given to the first green
+  phase (north–south in the generated scenarios);
+- ``share{K}_{i}`` (i = 1..K−1) — programs with K ≥ 3 green phases: the green
+  shares s_1..s_K of G (g_k = s_k·G, Σ g_k = G) as K−1 coordinates in the box
+  [0, 1]^(K−1). The map is a stick-breaking that sends the uniform box onto
+  the uniform simplex, so any sampler's box covers every split exactly once::
+
+      b_i = 1 − (1 − v_i)^(1/(K−i)),  s_i = b_i · (1 − s_1 − … − s_{i−1}),  s_K = the rest
+
+  (for K = 2 it is ``green_split``: s_1 = v_1). Shared coordinates apply to
+  every chosen program with K greens; ``J.share_{i}`` to junction J alone. In a
+  config, ``green_shares: [0.4, 0.1, 0.4, 0.1]`` (per phase, normalised) is
+  turned into these coordinates;
 - ``offset_s`` / ``offset_step_s`` — the offset of the first chosen junction and
   the increment per further junction in the order of ``junctions`` (a green
   wave along a corridor when the step is the travel time between them).
 
-Every green phase keeps at least ``min_green_s`` (pedestrian crossing time).
-Each may be set shared (``cycle_s=90``) or per junction (``J0_2.cycle_s=90`` in
-a parameter vector, ``per_junction: {J0_2: {cycle_s: 90}}`` in config).
-A parameter equal to the baseline leaves the program bit-identical.
+**Green bounds.** Each green phase k stays within [lo_k, hi_k]:
+
+- lo_k: a user-set ``min_green_s`` (> 0) for every green phase; by default (0:
+  not set) the phase's own ``minDur`` from the network file, and where it has none
+  ``default_min_green_s`` (7 s) — never above the phase's baseline green, so the
+  scenario's own program is always inside its bounds; raised to
+  ``pedestrian_green_s`` (the ethics review's crossing time) on phases that
+  serve a pedestrian crossing: SUMO crossing links shown green
+  (``SignalProgram.crossing_links``), phases named in ``pedestrian_phases``,
+  or every green phase of a program whose network does not say (generated
+  scenarios: each green carries the crossing parallel to it);
+- hi_k: a user-set ``max_green_s``; by default the phase's ``maxDur`` (none:
+  no limit), never below its baseline green nor below lo_k.
+
+A cycle outside [lost + Σ lo, lost + Σ hi] is refused naming the cycle (or
+``min_green_s`` when the scenario's own cycle is too short for it); the
+``cycle_s`` parameter's bounds are that interval over the chosen junctions, so
+a searched cycle is always feasible. Greens from shares (or from the
+baseline's proportions at a new cycle) that leave their bounds are **repaired**
+(``repair: true``): projected onto the feasible set {lo ≤ g ≤ hi, Σ g = G} in
+the Euclidean sense, g_k = clip(t_k + λ, lo_k, hi_k) with the one λ that
+makes them sum to G (every phase gains or loses the same seconds, bounds
+permitting); with ``repair: false`` they are refused naming the share. A
+two-phase ``green_split`` outside the range its cycle allows is repaired the
+same way on programs whose phases carry minDur/maxDur (real programs from a
+network file), and refused with that range on the others (generated
+scenarios, as before); ``repair_green_split: true/false`` decides for all.
+
+Each parameter may be set shared (``cycle_s=90``) or per junction
+(``J0_2.cycle_s=90`` in a parameter vector, ``per_junction: {J0_2: {cycle_s: 90}}``
+in config). A parameter equal to the baseline leaves the program bit-identical.
 
 Writes ``signal_durations`` [W, P, K] and ``signal_offsets`` [W, P] (seconds)
 into ``twin.worlds.params``, which the traffic twin reads per world.
@@ -23,8 +62,9 @@ into ``twin.worlds.params``, which the traffic twin reads per world.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -35,6 +75,8 @@ from .base import Intervention, Parameter, register
 SHARED = ("cycle_s", "green_split", "offset_s", "offset_step_s")
 PER_JUNCTION = ("cycle_s", "green_split", "offset_s")
 _SIG_GREEN, _SIG_YELLOW, _SIG_GREEN_MINOR = 0, 1, 3  # twins.traffic.compiled codes
+_JSHARE = re.compile(r"^share_(\d+)$")  # per-junction: J.share_{i}
+_TOL = 1e-9
 
 
 @dataclass
@@ -42,12 +84,73 @@ class SignalTimingConfig:
     name: str = "signal_timing"
     junctions: Optional[List[str]] = None  # signal program ids to retime; null: all signalized junctions
     cycle_s: Optional[float] = None  # null: keep each junction's cycle
-    green_split: Optional[float] = None  # share of effective green for the first (NS) green phase; null: keep
+    green_split: Optional[float] = None  # two-phase programs: share of effective green for the first green phase
+    green_shares: Optional[List[float]] = None  # programs with len(...) greens: share of effective green per phase
     offset_s: Optional[float] = None  # offset of the first chosen junction; null (and no step): keep offsets
     offset_step_s: Optional[float] = None  # added per further junction (green wave); null: 0 when offset_s set
-    per_junction: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {J0_1: {cycle_s: 90}}
-    min_green_s: float = 7.0  # no green phase shorter than this (pedestrian crossing)
+    per_junction: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # {J0_1: {cycle_s: 90}}
+    min_green_s: float = 0.0  # > 0: every green's minimum (overrides minDur); 0: each phase's own minimum
+    default_min_green_s: float = 7.0  # for phases without minDur (capped at the phase's baseline green)
+    max_green_s: Optional[float] = None  # every green <= this; null: each phase's maxDur (none: no limit)
+    pedestrian_green_s: Optional[float] = None  # floor on the greens that serve a pedestrian crossing
+    pedestrian_phases: Dict[str, Any] = field(default_factory=dict)  # {program or junction id: [phase idx] | all}
+    repair: bool = True  # shares/proportional greens outside their bounds: projected onto them (false: refused)
+    repair_green_split: Optional[bool] = None  # null: repair a two-phase split only on programs with minDur/maxDur
     max_cycle_s: float = 180.0  # upper bound of the cycle parameter
+    min_cycle_s: float = 0.0  # lower bound of the cycle parameter (the greens' minimums may ask for more)
+
+
+# --- the simplex map ----------------------------------------------------------------------------
+def shares_from_coords(v: Sequence[float]) -> list[float]:
+    """K−1 coordinates in [0, 1] -> K shares >= 0 summing to 1 (uniform box -> uniform simplex)."""
+    K = len(v) + 1
+    rem, out = 1.0, []
+    for i, x in enumerate(v, start=1):
+        x = min(max(float(x), 0.0), 1.0)
+        b = 1.0 - (1.0 - x) ** (1.0 / (K - i))
+        s = rem * b
+        out.append(s)
+        rem = max(rem - s, 0.0)
+    return out + [rem]
+
+
+def coords_from_shares(s: Sequence[float]) -> list[float]:
+    """The inverse of :func:`shares_from_coords` (``s`` is normalised first)."""
+    tot = float(sum(s))
+    if not tot > 0 or any(x < 0 for x in s):
+        raise ValueError(f"green shares {list(s)}: expected numbers >= 0 with a positive sum")
+    s = [float(x) / tot for x in s]
+    K, rem, out = len(s), 1.0, []
+    for i in range(1, K):
+        b = min(max(s[i - 1] / rem, 0.0), 1.0) if rem > 1e-15 else 0.0
+        out.append(1.0 - (1.0 - b) ** (K - i))
+        rem -= s[i - 1]
+    return out
+
+
+def project(target: Sequence[float], lo: Sequence[float], hi: Sequence[float], total: float) -> list[float]:
+    """The Euclidean projection of ``target`` onto {lo <= g <= hi, Σ g = total}: g = clip(target + λ, lo, hi)
+    with the one λ that sums to ``total`` (exact: piecewise linear in λ). Needs Σ lo <= total <= Σ hi."""
+    t, lo, hi = [float(x) for x in target], [float(x) for x in lo], [float(x) for x in hi]
+
+    def g(lam):
+        return [min(max(a + lam, l), h) for a, l, h in zip(t, lo, hi)]
+
+    pts = sorted({l - a for a, l in zip(t, lo)} | {h - a for a, h in zip(t, hi) if math.isfinite(h)})
+    vals = [sum(g(p)) for p in pts]
+    if total <= vals[0]:
+        lam = pts[0]
+    elif total >= vals[-1]:  # only reachable with an unbounded phase: it takes the rest
+        lam = pts[-1] + (total - vals[-1]) / max(1, sum(1 for h in hi if not math.isfinite(h)))
+    else:
+        j = next(i for i in range(1, len(pts)) if vals[i] >= total)
+        a, b = pts[j - 1], pts[j]
+        lam = a if vals[j] == vals[j - 1] else a + (total - vals[j - 1]) * (b - a) / (vals[j] - vals[j - 1])
+    out = g(lam)
+    free = [k for k in range(len(out)) if lo[k] + _TOL < out[k] < hi[k] - _TOL]
+    if free:  # rounding: the free phases absorb the last ulps
+        out[free[0]] += total - sum(out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -60,6 +163,9 @@ class _Program:
     green: list[int]  # phase indices of green phases
     fixed: list[int]  # yellow / all-red phases (kept)
     offset: float
+    min_dur: tuple = ()  # per green phase: the network file's minDur (None: not given)
+    max_dur: tuple = ()  # per green phase: maxDur (None: not given)
+    crossing: tuple = ()  # per green phase: serves a pedestrian crossing (None: the network does not say)
 
     @property
     def cycle(self) -> float:
@@ -70,19 +176,32 @@ class _Program:
         return float(self.durations[self.fixed].sum()) if self.fixed else 0.0
 
     @property
+    def greens(self) -> list[float]:
+        return [float(self.durations[k]) for k in self.green]
+
+    @property
     def split(self) -> float | None:
         if len(self.green) != 2:
             return None
         g = self.durations[self.green]
         return float(g[0] / g.sum())
 
+    @property
+    def coords(self) -> list[float] | None:
+        """The baseline's share coordinates (programs with >= 3 greens)."""
+        if len(self.green) < 3:
+            return None
+        return coords_from_shares(self.greens)
+
 
 def programs_of(twin) -> list[_Program]:
-    """The scenario's signal programs, with green and fixed (yellow / all-red) phases told apart."""
+    """The scenario's signal programs, with green and fixed (yellow / all-red) phases told apart, and per
+    green phase its minDur/maxDur and whether it serves a pedestrian crossing (from the network)."""
     comp = twin.compiled
     dur = comp.phase_durations.detach().cpu().to(torch.float64)
     code = comp.phase_code.detach().cpu()
     n_links = torch.bincount(comp.link_program.cpu(), minlength=len(comp.program_ids))
+    net = getattr(getattr(twin, "scenario", None), "network", None)
     out = []
     for p, pid in enumerate(comp.program_ids):
         L = int(n_links[p])
@@ -95,23 +214,117 @@ def programs_of(twin) -> list[_Program]:
                 green.append(k)
             else:
                 fixed.append(k)
-        out.append(_Program(p, pid, dur[p].clone(), green, fixed, float(comp.program_offset[p])))
+        prog = net.programs.get(pid) if net is not None else None
+        ph = prog.phases if prog is not None else []
+        mins = tuple(getattr(ph[k], "min_dur", None) if k < len(ph) else None for k in green)
+        maxs = tuple(getattr(ph[k], "max_dur", None) if k < len(ph) else None for k in green)
+        cross = tuple(prog.serves_crossing(k) if prog is not None and hasattr(prog, "serves_crossing")
+                      and k < len(ph) else None for k in green)
+        out.append(_Program(p, pid, dur[p].clone(), green, fixed, float(comp.program_offset[p]), mins, maxs, cross))
+    return out
+
+
+def crossing_phases(twin, named: dict | None = None) -> dict[str, list[int]]:
+    """Per signal program id, the green phases that serve a pedestrian crossing: phases showing a SUMO
+    crossing link green, every green phase where the network does not say (generated scenarios), and the
+    phases ``named`` ({program or junction id: [phase indices] or "all"}) names."""
+    progs = programs_of(twin)
+    named = _named_phases(named, twin, progs)
+    out = {}
+    for p in progs:
+        ks = [k for k, c in zip(p.green, p.crossing) if c is None or c] if p.crossing else list(p.green)
+        extra = named.get(p.id, [])
+        ks = sorted(set(ks) | set(p.green if extra == "all" else [k for k in extra if k in p.green]))
+        out[p.id] = ks
+    return out
+
+
+def crossing_greens(twin, durations: torch.Tensor | None = None, named: dict | None = None) -> dict:
+    """The pedestrian-green evidence of one plan (``durations`` [P, K] s; None: the scenario's own): the
+    shortest green among the phases that serve a pedestrian crossing (:func:`crossing_phases`), where it is,
+    and which phases were judged, e.g. ``{"min_green_s": 31.0, "program": "B1", "phase": 0, "plan":
+    "fixed-time", "crossing_phases": {"B1": [0, 3]}, "basis": {"B1": "crossing links [16, 17, 18, 19]"},
+    "phases": [{"program", "phase", "green_s", "crossing", "named"} per green phase]}``; ``min_green_s`` None
+    (with a ``note``) when no phase serves a crossing. The ethics gate ``safety.pedestrian_green`` reads it."""
+    progs = programs_of(twin)
+    d = (twin.compiled.phase_durations if durations is None else durations).detach().cpu().double()
+    phases = crossing_phases(twin, named)
+    net = getattr(getattr(twin, "scenario", None), "network", None)
+    names = _named_phases(named, twin, progs)
+    basis, best, rows = {}, None, []
+    for p in progs:
+        nm = names.get(p.id, [])
+        for k, c in zip(p.green, p.crossing or (None,) * len(p.green)):
+            rows.append({"program": p.id, "phase": int(k), "green_s": float(d[p.index, k]), "crossing": c,
+                         "named": nm == "all" or k in nm})
+        prog = net.programs.get(p.id) if net is not None else None
+        links = getattr(prog, "crossing_links", None)
+        basis[p.id] = ("every green phase (the network does not say which links are crossings)" if links is None
+                       else f"crossing links {list(links)}" if links else "no crossing in the network file")
+        if p.id in names:
+            basis[p.id] += f"; named in pedestrian_phases: {names[p.id]}"
+        for k in phases.get(p.id, []):
+            g = float(d[p.index, k])
+            if best is None or g < best[0]:
+                best = (g, p.id, k)
+    out = {"plan": "fixed-time", "crossing_phases": {k: v for k, v in phases.items() if v}, "basis": basis,
+           "phases": rows}
+    if best is None:
+        return {"min_green_s": None, **out,
+                "note": "no phase serves a pedestrian crossing: the network file has no crossings at the signals "
+                        "and ethics.safety.traffic.pedestrian_phases names none"}
+    return {"min_green_s": best[0], "program": best[1], "phase": best[2], **out}
+
+
+def _named_phases(named, twin, progs) -> dict:
+    """``{program or junction id: phases}`` resolved to program ids (a junction's id maps to its tl)."""
+    if not named:
+        return {}
+    ids = {p.id for p in progs}
+    net = getattr(getattr(twin, "scenario", None), "network", None)
+    tl_of = {j.id: j.tl for j in net.junctions.values() if j.tl} if net is not None else {}
+    out = {}
+    for key, v in dict(named).items():
+        pid = str(key) if str(key) in ids else tl_of.get(str(key))
+        if pid is None:
+            raise ConfigError(f"pedestrian_phases.{key}", key, "a signal program or signalized junction id",
+                              suggest(str(key), sorted(ids | set(tl_of))))
+        if isinstance(v, str):
+            if v != "all":
+                raise ConfigError(f"pedestrian_phases.{key}", v, "a list of phase indices or 'all'")
+            out[pid] = "all"
+        else:
+            out[pid] = [int(k) for k in (v or [])]
     return out
 
 
 @register("signal_timing", SignalTimingConfig)
 class SignalTiming(Intervention):
-    """Fixed-time signal retiming: cycle, split, offsets; shared or per junction."""
+    """Fixed-time signal retiming: cycle, splits (two-phase or multi-phase shares), offsets; shared or per
+    junction; greens kept within each phase's bounds."""
 
     def __init__(self, cfg=None):
         super().__init__(cfg)
         c = self.cfg
-        self.min_green_s = float(c.get("min_green_s", 7.0))
+        mg = _opt(c.get("min_green_s", None), "intervention.min_green_s")
+        self.min_green_s = mg if mg else None  # 0 (the default) or null: not set
+        self.default_min_green_s = float(c.get("default_min_green_s", 7.0))
+        self.max_green_s = _opt(c.get("max_green_s", None), "intervention.max_green_s")
+        self.pedestrian_green_s = _opt(c.get("pedestrian_green_s", None), "intervention.pedestrian_green_s")
+        self.pedestrian_named = c.get("pedestrian_phases", None) or {}
+        self.repair = bool(c.get("repair", True))
+        rs = c.get("repair_green_split", None)
+        self.repair_split = None if rs is None else bool(rs)
         self.max_cycle_s = float(c.get("max_cycle_s", 180.0))
+        self.min_cycle_s = float(c.get("min_cycle_s", 0.0) or 0.0)
         j = c.get("junctions", None)
         self.junction_ids = None if j is None else [str(x) for x in j]
-        if self.min_green_s < 0:
-            raise ConfigError("intervention.min_green_s", self.min_green_s, ">= 0 seconds")
+        if self.default_min_green_s < 0:
+            raise ConfigError("intervention.default_min_green_s", self.default_min_green_s, ">= 0 seconds")
+        if self.max_green_s is not None and self.min_green_s is not None and self.max_green_s < self.min_green_s:
+            raise ConfigError("intervention.max_green_s", self.max_green_s,
+                              f">= min_green_s={self.min_green_s:g} s")
+        self._bounds_cache: dict = {}
 
     # --- parameter space ------------------------------------------------------------------------
     def selected(self, twin) -> list[_Program]:
@@ -132,57 +345,127 @@ class SignalTiming(Intervention):
             raise ConfigError("intervention.junctions", [], "at least one junction id (or null for all)")
         return out
 
-    def _cycle_param(self, name: str, progs: list[_Program]) -> Parameter:
-        low = max(p.lost + len(p.green) * self.min_green_s for p in progs)
+    def bounds(self, p: _Program, twin=None) -> tuple[list[float], list[float], list[str]]:
+        """Per green phase of ``p``: ``(lo, hi, why)`` in seconds, ``why`` naming where each lower bound
+        comes from (for messages)."""
+        key = (p.id, tuple(p.durations.tolist()), p.min_dur, p.max_dur, p.crossing,
+               id(twin) if self.pedestrian_named else None)
+        if key in self._bounds_cache:
+            return self._bounds_cache[key]
+        named = _named_phases(self.pedestrian_named, twin, programs_of(twin)) \
+            if twin is not None and self.pedestrian_named else {}
+        extra = named.get(p.id, [])
+        lo, hi, why = [], [], []
+        for i, k in enumerate(p.green):
+            d = float(p.durations[k])
+            mn = p.min_dur[i] if i < len(p.min_dur) else None
+            mx = p.max_dur[i] if i < len(p.max_dur) else None
+            if self.min_green_s is not None:
+                l, w = self.min_green_s, f"min_green_s={self.min_green_s:g} s"
+            elif mn is not None:
+                l, w = min(float(mn), d), f"minDur={float(mn):g} s"
+            else:
+                l, w = min(self.default_min_green_s, d), f"default_min_green_s={self.default_min_green_s:g} s"
+            cross = p.crossing[i] if i < len(p.crossing) else None
+            if self.pedestrian_green_s is not None and (cross is None or cross or extra == "all" or k in extra) \
+                    and self.pedestrian_green_s > l:
+                l, w = self.pedestrian_green_s, f"pedestrian_green_s={self.pedestrian_green_s:g} s (crossing)"
+            if self.max_green_s is not None:
+                h = self.max_green_s
+            elif mx is not None:
+                h = max(float(mx), d)
+            else:
+                h = math.inf
+            lo.append(l)
+            hi.append(max(h, l))
+            why.append(w)
+        self._bounds_cache[key] = (lo, hi, why)
+        return lo, hi, why
+
+    def _cycle_range(self, p: _Program, twin) -> tuple[float, float]:
+        lo, hi, _ = self.bounds(p, twin)
+        return p.lost + sum(lo), p.lost + sum(hi)
+
+    def _cycle_param(self, name: str, progs: list[_Program], twin) -> Parameter:
+        ranges = {p.id: self._cycle_range(p, twin) for p in progs}
+        low = max(r[0] for r in ranges.values())
+        low = max(low, min([self.min_cycle_s] + [p.cycle for p in progs]))  # never above a baseline cycle
         cycles = {p.cycle for p in progs}
         base = cycles.pop() if len(cycles) == 1 else None
-        high = max([self.max_cycle_s, low] + [p.cycle for p in progs])
-        worst = max(progs, key=lambda p: p.lost + len(p.green) * self.min_green_s)
+        high = max([self.max_cycle_s] + [p.cycle for p in progs])
+        high = max(low, min([high] + [r[1] for r in ranges.values()]))
+        worst = max(progs, key=lambda p: ranges[p.id][0])
+        lo, _, why = self.bounds(worst, twin)
+        floors = ", ".join(sorted(set(why)))
         return Parameter(name, "float", low, high, "s", base,
-                         doc=f"cycle length; at least {len(worst.green)} greens of min_green_s="
-                             f"{self.min_green_s:g} s plus {worst.lost:g} s yellow/all-red at {worst.id}, "
-                             f"at most max_cycle_s={self.max_cycle_s:g} s")
+                         doc=f"cycle length; at least {len(worst.green)} greens of {sum(lo):g} s in all ({floors}) "
+                             f"plus {worst.lost:g} s yellow/all-red at {worst.id}"
+                             + (f", at least min_cycle_s={self.min_cycle_s:g} s" if self.min_cycle_s else "")
+                             + f", at most max_cycle_s={self.max_cycle_s:g} s and the phases' maximum greens")
 
     def parameters(self, twin) -> list[Parameter]:
         progs = self.selected(twin)
-        two_phase = all(p.split is not None for p in progs)
-        splits = {p.split for p in progs}
+        two = [p for p in progs if p.split is not None]
+        splits = {p.split for p in two}
         offs = [p.offset for p in progs]
         steps = {round(b - a, 9) for a, b in zip(offs, offs[1:])}
         hi_c = max([self.max_cycle_s] + [p.cycle for p in progs])
-        out = [self._cycle_param("cycle_s", progs)]
-        if two_phase:
+        out = [self._cycle_param("cycle_s", progs, twin)]
+        if two:
             out.append(Parameter("green_split", "float", 0.05, 0.95, "share",
                                  splits.pop() if len(splits) == 1 else None,
-                                 doc="share of the effective green for the first (NS) green phase"))
+                                 doc="share of the effective green for the first (NS) green phase of two-phase "
+                                     "programs"))
+        by_k: dict[int, list[_Program]] = {}
+        for p in progs:
+            if len(p.green) >= 3:
+                by_k.setdefault(len(p.green), []).append(p)
+        for K, ps in sorted(by_k.items()):
+            for i in range(1, K):
+                base = {round(p.coords[i - 1], 12) for p in ps}
+                out.append(Parameter(f"share{K}_{i}", "float", 0.0, 1.0, "coord",
+                                     ps[0].coords[i - 1] if len(base) == 1 else None,
+                                     doc=f"green-share coordinate {i} of {K - 1} for programs with {K} green phases "
+                                         "(stick-breaking: the box [0, 1] maps onto the simplex of shares)"))
         out.append(Parameter("offset_s", "float", 0.0, hi_c, "s", offs[0], doc="offset of the first junction"))
         out.append(Parameter("offset_step_s", "float", -hi_c, hi_c, "s",
                              steps.pop() if len(steps) == 1 else (0.0 if len(progs) == 1 else None),
                              doc="offset added per further junction"))
         for p in progs:
-            out.append(self._cycle_param(f"{p.id}.cycle_s", [p]))
+            out.append(self._cycle_param(f"{p.id}.cycle_s", [p], twin))
             if p.split is not None:
                 out.append(Parameter(f"{p.id}.green_split", "float", 0.05, 0.95, "share", p.split))
+            elif len(p.green) >= 3:
+                for i in range(1, len(p.green)):
+                    out.append(Parameter(f"{p.id}.share_{i}", "float", 0.0, 1.0, "coord", p.coords[i - 1],
+                                         doc=f"green-share coordinate {i} of {len(p.green) - 1} at {p.id}"))
             out.append(Parameter(f"{p.id}.offset_s", "float", 0.0, max(self.max_cycle_s, p.cycle), "s", p.offset))
         return out
 
     def config_values(self) -> dict:
         c = self.cfg
         out = {k: c.get(k) for k in SHARED if c.get(k, None) is not None}
+        gs = c.get("green_shares", None)
+        if gs is not None:
+            out.update({f"share{len(gs)}_{i + 1}": v for i, v in enumerate(_coords(gs, "intervention.green_shares"))})
         for j, d in (c.get("per_junction", None) or {}).items():
             for k, v in d.items():
-                out[f"{j}.{k}"] = v
+                if k == "green_shares":
+                    out.update({f"{j}.share_{i + 1}": x
+                                for i, x in enumerate(_coords(v, f"intervention.per_junction.{j}.green_shares"))})
+                else:
+                    out[f"{j}.{k}"] = v
         return out
 
     def validate(self, values: dict, twin) -> dict:
         values = super().validate(values, twin)
         for p, plan in zip(self.selected(twin), self._plans(values, twin)):
-            self._durations(p, *plan[:2], values)  # raises on a green shorter than min_green_s
+            self._durations(p, plan[0], plan[1], plan[2], values, twin)  # raises on a plan it cannot repair
         return values
 
     # --- the plan -------------------------------------------------------------------------------
     def _plans(self, values: dict, twin) -> list[tuple]:
-        """Per chosen program: (cycle or None, split or None, offset or None); None keeps the baseline."""
+        """Per chosen program: (cycle, split, share coordinates, offset); None keeps the baseline's."""
         progs = self.selected(twin)
         shared_off = "offset_s" in values or "offset_step_s" in values
         off0 = values.get("offset_s", progs[0].offset)
@@ -190,43 +473,101 @@ class SignalTiming(Intervention):
         plans = []
         for i, p in enumerate(progs):
             cyc = values.get(f"{p.id}.cycle_s", values.get("cycle_s"))
-            spl = values.get(f"{p.id}.green_split", values.get("green_split"))
+            spl = values.get(f"{p.id}.green_split")
+            if spl is None and p.split is not None:
+                spl = values.get("green_split")  # the shared split is for the two-phase programs
+            coords = None
+            K = len(p.green)
+            if K >= 3:
+                given = [values.get(f"{p.id}.share_{i}", values.get(f"share{K}_{i}")) for i in range(1, K)]
+                if any(v is not None for v in given):
+                    coords = [b if v is None else float(v) for v, b in zip(given, p.coords)]
             off = values.get(f"{p.id}.offset_s")
             if off is None and shared_off:
                 off = off0 + i * step
-            plans.append((cyc, spl, off))
+            plans.append((cyc, spl, coords, off))
+        for k in values:  # a junction share on a program without that many greens
+            m = k.split(".", 1)
+            if len(m) == 2 and _JSHARE.match(m[1]):
+                p = next((q for q in progs if q.id == m[0]), None)
+                if p is not None and not 1 <= int(_JSHARE.match(m[1]).group(1)) < len(p.green):
+                    raise ConfigError(f"intervention.{k}", values[k], f"share_1..share_{len(p.green) - 1}")
         return plans
 
-    def _durations(self, p: _Program, cycle, split, values) -> torch.Tensor:
+    def _field(self, name: str, p: _Program, values: dict) -> str:
+        return f"intervention.{p.id}.{name}" if f"{p.id}.{name}" in values else f"intervention.{name}"
+
+    def _durations(self, p: _Program, cycle, split, coords, values, twin=None) -> torch.Tensor:
         d = p.durations
         same_cycle = cycle is None or float(cycle) == p.cycle
         same_split = split is None or (p.split is not None and float(split) == p.split)
-        if same_cycle and same_split:
+        same_shares = coords is None or list(coords) == p.coords
+        if same_cycle and same_split and same_shares:
             return d  # the baseline program, bit for bit
         if split is not None and p.split is None:
-            raise ConfigError("intervention.green_split", split, "unset for this junction",
-                              f"junction {p.id!r} has {len(p.green)} green phases; green_split needs exactly 2.")
+            raise ConfigError(self._field("green_split", p, values), split, "unset for this junction",
+                              f"junction {p.id!r} has {len(p.green)} green phases; green_split needs exactly 2"
+                              + (f" (use share{len(p.green)}_1..{len(p.green) - 1} or green_shares)."
+                                 if len(p.green) >= 3 else "."))
+        lo, hi, why = self.bounds(p, twin)
         cycle = p.cycle if cycle is None else float(cycle)
         G = cycle - p.lost
-        need = p.lost + len(p.green) * self.min_green_s
-        fld = "intervention.cycle_s" if f"{p.id}.cycle_s" not in values else f"intervention.{p.id}.cycle_s"
-        if G < len(p.green) * self.min_green_s - 1e-9:
-            raise ConfigError(fld, cycle, f">= {need:g} s at junction {p.id!r} ({len(p.green)} greens of "
-                              f"min_green_s={self.min_green_s:g} s plus {p.lost:g} s yellow/all-red)")
+        need, most = p.lost + sum(lo), p.lost + sum(hi)
+        if not (sum(lo) - 1e-6 <= G <= sum(hi) + 1e-6):
+            floors = ", ".join(sorted(set(why)))
+            if same_cycle:  # the scenario's own cycle: the floor asked for is what does not fit
+                fld = "intervention.min_green_s" if self.min_green_s is not None else \
+                    "intervention.pedestrian_green_s" if self.pedestrian_green_s is not None else "intervention.cycle_s"
+                raise ConfigError(fld, {"intervention.min_green_s": self.min_green_s,
+                                        "intervention.pedestrian_green_s": self.pedestrian_green_s}.get(fld, cycle),
+                                  f"green floors that fit the {cycle:g} s cycle of junction {p.id!r}",
+                                  f"Its {len(p.green)} greens need {sum(lo):g} s ({floors}) but get {G:g} s; "
+                                  f"set cycle_s >= {need:g} s or lower the floor.")
+            rng = f"[{need:g}, {most:g}]" if math.isfinite(most) else f">= {need:g}"
+            raise ConfigError(self._field("cycle_s", p, values), cycle,
+                              f"a cycle in {rng} s at junction {p.id!r} ({len(p.green)} greens of "
+                              f"{sum(lo):g}–{sum(hi):g} s in all ({floors}) plus {p.lost:g} s yellow/all-red)")
         new = d.clone()
         if split is not None:
-            g0 = G * float(split)
-            greens = torch.tensor([g0, G - g0], dtype=torch.float64)
+            target = [G * float(split), G * (1 - float(split))]
+            bad = any(t < l - 1e-9 or t > h + 1e-9 for t, l, h in zip(target, lo, hi))
+            fix = self.repair_split if self.repair_split is not None else \
+                self.repair and any(x is not None for x in p.min_dur + p.max_dur)
+            if bad and fix:
+                target = project(target, lo, hi, G)
+            elif bad:
+                a = max(lo[0], G - hi[1]) / G
+                b = min(hi[0], G - lo[1]) / G
+                raise ConfigError(self._field("green_split", p, values), split,
+                                  f"a share in [{a:.3f}, {b:.3f}] at junction {p.id!r} with a {cycle:g} s cycle "
+                                  f"(each green >= {', '.join(sorted(set(why)))}"
+                                  + (f", <= {hi[0]:g} / {hi[1]:g} s" if math.isfinite(max(hi)) else "") + ")")
+            greens = target
         else:
-            base = d[p.green]
-            greens = base * (G / float(base.sum()))
-        if bool((greens < self.min_green_s - 1e-9).any()):
-            lo, hi = self.min_green_s / G, 1 - self.min_green_s / G
-            sfld = "intervention.green_split" if f"{p.id}.green_split" not in values \
-                else f"intervention.{p.id}.green_split"
-            raise ConfigError(sfld, split, f"a share in [{lo:.3f}, {hi:.3f}] at junction {p.id!r} with a "
-                              f"{cycle:g} s cycle (each green >= min_green_s={self.min_green_s:g} s)")
-        new[p.green] = greens
+            if coords is not None:
+                target = [G * s for s in shares_from_coords(coords)]
+                K = len(p.green)
+                what = f"share{K}_1..{K - 1}" if not any(f"{p.id}.share_{i}" in values for i in range(1, K)) \
+                    else f"{p.id}.share_1..{K - 1}"
+            else:
+                base = p.greens
+                target = [g * (G / sum(base)) for g in base]
+                what = None
+            bad = [i for i, (t, l, h) in enumerate(zip(target, lo, hi)) if t < l - 1e-9 or t > h + 1e-9]
+            if bad and not self.repair:
+                i = bad[0]
+                side = f">= {lo[i]:g} s ({why[i]})" if target[i] < lo[i] else f"<= {hi[i]:g} s (maxDur/max_green_s)"
+                if what is None:
+                    raise ConfigError(self._field("cycle_s", p, values), cycle,
+                                      f"a cycle whose proportional greens fit their bounds at junction {p.id!r}",
+                                      f"phase {p.green[i]} would get {target[i]:.3g} s, needs {side} "
+                                      "(set intervention.repair=true to project onto the bounds).")
+                raise ConfigError(f"intervention.{what}", [round(float(c), 4) for c in coords],
+                                  f"shares whose greens fit their bounds at junction {p.id!r}",
+                                  f"phase {p.green[i]} would get {target[i]:.3g} s of {G:g} s, needs {side} "
+                                  "(set intervention.repair=true to project onto the bounds).")
+            greens = project(target, lo, hi, G) if bad else target
+        new[p.green] = torch.tensor(greens, dtype=torch.float64)
         return new
 
     def plan(self, values: dict | None, twin) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,8 +578,8 @@ class SignalTiming(Intervention):
         if not values:
             return dur, off
         progs = self.selected(twin)
-        for p, (cyc, spl, o) in zip(progs, self._plans(values, twin)):
-            dur[p.index] = self._durations(p, cyc, spl, values)
+        for p, (cyc, spl, coords, o) in zip(progs, self._plans(values, twin)):
+            dur[p.index] = self._durations(p, cyc, spl, coords, values, twin)
             if o is not None and float(o) != p.offset:
                 off[p.index] = float(o)
         return dur, off
@@ -265,6 +606,28 @@ class SignalTiming(Intervention):
         # the traffic twin copies these per-world plans at construction; refresh its copies
         twin.signal_durations = dur.clone()
         twin.signal_offsets = off.clone()
+
+
+def _opt(x, fld: str) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    if not (math.isfinite(x) and x >= 0):
+        raise ConfigError(fld, x, ">= 0 seconds (or null)")
+    return x
+
+
+def _coords(shares, fld: str) -> list[float]:
+    try:
+        s = [float(x) for x in shares]
+    except (TypeError, ValueError):
+        raise ConfigError(fld, shares, "a list of green shares, one per green phase") from None
+    if len(s) < 2:
+        raise ConfigError(fld, s, "a share per green phase (at least 2)")
+    try:
+        return coords_from_shares(s)
+    except ValueError:
+        raise ConfigError(fld, s, "shares >= 0 with a positive sum") from None
 
 
 def webster_delay(cycle_s: float, green_eff_s: float, q_veh_s: float, s_veh_s: float) -> float:

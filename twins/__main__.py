@@ -10,6 +10,7 @@ commands:
   search   search an intervention's parameters for the best policy (confirmed on held-out worlds)
   review   show / approve / reject a run's ethics review; verify the audit log (review --help)
   export   export an approved policy (json, sumo), refused unless every gate passed (export --help)
+  transfer replay a run's plan in SUMO (baseline vs plan, seeds x car-following models): does it hold?
 
 Hydra options work after the command: -m/--multirun, --cfg job, hydra.run.dir=..., --help.
 Examples:
@@ -20,6 +21,7 @@ Examples:
   python -m twins review show outputs/<date>/<time>_<scenario>
   python -m twins review approve outputs/<date>/<time>_<scenario> --reviewer "name" --role "traffic authority"
   python -m twins export outputs/<date>/<time>_<scenario> --format sumo
+  python -m twins transfer outputs/<date>/<time>_sumo transfer.seeds=8 "transfer.car_following=[IDM,Krauss]"
 """
 
 COMMANDS = {"run", "search"}
@@ -35,10 +37,14 @@ def main(argv: list[str] | None = None) -> None:
         from twins.ethics import cli as ethics_cli
 
         sys.exit((ethics_cli.review_main if cmd == "review" else ethics_cli.export_main)(rest))
+    if cmd == "transfer":  # a task over a finished SUMO run folder (interventions/transfer.py), Hydra-style overrides
+        from interventions import transfer
+
+        sys.exit(transfer.main(rest))
     if cmd not in COMMANDS:
         from twins.core.errors import suggest
 
-        known = COMMANDS | {"review", "export"}
+        known = COMMANDS | {"review", "export", "transfer"}
         print(f"twins: error: unknown command {cmd!r}. {suggest(cmd, known)}", file=sys.stderr)
         sys.exit(2)
     from twins import cli

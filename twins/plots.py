@@ -294,6 +294,47 @@ def confirmed_effects(confirmed: pd.DataFrame, metrics: list[str] | None = None,
     return fig
 
 
+def transfer_effects(record: dict, path=None, fig=None):
+    """``python -m twins transfer``: per metric, the twin's predicted paired effect and SUMO's realized one per
+    car-following model, each with its 95% interval, and the ratio realized / predicted (``transfer.json``)."""
+    metrics = list(record["metrics"])
+    models = list(record["sumo"]["car_following"])
+    if fig is None:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 1.6 + 0.4 * (len(models) + 1)),
+                                 squeeze=False)
+        axes = axes[0]
+    else:
+        axes = fig.axes
+    nan = float("nan")
+    num = lambda x: nan if x is None else float(x)  # noqa: E731
+    for ax, m in zip(axes, metrics):
+        d = record["metrics"][m]
+        rows = [("twin (predicted)", d.get("predicted") or {}, "C0")] + \
+            [(f"SUMO {cf}", d["realized"].get(cf) or {}, f"C{k + 1}") for k, cf in enumerate(models)]
+        for y, (label, e, color) in enumerate(rows):
+            x, lo, hi = num(e.get("effect")), num(e.get("ci_low")), num(e.get("ci_high"))
+            err = [[x - lo if np.isfinite(lo) else 0.0], [hi - x if np.isfinite(hi) else 0.0]]
+            ax.errorbar([x], [y], xerr=err, fmt="o" if y else "s", color=color, capsize=3)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([r[0] for r in rows], fontsize=7)
+        ax.axvline(0, color="k", lw=0.8, ls="--")
+        ax.invert_yaxis()
+        ratios = ", ".join(f"{cf} {d['ratio'][cf]:.2f}" if d["ratio"].get(cf) is not None else f"{cf} n/a"
+                           for cf in models)
+        name = "RESCO delay (s)" if m == "resco_delay_s" else _axis_label(m)
+        ax.set_title(f"{name}\nratio realized/predicted: {ratios}", fontsize=8)
+        ax.set_xlabel(f"effect plan − baseline on {name}", fontsize=8)
+        ax.grid(alpha=0.3)
+    s = record["sumo"]
+    fig.suptitle(f"does the plan hold in SUMO? {record.get('label', '')} — paired 95% intervals, "
+                 f"{len(s['seeds'])} SUMO seeds", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        save(fig, path)
+        plt.close(fig)
+    return fig
+
+
 # --- notebooks: traffic flow pictures, per-group effects, gates, drug design -----------------------
 def corridor(edges: pd.DataFrame, start: str | None = None, max_gap_m: float = 40.0) -> list[str]:
     """Edge ids of a corridor: from ``start`` (default: the first edge), follow the straightest

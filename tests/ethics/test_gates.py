@@ -19,7 +19,8 @@ def test_good_evidence_passes_every_evidence_gate(good, traffic_cfg):
     res = gates.evaluate(good, traffic_cfg.ethics)
     assert {g["gate"] for g in res} == {
         "provenance", "impact_tier", "credibility", "reproducibility", "safety.worst_approach_delay",
-        "safety.pedestrian_green", "safety.gridlock", "equity", "validity.range", "validity.stress"}
+        "safety.pedestrian_green", "safety.gridlock", "equity", "validity.range", "validity.stress",
+        "validity.external"}
     assert all(g["status"] == "PASS" for g in res), [(g["gate"], g["reason"]) for g in res if g["status"] != "PASS"]
     hard = {g["gate"] for g in res if g["hard"]}
     assert hard == {"safety.worst_approach_delay", "safety.pedestrian_green", "safety.gridlock", "equity"}
@@ -240,8 +241,9 @@ def test_equity_rules_become_search_constraints(traffic_cfg, drug_ethics):
 
 
 def test_search_space_excludes_plans_unsafe_to_cross(traffic_cfg):
-    """The pedestrian floor is handed to the search as the intervention's min_green_s: the cycle's lower bound
-    rises from 2 greens of 7 s + 10 s lost time to 2 greens of the 15.7 s crossing time + 10 s."""
+    """The pedestrian floor is handed to the search as a floor on the greens that serve a crossing (the generated
+    junction does not say which: every green): the cycle's lower bound rises from 2 greens of 7 s + 10 s lost
+    time to 2 greens of the 15.7 s crossing time + 10 s."""
     from interventions._evaluate import TwinEvaluator
     from twins.ethics import pedestrian_green_s, with_search_constraints
 
@@ -250,7 +252,7 @@ def test_search_space_excludes_plans_unsafe_to_cross(traffic_cfg):
     lo_safe = {p.name: p.low for p in TwinEvaluator(cfg).space}["cycle_s"]
     assert lo == pytest.approx(10 + 2 * 7.0)
     assert lo_safe == pytest.approx(10 + 2 * pedestrian_green_s(traffic_cfg.ethics), abs=1e-5)
-    assert traffic_cfg.intervention.min_green_s == 7.0  # the caller's config is left alone
+    assert traffic_cfg.intervention.min_green_s == 0.0  # the caller's config is left alone (0: not set)
 
 
 def test_optional_equity_rule_applies_only_where_its_groups_exist(good, traffic_cfg):
@@ -299,3 +301,93 @@ def test_no_stress_runs_is_not_a_pass(good, traffic_cfg):
     with pytest.raises(ConfigError, match=r"ethics.validity.stress_factors=\[\].*one or more factors"):
         validate(with_overrides(e, validity__stress_factors=[]))
     validate(with_overrides(e, validity__stress_key=None, validity__stress_factors=[]))  # no stress asked for
+
+
+# --- the pedestrian minimum green on real junctions (issue 18, item 4) ----------------------------------
+def _ped(*rows, **kw):
+    """Pedestrian evidence with per-phase rows (program, phase, green_s, crossing)."""
+    return {"plan": "fixed-time", "phases": [{"program": p, "phase": k, "green_s": g, "crossing": c}
+                                             for p, k, g, c in rows], **kw}
+
+
+def test_pedestrian_green_applies_only_to_phases_that_serve_a_crossing(traffic_cfg):
+    from omegaconf import OmegaConf
+
+    s = traffic_cfg.ethics.safety.traffic  # crossing time 14 m / 1.2 m/s + 4 s = 15.7 s
+    # a real junction without crossings (RESCO cologne1): its 6 s left-turn greens are not pedestrian phases
+    g = gates.pedestrian_green(_ped(("J", 0, 29.0, False), ("J", 2, 6.0, False)), s)
+    assert g["status"] == "PASS" and "no phase serves a pedestrian crossing" in g["reason"] and g["hard"]
+    # crossings shown green in the through phase only: the 5 s car-only phase after it is not judged
+    g = gates.pedestrian_green(_ped(("B1", 0, 31.0, True), ("B1", 1, 5.0, False), ("B1", 3, 37.0, True)), s)
+    assert g["status"] == "PASS" and "serving a pedestrian crossing 31.0 s (phase 0 at B1)" in g["reason"]
+    assert g["evidence"]["judged"] == 2
+    g = gates.pedestrian_green(_ped(("B1", 0, 12.0, True), ("B1", 1, 5.0, False)), s)
+    assert g["status"] == "FAIL" and "12.0 s (phase 0 at B1) < pedestrian crossing time 15.7 s" in g["reason"]
+    # the network does not say (generated scenarios): every green phase carries a crossing, as before
+    g = gates.pedestrian_green(_ped(("J0_0", 0, 25.0, None), ("J0_0", 3, 10.0, None)), s)
+    assert g["status"] == "FAIL" and "phase 3 at J0_0" in g["reason"]
+    # phases the ethics config names are judged although the network file shows no crossing there
+    named = OmegaConf.create({**OmegaConf.to_container(s), "pedestrian_phases": {"J": [2]}})
+    g = gates.pedestrian_green(_ped(("J", 0, 29.0, False), ("J", 2, 6.0, False)), named)
+    assert g["status"] == "FAIL" and "6.0 s (phase 2 at J)" in g["reason"]
+    g = gates.pedestrian_green({"phases": [{"program": "J", "phase": 2, "green_s": 16.0, "crossing": False,
+                                            "named": True}]}, s)  # named by the evidence (junction ids)
+    assert g["status"] == "PASS" and g["evidence"]["judged"] == 1
+    # older evidence (the shortest green only) is judged as it comes
+    assert gates.pedestrian_green({"min_green_s": 10.0, "program": "J0_0", "phase": 0}, s)["status"] == "FAIL"
+    assert gates.pedestrian_green(None, s)["status"] == "NEEDS_HUMAN"
+
+
+@pytest.mark.sumo
+def test_pedestrian_gate_on_a_generated_sumo_grid_with_crossings(tmp_path, traffic_cfg):
+    """netgenerate --crossings.guess: the 37 s phases show the crossings green, the 5 s phases after them do
+    not; the gate judges the former and passes (all greens: it would fail on 5 s)."""
+    import subprocess
+    import warnings
+
+    from interventions.signal_timing import crossing_greens
+    from twins.core.worlds import WorldBatch
+    from twins.traffic import sumo
+    from twins.traffic.demand import Demand, Flow
+    from twins.traffic.model import TrafficScenario, TrafficTwin
+    from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo
+
+    try:
+        exe = find_sumo("netgenerate")
+    except SumoNotFoundError as e:
+        pytest.skip(f"SUMO is not installed ({e})")
+    out = tmp_path / "grid.net.xml"
+    r = subprocess.run([exe, "--grid", "--grid.number", "2", "--grid.length", "150", "--grid.attach-length", "100",
+                        "--default-junction-type", "traffic_light", "--sidewalks.guess", "--crossings.guess",
+                        "--seed", "1", "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = sumo.load_net(out)
+    tw = TrafficTwin(TrafficScenario(net, Demand(flows=[Flow("f", [next(iter(net.edges))], rate=60.0)]), "g"),
+                     WorldBatch.replications(0, 1), dt=1.0, horizon=30.0)
+    ev = crossing_greens(tw)
+    s = traffic_cfg.ethics.safety.traffic
+    g = gates.pedestrian_green(ev, s)
+    assert g["status"] == "PASS" and "serving a pedestrian crossing 37.0 s" in g["reason"], g["reason"]
+    short = [r for r in ev["phases"] if r["crossing"] is False]
+    assert short and min(r["green_s"] for r in short) < 15.7  # car-only greens exist, and are not judged
+    everything = {**ev, "phases": [{**r, "crossing": None} for r in ev["phases"]]}
+    assert gates.pedestrian_green(everything, s)["status"] == "FAIL"
+
+
+def test_search_floor_goes_to_the_greens_that_serve_a_crossing(traffic_cfg):
+    """with_search_constraints hands the crossing time to signal_timing as pedestrian_green_s (applied to the
+    greens that serve a crossing: tests/interventions/test_signal_timing.py), not as min_green_s for every
+    phase; named phases and the validated cycle range go along."""
+    import copy
+
+    from twins.ethics import pedestrian_green_s, with_search_constraints
+
+    cfg = with_search_constraints(traffic_cfg)
+    assert cfg.intervention.pedestrian_green_s == pytest.approx(pedestrian_green_s(traffic_cfg.ethics), abs=1e-6)
+    assert cfg.intervention.min_green_s == 0.0  # the other phases keep their own minimum greens
+    assert (cfg.intervention.min_cycle_s, cfg.intervention.max_cycle_s) == (40.0, 150.0)  # validated_range
+    named = copy.deepcopy(traffic_cfg)
+    named.ethics.safety.traffic.pedestrian_phases = {"J0_0": [0]}
+    assert dict(with_search_constraints(named).intervention.pedestrian_phases) == {"J0_0": [0]}

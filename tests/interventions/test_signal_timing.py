@@ -221,3 +221,200 @@ def test_intervention_none_keeps_the_plain_run_folder(run_cf):
     assert "mean_delay_s" in met and met["mean_delay_s"]["n"] == 2
     assert math.isfinite(met["mean_delay_s"]["mean"])
     assert np.isfinite(pd.read_parquet(out / "worlds.parquet")["mean_travel_time_s"]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) real multi-phase programs (issue 18): simplex shares, the phases' own bounds, repair, crossings
+from interventions.signal_timing import (coords_from_shares, crossing_greens, project,  # noqa: E402
+                                         shares_from_coords)
+from twins.traffic.network import Phase  # noqa: E402
+
+NS, NSL, EW, EWL = "GGGrrrrrGGGrrrrr", "rrrGrrrrrrrGrrrr", "rrrrGGGrrrrrGGGr", "rrrrrrrGrrrrrrrG"
+
+
+def _four_phase_twin(worlds, min_dur=5.0, max_dur=50.0, crossing_links=None):
+    """The junction with a cologne1-like program: through and protected-left greens per axis (29/6/29/6 s),
+    each followed by 3 s of yellow (lost time 12 s, cycle 82 s); greens carry minDur/maxDur."""
+    s = junction_scenario(OmegaConf.structured(JunctionScenario()), 300.0)
+    prog = s.network.programs["J0_0"]
+    ph = []
+    for dur, st in ((29.0, NS), (6.0, NSL), (29.0, EW), (6.0, EWL)):
+        ph += [Phase(dur, st, min_dur=min_dur, max_dur=max_dur), Phase(3.0, st.replace("G", "y"))]
+    prog.phases, prog.crossing_links = ph, crossing_links
+    return TrafficTwin(s, worlds, dt=1.0, horizon=300.0)
+
+
+def _greens(d):
+    return [float(d[k]) for k in (0, 2, 4, 6)]
+
+
+def test_simplex_map_covers_the_box_and_inverts():
+    rng = np.random.default_rng(0)
+    for K in (2, 3, 4, 6):
+        for v in rng.random((50, K - 1)):
+            s = shares_from_coords(v)
+            assert len(s) == K and min(s) >= 0 and abs(sum(s) - 1) < 1e-12
+            assert np.allclose(coords_from_shares(s), v, atol=1e-9)
+        assert shares_from_coords([0.0] * (K - 1))[-1] == pytest.approx(1.0)  # a corner of the box
+    assert shares_from_coords([0.3]) == pytest.approx([0.3, 0.7])  # K = 2: the green split itself
+    # uniform box -> uniform simplex: every share has mean 1/K
+    v = rng.random((20000, 3))
+    assert np.allclose(np.mean([shares_from_coords(x) for x in v], axis=0), 0.25, atol=0.01)
+
+
+def test_projection_is_the_nearest_feasible_split():
+    g = project([38.8, 0.4, 0.4, 0.4], [5] * 4, [50] * 4, 40.0)
+    assert g == pytest.approx([25.0, 5.0, 5.0, 5.0]) and sum(g) == pytest.approx(40.0, abs=1e-12)
+    g = project([64.6, 13.4, 64.6, 13.4], [5] * 4, [50] * 4, 156.0)
+    assert g == pytest.approx([50.0, 28.0, 50.0, 28.0])
+
+
+def test_multi_phase_parameters_and_the_baseline_is_bit_identical():
+    tw = _four_phase_twin(WorldBatch.replications(0, 1, arms=2))
+    iv = SignalTiming()
+    params = {p.name: p for p in iv.parameters(tw)}
+    assert {"share4_1", "share4_2", "share4_3", "J0_0.share_1"} <= set(params) and "green_split" not in params
+    assert params["cycle_s"].baseline == 82.0
+    assert params["cycle_s"].low == 32.0 and params["cycle_s"].high == 180.0  # 12 s lost + 4 × minDur 5 s
+    assert all(params[f"share4_{i}"].low == 0.0 and params[f"share4_{i}"].high == 1.0 for i in (1, 2, 3))
+    base = iv.baseline(tw)
+    assert shares_from_coords([base[f"share4_{i}"] for i in (1, 2, 3)]) == pytest.approx([29 / 70, 6 / 70] * 2)
+    iv.apply(tw, [None, base])
+    d = tw.worlds.params["signal_durations"]
+    assert torch.equal(d[0], d[1])  # bit for bit
+
+
+def test_shares_sum_to_the_effective_green_within_the_phase_bounds():
+    tw = _four_phase_twin(WorldBatch.replications(0, 1))
+    iv = SignalTiming()
+    rng = np.random.default_rng(1)
+    for cyc, v in zip(rng.uniform(32, 180, 200), rng.random((200, 3))):
+        vals = iv.validate({"cycle_s": float(cyc), **{f"share4_{i + 1}": float(x) for i, x in enumerate(v)}}, tw)
+        d = iv.plan(vals, tw)[0][0]
+        g = _greens(d)
+        assert sum(g) == pytest.approx(cyc - 12.0, abs=1e-9)
+        assert min(g) >= 5.0 - 1e-9 and max(g) <= 50.0 + 1e-9, (cyc, v, g)
+        assert [float(d[k]) for k in (1, 3, 5, 7)] == [3.0] * 4  # yellows kept
+    # feasible shares are honoured exactly
+    vals = {"cycle_s": 112.0, **dict(zip(["share4_1", "share4_2", "share4_3"], coords_from_shares([4, 1, 4, 1])))}
+    assert _greens(iv.plan(vals, tw)[0][0]) == pytest.approx([40.0, 10.0, 40.0, 10.0])
+    # a config's green_shares become the same coordinates
+    cv = SignalTiming({"green_shares": [0.4, 0.1, 0.4, 0.1], "cycle_s": 112.0}).config_values()
+    assert _greens(iv.plan(iv.validate(cv, tw), tw)[0][0]) == pytest.approx([40.0, 10.0, 40.0, 10.0])
+
+
+def test_cycle_alone_scales_the_baseline_split_and_repairs_onto_the_bounds():
+    """Today's bug: a 45 s cycle scaled the 6 s lefts below the minimum and blamed green_split=None. Now
+    the proportional greens are projected onto [minDur, maxDur] (repair: true) ..."""
+    tw = _four_phase_twin(WorldBatch.replications(0, 1))
+    iv = SignalTiming()
+    assert _greens(iv.plan(iv.validate({"cycle_s": 45.0}, tw), tw)[0][0]) == pytest.approx([11.5, 5, 11.5, 5])
+    assert _greens(iv.plan(iv.validate({"cycle_s": 168.0}, tw), tw)[0][0]) == pytest.approx([50, 28, 50, 28])
+    # ... or refused naming the parameter at fault (repair: false)
+    strict = SignalTiming({"repair": False})
+    with pytest.raises(ConfigError, match=r"intervention\.cycle_s=45\.0 .*phase 2 would get 2\.83 s, needs >= 5 s "
+                                          r"\(minDur=5 s\)") as e:
+        strict.validate({"cycle_s": 45.0}, tw)
+    assert "green_split" not in str(e.value)
+    corner = {"cycle_s": 60.0, "share4_1": 0.99, "share4_2": 0.5, "share4_3": 0.5}
+    with pytest.raises(ConfigError, match=r"intervention\.share4_1\.\.3=.*at junction 'J0_0'.*needs >= 5 s"):
+        strict.validate(corner, tw)
+    assert _greens(iv.plan(iv.validate(corner, tw), tw)[0][0]) == pytest.approx([33.0, 5.0, 5.0, 5.0])
+    # a cycle too short for the minimum greens names the cycle, with the feasible range
+    with pytest.raises(ConfigError, match=r"intervention\.J0_0\.cycle_s=30\.0 .*\[32, 180\] s"):
+        iv.validate({"J0_0.cycle_s": 30.0}, tw)
+    # green_split on a four-green program is not one of its parameters: the shares are
+    with pytest.raises(ConfigError, match=r"J0_0\.green_split=0\.5 is invalid.*J0_0\.share_1"):
+        iv.validate({"J0_0.green_split": 0.5}, tw)
+
+
+def test_min_green_s_overrides_the_phase_minimum_and_max_dur_caps():
+    tw = _four_phase_twin(WorldBatch.replications(0, 1))
+    p = SignalTiming().selected(tw)[0]
+    assert SignalTiming().bounds(p, tw)[:2] == ([5.0] * 4, [50.0] * 4)
+    assert SignalTiming({"min_green_s": 8.0}).bounds(p, tw)[:2] == ([8.0] * 4, [50.0] * 4)
+    assert SignalTiming({"min_green_s": 3.0}).bounds(p, tw)[0] == [3.0] * 4  # overrides downwards too
+    assert {q.name: q for q in SignalTiming({"min_green_s": 8.0}).parameters(tw)}["cycle_s"].low == 44.0
+    assert SignalTiming({"max_green_s": 40.0}).bounds(p, tw)[1] == [40.0] * 4
+    no_dur = _four_phase_twin(WorldBatch.replications(0, 1), min_dur=None, max_dur=None)
+    q = SignalTiming().selected(no_dur)[0]
+    lo, hi, _ = SignalTiming().bounds(q, no_dur)
+    assert lo == [7.0, 6.0, 7.0, 6.0] and hi == [math.inf] * 4  # default 7 s, never above the phase's own
+
+
+def test_pedestrian_floor_only_on_phases_that_serve_a_crossing():
+    # links 1 and 9 (the N and S through lanes here) stand for crossings: only the NS through phase serves one
+    tw = _four_phase_twin(WorldBatch.replications(0, 1), crossing_links=[1, 9])
+    iv = SignalTiming({"pedestrian_green_s": 15.7})
+    p = iv.selected(tw)[0]
+    assert p.crossing == (True, False, False, False)
+    assert iv.bounds(p, tw)[0] == [15.7, 5.0, 5.0, 5.0]
+    assert crossing_greens(tw)["crossing_phases"] == {"J0_0": [0]}
+    named = SignalTiming({"pedestrian_green_s": 15.7, "pedestrian_phases": {"J0_0": [4]}})
+    assert named.bounds(p, tw)[0] == [15.7, 5.0, 15.7, 5.0]
+    none = _four_phase_twin(WorldBatch.replications(0, 1), crossing_links=[])
+    assert iv.bounds(iv.selected(none)[0], none)[0] == [5.0] * 4  # the network has no crossing
+    ev = crossing_greens(none)
+    assert ev["min_green_s"] is None and "no phase serves a pedestrian crossing" in ev["note"]
+    unknown = _four_phase_twin(WorldBatch.replications(0, 1), crossing_links=None)  # generated: every green
+    assert iv.bounds(iv.selected(unknown)[0], unknown)[0] == [15.7] * 4
+    assert crossing_greens(unknown)["min_green_s"] == 6.0
+    with pytest.raises(ConfigError, match=r"pedestrian_phases\.J9=.*J0_0"):
+        SignalTiming({"pedestrian_green_s": 15.7, "pedestrian_phases": {"J9": [0]}}).bounds(p, tw)
+
+
+def _netgenerate(tmp_path, *args):
+    from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo
+
+    try:
+        exe = find_sumo("netgenerate")
+    except SumoNotFoundError as e:
+        pytest.skip(f"SUMO is not installed ({e})")
+    out = tmp_path / "net.net.xml"
+    r = subprocess.run([exe, *args, "--seed", "1", "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.mark.sumo
+def test_sumo_crossings_and_phase_bounds_are_imported(tmp_path):
+    """netgenerate --crossings.guess: each signal's crossing links are kept; the pedestrian floor lands on the
+    phases that show them green (37 s), not on the 5 s car-only phases after them."""
+    import warnings
+
+    from twins.traffic import sumo
+    from twins.traffic.model import TrafficScenario
+    from twins.traffic.demand import Demand, Flow
+
+    net_file = _netgenerate(tmp_path, "--grid", "--grid.number", "3", "--grid.length", "150",
+                            "--grid.attach-length", "100", "--default-junction-type", "traffic_light",
+                            "--sidewalks.guess", "--crossings.guess")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = sumo.load_net(net_file)
+    prog = net.programs["B1"]
+    assert prog.crossing_links and all(0 <= i < prog.n_links for i in prog.crossing_links)
+    serving = [k for k in range(len(prog.phases)) if prog.serves_crossing(k)]
+    assert serving == [0, 3]
+    demand = Demand(flows=[Flow("f", [next(iter(net.edges))], rate=100.0)])
+    tw = TrafficTwin(TrafficScenario(net, demand, "grid"), WorldBatch.replications(0, 1), dt=1.0, horizon=60.0)
+    iv = SignalTiming({"pedestrian_green_s": 15.7})
+    p = next(q for q in iv.selected(tw) if q.id == "B1")
+    lo = dict(zip(p.green, iv.bounds(p, tw)[0]))
+    assert lo[0] == lo[3] == 15.7 and lo[1] == lo[4] == 5.0  # 5 s car-only greens: their own length
+    ev = crossing_greens(tw)
+    assert ev["min_green_s"] == 37.0 and ev["crossing_phases"]["B1"] == [0, 3]
+    assert iv.validate({"cycle_s": 60.0}, tw)  # a 60 s cycle fits: 2 × 15.7 + 2 × 5 + 2 × 3 s
+
+
+def test_green_split_is_repaired_on_programs_with_phase_bounds():
+    """Two-phase programs with minDur/maxDur (real programs): a split outside the bounds is projected like the
+    shares; generated programs (no minDur/maxDur) keep refusing it with the valid range (test above)."""
+    s = junction_scenario(OmegaConf.structured(JunctionScenario()), 300.0)
+    for k in (0, 3):
+        s.network.programs["J0_0"].phases[k].min_dur, s.network.programs["J0_0"].phases[k].max_dur = 10.0, 40.0
+    tw = TrafficTwin(s, WorldBatch.replications(0, 1), dt=1.0, horizon=300.0)
+    d = SignalTiming().plan(SignalTiming().validate({"cycle_s": 50.0, "green_split": 0.9}, tw), tw)[0][0]
+    assert [float(d[0]), float(d[3])] == pytest.approx([30.0, 10.0])  # 36/4 s -> the nearest split within [10, 40]
+    with pytest.raises(ConfigError, match=r"green_split=0\.9 .*\[0\.250, 0\.750\]"):
+        SignalTiming({"repair_green_split": False}).validate({"cycle_s": 50.0, "green_split": 0.9}, tw)

@@ -15,7 +15,7 @@ from twins.core.stats import mean_ci
 
 TESTED = {"network_map", "timeseries", "effects", "sweep", "search_convergence", "pareto_front",
           "confirmed_effects", "corridor", "time_space", "fundamental_diagram", "group_effects",
-          "gate_decisions", "occupancy", "dose_response", "selectivity_tradeoff", "save"}
+          "gate_decisions", "occupancy", "dose_response", "selectivity_tradeoff", "save", "transfer_effects"}
 
 
 def test_every_helper_has_a_rendering_test():
@@ -181,3 +181,27 @@ def test_selectivity_tradeoff_rings_the_best_dose_under_the_ceiling(drug_run, tm
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"best under the ceiling: dose={lo_d}" in labels
     _png(ax, tmp_path, "selectivity")
+
+
+def test_transfer_effects(tmp_path):
+    """The transfer figure from a transfer.json-shaped record: one panel per metric, the twin's row and one row
+    per car-following model, each at its effect with its interval, and the ratios in the titles."""
+    def eff(x, half):
+        return {"effect": x, "ci_low": x - half, "ci_high": x + half, "n": 4}
+
+    record = {"label": "signal_timing(cycle_s=60)", "sumo": {"car_following": ["IDM", "Krauss"], "seeds": [0, 1, 2, 3]},
+              "metrics": {"mean_delay_s": {"predicted": eff(19.2, 6.3),
+                                           "realized": {"IDM": eff(12.5, 3.6), "Krauss": eff(16.0, 3.7)},
+                                           "ratio": {"IDM": 0.65, "Krauss": 0.83}},
+                          "throughput_veh": {"predicted": eff(-17.5, 6.4), "realized": {"IDM": eff(-8.0, 12.7),
+                                                                                      "Krauss": None},
+                                             "ratio": {"IDM": 0.46, "Krauss": None}}}}
+    fig = plots.transfer_effects(record)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert "IDM 0.65" in ax.get_title() and "Krauss 0.83" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["twin (predicted)", "SUMO IDM", "SUMO Krauss"]
+    xs = [float(c.lines[0].get_xdata()[0]) for c in ax.containers]  # each errorbar's data point
+    assert xs == pytest.approx([19.2, 12.5, 16.0])
+    assert "Krauss n/a" in fig.axes[1].get_title()
+    _png(fig, tmp_path, "transfer")

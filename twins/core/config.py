@@ -107,6 +107,18 @@ class TwinsConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
+@dataclass
+class TransferConfig:
+    """``python -m twins transfer RUN transfer.KEY=VALUE``: replay a run's plan in SUMO (interventions/transfer.py)."""
+
+    seeds: int = 4  # SUMO runs per program and car-following model (--seed first_seed, first_seed + 1, ...)
+    first_seed: int = 0
+    car_following: List[str] = field(default_factory=lambda: ["IDM", "Krauss"])  # SUMO's --default.carfollowmodel
+    jobs: Optional[int] = None  # SUMO processes at once; null: one per CPU core
+    timeout_s: Optional[float] = None  # per SUMO run; null: none
+    progress: bool = True  # a progress bar while SUMO runs
+
+
 _registered = False
 
 

@@ -53,16 +53,36 @@ def pedestrian_green_s(ethics_cfg) -> float:
 def with_search_constraints(cfg):
     """``cfg`` for the search, with the hard gates it can honour: :func:`search_constraints` appended to
     ``search.constraints`` (when the search supports group constraints), and an intervention's
-    ``min_green_s`` floor raised to the pedestrian crossing time, so no searched plan is unsafe to cross."""
+    greens that serve a pedestrian crossing floored at the crossing time (signal_timing's ``pedestrian_green_s``;
+    an intervention without it: its ``min_green_s``), so no searched plan is unsafe to cross."""
     from omegaconf import OmegaConf, open_dict
 
     from twins.core.config import ConstraintConfig
 
     e = as_config(cfg.get("ethics"))
     iv = cfg.get("intervention") or {}
-    if e.enabled and "min_green_s" in iv and float(iv.min_green_s) < pedestrian_green_s(e):
+    need = round(pedestrian_green_s(e), 6)
+    if e.enabled and "pedestrian_green_s" in iv:  # signal_timing: a floor on the greens that serve a crossing
+        named = dict(e.safety.traffic.get("pedestrian_phases") or {})
+        if iv.pedestrian_green_s is None or float(iv.pedestrian_green_s) < need or named:
+            cfg = cfg.copy()
+            cfg.intervention.pedestrian_green_s = max(need, float(iv.pedestrian_green_s or 0.0))
+            cfg.intervention.pedestrian_phases = {**named, **dict(iv.get("pedestrian_phases") or {})}
+            log.info("ethics: greens that serve a pedestrian crossing kept >= %.2f s (crossing time)%s",
+                     cfg.intervention.pedestrian_green_s, f"; named phases {named}" if named else "")
+    rng = (e.validity.get("validated_range") or {}).get("cycle_s") if e.enabled else None
+    if rng is not None and "min_cycle_s" in iv:  # search only the cycles the twin was validated for
         cfg = cfg.copy()
-        cfg.intervention.min_green_s = round(pedestrian_green_s(e), 6)
+        lo, hi = rng
+        if lo is not None:
+            cfg.intervention.min_cycle_s = max(float(lo), float(iv.min_cycle_s or 0.0))
+        if hi is not None:
+            cfg.intervention.max_cycle_s = min(float(hi), float(iv.max_cycle_s))
+        log.info("ethics: cycle_s searched within the validated range %s", list(rng))
+    if e.enabled and "pedestrian_green_s" not in iv and iv.get("min_green_s", None) is not None \
+            and float(iv.min_green_s) < need:  # e.g. max_pressure: its one minimum green
+        cfg = cfg.copy()
+        cfg.intervention.min_green_s = need
         log.info("ethics: intervention.min_green_s raised to the pedestrian crossing time, %.2f s",
                  cfg.intervention.min_green_s)
     extra = search_constraints(e) if e.enabled else []

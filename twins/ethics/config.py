@@ -57,11 +57,15 @@ class TierControls:
     approvers: int = 1  # distinct approvers, none of them the author
     held_out_replications: int = 8  # replications of the held-out evidence run
     signature: bool = False  # approvals must carry an SSH signature from allowed_signers
+    # external validity (scenarios from SUMO files): SUMO seeds per program and car-following model, and the
+    # smallest ratio realized (SUMO) / predicted (twin) effect on the objective; null: the gate is not applied
+    transfer_seeds: int = 4
+    transfer_min_ratio: Optional[float] = 0.8
 
 
 @dataclass
 class ControlsConfig:
-    I: TierControls = field(default_factory=lambda: TierControls(1, 8, False))  # noqa: E741
+    I: TierControls = field(default_factory=lambda: TierControls(1, 8, False, 2))  # noqa: E741
     II: TierControls = field(default_factory=lambda: TierControls(1, 16, False))
     III: TierControls = field(default_factory=lambda: TierControls(2, 32, True))
     IV: TierControls = field(default_factory=lambda: TierControls(2, 64, True))
@@ -92,6 +96,9 @@ class TrafficSafetyConfig:
     crossing_width_m: float = 14.0  # pedestrian crossing length (4 lanes of 3.5 m)
     walking_speed_mps: float = 1.2  # design walking speed (HCM: 1.0–1.2 m/s)
     walk_s: float = 4.0  # WALK interval before clearance (MUTCD minimum 4 s)
+    # phases that serve a pedestrian crossing the network file does not show: {program or junction id:
+    # [phase indices] | all}; SUMO crossings are found from the network (signal_timing.crossing_phases)
+    pedestrian_phases: Dict[str, Any] = field(default_factory=dict)
     stuck_after_s: float = 300.0  # a vehicle waiting/in the network this long counts as stuck (SUMO teleport time)
     max_stuck_vehicles: int = 0  # in any world of the policy arm
 
@@ -128,6 +135,9 @@ class ValidityConfig:
     stress_key: Optional[str] = "scenario.demand_scale"  # config key scaled by each factor; null: skip
     stress_factors: List[float] = field(default_factory=lambda: [0.8, 1.2])
     stress_replications: int = 4
+    # external validity: the plan replayed in SUMO under each of these car-following models (scenarios from SUMO
+    # files; seeds and threshold per tier: controls.<tier>.transfer_seeds / transfer_min_ratio)
+    transfer_car_following: List[str] = field(default_factory=lambda: ["IDM", "Krauss"])
 
 
 @dataclass
@@ -179,6 +189,10 @@ def validate(e) -> None:
         check(c.approvers >= 1, f"ethics.controls.{t}.approvers", c.approvers, "an integer >= 1")
         check(c.held_out_replications >= 2, f"ethics.controls.{t}.held_out_replications",
               c.held_out_replications, "an integer >= 2 (an interval needs two)")
+        check(c.transfer_seeds >= 2, f"ethics.controls.{t}.transfer_seeds", c.transfer_seeds,
+              "an integer >= 2 (a paired interval over SUMO seeds needs two)")
+        check(c.transfer_min_ratio is None or c.transfer_min_ratio >= 0, f"ethics.controls.{t}.transfer_min_ratio",
+              c.transfer_min_ratio, "a ratio >= 0 (realized / predicted effect), or null to skip the gate")
     c = e.credibility
     # a typo must not silently flip the direction the gates judge the policy on
     check(c.direction in (None, *DIRECTIONS), "ethics.credibility.direction", c.direction,
@@ -203,6 +217,9 @@ def validate(e) -> None:
         check(len(f) >= 1 and all(x > 0 for x in f), "ethics.validity.stress_factors", f,
               "a list of one or more factors > 0, e.g. [0.8, 1.2] (or ethics.validity.stress_key=null to skip "
               "the stress runs, which leaves the validity.stress gate NEEDS_HUMAN)")
+    cf = list(e.validity.transfer_car_following)
+    check(len(cf) >= 1, "ethics.validity.transfer_car_following", cf, "a list of SUMO car-following models, e.g. "
+          "[IDM, Krauss]")
     w = e.safety.drug.therapeutic_window
     if w is not None:
         check(len(w) == 2 and w[0] <= w[1], "ethics.safety.drug.therapeutic_window", list(w), "[low, high]")

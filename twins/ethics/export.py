@@ -54,30 +54,17 @@ def _tllogic(run: Path, record: dict, path: Path) -> Path:
     offsets (from the intervention itself, applied to a one-world twin of the run's config)."""
     from omegaconf import OmegaConf
 
-    import interventions
-    from twins.core import runner
-    from twins.core.worlds import WorldBatch
-    from twins.traffic.network import Phase, SignalProgram
+    from interventions.transfer import NoSignalPlan, signal_plan  # shared with python -m twins transfer
     from twins.traffic.sumo import write_tllogic
 
     cfg = OmegaConf.load(run / "config.yaml")
-    iv = interventions.get(cfg.get("intervention", None))
-    twin = runner.make_twin(cfg, WorldBatch.replications(cfg.seed, 1))
-    net = getattr(getattr(twin, "scenario", None), "network", None)
-    if net is None or not getattr(net, "programs", None):
-        raise ReviewError("--format sumo needs a traffic scenario with signal programs; use --format json")
-    iv.apply(twin, [dict(record["policy"] or {}) or None])
-    if "signal_durations" not in twin.worlds.params or any(k.endswith("min_green_s") for k in twin.worlds.params):
-        raise ReviewError(f"intervention {iv.name!r} does not set a fixed-time signal plan, so there is no tlLogic "
-                          "to export; use --format json")
-    dur = twin.worlds.params["signal_durations"][0].detach().cpu().double()
-    off = twin.worlds.params["signal_offsets"][0].detach().cpu().double()
-    progs = []
-    for i, pid in enumerate(twin.compiled.program_ids):
-        base = net.programs[pid]
-        progs.append(SignalProgram(base.id, [Phase(round(float(dur[i, k]), 3), ph.state, ph.name)
-                                             for k, ph in enumerate(base.phases)],
-                                   offset=round(float(off[i]), 3), program_id="twins-recommended"))
+    try:
+        progs = signal_plan(cfg, dict(record["policy"] or {}), program_id="twins-recommended")
+    except NoSignalPlan as e:
+        if "no signal programs" in str(e):
+            raise ReviewError("--format sumo needs a traffic scenario with signal programs; use --format json") \
+                from None
+        raise ReviewError(f"{e}, so there is no tlLogic to export; use --format json") from None
     write_tllogic(progs, path, program_id="twins-recommended")
     approvers = ", ".join(f"{d['reviewer']} ({d['role']})" for d in record["decisions"] if d["decision"] == "approve")
     body = (f"{LABEL} Run {record['run']}; policy {record['label']}; review status {record['status']}; approved by "

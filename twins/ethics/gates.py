@@ -156,21 +156,7 @@ def traffic_safety(ev: dict, e) -> list[dict]:
                 f"bound {_fmt(worst['ci_high'])} s {'<=' if ok else '>'} {bound:g} s "
                 f"(baseline {_fmt(worst.get('baseline_p95_mean'))} s)", {"worst": worst, "approaches": rows,
                                                                          "bound_s": bound}, hard=True))
-    ped = (t or {}).get("pedestrian")
-    need = s.crossing_width_m / s.walking_speed_mps + s.walk_s
-    if ped is None:
-        out.append(result("safety.pedestrian_green", NEEDS_HUMAN, "no signal plan in the evidence", hard=True))
-    elif ped.get("min_green_s") is None:
-        out.append(result("safety.pedestrian_green", PASS, ped.get("note") or "no signalized junction",
-                          ped, hard=True))
-    else:
-        g = float(ped["min_green_s"])
-        ok = g >= need - 1e-4  # a plan floored at exactly the crossing time (rounded to 1e-6 s) passes
-        out.append(result(
-            "safety.pedestrian_green", PASS if ok else FAIL,
-            f"shortest green {g:.1f} s (phase {ped.get('phase')} at {ped.get('program')}) "
-            f"{'>=' if ok else '<'} pedestrian crossing time {need:.1f} s ({s.crossing_width_m:g} m at "
-            f"{s.walking_speed_mps:g} m/s + {s.walk_s:g} s walk)", {**ped, "required_s": need}, hard=True))
+    out.append(pedestrian_green((t or {}).get("pedestrian"), s))
     stuck = (t or {}).get("stuck")
     if stuck is None:
         out.append(result("safety.gridlock", NEEDS_HUMAN, "no trips table in the evidence", hard=True))
@@ -182,6 +168,50 @@ def traffic_safety(ev: dict, e) -> list[dict]:
             f"({'<=' if ok else '>'} {s.max_stuck_vehicles}); baseline at most {stuck.get('baseline_max')}",
             stuck, hard=True))
     return out
+
+
+def _named(named, program: str, phase) -> bool:
+    """Whether ``ethics.safety.traffic.pedestrian_phases`` ({program id: [phase indices] | "all"}) names it."""
+    v = (named or {}).get(program)
+    return v is not None and (v == "all" or (not isinstance(v, str) and phase in [int(k) for k in v]))
+
+
+def pedestrian_green(ped: dict | None, s) -> dict:
+    """safety.pedestrian_green: every green phase that serves a pedestrian crossing lasts at least the crossing
+    time (width / walking speed + walk interval). A phase serves a crossing when it shows a SUMO crossing link
+    green (``crossing: true`` in the evidence's ``phases``), when the network does not say which links are
+    crossings (``crossing: null``: generated scenarios, where each green carries the crossing parallel to it),
+    or when the ethics config names it (``safety.traffic.pedestrian_phases``); phases of junctions without
+    crossings are not judged. Evidence without ``phases`` gives the shortest relevant green directly."""
+    need = s.crossing_width_m / s.walking_speed_mps + s.walk_s
+    if ped is None:
+        return result("safety.pedestrian_green", NEEDS_HUMAN, "no signal plan in the evidence", hard=True)
+    ped = dict(ped)
+    named = s.get("pedestrian_phases", None) if hasattr(s, "get") else getattr(s, "pedestrian_phases", None)
+    if isinstance(ped.get("phases"), list):
+        serving = [r for r in ped["phases"] if r.get("crossing") is not False or r.get("named")
+                   or _named(named, str(r.get("program")), r.get("phase"))]
+        if not serving:
+            return result("safety.pedestrian_green", PASS,
+                          ped.get("note") or f"no phase serves a pedestrian crossing ({len(ped['phases'])} green "
+                          "phase(s); the network shows no crossing at its signals and "
+                          "ethics.safety.traffic.pedestrian_phases names none)", ped, hard=True)
+        low = min(serving, key=lambda r: float(r["green_s"]))
+        ped.update(min_green_s=float(low["green_s"]), program=low.get("program"), phase=low.get("phase"),
+                   judged=len(serving))
+        if _finite(ped.get("adaptive_min_green_s")) and ped["adaptive_min_green_s"] < ped["min_green_s"]:
+            ped.update(min_green_s=float(ped["adaptive_min_green_s"]), program="(adaptive)", phase="any")
+    if ped.get("min_green_s") is None:
+        return result("safety.pedestrian_green", PASS, ped.get("note") or "no signalized junction", ped, hard=True)
+    g = float(ped["min_green_s"])
+    ok = g >= need - 1e-4  # a plan floored at exactly the crossing time (rounded to 1e-6 s) passes
+    which = "green serving a pedestrian crossing" if ped.get("judged") is not None or "crossing_phases" in ped \
+        else "green"
+    return result(
+        "safety.pedestrian_green", PASS if ok else FAIL,
+        f"shortest {which} {g:.1f} s (phase {ped.get('phase')} at {ped.get('program')}) "
+        f"{'>=' if ok else '<'} pedestrian crossing time {need:.1f} s ({s.crossing_width_m:g} m at "
+        f"{s.walking_speed_mps:g} m/s + {s.walk_s:g} s walk)", {**ped, "required_s": need}, hard=True)
 
 
 def _level(ev: dict, metric: str):
@@ -336,6 +366,53 @@ def validity_stress(ev: dict, e) -> dict:
                   s)
 
 
+def validity_external(ev: dict, e) -> dict | None:
+    """External validity: the plan replayed in SUMO (scenarios read from SUMO files) must improve the objective
+    the way the twin predicted, under every car-following model: the same sign as the prediction and a ratio
+    realized / predicted of at least ``controls.<tier>.transfer_min_ratio``. None (not applied) when the tier's
+    threshold is null; PASS saying why when the scenario has no SUMO model (it does not apply)."""
+    gate = "validity.external"
+    t = ev.get("transfer")
+    if t is None:
+        return result(gate, NEEDS_HUMAN, "no external-validity evidence (the plan was not replayed in SUMO)")
+    if not t.get("applies"):
+        return result(gate, PASS, f"does not apply: {t.get('why') or 'no SUMO model of this scenario'}", t)
+    tier = (ev.get("tier") or {}).get("tier")
+    controls = e.controls.get(tier) if tier else None
+    need = controls.transfer_min_ratio if controls is not None else t.get("min_ratio")
+    if need is None:
+        return None
+    if t.get("skipped") or t.get("failed"):
+        why = t.get("skipped") or t.get("failed")
+        return result(gate, NEEDS_HUMAN, f"the plan could not be checked in SUMO: {why}", t)
+    m, d = t.get("metric"), t.get("direction", "minimize")
+    pred = (t.get("predicted") or {}).get("effect")
+    if not _finite(pred) or pred == 0:
+        return result(gate, NEEDS_HUMAN, f"the twin's predicted effect on {m} ({_fmt(pred)}) has no sign for SUMO to "
+                      "confirm", t)
+    improves = pred < 0 if d == "minimize" else pred > 0
+    problems, seen = [], []
+    if not improves:
+        problems.append(f"the twin predicts the plan makes {m} worse ({pred:+.4g}): there is no improvement to hold")
+    for cf in t.get("car_following") or []:
+        r = (t.get("realized") or {}).get(cf) or {}
+        eff, ratio = r.get("effect"), (t.get("ratio") or {}).get(cf)
+        seen.append(f"{cf} {_fmt(eff)} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}], ratio {_fmt(ratio)}")
+        if not _finite(eff):
+            problems.append(f"SUMO ({cf}) measured no effect on {m}")
+        elif eff * pred <= 0:
+            problems.append(f"SUMO ({cf}) measured {eff:+.4g}, the opposite sign of the twin's {pred:+.4g}")
+        elif not _finite(ratio) or ratio < float(need):
+            problems.append(f"SUMO ({cf}) realized only {_fmt(ratio)} of the predicted effect (< {float(need):g})")
+    evd = {**t, "required_ratio": float(need)}
+    where = f"{t['seeds']} SUMO seeds each" if isinstance(t.get("seeds"), int) else "SUMO"
+    if problems:
+        return result(gate, FAIL, f"the plan does not hold in SUMO ({where}): " + "; ".join(problems)
+                      + f" (twin {pred:+.4g}; SUMO {'; '.join(seen)})", evd)
+    return result(gate, PASS, f"the plan holds in SUMO ({where}): {m} twin {pred:+.4g}; SUMO " + "; ".join(seen)
+                  + f" (ratio >= {float(need):g} under every car-following model)", evd)
+
+
 # --- human approval and audit -------------------------------------------------------------------------
 def approval(decisions: list[dict], controls: dict, author: str) -> dict:
     """PASS once ``controls['approvers']`` distinct valid approvals (not by the author, signed where the tier
@@ -388,4 +465,5 @@ def evaluate(ev: dict, e) -> list[dict]:
     else:
         out.append(result("safety", NEEDS_HUMAN, f"no safety floors are defined for a {kind!r} twin", hard=True))
     out += [equity(ev, e), validity_range(ev, e), validity_stress(ev, e)]
-    return out
+    external = validity_external(ev, e)  # None: its threshold is null (not applied)
+    return out + ([external] if external is not None else [])

@@ -86,6 +86,11 @@ class Phase:
     duration: float
     state: str
     name: str = ""
+    # SUMO's minDur / maxDur of the phase (seconds; None: not given). Static programs run ``duration``; the
+    # bounds are what the network's engineer allows, and signal_timing keeps retimed greens inside them.
+    # Metadata of the network file: not compared (a plan written as <tlLogic> and read back equals its program).
+    min_dur: float | None = field(default=None, compare=False)
+    max_dur: float | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -95,6 +100,18 @@ class SignalProgram:
     offset: float = 0.0
     program_id: str = "0"
     kind: str = "static"
+    # the link indices (positions in the state strings) that are pedestrian crossings (SUMO ``crossing``
+    # edges entered from a walking area with this tl and linkIndex); None: not known (generated networks,
+    # where every green phase is taken to carry the crossing parallel to it), []: the junction has none.
+    # Found from the net's connections, not part of a <tlLogic>: not compared.
+    crossing_links: list[int] | None = field(default=None, compare=False)
+
+    def serves_crossing(self, k: int) -> bool | None:
+        """Whether phase ``k`` shows green to a pedestrian crossing (None: the network does not say)."""
+        if self.crossing_links is None:
+            return None
+        st = self.phases[k].state
+        return any(i < len(st) and st[i] in GREEN for i in self.crossing_links)
 
     @property
     def cycle(self) -> float:
@@ -114,6 +131,8 @@ class SignalProgram:
             bad = set(p.state) - VALID_STATE
             check(not bad, f"tlLogic[{self.id}].phase[{i}].state", p.state,
                   f"characters from {''.join(sorted(VALID_STATE))}")
+        for i in self.crossing_links or []:
+            check(0 <= i < n, f"tlLogic[{self.id}].crossing link", i, f"0..{n - 1}")
 
 
 @dataclass

@@ -28,6 +28,11 @@ Mapping rules
   ``probability`` ``bernoulli``; ``number`` caps the count (alone, with
   begin/end, it spaces vehicles evenly as SUMO does). ``trip``s and flows given
   by ``from``/``to``(``/via``) are routed on the free-flow fastest path.
+* A phase's ``minDur``/``maxDur`` are kept (``Phase.min_dur``/``max_dur``: the
+  bounds ``signal_timing`` retimes greens within). Crossings are not modelled,
+  but the tls link indices that signal them (a walking area's connection onto a
+  ``crossing`` edge, ``linkIndex``) are kept as ``SignalProgram.crossing_links``
+  (the pedestrian-green gate applies to the phases that show them green).
 * Whatever is not modelled (pedestrian, bicycle and rail lanes, crossings,
   walking areas, actuated programs, persons, stops, detectors, car-following
   parameters other than IDM's, ...) is reported by ONE
@@ -283,7 +288,9 @@ def _tl_collector(report: _Report, programs: dict[str, SignalProgram]):
                                   f"SUMO link states from {''.join(sorted(VALID_STATE))}",
                                   f"Unknown state character(s) {''.join(bad)!r}: the twin cannot tell whether "
                                   "those links may drive.")
-            prog.phases.append(Phase(duration=dur, state=state, name=a.get("name", "")))
+            bounds = {k: sumo_time(a[attr], f"tlLogic[{prog.id}].phase[{len(prog.phases)}].{attr}")
+                      for k, attr in (("min_dur", "minDur"), ("max_dur", "maxDur")) if a.get(attr, "") != ""}
+            prog.phases.append(Phase(duration=dur, state=state, name=a.get("name", ""), **bounds))
             return True
         if tag in ("condition", "assignment", "function") and "tlLogic" in where.stack:
             report.add(f"tlLogic <{tag}> elements (actuation logic)")
@@ -422,9 +429,16 @@ def _load_net(path, report: _Report) -> RoadNetwork:
         return total, speed
 
     dropped_conns = 0
+    crossing_links: dict[str, set[int]] = {}  # tl -> link indices of pedestrian crossings
     for a, line in conns:
         f, t = a.get("from", ""), a.get("to", "")
         if f.startswith(":"):
+            # a walking area's link onto a crossing (or a crossing's onto a walking area) with a signal: that
+            # tls link index is a pedestrian crossing (the crossing itself is not modelled)
+            if a.get("tl") and "crossing" in (edges.get(t, {}).get("fn"), edges.get(f, {}).get("fn")):
+                for attr in ("linkIndex", "linkIndex2"):
+                    if a.get(attr, "") not in ("", "-1"):
+                        crossing_links.setdefault(a["tl"], set()).add(int(a[attr]))
             continue
         try:
             fl, tl_ = int(a.get("fromLane", "")), int(a.get("toLane", ""))
@@ -460,6 +474,8 @@ def _load_net(path, report: _Report) -> RoadNetwork:
                sum(1 for jid in junctions if jid not in used))
     net.junctions = {jid: j for jid, j in junctions.items() if jid in used}
     net.programs = programs
+    for pid, prog in programs.items():  # every imported program says which of its links are crossings
+        prog.crossing_links = sorted(crossing_links.get(pid, ()))
     _validate_programs(programs, path)
     for c in net.connections:
         if c.tl is not None and c.tl not in programs:
@@ -1032,6 +1048,7 @@ def load_sumocfg(path, *, net: str | None = None, routes=None) -> SumoScenario:
             if prog.n_links != network.programs[pid].n_links:
                 raise ConfigError(f"tlLogic[{pid}].state", prog.phases[0].state,
                                   f"{network.programs[pid].n_links} links like the net's program", f"In {af}.")
+            prog.crossing_links = network.programs[pid].crossing_links  # the same links: the net says which
             network.programs[pid] = prog
     demand = _load_routes(route_files, network, report, begin) if route_files else Demand(flows=[])
     demand = _skip_before(demand, begin, report)

@@ -11,17 +11,22 @@ What is asserted, over 8 replications of 10 simulated minutes:
 - **a jam forms** in most replications (at least 6 of 8): over the last five minutes, at nearly every second
   (>= 80 %) the slowest vehicle is nearly stopped (< 1.5 m/s) while the fastest drives (> 3.5 m/s) — a
   stop-and-go wave, not a slow homogeneous crawl (a deterministic platoon at this density crawls at one speed);
-- **it travels backwards at Sugiyama's speed**: the wave speed, from the speed field v(x, t) (2 m by 1 s cells)
-  by the spatial shift that best matches v(., t) with v(., t + 10 s), lies within 20 km/h ± 20 % in every jammed
-  replication. Why ± 20 %: Sugiyama's figure is one experiment's estimate ("about 20 km/h") with its own cars and
-  drivers, and the wave speed is the jam spacing (vehicle length plus standstill gap, SUMO's default car here)
-  over each driver's start-up delay; the estimator resolves 0.72 km/h (2 m in 10 s). Measured here
-  (2026-12-04): 20.2–21.6 km/h in all 8 replications.
+- **it travels backwards**, in every jammed replication (the speed field v(x, t), 2 m by 1 s cells, shifted to
+  best match v(., t + 10 s): a negative shift);
+- **at Sugiyama's speed** — a known gap, pinned by a strict xfail: 20 km/h ± 20 % (Sugiyama's figure is one
+  experiment's estimate, "about 20 km/h", with its own cars and drivers; the wave speed is the jam spacing,
+  vehicle length plus standstill gap, over each driver's start-up delay; the estimator resolves 0.72 km/h).
+  Measured here (2026-12-04): 10.1–10.8 km/h in all 8 replications. SUMO's default Krauss driver (5 m car,
+  2.5 m min gap, sigma 0.5, slow to start from dawdling) discharges a jam about half as fast as Sugiyama's
+  drivers; the twin's Krauss follows SUMO's (``tests/traffic_sumo/test_side_by_side.py``, within 3–7 %), so
+  SUMO itself is expected to show the same. (An earlier 20–22 km/h came from the keep-clear rule stopping
+  vehicles at each of the ring's 22 joints; keep-clear now applies only where a junction has an area.)
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -61,7 +66,10 @@ def wave_speed(traj: pd.DataFrame, circumference: float, segment: float, t0: flo
     return float(shifts[int(np.argmax(score))] * dx / lag)
 
 
-def test_ring_forms_a_stop_and_go_wave_that_travels_backwards_at_sugiyamas_speed():
+@pytest.fixture(scope="module")
+def ring_waves():
+    """8 replications of the ring for 10 minutes: the stop-and-go share per world over the last five minutes, and
+    the wave speed (km/h) of every jammed world."""
     cfg = OmegaConf.structured(RingScenario())
     assert cfg.car_following == "Krauss" and cfg.vehicles == 22 and cfg.circumference_m == 230.0
     horizon, R = 600.0, 8
@@ -78,7 +86,17 @@ def test_ring_forms_a_stop_and_go_wave_that_travels_backwards_at_sugiyamas_speed
               * 3.6 for w in jammed}
     print(f"\n[ring] stop-and-go share per world {stop_and_go.round(2).tolist()}; wave speed km/h "
           f"{ {w: round(s, 1) for w, s in speeds.items()} } (Sugiyama: about -{SUGIYAMA_KMH:g})")
-    assert len(jammed) >= 6, f"a stop-and-go jam in most replications: {stop_and_go.round(2).tolist()}"
-    assert all(s < 0 for s in speeds.values()), f"the wave travels backwards: {speeds}"
-    assert all(abs(-s - SUGIYAMA_KMH) <= 0.20 * SUGIYAMA_KMH for s in speeds.values()), speeds
+    return stop_and_go, speeds
 
+
+def test_ring_forms_a_stop_and_go_wave_that_travels_backwards(ring_waves):
+    stop_and_go, speeds = ring_waves
+    assert len(speeds) >= 6, f"a stop-and-go jam in most replications: {stop_and_go.round(2).tolist()}"
+    assert all(s < 0 for s in speeds.values()), f"the wave travels backwards: {speeds}"
+
+
+@pytest.mark.xfail(strict=True, reason="SUMO's default Krauss driver discharges a jam at about half Sugiyama's "
+                   "speed: 10.1-10.8 km/h against about 20 (see the module docstring)")
+def test_ring_wave_travels_at_sugiyamas_speed(ring_waves):
+    _, speeds = ring_waves
+    assert speeds and all(abs(-s - SUGIYAMA_KMH) <= 0.20 * SUGIYAMA_KMH for s in speeds.values()), speeds

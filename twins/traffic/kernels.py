@@ -29,7 +29,8 @@ the same, one vehicle at a time):
    of its upstream-most halted vehicle, less the lengths plus min gaps of the
    vehicles behind it, is shorter than this vehicle's length plus min gap
    (SUMO's ``getSpaceTillLastStanding``; a lane where nothing stands holds no
-   one). Otherwise the leader is the last vehicle of that lane (spillback), or
+   one; only where the connection crosses a junction area, ``via_length > 0``).
+   Otherwise the leader is the last vehicle of that lane (spillback), or
    the road is free.
 5. IDM acceleration integrated over ``substeps`` with the leader's speed held
    (SUMO's IDM stepping); speed clamped at zero and capped so the gap cannot
@@ -420,8 +421,10 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     must_stop = must_stop | (next_lane < 0) | ~found
     # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
     # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
+    # (only where the connection crosses a junction area: a zero-length one, where a lane simply continues, has
+    # no area to block)
     room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
-    must_stop = must_stop | (room_standing < (lenf + mgf).to(torch.float64))
+    must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & (via > 0))
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
     if net.has_foes:
         blocked = yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W, M)

@@ -367,7 +367,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             must_stop = must_stop || nl < 0 || !found;
             // keep the junction clear: no room behind the next lane's last standing vehicle holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
-            must_stop = must_stop || sc.standing[nlc] - sc.behind[nlc] < double(len + mg);
+            must_stop = must_stop || (sc.standing[nlc] - sc.behind[nlc] < double(len + mg) && via > T(0));
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
             sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_room.push_back(next_room);

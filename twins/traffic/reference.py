@@ -33,7 +33,8 @@ phase it is in (synchronous update, like the kernel):
    behind its last standing vehicle than ``length + min_gap``: the back of
    its upstream-most halted vehicle (speed < 0.1 m/s), less the lengths
    plus min gaps of the vehicles behind it (SUMO's space till the last
-   standing vehicle; no halted vehicle: no limit). The junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
+   standing vehicle; no halted vehicle: no limit; only where the connection
+   crosses a junction area, via > 0). The junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
    The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
    gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
    junction gap; otherwise a front vehicle follows the tail of the
@@ -351,7 +352,8 @@ class ReferenceVehicle(mesa.Agent):
         signal_stop = code == SIG_RED or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
         # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
         # one at the line
-        keep_clear = nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
+        # (only where the connection crosses a junction area: a zero-length one has none to block)
+        keep_clear = nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap and via > 0
         self._next_lane, self._via, self._room, self._key = nl, via, room, (lane.id, nxt_edge)
         self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
         self._must_stop = signal_stop or nl is None or not found or keep_clear

@@ -155,9 +155,10 @@ class RingScenario(TrafficScenarioBase):
     kind: str = "ring"
     name: str = "ring"
     circumference_m: float = 230.0
-    # one edge per vehicle: every vehicle enters at t = 0, evenly spaced, as Sugiyama's drivers started (with
-    # fewer entries the later ones wait for a gap in the circulating traffic, minutes with Krauss drivers)
-    segments: int = 22
+    # 11 edges of 20.9 m, two vehicles entering each: all 22 are on the ring by t = 1 s, evenly spaced, as
+    # Sugiyama's drivers started (with 4 entries the later ones waited minutes for a gap in the circulating
+    # traffic). Much shorter edges would be wrong: a front vehicle looks past its lane's end one edge ahead only
+    segments: int = 11
     vehicles: int = 22
     speed_mps: float = 13.89
     # Sugiyama's waves grow from driver imperfection: SUMO's Krauss with its dawdling (sigma) by default;

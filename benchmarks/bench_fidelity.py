@@ -21,15 +21,11 @@ departures are the same in every run.
 
 **The twin**: the path ``python -m twins run scenario=sumo scenario.sumocfg=...``
 takes (the Hydra config composed with those overrides, the twin built by
-``scenarios.build_twin``), with ``scenario.demand_variation=none`` where the
-config has that key, so the twin runs the file's departures as SUMO does (the
-``scenario=sumo`` default re-draws them). One batched run per scenario and model
-with one world per seed (world i is replication ``seeds[i]``: the twin's keyed
-noise, not SUMO's random stream, so the seeds pair up by label only). The twin's
-car-following model is ``scenario.car_following`` (IDM | Krauss) when the
-composed config has it, else an argument ``car_following`` of ``TrafficTwin`` or
-``TrafficScenario`` when either takes one; when none does, the twin has IDM only
-and its Krauss columns print ``n/a``.
+``scenarios.build_twin``), with ``scenario.demand_variation=none``, so the twin
+runs the file's departures as SUMO does (the ``scenario=sumo`` default re-draws
+them), and ``scenario.car_following=IDM|Krauss``. One batched run per scenario and
+model with one world per seed (world i is replication ``seeds[i]``: the twin's keyed
+noise, not SUMO's random stream, so the seeds pair up by label only).
 
 Metrics (the same definitions in both, see ``twins/traffic/sumo_bridge.py``):
 mean travel time = mean tripinfo ``duration`` (arrival − actual departure) of the
@@ -52,9 +48,7 @@ scenario so an interrupted run keeps what it measured.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
-import inspect
 import json
 import math
 import os
@@ -75,7 +69,6 @@ from _sumo_common import (DEFAULT_RESCO, RESCO, ROOT, cpu_name, load_avg, load_r
 from twins.core.errors import ConfigError  # noqa: E402
 from twins.core.worlds import WorldBatch  # noqa: E402
 from twins.traffic import sumo  # noqa: E402
-from twins.traffic.model import TrafficScenario, TrafficTwin  # noqa: E402
 from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, run_sumo  # noqa: E402
 
 MODELS = ("IDM", "Krauss")
@@ -114,48 +107,15 @@ def compose(overrides: list[str]):
         return _compose(config_name="config", overrides=["output.figures=false", "progress=false", *overrides])
 
 
-def twin_car_following(cfg) -> tuple[str | None, str | None]:
-    """(where the twin takes a car-following model: 'config' | 'twin' | 'scenario' | None, the config's default)."""
-    if "car_following" in cfg.scenario:
-        return "config", cfg.scenario.get("car_following")
-    if "car_following" in inspect.signature(TrafficTwin.__init__).parameters:
-        return "twin", None
-    if "car_following" in {f.name for f in dataclasses.fields(TrafficScenario)}:
-        return "scenario", None
-    return None, None
-
-
-def model_value(model: str, default) -> str:
-    """The config's spelling of ``model``: lower case when the config's default is written in lower case."""
-    return model.lower() if isinstance(default, str) and default == default.lower() else model
-
-
-def twin_build(cfg, worlds: WorldBatch, where: str | None, model: str | None):
+def twin_runs(base: list[str], model: str, seeds: list[int], progress) -> list[dict]:
     import scenarios
-    from scenarios.sumo import load_scenario
-    from scenarios.traffic import _twin_kwargs
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        if where in (None, "config"):
-            return scenarios.build_twin(cfg, worlds, "cpu", torch.float32)
-        # the model is an argument of the Python API only: the builder's steps with it added
-        network, demand, begin, end = load_scenario(cfg.scenario)
-        extra = {"car_following": model}
-        scen = TrafficScenario(network, demand, cfg.scenario.name, begin=begin,
-                               **(extra if where == "scenario" else {}))
-        return TrafficTwin(scen, worlds, horizon=float(end - begin), device="cpu", dtype=torch.float32,
-                           **_twin_kwargs(cfg), **(extra if where == "twin" else {}))
-
-
-def twin_runs(base: list[str], cfg, where, default, model: str, seeds: list[int], progress) -> list[dict]:
-    overrides = list(base)
-    if where == "config":
-        overrides.append(f"scenario.car_following={model_value(model, default)}")
-        cfg = compose(overrides)
+    cfg = compose([*base, f"scenario.car_following={model}"])
     worlds = WorldBatch(0, torch.tensor(seeds, dtype=torch.int64), torch.zeros(len(seeds), dtype=torch.int64))
     t0 = time.perf_counter()
-    tw = twin_build(cfg, worlds, where, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sumo.SumoImportWarning)
+        tw = scenarios.build_twin(cfg, worlds, "cpu", torch.float32)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
     while tw.step_index < tw.n_steps:
@@ -353,16 +313,9 @@ def main() -> None:
             sys.exit(f"bench_fidelity: {cfg_path} sets no end time: pass --horizon")
         base = ["scenario=sumo", f"scenario.sumocfg={cfg_path}", f"scenario.name={name}", f"scenario.end={end:g}",
                 f"compute.compile={a.compile}", f"replications={len(a.seeds)}"]
-        cfg = compose(base)
-        if "demand_variation" in cfg.scenario:  # the file's departures, as SUMO runs them
-            base.append("scenario.demand_variation=none")
-            cfg = compose(base)
-        where, default = twin_car_following(cfg)
+        base.append("scenario.demand_variation=none")  # the file's departures, as SUMO runs them
         plan = load_resco(cfg_path).network.programs if a.sumo_plan == "twin" else None
-        how = {"config": "scenario.car_following", "twin": "TrafficTwin(car_following=...)",
-               "scenario": "TrafficScenario(car_following=...)"}.get(where, "IDM only (no scenario.car_following)")
-        print(f"\n== {name}: {begin:g}..{end:g} s ({end - begin:g} s); the twin's car-following model: {how} ==",
-              flush=True)
+        print(f"\n== {name}: {begin:g}..{end:g} s ({end - begin:g} s) ==", flush=True)
         for model in models:
             def progress(what, secs, row, tail=""):
                 nonlocal k
@@ -374,20 +327,15 @@ def main() -> None:
             s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress)
             runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **r} for r in s_rows]
             t_rows, note = None, ""
-            if model == "IDM" or where is not None:
-                try:
-                    t_rows = twin_runs(base, cfg, where, default, model, a.seeds, progress)
-                except ConfigError as e:
-                    note = f"twin refused scenario.car_following={model}: {e}"
-                    print(f"[{k + 1}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
-                    k += 1
-                if t_rows:
-                    runs += [{"sim": "twin", "scenario": name, "model": model, "horizon_s": end - begin, **r}
-                             for r in t_rows]
-            else:
+            try:
+                t_rows = twin_runs(base, model, a.seeds, progress)
+            except ConfigError as e:
+                note = f"twin refused scenario.car_following={model}: {e}"
+                print(f"[{k + 1}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
                 k += 1
-                note = "the twin has no Krauss model (no scenario.car_following): n/a"
-                print(f"[{k}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
+            if t_rows:
+                runs += [{"sim": "twin", "scenario": name, "model": model, "horizon_s": end - begin, **r}
+                         for r in t_rows]
             if note:
                 twin_notes.add(note)
             summary.append(summarize(name, model, t_rows, s_rows, note))

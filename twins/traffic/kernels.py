@@ -427,10 +427,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & (via > 0))
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
     if net.has_foes:
-        blocked = yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W, M)
-        must_stop = must_stop | blocked
-    else:
-        blocked = None
+        must_stop = must_stop | yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W, M)
     nl = _gather(last, wf * L + next_lane.clamp(min=0))
     v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
     gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
@@ -527,6 +524,12 @@ def idm_move(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, subste
     v = idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt, substeps)
     if v_cap is not None:
         v = torch.minimum(v, v_cap)
+    return _move(v, gap_phys, x, hold, dt)
+
+
+def _move(v, gap_phys, x, hold, dt: float):
+    """The end of every model's step: the speed capped so that the physical gap cannot close below zero in one
+    step, zero where ``hold``; the new position ``x + v'·dt``."""
     v = torch.minimum(v, torch.clamp(gap_phys, min=0.0) / dt)
     if hold is not None:
         v = torch.where(hold, 0.0, v)
@@ -536,11 +539,7 @@ def idm_move(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, subste
 def krauss_move(v, v0, gap, v_lead, s0, accel, decel, tau, sigma, u, v_cap, dt: float, gap_phys, x, hold=None):
     """Rule 9 then as :func:`idm_move`: the Krauss speed (:func:`krauss_speed`), capped by the physical gap,
     zero where ``hold``; new position ``x + v'·dt``."""
-    v = krauss_speed(v, v0, gap, v_lead, s0, accel, decel, tau, sigma, u, v_cap, dt)
-    v = torch.minimum(v, torch.clamp(gap_phys, min=0.0) / dt)
-    if hold is not None:
-        v = torch.where(hold, 0.0, v)
-    return v, x + v * dt
+    return _move(krauss_speed(v, v0, gap, v_lead, s0, accel, decel, tau, sigma, u, v_cap, dt), gap_phys, x, hold, dt)
 
 
 _idm_move_compiled = None

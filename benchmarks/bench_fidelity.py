@@ -260,6 +260,8 @@ def main() -> None:
                     help="the twin's compute.compile (null: the compiled CPU step where a C++ compiler is found)")
     ap.add_argument("--sumo-plan", default="file", choices=["file", "twin"],
                     help="SUMO's signal programs: the .net.xml's (file) or the twin's import of them (twin)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra override of the twin's config, e.g. --set scenario.lane_changing=true (repeatable)")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for runs.csv, summary.csv, table.md, fidelity.json "
                          "(default outputs/bench_fidelity/DATE_TIME)")
@@ -314,6 +316,7 @@ def main() -> None:
         base = ["scenario=sumo", f"scenario.sumocfg={cfg_path}", f"scenario.name={name}", f"scenario.end={end:g}",
                 f"compute.compile={a.compile}", f"replications={len(a.seeds)}"]
         base.append("scenario.demand_variation=none")  # the file's departures, as SUMO runs them
+        base += a.overrides
         plan = load_resco(cfg_path).network.programs if a.sumo_plan == "twin" else None
         print(f"\n== {name}: {begin:g}..{end:g} s ({end - begin:g} s) ==", flush=True)
         for model in models:

@@ -23,10 +23,11 @@ from twins.traffic import kernels
 from twins.traffic.model import TrafficTwin
 
 
-def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0, compile: bool | None = None):
+def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0, compile: bool | None = None,
+          lane_changing: bool = False):
     s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=1000.0, approach_m=400.0, lanes=2,
                                           entry_flow_veh_h=1800.0, off_peak_factor=1.0, straight_share=0.8,
-                                          signals=SignalConfig(cycle_s=60.0)))
+                                          signals=SignalConfig(cycle_s=60.0), lane_changing=lane_changing))
     scen = grid_scenario(s, horizon)
     return TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, device=device,
                        dtype=dtype, interval_s=horizon, compile=compile)
@@ -37,8 +38,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None) -> dict:
-    tw = build(worlds, device, dtype, target, compile=compile)
+def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None,
+            lane_changing: bool = False) -> dict:
+    tw = build(worlds, device, dtype, target, compile=compile, lane_changing=lane_changing)
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
         tw.step()
@@ -79,6 +81,8 @@ def main():
                     help="compute.compile (default null: on a CPU the compiled step, twins.traffic.native, where a "
                     "C++ compiler is found; true: that, and on CUDA torch.compile of IDM, compiled during the "
                     "warm-up, not timed; false: the tensor kernels)")
+    ap.add_argument("--lane-changing", action="store_true",
+                    help="scenario.lane_changing=true: kernels rule 11 (lane changes along edges)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -86,10 +90,11 @@ def main():
     worlds = a.worlds or ([1, 64] if a.device == "cpu" else [1, 64, 256])
     dev = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     compile = {"null": None, "true": True, "false": False}[a.compile]
-    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; compute.compile={a.compile}")
+    print(f"device: {a.device} ({dev}); dtype {a.dtype}; torch {torch.__version__}; compute.compile={a.compile}; "
+          f"lane changing {'on' if a.lane_changing else 'off'}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
-        r = measure(w, a.device, dtype, target, a.steps, compile)
+        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing)
         print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "
               f"updates/s={r['updates_per_s'] / 1e6:8.2f} M  state={r['state_bytes_per_vehicle']:.0f} B/vehicle  "
               f"kernel {r['kernel']}  (warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")

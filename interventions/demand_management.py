@@ -170,5 +170,7 @@ class DemandManagement(Intervention):
             if key not in cache:
                 cache[key] = self.retention(self.validate(dict(v), tw) if v else None, tw)
             rows.append(cache[key])
-        tw.worlds.params["flow_retention"] = torch.stack(rows).to(tw.device)
+        ret = torch.stack(rows).to(tw.device)
+        base = tw.worlds.params.get("calibrated_retention")  # scenario.demand=calibrated: each world's member
+        tw.worlds.params["flow_retention"] = ret if base is None else ret * base.to(ret)
         rebuild(tw)

@@ -149,6 +149,7 @@ class SearchResult:
     confirmed: pd.DataFrame
     best: dict | None
     outdir: Path | None = None
+    summary: dict | None = None  # invalid plans and the recommendation with its reason (manifest: search_summary)
 
 
 def _distributions(space: Sequence[Parameter]):
@@ -605,7 +606,7 @@ class Search:
                                       values=["confirmed_effect", "ci_low", "ci_high", "gap"])
             c.columns = [f"confirmed:{m}" if v == "confirmed_effect" else f"{v}:{m}" for v, m in c.columns]
             pareto = pareto.merge(c.reset_index(), on="trial", how="left")
-        res = SearchResult(study, cand, pareto, confirmed, best, self.outdir)
+        res = SearchResult(study, cand, pareto, confirmed, best, self.outdir, self.summary)
         if self.outdir is not None:
             self.write(res)
         return res

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -117,6 +116,21 @@ def _resco(df):
         return np.where(loaded > 0, df["total_delay_veh_h"].to_numpy(float) * 3600.0 / loaded, np.nan)
 
 
+def _resco_from_totals(confirmed: dict) -> dict:
+    """RESCO's delay effect from a confirmation's ``total_delay_veh_h`` effect: × 3600 / the mean vehicles loaded.
+    Both arms of a replication load the same vehicles (the effect on ``vehicles_loaded`` is 0), so the per-world
+    effect is Δtotal · 3600 / loaded; dividing by the mean loaded instead is exact when every replication loads
+    the same count, and off by the spread of the count (well under 1 % on the RESCO files) otherwise."""
+    tot, loaded = confirmed.get("total_delay_veh_h"), confirmed.get("vehicles_loaded")
+    if not isinstance(tot, dict) or not isinstance(loaded, dict) or not loaded.get("baseline_mean") or \
+            any(loaded.get(k) not in (0, 0.0) for k in ("effect", "ci_low", "ci_high")):
+        return {}
+    k = 3600.0 / float(loaded["baseline_mean"])
+    e = {x: (None if tot.get(x) is None else float(tot[x]) * k) for x in ("effect", "ci_low", "ci_high")}
+    return {"resco_delay_s": _effect({**e, "n": tot.get("n")}, "best_policy.json (held-out confirmation): "
+                                     "total_delay_veh_h x 3600 / mean vehicles_loaded")}
+
+
 def predicted_from_worlds(worlds, metrics=None, arm: int = 1, source: str = "") -> dict:
     """Paired effects arm − baseline by replication from a per-world table (``worlds.parquet``)."""
     from twins.core.stats import paired_effect
@@ -181,6 +195,8 @@ def read_plan(run: Path) -> dict:
         if "resco_delay_s" not in predicted and ev_worlds.is_file():  # the confirmation keeps no per-world values
             predicted.update(predicted_from_worlds(pd.read_parquet(ev_worlds), ["resco_delay_s"],
                                                    source="evidence/worlds.parquet (the review's held-out run)"))
+        if "resco_delay_s" not in predicted:
+            predicted.update(_resco_from_totals(best.get("confirmed") or {}))
         return {"cfg": cfg, "policy": dict(params), "label": best.get("label") or f"{iv}({_fmt_policy(params)})",
                 "source": "search", "predicted": predicted, "intervention": iv}
     if not (run / "arms.json").is_file():
@@ -207,21 +223,16 @@ def _fmt_policy(p: dict) -> str:
 
 
 # --- SUMO ---------------------------------------------------------------------------------------------------
-def _abs(p: str) -> str:
-    from scenarios.sumo import _abs as resolve
-
-    return resolve(p) if p else p
-
-
 def sumo_inputs(sc) -> dict:
     """What SUMO reads for the ``scenario: sumo`` section ``sc``: the same files the twin read."""
-    from twins.traffic.sumo_bridge import _inputs
+    from scenarios.sumo import abs_path
+    from twins.traffic.sumo_bridge import input_files
 
-    sumocfg, net = _abs(str(sc.get("sumocfg", "") or "")), _abs(str(sc.get("net", "") or ""))
-    routes = [_abs(r.strip()) for r in str(sc.get("routes", "") or "").split(",") if r.strip()]
+    sumocfg, net = abs_path(str(sc.get("sumocfg", "") or "")), abs_path(str(sc.get("net", "") or ""))
+    routes = [abs_path(r.strip()) for r in str(sc.get("routes", "") or "").split(",") if r.strip()]
     extra = []
     if sumocfg:
-        _, files = _inputs(sumocfg)
+        _, files = input_files(sumocfg)
         scenario = sumocfg
         if net:
             extra += ["--net-file", net]
@@ -246,31 +257,12 @@ def sumo_version(exe: str) -> str:
         return "unknown"
 
 
-def _resco_delay(workdir: Path, loaded: int) -> float:
-    """RESCO's delay from SUMO's outputs: time loss + departure delay of every tripinfo (arrived and, with
-    ``write-unfinished``, still running), plus the departure delay of the vehicles still waiting to enter
-    (``vehicleTripStatistics/departDelayWaiting``), over all loaded vehicles."""
-    from twins.traffic.sumo_bridge import _attrs
-
-    trips = [a for _, a in _attrs(workdir / "tripinfo.xml", {"tripinfo"})]
-    total = sum(float(a.get("timeLoss", 0)) + float(a.get("departDelay", 0)) for a in trips)
-    st = {t: a for t, a in _attrs(workdir / "statistics.xml", {"vehicles", "vehicleTripStatistics"})}
-    waiting = int(st.get("vehicles", {}).get("waiting", 0))
-    w = float(st.get("vehicleTripStatistics", {}).get("departDelayWaiting", 0) or 0)
-    total += waiting * max(w, 0.0)
-    return total / loaded if loaded > 0 else float("nan")
-
-
 def _one(exe: str, inputs: dict, plan: dict, model: str, seed: int, begin: float, end: float,
          timeout: float | None) -> dict:
     from twins.traffic.sumo_bridge import run_sumo
 
-    with tempfile.TemporaryDirectory(prefix="twins_transfer_") as wd:
-        m = run_sumo(inputs["scenario"], plan, car_follow_model=model, seed=seed, begin=begin, end=end,
-                     routes=inputs["routes"], extra_args=inputs["extra_args"], timeout=timeout, workdir=wd,
-                     binary=exe)
-        m["resco_delay_s"] = _resco_delay(Path(wd), int(m["vehicles_loaded"]))
-    return m
+    return run_sumo(inputs["scenario"], plan, car_follow_model=model, seed=seed, begin=begin, end=end,
+                    routes=inputs["routes"], extra_args=inputs["extra_args"], timeout=timeout, binary=exe)
 
 
 def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, timeout=None, progress=True,

@@ -75,12 +75,12 @@ def _check_sumo_demand(scen) -> None:
 
     from twins.traffic import sumo
 
-    from .sumo import _abs
+    from .sumo import abs_path
 
-    routes = [_abs(r.strip()) for r in str(scen.get("routes") or "").split(",") if r.strip()]
+    routes = [abs_path(r.strip()) for r in str(scen.get("routes") or "").split(",") if r.strip()]
     field, where = "scenario.routes", ""
     if not routes and scen.get("sumocfg"):
-        opts, path = sumo.read_sumocfg(_abs(scen.sumocfg))
+        opts, path = sumo.read_sumocfg(abs_path(scen.sumocfg))
         routes = [str(p) for p in sumo._files(opts.get("route-files", ""), path.parent)]
         field, where = "route-files", f" (the route-files of {path}; scenario.routes=... overrides them)"
     if not routes:

@@ -41,12 +41,27 @@ class SumoScenario:
     demand_scale: float = 1.0  # multiply every flow (given vehicles are thinned or repeated deterministically)
     # none | poisson (see the module docstring); none here, poisson in conf/scenario/sumo.yaml
     demand_variation: str = "none"
-    demand_interval_s: float = 900.0  # poisson: the file's rate per route is its count per interval (15 min)
+    # poisson: the file's rate per route is its count per interval (scenario=sumo: 60 s, which keeps the files'
+    # minute-scale peaks; conf/scenario/sumo.yaml)
+    demand_interval_s: float = 900.0
     # IDM | Krauss; null: as the route files' vTypes state (carFollowModel; unstated is SUMO's default, Krauss)
     car_following: Optional[str] = None
+    # kernels rule 11: vehicles change lanes along an edge (strategic, speed gain, cooperation), as SUMO's do
+    lane_changing: bool = False
+    # insertion: trips (<trip>, <flow> with from/to) are routed when they depart on the world's current travel
+    # times, as SUMO routes them (twins.traffic.routing); static: on free-flow times, once
+    routing: str = "insertion"
+    # per-origin outcomes (groups.parquet, the equity gate): trips grouped by the edge they enter the network on;
+    # entries expected to load fewer trips than this over [begin, end] are pooled into one group (OTHER_ENTRIES)
+    origin_min_trips: float = 50.0
+    # file: the route files' demand | calibrated: each replication draws a member of the ensemble that
+    # python -m twins calibrate wrote beside scenario.sumocfg (its calibrated.sumocfg; twins/calibration/ensemble.py)
+    demand: str = "file"
 
 
-def _abs(p: str) -> str:
+def abs_path(p: str) -> str:
+    """``p`` as an absolute path: relative to the directory the command was started in (Hydra's original
+    working directory during a Hydra run); "" stays ""."""
     if not p:
         return p
     try:
@@ -55,6 +70,38 @@ def _abs(p: str) -> str:
         return to_absolute_path(p)
     except Exception:  # noqa: BLE001  (no Hydra run in progress)
         return str(Path(p).expanduser().resolve())
+
+
+#: the origin group of the trips whose entry edge loads fewer than ``origin_min_trips``
+OTHER_ENTRIES = "other_entries"
+
+
+def group_by_entry(demand: Demand, begin: float = 0.0, end: Optional[float] = None,
+                   min_trips: float = 50.0) -> Demand:
+    """``demand`` with each flow's ``group`` (its origin, for per-group outcomes and the equity rules) set to the
+    edge its route enters the network on, where the route file names none. SUMO route files name no origin zones:
+    without this every route (often every single trip) would be its own origin group, too small for an effect to
+    mean anything (one vehicle's delay decides it). Entry edges expected to load fewer than ``min_trips`` trips
+    within ``[begin, end]`` are pooled into one group, :data:`OTHER_ENTRIES` (``min_trips=0``: none pooled)."""
+    check(isinstance(min_trips, (int, float)) and 0 <= min_trips < math.inf, "scenario.origin_min_trips", min_trips,
+          "a number of trips >= 0")
+
+    def count(f: Flow) -> float:
+        if f.kind == "fixed":
+            return float(sum(1 for t in f.departures if t >= begin and (end is None or t < end)))
+        return f.expected_count()
+
+    per_entry: dict[str, float] = {}
+    for f in demand.flows:
+        if not f.group:
+            per_entry[f.route[0]] = per_entry.get(f.route[0], 0.0) + count(f)
+    flows = []
+    for f in demand.flows:
+        if not f.group:
+            f = Flow(**{**f.__dict__})
+            f.group = f.route[0] if per_entry[f.route[0]] >= min_trips else OTHER_ENTRIES
+        flows.append(f)
+    return Demand(dict(demand.vtypes), flows)
 
 
 def scale_demand(demand: Demand, factor: float) -> Demand:
@@ -106,8 +153,9 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
           " or ".join(DEMAND_VARIATIONS), suggest(str(variation), DEMAND_VARIATIONS))
     check(isinstance(interval, (int, float)) and 0 < interval < math.inf, "scenario.demand_interval_s", interval,
           "a positive interval in seconds")
-    sumocfg, net, routes = _abs(get("sumocfg", "") or ""), _abs(get("net", "") or ""), get("routes", "") or ""
-    route_list = [_abs(r.strip()) for r in str(routes).split(",") if r.strip()]
+    sumocfg, net = abs_path(get("sumocfg", "") or ""), abs_path(get("net", "") or "")
+    routes = get("routes", "") or ""
+    route_list = [abs_path(r.strip()) for r in str(routes).split(",") if r.strip()]
     if sumocfg:
         sc = sumo.load_sumocfg(sumocfg, net=net or None, routes=route_list or None)
         network, demand, begin, end = sc.network, sc.demand, sc.begin, sc.end
@@ -126,6 +174,13 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
         end = float(get("end"))
     if end is not None:
         check(end > begin, "scenario.end", end, f"a time after begin ({begin:g} s)")
+    if (get("demand", "file") or "file") != "file":  # the ensemble of a calibration (twins/calibration/ensemble.py)
+        from twins.calibration import ensemble
+
+        check(get("demand") in ensemble.DEMAND_MODES, "scenario.demand", get("demand"),
+              " or ".join(ensemble.DEMAND_MODES), suggest(str(get("demand")), ensemble.DEMAND_MODES))
+        demand = ensemble.demand(sumocfg, demand)
+    demand = group_by_entry(demand, begin, end, get("origin_min_trips", 50.0))
     # vary first: demand_scale then multiplies the Poisson rates exactly (no thinning of given vehicles)
     demand = vary(demand, variation, begin=begin, end=end, interval_s=float(interval))
     demand = scale_demand(demand, float(get("demand_scale", 1.0) or 0.0) if get("demand_scale", 1.0) is not None
@@ -206,6 +261,12 @@ def car_following(setting: Optional[str], demand: Demand) -> str:
                       f"vehicle: set scenario.car_following=IDM or Krauss.")
 
 
+def _routing(value) -> str:
+    check(value in ("static", "insertion"), "scenario.routing", value,
+          "static (every trip on its free-flow route) or insertion (routed when it departs, as SUMO)")
+    return value
+
+
 def build_sumo_twin(cfg, worlds, device, dtype):
     """The traffic twin of a SUMO scenario; it runs from SUMO's begin to its end when the
     .sumocfg (or the config) sets one, else for ``horizon_s``."""
@@ -218,7 +279,16 @@ def build_sumo_twin(cfg, worlds, device, dtype):
     check(n >= 1, "scenario.end", end, f"a time at least one step (dt_s={cfg.dt_s}) after begin={begin:g}")
     name = cfg.scenario.get("name") or "sumo"
     scen = TrafficScenario(network, demand, name, begin=begin,
-                           car_following=car_following(cfg.scenario.get("car_following"), demand))
+                           car_following=car_following(cfg.scenario.get("car_following"), demand),
+                           lane_changing=bool(cfg.scenario.get("lane_changing", False)),
+                           routing=_routing(cfg.scenario.get("routing", "insertion")))
+    if (cfg.scenario.get("demand", "file") or "file") == "calibrated":  # each replication: a member of the ensemble
+        from twins.calibration import ensemble
+
+        ret = ensemble.retention(abs_path(cfg.scenario.get("sumocfg", "") or ""), demand, worlds).to(
+            worlds.replication.device)
+        worlds.params["flow_retention"] = ret
+        worlds.params["calibrated_retention"] = ret.clone()
     return TrafficTwin(scen, worlds, horizon=n * cfg.dt_s, device=device, dtype=dtype, **_twin_kwargs(cfg))
 
 

@@ -96,6 +96,7 @@ class TrafficScenarioBase:
     demand_scale: float = 1.0
     bus_lines: List[BusLineConfig] = field(default_factory=list)
     car_following: str = "IDM"  # IDM | Krauss (SUMO's default model, with dawdling sigma): kernels rule 9
+    lane_changing: bool = False  # kernels rule 11: lane changes along edges (strategic, speed gain, cooperation)
 
 
 @dataclass
@@ -474,21 +475,21 @@ def grid_scenario(s, horizon: float) -> TrafficScenario:
     net = signalized_lattice(s.rows, s.cols, s.block_m, s.approach_m, s.lanes, lanes_ns, s.speed_mps, s.signals,
                              s.name)
     return TrafficScenario(net, grid_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
-                           car_following=s.car_following)
+                           car_following=s.car_following, lane_changing=s.lane_changing)
 
 
 def junction_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = signalized_lattice(1, 1, 1.0, s.approach_m, s.lanes, s.lanes, s.speed_mps, s.signals, s.name)
     return TrafficScenario(net, junction_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
-                           car_following=s.car_following)
+                           car_following=s.car_following, lane_changing=s.lane_changing)
 
 
 def ring_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = ring_network(s)
     return TrafficScenario(net, ring_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
-                           car_following=s.car_following)
+                           car_following=s.car_following, lane_changing=s.lane_changing)
 
 
 @scenario("grid", GridScenario)

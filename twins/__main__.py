@@ -11,6 +11,7 @@ commands:
   review   show / approve / reject a run's ethics review; verify the audit log (review --help)
   export   export an approved policy (json, sumo), refused unless every gate passed (export --help)
   transfer replay a run's plan in SUMO (baseline vs plan, seeds x car-following models): does it hold?
+  calibrate fit a SUMO scenario's route flows to observed counts (GEH, an ensemble, calibrated.sumocfg)
 
 Hydra options work after the command: -m/--multirun, --cfg job, hydra.run.dir=..., --help.
 Examples:
@@ -22,9 +23,10 @@ Examples:
   python -m twins review approve outputs/<date>/<time>_<scenario> --reviewer "name" --role "traffic authority"
   python -m twins export outputs/<date>/<time>_<scenario> --format sumo
   python -m twins transfer outputs/<date>/<time>_sumo transfer.seeds=8 "transfer.car_following=[IDM,Krauss]"
+  python -m twins calibrate scenario=sumo scenario.sumocfg=my.sumocfg observed.counts=counts.csv
 """
 
-COMMANDS = {"run", "search"}
+COMMANDS = {"run", "search", "calibrate"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,13 +51,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     from twins import cli
 
-    if cmd in ("run", "search"):
+    if cmd in ("run", "search", "calibrate"):
         info_flags = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
         overrides = [a for a in rest if not a.startswith("-")]
         if not info_flags.intersection(rest):
             cli.precheck(overrides, command=cmd, multirun=bool({"-m", "--multirun"}.intersection(rest)))
         sys.argv = [f"{sys.argv[0]} {cmd}"] + rest
-        (cli.run_main if cmd == "run" else cli.search_main)()
+        {"run": cli.run_main, "search": cli.search_main, "calibrate": cli.calibrate_main}[cmd]()
 
 
 if __name__ == "__main__":

@@ -110,6 +110,10 @@ def precheck(overrides: list[str], command: str = "run", multirun: bool = False)
         validate_common(cfg)
         _check_launchers(parsed)
         _check_memory(cfg, command)
+        if command == "calibrate":  # the counts and the scenario's files, before Hydra makes the folder
+            from twins.calibration.run import check_inputs
+
+            check_inputs(cfg)
     except ConfigError as e:
         _fail(str(e))
     _check_folder(cfg, parsed, command, multirun)
@@ -327,3 +331,29 @@ def search_main(cfg: DictConfig) -> float | None:
         m = cfg.search.objectives[0].metric
         return res.best["confirmed"].get(m, {}).get("effect")
     return None
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base=None)
+def calibrate_main(cfg: DictConfig) -> float | None:
+    """``python -m twins calibrate``: fit the scenario's route flows to ``observed.counts``, write the folder
+    (twins/calibration/run.py); returns the calibrated mean GEH."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from twins.calibration import run as calibration
+    from twins.core import io
+
+    outdir = HydraConfig.get().runtime.output_dir
+    try:
+        set_threads(cfg.compute.get("threads"))
+        with io.RunFolder(outdir, overwrite=cfg.output.get("overwrite", False)):
+            rec = calibration.calibrate_from_config(cfg, outdir)
+    except ConfigError as e:
+        _fail(str(e))
+    except io.FolderInUse as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail(f"interrupted: the calibration in {outdir} is incomplete (no calibration.json).", 130)
+    except PermissionError as e:
+        _fail(_unwritable(outdir, e))
+    print(calibration.summary_lines(rec, outdir), flush=True)
+    return float(rec["fit"]["mean_geh"])

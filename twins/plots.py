@@ -620,3 +620,57 @@ def save(fig_or_ax, path) -> None:
     fig = fig_or_ax.figure if hasattr(fig_or_ax, "figure") and not hasattr(fig_or_ax, "savefig") else fig_or_ax
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+# --- calibration (python -m twins calibrate) ---------------------------------------------------------
+def geh5_band(upto: float, n: int = 200):
+    """``(m, lower, upper)``: the simulated counts at GEH = 5 around an observed count m (2d² = 25(2m + d))."""
+    m = np.linspace(0.0, max(float(upto), 1.0), n)
+    root = np.sqrt(625.0 + 400.0 * m)
+    return m, np.maximum(m + (25.0 - root) / 4.0, 0.0), m + (25.0 + root) / 4.0
+
+
+def calibration(fit: pd.DataFrame, record: dict | None = None, path=None, fig=None):
+    """``python -m twins calibrate``: observed vs simulated count (the prior's and the calibrated twin's, with
+    the ensemble's 90% band) inside the GEH 5 band; the share of counts with GEH < 5 per iteration."""
+    if fig is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.4, 1]})
+    else:
+        axes = fig.axes
+    ax = axes[0]
+    top = float(np.nanmax(fit[["observed", "simulated", "prior_simulated"]].to_numpy())) * 1.05
+    m, lo, hi = geh5_band(top)
+    ax.fill_between(m, lo, hi, color="0.85", label="GEH < 5")
+    ax.plot([0, top], [0, top], color="k", lw=0.8)
+    ax.scatter(fit["observed"], fit["prior_simulated"], s=10, color="C3", alpha=0.5, label="prior demand")
+    if "ensemble_p05" in fit:
+        ax.vlines(fit["observed"], fit["ensemble_p05"], fit["ensemble_p95"], color="C0", alpha=0.35, lw=1.2,
+                  label="ensemble 90% band")
+    ax.scatter(fit["observed"], fit["simulated"], s=12, color="C0", label="calibrated")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("observed count (veh per interval)")
+    ax.set_ylabel("simulated count, twin (veh per interval)")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    ax2 = axes[1]
+    if record is not None and record.get("iterations"):
+        it = [h["iteration"] for h in record["iterations"]]
+        ax2.plot(it, [100 * h["geh_share_below_5"] for h in record["iterations"]], "o-", label="GEH < 5 (%)")
+        ax2.axhline(85, color="k", ls="--", lw=0.8)
+        ax2.set_ylabel("counts with GEH < 5 (%)")
+        ax2.set_xlabel("iteration (0: prior)")
+        ax2.set_xticks(it)
+        ax3 = ax2.twinx()
+        ax3.plot(it, [h["mean_geh"] for h in record["iterations"]], "s--", color="C1", label="mean GEH")
+        ax3.set_ylabel("mean GEH", color="C1")
+        ax2.set_title(f"{record.get('method', '')}: best iteration {record.get('best_iteration')}", fontsize=9)
+        ax2.grid(alpha=0.3)
+    f = (record or {}).get("fit") or {}
+    if f:
+        fig.suptitle(f"calibration: GEH < 5 on {100 * f['geh_share_below_5']:.0f}% of {f['counts']} counts, total "
+                     f"flow {100 * f['total_flow_error']:+.1f}%, mean GEH {f['mean_geh']:.2f}", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        save(fig, path)
+    return fig

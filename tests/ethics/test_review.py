@@ -224,6 +224,47 @@ def test_a_crash_while_gathering_evidence_keeps_the_run_and_blocks_export(tmp_pa
         export.export(tmp_path / "run")
 
 
+@pytest.mark.parametrize("outcome", ["none_feasible", "none_beats_the_baseline"])
+def test_a_search_that_recommends_no_plan_is_recorded_and_exports_nothing(tmp_path, traffic_cfg, outcome):
+    """No feasible candidate, or none better than the baseline on held-out replications: the review still writes
+    its record and audit entry, saying the baseline stays; approve and export refuse in one clear line and write
+    nothing."""
+    from types import SimpleNamespace
+
+    from twins import ethics
+
+    cfg = OmegaConf.create(OmegaConf.to_container(traffic_cfg))
+    cfg.ethics.author = "alice"
+    cfg.ethics.audit.log = str(tmp_path / "audit.jsonl")
+    run = tmp_path / "search"
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    why = "no candidate was feasible while searching (8 evaluated): every one broke mean_delay_s[origin]"
+    res = SimpleNamespace(best=None, pareto=None, summary={"evaluated": 8, "invalid": 0, "recommendation": "baseline",
+                                                           "reason": why})
+    if outcome == "none_beats_the_baseline":  # best_policy.json as the search writes it then
+        why = "no candidate beats the baseline on held-out replications: the best (trial 3) changes mean_delay_s +1.8"
+        res.best = {"trial": 3, "params": {"cycle_s": 90.0}, "recommendation": "baseline", "recommended_params": {},
+                    "reason": why, "best_candidate": {"trial": 3, "effect": 1.8}}
+        res.summary.update(reason=why)
+    rec = ethics.review_search(cfg, run, res)
+    assert rec is not None and rec["status"] == "blocked" and rec["policy"] is None
+    gates = json.loads((run / "gates.json").read_text())
+    assert [g["gate"] for g in gates] == ["recommendation", "approval", "audit"]
+    assert gates[0]["status"] == "FAIL" and why in gates[0]["reason"] and "baseline" in gates[0]["reason"]
+    log = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [x["action"] for x in log] == ["gates"] and log[0]["decision"]["gates"]["recommendation"] == "FAIL"
+    shown = review.show(run)
+    assert "no plan" in shown and why in shown
+    with pytest.raises(ReviewError, match="nothing to approve"):
+        review.approve(run, "Bob", "engineer")
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(ReviewError) as err:
+        export.export(run, "sumo")
+    assert str(err.value).startswith("export refused — nothing to export: the search recommends no plan")
+    assert "\n" not in str(err.value) and sorted(p.name for p in run.rglob("*")) == before
+
+
 # --- review.json is a readable copy: editing it unlocks nothing --------------------------------------
 def edit_record(run, **changes):
     rec = json.loads((run / "review.json").read_text())

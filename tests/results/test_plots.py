@@ -15,7 +15,8 @@ from twins.core.stats import mean_ci
 
 TESTED = {"network_map", "timeseries", "effects", "sweep", "search_convergence", "pareto_front",
           "confirmed_effects", "corridor", "time_space", "fundamental_diagram", "group_effects",
-          "gate_decisions", "occupancy", "dose_response", "selectivity_tradeoff", "save", "transfer_effects"}
+          "gate_decisions", "occupancy", "dose_response", "selectivity_tradeoff", "save", "transfer_effects",
+          "geh5_band", "calibration"}
 
 
 def test_every_helper_has_a_rendering_test():
@@ -205,3 +206,31 @@ def test_transfer_effects(tmp_path):
     assert xs == pytest.approx([19.2, 12.5, 16.0])
     assert "Krauss n/a" in fig.axes[1].get_title()
     _png(fig, tmp_path, "transfer")
+
+
+def test_geh5_band_is_where_geh_equals_5():
+    """The band's edges are the simulated counts with GEH exactly 5 (GEH computed independently here)."""
+    m, lo, hi = plots.geh5_band(400.0)
+    inside = m > 12.5  # up to 12.5 vehicles even a count of 0 is within GEH 5: the lower edge is clipped at 0
+    for c in (lo[inside], hi[inside]):
+        geh = np.sqrt(2.0 * (m[inside] - c) ** 2 / (m[inside] + c))
+        np.testing.assert_allclose(geh, 5.0, rtol=1e-9)
+    assert (lo <= m).all() and (hi >= m).all()
+
+
+def test_calibration_figure(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    obs = rng.integers(5, 300, 40).astype(float)
+    fit = pd.DataFrame({"observed": obs, "simulated": obs + rng.normal(0, 3, 40),
+                        "prior_simulated": obs * 1.4, "ensemble_p05": obs - 6, "ensemble_p95": obs + 6})
+    record = {"method": "em", "best_iteration": 2,
+              "iterations": [{"iteration": k, "geh_share_below_5": s, "mean_geh": g}
+                             for k, s, g in ((0, 0.4, 4.1), (1, 0.9, 1.2), (2, 1.0, 0.4))],
+              "fit": {"geh_share_below_5": 1.0, "counts": 40, "total_flow_error": 0.004, "mean_geh": 0.4}}
+    fig = plots.calibration(fit, record)
+    scatter = [c for c in fig.axes[0].collections if isinstance(c, matplotlib.collections.PathCollection)]
+    np.testing.assert_allclose(scatter[-1].get_offsets()[:, 1], fit["simulated"])  # the calibrated counts
+    assert "GEH < 5 on 100%" in fig._suptitle.get_text()
+    _png(fig, tmp_path, "calibration")

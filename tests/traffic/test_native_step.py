@@ -58,6 +58,17 @@ def _krauss(scen):
     return scen
 
 
+def _merge(horizon, trucks):
+    from tests.traffic.test_lane_changing import merge_scenario
+
+    return merge_scenario(horizon, headway=2.0, trucks=trucks)
+
+
+def _lane_changing(scen):
+    scen.lane_changing = True
+    return scen
+
+
 CASES = {
     "grid": lambda: (grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0), 900.0),
     "arterial": lambda: (grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0), 600.0),
@@ -82,6 +93,19 @@ CASES = {
     # turning speeds on every connection (rule 8): slower inside junctions, anticipated on approach
     "turn_speeds": lambda: (_with_turn_speeds(grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)),
                                                             900.0)), 900.0),
+    # lane changing (rule 11): strategic, speed gain, cooperation, swaps; entering by the connection's lanes
+    "lane_changing_junction": lambda: (_lane_changing(junction_scenario(OmegaConf.merge(
+        OmegaConf.structured(JunctionScenario), {"flows_veh_h": {"N": 900, "E": 700, "S": 500, "W": 900}}),
+        900.0)), 900.0),
+    "lane_changing_arterial": lambda: (_lane_changing(grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0)),
+                                       600.0),
+    "lane_changing_krauss_right_of_way": lambda: (_lane_changing(_krauss(with_right_of_way(_with_turn_speeds(
+        grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0))))), 900.0),
+    "lane_changing_sumo_network": lambda: (lambda sc: (_lane_changing(sc[0]), sc[1]))(_sumo_tiny()),
+    # vehicles entering on the wrong lane (strategic changes, cooperation, swaps; with trucks, swaps refused where a
+    # longer body would not fit): tests/traffic/test_lane_changing.py's merge network
+    "lane_changing_merge": lambda: (_merge(300.0, ()), 300.0),
+    "lane_changing_merge_trucks": lambda: (_merge(300.0, ("VR",)), 300.0),
     # vehicle types with different exponents: the per-vehicle delta column
     "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
 }
@@ -98,6 +122,9 @@ def _assert_same_step(a: TrafficTwin, b: TrafficTwin, k: int) -> None:
     if a._lane_last is not None:
         assert torch.equal(a._lane_last, b._lane_last), f"step {k}: lane tails differ"
     assert torch.equal(a.lane_acc_interval, b.lane_acc_interval), f"step {k}: lane observations differ"
+    if "lc_yield" in a.state:  # rule 11's cooperation requests
+        assert torch.equal(torch.where(run, a.state["lc_yield"], -1), torch.where(run, b.state["lc_yield"], -1)), \
+            f"step {k}: lane-change requests differ"
 
 
 def _side_by_side(scen, horizon, worlds=3, dtype=torch.float32):

@@ -462,3 +462,31 @@ def test_spillback_no_vehicle_enters_a_full_edge():
     _, rec = _spillback_trace(torch.float64)
     bound = math.floor(BLOCK_M / (5.0 + 2.5)) + 1
     assert rec["mid_all"] <= bound
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Insertion speed (SUMO's departSpeed)
+@pytest.mark.parametrize("compile", [False, None])
+def test_insertion_speed_follows_depart_speed(compile):
+    """A vehicle enters an empty road at its ``depart_speed`` (SUMO's departSpeed: 0 by default in route files),
+    at most its desired speed; None (the twin's own scenarios, SUMO's "max") enters as fast as that allows."""
+    speeds = {}
+    for label, dsp in (("zero", 0.0), ("three", 3.0), ("max", None), ("above_desired", 99.0)):
+        scen = H.chain_scenario("insert", {"a": 400.0, "b": 400.0}, ["a", "b"])
+        for f in scen.demand.flows:
+            f.depart_speed = dsp
+            f.departures = [0.0]
+        tw = TrafficTwin(scen, WorldBatch.replications(3, 1), dt=1.0, horizon=5.0, compile=compile)
+        tw.step()  # inserted in step 0 at its insertion speed, then moved one step by IDM
+        first = int(torch.nonzero(tw.state["insert_step"][0] == 0)[0])
+        v0 = float(torch.minimum(tw.net.lane_speed[0] * tw.veh_full["speed_factor"][0, first],
+                                 tw.veh_full["max_speed"][0, first]))
+        # one IDM step from the insertion speed: a free road, so the speed rises by at most accel * dt
+        speeds[label] = (float(tw.state["speed"][0, first]), v0, float(tw.veh_full["accel"][0, first]))
+    v, v0, acc = speeds["zero"]
+    assert 0.0 < v <= acc + 1e-6  # from standstill
+    v, v0, acc = speeds["three"]
+    assert 3.0 < v <= 3.0 + acc + 1e-6
+    v, v0, acc = speeds["max"]
+    assert v == pytest.approx(v0, abs=1e-4)  # entered at its desired speed and kept it
+    assert speeds["above_desired"][0] == pytest.approx(speeds["max"][0], abs=1e-6)  # capped by the desired speed

@@ -255,11 +255,16 @@ def _bus_scenario():
     return scen
 
 
-def test_kernel_matches_reference_with_buses():
+@pytest.mark.parametrize("lane_changing", [False, True])
+def test_kernel_matches_reference_with_buses(lane_changing):
     """Rule 7 (bus stops): the kernel and the reference agree on every vehicle, and the buses dock at the
-    same step; the dwell at each docking comes from the twin's boarding (checked in tests/interventions)."""
+    same step; the dwell at each docking comes from the twin's boarding (checked in tests/interventions).
+    Also with lane changing (rule 11; a bus dwelling at its stop does not change lanes)."""
     scen = _bus_scenario()
-    tw = TrafficTwin(scen, WorldBatch.replications(seed=5, n=2), dt=DT, horizon=STEPS * DT, dtype=torch.float64)
+    scen.lane_changing = lane_changing
+    tw = TrafficTwin(scen, WorldBatch.replications(seed=5, n=2), dt=DT, horizon=STEPS * DT, dtype=torch.float64,
+                     compile=False)
+    assert tw.lane_changing == lane_changing
     lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
     first = tw.transit.first_stop.tolist()
     line_of = tw.transit.line_of_stop.tolist()
@@ -308,6 +313,8 @@ def test_kernel_matches_reference_with_buses():
         buses = [v for v in ref.vehicles if v.bus_stops]
         assert sum(v.status == ARRIVED for v in buses) >= 3, "buses completed their routes"
         assert ev["red_crossings"] == 0 and ev["same_step_entries"] == 0
+        if lane_changing:
+            assert ev["lc_strategic"] + ev["lc_speed_gain"] >= 20 and ev["overlaps"] == 0, ev
 
 
 def test_reference_alone_holds_red_and_conserves():

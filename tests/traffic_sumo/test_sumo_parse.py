@@ -62,8 +62,10 @@ def test_routes_vehicles_trips_flows(data_dir):
     assert flows["v0+1"].kind == "fixed" and flows["v0+1"].departures == [0.0, 10.0]
     assert flows["v0+1"].route == ["WC", "CE"] and flows["v0+1"].vtype == "car"
     assert flows["v2"].route == ["WC", "CN"] and flows["v2"].vtype == "lorry"
-    # trip t0 routed in the twin; v3 takes the most probable route of the distribution
-    assert flows["t0+1"].route == ["WC", "CN"] and flows["t0+1"].departures == [3.0, 7.0]
+    # trip t0 routed in the twin (and again at insertion: apart from v3, which keeps the most probable route of
+    # its distribution, the same edges)
+    assert flows["t0"].route == ["WC", "CN"] and flows["t0"].departures == [3.0] and flows["t0"].reroute
+    assert flows["v3"].route == ["WC", "CN"] and flows["v3"].departures == [7.0] and not flows["v3"].reroute
     assert flows["t1"].vtype == "DEFAULT_VEHTYPE"
     assert (flows["f_vph"].kind, flows["f_vph"].rate, flows["f_vph"].end) == ("periodic", 360.0, 600.0)
     assert (flows["f_period"].kind, flows["f_period"].rate, flows["f_period"].route) == \
@@ -99,7 +101,7 @@ def test_sumocfg(data_dir):
     text = str(msgs[0].message)
     assert "sumocfg option time-to-teleport=-1" in text and "<inductionLoop> elements" in text
     assert sc.ignored["<person> elements"] == 1
-    assert len(sc.demand.flows) == 9
+    assert len(sc.demand.flows) == 10  # trips apart from routed vehicles (they are routed again at insertion)
 
 
 def test_tllogic_roundtrip(tmp_path):
@@ -236,3 +238,41 @@ def test_sumocfg_relative_paths(data_dir, tmp_path):
         shutil.copy(data_dir / f, tmp_path / f)
     sc, _ = _load(sumo.load_sumocfg, tmp_path / "tiny.sumocfg")
     assert sc.files["net"] == str(tmp_path / "tiny.net.xml")
+
+
+def test_depart_speed_as_sumo_reads_it(data_dir, tmp_path):
+    """SUMO's departSpeed: unstated is 0 (SUMO's default), a number is kept, max/desired/speedLimit are "as fast as
+    safe" (None); random/avg/last are read as max and reported; vehicles that differ in it are separate flows; the
+    route writer states it, so SUMO and the twin insert alike; bad values are refused by field and value."""
+    net, _ = _load(sumo.load_net, data_dir / "tiny.net.xml")
+    p = tmp_path / "r.rou.xml"
+    p.write_text('<routes><vehicle id="a" depart="0"><route edges="WC CE"/></vehicle>'
+                 '<vehicle id="b" depart="1" departSpeed="max"><route edges="WC CE"/></vehicle>'
+                 '<vehicle id="c" depart="2" departSpeed="5.5"><route edges="WC CE"/></vehicle>'
+                 '<vehicle id="d" depart="3" departSpeed="random"><route edges="WC CE"/></vehicle>'
+                 '<flow id="f" begin="0" end="60" vehsPerHour="60" departSpeed="desired"><route edges="WC CE"/></flow>'
+                 '</routes>')
+    demand, msgs = _load(sumo.load_routes, p, net)
+    speeds = {f.id: f.depart_speed for f in demand.flows}
+    assert speeds == {"a": 0.0, "b+1": None, "c": 5.5, "f": None}
+    assert any('departSpeed="random"' in str(m.message) for m in msgs)
+    back, _ = _load(sumo.load_routes, sumo.write_routes(demand, tmp_path / "w.rou.xml"), net)
+    assert sorted(map(str, (f.depart_speed for f in back.flows))) == sorted(map(str, speeds.values()))
+    for bad in ("-1", "fast", "nan"):
+        p.write_text(f'<routes><vehicle id="x" depart="0" departSpeed="{bad}"><route edges="WC CE"/></vehicle>'
+                     '</routes>')
+        with pytest.raises(ConfigError, match="vehicle\\[x\\].departSpeed"):
+            sumo.load_routes(p, net)
+
+
+def test_trips_are_marked_for_routing_at_insertion(data_dir, tmp_path):
+    """SUMO routes a vehicle given by from/to when it is inserted (its rerouting device); one with a route keeps
+    it. The import marks the first kind (``Flow.reroute``) and keeps its free-flow route as the fallback."""
+    net, _ = _load(sumo.load_net, data_dir / "tiny.net.xml")
+    p = tmp_path / "r.rou.xml"
+    p.write_text('<routes><trip id="t" depart="0" from="WC" to="CE"/>'
+                 '<vehicle id="v" depart="1"><route edges="WC CE"/></vehicle>'
+                 '<flow id="f" begin="0" end="60" vehsPerHour="60" from="WC" to="CE"/></routes>')
+    demand, _ = _load(sumo.load_routes, p, net)
+    marks = {f.id: (f.reroute, tuple(f.route)) for f in demand.flows}
+    assert marks == {"t": (True, ("WC", "CE")), "v": (False, ("WC", "CE")), "f": (True, ("WC", "CE"))}

@@ -302,3 +302,25 @@ def test_a_search_folder_gives_its_recommended_plan_and_confirmed_effects(tmp_pa
     assert plan["predicted"]["mean_delay_s"]["effect"] == -4.0 and plan["predicted"]["mean_delay_s"]["n"] == 16
     assert plan["predicted"]["resco_delay_s"]["effect"] == pytest.approx(-(6 + 7.2 + 5) / 3)
     assert "evidence/worlds.parquet" in plan["predicted"]["resco_delay_s"]["source"]
+
+
+def test_a_search_without_review_evidence_predicts_resco_delay_from_its_confirmed_totals(tmp_path):
+    """Without the review's held-out worlds, RESCO's delay effect comes from the confirmation's total delay: both
+    arms load the same vehicles, so Δ(total · 3600 / loaded) = Δtotal · 3600 / loaded."""
+    from interventions.transfer import read_plan
+
+    confirmed = {"mean_delay_s": {"effect": -4.0, "ci_low": -5.0, "ci_high": -3.0, "n": 16},
+                 "total_delay_veh_h": {"effect": -2.0, "ci_low": -3.0, "ci_high": -1.0, "n": 16},
+                 "vehicles_loaded": {"effect": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 16, "baseline_mean": 1800.0}}
+    run = _folder(tmp_path, *SUMO_CFG, "intervention=signal_timing",
+                  best={"trial": 7, "params": {"cycle_s": 70.0}, "recommendation": "candidate",
+                        "recommended_params": {"cycle_s": 70.0}, "confirmed": confirmed})
+    r = read_plan(run)["predicted"]["resco_delay_s"]
+    assert (r["effect"], r["ci_low"], r["ci_high"], r["n"]) == (-4.0, -6.0, -2.0, 16)
+    assert "total_delay_veh_h" in r["source"]
+    # arms that loaded different vehicles (not a paired demand): no such shortcut
+    confirmed["vehicles_loaded"]["effect"] = 3.0
+    (run / "best_policy.json").write_text(json.dumps({"params": {"cycle_s": 70.0}, "recommendation": "candidate",
+                                                      "recommended_params": {"cycle_s": 70.0},
+                                                      "confirmed": confirmed}))
+    assert "resco_delay_s" not in read_plan(run)["predicted"]

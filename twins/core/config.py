@@ -13,6 +13,8 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from twins.calibration.config import CalibrateConfig, ObservedConfig
+
 from .errors import ConfigError, check, suggest
 
 
@@ -105,6 +107,8 @@ class TwinsConfig:
     ethics: Any = None  # conf/ethics/: review gates, audit log, approvals (twins.ethics)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    calibrate: Any = None  # conf/calibrate/ (python -m twins calibrate)
+    observed: ObservedConfig = field(default_factory=ObservedConfig)  # the counts a calibration fits
 
 
 @dataclass
@@ -134,6 +138,7 @@ def register_configs() -> None:
     cs.store(name="twins_config", node=TwinsConfig)
     cs.store(group="compute", name="compute_schema", node=ComputeConfig)
     cs.store(group="search", name="search_schema", node=SearchConfig)
+    cs.store(group="calibrate", name="calibrate_schema", node=CalibrateConfig)
     from twins.ethics.config import EthicsConfig
 
     cs.store(group="ethics", name="ethics_schema", node=EthicsConfig)

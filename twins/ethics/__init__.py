@@ -130,9 +130,19 @@ def review_search(cfg, outdir, res) -> dict | None:
     e = as_config(cfg.get("ethics"))
     validate(e)
     best = getattr(res, "best", None)
-    if not best:
-        log.warning("ethics: the search found no feasible policy; no review record")
-        return None
+    if not best or best.get("recommendation") == "baseline":
+        # no feasible candidate, or none that beats the baseline on held-out replications: the recommendation is
+        # the baseline. That outcome is recorded (and logged): review show and export then say there is no plan
+        summary = dict(getattr(res, "summary", None) or {})
+        reason = (best or {}).get("reason") or summary.get("reason") or "no candidate was feasible"
+        if best:
+            summary["best_candidate"] = {"trial": best.get("trial"), "params": best.get("params"),
+                                         "confirmed": best.get("best_candidate")}
+        rec = review.create(cfg, outdir, no_plan_evidence(cfg, e, reason, summary), "search")
+        log.warning("ethics: the search recommends no plan (%s): the review records that the baseline stays and "
+                    "there is nothing to approve or export", reason)
+        _log_status(rec)
+        return rec
     metric, _ = evidence.objective_of(cfg, e)
     conf = (best.get("confirmed") or {}).get(metric) or {}
     est = conf.get("search_effect")
@@ -146,6 +156,28 @@ def review_search(cfg, outdir, res) -> dict | None:
     rec = review.create(cfg, outdir, ev, "search")
     _log_status(rec)
     return rec
+
+
+def no_plan_evidence(cfg, e, reason: str, summary: dict | None = None) -> dict:
+    """The evidence of a search that recommends no plan (no candidate was feasible, or none beat the baseline on
+    held-out replications): what was asked, by whom, and why nothing came of it. Its only gate,
+    ``recommendation``, fails: the baseline stays, and there is nothing to approve or export."""
+    import interventions
+    from omegaconf import OmegaConf
+
+    from . import evidence
+    from .config import controls_for, impact_tier, objective_spec, sha256
+
+    iv = interventions.get(cfg.get("intervention", None))
+    spec = objective_spec(cfg)
+    tier = impact_tier(e.impact)
+    return {"kind": evidence.twin_kind(cfg), "source": "search", "policy": None, "no_plan": reason,
+            "scenario": str(cfg.scenario.get("name", cfg.scenario.get("kind"))), "intervention": iv.name,
+            "label": "no plan: the baseline stays",
+            "provenance": {**OmegaConf.to_container(e.objective, resolve=True), "objective": spec,
+                           "objective_hash": sha256(spec)},
+            "tier": tier, "controls": controls_for(e, tier["tier"]),
+            "search": {"summary": summary or {}, "recommendation": "baseline", "reason": reason}}
 
 
 def _gather(cfg, outdir, e, policy, source, est, extra=None) -> dict:
@@ -191,4 +223,4 @@ def _log_status(rec: dict) -> None:
 
 
 __all__ = ["search_constraints", "with_search_constraints", "pedestrian_green_s", "review_run", "review_search",
-           "EthicsConfig"]
+           "no_plan_evidence", "EthicsConfig"]

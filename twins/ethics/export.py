@@ -22,6 +22,10 @@ def export(run, fmt: str = "json", out: str | Path | None = None) -> list[Path]:
     if fmt not in FORMATS:
         raise ReviewError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     run, record, reasons = blockers(run)
+    none = [g for g in record["gates"] if g["gate"] == "recommendation" and g["status"] != "PASS"]
+    if none:  # a search that recommends no plan: one line, whatever else is pending
+        integrity = [r for r in reasons if not r.startswith(tuple(g["gate"] + " " for g in record["gates"]))]
+        raise ReviewError("export refused — " + "; ".join(integrity + [f"nothing to export: {none[0]['reason']}"]))
     if reasons:
         raise ReviewError("export refused — " + (f"{len(reasons)} reason(s):\n  - " if len(reasons) > 1 else "")
                           + "\n  - ".join(reasons))

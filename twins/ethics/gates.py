@@ -447,8 +447,18 @@ def audit(problems: list[str], log: str) -> dict:
 
 
 # --- all evidence gates -------------------------------------------------------------------------------
+def no_plan(ev: dict) -> dict:
+    """The search recommends no plan (no feasible candidate, or none that beats the baseline on held-out
+    replications): the baseline stays; nothing to approve or export."""
+    return result("recommendation", FAIL, f"the search recommends no plan: {ev['no_plan']}. The baseline (the "
+                  "scenario's own plan) stays; there is nothing to approve or export. Widen the search "
+                  "(search.budget, intervention bounds) or revisit the constraints", ev.get("search"), hard=True)
+
+
 def evaluate(ev: dict, e) -> list[dict]:
     """Every evidence gate (approval and audit are added by the review)."""
+    if ev.get("no_plan"):  # a search that recommends nothing: recorded, and nothing to approve or export
+        return [no_plan(ev)]
     if ev.get("failed"):
         return [result("ethics", NEEDS_HUMAN, f"the evidence could not be gathered ({ev['failed']}); nothing can be "
                        "exported from this run")]

@@ -53,6 +53,9 @@ class CompiledNetwork:
     # lane_conn[l, j] that connection's index in the arrays above (elementwise lookup in the kernel)
     lane_conn_edge: torch.Tensor  # [L, J] int64
     lane_conn: torch.Tensor  # [L, J] int64
+    # rule 11 (lane changing): the lanes of its to-edge a connection leads to, as a bitmask of lane indices (with
+    # lane changing a vehicle enters one of these, as in SUMO, and changes lanes on the edge to continue its route)
+    conn_to_mask: torch.Tensor  # [C] int64
     # signals
     program_ids: list[str]
     phase_durations: torch.Tensor  # [P, K] float64, 0 for padding
@@ -91,6 +94,10 @@ class CompiledRoutes:
     # edge k to edge k + 1, Connection.via_speed); +inf on the last edge, in padding and where none is set
     route_turn_speed: torch.Tensor
     has_turn_speeds: bool = False  # any finite turning speed (decided once, so the step never asks the device)
+    # [R, M] int64 bitmask (kernels rule 11): SUMO's "best lanes" of each route edge: the lanes of route_mask whose
+    # connection leads to a best lane of the next edge (where none does, the ones that leave fewest lane changes
+    # there); on the last edge every lane. A vehicle changes lanes to reach one, and enters one where it can
+    route_best_mask: torch.Tensor | None = None
 
 
 def compile_network(net: RoadNetwork) -> CompiledNetwork:
@@ -189,6 +196,7 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         has_foes=bool((conn_foes >= 0).any()),
         lane_conn_edge=lane_conn_edge,
         lane_conn=lane_conn,
+        conn_to_mask=torch.tensor([sum({1 << c.to_lane for c in merged[k]}) for k in keys], dtype=torch.int64),
         program_ids=program_ids,
         phase_durations=durations,
         phase_code=code,
@@ -198,11 +206,26 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
     )
 
 
+def concat_routes(a: CompiledRoutes, b: CompiledRoutes) -> CompiledRoutes:
+    """The rows of ``a`` then those of ``b`` (padded to the wider of the two)."""
+    M = max(a.route_edges.shape[1], b.route_edges.shape[1])
+
+    def cat(k, fill):
+        x, y = getattr(a, k), getattr(b, k)
+        return torch.cat([torch.nn.functional.pad(z, (0, M - z.shape[1]), value=fill) for z in (x, y)])
+    return CompiledRoutes(cat("route_edges", -1), torch.cat([a.route_len, b.route_len]), cat("route_mask", 0),
+                          torch.cat([a.route_length_m, b.route_length_m]),
+                          torch.cat([a.route_free_time, b.route_free_time]), cat("route_turn_speed", float("inf")),
+                          a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0))
+
+
 def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] | None = None) -> CompiledRoutes:
     """Route tables; every consecutive pair must be joined by a connection."""
     edge_pos = {e: i for i, e in enumerate(net.edges)}
     succ: dict[str, dict[str, tuple[set, float]]] = {}
+    to_lanes: dict[tuple[str, int, str], set[int]] = {}
     for c in net.connections:
+        to_lanes.setdefault((c.from_edge, c.from_lane, c.to_edge), set()).add(c.to_lane)
         d = succ.setdefault(c.from_edge, {})
         lanes, via, vs = d.get(c.to_edge, (set(), c.via_length, c.via_speed))
         lanes.add(c.from_lane)
@@ -238,8 +261,17 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
                 free[i] += via / net.edges[r[k + 1]].speed
             else:
                 mask[i, k] = (1 << len(edge.lanes)) - 1
+    best = mask.clone()
+    for i, r in enumerate(routes):
+        for k in range(len(r) - 2, -1, -1):
+            ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (int(best[i, k + 1]) >> b) & 1]
+            # each lane by how many changes its connection leaves to reach a best lane of the next edge
+            need = {l: min(abs(t - b) for t in to_lanes[(r[k], l, r[k + 1])] for b in ahead)
+                    for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
+            fewest = min(need.values())
+            best[i, k] = sum(1 << l for l, n in need.items() if n == fewest)
     return CompiledRoutes(edges, torch.tensor([len(r) for r in routes]), mask, total, free, turn,
-                          bool(torch.isfinite(turn).any()))
+                          bool(torch.isfinite(turn).any()), best)
 
 
 @dataclass

@@ -20,7 +20,9 @@ the same, one vehicle at a time):
    departure time has come try in departure order. The first picks the
    allowed lane of that edge with most room and enters with its rear at the
    lane start if the gap to that lane's last vehicle is at least its min
-   gap; if it does not fit, the rest of that edge's queue waits this step.
+   gap, at the highest speed that gap allows (``(gap - min gap) / tau``), at most its desired speed and its
+   ``depart_speed`` (SUMO's ``departSpeed``: 0 where a route file states none, as in SUMO; +inf, i.e. "max", for
+   the twin's own scenarios); if it does not fit, the rest of that edge's queue waits this step.
    ``insert_rounds`` rounds let several vehicles enter a multi-lane edge.
 4. Front vehicles (no leader on their lane) look past the stop line: a red
    signal, or a yellow one they can stop for (v² <= 2·b·d), is a standing
@@ -74,6 +76,11 @@ the same, one vehicle at a time):
    connection, or a signal showing ``g``) that would pass its line this step is
    held at it while a connection it must yield to is in use in an overlapping
    time window: :func:`yield_blocked` states the simplifications.
+11. Lane changing (only with ``lane_change``; ``scenario.lane_changing``): a vehicle crossing a junction enters
+   one of the lanes its connection leads to (``net.conn_to_mask``, the route's best lanes among them where it can),
+   as in SUMO, instead of any lane that continues its route; after the move, vehicles change lanes along the edge
+   (strategic, speed gain by MOBIL, cooperation, swaps): :func:`change_lanes` states the rule and what it leaves
+   out of SUMO's LC2013. The lanes are then sorted again (rule 2).
 """
 from __future__ import annotations
 
@@ -87,6 +94,11 @@ CF_MODELS = {"IDM": IDM, "Krauss": KRAUSS}
 NUMERICAL_EPS = 1e-6  # m: SUMO's slack in its safe stopping speed
 STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
 DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rule 7)
+# s: a minor link lets a foe pass first unless the foe arrives this long after it has left (rule 10). SUMO's
+# jmTimegapMinor (MSLink::blockedByFoe's look-ahead) is 1 s; with 1 s here the minor approaches of cologne3 starve
+# under Krauss (its delay ratio against SUMO went from 1.21 to 2.06; cologne8 unchanged) because the twin registers
+# only lane-front vehicles and approaches minor links faster than SUMO: 0 until those are modelled
+JM_TIMEGAP_MINOR = 0.0
 
 
 def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase_code: torch.Tensor,
@@ -297,7 +309,9 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
     and every vehicle still inside a junction (front short of its lane's start) announces [now, when its rear clears
     at its current speed, at least 0.1 m/s]. Per (world, connection) the union of those windows is kept. A vehicle
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
-    connection it yields to (the junction's ``response``) has a window overlapping its own. Simplifications: only
+    connection it yields to (the junction's ``response``) has a window overlapping its own extended by
+    :data:`JM_TIMEGAP_MINOR` (SUMO's ``MSLink::blockedByFoe``: the foe must leave before this vehicle arrives, or
+    arrive more than ``jmTimegapMinor`` after it has left; SUMO's 1 s is not used yet, see the constant). Simplifications: only
     the front vehicle of a lane announces (the one behind it announces next step), and vehicles that merge into one
     lane keep no extra time gap (SUMO's look-ahead for a shared target lane)."""
     C = net.conn_yield.numel()
@@ -331,8 +345,174 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
     for j in range(net.conn_foes.shape[1]):
         foe = _gather(net.conn_foes[:, j].contiguous(), cic)
         at = torch.where(minor & (foe >= 0), wf * C + foe.clamp(min=0), W * C)
-        blocked = blocked | ((_gather(arr, at) <= t_leave) & (_gather(leave, at) >= t_arr))
+        blocked = blocked | ((_gather(arr, at) <= t_leave + JM_TIMEGAP_MINOR) & (_gather(leave, at) >= t_arr))
     return blocked
+
+
+LC_SPEED_GAIN = 1.0  # m/s: a change for speed must gain this much (MOBIL's threshold, in next-step speed)
+LC_POLITENESS = 0.5  # MOBIL's politeness: the weight of the speed the new follower would lose
+
+
+def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
+    """The speed a driver could reach next step behind a leader ``gap`` m ahead (net of its min gap; +inf: none),
+    by SUMO's Krauss safe speed, for any car-following model: rule 11 compares lanes with it."""
+    v_safe = safe_stop_speed(gap + brake_gap(v_lead, decel, 0.0, dt), decel, tau, dt)
+    return torch.minimum(torch.minimum(v0, v + accel * dt), v_safe)
+
+
+def change_lanes(world, lane, pos, speed, running, route, rpos, veh: dict, net, routes, W: int, span: float,
+                 dt: float, hold=None):
+    """Rule 11, after the move: each vehicle whose whole length is on a lane of a multi-lane edge may change to a
+    neighbouring lane of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle is asked
+    to let in next step, -1: none) and ``changed`` [N]; and ``pos`` (changed by swaps).
+
+    * **Strategic** (SUMO's ``LCA_STRATEGIC``): a vehicle off the route's best lanes of its edge
+      (``routes.route_best_mask``: the lanes that continue the route over the following edges too, SUMO's
+      ``bestLanes``) changes towards the nearest one (lower index on ties); on a lane with no connection to its next
+      edge it stops at the end of the lane and waits there, blocking the vehicles behind it, as in SUMO.
+    * **Speed gain** (MOBIL, Kesting, Treiber & Helbing 2007, in next-step speeds): between best lanes, a vehicle changes when the speed it could reach behind the new leader
+      (:func:`anticipated_speed`) exceeds the one behind its own by more than :data:`LC_SPEED_GAIN` plus
+      :data:`LC_POLITENESS` times the speed its new follower would lose; right before left on ties.
+    * **Safety** (SUMO's ``MSCFModel::getSecureGap``): the gap to the new leader, net of the vehicle's min gap, is
+      at least ``brakeGap(v, decel, tau) - brakeGap(v_leader, decel, 0)``, and the same for the new follower
+      behind it.
+    * **Cooperation** (SUMO's LC2013 informs the follower on the target lane): a strategic change that is not safe
+      asks the target lane's follower, if it is at least its min gap behind the vehicle's rear, to follow the vehicle
+      as a leader next step (:func:`advance`), so that a gap opens; one request per follower, the nearest requester.
+    * **Swaps**: two vehicles each of which blocks the other's strategic change (the target lane's leader if it
+      blocks, else its follower) exchange lanes and positions, where each fits the place it takes (not longer than
+      the vehicle it replaces, or its rear clear of the front of the vehicle behind that place); a change whose new
+      leader swaps is given up where the (longer) vehicle taking the leader's place would overlap it. With equal
+      lengths both conditions always hold. Not SUMO's rule (there such a pair waits, often
+      until one is teleported after ``time-to-teleport``, 300 s): without it, the pair would block two lanes of
+      an edge for good (cologne3 with Krauss lost 6 % of its throughput that way).
+    * **Simultaneous decisions**: every vehicle decides on the same post-move state; of those that would enter the
+      same gap (same new leader, or both the lane's front) only the one furthest ahead (then the lowest slot) does.
+
+    Simplifications against SUMO's LC2013: no keep-right changes, no look-ahead beyond the current edge, no
+    urgency that relaxes the safe gaps near the lane end, and changes are instantaneous (no sublane, no
+    lane-change duration)."""
+    L, N = net.n_lanes, pos.numel()
+    dev = pos.device
+    length, min_gap, decel, tau, accel = (veh[k] for k in ("length", "min_gap", "decel", "tau", "accel"))
+    sf, vmax = veh["speed_factor"], veh["max_speed"]
+    seg = torch.where(running, world * L + lane, W * L)
+    key = seg.to(torch.float64) * span + pos.to(torch.float64)
+    bits = key.view(torch.int64)
+    order = torch.argsort(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF), stable=True)
+    skey, sseg = _gather(key, order), _gather(seg, order)
+    ln = lane.clamp(min=0)
+    e = _gather(net.lane_edge, ln)
+    k = _gather(net.lane_index, ln)
+    first, n_here = _gather(net.edge_first_lane, e), _gather(net.edge_n_lanes, e)
+    M = routes.route_edges.shape[1]
+    mask = _gather(routes.route_best_mask.reshape(-1), route.clamp(min=0) * M + rpos.clamp(min=0, max=M - 1))
+    eligible = running & (pos >= length) & (n_here > 1)
+    if hold is not None:
+        eligible = eligible & ~hold
+    cur_ok = ((mask >> k) & 1) == 1
+    # strategic: the direction of the nearest lane that continues the route
+    best_j = torch.full_like(k, -1)
+    best_dist = torch.full_like(k, 1 << 30)
+    for j in range(net.max_lanes):
+        dist = (k - j).abs()
+        better = (j < n_here) & (((mask >> j) & 1) == 1) & (dist < best_dist)
+        best_j, best_dist = torch.where(better, j, best_j), torch.where(better, dist, best_dist)
+    strat = torch.where(~cur_ok & (best_j >= 0), torch.sign(best_j - k), 0)
+    # the speed behind the own leader
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(N, device=dev)
+    nxt = (inv + 1).clamp(max=N - 1)
+    own = torch.where((inv + 1 < N) & (_gather(sseg, nxt) == seg), _gather(order, nxt), -1)
+    oc = own.clamp(min=0)
+    g_own = torch.where(own >= 0, _gather(pos, oc) - _gather(length, oc) - pos - min_gap, torch.inf)
+    v0 = torch.minimum(_gather(net.lane_speed, ln) * sf, vmax)
+    v_cur = anticipated_speed(speed, v0, g_own, torch.where(own >= 0, _gather(speed, oc), 0.0), accel, decel, tau, dt)
+
+    target = torch.full_like(lane, -1)
+    new_lead = torch.full_like(lane, -1)
+    score = torch.full_like(pos, -torch.inf)
+    req_foll = torch.full_like(lane, -1)
+    swap_with = torch.full_like(lane, -1)
+    for d in (-1, 1):  # right, then left
+        tk = k + d
+        valid = eligible & (tk >= 0) & (tk < n_here)
+        tl = torch.where(valid, first + tk, ln)
+        tseg = world * L + tl
+        idx = torch.searchsorted(skey, tseg.to(torch.float64) * span + pos.to(torch.float64))
+        i1, i0 = idx.clamp(max=N - 1), (idx - 1).clamp(min=0)
+        lead = torch.where((idx < N) & (_gather(sseg, i1) == tseg), _gather(order, i1), -1)
+        foll = torch.where((idx > 0) & (_gather(sseg, i0) == tseg), _gather(order, i0), -1)
+        lc, fc = lead.clamp(min=0), foll.clamp(min=0)
+        g_l = torch.where(lead >= 0, _gather(pos, lc) - _gather(length, lc) - pos - min_gap, torch.inf)
+        v_l = torch.where(lead >= 0, _gather(speed, lc), 0.0)
+        v_f, dec_f, tau_f = _gather(speed, fc), _gather(decel, fc), _gather(tau, fc)
+        g_f = torch.where(foll >= 0, pos - length - _gather(pos, fc) - _gather(min_gap, fc), torch.inf)
+        need_l = torch.clamp(brake_gap(speed, decel, tau, dt) - brake_gap(v_l, decel, 0.0, dt), min=0.0)
+        need_f = torch.clamp(brake_gap(v_f, dec_f, tau_f, dt) - brake_gap(speed, dec_f, 0.0, dt), min=0.0)
+        safe = (g_l >= need_l) & (g_f >= need_f)
+        # speed gain (MOBIL) between lanes that both continue the route
+        v_tgt = anticipated_speed(speed, torch.minimum(_gather(net.lane_speed, tl) * sf, vmax), g_l, v_l, accel,
+                                  decel, tau, dt)
+        v0_f = torch.minimum(_gather(net.lane_speed, tl) * _gather(sf, fc), _gather(vmax, fc))
+        acc_f = _gather(accel, fc)
+        g_fl = torch.where(lead >= 0, _gather(pos, lc) - _gather(length, lc) - _gather(pos, fc) - _gather(min_gap, fc),
+                           torch.inf)
+        loss = torch.clamp(anticipated_speed(v_f, v0_f, g_fl, v_l, acc_f, dec_f, tau_f, dt)
+                           - anticipated_speed(v_f, v0_f, g_f, speed, acc_f, dec_f, tau_f, dt), min=0.0)
+        gain = v_tgt - v_cur - LC_POLITENESS * torch.where(foll >= 0, loss, 0.0)
+        tgt_ok = ((mask >> tk.clamp(min=0)) & 1) == 1
+        wants_strat = valid & (strat == d)
+        wants_gain = valid & (strat == 0) & cur_ok & tgt_ok & (gain > LC_SPEED_GAIN)
+        s = torch.where(wants_strat, torch.inf, gain)
+        better = (wants_strat | wants_gain) & safe & (s > score)
+        target = torch.where(better, tl, target)
+        new_lead = torch.where(better, lead, new_lead)
+        score = torch.where(better, s, score)
+        # cooperation: a blocked strategic change asks the follower (behind the vehicle's rear) to let it in
+        ask = wants_strat & ~safe & (foll >= 0) & (g_f > 0)
+        req_foll = torch.where(ask, foll, req_foll)
+        # the vehicle that blocks a strategic change (the leader if it does, else the follower), for swaps
+        blocker = torch.where(g_l < need_l, lead, torch.where(g_f < need_f, foll, -1))
+        swap_with = torch.where(wants_strat & ~safe, blocker, swap_with)
+    # one vehicle per gap: the furthest ahead, then the lowest slot
+    slots = torch.arange(N, device=dev)
+    change = target >= 0
+    sentinel = N + W * L
+    grp = torch.where(change, torch.where(new_lead >= 0, new_lead, N + world * L + target.clamp(min=0)), sentinel)
+    best = torch.full((sentinel + 1,), -torch.inf, dtype=pos.dtype, device=dev).scatter_reduce(
+        0, grp, torch.where(change, pos, -torch.inf), "amax")
+    top = change & (pos == _gather(best, grp))
+    low = torch.full((sentinel + 1,), N, dtype=torch.int64, device=dev).scatter_reduce(
+        0, torch.where(top, grp, sentinel), slots, "amin")
+    change = top & (_gather(low, grp) == slots)
+    # two vehicles that block each other's strategic change swap lanes and places, where each one's body fits the
+    # place it takes: not longer than the one it replaces, or its rear still clear of the vehicle behind that
+    # place (a longer vehicle would otherwise overlap it); a change into the gap behind a swapping vehicle is
+    # given up where the longer body taking that place would reach back over the changing vehicle's front
+    sw = swap_with.clamp(min=0)
+    partner = _gather(swap_with, sw)
+    prv = (inv - 1).clamp(min=0)
+    behind = torch.where((inv > 0) & (_gather(sseg, prv) == seg), _gather(order, prv), -1)
+    bh = _gather(behind, sw)
+    fits = ((length <= _gather(length, sw)) | (bh < 0)
+            | (_gather(pos, sw) - length >= _gather(pos, bh.clamp(min=0))))
+    swap = (swap_with >= 0) & (partner == slots) & fits & _gather(fits, sw)
+    sl = new_lead.clamp(min=0)
+    change = change & ~((new_lead >= 0) & _gather(swap, sl)
+                        & (_gather(pos, sl) - _gather(length, _gather(sw, sl)) < pos))
+    lane = torch.where(swap, _gather(lane, sw), lane)
+    pos = torch.where(swap, _gather(pos, sw), pos)
+    # one request per follower: the nearest requester (lowest position, then lowest slot)
+    asking = req_foll >= 0
+    fgrp = torch.where(asking, req_foll, N)
+    near = torch.full((N + 1,), torch.inf, dtype=pos.dtype, device=dev).scatter_reduce(
+        0, fgrp, torch.where(asking, pos, torch.inf), "amin")
+    top_r = asking & (pos == _gather(near, fgrp))
+    lc_yield = torch.full((N + 1,), N, dtype=torch.int64, device=dev).scatter_reduce(
+        0, torch.where(top_r, fgrp, N), slots, "amin")[:N]
+    lc_yield = torch.where(lc_yield < N, lc_yield, -1)
+    return torch.where(change, target, lane), pos, lc_yield, change | swap
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -360,7 +540,7 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lan
 
 
 def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig, net, routes, delta, stops, dt: float,
-            W: int, substeps: int, fused: bool = False, cf: int = IDM, dawdle_u=None):
+            W: int, substeps: int, fused: bool = False, cf: int = IDM, dawdle_u=None, lane_change: bool = False):
     """Rules 4–7 for a set of vehicles: look past the stop line, bus stops, IDM, movement, transitions.
 
     ``cols``/``vcols`` hold one entry per vehicle considered (state and parameter columns; ``running``
@@ -394,8 +574,6 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     M = routes.route_edges.shape[1]
     at_next = rf * M + nk.clamp(max=M - 1)  # (route, next position), flat; clamped for arrays' sake only
     next_edge = _gather(routes.route_edges.reshape(-1), at_next)
-    next_lane, next_room = choose_lane(wf, next_edge, _gather(routes.route_mask.reshape(-1), at_next), last, pos, length,
-                                       net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
     if net.conn_key.numel():
         ci = torch.full_like(lf, -1)
         J = net.lane_conn.shape[1]
@@ -406,9 +584,21 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
         cic = ci.clamp(min=0)
         via, link = _gather(net.conn_via, cic), _gather(net.conn_link, cic)
     else:
+        ci = torch.full_like(lf, -1)
         via = torch.zeros_like(pf)
         link = torch.full_like(lf, NO_SIGNAL)
         found = torch.zeros_like(wf, dtype=torch.bool)
+    # the lanes it may enter: with lane changing (rule 11) those its connection leads to (SUMO); without, those
+    # that continue its route (as if it changed lanes on the junction)
+    # (of those, the route's best lanes where the connection leads to one)
+    if lane_change and net.conn_key.numel():
+        to_mask = _gather(net.conn_to_mask, ci.clamp(min=0))
+        best_next = to_mask & _gather(routes.route_best_mask.reshape(-1), at_next)
+        to_mask = torch.where(best_next != 0, best_next, to_mask)
+    else:
+        to_mask = _gather(routes.route_mask.reshape(-1), at_next)
+    next_lane, next_room = choose_lane(wf, next_edge, to_mask, last, pos, length,
+                                       net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
     next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
     G = sig.shape[1]
     if G:
@@ -438,6 +628,15 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     gap_phys = put(gap, torch.where(must_stop, torch.minimum(gap_front, d), gap_front))
     gap = put(gap, gap_front)
     v_lead = put(v_lead, torch.where(line_first, 0.0, v_junction))
+    # 11. cooperation: a vehicle asked to let a neighbour in follows it as well as its own leader (while it is
+    # more than its min gap behind the neighbour's rear: closer, holding back would open no gap)
+    if lane_change:
+        y = cols["lc_yield"]
+        yc = y.clamp(min=0)
+        g_y = torch.where(y >= 0, _gather(pos, yc) - _gather(length, yc) - pr, torch.inf)
+        use_y = (g_y > mgr) & (g_y < gap)
+        gap = torch.where(use_y, g_y, gap)
+        v_lead = torch.where(use_y, _gather(speed, yc), v_lead)
 
     # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
     if stops is not None:
@@ -558,7 +757,7 @@ def fused_idm_move(*args):
 
 def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
          W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None,
-         fused: bool = False, cf: int = IDM, dawdle_u: torch.Tensor | None = None) -> dict:
+         fused: bool = False, cf: int = IDM, dawdle_u: torch.Tensor | None = None, lane_change: bool = False) -> dict:
     """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
 
     state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
@@ -566,7 +765,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
            conn (the connection a vehicle entered its lane by, -1: none; rule 10)
            and ``_last`` [W*L+1] (each lane's tail): the previous step's result; without ``_last``
            leaders and tails are sorted out (rule 2)
-    veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed
+    veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed, depart_speed
     ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step;
     ``delta``: the IDM exponent as a Python int when every vehicle shares it (faster).
     ``stops``: bus stop tables ``{route_pos, pos, next}`` [Z] (rule 7); then ``state`` also holds
@@ -574,6 +773,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     ``fused``: IDM and movement through :func:`fused_idm_move` (``torch.compile``).
     ``cf``: the car-following model (rule 9, :data:`IDM` or :data:`KRAUSS`; Krauss reads ``veh["sigma"]``);
     ``dawdle_u``: [N] the Krauss drivers' dawdling draws this step (None: no dawdling).
+    ``lane_change``: rule 11 (then ``state`` also holds ``lc_yield``, window slots, -1: none).
     Returns the new state (new tensors; the input is not modified).
 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles
@@ -617,7 +817,8 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                 break
             h = cand[hi_]
             wh, rh, lenh, gaph = world[h], r[h], length[h], min_gap[h]
-            ins_lane, room = choose_lane(wh, first_edge[hi_], routes.route_mask[rh, 0], last, pos, length,
+            ins_mask = (routes.route_best_mask if lane_change else routes.route_mask)[rh, 0]
+            ins_lane, room = choose_lane(wh, first_edge[hi_], ins_mask, last, pos, length,
                                          net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
             fits = (ins_lane >= 0) & (room - lenh >= gaph)
             il = ins_lane.clamp(min=0)
@@ -625,7 +826,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             gap_ins = room - lenh
             v_ins = torch.where(torch.isfinite(gap_ins),
                                 torch.clamp((gap_ins - gaph) / veh["tau"][h], min=0.0), torch.inf)
-            v_ins = torch.minimum(v_ins, v0_ins)
+            v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), veh["depart_speed"][h])
             seg = wh * L + il
             status[h] = torch.where(fits, RUNNING, status[h])
             lane[h] = torch.where(fits, il, lane[h])
@@ -655,14 +856,16 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         slot = torch.arange(pos.numel(), device=pos.device) if dense else ri
         cols = {k: take(v) for k, v in (("world", world), ("route", r), ("lane", lane), ("pos", pos),
                                          ("speed", speed), ("route_pos", rpos), ("leader", leader),
-                                         ("running", running), ("conn", state["conn"]))}
+                                         ("running", running), ("conn", state["conn"]))
+                + ((("lc_yield", state["lc_yield"]),) if lane_change else ())}
         vcols = {k: take(veh[k]) for k in ("length", "min_gap", "decel", "speed_factor", "max_speed", "accel",
                                             "two_sqrt_ab", "tau") + (("sigma",) if cf == KRAUSS else ())}
         dl = delta if isinstance(delta, int) else take(delta)
         stop_cols = None if stops is None else (take(state["next_stop"]), take(state["dwell"]), stops)
         space = space_till_standing(world, lane, running, pos, length, min_gap, speed, L, W)
         moved = advance(cols, vcols, slot, pos, length, speed, last, space, sig, net, routes, dl, stop_cols, dt, W,
-                        substeps, fused=fused, cf=cf, dawdle_u=None if dawdle_u is None else take(dawdle_u))
+                        substeps, fused=fused, cf=cf, dawdle_u=None if dawdle_u is None else take(dawdle_u),
+                        lane_change=lane_change)
         x_new, v_new, new_lane, rpos_new, arrive, halted, loss, conn_new = moved[:8]
         if dense:
             x_all = torch.where(running, x_new, pos)
@@ -702,24 +905,33 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                 docked[ri] = dock
             transit = {"next_stop": ns_all, "dwell": dw_all, "_docked": docked}
 
-    # 2'. leaders and lane tails for the next step. No vehicle overtakes on a lane, inserted ones and
-    # those entering a lane land behind its tail (they follow it), and only a lane's front vehicle
-    # leaves it: so the order changes only where vehicles leave (their followers lose their leader,
-    # a lane whose tail left is empty) or enter (each lane takes at most one per step, as its new tail)
-    crossed = running & (rpos_all != rpos)  # the route position moves exactly when a vehicle crosses
-    leaving = crossed | (running & (new_status == ARRIVED))
-    leader = torch.where((leader >= 0) & _gather(leaving, leader.clamp(min=0)), -1, leader)
-    last = torch.where((last >= 0) & _gather(leaving, last.clamp(min=0)), -1, last)
-    entering = _nz(crossed & (new_status == RUNNING))
-    if entering.numel():
-        seg_in = world[entering] * L + lane_all[entering]
-        leader = leader.index_put((entering,), last[seg_in])
-        last = last.index_put((seg_in,), entering)
-    # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise
-    # (only conceivable on lanes shorter than a vehicle) sort again
     on = new_status == RUNNING
-    if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):
+    lc = {}
+    if lane_change:
+        # 11. lane changes on the state after the move; then the lanes are sorted again (rule 2)
+        hold = transit["dwell"] > 0 if "dwell" in transit else None
+        lane_all, x_all, lc_yield, _ = change_lanes(world, lane_all, x_all, v_all, on, r, rpos_all, veh, net, routes,
+                                                    W, span, dt, hold)
         leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
+        lc = {"lc_yield": lc_yield}
+    else:
+        # 2'. leaders and lane tails for the next step. No vehicle overtakes on a lane, inserted ones and
+        # those entering a lane land behind its tail (they follow it), and only a lane's front vehicle
+        # leaves it: so the order changes only where vehicles leave (their followers lose their leader,
+        # a lane whose tail left is empty) or enter (each lane takes at most one per step, as its new tail)
+        crossed = running & (rpos_all != rpos)  # the route position moves exactly when a vehicle crosses
+        leaving = crossed | (running & (new_status == ARRIVED))
+        leader = torch.where((leader >= 0) & _gather(leaving, leader.clamp(min=0)), -1, leader)
+        last = torch.where((last >= 0) & _gather(leaving, last.clamp(min=0)), -1, last)
+        entering = _nz(crossed & on)
+        if entering.numel():
+            seg_in = world[entering] * L + lane_all[entering]
+            leader = leader.index_put((entering,), last[seg_in])
+            last = last.index_put((seg_in,), entering)
+        # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise
+        # (only conceivable on lanes shorter than a vehicle) sort again
+        if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):
+            leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
 
     return {
         **state,
@@ -742,4 +954,5 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         "_obs_speed": v_all,
         "_obs_loss": loss_all,
         **transit,
+        **lc,
     }

@@ -20,6 +20,7 @@ delay, throughput, ...) then describe the cars only, and the ``bus_*`` metrics, 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import mesa
@@ -33,8 +34,8 @@ from twins.core.errors import ConfigError
 from twins.core.twin import RunResult, Twin
 from twins.core.worlds import WorldBatch
 
-from . import kernels, native, transit
-from .compiled import build_population, compile_network, compile_routes
+from . import kernels, native, routing, transit
+from .compiled import build_population, compile_network, compile_routes, concat_routes
 from .demand import Demand
 from .network import RoadNetwork
 
@@ -73,6 +74,12 @@ class TrafficScenario:
     bus_lines: list[transit.BusLine] = field(default_factory=list)
     # the car-following model of every vehicle: "IDM" or SUMO's default "Krauss" (kernels rule 9)
     car_following: str = "IDM"
+    # kernels rule 11: vehicles change lanes along an edge (strategic, speed gain, cooperation) and enter the lanes
+    # their connection leads to, as in SUMO; False: each keeps the lane it chose at the junction
+    lane_changing: bool = False
+    # static: every vehicle drives its flow's route; insertion: a flow marked ``reroute`` (SUMO's trips) is routed
+    # when each vehicle departs, on that world's current travel times (twins.traffic.routing), as in SUMO
+    routing: str = "static"
 
 
 @dataclass(frozen=True)
@@ -216,10 +223,7 @@ class TrafficTwin(Twin):
             raise ConfigError("worlds.params.route_of_flow", tuple(route_of_flow.shape),
                               f"a [W={worlds.size}, F={len(demand.flows)}] tensor of route rows "
                               f"in [0, {len(route_lists)})")
-        # turning speeds in the step's dtype (the kernels compare them with speeds); the rest as compiled
-        self.routes = type(self.routes_cpu)(**{k: v if not isinstance(v, torch.Tensor) else
-                                               v.to(self.device, dtype) if k == "route_turn_speed" else
-                                               v.to(self.device) for k, v in self.routes_cpu.__dict__.items()})
+        self._set_routes(self.routes_cpu)
         self.flow_ids = [f.id for f in demand.flows]
         self.interval_steps = max(1, int(round(interval_s / dt)))
         self.trajectory_every = int(trajectory_every)
@@ -231,6 +235,7 @@ class TrafficTwin(Twin):
         if cf not in kernels.CF_MODELS:
             raise ConfigError("scenario.car_following", cf, " or ".join(kernels.CF_MODELS))
         self.car_following, self.cf = cf, kernels.CF_MODELS[cf]
+        self.lane_changing = bool(getattr(scenario, "lane_changing", False))
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
         # demand response (worlds.params["flow_retention"] [W, F]): a vehicle travels iff its
@@ -285,6 +290,10 @@ class TrafficTwin(Twin):
             "speed_factor": sf.to(dtype),
             "max_speed": col("max_speed").to(dtype),
             "sigma": col("sigma").to(dtype),
+            # SUMO's departSpeed (+inf: as fast as the gap and the desired speed allow; buses and generated flows)
+            "depart_speed": torch.tensor([float("inf") if f.depart_speed is None else f.depart_speed
+                                          for f in demand.flows] + [float("inf")] * len(lines) or [0.0],
+                                         dtype=torch.float64, device=dev)[flow.clamp(min=0)].to(dtype),
         }
         # Krauss drivers dawdle (rule 9) where any sigma is positive: then one keyed draw per vehicle and step
         self.dawdles = self.cf == kernels.KRAUSS and bool((self.veh_full["sigma"] > 0).any())
@@ -308,6 +317,18 @@ class TrafficTwin(Twin):
             "conn": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # connection entered by (kernels rule 10)
             "depart": self.depart,
         }
+        # scenario.routing=insertion: trips are routed when they depart, on each world's current travel times
+        self._router = None
+        self.routing = getattr(scenario, "routing", "static")
+        if self.routing == "insertion" and any(f.reroute for f in demand.flows):
+            if route_of_flow is not None:
+                warnings.warn("scenario.routing=insertion is not applied in this run: an intervention sets the "
+                              "flows' routes (route_of_flow), and routing at insertion would undo that",
+                              stacklevel=2)
+            else:
+                self._init_router(demand, route_lists)
+        if self.lane_changing:  # kernels rule 11: the slot a vehicle lets in (follows as a leader), -1: none
+            self.state["lc_yield"] = torch.full((W, S), -1, dtype=torch.int64, device=dev)
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
             tr = self.transit = type(self.transit)(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
                                                       for k, v in self.transit.__dict__.items()})
@@ -408,6 +429,67 @@ class TrafficTwin(Twin):
             raise ConfigError(f"worlds.params.{key}", tuple(v.shape) if tuple(v.shape) != (W, n) else v.tolist(),
                               f"a [W={W}, lines={n}] tensor of {'positive' if positive else 'non-negative'} seconds")
         return v
+
+    def _set_routes(self, routes_cpu) -> None:
+        """The route table, and its copy on the device (turning speeds in the step's dtype: the kernels compare
+        them with speeds; the rest as compiled)."""
+        self.routes_cpu = routes_cpu
+        self.routes = type(routes_cpu)(**{k: v if not isinstance(v, torch.Tensor) else
+                                          v.to(self.device, self.dtype) if k == "route_turn_speed" else
+                                          v.to(self.device) for k, v in routes_cpu.__dict__.items()})
+
+    def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:
+        """scenario.routing=insertion (:mod:`twins.traffic.routing`): the trips' slots, their origin and destination
+        edges, and the route table's rows by route."""
+        idx = {e: i for i, e in enumerate(self.compiled.edge_ids)}
+        self._router = routing.InsertionRouter(self.scenario.network, self.compiled.edge_ids, self.W, self.dt)
+        self._route_row = {}
+        for i, r in enumerate(route_lists):
+            self._route_row.setdefault(tuple(r), i)
+        self._n_route_rows = len(route_lists)
+        flows = demand.flows
+        rerouted = torch.tensor([f.reroute for f in flows] + [False] * len(self.bus_lines), dtype=torch.bool)
+        pflow = self.pop.flow
+        self._reroute_slot = ((pflow >= 0) & rerouted[pflow.clamp(min=0)]).to(self.device)
+        self._od = [(idx[f.route[0]], idx[f.route[-1]]) for f in flows]
+        # the route column is the population's flow column itself where flows drive their own rows: own it now
+        self.veh_full["route"] = self.veh_full["route"].clone()
+
+    def _route_departures(self, t: float) -> None:
+        """Routes the trips whose departure time has come this step on each world's current travel times."""
+        due = routing.due_now(self.depart, t, self.dt) & self._reroute_slot
+        w_idx, s_idx = (x.cpu() for x in due.nonzero(as_tuple=True))
+        if w_idx.numel() == 0:
+            return
+        flows = self.pop.flow[w_idx, s_idx].tolist()
+        rows = self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)].cpu().tolist()
+        new = []
+        for w in sorted(set(w_idx.tolist())):
+            at = [j for j, x in enumerate(w_idx.tolist()) if x == w]
+            paths = self._router.routes(w, [self._od[flows[j]] for j in at])
+            for j, path in zip(at, paths):
+                if path is None:
+                    continue  # no path on this graph (cannot happen for a route the file's network allows)
+                key = tuple(path)
+                if key not in self._route_row:
+                    self._route_row[key] = self._n_route_rows + len(new)
+                    new.append(path)
+                rows[j] = self._route_row[key]
+        if new:
+            self._n_route_rows += len(new)
+            self._set_routes(concat_routes(self.routes_cpu, compile_routes(self.scenario.network, new)))
+        self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
+            rows, dtype=torch.int64, device=self.device)
+        self._veh_cache = None
+
+    def _observe_for_routing(self) -> None:
+        """This step's speed sample of every edge in every world (:meth:`InsertionRouter.observe`)."""
+        run = self.state["status"] == kernels.RUNNING
+        w, s = run.nonzero(as_tuple=True)
+        lane = self.state["lane"][w, s]
+        edge = self.compiled.lane_edge.to(self.device)[lane]
+        self._router.observe(edge.cpu().numpy(), self.state["speed"][w, s].double().cpu().numpy(),
+                             w.cpu().numpy())
 
     def _curbside_stops(self, row0: int) -> None:
         """Buses take the rightmost lane (0) of an edge with one of their stops, where the route allows it."""
@@ -520,6 +602,8 @@ class TrafficTwin(Twin):
 
     def step(self) -> None:
         t = self.time_s
+        if self._router is not None:
+            self._route_departures(t)
         sig = self._max_pressure_signal(t) if "max_pressure" in self.worlds.params else kernels.signal_codes(
             t, self.signal_durations, self.signal_offsets, self.net.phase_code, self.net.link_program, self.net.link_local)
         lo, hi = self._window()
@@ -530,7 +614,7 @@ class TrafficTwin(Twin):
             native.step_(self.state, self.veh_full, self._lane_last, self.lane_acc_interval, self.net, self.routes,
                          sig, t, self.step_index, self.dt, lo, hi, self.substeps, self.insert_rounds,
                          self.shared_delta, need_sort, threads=torch.get_num_threads(), cf=self.cf,
-                         dawdle=self._dawdle_draws(lo, hi))
+                         dawdle=self._dawdle_draws(lo, hi), lane_change=self.lane_changing)
         elif hi > lo:
             W, n = self.W, hi - lo
             sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
@@ -541,11 +625,15 @@ class TrafficTwin(Twin):
                 sub["leader"] = torch.where(lead >= 0, lead + to_flat, -1).reshape(-1)
                 sub["_last"] = torch.cat([torch.where(self._lane_last >= 0, self._lane_last + to_flat, -1).reshape(-1),
                                           sub["leader"].new_full((1,), -1)])
+            if self.lane_changing:
+                ly = self.state["lc_yield"][:, lo:hi]
+                sub["lc_yield"] = torch.where(ly >= 0, ly + to_flat, -1).reshape(-1)
             veh = self._veh_window(lo, hi)
             new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
                                self.substeps, self.insert_rounds, self.shared_delta,
                                self.transit.kernel_view() if self.transit is not None else None, self.compile,
-                               cf=self.cf, dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1))
+                               cf=self.cf, dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1),
+                               lane_change=self.lane_changing)
             # lane observations first: ``sub`` may be a view of the state (one world, or a window covering
             # every slot), and the write-back below would turn the pre-step lanes into post-step ones
             idx = new["world"] * self.net.n_lanes + new["_obs_lane"]
@@ -556,15 +644,20 @@ class TrafficTwin(Twin):
                                    new["_obs_loss"].to(torch.float64))):
                 self.lane_acc_interval[:, j] += torch.bincount(idx, weights=w, minlength=M)
             for k in self.state:
-                if k in ("world", "depart", "leader") or new[k] is sub[k]:
+                if k in ("world", "depart", "leader", "lc_yield") or new[k] is sub[k]:
                     continue  # unchanged (and possibly a view of the state itself)
                 self.state[k][:, lo:hi] = new[k].view(W, n)
             lead = new["leader"].view(W, n)
             self.state["leader"][:, lo:hi] = torch.where(lead >= 0, lead - to_flat, -1)
+            if self.lane_changing:
+                ly = new["lc_yield"].view(W, n)
+                self.state["lc_yield"][:, lo:hi] = torch.where(ly >= 0, ly - to_flat, -1)
             last = new["_last"][:-1].view(W, -1)
             self._lane_last = torch.where(last >= 0, last - to_flat, -1)
             if self.transit is not None and bool(new["_docked"].any()):
                 self._board(new["_docked"].view(W, n), lo)
+        if self._router is not None:
+            self._observe_for_routing()
         self.step_index += 1
         if self.trajectory_every and self.step_index % self.trajectory_every == 0:
             self._trajectories.append(self.snapshot())

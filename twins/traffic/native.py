@@ -55,13 +55,15 @@ def flag_sets() -> list[list[str]]:
 
 
 _INTS = ("W", "S", "lo", "hi", "L", "M", "J", "G", "E", "max_lanes", "substeps", "insert_rounds", "delta_shared",
-         "step_index", "need_sort", "has_conn", "has_turn", "cf", "has_foes", "C", "NF", "w0", "w1")
+         "step_index", "need_sort", "has_conn", "has_turn", "cf", "has_foes", "C", "NF", "w0", "w1",
+         "lane_change")
 _REALS = ("t", "dt")
 _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "pos", "speed", "time_loss", "stops",
          "halted", "depart", "route", "delta", "length", "min_gap", "accel", "decel", "two_sqrt_ab", "tau",
-         "speed_factor", "max_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
+         "speed_factor", "max_speed", "depart_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
-         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_foes")
+         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_foes",
+         "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -163,7 +165,7 @@ def _ptr(x: torch.Tensor, name: str) -> int:
 def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tensor, net, routes, sig: torch.Tensor,
           t: float, step_index: int, dt: float, lo: int, hi: int, substeps: int, insert_rounds: int,
           delta: int | None, need_sort: bool, threads: int = 1, cf: int = 0,
-          dawdle: torch.Tensor | None = None) -> torch.Tensor:
+          dawdle: torch.Tensor | None = None, lane_change: bool = False) -> torch.Tensor:
     """Advance every world by ``dt`` **in place** (as ``kernels.step`` and the write-back in
     ``TrafficTwin.step`` together, bus stops excepted).
 
@@ -172,7 +174,8 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     float64 per-lane sums (running vehicles, speed, time loss) this step's are added to; ``lo``/``hi``
     the window of slots that can be due, running or arriving; ``need_sort``: leaders and tails are
     not carried yet (the first step); ``cf`` the car-following model (``kernels.IDM``/``KRAUSS``) and ``dawdle``
-    ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling). Returns ``[W]`` int64: 1 where a world's carried order failed
+    ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling); ``lane_change`` rule 11
+    (then ``state["lc_yield"]`` holds slots within the world, -1: none). Returns ``[W]`` int64: 1 where a world's carried order failed
     its check and its lanes were sorted again.
     """
     W, S = state["pos"].shape
@@ -188,7 +191,8 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     ptrs.update(conn_yield=_ptr(conn_yield, "conn_yield"), conn_foes=_ptr(net.conn_foes, "conn_foes"))
     ptrs["halted"] = _ptr(halted, "halted")
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
-                                              "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma")})
+                                              "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma",
+                                              "depart_speed")})
     ptrs["dawdle"] = None
     if dawdle is not None:
         if dawdle.dtype != dtype or tuple(dawdle.shape) != (W, hi - lo):
@@ -201,12 +205,17 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
                                                        "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")})
     ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
                                                           "route_turn_speed")})
+    ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index")})
+    ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
+    ptrs["lc_yield"] = _ptr(state["lc_yield"], "lc_yield") if lane_change else None
     i64 = torch.int64
-    want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")},
+    want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
+               + (("lc_yield",) if lane_change else ())},
             **{k: dtype for k in ("speed", "time_loss")}, "stops": torch.int32, "depart": torch.float64,
             "halted": torch.bool}
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
-                                                                  "tau", "speed_factor", "max_speed", "sigma")}}
+                                                                  "tau", "speed_factor", "max_speed", "sigma",
+                                                                  "depart_speed")}}
     for name, cols, kinds in (("state", state, want), ("veh", veh, want_veh)):
         for k, d in kinds.items():
             if cols[k].dtype != d or tuple(cols[k].shape) != (W, S):
@@ -218,10 +227,11 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
               *((f"net.{k}", getattr(net, k), dtype, (L,)) for k in ("lane_length", "lane_speed")),
               ("net.conn_via", net.conn_via, dtype, tuple(net.conn_via.shape)),
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
-                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes")),
+                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes",
+                          "conn_to_mask", "lane_edge", "lane_index")),
               ("net.conn_yield", net.conn_yield, torch.bool, tuple(net.conn_link.shape)),
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
-                for k in ("route_edges", "route_mask", "route_len")),
+                for k in ("route_edges", "route_mask", "route_len", "route_best_mask")),
               ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape))]
     for name, x, d, shape in tables:  # the C++ reads raw memory: a wrong type or size would read garbage
         if x.dtype != d or tuple(x.shape) != shape:
@@ -230,7 +240,8 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
                 G=sig.shape[1], E=len(net.edge_ids), max_lanes=net.max_lanes, substeps=substeps,
                 insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=step_index,
                 need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0), has_turn=int(routes.has_turn_speeds),
-                cf=int(cf), has_foes=int(net.has_foes), C=int(net.conn_link.numel()), NF=int(net.conn_foes.shape[1]))
+                cf=int(cf), has_foes=int(net.has_foes), C=int(net.conn_link.numel()), NF=int(net.conn_foes.shape[1]),
+                lane_change=int(lane_change))
     chunks = min(max(1, threads), W)
     bounds = [W * i // chunks for i in range(chunks + 1)]
     args = [_Args(**ints, w0=bounds[i], w1=bounds[i + 1], t=t, dt=dt, **ptrs) for i in range(chunks)]

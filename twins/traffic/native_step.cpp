@@ -25,7 +25,7 @@ constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
     int64_t W, S, lo, hi, L, M, J, G, E, max_lanes, substeps, insert_rounds, delta_shared, step_index,
-        need_sort, has_conn, has_turn, cf, has_foes, C, NF, w0, w1;
+        need_sort, has_conn, has_turn, cf, has_foes, C, NF, w0, w1, lane_change;
     double t, dt;
     // state [W, S]
     int64_t *status, *lane, *route_pos, *insert_step, *arrive_step, *leader;
@@ -35,7 +35,7 @@ struct Args {
     const double *depart;
     // vehicle parameters [W, S]
     const int64_t *route, *delta;
-    const void *length, *min_gap, *accel, *decel, *two_sqrt_ab, *tau, *speed_factor, *max_speed;
+    const void *length, *min_gap, *accel, *decel, *two_sqrt_ab, *tau, *speed_factor, *max_speed, *depart_speed;
     // per world and lane: tails [W, L] (in/out), observation sums [W * L, 3] (accumulated)
     int64_t *lane_last;
     double *lane_acc;
@@ -51,6 +51,11 @@ struct Args {
     int64_t *conn;  // [W, S] state: the connection a vehicle entered its lane by (rule 10)
     const uint8_t *conn_yield;  // [C] minor unsignalized connections (rule 10)
     const int64_t *conn_foes;  // [C, NF] the connections each yields to, -1 padded
+    // rule 11 (lane changing; read only with lane_change)
+    int64_t *lc_yield;  // [W, S] state: the slot a vehicle lets in (follows as a leader), -1: none
+    const int64_t *conn_to_mask;  // [C] the lanes of its to-edge each connection leads to (bitmask)
+    const int64_t *route_best_mask;  // [R, M] the best lanes of each route edge (bitmask)
+    const int64_t *lane_edge, *lane_index;  // [L] each lane's edge and index within it
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -65,13 +70,13 @@ template <typename T> inline T maximum(T a, T b) {
 }
 template <typename T> struct World {
     const Args &a;
-    int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last, *conn;
+    int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last, *conn, *lc_yield;
     T *pos, *speed, *time_loss;
     int32_t *stops;
     uint8_t *halted;
     const double *depart;
     const int64_t *route, *delta;
-    const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle;
+    const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle, *depart_speed;
     const T *lane_length, *lane_speed, *conn_via, *turn;
     const int8_t *sig;
     double *acc;
@@ -80,6 +85,7 @@ template <typename T> struct World {
         const int64_t b = w * a.S;
         status = a.status + b; lane = a.lane + b; rpos = a.route_pos + b; insert_step = a.insert_step + b;
         arrive_step = a.arrive_step + b; leader = a.leader + b; last = a.lane_last + w * a.L; conn = a.conn + b;
+        lc_yield = a.lane_change ? a.lc_yield + b : nullptr;
         pos = static_cast<T *>(a.pos) + b; speed = static_cast<T *>(a.speed) + b;
         time_loss = static_cast<T *>(a.time_loss) + b; stops = a.stops + b; halted = a.halted + b;
         depart = a.depart + b; route = a.route + b; delta = a.delta + b;
@@ -88,6 +94,7 @@ template <typename T> struct World {
         tsab = static_cast<const T *>(a.two_sqrt_ab) + b; tau = static_cast<const T *>(a.tau) + b;
         speed_factor = static_cast<const T *>(a.speed_factor) + b;
         max_speed = static_cast<const T *>(a.max_speed) + b;
+        depart_speed = static_cast<const T *>(a.depart_speed) + b;
         sigma = static_cast<const T *>(a.sigma) + b;
         dawdle = a.dawdle ? static_cast<const T *>(a.dawdle) + w * (a.hi - a.lo) : nullptr;
         lane_length = static_cast<const T *>(a.lane_length); lane_speed = static_cast<const T *>(a.lane_speed);
@@ -270,7 +277,174 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
     std::vector<double> sums, standing, behind;
+    std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new;
+    std::vector<int64_t> rank;
+    std::vector<uint8_t> touched, swap;
+    std::vector<std::vector<int64_t>> members;
+    std::vector<T> score, grp_best, near, pos_new;
 };
+
+// kernels.anticipated_speed: the speed reachable next step behind a leader `gap` m ahead (net of min gap)
+template <typename T> inline T anticipated_speed(T v, T v0, T gap, T v_lead, T accel, T decel, T tau, double dt_) {
+    const T v_safe = safe_stop_speed<T>(gap + brake_gap<T>(v_lead, decel, T(0), dt_), decel, tau, dt_);
+    return minimum(minimum(v0, v + accel * T(dt_)), v_safe);
+}
+
+// kernels.change_lanes (rule 11) for one world, on the state after the move: the same decisions from the same
+// numbers. Vehicles of the window sorted by (lane, position, slot) as kernels.lane_order; a neighbour lane's
+// leader is its first vehicle at or ahead of the position (torch.searchsorted, left), its follower the one before.
+template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &sc) {
+    const int64_t lo = a.lo, hi = a.hi, n = hi - lo, L = a.L, M = a.M;
+    const T inf = std::numeric_limits<T>::infinity();
+    const T gain_min = T(1.0), politeness = T(0.5);  // kernels.LC_SPEED_GAIN, LC_POLITENESS
+    // each lane's vehicles upstream to downstream, from its tail along the leaders (kernels.lane_order's order)
+    std::vector<int64_t> &idx = sc.sorted;
+    idx.clear();
+    sc.lane_start.assign(L + 1, 0);
+    for (int64_t l = 0; l < L; ++l) {
+        for (int64_t s = W.last[l]; s >= 0; s = W.leader[s]) idx.push_back(s);
+        sc.lane_start[l + 1] = int64_t(idx.size());
+    }
+    sc.target.assign(n, -1); sc.new_lead.assign(n, -1); sc.req_foll.assign(n, -1); sc.swap_with.assign(n, -1);
+    sc.score.assign(n, -inf);
+    for (int64_t s = lo; s < hi; ++s) {
+        if (W.status[s] != RUNNING) continue;
+        const int64_t i = s - lo, ln = W.lane[s], e = a.lane_edge[ln], k = a.lane_index[ln];
+        const int64_t first = a.edge_first_lane[e], n_here = a.edge_n_lanes[e];
+        const T x = W.pos[s], v = W.speed[s], len = W.length[s], mg = W.min_gap[s];
+        if (!(x >= len) || n_here <= 1) continue;
+        const int64_t rp = std::min(std::max(W.rpos[s], int64_t(0)), M - 1);
+        const int64_t mask = a.route_best_mask[W.route[s] * M + rp];
+        const bool cur_ok = ((mask >> k) & 1) == 1;
+        int64_t best_j = -1, best_dist = int64_t(1) << 30;
+        for (int64_t j = 0; j < a.max_lanes; ++j) {
+            const int64_t dist = k > j ? k - j : j - k;
+            if (j < n_here && ((mask >> j) & 1) == 1 && dist < best_dist) { best_j = j; best_dist = dist; }
+        }
+        const int64_t strat = (!cur_ok && best_j >= 0) ? (best_j > k ? 1 : best_j < k ? -1 : 0) : 0;
+        const T decel = W.decel[s], tau = W.tau[s], accel = W.accel[s], sf = W.speed_factor[s], vmax = W.max_speed[s];
+        const int64_t own = W.leader[s];
+        const T g_own = own >= 0 ? W.pos[own] - W.length[own] - x - mg : inf;
+        const T v0 = minimum(W.lane_speed[ln] * sf, vmax);
+        const T v_cur = anticipated_speed<T>(v, v0, g_own, own >= 0 ? W.speed[own] : T(0), accel, decel, tau, a.dt);
+        for (int64_t d = -1; d <= 1; d += 2) {
+            const int64_t tk = k + d;
+            if (tk < 0 || tk >= n_here) continue;
+            const int64_t tl = first + tk;
+            if (strat != d) {  // only a speed gain could move it: skip where none can (the same decisions, less work)
+                if (strat != 0 || !cur_ok || ((mask >> tk) & 1) != 1) continue;
+                const T bound = minimum(minimum(W.lane_speed[tl] * sf, vmax), v + accel * T(a.dt));
+                if (!(bound - v_cur > gain_min)) continue;
+            }
+            const int64_t *b0 = idx.data() + sc.lane_start[tl], *b1 = idx.data() + sc.lane_start[tl + 1];
+            const int64_t *it = std::lower_bound(b0, b1, x, [&W](int64_t q, T xx) { return W.pos[q] < xx; });
+            const int64_t lead = it < b1 ? *it : -1, foll = it > b0 ? *(it - 1) : -1;
+            const T g_l = lead >= 0 ? W.pos[lead] - W.length[lead] - x - mg : inf;
+            const T v_l = lead >= 0 ? W.speed[lead] : T(0);
+            const T need_l = clamp_min(brake_gap<T>(v, decel, tau, a.dt) - brake_gap<T>(v_l, decel, T(0), a.dt), T(0));
+            T g_f = inf, need_f = T(0), loss = T(0);
+            if (foll >= 0) {
+                const T v_f = W.speed[foll], dec_f = W.decel[foll], tau_f = W.tau[foll];
+                g_f = x - len - W.pos[foll] - W.min_gap[foll];
+                need_f = clamp_min(brake_gap<T>(v_f, dec_f, tau_f, a.dt) - brake_gap<T>(v, dec_f, T(0), a.dt), T(0));
+                const T v0_f = minimum(W.lane_speed[tl] * W.speed_factor[foll], W.max_speed[foll]);
+                const T g_fl = lead >= 0 ? W.pos[lead] - W.length[lead] - W.pos[foll] - W.min_gap[foll] : inf;
+                loss = clamp_min(anticipated_speed<T>(v_f, v0_f, g_fl, v_l, W.accel[foll], dec_f, tau_f, a.dt)
+                                 - anticipated_speed<T>(v_f, v0_f, g_f, v, W.accel[foll], dec_f, tau_f, a.dt), T(0));
+            }
+            const bool safe = g_l >= need_l && g_f >= need_f;
+            const T v_tgt = anticipated_speed<T>(v, minimum(W.lane_speed[tl] * sf, vmax), g_l, v_l, accel, decel, tau,
+                                                 a.dt);
+            const T gain = v_tgt - v_cur - politeness * loss;
+            const bool tgt_ok = ((mask >> tk) & 1) == 1;
+            const bool wants_strat = strat == d;
+            const bool wants_gain = strat == 0 && cur_ok && tgt_ok && gain > gain_min;
+            const T sc_ = wants_strat ? inf : gain;
+            if ((wants_strat || wants_gain) && safe && sc_ > sc.score[i]) {
+                sc.target[i] = tl; sc.new_lead[i] = lead; sc.score[i] = sc_;
+            }
+            if (wants_strat && !safe && foll >= 0 && g_f > T(0)) sc.req_foll[i] = foll;
+            if (wants_strat && !safe) {
+                const int64_t blocker = g_l < need_l ? lead : g_f < need_f ? foll : -1;
+                sc.swap_with[i] = blocker;
+            }
+        }
+    }
+    // one vehicle per gap (the same new leader, or both the front of the lane): the furthest ahead, then the lowest slot
+    sc.grp_best.assign(n + L, -inf);
+    sc.low.assign(n + L, std::numeric_limits<int64_t>::max());
+    auto group = [&](int64_t i) { return sc.new_lead[i] >= 0 ? sc.new_lead[i] - lo : n + sc.target[i]; };
+    for (int64_t i = 0; i < n; ++i)
+        if (sc.target[i] >= 0) { T &b = sc.grp_best[group(i)]; if (W.pos[lo + i] > b) b = W.pos[lo + i]; }
+    for (int64_t i = 0; i < n; ++i)
+        if (sc.target[i] >= 0 && W.pos[lo + i] == sc.grp_best[group(i)]) {
+            int64_t &m = sc.low[group(i)];
+            m = std::min(m, lo + i);
+        }
+    // swaps of two vehicles that block each other's strategic change, where each body fits the place it takes (not
+    // longer than the one it replaces, or its rear clear of the vehicle behind that place); a change into the gap
+    // behind a swapping vehicle is given up where the longer body taking that place would reach back over it
+    sc.rank.resize(n);
+    for (int64_t l = 0; l < L; ++l)
+        for (int64_t j = sc.lane_start[l]; j < sc.lane_start[l + 1]; ++j) sc.rank[idx[j] - lo] = j;
+    auto behind = [&](int64_t s) {  // the vehicle behind s on its lane (before the changes), -1: none
+        const int64_t j = sc.rank[s - lo];
+        return j > sc.lane_start[W.lane[s]] ? idx[j - 1] : int64_t(-1);
+    };
+    auto fits = [&](int64_t s) {
+        const int64_t p = sc.swap_with[s - lo], bh = behind(p);
+        return W.length[s] <= W.length[p] || bh < 0 || W.pos[p] - W.length[s] >= W.pos[bh];
+    };
+    sc.swap.assign(n, 0);
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t s = lo + i, p = sc.swap_with[i];
+        sc.swap[i] = p >= 0 && sc.swap_with[p - lo] == s && fits(s) && fits(p);
+    }
+    sc.lane_new.resize(n); sc.pos_new.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t s = lo + i, p = sc.swap_with[i], nl = sc.new_lead[i];
+        sc.lane_new[i] = W.lane[s]; sc.pos_new[i] = W.pos[s];
+        if (sc.swap[i]) { sc.lane_new[i] = W.lane[p]; sc.pos_new[i] = W.pos[p]; continue; }
+        if (sc.target[i] < 0 || sc.low[group(i)] != s) continue;
+        if (nl >= 0 && sc.swap[nl - lo] && W.pos[nl] - W.length[sc.swap_with[nl - lo]] < W.pos[s]) continue;
+        sc.lane_new[i] = sc.target[i];
+    }
+    // one request per follower: the nearest requester after the swaps (lowest position, then the lowest slot)
+    sc.near.assign(n, inf);
+    for (int64_t i = 0; i < n; ++i)
+        if (sc.req_foll[i] >= 0) { T &b = sc.near[sc.req_foll[i] - lo]; if (sc.pos_new[i] < b) b = sc.pos_new[i]; }
+    for (int64_t s = lo; s < hi; ++s) W.lc_yield[s] = -1;
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t f = sc.req_foll[i];
+        if (f >= 0 && sc.pos_new[i] == sc.near[f - lo] && (W.lc_yield[f] < 0 || lo + i < W.lc_yield[f]))
+            W.lc_yield[f] = lo + i;
+    }
+    // the order on the lanes a vehicle left or entered: sorted again by (position, slot), as kernels.lane_order
+    sc.touched.assign(L, 0);
+    bool any = false;
+    for (int64_t i = 0; i < n; ++i)
+        if (sc.lane_new[i] != W.lane[lo + i] || sc.pos_new[i] != W.pos[lo + i]) {
+            sc.touched[W.lane[lo + i]] = sc.touched[sc.lane_new[i]] = 1;
+            any = true;
+        }
+    for (int64_t i = 0; i < n; ++i) { W.lane[lo + i] = sc.lane_new[i]; W.pos[lo + i] = sc.pos_new[i]; }
+    if (!any) return;
+    std::vector<std::vector<int64_t>> &members = sc.members;
+    members.resize(L);
+    for (int64_t l = 0; l < L; ++l)
+        if (sc.touched[l]) members[l].clear();
+    for (int64_t s = lo; s < hi; ++s)
+        if (W.status[s] == RUNNING && sc.touched[W.lane[s]]) members[W.lane[s]].push_back(s);
+    for (int64_t l = 0; l < L; ++l) {
+        if (!sc.touched[l]) continue;
+        std::vector<int64_t> &m = members[l];
+        std::sort(m.begin(), m.end(), [&W](int64_t p, int64_t q) {
+            return W.pos[p] != W.pos[q] ? W.pos[p] < W.pos[q] : p < q;
+        });
+        W.last[l] = m.empty() ? -1 : m[0];
+        for (size_t j = 0; j < m.size(); ++j) W.leader[m[j]] = j + 1 < m.size() ? m[j + 1] : -1;
+    }
+}
 
 template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) {
     World<T> W(a, w);
@@ -293,13 +467,13 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         if (!sc.open[e] || sc.tries[e] >= a.insert_rounds) continue;
         ++sc.tries[e];
         T room;
-        const int64_t il = W.choose_lane(e, a.route_mask[r * M], room);
+        const int64_t il = W.choose_lane(e, (a.lane_change ? a.route_best_mask : a.route_mask)[r * M], room);
         const T len = W.length[s], mg = W.min_gap[s];
         if (!(il >= 0 && room - len >= mg)) { sc.open[e] = 0; continue; }
         const T v0 = minimum(W.lane_speed[il] * W.speed_factor[s], W.max_speed[s]);
         const T gap = room - len;
         T v = std::isfinite(gap) ? clamp_min((gap - mg) / W.tau[s], T(0)) : inf;
-        v = minimum(v, v0);
+        v = minimum(minimum(v, v0), W.depart_speed[s]);
         W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v; W.rpos[s] = 0;
         W.insert_step[s] = a.step_index; W.leader[s] = W.last[il]; W.last[il] = s;
     }
@@ -346,7 +520,6 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T v = W.speed[s], len = W.length[s], mg = W.min_gap[s], L_here = W.lane_length[ln];
             const int64_t nk = rp + 1, at = r * M + std::min(nk, M - 1), next_edge = a.route_edges[at];
             T next_room;
-            int64_t nl = W.choose_lane(next_edge, a.route_mask[at], next_room);
             int64_t ci = -1;
             T via = T(0);
             int64_t link = -1;
@@ -359,6 +532,14 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 via = W.conn_via[cic];
                 link = a.conn_link[cic];
             }
+            // the lanes it may enter: with lane changing those its connection leads to (the best ones if it can)
+            int64_t to_mask = a.route_mask[at];
+            if (a.lane_change && a.has_conn) {
+                to_mask = a.conn_to_mask[ci < 0 ? 0 : ci];
+                const int64_t best_next = to_mask & a.route_best_mask[at];
+                if (best_next != 0) to_mask = best_next;
+            }
+            int64_t nl = W.choose_lane(next_edge, to_mask, next_room);
             if (!found) nl = -1;
             int64_t code = SIG_GREEN;
             if (a.G && link >= 0) code = W.sig[std::min(link, a.G - 1)];
@@ -404,7 +585,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (!sc.f_found[f] || sc.f_must[f] || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR)) continue;
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
-                if (foe >= 0 && sc.arr[foe] <= sc.t_leave[f] && sc.leave[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
+                if (foe >= 0 && sc.arr[foe] <= sc.t_leave[f] + T(0.0) && sc.leave[foe] >= sc.t_arr[f])  // kernels.JM_TIMEGAP_MINOR
+                    sc.f_must[f] = 1;
             }
         }
     }
@@ -422,6 +604,14 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         sc.gap[i] = gap_front;
         sc.v_lead[i] = line_first ? T(0) : v_junction;
     }
+    // 11. cooperation: a vehicle asked to let a neighbour in follows it too (while more than its min gap behind)
+    if (a.lane_change)
+        for (int64_t s = lo; s < hi; ++s) {
+            const int64_t y = W.lc_yield[s], i = s - lo;
+            if (W.status[s] != RUNNING || y < 0) continue;
+            const T g_y = W.pos[y] - W.length[y] - W.pos[s];
+            if (g_y > W.min_gap[s] && g_y < sc.gap[i]) { sc.gap[i] = g_y; sc.v_lead[i] = W.speed[y]; }
+        }
     // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
     std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());
     if (a.cf == KRAUSS) {  // 9. kernels.krauss_move
@@ -533,6 +723,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     }
     a.resorted[w] = ok ? 0 : 1;
     if (!ok) W.sort_lanes(sc.sorted);
+    // 11. lane changes on the state after the move (the order on the lanes is the sorted one here)
+    if (a.lane_change) change_lanes<T>(a, W, sc);
 }
 
 template <typename T> void step_range(const Args &a) {

@@ -62,6 +62,10 @@ class Edge:
         return max(l.speed for l in self.lanes)
 
 
+MINOR_PENALTY_S = 1.5  # SUMO's --weights.minor-penalty (routing cost of a minor link)
+TURNAROUND_PENALTY_S = 5.0  # SUMO's --weights.turnaround-penalty
+
+
 @dataclass
 class Connection:
     from_edge: str
@@ -157,13 +161,18 @@ class RoadNetwork:
         return sum(len(e.lanes) for e in self.edges.values())
 
     def graph(self) -> nx.DiGraph:
-        """Edge-to-edge graph (nodes are edges; an arc is a connection), weighted by free-flow time."""
+        """Edge-to-edge graph (nodes are edges; an arc is a connection), weighted by free-flow time as SUMO's
+        router weighs a route when it routes a trip at insertion (``MSEdge::getMinimumTravelTime``): the next
+        edge at its speed limit, the path across the junction at its own (turning) speed, plus SUMO's default
+        penalties of 1.5 s for a minor link (``--weights.minor-penalty``: a link state that is not an upper-case
+        letter) and 5 s for a turnaround (``--weights.turnaround-penalty``)."""
         g = nx.DiGraph()
         for e in self.edges.values():
             g.add_node(e.id, time=e.length / max(e.speed, 0.1))
         for c in self.connections:
             t = self.edges[c.to_edge]
-            w = (t.length + c.via_length) / max(t.speed, 0.1)
+            w = t.length / max(t.speed, 0.1) + c.via_length / max(min(t.speed, c.via_speed), 0.1)
+            w += (0.0 if "A" <= c.state <= "Z" else MINOR_PENALTY_S) + (TURNAROUND_PENALTY_S if c.direction == "t" else 0.0)
             if not g.has_edge(c.from_edge, c.to_edge) or g[c.from_edge][c.to_edge]["weight"] > w:
                 g.add_edge(c.from_edge, c.to_edge, weight=w)
         return g

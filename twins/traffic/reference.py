@@ -22,7 +22,7 @@ phase it is in (synchronous update, like the kernel):
    open edge picks the allowed lane of that edge with the most room (rear of
    the tail, +inf if empty; lowest lane index on ties) and fits if ``room -
    length >= min_gap``: it enters with its front at ``length``, speed
-   ``min(v0, max(0, (gap - min_gap) / tau))``, its leader is the lane's tail
+   ``min(v0, max(0, (gap - min_gap) / tau), depart_speed)`` (SUMO's departSpeed), its leader is the lane's tail
    and it becomes the new tail. A vehicle that does not fit closes its edge
    for the rest of the step.
 4. Each running vehicle (including the ones just inserted) chooses the lane
@@ -90,6 +90,39 @@ phase it is in (synchronous update, like the kernel):
    minor connection (unsignalized ``m = s w Z``, or a signal showing ``g``)
    waits at the line when a connection it yields to (the junction's
    ``response``) has a window overlapping its own.
+11. Lane changing (only with ``lane_changing=True``; the kernel's
+   ``change_lanes``). Each route edge has *best lanes*, computed here from the
+   network's connections: on the last edge every lane; before, of the lanes
+   with a connection to the next edge, those whose connections leave the
+   fewest lane changes (``|to lane - best lane|``) to a best lane of the next
+   edge. A vehicle inserts on a best lane of its first edge (most room), and
+   crosses into one of the lanes its connection leads to (those that are
+   best lanes of the next edge if any, most room). After the move (rule 6),
+   every running vehicle whose whole length is on a lane of a multi-lane edge
+   (``pos >= length``; a bus dwelling at its stop does not) decides from that
+   state, all at once: off the best lanes it wants to change towards the
+   nearest one (lower index on ties: *strategic*); on a best lane it wants a
+   neighbouring best lane when the speed it could reach there next step
+   (Krauss safe speed behind the new leader, ``v0`` and ``v + accel·dt``)
+   exceeds the one behind its own leader by more than 1 m/s plus 0.5 times
+   the speed its new follower would lose (MOBIL; right before left on ties).
+   A change is safe when the gap to the new leader (net of min gap) is at least
+   ``brakeGap(v, decel, tau) - brakeGap(v_leader, decel, 0)`` and the new
+   follower's likewise. Of the safe changes into one gap (same new leader, or
+   the lane's front) the one furthest ahead, then earliest in slot order,
+   happens. A strategic change that is not safe asks the target lane's
+   follower (if its front is behind the vehicle's rear) to let it in: next
+   step that follower also follows the requester (gap to its rear, its
+   speed) where that is nearer than its obstacle and more than its min gap
+   (one requester per follower: the nearest, lowest position then earliest
+   slot, after swaps). Two vehicles whose strategic changes block each other
+   (the target lane's leader if it blocks, else the follower) swap lanes and
+   positions, where each fits the place it takes (not longer than the vehicle
+   it replaces, or its rear at or ahead of the front of the vehicle behind that
+   place); a change whose new leader swaps is given up where the vehicle
+   taking the leader's place would reach back over its front (with equal
+   lengths neither condition ever bites). A vehicle left on a lane without connection to its next edge
+   waits at the lane's end.
 
 Per-vehicle inputs. The reference checks the *dynamics*, not the noise: the
 per-vehicle parameters (length, min gap, accel, decel, ``2·sqrt(accel·decel)``,
@@ -120,7 +153,15 @@ by the one-entry rule (``held_at_line``); plus diagnostics:
 ``same_step_entries`` (several vehicles entering one lane in one step; zero
 under rule 6), ``overlaps`` (vehicle bodies overlapping on a lane),
 ``hard_stops`` (the one-step gap cap braking harder than 9 m/s²) and
-``red_crossings`` (a vehicle crossing a stop line on red).
+``red_crossings`` (a vehicle crossing a stop line on red). With lane changing
+(rule 11): ``lc_strategic``, ``lc_speed_gain``, ``lc_swaps`` (vehicles that
+swapped), ``lc_swaps_unfit`` (vehicles of a blocking pair that could not swap:
+one would not fit the other's place), ``lc_given_up_for_swap`` (a change given
+up because a longer vehicle swapped into its new leader's place),
+``lc_requests``, ``lc_gap_lost`` (a safe change given up to a vehicle further
+ahead entering the same gap), ``lc_cooperating`` (follower-steps spent
+following a requester) and ``lc_wrong_lane_wait`` (front-vehicle steps held at
+the end of a lane that does not continue the route).
 """
 from __future__ import annotations
 
@@ -136,6 +177,7 @@ from .network import GREEN, YELLOW, RoadNetwork
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
 DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
+JM_TIMEGAP_MINOR = 0.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor is 1 s; why 0: there)
 SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
 MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
 INF = math.inf
@@ -169,6 +211,7 @@ class VehicleSpec:
     flow: str = ""
     two_sqrt_ab: float | None = None  # 2·sqrt(accel·decel); None: computed with math.sqrt
     sigma: float = 0.5  # Krauss dawdling (rule 9)
+    depart_speed: float = float("inf")  # SUMO's departSpeed (rule 3); +inf: as fast as the gap allows
     stops: tuple = ()  # a bus's stops in route order: (route position, pos_m, stop id)
 
 
@@ -212,6 +255,18 @@ def free_speed(d: float, u: float, decel: float, dt: float) -> float:
     yf = float(math.floor(y))
     exact = (yf * yf + yf) * 0.5 * b + yf * vt + (vt if y > yf else 0.0)
     return max(d - exact, 0.0) / (yf + 1.0) / dt + yf * (decel * dt) + u
+
+
+LC_SPEED_GAIN = 1.0  # m/s, as kernels.LC_SPEED_GAIN (rule 11)
+LC_POLITENESS = 0.5  # as kernels.LC_POLITENESS
+
+
+def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
+                      dt: float) -> float:
+    """Rule 11: the speed a driver could reach next step behind a leader ``gap`` m ahead (net of its min gap;
+    +inf: none): Krauss's safe speed, ``v0`` and ``v + accel·dt`` (the kernel's ``anticipated_speed``)."""
+    v_safe = safe_stop_speed(gap + brake_gap(v_lead, decel, 0.0, dt), decel, tau, dt)
+    return min(min(v0, v + accel * dt), v_safe)
 
 
 class _Lane:
@@ -261,6 +316,11 @@ class ReferenceVehicle(mesa.Agent):
         self.route = list(spec.route)  # edge ids
         self.allowed = model.route_lanes(spec.route)  # per route step: allowed lane indices of that edge
         self.turn = model.route_turn_speeds(spec.route)  # per route step: the turning speed after it (rule 8)
+        # rule 11: the best lanes of each route edge (before the curbside restriction below, as the kernel's
+        # route_best_mask), the vehicle asking this one to let it in (None: none), and whether it is held
+        self.best = model.best_lanes(spec.route) if model.lane_changing else None
+        self.lc_yield: ReferenceVehicle | None = None
+        self._hold = False
         self.bus_stops = list(spec.stops)
         for k, _, _ in self.bus_stops:  # curbside stops: lane 0 where the route allows it
             if 0 in self.allowed[k]:
@@ -279,6 +339,7 @@ class ReferenceVehicle(mesa.Agent):
         self.speed_factor = float(spec.speed_factor)
         self.max_speed = float(spec.max_speed)
         self.sigma = float(spec.sigma)
+        self.depart_speed = float(spec.depart_speed)
         self.depart = float(spec.depart)
         self.status = WAITING
         self.lane: _Lane | None = None
@@ -340,8 +401,12 @@ class ReferenceVehicle(mesa.Agent):
             return
         d = lane.length - self.pos
         nxt_edge = self.route[self.route_pos + 1]
-        nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
         conn = m.connection(lane, nxt_edge)
+        if m.lane_changing:  # 11. the lanes its connection leads to; of those the best ones, where it leads to any
+            to = m.conn_to_lanes.get((lane.id, nxt_edge), set())
+            nl, room = m.choose_lane(nxt_edge, (to & self.best[self.route_pos + 1]) or to)
+        else:
+            nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
         if conn is None:  # no connection from this lane (cannot happen through the lane masks)
             code, via, found = SIG_RED, 0.0, False
             nl = None
@@ -381,7 +446,7 @@ class ReferenceVehicle(mesa.Agent):
             if front and found and not must_stop and m.has_foes and m.must_yield(self._key, code):
                 for foe in m.foes[self._key]:
                     w = m.windows.get(foe)
-                    if w is not None and w[0] <= self._t_leave and w[1] >= self._t_arr:
+                    if w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr:
                         must_stop = True
                         m.events["yield_wait"] += 1
                         break
@@ -412,6 +477,14 @@ class ReferenceVehicle(mesa.Agent):
         else:
             gap, v_lead = gap_front, v_front
             gap_phys = gap if (on_last_edge or not must_stop) else min(gap, d)
+        # 11. cooperation: asked to let a neighbour in, it also follows that one (more than its min gap behind
+        # the neighbour's rear, and nearer than its own obstacle)
+        y = self.lc_yield
+        if m.lane_changing and y is not None:
+            g_y = y.pos - y.length - self.pos
+            if g_y > self.min_gap and g_y < gap:
+                gap, v_lead = g_y, y.speed
+                m.events["lc_cooperating"] += 1
         # 7. the next bus stop on this edge
         stop = self.bus_stops[self.next_stop] if self.next_stop < len(self.bus_stops) else None
         at_edge = stop is not None and stop[0] == self.route_pos
@@ -458,6 +531,9 @@ class ReferenceVehicle(mesa.Agent):
                 self.next_stop += 1
             elif stop[1] - self._x_new <= DOCK_REACH_M and v_new < STOP_SPEED:
                 self._docked = True
+        self._hold = self.dwell > 0  # rule 11: dwelling on after this step (not counting a dock this step)
+        if front and not on_last_edge and not self._found:
+            m.events["lc_wrong_lane_wait"] += 1
         if front and not on_last_edge and not must_stop and math.isfinite(gap_front) and v_new < STOP_SPEED:
             m.events["front_blocked_by_next_lane"] += 1  # spillback: may go, but the next lane is full
 
@@ -546,13 +622,15 @@ class ReferenceTrafficModel(mesa.Model):
     ``{program_id: (durations, offset)}`` overriding the network's plan.
     ``substeps`` (IDM sub-steps per step) and ``insert_rounds`` default to the
     twin's choices: ``ceil(dt / 0.25)`` and ``min(most lanes of an edge, 3)``.
+    ``lane_changing``: rule 11 (the twin's ``lane_changing``).
     """
 
     def __init__(self, network: RoadNetwork, vehicles: list[VehicleSpec], *, dt: float = 1.0, begin: float = 0.0,
                  signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0,
                  substeps: int | None = None, insert_rounds: int | None = None, dwell_of=None,
-                 car_following: str = "IDM", dawdle=None):
+                 car_following: str = "IDM", dawdle=None, lane_changing: bool = False):
         super().__init__(rng=seed)
+        self.lane_changing = bool(lane_changing)  # rule 11
         # rule 9: the car-following model; ``dawdle(vehicle ids, step index) -> draws in [0, 1)`` for Krauss
         # (None: no dawdling)
         self.krauss = car_following == "Krauss"
@@ -581,6 +659,10 @@ class ReferenceTrafficModel(mesa.Model):
             if key not in self.conns:
                 self.conns[key] = (float(c.via_length), c.tl, c.link_index)
             merged.setdefault(key, []).append(c)
+        # rule 11: (from lane id, to edge) -> the lane indices of the to-edge its connections lead to
+        self.conn_to_lanes: dict[tuple[str, str], set[int]] = {}
+        for c in network.connections:
+            self.conn_to_lanes.setdefault((self.edges[c.from_edge][c.from_lane].id, c.to_edge), set()).add(c.to_lane)
         # rule 10: the connections each one yields to (its SUMO links' response bits, by junction and request
         # index), and whether it is an unsignalized minor one (its first link decides, as for via and signal)
         at_link = {(network.edges[c.from_edge].to_node, c.junction_index): key
@@ -625,7 +707,8 @@ class ReferenceTrafficModel(mesa.Model):
         stops (``dwell_of``: see rule 7)."""
         scen = twin.scenario
         flows = scen.demand.flows
-        keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed", "sigma")
+        keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed", "sigma",
+                "depart_speed")
         cols = {k: twin.veh_full[k][world].detach().cpu().double().tolist() for k in keys + ("two_sqrt_ab",)}
         flow = twin.pop.flow[world].tolist()
         depart = twin.pop.depart[world].tolist()
@@ -669,7 +752,8 @@ class ReferenceTrafficModel(mesa.Model):
                 return u.double().tolist()
         return cls(scen.network, specs, dt=twin.dt, begin=float(scen.begin), signal_plans=plans,
                    seed=int(twin.worlds.seed), substeps=twin.substeps, insert_rounds=twin.insert_rounds,
-                   dwell_of=dwell_of, car_following=twin.car_following, dawdle=dawdle)
+                   dwell_of=dwell_of, car_following=twin.car_following, dawdle=dawdle,
+                   lane_changing=bool(getattr(twin, "lane_changing", False)))
 
     # --- network queries ------------------------------------------------------------------
     def route_lanes(self, route) -> list[set[int]]:
@@ -682,6 +766,22 @@ class ReferenceTrafficModel(mesa.Model):
             else:
                 out.append({l.index for l in self.edges[e]})
         return out
+
+    def best_lanes(self, route) -> list[set[int]]:
+        """Rule 11: the best lanes of each route edge (SUMO's ``bestLanes``, without look-ahead limit): every lane
+        of the last edge; before it, of the lanes with a connection to the next edge, those whose connections leave
+        the fewest lane changes to a best lane of the next edge (the least ``|to lane - best lane|``)."""
+        allowed = self.route_lanes(route)
+        best = [set(a) for a in allowed]
+        for k in range(len(route) - 2, -1, -1):
+            here = self.edges[route[k]]
+            need = {}
+            for j in sorted(allowed[k]):
+                to = self.conn_to_lanes[(here[j].id, route[k + 1])]
+                need[j] = min(abs(t - b) for t in to for b in best[k + 1])
+            fewest = min(need.values())
+            best[k] = {j for j, n in need.items() if n == fewest}
+        return best
 
     def route_turn_speeds(self, route) -> list[float]:
         """Per route step: the turning speed of the crossing after it (the slowest connection's ``via_speed``
@@ -771,7 +871,7 @@ class ReferenceTrafficModel(mesa.Model):
             if not heads:
                 break
             for e, v in heads.items():  # different edges never share a lane
-                lane, room = self.choose_lane(e, v.allowed[0])
+                lane, room = self.choose_lane(e, v.best[0] if self.lane_changing else v.allowed[0])
                 if lane is None or room - v.length < v.min_gap:
                     self.events["insertion_blocked"] += 1
                     open_edges.discard(e)  # SUMO: the rest of this edge's queue waits
@@ -782,7 +882,7 @@ class ReferenceTrafficModel(mesa.Model):
                 v.status = RUNNING
                 v.lane = lane
                 v.pos = v.length
-                v.speed = min(v_ins, v0)
+                v.speed = min(min(v_ins, v0), v.depart_speed)
                 v.route_pos = 0
                 v.insert_step = self.step_index
                 v.leader = self.tails.get(lane.id)
@@ -836,7 +936,131 @@ class ReferenceTrafficModel(mesa.Model):
         # diagnostic: several vehicles entered one lane in the same step (rule 6 forbids it)
         self.events["same_step_entries"] += sum(n - 1 for n in entered.values())
         self._running = [v for v in running if v.status == RUNNING]
+        if self.lane_changing:  # 11. lane changes on the state after the move
+            self.change_lanes(self._running)
         self.step_index += 1
+
+    # --- rule 11 --------------------------------------------------------------------------
+    def change_lanes(self, running: list[ReferenceVehicle]) -> None:
+        """Rule 11: every running vehicle decides on the state after the move, then the changes, swaps and
+        cooperation requests are applied at once."""
+        dt = self.dt
+        per_lane: dict[str, list[ReferenceVehicle]] = {}
+        for v in running:
+            per_lane.setdefault(v.lane.id, []).append(v)
+        keys: dict[str, list[float]] = {}
+        for lid, vs in per_lane.items():
+            vs.sort(key=lambda v: (v.pos, v.order))  # ties: lower slot upstream
+            keys[lid] = [v.pos for v in vs]
+        rank = {v: i for vs in per_lane.values() for i, v in enumerate(vs)}
+
+        def neighbours(lane_id: str, x: float):
+            """(leader, follower) of a vehicle at ``x`` put on the lane: the first at or ahead of ``x`` (ties: the
+            earliest slot), the last behind it."""
+            vs = per_lane.get(lane_id, [])
+            i = bisect.bisect_left(keys.get(lane_id, []), x)
+            return (vs[i] if i < len(vs) else None), (vs[i - 1] if i > 0 else None)
+
+        decision = {}  # vehicle -> (target lane, new leader or None, strategic)
+        ask: dict[ReferenceVehicle, ReferenceVehicle] = {}  # requester -> follower asked
+        blocks: dict[ReferenceVehicle, ReferenceVehicle] = {}  # vehicle -> the one blocking its strategic change
+        for v in running:
+            v.lc_yield = None
+            lanes = self.edges[v.lane.edge]
+            if v.pos < v.length or len(lanes) < 2 or v._hold:
+                continue
+            best = v.best[v.route_pos]
+            k = v.lane.index
+            cur_ok = k in best
+            near = min(best, key=lambda j: (abs(k - j), j), default=None)
+            strat = 0 if cur_ok or near is None else (1 if near > k else -1)
+            vs, i = per_lane[v.lane.id], rank[v]
+            own = vs[i + 1] if i + 1 < len(vs) else None  # its leader: the next vehicle downstream on its lane
+            g_own = own.pos - own.length - v.pos - v.min_gap if own is not None else INF
+            v_cur = anticipated_speed(v.speed, v.desired_speed(v.lane), g_own, own.speed if own is not None else 0.0,
+                                      v.accel, v.decel, v.tau, dt)
+            score, choice = -INF, None
+            for d in (-1, 1):  # right, then left
+                tk = k + d
+                if not 0 <= tk < len(lanes):
+                    continue
+                tl = lanes[tk]
+                lead, foll = neighbours(tl.id, v.pos)
+                g_l = lead.pos - lead.length - v.pos - v.min_gap if lead is not None else INF
+                v_l = lead.speed if lead is not None else 0.0
+                g_f = v.pos - v.length - foll.pos - foll.min_gap if foll is not None else INF
+                need_l = max(brake_gap(v.speed, v.decel, v.tau, dt) - brake_gap(v_l, v.decel, 0.0, dt), 0.0)
+                need_f = (max(brake_gap(foll.speed, foll.decel, foll.tau, dt) - brake_gap(v.speed, foll.decel, 0.0, dt),
+                              0.0) if foll is not None else 0.0)
+                safe = g_l >= need_l and g_f >= need_f
+                if strat == d:
+                    if safe:
+                        score, choice = INF, (tl, lead, True)
+                    else:
+                        if foll is not None and g_f > 0:
+                            ask[v] = foll
+                        blocker = lead if g_l < need_l else foll if g_f < need_f else None
+                        if blocker is not None:
+                            blocks[v] = blocker
+                    continue
+                if strat != 0 or not cur_ok or tk not in best:
+                    continue
+                # speed gain (MOBIL) between best lanes
+                v_tgt = anticipated_speed(v.speed, v.desired_speed(tl), g_l, v_l, v.accel, v.decel, v.tau, dt)
+                loss = 0.0
+                if foll is not None:
+                    v0_f = foll.desired_speed(tl)
+                    g_fl = lead.pos - lead.length - foll.pos - foll.min_gap if lead is not None else INF
+                    loss = max(anticipated_speed(foll.speed, v0_f, g_fl, v_l, foll.accel, foll.decel, foll.tau, dt)
+                               - anticipated_speed(foll.speed, v0_f, g_f, v.speed, foll.accel, foll.decel, foll.tau,
+                                                   dt), 0.0)
+                gain = v_tgt - v_cur - LC_POLITENESS * loss
+                if gain > LC_SPEED_GAIN and safe and gain > score:
+                    score, choice = gain, (tl, lead, False)
+            if choice is not None:
+                decision[v] = choice
+        # one vehicle per gap (same new leader, or the front of the target lane): the furthest ahead, earliest slot
+        winner: dict = {}
+        for v, (tl, lead, _) in decision.items():
+            g = ("leader", lead.vehicle_id) if lead is not None else ("front", tl.id)
+            w = winner.get(g)
+            if w is None or v.pos > w.pos or (v.pos == w.pos and v.order < w.order):
+                winner[g] = v
+        changing = set(winner.values())
+        self.events["lc_gap_lost"] += len(decision) - len(changing)
+        # two vehicles blocking each other's strategic change swap lanes and positions, where each fits the place
+        # it takes: not longer than the vehicle it replaces, or its rear clear of the vehicle behind that place
+
+        def fits(a, b):
+            i = rank[b]
+            behind = per_lane[b.lane.id][i - 1] if i > 0 else None
+            return a.length <= b.length or behind is None or b.pos - a.length >= behind.pos
+
+        pairs = [(a, b) for a, b in blocks.items() if blocks.get(b) is a]
+        self.events["lc_swaps_unfit"] += sum(not (fits(a, b) and fits(b, a)) for a, b in pairs)
+        new_place = {a: (b.lane, b.pos) for a, b in pairs if fits(a, b) and fits(b, a)}
+        # a change into the gap behind a swapping vehicle is given up where the (longer) vehicle taking that place
+        # would reach back over the changing vehicle's front
+        dropped = {v for v in changing if decision[v][1] in new_place
+                   and decision[v][1].pos - blocks[decision[v][1]].length < v.pos}
+        self.events["lc_given_up_for_swap"] += len(dropped)
+        changing -= dropped
+        for v in changing:
+            tl, _, strategic = decision[v]
+            v.lane = tl
+            self.events["lc_strategic" if strategic else "lc_speed_gain"] += 1
+        for a, (lane, pos) in new_place.items():
+            a.lane, a.pos = lane, pos
+        self.events["lc_swaps"] += len(new_place)
+        # cooperation: each follower asked lets in the nearest requester (lowest position after swaps, then slot)
+        asked: dict[ReferenceVehicle, ReferenceVehicle] = {}
+        for v, f in ask.items():
+            r = asked.get(f)
+            if r is None or v.pos < r.pos or (v.pos == r.pos and v.order < r.order):
+                asked[f] = v
+        for f, v in asked.items():
+            f.lc_yield = v
+        self.events["lc_requests"] += len(ask)
 
     # --- inspection -----------------------------------------------------------------------
     def vehicle_state(self) -> dict[int, dict]:

@@ -576,7 +576,7 @@ _MODELED_VTYPE = {"length", "minGap", "accel", "decel", "maxSpeed", "tau", "spee
 CAR_FOLLOWING = ("IDM", "Krauss")  # SUMO models the twin runs (kernels rule 9)
 _DIST = re.compile(r"^\s*(norm|normc|lognorm|uniform)\s*\(([^)]*)\)\s*$")
 _VEHICLE_MODELED = {"id", "type", "route", "depart", "from", "to", "via", "color", "begin", "end", "vehsPerHour",
-                    "period", "probability", "number", "line", "insertionChecks",
+                    "period", "probability", "number", "line", "insertionChecks", "departSpeed",
                     "arrival"}  # 'arrival' is a recorded output value that SUMO itself ignores
 
 
@@ -818,6 +818,7 @@ class _RouteReader:
                               f"Known routes: {len(self.routes)}.")
             route = self.check_route(self.routes[rid], w, owner)
         elif "from" in a or "to" in a:
+            cur["trip"] = True  # SUMO routes it at insertion (twins.traffic.routing)
             if "from" not in a or "to" not in a:
                 raise w.error(f"{owner}.from/to", (a.get("from"), a.get("to")), "both from and to edges")
             route = self.route_between(a["from"], a["to"], a.get("via", "").split(), w, owner)
@@ -827,8 +828,10 @@ class _RouteReader:
             return
         else:
             raise w.error(f"{owner}.route", None, "a route id, an embedded <route>, or from/to edges")
+        dspeed, trip = self.depart_speed(a, w, owner), bool(cur.get("trip"))
         if tag == "flow":
             self.flows.append(self.make_flow(a, route, vt, w, owner))
+            self.flows[-1].depart_speed, self.flows[-1].reroute = dspeed, trip
             return
         dep = a.get("depart", "0")
         try:
@@ -841,10 +844,28 @@ class _RouteReader:
                 return
         if t < 0:
             raise w.error(f"{owner}.depart", dep, "a time >= 0")
-        key = (tuple(route), vt)
+        key = (tuple(route), vt, dspeed, trip)
         if key not in self.groups:
             self.groups[key] = (vid, [])
         self.groups[key][1].append(t)
+
+    def depart_speed(self, a: dict, w: _Where, owner: str) -> float | None:
+        """SUMO's ``departSpeed`` (default 0): a number, or None for "max", "desired" and "speedLimit" (as fast as
+        safe, up to the driver's desired speed); "random", "avg" and "last" are read as "max" and reported."""
+        v = a.get("departSpeed", "0").strip()
+        if v in ("max", "desired", "speedLimit"):
+            return None
+        if v in ("random", "avg", "last"):
+            self.report.add(f"departSpeed=\"{v}\" (inserted as fast as safe, as \"max\")")
+            return None
+        try:
+            x = float(v)
+        except ValueError:
+            raise w.error(f"{owner}.departSpeed", v, "a speed >= 0 m/s, or max, desired, speedLimit, random, avg, "
+                          "last") from None
+        if not (math.isfinite(x) and x >= 0):
+            raise w.error(f"{owner}.departSpeed", v, "a speed >= 0 m/s")
+        return x
 
     def make_flow(self, a: dict, route: list[str], vt: str, w: _Where, owner: str) -> Flow:
         begin = sumo_time(a.get("begin", "0"), f"{owner}.begin") if a.get("begin") != "begin" else self.begin
@@ -889,11 +910,11 @@ class _RouteReader:
 
     def demand(self) -> Demand:
         flows = []
-        for (route, vt), (vid, deps) in self.groups.items():
+        for (route, vt, dspeed, trip), (vid, deps) in self.groups.items():
             deps = sorted(deps)
             fid = vid if len(deps) == 1 else f"{vid}+{len(deps) - 1}"
             flows.append(Flow(id=fid, route=list(route), rate=0.0, begin=deps[0], end=deps[-1], kind="fixed",
-                              vtype=vt, departures=deps))
+                              vtype=vt, departures=deps, depart_speed=dspeed, reroute=trip))
         # file order of first appearance is kept within each kind; explicit flows after grouped vehicles
         flows.extend(self.flows)
         used = {f.vtype for f in flows}
@@ -944,10 +965,12 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
     flows = []
     for i, f in enumerate(demand.flows):
         edges = " ".join(f.route)
+        # the twin's insertion speed, stated (SUMO's default would be 0)
+        dsp = f' departSpeed="{"max" if f.depart_speed is None else _fmt(f.depart_speed)}"'
         if f.kind == "fixed":
             for k, t in enumerate(sorted(f.departures)):
                 vehicles.append((t, f"    <vehicle id={quoteattr(f'{f.id}.{k}')} type={quoteattr(f.vtype)} "
-                                    f"depart=\"{_fmt(t)}\"><route edges={quoteattr(edges)}/></vehicle>"))
+                                    f"depart=\"{_fmt(t)}\"{dsp}><route edges={quoteattr(edges)}/></vehicle>"))
             continue
         for j, (b, e, r) in enumerate(f.segments()):
             fid = f.id if len(f.segments()) == 1 else f"{f.id}.{j}"
@@ -959,7 +982,7 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
                 rate = f"probability=\"{_fmt(r / 3600.0)}\""
             num = f" number=\"{f.number}\"" if f.number is not None else ""
             flows.append((b, f"    <flow id={quoteattr(fid)} type={quoteattr(f.vtype)} begin=\"{_fmt(b)}\" "
-                             f"end=\"{_fmt(e)}\" {rate}{num}><route edges={quoteattr(edges)}/></flow>"))
+                             f"end=\"{_fmt(e)}\" {rate}{num}{dsp}><route edges={quoteattr(edges)}/></flow>"))
     # SUMO wants vehicles sorted by departure
     for _, line in sorted(vehicles + flows, key=lambda x: x[0]):
         out.append(line)

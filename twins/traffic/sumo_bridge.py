@@ -13,6 +13,9 @@ Metric names (the twin's):
 * ``mean_delay_s`` — mean tripinfo ``timeLoss`` (time lost against driving at
   the desired speed) of the arrived vehicles.
 * ``throughput_veh`` — vehicles that arrived by ``end``.
+* ``resco_delay_s`` — RESCO's delay: time loss plus departure delay over all loaded vehicles (those still
+  running or still waiting to enter at ``end`` included; the waiting ones count SUMO's
+  ``departDelayWaiting``).
 * ``vehicles_loaded``, ``vehicles_inserted``, ``vehicles_running``,
   ``vehicles_waiting`` (still waiting for insertion at the end), ``teleports``.
 * ``wall_time_s`` (the SUMO process, load included), ``sim_time_s`` (SUMO's own
@@ -34,7 +37,7 @@ from twins.traffic.demand import Demand
 from twins.traffic.network import SignalProgram
 from twins.traffic.sumo import SumoScenario, _parse, read_sumocfg, write_routes, write_tllogic
 
-__all__ = ["SumoNotFoundError", "find_sumo", "run_sumo", "PLAN_PROGRAM_ID"]
+__all__ = ["SumoNotFoundError", "find_sumo", "run_sumo", "input_files", "read_elements", "PLAN_PROGRAM_ID"]
 
 PLAN_PROGRAM_ID = "twins_plan"
 INSTALL_HINT = 'Install the SUMO extra: pip install -e ".[sumo]" (or set SUMO_HOME to a SUMO installation).'
@@ -66,8 +69,9 @@ def find_sumo(tool: str = "sumo") -> str:
     raise SumoNotFoundError(f"SUMO's {tool!r} binary was not found. {INSTALL_HINT}")
 
 
-def _inputs(scenario) -> tuple[Path | None, dict]:
-    """(sumocfg or None, {net, routes, additional}) of what ``run_sumo`` was given."""
+def input_files(scenario) -> tuple[Path | None, dict]:
+    """(sumocfg or None, {net, routes, additional}) of what ``run_sumo`` was given (a ``.sumocfg``, a
+    :class:`SumoScenario`, or ``{net, routes, additional}``): the files SUMO reads."""
     if isinstance(scenario, SumoScenario):
         scenario = scenario.files
     if isinstance(scenario, (str, Path)):
@@ -83,7 +87,7 @@ def _inputs(scenario) -> tuple[Path | None, dict]:
         return None, {"net": [str(p)], "routes": [], "additional": []}
     if isinstance(scenario, dict):
         if scenario.get("sumocfg"):
-            cfg, files = _inputs(scenario["sumocfg"])
+            cfg, files = input_files(scenario["sumocfg"])
             return cfg, files
         norm = {}
         for k in ("net", "routes", "additional"):
@@ -95,7 +99,9 @@ def _inputs(scenario) -> tuple[Path | None, dict]:
     raise ConfigError("scenario", type(scenario).__name__, "a .sumocfg path, a SumoScenario or a dict of files")
 
 
-def _attrs(path: Path, tags: set[str]) -> list[tuple[str, dict]]:
+def read_elements(path: Path, tags: set[str]) -> list[tuple[str, dict]]:
+    """``(tag, attributes)`` of every element of a SUMO XML output (tripinfo, statistics, ...) whose tag is in
+    ``tags``, in file order."""
     out = []
 
     def start(tag, a, where):
@@ -121,7 +127,7 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
     (default: a temporary folder, removed afterwards). Returns the metrics.
     """
     exe = binary or find_sumo("sumo")
-    cfg, files = _inputs(scenario)
+    cfg, files = input_files(scenario)
     tmp = tempfile.TemporaryDirectory(prefix="twins_sumo_") if workdir is None else None
     wd = Path(tmp.name if tmp else workdir)
     wd.mkdir(parents=True, exist_ok=True)
@@ -176,15 +182,22 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
 
 
 def _metrics(tripinfo: Path, stats: Path, wall: float, step: float, cmd: list[str]) -> dict:
-    trips = [a for _, a in _attrs(tripinfo, {"tripinfo"})]
+    trips = [a for _, a in read_elements(tripinfo, {"tripinfo"})]
     arrived = [a for a in trips if float(a.get("arrival", -1)) >= 0]
     n = len(arrived)
 
     def mean(key: str, rows=arrived) -> float:
         return sum(float(a[key]) for a in rows) / len(rows) if rows else float("nan")
 
-    st = {tag: a for tag, a in _attrs(stats, {"performance", "vehicles", "teleports", "vehicleTripStatistics"})}
+    st = {tag: a for tag, a in read_elements(stats, {"performance", "vehicles", "teleports",
+                                                    "vehicleTripStatistics"})}
     veh, perf = st.get("vehicles", {}), st.get("performance", {})
+    loaded = int(veh.get("loaded", 0))
+    # RESCO's delay: time loss + departure delay of every tripinfo (arrived, and still running: write-unfinished),
+    # plus the departure delay of the vehicles still waiting to enter, over all loaded vehicles
+    lost = sum(float(a.get("timeLoss", 0)) + float(a.get("departDelay", 0)) for a in trips)
+    lost += int(veh.get("waiting", 0)) * max(float(st.get("vehicleTripStatistics", {}).get("departDelayWaiting", 0)
+                                                   or 0), 0.0)
     vehicle_steps = sum(float(a["duration"]) for a in trips) / step
     sim_time = float(perf.get("clockDuration", "nan"))
     tt = mean("duration")
@@ -197,7 +210,8 @@ def _metrics(tripinfo: Path, stats: Path, wall: float, step: float, cmd: list[st
         "mean_waiting_time_s": mean("waitingTime"),
         "mean_route_length_m": mean("routeLength"),
         "throughput_veh": n,
-        "vehicles_loaded": int(veh.get("loaded", 0)),
+        "resco_delay_s": lost / loaded if loaded > 0 else float("nan"),
+        "vehicles_loaded": loaded,
         "vehicles_inserted": int(veh.get("inserted", 0)),
         "vehicles_running": int(veh.get("running", 0)),
         "vehicles_waiting": int(veh.get("waiting", 0)),

@@ -1,0 +1,350 @@
+"""Rule 11 (lane changing): the tensor kernels reproduce the per-agent reference, and the rule behaves.
+
+Equivalence. The tensor kernels (``TrafficTwin(..., compile=False)`` with ``lane_changing=True``) and
+:class:`~twins.traffic.reference.ReferenceTrafficModel` (which computes its own best lanes from the network and
+the routes) are compared at every step with the conventions of ``test_reference.py``: float64 on both sides,
+identical discrete outcomes (status, lane, insertion and arrival steps), positions and speeds within 1e-6 (they
+agree bit for bit here). Two networks:
+
+* a *merge*: two one-lane feeders U and V join a two-lane edge A, U feeding only its lane 0 and V only its lane
+  1 (SUMO's way: a vehicle enters a lane its connection leads to); at A's end lane 0 turns right, lane 1 turns
+  left, both go straight, and A's left lane has the higher speed limit. Vehicles U→L and V→R enter on the wrong
+  lane and must change (strategic changes, cooperation requests, swaps of pairs that block each other, vehicles
+  waiting at the end of a lane that does not continue their route); the straight ones change for speed;
+* the loaded 2×2 signalized grid of ``test_reference.py`` (two-lane east–west streets whose turns need lane 0
+  or lane 1), with IDM, and with Krauss dawdling, turning speeds and right of way.
+
+Behaviour, on the twin: vehicles cross only into lanes their connection leads to and all reach their
+destination edge; no two vehicles on a lane overlap after any step, also with vehicles of different lengths
+(a swap must not put a truck where a car was when it does not fit there); the null intervention (two arms of one
+replication) and batch independence hold bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from scenarios.traffic import ArterialScenario, grid_scenario
+from twins.core.worlds import WorldBatch
+from twins.traffic import kernels
+from twins.traffic.demand import Demand, Flow, VehicleType
+from twins.traffic.model import TrafficScenario, TrafficTwin
+from twins.traffic.network import Connection, Edge, Junction, Lane, RoadNetwork
+from twins.traffic.reference import ReferenceTrafficModel
+
+from tests.traffic._helpers import lane_gaps, veh_columns, with_right_of_way
+from tests.traffic.test_reference import (POS_TOL, _compare, _ref_state, _scenario, _twin_state,
+                                          with_turn_speeds)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def merge_scenario(horizon: float, headway: float = 3.0, trucks: tuple[str, ...] = ("US",)) -> TrafficScenario:
+    """The merge network of the module docstring; each of the flows UL, VR, US, VS departs every
+    ``2·headway`` s over the first 60 % of ``horizon``; the flows in ``trucks`` are 12 m trucks."""
+    net = RoadNetwork(name="merge")
+    for j, x, y in (("u", -100, 10), ("v", -100, -10), ("m", 0, 0), ("j", 300, 0), ("r", 300, -100),
+                    ("l", 300, 100), ("s", 400, 0)):
+        net.add_junction(Junction(j, float(x), float(y)))
+
+    def edge(eid, a, b, speeds, length):
+        net.add_edge(Edge(eid, a, b, [Lane(f"{eid}_{i}", i, length, sp) for i, sp in enumerate(speeds)]))
+
+    edge("U", "u", "m", [13.9], 100.0)
+    edge("V", "v", "m", [13.9], 100.0)
+    edge("A", "m", "j", [11.0, 15.0], 300.0)
+    edge("R", "j", "r", [13.9], 100.0)
+    edge("L", "j", "l", [13.9], 100.0)
+    edge("S", "j", "s", [13.9, 13.9], 100.0)
+    net.connections += [Connection("U", 0, "A", 0, 4.0), Connection("V", 0, "A", 1, 4.0),
+                        Connection("A", 0, "R", 0, 6.0, direction="r"), Connection("A", 0, "S", 0, 10.0),
+                        Connection("A", 1, "S", 1, 10.0), Connection("A", 1, "L", 0, 12.0, direction="l")]
+    vtypes = {"car": VehicleType(id="car"),
+              "truck": VehicleType(id="truck", length=12.0, min_gap=3.0, accel=1.2, decel=4.0, max_speed=12.0)}
+    n = int(horizon * 0.6 / headway) // 2
+    flows = [Flow(fid, route, kind="fixed", departures=[off + 2 * headway * k for k in range(n)], group=fid,
+                  vtype="truck" if fid in trucks else "car")
+             for fid, route, off in (("UL", ["U", "A", "L"], 0.0), ("VR", ["V", "A", "R"], 0.5),
+                                     ("US", ["U", "A", "S"], 1.5), ("VS", ["V", "A", "S"], 2.0))]
+    return TrafficScenario(net, Demand(vtypes, flows), "merge", lane_changing=True)
+
+
+def _side_by_side(scen, steps: int, dt: float = 0.5, seed: int = 3, each_step=None):
+    """The tensor kernels (two worlds) and one reference per world, compared at every step; ``each_step(tw)``
+    runs after every step. Returns the twin, the references and the largest position error."""
+    tw = TrafficTwin(scen, WorldBatch.replications(seed=seed, n=2), dt=dt, horizon=steps * dt,
+                     dtype=torch.float64, compile=False)
+    assert tw.kernel == "tensor" and tw.lane_changing
+    refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
+    assert all(r.lane_changing for r in refs)
+    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    ids, valid = [], []
+    for w in range(tw.W):
+        ok = (tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy())
+        ids.append(tw.pop.vehicle_id[w].numpy()[ok])
+        valid.append(ok)
+    worst = 0.0
+    for step in range(steps):
+        tw.step()
+        if each_step is not None:
+            each_step(tw)
+        for w, ref in enumerate(refs):
+            ref.step()
+            a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
+            worst = max(worst, _compare(step, w, a, _ref_state(ref, ids[w], lane_index), ids[w]))
+    return tw, refs, worst
+
+
+class _Watch:
+    """After every step of a twin: the smallest bumper-to-bumper gap on any lane, and every crossing of a
+    junction as (flow, lane left, lane entered)."""
+
+    def __init__(self):
+        self.min_gap = np.inf
+        self.crossings: list[tuple[int, str, str]] = []
+        self._prev = None
+
+    def __call__(self, tw):
+        st = tw.state
+        g = lane_gaps(st, veh_columns(tw), tw.net.n_lanes)
+        if g.numel():
+            self.min_gap = min(self.min_gap, float(g.min()))
+        cur = (st["status"].clone(), st["lane"].clone(), st["route_pos"].clone())
+        if self._prev is not None:
+            s0, l0, r0 = self._prev
+            crossed = (s0 == kernels.RUNNING) & (cur[0] == kernels.RUNNING) & (cur[2] != r0)
+            ids = tw.compiled.lane_ids
+            for w, s in crossed.nonzero().tolist():
+                self.crossings.append((int(tw.pop.flow[w, s]), ids[int(l0[w, s])], ids[int(cur[1][w, s])]))
+        self._prev = cur
+
+
+def _connected(net: RoadNetwork) -> set[tuple[str, str]]:
+    return {(net.edges[c.from_edge].lanes[c.from_lane].id, net.edges[c.to_edge].lanes[c.to_lane].id)
+            for c in net.connections}
+
+
+def test_kernel_matches_reference_on_merge():
+    """Strategic changes, cooperation, swaps, speed gain and vehicles waiting at a lane end: the kernels equal the
+    reference at every step; every vehicle crosses only along a connection's lanes, reaches its destination,
+    and no two vehicles overlap."""
+    steps = 600
+    scen = merge_scenario(steps * 0.5)
+    watch = _Watch()
+    tw, refs, worst = _side_by_side(scen, steps, each_step=watch)
+    assert worst <= POS_TOL
+    for ref in refs:
+        ev = ref.events
+        # the comparison is not vacuous: every part of rule 11 took place
+        assert ev["lc_strategic"] >= 20 and ev["lc_speed_gain"] >= 1, ev
+        assert ev["lc_requests"] >= 50 and ev["lc_cooperating"] >= 50, ev
+        assert ev["lc_swaps"] >= 6 and ev["lc_wrong_lane_wait"] >= 5, ev
+        assert ev["overlaps"] == 0 and ev["same_step_entries"] == 0, ev
+        assert ev["arrivals"] == len(ref.vehicles), "every vehicle reached the end of its route"
+    # crossings follow the connections' lanes (vehicles enter A on the lane their feeder leads to, and leave it
+    # from a lane that continues their route): so U→L vehicles did change from lane 0 to lane 1 on A
+    assert set((a, b) for _, a, b in watch.crossings) <= _connected(scen.network)
+    flow = {f.id: i for i, f in enumerate(scen.demand.flows)}
+    n_ul = sum(1 for f, a, b in watch.crossings if f == flow["UL"] and a == "U_0")
+    assert n_ul >= 40 and n_ul == sum(1 for f, a, b in watch.crossings if f == flow["UL"] and b == "L_0")
+    assert watch.min_gap >= 0.0
+
+
+def test_kernel_matches_reference_with_trucks_and_no_overlap():
+    """Vehicles of different lengths: a swap where the longer vehicle would not fit the shorter one's place is
+    refused (it would overlap the vehicle behind that place; before that rule the bodies overlapped by up to
+    4.5 m); the kernels still equal the reference, and no two vehicles on a lane overlap after any step."""
+    steps = 600
+    scen = merge_scenario(steps * 0.5, headway=2.0, trucks=("VR",))
+    watch = _Watch()
+    tw, refs, worst = _side_by_side(scen, steps, each_step=watch)
+    assert worst <= POS_TOL
+    for ref in refs:
+        ev = ref.events
+        assert ev["lc_swaps"] >= 6 and ev["lc_swaps_unfit"] >= 10 and ev["lc_strategic"] >= 20, ev
+        assert ev["overlaps"] == 0, ev
+        assert ev["arrivals"] >= 80, ev
+    assert watch.min_gap >= -1e-9, f"vehicles overlap by {-watch.min_gap:.3g} m"
+    assert set((a, b) for _, a, b in watch.crossings) <= _connected(scen.network)
+
+
+@pytest.mark.parametrize("variant", ["idm", "krauss_right_of_way"])
+def test_kernel_matches_reference_on_grid_with_lane_changing(variant):
+    """The loaded 2×2 grid (turns need lane 0 or lane 1 of the two-lane streets) with lane changing: IDM; and
+    Krauss with dawdling, turning speeds and permissive left turns (right of way). Equal at every step, changes
+    happened, no overlap, and crossings follow the connections' lanes."""
+    scen = _scenario()
+    if variant != "idm":
+        scen = with_right_of_way(with_turn_speeds(scen), signals=True)
+        scen.car_following = "Krauss"
+    scen.lane_changing = True
+    watch = _Watch()
+    steps = 600
+    tw, refs, worst = _side_by_side(scen, steps, seed=7, each_step=watch)
+    assert worst <= POS_TOL
+    for ref in refs:
+        ev = ref.events
+        assert ev["lc_strategic"] >= 5 and ev["lc_speed_gain"] >= 10, ev
+        assert ev["arrivals"] >= 100 and ev["overlaps"] == 0 and ev["red_crossings"] == 0, ev
+        if variant == "idm":
+            assert ev["lc_requests"] >= 50 and ev["lc_cooperating"] >= 50, ev
+        else:
+            assert ev["yield_wait"] >= 50, ev
+    assert watch.min_gap >= 0.0
+    assert set((a, b) for _, a, b in watch.crossings) <= _connected(scen.network)
+
+
+def _arterial():
+    scen = grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0)
+    scen.lane_changing = True
+    return scen
+
+
+def _run(worlds, steps: int):
+    tw = TrafficTwin(_arterial(), worlds, dt=1.0, horizon=600.0, compile=False)
+    changes = 0
+    for _ in range(steps):
+        before = (tw.state["status"].clone(), tw.state["lane"].clone(), tw.state["route_pos"].clone())
+        tw.step()
+        same_edge = (before[0] == kernels.RUNNING) & (tw.state["status"] == kernels.RUNNING) & (
+            tw.state["route_pos"] == before[2])
+        changes += int((same_edge & (tw.state["lane"] != before[1])).sum())
+    return tw, changes
+
+
+def _world_state(tw, w):
+    order = torch.argsort(tw.pop.vehicle_id[w])
+    return {k: v[w][order.to(v.device)].cpu() for k, v in tw.state.items() if k != "world"}
+
+
+def test_lane_changing_keeps_batch_independence_and_null_effects():
+    """The arterial with lane changing (float32, the twin's default): a world is bit-identical alone, in a batch
+    with a paired arm of the same replication (the null intervention: both arms identical) and in another batch
+    order; another replication differs; and lanes were changed along edges."""
+    steps = 300
+    alone, changes = _run(WorldBatch(7, torch.tensor([3]), torch.tensor([0])), steps)
+    assert changes >= 20, "vehicles changed lanes along edges"
+    assert "lc_yield" in alone.state
+    pair, _ = _run(WorldBatch(7, torch.tensor([5, 3, 3]), torch.tensor([0, 0, 1])), steps)
+    rev, _ = _run(WorldBatch(7, torch.tensor([9, 3, 1]), torch.zeros(3, dtype=torch.int64)), steps)
+    a = _world_state(alone, 0)
+    for tw, w in ((pair, 1), (pair, 2), (rev, 1)):
+        b = _world_state(tw, w)
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"world {w}: state column {k} differs"
+    assert not torch.equal(_world_state(pair, 0)["pos"], a["pos"])
+    # and lane changing matters: the same world without it runs otherwise
+    plain = TrafficTwin(grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0),
+                        WorldBatch(7, torch.tensor([3]), torch.tensor([0])), dt=1.0, horizon=600.0, compile=False)
+    for _ in range(steps):
+        plain.step()
+    assert not torch.equal(plain.state["lane"], alone.state["lane"])
+
+
+def test_best_lanes_reference_equals_compiled():
+    """The reference computes the route's best lanes itself (from the network's connections); they equal the
+    compiled ``route_best_mask`` on the grid, the arterial and the merge."""
+    for scen in (_scenario(), _arterial(), merge_scenario(100.0)):
+        scen.lane_changing = True
+        tw = TrafficTwin(scen, WorldBatch.replications(seed=1, n=1), dt=1.0, horizon=10.0, compile=False)
+        ref = ReferenceTrafficModel.from_twin(tw)
+        for i, f in enumerate(scen.demand.flows):
+            best = ref.best_lanes(f.route)
+            for k in range(len(f.route)):
+                assert sum(1 << j for j in best[k]) == int(tw.routes_cpu.route_best_mask[i, k]), (f.id, k)
+
+
+def _three_lanes() -> RoadNetwork:
+    """Edge A (three lanes, 300 m; lane 1 the fastest) ending in R (from lane 0 only), M (lane 1 only), L (lane 2
+    only) and S (straight, lane to lane)."""
+    net = RoadNetwork(name="three")
+    for j, x, y in (("a", 0, 0), ("b", 300, 0), ("r", 300, -100), ("m", 400, 0), ("l", 300, 100), ("s", 400, 10)):
+        net.add_junction(Junction(j, float(x), float(y)))
+
+    def edge(eid, a, b, speeds, length):
+        net.add_edge(Edge(eid, a, b, [Lane(f"{eid}_{i}", i, length, sp) for i, sp in enumerate(speeds)]))
+
+    edge("A", "a", "b", [13.9, 20.0, 13.9], 300.0)
+    for e, a, b in (("R", "b", "r"), ("M", "b", "m"), ("L", "b", "l")):
+        edge(e, a, b, [13.9], 100.0)
+    edge("S", "b", "s", [13.9] * 3, 100.0)
+    net.connections += [Connection("A", 0, "R", 0), Connection("A", 1, "M", 0), Connection("A", 2, "L", 0)]
+    net.connections += [Connection("A", i, "S", i) for i in range(3)]
+    return net
+
+
+_TO = {"R": ("A", "R"), "M": ("A", "M"), "L": ("A", "L"), "S": ("A", "S")}
+
+
+def _change_both(placed, dt: float = 1.0):
+    """One lane-change phase on hand-placed vehicles of A (``(destination, lane index, pos, speed, length)``, in
+    slot order), by :func:`kernels.change_lanes` and by the reference's ``change_lanes``; asserts they agree and
+    returns ((lane index, pos) per vehicle, the slot each one lets in (-1: none), the reference's events)."""
+    from twins.traffic.compiled import compile_network, compile_routes
+    from twins.traffic.reference import RUNNING, VehicleSpec
+
+    net = _three_lanes()
+    specs = [VehicleSpec(i, _TO[d], 0.0, length, 2.5, 2.6, 4.5, 1.0, 4.0, 1.0, 50.0)
+             for i, (d, _, _, _, length) in enumerate(placed)]
+    ref = ReferenceTrafficModel(net, specs, dt=dt, lane_changing=True)
+    for v, (_, k, x, sp, _) in zip(ref.vehicles, placed):
+        v.status, v.lane, v.pos, v.speed, v.route_pos = RUNNING, ref.edges["A"][k], float(x), float(sp), 0
+    ref.change_lanes(ref.vehicles)
+    want = ([(v.lane.index, v.pos) for v in ref.vehicles],
+            [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles])
+    cn, keys = compile_network(net), list(_TO)
+    routes = compile_routes(net, [list(_TO[k]) for k in keys])
+    n = len(placed)
+    f64 = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
+    veh = {"length": f64([p[4] for p in placed]), "min_gap": f64([2.5] * n), "decel": f64([4.5] * n),
+           "tau": f64([1.0] * n), "accel": f64([2.6] * n), "speed_factor": f64([1.0] * n),
+           "max_speed": f64([50.0] * n)}
+    first = cn.lane_ids.index("A_0")
+    lane, pos, yld, _ = kernels.change_lanes(
+        torch.zeros(n, dtype=torch.int64), torch.tensor([first + p[1] for p in placed]), f64([p[2] for p in placed]),
+        f64([p[3] for p in placed]), torch.ones(n, dtype=torch.bool), torch.tensor([keys.index(p[0]) for p in placed]),
+        torch.zeros(n, dtype=torch.int64), veh, cn, routes, 1, 2000.0, dt)
+    got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld])
+    assert got == want
+    return got[0], got[1], ref.events
+
+
+def test_change_lanes_swaps_fit_or_are_refused():
+    """A truck X (lane 0, wants lane 1) and a car Y (lane 1, wants lane 0) block each other and swap; the truck
+    may take the car's place only where its rear clears the vehicle behind that place; and a car C changing into
+    lane 1 behind Y (for speed, from lane 2) gives the change up where the truck taking Y's place would reach
+    back over it. Equal lengths: both go ahead."""
+    for x_len, c_goes in ((12.0, False), (5.0, True)):
+        placed = [("M", 0, 200.0, 0.0, x_len), ("R", 1, 201.0, 0.0, 5.0), ("S", 2, 190.0, 3.0, 5.0),
+                  ("L", 2, 199.0, 0.0, 5.0)]
+        places, _, ev = _change_both(placed)
+        assert places[:2] == [(1, 201.0), (0, 200.0)], "X and Y swapped"
+        assert places[2] == ((1, 190.0) if c_goes else (2, 190.0))
+        assert ev["lc_given_up_for_swap"] == (0 if c_goes else 1)
+    for x_len, fits in ((12.0, False), (5.0, True)):  # F right behind Y's place
+        places, _, ev = _change_both([("M", 0, 200.0, 0.0, x_len), ("R", 1, 201.0, 0.0, 5.0),
+                                      ("S", 1, 192.0, 0.0, 5.0)])
+        assert places[:2] == ([(1, 201.0), (0, 200.0)] if fits else [(0, 200.0), (1, 201.0)])
+        assert ev["lc_swaps"] == (2 if fits else 0) and ev["lc_swaps_unfit"] == (0 if fits else 2)
+
+
+def test_change_lanes_cooperation_and_one_vehicle_per_gap():
+    """Two vehicles that need lane 1 are blocked by a fast follower there: it is asked by the nearest (lowest
+    position), not the other; two vehicles entering empty lane 1 from both sides: only the one further ahead, and
+    on equal positions the earlier slot."""
+    places, lets_in, ev = _change_both([("M", 0, 100.0, 10.0, 5.0), ("M", 0, 120.0, 10.0, 5.0),
+                                        ("S", 1, 90.0, 15.0, 5.0), ("S", 1, 150.0, 15.0, 5.0)])
+    assert places == [(0, 100.0), (0, 120.0), (1, 90.0), (1, 150.0)] and lets_in == [-1, -1, 0, -1]
+    assert ev["lc_requests"] == 2
+    places, _, ev = _change_both([("M", 0, 100.0, 5.0, 5.0), ("M", 2, 110.0, 5.0, 5.0)])
+    assert places == [(0, 100.0), (1, 110.0)] and ev["lc_gap_lost"] == 1
+    places, _, ev = _change_both([("M", 2, 100.0, 5.0, 5.0), ("M", 0, 100.0, 5.0, 5.0)])
+    assert places == [(1, 100.0), (0, 100.0)] and ev["lc_gap_lost"] == 1

@@ -1,0 +1,108 @@
+"""Routing trips at insertion (``scenario.routing=insertion``, :mod:`twins.traffic.routing`), as SUMO routes
+vehicles given by origin and destination: on each world's current travel times when they depart.
+
+The network: from ``in`` two ways lead to ``out``, a short one (``p``, 300 m) and a long one (``q1``, ``q2``,
+400 m). A signal at the end of ``p`` stays red, so the short way fills with a standing queue. On free-flow times
+every trip takes ``p``; routed at insertion, trips that depart once the queue has slowed ``p`` take the long way
+and arrive."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from twins.core.worlds import WorldBatch
+from twins.traffic import kernels, routing
+from twins.traffic.demand import Demand, Flow, VehicleType
+from twins.traffic.model import TrafficScenario, TrafficTwin
+from twins.traffic.network import Connection, Edge, Junction, Lane, Phase, RoadNetwork, SignalProgram
+
+
+def _network() -> RoadNetwork:
+    net = RoadNetwork(name="two_ways")
+    for j, x, y in (("o", -200, 0), ("a", 0, 0), ("c", 200, 150), ("b", 300, 0), ("d", 500, 0)):
+        net.add_junction(Junction(j, float(x), float(y), kind="traffic_light" if j == "b" else "priority",
+                                  tl="tb" if j == "b" else None))
+    for eid, a, b, length in (("in", "o", "a", 200.0), ("p", "a", "b", 300.0), ("q1", "a", "c", 200.0),
+                              ("q2", "c", "b", 200.0), ("out", "b", "d", 200.0)):
+        net.add_edge(Edge(eid, a, b, [Lane(f"{eid}_0", 0, length, 13.9)]))
+    net.programs["tb"] = SignalProgram("tb", [Phase(60.0, "rG")])  # p -> out red for good, q2 -> out green
+    net.connections += [Connection("in", 0, "p", 0, 5.0), Connection("in", 0, "q1", 0, 5.0),
+                        Connection("q1", 0, "q2", 0, 5.0),
+                        Connection("p", 0, "out", 0, 5.0, tl="tb", link_index=0),
+                        Connection("q2", 0, "out", 0, 5.0, tl="tb", link_index=1)]
+    return net
+
+
+def _scenario(routing_mode: str) -> TrafficScenario:
+    net = _network()
+    flows = [Flow("trips", net.shortest_route("in", "out"), kind="fixed",
+                  departures=[float(4 * k) for k in range(60)], reroute=True)]
+    return TrafficScenario(net, Demand({"car": VehicleType(id="car")}, flows), "two_ways", routing=routing_mode)
+
+
+def _run(scen, worlds: WorldBatch, compile=False, horizon=600.0) -> TrafficTwin:
+    tw = TrafficTwin(scen, worlds, dt=1.0, horizon=horizon, compile=compile)
+    while tw.step_index < tw.n_steps:
+        tw.step()
+    return tw
+
+
+def _used(tw: TrafficTwin, w: int = 0) -> set[str]:
+    rows = tw.veh_full["route"][w]
+    edges = tw.routes_cpu.route_edges[rows[rows >= 0].cpu()]
+    return {tw.compiled.edge_ids[int(e)] for e in edges.flatten() if e >= 0}
+
+
+def test_free_flow_route_is_the_short_way():
+    assert _network().shortest_route("in", "out") == ["in", "p", "out"]
+
+
+@pytest.mark.parametrize("compile", [False, None])
+def test_trips_avoid_the_queue_when_routed_at_insertion(compile):
+    static = _run(_scenario("static"), WorldBatch.replications(1, 1), compile)
+    moving = _run(_scenario("insertion"), WorldBatch.replications(1, 1), compile)
+    arrived = lambda tw: int((tw.state["status"] == kernels.ARRIVED).sum())  # noqa: E731
+    assert arrived(static) == 0  # everyone queues behind the red light on the short way
+    assert "q1" not in _used(static)
+    assert "q1" in _used(moving)  # later trips were routed the long way
+    assert arrived(moving) >= 30
+    # the first trips, routed on free-flow times, still took the short way and wait there
+    first = moving.veh_full["route"][0, 0]
+    assert moving.compiled.edge_ids[int(moving.routes_cpu.route_edges[first, 1])] == "p"
+
+
+def test_routing_keeps_worlds_independent_and_arms_paired():
+    """A world's routes and numbers are the same alone and in a batch (another replication beside it), and two
+    copies of one replication (a null intervention's arms) are bit-identical."""
+    scen = _scenario("insertion")
+    alone = _run(scen, WorldBatch.replications(5, 1))
+    batch = _run(scen, WorldBatch(5, torch.tensor([0, 3, 0]), torch.zeros(3, dtype=torch.int64)))
+    for w in (0, 2):
+        for k in ("pos", "speed", "status", "lane", "route_pos"):
+            assert torch.equal(alone.state[k][0], batch.state[k][w]), k
+        assert _used(alone) == _used(batch, w)
+
+
+def test_edge_speeds_are_smoothed_as_sumo_averages_them():
+    """One sample per step; an empty edge samples its speed limit; the smoothing has the mean age of SUMO's plain
+    mean over 180 samples (alpha = 2 / 181)."""
+    net = _network()
+    ids = list(net.edges)
+    r = routing.InsertionRouter(net, ids, W=2, dt=1.0)
+    assert r.alpha == pytest.approx(2.0 / 181.0)
+    p = ids.index("p")
+    for _ in range(400):  # world 0: every vehicle on p stands; world 1: nothing anywhere
+        r.observe(np.array([p, p]), np.array([0.0, 0.0]), np.array([0, 0]))
+    assert r.speed[0, p] == pytest.approx(13.9 * (1.0 - 2.0 / 181.0) ** 400)  # the exponential average, to 1 %
+    np.testing.assert_allclose(r.speed[1], r.limit)
+    assert r.routes(0, [(ids.index("in"), ids.index("out"))]) == [["in", "q1", "q2", "out"]]
+    assert r.routes(1, [(ids.index("in"), ids.index("out"))]) == [["in", "p", "out"]]
+
+
+def test_due_now_marks_each_departure_once():
+    depart = torch.tensor([[0.0, 0.4, 1.0, 2.5, float("inf")]], dtype=torch.float64)
+    seen = torch.zeros_like(depart, dtype=torch.int64)
+    for k in range(5):
+        seen += routing.due_now(depart, float(k), 1.0).long()
+    assert seen.tolist() == [[1, 1, 1, 1, 0]]

@@ -1,0 +1,100 @@
+"""Routing trips at insertion on each world's current travel times, as SUMO routes vehicles given as trips.
+
+SUMO equips a vehicle defined by its origin and destination (a ``<trip>``, or a ``<flow>`` with ``from``/``to``)
+with its rerouting device and routes it when it is inserted, on the edge travel times of that moment
+(``MSRoutingEngine``; ``--vehroute-output`` records ``reason="device.rerouting"``). The twin does the same per
+world (``scenario.routing=insertion``): every step it updates each edge's smoothed speed from the vehicles on
+it, and a vehicle whose departure time has come gets the fastest route from its first to its last edge on those
+times (Dijkstra on the edge graph). What follows SUMO:
+
+* an edge's speed sample is the mean speed of the vehicles on it, its speed limit when it is empty
+  (``MSEdge::getMeanSpeed``); the router's edge time is ``length / max(smoothed speed, 0.1 m/s)``;
+* the samples are smoothed over about ``--device.rerouting.adaptation-steps`` = 180 steps of 1 s, here as an
+  exponential average with the same mean age (``alpha = 2 / (180 + 1)``; SUMO keeps the plain mean of the last
+  180 samples): a simplification;
+* a connection costs its path across the junction at its own speed plus SUMO's penalties (1.5 s for a minor link,
+  5 s for a turnaround), as :meth:`~twins.traffic.network.RoadNetwork.graph`, which is also the cost at the
+  start (free flow);
+* the route is chosen once, when the vehicle's departure time has come (SUMO routes at the insertion attempt and
+  every ``pre-period`` = 60 s while a vehicle waits to be inserted; here the first choice stays).
+
+Routes are rows of the twin's route table; a route not in the table yet is compiled and appended (rows are
+never removed, so a slot's row index stays valid). Each world's numbers depend only on that world's state, so
+batch independence and paired arms (a null intervention gives exactly zero) hold.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+import torch
+
+from .network import MINOR_PENALTY_S, TURNAROUND_PENALTY_S, RoadNetwork
+
+ADAPTATION_STEPS = 180  # SUMO's --device.rerouting.adaptation-steps (samples of 1 s)
+MIN_SPEED = 0.1  # m/s: the slowest speed a travel time is computed with
+
+
+class InsertionRouter:
+    """Per-world smoothed edge speeds and the fastest route of each trip at its departure."""
+
+    def __init__(self, net: RoadNetwork, edge_ids: list[str], W: int, dt: float):
+        self.edge_ids = edge_ids
+        self.index = {e: i for i, e in enumerate(edge_ids)}
+        E = len(edge_ids)
+        self.length = np.array([net.edges[e].length for e in edge_ids])
+        self.limit = np.array([net.edges[e].speed for e in edge_ids])
+        # arcs of the edge graph: a -> b costs b's travel time plus the crossing (free-flow time and penalties)
+        arcs = {}
+        for c in net.connections:
+            t = net.edges[c.to_edge]
+            w = c.via_length / max(min(t.speed, c.via_speed), MIN_SPEED)
+            w += (0.0 if "A" <= c.state <= "Z" else MINOR_PENALTY_S) + (TURNAROUND_PENALTY_S if c.direction == "t"
+                                                                        else 0.0)
+            key = (self.index[c.from_edge], self.index[c.to_edge])
+            arcs[key] = min(w, arcs.get(key, np.inf))
+        self.arc_from = np.array([a for a, _ in arcs], dtype=np.int64)
+        self.arc_to = np.array([b for _, b in arcs], dtype=np.int64)
+        self.arc_cost = np.array(list(arcs.values()))
+        self.E = E
+        self.speed = np.tile(self.limit, (W, 1))  # [W, E] smoothed speeds, free flow at the start
+        # an exponential average with the mean age of a plain mean over ADAPTATION_STEPS samples of 1 s
+        self.alpha = min(1.0, 2.0 / (ADAPTATION_STEPS / dt + 1.0))
+
+    def observe(self, edge_of_vehicle: np.ndarray, speed: np.ndarray, world: np.ndarray) -> None:
+        """One step's sample: ``edge_of_vehicle``, ``speed``, ``world`` of the running vehicles."""
+        W = self.speed.shape[0]
+        flat = world * self.E + edge_of_vehicle
+        n = np.bincount(flat, minlength=W * self.E).reshape(W, self.E)
+        s = np.bincount(flat, weights=speed, minlength=W * self.E).reshape(W, self.E)
+        sample = np.where(n > 0, s / np.maximum(n, 1), self.limit)
+        self.speed += self.alpha * (sample - self.speed)
+
+    def routes(self, world: int, pairs: list[tuple[int, int]]) -> list[list[str]]:
+        """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists."""
+        tt = self.length / np.maximum(self.speed[world], MIN_SPEED)
+        g = scipy.sparse.csr_matrix((self.arc_cost + tt[self.arc_to], (self.arc_from, self.arc_to)),
+                                    shape=(self.E, self.E))
+        origins = sorted({a for a, _ in pairs})
+        _, pred = scipy.sparse.csgraph.dijkstra(g, indices=origins, return_predecessors=True)
+        row = {o: i for i, o in enumerate(origins)}
+        out = []
+        for a, b in pairs:
+            if a == b:
+                out.append([self.edge_ids[a]])
+                continue
+            p, node = pred[row[a]], b
+            path = [b]
+            while node != a:
+                node = int(p[node])
+                if node < 0:  # unreachable: keep None (the caller keeps the file's route)
+                    path = None
+                    break
+                path.append(node)
+            out.append(None if path is None else [self.edge_ids[e] for e in reversed(path)])
+        return out
+
+
+def due_now(depart: torch.Tensor, t: float, dt: float) -> torch.Tensor:
+    """``[W, S]`` bool: slots whose departure time falls in this step, ``(t - dt, t]`` (the step inserts them)."""
+    return (depart <= t + 1e-9) & (depart > t - dt + 1e-9)

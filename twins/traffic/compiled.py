@@ -219,10 +219,10 @@ def concat_routes(a: CompiledRoutes, b: CompiledRoutes) -> CompiledRoutes:
                           a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0))
 
 
-def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] | None = None) -> CompiledRoutes:
-    """Route tables; every consecutive pair must be joined by a connection."""
-    edge_pos = {e: i for i, e in enumerate(net.edges)}
-    succ: dict[str, dict[str, tuple[set, float]]] = {}
+def route_links(net: RoadNetwork) -> tuple[dict, dict]:
+    """What :func:`compile_routes` needs of the connections: per (from edge, to edge) the from-lanes, the shortest
+    junction path and the slowest turning speed; per (from edge, from lane, to edge) the to-lanes."""
+    succ: dict[str, dict[str, tuple[set, float, float]]] = {}
     to_lanes: dict[tuple[str, int, str], set[int]] = {}
     for c in net.connections:
         to_lanes.setdefault((c.from_edge, c.from_lane, c.to_edge), set()).add(c.to_lane)
@@ -230,6 +230,15 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
         lanes, via, vs = d.get(c.to_edge, (set(), c.via_length, c.via_speed))
         lanes.add(c.from_lane)
         d[c.to_edge] = (lanes, min(via, c.via_length), min(vs, c.via_speed))
+    return succ, to_lanes
+
+
+def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] | None = None,
+                   links: tuple[dict, dict] | None = None) -> CompiledRoutes:
+    """Route tables; every consecutive pair must be joined by a connection. ``links``: :func:`route_links` of
+    ``net``, when the caller compiles routes of one network again and again."""
+    edge_pos = {e: i for i, e in enumerate(net.edges)}
+    succ, to_lanes = links if links is not None else route_links(net)
     for i, r in enumerate(routes):
         if not r:  # a row of -1 padding only, e.g.; no lane to insert on
             raise ConfigError(names[i] if names else f"route[{i}]", list(r), "a route of at least one edge")

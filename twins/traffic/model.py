@@ -35,7 +35,7 @@ from twins.core.twin import RunResult, Twin
 from twins.core.worlds import WorldBatch
 
 from . import kernels, native, routing, transit
-from .compiled import build_population, compile_network, compile_routes, concat_routes
+from .compiled import build_population, compile_network, compile_routes, concat_routes, route_links
 from .demand import Demand
 from .network import RoadNetwork
 
@@ -447,6 +447,7 @@ class TrafficTwin(Twin):
         for i, r in enumerate(route_lists):
             self._route_row.setdefault(tuple(r), i)
         self._n_route_rows = len(route_lists)
+        self._route_links = route_links(self.scenario.network)
         flows = demand.flows
         rerouted = torch.tensor([f.reroute for f in flows] + [False] * len(self.bus_lines), dtype=torch.bool)
         pflow = self.pop.flow
@@ -477,7 +478,8 @@ class TrafficTwin(Twin):
                 rows[j] = self._route_row[key]
         if new:
             self._n_route_rows += len(new)
-            self._set_routes(concat_routes(self.routes_cpu, compile_routes(self.scenario.network, new)))
+            self._set_routes(concat_routes(self.routes_cpu, compile_routes(self.scenario.network, new,
+                                                                           links=self._route_links)))
         self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
             rows, dtype=torch.int64, device=self.device)
         self._veh_cache = None

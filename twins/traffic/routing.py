@@ -53,9 +53,11 @@ class InsertionRouter:
                                                                         else 0.0)
             key = (self.index[c.from_edge], self.index[c.to_edge])
             arcs[key] = min(w, arcs.get(key, np.inf))
-        self.arc_from = np.array([a for a, _ in arcs], dtype=np.int64)
-        self.arc_to = np.array([b for _, b in arcs], dtype=np.int64)
-        self.arc_cost = np.array(list(arcs.values()))
+        # the graph's CSR layout once (arcs sorted by tail, then head); each call fills in the costs only
+        keys = sorted(arcs)
+        self.arc_to = np.array([b for _, b in keys], dtype=np.int64)
+        self.arc_cost = np.array([arcs[k] for k in keys])
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount([a for a, _ in keys], minlength=E))])
         self.E = E
         self.speed = np.tile(self.limit, (W, 1))  # [W, E] smoothed speeds, free flow at the start
         # an exponential average with the mean age of a plain mean over ADAPTATION_STEPS samples of 1 s
@@ -73,7 +75,7 @@ class InsertionRouter:
     def routes(self, world: int, pairs: list[tuple[int, int]]) -> list[list[str]]:
         """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists."""
         tt = self.length / np.maximum(self.speed[world], MIN_SPEED)
-        g = scipy.sparse.csr_matrix((self.arc_cost + tt[self.arc_to], (self.arc_from, self.arc_to)),
+        g = scipy.sparse.csr_matrix((self.arc_cost + tt[self.arc_to], self.arc_to, self.indptr),
                                     shape=(self.E, self.E))
         origins = sorted({a for a, _ in pairs})
         _, pred = scipy.sparse.csgraph.dijkstra(g, indices=origins, return_predecessors=True)

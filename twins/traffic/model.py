@@ -441,17 +441,16 @@ class TrafficTwin(Twin):
     def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:
         """scenario.routing=insertion (:mod:`twins.traffic.routing`): the trips' slots, their origin and destination
         edges, and the route table's rows by route."""
-        idx = {e: i for i, e in enumerate(self.compiled.edge_ids)}
         self._router = routing.InsertionRouter(self.scenario.network, self.compiled.edge_ids, self.W, self.dt)
         self._route_row = {}
         for i, r in enumerate(route_lists):
             self._route_row.setdefault(tuple(r), i)
-        self._n_route_rows = len(route_lists)
         self._route_links = route_links(self.scenario.network)
         flows = demand.flows
         rerouted = torch.tensor([f.reroute for f in flows] + [False] * len(self.bus_lines), dtype=torch.bool)
         pflow = self.pop.flow
         self._reroute_slot = ((pflow >= 0) & rerouted[pflow.clamp(min=0)]).to(self.device)
+        idx = self._router.index
         self._od = [(idx[f.route[0]], idx[f.route[-1]]) for f in flows]
         # the route column is the population's flow column itself where flows drive their own rows: own it now
         self.veh_full["route"] = self.veh_full["route"].clone()
@@ -464,20 +463,21 @@ class TrafficTwin(Twin):
             return
         flows = self.pop.flow[w_idx, s_idx].tolist()
         rows = self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)].cpu().tolist()
-        new = []
-        for w in sorted(set(w_idx.tolist())):
-            at = [j for j, x in enumerate(w_idx.tolist()) if x == w]
+        by_world: dict[int, list[int]] = {}
+        for j, w in enumerate(w_idx.tolist()):
+            by_world.setdefault(w, []).append(j)
+        n_rows, new = self.routes_cpu.route_edges.shape[0], []
+        for w, at in by_world.items():
             paths = self._router.routes(w, [self._od[flows[j]] for j in at])
             for j, path in zip(at, paths):
                 if path is None:
                     continue  # no path on this graph (cannot happen for a route the file's network allows)
                 key = tuple(path)
                 if key not in self._route_row:
-                    self._route_row[key] = self._n_route_rows + len(new)
+                    self._route_row[key] = n_rows + len(new)
                     new.append(path)
                 rows[j] = self._route_row[key]
         if new:
-            self._n_route_rows += len(new)
             self._set_routes(concat_routes(self.routes_cpu, compile_routes(self.scenario.network, new,
                                                                            links=self._route_links)))
         self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
@@ -489,7 +489,7 @@ class TrafficTwin(Twin):
         run = self.state["status"] == kernels.RUNNING
         w, s = run.nonzero(as_tuple=True)
         lane = self.state["lane"][w, s]
-        edge = self.compiled.lane_edge.to(self.device)[lane]
+        edge = self.net.lane_edge[lane]
         self._router.observe(edge.cpu().numpy(), self.state["speed"][w, s].double().cpu().numpy(),
                              w.cpu().numpy())
 

@@ -160,6 +160,13 @@ class RoadNetwork:
     def lane_count(self) -> int:
         return sum(len(e.lanes) for e in self.edges.values())
 
+    def crossing_cost(self, c: Connection) -> float:
+        """The routing cost of crossing a junction by ``c`` (s): its path at its own speed (at most the next edge's)
+        plus SUMO's minor-link and turnaround penalties (see :meth:`graph`)."""
+        w = c.via_length / max(min(self.edges[c.to_edge].speed, c.via_speed), 0.1)
+        return w + (0.0 if "A" <= c.state <= "Z" else MINOR_PENALTY_S) + (TURNAROUND_PENALTY_S if c.direction == "t"
+                                                                         else 0.0)
+
     def graph(self) -> nx.DiGraph:
         """Edge-to-edge graph (nodes are edges; an arc is a connection), weighted by free-flow time as SUMO's
         router weighs a route when it routes a trip at insertion (``MSEdge::getMinimumTravelTime``): the next
@@ -171,8 +178,7 @@ class RoadNetwork:
             g.add_node(e.id, time=e.length / max(e.speed, 0.1))
         for c in self.connections:
             t = self.edges[c.to_edge]
-            w = t.length / max(t.speed, 0.1) + c.via_length / max(min(t.speed, c.via_speed), 0.1)
-            w += (0.0 if "A" <= c.state <= "Z" else MINOR_PENALTY_S) + (TURNAROUND_PENALTY_S if c.direction == "t" else 0.0)
+            w = t.length / max(t.speed, 0.1) + self.crossing_cost(c)
             if not g.has_edge(c.from_edge, c.to_edge) or g[c.from_edge][c.to_edge]["weight"] > w:
                 g.add_edge(c.from_edge, c.to_edge, weight=w)
         return g

@@ -13,8 +13,8 @@ times (Dijkstra on the edge graph). What follows SUMO:
   exponential average with the same mean age (``alpha = 2 / (180 + 1)``; SUMO keeps the plain mean of the last
   180 samples): a simplification;
 * a connection costs its path across the junction at its own speed plus SUMO's penalties (1.5 s for a minor link,
-  5 s for a turnaround), as :meth:`~twins.traffic.network.RoadNetwork.graph`, which is also the cost at the
-  start (free flow);
+  5 s for a turnaround): :meth:`~twins.traffic.network.RoadNetwork.crossing_cost`, also used by
+  :meth:`~twins.traffic.network.RoadNetwork.graph` (the cost at the start, free flow);
 * the route is chosen once, when the vehicle's departure time has come (SUMO routes at the insertion attempt and
   every ``pre-period`` = 60 s while a vehicle waits to be inserted; here the first choice stays).
 
@@ -29,7 +29,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 
-from .network import MINOR_PENALTY_S, TURNAROUND_PENALTY_S, RoadNetwork
+from .network import RoadNetwork
 
 ADAPTATION_STEPS = 180  # SUMO's --device.rerouting.adaptation-steps (samples of 1 s)
 MIN_SPEED = 0.1  # m/s: the slowest speed a travel time is computed with
@@ -47,12 +47,8 @@ class InsertionRouter:
         # arcs of the edge graph: a -> b costs b's travel time plus the crossing (free-flow time and penalties)
         arcs = {}
         for c in net.connections:
-            t = net.edges[c.to_edge]
-            w = c.via_length / max(min(t.speed, c.via_speed), MIN_SPEED)
-            w += (0.0 if "A" <= c.state <= "Z" else MINOR_PENALTY_S) + (TURNAROUND_PENALTY_S if c.direction == "t"
-                                                                        else 0.0)
             key = (self.index[c.from_edge], self.index[c.to_edge])
-            arcs[key] = min(w, arcs.get(key, np.inf))
+            arcs[key] = min(net.crossing_cost(c), arcs.get(key, np.inf))
         # the graph's CSR layout once (arcs sorted by tail, then head); each call fills in the costs only
         keys = sorted(arcs)
         self.arc_to = np.array([b for _, b in keys], dtype=np.int64)

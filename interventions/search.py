@@ -10,9 +10,13 @@ paired effects (treated − baseline on the same replications).
 
 - **objectives**: one or several ``(metric, direction)``; several give a
   Pareto front (NSGA-II, or TPE's multi-objective mode);
-- **constraints**: ``{metric, max, min}`` on a mean effect, passed to the sampler
-  as ``constraints_func`` (violation > 0 is infeasible) and honoured when
-  picking the Pareto front and the winner;
+- **constraints**: ``{metric, max, min}`` on a mean effect (``max_rel``/``min_rel``:
+  relative to the baseline's mean; ``group_kind``: on every group of that kind),
+  passed to the sampler as ``constraints_func`` (violation > 0 is infeasible) and
+  honoured when picking the Pareto front and the winner;
+- **the baseline as a candidate**: the first trial is the scenario's own plan
+  (every parameter at its ``baseline``; ``start_from_baseline``), so a search whose
+  candidates are all worse ends with the baseline as its best confirmed candidate;
 - **storage**: an Optuna RDB (SQLite file ``study.db`` in the run folder by
   default); ``resume=True`` continues the study: finished trials are never
   re-evaluated, an interrupted batch's trials are marked failed (``orphaned``)
@@ -76,6 +80,11 @@ class Constraint:
     With ``group_kind`` (e.g. ``approach``, ``origin``, ``mode``, ``cell``) the limit holds for every group of
     that kind (or just ``group``): an equity constraint. During the search it is judged on each group's mean
     effect; at confirmation on the unfavourable end of each group's 95% interval, as the equity gate does.
+
+    ``max_rel`` / ``min_rel`` are limits relative to the baseline's mean (of the network, or of each group):
+    feasible when ``effect <= max_rel · |baseline|`` (and ``>= min_rel · |baseline|``), e.g. ``max_rel: 0.25``:
+    no group's delay may grow by more than 25 % of its own baseline delay (the equity gate's ``max_rel``). Where
+    the baseline is not known (NaN) the relative limit is not applied, as in the gate.
     """
 
     metric: str
@@ -83,42 +92,61 @@ class Constraint:
     min: float | None = None
     group_kind: str | None = None
     group: str | None = None
+    max_rel: float | None = None
+    min_rel: float | None = None
 
     @property
     def label(self) -> str:
         where = f"[{self.group_kind}{'=' + self.group if self.group else ''}]" if self.group_kind else ""
-        return f"{self.metric}{where}"
+        rel = "".join(f" {k} {v:g}x baseline" for k, v in (("<=", self.max_rel), (">=", self.min_rel))
+                      if v is not None)
+        return f"{self.metric}{where}{rel}"
 
-    def _excess(self, low: float, high: float) -> float:
-        """How far ``[low, high]`` (the mean twice, or an interval) goes past the limits (<= 0: inside)."""
+    @property
+    def relative(self) -> bool:
+        return self.max_rel is not None or self.min_rel is not None
+
+    def _excess(self, low: float, high: float, base: float | None = None) -> float:
+        """How far ``[low, high]`` (the mean twice, or an interval) goes past the limits (<= 0: inside);
+        ``base``: the baseline's mean, for the relative limits."""
         v = -math.inf
         if self.max is not None:
             v = max(v, high - self.max)
         if self.min is not None:
             v = max(v, self.min - low)
+        if base is not None and math.isfinite(base):
+            if self.max_rel is not None:
+                v = max(v, high - self.max_rel * abs(base))
+            if self.min_rel is not None:
+                v = max(v, self.min_rel * abs(base) - low)
         return v
 
-    def violation(self, effects: dict, group_effects: dict | None = None) -> float:
+    def violation(self, effects: dict, group_effects: dict | None = None, baselines: dict | None = None,
+                  group_baselines: dict | None = None) -> float:
         """Largest excess over the limits (> 0: infeasible). ``effects``: {metric: mean effect};
-        ``group_effects``: {(group_kind, group): {metric: mean effect or (low, high)}}."""
+        ``group_effects``: {(group_kind, group): {metric: mean effect or (low, high)}}; ``baselines`` /
+        ``group_baselines``: the baseline's means in the same shapes (needed by ``max_rel`` / ``min_rel``)."""
         if self.group_kind is None:
             x = effects.get(self.metric, math.nan)
             if x is None or not math.isfinite(x):
                 return math.inf
-            v = self._excess(x, x)
+            v = self._excess(x, x, (baselines or {}).get(self.metric))
             return v if v != -math.inf else 0.0
-        vals = [m.get(self.metric) for (kind, name), m in (group_effects or {}).items()
+        vals = [(m.get(self.metric), ((group_baselines or {}).get((kind, name)) or {}).get(self.metric))
+                for (kind, name), m in (group_effects or {}).items()
                 if kind == self.group_kind and (self.group is None or name == self.group)]
-        vals = [v if isinstance(v, tuple) else (v, v) for v in vals if v is not None]
-        vals = [(lo, hi) for lo, hi in vals if not (math.isnan(lo) or math.isnan(hi))]  # NaN: no data there
+        vals = [(v if isinstance(v, tuple) else (v, v), b) for v, b in vals if v is not None]
+        vals = [(lo, hi, b) for (lo, hi), b in vals if not (math.isnan(lo) or math.isnan(hi))]  # NaN: no data there
         if not vals:
             return math.inf  # the groups the limit names are not reported: cannot be shown feasible
         # an unbounded interval end (one replication) is an unbounded excess: not shown feasible
-        v = max(self._excess(lo, hi) for lo, hi in vals)
+        v = max(self._excess(lo, hi, b) for lo, hi, b in vals)
         return v if v != -math.inf else 0.0
 
     def as_dict(self) -> dict:
         d = {"metric": self.metric, "max": self.max, "min": self.min}
+        if self.relative:
+            d.update(max_rel=self.max_rel, min_rel=self.min_rel)
         if self.group_kind is not None:
             d.update(group_kind=self.group_kind, group=self.group)
         return d
@@ -178,6 +206,36 @@ def _grid(space: Sequence[Parameter], points: int) -> dict:
     return g
 
 
+def baseline_point(space: Sequence[Parameter]) -> tuple[dict | None, str | None]:
+    """The scenario's own plan as a point of the search space, ``({name: baseline}, None)``, or ``(None, why)``
+    when a searched parameter has no single baseline value (e.g. the junctions' cycles differ) or its baseline
+    lies outside the searched bounds."""
+    missing = [p.name for p in space if p.baseline is None]
+    if missing:
+        return None, (f"the scenario has no single value of {', '.join(missing)} (its junctions differ), so its own "
+                      "plan is not a point of the search space")
+    out = {}
+    for p in space:
+        try:
+            out[p.name] = p.check(p.baseline, "search.params.")
+        except ConfigError:
+            return None, f"the scenario's {p.name}={p.baseline!r} lies outside the searched bounds ({p.valid})"
+    return out, None
+
+
+def _grid_index(g: dict, point: dict) -> tuple | None:
+    """The grid point (a tuple in ``g``'s key order) equal to ``point`` (floats to 1e-9 of their range), if any."""
+    out = []
+    for k, vals in g.items():
+        x = point[k]
+        hit = [v for v in vals if v == x or (isinstance(v, float) and isinstance(x, (int, float))
+                                               and abs(v - x) <= 1e-9 * max(1.0, abs(vals[-1] - vals[0])))]
+        if not hit:
+            return None
+        out.append(hit[0])
+    return tuple(out)
+
+
 def make_sampler(name: str, seed: int, space: Sequence[Parameter], n_objectives: int, constrained: bool,
                  batch: int, grid_points: int = 5):
     import optuna
@@ -235,7 +293,8 @@ class Search:
                  study_name: str = "twins-search", resume: bool = False, outdir: str | Path | None = None,
                  confirm_top: int = 3, confirm_replications: int | None = None, confirm_offset: int = 10_000,
                  grid_points: int = 5, progress: bool | None = True, figures: bool = True,
-                 label: str = "", meta: dict | None = None, confirm_during_search: bool = True):
+                 label: str = "", meta: dict | None = None, confirm_during_search: bool = True,
+                 start_from_baseline: bool = True):
         if sampler not in SAMPLERS:
             from twins.core.errors import suggest
 
@@ -274,8 +333,14 @@ class Search:
         self._confirmed_text: str | None = None
         self.summary: dict | None = None  # after finish(): invalid plans and the recommendation
         self.confirmed_groups = pd.DataFrame()
+        # the scenario's own plan as the first trial (None, with the reason, where it is not a point of the space)
+        self.start_point, self.start_skipped = (baseline_point(self.space) if start_from_baseline
+                                                else (None, "search.start_from_baseline=false"))
         if sampler == "grid":
-            n = int(np.prod([len(v) for v in _grid(self.space, self.grid_points).values()]))
+            g = _grid(self.space, self.grid_points)
+            n = int(np.prod([len(v) for v in g.values()]))
+            if self.start_point is not None and _grid_index(g, self.start_point) is None:
+                n += 1  # the baseline is not a grid point: it is evaluated as well
             if n < self.budget:
                 log.info("search: grid has %d points; budget %d -> %d", n, self.budget, n)
                 self.budget = n
@@ -310,6 +375,13 @@ class Search:
                                bool(self.constraints), self.batch, self.grid_points)
         study = optuna.create_study(storage=self.storage, study_name=self.study_name, sampler=sampler,
                                     directions=self.directions, load_if_exists=True)
+        if not exists and self.start_point is not None:
+            study.enqueue_trial(dict(self.start_point), user_attrs={"baseline": True})
+            log.info("search: trial 0 is the scenario's own plan (%s)",
+                     ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in self.start_point.items()))
+        elif not exists:
+            log.info("search: the scenario's own plan is not a trial: %s", self.start_skipped)
         if self.sampler_name == "grid":
             import itertools
 
@@ -317,8 +389,9 @@ class Search:
             points = list(itertools.product(*g.values()))
             order = np.random.default_rng(self.seed).permutation(len(points))
             done_params = {tuple(t.params.get(k) for k in g) for t in study.get_trials(deepcopy=False)}
+            base = _grid_index(g, self.start_point) if self.start_point is not None else None
             for i in order:
-                if tuple(points[i]) not in done_params:
+                if tuple(points[i]) not in done_params and tuple(points[i]) != base:  # the baseline stands for it
                     study.enqueue_trial(dict(zip(g, points[i])))
         if not exists:
             study.set_user_attr("objectives", [[o.metric, o.direction] for o in self.objectives])
@@ -345,7 +418,8 @@ class Search:
                 continue
             optuna.trial.Trial(study, t._trial_id).set_user_attr("orphaned", True)
             study.tell(t.number, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number,
+                                                      **({"baseline": True} if t.user_attrs.get("baseline") else {})})
             log.info("search: trial %d was interrupted; re-queued", t.number)
 
     # --- the loop -------------------------------------------------------------------------------
@@ -392,8 +466,9 @@ class Search:
         trial.set_user_attr("effects", {m: (x if math.isfinite(x) else None) for m, x in effects.items()})
         trial.set_user_attr("baseline_mean", {m: float(np.nanmean(out.baseline[:, j]))
                                               for j, m in enumerate(out.metrics)})
-        geff = _group_means(out, idx) if any(c.group_kind for c in self.constraints) else None
-        viol = [c.violation(effects, geff) for c in self.constraints]
+        geff, gbase = _group_means(out, idx) if any(c.group_kind for c in self.constraints) else (None, None)
+        base = {m: float(np.nanmean(out.baseline[:, j])) for j, m in enumerate(out.metrics)}
+        viol = [c.violation(effects, geff, base, gbase) for c in self.constraints]
         viol = [v if math.isfinite(v) else 1e30 for v in viol]
         trial.set_user_attr("constraints", viol)
         if _HAS_SET_CONSTRAINT and self.sampler_name != "cmaes":
@@ -436,7 +511,8 @@ class Search:
                 continue
             ua = t.user_attrs
             r = {"trial": t.number, "batch": ua.get("batch", -1), "state": t.state.name,
-                 "orphaned": bool(ua.get("orphaned", False)), "invalid": ua.get("invalid")}
+                 "orphaned": bool(ua.get("orphaned", False)), "invalid": ua.get("invalid"),
+                 "baseline": bool(ua.get("baseline", False))}
             for p in self.space:
                 r[f"param:{p.name}"] = t.params.get(p.name)
             for m, x in (ua.get("effects") or {}).items():
@@ -516,25 +592,36 @@ class Search:
                     e = paired_effect(out.group_treated[i, :, g, j], out.group_baseline[:, g, j])
                     if e["n"] == 0:  # a metric this kind of group does not report
                         continue
+                    b = out.group_baseline[:, g, j]
+                    b = b[np.isfinite(b)]
                     rows.append({"trial": int(tr), "group_kind": kind, "group": name, "metric": m,
                                  "confirmed_effect": e["effect"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
-                                 "n": e["n"]})
+                                 "n": e["n"], "baseline_mean": float(b.mean()) if len(b) else math.nan})
         return pd.DataFrame(rows, columns=["trial", "group_kind", "group", "metric", "confirmed_effect",
-                                           "ci_low", "ci_high", "n"])
+                                           "ci_low", "ci_high", "n", "baseline_mean"])
+
+    @staticmethod
+    def _held_out_limits(confirmed: pd.DataFrame, groups: pd.DataFrame, tr: int) -> tuple:
+        """Trial ``tr``'s held-out effects as the constraints read them: ``(effects, group intervals, baselines,
+        group baselines)``."""
+        sub = confirmed[confirmed["trial"] == tr]
+        eff = dict(zip(sub["metric"], sub["confirmed_effect"]))
+        base = dict(zip(sub["metric"], sub["baseline_mean"])) if "baseline_mean" in sub else {}
+        geff, gbase = None, None
+        if groups is not None and len(groups):
+            geff, gbase = {}, {}
+            for r in groups[groups["trial"] == tr].itertuples():
+                geff.setdefault((r.group_kind, r.group), {})[r.metric] = (r.ci_low, r.ci_high)
+                gbase.setdefault((r.group_kind, r.group), {})[r.metric] = getattr(r, "baseline_mean", math.nan)
+        return eff, geff, base, gbase
 
     def _feasible_confirmed(self, confirmed: pd.DataFrame, groups: pd.DataFrame) -> list[int]:
         """Trials feasible on held-out data: network limits on the mean effect, group (equity) limits on the
         unfavourable end of every group's interval."""
-        wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
         feas = []
-        for tr in wide.index:
-            geff = None
-            if len(groups):
-                sub = groups[groups["trial"] == tr]
-                geff = {}
-                for r in sub.itertuples():
-                    geff.setdefault((r.group_kind, r.group), {})[r.metric] = (r.ci_low, r.ci_high)
-            if all(c.violation(wide.loc[tr].to_dict(), geff) <= 0 for c in self.constraints):
+        for tr in dict.fromkeys(confirmed["trial"]):
+            lim = self._held_out_limits(confirmed, groups, int(tr))
+            if all(c.violation(*lim) <= 0 for c in self.constraints):
                 feas.append(int(tr))
         return feas
 
@@ -596,7 +683,8 @@ class Search:
                     "sampler": self.sampler_name, "budget": self.budget, "batch": self.batch,
                     "storage": self.storage_url, "study_name": self.study_name, **self.meta}
             best["compute"] = _compute_per_policy(self.evaluate, confirmed)
-            best.update(self.recommendation(confirmed, best_trial, best["params"]))
+            best["is_baseline"] = bool(t.user_attrs.get("baseline", False))
+            best.update(self.recommendation(confirmed, best_trial, best["params"], best["is_baseline"]))
         self.summary = {**invalid_summary(cand), "recommendation": (best or {}).get("recommendation", "baseline"),
                         "reason": (best or {}).get("reason") or self._infeasible_reason(cand, confirmed)}
         if best is not None:
@@ -623,20 +711,30 @@ class Search:
         o = self.objectives[0]
         wide = confirmed.pivot_table(index="trial", columns="metric", values="confirmed_effect")
         tr = int(wide[o.metric].idxmin() if o.direction == "minimize" else wide[o.metric].idxmax())
-        geff = {}
-        groups = self.confirmed_groups
-        for r in (groups[groups["trial"] == tr].itertuples() if len(groups) else ()):
-            geff.setdefault((r.group_kind, r.group), {})[r.metric] = (r.ci_low, r.ci_high)
+        eff, geff, base, gbase = self._held_out_limits(confirmed, self.confirmed_groups, tr)
         broken = []
         for c in self.constraints:
-            v = c.violation(wide.loc[tr].to_dict(), geff or None)
+            v = c.violation(eff, geff or None, base, gbase or None)
             if v > 0:
                 broken.append(f"{c.label} (by up to {v:.3g}" + (" on the unfavourable end of a group's 95% interval"
                                                                  if c.group_kind else "") + ")")
         return (f"no candidate was feasible on the held-out replications: the best (trial {tr}, {o.metric} "
                 f"{wide.loc[tr, o.metric]:+.4g}) breaks " + ("; ".join(broken) or "a constraint"))
 
-    def recommendation(self, confirmed: pd.DataFrame, trial: int, params: dict) -> dict:
+    def _best_other(self, confirmed: pd.DataFrame) -> str:
+        """The best confirmed candidate on the first objective, with the limits it breaks on held-out data."""
+        o = self.objectives[0]
+        row = confirmed[confirmed["metric"] == o.metric]
+        r = row.loc[row["confirmed_effect"].idxmin() if o.direction == "minimize" else row["confirmed_effect"].idxmax()]
+        tr = int(r["trial"])
+        lim = self._held_out_limits(confirmed, self.confirmed_groups, tr)
+        broken = [f"{c.label} (by up to {v:.3g})" for c in self.constraints
+                  if (v := c.violation(lim[0], lim[1] or None, lim[2], lim[3] or None)) > 0]
+        txt = f"the best other candidate (trial {tr}) changes {o.metric} {r['confirmed_effect']:+.4g} " \
+              f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]"
+        return txt + (" but breaks " + "; ".join(broken) + " on held-out replications" if broken else "")
+
+    def recommendation(self, confirmed: pd.DataFrame, trial: int, params: dict, is_baseline: bool = False) -> dict:
         """Whether the best confirmed candidate should replace the baseline. It is recommended only when its
         held-out 95% interval on the first objective lies entirely on the better side of 0 (``ci_high < 0``
         when minimizing, ``ci_low > 0`` when maximizing): the baseline stays when the candidate's point
@@ -652,6 +750,13 @@ class Search:
                "ci_low": _json_num(lo), "ci_high": _json_num(hi), "n": int(row["n"].iloc[0]) if len(row) else 0}
         txt = f"{o.metric} {eff:+.4g} [{lo:+.4g}, {hi:+.4g}]"
         worst_gain = sign * (hi if sign < 0 else lo)  # the gain at the interval's unfavourable end
+        if is_baseline:  # the scenario's own plan (the first trial) is the best feasible candidate confirmed
+            others = confirmed[confirmed["trial"] != trial]
+            why = (f"no candidate beats the scenario's own plan on held-out replications: the best feasible "
+                   f"candidate is the baseline itself (trial {trial}, {txt})")
+            if len(others):
+                why += "; " + self._best_other(others)
+            return {"recommendation": "baseline", "recommended_params": {}, "best_candidate": ref, "reason": why}
         if not (math.isfinite(eff) and math.isfinite(lo) and math.isfinite(hi)):
             why = f"the best candidate's held-out effect is not finite ({txt}, n={ref['n']})"
         elif not sign * eff > 0:
@@ -707,16 +812,24 @@ class Search:
         return written, failed
 
 
-def _group_means(out: Outcomes, k: int) -> dict | None:
-    """Candidate ``k``'s mean paired effect per group and group metric: {(kind, group): {metric: effect}}."""
+def _group_means(out: Outcomes, k: int) -> tuple[dict | None, dict | None]:
+    """Candidate ``k``'s mean paired effect per group and group metric, {(kind, group): {metric: effect}}, and
+    the baseline's mean in the same shape (for relative limits); ``(None, None)`` without groups."""
     ge = out.group_effects
     if ge is None:
-        return None
-    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # all-NaN: a group with no arrivals
+        return None, None
+    import warnings
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: a group with no arrivals
         mean = np.nanmean(ge[k], axis=0)  # [G, Mg]
-    return {key: {m: float(mean[g, j]) for j, m in enumerate(out.group_metrics) if math.isfinite(mean[g, j])}
-            for g, key in enumerate(out.groups)}
+        base = np.nanmean(out.group_baseline, axis=0)  # [G, Mg]
+
+    def table(a):
+        return {key: {m: float(a[g, j]) for j, m in enumerate(out.group_metrics) if math.isfinite(a[g, j])}
+                for g, key in enumerate(out.groups)}
+
+    return table(mean), table(base)
 
 
 def _num(x) -> float:
@@ -766,16 +879,21 @@ def objectives_from(cfg_search) -> list[Objective]:
 
 def constraints_from(cfg_search) -> list[Constraint]:
     out = []
+    limits = ("max", "min", "max_rel", "min_rel")
     for c in cfg_search.get("constraints") or []:
-        if c.get("max", None) is None and c.get("min", None) is None:
-            raise ConfigError("search.constraints", dict(c), "{metric: ..., max: ...} and/or min")
-        unknown = set(c.keys()) - {"metric", "max", "min", "group_kind", "group"}
+        if all(c.get(k, None) is None for k in limits):
+            raise ConfigError("search.constraints", dict(c), "{metric: ..., max: ...} and/or min, max_rel, min_rel")
+        unknown = set(c.keys()) - {"metric", *limits, "group_kind", "group"}
         if unknown:
-            raise ConfigError("search.constraints", sorted(unknown)[0], "keys metric, max, min, group_kind, group")
-        out.append(Constraint(str(c["metric"]), None if c.get("max") is None else float(c["max"]),
-                              None if c.get("min") is None else float(c["min"]),
+            raise ConfigError("search.constraints", sorted(unknown)[0],
+                              "keys metric, max, min, max_rel, min_rel, group_kind, group")
+
+        def num(k):
+            return None if c.get(k, None) is None else float(c[k])
+
+        out.append(Constraint(str(c["metric"]), num("max"), num("min"),
                               None if c.get("group_kind") is None else str(c["group_kind"]),
-                              None if c.get("group") is None else str(c["group"])))
+                              None if c.get("group") is None else str(c["group"]), num("max_rel"), num("min_rel")))
     return out
 
 
@@ -896,6 +1014,7 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
                   progress=cfg.get("progress", None) is not False, figures=False,  # after the manifest
                   label=f"{cfg.scenario.get('name', '')}/{ev.iv.name}",
                   confirm_during_search=bool(conf.get("during_search", True)),
+                  start_from_baseline=bool(s.get("start_from_baseline", True)),
                   meta={"intervention": ev.iv.name, "scenario": str(cfg.scenario.get("name", "")),
                         "horizon_s": float(cfg.horizon_s), "seed": int(cfg.seed)})
     from twins.compute.device import manifest_devices

@@ -11,9 +11,10 @@ from the folder (``effects.json`` and ``worlds.parquet`` of a run; ``best_policy
 confirmation of a search). ``ratio`` = realized / predicted, per metric and car-following model.
 
 Metrics (the twin's names): ``mean_travel_time_s``, ``mean_delay_s`` (time loss of the arrived vehicles),
-``throughput_veh`` and ``resco_delay_s``: RESCO's delay, time loss plus departure delay averaged over all
+``throughput_veh``, ``resco_delay_s``: RESCO's delay, time loss plus departure delay averaged over all
 loaded vehicles (those still running or still waiting to enter at the end included) — in the twin
-``total_delay_veh_h · 3600 / vehicles_loaded`` per world.
+``total_delay_veh_h · 3600 / vehicles_loaded`` per world — and ``total_delay_veh_h`` (scenario=sumo's default
+search objective): the same sum in vehicle-hours, in SUMO ``resco_delay_s · vehicles_loaded / 3600``.
 
 Writes ``RUN/transfer.json`` and ``RUN/figures/transfer.png`` (files the run's ethics review did not cover,
 so an approved run stays exportable). The ethics review's external-validity gate runs the same replay
@@ -32,7 +33,7 @@ from pathlib import Path
 
 #: metric -> which way is better
 METRICS = {"mean_travel_time_s": "minimize", "mean_delay_s": "minimize", "throughput_veh": "maximize",
-           "resco_delay_s": "minimize"}
+           "resco_delay_s": "minimize", "total_delay_veh_h": "minimize"}
 #: SUMO's car-following models (--default.carfollowmodel); the twin runs IDM and Krauss
 SUMO_MODELS = ("IDM", "Krauss", "KraussPS", "KraussOrig1", "EIDM", "IDMM", "W99", "Wiedemann", "ACC", "CACC",
                "BKerner", "SmartSK", "Daniel1", "PWagner2009", "Rail")
@@ -261,8 +262,19 @@ def _one(exe: str, inputs: dict, plan: dict, model: str, seed: int, begin: float
          timeout: float | None) -> dict:
     from twins.traffic.sumo_bridge import run_sumo
 
-    return run_sumo(inputs["scenario"], plan, car_follow_model=model, seed=seed, begin=begin, end=end,
-                    routes=inputs["routes"], extra_args=inputs["extra_args"], timeout=timeout, binary=exe)
+    out = run_sumo(inputs["scenario"], plan, car_follow_model=model, seed=seed, begin=begin, end=end,
+                   routes=inputs["routes"], extra_args=inputs["extra_args"], timeout=timeout, binary=exe)
+    return with_total_delay(out)
+
+
+def with_total_delay(m: dict) -> dict:
+    """SUMO's ``total_delay_veh_h`` (the twin's metric, scenario=sumo's default objective): RESCO's delay sum, time
+    loss plus departure delay of every loaded vehicle (still running or still waiting to enter included), in
+    vehicle-hours, i.e. ``resco_delay_s · vehicles_loaded / 3600``."""
+    r, n = m.get("resco_delay_s"), m.get("vehicles_loaded")
+    if "total_delay_veh_h" not in m and _finite(r) and isinstance(n, (int, float)):
+        m = {**m, "total_delay_veh_h": float(r) * float(n) / 3600.0}
+    return m
 
 
 def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, timeout=None, progress=True,

@@ -107,6 +107,68 @@ def test_worst_approach_delay(good, traffic_cfg):
     assert g["status"] == "FAIL" and "W0_J0_0" in g["reason"]  # judged on the upper end (130 > 120)
 
 
+def _approach(name, plan, base, change_hi, n=8):
+    """An approach row of the evidence: the plan's p95 (mean, upper bound plan + 5), the baseline's and the
+    paired change's upper bound."""
+    return {"approach": name, "p95_mean": plan, "ci_low": plan - 5.0, "ci_high": plan + 5.0, "n": n,
+            "baseline_p95_mean": base, "baseline_ci_low": base - 5.0, "baseline_ci_high": base + 5.0,
+            "change": plan - base, "change_ci_low": plan - base - 3.0, "change_ci_high": change_hi}
+
+
+def test_worst_approach_judged_against_a_baseline_that_already_exceeds_the_bound(good, traffic_cfg):
+    """Issue 18: where the scenario's own program already breaks the 120 s bound at an approach, the plan is judged
+    against the baseline there (no worse by more than the tolerance, 10 s, on the upper end of the paired change),
+    and the review text says so; an approach the baseline keeps within the bound must stay within it."""
+    e = traffic_cfg.ethics
+    assert e.safety.traffic.worst_approach_tolerance_s == 10.0
+    ok = [_approach("N", 30.0, 32.0, 1.0)]
+
+    def gate(rows, ee=e):
+        return by_name(gates.traffic_safety({**good, "traffic": {**good["traffic"], "approach_p95": rows}}, ee),
+                       "safety.worst_approach_delay")
+
+    # baseline 138 s (upper bound 143 > 120): the plan at 140 s, +2 s (upper bound of the change 6 s <= 10): PASS
+    g = gate(ok + [_approach("W", 140.0, 138.0, 6.0)])
+    assert g["status"] == "PASS", g["reason"]
+    assert "already exceeds the 120 s bound" in g["reason"] and "judged against the baseline" in g["reason"]
+    assert g["evidence"]["judged_against_baseline"] and g["evidence"]["baseline_over_bound"] == ["W"]
+    # a plan that improves that approach passes too, whatever its absolute level
+    assert gate(ok + [_approach("W", 125.0, 138.0, -8.0)])["status"] == "PASS"
+    # worse than the baseline by up to 14 s > 10 s: FAIL, naming the approach and the tolerance
+    g = gate(ok + [_approach("W", 148.0, 138.0, 14.0)])
+    assert g["status"] == "FAIL" and "W" in g["reason"] and "14 s > the tolerance 10 s" in g["reason"]
+    # the baseline is over the bound at W, but the plan pushes N (within the bound under the baseline) above it
+    g = gate([_approach("N", 130.0, 60.0, 75.0), _approach("W", 139.0, 138.0, 3.0)])
+    assert g["status"] == "FAIL" and "approach N" in g["reason"] and "baseline stays within it" in g["reason"]
+    # no tolerance configured: the absolute bound only
+    g = gate(ok + [_approach("W", 140.0, 138.0, 6.0)],
+             with_overrides(e, **{"safety.traffic.worst_approach_tolerance_s": None}))
+    assert g["status"] == "FAIL" and "tolerance_s is null" in g["reason"]
+    # a baseline within the bound: the absolute bound as before (plan 125 + 5 > 120 fails; 100 + 5 passes)
+    assert gate(ok + [_approach("W", 125.0, 90.0, 40.0)])["status"] == "FAIL"
+    assert gate(ok + [_approach("W", 100.0, 90.0, 13.0)])["status"] == "PASS"
+
+
+def test_approach_p95_evidence_holds_the_paired_change():
+    import pandas as pd
+
+    from twins.ethics.evidence import approach_p95
+
+    # 3 replications x 2 arms; one approach (flow f enters on edge E); each world's vehicles lose 10, 20, ... s
+    rows = []
+    for w, (arm, rep) in enumerate([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]):
+        for v in range(20):
+            rows.append({"world": w, "flow": "f", "delay_s": 100.0 * (rep + 1) + v + 7.0 * arm,
+                         "depart_delay_s": 0.0})
+    trips = pd.DataFrame(rows)
+    worlds = pd.DataFrame({"world": range(6), "arm": [0, 0, 0, 1, 1, 1], "replication": [0, 1, 2, 0, 1, 2]})
+    (r,) = approach_p95(trips, worlds, {"f": "E"})
+    assert r["approach"] == "E" and r["n"] == 3
+    assert r["change"] == pytest.approx(7.0) and r["change_ci_high"] == pytest.approx(7.0)  # paired: exact
+    assert r["p95_mean"] - r["baseline_p95_mean"] == pytest.approx(7.0)
+    assert r["baseline_ci_high"] > r["baseline_p95_mean"] + 50  # unpaired: the replications differ by 100 s
+
+
 def test_pedestrian_minimum_green(good, traffic_cfg):
     e = traffic_cfg.ethics  # 14 m / 1.2 m/s + 4 s = 15.7 s
     assert by_name(gates.traffic_safety(good, e), "safety.pedestrian_green")["status"] == "PASS"
@@ -233,11 +295,30 @@ def test_disabled_ethics_cannot_pass(good, traffic_cfg):
 
 def test_equity_rules_become_search_constraints(traffic_cfg, drug_ethics):
     c = search_constraints(traffic_cfg.ethics)
-    # the absolute origin rule is handed over; the relative approach rule needs a baseline, gates only
-    assert c == [{"metric": "mean_delay_s", "group_kind": "origin", "max": 10.0}]
+    # the absolute origin rule and the relative approach rule (judged against each group's baseline) are handed
+    # over; the optional bus-passenger rule is not (its groups may not exist)
+    assert c == [{"metric": "mean_delay_s", "group_kind": "origin", "max": 10.0},
+                 {"metric": "delay_veh_h", "group_kind": "approach", "max_rel": 0.25}]
     assert search_constraints(drug_ethics) == [{"metric": "target_occupancy_mean", "group_kind": "expression",
                                                 "min": -0.05}]
     assert not math.isnan(c[0]["max"])
+
+
+def test_relative_equity_rule_reaches_the_search_config(traffic_cfg):
+    """with_search_constraints appends the relative approach rule to search.constraints (schema-checked), and the
+    search reads it as a relative group constraint."""
+    from interventions.search import Constraint, constraints_from
+    from twins.ethics import with_search_constraints
+
+    cfg = with_search_constraints(traffic_cfg)
+    cs = constraints_from(cfg.search)
+    assert Constraint("delay_veh_h", None, None, "approach", None, 0.25, None) in cs
+    assert Constraint("mean_delay_s", 10.0, None, "origin", None) in cs
+    # judged against each approach's own baseline: +0.3 veh·h is within 25 % of 2.0, not of 1.0
+    rel = next(c for c in cs if c.relative)
+    eff = {("approach", "a"): {"delay_veh_h": 0.3}}
+    assert rel.violation({}, eff, None, {("approach", "a"): {"delay_veh_h": 2.0}}) < 0
+    assert rel.violation({}, eff, None, {("approach", "a"): {"delay_veh_h": 1.0}}) > 0
 
 
 def test_search_space_excludes_plans_unsafe_to_cross(traffic_cfg):

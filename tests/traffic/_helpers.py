@@ -130,7 +130,7 @@ def with_right_of_way(scen, signals: bool = True):
     """The scenario's junctions with a SUMO-like request table (kernels rule 10).
 
     ``signals=True``: every left turn (shown ``g``: permissive) yields to the opposing approach's straight and
-    right-turn links. ``signals=False``: the signals are removed; the north–south approaches are minor (``m``) and
+    right-turn links, and waits halfway across the junction (SUMO's internal junction). ``signals=False``: the signals are removed; the north–south approaches are minor (``m``) and
     yield to every east–west link, their left turns also to the opposing straight and right-turn links."""
     import math
 
@@ -153,6 +153,8 @@ def with_right_of_way(scen, signals: bool = True):
             if not signals and heading(c) in (1, 3):  # north-south: minor
                 foes |= {i for i, o in enumerate(conns) if heading(o) in (0, 2)}
             j.yields_to[k] = sorted(foes)
+            if signals and c.direction == "l":
+                c.wait_length = 0.5 * c.via_length
         if not signals:
             j.tl, j.kind = None, "priority"
             for c in conns:

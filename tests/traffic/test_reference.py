@@ -228,14 +228,15 @@ def test_kernel_matches_reference_with_turning_speeds():
         for v in ref.vehicles:  # at the end: no one inside a junction above its limit (speed factor included)
             if v.status == RUNNING and v.pos < 0 and v.route_pos > 0:
                 assert v.speed <= v.turn[v.route_pos - 1] * v.speed_factor + 1e-9, (v.vehicle_id, v.speed)
-    # and the rule costs delay: the same worlds without turning speeds lose less time
+    # and the rule costs delay: the same worlds without turning speeds lose less time (a little: the cautious
+    # approach to minor links, rule 10, already slows many of the turns)
     plain = TrafficTwin(_scenario(), WorldBatch.replications(seed=7, n=1), dt=DT, horizon=STEPS * DT,
                         dtype=torch.float64)
     turned = TrafficTwin(with_turn_speeds(_scenario()), WorldBatch.replications(seed=7, n=1), dt=DT,
                          horizon=STEPS * DT, dtype=torch.float64)
     plain.run()
     turned.run()
-    assert float(turned.state["time_loss"].sum()) > 1.05 * float(plain.state["time_loss"].sum())
+    assert float(turned.state["time_loss"].sum()) > 1.005 * float(plain.state["time_loss"].sum())
 
 
 def _bus_scenario():
@@ -354,3 +355,5 @@ def test_kernel_matches_reference_with_right_of_way():
             ev = ref.events
             assert ev["yield_wait"] >= 50 and ev["yield_go"] >= 50, ev
             assert ev["edge_transitions"] >= 300 and ev["red_crossings"] == 0 and ev["same_step_entries"] == 0, ev
+            # the cautious approach to minor links, and with signals inside the junction to the left turns' waiting point
+            assert ev["minor_cautious"] >= 50 and (ev["minor_cautious_inside"] >= 20 or not signals), ev

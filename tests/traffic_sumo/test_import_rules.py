@@ -63,3 +63,22 @@ def test_an_unknown_link_state_is_refused_with_file_line_and_element(tmp_path, d
         sumo.load_net(path)
     msg = str(e.value)
     assert "state" in msg and "'X'" in msg and str(path.name) in msg and f"line {line}" in msg, msg
+
+
+def test_a_connections_visibility_is_read_and_a_bad_one_refused(tmp_path, data_dir):
+    """Rule 10's cautious approach reads the connection's ``visibility`` (SUMO's default 4.5 m where none is given);
+    one that is not a number is refused with the connection, the value, the file and the line."""
+    from twins.traffic import sumo
+
+    text = (data_dir / "tiny.net.xml").read_text()
+    i = text.index("<connection ")
+    ok, bad = tmp_path / "vis.net.xml", tmp_path / "bad_vis.net.xml"
+    ok.write_text(text[:i] + text[i:].replace("<connection ", '<connection visibility="9.00" ', 1))
+    first = sumo.load_net(ok).connections[0]
+    assert first.visibility == 9.0
+    assert all(c.visibility == 4.5 for c in sumo.load_net(data_dir / "tiny.net.xml").connections)
+    bad.write_text(text[:i] + text[i:].replace("<connection ", '<connection visibility="far" ', 1))
+    with pytest.raises(ConfigError) as e:
+        sumo.load_net(bad)
+    msg = str(e.value)
+    assert "visibility" in msg and "'far'" in msg and bad.name in msg and f"line {text[:i].count(chr(10)) + 1}" in msg

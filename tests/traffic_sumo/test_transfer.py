@@ -110,10 +110,11 @@ def test_transfer_confirms_a_plan_the_twin_says_helps(helpful_run, junction):
     assert "wrote" in r.stdout and "ratio" in r.stdout
     t = json.loads((run / "transfer.json").read_text())
     assert (run / "figures" / "transfer.png").stat().st_size > 0
-    assert set(t["metrics"]) == {"mean_travel_time_s", "mean_delay_s", "throughput_veh", "resco_delay_s"}
+    assert set(t["metrics"]) == {"mean_travel_time_s", "mean_delay_s", "throughput_veh", "resco_delay_s",
+                                 "total_delay_veh_h"}
     assert t["sumo"]["seeds"] == [0, 1, 2] and t["sumo"]["car_following"] == ["IDM", "Krauss"]
     assert len(t["runs"]) == 3 * 2 * 2
-    for name in ("mean_delay_s", "resco_delay_s", "mean_travel_time_s"):
+    for name in ("mean_delay_s", "resco_delay_s", "mean_travel_time_s", "total_delay_veh_h"):
         m = t["metrics"][name]
         assert m["predicted"]["effect"] < 0 and m["predicted"]["ci_high"] < 0, (name, m["predicted"])
         for cf in ("IDM", "Krauss"):
@@ -272,6 +273,17 @@ def test_without_sumo_one_line_names_the_extra(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("twins: error:") and 'pip install -e ".[sumo]"' in err[0], err
     assert listing(run) == before
+
+
+def test_sumo_total_delay_is_rescos_delay_sum_in_vehicle_hours():
+    """SUMO's total_delay_veh_h (scenario=sumo's default objective) is RESCO's delay over all loaded vehicles, summed:
+    resco_delay_s x vehicles_loaded / 3600, the twin's definition (time loss plus the wait to enter)."""
+    from interventions.transfer import METRICS, with_total_delay
+
+    assert METRICS["total_delay_veh_h"] == "minimize"
+    m = with_total_delay({"resco_delay_s": 36.0, "vehicles_loaded": 1800, "mean_delay_s": 20.0})
+    assert m["total_delay_veh_h"] == pytest.approx(18.0) and m["mean_delay_s"] == 20.0
+    assert "total_delay_veh_h" not in with_total_delay({"resco_delay_s": float("nan"), "vehicles_loaded": 0})
 
 
 def test_transfer_is_a_command():

@@ -68,6 +68,10 @@ class ConstraintConfig:
     # scenario's twin reports; checked before the search starts: interventions.search.check_targets)
     group_kind: Optional[str] = None
     group: Optional[str] = None  # ... or just this one
+    # limits relative to the baseline's mean (of the network, or of each group): effect <= max_rel * |baseline|
+    # (and >= min_rel * |baseline|); e.g. {metric: delay_veh_h, group_kind: approach, max_rel: 0.25}
+    max_rel: Optional[float] = None
+    min_rel: Optional[float] = None
 
 
 @dataclass
@@ -91,6 +95,9 @@ class SearchConfig:
     storage: Optional[str] = None
     study_name: str = "twins-search"
     resume: bool = False  # true: continue the stored study (refused when there is none: search.check_resume)
+    # the scenario's own plan (every searched parameter at its baseline value) is the first trial, so the
+    # search always has it as a candidate (skipped, with the reason, where it is not a point of the space)
+    start_from_baseline: bool = True
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
@@ -256,10 +263,12 @@ def validate_search(s) -> None:
         check(o.get("direction") in DIRECTIONS, f"search.objectives[{i}].direction", o.get("direction"),
               "minimize or maximize", suggest(str(o.get("direction")), DIRECTIONS))
     for i, c in enumerate(s.get("constraints") or []):
-        check(c.get("max") is not None or c.get("min") is not None, f"search.constraints[{i}]",
-              dict(c), "a limit: {metric: ..., max: ...} and/or min")
+        check(any(c.get(k) is not None for k in ("max", "min", "max_rel", "min_rel")), f"search.constraints[{i}]",
+              dict(c), "a limit: {metric: ..., max: ...} and/or min, max_rel (share of the baseline), min_rel")
         if c.get("max") is not None and c.get("min") is not None:
             check(c.min <= c.max, f"search.constraints[{i}].min", c.min, f"<= max ({c.max:g})")
+        if c.get("max_rel") is not None and c.get("min_rel") is not None:
+            check(c.min_rel <= c.max_rel, f"search.constraints[{i}].min_rel", c.min_rel, f"<= max_rel ({c.max_rel:g})")
     conf = s.get("confirm") or {}
     check(conf.get("top", 3) is not None and conf.get("top", 3) >= 1, "search.confirm.top", conf.get("top"),
           "an integer >= 1")

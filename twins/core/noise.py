@@ -72,9 +72,10 @@ def hash_keys(seed, replication, stream, entity, step=0, draw=0, device=None) ->
         (t.device for t in (replication, entity, step, draw) if isinstance(t, torch.Tensor)),
         torch.device("cpu"),
     )
-    h = mix64(_as_i64(seed, device) * _GOLDEN + _as_i64(int(stream), device))
+    # each mix in place on the fresh tensor the xor made (the same integers as mix64, fewer temporaries)
+    h = _mix64_(_as_i64(seed, device) * _GOLDEN + _as_i64(int(stream), device))
     for part in (replication, entity, step, draw):
-        h = mix64(h ^ (_as_i64(part, device) * _GOLDEN + 0x632BE59BD9B4E019))
+        h = _mix64_(h ^ (_as_i64(part, device) * _GOLDEN + 0x632BE59BD9B4E019))
     return h
 
 
@@ -91,6 +92,54 @@ def normal(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float6
     u2 = uniform(seed, replication, stream, entity, step, draw * 2 + 1, torch.float64, device)
     z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
     return z.to(dtype)
+
+
+def _mix64_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`mix64` in place (``x`` must own its memory): the same integers, fewer temporaries."""
+    x ^= _lsr(x, 30)
+    x *= _M1
+    x ^= _lsr(x, 27)
+    x *= _M2
+    x ^= _lsr(x, 31)
+    return x
+
+
+def _absorb_(h: torch.Tensor, part) -> torch.Tensor:
+    """One key component into ``h`` in place, as :func:`hash_keys` absorbs it (``part`` broadcasts to ``h``)."""
+    h ^= _as_i64(part, h.device) * _GOLDEN + 0x632BE59BD9B4E019
+    return _mix64_(h)
+
+
+def uniform_draws(seed, replication, stream, entity, step=0, draws=(0,), device=None) -> list[torch.Tensor]:
+    """``[uniform(seed, replication, stream, entity, step, d) for d in draws]`` (float64), bit for bit, with the
+    key hashed once up to ``step`` and only the last component per draw: many draws of one large key
+    (every vehicle of every world, say) at a fraction of the cost. The draws are elementwise, so a world's
+    numbers never depend on the shape or position of the batch they are computed in."""
+    device = device or next(
+        (t.device for t in (replication, entity, step) if isinstance(t, torch.Tensor)), torch.device("cpu"))
+    h = mix64(_as_i64(seed, device) * _GOLDEN + _as_i64(int(stream), device))
+    h = mix64(h ^ (_as_i64(replication, device) * _GOLDEN + 0x632BE59BD9B4E019))
+    h = mix64(h ^ (_as_i64(entity, device) * _GOLDEN + 0x632BE59BD9B4E019))  # a new tensor of the full shape
+    h = _absorb_(h, step)
+    out = []
+    for d in draws:
+        bits = _absorb_(h.clone(), d)
+        bits = _lsr(bits, 11).to(torch.float64)
+        bits += 0.5
+        bits *= 1.0 / (1 << 53)
+        out.append(bits)
+    return out
+
+
+def normal_draws(seed, replication, stream, entity, step=0, draws=(0,), device=None) -> list[torch.Tensor]:
+    """``[normal(seed, replication, stream, entity, step, d) for d in draws]`` (float64), bit for bit (the same
+    Box–Muller on uniform draws ``2d`` and ``2d+1``), hashing the shared part of the key once."""
+    u = uniform_draws(seed, replication, stream, entity, step, [x for d in draws for x in (2 * d, 2 * d + 1)], device)
+    out = []
+    for u1, u2 in zip(u[0::2], u[1::2]):
+        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+        out.append(z)
+    return out
 
 
 def exponential(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float64, device=None):

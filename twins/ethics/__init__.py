@@ -23,21 +23,27 @@ log = logging.getLogger("twins")
 
 
 def search_constraints(ethics_cfg) -> list[dict]:
-    """The hard gates the search can honour while it searches, as ``search.constraints`` entries:
-    each required equity rule with an absolute ``max`` becomes ``{metric, group_kind, max}`` (``min: -max``
-    for a ``maximize`` metric) on the group's effect. (Relative bounds need the baseline, and an optional
-    rule's groups may not exist — the search counts a missing group as infeasible; the gates check those,
-    and re-check everything after confirmation.)"""
+    """The hard gates the search can honour while it searches, as ``search.constraints`` entries: each required
+    equity rule becomes ``{metric, group_kind, max, max_rel}`` on the group's effect (``min: -max``, ``min_rel:
+    -max_rel`` for a ``maximize`` metric); ``max_rel`` is judged against each group's baseline mean, as the gate
+    does. (An optional rule's groups may not exist — the search counts a missing group as infeasible — so the
+    gates check those, and re-check everything after confirmation.)"""
     e = as_config(ethics_cfg)
     out = []
     for k, r in enumerate(e.equity):
-        if r.max is None or not r.required:
+        if (r.max is None and r.get("max_rel", None) is None) or not r.required:
             continue
         c = {"metric": str(r.metric), "group_kind": str(r.group_kind)}
         if r.direction == "minimize":
-            c["max"] = float(r.max)
+            if r.max is not None:
+                c["max"] = float(r.max)
+            if r.max_rel is not None:
+                c["max_rel"] = float(r.max_rel)
         elif r.direction == "maximize":
-            c["min"] = -float(r.max)
+            if r.max is not None:
+                c["min"] = -float(r.max)
+            if r.max_rel is not None:
+                c["min_rel"] = -float(r.max_rel)
         else:  # never guess which way is worse
             raise ConfigError(f"ethics.equity[{k}].direction", r.direction, "minimize or maximize")
         out.append(c)

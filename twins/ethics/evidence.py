@@ -150,20 +150,32 @@ def shared_departures(twin) -> str | None:
 
 def approach_p95(trips: pd.DataFrame, worlds: pd.DataFrame, entry: dict) -> list[dict]:
     """Per entry approach: the 95th percentile, over its vehicles, of delay including the wait to enter;
-    per world, then its mean over replications with a 95% interval, policy (arm 1) against baseline (arm 0)."""
+    per world, then its mean over replications with a 95% interval, policy (arm 1) against baseline (arm 0):
+    ``p95_mean``/``ci_low``/``ci_high`` (the policy), ``baseline_p95_mean``/``baseline_ci_low``/``baseline_ci_high``
+    and the paired change policy − baseline by replication, ``change``/``change_ci_low``/``change_ci_high``."""
+    from twins.core.stats import paired_effect
+
     if trips is None or trips.empty:
         return []
     t = trips.assign(approach=trips["flow"].map(entry).fillna(trips["flow"]),
                      lost_s=trips["delay_s"].fillna(0.0) + trips["depart_delay_s"].fillna(0.0))
     p95 = t.groupby(["world", "approach"])["lost_s"].quantile(0.95).rename("p95").reset_index()
-    p95 = p95.merge(worlds[["world", "arm"]], on="world")
+    cols = ["world", "arm"] + (["replication"] if "replication" in worlds else [])
+    p95 = p95.merge(worlds[cols], on="world")
     rows = []
     for a, g in p95.groupby("approach"):
         pol = mean_ci(g.loc[g["arm"] == 1, "p95"].to_numpy(float))
-        base = g.loc[g["arm"] == 0, "p95"]
+        base = mean_ci(g.loc[g["arm"] == 0, "p95"].to_numpy(float))
+        change = {}
+        if "replication" in g:
+            wide = g[g["arm"] <= 1].pivot_table(index="replication", columns="arm", values="p95", aggfunc="first")
+            if 0 in wide and 1 in wide:
+                e = paired_effect(wide[1].to_numpy(float), wide[0].to_numpy(float))
+                change = {"change": e["effect"], "change_ci_low": e["ci_low"], "change_ci_high": e["ci_high"]}
         rows.append(jsonable({"approach": str(a), "p95_mean": pol["mean"], "ci_low": pol["ci_low"],
                               "ci_high": pol["ci_high"], "n": pol["n"],
-                              "baseline_p95_mean": float(base.mean()) if len(base) else math.nan}))
+                              "baseline_p95_mean": base["mean"] if base["n"] else math.nan,
+                              "baseline_ci_low": base["ci_low"], "baseline_ci_high": base["ci_high"], **change}))
     return rows
 
 

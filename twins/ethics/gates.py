@@ -147,15 +147,8 @@ def traffic_safety(ev: dict, e) -> list[dict]:
             out.append(result("safety.worst_approach_delay", NEEDS_HUMAN,
                               "no per-approach delay in the evidence (no trips table)", hard=True))
         else:
-            worst = max(rows, key=lambda r: r["ci_high"] if _finite(r["ci_high"]) else math.inf)
-            bound = float(s.max_worst_approach_p95_delay_s)
-            ok = _finite(worst["ci_high"]) and worst["ci_high"] <= bound
-            out.append(result(
-                "safety.worst_approach_delay", PASS if ok else FAIL,
-                f"worst approach {worst['approach']}: 95th-percentile delay {worst['p95_mean']:.1f} s, upper 95% "
-                f"bound {_fmt(worst['ci_high'])} s {'<=' if ok else '>'} {bound:g} s "
-                f"(baseline {_fmt(worst.get('baseline_p95_mean'))} s)", {"worst": worst, "approaches": rows,
-                                                                         "bound_s": bound}, hard=True))
+            out.append(worst_approach_delay(rows, float(s.max_worst_approach_p95_delay_s),
+                                            s.get("worst_approach_tolerance_s", None)))
     out.append(pedestrian_green((t or {}).get("pedestrian"), s))
     stuck = (t or {}).get("stuck")
     if stuck is None:
@@ -168,6 +161,63 @@ def traffic_safety(ev: dict, e) -> list[dict]:
             f"({'<=' if ok else '>'} {s.max_stuck_vehicles}); baseline at most {stuck.get('baseline_max')}",
             stuck, hard=True))
     return out
+
+
+def worst_approach_delay(rows: list[dict], bound: float, tol: float | None) -> dict:
+    """safety.worst_approach_delay: the upper 95% bound of every entry approach's 95th-percentile delay (incl. the
+    wait to enter) under the plan is <= ``bound``. Where the baseline (the scenario's own plan) already breaks the
+    bound at an approach (its own upper 95% bound > ``bound``), that approach is judged against the baseline
+    instead: the upper 95% bound of the plan's paired change there must be <= ``tol`` seconds (null: no such
+    allowance). An approach the baseline keeps within the bound must stay within it."""
+    gate = "safety.worst_approach_delay"
+
+    def hi(r, k="ci_high"):
+        return r.get(k) if _finite(r.get(k)) else math.inf
+
+    worst = max(rows, key=hi)
+    def base_hi(r):  # the baseline judged as the plan is (its upper 95% bound); older evidence: its mean
+        x = r.get("baseline_ci_high") if "baseline_ci_high" in r else r.get("baseline_p95_mean")
+        return x if _finite(x) else -math.inf  # no baseline data there: not shown to break the bound
+
+    base_over = [r for r in rows if base_hi(r) > bound]
+    over = [r for r in rows if not hi(r) <= bound]
+    evd = {"worst": worst, "approaches": rows, "bound_s": bound, "tolerance_s": tol,
+           "baseline_over_bound": [r["approach"] for r in base_over]}
+    head = (f"worst approach {worst['approach']}: 95th-percentile delay {worst['p95_mean']:.1f} s, upper 95% bound "
+            f"{_fmt(worst['ci_high'])} s")
+    if not over:
+        return result(gate, PASS, f"{head} <= {bound:g} s (baseline {_fmt(worst.get('baseline_p95_mean'))} s)", evd,
+                      hard=True)
+    if not base_over or tol is None:
+        why = "" if not base_over else (f"; the baseline already exceeds it at {len(base_over)} approach(es), and "
+                                        "ethics.safety.traffic.worst_approach_tolerance_s is null")
+        return result(gate, FAIL, f"{head} > {bound:g} s (baseline {_fmt(worst.get('baseline_p95_mean'))} s){why}",
+                      evd, hard=True)
+    # the baseline already breaks the bound: judge the plan against the baseline where it does
+    names = {r["approach"] for r in base_over}
+    problems, judged = [], []
+    for r in over:
+        if r["approach"] not in names:
+            problems.append(f"approach {r['approach']}: upper 95% bound {_fmt(r['ci_high'])} s > {bound:g} s where "
+                            f"the baseline stays within it (baseline {_fmt(r.get('baseline_p95_mean'))} s)")
+            continue
+        ch = r.get("change_ci_high")
+        judged.append(f"{r['approach']} {_fmt(r.get('baseline_p95_mean'))} -> {_fmt(r['p95_mean'])} s (change "
+                      f"{_fmt(r.get('change'))}, upper 95% bound {_fmt(ch)} s)")
+        if not _finite(ch):
+            problems.append(f"approach {r['approach']}: no paired change against the baseline in the evidence")
+        elif ch > tol:
+            problems.append(f"approach {r['approach']}: worse than the baseline by up to {_fmt(ch)} s > the tolerance "
+                            f"{tol:g} s (baseline {_fmt(r.get('baseline_p95_mean'))} s, plan {_fmt(r['p95_mean'])} s)")
+    bw = max(base_over, key=base_hi)
+    note = (f"the baseline (the scenario's own plan) already exceeds the {bound:g} s bound at "
+            f"{len(base_over)} approach(es) (worst {bw['approach']}: {_fmt(bw.get('baseline_p95_mean'))} s, upper 95% "
+            f"bound {_fmt(bw.get('baseline_ci_high'))} s), so the plan is judged against the baseline there: it may "
+            f"not make those approaches worse by more than {tol:g} s (upper 95% bound of the paired change)")
+    evd["judged_against_baseline"] = True
+    if problems:
+        return result(gate, FAIL, f"{head}; {note}: " + "; ".join(problems), evd, hard=True)
+    return result(gate, PASS, f"{head}; {note}: it does not (" + "; ".join(judged) + ")", evd, hard=True)
 
 
 def _named(named, program: str, phase) -> bool:

@@ -47,6 +47,11 @@ class CompiledNetwork:
     # right of way (kernels rule 10): whether an unsignalized connection is minor (yields always), and the
     # connections each one yields to (a minor one always, a signalized one while its signal shows 'g'); -1 padded
     conn_yield: torch.Tensor  # [C] bool
+    # SUMO's cautious approach to a minor link: where the vehicle waits past the stop line (m), and from how far
+    # before that point it sees its foes (m)
+    conn_wait: torch.Tensor  # [C]
+    conn_visibility: torch.Tensor  # [C]
+    conn_to_edge: torch.Tensor  # [C] int64: each connection's to-edge (its foes into the same edge merge, not cross)
     conn_foes: torch.Tensor  # [C, F] int64
     has_foes: bool  # any connection yields to another (decided once: the step never asks the device)
     # the same connections by lane: lane_conn_edge[l, j] is the j-th edge lane l connects to (-1: none),
@@ -77,7 +82,7 @@ class CompiledNetwork:
         for k, v in self.__dict__.items():
             if isinstance(v, torch.Tensor):
                 v = v.to(device)
-                if k in ("lane_length", "lane_speed", "conn_via"):
+                if k in ("lane_length", "lane_speed", "conn_via", "conn_wait", "conn_visibility"):
                     v = v.to(dtype)
             out[k] = v
         return CompiledNetwork(**out)
@@ -192,6 +197,9 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         conn_via=torch.tensor([conns[k][0] for k in keys], dtype=torch.float64),
         conn_link=torch.tensor([conns[k][1] for k in keys], dtype=torch.int64),
         conn_yield=conn_yield,
+        conn_wait=torch.tensor([merged[k][0].wait_length for k in keys], dtype=torch.float64),
+        conn_visibility=torch.tensor([merged[k][0].visibility for k in keys], dtype=torch.float64),
+        conn_to_edge=torch.tensor([k % E for k in keys], dtype=torch.int64),
         conn_foes=conn_foes,
         has_foes=bool((conn_foes >= 0).any()),
         lane_conn_edge=lane_conn_edge,
@@ -294,43 +302,44 @@ class Population:
 
 
 def build_population(demand: Demand, seed: int, replications: torch.Tensor) -> Population:
-    """All vehicles a world may ever load; per-world slot order by departure then id."""
+    """All vehicles a world may ever load; per-world slot order by departure then id.
+
+    Every world at once: each flow's departures are drawn for all worlds in one call (the noise is
+    elementwise, keyed by replication, and the only reductions run along a world's own row), so a world's
+    numbers never depend on the batch it is built in or its position there (``tests/traffic/test_build_vectorised.py``
+    compares a batch with one world at a time, bit for bit)."""
     W = replications.numel()
-    parts_t, parts_f, parts_k, offsets = [], [], [], []
-    offset = 0
     reps = replications.cpu()
-    for i, f in enumerate(demand.flows):
-        # one world at a time: transcendental functions may round differently in SIMD and
-        # scalar code, so a world's draws must not depend on its position in the batch
-        t = torch.cat([departure_times(f, i, seed, reps[w:w + 1]) for w in range(W)], 0)
-        cap = t.shape[1]
-        if f.kind == "poisson" and cap > 0 and bool(torch.isfinite(t[:, -1]).any()):
-            raise ConfigError(f"flow[{f.id}]", cap, "a capacity the Poisson draw never reaches",
-                              "This should be astronomically rare; please report it.")
-        parts_t.append(t)
-        parts_f.append(torch.full((W, cap), i, dtype=torch.int64))
-        parts_k.append(torch.arange(cap, dtype=torch.int64).expand(W, cap))
-        offsets.append(offset)
-        offset += cap
-    if not parts_t:
+    caps = [f.capacity() for f in demand.flows]
+    if not caps:
         z = torch.zeros(W, 0)
         return Population(z.long(), z.long(), z.double(), z.long())
-    t = torch.cat(parts_t, 1)
-    fl = torch.cat(parts_f, 1)
-    k = torch.cat(parts_k, 1)
-    vid = torch.tensor(offsets, dtype=torch.int64)[fl] + k
-    # order by (depart, id): stable sort by id first, then by depart
-    order = torch.argsort(vid, dim=1, stable=True)
-    t, fl, k, vid = (x.gather(1, order) for x in (t, fl, k, vid))
-    order = torch.argsort(t, dim=1, stable=True)
-    t, fl, k, vid = (x.gather(1, order) for x in (t, fl, k, vid))
+    N = sum(caps)
     # the slot count comes from the flows' capacities (never from this batch's draws),
     # padded to a multiple of 16: a world's row layout is the same in any batch
-    S = max(16, -(-t.shape[1] // 16) * 16)
-    pad = S - t.shape[1]
-    t = torch.nn.functional.pad(t, (0, pad), value=torch.inf)
-    fl, k, vid = (torch.nn.functional.pad(x, (0, pad), value=-1) for x in (fl, k, vid))
-    fl = torch.where(torch.isfinite(t), fl, -1)
+    S = max(16, -(-N // 16) * 16)
+    # column j < N: vehicle id j, the flows' vehicles in id order (flow by flow, k = 0, 1, ...); then padding
+    t = torch.full((W, S), torch.inf, dtype=torch.float64)
+    at = 0
+    for i, f in enumerate(demand.flows):
+        ti = departure_times(f, i, seed, reps)
+        cap = ti.shape[1]
+        if f.kind == "poisson" and cap > 0 and bool(torch.isfinite(ti[:, -1]).any()):
+            raise ConfigError(f"flow[{f.id}]", cap, "a capacity the Poisson draw never reaches",
+                              "This should be astronomically rare; please report it.")
+        t[:, at:at + cap] = ti
+        at += cap
+    caps_t = torch.tensor(caps, dtype=torch.int64)
+    col_flow = torch.repeat_interleave(torch.arange(len(caps), dtype=torch.int64), caps_t, output_size=N)
+    col_k = torch.arange(N, dtype=torch.int64) - (torch.cumsum(caps_t, 0) - caps_t)[col_flow]
+    pad = torch.full((S - N,), -1, dtype=torch.int64)
+    col_flow, col_k = torch.cat([col_flow, pad]), torch.cat([col_k, pad])
+    # order by (depart, id): the columns are in id order, so one stable sort by departure (ties keep the id
+    # order; the padding, +inf, stays last as the last columns)
+    t, vid = torch.sort(t, dim=1, stable=True)
+    fl, k = col_flow[vid], col_k[vid]
+    vid[:, N:] = -1
+    fl.masked_fill_(~torch.isfinite(t), -1)
     return Population(fl, k, t, vid)
 
 

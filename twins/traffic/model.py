@@ -20,6 +20,8 @@ delay, throughput, ...) then describe the cars only, and the ``bus_*`` metrics, 
 """
 from __future__ import annotations
 
+import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -177,6 +179,99 @@ class BusStopAgent(FixedAgent):
         return (arrived - m.pax_served[:, self.index]).cpu().numpy()
 
 
+def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Recorded frames as one table (an empty frame without any)."""
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class TripsTable:
+    """The trips table of :meth:`TrafficTwin.trips`, built when called: one row per loaded vehicle from the numeric
+    columns of :meth:`TrafficTwin._trip_data` and the flow and group names (strings cost most of the table, and
+    a run that only needs its metrics never builds it). ``rows``: the rows of that table to keep (a boolean
+    mask, as ``trips[mask]`` keeps them, the ``mode`` column dropped); None: every row. A plain object of
+    arrays (picklable), independent of the twin once made."""
+
+    def __init__(self, data: dict, names: dict, rows: np.ndarray | None = None):
+        self.data, self.names, self.rows = data, names, rows
+
+    def __call__(self) -> pd.DataFrame:
+        d, names = self.data, self.names
+        idx = d["_idx"]
+        begin, dt = d["_begin_dt"]
+        ins, arr = torch.from_numpy(d["insert_step"]), torch.from_numpy(d["arrive_step"])
+        ins_t = torch.where(ins >= 0, begin + ins.double() * dt, torch.nan)
+        arr_t = torch.where(arr >= 0, begin + arr.double() * dt, torch.nan)
+        rows = d["_route"].reshape(-1)[idx.to(d["_route"].device)].cpu()
+        route = d["flow"]
+        df = pd.DataFrame({
+            "world": d["world"],
+            "vehicle_id": d["_vehicle_id"].reshape(-1)[idx].numpy(),
+            "flow": names["flow"][route] if len(route) else [],
+            "group": names["group"][route] if len(route) else [],
+            "depart_s": d["depart_s"],
+            "insert_s": ins_t.numpy(),
+            "arrive_s": arr_t.numpy(),
+            "travel_time_s": (arr_t - ins_t).numpy(),
+            # the route this world drove (an intervention may have rerouted the flow)
+            "route_length_m": d["_route_length_m"][rows].numpy(),
+            **{k: d[k] for k in ("delay_s", "depart_delay_s", "stops")},
+            "status": np.asarray(["waiting", "running", "arrived"], dtype=object)[d["status"]],
+            **({"mode": np.where(route >= names["n_cars"], "bus", "car").astype(object)} if names["bus"] else {}),
+        })
+        if self.rows is None:
+            return df
+        return df[self.rows].drop(columns="mode")
+
+
+class LazyTables(dict):
+    """A run's tables, some built when first read (:meth:`lazy`): reading one (``[]``, ``get``, ``items``,
+    ``values``, copying, pickling) builds and keeps it, so code that iterates the tables (to write them, say)
+    sees plain DataFrames, and code that never reads the trips never pays for them."""
+
+    class _Pending:
+        def __init__(self, build):
+            self.build = build
+
+    def lazy(self, name: str, build) -> None:
+        dict.__setitem__(self, name, LazyTables._Pending(build))
+
+    def __getitem__(self, name):
+        v = dict.__getitem__(self, name)
+        if isinstance(v, LazyTables._Pending):
+            v = v.build()
+            dict.__setitem__(self, name, v)
+        return v
+
+    def __iter__(self):  # not dict's own: dict(tables) and {**tables} then read through __getitem__
+        return iter(list(dict.keys(self)))
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def items(self):
+        return [(k, self[k]) for k in list(dict.keys(self))]
+
+    def values(self):
+        return [self[k] for k in list(dict.keys(self))]
+
+    def copy(self):
+        return dict(self.items())
+
+    def pop(self, name, *default):
+        if name in self:
+            v = self[name]
+            dict.pop(self, name)
+            return v
+        return dict.pop(self, name, *default)
+
+    def __reduce__(self):
+        return dict, (self.items(),)
+
+    def __repr__(self) -> str:
+        return repr({k: (v if not isinstance(v, LazyTables._Pending) else "<built when read>")
+                     for k, v in dict.items(self)})
+
+
 class TrafficTwin(Twin):
     metrics = METRICS
 
@@ -259,46 +354,15 @@ class TrafficTwin(Twin):
         dev = self.device
         self.pop = pop
         flow = pop.flow.to(dev)
-        # per-vehicle parameters from the vehicle type and driver noise keyed by (replication, vehicle id)
-        vt_of_flow = [demand.vtypes[f.vtype] for f in demand.flows] + [l.vtype for l in lines]
-        def col(attr):
-            vals = torch.tensor([getattr(v, attr) for v in vt_of_flow] if vt_of_flow else [0.0],
-                                dtype=torch.float64, device=dev)
-            return vals[flow.clamp(min=0)]
+        # per-vehicle parameters from the vehicle type and driver noise keyed by (replication, vehicle id), for
+        # every world at once (the noise is elementwise: a world's numbers never depend on the batch)
         rep = self.worlds.replication.unsqueeze(1)
         vid = pop.vehicle_id.to(dev)
-        # one world at a time (see build_population): draws independent of batch layout
-        def driver(draw):
-            return torch.cat([noise.normal(worlds.seed, rep[w:w + 1], noise.Stream.DRIVER, vid[w:w + 1], 0, draw,
-                                           device=dev) for w in range(W)], 0)
-        z_speed, z_acc, z_tau = driver(0), driver(1), driver(2)
-        sf = torch.clamp(col("speed_factor") * (1.0 + col("speed_dev") * z_speed), 0.2, 2.0)
-        cv = col("param_cv")
-        accel = col("accel") * torch.clamp(1.0 + cv * z_acc, 0.5, 1.5)
-        tau = col("tau") * torch.clamp(1.0 + cv * z_tau, 0.5, 1.5)
-        f = lambda x: x.to(dtype).reshape(-1)  # noqa: E731
-        self.veh_full = {
-            "route": slot_routes(flow, route_of_flow),  # the route row of each vehicle's flow in its world
-            "length": col("length").to(dtype),
-            "min_gap": col("min_gap").to(dtype),
-            "accel": accel.to(dtype),
-            "decel": col("decel").to(dtype),
-            # 2·sqrt(a·b) once per vehicle, correctly rounded (numpy), never recomputed per step
-            "two_sqrt_ab": torch.from_numpy(2.0 * np.sqrt((accel * col("decel")).cpu().numpy())).to(dev, dtype),
-            "tau": tau.to(dtype),
-            "delta": col("delta").round().to(torch.int64),
-            "speed_factor": sf.to(dtype),
-            "max_speed": col("max_speed").to(dtype),
-            "sigma": col("sigma").to(dtype),
-            # SUMO's departSpeed (+inf: as fast as the gap and the desired speed allow; buses and generated flows)
-            "depart_speed": torch.tensor([float("inf") if f.depart_speed is None else f.depart_speed
-                                          for f in demand.flows] + [float("inf")] * len(lines) or [0.0],
-                                         dtype=torch.float64, device=dev)[flow.clamp(min=0)].to(dtype),
-        }
+        self.veh_full = {"route": slot_routes(flow, route_of_flow)}  # the route row of each vehicle's flow
+        self.veh_full.update(self._vehicle_params(demand, lines, flow, rep, vid, dtype))
         # Krauss drivers dawdle (rule 9) where any sigma is positive: then one keyed draw per vehicle and step
         self.dawdles = self.cf == kernels.KRAUSS and bool((self.veh_full["sigma"] > 0).any())
         self._rep_col, self._vid = rep, vid  # the keys of the dawdling draws
-        del f
         self.depart = pop.depart.to(dev)
         zeros = lambda dt_: torch.zeros(W, S, dtype=dt_, device=dev)  # noqa: E731
         self.state = {
@@ -387,6 +451,73 @@ class TrafficTwin(Twin):
                 "density_veh_km": lambda a: float(np.mean(a.density_veh_km)) if isinstance(a, Detector) else None,
             },
         )
+
+    def _vehicle_params(self, demand: Demand, lines, flow: torch.Tensor, rep: torch.Tensor, vid: torch.Tensor,
+                        dtype) -> dict:
+        """Every vehicle's parameters ``[W, S]``: its type's values, and the driver's speed factor, accel and tau
+        from the standard normals of draws 0, 1, 2 of :attr:`noise.Stream.DRIVER` keyed by (replication,
+        vehicle id). All worlds in a few tensor operations, in blocks of worlds small enough to stay in the cache;
+        the draws are elementwise, so a world's numbers never depend on the batch or its position there. A value
+        every flow shares is a number, never a gathered tensor (the same arithmetic); where every driver keeps
+        its type's accel and tau (``param_cv = 0``: 1 + 0·z is exactly 1) those draws are not made."""
+        W, S = flow.shape
+        dev = flow.device
+        vt_of_flow = [demand.vtypes[f.vtype] for f in demand.flows] + [l.vtype for l in lines]
+        fidx = flow.clamp(min=0)
+
+        def table(values):
+            # a number where every flow has the same value, else the per-flow values (float64 [F])
+            values = [float(v) for v in values] or [0.0]
+            if len(set(values)) == 1 and not math.isnan(values[0]):
+                return values[0]
+            return torch.tensor(values, dtype=torch.float64, device=dev)
+
+        tab = {a: table([getattr(v, a) for v in vt_of_flow]) for a in (
+            "length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "speed_dev", "param_cv",
+            "max_speed", "sigma")}
+        tab["depart_speed"] = table([float("inf") if f.depart_speed is None else f.depart_speed
+                                     for f in demand.flows] + [float("inf")] * len(lines))
+
+        def col(attr, fi):  # the values of ``attr`` of the slots whose flows are ``fi``
+            x = tab[attr]
+            return x if isinstance(x, float) else x[fi]
+
+        def full(attr, dt_):  # [W, S] of dtype dt_, as ``col(attr).to(dt_)``, bit for bit
+            x = tab[attr]
+            return torch.full((W, S), x, dtype=dt_, device=dev) if isinstance(x, float) else x[fidx].to(dt_)
+
+        out = {k: full(k, dtype) for k in ("length", "min_gap", "decel", "max_speed", "sigma", "depart_speed")}
+        d = tab["delta"]
+        out["delta"] = (torch.full((W, S), int(np.round(d)), dtype=torch.int64, device=dev) if isinstance(d, float)
+                        else d[fidx].round().to(torch.int64))
+        fixed = lambda x: isinstance(x, float) and x == 0.0  # noqa: E731
+        draws = [d for d, need in enumerate((not fixed(tab["speed_dev"]), not fixed(tab["param_cv"]),
+                                             not fixed(tab["param_cv"]))) if need]
+        scalar_ab = isinstance(tab["accel"], float) and isinstance(tab["decel"], float) and 1 not in draws
+        if scalar_ab:  # 2·sqrt(a·b) once per vehicle, correctly rounded (numpy), never recomputed per step
+            out["two_sqrt_ab"] = torch.full((W, S), float(2.0 * np.sqrt(np.float64(tab["accel"] * tab["decel"]))),
+                                            dtype=dtype, device=dev)
+        varying = ["speed_factor", "accel", "tau"] + ([] if scalar_ab else ["two_sqrt_ab"])
+        for k in varying:
+            out[k] = torch.empty(W, S, dtype=dtype, device=dev)
+        B = W if dev.type != "cpu" else max(1, (1 << 16) // max(S, 1))
+        for w in range(0, W, B):
+            fi = fidx[w:w + B]
+            z = dict(zip(draws, noise.normal_draws(self.worlds.seed, rep[w:w + B], noise.Stream.DRIVER,
+                                                   vid[w:w + B], 0, draws, device=dev))) if draws else {}
+            sf = col("speed_factor", fi)
+            sf = torch.clamp(sf * (1.0 + col("speed_dev", fi) * z[0]), 0.2, 2.0) if 0 in z else \
+                torch.clamp(torch.as_tensor(sf * 1.0, dtype=torch.float64, device=dev), 0.2, 2.0)
+            cv = col("param_cv", fi)
+            accel = col("accel", fi) * torch.clamp(1.0 + cv * z[1], 0.5, 1.5) if 1 in z else col("accel", fi)
+            tau = col("tau", fi) * torch.clamp(1.0 + cv * z[2], 0.5, 1.5) if 2 in z else col("tau", fi)
+            for k, x in (("speed_factor", sf), ("accel", accel), ("tau", tau)):
+                out[k][w:w + B] = x
+            if not scalar_ab:
+                ab = torch.as_tensor(accel * col("decel", fi), dtype=torch.float64, device=dev)
+                out["two_sqrt_ab"][w:w + B] = torch.from_numpy(2.0 * np.sqrt(ab.cpu().numpy())).to(dev)
+        return {k: out[k] for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab", "tau", "delta",
+                                    "speed_factor", "max_speed", "sigma", "depart_speed")}
 
     # --- Mesa structure -------------------------------------------------------------------
     def _build_agents(self) -> None:
@@ -710,90 +841,153 @@ class TrafficTwin(Twin):
     # --- outcomes -------------------------------------------------------------------------
     def trips(self) -> pd.DataFrame:
         """All loaded vehicles: one row each (arrived ones have ``arrive_s``)."""
-        st = {k: v.cpu() for k, v in self.state.items()}
+        return TripsTable(self._trip_data(), self._trip_names())()
+
+    def _trip_names(self) -> dict:
+        flows = self.scenario.demand.flows
+        return {"flow": np.asarray(self._flow_names(), dtype=object),
+                "group": np.asarray([f.group or f.id for f in flows] + [l.id for l in self.bus_lines], dtype=object),
+                "n_cars": len(self.flow_ids), "bus": bool(self.bus_lines)}
+
+    def _trip_data(self) -> dict:
+        """The numeric columns of the trips table (numpy, one entry per loaded vehicle, world by world in slot
+        order): the table's numbers as of now, without its strings."""
+        st = self.state
         depart = self.pop.depart
-        loaded = torch.isfinite(depart) & (depart <= self.time_s + 1e-9) & (self.pop.flow >= 0)
-        w, s = loaded.nonzero(as_tuple=True)
-        route = self.pop.flow[w, s]
-        ins = st["insert_step"][w, s]
-        arr = st["arrive_step"][w, s]
+        # finite (neither +inf nor nan, never -inf) and due: the comparison says both, without isfinite's passes
+        loaded = (depart <= self.time_s + 1e-9) & (depart > -torch.inf) & (self.pop.flow >= 0)
+        # the loaded slots' flat indices, in (world, slot) order as nonzero() lists them; each column one gather
+        idx = loaded.view(-1).nonzero().squeeze(1)
+        idx_dev = idx.to(self.device)
+        sel = lambda x: x.reshape(-1)[idx_dev if x.device == idx_dev.device else idx].cpu()  # noqa: E731
+        world = torch.div(idx, loaded.shape[1], rounding_mode="floor")
+        ins = sel(st["insert_step"])
         inserted = ins >= 0
-        arrived = arr >= 0
         ins_t = torch.where(inserted, self.begin + ins.double() * self.dt, torch.nan)
-        arr_t = torch.where(arrived, self.begin + arr.double() * self.dt, torch.nan)
-        return pd.DataFrame({
-            "world": w.numpy(),
-            "vehicle_id": self.pop.vehicle_id[w, s].numpy(),
-            "flow": np.asarray(self._flow_names(), dtype=object)[route.numpy()] if len(route) else [],
-            "group": np.asarray([f.group or f.id for f in self.scenario.demand.flows]
-                                + [l.id for l in self.bus_lines], dtype=object)[route.numpy()]
-            if len(route) else [],
-            "depart_s": depart[w, s].numpy(),
-            "insert_s": ins_t.numpy(),
-            "arrive_s": arr_t.numpy(),
-            "travel_time_s": (arr_t - ins_t).numpy(),
-            # the route this world drove (an intervention may have rerouted the flow)
-            "route_length_m": self.routes_cpu.route_length_m[self.veh_full["route"].cpu()[w, s]].numpy(),
-            "delay_s": st["time_loss"][w, s].double().numpy(),
-            "depart_delay_s": (torch.where(inserted, ins_t, self.time_s) - depart[w, s]).numpy(),
-            "stops": st["stops"][w, s].numpy(),
-            "status": np.asarray(["waiting", "running", "arrived"], dtype=object)[st["status"][w, s].numpy()],
-            **({"mode": np.where(route.numpy() >= len(self.flow_ids), "bus", "car").astype(object)}
-               if self.bus_lines else {}),
-        })
+        dep = sel(depart)
+        route = self.veh_full["route"]
+        return {
+            "world": world.numpy(),
+            "flow": sel(self.pop.flow).numpy(),
+            "status": sel(st["status"]).numpy(),
+            "insert_step": ins.numpy(),
+            "arrive_step": sel(st["arrive_step"]).numpy(),
+            "depart_s": dep.numpy(),
+            "delay_s": sel(st["time_loss"]).double().numpy(),
+            "depart_delay_s": (torch.where(inserted, ins_t, self.time_s) - dep).numpy(),
+            "stops": sel(st["stops"]).numpy(),
+            # read when the trips table is built: the population never changes; the route rows do where trips
+            # are routed at insertion (then the rows as of now)
+            "_idx": idx,
+            "_vehicle_id": self.pop.vehicle_id,
+            "_route": route.clone() if self._router is not None else route,
+            "_route_length_m": self.routes_cpu.route_length_m,
+            "_begin_dt": (self.begin, self.dt),
+        }
 
     def _flow_names(self) -> list[str]:
         """Name of each population flow index: the scenario's flows, then the bus lines."""
         return list(self.flow_ids) + [f"bus:{l.id}" for l in self.bus_lines]
 
     def results(self) -> RunResult:
-        all_trips = self.trips()
+        """Per-world metrics and per-group outcomes by array reductions over the loaded vehicles; the trips
+        tables (``trips``, with bus lines ``bus_trips``) are built when first read (written, say), from the
+        numbers as of this call."""
+        data, names = self._trip_data(), self._trip_names()
         # with bus lines: cars in ``trips`` (as without), buses in ``bus_trips``
-        trips = all_trips[all_trips["mode"] == "car"].drop(columns="mode") if self.bus_lines else all_trips
-        rows = []
-        for w in range(self.W):
-            t = trips[trips["world"] == w]
-            done = t[t["status"] == "arrived"]
-            inserted = t["status"] != "waiting"
-            rows.append({
-                "world": w,
-                "replication": int(self.worlds.replication[w]),
-                "arm": int(self.worlds.arm[w]),
-                "mean_travel_time_s": float(done["travel_time_s"].mean()) if len(done) else np.nan,
-                "mean_delay_s": float(done["delay_s"].mean()) if len(done) else np.nan,
-                "throughput_veh": int(len(done)),
-                "vehicles_loaded": int(len(t)),
-                "vehicles_inserted": int(inserted.sum()),
-                "vehicles_in_network_end": int((t["status"] == "running").sum()),
-                "vehicles_waiting_to_insert_end": int((t["status"] == "waiting").sum()),
-                # time lost while driving, plus time spent waiting to enter, in vehicle-hours
-                "total_delay_veh_h": float(t["delay_s"].sum() + t["depart_delay_s"].sum()) / 3600.0,
-                "mean_stops": float(done["stops"].mean()) if len(done) else np.nan,
-                "mean_depart_delay_s": float(t.loc[inserted, "depart_delay_s"].mean()) if inserted.any() else np.nan,
-            })
-        worlds = pd.DataFrame(rows)
-        groups = self._group_outcomes(trips)
+        car = data["flow"] < names["n_cars"] if self.bus_lines else None
+        cars = data if car is None else {k: v[car] for k, v in data.items() if not k.startswith("_")}
+        done = self._arrived(cars)
+        worlds = self._world_outcomes(cars, done)
+        groups = self._group_outcomes(done, names)
         metrics = list(METRICS)
         extra_tables = {}
         if self.bus_lines:
-            bus_w, bus_g, extra_tables = self._bus_outcomes(all_trips)
+            bus_w, bus_g, extra_tables = self._bus_outcomes(data, names)
             worlds = pd.concat([worlds, bus_w], axis=1)
             metrics += list(BUS_METRICS)
             groups = pd.concat([groups, bus_g], ignore_index=True)
-        tables = {
-            "trips": trips,
-            "timeseries": pd.concat(self._series, ignore_index=True) if self._series else pd.DataFrame(),
-            "detectors": pd.concat(self._detector_rows, ignore_index=True) if self._detector_rows else pd.DataFrame(),
-            "edges": self.edge_table(),
-        }
+        # the long tables are put together when read (written, say): the trips from this call's numbers, the
+        # interval tables from the frames recorded so far
+        tables = LazyTables()
+        tables.lazy("trips", TripsTable(data, names, rows=car))
+        tables.lazy("timeseries", functools.partial(_stack, list(self._series)))
+        tables.lazy("detectors", functools.partial(_stack, list(self._detector_rows)))
+        tables["edges"] = self.edge_table()
         if self._trajectories:
-            tables["trajectories"] = pd.concat(self._trajectories, ignore_index=True)
-        tables.update(extra_tables)
+            tables.lazy("trajectories", functools.partial(_stack, list(self._trajectories)))
+        for k, v in extra_tables.items():
+            tables.lazy(k, v) if callable(v) and not isinstance(v, pd.DataFrame) else tables.__setitem__(k, v)
         return RunResult(worlds=worlds, metrics=metrics, tables=tables, groups=groups)
 
-    def _bus_outcomes(self, trips: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    def _travel_time(self, trips: dict, mask: np.ndarray) -> np.ndarray:
+        """``travel_time_s`` of the trips table (arrival − insertion) at the rows in ``mask``: the same arithmetic
+        on those rows only."""
+        out = []
+        for steps in (trips["arrive_step"][mask], trips["insert_step"][mask]):
+            t = steps.astype(np.float64)  # begin + step·dt, as the table computes it (the same IEEE operations)
+            t *= self.dt
+            t += self.begin
+            if (steps < 0).any():  # not (yet) arrived or inserted: nan
+                t[steps < 0] = np.nan
+            out.append(t)
+        out[0] -= out[1]
+        return out[0]
+
+    def _arrived(self, trips: dict) -> dict:
+        """The arrived rows of ``trips`` (:meth:`_trip_data` columns): world, flow, travel time, delay, stops."""
+        ix = np.flatnonzero(trips["status"] == kernels.ARRIVED)
+        out = {k: trips[k][ix] for k in ("world", "flow", "delay_s", "stops", "insert_step", "arrive_step")}
+        out["travel_time_s"] = self._travel_time(out, slice(None))
+        return out
+
+    def _world_outcomes(self, trips: dict, done: dict) -> pd.DataFrame:
+        """The vehicle metrics of every world (:data:`METRICS`) from the trips' columns (:meth:`_trip_data`,
+        world by world; ``done``: their :meth:`_arrived` rows), in one pass: counts by ``bincount``, and each
+        world's sums and means as pandas computed them on that world's rows of the trips table (numpy's pairwise
+        sum over the same values in the same order, bit for bit)."""
+        W = self.W
+        world = trips["world"]
+        code = trips["status"]
+        # vehicles per world and status (waiting, running, arrived) in one count
+        n = np.bincount(world * 3 + code, minlength=3 * W).reshape(W, 3).astype(np.int64)
+        n_wait, n_run, n_done = n[:, kernels.WAITING], n[:, kernels.RUNNING], n[:, kernels.ARRIVED]
+
+        def sums(values, counts):
+            # each world's sum of its rows (``values`` world by world, ``counts`` rows each)
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            return np.array([values[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])], dtype=np.float64)
+
+        def mean(total, counts):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(counts > 0, total / np.maximum(counts, 1).astype(np.float64), np.nan)
+
+        n_all = n.sum(1)
+        dd = trips["depart_delay_s"]
+        ins = np.flatnonzero(code != kernels.WAITING)
+        return pd.DataFrame({
+            "world": np.arange(W, dtype=np.int64),
+            "replication": self.worlds.replication.cpu().numpy().astype(np.int64),
+            "arm": self.worlds.arm.cpu().numpy().astype(np.int64),
+            "mean_travel_time_s": mean(sums(done["travel_time_s"], n_done), n_done),
+            "mean_delay_s": mean(sums(done["delay_s"], n_done), n_done),
+            "throughput_veh": n_done,
+            "vehicles_loaded": n_all,
+            "vehicles_inserted": n_run + n_done,
+            "vehicles_in_network_end": n_run,
+            "vehicles_waiting_to_insert_end": n_wait,
+            # time lost while driving, plus time spent waiting to enter, in vehicle-hours
+            "total_delay_veh_h": (sums(trips["delay_s"], n_all) + sums(dd, n_all)) / 3600.0,
+            # whole numbers: their float sums are exact in any order
+            "mean_stops": mean(np.bincount(done["world"], weights=done["stops"], minlength=W), n_done),
+            "mean_depart_delay_s": mean(sums(dd[ins], n_run + n_done), n_run + n_done),
+        })
+
+    def _bus_outcomes(self, data: dict, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         """Per world the ``bus_*`` metrics; per world and group the ``mode`` and ``bus_line`` outcomes;
-        the tables ``bus_stops`` (one row per stop visit) and ``bus_waits`` (per world and stop)."""
+        the tables ``bus_trips`` (built when read), ``bus_stops`` (one row per stop visit) and ``bus_waits``
+        (per world and stop). ``data``: :meth:`_trip_data` of every loaded vehicle; the means are pandas'
+        groupby means over the same rows in the same order as on the trips table, without its strings."""
         W, tr = self.W, self.transit
         t_end = self.time_s
         waiting, censored = transit.still_waiting(t_end, self.pax_served, self.pax_arrivals, self.pax_cum)
@@ -802,8 +996,10 @@ class TrafficTwin(Twin):
         visits = pd.concat(self._visits, ignore_index=True) if self._visits else pd.DataFrame(
             columns=["time_s", "world", "vehicle_id", "line", "stop", "boardings", "alightings", "dwell_s", "load",
                      "wait_sum_s"])
-        buses = trips[trips["mode"] == "bus"]
-        done = buses[buses["status"] == "arrived"]
+        bus = data["flow"] >= names["n_cars"]
+        buses = pd.DataFrame({"world": data["world"][bus], "group": names["group"][data["flow"][bus]],
+                              "travel_time_s": self._travel_time(data, bus)})
+        done = buses[data["status"][bus] == kernels.ARRIVED]
         line_of_stop = tr.line_of_stop.cpu().numpy()
 
         def mean_wait(cols):
@@ -822,7 +1018,9 @@ class TrafficTwin(Twin):
             "bus_trips": done.groupby("world").size().reindex(range(W), fill_value=0).to_numpy(),
             "bus_dwell_s": dwell.reindex(range(W)).to_numpy(float),
         })
-        cars = trips[(trips["mode"] == "car") & (trips["status"] == "arrived")]
+        car_done = ~bus & (data["status"] == kernels.ARRIVED)
+        cars = pd.DataFrame({"world": data["world"][car_done], "travel_time_s": self._travel_time(data, car_done),
+                             "delay_s": data["delay_s"][car_done]})
         car_g = cars.groupby("world").agg(mean_travel_time_s=("travel_time_s", "mean"),
                                           mean_delay_s=("delay_s", "mean")).reindex(range(W))
         groups = [pd.DataFrame({"world": np.arange(W), "group_kind": "mode", "group": "car_drivers",
@@ -840,16 +1038,26 @@ class TrafficTwin(Twin):
             "stop": np.tile(np.asarray(tr.stop_ids, dtype=object), W),
             "boarded": served.reshape(-1), "waiting_end": waiting.reshape(-1),
             "wait_boarded_s": boarded_wait.reshape(-1), "wait_censored_s": censored.reshape(-1)})
-        return worlds, pd.concat(groups, ignore_index=True), {"bus_trips": buses.drop(columns="mode"),
+        return worlds, pd.concat(groups, ignore_index=True), {"bus_trips": TripsTable(data, names, rows=bus),
                                                               "bus_stops": visits, "bus_waits": waits}
 
-    def _group_outcomes(self, trips: pd.DataFrame) -> pd.DataFrame:
-        done = trips[trips["status"] == "arrived"]
-        if done.empty:
+    def _group_outcomes(self, done: dict, names: dict) -> pd.DataFrame:
+        """Per world and origin group of the arrived vehicles (``done``: :meth:`_arrived`): mean travel time,
+        mean delay and count; pandas' groupby over the same rows in the same order as on the trips table (its
+        means, bit for bit), keyed by integers that sort as the (world, group name) pairs do instead of strings."""
+        if not len(done["world"]):
             return pd.DataFrame(columns=["world", "group_kind", "group", "mean_travel_time_s", "mean_delay_s"])
-        g = done.groupby(["world", "group"]).agg(mean_travel_time_s=("travel_time_s", "mean"),
-                                                 mean_delay_s=("delay_s", "mean"),
-                                                 throughput_veh=("vehicle_id", "size")).reset_index()
+        uniq = np.asarray(sorted(set(names["group"].tolist())), dtype=object)
+        G = len(uniq)
+        rank = np.searchsorted(uniq, names["group"])  # group code of each flow, in the names' sort order
+        key = done["world"] * G + rank[done["flow"]]
+        gb = pd.DataFrame({"mean_travel_time_s": done["travel_time_s"],
+                           "mean_delay_s": done["delay_s"]}).groupby(key, sort=True)
+        m, n = gb.mean(), gb.size()
+        k = m.index.to_numpy()
+        g = pd.DataFrame({"world": k // G, "group": uniq[k % G],
+                          "mean_travel_time_s": m["mean_travel_time_s"].to_numpy(),
+                          "mean_delay_s": m["mean_delay_s"].to_numpy(), "throughput_veh": n.to_numpy()})
         g.insert(1, "group_kind", "origin")
         return g
 

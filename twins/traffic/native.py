@@ -63,7 +63,8 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "speed_factor", "max_speed", "depart_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_foes",
-         "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index")
+         "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
+         "conn_to_edge")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -205,7 +206,8 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
                                                        "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")})
     ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
                                                           "route_turn_speed")})
-    ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index")})
+    ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index", "conn_wait",
+                                                       "conn_visibility", "conn_to_edge")})
     ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
     ptrs["lc_yield"] = _ptr(state["lc_yield"], "lc_yield") if lane_change else None
     i64 = torch.int64
@@ -225,10 +227,11 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     tables = [("lane_last", lane_last, i64, (W, L)), ("lane_acc", lane_acc, torch.float64, (W * L, 3)),
               ("sig", sig, torch.int8, (W, sig.shape[-1])),
               *((f"net.{k}", getattr(net, k), dtype, (L,)) for k in ("lane_length", "lane_speed")),
-              ("net.conn_via", net.conn_via, dtype, tuple(net.conn_via.shape)),
+              *((f"net.{k}", getattr(net, k), dtype, tuple(net.conn_via.shape))
+                for k in ("conn_via", "conn_wait", "conn_visibility")),
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
                 for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes",
-                          "conn_to_mask", "lane_edge", "lane_index")),
+                          "conn_to_mask", "lane_edge", "lane_index", "conn_to_edge")),
               ("net.conn_yield", net.conn_yield, torch.bool, tuple(net.conn_link.shape)),
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
                 for k in ("route_edges", "route_mask", "route_len", "route_best_mask")),

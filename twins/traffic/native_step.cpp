@@ -56,6 +56,9 @@ struct Args {
     const int64_t *conn_to_mask;  // [C] the lanes of its to-edge each connection leads to (bitmask)
     const int64_t *route_best_mask;  // [R, M] the best lanes of each route edge (bitmask)
     const int64_t *lane_edge, *lane_index;  // [L] each lane's edge and index within it
+    // rule 10's cautious approach and merges
+    const void *conn_wait, *conn_visibility;  // [C] T: where a minor link's vehicle waits past the line; its sight
+    const int64_t *conn_to_edge;  // [C] each connection's to-edge
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -77,7 +80,7 @@ template <typename T> struct World {
     const double *depart;
     const int64_t *route, *delta;
     const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle, *depart_speed;
-    const T *lane_length, *lane_speed, *conn_via, *turn;
+    const T *lane_length, *lane_speed, *conn_via, *turn, *conn_wait, *conn_vis;
     const int8_t *sig;
     double *acc;
 
@@ -99,6 +102,7 @@ template <typename T> struct World {
         dawdle = a.dawdle ? static_cast<const T *>(a.dawdle) + w * (a.hi - a.lo) : nullptr;
         lane_length = static_cast<const T *>(a.lane_length); lane_speed = static_cast<const T *>(a.lane_speed);
         conn_via = static_cast<const T *>(a.conn_via);
+        conn_wait = static_cast<const T *>(a.conn_wait); conn_vis = static_cast<const T *>(a.conn_visibility);
         turn = static_cast<const T *>(a.route_turn_speed);
         sig = a.sig + w * a.G;
         acc = a.lane_acc + w * a.L * 3;
@@ -273,7 +277,7 @@ template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must;
-    std::vector<T> f_d, f_room, t_arr, t_leave, arr, leave;
+    std::vector<T> f_d, f_room, t_arr, t_leave, arr, leave, leave_in;
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
     std::vector<double> sums, standing, behind;
@@ -573,20 +577,23 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
             }
         }
+        sc.leave_in.assign(C, -inf);
         for (int64_t s = lo; s < hi; ++s) {
             if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || W.conn[s] < 0) continue;
             const int64_t c = W.conn[s];
             const T clear = (W.length[s] - W.pos[s]) / clamp_min(W.speed[s], stop_speed);
-            sc.arr[c] = std::min(sc.arr[c], T(0));
-            sc.leave[c] = std::max(sc.leave[c], clear);
+            sc.leave_in[c] = std::max(sc.leave_in[c], clear);
         }
         for (size_t f = 0; f < F; ++f) {
             const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
             if (!sc.f_found[f] || sc.f_must[f] || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR)) continue;
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
-                if (foe >= 0 && sc.arr[foe] <= sc.t_leave[f] + T(0.0) && sc.leave[foe] >= sc.t_arr[f])  // kernels.JM_TIMEGAP_MINOR
+                if (foe < 0) continue;
+                if (sc.arr[foe] <= sc.t_leave[f] + T(0.0) && sc.leave[foe] >= sc.t_arr[f])  // kernels.JM_TIMEGAP_MINOR
                     sc.f_must[f] = 1;
+                // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
+                if (a.conn_to_edge[foe] != a.conn_to_edge[c] && sc.leave_in[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
             }
         }
     }
@@ -599,11 +606,36 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
         const T gap_junction = std::isfinite(next_room) ? d + sc.via[f] + next_room : inf;
         const bool line_first = must_stop && (d + mg <= gap_junction || !found);
-        const T gap_front = line_first ? d + mg : gap_junction;
+        T gap_front = line_first ? d + mg : gap_junction;
+        // 10. the cautious approach to a minor link (kernels.advance): a standing obstacle where it waits
+        bool wary = false;
+        if (a.has_conn) {
+            const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
+            const bool minor = found && !must_stop && (a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR);
+            const T d_wait = d + W.conn_wait[c], v = W.speed[s];
+            wary = minor && d_wait > W.conn_vis[c] && v * v <= T(2.0) * W.decel[s] * d_wait && d_wait + mg < gap_front;
+            if (wary) gap_front = d_wait + mg;
+        }
         sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
         sc.gap[i] = gap_front;
-        sc.v_lead[i] = line_first ? T(0) : v_junction;
+        sc.v_lead[i] = (line_first || wary) ? T(0) : v_junction;
     }
+    // ... and inside the junction, short of the point where its connection waits (a left turn's internal junction)
+    if (a.has_conn)
+        for (int64_t s = lo; s < hi; ++s) {
+            const int64_t c = W.conn[s], i = s - lo;
+            if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0)))
+                continue;
+            const int64_t lk = a.conn_link[c];
+            int64_t code = SIG_GREEN;
+            if (a.G && lk >= 0) code = W.sig[std::min(lk, a.G - 1)];
+            const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s], v = W.speed[s];
+            if ((a.conn_yield[c] || code == SIG_GREEN_MINOR) && d_in > W.conn_vis[c]
+                && v * v <= T(2.0) * W.decel[s] * d_in && d_in + W.min_gap[s] < sc.gap[i]) {
+                sc.gap[i] = d_in + W.min_gap[s];
+                sc.v_lead[i] = T(0);
+            }
+        }
     // 11. cooperation: a vehicle asked to let a neighbour in follows it too (while more than its min gap behind)
     if (a.lane_change)
         for (int64_t s = lo; s < hi; ++s) {

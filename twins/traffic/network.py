@@ -83,6 +83,11 @@ class Connection:
     # where no signal controls it: SUMO's M (major), m (minor), = (equal), s (stop), w (all-way stop), Z (zipper)
     junction_index: int = -1
     state: str = "M"
+    # SUMO's cautious approach to a minor link (kernels rule 10): where a vehicle on this link waits for its foes,
+    # metres past the stop line (SUMO's internal junction of a left turn, ``cont="1"``; 0: at the stop line), and
+    # the distance before that point from which it sees its foes (the connection's ``visibility``, SUMO's 4.5 m)
+    wait_length: float = field(default=0.0, compare=False)
+    visibility: float = field(default=4.5, compare=False)
 
 
 @dataclass

@@ -89,7 +89,13 @@ phase it is in (synchronous update, like the kernel):
    pos) / max(speed, 0.1)]; per connection the union. A front vehicle on a
    minor connection (unsignalized ``m = s w Z``, or a signal showing ``g``)
    waits at the line when a connection it yields to (the junction's
-   ``response``) has a window overlapping its own.
+   ``response``) has a window overlapping its own; a vehicle inside the
+   junction on a foe connection into the same edge does not count (a merge: it
+   is a leader). Approaching such a link it could still stop for
+   (``v² <= 2·decel·d``), a vehicle farther than the connection's visibility
+   from its waiting point (the line, or ``wait_length`` past it: an internal
+   junction) follows a standing obstacle at that point, also while its front is
+   inside the junction short of it.
 11. Lane changing (only with ``lane_changing=True``; the kernel's
    ``change_lanes``). Each route edge has *best lanes*, computed here from the
    network's connections: on the last edge every lane; before, of the lanes
@@ -446,7 +452,9 @@ class ReferenceVehicle(mesa.Agent):
             if front and found and not must_stop and m.has_foes and m.must_yield(self._key, code):
                 for foe in m.foes[self._key]:
                     w = m.windows.get(foe)
-                    if w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr:
+                    # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe
+                    crossing = foe[1] != self._key[1] and m.windows_inside.get(foe, -INF) >= self._t_arr
+                    if crossing or w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr:
                         must_stop = True
                         m.events["yield_wait"] += 1
                         break
@@ -461,6 +469,13 @@ class ReferenceVehicle(mesa.Agent):
                 gap_front, v_front = d + self.min_gap, 0.0
             else:
                 gap_front, v_front = gap_junction, v_junction
+            # 10. the cautious approach to a minor link it could still stop for: a standing obstacle where it waits
+            if front and found and not must_stop and m.must_yield(self._key, code):
+                d_wait = d + m.conn_wait[self._key]
+                if (d_wait > m.conn_visibility[self._key] and self.speed * self.speed <= 2.0 * self.decel * d_wait
+                        and d_wait + self.min_gap < gap_front):
+                    gap_front, v_front = d_wait + self.min_gap, 0.0
+                    m.events["minor_cautious"] += 1
             if front:
                 m.events["front_red" if code == SIG_RED else "front_yellow_stop" if code == SIG_YELLOW and signal_stop
                          else "front_yellow_go" if code == SIG_YELLOW else "front_green"] += 1
@@ -477,6 +492,16 @@ class ReferenceVehicle(mesa.Agent):
         else:
             gap, v_lead = gap_front, v_front
             gap_phys = gap if (on_last_edge or not must_stop) else min(gap, d)
+        # 10. ... and inside the junction, short of the point where its connection waits (an internal junction)
+        ck = self.conn_key
+        if self.pos < 0 and self.route_pos > 0 and ck is not None and m.conn_wait[ck] > 0:
+            c_via, c_tl, c_link = m.conns[ck]
+            c_code = SIG_GREEN if c_tl is None else m.signals[c_tl].code(c_link)
+            d_in = m.conn_wait[ck] - c_via - self.pos
+            if (m.must_yield(ck, c_code) and d_in > m.conn_visibility[ck]
+                    and self.speed * self.speed <= 2.0 * self.decel * d_in and d_in + self.min_gap < gap):
+                gap, v_lead = d_in + self.min_gap, 0.0
+                m.events["minor_cautious_inside"] += 1
         # 11. cooperation: asked to let a neighbour in, it also follows that one (more than its min gap behind
         # the neighbour's rear, and nearer than its own obstacle)
         y = self.lc_yield
@@ -653,11 +678,15 @@ class ReferenceTrafficModel(mesa.Model):
         self.insert_rounds = int(insert_rounds) if insert_rounds is not None else min(max_lanes, 3)
         # connections: (from lane id, to edge) -> (via, program, link); the first listed wins
         self.conns: dict[tuple[str, str], tuple[float, str | None, int]] = {}
+        self.conn_wait: dict[tuple[str, str], float] = {}
+        self.conn_visibility: dict[tuple[str, str], float] = {}
         merged: dict[tuple[str, str], list] = {}
         for c in network.connections:
             key = (self.edges[c.from_edge][c.from_lane].id, c.to_edge)
             if key not in self.conns:
                 self.conns[key] = (float(c.via_length), c.tl, c.link_index)
+                # rule 10's cautious approach: where it waits past the line, and from how far it sees its foes
+                self.conn_wait[key], self.conn_visibility[key] = float(c.wait_length), float(c.visibility)
             merged.setdefault(key, []).append(c)
         # rule 11: (from lane id, to edge) -> the lane indices of the to-edge its connections lead to
         self.conn_to_lanes: dict[tuple[str, str], set[int]] = {}
@@ -679,6 +708,7 @@ class ReferenceTrafficModel(mesa.Model):
         self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
         self.has_foes = any(self.foes.values())
         self.windows: dict[tuple[str, str], list[float]] = {}
+        self.windows_inside: dict[tuple[str, str], float] = {}
         # signal controllers
         plans = signal_plans or {}
         self.signals: dict[str, ReferenceSignal] = {}
@@ -797,19 +827,20 @@ class ReferenceTrafficModel(mesa.Model):
         """Rule 10: whether the connection ``key`` yields now: unsignalized minor, or its signal shows ``g``."""
         return self.minor[key] or code == SIG_GREEN_MINOR
 
-    def approach_windows(self, running) -> dict:
+    def approach_windows(self, running) -> tuple[dict, dict]:
         """Rule 10: per connection, [earliest arrival, latest leaving] (s from now) of the front vehicles that will
-        pass their line this step and of the vehicles still inside a junction (front before the lane start)."""
+        pass their line this step; and the latest leaving of the vehicles still inside a junction (front before the
+        lane start; their windows start now)."""
         win: dict[tuple[str, str], list[float]] = {}
+        inside: dict[tuple[str, str], float] = {}
         for v in running:
             if v.leader is None and v._found and not v._must_stop:
                 w = win.setdefault(v._key, [INF, -INF])
                 w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
         for v in running:
             if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None:
-                w = win.setdefault(v.conn_key, [INF, -INF])
-                w[0], w[1] = min(w[0], 0.0), max(w[1], (v.length - v.pos) / max(v.speed, STOP_SPEED))
-        return win
+                inside[v.conn_key] = max(inside.get(v.conn_key, -INF), (v.length - v.pos) / max(v.speed, STOP_SPEED))
+        return win, inside
 
     def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int] | None:
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
@@ -912,7 +943,7 @@ class ReferenceTrafficModel(mesa.Model):
         for v in running:
             v.look()
         if self.has_foes:
-            self.windows = self.approach_windows(running)
+            self.windows, self.windows_inside = self.approach_windows(running)
         for v in running:
             v.plan()
         # 6. one entry per target lane: the vehicle landing furthest ahead (then the earliest slot)

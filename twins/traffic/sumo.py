@@ -12,7 +12,10 @@ Mapping rules
   internal lane chain a connection runs through (its ``via`` and the ``via`` of
   the internal connections after it) becomes ``Connection.via_length``, and
   the slowest of those lanes' ``speed`` (netconvert's turning speed)
-  ``Connection.via_speed``.
+  ``Connection.via_speed``. Where the chain has an internal junction (a left
+  turn's waiting point, ``cont="1"``), the first internal lane's length is
+  ``Connection.wait_length``; the connection's ``visibility`` (default 4.5 m,
+  as in SUMO) is ``Connection.visibility`` (kernels rule 10).
 * Only what a passenger car may use is kept: a lane whose ``allow``/``disallow``
   excludes ``passenger`` is dropped (the remaining lanes are re-indexed from 0,
   rightmost first; ``Lane.id`` keeps the SUMO lane id), an edge without such a
@@ -452,6 +455,14 @@ def _load_net(path, report: _Report) -> RoadNetwork:
             raise ConfigError(f"connection[{f}->{t}]", f"{f}->{t}", "edges of the network", f"In {path}, line {line}.")
         tl = a.get("tl")
         via_len, via_speed = via_path(a.get("via"))
+        # an internal junction on the path (the first internal lane continues on another): vehicles wait there
+        wait_len = internal_len.get(a.get("via") or "", 0.0) if next_via.get(a.get("via") or "") else 0.0
+        try:  # SUMO's foe visibility distance; negative: unspecified (SUMO then takes 4.5 m)
+            visibility = float(a.get("visibility", 4.5))
+        except ValueError:
+            raise ConfigError(f"connection[{f}->{t}].visibility", a.get("visibility"), "a distance in metres",
+                              f"In {path}, line {line}.") from None
+        visibility = 4.5 if visibility < 0 else visibility
         # the link's index in its junction's request table: the first internal lane's edge index plus its lane
         # index (:J_<k>_<l> is link k + l; netconvert numbers the parallel lanes of one internal edge so)
         m = _VIA_INDEX.match(a.get("via") or "")
@@ -459,7 +470,8 @@ def _load_net(path, report: _Report) -> RoadNetwork:
         link_state = a.get("state", "M")
         c = Connection(from_edge=f, from_lane=lane_map[(f, fl)], to_edge=t, to_lane=lane_map[(t, tl_)],
                        via_length=via_len, via_speed=via_speed, junction_index=jindex, state=link_state, tl=tl,
-                       link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"))
+                       link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"),
+                       wait_length=wait_len, visibility=visibility)
         net.connections.append(c)
         if tl:
             j = junctions.get(net.edges[f].to_node)

@@ -213,8 +213,9 @@ def passenger_arrivals(tables: TransitTables, seed: int, replications: torch.Ten
     reps = replications.cpu().to(torch.int64)
     z = torch.arange(Z, dtype=torch.int64).view(Z, 1)
     k = torch.arange(K, dtype=torch.int64).view(1, K)
-    # one world at a time: log() may round differently in SIMD and scalar code (see build_population)
-    e = torch.stack([noise.exponential(seed, reps[w], noise.Stream.PASSENGER, z, 0, k) for w in range(reps.numel())])
+    # every world at once (elementwise draws keyed by replication: a world's numbers do not depend on the batch)
+    e = noise.exponential(seed, reps.view(-1, 1, 1), noise.Stream.PASSENGER, z.unsqueeze(0), 0, k.unsqueeze(0))
+    e = e.expand(reps.numel(), Z, K).contiguous() if e.shape[0] != reps.numel() else e
     t = begin + torch.cumsum(e, dim=2) / torch.where(rate > 0, rate, 1.0).view(1, Z, 1)
     t = torch.where((rate > 0).view(1, Z, 1) & (t < end), t, torch.inf)
     if bool(torch.isfinite(t[:, :, -1]).any()):

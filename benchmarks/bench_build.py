@@ -14,7 +14,10 @@ replication, and gets its state, interval series and lane accumulators copied. `
 trips, intervals and edges as a real run of that many worlds would give (each world's outcomes those of its
 replication). ``results_s`` is the ``results()`` call; ``tables_s`` what reading every table afterwards adds (the
 long tables are built when first read, as writing the run folder reads them; before issue 20 ``results()`` built
-them itself, so there it is ~0). Times are wall clock, the best of ``--repeat``.
+them itself, so there it is ~0). Times are wall clock, the best of ``--repeat``. ``results_MiB_faulted``: the
+memory ``results()`` touched for the first time (minor page faults × page size, the last repeat): on a VM whose
+host reclaims the guest's free pages (free page reporting, as on the 2-core Firecracker VM of the README) each such
+4 KiB page costs ~10 µs, and this, not the arithmetic, is most of ``results()`` there.
 
 ``--tree PATH`` imports ``twins`` and ``scenarios`` from another checkout (say ``git worktree add /tmp/oldtree
 HEAD``), so one script measures the code before and after a change side by side on the same machine.
@@ -25,6 +28,7 @@ import argparse
 import gc
 import os
 import platform
+import resource
 import sys
 import time
 
@@ -81,12 +85,13 @@ def main() -> None:
             small.step()
         print(f"# a run of {a.run_worlds} worlds stepped to the horizon in {time.perf_counter() - t0:.1f} s "
               f"(its state is copied into the large twins)")
-    print(f"{'worlds':>7} {'slots':>6} {'build_s':>8} {'results_s':>10} {'tables_s':>9} {'trips':>10}")
+    print(f"{'worlds':>7} {'slots':>6} {'build_s':>8} {'results_s':>10} {'tables_s':>9} {'trips':>10} "
+          f"{'results_MiB_faulted':>19}")
     for W in a.worlds:
         R = a.run_worlds
         wb = WorldBatch(seed, torch.arange(W, dtype=torch.int64) % R, torch.zeros(W, dtype=torch.int64))
         best_b = best_r = best_t = float("inf")
-        n_trips = 0
+        n_trips = faulted = 0
         for _ in range(a.repeat):
             tw = None
             gc.collect()
@@ -119,6 +124,7 @@ def main() -> None:
             tw._detector_rows = [f.iloc[pick].assign(world=np.tile(np.arange(W), D)).reset_index(drop=True)
                                  for f in small._detector_rows]
             sync()
+            flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             if a.profile:
                 import cProfile
@@ -130,6 +136,7 @@ def main() -> None:
                 pr.disable()
                 pstats.Stats(pr).sort_stats("tottime").print_stats(25)
             best_r = min(best_r, time.perf_counter() - t0)
+            faulted = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0) * resource.getpagesize() / 2**20
             # what writing the run folder adds: every table read (tables built on first read are built now)
             t0 = time.perf_counter()
             tables = dict(res.tables.items())
@@ -139,7 +146,7 @@ def main() -> None:
             del res
             del tw
             gc.collect()  # the Mesa agents hold the twin in reference cycles: free its memory before the next
-        print(f"{W:>7} {S:>6} {best_b:>8.2f} {best_r:>10.2f} {best_t:>9.2f} {n_trips:>10}", flush=True)
+        print(f"{W:>7} {S:>6} {best_b:>8.2f} {best_r:>10.2f} {best_t:>9.2f} {n_trips:>10} {faulted:>19.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,15 @@ the chosen junctions (``junctions``; default: every signalized junction):
   durations (the lost time); the green phases share what remains (the
   *effective green* G = cycle − lost), in the baseline's proportions unless a
   split is set;
+- ``cycle_scale`` — instead of ``cycle_s``: each program's *own* cycle times
+  this (1: the file's cycles, bit for bit), so junctions with different cycles
+  keep their ratio; bounded by ``min_cycle_scale`` (0.5) .. ``max_cycle_scale``
+  (2), by ``min_cycle_s`` / ``max_cycle_s`` and by every chosen program's green
+  bounds (below), so a searched scale is feasible at every junction;
 - ``green_split`` — two-phase programs: the share of G given to the first green
   phase (north–south in the generated scenarios);
+- ``green_split_shift`` — instead of ``green_split``: each two-phase program's
+  own split s becomes σ(logit(s) + shift) (0: the file's splits; bounds ±3);
 - ``share{K}_{i}`` (i = 1..K−1) — programs with K ≥ 3 green phases: the green
   shares s_1..s_K of G (g_k = s_k·G, Σ g_k = G) as K−1 coordinates in the box
   [0, 1]^(K−1). The map is a stick-breaking that sends the uniform box onto
@@ -52,6 +59,17 @@ same way on programs whose phases carry minDur/maxDur (real programs from a
 network file), and refused with that range on the others (generated
 scenarios, as before); ``repair_green_split: true/false`` decides for all.
 
+**Absolute or relative.** The shared space (what a search explores by default)
+holds ``cycle_s`` and ``green_split`` or, when ``relative_timing`` is true, their
+relative forms ``cycle_scale`` and ``green_split_shift``. ``relative_timing:
+null`` (the default) chooses relative exactly where the chosen programs' cycles
+or two-phase splits differ (RESCO's cologne8: 72 s and 90 s cycles, splits 0.5
+and 0.93), where no absolute value is the scenario's own plan and every
+candidate would force one cycle on all junctions; elsewhere (the generated
+scenarios, single-junction networks) the absolute form, as before. A run may set
+either form (not both: refused naming both fields); the relative forms at 1 and
+0 are the baseline, so a relative search's first trial is the scenario's plan.
+
 Each parameter may be set shared (``cycle_s=90``) or per junction
 (``J0_2.cycle_s=90`` in a parameter vector, ``per_junction: {J0_2: {cycle_s: 90}}``
 in config). A parameter equal to the baseline leaves the program bit-identical.
@@ -72,8 +90,10 @@ from twins.core.errors import ConfigError, suggest
 
 from .base import Intervention, Parameter, register
 
-SHARED = ("cycle_s", "green_split", "offset_s", "offset_step_s")
-PER_JUNCTION = ("cycle_s", "green_split", "offset_s")
+SHARED = ("cycle_s", "cycle_scale", "green_split", "green_split_shift", "offset_s", "offset_step_s")
+PER_JUNCTION = ("cycle_s", "cycle_scale", "green_split", "offset_s")
+RELATIVE = {"cycle_s": "cycle_scale", "green_split": "green_split_shift"}  # absolute -> relative shared form
+SHIFT_MAX = 3.0  # |green_split_shift| in logit units: a 0.5 split reaches 0.05 / 0.95
 _SIG_GREEN, _SIG_YELLOW, _SIG_GREEN_MINOR = 0, 1, 3  # twins.traffic.compiled codes
 _JSHARE = re.compile(r"^share_(\d+)$")  # per-junction: J.share_{i}
 _TOL = 1e-9
@@ -84,7 +104,10 @@ class SignalTimingConfig:
     name: str = "signal_timing"
     junctions: Optional[List[str]] = None  # signal program ids to retime; null: all signalized junctions
     cycle_s: Optional[float] = None  # null: keep each junction's cycle
+    cycle_scale: Optional[float] = None  # each junction's own cycle × this (instead of cycle_s); null: keep it
     green_split: Optional[float] = None  # two-phase programs: share of effective green for the first green phase
+    green_split_shift: Optional[float] = None  # two-phase programs: logit(own split) + this (instead of green_split)
+    relative_timing: Optional[bool] = None  # search cycle_scale/green_split_shift; null: where the junctions differ
     green_shares: Optional[List[float]] = None  # programs with len(...) greens: share of effective green per phase
     offset_s: Optional[float] = None  # offset of the first chosen junction; null (and no step): keep offsets
     offset_step_s: Optional[float] = None  # added per further junction (green wave); null: 0 when offset_s set
@@ -98,6 +121,8 @@ class SignalTimingConfig:
     repair_green_split: Optional[bool] = None  # null: repair a two-phase split only on programs with minDur/maxDur
     max_cycle_s: float = 180.0  # upper bound of the cycle parameter
     min_cycle_s: float = 0.0  # lower bound of the cycle parameter (the greens' minimums may ask for more)
+    min_cycle_scale: float = 0.5  # bounds of cycle_scale (within min/max_cycle_s and the greens' bounds)
+    max_cycle_scale: float = 2.0
 
 
 # --- the simplex map ----------------------------------------------------------------------------
@@ -317,6 +342,23 @@ class SignalTiming(Intervention):
         self.repair_split = None if rs is None else bool(rs)
         self.max_cycle_s = float(c.get("max_cycle_s", 180.0))
         self.min_cycle_s = float(c.get("min_cycle_s", 0.0) or 0.0)
+        self.min_cycle_scale = _num(c.get("min_cycle_scale", 0.5), "intervention.min_cycle_scale")
+        self.max_cycle_scale = _num(c.get("max_cycle_scale", 2.0), "intervention.max_cycle_scale")
+        if not 0 < self.min_cycle_scale <= 1:
+            raise ConfigError("intervention.min_cycle_scale", self.min_cycle_scale,
+                              "a number in (0, 1] (1: the junctions' own cycles)")
+        if self.max_cycle_scale < 1:
+            raise ConfigError("intervention.max_cycle_scale", self.max_cycle_scale,
+                              "a number >= 1 (1: the junctions' own cycles)")
+        rt = c.get("relative_timing", None)
+        if rt is not None and not isinstance(rt, bool):
+            raise ConfigError("intervention.relative_timing", rt,
+                              "true, false or null (null: relative where the junctions' cycles or splits differ)")
+        self.relative_timing = rt
+        for a, r in RELATIVE.items():
+            if c.get(a, None) is not None and c.get(r, None) is not None:
+                raise ConfigError(f"intervention.{r}", c.get(r), f"null when {a} is set",
+                                  f"{a}={c.get(a)} and {r}={c.get(r)} both set it; set one of them.")
         j = c.get("junctions", None)
         self.junction_ids = None if j is None else [str(x) for x in j]
         if self.default_min_green_s < 0:
@@ -403,19 +445,57 @@ class SignalTiming(Intervention):
                              + (f", at least min_cycle_s={self.min_cycle_s:g} s" if self.min_cycle_s else "")
                              + f", at most max_cycle_s={self.max_cycle_s:g} s and the phases' maximum greens")
 
+    def relative(self, twin) -> bool:
+        """Whether the shared cycle and two-phase split are ``cycle_scale`` / ``green_split_shift`` (relative to
+        each program's own) rather than ``cycle_s`` / ``green_split``: ``relative_timing``, or where it is null,
+        whether the chosen programs' cycles or two-phase splits differ (then no absolute value is the baseline)."""
+        if self.relative_timing is not None:
+            return bool(self.relative_timing)
+        progs = self.selected(twin)
+        return len({p.cycle for p in progs}) > 1 or len({p.split for p in progs if p.split is not None}) > 1
+
+    def _scale_param(self, name: str, progs: list[_Program], twin) -> Parameter:
+        lows, highs = [], []
+        for p in progs:
+            need, most = self._cycle_range(p, twin)
+            c = p.cycle
+            lows.append(max(need, min(self.min_cycle_s, c)) / c)
+            highs.append(min(most, max(self.max_cycle_s, c)) / c)
+        low = max([self.min_cycle_scale] + lows)
+        high = max(low, min([self.max_cycle_scale] + highs))
+        cyc = sorted({p.cycle for p in progs})
+        return Parameter(name, "float", low, high, "x", 1.0,
+                         doc="each junction's own cycle ("
+                             + ", ".join(f"{c:g}" for c in cyc[:6]) + (", ..." if len(cyc) > 6 else "")
+                             + " s) times this, 1 keeping it; within min_cycle_scale="
+                             f"{self.min_cycle_scale:g}..max_cycle_scale={self.max_cycle_scale:g}, min/max_cycle_s "
+                             "and every junction's green bounds (minDur/maxDur)")
+
     def parameters(self, twin) -> list[Parameter]:
+        """The parameter space: shared parameters (searched by default) and per-junction ones (``J.name``).
+        The shared cycle and two-phase split are absolute (``cycle_s``, ``green_split``) or relative to each
+        program's own (``cycle_scale``, ``green_split_shift``): :meth:`relative`; a run may set either form.
+        Per junction the cycle is listed as ``J.cycle_s`` (one program: it always holds the baseline);
+        ``J.cycle_scale`` is accepted too (:meth:`validate`)."""
+        drop = set(RELATIVE) if self.relative(twin) else set(RELATIVE.values())
+        return [q for q in self._space(twin) if q.name not in drop and not q.name.endswith(".cycle_scale")]
+
+    def _space(self, twin) -> list[Parameter]:
         progs = self.selected(twin)
         two = [p for p in progs if p.split is not None]
         splits = {p.split for p in two}
         offs = [p.offset for p in progs]
         steps = {round(b - a, 9) for a, b in zip(offs, offs[1:])}
         hi_c = max([self.max_cycle_s] + [p.cycle for p in progs])
-        out = [self._cycle_param("cycle_s", progs, twin)]
+        out = [self._cycle_param("cycle_s", progs, twin), self._scale_param("cycle_scale", progs, twin)]
         if two:
             out.append(Parameter("green_split", "float", 0.05, 0.95, "share",
                                  splits.pop() if len(splits) == 1 else None,
                                  doc="share of the effective green for the first (NS) green phase of two-phase "
                                      "programs"))
+            out.append(Parameter("green_split_shift", "float", -SHIFT_MAX, SHIFT_MAX, "logit", 0.0,
+                                 doc="two-phase programs: each program's own split s becomes "
+                                     "1/(1 + exp(-(logit(s) + shift))), 0 keeping it"))
         by_k: dict[int, list[_Program]] = {}
         for p in progs:
             if len(p.green) >= 3:
@@ -433,6 +513,7 @@ class SignalTiming(Intervention):
                              doc="offset added per further junction"))
         for p in progs:
             out.append(self._cycle_param(f"{p.id}.cycle_s", [p], twin))
+            out.append(self._scale_param(f"{p.id}.cycle_scale", [p], twin))
             if p.split is not None:
                 out.append(Parameter(f"{p.id}.green_split", "float", 0.05, 0.95, "share", p.split))
             elif len(p.green) >= 3:
@@ -458,7 +539,19 @@ class SignalTiming(Intervention):
         return out
 
     def validate(self, values: dict, twin) -> dict:
-        values = super().validate(values, twin)
+        params = {q.name: q for q in self._space(twin)}  # either form of the cycle and split is accepted
+        out = {}
+        for k, v in (values or {}).items():
+            if k not in params:
+                raise ConfigError(f"intervention.{k}", v, f"a parameter of intervention {self.name!r}",
+                                  suggest(k, params))
+            out[k] = params[k].check(v)
+        values = out
+        pairs = list(RELATIVE.items()) + [(f"{p.id}.cycle_s", f"{p.id}.cycle_scale") for p in self.selected(twin)]
+        for a, r in pairs:
+            if a in values and r in values:
+                raise ConfigError(f"intervention.{r}", values[r], f"unset when {a} is set",
+                                  f"{a}={values[a]:g} and {r}={values[r]:g} both set it; set one of them.")
         for p, plan in zip(self.selected(twin), self._plans(values, twin)):
             self._durations(p, plan[0], plan[1], plan[2], values, twin)  # raises on a plan it cannot repair
         return values
@@ -472,10 +565,19 @@ class SignalTiming(Intervention):
         step = values.get("offset_step_s", 0.0)
         plans = []
         for i, p in enumerate(progs):
-            cyc = values.get(f"{p.id}.cycle_s", values.get("cycle_s"))
+            cyc = values.get(f"{p.id}.cycle_s")  # per junction before shared; absolute before relative
+            if cyc is None and values.get(f"{p.id}.cycle_scale") is not None:
+                cyc = p.cycle * float(values[f"{p.id}.cycle_scale"])
+            if cyc is None:
+                cyc = values.get("cycle_s")
+            if cyc is None and values.get("cycle_scale") is not None:
+                cyc = p.cycle * float(values["cycle_scale"])  # x 1.0: the program's own cycle, exactly
             spl = values.get(f"{p.id}.green_split")
             if spl is None and p.split is not None:
                 spl = values.get("green_split")  # the shared split is for the two-phase programs
+                sh = values.get("green_split_shift")
+                if spl is None and sh is not None and float(sh) != 0.0:
+                    spl = min(max(_sigmoid(_logit(p.split) + float(sh)), min(0.05, p.split)), max(0.95, p.split))
             coords = None
             K = len(p.green)
             if K >= 3:
@@ -495,7 +597,24 @@ class SignalTiming(Intervention):
         return plans
 
     def _field(self, name: str, p: _Program, values: dict) -> str:
-        return f"intervention.{p.id}.{name}" if f"{p.id}.{name}" in values else f"intervention.{name}"
+        """The field that set ``name`` (cycle_s, green_split) at ``p``: per junction before shared, the
+        absolute form before the relative one (cycle_scale, green_split_shift)."""
+        alts = [name] + ([RELATIVE[name]] if name in RELATIVE else [])
+        for key in [f"{p.id}.{n}" for n in alts] + alts:
+            if values.get(key) is not None:
+                return f"intervention.{key}"
+        return f"intervention.{name}"
+
+    def _cycle_error(self, p: _Program, values: dict, cycle: float, valid: str, detail: str | None = None):
+        """A ConfigError naming the field that set the cycle; for ``cycle_scale`` its value and the scales
+        that fit, with the cycle in seconds it gave."""
+        fld = self._field("cycle_s", p, values)
+        if fld.endswith("cycle_scale"):
+            return ConfigError(fld, values[fld[len("intervention."):]],
+                               f"a scale giving {valid}",
+                               f"(junction {p.id!r}: its own {p.cycle:g} s cycle x the scale = {cycle:g} s)"
+                               + (f" {detail}" if detail else ""))
+        return ConfigError(fld, cycle, valid, detail)
 
     def _durations(self, p: _Program, cycle, split, coords, values, twin=None) -> torch.Tensor:
         d = p.durations
@@ -524,9 +643,15 @@ class SignalTiming(Intervention):
                                   f"Its {len(p.green)} greens need {sum(lo):g} s ({floors}) but get {G:g} s; "
                                   f"set cycle_s >= {need:g} s or lower the floor.")
             rng = f"[{need:g}, {most:g}]" if math.isfinite(most) else f">= {need:g}"
-            raise ConfigError(self._field("cycle_s", p, values), cycle,
-                              f"a cycle in {rng} s at junction {p.id!r} ({len(p.green)} greens of "
-                              f"{sum(lo):g}–{sum(hi):g} s in all ({floors}) plus {p.lost:g} s yellow/all-red)")
+            if self._field("cycle_s", p, values).endswith("cycle_scale"):
+                srng = f"[{need / p.cycle:.4g}, {most / p.cycle:.4g}]" if math.isfinite(most) else \
+                    f">= {need / p.cycle:.4g}"
+                rng = f"{rng} s, i.e. a scale in {srng}"
+            else:
+                rng += " s"
+            raise self._cycle_error(p, values, cycle,
+                                    f"a cycle in {rng} at junction {p.id!r} ({len(p.green)} greens of "
+                                    f"{sum(lo):g}–{sum(hi):g} s in all ({floors}) plus {p.lost:g} s yellow/all-red)")
         new = d.clone()
         if split is not None:
             target = [G * float(split), G * (1 - float(split))]
@@ -538,7 +663,14 @@ class SignalTiming(Intervention):
             elif bad:
                 a = max(lo[0], G - hi[1]) / G
                 b = min(hi[0], G - lo[1]) / G
-                raise ConfigError(self._field("green_split", p, values), split,
+                fld = self._field("green_split", p, values)
+                if fld.endswith("green_split_shift"):
+                    raise ConfigError(fld, values["green_split_shift"],
+                                      f"a shift whose split stays in [{a:.3f}, {b:.3f}] at junction {p.id!r} "
+                                      f"with a {cycle:g} s cycle",
+                                      f"(its own split {p.split:.3f} shifted gives {float(split):.3f}; "
+                                      "set intervention.repair_green_split=true to project onto the bounds)")
+                raise ConfigError(fld, split,
                                   f"a share in [{a:.3f}, {b:.3f}] at junction {p.id!r} with a {cycle:g} s cycle "
                                   f"(each green >= {', '.join(sorted(set(why)))}"
                                   + (f", <= {hi[0]:g} / {hi[1]:g} s" if math.isfinite(max(hi)) else "") + ")")
@@ -558,10 +690,10 @@ class SignalTiming(Intervention):
                 i = bad[0]
                 side = f">= {lo[i]:g} s ({why[i]})" if target[i] < lo[i] else f"<= {hi[i]:g} s (maxDur/max_green_s)"
                 if what is None:
-                    raise ConfigError(self._field("cycle_s", p, values), cycle,
-                                      f"a cycle whose proportional greens fit their bounds at junction {p.id!r}",
-                                      f"phase {p.green[i]} would get {target[i]:.3g} s, needs {side} "
-                                      "(set intervention.repair=true to project onto the bounds).")
+                    raise self._cycle_error(p, values, cycle,
+                                            f"a cycle whose proportional greens fit their bounds at junction {p.id!r}",
+                                            f"phase {p.green[i]} would get {target[i]:.3g} s, needs {side} "
+                                            "(set intervention.repair=true to project onto the bounds).")
                 raise ConfigError(f"intervention.{what}", [round(float(c), 4) for c in coords],
                                   f"shares whose greens fit their bounds at junction {p.id!r}",
                                   f"phase {p.green[i]} would get {target[i]:.3g} s of {G:g} s, needs {side} "
@@ -615,6 +747,24 @@ def _opt(x, fld: str) -> float | None:
     if not (math.isfinite(x) and x >= 0):
         raise ConfigError(fld, x, ">= 0 seconds (or null)")
     return x
+
+
+def _num(x, fld: str) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ConfigError(fld, x, "a finite number") from None
+    if not math.isfinite(x):
+        raise ConfigError(fld, x, "a finite number")
+    return x
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def _coords(shares, fld: str) -> list[float]:

@@ -125,3 +125,46 @@ def test_lane_observations_do_not_depend_on_the_batch():
     got = exe.run(progress=False)
     for k in LANE_TABLES:
         pd.testing.assert_frame_equal(got.tables[k], ref.tables[k], check_exact=True, obj=k)
+
+
+@pytest.mark.parametrize("overrides", [TRAFFIC, BUSES], ids=["traffic", "buses"])
+def test_chunked_run_builds_the_trips_only_when_read(overrides, monkeypatch):
+    """remap and merge keep a chunk's pending tables pending (a run or a search that reads only the metrics never
+    builds the trips); read, the merged tables equal the eager ones: every table of the one-batch twin built
+    before renumbering and concatenating (the path before lazy tables), and the twin's own trips table."""
+    from twins.core.twin import LazyTables, RunResult, pending_table
+    from twins.traffic import model
+
+    iv, arms, twin = runner.make_counterfactual(compose_cfg(*overrides))
+    res = twin.run(progress=False)
+    W = twin.W
+    eager = merge([remap(RunResult(worlds=res.worlds, metrics=res.metrics, tables=dict(res.tables.items()),
+                                   groups=res.groups), range(W))])
+    assert not isinstance(eager.tables, LazyTables) or all(pending_table(eager.tables, k) is None
+                                                          for k in eager.tables)
+    own = twin.trips()
+    if "mode" in own:  # with bus lines, ``trips`` holds the cars
+        own = own[own["mode"] == "car"].drop(columns="mode").reset_index(drop=True)
+    pd.testing.assert_frame_equal(eager.tables["trips"], own, check_exact=True)
+
+    built = []
+    call = model.TripsTable.__call__
+    monkeypatch.setattr(model.TripsTable, "__call__", lambda self: built.append(1) or call(self))
+    lazy_names = ("trips", "bus_trips") if "intervention=bus_headway" in overrides else ("trips",)
+    exe, _ = _job(overrides, 1)
+    got = exe.run(progress=False)
+    n = len(exe.plan.chunks)
+    assert n == W > 1
+    assert not built  # nothing read the trips: no chunk built them
+    for k in lazy_names:
+        assert pending_table(got.tables, k) is not None, k
+        assert all(pending_table(exe.done[c].result.tables, k) is not None for c in exe.done), k
+    pd.testing.assert_frame_equal(got.worlds, eager.worlds, check_exact=True)
+    pd.testing.assert_frame_equal(got.groups, eager.groups, check_exact=True)
+    assert sorted(got.tables) == sorted(eager.tables)
+    for k in eager.tables:
+        pd.testing.assert_frame_equal(got.tables[k], eager.tables[k], check_exact=True, obj=k)
+    assert len(built) == n * len(lazy_names)  # each chunk's trips built once, when the merged table was read
+    assert got.tables["trips"] is got.tables["trips"] and len(built) == n * len(lazy_names)  # kept once built
+    # the chunks' parts were built for the merge, not kept twice
+    assert all(pending_table(exe.done[c].result.tables, "trips") is not None for c in exe.done)

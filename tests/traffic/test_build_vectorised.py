@@ -16,11 +16,12 @@ from omegaconf import OmegaConf
 
 from scenarios.traffic import ArterialScenario, grid_scenario
 from twins.core import noise
+from twins.core.twin import LazyTables
 from twins.core.worlds import WorldBatch
 from twins.traffic import transit
 from twins.traffic.compiled import Population, build_population
 from twins.traffic.demand import Demand, Flow, VehicleType, departure_times
-from twins.traffic.model import LazyTables, TrafficTwin
+from twins.traffic.model import TrafficTwin
 
 SEED = 11
 

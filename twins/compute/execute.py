@@ -8,6 +8,7 @@ readable (:meth:`Execution.partial`), and a retried chunk is counted once.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twins.core.twin import RunResult
+from twins.core.twin import LazyTables, RunResult, pending_table
 
 from .accounting import RunMeter, Usage, measure
 from .plan import Chunk, ComputePlan, Job, build_chunk_twin
@@ -37,44 +38,73 @@ class Cancelled(Exception):
     """A chunk stopped because the run was interrupted elsewhere."""
 
 
-def remap(result: RunResult, index) -> RunResult:
-    """``result`` of a chunk twin with its local ``world`` numbers replaced by the global ones."""
-    index = np.asarray(index, dtype=np.int64)
-
-    def fix(df):
-        if df is None or "world" not in df:
-            return df
-        df = df.copy()
-        df["world"] = index[df["world"].to_numpy(dtype=np.int64)]
+def _global_worlds(df, index: np.ndarray):
+    """``df`` with its local ``world`` numbers replaced by the global ones ``index[world]`` (a copy)."""
+    if df is None or "world" not in df:
         return df
+    df = df.copy()
+    df["world"] = index[df["world"].to_numpy(dtype=np.int64)]
+    return df
 
-    return RunResult(worlds=fix(result.worlds), metrics=list(result.metrics),
-                     tables={k: fix(v) for k, v in result.tables.items()}, groups=fix(result.groups),
-                     complete=result.complete)
+
+def _then(fix, build, *args):
+    """A builder: ``fix(build(), *args)``, run when the table is read."""
+    return lambda: fix(build(), *args)
+
+
+def remap(result: RunResult, index) -> RunResult:
+    """``result`` of a chunk twin with its local ``world`` numbers replaced by the global ones. A table not built
+    yet (:class:`LazyTables`, such as the trips) stays pending: it is built and renumbered when read."""
+    index = np.asarray(index, dtype=np.int64)
+    tables = LazyTables()
+    for k in list(result.tables):
+        build = pending_table(result.tables, k)
+        if build is not None:
+            tables.lazy(k, _then(_global_worlds, build, index))
+        else:
+            tables[k] = _global_worlds(result.tables[k], index)
+    return RunResult(worlds=_global_worlds(result.worlds, index), metrics=list(result.metrics), tables=tables,
+                     groups=_global_worlds(result.groups, index), complete=result.complete)
+
+
+def _cat(dfs):
+    """Chunk tables (global world numbers; None where a chunk has none) → one table in world order (a stable
+    sort, so each world's rows keep their order)."""
+    dfs = [d for d in dfs if d is not None]
+    if not dfs:
+        return None
+    nonempty = [d for d in dfs if len(d.columns)]
+    if not nonempty:
+        return dfs[0]
+    # a chunk with no rows (e.g. no bus docked in its worlds) carries untyped columns: concatenating it
+    # would turn every column into `object`, unlike the one-batch table
+    nonempty = [d for d in nonempty if len(d)] or nonempty[:1]
+    df = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0].reset_index(drop=True)
+    if "world" in df:
+        df = df.sort_values("world", kind="stable").reset_index(drop=True)
+    return df
+
+
+def _cat_table(parts: list[RunResult], name: str):
+    """Table ``name`` of every part, concatenated (:func:`_cat`); a part's pending table is built for this
+    without being kept in the part (the merged table holds the rows once)."""
+    return _cat([p.tables.peek(name) if isinstance(p.tables, LazyTables) else p.tables.get(name)
+                 for p in parts])
 
 
 def merge(parts: list[RunResult]) -> RunResult:
     """Chunk results (global world numbers) → one result; every table in world order (a stable
-    sort, so each world's rows keep their order), whatever the chunking."""
-    def cat(dfs):
-        dfs = [d for d in dfs if d is not None]
-        if not dfs:
-            return None
-        nonempty = [d for d in dfs if len(d.columns)]
-        if not nonempty:
-            return dfs[0]
-        # a chunk with no rows (e.g. no bus docked in its worlds) carries untyped columns: concatenating it
-        # would turn every column into `object`, unlike the one-batch table
-        nonempty = [d for d in nonempty if len(d)] or nonempty[:1]
-        df = pd.concat(nonempty, ignore_index=True) if len(nonempty) > 1 else nonempty[0].reset_index(drop=True)
-        if "world" in df:
-            df = df.sort_values("world", kind="stable").reset_index(drop=True)
-        return df
-
+    sort, so each world's rows keep their order), whatever the chunking. A table that some chunk has not
+    built yet stays pending: the chunks' parts are built and concatenated when it is read."""
     names = list(dict.fromkeys(k for p in parts for k in p.tables))
-    return RunResult(worlds=cat([p.worlds for p in parts]), metrics=list(parts[0].metrics),
-                     tables={k: cat([p.tables.get(k) for p in parts]) for k in names},
-                     groups=cat([p.groups for p in parts]), complete=all(p.complete for p in parts))
+    tables = LazyTables()
+    for k in names:
+        if any(pending_table(p.tables, k) is not None for p in parts):
+            tables.lazy(k, functools.partial(_cat_table, list(parts), k))
+        else:
+            tables[k] = _cat([p.tables.get(k) for p in parts])
+    return RunResult(worlds=_cat([p.worlds for p in parts]), metrics=list(parts[0].metrics), tables=tables,
+                     groups=_cat([p.groups for p in parts]), complete=all(p.complete for p in parts))
 
 
 def step_to_end(twin, stop: threading.Event | None = None, tick=None) -> None:

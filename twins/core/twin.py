@@ -24,7 +24,8 @@ class RunResult:
     column per metric in ``metrics``. ``groups`` (optional) has one row per
     world × group with columns ``world``, ``group_kind``, ``group`` and metric
     columns: equity and per-group effects read it. ``tables`` holds the rest
-    (trips, time series, ...), each written as ``<name>.parquet``.
+    (trips, time series, ...), each written as ``<name>.parquet``; it may be a :class:`LazyTables` whose long
+    tables are built when first read.
     """
 
     worlds: pd.DataFrame
@@ -32,6 +33,77 @@ class RunResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     groups: pd.DataFrame | None = None
     complete: bool = True
+
+
+class LazyTables(dict):
+    """A run's tables, some built when first read (:meth:`lazy`): reading one (``[]``, ``get``, ``items``,
+    ``values``, copying, pickling) builds and keeps it, so code that iterates the tables (to write them, say)
+    sees plain DataFrames, and code that never reads the trips never pays for them. ``in``, ``len`` and
+    iterating the names build nothing; :meth:`pending` and :meth:`peek` let code that passes tables on
+    (:func:`twins.compute.execute.remap`, ``merge``) keep them pending."""
+
+    class _Pending:
+        def __init__(self, build):
+            self.build = build
+
+    def lazy(self, name: str, build) -> None:
+        """``name`` is built by ``build()`` when first read."""
+        dict.__setitem__(self, name, LazyTables._Pending(build))
+
+    def pending(self, name: str):
+        """The builder of ``name`` if it is not built yet, else None (builds nothing)."""
+        v = dict.get(self, name)
+        return v.build if isinstance(v, LazyTables._Pending) else None
+
+    def peek(self, name: str, default=None):
+        """``name`` as ``get`` reads it, but a pending table is built without being kept (a caller that keeps
+        the result itself, such as a merge of chunks, then holds the rows once)."""
+        if name not in self:
+            return default
+        build = self.pending(name)
+        return build() if build is not None else dict.__getitem__(self, name)
+
+    def __getitem__(self, name):
+        v = dict.__getitem__(self, name)
+        if isinstance(v, LazyTables._Pending):
+            v = v.build()
+            dict.__setitem__(self, name, v)
+        return v
+
+    def __iter__(self):  # not dict's own: dict(tables) and {**tables} then read through __getitem__
+        return iter(list(dict.keys(self)))
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def items(self):
+        return [(k, self[k]) for k in list(dict.keys(self))]
+
+    def values(self):
+        return [self[k] for k in list(dict.keys(self))]
+
+    def copy(self):
+        return dict(self.items())
+
+    def pop(self, name, *default):
+        if name in self:
+            v = self[name]
+            dict.pop(self, name)
+            return v
+        return dict.pop(self, name, *default)
+
+    def __reduce__(self):
+        return dict, (self.items(),)
+
+    def __repr__(self) -> str:
+        return repr({k: (v if not isinstance(v, LazyTables._Pending) else "<built when read>")
+                     for k, v in dict.items(self)})
+
+
+def pending_table(tables, name: str):
+    """The builder of ``tables[name]`` if ``tables`` (any mapping) holds it unbuilt (:class:`LazyTables`), else
+    None."""
+    return tables.pending(name) if isinstance(tables, LazyTables) else None
 
 
 class Twin(mesa.Model):

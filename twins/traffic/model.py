@@ -33,7 +33,7 @@ from mesa.discrete_space import FixedAgent, Network
 
 from twins.core import noise
 from twins.core.errors import ConfigError
-from twins.core.twin import RunResult, Twin
+from twins.core.twin import LazyTables, RunResult, Twin  # noqa: F401  (LazyTables: its home was here)
 from twins.core.worlds import WorldBatch
 
 from . import kernels, native, routing, transit
@@ -201,11 +201,11 @@ class TripsTable:
         ins, arr = torch.from_numpy(d["insert_step"]), torch.from_numpy(d["arrive_step"])
         ins_t = torch.where(ins >= 0, begin + ins.double() * dt, torch.nan)
         arr_t = torch.where(arr >= 0, begin + arr.double() * dt, torch.nan)
-        rows = d["_route"].reshape(-1)[idx.to(d["_route"].device)].cpu()
+        rows = d["_route"].reshape(-1).index_select(0, idx.to(d["_route"].device)).cpu()
         route = d["flow"]
         df = pd.DataFrame({
             "world": d["world"],
-            "vehicle_id": d["_vehicle_id"].reshape(-1)[idx].numpy(),
+            "vehicle_id": d["_vehicle_id"].reshape(-1).index_select(0, idx).numpy(),
             "flow": names["flow"][route] if len(route) else [],
             "group": names["group"][route] if len(route) else [],
             "depart_s": d["depart_s"],
@@ -221,55 +221,6 @@ class TripsTable:
         if self.rows is None:
             return df
         return df[self.rows].drop(columns="mode")
-
-
-class LazyTables(dict):
-    """A run's tables, some built when first read (:meth:`lazy`): reading one (``[]``, ``get``, ``items``,
-    ``values``, copying, pickling) builds and keeps it, so code that iterates the tables (to write them, say)
-    sees plain DataFrames, and code that never reads the trips never pays for them."""
-
-    class _Pending:
-        def __init__(self, build):
-            self.build = build
-
-    def lazy(self, name: str, build) -> None:
-        dict.__setitem__(self, name, LazyTables._Pending(build))
-
-    def __getitem__(self, name):
-        v = dict.__getitem__(self, name)
-        if isinstance(v, LazyTables._Pending):
-            v = v.build()
-            dict.__setitem__(self, name, v)
-        return v
-
-    def __iter__(self):  # not dict's own: dict(tables) and {**tables} then read through __getitem__
-        return iter(list(dict.keys(self)))
-
-    def get(self, name, default=None):
-        return self[name] if name in self else default
-
-    def items(self):
-        return [(k, self[k]) for k in list(dict.keys(self))]
-
-    def values(self):
-        return [self[k] for k in list(dict.keys(self))]
-
-    def copy(self):
-        return dict(self.items())
-
-    def pop(self, name, *default):
-        if name in self:
-            v = self[name]
-            dict.pop(self, name)
-            return v
-        return dict.pop(self, name, *default)
-
-    def __reduce__(self):
-        return dict, (self.items(),)
-
-    def __repr__(self) -> str:
-        return repr({k: (v if not isinstance(v, LazyTables._Pending) else "<built when read>")
-                     for k, v in dict.items(self)})
 
 
 class TrafficTwin(Twin):
@@ -855,30 +806,43 @@ class TrafficTwin(Twin):
         st = self.state
         depart = self.pop.depart
         # finite (neither +inf nor nan, never -inf) and due: the comparison says both, without isfinite's passes
-        loaded = (depart <= self.time_s + 1e-9) & (depart > -torch.inf) & (self.pop.flow >= 0)
+        loaded = depart <= self.time_s + 1e-9
+        loaded &= depart > -torch.inf
+        loaded &= self.pop.flow >= 0
         # the loaded slots' flat indices, in (world, slot) order as nonzero() lists them; each column one gather
         idx = loaded.view(-1).nonzero().squeeze(1)
         idx_dev = idx.to(self.device)
-        sel = lambda x: x.reshape(-1)[idx_dev if x.device == idx_dev.device else idx].cpu()  # noqa: E731
+        sel = lambda x: x.reshape(-1).index_select(0, idx_dev if x.device == idx_dev.device else idx).cpu()  # noqa
         world = torch.div(idx, loaded.shape[1], rounding_mode="floor")
         ins = sel(st["insert_step"])
-        inserted = ins >= 0
-        ins_t = torch.where(inserted, self.begin + ins.double() * self.dt, torch.nan)
         dep = sel(depart)
+        # depart_delay_s: (insertion time, or now for those still waiting) - departure, as
+        # where(ins >= 0, begin + ins·dt, now) - depart computes it, in one array
+        dd = ins.double()
+        dd.mul_(self.dt).add_(self.begin)
+        dd.masked_fill_(ins < 0, self.time_s)
+        dd.sub_(dep)
+        # What is kept is narrowed where the values fit (status codes, flow indices, step numbers, slot indices):
+        # the same numbers, and every column built from them the same, but less memory touched for the first
+        # time, which is most of this call's time where the host supplies a VM's fresh pages slowly (~15 µs per
+        # 4 KiB page on the 2-core VM, benchmarks/README.md). A wide column gathered, narrowed and freed lends
+        # its pages to the next one.
+        steps = torch.int32 if self.n_steps < 2**31 - 1 else torch.int64
+        ins = ins.to(steps)
         route = self.veh_full["route"]
         return {
             "world": world.numpy(),
-            "flow": sel(self.pop.flow).numpy(),
-            "status": sel(st["status"]).numpy(),
+            "flow": sel(self.pop.flow).to(torch.int32).numpy(),
+            "status": sel(st["status"]).to(torch.int8).numpy(),
             "insert_step": ins.numpy(),
-            "arrive_step": sel(st["arrive_step"]).numpy(),
+            "arrive_step": sel(st["arrive_step"]).to(steps).numpy(),
             "depart_s": dep.numpy(),
             "delay_s": sel(st["time_loss"]).double().numpy(),
-            "depart_delay_s": (torch.where(inserted, ins_t, self.time_s) - dep).numpy(),
+            "depart_delay_s": dd.numpy(),
             "stops": sel(st["stops"]).numpy(),
             # read when the trips table is built: the population never changes; the route rows do where trips
             # are routed at insertion (then the rows as of now)
-            "_idx": idx,
+            "_idx": idx.to(torch.int32) if loaded.numel() < 2**31 else idx,
             "_vehicle_id": self.pop.vehicle_id,
             "_route": route.clone() if self._router is not None else route,
             "_route_length_m": self.routes_cpu.route_length_m,
@@ -950,7 +914,10 @@ class TrafficTwin(Twin):
         world = trips["world"]
         code = trips["status"]
         # vehicles per world and status (waiting, running, arrived) in one count
-        n = np.bincount(world * 3 + code, minlength=3 * W).reshape(W, 3).astype(np.int64)
+        key = world * 3
+        key += code
+        n = np.bincount(key, minlength=3 * W).reshape(W, 3).astype(np.int64)
+        del key
         n_wait, n_run, n_done = n[:, kernels.WAITING], n[:, kernels.RUNNING], n[:, kernels.ARRIVED]
 
         def sums(values, counts):
@@ -964,7 +931,7 @@ class TrafficTwin(Twin):
 
         n_all = n.sum(1)
         dd = trips["depart_delay_s"]
-        ins = np.flatnonzero(code != kernels.WAITING)
+        ins = code != kernels.WAITING
         return pd.DataFrame({
             "world": np.arange(W, dtype=np.int64),
             "replication": self.worlds.replication.cpu().numpy().astype(np.int64),
@@ -1050,7 +1017,8 @@ class TrafficTwin(Twin):
         uniq = np.asarray(sorted(set(names["group"].tolist())), dtype=object)
         G = len(uniq)
         rank = np.searchsorted(uniq, names["group"])  # group code of each flow, in the names' sort order
-        key = done["world"] * G + rank[done["flow"]]
+        key = done["world"] * G
+        key += rank[done["flow"]]
         gb = pd.DataFrame({"mean_travel_time_s": done["travel_time_s"],
                            "mean_delay_s": done["delay_s"]}).groupby(key, sort=True)
         m, n = gb.mean(), gb.size()

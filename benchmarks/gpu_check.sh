@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one short run (under 9 minutes on one H100: the step limits add up to 520 s):
-# the device tests (tests/gpu), then the GPU figures of issues 2, 5, 7 and 8.
+# Every GPU check of the project in one short run (under 10 minutes on one H100: the step limits add up to 565 s):
+# the device tests (tests/gpu), then the GPU figures of issues 2, 5, 7, 8 and 20.
 #
 #   bash benchmarks/gpu_check.sh            # output in ./gpu_out (or $OUT when set)
 #
@@ -36,6 +36,8 @@ step traffic_compile 100 python3 benchmarks/bench_traffic.py --device cuda --wor
 step search 100 python3 benchmarks/bench_search.py --device cuda --batch 256 --single 1
 # issue 7: particle-steps/s over a batch of worlds (target 100 M) and the LJ fluid's throughput
 step molecular 70 python3 benchmarks/bench_molecular.py --gpu --steps 300 --repeat 1 --worlds 1 64
+# issue 20 item 3: building 1024 worlds of scenario=traffic and reading their outcomes (targets: <= 2 s each)
+step build 45 python3 benchmarks/bench_build.py --device cuda --worlds 256 1024 --repeat 1
 # issue 8: the planner's chunk size against hand-picked ones (within 20 % of the best)
 step compute 50 python3 benchmarks/bench_compute.py --device cuda --quick --no-ray --repeat 1
 echo "done $(date -u +%H:%M:%S); figures in $OUT/"

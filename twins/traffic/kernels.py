@@ -132,6 +132,14 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
     return _gather(phase_code.reshape(-1), flat.reshape(-1)).view(ph_link.shape)
 
 
+def link_codes(sig: torch.Tensor, world, link):
+    """The signal code each vehicle's link shows in its world (``sig`` [W, G]; ``link`` -1 or NO_SIGNAL: green)."""
+    G = sig.shape[1]
+    if not G:
+        return torch.full_like(link, SIG_GREEN)
+    return torch.where(link >= 0, _gather(sig.reshape(-1), world * G + link.clamp(min=0, max=G - 1)), SIG_GREEN)
+
+
 def lane_order(world, lane, pos, running, n_lanes: int, W: int, span: float):
     """Leaders and each lane's last vehicle, by sorting ``(world, lane, position)``.
 
@@ -620,11 +628,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     next_lane, next_room = choose_lane(wf, next_edge, to_mask, last, pos, length,
                                        net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
     next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
-    G = sig.shape[1]
-    if G:
-        code = torch.where(link >= 0, _gather(sig.reshape(-1), wf * G + link.clamp(min=0, max=G - 1)), SIG_GREEN)
-    else:
-        code = torch.full_like(lf, SIG_GREEN)
+    code = link_codes(sig, wf, link)
     L_f = at(L_here)
     d = L_f - pf
     must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(vcols["decel"]) * d.clamp(min=0)))
@@ -641,7 +645,6 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     # 10. SUMO's cautious approach: a minor link it could still stop for is approached as a standing obstacle at
     # the point where it waits for its foes, until it is within its visibility distance of that point
     if net.conn_key.numel():
-        cic = ci.clamp(min=0)
         minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
         d_wait = d + _gather(net.conn_wait, cic)
         cautious = minor & (d_wait > _gather(net.conn_visibility, cic)) & (vf * vf <= 2.0 * at(vcols["decel"]) * d_wait)
@@ -664,11 +667,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
         cn = cols["conn"].clamp(min=0)
         wait = _gather(net.conn_wait, cn)
         inside = cols["running"] & (pr < 0) & (rpr > 0) & (cols["conn"] >= 0) & (wait > 0)
-        if G:
-            lk = _gather(net.conn_link, cn)
-            code_in = torch.where(lk >= 0, _gather(sig.reshape(-1), wr * G + lk.clamp(min=0, max=G - 1)), SIG_GREEN)
-        else:
-            code_in = torch.full_like(cn, SIG_GREEN)
+        code_in = link_codes(sig, wr, _gather(net.conn_link, cn))
         d_in = wait - _gather(net.conn_via, cn) - pr
         wary_in = (inside & (_gather(net.conn_yield, cn) | (code_in == SIG_GREEN_MINOR))
                    & (d_in > _gather(net.conn_visibility, cn)) & (vr * vr <= 2.0 * vcols["decel"] * d_in)

@@ -33,7 +33,7 @@ from mesa.discrete_space import FixedAgent, Network
 
 from twins.core import noise
 from twins.core.errors import ConfigError
-from twins.core.twin import LazyTables, RunResult, Twin  # noqa: F401  (LazyTables: its home was here)
+from twins.core.twin import LazyTables, RunResult, Twin
 from twins.core.worlds import WorldBatch
 
 from . import kernels, native, routing, transit

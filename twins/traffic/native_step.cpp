@@ -108,6 +108,9 @@ template <typename T> struct World {
         acc = a.lane_acc + w * a.L * 3;
     }
 
+    // kernels.link_codes: the signal code a link shows in this world (no signal: green)
+    int64_t link_code(int64_t link) const { return a.G && link >= 0 ? int64_t(sig[std::min(link, a.G - 1)]) : SIG_GREEN; }
+
     // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties)
     int64_t choose_lane(int64_t edge, int64_t mask, T &room) const {
         const T inf = std::numeric_limits<T>::infinity();
@@ -545,8 +548,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             }
             int64_t nl = W.choose_lane(next_edge, to_mask, next_room);
             if (!found) nl = -1;
-            int64_t code = SIG_GREEN;
-            if (a.G && link >= 0) code = W.sig[std::min(link, a.G - 1)];
+            const int64_t code = W.link_code(link);
             const T d = L_here - x;
             bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
             must_stop = must_stop || nl < 0 || !found;
@@ -626,9 +628,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const int64_t c = W.conn[s], i = s - lo;
             if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0)))
                 continue;
-            const int64_t lk = a.conn_link[c];
-            int64_t code = SIG_GREEN;
-            if (a.G && lk >= 0) code = W.sig[std::min(lk, a.G - 1)];
+            const int64_t code = W.link_code(a.conn_link[c]);
             const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s], v = W.speed[s];
             if ((a.conn_yield[c] || code == SIG_GREEN_MINOR) && d_in > W.conn_vis[c]
                 && v * v <= T(2.0) * W.decel[s] * d_in && d_in + W.min_gap[s] < sc.gap[i]) {

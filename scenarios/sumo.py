@@ -48,6 +48,9 @@ class SumoScenario:
     car_following: Optional[str] = None
     # kernels rule 11: vehicles change lanes along an edge (strategic, speed gain, cooperation), as SUMO's do
     lane_changing: bool = False
+    # kernels rule 12: a vehicle standing at the front of its lane longer than this (s) is teleported along its
+    # route, as SUMO does to end gridlocks; null: the .sumocfg's time-to-teleport, else SUMO's 300 s; <= 0: never
+    time_to_teleport_s: Optional[float] = None
     # insertion: trips (<trip>, <flow> with from/to) are routed when they depart on the world's current travel
     # times, as SUMO routes them (twins.traffic.routing); static: on free-flow times, once
     routing: str = "insertion"
@@ -267,6 +270,26 @@ def _routing(value) -> str:
     return value
 
 
+def time_to_teleport(scfg) -> float:
+    """Kernels rule 12's time (s): ``scenario.time_to_teleport_s``, else the .sumocfg's ``time-to-teleport``,
+    else SUMO's default (300 s)."""
+    from twins.traffic import kernels, sumo
+
+    v = scfg.get("time_to_teleport_s", None)
+    field_ = "scenario.time_to_teleport_s"
+    if v is None and scfg.get("sumocfg"):
+        opts, _ = sumo.read_sumocfg(abs_path(scfg.get("sumocfg")))
+        v, field_ = opts.get("time-to-teleport"), f"time-to-teleport of {scfg.get('sumocfg')}"
+    if v is None:
+        return kernels.TIME_TO_TELEPORT_S
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        v = math.nan
+    check(math.isfinite(v), field_, v, "a number of seconds (<= 0: never teleport, as SUMO's -1)")
+    return v
+
+
 def build_sumo_twin(cfg, worlds, device, dtype):
     """The traffic twin of a SUMO scenario; it runs from SUMO's begin to its end when the
     .sumocfg (or the config) sets one, else for ``horizon_s``."""
@@ -281,7 +304,8 @@ def build_sumo_twin(cfg, worlds, device, dtype):
     scen = TrafficScenario(network, demand, name, begin=begin,
                            car_following=car_following(cfg.scenario.get("car_following"), demand),
                            lane_changing=bool(cfg.scenario.get("lane_changing", False)),
-                           routing=_routing(cfg.scenario.get("routing", "insertion")))
+                           routing=_routing(cfg.scenario.get("routing", "insertion")),
+                           time_to_teleport_s=time_to_teleport(cfg.scenario))
     if (cfg.scenario.get("demand", "file") or "file") == "calibrated":  # each replication: a member of the ensemble
         from twins.calibration import ensemble
 

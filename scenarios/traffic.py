@@ -97,6 +97,9 @@ class TrafficScenarioBase:
     bus_lines: List[BusLineConfig] = field(default_factory=list)
     car_following: str = "IDM"  # IDM | Krauss (SUMO's default model, with dawdling sigma): kernels rule 9
     lane_changing: bool = False  # kernels rule 11: lane changes along edges (strategic, speed gain, cooperation)
+    # kernels rule 12: a vehicle standing at the front of its lane longer than this (s) is teleported along its
+    # route, as SUMO's --time-to-teleport (300 s) ends gridlocks; null or <= 0: never
+    time_to_teleport_s: Optional[float] = 300.0
 
 
 @dataclass
@@ -475,21 +478,24 @@ def grid_scenario(s, horizon: float) -> TrafficScenario:
     net = signalized_lattice(s.rows, s.cols, s.block_m, s.approach_m, s.lanes, lanes_ns, s.speed_mps, s.signals,
                              s.name)
     return TrafficScenario(net, grid_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
-                           car_following=s.car_following, lane_changing=s.lane_changing)
+                           car_following=s.car_following, lane_changing=s.lane_changing,
+                           time_to_teleport_s=s.time_to_teleport_s)
 
 
 def junction_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = signalized_lattice(1, 1, 1.0, s.approach_m, s.lanes, s.lanes, s.speed_mps, s.signals, s.name)
     return TrafficScenario(net, junction_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
-                           car_following=s.car_following, lane_changing=s.lane_changing)
+                           car_following=s.car_following, lane_changing=s.lane_changing,
+                           time_to_teleport_s=s.time_to_teleport_s)
 
 
 def ring_scenario(s, horizon: float) -> TrafficScenario:
     _validate_common(s)
     net = ring_network(s)
     return TrafficScenario(net, ring_demand(net, s, horizon), s.name, bus_lines=bus_lines(net, s.bus_lines),
-                           car_following=s.car_following, lane_changing=s.lane_changing)
+                           car_following=s.car_following, lane_changing=s.lane_changing,
+                           time_to_teleport_s=s.time_to_teleport_s)
 
 
 @scenario("grid", GridScenario)

@@ -213,6 +213,7 @@ def _worlds_per_world(tw: TrafficTwin, trips: pd.DataFrame) -> pd.DataFrame:
             "total_delay_veh_h": float(t["delay_s"].sum() + t["depart_delay_s"].sum()) / 3600.0,
             "mean_stops": float(done["stops"].mean()) if len(done) else np.nan,
             "mean_depart_delay_s": float(t.loc[inserted, "depart_delay_s"].mean()) if inserted.any() else np.nan,
+            "teleports": int(tw.teleports[w]),  # kernels rule 12: counted by the step, not in the trips
         })
     return pd.DataFrame(rows)
 

@@ -47,6 +47,9 @@ class CompiledNetwork:
     # right of way (kernels rule 10): whether an unsignalized connection is minor (yields always), and the
     # connections each one yields to (a minor one always, a signalized one while its signal shows 'g'); -1 padded
     conn_yield: torch.Tensor  # [C] bool
+    # SUMO's zipper merge (unsignalized link state 'Z'): its links yield to each other, so the vehicle that arrives
+    # first goes (ties: the lower connection index), and the other follows it (kernels rule 10)
+    conn_zipper: torch.Tensor  # [C] bool
     # SUMO's cautious approach to a minor link: where the vehicle waits past the stop line (m), and from how far
     # before that point it sees its foes (m)
     conn_wait: torch.Tensor  # [C]
@@ -160,6 +163,7 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
     for i, f in enumerate(foes):
         conn_foes[i, :len(f)] = torch.tensor(f, dtype=torch.int64)
     conn_yield = torch.tensor([merged[k][0].tl is None and merged[k][0].state in MINOR for k in keys], dtype=torch.bool)
+    conn_zipper = torch.tensor([merged[k][0].tl is None and merged[k][0].state == "Z" for k in keys], dtype=torch.bool)
     by_lane = [[] for _ in lane_ids]
     for i, key in enumerate(keys):
         by_lane[key // E].append((key % E, i))
@@ -197,6 +201,7 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
         conn_via=torch.tensor([conns[k][0] for k in keys], dtype=torch.float64),
         conn_link=torch.tensor([conns[k][1] for k in keys], dtype=torch.int64),
         conn_yield=conn_yield,
+        conn_zipper=conn_zipper,
         conn_wait=torch.tensor([merged[k][0].wait_length for k in keys], dtype=torch.float64),
         conn_visibility=torch.tensor([merged[k][0].visibility for k in keys], dtype=torch.float64),
         conn_to_edge=torch.tensor([k % E for k in keys], dtype=torch.int64),

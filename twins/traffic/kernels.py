@@ -93,6 +93,13 @@ the same, one vehicle at a time):
    as in SUMO, instead of any lane that continues its route; after the move, vehicles change lanes along the edge
    (strategic, speed gain by MOBIL, cooperation, swaps): :func:`change_lanes` states the rule and what it leaves
    out of SUMO's LC2013. The lanes are then sorted again (rule 2).
+12. Teleporting, SUMO's way of ending a gridlock (``--time-to-teleport``, 300 s by default;
+   ``MSLane::executeMovements``, ``MSVehicleTransfer``): after the step, a vehicle at the front of its lane that
+   has stood (speed below 0.1 m/s) for more than ``time_to_teleport`` s leaves its lane and waits to be inserted
+   again (rule 3) on a later edge of its route: the next one at least as long as the vehicle and its min gap (SUMO
+   skips on along the route while it cannot insert it); with none left it arrives. :func:`teleport`. Simplified:
+   the re-insertion is tried from the next step on (SUMO first lets the time to drive the skipped edge pass), and
+   on that edge only (SUMO moves on to the next edge while the first stays full).
 """
 from __future__ import annotations
 
@@ -335,7 +342,11 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
     inside the junction on a foe connection into the same edge as this one's is not a conflict: it merges into (or
     runs beside) this vehicle's target lane, which this vehicle follows as its leader, as SUMO's
     ``MSLink::getLeaderInfo`` treats a foe ahead on a merging internal lane; counting it (as before) let a queue
-    standing across a junction starve a merging minor link for minutes (RESCO cologne3 and cologne1). Simplifications:
+    standing across a junction starve a merging minor link for minutes (RESCO cologne3 and cologne1). The links of
+    a zipper merge (``Z``, ``net.conn_zipper``) yield to each other; there the vehicle that arrives first goes (ties:
+    the lower connection index) and the other waits for it, as SUMO's zipper lets vehicles merge in arrival order
+    (``MSLink::getZipperSpeed``); by the overlap rule two vehicles standing at the two lines would each wait for
+    the other for ever (RESCO ingolstadt21's gridlocks). Simplifications:
     only the front vehicle of a lane announces (the one behind it announces next step), and vehicles that merge into
     one lane keep no extra time gap (SUMO's look-ahead for a shared target lane)."""
     C = net.conn_yield.numel()
@@ -367,14 +378,59 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
     # on a foe connection into the same edge (a merge, or a parallel path) is not a conflict but a leader
     minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
     to_edge = _gather(net.conn_to_edge, cic)
+    zipper = _gather(net.conn_zipper, cic)
     blocked = torch.zeros_like(minor)
     for j in range(net.conn_foes.shape[1]):
         foe = _gather(net.conn_foes[:, j].contiguous(), cic)
         at = torch.where(minor & (foe >= 0), wf * C + foe.clamp(min=0), W * C)
         crossing = _gather(net.conn_to_edge, foe.clamp(min=0)) != to_edge
-        blocked = blocked | ((_gather(arr, at) <= t_leave + JM_TIMEGAP_MINOR) & (_gather(leave, at) >= t_arr))
+        foe_arr, foe_leave = _gather(arr, at), _gather(leave, at)
+        overlap = (foe_arr <= t_leave + JM_TIMEGAP_MINOR) & (foe_leave >= t_arr)
+        # a zipper: only a foe that arrives first (ties: the lower connection) and is still there is waited for
+        first = (foe_arr < t_arr) | ((foe_arr == t_arr) & (foe < cic))
+        blocked = blocked | torch.where(zipper, first & (foe_leave >= t_arr), overlap)
         blocked = blocked | (crossing & (_gather(leave_in, at) >= t_arr))
     return blocked
+
+
+TIME_TO_TELEPORT_S = 300.0  # s: SUMO's --time-to-teleport default (rule 12)
+
+
+def teleport(status, speed, rpos, leader, last, wait, route, length, min_gap, routes, edge_length, exempt,
+             wait_steps: int):
+    """Rule 12 on one window of every world, ``[W, n]`` slot columns (``leader``: the window slot of the vehicle
+    ahead, -1: none; ``last`` [W, L]: each lane's tail slot, -1: none; ``wait``: steps each has stood, halted and
+    running, up to and including this one; ``exempt``: slots never teleported, e.g. buses, whose stops the skip
+    would lose). ``wait_steps``: steps a front vehicle may stand before it is teleported; ``edge_length`` [E].
+    Returns None when nobody is teleported, else new ``status``, ``route_pos``, ``speed``, ``leader``, ``last``,
+    and the masks ``gone`` (teleported this step) and ``arrived`` (of those, the ones with no edge left)."""
+    running = status == RUNNING
+    cand = running & (leader < 0) & (wait > wait_steps) & ~exempt
+    if not bool(cand.any()):
+        return None
+    wi, si = cand.nonzero(as_tuple=True)
+    r = route[wi, si].clamp(min=0)
+    M = routes.route_edges.shape[1]
+    k = torch.arange(M, device=speed.device)
+    e = routes.route_edges[r]  # [K, M]
+    need = (length[wi, si] + min_gap[wi, si]).to(edge_length.dtype)
+    ok = ((k > rpos[wi, si].unsqueeze(1)) & (k < routes.route_len[r].unsqueeze(1))
+          & (edge_length[e.clamp(min=0)] >= need.unsqueeze(1)))
+    has = ok.any(1)
+    target = torch.where(has, ok.to(torch.int8).argmax(1), rpos[wi, si])
+    gone = torch.zeros_like(running)
+    gone[wi, si] = True
+    arrived = torch.zeros_like(running)
+    arrived[wi, si] = ~has
+    status, rpos, speed = status.clone(), rpos.clone(), speed.clone()
+    status[wi, si] = torch.where(has, WAITING, ARRIVED)
+    rpos[wi, si] = target
+    speed[wi, si] = 0.0
+    # followers lose their leader; a lane whose tail left is empty (the teleported vehicle was its front)
+    leader = torch.where((leader >= 0) & gone.gather(1, leader.clamp(min=0)), -1, leader)
+    last = torch.where((last >= 0) & gone.gather(1, last.clamp(min=0)), -1, last)
+    return {"status": status, "route_pos": rpos, "speed": speed, "leader": leader, "last": last,
+            "gone": gone, "arrived": arrived}
 
 
 LC_SPEED_GAIN = 1.0  # m/s: a change for speed must gain this much (MOBIL's threshold, in next-step speed)
@@ -850,7 +906,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     if cand.numel():
         status, lane, pos, speed, rpos, insert_step, leader = (
             x.clone() for x in (status, lane, pos, speed, rpos, insert_step, leader))
-        first_edge = routes.route_edges[r[cand], 0]
+        first_edge = routes.route_edges[r[cand], rpos[cand]]  # route_pos: 0, or the edge a teleport (rule 12) chose
         grp = world[cand] * E + first_edge
         open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
         remaining = torch.ones_like(cand, dtype=torch.bool)
@@ -863,7 +919,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                 break
             h = cand[hi_]
             wh, rh, lenh, gaph = world[h], r[h], length[h], min_gap[h]
-            ins_mask = (routes.route_best_mask if lane_change else routes.route_mask)[rh, 0]
+            ins_mask = (routes.route_best_mask if lane_change else routes.route_mask)[rh, rpos[h]]
             ins_lane, room = choose_lane(wh, first_edge[hi_], ins_mask, last, pos, length,
                                          net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
             fits = (ins_lane >= 0) & (room - lenh >= gaph)
@@ -878,8 +934,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             lane[h] = torch.where(fits, il, lane[h])
             pos[h] = torch.where(fits, lenh, pos[h])
             speed[h] = torch.where(fits, v_ins, speed[h])
-            rpos[h] = torch.where(fits, 0, rpos[h])
-            insert_step[h] = torch.where(fits, step_index, insert_step[h])
+            insert_step[h] = torch.where(fits & (insert_step[h] < 0), step_index, insert_step[h])
             leader[h] = torch.where(fits, last[seg], leader[h])
             last = last.scatter(0, torch.where(fits, seg, W * L), h)
             last[W * L] = -1

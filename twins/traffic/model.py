@@ -52,6 +52,7 @@ METRICS = (
     "total_delay_veh_h",
     "mean_stops",
     "mean_depart_delay_s",
+    "teleports",
 )
 # added when the scenario has bus lines
 BUS_METRICS = (
@@ -82,6 +83,9 @@ class TrafficScenario:
     # static: every vehicle drives its flow's route; insertion: a flow marked ``reroute`` (SUMO's trips) is routed
     # when each vehicle departs, on that world's current travel times (twins.traffic.routing), as in SUMO
     routing: str = "static"
+    # kernels rule 12: a vehicle that has stood at the front of its lane for longer than this (s) is teleported
+    # along its route, as SUMO's --time-to-teleport (default 300 s) ends gridlocks; None or <= 0: never
+    time_to_teleport_s: float | None = kernels.TIME_TO_TELEPORT_S
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,11 @@ class TrafficTwin(Twin):
             raise ConfigError("scenario.car_following", cf, " or ".join(kernels.CF_MODELS))
         self.car_following, self.cf = cf, kernels.CF_MODELS[cf]
         self.lane_changing = bool(getattr(scenario, "lane_changing", False))
+        ttt = getattr(scenario, "time_to_teleport_s", kernels.TIME_TO_TELEPORT_S)
+        if ttt is not None and not math.isfinite(float(ttt)):
+            raise ConfigError("scenario.time_to_teleport_s", ttt, "a finite number of seconds (<= 0 or null: never)")
+        # kernels rule 12: steps a front vehicle may stand before it is teleported (None: never)
+        self.teleport_steps = int(round(float(ttt) / dt)) if ttt is not None and float(ttt) > 0 else None
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
         # demand response (worlds.params["flow_retention"] [W, F]): a vehicle travels iff its
@@ -385,6 +394,10 @@ class TrafficTwin(Twin):
         self.kernel = "native" if self._native else "tensor+torch.compile" if self.compile else "tensor"
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
+        # rule 12: steps each vehicle has stood, teleports per world, and the length of each edge (its first lane)
+        self._wait = torch.zeros(W, S, dtype=torch.int32, device=dev)
+        self.teleports = torch.zeros(W, dtype=torch.int64, device=dev)
+        self._teleport_edge_m = self.net.lane_length[self.net.edge_first_lane]
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         self._series: list[dict] = []
         self._detector_rows: list[pd.DataFrame] = []
@@ -740,6 +753,8 @@ class TrafficTwin(Twin):
             self._lane_last = torch.where(last >= 0, last - to_flat, -1)
             if self.transit is not None and bool(new["_docked"].any()):
                 self._board(new["_docked"].view(W, n), lo)
+        if hi > lo and self.teleport_steps is not None:
+            self._teleport(lo, hi)
         if self._router is not None:
             self._observe_for_routing()
         self.step_index += 1
@@ -747,6 +762,41 @@ class TrafficTwin(Twin):
             self._trajectories.append(self.snapshot())
         if self.step_index % self.interval_steps == 0 or self.step_index == self.n_steps:
             self._close_interval()
+
+    def _teleport(self, lo: int, hi: int) -> None:
+        """Kernels rule 12 on the window ``[lo, hi)`` after the step, for either step implementation."""
+        st, sl = self.state, slice(lo, hi)
+        # the standing counter, in place and cheaply (a few operations per step): the full rule runs only when a
+        # vehicle has stood long enough
+        wait = self._wait[:, sl]
+        wait.add_(1).mul_(st["halted"][:, sl] & (st["status"][:, sl] == kernels.RUNNING))
+        if not bool((wait > self.teleport_steps).any()):
+            return
+        local = lambda x: torch.where(x >= 0, x - lo, -1)  # noqa: E731  (state slots <-> window slots)
+        back = lambda x: torch.where(x >= 0, x + lo, -1)  # noqa: E731
+        last = self._lane_last if self._lane_last is not None else torch.full(
+            (self.W, self.net.n_lanes), -1, dtype=torch.int64, device=self.device)
+        exempt = st["next_stop"][:, sl] >= 0 if "next_stop" in st else torch.zeros_like(st["halted"][:, sl])
+        moved = kernels.teleport(
+            st["status"][:, sl], st["speed"][:, sl], st["route_pos"][:, sl], local(st["leader"][:, sl]), local(last),
+            wait, self.veh_full["route"][:, sl], self.veh_full["length"][:, sl], self.veh_full["min_gap"][:, sl],
+            self.routes, self._teleport_edge_m, exempt, self.teleport_steps)
+        if moved is None:
+            return
+        gone = moved["gone"]
+        wait.masked_fill_(gone, 0)
+        for k in ("status", "route_pos", "speed"):
+            st[k][:, sl] = moved[k]
+        st["leader"][:, sl] = back(moved["leader"])
+        if self._lane_last is not None:
+            self._lane_last = back(moved["last"])
+        st["conn"][:, sl] = torch.where(gone, -1, st["conn"][:, sl])
+        st["halted"][:, sl] = st["halted"][:, sl] & ~gone
+        st["arrive_step"][:, sl] = torch.where(moved["arrived"], self.step_index + 1, st["arrive_step"][:, sl])
+        if "lc_yield" in st:  # nobody lets in a vehicle that left
+            ly = st["lc_yield"][:, sl]
+            st["lc_yield"][:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
+        self.teleports += gone.sum(1)
 
     def _close_interval(self) -> None:
         running = self.state["status"] == kernels.RUNNING
@@ -948,6 +998,7 @@ class TrafficTwin(Twin):
             # whole numbers: their float sums are exact in any order
             "mean_stops": mean(np.bincount(done["world"], weights=done["stops"], minlength=W), n_done),
             "mean_depart_delay_s": mean(sums(dd[ins], n_run + n_done), n_run + n_done),
+            "teleports": self.teleports.cpu().numpy().astype(np.int64),  # rule 12, as SUMO counts them
         })
 
     def _bus_outcomes(self, data: dict, names: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

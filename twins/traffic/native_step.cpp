@@ -50,6 +50,7 @@ struct Args {
     const void *dawdle;  // [W, hi - lo] T: this step's dawdling draws of the window (null: no dawdling)
     int64_t *conn;  // [W, S] state: the connection a vehicle entered its lane by (rule 10)
     const uint8_t *conn_yield;  // [C] minor unsignalized connections (rule 10)
+    const uint8_t *conn_zipper;  // [C] links of a zipper merge: the first to arrive goes (rule 10)
     const int64_t *conn_foes;  // [C, NF] the connections each yields to, -1 padded
     // rule 11 (lane changing; read only with lane_change)
     int64_t *lc_yield;  // [W, S] state: the slot a vehicle lets in (follows as a leader), -1: none
@@ -469,20 +470,22 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.tries.assign(a.E, 0);
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
-        const int64_t r = W.route[s], e = a.route_edges[r * M];
+        // route_pos: 0, or the edge a teleport chose (kernels rule 12)
+        const int64_t r = W.route[s], rp0 = W.rpos[s], e = a.route_edges[r * M + rp0];
         if (e < 0) continue;  // compile_routes refuses empty routes; never index with -1
         if (!sc.open[e] || sc.tries[e] >= a.insert_rounds) continue;
         ++sc.tries[e];
         T room;
-        const int64_t il = W.choose_lane(e, (a.lane_change ? a.route_best_mask : a.route_mask)[r * M], room);
+        const int64_t il = W.choose_lane(e, (a.lane_change ? a.route_best_mask : a.route_mask)[r * M + rp0], room);
         const T len = W.length[s], mg = W.min_gap[s];
         if (!(il >= 0 && room - len >= mg)) { sc.open[e] = 0; continue; }
         const T v0 = minimum(W.lane_speed[il] * W.speed_factor[s], W.max_speed[s]);
         const T gap = room - len;
         T v = std::isfinite(gap) ? clamp_min((gap - mg) / W.tau[s], T(0)) : inf;
         v = minimum(minimum(v, v0), W.depart_speed[s]);
-        W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v; W.rpos[s] = 0;
-        W.insert_step[s] = a.step_index; W.leader[s] = W.last[il]; W.last[il] = s;
+        W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v;
+        if (W.insert_step[s] < 0) W.insert_step[s] = a.step_index;
+        W.leader[s] = W.last[il]; W.last[il] = s;
     }
 
     // each lane's space till its last standing vehicle (kernels.space_till_standing): the back of its
@@ -592,8 +595,12 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
                 if (foe < 0) continue;
-                if (sc.arr[foe] <= sc.t_leave[f] + T(0.0) && sc.leave[foe] >= sc.t_arr[f])  // kernels.JM_TIMEGAP_MINOR
-                    sc.f_must[f] = 1;
+                if (a.conn_zipper[c]) {  // the foe arrives first (ties: the lower connection) and is still there
+                    const bool first = sc.arr[foe] < sc.t_arr[f] || (sc.arr[foe] == sc.t_arr[f] && foe < c);
+                    if (first && sc.leave[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
+                } else if (sc.arr[foe] <= sc.t_leave[f] + T(0.0) && sc.leave[foe] >= sc.t_arr[f]) {
+                    sc.f_must[f] = 1;  // + kernels.JM_TIMEGAP_MINOR
+                }
                 // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
                 if (a.conn_to_edge[foe] != a.conn_to_edge[c] && sc.leave_in[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
             }

@@ -354,6 +354,7 @@ class ReferenceVehicle(mesa.Agent):
         self.route_pos = 0
         self.insert_step = -1
         self.arrive_step = -1
+        self.wait_steps = 0  # rule 12: steps stood so far
         self.time_loss = 0.0
         self.stops = 0
         self.halted = False
@@ -454,7 +455,12 @@ class ReferenceVehicle(mesa.Agent):
                     w = m.windows.get(foe)
                     # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe
                     crossing = foe[1] != self._key[1] and m.windows_inside.get(foe, -INF) >= self._t_arr
-                    if crossing or w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr:
+                    if w is not None and m.zipper[self._key]:  # a zipper: wait only for a foe that arrives first
+                        first = w[0] < self._t_arr or (w[0] == self._t_arr and m.conn_rank[foe] < m.conn_rank[self._key])
+                        overlap = first and w[1] >= self._t_arr
+                    else:
+                        overlap = w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr
+                    if crossing or overlap:
                         must_stop = True
                         m.events["yield_wait"] += 1
                         break
@@ -653,9 +659,12 @@ class ReferenceTrafficModel(mesa.Model):
     def __init__(self, network: RoadNetwork, vehicles: list[VehicleSpec], *, dt: float = 1.0, begin: float = 0.0,
                  signal_plans: dict[str, tuple[list[float], float]] | None = None, seed: int = 0,
                  substeps: int | None = None, insert_rounds: int | None = None, dwell_of=None,
-                 car_following: str = "IDM", dawdle=None, lane_changing: bool = False):
+                 car_following: str = "IDM", dawdle=None, lane_changing: bool = False,
+                 teleport_steps: int | None = None):
         super().__init__(rng=seed)
         self.lane_changing = bool(lane_changing)  # rule 11
+        # rule 12: steps a front vehicle may stand before it is teleported (None: never)
+        self.teleport_steps = teleport_steps
         # rule 9: the car-following model; ``dawdle(vehicle ids, step index) -> draws in [0, 1)`` for Krauss
         # (None: no dawdling)
         self.krauss = car_following == "Krauss"
@@ -706,6 +715,12 @@ class ReferenceTrafficModel(mesa.Model):
                         out.add(at_link[(j.id, k)])
             self.foes[key] = sorted(out)
         self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
+        # a zipper merge's links: the first to arrive goes (ties: the lower connection in the kernel's order, by
+        # from-edge, from-lane, to-edge as the network lists its edges)
+        self.zipper = {key: cs[0].tl is None and cs[0].state == "Z" for key, cs in merged.items()}
+        edge_pos = {e: i for i, e in enumerate(network.edges)}
+        self.conn_rank = {key: (edge_pos[cs[0].from_edge], cs[0].from_lane, edge_pos[key[1]])
+                          for key, cs in merged.items()}
         self.has_foes = any(self.foes.values())
         self.windows: dict[tuple[str, str], list[float]] = {}
         self.windows_inside: dict[tuple[str, str], float] = {}
@@ -783,7 +798,8 @@ class ReferenceTrafficModel(mesa.Model):
         return cls(scen.network, specs, dt=twin.dt, begin=float(scen.begin), signal_plans=plans,
                    seed=int(twin.worlds.seed), substeps=twin.substeps, insert_rounds=twin.insert_rounds,
                    dwell_of=dwell_of, car_following=twin.car_following, dawdle=dawdle,
-                   lane_changing=bool(getattr(twin, "lane_changing", False)))
+                   lane_changing=bool(getattr(twin, "lane_changing", False)),
+                   teleport_steps=getattr(twin, "teleport_steps", None))
 
     # --- network queries ------------------------------------------------------------------
     def route_lanes(self, route) -> list[set[int]]:
@@ -892,17 +908,18 @@ class ReferenceTrafficModel(mesa.Model):
                 break  # sorted by departure
             if v.status == WAITING:
                 want.append(v)
-        open_edges = {v.spec.route[0] for v in want}
+        open_edges = {v.spec.route[v.route_pos] for v in want}  # route_pos: 0, or where a teleport (12) put it
         for rnd in range(self.insert_rounds):
             heads: dict[str, ReferenceVehicle] = {}
             for v in want:  # priority order: the first waiting vehicle of each open edge
-                e = v.spec.route[0]
+                e = v.spec.route[v.route_pos]
                 if e in open_edges and e not in heads:
                     heads[e] = v
             if not heads:
                 break
             for e, v in heads.items():  # different edges never share a lane
-                lane, room = self.choose_lane(e, v.best[0] if self.lane_changing else v.allowed[0])
+                k = v.route_pos
+                lane, room = self.choose_lane(e, v.best[k] if self.lane_changing else v.allowed[k])
                 if lane is None or room - v.length < v.min_gap:
                     self.events["insertion_blocked"] += 1
                     open_edges.discard(e)  # SUMO: the rest of this edge's queue waits
@@ -914,8 +931,8 @@ class ReferenceTrafficModel(mesa.Model):
                 v.lane = lane
                 v.pos = v.length
                 v.speed = min(min(v_ins, v0), v.depart_speed)
-                v.route_pos = 0
-                v.insert_step = self.step_index
+                if v.insert_step < 0:
+                    v.insert_step = self.step_index
                 v.leader = self.tails.get(lane.id)
                 self.tails[lane.id] = v
                 running.append(v)
@@ -969,7 +986,38 @@ class ReferenceTrafficModel(mesa.Model):
         self._running = [v for v in running if v.status == RUNNING]
         if self.lane_changing:  # 11. lane changes on the state after the move
             self.change_lanes(self._running)
+        if self.teleport_steps is not None:  # 12. teleporting
+            self.teleport(self._running)
         self.step_index += 1
+
+    # --- rule 12 --------------------------------------------------------------------------
+    def teleport(self, running: list[ReferenceVehicle]) -> None:
+        """Rule 12: a vehicle at the front of its lane that has stood for more than ``teleport_steps`` steps
+        leaves its lane and waits to be inserted again on the next edge of its route that is at least as long as
+        it and its min gap; with none left it arrives. Buses with stops ahead stay."""
+        front: dict[str, ReferenceVehicle] = {}
+        for v in running:
+            v.wait_steps = v.wait_steps + 1 if v.speed < STOP_SPEED else 0
+            f = front.get(v.lane.id)
+            if f is None or (v.pos, v.order) > (f.pos, f.order):
+                front[v.lane.id] = v
+        for v in front.values():
+            if v.wait_steps <= self.teleport_steps or v.next_stop < len(v.bus_stops):
+                continue
+            route = v.spec.route
+            need = v.length + v.min_gap
+            later = [k for k in range(v.route_pos + 1, len(route)) if self.edges[route[k]][0].length >= need]
+            v.wait_steps = 0
+            v.speed = 0.0
+            v.lane, v.leader, v.conn_key = None, None, None
+            v.halted = False
+            self.events["teleports"] += 1
+            if later:
+                v.status, v.route_pos = WAITING, later[0]
+                self._next_waiting = min(self._next_waiting, v.order)
+            else:
+                v.status, v.arrive_step = ARRIVED, self.step_index + 1
+        self._running = [v for v in running if v.status == RUNNING]
 
     # --- rule 11 --------------------------------------------------------------------------
     def change_lanes(self, running: list[ReferenceVehicle]) -> None:

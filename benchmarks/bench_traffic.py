@@ -7,6 +7,15 @@
 A vehicle update is one running vehicle advanced by one step. The scenario is a
 10×10 signalized grid (2 lanes each way, 1 km blocks) loaded until at least
 20,000 vehicles are in the network at once (per world); then steps are timed.
+
+After the timing, ``--count-steps`` more steps (default 32) run under a torch dispatch
+mode that counts, per step (issue 20): **kernels**, every tensor operation that does
+work (views and other metadata operations left out; a call of the compiled step,
+twins.traffic.native, counts as one), and **host syncs**, the operations that make
+the host wait for tensor data: a scalar read (``.item()``, ``bool(t)``: ATen's
+``_local_scalar_dense``), ``nonzero``, ``masked_select``, ``unique``, ``equal``,
+``repeat_interleave`` with tensor repeats, and ``bincount`` (on CUDA its output size
+reads the maximum). Counted, not estimated: these are the calls made, on any device.
 """
 from __future__ import annotations
 
@@ -16,10 +25,11 @@ import time
 
 import torch
 from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from scenarios.traffic import GridScenario, SignalConfig, grid_scenario
 from twins.core.worlds import WorldBatch
-from twins.traffic import kernels
+from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
 
 
@@ -38,8 +48,53 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+# operations whose result the host must wait for (a value, or a data-dependent output size)
+HOST_SYNC_OPS = frozenset({"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "unique",
+                           "_unique", "_unique2", "unique_consecutive", "unique_dim", "repeat_interleave", "bincount",
+                           "item"})
+
+
+class _DispatchCounter(TorchDispatchMode):
+    """Counts the tensor operations that do work (kernels) and the host syncs among them (:data:`HOST_SYNC_OPS`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.kernels, self.syncs, self.sync_ops = 0, 0, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        ret = func._schema.returns
+        alias = ret[0].alias_info if len(ret) == 1 else None
+        if alias is None or alias.is_write:  # a view or other alias of an input does no work; in-place ops do
+            self.kernels += 1
+        name = func._schema.name.split("::")[-1]
+        if name in HOST_SYNC_OPS:
+            self.syncs += 1
+            self.sync_ops[name] = self.sync_ops.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_per_step(tw, steps: int) -> dict:
+    """Kernels and host syncs per step over ``steps`` steps (the compiled step's call counts as one kernel)."""
+    calls = [0]
+    step_ = native.step_
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return step_(*a, **k)
+
+    native.step_ = counted
+    try:
+        with _DispatchCounter() as c:
+            for _ in range(steps):
+                tw.step()
+    finally:
+        native.step_ = step_
+    return {"kernels_per_step": (c.kernels + calls[0]) / steps, "host_syncs_per_step": c.syncs / steps,
+            "sync_ops": {k: v / steps for k, v in sorted(c.sync_ops.items())}}
+
+
 def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None,
-            lane_changing: bool = False) -> dict:
+            lane_changing: bool = False, count_steps: int = 5) -> dict:
     tw = build(worlds, device, dtype, target, compile=compile, lane_changing=lane_changing)
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
@@ -57,7 +112,9 @@ def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: b
     # the running count changes slowly; average of the start and end counts
     updates = float(running.sum()) * steps
     state_bytes = sum(v.element_size() * v[0].numel() for v in list(tw.state.values()) + list(tw.veh_full.values()))
+    counts = count_per_step(tw, count_steps) if count_steps > 0 else {}
     return {
+        **counts,
         "worlds": worlds,
         "running_per_world": int(running.float().mean()),
         "step_ms": 1000 * dt / steps,
@@ -81,6 +138,8 @@ def main():
                     help="compute.compile (default null: on a CPU the compiled step, twins.traffic.native, where a "
                     "C++ compiler is found; true: that, and on CUDA torch.compile of IDM, compiled during the "
                     "warm-up, not timed; false: the tensor kernels)")
+    ap.add_argument("--count-steps", type=int, default=32,
+                    help="steps run after the timing to count kernels and host syncs per step (0: none)")
     ap.add_argument("--lane-changing", action="store_true",
                     help="scenario.lane_changing=true: kernels rule 11 (lane changes along edges)")
     a = ap.parse_args()
@@ -94,10 +153,15 @@ def main():
           f"lane changing {'on' if a.lane_changing else 'off'}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
-        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing)
+        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing, a.count_steps)
+        counted = (f"  kernels/step={r['kernels_per_step']:.0f}  host syncs/step={r['host_syncs_per_step']:.1f}"
+                   if "kernels_per_step" in r else "")
         print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "
               f"updates/s={r['updates_per_s'] / 1e6:8.2f} M  state={r['state_bytes_per_vehicle']:.0f} B/vehicle  "
-              f"kernel {r['kernel']}  (warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")
+              f"kernel {r['kernel']}{counted}  (warm-up {r['warmup_s']:.1f} s to t={r['sim_time_s']:.0f} s)")
+        if r.get("sync_ops"):
+            print("        host syncs by operation (per step): "
+                  + ", ".join(f"{k} {v:g}" for k, v in r["sync_ops"].items()))
 
 
 if __name__ == "__main__":

@@ -324,6 +324,9 @@ class TrafficTwin(Twin):
         self.dawdles = self.cf == kernels.KRAUSS and bool((self.veh_full["sigma"] > 0).any())
         self._rep_col, self._vid = rep, vid  # the keys of the dawdling draws
         self.depart = pop.depart.to(dev)
+        # each slot's earliest departure over the worlds (nondecreasing, as every world's departures are): the
+        # window's end is found on the host, without reading the device every step
+        self._depart_first = pop.depart.min(0).values.cpu().numpy() if W else np.zeros(S)
         zeros = lambda dt_: torch.zeros(W, S, dtype=dt_, device=dev)  # noqa: E731
         self.state = {
             "world": torch.arange(W, device=dev).unsqueeze(1).expand(W, S).contiguous(),
@@ -396,6 +399,7 @@ class TrafficTwin(Twin):
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         # rule 12: steps each vehicle has stood, teleports per world, and the length of each edge (its first lane)
         self._wait = torch.zeros(W, S, dtype=torch.int32, device=dev)
+        self._teleport_check = 0  # the first step at which a vehicle can have stood long enough (read no sooner)
         self.teleports = torch.zeros(W, dtype=torch.int64, device=dev)
         self._teleport_edge_m = self.net.lane_length[self.net.edge_first_lane]
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
@@ -666,8 +670,7 @@ class TrafficTwin(Twin):
     # --- stepping -------------------------------------------------------------------------
     def _window(self) -> tuple[int, int]:
         t = self.time_s + 1e-9
-        hi = int(torch.searchsorted(self.depart, torch.full((self.W, 1), t, device=self.device, dtype=torch.float64),
-                                    right=True).max())
+        hi = int(np.searchsorted(self._depart_first, t, side="right"))  # the most departed slots of any world
         if self.step_index % 32 == 0 and self.lo < hi:
             done = self.state["status"][:, self.lo:hi] == kernels.ARRIVED
             # first slot not yet arrived in any world
@@ -770,7 +773,13 @@ class TrafficTwin(Twin):
         # vehicle has stood long enough
         wait = self._wait[:, sl]
         wait.add_(1).mul_(st["halted"][:, sl] & (st["status"][:, sl] == kernels.RUNNING))
-        if not bool((wait > self.teleport_steps).any()):
+        # the counters grow by at most one a step: after reading their maximum m, none can pass the limit T for
+        # T - m more steps, so the device is read about once per T - m steps, not every step
+        if self.step_index < self._teleport_check:
+            return
+        m = int(wait.max()) if wait.numel() else 0
+        self._teleport_check = self.step_index + max(1, self.teleport_steps - m + 1)
+        if m <= self.teleport_steps:
             return
         local = lambda x: torch.where(x >= 0, x - lo, -1)  # noqa: E731  (state slots <-> window slots)
         back = lambda x: torch.where(x >= 0, x + lo, -1)  # noqa: E731

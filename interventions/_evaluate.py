@@ -123,49 +123,73 @@ class TwinEvaluator:
         return self.meter.summary()
 
     def __call__(self, params: np.ndarray, replications: Sequence[int]) -> Outcomes:
+        return self.evaluate_many([(params, replications)])[0]
+
+    def evaluate_many(self, blocks: Sequence[tuple[np.ndarray, Sequence[int]]]) -> list[Outcomes]:
+        """Several evaluations ``(params[K, P], replications)`` in ONE world batch (each block with its own
+        baseline arm on its own replications): e.g. a search's next candidates on the search replications and
+        its leader on held-out ones. A world's numbers never depend on the batch it runs in (batch
+        independence), so each block's outcomes equal those of its own call."""
         from interventions import counterfactual as cf
         from twins.core.worlds import WorldBatch
+        import torch
 
-        params = np.atleast_2d(np.asarray(params, dtype=float))
-        reps = np.asarray(list(replications), dtype=np.int64)
-        if not np.all(np.diff(reps) == 1):
-            raise ValueError("replications must be consecutive ids")
-        # validate candidates first: an invalid one (e.g. a green under min_green_s) is left out of the batch
-        cands = [values_of(self.space, row) for row in params]
-        invalid: list[str | None] = [None] * len(cands)
-        arms = [cf.Arm(0, "baseline", {})]
-        idx = []
-        for k, v in enumerate(cands):
-            try:
-                self.iv.validate(v, self._probe)
-            except ConfigError as e:
-                invalid[k] = str(e)
-                continue
-            idx.append(k)
-            arms.append(cf.Arm(len(arms), self.iv.describe(v), v))
-        worlds = WorldBatch.replications(self.cfg.seed, len(reps), first=int(reps[0]), arms=len(arms))
+        arms, plan = [], []  # plan: per block (reps, candidates, invalid, arm indices of its valid candidates)
+        rep_ids, arm_ids = [], []
+        for params, replications in blocks:
+            params = np.atleast_2d(np.asarray(params, dtype=float))
+            reps = np.asarray(list(replications), dtype=np.int64)
+            if not np.all(np.diff(reps) == 1):
+                raise ValueError("replications must be consecutive ids")
+            # validate candidates first: an invalid one (e.g. a green under min_green_s) is left out of the batch
+            cands = [values_of(self.space, row) for row in params]
+            invalid: list[str | None] = [None] * len(cands)
+            first = len(arms)
+            arms.append(cf.Arm(first, "baseline", {}))
+            idx = []
+            for k, v in enumerate(cands):
+                try:
+                    self.iv.validate(v, self._probe)
+                except ConfigError as e:
+                    invalid[k] = str(e)
+                    continue
+                idx.append(k)
+                arms.append(cf.Arm(len(arms), self.iv.describe(v), v))
+            n_arms = len(arms) - first
+            rep_ids.append(np.tile(reps, n_arms))  # world = first world + arm·R + rep, as WorldBatch.replications
+            arm_ids.append(np.repeat(np.arange(first, len(arms)), len(reps)))
+            plan.append((reps, cands, invalid, idx, n_arms))
+        worlds = WorldBatch(int(self.cfg.seed), torch.from_numpy(np.concatenate(rep_ids)),
+                            torch.from_numpy(np.concatenate(arm_ids)))
         result = self._simulate(worlds, arms)
         twin = self._probe  # the scenario (for approach groups); the worlds ran through the compute plan
         metrics = [m for m in result.metrics]
         self.metrics = metrics
         w = result.worlds.sort_values("world")
-        R, M, K = len(reps), len(metrics), len(cands)
-        vals = w[metrics].to_numpy(float).reshape(len(arms), R, M)
-        treated = np.full((K, R, M), math.nan)
-        for j, k in enumerate(idx):
-            treated[k] = vals[j + 1]
-        out = Outcomes(metrics, reps, treated, vals[0], invalid)
         groups = result.groups
         extra = cf.approach_groups(twin, result)
         if extra is not None:
             import pandas as pd
 
             groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
-        g = group_tensor(groups, len(arms), R)
-        if g is not None:
-            out.groups, out.group_metrics, gv = g
-            out.group_treated = np.full((K,) + gv.shape[1:], math.nan)
+        outs, start = [], 0
+        for reps, cands, invalid, idx, n_arms in plan:
+            R, M, K, n = len(reps), len(metrics), len(cands), n_arms * len(reps)
+            vals = w[metrics].to_numpy(float)[start:start + n].reshape(n_arms, R, M)
+            treated = np.full((K, R, M), math.nan)
             for j, k in enumerate(idx):
-                out.group_treated[k] = gv[j + 1]
-            out.group_baseline = gv[0]
-        return out
+                treated[k] = vals[j + 1]
+            out = Outcomes(metrics, reps, treated, vals[0], invalid)
+            if groups is not None and len(groups):
+                sel = groups[(groups["world"] >= start) & (groups["world"] < start + n)].copy()
+                sel["world"] = sel["world"] - start
+                g = group_tensor(sel, n_arms, R)
+                if g is not None:
+                    out.groups, out.group_metrics, gv = g
+                    out.group_treated = np.full((K,) + gv.shape[1:], math.nan)
+                    for j, k in enumerate(idx):
+                        out.group_treated[k] = gv[j + 1]
+                    out.group_baseline = gv[0]
+            outs.append(out)
+            start += n
+        return outs

@@ -330,6 +330,8 @@ class Search:
         self.label, self.meta = label, dict(meta or {})
         self.confirm_during_search = bool(confirm_during_search)
         self._held: dict = {}  # trial -> (held-out Outcomes, row): confirmations are evaluated once
+        # a leader whose held-out confirmation rides along with the next batch: (trial, params row)
+        self._pending: tuple[int, np.ndarray] | None = None
         self._confirmed_text: str | None = None
         self.summary: dict | None = None  # after finish(): invalid plans and the recommendation
         self.confirmed_groups = pd.DataFrame()
@@ -439,7 +441,7 @@ class Search:
                 k = min(self.batch, self.budget - done)
                 trials = [study.ask(dists) for _ in range(k)]
                 X = np.array([[self._encode(p, t.params[p.name]) for p in self.space] for t in trials], float)
-                out = self.evaluate(X, reps)
+                out = self._evaluate_batch(X, reps)
                 eff = out.effects.mean(axis=1)  # [K, M]
                 for i, t in enumerate(trials):
                     self._tell(study, t, out, eff[i], i, batch_no)
@@ -452,6 +454,27 @@ class Search:
         finally:
             bar.close()
         return self.finish(study)
+
+    def _evaluate_batch(self, X: np.ndarray, reps: list[int]):
+        """One batch of candidates on the search replications. A leader waiting for its held-out confirmation
+        runs in the same world batch (evaluators with ``evaluate_many``, e.g. the twin's): a world's numbers do
+        not depend on its batch, so its held-out outcomes equal a separate evaluation's, one batch fewer."""
+        pend, self._pending = self._pending, None
+        many = getattr(self.evaluate, "evaluate_many", None)
+        if pend is None or many is None or pend[0] in self._held:
+            return self.evaluate(X, reps)
+        out, held = many([(X, reps), (pend[1][None], self._confirm_reps())])
+        self._held[pend[0]] = (held, 0)
+        return out
+
+    def _confirm_reps(self) -> list[int]:
+        return list(range(self.confirm_offset, self.confirm_offset + self.confirm_R))
+
+    def _params_of(self, trials: Sequence[int], cand: pd.DataFrame) -> np.ndarray:
+        """The encoded parameter rows of ``trials`` (from the candidates table)."""
+        sel = cand.set_index("trial").loc[list(trials)]
+        X = sel[[f"param:{p.name}" for p in self.space]].to_numpy(object)
+        return np.array([[self._encode(p, v) for p, v in zip(self.space, row)] for row in X], float)
 
     def _encode(self, p: Parameter, v):
         return p.choices.index(v) if p.kind == "categorical" else float(v)
@@ -487,7 +510,8 @@ class Search:
 
     def _postfix(self, bar, study, confirm: bool = False) -> None:
         """Best search estimate so far and, after each batch, the best confirmed-so-far value (the leader is
-        re-run on held-out replications whenever it changes; the final confirmation reuses those runs)."""
+        re-run on held-out replications whenever it changes, with the next batch where there is one; the final
+        confirmation reuses those runs)."""
         df = self.candidates(study)
         ok = df[df["state"] == "COMPLETE"] if len(df) else df
         if len(ok):
@@ -542,10 +566,7 @@ class Search:
         during the search)."""
         todo = [int(t) for t in dict.fromkeys(trials) if int(t) not in self._held]
         if todo:
-            sel = cand.set_index("trial").loc[todo]
-            X = sel[[f"param:{p.name}" for p in self.space]].to_numpy(object)
-            X = np.array([[self._encode(p, v) for p, v in zip(self.space, row)] for row in X], float)
-            out = self.evaluate(X, list(range(self.confirm_offset, self.confirm_offset + self.confirm_R)))
+            out = self.evaluate(self._params_of(todo, cand), self._confirm_reps())
             for i, tr in enumerate(todo):
                 self._held[tr] = (out, i)
         return {int(t): self._held[int(t)] for t in trials}
@@ -640,15 +661,23 @@ class Search:
 
     def _confirm_incumbent(self, study) -> str | None:
         """Confirm the current search leader on held-out replications (cached) and return the best
-        confirmed-so-far value for the progress display."""
+        confirmed-so-far value for the progress display. An evaluator with ``evaluate_many`` (the twin's) runs
+        a new leader's held-out replications with the next batch, or after the last batch with the final
+        confirmation, instead of in a batch of their own; the display then shows it one batch later."""
         cand = self.candidates(study)
         ok = cand[(cand["state"] == "COMPLETE") & cand["feasible"]] if len(cand) else cand
         if not len(ok):
             return None
         o = self.objectives[0]
-        lead = ok.sort_values(f"objective:{o.metric}", ascending=o.direction == "minimize")["trial"].iloc[0]
-        self._held_out([int(lead)], ok)
+        lead = int(ok.sort_values(f"objective:{o.metric}", ascending=o.direction == "minimize")["trial"].iloc[0])
+        if lead not in self._held:
+            if hasattr(self.evaluate, "evaluate_many"):  # with the next batch, or with the final confirmation
+                self._pending = (lead, self._params_of([lead], ok)[0])
+            else:
+                self._held_out([lead], ok)
         held = {t: v for t, v in self._held.items() if t in set(ok["trial"])}
+        if not held:
+            return None  # the first leader's held-out runs go with the next batch
         conf = self._confirmed_rows(held, ok)
         best = self.pick(conf, self._confirmed_group_rows(held))
         if best is None:

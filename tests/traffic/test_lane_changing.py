@@ -348,3 +348,41 @@ def test_change_lanes_cooperation_and_one_vehicle_per_gap():
     assert places == [(0, 100.0), (1, 110.0)] and ev["lc_gap_lost"] == 1
     places, _, ev = _change_both([("M", 2, 100.0, 5.0, 5.0), ("M", 0, 100.0, 5.0, 5.0)])
     assert places == [(1, 100.0), (0, 100.0)] and ev["lc_gap_lost"] == 1
+
+
+def test_vehicles_change_lanes_at_the_end_of_a_lane_shorter_than_themselves():
+    """Edge A of the merge cut to 4 m (RESCO ingolstadt21 has 4.5 m edges with three lanes before a junction): a
+    vehicle entering it on the lane that does not continue its route changes lanes with its front in the lane's
+    last metre (SUMO changes by the front's lane). Before, a vehicle changed only with its whole length on the
+    lane, never on such an edge, and stood at its end until teleported. Kernels and reference agree at every
+    step; every vehicle arrives and none was teleported."""
+    scen = merge_scenario(horizon=120.0, headway=6.0)
+    for ln in scen.network.edges["A"].lanes:
+        ln.length = 4.0
+    watch = _Watch()
+    tw, _, worst = _side_by_side(scen, steps=480, each_step=watch)
+    assert worst <= POS_TOL
+    ok = tw.pop.flow >= 0
+    assert (tw.state["status"][ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [0, 0]
+    # the wrong-lane entries into A (U feeds lane 0, V lane 1) left A by the lane their turn needs
+    left_a = [(f, a, b) for f, a, b in watch.crossings if a.startswith("A_")]
+    assert {(a, b[0]) for _, a, b in left_a} <= {("A_0", "R"), ("A_0", "S"), ("A_1", "S"), ("A_1", "L")}
+    assert any(f == 0 and a == "A_1" for f, a, _ in left_a), "a U->L vehicle changed to lane 1 on the 4 m edge"
+
+
+def test_compiled_step_changes_lanes_on_short_lanes_as_the_kernels():
+    from twins.traffic import native
+
+    if not native.available():
+        pytest.skip("no C++ compiler for the compiled step")
+    scen = merge_scenario(horizon=120.0, headway=6.0)
+    for ln in scen.network.edges["A"].lanes:
+        ln.length = 4.0
+    a, b = (TrafficTwin(scen, WorldBatch.replications(3, 2), dt=0.5, horizon=240.0, dtype=torch.float64,
+                        compile=c) for c in (False, True))
+    assert (a.kernel, b.kernel) == ("tensor", "native")
+    while a.step_index < a.n_steps:
+        a.step()
+        b.step()
+        for k in ("status", "lane", "pos", "speed", "route_pos"):
+            assert torch.equal(a.state[k], b.state[k]), (k, a.step_index)

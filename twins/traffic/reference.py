@@ -265,6 +265,7 @@ def free_speed(d: float, u: float, decel: float, dt: float) -> float:
 
 LC_SPEED_GAIN = 1.0  # m/s, as kernels.LC_SPEED_GAIN (rule 11)
 LC_POLITENESS = 0.5  # as kernels.LC_POLITENESS
+LC_SHORT_LANE_END_M = 1.0  # m, as kernels.LC_SHORT_LANE_END_M
 
 
 def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
@@ -1046,7 +1047,7 @@ class ReferenceTrafficModel(mesa.Model):
         for v in running:
             v.lc_yield = None
             lanes = self.edges[v.lane.edge]
-            if v.pos < v.length or len(lanes) < 2 or v._hold:
+            if v.pos < min(v.length, v.lane.length - LC_SHORT_LANE_END_M) or len(lanes) < 2 or v._hold:
                 continue
             best = v.best[v.route_pos]
             k = v.lane.index

@@ -163,3 +163,23 @@ def with_right_of_way(scen, signals: bool = True):
     if not signals:
         net.programs.clear()
     return scen
+
+
+def run_with_reference(tw) -> list:
+    """Step ``tw`` (float64, the tensor kernels or the compiled step) to its end beside one per-agent reference per
+    world, comparing every vehicle at every step (``test_reference``'s conventions); returns the references."""
+    from tests.traffic.test_reference import _compare, _ref_state, _twin_state
+    from twins.traffic.reference import ReferenceTrafficModel
+
+    refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
+    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    valid = [(tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy()) for w in range(tw.W)]
+    ids = [tw.pop.vehicle_id[w].numpy()[valid[w]] for w in range(tw.W)]
+    while tw.step_index < tw.n_steps:
+        step = tw.step_index
+        tw.step()
+        for w, ref in enumerate(refs):
+            ref.step()
+            a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
+            _compare(step, w, a, _ref_state(ref, ids[w], lane_index), ids[w])
+    return refs

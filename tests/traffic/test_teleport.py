@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from tests.traffic._helpers import chain_scenario
-from tests.traffic.test_reference import _compare, _ref_state, _twin_state
+from tests.traffic._helpers import chain_scenario, run_with_reference
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
 from twins.traffic.network import Phase, SignalProgram
-from twins.traffic.reference import ReferenceTrafficModel
 
 HORIZON_S = 1200.0  # the three leave the line about 300 s apart (each creeps up when the one ahead has gone)
 DEPARTURES = [0.0, 4.0, 8.0]
@@ -41,18 +39,8 @@ def _blocked(lanes: dict[str, float], route: list[str], ttt=300.0, compile=False
 
 
 def _run_with_reference(tw):
-    refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
-    valid = [(tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy()) for w in range(tw.W)]
-    ids = [tw.pop.vehicle_id[w].numpy()[valid[w]] for w in range(tw.W)]
-    assert [len(i) for i in ids] == [len(DEPARTURES)] * tw.W
-    while tw.step_index < tw.n_steps:
-        step = tw.step_index
-        tw.step()
-        for w, ref in enumerate(refs):
-            ref.step()
-            a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
-            _compare(step, w, a, _ref_state(ref, ids[w], lane_index), ids[w])
+    refs = run_with_reference(tw)
+    assert all(len(r.vehicles) == len(DEPARTURES) for r in refs)
     return refs
 
 

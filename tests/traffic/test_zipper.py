@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from tests.traffic._helpers import chain_scenario
-from tests.traffic.test_reference import _compare, _ref_state, _twin_state
+from tests.traffic._helpers import chain_scenario, run_with_reference
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
 from twins.traffic.network import Connection, Edge, Junction, Lane
-from twins.traffic.reference import ReferenceTrafficModel
 
 DEPARTURES = [0.0, 3.0, 6.0, 9.0, 12.0]
 
@@ -44,17 +41,7 @@ def _zipper(state: str = "Z", compile=False, horizon: float = 150.0):
 
 def test_zipper_links_merge_in_arrival_order_and_match_the_reference():
     tw = _zipper()
-    refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
-    valid = [(tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy()) for w in range(tw.W)]
-    ids = [tw.pop.vehicle_id[w].numpy()[valid[w]] for w in range(tw.W)]
-    while tw.step_index < tw.n_steps:
-        step = tw.step_index
-        tw.step()
-        for w, ref in enumerate(refs):
-            ref.step()
-            a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
-            _compare(step, w, a, _ref_state(ref, ids[w], lane_index), ids[w])
+    refs = run_with_reference(tw)
     ok = tw.pop.flow >= 0
     assert (tw.state["status"][ok] == kernels.ARRIVED).all(), "both streams got through the merge"
     assert all(r.events["yield_wait"] > 0 and r.events["yield_go"] > 0 for r in refs), "the rule was exercised"

@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_fidelity.py                       # 6 scenarios x IDM, Krauss x 3 seeds
     PYTHONPATH=. python benchmarks/bench_fidelity.py --scenarios cologne1 --seeds 2 --horizon 600   # a quick look
     PYTHONPATH=. python benchmarks/bench_fidelity.py --resco DIR --models IDM --seeds 0,1,2 --out DIR
+    PYTHONPATH=. python benchmarks/bench_fidelity.py --scenarios ingolstadt1 --retime cycle_s=32   # a retimed plan
 
 Per scenario and car-following model it prints the twin's and SUMO's mean travel
 time, mean delay and throughput, the twin/SUMO ratio with a pass/fail mark against
@@ -37,6 +38,13 @@ the means and the throughput in both).
 Targets (issue 17): IDM — travel time and delay within ±10 %, throughput within
 ±3 %; Krauss — travel time and delay within ±15 % (throughput: ±3 %, as for IDM;
 the issue gives one Krauss figure). A mark reads ``ok`` or ``FAIL``.
+
+``--retime KEY=VALUE[,KEY=VALUE]``: both run a retimed plan instead of the file's programs, a
+``signal_timing`` policy (e.g. ``cycle_s=32``, ``cycle_scale=0.5``, ``offset_s=10``): the twin applies
+it as a run of ``intervention=signal_timing`` does, SUMO runs the same plan written as ``tlLogic``
+(``interventions.transfer.signal_plan``, the path of ``python -m twins export --format sumo`` and of
+``transfer``). A plan the twin rates well must also be one it simulates like SUMO; this is the check
+of that (issue 18: the twin was too optimistic at short cycles).
 
 Results: ``--out DIR`` (default ``outputs/bench_fidelity/DATE_TIME`` under the
 repository, git-ignored) gets ``runs.csv`` (one row per simulator, scenario,
@@ -107,15 +115,19 @@ def compose(overrides: list[str]):
         return _compose(config_name="config", overrides=["output.figures=false", "progress=false", *overrides])
 
 
-def twin_runs(base: list[str], model: str, seeds: list[int], progress) -> list[dict]:
+def twin_runs(base: list[str], model: str, seeds: list[int], progress, retime: dict | None = None) -> list[dict]:
     import scenarios
 
-    cfg = compose([*base, f"scenario.car_following={model}"])
+    cfg = compose([*base, f"scenario.car_following={model}"] + (["intervention=signal_timing"] if retime else []))
     worlds = WorldBatch(0, torch.tensor(seeds, dtype=torch.int64), torch.zeros(len(seeds), dtype=torch.int64))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sumo.SumoImportWarning)
         tw = scenarios.build_twin(cfg, worlds, "cpu", torch.float32)
+        if retime:  # every world runs the retimed plan, as the treated arm of a run would
+            import interventions
+
+            interventions.get(cfg.intervention).apply(tw, [dict(retime)] * len(seeds))
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
     while tw.step_index < tw.n_steps:
@@ -234,6 +246,30 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_retime(text: str) -> dict:
+    """``cycle_s=32,offset_s=5`` -> ``{"cycle_s": 32.0, "offset_s": 5.0}`` (a signal_timing policy)."""
+    out = {}
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        k, sep, v = part.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected KEY=NUMBER, e.g. cycle_s=32") from None
+        if not sep or not k.strip():
+            raise argparse.ArgumentTypeError(f"{part!r}: expected KEY=NUMBER, e.g. cycle_s=32")
+    return out
+
+
+def retimed_plan(base: list[str], retime: dict) -> dict:
+    """The retimed programs as SUMO runs them: the export path (``interventions.transfer.signal_plan``)."""
+    from interventions.transfer import signal_plan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sumo.SumoImportWarning)
+        progs = signal_plan(compose([*base, "intervention=signal_timing"]), dict(retime))
+    return {p.id: p for p in progs}
+
+
 def git_commit() -> str:
     try:
         r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -260,6 +296,8 @@ def main() -> None:
                     help="the twin's compute.compile (null: the compiled CPU step where a C++ compiler is found)")
     ap.add_argument("--sumo-plan", default="file", choices=["file", "twin"],
                     help="SUMO's signal programs: the .net.xml's (file) or the twin's import of them (twin)")
+    ap.add_argument("--retime", type=parse_retime, default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="both simulators run this signal_timing plan instead of the file's programs, e.g. cycle_s=32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra override of the twin's config, e.g. --set scenario.lane_changing=true (repeatable)")
     ap.add_argument("--out", type=Path, default=None,
@@ -294,7 +332,7 @@ def main() -> None:
             "commit": git_commit(), "sumo": sumo_version(exe), "torch": torch.__version__, "threads": a.threads,
             "cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": load_avg(),
             "resco": str(a.resco), "scenarios": names, "models": models, "seeds": a.seeds, "horizon_s": a.horizon,
-            "compile": a.compile, "sumo_plan": a.sumo_plan, "targets": TARGETS}
+            "compile": a.compile, "sumo_plan": a.sumo_plan, "retime": a.retime, "targets": TARGETS}
     print(f"{meta['sumo']}; torch {meta['torch']}, {a.threads} thread(s), compute.compile={a.compile}; "
           f"CPU {meta['cpu']}, {meta['cores']} cores; load average {meta['load_average_start']}; commit {meta['commit']}")
 
@@ -318,6 +356,11 @@ def main() -> None:
         base.append("scenario.demand_variation=none")  # the file's departures, as SUMO runs them
         base += a.overrides
         plan = load_resco(cfg_path).network.programs if a.sumo_plan == "twin" else None
+        if a.retime:
+            try:
+                plan = retimed_plan(base, a.retime)
+            except ConfigError as e:
+                sys.exit(f"bench_fidelity: --retime {a.retime} on {name}: {e}")
         print(f"\n== {name}: {begin:g}..{end:g} s ({end - begin:g} s) ==", flush=True)
         for model in models:
             def progress(what, secs, row, tail=""):
@@ -331,7 +374,7 @@ def main() -> None:
             runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **r} for r in s_rows]
             t_rows, note = None, ""
             try:
-                t_rows = twin_runs(base, model, a.seeds, progress)
+                t_rows = twin_runs(base, model, a.seeds, progress, a.retime)
             except ConfigError as e:
                 note = f"twin refused scenario.car_following={model}: {e}"
                 print(f"[{k + 1}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
@@ -347,8 +390,9 @@ def main() -> None:
         write(out, meta, runs, summary)
 
     h = "to each scenario's end" if a.horizon is None else f"{a.horizon:g} s after each scenario's begin"
+    programs = f"retimed {a.retime} in both" if a.retime else a.sumo_plan
     print(f"\n== twin vs SUMO, {len(a.seeds)} seed(s) ({','.join(map(str, a.seeds))}), {h}; SUMO programs: "
-          f"{a.sumo_plan} ==")
+          f"{programs} ==")
     print(console_table(summary))
     print("targets: IDM travel time and delay ±10 %, throughput ±3 %; Krauss travel time and delay ±15 %, "
           "throughput ±3 %. sd and min–max: SUMO over its seeds.")

@@ -3,6 +3,7 @@
     python benchmarks/bench_traffic.py                  # CPU: single world, then a batch of 64
     python benchmarks/bench_traffic.py --compile false  # the same on the tensor kernels
     python benchmarks/bench_traffic.py --device cuda --worlds 256   # any CUDA machine
+    python benchmarks/bench_traffic.py --worlds 1 --grid 100 --target 1000000 --steps 10   # one world, 1M vehicles
 
 A vehicle update is one running vehicle advanced by one step. The scenario is a
 10×10 signalized grid (2 lanes each way, 1 km blocks) loaded until at least
@@ -34,8 +35,8 @@ from twins.traffic.model import TrafficTwin
 
 
 def build(worlds: int, device: str, dtype, target: int, horizon: float = 7200.0, compile: bool | None = None,
-          lane_changing: bool = False):
-    s = OmegaConf.structured(GridScenario(rows=10, cols=10, block_m=1000.0, approach_m=400.0, lanes=2,
+          lane_changing: bool = False, grid: int = 10):
+    s = OmegaConf.structured(GridScenario(rows=grid, cols=grid, block_m=1000.0, approach_m=400.0, lanes=2,
                                           entry_flow_veh_h=1800.0, off_peak_factor=1.0, straight_share=0.8,
                                           signals=SignalConfig(cycle_s=60.0), lane_changing=lane_changing))
     scen = grid_scenario(s, horizon)
@@ -94,8 +95,8 @@ def count_per_step(tw, steps: int) -> dict:
 
 
 def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None,
-            lane_changing: bool = False, count_steps: int = 5) -> dict:
-    tw = build(worlds, device, dtype, target, compile=compile, lane_changing=lane_changing)
+            lane_changing: bool = False, count_steps: int = 5, grid: int = 10) -> dict:
+    tw = build(worlds, device, dtype, target, compile=compile, lane_changing=lane_changing, grid=grid)
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
         tw.step()
@@ -138,6 +139,8 @@ def main():
                     help="compute.compile (default null: on a CPU the compiled step, twins.traffic.native, where a "
                     "C++ compiler is found; true: that, and on CUDA torch.compile of IDM, compiled during the "
                     "warm-up, not timed; false: the tensor kernels)")
+    ap.add_argument("--grid", type=int, default=10,
+                    help="junctions per side of the grid (10: the standard case; 100 holds a million vehicles)")
     ap.add_argument("--count-steps", type=int, default=32,
                     help="steps run after the timing to count kernels and host syncs per step (0: none)")
     ap.add_argument("--lane-changing", action="store_true",
@@ -153,7 +156,7 @@ def main():
           f"lane changing {'on' if a.lane_changing else 'off'}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
-        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing, a.count_steps)
+        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing, a.count_steps, a.grid)
         counted = (f"  kernels/step={r['kernels_per_step']:.0f}  host syncs/step={r['host_syncs_per_step']:.1f}"
                    if "kernels_per_step" in r else "")
         print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "

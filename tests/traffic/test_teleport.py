@@ -100,3 +100,23 @@ def test_time_to_teleport_must_be_a_number():
     with pytest.raises(Exception, match="time_to_teleport_s"):
         _blocked({"a": 300.0, "b": 300.0}, ["a", "b"], ttt=float("nan"))
     assert np.isfinite(kernels.TIME_TO_TELEPORT_S)
+
+
+def test_teleporting_keeps_worlds_independent_and_arms_paired():
+    """A world's teleports do not depend on the others in its batch (the standing check reads the whole window's
+    longest standing time, which only decides when to look, never what happens), and two arms of one replication
+    stay bit-identical."""
+    def run(reps):
+        scen_tw = _blocked({"a": 300.0, "b": 300.0, "c": 300.0}, ["a", "b", "c"], W=1)
+        scen = scen_tw.scenario
+        tw = TrafficTwin(scen, WorldBatch(3, torch.tensor(reps), torch.zeros(len(reps), dtype=torch.int64)),
+                         dt=1.0, horizon=HORIZON_S, dtype=torch.float64, compile=False)
+        while tw.step_index < tw.n_steps:
+            tw.step()
+        return tw
+
+    alone, batch = run([0]), run([0, 4, 0])
+    for w in (0, 2):
+        for k in ("status", "pos", "speed", "route_pos", "arrive_step"):
+            assert torch.equal(alone.state[k][0], batch.state[k][w]), (k, w)
+    assert int(alone.teleports[0]) == int(batch.teleports[0]) == int(batch.teleports[2]) == 3

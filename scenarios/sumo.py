@@ -283,7 +283,7 @@ def time_to_teleport(scfg) -> float:
     if v is None:
         return kernels.TIME_TO_TELEPORT_S
     try:
-        v = float(v)
+        v = sumo.sumo_time(v, field_) if isinstance(v, str) else float(v)
     except (TypeError, ValueError):
         v = math.nan
     check(math.isfinite(v), field_, v, "a number of seconds (<= 0: never teleport, as SUMO's -1)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -99,7 +98,9 @@ def test_compiled_step_teleports_as_the_tensor_kernels():
 def test_time_to_teleport_must_be_a_number():
     with pytest.raises(Exception, match="time_to_teleport_s"):
         _blocked({"a": 300.0, "b": 300.0}, ["a", "b"], ttt=float("nan"))
-    assert np.isfinite(kernels.TIME_TO_TELEPORT_S)
+    # 0 or less: never, as SUMO's -1
+    assert _blocked({"a": 300.0, "b": 300.0}, ["a", "b"], ttt=0.0).teleport_steps is None
+    assert _blocked({"a": 300.0, "b": 300.0}, ["a", "b"], ttt=-1.0).teleport_steps is None
 
 
 def test_teleporting_keeps_worlds_independent_and_arms_paired():

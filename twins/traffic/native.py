@@ -62,8 +62,8 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "halted", "depart", "route", "delta", "length", "min_gap", "accel", "decel", "two_sqrt_ab", "tau",
          "speed_factor", "max_speed", "depart_speed", "lane_last", "lane_acc", "lane_length", "lane_speed", "conn_via",
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
-         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper", "conn_foes",
-         "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
+         "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
+         "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
          "conn_to_edge")
 
 

@@ -457,7 +457,8 @@ class ReferenceVehicle(mesa.Agent):
                     # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe
                     crossing = foe[1] != self._key[1] and m.windows_inside.get(foe, -INF) >= self._t_arr
                     if w is not None and m.zipper[self._key]:  # a zipper: wait only for a foe that arrives first
-                        first = w[0] < self._t_arr or (w[0] == self._t_arr and m.conn_rank[foe] < m.conn_rank[self._key])
+                        tie_first = m.conn_rank[foe] < m.conn_rank[self._key]
+                        first = w[0] < self._t_arr or (w[0] == self._t_arr and tie_first)
                         overlap = first and w[1] >= self._t_arr
                     else:
                         overlap = w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr

@@ -1020,7 +1020,8 @@ class SumoScenario:
     step_length: float = 1.0
 
 
-_CFG_USED = {"net-file", "route-files", "additional-files", "begin", "end", "step-length"}
+# time-to-teleport: read by scenarios/sumo.py (kernels rule 12)
+_CFG_USED = {"net-file", "route-files", "additional-files", "begin", "end", "step-length", "time-to-teleport"}
 _CFG_SILENT = re.compile(r"(output|log|verbose|no-step-log|no-warnings|duration-log|gui|window|start|quit-on-end|"
                          r"delay|breakpoints|demo|game|tracker|xml-validation|print|save|write|help|version|"
                          r"precision|human-readable|configuration)")

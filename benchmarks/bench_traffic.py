@@ -10,13 +10,10 @@ A vehicle update is one running vehicle advanced by one step. The scenario is a
 20,000 vehicles are in the network at once (per world); then steps are timed.
 
 After the timing, ``--count-steps`` more steps (default 32) run under a torch dispatch
-mode that counts, per step (issue 20): **kernels**, every tensor operation that does
-work (views and other metadata operations left out; a call of the compiled step,
-twins.traffic.native, counts as one), and **host syncs**, the operations that make
-the host wait for tensor data: a scalar read (``.item()``, ``bool(t)``: ATen's
-``_local_scalar_dense``), ``nonzero``, ``masked_select``, ``unique``, ``equal``,
-``repeat_interleave`` with tensor repeats, and ``bincount`` (on CUDA its output size
-reads the maximum). Counted, not estimated: these are the calls made, on any device.
+mode (twins.compute.counting) that counts, per step (issue 20): **kernels**, every tensor
+operation that does work (a call of the compiled step, twins.traffic.native, counts as one),
+and **host syncs**, the operations that make the host wait for tensor data. Counted, not
+estimated: these are the calls made, on any device.
 """
 from __future__ import annotations
 
@@ -26,9 +23,9 @@ import time
 
 import torch
 from omegaconf import OmegaConf
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from scenarios.traffic import GridScenario, SignalConfig, grid_scenario
+from twins.compute import counting
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
@@ -49,31 +46,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-# operations whose result the host must wait for (a value, or a data-dependent output size)
-HOST_SYNC_OPS = frozenset({"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "masked_select", "unique",
-                           "_unique", "_unique2", "unique_consecutive", "unique_dim", "repeat_interleave", "bincount",
-                           "item"})
-
-
-class _DispatchCounter(TorchDispatchMode):
-    """Counts the tensor operations that do work (kernels) and the host syncs among them (:data:`HOST_SYNC_OPS`)."""
-
-    def __init__(self):
-        super().__init__()
-        self.kernels, self.syncs, self.sync_ops = 0, 0, {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        ret = func._schema.returns
-        alias = ret[0].alias_info if len(ret) == 1 else None
-        if alias is None or alias.is_write:  # a view or other alias of an input does no work; in-place ops do
-            self.kernels += 1
-        name = func._schema.name.split("::")[-1]
-        if name in HOST_SYNC_OPS:
-            self.syncs += 1
-            self.sync_ops[name] = self.sync_ops.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
-
-
 def count_per_step(tw, steps: int) -> dict:
     """Kernels and host syncs per step over ``steps`` steps (the compiled step's call counts as one kernel)."""
     calls = [0]
@@ -85,13 +57,9 @@ def count_per_step(tw, steps: int) -> dict:
 
     native.step_ = counted
     try:
-        with _DispatchCounter() as c:
-            for _ in range(steps):
-                tw.step()
+        return counting.count_per_step(tw.step, steps, extra_kernels=lambda: calls[0])
     finally:
         native.step_ = step_
-    return {"kernels_per_step": (c.kernels + calls[0]) / steps, "host_syncs_per_step": c.syncs / steps,
-            "sync_ops": {k: v / steps for k, v in sorted(c.sync_ops.items())}}
 
 
 def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None,

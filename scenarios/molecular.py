@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from twins.core.errors import check
 
@@ -76,6 +77,8 @@ class LJFluidScenario:
     lattice: str = "fcc"  # fcc | random
     equilibration: float = 0.25  # fraction of the horizon left out of averages
     record_every: int = 10
+    skin: Optional[float] = None  # σ, Verlet-list buffer beyond the cutoff; None: 0.3 (less in a small box)
+    neighbor_check_every: Optional[int] = None  # steps between neighbour-list checks; None: from dt, skin, T
 
 
 def _time(cfg, sc):
@@ -116,4 +119,5 @@ def build_lj_fluid(cfg, worlds, device, dtype):
         worlds, dt=dt, horizon=horizon, device=device, dtype=dtype if dtype is not None else torch.float64,
         n_particles=sc.n_particles, density=sc.density, temperature=sc.temperature, cutoff=sc.cutoff,
         gamma=sc.gamma, shift=sc.shift, lattice=sc.lattice, equilibration=sc.equilibration,
-        record_every=sc.record_every)
+        record_every=sc.record_every, skin=sc.skin, check_every=sc.neighbor_check_every,
+        compile=OmegaConf.select(cfg, "compute.compile", default=None))

@@ -193,8 +193,8 @@ def test_lj_fluid_state_point_matches_johnson_zollweg_gubbins():
     ≈ 1 % in U and a few % in P; statistical errors over 2 worlds × 4.5 τ of sampling are
     ≈ 0.4 % (U) and ≈ 1.5 % (P); N = 256 finite-size effects at this supercritical state are
     < 0.5 % (tail corrections assume g(r) = 1 beyond 3σ). Measured (N = 256, 1200 steps):
-    U/N -0.04 %, P -0.9 % from the EOS; 88 s on the loaded 2-core CI box (N = 500, 2400 steps
-    took 616 s)."""
+    U/N -0.04 %, P -0.9 % from the EOS; 88 s on the loaded 2-core CI box with a cell list every
+    step, 10 s with Verlet lists (issue 20)."""
     wb = WorldBatch.replications(0, 2)
     m = LJFluidTwin(wb, dt=0.005, horizon=6.0, n_particles=256, density=0.7, temperature=2.0, cutoff=3.0,
                     gamma=1.0, equilibration=0.25)

@@ -171,8 +171,42 @@ def neighbor_candidates(pos: torch.Tensor, alive: torch.Tensor, box: float, cuto
     return torch.where(cand == me[:, :, None], torch.full_like(cand, -1), cand)
 
 
+def verlet_capacity(density: float, reach: float) -> int:
+    """Neighbour-list slots per particle in a fluid of number ``density``: the mean count within
+    ``reach`` (4/3 π reach³ ρ) with 30 % + 16 slots of headroom for local density fluctuations,
+    rounded up to a multiple of 16. It follows from the scenario alone, so a world's list has the
+    same width whatever batch it runs in (the width changes how a row's sum is rounded)."""
+    mean = 4.0 / 3.0 * math.pi * reach ** 3 * density
+    return int(math.ceil((1.3 * mean + 16.0) / 16.0)) * 16
+
+
+def verlet_list(pos: torch.Tensor, alive: torch.Tensor, box: float, reach: float, capacity: int):
+    """Verlet neighbour list (Allen & Tildesley 2017, §5.3.1): every live ``j != i`` closer than
+    ``reach`` (cutoff + skin) to live ``i``, as flattened indices ``w*N + j`` in the cell list's
+    order (which does not depend on the batch), ``-1`` after them.
+
+    Returns ``(nbr [W, N, max(capacity, needed)], needed)`` where ``needed`` is the longest row
+    (one host read, at a rebuild only). Built from :func:`cell_pairs` (27 cells of edge >= reach).
+    """
+    W, N, _ = pos.shape
+    gi, gj, _, _ = cell_pairs(pos, alive, alive, box, reach, half_stencil=False)
+    count = torch.bincount(gi, minlength=W * N)
+    needed = int(count.max().item()) if count.numel() else 0
+    width = max(capacity, needed)
+    slot = torch.arange(gi.numel(), device=pos.device) - (torch.cumsum(count, 0) - count).index_select(0, gi)
+    out = torch.full((W * N, width), -1, dtype=torch.long, device=pos.device)
+    out[gi, slot] = gj
+    return out.view(W, N, width), needed
+
+
+def max_displacement(pos: torch.Tensor, ref: torch.Tensor, box: float) -> torch.Tensor:
+    """Largest minimum-image distance of any particle from its position in ``ref``, per world ``[W]``."""
+    d = min_image(pos - ref, box)
+    return (d * d).sum(-1).amax(1).sqrt()
+
+
 def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tensor, box: float,
-               cutoff: float, cell_size: float | None = None):
+               cutoff: float, cell_size: float | None = None, half_stencil: bool = True):
     """Compact list of all pairs closer than ``cutoff``, via a cell list.
 
     Pairs ``(gi, gj)`` of flattened indices ``w*N + slot`` with
@@ -184,14 +218,16 @@ def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tens
     ``>= 2 cutoff``, each query visits only the 2×2×2 block of cells on its own
     side of its cell's mid-planes (8 cells instead of 27: every partner within
     ``cutoff`` lies there); otherwise the 27 cells around it. Each unordered
-    pair appears once per direction in which both masks allow it.
+    pair appears once per direction in which both masks allow it. ``half_stencil=False`` always
+    visits the 27 cells of edge ``>= cutoff`` (fewer candidates in dense systems). The pairs come
+    grouped by query, in increasing ``gi``.
     """
     W, N, _ = pos.shape
     dev = pos.device
     cs = check_geometry(box, cutoff, cell_size)
     n_ref = max(int(ref_mask.sum().item()) // max(W, 1), 1)
     cap = max(2, int(math.ceil((2 * n_ref) ** (1.0 / 3.0))))  # ~2 reference particles per cell or fewer
-    nc_half = min(int(math.floor(box / max(cs, 2.0 * cutoff) + 1e-9)), cap)
+    nc_half = min(int(math.floor(box / max(cs, 2.0 * cutoff) + 1e-9)), cap) if half_stencil else 0
     nc = nc_half if nc_half >= 2 else min(int(math.floor(box / cs + 1e-9)), max(3, cap))
     flat = pos.reshape(W * N, 3)
     # gathers by index_select: several times faster on CPU than advanced indexing ``x[idx]``

@@ -40,6 +40,7 @@ receptor slot becomes the complex, the ligand slot is parked as
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -605,6 +606,23 @@ class LJFluidTwin(Twin):
     shifted); reported potential energy and pressure include the analytic
     tail corrections, so they estimate the *full* LJ fluid (as tabulated by
     Johnson, Zollweg & Gubbins 1993). Per-world parameter: ``temperature``.
+
+    Forces come from a Verlet neighbour list of radius ``cutoff + skin`` per world, rebuilt only
+    when needed (HOOMD-blue's ``md.nlist`` ``buffer``/``check_period``, LAMMPS ``neighbor``/
+    ``neigh_modify every N check yes``): every ``check_every`` steps (default: the steps a particle
+    at 6 × sqrt(3 kT/m), far in the speed distribution's tail at the scenario's ``temperature``,
+    needs to cross ``skin / 2``; the scenario's, not a world's, so the schedule does not depend on
+    the batch) one host read of each world's
+    largest displacement since its list was built. A world whose particles may move more than
+    ``skin / 2`` before the next check (the last period's growth extrapolated) gets a new list. A
+    world that did move more than ``skin / 2`` within the period (its list may have missed a pair:
+    LAMMPS and HOOMD count such "dangerous builds" and warn) is not left wrong: every world goes
+    back to the last check, that world's list is rebuilt there and the period is run again (the
+    step is deterministic, so the other worlds repeat it bit for bit); ``replays`` counts these.
+    Every step thus sees every pair inside the cutoff, and a world's rebuilds depend on its own
+    trajectory only, so batch independence and reruns stay bit-identical. A world that outruns
+    even the list built at the last check is replayed once more with a check every step (with a
+    warning: raise ``skin``). Between checks the step reads nothing back to the host.
     """
 
     metrics = ("potential_energy", "pressure", "temperature", "total_energy_drift")
@@ -612,7 +630,8 @@ class LJFluidTwin(Twin):
     def __init__(self, worlds: WorldBatch, *, dt: float, horizon: float, device="cpu", dtype=torch.float64,
                  n_particles: int = 500, density: float = 0.7, temperature: float = 2.0, cutoff: float = 3.0,
                  gamma: float = 1.0, shift: bool = False, lattice: str = "fcc", equilibration: float = 0.25,
-                 record_every: int = 10, min_distance: float = 0.7):
+                 record_every: int = 10, min_distance: float = 0.7, skin: float | None = None,
+                 check_every: int | None = None, compile: bool | None = None):
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
         check(n_particles >= 2, "scenario.n_particles", n_particles, "an integer >= 2")
         check(density > 0, "scenario.density", density, "a positive reduced density")
@@ -623,6 +642,20 @@ class LJFluidTwin(Twin):
         self.N, self.rho, self.rc, self.gamma, self.shift = N, float(density), float(cutoff), float(gamma), bool(shift)
         self.box = (N / self.rho) ** (1.0 / 3.0)
         K.check_geometry(self.box, self.rc)
+        if skin is None:  # 0.3 σ, the usual LJ choice, or what a small box's minimum image allows
+            skin = min(0.3, 0.5 * self.box - self.rc)
+        check(skin > 0 and self.rc + skin <= 0.5 * self.box, "scenario.skin", skin,
+              f"a neighbour-list buffer in (0, {0.5 * self.box - self.rc:.4g}] (box/2 - cutoff; box {self.box:.4g})",
+              "Leave it unset for the default (0.3, or less in a small box).")
+        if check_every is None:  # steps a particle at 6 thermal speeds sqrt(kT/m) per axis needs to cross skin/2
+            check_every = max(1, int(0.5 * skin / (dt * 6.0 * math.sqrt(3.0 * float(temperature)))))
+        check(int(check_every) == check_every and check_every >= 1, "scenario.neighbor_check_every", check_every,
+              "a whole number of steps >= 1")
+        self.skin, self.check_every = float(skin), int(check_every)
+        # the pair forces as one fused kernel (inductor): null = on CUDA only (on a CPU, ~6 s to compile buys
+        # ~3x on the force loop, worth it for long runs only); fixed shapes between list rebuilds
+        use = compile if compile is not None else self.device.type == "cuda"
+        self._pair_forces = torch.compile(K.lj_forces, dynamic=False, fullgraph=True) if use else K.lj_forces
         self.T = self._param("temperature", temperature)
         self.equilibration, self.record_every = float(equilibration), max(1, int(record_every))
         self.pid = torch.arange(N, device=dev)
@@ -644,10 +677,20 @@ class LJFluidTwin(Twin):
         v = v - v.mean(1, keepdim=True)
         t_now = (v * v).sum((1, 2)) / (3 * (N - 1))
         self.vel = v * torch.sqrt(self.T / t_now)[:, None, None]
+        self.capacity = K.verlet_capacity(self.rho, self.rc + self.skin)
+        self._nbr = torch.full((W, N, self.capacity), -1, dtype=torch.long, device=dev)
+        self._built_at = self.pos.clone()
+        self._drift = torch.zeros(W, dtype=dtype, device=dev)  # largest displacement since the list was built
+        self._drift_checked = torch.zeros(W, dtype=dtype, device=dev)  # ... at the last check
+        self.rebuilds = torch.zeros(W, dtype=torch.long, device=dev)
+        self.replays = 0
+        self._built_step = [0] * W
+        self._rebuild(list(range(W)))
         self.force, self.epot, self.virial, self.npairs = self._forces(self.pos)
         self.u_tail, self.p_tail = K.lj_tail_corrections(self.rho, self.rc)
         self._rec: list[tuple] = []
         self._record()
+        self._snapshot = self._save()
 
     def _param(self, name, default):
         v = self.worlds.params.get(name)
@@ -658,10 +701,88 @@ class LJFluidTwin(Twin):
         return v
 
     def _forces(self, pos):
-        nbr = K.neighbor_candidates(pos, self.alive, self.box, self.rc)
-        return K.lj_forces(pos, nbr, self.box, self.rc, shift=self.shift)
+        self._drift = torch.maximum(self._drift, K.max_displacement(pos, self._built_at, self.box))
+        return self._pair_forces(pos, self._nbr, self.box, self.rc, shift=self.shift)
+
+    def _rebuild(self, worlds: list[int]):
+        """New Verlet lists for ``worlds`` at their current positions."""
+        if not worlds:
+            return
+        N, idx = self.N, torch.tensor(worlds, device=self.device)
+        nbr, needed = K.verlet_list(self.pos[idx], self.alive[idx], self.box, self.rc + self.skin, self.capacity)
+        if needed > self.capacity:
+            grown = -(-needed // 16) * 16
+            warnings.warn(f"LJ neighbour list: a particle has {needed} neighbours within cutoff + skin, more than "
+                          f"the {self.capacity} slots planned from the density; widened to {grown} (a denser "
+                          f"region than a fluid's: a world's rounding now depends on the batch it ran in)",
+                          stacklevel=3)
+            self._nbr = torch.cat((self._nbr, self._nbr.new_full((self.W, N, grown - self.capacity), -1)), 2)
+            self.capacity = grown
+        if nbr.shape[2] < self.capacity:
+            nbr = torch.cat((nbr, nbr.new_full((len(worlds), N, self.capacity - nbr.shape[2]), -1)), 2)
+        # the list numbers particles within the sub-batch: w_sub * N + j -> w * N + j
+        shift = ((idx - torch.arange(len(worlds), device=self.device)) * N)[:, None, None]
+        self._nbr[idx] = torch.where(nbr >= 0, nbr + shift, nbr)
+        self._built_at[idx] = self.pos[idx]
+        self._drift[idx] = 0
+        self._drift_checked[idx] = 0
+        self.rebuilds[idx] += 1
+        for w in worlds:
+            self._built_step[w] = self.step_index
+
+    def _save(self):
+        return (self.step_index, len(self._rec), self.pos.clone(), self.vel.clone(), self.force.clone(),
+                self.epot.clone(), self.virial.clone(), self.npairs.clone(), self._drift.clone())
+
+    def _restore(self, snap):
+        self.step_index, n_rec = snap[0], snap[1]
+        del self._rec[n_rec:]
+        self.pos, self.vel, self.force, self.epot, self.virial, self.npairs, self._drift = (t.clone() for t in snap[2:])
 
     def step(self):
+        self._advance()
+        if self.step_index % self.check_every == 0 or self.step_index >= self.n_steps:
+            self._check_lists()
+
+    def _check_lists(self):
+        """Replay the period since the last check for worlds whose list went stale, then rebuild
+        the lists that would go stale before the next check (see the class docstring)."""
+        half, start = 0.5 * self.skin, self._snapshot[0]
+        while True:
+            drift = self._drift.tolist()  # the host read of this period
+            stale = [w for w, d in enumerate(drift) if d > half]
+            if not stale:
+                break
+            end, built = self.step_index, list(self._built_step)
+            self._restore(self._snapshot)
+            self.replays += 1
+            # a list built at the last check that still went stale: its world is rebuilt step by step
+            outran = [w for w in stale if built[w] == start]
+            self._rebuild([w for w in stale if built[w] != start])
+            if outran:
+                warnings.warn(f"LJ neighbour list: particles of world(s) {outran} moved more than skin/2 = {half:g} "
+                              f"within {end - start} steps of a rebuild; their lists are checked every step of this "
+                              f"period (correct, but slower: raise scenario.skin or lower "
+                              f"scenario.neighbor_check_every)", stacklevel=2)
+            while self.step_index < end:
+                before = self._save() if outran else None
+                self._advance()
+                if outran:
+                    d = self._drift.tolist()
+                    late = [w for w in outran if d[w] > half]
+                    if late:
+                        check(all(self._built_step[w] != before[0] for w in late), "scenario.skin", self.skin,
+                              f"a buffer larger than twice a particle's displacement in one step (dt={self.dt:g})",
+                              "Raise scenario.skin or lower dt.")
+                        self._restore(before)
+                        self._rebuild(late)
+                        self._advance()
+        last = self._drift_checked.tolist()
+        self._rebuild([w for w in range(self.W) if drift[w] + max(drift[w] - last[w], 0.0) > half])
+        self._drift_checked = self._drift.clone()
+        self._snapshot = self._save()
+
+    def _advance(self):
         s = self.step_index
         xi = noise.normal(self.worlds.seed, self.worlds.replication.view(-1, 1, 1), Stream.BROWNIAN,
                           self.pid[None, :, None], s, torch.arange(3, device=self.device)[None, None, :],
@@ -704,8 +825,11 @@ class LJFluidTwin(Twin):
         cols["potential_energy"] = (U[keep].mean(0) + self.u_tail).numpy()
         cols["pressure"] = P[keep].mean(0).numpy()
         cols["temperature"] = Tk[keep].mean(0).numpy()
+        cols["neighbor_rebuilds"] = self.rebuilds.cpu().numpy()
         cols["total_energy_drift"] = ((H[-1] - H[0]) / max(self.horizon, 1e-300)).numpy()
-        cols["total_energy_fluctuation"] = H.std(0).numpy() if len(H) > 1 else np.zeros(W)
+        # one world at a time: a batched std rounds differently with the batch's width
+        cols["total_energy_fluctuation"] = (np.array([float(h.std()) for h in H.T.contiguous()]) if len(H) > 1
+                                            else np.zeros(W))
         ts = {"world": np.repeat(np.arange(W)[None], len(T), 0).ravel(),
               "time": np.repeat(T.numpy()[:, None], W, 1).ravel(),
               "pressure": P.numpy().ravel(), "temperature": Tk.numpy().ravel(),

@@ -36,7 +36,7 @@ step traffic_compile 60 python3 benchmarks/bench_traffic.py --device cuda --worl
 # issue 5: candidate evaluations/min, R=8 replications of one hour of the arterial (target 1,000)
 step search 50 python3 benchmarks/bench_search.py --device cuda --batch 256 --single 1
 # issue 7: particle-steps/s over a batch of worlds (target 100 M); issue 20 item 5: the LJ liquid at N = 64k
-# (target >= 1.4e8 particle-steps/s; Verlet lists, forces compiled by inductor: the compile is in the first 20 steps)
+# (target >= 1.4e8 particle-steps/s; Verlet lists, the step compiled by inductor: the compile is in the first 20 steps)
 step molecular 70 python3 benchmarks/bench_molecular.py --gpu --steps 300 --repeat 1 --worlds 1 64
 # issue 20 item 3: building 1024 worlds of scenario=traffic and reading their outcomes (targets: <= 2 s each)
 step build 40 python3 benchmarks/bench_build.py --device cuda --worlds 256 1024 --repeat 1

@@ -542,6 +542,40 @@ def baoab_step(pos, vel, force, force_fn, dt, gamma, kT, xi, box, mass=1.0):
     return pos, vel, force, out[1:]
 
 
+def draw_links(n: int, device=None) -> torch.Tensor:
+    """The key-chain links of draws ``0 .. n-1`` (int64 ``[n]``), for :func:`keyed_normals`."""
+    return torch.tensor([_link(d) for d in range(n)], dtype=torch.int64, device=device)
+
+
+def keyed_normals(prefix: torch.Tensor, step: torch.Tensor, links: torch.Tensor, dtype) -> torch.Tensor:
+    """``noise.normal(seed, replication, stream, entity, step, draw)`` for draws ``0 .. n/2-1``, bit for bit:
+    ``prefix [...]`` from :func:`key_prefix`, ``step`` a 0-d int64 tensor, ``links`` from ``draw_links(n)``.
+    Integer and float ops on tensors only (no Python integer folded at trace time), so inductor can fuse it."""
+    h = _mix64_(prefix ^ (step * noise._GOLDEN + _LINK))
+    u = bits_uniform(_mix64_(h[..., None] ^ links))
+    return (torch.sqrt(-2.0 * torch.log(u[..., 0::2])) * torch.cos(2.0 * math.pi * u[..., 1::2])).to(dtype)
+
+
+def lj_step(pos, vel, force, nbr, built_at, drift, kT, key, step, links, *, dt: float, gamma: float, box: float,
+            cutoff: float, shift: bool):
+    """One BAOAB step of the LJ fluid over a Verlet list ``nbr``, as a pure function of tensors (so that
+    inductor can fuse all of it, the keyed Brownian noise included: ``key`` is the particles' noise prefix
+    [W, N], ``step`` a 0-d int64 tensor, ``links = draw_links(6)``).
+
+    ``drift [W]`` is raised to each world's largest displacement from ``built_at`` (where its list was
+    built) at the step's new positions. Returns ``(pos, vel, force, epot, virial, npairs, drift)``.
+    """
+    xi = keyed_normals(key, step, links, pos.dtype)
+    moved = []
+
+    def force_fn(p):
+        moved.append(max_displacement(p, built_at, box))
+        return lj_forces(p, nbr, box, cutoff, shift=shift)
+
+    pos, vel, force, (epot, virial, npairs) = baoab_step(pos, vel, force, force_fn, dt, gamma, kT, xi, box)
+    return pos, vel, force, epot, virial, npairs, torch.maximum(drift, moved[0])
+
+
 # ----------------------------------------------------------------------------- reactions
 def bernoulli(rate, dt, u):
     """Event fires when ``u < 1 - exp(-rate dt)`` (``rate`` broadcasts against ``u``)."""

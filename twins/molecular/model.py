@@ -652,13 +652,16 @@ class LJFluidTwin(Twin):
         check(int(check_every) == check_every and check_every >= 1, "scenario.neighbor_check_every", check_every,
               "a whole number of steps >= 1")
         self.skin, self.check_every = float(skin), int(check_every)
-        # the pair forces as one fused kernel (inductor): null = on CUDA only (on a CPU, ~6 s to compile buys
-        # ~3x on the force loop, worth it for long runs only); fixed shapes between list rebuilds
-        use = compile if compile is not None else self.device.type == "cuda"
-        self._pair_forces = torch.compile(K.lj_forces, dynamic=False, fullgraph=True) if use else K.lj_forces
+        # the whole step (noise, integrator, pair forces) as a few fused kernels (inductor): null = on CUDA only
+        # (eager, a step is ~230 small kernels; on a CPU the compile takes ~30 s); shapes are fixed between rebuilds
+        self.compiled = bool(compile if compile is not None else self.device.type == "cuda")
+        self._step_fn = torch.compile(K.lj_step, dynamic=False, fullgraph=True) if self.compiled else K.lj_step
         self.T = self._param("temperature", temperature)
         self.equilibration, self.record_every = float(equilibration), max(1, int(record_every))
         self.pid = torch.arange(N, device=dev)
+        self._key = K.key_prefix(worlds.seed, self.worlds.replication[:, None], Stream.BROWNIAN, self.pid[None, :])
+        self._links = K.draw_links(6, dev)
+        self._step_t = torch.zeros((), dtype=torch.int64, device=dev)
         rep = self.worlds.replication.view(-1, 1, 1)
         d3 = torch.arange(3, device=dev)[None, None, :]
         if lattice == "fcc":
@@ -701,8 +704,7 @@ class LJFluidTwin(Twin):
         return v
 
     def _forces(self, pos):
-        self._drift = torch.maximum(self._drift, K.max_displacement(pos, self._built_at, self.box))
-        return self._pair_forces(pos, self._nbr, self.box, self.rc, shift=self.shift)
+        return K.lj_forces(pos, self._nbr, self.box, self.rc, shift=self.shift)
 
     def _rebuild(self, worlds: list[int]):
         """New Verlet lists for ``worlds`` at their current positions."""
@@ -736,6 +738,7 @@ class LJFluidTwin(Twin):
 
     def _restore(self, snap):
         self.step_index, n_rec = snap[0], snap[1]
+        self._step_t.fill_(self.step_index)
         del self._rec[n_rec:]
         self.pos, self.vel, self.force, self.epot, self.virial, self.npairs, self._drift = (t.clone() for t in snap[2:])
 
@@ -783,13 +786,11 @@ class LJFluidTwin(Twin):
         self._snapshot = self._save()
 
     def _advance(self):
-        s = self.step_index
-        xi = noise.normal(self.worlds.seed, self.worlds.replication.view(-1, 1, 1), Stream.BROWNIAN,
-                          self.pid[None, :, None], s, torch.arange(3, device=self.device)[None, None, :],
-                          dtype=self.dtype, device=self.device)
-        self.pos, self.vel, self.force, (self.epot, self.virial, self.npairs) = K.baoab_step(
-            self.pos, self.vel, self.force, self._forces, self.dt, self.gamma, self.T, xi, self.box)
+        (self.pos, self.vel, self.force, self.epot, self.virial, self.npairs, self._drift) = self._step_fn(
+            self.pos, self.vel, self.force, self._nbr, self._built_at, self._drift, self.T, self._key,
+            self._step_t, self._links, dt=self.dt, gamma=self.gamma, box=self.box, cutoff=self.rc, shift=self.shift)
         self.step_index += 1
+        self._step_t += 1  # the step counter lives on the device: no transfer per step
         if self.step_index % self.record_every == 0 or self.step_index == self.n_steps:
             self._record()
 

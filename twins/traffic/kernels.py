@@ -624,8 +624,9 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lan
     standing = torch.full((n,), torch.inf, dtype=torch.float64, device=pos.device).scatter_reduce(
         0, torch.where(halted, seg, W * n_lanes), back, "amin")
     behind = running & (pos.to(torch.float64) <= _gather(standing, seg))
-    return standing - torch.bincount(torch.where(behind, seg, W * n_lanes),
-                                     weights=(length + min_gap).to(torch.float64), minlength=n)
+    # index_add_ (not bincount, the same sums in the same order): a known size, so no host read on CUDA
+    return standing - torch.zeros(n, dtype=torch.float64, device=pos.device).index_add_(
+        0, torch.where(behind, seg, W * n_lanes), (length + min_gap).to(torch.float64))
 
 
 def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig, net, routes, delta, stops, dt: float,

@@ -1,0 +1,107 @@
+"""The layer table (issue 21): every module of twins/, scenarios/ and interventions/ belongs to one layer, and an
+import (function-level ones included) may point only down or sideways. The imports that point up today are listed in
+KNOWN_UPWARD, the debt left to pay: the test fails on any new upward import, and on an entry that no longer occurs
+(delete it, so the list only shrinks). docs/architecture.md §5 describes the layers; this table is the one place
+they are defined."""
+from __future__ import annotations
+
+import ast
+
+from tests.conftest import ROOT
+
+# bottom first: (layer, module prefixes); a module belongs to the layer of its longest matching prefix
+LAYERS = [
+    ("core", ["twins.core"]),
+    ("kernels", ["twins.traffic.kernels", "twins.traffic.native", "twins.traffic.control", "twins.molecular.kernels"]),
+    ("twins", ["twins.traffic", "twins.molecular"]),
+    ("scenarios", ["scenarios"]),
+    ("interventions", ["interventions"]),
+    ("compute", ["twins.compute"]),
+    ("experiment", ["twins.core.config", "twins.core.io", "twins.core.runner", "interventions._evaluate",
+                    "interventions.sweep", "interventions.search", "interventions.transfer", "twins.calibration"]),
+    ("review", ["twins.ethics"]),
+    ("front ends", ["twins.ethics.cli", "twins.cli", "twins.__main__", "twins.results", "twins.plots"]),
+]
+PACKAGES = ("twins", "scenarios", "interventions")
+
+KNOWN_UPWARD = {  # (importer, imported): issue 21's debt
+    ("interventions.base", "twins.core.config"),
+    ("interventions.counterfactual", "twins.core.io"),
+    ("interventions.search", "twins.plots"),
+    ("interventions.sweep", "twins.plots"),
+    ("interventions.transfer", "twins.plots"),
+    ("scenarios.sumo", "twins.calibration"),
+    ("scenarios.sumo", "twins.calibration.ensemble"),
+    ("twins.calibration.run", "twins.plots"),
+    ("twins.core.config", "twins.ethics.config"),
+    ("twins.core.runner", "twins.ethics"),
+    ("twins.core.runner", "twins.plots"),
+    ("twins.molecular.model", "twins.plots"),
+    ("twins.traffic.control", "twins.traffic.compiled"),
+    ("twins.traffic.kernels", "twins.traffic.compiled"),
+    ("twins.traffic.model", "twins.plots"),
+}
+
+
+def _modules() -> dict:
+    mods = {}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            parts = p.relative_to(ROOT).with_suffix("").parts
+            mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return mods
+
+
+def _imports(name: str, path, mods: dict) -> set:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in mods)
+    return {m for m in out if m in mods and m not in PACKAGES}
+
+
+def layer(module: str) -> int:
+    best, length = None, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > length:
+                best, length = i, len(p)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS in tests/test_layers.py"
+    return best
+
+
+def upward_imports() -> set:
+    mods = _modules()
+    return {(a, b) for a, p in mods.items() if a not in PACKAGES
+            for b in _imports(a, p, mods) if layer(b) > layer(a)}
+
+
+def test_every_module_is_in_a_layer():
+    for m in _modules():
+        if m not in PACKAGES:
+            layer(m)
+
+
+def test_no_new_import_points_up_a_layer():
+    up = upward_imports()
+    new = sorted(up - KNOWN_UPWARD)
+    assert not new, "imports that point up a layer: " + ", ".join(
+        f"{a} ({LAYERS[layer(a)][0]}) -> {b} ({LAYERS[layer(b)][0]})" for a, b in new)
+    gone = sorted(KNOWN_UPWARD - up)
+    assert not gone, f"fixed, so delete from KNOWN_UPWARD in tests/test_layers.py: {gone}"
+
+
+def test_the_parser_sees_function_level_and_relative_imports():
+    mods = _modules()
+    # twins/traffic/model.py imports its kernels relatively, and twins.plots inside functions
+    seen = _imports("twins.traffic.model", mods["twins.traffic.model"], mods)
+    assert {"twins.traffic.kernels", "twins.plots"} <= seen

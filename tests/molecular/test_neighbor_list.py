@@ -17,9 +17,11 @@ def _lj(wb, **kw):
     return LJFluidTwin(wb, **{**args, **kw})
 
 
-def test_verlet_list_is_every_pair_within_reach_once():
+@pytest.mark.parametrize("box", [pytest.param(9.0, id="half-reach-cells"), pytest.param(6.0, id="all-pairs"),
+                                 pytest.param(14.0, id="sparse")])
+def test_verlet_list_is_every_pair_within_reach_once(box):
     g = torch.Generator().manual_seed(3)
-    W, N, box, reach = 2, 300, 9.0, 2.8
+    W, N, reach = 2, 300, 2.8
     pos = torch.rand(W, N, 3, generator=g, dtype=torch.float64) * box
     alive = torch.rand(W, N, generator=g) < 0.9
     nbr, needed = K.verlet_list(pos, alive, box, reach, capacity=8)

@@ -129,7 +129,11 @@ class Intervention(ABC):
             raise RuntimeError("an intervention must be applied before the twin's first step")
 
 
-from twins.core.config import InterventionConfig as NoneConfig  # noqa: E402  (schema of intervention=none)
+@dataclass
+class NoneConfig:
+    """The schema of ``intervention=none``."""
+
+    name: str = "none"
 
 
 class NoIntervention(Intervention):

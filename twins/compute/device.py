@@ -6,6 +6,7 @@ import re
 import torch
 
 from twins.core.errors import ConfigError
+from twins.core.io import describe  # noqa: F401  (re-exported: a device in words)
 
 
 def check_device_spec(spec: str) -> str:
@@ -83,9 +84,3 @@ def resolve_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
-def describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -40,11 +40,6 @@ class ComputeConfig:
 
 
 @dataclass
-class InterventionConfig:
-    name: str = "none"
-
-
-@dataclass
 class OutputConfig:
     figures: bool = True
     trips: bool = True

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import OmegaConf
 
 from .stats import mean_ci
@@ -54,9 +55,14 @@ def git_revision() -> str:
         return "unknown (git not available)"
 
 
-def manifest(cfg, device, dtype, started: float, complete: bool, **extra) -> dict:
-    from twins.compute.device import describe
+def describe(device: torch.device) -> str:
+    """A device in words, as run folders record it: ``cuda:0 (NVIDIA H200)``, ``cpu (x86_64, 2 threads)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
+
+def manifest(cfg, device, dtype, started: float, complete: bool, **extra) -> dict:
     return {
         "seed": int(cfg.seed),
         "replications": int(cfg.replications),

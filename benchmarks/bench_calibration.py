@@ -105,7 +105,7 @@ def heldout(sumocfg, counts, seeds, begin, end, width, routes=None) -> dict:
 
 def route_flows(demand, units) -> np.ndarray:
     """Vehicles per unit (route and interval) of ``demand`` on the units of a calibration."""
-    from twins.calibration.demand import units_of
+    from twins.traffic.demand_units import units_of
 
     u2 = units_of(demand, units.intervals)
     look = {(tuple(u2.routes[u2.route_of[i]]), int(u2.interval_of[i])): u2.prior[i] for i in range(u2.size)}
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import pandas as pd
 
-    from twins.calibration.demand import intervals_of, units_of
+    from twins.traffic.demand_units import intervals_of, units_of
     from twins.calibration.sumo_files import sumo_counts, write_sumocfg
     from twins.traffic import sumo as ts
 

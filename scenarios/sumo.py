@@ -58,7 +58,7 @@ class SumoScenario:
     # entries expected to load fewer trips than this over [begin, end] are pooled into one group (OTHER_ENTRIES)
     origin_min_trips: float = 50.0
     # file: the route files' demand | calibrated: each replication draws a member of the ensemble that
-    # python -m twins calibrate wrote beside scenario.sumocfg (its calibrated.sumocfg; twins/calibration/ensemble.py)
+    # python -m twins calibrate wrote beside scenario.sumocfg (its calibrated.sumocfg; scenarios/calibrated_demand.py)
     demand: str = "file"
 
 
@@ -177,8 +177,8 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
         end = float(get("end"))
     if end is not None:
         check(end > begin, "scenario.end", end, f"a time after begin ({begin:g} s)")
-    if (get("demand", "file") or "file") != "file":  # the ensemble of a calibration (twins/calibration/ensemble.py)
-        from twins.calibration import ensemble
+    if (get("demand", "file") or "file") != "file":  # the ensemble of a calibration (scenarios/calibrated_demand.py)
+        from scenarios import calibrated_demand as ensemble
 
         check(get("demand") in ensemble.DEMAND_MODES, "scenario.demand", get("demand"),
               " or ".join(ensemble.DEMAND_MODES), suggest(str(get("demand")), ensemble.DEMAND_MODES))
@@ -307,7 +307,7 @@ def build_sumo_twin(cfg, worlds, device, dtype):
                            routing=_routing(cfg.scenario.get("routing", "insertion")),
                            time_to_teleport_s=time_to_teleport(cfg.scenario))
     if (cfg.scenario.get("demand", "file") or "file") == "calibrated":  # each replication: a member of the ensemble
-        from twins.calibration import ensemble
+        from scenarios import calibrated_demand as ensemble
 
         ret = ensemble.retention(abs_path(cfg.scenario.get("sumocfg", "") or ""), demand, worlds).to(
             worlds.replication.device)

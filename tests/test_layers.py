@@ -28,8 +28,6 @@ KNOWN_UPWARD = {  # (importer, imported): issue 21's debt
     ("interventions.search", "twins.plots"),
     ("interventions.sweep", "twins.plots"),
     ("interventions.transfer", "twins.plots"),
-    ("scenarios.sumo", "twins.calibration"),
-    ("scenarios.sumo", "twins.calibration.ensemble"),
     ("twins.calibration.run", "twins.plots"),
     ("twins.core.config", "twins.ethics.config"),
     ("twins.core.runner", "twins.ethics"),

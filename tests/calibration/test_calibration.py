@@ -39,7 +39,7 @@ def test_recovers_the_counts_on_a_held_out_sumo_seed(problem, calibrated):
     closed = (prior["mean_geh"] - cal["mean_geh"]) / (prior["mean_geh"] - truth["mean_geh"])
     assert closed >= 0.5, (prior, cal, truth)
     # the recovered route flows (per route and interval) correlate with the true ones, better than the prior's
-    from twins.calibration.demand import units_of
+    from twins.traffic.demand_units import units_of
 
     dem = pd.read_parquet(calibrated / "demand.parquet")
     t = units_of(problem["truth"], [(0.0, WIDTH), (WIDTH, H)])
@@ -97,7 +97,7 @@ def test_counterfactual_of_the_calibrated_day_is_paired(twins_cli, calibrated, t
 
 
 def test_replications_draw_members_keyed_and_batch_independent(calibrated):
-    from twins.calibration import ensemble
+    from scenarios import calibrated_demand as ensemble
     from twins.core.worlds import WorldBatch
 
     cfg = str(calibrated / "calibrated.sumocfg")

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .demand import Units, unit_demand
+from twins.traffic.demand_units import Units, unit_demand
 
 
 @dataclass

@@ -15,7 +15,7 @@ from twins.core.errors import ConfigError, check, suggest
 
 from . import fit as F
 from .counts import read_observed
-from .demand import Units, intervals_of, units_of
+from twins.traffic.demand_units import Units, intervals_of, units_of
 from .measure import CountMap, simulate
 
 log = logging.getLogger("twins")

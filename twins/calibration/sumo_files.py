@@ -11,7 +11,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
-from .demand import Units, integer_counts
+from twins.traffic.demand_units import Units, integer_counts
 
 
 def _fmt(x: float) -> str:

@@ -388,7 +388,7 @@ def _gather(cfg, outdir, policy: dict, batches: Batches, *, source: str, estimat
     spec = objective_spec(cfg)
     prov = OmegaConf.to_container(e.objective, resolve=True)
     # issue 22: the observations the scenario's demand was calibrated to (python -m twins calibrate), if it was
-    from twins.calibration.ensemble import provenance_of
+    from scenarios.calibrated_demand import provenance_of
     if (calibrated := provenance_of(cfg)) is not None:
         prov["demand_calibration"] = calibrated
     ev = {

@@ -42,7 +42,7 @@ def load(sumocfg: str, vtypes: dict):
     """``(units, members [B, U])`` of the calibration next to ``sumocfg``."""
     import pandas as pd
 
-    from .demand import Units
+    from twins.traffic.demand_units import Units
 
     p = ensemble_path(sumocfg)
     df = pd.read_parquet(p)
@@ -81,7 +81,7 @@ def load(sumocfg: str, vtypes: dict):
 
 def demand(sumocfg: str, file_demand):
     """The Poisson demand that carries every member (each unit at its largest member's rate)."""
-    from .demand import unit_demand
+    from twins.traffic.demand_units import unit_demand
 
     units, members = load(sumocfg, file_demand.vtypes)
     return unit_demand(units, members.max(0))

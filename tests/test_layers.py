@@ -33,8 +33,6 @@ KNOWN_UPWARD = {  # (importer, imported): issue 21's debt
     ("twins.core.runner", "twins.ethics"),
     ("twins.core.runner", "twins.plots"),
     ("twins.molecular.model", "twins.plots"),
-    ("twins.traffic.control", "twins.traffic.compiled"),
-    ("twins.traffic.kernels", "twins.traffic.compiled"),
     ("twins.traffic.model", "twins.plots"),
 }
 

@@ -19,12 +19,8 @@ import torch
 from twins.core.errors import ConfigError, check
 
 from .demand import Demand, departure_times
+from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW  # noqa: F401  (signal codes)
 from .network import GREEN, MINOR, YELLOW, RoadNetwork
-
-# signal codes per link
-SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
-SIG_GREEN_MINOR = 3  # SUMO's 'g': green, but yield to the junction's foes (kernels rule 10)
-NO_SIGNAL = -1
 
 
 @dataclass

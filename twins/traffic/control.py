@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .compiled import SIG_GREEN, SIG_GREEN_MINOR, SIG_YELLOW
+from .kernels import SIG_GREEN, SIG_GREEN_MINOR, SIG_YELLOW
 
 BIG = 1.0e18
 

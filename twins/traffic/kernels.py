@@ -105,7 +105,10 @@ from __future__ import annotations
 
 import torch
 
-from .compiled import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
+# signal codes per link (the network tables, twins.traffic.compiled, encode programs in them)
+SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
+SIG_GREEN_MINOR = 3  # SUMO's 'g': green, but yield to the junction's foes (rule 10)
+NO_SIGNAL = -1
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 IDM, KRAUSS = 0, 1  # car-following models (rule 9)

@@ -151,13 +151,20 @@ def build_chunk_twin(job: Job, index, device):
     return twin
 
 
+def _is_tensor(o) -> bool:
+    try:
+        return isinstance(o, torch.Tensor)
+    except ReferenceError:  # a dead weakref.proxy (torch.compile leaves some among the collector's objects)
+        return False
+
+
 def _live_tensor_bytes(device_type: str) -> dict[int, int]:
     import warnings
 
     out = {}
     with warnings.catch_warnings():  # isinstance() on some torch module objects warns of deprecations
         warnings.simplefilter("ignore")
-        tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
+        tensors = [o for o in gc.get_objects() if _is_tensor(o)]
     for o in tensors:
         if o.device.type == device_type:
             try:

@@ -54,11 +54,11 @@ def test_lj_fluid_with_the_compiled_step(tmp_path):
     """compute.compile=true on the LJ fluid: the compute planner's memory probe walks the collector's objects, which
     torch.compile leaves dead weak proxies among (it failed with ReferenceError); the README's example, shortened."""
     out = tmp_path / "lj"
-    r = twins("run", "scenario=lj_fluid", "scenario.horizon=0.2", "scenario.n_particles=256", "replications=2",
+    r = twins("run", "scenario=lj_fluid", "scenario.horizon=0.2", "scenario.n_particles=256",
               "compute.compile=true", "output.figures=false", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-2000:]
     worlds = pd.read_parquet(out / "worlds.parquet")
-    assert len(worlds) == 2 and (worlds["neighbor_rebuilds"] >= 1).all()
+    assert len(worlds) == 8 and (worlds["neighbor_rebuilds"] >= 1).all()
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
 
 

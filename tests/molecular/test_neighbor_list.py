@@ -84,6 +84,8 @@ def test_impossible_skin_is_a_config_error():
         _lj(WorldBatch.replications(0, 1), skin=5.0)
     with pytest.raises(ConfigError, match="scenario.neighbor_check_every"):
         _lj(WorldBatch.replications(0, 1), check_every=0)
+    with pytest.raises(ConfigError, match=r"scenario.n_particles=100 .*at least 106 at density 0.8442"):
+        _lj(WorldBatch.replications(0, 1), n_particles=100)  # a box of 4.9 < 2 x cutoff 2.5
 
 
 def test_compiled_step_matches_the_eager_step_and_stays_batch_independent():

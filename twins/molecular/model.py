@@ -641,6 +641,11 @@ class LJFluidTwin(Twin):
         W, N, dev = self.W, int(n_particles), self.device
         self.N, self.rho, self.rc, self.gamma, self.shift = N, float(density), float(cutoff), float(gamma), bool(shift)
         self.box = (N / self.rho) ** (1.0 / 3.0)
+        need = int(math.ceil(self.rho * (2.0 * self.rc) ** 3))
+        check(N >= need, "scenario.n_particles", N,
+              f"at least {need} at density {self.rho:g} with cutoff {self.rc:g}",
+              f"The periodic box (edge {self.box:.3g}) must be at least 2 x cutoff for the minimum-image convention: "
+              "add particles, lower scenario.density or shorten scenario.cutoff.")
         K.check_geometry(self.box, self.rc)
         if skin is None:  # 0.3 σ, the usual LJ choice, or what a small box's minimum image allows
             skin = min(0.3, 0.5 * self.box - self.rc)

@@ -18,6 +18,7 @@ else
     export PYTHONPATH=$PWD
 fi
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor}
+export PYTHONUNBUFFERED=1  # each line reaches $OUT as printed: a step cut by its time limit keeps what it measured
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to the terminal and $OUT/NAME.txt
     local name=$1 limit=$2; shift 2

@@ -652,13 +652,13 @@ class LJFluidTwin(Twin):
         check(skin > 0 and self.rc + skin <= 0.5 * self.box, "scenario.skin", skin,
               f"a neighbour-list buffer in (0, {0.5 * self.box - self.rc:.4g}] (box/2 - cutoff; box {self.box:.4g})",
               "Leave it unset for the default (0.3, or less in a small box).")
-        if check_every is None:  # steps a particle at 6 thermal speeds sqrt(kT/m) per axis needs to cross skin/2
+        if check_every is None:  # steps a particle at 6 x sqrt(3 kT/m) needs to cross skin/2
             check_every = max(1, int(0.5 * skin / (dt * 6.0 * math.sqrt(3.0 * float(temperature)))))
         check(int(check_every) == check_every and check_every >= 1, "scenario.neighbor_check_every", check_every,
               "a whole number of steps >= 1")
         self.skin, self.check_every = float(skin), int(check_every)
         # the whole step (noise, integrator, pair forces) as a few fused kernels (inductor): null = on CUDA only
-        # (eager, a step is ~230 small kernels; on a CPU the compile takes ~30 s); shapes are fixed between rebuilds
+        # (eager, a step is ~105 small kernels; on a CPU the compile takes ~4 s); shapes are fixed between rebuilds
         self.compiled = bool(compile if compile is not None else self.device.type == "cuda")
         self._step_fn = torch.compile(K.lj_step, dynamic=False, fullgraph=True) if self.compiled else K.lj_step
         self.T = self._param("temperature", temperature)

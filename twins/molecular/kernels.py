@@ -559,8 +559,7 @@ def keyed_normals(prefix: torch.Tensor, step: torch.Tensor, links: torch.Tensor,
     """``noise.normal(seed, replication, stream, entity, step, draw)`` for draws ``0 .. n/2-1``, bit for bit:
     ``prefix [...]`` from :func:`key_prefix`, ``step`` a 0-d int64 tensor, ``links`` from ``draw_links(n)``.
     Integer and float ops on tensors only (no Python integer folded at trace time), so inductor can fuse it."""
-    h = _mix64_(prefix ^ (step * noise._GOLDEN + _LINK))
-    u = bits_uniform(_mix64_(h[..., None] ^ links))
+    u = bits_uniform(_mix64_(advance(prefix, step)[..., None] ^ links))
     return (torch.sqrt(-2.0 * torch.log(u[..., 0::2])) * torch.cos(2.0 * math.pi * u[..., 1::2])).to(dtype)
 
 

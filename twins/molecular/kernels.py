@@ -220,8 +220,8 @@ def cell_pairs(pos: torch.Tensor, query_mask: torch.Tensor, ref_mask: torch.Tens
     ``cutoff`` lies there); otherwise the 27 cells around it. Each unordered
     pair appears once per direction in which both masks allow it. ``fine=True`` (dense systems):
     cells of edge ``>= cutoff / 2`` and the 5³ around each query less those wholly out of range
-    (0.75 × the candidates of 27 cells of edge ``cutoff`` in the LJ liquid bench state, measured). The pairs come grouped by query, in
-    increasing ``gi``.
+    (0.75 × the candidates of 27 cells of edge ``cutoff`` in the LJ liquid bench state, measured).
+    The pairs come grouped by query, in increasing ``gi``.
     """
     W, N, _ = pos.shape
     dev = pos.device

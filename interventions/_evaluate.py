@@ -111,12 +111,14 @@ class TwinEvaluator:
         self.meter = RunMeter(float(cfg.compute.get("cpu_watts_per_core", 4.4)))  # every evaluation's account
 
     def _simulate(self, worlds, arms):
-        """Run ``worlds`` (each carrying its arm) through the compute plan (chunks, local or Ray)."""
-        from twins.compute.execute import execution_for
-        from twins.compute.plan import Job
+        """Run ``worlds`` (each carrying its arm; the arms validated candidate by candidate) through the one
+        counterfactual pipeline (``twins.core.pipeline``: the compute plan's chunks, local or Ray):
+        ``(result, groups)``."""
+        from twins.core import pipeline
 
-        exe = execution_for(Job(self.cfg, worlds, arms), self.meter, n_steps=self._probe.n_steps)
-        return exe.run(progress=False)
+        plan = pipeline.plan(self.cfg, self.iv, arms, worlds, meter=self.meter, twin=self._probe)
+        result = plan.run(progress=False)
+        return result, plan.groups(result)
 
     def compute_account(self) -> dict:
         """Wall time, device-seconds and energy of every evaluation so far (twins.compute.accounting)."""
@@ -161,17 +163,10 @@ class TwinEvaluator:
             plan.append((reps, cands, invalid, idx, n_arms))
         worlds = WorldBatch(int(self.cfg.seed), torch.from_numpy(np.concatenate(rep_ids)),
                             torch.from_numpy(np.concatenate(arm_ids)))
-        result = self._simulate(worlds, arms)
-        twin = self._probe  # the scenario (for approach groups); the worlds ran through the compute plan
+        result, groups = self._simulate(worlds, arms)
         metrics = [m for m in result.metrics]
         self.metrics = metrics
         w = result.worlds.sort_values("world")
-        groups = result.groups
-        extra = cf.approach_groups(twin, result)
-        if extra is not None:
-            import pandas as pd
-
-            groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
         outs, start = [], 0
         for reps, cands, invalid, idx, n_arms in plan:
             R, M, K, n = len(reps), len(metrics), len(cands), n_arms * len(reps)

@@ -17,7 +17,7 @@ LAYERS = [
     ("scenarios", ["scenarios"]),
     ("interventions", ["interventions"]),
     ("compute", ["twins.compute"]),
-    ("experiment", ["twins.core.config", "twins.core.runner", "interventions._evaluate",
+    ("experiment", ["twins.core.config", "twins.core.runner", "twins.core.pipeline", "interventions._evaluate",
                     "interventions.sweep", "interventions.search", "interventions.transfer", "twins.calibration"]),
     ("review", ["twins.ethics"]),
     ("front ends", ["twins.ethics.cli", "twins.cli", "twins.__main__", "twins.results", "twins.plots"]),

@@ -24,8 +24,8 @@ BUSES = ["scenario=junction", "scenario.flows_veh_h={N: 100, E: 100, S: 100, W: 
 
 def _job(overrides, chunk=None):
     cfg = compose_cfg(*overrides, f"compute.max_worlds_per_chunk={'null' if chunk is None else chunk}")
-    iv, arms, exe, twin = runner.plan_counterfactual(cfg)
-    return exe, twin
+    plan = runner.plan_counterfactual(cfg)
+    return plan.exe, plan.twin
 
 
 def _one_batch(overrides):

@@ -31,7 +31,7 @@ def ray_cluster():
 
 def _run(backend, **attrs):
     cfg = compose_cfg(*RUN, f"compute={backend}")
-    _, _, exe, _ = runner.plan_counterfactual(cfg)
+    exe = runner.plan_counterfactual(cfg).exe
     for k, v in attrs.items():
         setattr(exe, k, v)
     return exe, exe.run(progress=False)
@@ -133,7 +133,8 @@ def test_cuda_on_the_cluster_is_planned_from_a_driver_without_one():
     GPU worker. (This one has no CUDA device behind its GPU, so the probe fails there and the CPU probe stands
     in, labelled, with the GPU's free memory unknown.)"""
     cfg = compose_cfg(*RUN, "compute=ray", "compute.device=cuda")
-    _, _, exe, twin = runner.plan_counterfactual(cfg)
+    plan = runner.plan_counterfactual(cfg)
+    exe, twin = plan.exe, plan.twin
     assert twin.device.type == "cpu"  # the driver's view twin
     d = exe.plan.describe()
     assert d["devices"] == ["cuda"] and {c.device for c in exe.plan.chunks} == {"cuda"} and d["chunks"] == 3
@@ -141,7 +142,7 @@ def test_cuda_on_the_cluster_is_planned_from_a_driver_without_one():
     assert d["memory_method"].startswith("cpu: live tensor storage") and d["bytes_per_world"] > 0
     assert d["free_bytes"] is None and d["chunk_size_limited_by"] == "compute.max_worlds_per_chunk"
     cfg.compute.max_worlds_per_chunk = None  # nothing to size chunks by: one per GPU of the cluster
-    d = runner.plan_counterfactual(cfg)[2].plan.describe()
+    d = runner.plan_counterfactual(cfg).exe.plan.describe()
     assert d["chunks"] == 1 and d["chunk_size_limited_by"].startswith("free memory unknown")
 
 

@@ -97,7 +97,7 @@ def test_planned_chunks_equal_one_batch():
     iv, arms, twin = runner.make_counterfactual(compose_cfg(*over))
     ref = merge([remap(twin.run(progress=False), range(twin.W))])
     for chunk in ("null", "2"):
-        _, _, exe, _ = runner.plan_counterfactual(compose_cfg(*over, f"compute.max_worlds_per_chunk={chunk}"))
+        exe = runner.plan_counterfactual(compose_cfg(*over, f"compute.max_worlds_per_chunk={chunk}")).exe
         got = exe.run(progress=False)
         pd.testing.assert_frame_equal(got.worlds, ref.worlds, check_exact=True)
         assert all(d.startswith(DEVICE.split(":")[0]) for d in exe.plan.devices)

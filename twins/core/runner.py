@@ -21,7 +21,6 @@ import logging
 import time
 from pathlib import Path
 
-import pandas as pd
 from omegaconf import DictConfig
 
 from twins.compute.device import driver_device, manifest_devices, resolve_dtype
@@ -61,23 +60,20 @@ def make_counterfactual(cfg: DictConfig):
 
 
 def plan_counterfactual(cfg: DictConfig):
-    """The intervention, its checked arms, the run's execution (its worlds split into chunks by the
-    compute plan, ``twins/compute/``) and a one-world twin of the scenario (never stepped: it validates
-    the arms before any compute, and draws the figures)."""
+    """The run's counterfactual (``pipeline.Counterfactual``): the config's intervention, its checked arms
+    (baseline first), its worlds split into chunks by the compute plan (``twins/compute/``) and a one-world
+    twin of the scenario (never stepped: it validates the arms before any compute, and draws the figures)."""
     import interventions
     from interventions import counterfactual as cf
-    from twins.compute.execute import execution_for
-    from twins.compute.plan import Job, build_chunk_twin, check_memory
+    from twins.compute.plan import check_memory
+
+    from . import pipeline
 
     validate_common(cfg)
     iv = interventions.get(cfg.get("intervention", None))
     arms = cf.arms_from_config(iv)
     check_memory(cfg, int(cfg.replications) * len(arms), "this run")  # before the worlds are allocated
-    worlds = cf.worlds_for(cfg.seed, cfg.replications, arms)
-    twin = build_chunk_twin(Job(cfg, worlds, []), [0], driver_device(cfg))
-    if len(arms) > 1:
-        arms = cf.apply_arms(iv, twin, arms)
-    return iv, arms, execution_for(Job(cfg, worlds, arms), n_steps=twin.n_steps), twin
+    return pipeline.plan(cfg, iv, arms, cf.worlds_for(cfg.seed, cfg.replications, arms))
 
 
 def _compute_account(exe) -> dict:
@@ -103,7 +99,8 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    iv, arms, exe, twin = plan_counterfactual(cfg)
+    plan = plan_counterfactual(cfg)
+    arms, exe, twin = plan.arms, plan.exe, plan.twin
     counterfactual = len(arms) > 1
     io.write_config(outdir, cfg)
     if counterfactual:
@@ -111,7 +108,7 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
                                               "worlds": int((exe.job.worlds.arm == a.index).sum())} for a in arms])
     complete = False
     try:
-        result = exe.run(progress=cfg.progress, desc=f"{cfg.scenario.name} ({exe.job.W} worlds)")
+        result = plan.run(progress=cfg.progress, desc=f"{cfg.scenario.name} ({exe.job.W} worlds)")
         complete = True
     except BaseException:
         # keep what was simulated: finished chunks, and the running ones up to their current step
@@ -129,11 +126,7 @@ def run(cfg: DictConfig, outdir: str | Path) -> dict:
     io.write_tables(outdir, result)
     if counterfactual:
         summary = cf.arm_summary(result.worlds, result.metrics, arms)
-        groups = result.groups
-        extra = cf.approach_groups(twin, result)
-        if extra is not None:
-            groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
-        eff = cf.effects(result.worlds, result.metrics, arms, groups)
+        eff = cf.effects(result.worlds, result.metrics, arms, plan.groups(result))
         eff.to_parquet(outdir / "effects.parquet", index=False)
         io.write_json(outdir / "effects.json", cf.effects_json(eff, arms))
         _log_effects(eff)

@@ -64,26 +64,21 @@ class Batches:
 
 def run_arms(cfg, iv, arm_values: list[dict], first: int, n: int, desc: str, batches: Batches | None = None):
     """Run ``arm_values`` (arm 0 = baseline ``{}``) on replications ``first .. first+n-1`` through the compute
-    plan: ``(twin, result, arms)``. ``twin`` is never stepped: it holds one world per arm (the first
-    replication of each, arm-major: world ``a`` is arm ``a``), with that arm's parameters written in; it
-    validates the arms and answers questions about the scenario (its network, signal plans, horizon)."""
+    plan: ``(counterfactual, result)`` (``twins.core.pipeline``, the pipeline ``run`` and ``search`` use). Its
+    ``twin`` is never stepped: it holds one world per arm (the first replication of each, arm-major: world ``a``
+    is arm ``a``), with that arm's parameters written in; it validates the arms and answers questions about the
+    scenario (its network, signal plans, horizon)."""
     from interventions import counterfactual as cf
-    from twins.compute.device import driver_device
-    from twins.compute.execute import execution_for
-    from twins.compute.plan import Job, build_chunk_twin
-    from twins.core.config import validate_common
+    from twins.core import pipeline
 
-    validate_common(cfg)
     arms = [cf.Arm(i, "baseline" if i == 0 else iv.describe(v), dict(v)) for i, v in enumerate(arm_values)]
-    worlds = cf.worlds_for(cfg.seed, n, arms, first=first)
-    twin = build_chunk_twin(Job(cfg, worlds, []), [a * n for a in range(len(arms))], driver_device(cfg))
-    arms = cf.apply_arms(iv, twin, arms)
-    exe = execution_for(Job(cfg, worlds, arms), batches.meter if batches else None, n_steps=twin.n_steps)
+    plan = pipeline.plan(cfg, iv, arms, cf.worlds_for(cfg.seed, n, arms, first=first),
+                         probe=[a * n for a in range(len(arms))], meter=batches.meter if batches else None)
     if batches is not None:
-        batches.plans.append({"batch": desc, "worlds": int(worlds.size), "backend": exe.backend,
-                              **exe.plan.describe()})
-    result = exe.run(progress=cfg.get("progress", None), desc=desc)
-    return twin, result, arms
+        batches.plans.append({"batch": desc, "worlds": int(plan.worlds.size), "backend": plan.exe.backend,
+                              **plan.exe.plan.describe()})
+    result = plan.run(progress=cfg.get("progress", None), desc=desc)
+    return plan, result
 
 
 def add_to_manifest(outdir, batches: Batches) -> None:
@@ -114,16 +109,6 @@ def add_to_manifest(outdir, batches: Batches) -> None:
         man["accounting"] = {**evidence_acc, "parts": {"ethics_evidence": evidence_acc}}
     man.setdefault("compute", {})["ethics_evidence"] = batches.plans
     io.write_json(path, man)
-
-
-def _groups(twin, result) -> pd.DataFrame | None:
-    from interventions import counterfactual as cf
-
-    groups = result.groups
-    extra = cf.approach_groups(twin, result)
-    if extra is not None:
-        groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
-    return groups
 
 
 def levels(worlds: pd.DataFrame, metrics, arm: int) -> dict:
@@ -237,7 +222,7 @@ def reproducibility(cfg, iv, policy: dict, base_twin, evidence_worlds: pd.DataFr
     """Rerun ``k`` held-out replications of the baseline and policy arms in a new twin next to a null arm
     (the baseline's own parameter vector, as a treated arm): rerun ≡ first run, null ≡ baseline, bit for bit."""
     null = dict(iv.baseline(base_twin)) if hasattr(iv, "baseline") else {}
-    twin, res, _ = run_arms(cfg, iv, [{}, policy, null], first, k, "ethics: reproducibility", batches)
+    _, res = run_arms(cfg, iv, [{}, policy, null], first, k, "ethics: reproducibility", batches)
     w = res.worlds.sort_values(["arm", "replication"]).reset_index(drop=True)
     ref = evidence_worlds[evidence_worlds["replication"] < first + k].sort_values(["arm", "replication"])
     ref = ref.reset_index(drop=True)
@@ -264,8 +249,9 @@ def stress(cfg, iv, policy: dict, e, metric: str, nominal: float, first: int, ba
     for f in v.stress_factors:
         c = copy.deepcopy(cfg)
         OmegaConf.update(c, key, float(base) * float(f), force_add=False)
-        _, res, arms = run_arms(c, iv, [{}, policy], first, int(v.stress_replications),
-                                f"ethics: {key} ×{f:g}", batches)
+        plan, res = run_arms(c, iv, [{}, policy], first, int(v.stress_replications), f"ethics: {key} ×{f:g}",
+                             batches)
+        arms = plan.arms
         from interventions import counterfactual as cf
 
         eff = cf.effects(res.worlds, res.metrics, arms)
@@ -367,9 +353,10 @@ def _gather(cfg, outdir, policy: dict, batches: Batches, *, source: str, estimat
     evdir.mkdir(parents=True, exist_ok=True)
 
     log.info("ethics: held-out evidence run, %d replications from id %d", R, first)
-    twin, res, arms = run_arms(cfg, iv, [{}, policy], first, R, "ethics: held-out evidence", batches)
+    plan, res = run_arms(cfg, iv, [{}, policy], first, R, "ethics: held-out evidence", batches)
+    twin, arms = plan.twin, plan.arms
     policy = arms[1].values
-    groups = _groups(twin, res)
+    groups = plan.groups(res)
     eff = cf.effects(res.worlds, res.metrics, arms, groups)
     res.worlds.to_parquet(evdir / "worlds.parquet", index=False)
     eff.to_parquet(evdir / "effects.parquet", index=False)

@@ -1,0 +1,76 @@
+"""The one counterfactual pipeline (issue 21): arms → worlds → probe twin → compute plan → outcomes with groups.
+
+Every task that simulates arms goes through :func:`plan` and :meth:`Counterfactual.run`: ``python -m twins
+run`` (``runner.run``), the search's evaluations (``interventions._evaluate.TwinEvaluator``) and the ethics
+review's evidence batches (``twins.ethics.evidence.run_arms``); ``transfer`` replays in SUMO what their
+folders recorded. So how arms become worlds, how the worlds are split over devices, and which groups an
+effect is reported for are decided once, here and in the modules this one calls:
+
+* **worlds**: ``interventions.counterfactual.worlds_for`` (world = first world + arm·R + replication: every
+  arm sees the same replications, so effects are paired);
+* **probe**: a twin of a few of those worlds (never stepped) that validates each arm's values against the
+  scenario before any compute is spent, and answers questions about the scenario (network, horizon, plans);
+* **execution**: the compute plan (``twins.compute``) builds each chunk's twin with its worlds' arms written
+  in, runs the chunks (this process or Ray) and reassembles the outcomes in world order;
+* **groups**: the twin's own per-group outcomes plus the per-approach delay of
+  ``interventions.counterfactual.approach_groups``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from .worlds import WorldBatch
+
+
+@dataclass
+class Counterfactual:
+    """A planned counterfactual: its arms (checked, baseline first), worlds, probe twin and execution."""
+
+    cfg: DictConfig
+    iv: Any  # interventions.base.Intervention
+    arms: list  # interventions.counterfactual.Arm
+    worlds: WorldBatch
+    twin: Any  # the probe: a twin of a few of the worlds, never stepped
+    exe: Any  # twins.compute.execute.Execution
+
+    def run(self, progress=None, desc: str | None = None):
+        """Simulate every world (``RunResult``, worlds in order); on an interruption ``exe.partial()`` keeps
+        what was simulated."""
+        return self.exe.run(progress=progress, desc=desc)
+
+    def groups(self, result) -> pd.DataFrame | None:
+        """The per-group outcomes effects are reported for: the twin's groups and the approach delays."""
+        from interventions import counterfactual as cf
+
+        groups = result.groups
+        extra = cf.approach_groups(self.twin, result)
+        if extra is not None:
+            groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
+        return groups
+
+
+def plan(cfg: DictConfig, iv, arms: list, worlds: WorldBatch, *, probe: Sequence[int] = (0,), meter=None,
+         twin=None) -> Counterfactual:
+    """Plan ``worlds`` (each carrying one of ``arms``) under ``cfg``'s compute settings.
+
+    ``probe``: the worlds the probe twin holds (their arms' values are validated and written into it).
+    ``twin``: an existing probe of the scenario to reuse instead (the caller has validated the arms, as a
+    search does candidate by candidate). ``meter``: the compute/energy account to add the run to."""
+    from interventions import counterfactual as cf
+    from twins.compute.device import driver_device
+    from twins.compute.execute import execution_for
+    from twins.compute.plan import Job, build_chunk_twin
+
+    from .config import validate_common
+
+    validate_common(cfg)
+    if twin is None:
+        twin = build_chunk_twin(Job(cfg, worlds, []), list(probe), driver_device(cfg))
+        if len(arms) > 1:
+            arms = cf.apply_arms(iv, twin, arms)
+    exe = execution_for(Job(cfg, worlds, arms), meter, n_steps=twin.n_steps)
+    return Counterfactual(cfg, iv, arms, worlds, twin, exe)

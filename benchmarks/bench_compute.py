@@ -40,7 +40,7 @@ def timed(cfg, repeat=1):
     """Seconds for the simulation of ``cfg``'s worlds through its plan (best of ``repeat``)."""
     best, exe = float("inf"), None
     for _ in range(repeat):
-        _, _, exe, _ = runner.plan_counterfactual(cfg)
+        exe = runner.plan_counterfactual(cfg).exe
         t0 = time.perf_counter()
         exe.run(progress=False)
         if torch.cuda.is_available():

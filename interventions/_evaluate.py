@@ -86,14 +86,14 @@ class TwinEvaluator:
     def __init__(self, cfg: DictConfig, names: Sequence[str] | None = None):
         import interventions
         from interventions import counterfactual as cf
-        from twins.core import runner
+        from twins.core import pipeline
 
         self.cfg = cfg
         self.iv = interventions.get(cfg.get("intervention", None))
         if self.iv.name == "none":
             raise ConfigError("intervention", "none", "an intervention with parameters to search",
                               "Try intervention=signal_timing.")
-        probe = runner.make_twin(cfg, cf.worlds_for(cfg.seed, 1, [cf.Arm(0, "baseline")]))
+        probe = pipeline.make_twin(cfg, cf.worlds_for(cfg.seed, 1, [cf.Arm(0, "baseline")]))
         params = {p.name: p for p in self.iv.parameters(probe)}
         if names is None:  # the shared parameters (per-junction variants have a dotted name)
             names = [n for n in params if "." not in n]

@@ -54,11 +54,11 @@ class NoSignalPlan(ValueError):
 def plan_twin(cfg, policy: dict | None):
     """A one-world twin of ``cfg`` with ``policy`` written into its parameters (never stepped)."""
     import interventions
-    from twins.core import runner
+    from twins.core import pipeline
     from twins.core.worlds import WorldBatch
 
     iv = interventions.get(cfg.get("intervention", None))
-    twin = runner.make_twin(cfg, WorldBatch.replications(cfg.seed, 1))
+    twin = pipeline.make_twin(cfg, WorldBatch.replications(cfg.seed, 1))
     net = getattr(getattr(twin, "scenario", None), "network", None)
     if net is None or not getattr(net, "programs", None):
         raise NoSignalPlan("the scenario has no signal programs")

@@ -315,7 +315,7 @@ def make_plan(job: Job, parallel: int | None = None, probe: bool = True) -> Comp
     W = job.W
     cap = cfg.compute.get("max_worlds_per_chunk", None)
     # one world, from the config, before the probe builds anything (the whole run's and a search batch's
-    # results are checked by their callers: cli.precheck, runner.plan_counterfactual)
+    # results are checked by their callers: cli.precheck, pipeline.plan_counterfactual)
     check_memory(cfg, 1, "one world of this batch", results=False)
     size, reason, mp, free = W, "all worlds fit" if W > max(PROBE_WORLDS) else "not probed: a small run", None, None
     if probe and W > max(PROBE_WORLDS):  # a smaller run costs no more than the probe itself

@@ -23,6 +23,9 @@ from typing import Any, Sequence
 import pandas as pd
 from omegaconf import DictConfig
 
+from twins.compute.device import driver_device, resolve_dtype
+
+from .config import validate_common
 from .worlds import WorldBatch
 
 
@@ -61,11 +64,8 @@ def plan(cfg: DictConfig, iv, arms: list, worlds: WorldBatch, *, probe: Sequence
     ``twin``: an existing probe of the scenario to reuse instead (the caller has validated the arms, as a
     search does candidate by candidate). ``meter``: the compute/energy account to add the run to."""
     from interventions import counterfactual as cf
-    from twins.compute.device import driver_device
     from twins.compute.execute import execution_for
     from twins.compute.plan import Job, build_chunk_twin
-
-    from .config import validate_common
 
     validate_common(cfg)
     if twin is None:
@@ -74,3 +74,45 @@ def plan(cfg: DictConfig, iv, arms: list, worlds: WorldBatch, *, probe: Sequence
             arms = cf.apply_arms(iv, twin, arms)
     exe = execution_for(Job(cfg, worlds, arms), meter, n_steps=twin.n_steps)
     return Counterfactual(cfg, iv, arms, worlds, twin, exe)
+
+
+def make_twin(cfg: DictConfig, worlds: WorldBatch | None = None):
+    """Validate ``cfg`` and build its twin (no stepping yet)."""
+    import scenarios
+
+    from twins.compute.plan import check_memory
+
+    validate_common(cfg)
+    check_memory(cfg, worlds.size if worlds is not None else int(cfg.replications), "this twin")
+    device = driver_device(cfg)  # compute.device (under Ray: the CPU where this machine lacks it)
+    dtype = resolve_dtype(cfg.compute.dtype)
+    worlds = worlds or WorldBatch.replications(cfg.seed, cfg.replications)
+    return scenarios.build_twin(cfg, worlds, device, dtype)
+
+
+def make_counterfactual(cfg: DictConfig):
+    """The intervention, its arms (baseline first) and a twin whose worlds carry each arm's parameters."""
+    import interventions
+    from interventions import counterfactual as cf
+
+    iv = interventions.get(cfg.get("intervention", None))
+    arms = cf.arms_from_config(iv)
+    twin = make_twin(cfg, cf.worlds_for(cfg.seed, cfg.replications, arms))
+    if len(arms) > 1:
+        arms = cf.apply_arms(iv, twin, arms)
+    return iv, arms, twin
+
+
+def plan_counterfactual(cfg: DictConfig):
+    """The run's counterfactual (``pipeline.Counterfactual``): the config's intervention, its checked arms
+    (baseline first), its worlds split into chunks by the compute plan (``twins/compute/``) and a one-world
+    twin of the scenario (never stepped: it validates the arms before any compute, and draws the figures)."""
+    import interventions
+    from interventions import counterfactual as cf
+    from twins.compute.plan import check_memory
+
+    validate_common(cfg)
+    iv = interventions.get(cfg.get("intervention", None))
+    arms = cf.arms_from_config(iv)
+    check_memory(cfg, int(cfg.replications) * len(arms), "this run")  # before the worlds are allocated
+    return plan(cfg, iv, arms, cf.worlds_for(cfg.seed, cfg.replications, arms))

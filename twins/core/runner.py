@@ -23,57 +23,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from twins.compute.device import driver_device, manifest_devices, resolve_dtype
+from twins.compute.device import manifest_devices
 
 from . import io
-from .config import validate_common
-from .worlds import WorldBatch
+from .pipeline import make_counterfactual, make_twin, plan_counterfactual  # noqa: F401  (the run's own steps)
 
 log = logging.getLogger("twins")
-
-
-def make_twin(cfg: DictConfig, worlds: WorldBatch | None = None):
-    """Validate ``cfg`` and build its twin (no stepping yet)."""
-    import scenarios
-
-    from twins.compute.plan import check_memory
-
-    validate_common(cfg)
-    check_memory(cfg, worlds.size if worlds is not None else int(cfg.replications), "this twin")
-    device = driver_device(cfg)  # compute.device (under Ray: the CPU where this machine lacks it)
-    dtype = resolve_dtype(cfg.compute.dtype)
-    worlds = worlds or WorldBatch.replications(cfg.seed, cfg.replications)
-    return scenarios.build_twin(cfg, worlds, device, dtype)
-
-
-def make_counterfactual(cfg: DictConfig):
-    """The intervention, its arms (baseline first) and a twin whose worlds carry each arm's parameters."""
-    import interventions
-    from interventions import counterfactual as cf
-
-    iv = interventions.get(cfg.get("intervention", None))
-    arms = cf.arms_from_config(iv)
-    twin = make_twin(cfg, cf.worlds_for(cfg.seed, cfg.replications, arms))
-    if len(arms) > 1:
-        arms = cf.apply_arms(iv, twin, arms)
-    return iv, arms, twin
-
-
-def plan_counterfactual(cfg: DictConfig):
-    """The run's counterfactual (``pipeline.Counterfactual``): the config's intervention, its checked arms
-    (baseline first), its worlds split into chunks by the compute plan (``twins/compute/``) and a one-world
-    twin of the scenario (never stepped: it validates the arms before any compute, and draws the figures)."""
-    import interventions
-    from interventions import counterfactual as cf
-    from twins.compute.plan import check_memory
-
-    from . import pipeline
-
-    validate_common(cfg)
-    iv = interventions.get(cfg.get("intervention", None))
-    arms = cf.arms_from_config(iv)
-    check_memory(cfg, int(cfg.replications) * len(arms), "this run")  # before the worlds are allocated
-    return pipeline.plan(cfg, iv, arms, cf.worlds_for(cfg.seed, cfg.replications, arms))
 
 
 def _compute_account(exe) -> dict:

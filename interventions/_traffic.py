@@ -1,4 +1,4 @@
-"""Helpers shared by traffic interventions that change what the twin builds at construction."""
+"""Helpers shared by traffic interventions."""
 from __future__ import annotations
 
 from twins.core.errors import ConfigError
@@ -14,15 +14,3 @@ def traffic_twin(twin, name: str):
                           f"this scenario builds a {type(twin).__name__}.")
     return twin
 
-
-def rebuild(twin) -> None:
-    """Construct ``twin`` again from its scenario and worlds, so that it reads the per-world parameters
-    (``twin.worlds.params``) an intervention has just written. Routes and the vehicle population are
-    compiled in ``TrafficTwin.__init__``; rebuilding keeps every parameter already written (signal plans
-    of another intervention included), and the exogenous noise is a pure function of the keys, so the
-    rebuilt worlds draw exactly what they would have drawn had they been built this way at first."""
-    if getattr(twin, "step_index", 0) != 0:
-        raise RuntimeError("an intervention must be applied before the twin's first step")
-    # mesa.Model.__init__ wraps ``step`` in an instance attribute; unwrap it so it is wrapped once
-    twin.__dict__.pop("step", None)
-    type(twin).__init__(twin, twin.scenario, twin.worlds, **twin._init_kwargs)

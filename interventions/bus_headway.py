@@ -19,7 +19,7 @@ arms differ only by the timetable (common random numbers).
 
 Writes ``bus_headway_s`` and ``bus_offset_s`` [W, lines] (s) into ``twin.worlds.params``;
 the traffic twin dispatches its buses from them when it builds its population
-(``TrafficTwin.__init__``), so ``apply`` rebuilds the twin.
+(``TrafficTwin.read_params``), so ``apply`` has the twin read them again (its network and agents stay).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch
 
 from twins.core.errors import ConfigError, suggest
 
-from ._traffic import rebuild, traffic_twin
+from ._traffic import traffic_twin
 from .base import Intervention, Parameter, register
 
 KEYS = ("headway_s", "offset_s")
@@ -140,4 +140,4 @@ class BusHeadway(Intervention):
         p = torch.stack(rows)  # [W, 2, lines]
         tw.worlds.params["bus_headway_s"] = p[:, 0].to(tw.device)
         tw.worlds.params["bus_offset_s"] = p[:, 1].to(tw.device)
-        rebuild(tw)
+        tw.read_params()

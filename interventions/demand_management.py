@@ -29,7 +29,7 @@ a vehicle that does not travel keeps no slot (departure +inf, never loaded). The
 vehicles that do travel keep their departure time and driver parameters from the
 baseline, and a zero charge (r = 1) leaves the worlds bit-identical. Writes
 ``flow_retention`` [W, F] into ``twin.worlds.params``; the twin reads it when it builds
-its population (``TrafficTwin.__init__``), so ``apply`` rebuilds the twin.
+its population (``TrafficTwin.read_params``), so ``apply`` has the twin read them again.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import torch
 
 from twins.core.errors import ConfigError, suggest
 
-from ._traffic import rebuild, traffic_twin
+from ._traffic import traffic_twin
 from .base import Intervention, Parameter, register
 
 
@@ -173,4 +173,4 @@ class DemandManagement(Intervention):
         ret = torch.stack(rows).to(tw.device)
         base = tw.worlds.params.get("calibrated_retention")  # scenario.demand=calibrated: each world's member
         tw.worlds.params["flow_retention"] = ret if base is None else ret * base.to(ret)
-        rebuild(tw)
+        tw.read_params()

@@ -24,8 +24,8 @@ interval ``[baseline / 4, 4 × baseline]``, doses ``[1, as many as fit at the sh
 interval]``; ``bounds: {name: [low, high]}`` overrides them.
 
 Mechanism: ``apply`` writes one value per world for every parameter any arm sets
-(the baseline value in the other worlds) into ``twin.worlds.params`` and rebuilds
-the twin, which reads them per world (the slot table depends on the largest dose).
+(the baseline value in the other worlds) into ``twin.worlds.params`` and has the twin
+read them (``MolecularTwin.read_params``: the slot table depends on the largest dose).
 Particles are keyed for noise by an id that no parameter changes
 (``twins.molecular.model``), so a baseline-equal vector gives bit-identical worlds
 and every arm of a replication shares its noise.
@@ -107,7 +107,7 @@ class DrugDesign(Intervention):
     @staticmethod
     def scenario_values(twin) -> dict:
         """The scenario's own values of the parameters (what a world without a vector runs)."""
-        kw = molecular_twin(twin)._init_kwargs
+        kw = molecular_twin(twin).scenario_values
         out = {k: float(kw[k]) for k in RATES}
         out["dose"] = int(round(float(kw["dose"])))
         out["dosing_interval"] = float(kw["dosing_interval"])
@@ -116,7 +116,7 @@ class DrugDesign(Intervention):
 
     def parameters(self, twin) -> list[Parameter]:
         base = self.scenario_values(twin)
-        kw = twin._init_kwargs
+        kw = twin.scenario_values
         cap = kw.get("max_dose")
         iv_lo = base["dosing_interval"] / 4
         default = {k: (0.0, 10.0 * base[k]) for k in RATES}
@@ -178,12 +178,12 @@ class DrugDesign(Intervention):
         for k in used:
             tw.worlds.params[k] = torch.tensor([float(v.get(k, base[k])) for v in vals], dtype=torch.float64,
                                                device=tw.device)
-        tw.rebuild()
+        tw.read_params()
 
 
 def _fitting_doses(twin, interval: float, n_doses: int) -> int:
     """Doses given within the horizon at ``interval`` (capped by ``n_doses`` when positive)."""
     from twins.molecular.model import doses_that_fit
 
-    fit = doses_that_fit(float(twin._init_kwargs["first_dose"]), interval, (twin.n_steps - 1) * twin.dt)
+    fit = doses_that_fit(float(twin.scenario_values["first_dose"]), interval, (twin.n_steps - 1) * twin.dt)
     return min(fit, n_doses) if n_doses > 0 else fit

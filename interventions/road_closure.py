@@ -18,8 +18,8 @@ Writes into ``twin.worlds.params``:
 ``route_extra_edges`` [W, X, M] — alternative routes appended to the route table
 (edge indices, -1 padded; the same rows in every world), and
 ``route_of_flow`` [W, F] — the row of the route table each flow drives in each world
-(identity in a world without closures); then rebuilds the twin, which reads both in
-``TrafficTwin.__init__``.
+(identity in a world without closures); then the twin reads both again
+(``TrafficTwin.read_params``).
 
 Known limitation: ``trips.route_length_m`` and :meth:`TrafficTwin.vehicle` still report
 the flow's scenario route (they read the flow, not the world's route row).
@@ -33,7 +33,7 @@ import torch
 
 from twins.core.errors import ConfigError, suggest
 
-from ._traffic import rebuild, traffic_twin
+from ._traffic import traffic_twin
 from .base import Intervention, Parameter, register
 
 PREFIX = "close."
@@ -128,7 +128,7 @@ class RoadClosure(Intervention):
         dev = tw.device
         tw.worlds.params["route_extra_edges"] = rows.unsqueeze(0).expand(W, -1, -1).contiguous().to(dev)
         tw.worlds.params["route_of_flow"] = rof.to(dev)
-        rebuild(tw)
+        tw.read_params()
 
     def describe(self, values: dict | None) -> str:
         closed = self.closed(values)

@@ -733,11 +733,8 @@ class SignalTiming(Intervention):
         dev = twin.device
         dur = torch.stack(durs).to(dev)
         off = torch.stack(offs).to(dev)
-        twin.worlds.params["signal_durations"] = dur
+        twin.worlds.params["signal_durations"] = dur  # the traffic twin reads its plans from here at every step
         twin.worlds.params["signal_offsets"] = off
-        # the traffic twin copies these per-world plans at construction; refresh its copies
-        twin.signal_durations = dur.clone()
-        twin.signal_offsets = off.clone()
 
 
 def _opt(x, fld: str) -> float | None:

@@ -202,8 +202,8 @@ class MolecularTwin(Twin):
                  collect: bool = True):
         init_kwargs = {k: v for k, v in locals().items() if k not in ("self", "worlds", "__class__")}
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
-        self._init_kwargs = init_kwargs  # the scenario's values: baselines, and what rebuild() needs
-        W, dev = self.W, self.device
+        # the scenario's values: every world's baseline (where worlds.params sets none), read by read_params()
+        self.scenario_values = init_kwargs
         # ---- static checks (field, value, what is valid)
         for name, v in (("box", box), ("reaction_radius", reaction_radius), ("dt", dt), ("horizon", horizon)):
             check(v > 0, f"scenario.{name}", v, "a positive number")
@@ -227,7 +227,44 @@ class MolecularTwin(Twin):
         check(step_len <= 0.5 * self.R, "scenario.dt", dt,
               f"a time step with Brownian step sqrt(2 D dt) <= R/2 (now {step_len:.3g} nm vs R = {self.R:g} nm)",
               f"Try dt <= {(0.5 * self.R) ** 2 / (2 * max(D_ligand, D_target, D_offtarget)):.3g}.")
+        cells = [tuple(c) for c in cells]
+        self.group_names = [str(c[0]) for c in cells]
+        for c in cells:
+            check(int(c[1]) >= 0, f"scenario.cells[{c[0]}].receptors", c[1], "a non-negative integer")
+            check(0 <= float(c[2]) < float(c[3]) <= 1, f"scenario.cells[{c[0]}].x_range", [c[2], c[3]],
+                  "fractions of the box edge with 0 <= from < to <= 1")
+        check(n_offtarget >= 0, "scenario.n_offtarget", n_offtarget, "a non-negative integer")
+        self._cells = cells
 
+        # ---- Mesa agents
+        self.extracellular = Compartment(self, "extracellular", "extracellular")
+        self.cells = [Compartment(self, c[0], "cell", (c[2], c[3]), c[1], g) for g, c in enumerate(cells)]
+        self.populations = {
+            "target": SpeciesPopulation(self, "target", (Species.TARGET,)),
+            "offtarget": SpeciesPopulation(self, "offtarget", (Species.OFFTARGET,)),
+            "ligand": SpeciesPopulation(self, "ligand", (Species.LIGAND,)),
+            "target_complex": SpeciesPopulation(self, "target_complex", (Species.TARGET_COMPLEX,)),
+            "offtarget_complex": SpeciesPopulation(self, "offtarget_complex", (Species.OFFTARGET_COMPLEX,)),
+        }
+        self._collect = collect
+        self.schedule = None
+        self.read_params()
+
+    def read_params(self) -> None:
+        """Build what the worlds' parameters decide (``worlds.params``, else the scenario's values): rates, the
+        dosing schedule, the slot layout (it depends on the largest dose and number of doses), the particles'
+        state at time 0 and the first record. The twin calls it once when it is built; an intervention that
+        writes such parameters calls it again (before the first step). Noise is keyed by particle id, so each
+        world is exactly what it would have been had it been built with these parameters."""
+        if self.step_index != 0:
+            raise RuntimeError("per-world parameters must be written before the twin's first step")
+        kw, W, dev = self.scenario_values, self.W, self.device
+        k_on_target, k_off_target, k_on_offtarget, k_off_offtarget, k_el = (
+            kw[k] for k in ("k_on_target", "k_off_target", "k_on_offtarget", "k_off_offtarget", "k_el"))
+        dose, dosing_interval, first_dose, n_doses, max_dose = (
+            kw[k] for k in ("dose", "dosing_interval", "first_dose", "n_doses", "max_dose"))
+        n_offtarget, D_target, D_offtarget, D_ligand, repulsion_k = (
+            kw[k] for k in ("n_offtarget", "D_target", "D_offtarget", "D_ligand", "repulsion_k"))
         # ---- per-world parameters
         self.k_on_t = self._param("k_on_target", k_on_target)
         self.k_off_t = self._param("k_off_target", k_off_target)
@@ -251,14 +288,7 @@ class MolecularTwin(Twin):
         self.max_dose, self.n_dose_slots = max_dose, n_dose_slots
 
         # ---- slots
-        cells = [tuple(c) for c in cells]
-        self.group_names = [str(c[0]) for c in cells]
-        counts = [int(c[1]) for c in cells]
-        for c in cells:
-            check(int(c[1]) >= 0, f"scenario.cells[{c[0]}].receptors", c[1], "a non-negative integer")
-            check(0 <= float(c[2]) < float(c[3]) <= 1, f"scenario.cells[{c[0]}].x_range", [c[2], c[3]],
-                  "fractions of the box edge with 0 <= from < to <= 1")
-        check(n_offtarget >= 0, "scenario.n_offtarget", n_offtarget, "a non-negative integer")
+        cells, counts = self._cells, [int(c[1]) for c in self._cells]
         self.n_t, self.n_o = sum(counts), int(n_offtarget)
         self.n_lig = n_dose_slots * max_dose
         N = self.N = self.n_t + self.n_o + self.n_lig
@@ -327,17 +357,9 @@ class MolecularTwin(Twin):
         self.doses_given = torch.zeros(W, dtype=torch.long, device=dev)
         self._rec: list[tuple] = []
 
-        # ---- Mesa agents
-        self.extracellular = Compartment(self, "extracellular", "extracellular")
-        self.cells = [Compartment(self, c[0], "cell", (c[2], c[3]), c[1], g) for g, c in enumerate(cells)]
+        if self.schedule is not None:  # the one of an earlier read
+            self.schedule.remove()
         self.schedule = DosingSchedule(self, first, interval, dose_n, n_max)
-        self.populations = {
-            "target": SpeciesPopulation(self, "target", (Species.TARGET,)),
-            "offtarget": SpeciesPopulation(self, "offtarget", (Species.OFFTARGET,)),
-            "ligand": SpeciesPopulation(self, "ligand", (Species.LIGAND,)),
-            "target_complex": SpeciesPopulation(self, "target_complex", (Species.TARGET_COMPLEX,)),
-            "offtarget_complex": SpeciesPopulation(self, "offtarget_complex", (Species.OFFTARGET_COMPLEX,)),
-        }
         self.datacollector = mesa.DataCollector(
             model_reporters={
                 "time": lambda m: m.time,
@@ -346,18 +368,9 @@ class MolecularTwin(Twin):
                 "free_ligand_uM": lambda m: float(_uM(m.populations["ligand"].count.double().mean(), m.box ** 3)),
             },
             agenttype_reporters={Compartment: {"occupancy": "mean_occupancy"}},
-        ) if collect else None
+        ) if self._collect else None
         self._record()
 
-    def rebuild(self) -> None:
-        """Construct again from the scenario's values and ``self.worlds``, so that per-world
-        parameters written into ``worlds.params`` after construction (by an intervention) take
-        effect; the slot layout depends on the largest dose and number of doses. Noise is keyed by
-        particle id, so each world is exactly what it would have been had it been built this way."""
-        if self.step_index != 0:
-            raise RuntimeError("per-world parameters must be written before the twin's first step")
-        self.__dict__.pop("step", None)  # mesa.Model.__init__ wraps ``step`` again
-        type(self).__init__(self, self.worlds, **self._init_kwargs)
 
     # ------------------------------------------------------------------ helpers
     def _param(self, name, default, positive=False):

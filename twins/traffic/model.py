@@ -234,46 +234,20 @@ class TrafficTwin(Twin):
                  horizon: float = 3600.0, device="cpu", dtype=torch.float32,
                  interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25,
                  compile: bool | None = False):
-        from .compiled import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
-
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
+        # what the scenario fixes: the network tables, the bus lines, the step's settings and the Mesa agents;
+        # what the worlds' parameters decide (routes, population, signal plans) is read by read_params()
         self.scenario = scenario
         self.begin = float(scenario.begin)
-        # what an intervention needs to rebuild the twin after writing worlds.params
-        self._init_kwargs = dict(dt=dt, horizon=horizon, device=device, dtype=dtype, interval_s=interval_s,
-                                 trajectory_every=trajectory_every, idm_substep_s=idm_substep_s, compile=compile)
         self.compile = compile is True  # torch.compile of IDM in the tensor kernels (CUDA, or with bus stops)
-        wp = self.worlds.params
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
         self.compiled = compile_network(net)
         cnet = self.compiled.to(self.device, dtype)
         self.net = cnet
-        # route table: one row per flow, then the alternative routes an intervention appended
-        # (worlds.params["route_extra_edges"] [W, X, M] edge indices, the same in every world)
-        route_lists = [f.route for f in demand.flows]
-        route_names = [f"flow[{f.id}]" for f in demand.flows]
-        if "route_extra_edges" in wp and wp["route_extra_edges"].numel():
-            extra = route_edge_lists(self.compiled.edge_ids, wp["route_extra_edges"][0])
-            route_lists += extra
-            route_names += [f"route_extra_edges[{i}]" for i in range(len(extra))]
-        # bus lines: their routes go last (the rows before keep their numbers)
         lines = self.bus_lines = list(getattr(scenario, "bus_lines", None) or [])
-        bus_row0 = len(route_lists)
-        route_lists += [list(l.route) for l in lines]
-        route_names += [f"bus_lines[{l.id}].route" for l in lines]
-        self.routes_cpu = compile_routes(net, route_lists, route_names)
-        self.transit = transit.compile_transit(lines, net, "cpu", dtype) if lines else None
-        if lines:
-            self._curbside_stops(bus_row0)
-        route_of_flow = wp.get("route_of_flow")  # [W, F] row of the route table per world and flow
-        if route_of_flow is not None and (tuple(route_of_flow.shape) != (worlds.size, len(demand.flows))
-                                          or bool((route_of_flow < 0).any())
-                                          or bool((route_of_flow >= len(route_lists)).any())):
-            raise ConfigError("worlds.params.route_of_flow", tuple(route_of_flow.shape),
-                              f"a [W={worlds.size}, F={len(demand.flows)}] tensor of route rows "
-                              f"in [0, {len(route_lists)})")
-        self._set_routes(self.routes_cpu)
+        self._transit_cpu = transit.compile_transit(lines, net, "cpu", dtype) if lines else None
+        self.transit = self._transit_cpu
         self.flow_ids = [f.id for f in demand.flows]
         self.interval_steps = max(1, int(round(interval_s / dt)))
         self.trajectory_every = int(trajectory_every)
@@ -291,6 +265,73 @@ class TrafficTwin(Twin):
             raise ConfigError("scenario.time_to_teleport_s", ttt, "a finite number of seconds (<= 0 or null: never)")
         # kernels rule 12: steps a front vehicle may stand before it is teleported (None: never)
         self.teleport_steps = int(round(float(ttt) / dt)) if ttt is not None and float(ttt) > 0 else None
+        self._teleport_edge_m = self.net.lane_length[self.net.edge_first_lane]  # each edge's length (first lane)
+        # scenario.routing=insertion: trips are routed when they depart, on each world's current travel times
+        self.routing = getattr(scenario, "routing", "static")
+        max_via = float(cnet.conn_via.max()) if cnet.conn_via.numel() else 0.0
+        self.span = float(cnet.lane_length.max()) + max_via + 1000.0
+        # compute.compile on the CPU: the whole step as one compiled loop per world (twins.traffic.native;
+        # built here, so that with compile=true a missing compiler is an error before the run; null: where
+        # it builds). With bus stops, and on CUDA, compile=true fuses IDM in the tensor kernels instead
+        self._native = compile is not False and self.device.type == "cpu" and not lines
+        if self._native and compile is None:
+            self._native = native.available(warn=True)
+        elif self._native:
+            native.load()
+        self.kernel = "native" if self._native else "tensor+torch.compile" if self.compile else "tensor"
+        self._build_agents()
+        self.datacollector = mesa.DataCollector(
+            model_reporters={
+                "time_s": lambda m: m.time_s,
+                "vehicles_in_network": lambda m: float(m.count(kernels.RUNNING).float().mean()),
+                "vehicles_arrived": lambda m: float(m.count(kernels.ARRIVED).float().mean()),
+            },
+            agent_reporters={
+                "flow_veh_h": lambda a: float(np.mean(a.flow_veh_h)) if isinstance(a, Detector) else None,
+                "density_veh_km": lambda a: float(np.mean(a.density_veh_km)) if isinstance(a, Detector) else None,
+            },
+        )
+        self.read_params()
+
+    def read_params(self) -> None:
+        """Build what the worlds' parameters (``worlds.params``) decide: the route table (and the alternative
+        routes an intervention appended), each world's vehicle population (demand response, bus timetables),
+        every vehicle's parameters, the state at time 0 and the signal plans. The twin calls it once when it is
+        built; an intervention that writes such parameters calls it again (before the first step). The
+        exogenous noise is a pure function of its keys, so the worlds draw exactly what they would have drawn
+        had they been built with these parameters."""
+        from .compiled import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
+
+        if self.step_index != 0:
+            raise RuntimeError("the worlds' parameters are read before the twin's first step; this twin has "
+                               f"taken {self.step_index} steps")
+        worlds, wp, dtype, horizon = self.worlds, self.worlds.params, self.dtype, self.horizon
+        net, demand, lines = self.scenario.network, self.scenario.demand, self.bus_lines
+        cnet = self.net
+        # route table: one row per flow, then the alternative routes an intervention appended
+        # (worlds.params["route_extra_edges"] [W, X, M] edge indices, the same in every world)
+        route_lists = [f.route for f in demand.flows]
+        route_names = [f"flow[{f.id}]" for f in demand.flows]
+        if "route_extra_edges" in wp and wp["route_extra_edges"].numel():
+            extra = route_edge_lists(self.compiled.edge_ids, wp["route_extra_edges"][0])
+            route_lists += extra
+            route_names += [f"route_extra_edges[{i}]" for i in range(len(extra))]
+        # bus lines: their routes go last (the rows before keep their numbers)
+        bus_row0 = len(route_lists)
+        route_lists += [list(l.route) for l in lines]
+        route_names += [f"bus_lines[{l.id}].route" for l in lines]
+        self.routes_cpu = compile_routes(net, route_lists, route_names)
+        self.transit = self._transit_cpu
+        if lines:
+            self._curbside_stops(bus_row0)
+        route_of_flow = wp.get("route_of_flow")  # [W, F] row of the route table per world and flow
+        if route_of_flow is not None and (tuple(route_of_flow.shape) != (worlds.size, len(demand.flows))
+                                          or bool((route_of_flow < 0).any())
+                                          or bool((route_of_flow >= len(route_lists)).any())):
+            raise ConfigError("worlds.params.route_of_flow", tuple(route_of_flow.shape),
+                              f"a [W={worlds.size}, F={len(demand.flows)}] tensor of route rows "
+                              f"in [0, {len(route_lists)})")
+        self._set_routes(self.routes_cpu)
 
         pop = build_population(demand, worlds.seed, worlds.replication.cpu())
         # demand response (worlds.params["flow_retention"] [W, F]): a vehicle travels iff its
@@ -344,14 +385,12 @@ class TrafficTwin(Twin):
             "conn": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # connection entered by (kernels rule 10)
             "depart": self.depart,
         }
-        # scenario.routing=insertion: trips are routed when they depart, on each world's current travel times
         self._router = None
-        self.routing = getattr(scenario, "routing", "static")
         if self.routing == "insertion" and any(f.reroute for f in demand.flows):
             if route_of_flow is not None:
                 warnings.warn("scenario.routing=insertion is not applied in this run: an intervention sets the "
                               "flows' routes (route_of_flow), and routing at insertion would undo that",
-                              stacklevel=2)
+                              stacklevel=3)
             else:
                 self._init_router(demand, route_lists)
         if self.lane_changing:  # kernels rule 11: the slot a vehicle lets in (follows as a leader), -1: none
@@ -370,55 +409,50 @@ class TrafficTwin(Twin):
             self.pax_served = torch.zeros(W, Z, dtype=torch.int64, device=dev)
             self.pax_wait = torch.zeros(W, Z, dtype=torch.float64, device=dev)  # summed waits of the boarded (s)
             self._visits: list[pd.DataFrame] = []
-        # signal plans, per world (interventions write worlds.params)
+        # signal plans: the scenario's programs, in every world where worlds.params sets none (properties below)
         P = len(cnet.program_ids)
-        self.signal_durations = cnet.phase_durations.unsqueeze(0).expand(W, -1, -1).clone()
-        self.signal_offsets = cnet.program_offset.unsqueeze(0).expand(W, -1).clone()
-        if "signal_durations" in self.worlds.params:
-            self.signal_durations = self.worlds.params["signal_durations"].to(dev, torch.float64)
-        if "signal_offsets" in self.worlds.params:
-            self.signal_offsets = self.worlds.params["signal_offsets"].to(dev, torch.float64)
+        self._plan_durations = cnet.phase_durations.unsqueeze(0).expand(W, -1, -1).clone()
+        self._plan_offsets = cnet.program_offset.unsqueeze(0).expand(W, -1).clone()
         if P and bool((self.signal_durations.sum(-1) <= 0).any()):
             raise ConfigError("signal_durations", "a zero cycle", "phase durations with a positive sum")
-        max_via = float(cnet.conn_via.max()) if cnet.conn_via.numel() else 0.0
-        self.span = float(cnet.lane_length.max()) + max_via + 1000.0
         self.lo = 0
         # each lane's upstream-most vehicle (slot; None: not known yet, the kernel sorts); the window's
         # flattened vehicle parameters
         self._lane_last = self._veh_cache = None
-        # compute.compile on the CPU: the whole step as one compiled loop per world (twins.traffic.native;
-        # built here, so that with compile=true a missing compiler is an error before the run; null: where
-        # it builds). With bus stops, and on CUDA, compile=true fuses IDM in the tensor kernels instead
-        self._native = compile is not False and self.device.type == "cpu" and self.transit is None
-        if self._native and compile is None:
-            self._native = native.available(warn=True)
-        elif self._native:
-            native.load()
-        self.kernel = "native" if self._native else "tensor+torch.compile" if self.compile else "tensor"
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
-        # rule 12: steps each vehicle has stood, teleports per world, and the length of each edge (its first lane)
+        # rule 12: steps each vehicle has stood, and teleports per world
         self._wait = torch.zeros(W, S, dtype=torch.int32, device=dev)
         self._teleport_check = 0  # the first step at which a vehicle can have stood long enough (read no sooner)
         self.teleports = torch.zeros(W, dtype=torch.int64, device=dev)
-        self._teleport_edge_m = self.net.lane_length[self.net.edge_first_lane]
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         self._series: list[dict] = []
         self._detector_rows: list[pd.DataFrame] = []
         self._trajectories: list[pd.DataFrame] = []
         self._arrived_before = np.zeros(W, dtype=np.int64)
-        self._build_agents()
-        self.datacollector = mesa.DataCollector(
-            model_reporters={
-                "time_s": lambda m: m.time_s,
-                "vehicles_in_network": lambda m: float(m.count(kernels.RUNNING).float().mean()),
-                "vehicles_arrived": lambda m: float(m.count(kernels.ARRIVED).float().mean()),
-            },
-            agent_reporters={
-                "flow_veh_h": lambda a: float(np.mean(a.flow_veh_h)) if isinstance(a, Detector) else None,
-                "density_veh_km": lambda a: float(np.mean(a.density_veh_km)) if isinstance(a, Detector) else None,
-            },
-        )
+
+    # --- signal plans: read from worlds.params at every step (an intervention writes them there) -------------
+    @property
+    def signal_durations(self) -> torch.Tensor:
+        """Phase durations ``[W, programs, phases]`` (s, float64; 0 pads): ``worlds.params["signal_durations"]``
+        where an intervention wrote it, else the scenario's programs in every world."""
+        d = self.worlds.params.get("signal_durations")
+        return self._plan_durations if d is None else d.to(self.device, torch.float64)
+
+    @signal_durations.setter
+    def signal_durations(self, value: torch.Tensor) -> None:
+        self.worlds.params["signal_durations"] = value.to(self.device, torch.float64)
+
+    @property
+    def signal_offsets(self) -> torch.Tensor:
+        """Program offsets ``[W, programs]`` (s, float64; SUMO's sign: cycle position ``(t - offset) mod cycle``):
+        ``worlds.params["signal_offsets"]`` where an intervention wrote it, else the scenario's."""
+        o = self.worlds.params.get("signal_offsets")
+        return self._plan_offsets if o is None else o.to(self.device, torch.float64)
+
+    @signal_offsets.setter
+    def signal_offsets(self, value: torch.Tensor) -> None:
+        self.worlds.params["signal_offsets"] = value.to(self.device, torch.float64)
 
     def _vehicle_params(self, demand: Demand, lines, flow: torch.Tensor, rep: torch.Tensor, vid: torch.Tensor,
                         dtype) -> dict:

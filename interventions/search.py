@@ -943,7 +943,7 @@ def outcome_targets(twin) -> tuple[list[str], dict[str, list[str]]]:
         if any(getattr(j, "tl", None) for j in net.junctions.values()):
             groups["approach"] = ["delay_veh_h"]
         if getattr(twin, "bus_lines", None):
-            from twins.traffic.model import BUS_METRICS
+            from twins.traffic.outcomes import BUS_METRICS
 
             metrics += [m for m in BUS_METRICS if m not in metrics]
             groups["mode"] = ["mean_travel_time_s", "mean_delay_s", "mean_wait_s"]

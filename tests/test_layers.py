@@ -86,6 +86,6 @@ def test_no_new_import_points_up_a_layer():
 
 def test_the_parser_sees_function_level_and_relative_imports():
     mods = _modules()
-    # twins/traffic/model.py imports its kernels relatively, and twins.plots inside functions
-    seen = _imports("twins.traffic.model", mods["twins.traffic.model"], mods)
+    # twins/traffic/outcomes.py imports its kernels relatively, and twins.plots inside a function
+    seen = _imports("twins.traffic.outcomes", mods["twins.traffic.outcomes"], mods)
     assert {"twins.traffic.kernels", "twins.plots"} <= seen

@@ -133,7 +133,7 @@ def test_chunked_run_builds_the_trips_only_when_read(overrides, monkeypatch):
     builds the trips); read, the merged tables equal the eager ones: every table of the one-batch twin built
     before renumbering and concatenating (the path before lazy tables), and the twin's own trips table."""
     from twins.core.twin import LazyTables, RunResult, pending_table
-    from twins.traffic import model
+    from twins.traffic import outcomes
 
     iv, arms, twin = runner.make_counterfactual(compose_cfg(*overrides))
     res = twin.run(progress=False)
@@ -148,8 +148,8 @@ def test_chunked_run_builds_the_trips_only_when_read(overrides, monkeypatch):
     pd.testing.assert_frame_equal(eager.tables["trips"], own, check_exact=True)
 
     built = []
-    call = model.TripsTable.__call__
-    monkeypatch.setattr(model.TripsTable, "__call__", lambda self: built.append(1) or call(self))
+    call = outcomes.TripsTable.__call__
+    monkeypatch.setattr(outcomes.TripsTable, "__call__", lambda self: built.append(1) or call(self))
     lazy_names = ("trips", "bus_trips") if "intervention=bus_headway" in overrides else ("trips",)
     exe, _ = _job(overrides, 1)
     got = exe.run(progress=False)

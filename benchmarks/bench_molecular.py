@@ -23,7 +23,7 @@ import torch
 
 from twins.core.worlds import WorldBatch
 from twins.molecular import kernels as K
-from twins.molecular.model import LJFluidTwin
+from twins.molecular.lj import LJFluidTwin
 from twins.molecular.reference import binding_box, canonical_complexes, readdy_reversible, twins_reversible
 
 

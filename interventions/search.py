@@ -38,6 +38,9 @@ is worse, or the interval includes 0), with the ``reason``, the candidate's
 confirmed effect under ``best_candidate`` for reference and
 ``recommended_params: {}``. ``candidates`` counts the invalid plans (also in
 ``manifest.json`` as ``search_summary`` and on the console).
+
+Length (debt, issue 21): storage and resume, the ask/tell loop, confirmation on held-out replications, the
+equity pick and the outputs still share this module; the twin's evaluation already lives in ``_evaluate.py``.
 """
 from __future__ import annotations
 

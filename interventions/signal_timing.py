@@ -76,6 +76,10 @@ in config). A parameter equal to the baseline leaves the program bit-identical.
 
 Writes ``signal_durations`` [W, P, K] and ``signal_offsets`` [W, P] (seconds)
 into ``twin.worlds.params``, which the traffic twin reads per world.
+
+Length: one intervention with its parameter space (cycle, per-phase green shares on a simplex, offsets,
+per-junction variants), its repair/validation messages and Webster's delay formula its tests compare
+against; one reason to change: retiming.
 """
 from __future__ import annotations
 

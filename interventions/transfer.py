@@ -19,6 +19,9 @@ search objective): the same sum in vehicle-hours, in SUMO ``resco_delay_s · veh
 Writes ``RUN/transfer.json`` and ``RUN/figures/transfer.png`` (files the run's ethics review did not cover,
 so an approved run stays exportable). The ethics review's external-validity gate runs the same replay
 (:func:`replay`) and writes its own copy under ``RUN/evidence/`` (covered by the evidence digest).
+
+Length: the plan export shared with ``export --format sumo``, the SUMO replay per seed and model, and the
+realized-vs-predicted record; one reason to change: how a plan is checked outside the twin.
 """
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def build_molecular(cfg, worlds, device, dtype):
 
 @scenario("lj_fluid", LJFluidScenario)
 def build_lj_fluid(cfg, worlds, device, dtype):
-    from twins.molecular.model import LJFluidTwin
+    from twins.molecular.lj import LJFluidTwin
 
     sc = cfg.scenario
     dt, horizon = _time(cfg, sc)

@@ -6,6 +6,9 @@ One generator builds every signalized layout: a ``rows × cols`` lattice of
 ``junction`` a single 4-arm intersection. ``ring`` is a single-lane loop.
 Any of them may carry bus lines (``bus_lines``, :mod:`twins.traffic.transit`);
 ``conf/scenario/bus_corridor.yaml`` is the arterial with light traffic and two lines.
+
+Length: the schemas and builders of the generated layouts (lattice, corridor, junction, ring) with their
+checks; one reason to change: what a generated traffic scenario may be.
 """
 from __future__ import annotations
 

@@ -89,3 +89,16 @@ def test_the_parser_sees_function_level_and_relative_imports():
     # twins/traffic/outcomes.py imports its kernels relatively, and twins.plots inside a function
     seen = _imports("twins.traffic.outcomes", mods["twins.traffic.outcomes"], mods)
     assert {"twins.traffic.kernels", "twins.plots"} <= seen
+
+
+def test_a_module_over_500_lines_says_why_at_its_top():
+    """Issue 21: no module over ~500 lines without a reason written at its top (its docstring has a paragraph
+    starting "Length", or, for the traffic model, the sentence that says so)."""
+    silent = []
+    for name, path in _modules().items():
+        text = path.read_text()
+        if text.count("\n") > 500:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if "\nLength" not in doc and "longer than ~500 lines" not in doc:
+                silent.append(f"{name} ({text.count(chr(10))} lines)")
+    assert not silent, "say at the top why these are long, or split them: " + ", ".join(silent)

@@ -2,6 +2,9 @@
 
 Each helper takes tidy DataFrames as written in a run folder and an optional
 matplotlib ``Axes``; it returns the Axes (or Figure) so callers can style it.
+
+Length: one function per figure, no shared state; a views library (tables in, figures out) that imports
+nothing of the project but ``twins.core``.
 """
 from __future__ import annotations
 

@@ -31,6 +31,9 @@ manifest; analysing those as if they were finished would bias every metric
 :class:`IncompleteRunError` naming where the run stopped;
 ``load(path, allow_incomplete=True)`` reads the partial tables and still
 warns (:class:`IncompleteRunWarning`).
+
+Length: one reader per folder kind (run, multirun sweep, search) with their shared column conventions and
+the messages for a folder that is not one; reading only, never simulating.
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from interventions import counterfactual as cf
 from interventions.drug_design import NAMES, DrugDesign
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
-from twins.molecular.model import LJFluidTwin, MolecularTwin
+from twins.molecular.lj import LJFluidTwin
+from twins.molecular.model import MolecularTwin
 
 SMALL = dict(dt=0.01, horizon=1.0, box=30.0, cells=(("high", 20, 0.0, 0.5), ("low", 8, 0.5, 1.0)),
              n_offtarget=10, dose=40, dosing_interval=0.4, k_el=0.5, k_on_target=20.0, record_every=5)

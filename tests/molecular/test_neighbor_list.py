@@ -9,7 +9,7 @@ from twins.compute.counting import count_per_step
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
 from twins.molecular import kernels as K
-from twins.molecular.model import LJFluidTwin
+from twins.molecular.lj import LJFluidTwin
 
 
 def _lj(wb, **kw):

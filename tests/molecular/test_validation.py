@@ -11,7 +11,7 @@ from twins.core import noise
 from twins.core.noise import Stream
 from twins.core.worlds import WorldBatch
 from twins.molecular import kernels as K
-from twins.molecular.model import LJFluidTwin
+from twins.molecular.lj import LJFluidTwin
 from twins.molecular.reference import binding_box, canonical_complexes, doi_rate_window, jzg_eos
 
 

@@ -25,6 +25,9 @@ and the counterfactual arms). The planner
 Chunks are reassembled in world order (``twins.compute.execute``); batch
 independence (DESIGN §3.2, ``tests/core/test_causal_contract.py``) makes the
 result bit-identical to one batch.
+
+Length: the memory probe (CPU and CUDA), the chunk sizing and the checks of every compute setting; one
+reason to change: how worlds are split over devices.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ Gates see evidence, never twins. A gate whose evidence is missing says NEEDS_HUM
 instead of guessing; a gate whose threshold is null in the config is not applied (and ``review.md``
 lists it as not configured). Hard gates (safety, equity) are also handed to the search as constraints
 (:func:`twins.ethics.search_constraints`); they are re-checked here on the held-out evidence anyway.
+
+Length: one pure function per gate, each a few dozen lines with its reasons and thresholds.
 """
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ nothing it decides on is read from the editable ``review.json``.
 ``gates.json`` is a list of ``{gate, status, reason, evidence, hard}``; ``review.json`` holds the
 objective provenance (with the objective's hash), tier, required controls, gates, decisions, audit
 anchors and the status (``blocked`` | ``awaiting approval`` | ``rejected`` | ``cleared``).
+
+Length: the review record, its rebuild from the audit log and its rendering, which must change together
+(a field added to one is read by the others).
 """
 from __future__ import annotations
 

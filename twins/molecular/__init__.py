@@ -1,2 +1,3 @@
 """Molecular twin: Brownian dynamics with Doi reactions (drug, target, off-target) and an LJ fluid."""
-from .model import LJFluidTwin, MolecularTwin, Species  # noqa: F401
+from .lj import LJFluidTwin  # noqa: F401
+from .model import MolecularTwin, Species  # noqa: F401

@@ -12,6 +12,9 @@ normals, uniforms) as arguments; the model draws them from
 
 Units are whatever the caller uses consistently (the molecular scenario: nm,
 µs, energies in kT; ``lj_fluid``: reduced Lennard-Jones units).
+
+Length: the pure functions of both molecular steps (Brownian dynamics + Doi reactions, and the LJ step
+with its neighbour lists), which share the periodic cell-list code.
 """
 from __future__ import annotations
 

@@ -100,6 +100,9 @@ the same, one vehicle at a time):
    skips on along the route while it cannot insert it); with none left it arrives. :func:`teleport`. Simplified:
    the re-insertion is tried from the next step on (SUMO first lets the time to drive the skipped edge pass), and
    on that edge only (SUMO moves on to the next edge while the first stays full).
+
+Length: the twelve rules of one step, which read and write the same state in a fixed order; the native
+(C++) step and the per-agent reference mirror this file rule by rule.
 """
 from __future__ import annotations
 

@@ -168,6 +168,9 @@ up because a longer vehicle swapped into its new leader's place),
 ahead entering the same gap), ``lc_cooperating`` (follower-steps spent
 following a requester) and ``lc_wrong_lane_wait`` (front-vehicle steps held at
 the end of a lane that does not continue the route).
+
+Length: the oracle states every rule of the step (kernels rules 1-12) in plain per-vehicle Python, in the
+kernels' order, so that a rule and its reference read side by side; split it only together with the kernels.
 """
 from __future__ import annotations
 

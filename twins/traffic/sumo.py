@@ -47,6 +47,9 @@ Mapping rules
 Parsing is safe: files are read with expat with every DOCTYPE, entity
 declaration and external entity refused (SUMO files never need one), and every
 error names the file, the line and the element.
+
+Length (debt, issue 21): the four SUMO file formats (net, routes, ``tlLogic`` additional, ``.sumocfg``)
+share one located-XML parser and one import report, kept private here; a split needs those made public first.
 """
 from __future__ import annotations
 

@@ -54,6 +54,9 @@ class SumoScenario:
     # insertion: trips (<trip>, <flow> with from/to) are routed when they depart on the world's current travel
     # times, as SUMO routes them (twins.traffic.routing); static: on free-flow times, once
     routing: str = "insertion"
+    # programs (the file's signal programs) or module:ClassName, a twins.traffic.signals.SignalControl subclass
+    # stepped after them each step (twins.traffic.signals)
+    signal_control: str = "programs"
     # per-origin outcomes (groups.parquet, the equity gate): trips grouped by the edge they enter the network on;
     # entries expected to load fewer trips than this over [begin, end] are pooled into one group (OTHER_ENTRIES)
     origin_min_trips: float = 50.0

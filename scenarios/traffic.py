@@ -103,6 +103,9 @@ class TrafficScenarioBase:
     # kernels rule 12: a vehicle standing at the front of its lane longer than this (s) is teleported along its
     # route, as SUMO's --time-to-teleport (300 s) ends gridlocks; null or <= 0: never
     time_to_teleport_s: Optional[float] = 300.0
+    # programs (the scenario's signal programs) or module:ClassName, a twins.traffic.signals.SignalControl
+    # subclass stepped after them each step (it may replace any link's code)
+    signal_control: str = "programs"
 
 
 @dataclass
@@ -468,7 +471,8 @@ def _twin_kwargs(cfg) -> dict:
     """TrafficTwin options shared by every traffic scenario."""
     return {"dt": cfg.dt_s, "interval_s": cfg.output.timeseries_interval_s,
             "trajectory_every": int(cfg.output.get("trajectory_every", 0) or 0),
-            "compile": cfg.compute.get("compile", None)}
+            "compile": cfg.compute.get("compile", None),
+            "signal_control": cfg.scenario.get("signal_control", None)}
 
 
 def _twin(cfg, scen: TrafficScenario, worlds, device, dtype) -> TrafficTwin:

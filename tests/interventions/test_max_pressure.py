@@ -84,8 +84,8 @@ def _record(tw, steps):
     cur, sig = [], []
     for _ in range(steps):
         tw.step()
-        cur.append(tw._mp_state["cur"][:, 0].clone())
-        sig.append(tw._last_sig.clone())
+        cur.append(tw.signal_controls[0].max_pressure_state["cur"][:, 0].clone())
+        sig.append(tw.signal_state.clone())
     return torch.stack(cur, 1), torch.stack(sig, 1)  # [W, T], [W, T, G]
 
 
@@ -99,20 +99,13 @@ def _runs(seq):
     return out
 
 
-def test_min_and_max_green_transitions_and_no_conflicting_greens(monkeypatch):
+def test_min_and_max_green_transitions_and_no_conflicting_greens():
     mn, mx = 10.0, 20.0
     H = 600.0
     tw = _twin(WorldBatch.replications(1, 2, arms=2), H, flows_veh_h=UNBALANCED)
     vals = [None, None, {"enabled": True, "min_green_s": mn, "max_green_s": mx, "decision_interval_s": 2.0},
             {"enabled": True, "min_green_s": mn, "max_green_s": mx, "decision_interval_s": 2.0}]
     MaxPressure().apply(tw, vals)
-    orig = tw._max_pressure_signal
-
-    def keep(t):
-        tw._last_sig = orig(t)
-        return tw._last_sig
-
-    monkeypatch.setattr(tw, "_max_pressure_signal", keep)
     cur, sig = _record(tw, int(H))
     code = tw.net.phase_code[0]  # [K, G]: the program's phase states (one program, links 0..15)
     dur = tw.signal_durations[0, 0].tolist()

@@ -34,6 +34,7 @@ import mesa
 import numpy as np
 import pandas as pd
 import torch
+from mesa.agent import AgentSet
 from mesa.discrete_space import Network
 
 from twins.core import noise
@@ -41,7 +42,7 @@ from twins.core.errors import ConfigError
 from twins.core.twin import Twin
 from twins.core.worlds import WorldBatch
 
-from . import kernels, native, routing, transit
+from . import kernels, native, routing, signals, transit
 from .agents import BusLineAgent, BusStopAgent, Detector, SignalController, VehicleView
 from .compiled import build_population, compile_network, compile_routes, concat_routes, route_links
 from .demand import Demand
@@ -77,7 +78,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def __init__(self, scenario: TrafficScenario, worlds: WorldBatch, *, dt: float = 1.0,
                  horizon: float = 3600.0, device="cpu", dtype=torch.float32,
                  interval_s: float = 60.0, trajectory_every: int = 0, idm_substep_s: float = 0.25,
-                 compile: bool | None = False):
+                 compile: bool | None = False, signal_control: str | None = None):
         super().__init__(worlds, dt=dt, horizon=horizon, device=device, dtype=dtype)
         # what the scenario fixes: the network tables, the bus lines, the step's settings and the Mesa agents;
         # what the worlds' parameters decide (routes, population, signal plans) is read by read_params()
@@ -124,6 +125,11 @@ class TrafficTwin(TrafficOutcomes, Twin):
             native.load()
         self.kernel = "native" if self._native else "tensor+torch.compile" if self.compile else "tensor"
         self._build_agents()
+        # the signal controls, stepped in order before the vehicles move (twins.traffic.signals): the scenario's
+        # programs, then the control scenario.signal_control names
+        user = signals.control_class(signal_control)
+        self.signal_controls = AgentSet([signals.ProgramControl(self)] + ([user(self)] if user else []),
+                                        random=self.random)
         self.datacollector = mesa.DataCollector(
             model_reporters={
                 "time_s": lambda m: m.time_s,
@@ -259,6 +265,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self._plan_offsets = cnet.program_offset.unsqueeze(0).expand(W, -1).clone()
         if P and bool((self.signal_durations.sum(-1) <= 0).any()):
             raise ConfigError("signal_durations", "a zero cycle", "phase durations with a positive sum")
+        # the codes each link shows this step [W, links] (kernels.SIG_*), set by the signal controls
+        self.signal_state = torch.full((W, cnet.link_program.shape[0]), kernels.SIG_RED, dtype=torch.int64, device=dev)
         self.lo = 0
         # each lane's upstream-most vehicle (slot; None: not known yet, the kernel sorts); the window's
         # flattened vehicle parameters
@@ -582,8 +590,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
         t = self.time_s
         if self._router is not None:
             self._route_departures(t)
-        sig = self._max_pressure_signal(t) if "max_pressure" in self.worlds.params else kernels.signal_codes(
-            t, self.signal_durations, self.signal_offsets, self.net.phase_code, self.net.link_program, self.net.link_local)
+        self.signal_controls.do("step")
+        sig = self.signal_state
         lo, hi = self._window()
         if hi > lo and self._native:
             need_sort = self._lane_last is None
@@ -728,7 +736,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self.datacollector.collect(self)
         self.lane_acc_interval.zero_()
 
-    # --- adaptive signal control (worlds.params["max_pressure"]) ------------------------------------
+    # --- queues (max pressure, signals.ProgramControl, reads them; so may a user's signal control) -----------
     def lane_queues(self, halted_only: bool = False) -> torch.Tensor:
         """Vehicles per (world, lane) now, ``[W, L]`` float64: running ones (or only the halted ones)."""
         W, L = self.W, self.net.n_lanes
@@ -740,22 +748,3 @@ class TrafficTwin(TrafficOutcomes, Twin):
         q = torch.zeros(W * L, dtype=torch.float64, device=self.device)
         q.index_add_(0, idx, torch.ones(idx.numel(), dtype=torch.float64, device=self.device))
         return q.view(W, L)
-
-    def _max_pressure_signal(self, t: float) -> torch.Tensor:
-        """Signal codes ``[W, G]``: max pressure (:mod:`.control`) at the programs ``worlds.params["max_pressure"]``
-        [W, P] enables, the fixed-time plan everywhere else (bit for bit)."""
-        from . import control
-
-        wp = self.worlds.params
-        fixed = kernels.signal_codes(t, self.signal_durations, self.signal_offsets, self.net.phase_code,
-                                     self.net.link_program, self.net.link_local)
-        enabled = wp["max_pressure"].to(self.device, torch.bool)
-        if self.step_index == 0:  # a fresh run (or a rebuilt twin): the controller starts from the plan
-            self._mp_tables, self._mp_state = control.program_tables(self.net), None
-        if fixed.shape[1] == 0 or not bool(enabled.any()):
-            return fixed
-        codes, _, self._mp_state = control.max_pressure_codes(
-            self._mp_state, t, self.lane_queues(), self.signal_durations, self.signal_offsets, self.net,
-            self._mp_tables, wp["max_pressure_min_green_s"], wp["max_pressure_max_green_s"],
-            wp["max_pressure_interval_s"])
-        return torch.where(enabled[:, self.net.link_program], codes, fixed)

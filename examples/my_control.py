@@ -5,8 +5,8 @@
 It runs after the scenario's programs each step and may replace any link's code (``self.model.signal_state``
 holds what the programs show). Here, for a scenario with one signal program (``scenario=junction``): after
 at least ``hold_s`` seconds of green, the green phase whose links have the most halted vehicles queued takes
-over (ties: the lower phase), its predecessor's greens showing yellow for ``yellow_s`` seconds first. It reads only the state and the time, so arms
-stay paired and a world's numbers do not depend on its batch.
+over (ties: the lower phase), its predecessor's greens showing yellow for ``yellow_s`` seconds first. It
+reads only the state and the time, so arms stay paired and a world's numbers do not depend on its batch.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def test_traffic_nan_names_world_vehicle_and_time():
     err = e.value
     assert (err.world, err.entity) == (1, slot) and err.quantity in ("position (m)", "speed (m/s)")
     assert f"world 1, entity {slot}" in str(err) and "tau" in str(err) and "finite" in str(err)
-    assert err.t == 180.0 and len(tw._series) == 2  # at the next interval close; the two before are kept
+    # at the next interval close; the two before are kept
+    assert err.t == 180.0 and len(tw.datacollector.model_vars["time_s"]) == 2
 
 
 def test_molecular_nan_names_world_particle_and_time():

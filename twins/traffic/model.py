@@ -46,7 +46,7 @@ from . import kernels, native, routing, signals, transit
 from .agents import BusLineAgent, BusStopAgent, Detector, SignalController, VehicleView
 from .compiled import build_population, compile_network, compile_routes, concat_routes, route_links
 from .demand import Demand
-from .outcomes import METRICS, TrafficOutcomes
+from .outcomes import METRICS, SERIES, TrafficOutcomes
 from .network import RoadNetwork
 
 @dataclass
@@ -130,15 +130,16 @@ class TrafficTwin(TrafficOutcomes, Twin):
         user = signals.control_class(signal_control)
         self.signal_controls = AgentSet([signals.ProgramControl(self)] + ([user(self)] if user else []),
                                         random=self.random)
+        # Mesa's DataCollector, per world: at the close of every interval each model reporter gives one value per
+        # world (a [W] array, or a scalar for all), and timeseries.parquet is its table (outcomes.series_table):
+        # every model reporter is a column (a subclass or a notebook may build it with more). Detectors report
+        # per world too
         self.datacollector = mesa.DataCollector(
-            model_reporters={
-                "time_s": lambda m: m.time_s,
-                "vehicles_in_network": lambda m: float(m.count(kernels.RUNNING).float().mean()),
-                "vehicles_arrived": lambda m: float(m.count(kernels.ARRIVED).float().mean()),
-            },
+            model_reporters={"time_s": lambda m: m.time_s,
+                             **{k: (lambda m, k=k: m.interval[k]) for k in SERIES}},
             agent_reporters={
-                "flow_veh_h": lambda a: float(np.mean(a.flow_veh_h)) if isinstance(a, Detector) else None,
-                "density_veh_km": lambda a: float(np.mean(a.density_veh_km)) if isinstance(a, Detector) else None,
+                "flow_veh_h": lambda a: a.flow_veh_h.copy() if isinstance(a, Detector) else None,
+                "density_veh_km": lambda a: a.density_veh_km.copy() if isinstance(a, Detector) else None,
             },
         )
         self.read_params()
@@ -278,7 +279,6 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self._teleport_check = 0  # the first step at which a vehicle can have stood long enough (read no sooner)
         self.teleports = torch.zeros(W, dtype=torch.int64, device=dev)
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
-        self._series: list[dict] = []
         self._detector_rows: list[pd.DataFrame] = []
         self._trajectories: list[pd.DataFrame] = []
         self._arrived_before = np.zeros(W, dtype=np.int64)
@@ -714,15 +714,10 @@ class TrafficTwin(TrafficOutcomes, Twin):
         tot = acc.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_speed = np.where(tot[:, 0] > 0, tot[:, 1] / tot[:, 0], np.nan)
-        self._series.append(pd.DataFrame({
-            "time_s": self.time_s,
-            "world": np.arange(W),
-            "vehicles_in_network": running.sum(1).cpu().numpy(),
-            "mean_speed_mps": mean_speed,
-            "arrivals": arrived - self._arrived_before,
-            "queued_vehicles": queued,
-            "waiting_to_insert": waiting,
-        }))
+        # this interval's per-world values, which the DataCollector's reporters read (collected below)
+        self.interval = {"vehicles_in_network": running.sum(1).cpu().numpy(), "mean_speed_mps": mean_speed,
+                         "arrivals": arrived - self._arrived_before, "queued_vehicles": queued,
+                         "waiting_to_insert": waiting}
         self._arrived_before = arrived
         for d in self.detectors:
             d.read(acc, interval_s, self.dt)

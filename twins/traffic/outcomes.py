@@ -41,6 +41,23 @@ BUS_METRICS = (
 )
 
 
+# the per-world columns of timeseries.parquet, one value per world and interval (TrafficTwin's DataCollector)
+SERIES = ("vehicles_in_network", "mean_speed_mps", "arrivals", "queued_vehicles", "waiting_to_insert")
+
+
+def series_table(model_vars: dict, W: int) -> pd.DataFrame:
+    """timeseries.parquet from a DataCollector's model variables (``{name: [value per interval]}``, each value a
+    ``[W]`` array or one value for every world): one row per interval and world, ``time_s`` and ``world`` first."""
+    times = model_vars.get("time_s") or []
+    if not times:
+        return pd.DataFrame()
+    out = {"time_s": np.repeat(np.asarray(times, dtype=np.float64), W), "world": np.tile(np.arange(W), len(times))}
+    for k, vals in model_vars.items():
+        if k != "time_s":
+            out[k] = np.concatenate([np.broadcast_to(np.asarray(v), (W,)) for v in vals])
+    return pd.DataFrame(out)
+
+
 def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Recorded frames as one table (an empty frame without any)."""
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -173,7 +190,8 @@ class TrafficOutcomes:
         # interval tables from the frames recorded so far
         tables = LazyTables()
         tables.lazy("trips", TripsTable(data, names, rows=car))
-        tables.lazy("timeseries", functools.partial(_stack, list(self._series)))
+        tables.lazy("timeseries", functools.partial(series_table, {k: list(v) for k, v in
+                                                                   self.datacollector.model_vars.items()}, self.W))
         tables.lazy("detectors", functools.partial(_stack, list(self._detector_rows)))
         tables["edges"] = self.edge_table()
         if self._trajectories:

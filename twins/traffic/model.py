@@ -377,6 +377,13 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _build_agents(self) -> None:
         net = self.scenario.network
         self.space = Network(net.junction_graph(), random=self.random)
+
+        def cell_at(node):  # the junction's cell (None for a node the graph lacks)
+            try:
+                return self.space[node]
+            except KeyError:
+                return None
+
         self._edge_lanes = []
         self._edge_length = []
         first = self.net.edge_first_lane.cpu().numpy()
@@ -388,18 +395,18 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self.controllers = []
         for p, pid in enumerate(self.compiled.program_ids):
             jid = junction_of_tl.get(pid, pid)
-            cell = self.space._cells.get(jid)
+            cell = cell_at(jid)
             self.controllers.append(SignalController(self, p, pid, cell))
-        self.detectors = [Detector(self, i, e, self.space._cells.get(net.edges[e].to_node))
+        self.detectors = [Detector(self, i, e, cell_at(net.edges[e].to_node))
                           for i, e in enumerate(self.compiled.edge_ids)]
-        self.bus_line_agents = [BusLineAgent(self, i, l, self.space._cells.get(net.edges[l.route[0]].from_node))
+        self.bus_line_agents = [BusLineAgent(self, i, l, cell_at(net.edges[l.route[0]].from_node))
                                 for i, l in enumerate(self.bus_lines)]
         self.bus_stop_agents = []
         for line in self.bus_lines:
             for s in line.stops:
                 z = len(self.bus_stop_agents)
                 self.bus_stop_agents.append(BusStopAgent(self, z, self.transit.stop_ids[z],
-                                                         self.space._cells.get(net.edges[s.edge].to_node)))
+                                                         cell_at(net.edges[s.edge].to_node)))
 
     # --- public transport -----------------------------------------------------------------
     def _per_line(self, wp, key: str, base: list[float], positive: bool = False) -> torch.Tensor:
@@ -529,8 +536,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
         status = ("waiting", "running", "arrived")[st["status"]]
         return VehicleView(world, int(vehicle_id), self._flow_names()[fl], status,
                            self.compiled.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
-                           float(st["pos"]), float(st["speed"]), self._route_edges(int(self.veh_full["route"][world, s])),
-                           int(st["route_pos"]),
+                           float(st["pos"]), float(st["speed"]),
+                           self._route_edges(int(self.veh_full["route"][world, s])), int(st["route_pos"]),
                            float(self.pop.depart[world, s]), float(st["time_loss"]))
 
     def _route_edges(self, row: int) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         upd_ref += sum(1 for v in ref.vehicles if v.status == RUNNING or v.arrive_step == ref.step_index)
 
     n_end = int((tw.state["status"] == kernels.RUNNING).sum())
-    print(f"network: {a.rows}x{a.cols} signalized grid, {len(tw.compiled.lane_ids)} lanes, {a.steps} steps of "
+    print(f"network: {a.rows}x{a.cols} signalized grid, {len(tw.net_cpu.lane_ids)} lanes, {a.steps} steps of "
           f"{a.dt:g} s, {n_end} vehicles in the network at the end, dtype {a.dtype}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"vectorized TrafficTwin : {upd_twin:>9d} vehicle updates in {t_twin:7.2f} s = "

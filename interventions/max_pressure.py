@@ -86,7 +86,7 @@ class MaxPressure(Intervention):
 
     def _mask(self, twin) -> torch.Tensor:
         progs = SignalTiming({"junctions": self.junction_ids}).selected(twin)
-        m = torch.zeros(len(twin.compiled.program_ids), dtype=torch.bool)
+        m = torch.zeros(len(twin.net_cpu.program_ids), dtype=torch.bool)
         m[[p.index for p in progs]] = True
         return m
 

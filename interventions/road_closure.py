@@ -113,7 +113,7 @@ class RoadClosure(Intervention):
         W, F = tw.W, len(tw.scenario.demand.flows)
         if len(values_per_world) != W:
             raise ValueError(f"values_per_world has {len(values_per_world)} entries for {W} worlds")
-        from twins.traffic.compiled import route_edge_rows
+        from twins.traffic.tables import route_edge_rows
 
         extra: dict[tuple, int] = {}  # alternative route -> row after the F flow rows
         rof = torch.arange(F, dtype=torch.int64).repeat(W, 1)
@@ -124,7 +124,7 @@ class RoadClosure(Intervention):
                 cache[key] = self.reroute(self.validate(dict(v), tw) if v else None, tw)
             for fi, route in cache[key].items():
                 rof[w, fi] = F + extra.setdefault(tuple(route), len(extra))
-        rows = route_edge_rows(tw.compiled.edge_ids, [list(r) for r in extra])
+        rows = route_edge_rows(tw.net_cpu.edge_ids, [list(r) for r in extra])
         dev = tw.device
         tw.worlds.params["route_extra_edges"] = rows.unsqueeze(0).expand(W, -1, -1).contiguous().to(dev)
         tw.worlds.params["route_of_flow"] = rof.to(dev)

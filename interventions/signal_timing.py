@@ -98,7 +98,7 @@ SHARED = ("cycle_s", "cycle_scale", "green_split", "green_split_shift", "offset_
 PER_JUNCTION = ("cycle_s", "cycle_scale", "green_split", "offset_s")
 RELATIVE = {"cycle_s": "cycle_scale", "green_split": "green_split_shift"}  # absolute -> relative shared form
 SHIFT_MAX = 3.0  # |green_split_shift| in logit units: a 0.5 split reaches 0.05 / 0.95
-_SIG_GREEN, _SIG_YELLOW, _SIG_GREEN_MINOR = 0, 1, 3  # twins.traffic.compiled codes
+_SIG_GREEN, _SIG_YELLOW, _SIG_GREEN_MINOR = 0, 1, 3  # twins.traffic.tables codes
 _JSHARE = re.compile(r"^share_(\d+)$")  # per-junction: J.share_{i}
 _TOL = 1e-9
 
@@ -226,7 +226,7 @@ class _Program:
 def programs_of(twin) -> list[_Program]:
     """The scenario's signal programs, with green and fixed (yellow / all-red) phases told apart, and per
     green phase its minDur/maxDur and whether it serves a pedestrian crossing (from the network)."""
-    comp = twin.compiled
+    comp = twin.net_cpu
     dur = comp.phase_durations.detach().cpu().to(torch.float64)
     code = comp.phase_code.detach().cpu()
     n_links = torch.bincount(comp.link_program.cpu(), minlength=len(comp.program_ids))
@@ -276,7 +276,7 @@ def crossing_greens(twin, durations: torch.Tensor | None = None, named: dict | N
     "phases": [{"program", "phase", "green_s", "crossing", "named"} per green phase]}``; ``min_green_s`` None
     (with a ``note``) when no phase serves a crossing. The ethics gate ``safety.pedestrian_green`` reads it."""
     progs = programs_of(twin)
-    d = (twin.compiled.phase_durations if durations is None else durations).detach().cpu().double()
+    d = (twin.net_cpu.phase_durations if durations is None else durations).detach().cpu().double()
     phases = crossing_phases(twin, named)
     net = getattr(getattr(twin, "scenario", None), "network", None)
     names = _named_phases(named, twin, progs)
@@ -708,7 +708,7 @@ class SignalTiming(Intervention):
 
     def plan(self, values: dict | None, twin) -> tuple[torch.Tensor, torch.Tensor]:
         """``(durations [P, K], offsets [P])`` for one parameter vector (float64, CPU)."""
-        comp = twin.compiled
+        comp = twin.net_cpu
         dur = comp.phase_durations.detach().cpu().to(torch.float64).clone()
         off = comp.program_offset.detach().cpu().to(torch.float64).clone()
         if not values:

@@ -91,7 +91,7 @@ def signal_plan(cfg, policy: dict | None, program_id: str = "twins-recommended",
         dur = params["signal_durations"][0].detach().cpu().double()
         off = params["signal_offsets"][0].detach().cpu().double()
     progs = []
-    for i, pid in enumerate(twin.compiled.program_ids):
+    for i, pid in enumerate(twin.net_cpu.program_ids):
         base = net.programs[pid]
         if baseline:
             progs.append(SignalProgram(base.id, [Phase(ph.duration, ph.state, ph.name) for ph in base.phases],

@@ -21,7 +21,7 @@ from scenarios.traffic import JunctionScenario, junction_scenario
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
 from twins.traffic import control
-from twins.traffic.compiled import SIG_GREEN, SIG_YELLOW
+from twins.traffic.tables import SIG_GREEN, SIG_YELLOW
 from twins.traffic.model import TrafficTwin
 
 UNBALANCED = {"N": 900.0, "E": 150.0, "S": 900.0, "W": 150.0}
@@ -149,7 +149,7 @@ def test_pure_controller_picks_the_highest_pressure_per_world():
     W = 2
     dur, off = tw.signal_durations, tw.signal_offsets
     q = torch.zeros(W, net.n_lanes, dtype=torch.float64)
-    lane = {l: i for i, l in enumerate(tw.compiled.lane_ids)}
+    lane = {l: i for i, l in enumerate(tw.net_cpu.lane_ids)}
     for e in ("N0_J0_0", "S0_J0_0"):
         q[0, lane[f"{e}_0"]] = q[0, lane[f"{e}_1"]] = 5
     for e in ("E0_J0_0", "W0_J0_0"):

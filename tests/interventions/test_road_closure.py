@@ -60,7 +60,7 @@ def test_only_flows_using_the_closed_edge_are_rerouted_on_the_fastest_alternativ
     assert torch.equal(rof[:2], torch.arange(F).repeat(2, 1))  # baseline worlds: identity
     assert (rof[2:, hit] == F).all() and (rof[2:, [i for i in range(F) if i not in hit]] < F).all()
     row = tw.routes_cpu.route_edges[F]
-    detour = [tw.compiled.edge_ids[int(e)] for e in row if e >= 0]
+    detour = [tw.net_cpu.edge_ids[int(e)] for e in row if e >= 0]
     assert detour == ["W0_J0_0", "J0_0_J1_0", "J1_0_J1_1", "J1_1_J0_1", "J0_1_E0"]
     assert float(tw.routes_cpu.route_free_time[F]) > float(tw.routes_cpu.route_free_time[hit[0]])
     # the per-slot route of W0->E0 vehicles points at the detour in treated worlds only

@@ -51,8 +51,8 @@ def test_unequal_cycles_search_the_relative_form_and_the_baseline_is_a_point():
     assert why is None and point["cycle_scale"] == 1.0 and point["green_split_shift"] == 0.0
     # ... and it is the scenario's programs, bit for bit
     dur, off = iv.plan(iv.validate(point, tw), tw)
-    assert torch.equal(dur, tw.compiled.phase_durations.detach().cpu().double())
-    assert torch.equal(off, tw.compiled.program_offset.detach().cpu().double())
+    assert torch.equal(dur, tw.net_cpu.phase_durations.detach().cpu().double())
+    assert torch.equal(off, tw.net_cpu.program_offset.detach().cpu().double())
     # with the absolute form forced, the baseline is no point of the space (the reason the relative one exists)
     forced = [q for q in SignalTiming({"relative_timing": False}).parameters(tw) if "." not in q.name]
     assert baseline_point(forced)[0] is None and "cycle_s" in baseline_point(forced)[1]
@@ -87,7 +87,7 @@ def test_split_shift_moves_each_programs_own_split():
     tw = _two_cycle_twin()
     iv = SignalTiming()
     assert torch.equal(iv.plan(iv.validate({"green_split_shift": 0.0}, tw), tw)[0],
-                       tw.compiled.phase_durations.detach().cpu().double())
+                       tw.net_cpu.phase_durations.detach().cpu().double())
     dur = iv.plan(iv.validate({"green_split_shift": 0.5, "cycle_scale": 1.0}, tw), tw)[0]
     for p, (g1, g2) in enumerate(PLANS.values()):
         r = _row(dur, p)

@@ -62,7 +62,7 @@ def idm_string_stable(gap: float, v0: float, s0: float, T: float, a: float, b: f
 
 
 def lane_index(twin, lane_id: str) -> int:
-    return list(twin.compiled.lane_ids).index(lane_id)
+    return list(twin.net_cpu.lane_ids).index(lane_id)
 
 
 def lane_gaps(state: dict, veh: dict, n_lanes: int) -> torch.Tensor:
@@ -172,7 +172,7 @@ def run_with_reference(tw) -> list:
     from twins.traffic.reference import ReferenceTrafficModel
 
     refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    lane_index = {lid: i for i, lid in enumerate(tw.net_cpu.lane_ids)}
     valid = [(tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy()) for w in range(tw.W)]
     ids = [tw.pop.vehicle_id[w].numpy()[valid[w]] for w in range(tw.W)]
     while tw.step_index < tw.n_steps:

@@ -19,7 +19,7 @@ from twins.core import noise
 from twins.core.twin import LazyTables
 from twins.core.worlds import WorldBatch
 from twins.traffic import transit
-from twins.traffic.compiled import Population, build_population
+from twins.traffic.tables import Population, build_population
 from twins.traffic.demand import Demand, Flow, VehicleType, departure_times
 from twins.traffic.model import TrafficTwin
 

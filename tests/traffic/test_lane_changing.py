@@ -85,7 +85,7 @@ def _side_by_side(scen, steps: int, dt: float = 0.5, seed: int = 3, each_step=No
     assert tw.kernel == "tensor" and tw.lane_changing
     refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
     assert all(r.lane_changing for r in refs)
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    lane_index = {lid: i for i, lid in enumerate(tw.net_cpu.lane_ids)}
     ids, valid = [], []
     for w in range(tw.W):
         ok = (tw.pop.flow[w] >= 0).numpy() & np.isfinite(tw.pop.depart[w].numpy())
@@ -121,7 +121,7 @@ class _Watch:
         if self._prev is not None:
             s0, l0, r0 = self._prev
             crossed = (s0 == kernels.RUNNING) & (cur[0] == kernels.RUNNING) & (cur[2] != r0)
-            ids = tw.compiled.lane_ids
+            ids = tw.net_cpu.lane_ids
             for w, s in crossed.nonzero().tolist():
                 self.crossings.append((int(tw.pop.flow[w, s]), ids[int(l0[w, s])], ids[int(cur[1][w, s])]))
         self._prev = cur
@@ -288,7 +288,7 @@ def _change_both(placed, dt: float = 1.0):
     """One lane-change phase on hand-placed vehicles of A (``(destination, lane index, pos, speed, length)``, in
     slot order), by :func:`kernels.change_lanes` and by the reference's ``change_lanes``; asserts they agree and
     returns ((lane index, pos) per vehicle, the slot each one lets in (-1: none), the reference's events)."""
-    from twins.traffic.compiled import compile_network, compile_routes
+    from twins.traffic.tables import network_tables, route_tables
     from twins.traffic.reference import RUNNING, VehicleSpec
 
     net = _three_lanes()
@@ -300,8 +300,8 @@ def _change_both(placed, dt: float = 1.0):
     ref.change_lanes(ref.vehicles)
     want = ([(v.lane.index, v.pos) for v in ref.vehicles],
             [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles])
-    cn, keys = compile_network(net), list(_TO)
-    routes = compile_routes(net, [list(_TO[k]) for k in keys])
+    cn, keys = network_tables(net), list(_TO)
+    routes = route_tables(net, [list(_TO[k]) for k in keys])
     n = len(placed)
     f64 = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
     veh = {"length": f64([p[4] for p in placed]), "min_gap": f64([2.5] * n), "decel": f64([4.5] * n),

@@ -125,7 +125,7 @@ def _run_side_by_side(scen):
 
     refs = [ReferenceTrafficModel.from_twin(tw, world=w) for w in range(tw.W)]
     assert all(r.substeps == tw.substeps and r.insert_rounds == tw.insert_rounds for r in refs)
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    lane_index = {lid: i for i, lid in enumerate(tw.net_cpu.lane_ids)}
     ids, valid = [], []
     for w in range(tw.W):
         vid = tw.pop.vehicle_id[w].numpy()
@@ -148,7 +148,7 @@ def _run_side_by_side(scen):
 def test_kernel_matches_per_agent_reference():
     t_start = time.perf_counter()
     tw, refs, ids, valid, worst = _run_side_by_side(_scenario())
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    lane_index = {lid: i for i, lid in enumerate(tw.net_cpu.lane_ids)}
     for w, ref in enumerate(refs):
         a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
         b = _ref_state(ref, ids[w], lane_index)
@@ -266,7 +266,7 @@ def test_kernel_matches_reference_with_buses(lane_changing):
     tw = TrafficTwin(scen, WorldBatch.replications(seed=5, n=2), dt=DT, horizon=STEPS * DT, dtype=torch.float64,
                      compile=False)
     assert tw.lane_changing == lane_changing
-    lane_index = {lid: i for i, lid in enumerate(tw.compiled.lane_ids)}
+    lane_index = {lid: i for i, lid in enumerate(tw.net_cpu.lane_ids)}
     first = tw.transit.first_stop.tolist()
     line_of = tw.transit.line_of_stop.tolist()
     docked: dict = {}

@@ -53,7 +53,7 @@ def _run(scen, worlds: WorldBatch, compile=False, horizon=600.0) -> TrafficTwin:
 def _used(tw: TrafficTwin, w: int = 0) -> set[str]:
     rows = tw.veh_full["route"][w]
     edges = tw.routes_cpu.route_edges[rows[rows >= 0].cpu()]
-    return {tw.compiled.edge_ids[int(e)] for e in edges.flatten() if e >= 0}
+    return {tw.net_cpu.edge_ids[int(e)] for e in edges.flatten() if e >= 0}
 
 
 def test_free_flow_route_is_the_short_way():
@@ -71,7 +71,7 @@ def test_trips_avoid_the_queue_when_routed_at_insertion(compile):
     assert arrived(moving) >= 30
     # the first trips, routed on free-flow times, still took the short way and wait there
     first = moving.veh_full["route"][0, 0]
-    assert moving.compiled.edge_ids[int(moving.routes_cpu.route_edges[first, 1])] == "p"
+    assert moving.net_cpu.edge_ids[int(moving.routes_cpu.route_edges[first, 1])] == "p"
 
 
 def test_routing_keeps_worlds_independent_and_arms_paired():

@@ -24,7 +24,7 @@ from scenarios.sumo import SumoScenario, load_scenario
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
 from twins.traffic import sumo
-from twins.traffic.compiled import build_population
+from twins.traffic.tables import build_population
 from twins.traffic.demand import Demand, Flow, vary
 from twins.traffic.model import TrafficScenario, TrafficTwin
 

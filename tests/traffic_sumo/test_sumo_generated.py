@@ -181,7 +181,7 @@ def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
 
     from twins.core.worlds import WorldBatch
     from twins.traffic import kernels
-    from twins.traffic.compiled import SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
+    from twins.traffic.tables import SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
     from twins.traffic.demand import Demand, Flow
     from twins.traffic.model import TrafficScenario, TrafficTwin
     from twins.traffic.sumo_bridge import find_sumo
@@ -207,7 +207,7 @@ def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
     tw = TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=float(horizon))
     code_of = {**{c: SIG_GREEN for c in "GOo"}, "g": SIG_GREEN_MINOR, **{c: SIG_YELLOW for c in "yYuU"},
                **{c: SIG_RED for c in "rRs"}}
-    progs = tw.compiled.program_ids
+    progs = tw.net_cpu.program_ids
     first_link = {pid: int((tw.net.link_program == i).nonzero()[0]) for i, pid in enumerate(progs)}
     libsumo.start(["sumo", "-n", str(newnet), "--begin", str(int(begin)), "--no-step-log", "--no-warnings"])
     try:

@@ -189,7 +189,7 @@ def pedestrian_green(twin, world: int, named: dict | None = None) -> dict:
     crossing_greens``), and an adaptive controller's minimum green if set."""
     from interventions.signal_timing import crossing_greens
 
-    if not getattr(getattr(twin, "compiled", None), "program_ids", None):
+    if not getattr(getattr(twin, "net_cpu", None), "program_ids", None):
         return {"min_green_s": None, "note": "no signalized junction: no pedestrian signal phases"}
     durs = getattr(twin, "signal_durations", None)
     out = crossing_greens(twin, durs[world] if durs is not None else None, named)

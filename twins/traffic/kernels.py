@@ -108,7 +108,7 @@ from __future__ import annotations
 
 import torch
 
-# signal codes per link (the network tables, twins.traffic.compiled, encode programs in them)
+# signal codes per link (the network tables, twins.traffic.tables, encode programs in them)
 SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
 SIG_GREEN_MINOR = 3  # SUMO's 'g': green, but yield to the junction's foes (rule 10)
 NO_SIGNAL = -1

@@ -44,7 +44,7 @@ from twins.core.worlds import WorldBatch
 
 from . import kernels, native, routing, signals, transit
 from .agents import BusLineAgent, BusStopAgent, Detector, SignalController, VehicleView
-from .compiled import build_population, compile_network, compile_routes, concat_routes, route_links
+from .tables import build_population, network_tables, route_tables, concat_routes, route_links
 from .demand import Demand
 from .outcomes import METRICS, SERIES, TrafficOutcomes
 from .network import RoadNetwork
@@ -87,8 +87,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self.compile = compile is True  # torch.compile of IDM in the tensor kernels (CUDA, or with bus stops)
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
-        self.compiled = compile_network(net)
-        cnet = self.compiled.to(self.device, dtype)
+        self.net_cpu = network_tables(net)
+        cnet = self.net_cpu.to(self.device, dtype)
         self.net = cnet
         lines = self.bus_lines = list(getattr(scenario, "bus_lines", None) or [])
         self._transit_cpu = transit.compile_transit(lines, net, "cpu", dtype) if lines else None
@@ -99,7 +99,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self.substeps = max(1, int(np.ceil(dt / idm_substep_s - 1e-9)))
         deltas = {float(demand.vtypes[f.vtype].delta) for f in demand.flows} | {float(l.vtype.delta) for l in lines}
         self.shared_delta = int(deltas.pop()) if len(deltas) == 1 else None
-        self.insert_rounds = min(self.compiled.max_lanes, 3)
+        self.insert_rounds = min(self.net_cpu.max_lanes, 3)
         cf = getattr(scenario, "car_following", "IDM")
         if cf not in kernels.CF_MODELS:
             raise ConfigError("scenario.car_following", cf, " or ".join(kernels.CF_MODELS))
@@ -151,7 +151,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         built; an intervention that writes such parameters calls it again (before the first step). The
         exogenous noise is a pure function of its keys, so the worlds draw exactly what they would have drawn
         had they been built with these parameters."""
-        from .compiled import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
+        from .tables import route_edge_lists, slot_routes, thin_population  # per-world routes and demand
 
         if self.step_index != 0:
             raise RuntimeError("the worlds' parameters are read before the twin's first step; this twin has "
@@ -164,14 +164,14 @@ class TrafficTwin(TrafficOutcomes, Twin):
         route_lists = [f.route for f in demand.flows]
         route_names = [f"flow[{f.id}]" for f in demand.flows]
         if "route_extra_edges" in wp and wp["route_extra_edges"].numel():
-            extra = route_edge_lists(self.compiled.edge_ids, wp["route_extra_edges"][0])
+            extra = route_edge_lists(self.net_cpu.edge_ids, wp["route_extra_edges"][0])
             route_lists += extra
             route_names += [f"route_extra_edges[{i}]" for i in range(len(extra))]
         # bus lines: their routes go last (the rows before keep their numbers)
         bus_row0 = len(route_lists)
         route_lists += [list(l.route) for l in lines]
         route_names += [f"bus_lines[{l.id}].route" for l in lines]
-        self.routes_cpu = compile_routes(net, route_lists, route_names)
+        self.routes_cpu = route_tables(net, route_lists, route_names)
         self.transit = self._transit_cpu
         if lines:
             self._curbside_stops(bus_row0)
@@ -388,17 +388,17 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self._edge_length = []
         first = self.net.edge_first_lane.cpu().numpy()
         count = self.net.edge_n_lanes.cpu().numpy()
-        for i, e in enumerate(self.compiled.edge_ids):
+        for i, e in enumerate(self.net_cpu.edge_ids):
             self._edge_lanes.append(np.arange(first[i], first[i] + count[i]))
             self._edge_length.append(net.edges[e].length)
         junction_of_tl = {j.tl: j.id for j in net.junctions.values() if j.tl}
         self.controllers = []
-        for p, pid in enumerate(self.compiled.program_ids):
+        for p, pid in enumerate(self.net_cpu.program_ids):
             jid = junction_of_tl.get(pid, pid)
             cell = cell_at(jid)
             self.controllers.append(SignalController(self, p, pid, cell))
         self.detectors = [Detector(self, i, e, cell_at(net.edges[e].to_node))
-                          for i, e in enumerate(self.compiled.edge_ids)]
+                          for i, e in enumerate(self.net_cpu.edge_ids)]
         self.bus_line_agents = [BusLineAgent(self, i, l, cell_at(net.edges[l.route[0]].from_node))
                                 for i, l in enumerate(self.bus_lines)]
         self.bus_stop_agents = []
@@ -433,7 +433,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:
         """scenario.routing=insertion (:mod:`twins.traffic.routing`): the trips' slots, their origin and destination
         edges, and the route table's rows by route."""
-        self._router = routing.InsertionRouter(self.scenario.network, self.compiled.edge_ids, self.W, self.dt)
+        self._router = routing.InsertionRouter(self.scenario.network, self.net_cpu.edge_ids, self.W, self.dt)
         self._route_row = {}
         for i, r in enumerate(route_lists):
             self._route_row.setdefault(tuple(r), i)
@@ -470,7 +470,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
                     new.append(path)
                 rows[j] = self._route_row[key]
         if new:
-            self._set_routes(concat_routes(self.routes_cpu, compile_routes(self.scenario.network, new,
+            self._set_routes(concat_routes(self.routes_cpu, route_tables(self.scenario.network, new,
                                                                            links=self._route_links)))
         self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
             rows, dtype=torch.int64, device=self.device)
@@ -535,14 +535,14 @@ class TrafficTwin(TrafficOutcomes, Twin):
         fl = int(self.pop.flow[world, s])
         status = ("waiting", "running", "arrived")[st["status"]]
         return VehicleView(world, int(vehicle_id), self._flow_names()[fl], status,
-                           self.compiled.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
+                           self.net_cpu.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
                            float(st["pos"]), float(st["speed"]),
                            self._route_edges(int(self.veh_full["route"][world, s])), int(st["route_pos"]),
                            float(self.pop.depart[world, s]), float(st["time_loss"]))
 
     def _route_edges(self, row: int) -> tuple[str, ...]:
         edges = self.routes_cpu.route_edges[row]
-        return tuple(self.compiled.edge_ids[int(e)] for e in edges[edges >= 0])
+        return tuple(self.net_cpu.edge_ids[int(e)] for e in edges[edges >= 0])
 
     def snapshot(self) -> pd.DataFrame:
         """Running vehicles now: world, vehicle_id, lane, pos, speed."""
@@ -553,8 +553,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
             "time_s": self.time_s,
             "world": w.cpu().numpy(),
             "vehicle_id": self.pop.vehicle_id.to(self.device)[w, s].cpu().numpy(),
-            "lane": np.asarray(self.compiled.lane_ids, dtype=object)[lanes] if len(lanes) else [],
-            "edge": np.asarray(self.compiled.edge_ids, dtype=object)[self.net.lane_edge[lanes].cpu().numpy()]
+            "lane": np.asarray(self.net_cpu.lane_ids, dtype=object)[lanes] if len(lanes) else [],
+            "edge": np.asarray(self.net_cpu.edge_ids, dtype=object)[self.net.lane_edge[lanes].cpu().numpy()]
             if len(lanes) else [],
             "pos_m": self.state["pos"][w, s].cpu().double().numpy(),
             "speed_mps": self.state["speed"][w, s].cpu().double().numpy(),

@@ -473,7 +473,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
         // route_pos: 0, or the edge a teleport chose (kernels rule 12)
         const int64_t r = W.route[s], rp0 = W.rpos[s], e = a.route_edges[r * M + rp0];
-        if (e < 0) continue;  // compile_routes refuses empty routes; never index with -1
+        if (e < 0) continue;  // route_tables refuses empty routes; never index with -1
         if (!sc.open[e] || sc.tries[e] >= a.insert_rounds) continue;
         ++sc.tries[e];
         T room;

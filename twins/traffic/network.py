@@ -7,7 +7,7 @@ a traffic-light program whose phases are state strings (one character per
 link: ``G``/``g`` green, ``y`` yellow, ``r`` red, ...).
 
 This module is plain Python (no tensors): generators and importers build a
-:class:`RoadNetwork`; :mod:`twins.traffic.compiled` turns it into tensors.
+:class:`RoadNetwork`; :mod:`twins.traffic.tables` turns it into tensors.
 """
 from __future__ import annotations
 

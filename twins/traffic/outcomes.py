@@ -352,7 +352,7 @@ class TrafficOutcomes:
         acc = (self.lane_acc_total + self.lane_acc_interval).view(W, L, 3).cpu().numpy()
         rows = []
         net = self.scenario.network
-        for i, e in enumerate(self.compiled.edge_ids):
+        for i, e in enumerate(self.net_cpu.edge_ids):
             a = acc[:, self._edge_lanes[i], :].sum(axis=1)
             edge = net.edges[e]
             shape = edge.lanes[0].shape

@@ -682,7 +682,7 @@ class ReferenceTrafficModel(mesa.Model):
         self.begin = float(begin)
         self.step_index = 0
         self.events: Counter = Counter()
-        # lanes and edges (lanes of an edge ordered by their index, like compiled.py)
+        # lanes and edges (lanes of an edge ordered by their index, like tables.py)
         self.edges: dict[str, list[_Lane]] = {}
         for e in network.edges.values():
             self.edges[e.id] = [_Lane(l.id, l.index, float(l.length), float(l.speed), e.id)
@@ -785,7 +785,7 @@ class ReferenceTrafficModel(mesa.Model):
                                      **{k: float(cols[k][s]) for k in keys}, flow=name,
                                      two_sqrt_ab=float(cols["two_sqrt_ab"][s]), stops=stops))
         plans = {}
-        for p, pid in enumerate(twin.compiled.program_ids):
+        for p, pid in enumerate(twin.net_cpu.program_ids):
             plans[pid] = ([float(x) for x in twin.signal_durations[world, p].tolist()],
                           float(twin.signal_offsets[world, p]))
         dawdle = None

@@ -3,7 +3,7 @@
 A :class:`SignalControl` is a ``mesa.Agent`` whose ``step()`` writes the signal codes of the step that follows
 into ``model.signal_state`` (``[W, links]`` int64, the codes of :mod:`.kernels`: ``SIG_GREEN``,
 ``SIG_GREEN_MINOR``, ``SIG_YELLOW``, ``SIG_RED``; links as in ``model.net.link_program`` /
-``model.compiled``). The twin steps its controls in order with ``model.signal_controls.do("step")`` before the
+``model.net_cpu``). The twin steps its controls in order with ``model.signal_controls.do("step")`` before the
 vehicles move, as one agent per control for all worlds and junctions at once (the columnar agent set of
 mesa-frames, not one Python object per junction): the first is always :class:`ProgramControl`, the scenario's
 programs; a control named by ``scenario.signal_control`` follows it, starts from the codes the programs

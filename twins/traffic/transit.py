@@ -35,7 +35,7 @@ import torch
 from twins.core import noise
 from twins.core.errors import ConfigError, check
 
-from .compiled import Population
+from .tables import Population
 from .demand import VehicleType
 from .kernels import DOCK_REACH_M  # noqa: F401  (a bus docks when halted this close before its stop)
 #: stops lie at least this far from the start of their lane: a bus entering the edge lands behind them

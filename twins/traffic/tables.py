@@ -24,7 +24,7 @@ from .network import GREEN, MINOR, YELLOW, RoadNetwork
 
 
 @dataclass
-class CompiledNetwork:
+class NetworkTables:
     """Static network tensors (shared by all worlds)."""
 
     lane_ids: list[str]
@@ -84,11 +84,11 @@ class CompiledNetwork:
                 if k in ("lane_length", "lane_speed", "conn_via", "conn_wait", "conn_visibility"):
                     v = v.to(dtype)
             out[k] = v
-        return CompiledNetwork(**out)
+        return NetworkTables(**out)
 
 
 @dataclass
-class CompiledRoutes:
+class RouteTables:
     route_edges: torch.Tensor  # [R, M] int64, -1 padding
     route_len: torch.Tensor  # [R] int64 number of edges
     route_mask: torch.Tensor  # [R, M] int64 bitmask of allowed lane indices on each edge
@@ -104,7 +104,7 @@ class CompiledRoutes:
     route_best_mask: torch.Tensor | None = None
 
 
-def compile_network(net: RoadNetwork) -> CompiledNetwork:
+def network_tables(net: RoadNetwork) -> NetworkTables:
     net.validate()
     edge_ids = list(net.edges)
     edge_pos = {e: i for i, e in enumerate(edge_ids)}
@@ -183,7 +183,7 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
             for j, ch in enumerate(ph.state):
                 code[i, k, j] = (SIG_GREEN_MINOR if ch == "g" else SIG_GREEN if ch in GREEN or ch in "oO"
                                  else SIG_YELLOW if ch in YELLOW else SIG_RED)
-    return CompiledNetwork(
+    return NetworkTables(
         lane_ids=lane_ids,
         edge_ids=edge_ids,
         lane_length=torch.tensor(length, dtype=torch.float64),
@@ -215,21 +215,21 @@ def compile_network(net: RoadNetwork) -> CompiledNetwork:
     )
 
 
-def concat_routes(a: CompiledRoutes, b: CompiledRoutes) -> CompiledRoutes:
+def concat_routes(a: RouteTables, b: RouteTables) -> RouteTables:
     """The rows of ``a`` then those of ``b`` (padded to the wider of the two)."""
     M = max(a.route_edges.shape[1], b.route_edges.shape[1])
 
     def cat(k, fill):
         x, y = getattr(a, k), getattr(b, k)
         return torch.cat([torch.nn.functional.pad(z, (0, M - z.shape[1]), value=fill) for z in (x, y)])
-    return CompiledRoutes(cat("route_edges", -1), torch.cat([a.route_len, b.route_len]), cat("route_mask", 0),
+    return RouteTables(cat("route_edges", -1), torch.cat([a.route_len, b.route_len]), cat("route_mask", 0),
                           torch.cat([a.route_length_m, b.route_length_m]),
                           torch.cat([a.route_free_time, b.route_free_time]), cat("route_turn_speed", float("inf")),
                           a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0))
 
 
 def route_links(net: RoadNetwork) -> tuple[dict, dict]:
-    """What :func:`compile_routes` needs of the connections: per (from edge, to edge) the from-lanes, the shortest
+    """What :func:`route_tables` needs of the connections: per (from edge, to edge) the from-lanes, the shortest
     junction path and the slowest turning speed; per (from edge, from lane, to edge) the to-lanes."""
     succ: dict[str, dict[str, tuple[set, float, float]]] = {}
     to_lanes: dict[tuple[str, int, str], set[int]] = {}
@@ -242,8 +242,8 @@ def route_links(net: RoadNetwork) -> tuple[dict, dict]:
     return succ, to_lanes
 
 
-def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] | None = None,
-                   links: tuple[dict, dict] | None = None) -> CompiledRoutes:
+def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | None = None,
+                   links: tuple[dict, dict] | None = None) -> RouteTables:
     """Route tables; every consecutive pair must be joined by a connection. ``links``: :func:`route_links` of
     ``net``, when the caller compiles routes of one network again and again."""
     edge_pos = {e: i for i, e in enumerate(net.edges)}
@@ -288,7 +288,7 @@ def compile_routes(net: RoadNetwork, routes: list[list[str]], names: list[str] |
                     for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
             fewest = min(need.values())
             best[i, k] = sum(1 << l for l, n in need.items() if n == fewest)
-    return CompiledRoutes(edges, torch.tensor([len(r) for r in routes]), mask, total, free, turn,
+    return RouteTables(edges, torch.tensor([len(r) for r in routes]), mask, total, free, turn,
                           bool(torch.isfinite(turn).any()), best)
 
 
@@ -347,7 +347,7 @@ def build_population(demand: Demand, seed: int, replications: torch.Tensor) -> P
 # ---------------------------------------------------------------------------------------------
 # per-world variations written by interventions (read by TrafficTwin.__init__)
 def route_edge_lists(edge_ids: list[str], rows: torch.Tensor) -> list[list[str]]:
-    """Edge-index rows ``[X, M]`` (-1 padded) as lists of edge ids (for :func:`compile_routes`)."""
+    """Edge-index rows ``[X, M]`` (-1 padded) as lists of edge ids (for :func:`route_tables`)."""
     rows = rows.detach().cpu().to(torch.int64)
     return [[edge_ids[int(i)] for i in r if int(i) >= 0] for r in rows]
 

@@ -73,7 +73,7 @@ def _check_sumo_demand(scen) -> None:
     (or none at all) are refused naming the files, instead of failing deep inside the twin."""
     from pathlib import Path
 
-    from twins.traffic import sumo
+    from twins.traffic import sumo, sumo_xml
 
     from .sumo import abs_path
 
@@ -81,7 +81,7 @@ def _check_sumo_demand(scen) -> None:
     field, where = "scenario.routes", ""
     if not routes and scen.get("sumocfg"):
         opts, path = sumo.read_sumocfg(abs_path(scen.sumocfg))
-        routes = [str(p) for p in sumo._files(opts.get("route-files", ""), path.parent)]
+        routes = [str(p) for p in sumo.config_files(opts.get("route-files", ""), path.parent)]
         field, where = "route-files", f" (the route-files of {path}; scenario.routes=... overrides them)"
     if not routes:
         if scen.get("sumocfg") or scen.get("net"):
@@ -94,9 +94,9 @@ def _check_sumo_demand(scen) -> None:
             raise _Found  # one is enough: stop reading
 
     for r in routes:
-        p = sumo._check_file(r, field)
+        p = sumo_xml.check_file(r, field)
         try:
-            sumo._parse(Path(p), start)
+            sumo_xml.parse(Path(p), start)
         except _Found:
             return
     raise ConfigError(field, ",".join(routes), "route files with at least one <vehicle>, <trip> or <flow>",

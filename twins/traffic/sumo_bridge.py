@@ -35,7 +35,8 @@ from pathlib import Path
 from twins.core.errors import ConfigError
 from twins.traffic.demand import Demand
 from twins.traffic.network import SignalProgram
-from twins.traffic.sumo import SumoScenario, _parse, read_sumocfg, write_routes, write_tllogic
+from twins.traffic.sumo import SumoScenario, read_sumocfg, write_routes, write_tllogic
+from twins.traffic.sumo_xml import parse
 
 __all__ = ["SumoNotFoundError", "find_sumo", "run_sumo", "input_files", "read_elements", "PLAN_PROGRAM_ID"]
 
@@ -108,7 +109,7 @@ def read_elements(path: Path, tags: set[str]) -> list[tuple[str, dict]]:
         if tag in tags:
             out.append((tag, a))
 
-    _parse(path, start)
+    parse(path, start)
     return out
 
 

@@ -146,13 +146,13 @@ class DrugDesign(Intervention):
         """Dissociation constants ``K_d`` (µM) for target and off-target, and their ratio (off / on
         target: > 1 means the ligand prefers its target), under ``values`` (baseline where unset)."""
         from twins.molecular import kernels as K
-        from twins.molecular.model import _uM
+        from twins.molecular.model import micromolar
 
         v = {**self.scenario_values(twin), **(values or {})}
         R, dt = twin.R, twin.dt
 
         def kd(on, off):
-            return _uM(K.doi_dissociation_constant(on, off, R, dt), 1.0) if on > 0 else math.inf
+            return micromolar(K.doi_dissociation_constant(on, off, R, dt), 1.0) if on > 0 else math.inf
 
         t = kd(v["k_on_target"], v["k_off_target"])
         o = kd(v["k_on_offtarget"], v["k_off_offtarget"])

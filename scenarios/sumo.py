@@ -296,7 +296,7 @@ def time_to_teleport(scfg) -> float:
 def build_sumo_twin(cfg, worlds, device, dtype):
     """The traffic twin of a SUMO scenario; it runs from SUMO's begin to its end when the
     .sumocfg (or the config) sets one, else for ``horizon_s``."""
-    from scenarios.traffic import _twin_kwargs
+    from scenarios.traffic import twin_kwargs
     from twins.traffic.model import TrafficScenario, TrafficTwin
 
     network, demand, begin, end = load_scenario(cfg.scenario)
@@ -316,7 +316,7 @@ def build_sumo_twin(cfg, worlds, device, dtype):
             worlds.replication.device)
         worlds.params["flow_retention"] = ret
         worlds.params["calibrated_retention"] = ret.clone()
-    return TrafficTwin(scen, worlds, horizon=n * cfg.dt_s, device=device, dtype=dtype, **_twin_kwargs(cfg))
+    return TrafficTwin(scen, worlds, horizon=n * cfg.dt_s, device=device, dtype=dtype, **twin_kwargs(cfg))
 
 
 from . import scenario as _register  # noqa: E402

@@ -467,7 +467,7 @@ def bus_lines(net: RoadNetwork, configs) -> list[BusLine]:
 
 # ---------------------------------------------------------------------------------------------
 # builders
-def _twin_kwargs(cfg) -> dict:
+def twin_kwargs(cfg) -> dict:
     """TrafficTwin options shared by every traffic scenario."""
     return {"dt": cfg.dt_s, "interval_s": cfg.output.timeseries_interval_s,
             "trajectory_every": int(cfg.output.get("trajectory_every", 0) or 0),
@@ -476,7 +476,7 @@ def _twin_kwargs(cfg) -> dict:
 
 
 def _twin(cfg, scen: TrafficScenario, worlds, device, dtype) -> TrafficTwin:
-    return TrafficTwin(scen, worlds, horizon=cfg.horizon_s, device=device, dtype=dtype, **_twin_kwargs(cfg))
+    return TrafficTwin(scen, worlds, horizon=cfg.horizon_s, device=device, dtype=dtype, **twin_kwargs(cfg))
 
 
 def grid_scenario(s, horizon: float) -> TrafficScenario:

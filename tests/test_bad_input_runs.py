@@ -255,8 +255,8 @@ def test_multirun_across_scenarios_writes_one_sweep_folder(tmp_path):
 ])
 def test_missing_extra_names_it(args, expect, monkeypatch, capsys):
     """Ray or the joblib launcher not installed: one line naming the extra (the import is made to fail)."""
-    real = plan._installed
-    monkeypatch.setattr(plan, "_installed",
+    real = plan.installed
+    monkeypatch.setattr(plan, "installed",
                         lambda m: False if m in ("ray", "hydra_plugins.hydra_joblib_launcher") else real(m))
     with pytest.raises(SystemExit) as e:
         cli.precheck([*RING, *[a for a in args if a != "-m"]], multirun="-m" in args)

@@ -125,13 +125,13 @@ LAUNCHERS = {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_local": 
 
 
 def _check_launchers(parsed) -> None:
-    from twins.compute.plan import _installed
+    from twins.compute.plan import installed
 
     for o in parsed:
         if o.get_key_element() == "hydra/launcher" and not o.is_sweep_override():
             name = str(o.value())
             mod = LAUNCHERS.get(name)
-            if mod is not None and not _installed(mod):
+            if mod is not None and not installed(mod):
                 raise ConfigError("hydra/launcher", name, "a launcher that is installed (basic is built in)",
                                   f'The {name} launcher comes with the launchers extra: pip install -e ".[launchers]" '
                                   "(or leave hydra/launcher out to run the jobs one after another).")

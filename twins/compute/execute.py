@@ -163,7 +163,7 @@ class Execution:
             self.meter.stop()
         return merge([self.done[c.id].result for c in self.plan.chunks])
 
-    def _finish(self, cr: ChunkResult) -> None:
+    def finish(self, cr: ChunkResult) -> None:
         if cr.chunk in self.done:  # a retried chunk is counted once
             return
         self.done[cr.chunk] = cr
@@ -193,7 +193,7 @@ class Execution:
                     self.running[chunk.id] = twin
                     step_to_end(twin, stop, tick)
                     result = remap(twin.results(), chunk.index)
-                self._finish(ChunkResult(chunk.id, result, usage, twin.step_index))
+                self.finish(ChunkResult(chunk.id, result, usage, twin.step_index))
                 self.running.pop(chunk.id, None)
 
             devices = list(dict.fromkeys(c.device for c in chunks))

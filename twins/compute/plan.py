@@ -206,7 +206,7 @@ def _probe_bytes(job: Job, n: int, device: torch.device) -> float:
 _PROBES: dict[tuple, MemoryProbe] = {}
 
 
-def _probe_key(job: Job, device: torch.device) -> tuple:
+def probe_key(job: Job, device: torch.device) -> tuple:
     c = job.cfg
     parts = [OmegaConf.to_yaml(c.scenario, resolve=True), OmegaConf.to_yaml(c.get("intervention") or {}, resolve=True),
              c.horizon_s, c.dt_s, c.compute.dtype, str(device), c.get("output") and OmegaConf.to_yaml(c.output)]
@@ -215,7 +215,7 @@ def _probe_key(job: Job, device: torch.device) -> tuple:
 
 def probe_memory(job: Job, device: torch.device) -> MemoryProbe:
     """Bytes per world and fixed bytes of ``job``'s twin on ``device`` (cached per scenario and device)."""
-    key = _probe_key(job, device)
+    key = probe_key(job, device)
     if key in _PROBES:
         return _PROBES[key]
     probe_job = Job(job.cfg, WorldBatch.replications(job.worlds.seed, max(PROBE_WORLDS)), [])
@@ -234,7 +234,7 @@ def probe_memory(job: Job, device: torch.device) -> MemoryProbe:
 
 
 # --- the plan -------------------------------------------------------------------------------------
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
     import importlib.util
 
     try:
@@ -265,7 +265,7 @@ def check_compute(cfg: DictConfig) -> None:
         raise ConfigError("compute.max_memory_gb", gb, "a positive number of GB, or null for "
                           "compute.memory_fraction of the free memory")
     if backend == "ray":  # the cluster's devices count, not this machine's: checked on connecting
-        if not _installed("ray"):
+        if not installed("ray"):
             raise ConfigError("compute", "ray", "a backend that is installed: local, or ray with its extra",
                               'Ray is not installed: pip install -e ".[ray]" (or run with compute=local).')
         check_device_spec(c.device)

@@ -201,13 +201,13 @@ def measure(job, devices: list[str]):
     compute.max_worlds_per_chunk). The plan record (``memory_method``) says which it was."""
     import torch
 
-    from .plan import MemoryProbe, _probe_key, measure_here, probe_memory
+    from .plan import MemoryProbe, probe_key, measure_here, probe_memory
 
     kind = torch.device(devices[0]).type
     local = str(job.cfg.compute.get("address", "local")) == "local"
     if local and (kind == "cpu" or torch.cuda.is_available()):
         return measure_here(job, ["cuda:0" if d == "cuda" else d for d in devices])
-    key = (_cluster(), _probe_key(job, f"{kind} (ray worker)"))
+    key = (_cluster(), probe_key(job, f"{kind} (ray worker)"))
     if key not in _WORKER_PROBES:
         try:
             _WORKER_PROBES[key] = probe_on_worker(job, kind), True
@@ -245,7 +245,7 @@ def _task(fn, job, chunk):
 
 
 def run_plan(execution, progress=None, desc=None) -> None:
-    """Run the chunks of ``execution`` not yet done as Ray tasks; finished ones go to ``execution._finish``."""
+    """Run the chunks of ``execution`` not yet done as Ray tasks; finished ones go to ``execution.finish``."""
     import ray
     from tqdm.auto import tqdm
 
@@ -274,7 +274,7 @@ def run_plan(execution, progress=None, desc=None) -> None:
                 for ref in ready:
                     pending.pop(ref)
                     try:
-                        execution._finish(ray.get(ref))
+                        execution.finish(ray.get(ref))
                     except ray.exceptions.RayTaskError as e:  # the simulation's own error, as raised
                         cause = getattr(e, "cause", None)
                         raise (cause if isinstance(cause, Exception) else e) from None

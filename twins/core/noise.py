@@ -46,18 +46,18 @@ class Stream(IntEnum):
     USER = 100  # free for scenario builders
 
 
-def _lsr(x: torch.Tensor, k: int) -> torch.Tensor:
+def lsr(x: torch.Tensor, k: int) -> torch.Tensor:
     """Logical (unsigned) right shift of int64."""
     return (x >> k) & ((1 << (64 - k)) - 1)
 
 
 def mix64(x: torch.Tensor) -> torch.Tensor:
     """splitmix64 finaliser on int64 tensors (wrapping arithmetic)."""
-    x = x ^ _lsr(x, 30)
+    x = x ^ lsr(x, 30)
     x = x * _M1
-    x = x ^ _lsr(x, 27)
+    x = x ^ lsr(x, 27)
     x = x * _M2
-    return x ^ _lsr(x, 31)
+    return x ^ lsr(x, 31)
 
 
 def _as_i64(v, device) -> torch.Tensor:
@@ -81,7 +81,7 @@ def hash_keys(seed, replication, stream, entity, step=0, draw=0, device=None) ->
 
 def uniform(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float64, device=None):
     """U(0,1), never exactly 0 or 1, from the top 53 bits of the hash."""
-    bits = _lsr(hash_keys(seed, replication, stream, entity, step, draw, device), 11)
+    bits = lsr(hash_keys(seed, replication, stream, entity, step, draw, device), 11)
     return ((bits.to(torch.float64) + 0.5) * (1.0 / (1 << 53))).to(dtype)
 
 
@@ -96,11 +96,11 @@ def normal(seed, replication, stream, entity, step=0, draw=0, dtype=torch.float6
 
 def _mix64_(x: torch.Tensor) -> torch.Tensor:
     """:func:`mix64` in place (``x`` must own its memory): the same integers, fewer temporaries."""
-    x ^= _lsr(x, 30)
+    x ^= lsr(x, 30)
     x *= _M1
-    x ^= _lsr(x, 27)
+    x ^= lsr(x, 27)
     x *= _M2
-    x ^= _lsr(x, 31)
+    x ^= lsr(x, 31)
     return x
 
 
@@ -124,7 +124,7 @@ def uniform_draws(seed, replication, stream, entity, step=0, draws=(0,), device=
     out = []
     for d in draws:
         bits = _absorb_(h.clone(), d)
-        bits = _lsr(bits, 11).to(torch.float64)
+        bits = lsr(bits, 11).to(torch.float64)
         bits += 0.5
         bits *= 1.0 / (1 << 53)
         out.append(bits)

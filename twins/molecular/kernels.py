@@ -89,7 +89,7 @@ def advance(h: torch.Tensor, part) -> torch.Tensor:
 
 def bits_uniform(h: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
     """``noise.uniform`` of hashed bits (top 53 bits; bit-identical to it)."""
-    return ((noise._lsr(h, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))).to(dtype)
+    return ((noise.lsr(h, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))).to(dtype)
 
 
 def keyed_normals3(prefix: torch.Tensor, step: int, dtype=torch.float32) -> torch.Tensor:
@@ -100,7 +100,7 @@ def keyed_normals3(prefix: torch.Tensor, step: int, dtype=torch.float32) -> torc
     h = advance(prefix, step)
     hh = advance(h[..., None], torch.tensor([0, 1], device=h.device))  # draws 0 and 1: [..., 2]
     scale = 1.0 / (1 << 24)
-    u1 = (noise._lsr(hh, 40).to(dtype) + 0.5) * scale
+    u1 = (noise.lsr(hh, 40).to(dtype) + 0.5) * scale
     u2 = (((hh >> 8) & 0xFFFFFF).to(dtype) + 0.5) * scale
     r = torch.sqrt(-2.0 * torch.log(u1))
     th = (2.0 * math.pi) * u2

@@ -59,7 +59,7 @@ from twins.core.worlds import WorldBatch
 
 from . import kernels as K
 
-def _uM(n, volume_nm3):
+def micromolar(n, volume_nm3):
     """Molecule count in a volume (nm³) → concentration in µM."""
     # c [mol/L] = n / (N_A * V[L]), V[L] = V[nm³] * 1e-24
     return n / (6.02214076e23 * volume_nm3 * 1e-24) * 1e6
@@ -367,7 +367,8 @@ class MolecularTwin(Twin):
                 "time": lambda m: m.time,
                 "target_occupancy": lambda m: float(m.target_occupancy().mean()),
                 "offtarget_occupancy": lambda m: float(m.offtarget_occupancy().mean()),
-                "free_ligand_uM": lambda m: float(_uM(m.populations["ligand"].count.double().mean(), m.box ** 3)),
+                "free_ligand_uM": lambda m: float(micromolar(m.populations["ligand"].count.double().mean(),
+                                                             m.box ** 3)),
             },
             agenttype_reporters={Compartment: {"occupancy": "mean_occupancy"}},
         ) if self._collect else None
@@ -573,7 +574,7 @@ class MolecularTwin(Twin):
             "offtarget_occupancy_max": ooc.max(0).values.numpy(),
             "target_complexes_mean": tmean(bg.sum(2)).numpy(),
             "offtarget_complexes_mean": tmean(oc).numpy(),
-            "free_ligand_uM_mean": _uM(tmean(fl).numpy(), V),
+            "free_ligand_uM_mean": micromolar(tmean(fl).numpy(), V),
             "doses_given": self.doses_given.cpu().numpy(),
             "selectivity_ratio": selectivity.numpy(),
             "ligand_cleared": self.n_cleared.cpu().numpy(),
@@ -586,7 +587,7 @@ class MolecularTwin(Twin):
             "target_complexes": bg.sum(2).numpy().ravel(),
             "offtarget_complexes": oc.numpy().ravel(),
             "free_ligand": fl.numpy().ravel(),
-            "free_ligand_uM": _uM(fl.numpy().ravel(), V),
+            "free_ligand_uM": micromolar(fl.numpy().ravel(), V),
         })
         og = tmean(occ_g).numpy()  # [W, G]
         ig = tmean(inwin_g).numpy()

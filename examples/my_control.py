@@ -3,9 +3,10 @@
     cd examples && python -m twins run scenario=junction scenario.signal_control=my_control:LongestQueueFirst
 
 It runs after the scenario's programs each step and may replace any link's code (``self.model.signal_state``
-holds what the programs show). Here, for a scenario with one signal program (``scenario=junction``): after
-at least ``hold_s`` seconds of green, the green phase whose links have the most halted vehicles queued takes
-over (ties: the lower phase), its predecessor's greens showing yellow for ``yellow_s`` seconds first. It
+holds what the programs show). Here, for a scenario with one signal program (``scenario=junction``): the
+green phase whose links have the most halted vehicles queued takes over (ties: the lower phase), at most once
+every ``hold_s`` seconds, its predecessor's greens showing yellow (every other link red) for ``yellow_s``
+seconds first. It
 reads only the state and the time, so arms stay paired and a world's numbers do not depend on its batch.
 """
 from __future__ import annotations
@@ -24,38 +25,34 @@ class LongestQueueFirst(SignalControl):
     def __init__(self, model):
         super().__init__(model)
         net = model.net
-        code = net.phase_code  # [P, K, links]: each program's phase states
-        self.greens = [k for k in range(code.shape[1]) if bool(((code[0, k] == SIG_GREEN)
-                                                                | (code[0, k] == SIG_GREEN_MINOR)).any())]
-        # the incoming lane of each link, to count the queue a phase would serve
-        self.link_lane = control.program_tables(net).link_in_lane.clamp(min=0)
-        self.current = None  # [W] index into self.greens
-        self.since = None  # [W] time the current green started
+        code = net.phase_code[0]  # [phases, links]: the phase states of the one program
+        green = (code == SIG_GREEN) | (code == SIG_GREEN_MINOR)
+        self.greens = torch.nonzero(green.any(1)).flatten()  # the program's phases with a green
+        self.green_links = green[self.greens].to(torch.float64)  # [green phases, links]
+        # the incoming lane of each link (the queue it serves; none for a link without one)
+        lane = control.program_tables(net).link_in_lane
+        self.link_lane, self.has_lane = lane.clamp(min=0), (lane >= 0).to(torch.float64)
+        self.current = self.previous = None  # [W] index into self.greens: shown now, shown before the switch
+        self.switched = None  # [W] time of the last switch (-inf: none yet)
 
     def codes(self, t: float) -> torch.Tensor:
         m = self.model
         shown = m.signal_state  # the programs' codes this step: [W, links]
-        if not self.greens or shown.shape[1] == 0:
+        if not len(self.greens) or shown.shape[1] == 0:
             return shown
         W = shown.shape[0]
-        queues = m.lane_queues(halted_only=True)  # [W, lanes]
-        per_link = queues[:, self.link_lane]  # [W, links]
-        code = m.net.phase_code[0]  # one program here (scenario=junction)
-        serve = torch.stack([(per_link * ((code[k] == SIG_GREEN) | (code[k] == SIG_GREEN_MINOR))).sum(1)
-                             for k in self.greens], 1)  # [W, green phases]
-        best = serve.argmax(1)
+        per_link = m.lane_queues(halted_only=True)[:, self.link_lane] * self.has_lane  # [W, links]
+        best = (per_link @ self.green_links.T).argmax(1)  # the green phase serving the longest queue
         if self.current is None or m.step_index == 0:
-            self.current = best.clone()
-            self.since = torch.full((W,), t, dtype=torch.float64, device=shown.device)
-        switch = (t - self.since >= self.hold_s) & (best != self.current)
-        self.since = torch.where(switch, torch.full_like(self.since, t), self.since)
-        previous = self.current
+            self.current, self.previous = best.clone(), best.clone()
+            self.switched = torch.full((W,), -torch.inf, dtype=torch.float64, device=shown.device)
+        switch = (t - self.switched >= self.hold_s) & (best != self.current)
+        self.previous = torch.where(switch, self.current, self.previous)
         self.current = torch.where(switch, best, self.current)
-        phase = torch.tensor(self.greens, device=shown.device)[self.current]
-        out = code[phase].to(shown.dtype)  # [W, links]
-        # the first yellow_s seconds after a switch: the old phase's greens show yellow, the new ones red
-        in_yellow = (t - self.since < self.yellow_s) & (self.since > 0)
-        old = code[torch.tensor(self.greens, device=shown.device)[previous]]
-        was_green = (old == SIG_GREEN) | (old == SIG_GREEN_MINOR)
-        yellow = torch.where(was_green, torch.full_like(out, SIG_YELLOW), torch.full_like(out, SIG_RED))
-        return torch.where(in_yellow.unsqueeze(1), yellow, out)
+        self.switched = torch.where(switch, torch.full_like(self.switched, t), self.switched)
+        code = m.net.phase_code[0]
+        out = code[self.greens[self.current]].to(shown.dtype)  # [W, links]
+        # the first yellow_s seconds after a switch: the old phase's greens show yellow, every other link red
+        old_green = self.green_links[self.previous] > 0
+        yellow = torch.where(old_green, torch.full_like(out, SIG_YELLOW), torch.full_like(out, SIG_RED))
+        return torch.where((t - self.switched < self.yellow_s).unsqueeze(1), yellow, out)

@@ -6,8 +6,8 @@ It runs after the scenario's programs each step and may replace any link's code 
 holds what the programs show). Here, for a scenario with one signal program (``scenario=junction``): the
 green phase whose links have the most halted vehicles queued takes over (ties: the lower phase), at most once
 every ``hold_s`` seconds, its predecessor's greens showing yellow (every other link red) for ``yellow_s``
-seconds first. It
-reads only the state and the time, so arms stay paired and a world's numbers do not depend on its batch.
+seconds first. It reads only the state and the time, so arms stay paired and a world's numbers do not depend
+on its batch.
 """
 from __future__ import annotations
 

@@ -106,11 +106,11 @@ def main() -> None:
             idx = torch.arange(W) % R
             if not torch.equal(tw.pop.depart.cpu(), small.pop.depart.cpu()[idx]):
                 raise RuntimeError("batch independence: a world's population differs from its replication's")
-            for k, v in small.state.items():
+            for k, v in small.state.columns().items():
                 if k in ("depart",):
                     continue
-                tw.state[k].copy_(v.to(tw.device)[idx.to(tw.device)] if k != "world"
-                                  else torch.arange(W, device=tw.device).unsqueeze(1).expand_as(tw.state[k]))
+                getattr(tw.state, k).copy_(v.to(tw.device)[idx.to(tw.device)] if k != "world"
+                                  else torch.arange(W, device=tw.device).unsqueeze(1).expand_as(getattr(tw.state, k)))
             tw.step_index = small.step_index
             L = tw.net.n_lanes
             for name in ("lane_acc_total", "lane_acc_interval"):

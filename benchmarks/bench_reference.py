@@ -65,11 +65,11 @@ def main(argv=None) -> None:
         t_nat += t3 - t2
         # a vehicle update = one running vehicle advanced by one step (counted after the step,
         # plus those that arrived in it, identically for both)
-        upd_twin += int((tw.state["status"] == kernels.RUNNING).sum()) + int(
-            (tw.state["arrive_step"] == tw.step_index).sum())
+        upd_twin += int((tw.state.status == kernels.RUNNING).sum()) + int(
+            (tw.state.arrive_step == tw.step_index).sum())
         upd_ref += sum(1 for v in ref.vehicles if v.status == RUNNING or v.arrive_step == ref.step_index)
 
-    n_end = int((tw.state["status"] == kernels.RUNNING).sum())
+    n_end = int((tw.state.status == kernels.RUNNING).sum())
     print(f"network: {a.rows}x{a.cols} signalized grid, {len(tw.net_cpu.lane_ids)} lanes, {a.steps} steps of "
           f"{a.dt:g} s, {n_end} vehicles in the network at the end, dtype {a.dtype}, "
           f"torch threads {torch.get_num_threads()}")
@@ -79,14 +79,14 @@ def main(argv=None) -> None:
           f"{upd_ref / t_ref:12,.0f} veh-updates/s")
     print(f"speed ratio vectorized / reference: {(upd_twin / t_twin) / (upd_ref / t_ref):.1f}x")
     if tn is not None:
-        same = all(torch.equal(tw.state[k], tn.state[k]) for k in ("status", "pos", "speed"))
+        same = all(torch.equal(getattr(tw.state, k), getattr(tn.state, k)) for k in ("status", "pos", "speed"))
         print(f"compiled step (native) : {upd_twin:>9d} vehicle updates in {t_nat:7.2f} s = "
               f"{upd_twin / t_nat:12,.0f} veh-updates/s; ratio to reference {(upd_twin / t_nat) / (upd_ref / t_ref):.1f}x; "
               f"{'identical to' if same else 'DIFFERENT from'} the tensor kernels")
     if a.dtype == "float64":
-        pos = tw.state["pos"][0].tolist()
+        pos = tw.state.pos[0].tolist()
         vid = tw.pop.vehicle_id[0].tolist()
-        st = tw.state["status"][0].tolist()
+        st = tw.state.status[0].tolist()
         diff = max((abs(pos[i] - ref.by_id[vid[i]].pos) for i in range(len(vid))
                     if st[i] == kernels.RUNNING), default=0.0)
         print(f"largest position difference at the end: {diff:.3g} m")

@@ -80,7 +80,8 @@ def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: b
     running = tw.count(kernels.RUNNING)
     # the running count changes slowly; average of the start and end counts
     updates = float(running.sum()) * steps
-    state_bytes = sum(v.element_size() * v[0].numel() for v in list(tw.state.values()) + list(tw.veh_full.values()))
+    columns = list(tw.state.columns().values()) + list(tw.drivers.columns().values())
+    state_bytes = sum(v.element_size() * v[0].numel() for v in columns)
     counts = count_per_step(tw, count_steps) if count_steps > 0 else {}
     return {
         **counts,

@@ -12,7 +12,8 @@ from tests.conftest import ROOT
 LAYERS = [
     ("core", ["twins.core"]),
     ("views", ["twins.plots"]),
-    ("kernels", ["twins.traffic.kernels", "twins.traffic.native", "twins.traffic.control", "twins.molecular.kernels"]),
+    ("kernels", ["twins.traffic.kernels", "twins.traffic.state", "twins.traffic.native", "twins.traffic.control",
+                 "twins.molecular.kernels"]),
     ("twins", ["twins.traffic", "twins.molecular"]),
     ("scenarios", ["scenarios"]),
     ("interventions", ["interventions"]),

@@ -26,7 +26,7 @@ def _run(worlds, scenario=None, dtype=torch.float32, steps=None):
 def _world_state(tw, w):
     """Everything that describes world ``w``'s trajectory, keyed by vehicle id."""
     order = torch.argsort(tw.pop.vehicle_id[w])
-    return {k: v[w][order.to(v.device)].cpu() for k, v in tw.state.items() if k not in ("world",)}
+    return {k: v[w][order.to(v.device)].cpu() for k, v in tw.state.columns().items() if k not in ("world",)}
 
 
 def test_batch_independence_size_order_and_company():
@@ -66,8 +66,8 @@ def test_noise_alignment_policy_does_not_shift_random_numbers():
     other = TrafficTwin(other_scn, worlds, dt=1.0, horizon=HORIZON)
     assert torch.equal(base.pop.vehicle_id, other.pop.vehicle_id)
     assert torch.equal(base.pop.depart, other.pop.depart)
-    for k in base.veh_full:
-        assert torch.equal(base.veh_full[k], other.veh_full[k]), k
+    for k in base.drivers.columns():
+        assert torch.equal(getattr(base.drivers, k), getattr(other.drivers, k)), k
     rb = base.run(progress=False).worlds
     ro = other.run(progress=False).worlds
     assert not np.allclose(rb["mean_delay_s"], ro["mean_delay_s"])

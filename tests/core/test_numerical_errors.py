@@ -18,8 +18,8 @@ def test_traffic_nan_names_world_vehicle_and_time():
     tw = TrafficTwin(junction_scenario(s, 600.0), WorldBatch.replications(0, 3), dt=1.0, horizon=600.0, interval_s=60.0)
     for _ in range(130):
         tw.step()
-    slot = int(torch.nonzero(tw.state["status"][1] == 1)[-1])  # a vehicle of world 1 on the road
-    tw.veh_full["tau"][1, slot] = math.nan  # a broken parameter (as a bad intervention could set)
+    slot = int(torch.nonzero(tw.state.status[1] == 1)[-1])  # a vehicle of world 1 on the road
+    tw.drivers.tau[1, slot] = math.nan  # a broken parameter (as a bad intervention could set)
     tw._veh_cache = None
     with pytest.raises(NumericalError) as e:
         tw.run(progress=False)

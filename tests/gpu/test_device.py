@@ -34,10 +34,10 @@ def test_traffic_reproducible_and_batch_independent():
     wb = WorldBatch.replications(11, 4)
     a, b = _traffic(wb, DEVICE), _traffic(wb, DEVICE)
     alone = _traffic(wb.subset([2]), DEVICE)
-    assert int((a.state["status"] == kernels.ARRIVED).sum()) > 100
+    assert int((a.state.status == kernels.ARRIVED).sum()) > 100
     for k in STATE:  # lane sums (index_add_) may add in any order on CUDA: state columns only
-        assert torch.equal(a.state[k], b.state[k]), k
-        assert torch.equal(a.state[k][2], alone.state[k][0]), k
+        assert torch.equal(getattr(a.state, k), getattr(b.state, k)), k
+        assert torch.equal(getattr(a.state, k)[2], getattr(alone.state, k)[0]), k
 
 
 def test_traffic_device_matches_cpu_in_float64():
@@ -47,8 +47,8 @@ def test_traffic_device_matches_cpu_in_float64():
     wb = WorldBatch.replications(5, 2)
     dev, cpu = _traffic(wb, DEVICE, torch.float64), _traffic(wb, "cpu", torch.float64)
     for k in ("status", "lane", "route_pos", "arrive_step"):
-        assert torch.equal(dev.state[k].cpu(), cpu.state[k]), k
-    assert float((dev.state["pos"].cpu() - cpu.state["pos"]).abs().max()) < 1e-9
+        assert torch.equal(getattr(dev.state, k).cpu(), getattr(cpu.state, k)), k
+    assert float((dev.state.pos.cpu() - cpu.state.pos).abs().max()) < 1e-9
 
 
 def test_fused_idm_move_matches_eager():

@@ -284,7 +284,7 @@ def test_scenarios_without_buses_keep_their_outputs():
     r = tw.run(progress=False)
     assert not any(m.startswith("bus_") for m in r.metrics) and "mode" not in r.tables["trips"]
     assert not {"bus_trips", "bus_stops", "bus_waits"} & set(r.tables) and set(r.groups["group_kind"]) <= {"origin"}
-    assert "next_stop" not in tw.state
+    assert tw.state.next_stop is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_thinning_keeps_survivors_departures_and_drivers():
             j = sb[v]
             assert p.depart[t, i] == p.depart[b, j]
             for k in ("accel", "tau", "speed_factor"):
-                assert tw.veh_full[k][t, i] == tw.veh_full[k][b, j], k
+                assert getattr(tw.drivers, k)[t, i] == getattr(tw.drivers, k)[b, j], k
         d = p.depart[t]
         assert bool((d[1:] >= d[:-1]).all())  # rows stay sorted by departure (+inf last)
 

@@ -56,9 +56,9 @@ def test_fixed_time_arm_is_untouched_by_the_controller_in_the_same_batch():
     cf.apply_arms(MaxPressure(), mixed, [cf.Arm(0, "baseline"), cf.Arm(1, "mp", {"enabled": True})])
     assert mixed.worlds.params["max_pressure"].tolist() == [[False], [False], [True], [True]]
     mixed.run(progress=False)
-    for k, v in mixed.state.items():
-        assert torch.equal(v[:2], plain.state[k][:2]), k
-    assert not torch.equal(mixed.state["time_loss"][2:], plain.state["time_loss"][2:])  # the controller acted
+    for k, v in mixed.state.columns().items():
+        assert torch.equal(v[:2], getattr(plain.state, k)[:2]), k
+    assert not torch.equal(mixed.state.time_loss[2:], plain.state.time_loss[2:])  # the controller acted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def _record(tw, steps):
     cur, sig = [], []
     for _ in range(steps):
         tw.step()
-        cur.append(tw.signal_controls[0].max_pressure_state["cur"][:, 0].clone())
+        cur.append(tw.signal_controls[0].max_pressure_state.cur[:, 0].clone())
         sig.append(tw.signal_state.clone())
     return torch.stack(cur, 1), torch.stack(sig, 1)  # [W, T], [W, T, G]
 

@@ -64,14 +64,14 @@ def test_only_flows_using_the_closed_edge_are_rerouted_on_the_fastest_alternativ
     assert detour == ["W0_J0_0", "J0_0_J1_0", "J1_0_J1_1", "J1_1_J0_1", "J0_1_E0"]
     assert float(tw.routes_cpu.route_free_time[F]) > float(tw.routes_cpu.route_free_time[hit[0]])
     # the per-slot route of W0->E0 vehicles points at the detour in treated worlds only
-    route, flow = tw.veh_full["route"].cpu(), tw.pop.flow
+    route, flow = tw.drivers.route.cpu(), tw.pop.flow
     w0e0 = flow == hit[0]
     assert (route[:2][w0e0[:2]] == hit[0]).all() and (route[2:][w0e0[2:]] == F).all()
     # noise alignment: same vehicles, same departures, same drivers in both arms
     assert torch.equal(tw.pop.vehicle_id[:2], tw.pop.vehicle_id[2:])
     assert torch.equal(tw.depart[:2], tw.depart[2:])
     for k in ("accel", "tau", "speed_factor", "length"):
-        assert torch.equal(tw.veh_full[k][:2], tw.veh_full[k][2:]), k
+        assert torch.equal(getattr(tw.drivers, k)[:2], getattr(tw.drivers, k)[2:]), k
 
 
 def test_null_closure_gives_bit_identical_arms_and_exact_zero_effects(run_cf):
@@ -97,8 +97,8 @@ def test_null_closure_twin_state_is_bit_identical():
     assert arms[1].values == {f"close.{DIRECT}": 0}
     assert tw.routes_cpu.route_edges.shape[0] == len(tw.scenario.demand.flows)  # nothing appended
     tw.run(progress=False)
-    assert int((tw.state["status"] == 2).sum()) > 50
-    for k, v in tw.state.items():
+    assert int((tw.state.status == 2).sum()) > 50
+    for k, v in tw.state.columns().items():
         if k != "world":
             assert torch.equal(v[:2], v[2:]), k
 

@@ -101,7 +101,7 @@ def test_null_intervention_twin_state_is_bit_identical():
     assert torch.equal(p["signal_durations"][:2], p["signal_durations"][2:])
     assert torch.equal(p["signal_offsets"][:2], p["signal_offsets"][2:])
     tw.run(progress=False)
-    for k, v in tw.state.items():
+    for k, v in tw.state.columns().items():
         if k == "world":
             continue
         assert torch.equal(v[:2], v[2:]), k

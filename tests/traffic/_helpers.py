@@ -65,13 +65,13 @@ def lane_index(twin, lane_id: str) -> int:
     return list(twin.net_cpu.lane_ids).index(lane_id)
 
 
-def lane_gaps(state: dict, veh: dict, n_lanes: int) -> torch.Tensor:
+def lane_gaps(state, veh: dict, n_lanes: int) -> torch.Tensor:
     """Bumper-to-bumper gaps between consecutive running vehicles on the same lane (all worlds)."""
-    running = state["status"] == kernels.RUNNING
+    running = state.status == kernels.RUNNING
     W, S = running.shape
     world = torch.arange(W).unsqueeze(1).expand(W, S)
-    key_lane = (world * n_lanes + state["lane"])[running]
-    pos = state["pos"][running].double()
+    key_lane = (world * n_lanes + state.lane)[running]
+    pos = state.pos[running].double()
     length = veh["length"][running].double()
     order = torch.argsort(key_lane.double() * 1e7 + pos)
     kl, p, ln = key_lane[order], pos[order], length[order]
@@ -82,7 +82,7 @@ def lane_gaps(state: dict, veh: dict, n_lanes: int) -> torch.Tensor:
 
 def veh_columns(twin) -> dict:
     """Per-slot vehicle parameters as [W, S] tensors."""
-    return {k: v.reshape(twin.W, twin.S) for k, v in twin.veh_full.items()}
+    return {k: v.reshape(twin.W, twin.S) for k, v in twin.drivers.columns().items()}
 
 
 def hcm_saturation_headway(cross_times: np.ndarray, first: int = 4) -> np.ndarray:

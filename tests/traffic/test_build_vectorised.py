@@ -118,7 +118,7 @@ def _twin(reps, cv=0.1, demand=None, horizon=900.0):
 
 def _params_per_world(tw: TrafficTwin) -> dict:
     """The per-vehicle parameters as built before issue 20: three normal draws per world, gathered columns."""
-    demand, dev, dtype = tw.scenario.demand, tw.device, tw.veh_full["length"].dtype
+    demand, dev, dtype = tw.scenario.demand, tw.device, tw.drivers.length.dtype
     vt = [demand.vtypes[f.vtype] for f in demand.flows] + [l.vtype for l in tw.bus_lines]
     flow = tw.pop.flow
 
@@ -146,7 +146,7 @@ def test_vehicle_parameters_match_the_per_world_build(cv):
     tw = _twin([2, 0, 5], cv=cv)
     ref = _params_per_world(tw)
     for k, v in ref.items():
-        assert _same(tw.veh_full[k], v), k
+        assert _same(getattr(tw.drivers, k), v), k
 
 
 def test_vehicle_parameters_with_one_vehicle_type_match():
@@ -162,15 +162,15 @@ def test_vehicle_parameters_with_one_vehicle_type_match():
     r = torch.tensor([1, 4], dtype=torch.int64)
     tw = TrafficTwin(scen, WorldBatch(SEED, r, torch.zeros_like(r)), horizon=900.0)
     for k, v in _params_per_world(tw).items():
-        assert _same(tw.veh_full[k], v), k
+        assert _same(getattr(tw.drivers, k), v), k
 
 
 def test_vehicle_parameters_do_not_depend_on_the_batch():
     batch = _twin([6, 1, 3])
     for pos, rep in ((0, 6), (1, 1), (2, 3)):
         alone = _twin([rep])
-        for k, v in alone.veh_full.items():
-            assert _same(batch.veh_full[k][pos], v[0]), (k, pos)
+        for k, v in alone.drivers.columns().items():
+            assert _same(getattr(batch.drivers, k)[pos], v[0]), (k, pos)
 
 
 def test_passenger_arrivals_match_one_world_at_a_time():

@@ -21,7 +21,7 @@ def _final_state(scen, horizon, **kw):
     tw = TrafficTwin(scen, WorldBatch.replications(5, 3), dt=1.0, horizon=horizon, **kw)
     while tw.step_index < tw.n_steps:
         tw.step()
-    return {k: v.clone() for k, v in tw.state.items()}, tw.lane_acc_total.clone()
+    return {k: v.clone() for k, v in tw.state.columns().items()}, tw.lane_acc_total.clone()
 
 
 def _grid(horizon):

@@ -117,7 +117,7 @@ class _Watch:
         g = lane_gaps(st, veh_columns(tw), tw.net.n_lanes)
         if g.numel():
             self.min_gap = min(self.min_gap, float(g.min()))
-        cur = (st["status"].clone(), st["lane"].clone(), st["route_pos"].clone())
+        cur = (st.status.clone(), st.lane.clone(), st.route_pos.clone())
         if self._prev is not None:
             s0, l0, r0 = self._prev
             crossed = (s0 == kernels.RUNNING) & (cur[0] == kernels.RUNNING) & (cur[2] != r0)
@@ -212,17 +212,17 @@ def _run(worlds, steps: int):
     tw = TrafficTwin(_arterial(), worlds, dt=1.0, horizon=600.0, compile=False)
     changes = 0
     for _ in range(steps):
-        before = (tw.state["status"].clone(), tw.state["lane"].clone(), tw.state["route_pos"].clone())
+        before = (tw.state.status.clone(), tw.state.lane.clone(), tw.state.route_pos.clone())
         tw.step()
-        same_edge = (before[0] == kernels.RUNNING) & (tw.state["status"] == kernels.RUNNING) & (
-            tw.state["route_pos"] == before[2])
-        changes += int((same_edge & (tw.state["lane"] != before[1])).sum())
+        same_edge = (before[0] == kernels.RUNNING) & (tw.state.status == kernels.RUNNING) & (
+            tw.state.route_pos == before[2])
+        changes += int((same_edge & (tw.state.lane != before[1])).sum())
     return tw, changes
 
 
 def _world_state(tw, w):
     order = torch.argsort(tw.pop.vehicle_id[w])
-    return {k: v[w][order.to(v.device)].cpu() for k, v in tw.state.items() if k != "world"}
+    return {k: v[w][order.to(v.device)].cpu() for k, v in tw.state.columns().items() if k != "world"}
 
 
 def test_lane_changing_keeps_batch_independence_and_null_effects():
@@ -232,7 +232,7 @@ def test_lane_changing_keeps_batch_independence_and_null_effects():
     steps = 300
     alone, changes = _run(WorldBatch(7, torch.tensor([3]), torch.tensor([0])), steps)
     assert changes >= 20, "vehicles changed lanes along edges"
-    assert "lc_yield" in alone.state
+    assert alone.state.lc_yield is not None
     pair, _ = _run(WorldBatch(7, torch.tensor([5, 3, 3]), torch.tensor([0, 0, 1])), steps)
     rev, _ = _run(WorldBatch(7, torch.tensor([9, 3, 1]), torch.zeros(3, dtype=torch.int64)), steps)
     a = _world_state(alone, 0)
@@ -246,7 +246,7 @@ def test_lane_changing_keeps_batch_independence_and_null_effects():
                         WorldBatch(7, torch.tensor([3]), torch.tensor([0])), dt=1.0, horizon=600.0, compile=False)
     for _ in range(steps):
         plain.step()
-    assert not torch.equal(plain.state["lane"], alone.state["lane"])
+    assert not torch.equal(plain.state.lane, alone.state.lane)
 
 
 def test_best_lanes_reference_equals_compiled():
@@ -290,6 +290,7 @@ def _change_both(placed, dt: float = 1.0):
     returns ((lane index, pos) per vehicle, the slot each one lets in (-1: none), the reference's events)."""
     from twins.traffic.tables import network_tables, route_tables
     from twins.traffic.reference import RUNNING, VehicleSpec
+    from twins.traffic.state import Drivers, StepSettings, VehicleState
 
     net = _three_lanes()
     specs = [VehicleSpec(i, _TO[d], 0.0, length, 2.5, 2.6, 4.5, 1.0, 4.0, 1.0, 50.0)
@@ -304,14 +305,18 @@ def _change_both(placed, dt: float = 1.0):
     routes = route_tables(net, [list(_TO[k]) for k in keys])
     n = len(placed)
     f64 = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
-    veh = {"length": f64([p[4] for p in placed]), "min_gap": f64([2.5] * n), "decel": f64([4.5] * n),
-           "tau": f64([1.0] * n), "accel": f64([2.6] * n), "speed_factor": f64([1.0] * n),
-           "max_speed": f64([50.0] * n)}
+    zi, zf = torch.zeros(n, dtype=torch.int64), f64([0.0] * n)
+    drivers = Drivers(route=torch.tensor([keys.index(p[0]) for p in placed]), length=f64([p[4] for p in placed]),
+                      min_gap=f64([2.5] * n), accel=f64([2.6] * n), decel=f64([4.5] * n), two_sqrt_ab=zf,
+                      tau=f64([1.0] * n), delta=zi + 4, speed_factor=f64([1.0] * n), max_speed=f64([50.0] * n),
+                      sigma=zf, depart_speed=zf)
     first = cn.lane_ids.index("A_0")
-    lane, pos, yld, _ = kernels.change_lanes(
-        torch.zeros(n, dtype=torch.int64), torch.tensor([first + p[1] for p in placed]), f64([p[2] for p in placed]),
-        f64([p[3] for p in placed]), torch.ones(n, dtype=torch.bool), torch.tensor([keys.index(p[0]) for p in placed]),
-        torch.zeros(n, dtype=torch.int64), veh, cn, routes, 1, 2000.0, dt)
+    state = VehicleState(world=zi, status=zi + kernels.RUNNING, lane=torch.tensor([first + p[1] for p in placed]),
+                         pos=f64([p[2] for p in placed]), speed=f64([p[3] for p in placed]), route_pos=zi,
+                         insert_step=zi, arrive_step=zi - 1, time_loss=zf, stops=zi.int(), halted=zi.bool(),
+                         depart=zf, leader=zi - 1, conn=zi - 1)
+    lane, pos, yld, _ = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn, routes,
+                                             StepSettings(dt=dt, W=1, span=2000.0))
     got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld])
     assert got == want
     return got[0], got[1], ref.events
@@ -363,7 +368,7 @@ def test_vehicles_change_lanes_at_the_end_of_a_lane_shorter_than_themselves():
     tw, _, worst = _side_by_side(scen, steps=480, each_step=watch)
     assert worst <= POS_TOL
     ok = tw.pop.flow >= 0
-    assert (tw.state["status"][ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [0, 0]
+    assert (tw.state.status[ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [0, 0]
     # the wrong-lane entries into A (U feeds lane 0, V lane 1) left A by the lane their turn needs
     left_a = [(f, a, b) for f, a, b in watch.crossings if a.startswith("A_")]
     assert {(a, b[0]) for _, a, b in left_a} <= {("A_0", "R"), ("A_0", "S"), ("A_1", "S"), ("A_1", "L")}
@@ -385,4 +390,4 @@ def test_compiled_step_changes_lanes_on_short_lanes_as_the_kernels():
         a.step()
         b.step()
         for k in ("status", "lane", "pos", "speed", "route_pos"):
-            assert torch.equal(a.state[k], b.state[k]), (k, a.step_index)
+            assert torch.equal(getattr(a.state, k), getattr(b.state, k)), (k, a.step_index)

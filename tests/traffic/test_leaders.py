@@ -35,19 +35,19 @@ def test_carried_leaders_equal_sorted_ones(which):
     W, S, L = tw.W, tw.S, tw.net.n_lanes
     checked = crossings = 0
     while tw.step_index < tw.n_steps:
-        rpos_before = tw.state["route_pos"].clone()
+        rpos_before = tw.state.route_pos.clone()
         tw.step()
-        crossings += int(((tw.state["route_pos"] != rpos_before) & (tw.state["status"] == kernels.RUNNING)).sum())
+        crossings += int(((tw.state.route_pos != rpos_before) & (tw.state.status == kernels.RUNNING)).sum())
         if which < 2 and tw.step_index % 25:
             continue
         st = tw.state
-        running = (st["status"] == kernels.RUNNING).reshape(-1)
-        leader, last = kernels.lane_order(st["world"].reshape(-1), st["lane"].reshape(-1), st["pos"].reshape(-1),
+        running = (st.status == kernels.RUNNING).reshape(-1)
+        leader, last = kernels.lane_order(st.world.reshape(-1), st.lane.reshape(-1), st.pos.reshape(-1),
                                              running, L, W, tw.span)
         # sorted: flat indices over [W, S]; carried: slots within the world
         slot = torch.arange(W * S) % S
         want = torch.where(leader >= 0, slot[leader.clamp(min=0)], -1)
-        got = st["leader"].reshape(-1)
+        got = st.leader.reshape(-1)
         assert torch.equal(got[running], want[running]), f"step {tw.step_index}"
         want_last = torch.where(last[:-1] >= 0, slot[last[:-1].clamp(min=0)], -1).view(W, L)
         assert torch.equal(tw._lane_last, want_last), f"step {tw.step_index}"
@@ -62,7 +62,7 @@ def test_no_vehicle_lands_beyond_a_short_lane_or_moves_backwards():
     while tw.step_index < tw.n_steps:
         tw.step()
         st = tw.state
-        run = st["status"] == kernels.RUNNING
-        assert bool((st["pos"][run] <= lane_len[st["lane"][run]] + 1e-4).all()), f"step {tw.step_index}"
-        assert bool((st["speed"][run] >= 0).all()), f"step {tw.step_index}"
-    assert int((tw.state["status"] == kernels.ARRIVED).sum()) > 30
+        run = st.status == kernels.RUNNING
+        assert bool((st.pos[run] <= lane_len[st.lane[run]] + 1e-4).all()), f"step {tw.step_index}"
+        assert bool((st.speed[run] >= 0).all()), f"step {tw.step_index}"
+    assert int((tw.state.status == kernels.ARRIVED).sum()) > 30

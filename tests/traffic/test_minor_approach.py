@@ -36,10 +36,10 @@ def _lone_vehicle(state: str, wait: float = 0.0, compile=False):
     out = []
     while tw.step_index < tw.n_steps:
         tw.step()
-        if int(tw.state["status"][0, 0]) != kernels.RUNNING:
+        if int(tw.state.status[0, 0]) != kernels.RUNNING:
             continue
-        pos, v = float(tw.state["pos"][0, 0]), float(tw.state["speed"][0, 0])
-        x = pos - 300.0 if int(tw.state["lane"][0, 0]) == a else pos + VIA_M  # metres past the stop line
+        pos, v = float(tw.state.pos[0, 0]), float(tw.state.speed[0, 0])
+        x = pos - 300.0 if int(tw.state.lane[0, 0]) == a else pos + VIA_M  # metres past the stop line
         out.append((x, v))
         if x > 40.0:
             break

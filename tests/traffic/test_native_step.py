@@ -112,18 +112,18 @@ CASES = {
 
 
 def _assert_same_step(a: TrafficTwin, b: TrafficTwin, k: int) -> None:
-    run = a.state["status"] == kernels.RUNNING
+    run = a.state.status == kernels.RUNNING
     for key in ("status", "lane", "pos", "speed", "route_pos", "insert_step", "arrive_step", "time_loss", "stops",
                 "halted"):
-        assert torch.equal(a.state[key], b.state[key]), f"step {k}: state column {key!r} differs"
+        assert torch.equal(getattr(a.state, key), getattr(b.state, key)), f"step {k}: state column {key!r} differs"
     # a vehicle that is not running has no leader that matters
-    assert torch.equal(torch.where(run, a.state["leader"], -1), torch.where(run, b.state["leader"], -1)), f"step {k}: leaders"
+    assert torch.equal(torch.where(run, a.state.leader, -1), torch.where(run, b.state.leader, -1)), f"step {k}: leaders"
     assert (a._lane_last is None) == (b._lane_last is None)
     if a._lane_last is not None:
         assert torch.equal(a._lane_last, b._lane_last), f"step {k}: lane tails differ"
     assert torch.equal(a.lane_acc_interval, b.lane_acc_interval), f"step {k}: lane observations differ"
-    if "lc_yield" in a.state:  # rule 11's cooperation requests
-        assert torch.equal(torch.where(run, a.state["lc_yield"], -1), torch.where(run, b.state["lc_yield"], -1)), \
+    if a.state.lc_yield is not None:  # rule 11's cooperation requests
+        assert torch.equal(torch.where(run, a.state.lc_yield, -1), torch.where(run, b.state.lc_yield, -1)), \
             f"step {k}: lane-change requests differ"
 
 
@@ -137,7 +137,7 @@ def _side_by_side(scen, horizon, worlds=3, dtype=torch.float32):
         a.step()
         b.step()
         _assert_same_step(a, b, a.step_index)
-    moved = int((a.state["insert_step"] >= 0).sum())
+    moved = int((a.state.insert_step >= 0).sum())
     assert moved > 20, f"the run must do something ({moved} vehicles inserted)"
     return a, b
 
@@ -168,7 +168,7 @@ def test_threads_do_not_change_the_numbers():
     finally:
         torch.set_num_threads(before)
     for key in ("pos", "speed", "status", "time_loss"):
-        assert torch.equal(runs[0].state[key], runs[1].state[key]), key
+        assert torch.equal(getattr(runs[0].state, key), getattr(runs[1].state, key)), key
 
 
 def test_run_task_with_adaptive_signals_gives_the_same_results(tmp_path):

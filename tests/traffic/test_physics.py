@@ -151,18 +151,18 @@ def _queue_discharge(dt: float, worlds: int = 8):
         t = twin.time_s
         st = twin.state
         if abs(t - green_on) < 1e-9:
-            on_app = (st["status"] == RUNNING) & (st["route_pos"] == 0)
+            on_app = (st.status == RUNNING) & (st.route_pos == 0)
             # IDM closes up on a queue asymptotically: the last car may still creep (< 0.5 m/s)
-            queued = on_app & ((st["stops"] >= 1) | (st["speed"] < 0.5))
+            queued = on_app & ((st.stops >= 1) | (st.speed < 0.5))
             halted_at_green = queued.sum(1).numpy()
-            stops_before_green = float(st["stops"][st["status"] != WAITING].double().mean())
-        rp0, x0, s0 = st["route_pos"].clone(), st["pos"].clone(), st["status"].clone()
+            stops_before_green = float(st.stops[st.status != WAITING].double().mean())
+        rp0, x0, s0 = st.route_pos.clone(), st.pos.clone(), st.status.clone()
         twin.step()
         st = twin.state
-        c = (s0 == RUNNING) & (rp0 == 0) & ((st["route_pos"] == 1) | (st["status"] == ARRIVED))
+        c = (s0 == RUNNING) & (rp0 == 0) & ((st.route_pos == 1) | (st.status == ARRIVED))
         if c.any():
             w, k = c.nonzero(as_tuple=True)
-            tau = (L - x0[w, k]) / st["speed"][w, k]  # front reaches the stop line inside the step
+            tau = (L - x0[w, k]) / st.speed[w, k]  # front reaches the stop line inside the step
             cross[w.numpy(), k.numpy()] = (t + tau).numpy()
     real = (twin.pop.flow >= 0).numpy()  # slots may be padded past the last vehicle
     assert (real.sum(1) == N_QUEUE).all()
@@ -240,11 +240,11 @@ def _run_checked(twin, gaps: bool = False):
     route_len = twin.routes_cpu.route_len[twin.pop.flow.clamp(min=0)]
     depart = twin.depart
     min_gap = math.inf
-    prev = {k: twin.state[k].clone() for k in ("status", "route_pos")}
+    prev = {k: getattr(twin.state, k).clone() for k in ("status", "route_pos")}
     for _ in range(twin.n_steps):
         twin.step()
         st = twin.state
-        status = st["status"]
+        status = st.status
         assert (status >= prev["status"]).all(), "a vehicle went back to an earlier status"
         started = status != WAITING
         assert (depart[started] <= twin.time_s + 1e-9).all(), "a vehicle was inserted before its departure"
@@ -253,7 +253,7 @@ def _run_checked(twin, gaps: bool = False):
         g = H.lane_gaps(st, veh, twin.net.n_lanes) if gaps else torch.empty(0)
         if g.numel():
             min_gap = min(min_gap, float(g.min()))
-        prev = {k: st[k].clone() for k in ("status", "route_pos")}
+        prev = {k: getattr(st, k).clone() for k in ("status", "route_pos")}
     return min_gap
 
 
@@ -263,7 +263,7 @@ def _check_conservation(twin, res):
     assert (w["vehicles_inserted"] == w["throughput_veh"] + w["vehicles_in_network_end"]).all()
     trips = res.tables["trips"]
     # the slot state itself: every loaded vehicle is in exactly one place
-    st = twin.state["status"]
+    st = twin.state.status
     loaded = (torch.isfinite(twin.depart) & (twin.depart <= twin.time_s + 1e-9) & (twin.pop.flow >= 0)).sum(1)
     assert ((st == WAITING) & (twin.depart > twin.time_s + 1e-9) & (twin.pop.flow >= 0)).sum(1).add(loaded).eq(
         (twin.pop.flow >= 0).sum(1)).all()
@@ -281,7 +281,7 @@ def _check_conservation(twin, res):
         assert (t.loc[t["status"] == "running", "arrive_s"].isna()).all()
         assert (done["insert_s"] >= done["depart_s"] - 1e-9).all()
     # no teleporting: each trip takes at least (route length - car length) at the fastest desired speed
-    vmax = float((twin.net.lane_speed.max() * twin.veh_full["speed_factor"].max()).item())
+    vmax = float((twin.net.lane_speed.max() * twin.drivers.speed_factor.max()).item())
     done = trips[trips["status"] == "arrived"]
     lower = (done["route_length_m"] - 5.0) / vmax - twin.dt
     assert (done["travel_time_s"] >= lower).all()
@@ -387,33 +387,33 @@ def _spillback_twin(dtype, worlds=3):
 def _spillback_trace(dtype):
     twin, lane_off = _spillback_twin(dtype)
     up, mid = H.lane_index(twin, "W0_J0_0_0"), H.lane_index(twin, "J0_0_J0_1_0")
-    length = twin.veh_full["length"].reshape(twin.W, twin.S).double()
+    length = twin.drivers.length.reshape(twin.W, twin.S).double()
     rec = {"min_gap": math.inf, "mid_all": 0, "mid_on_lane": 0, "mid_min_pos": math.inf, "up_front_max": -math.inf,
            "up_queue_at_red_end": None, "crossed_J0_1_during_red": 0}
     for _ in range(twin.n_steps):
         twin.step()
         st = twin.state
-        run = st["status"] == RUNNING
+        run = st.status == RUNNING
         # no overlap anywhere along the corridor, junction paths included
-        x = torch.where(run, lane_off[st["lane"]] + st["pos"].double(), torch.nan)
+        x = torch.where(run, lane_off[st.lane] + st.pos.double(), torch.nan)
         for w in range(twin.W):
             k = run[w].nonzero().squeeze(1)
             if k.numel() > 1:
                 xs, o = torch.sort(x[w, k])
                 gaps = xs[1:] - length[w, k[o[1:]]] - xs[:-1]
                 rec["min_gap"] = min(rec["min_gap"], float(gaps.min()))
-        on_mid = run & (st["lane"] == mid)
+        on_mid = run & (st.lane == mid)
         rec["mid_all"] = max(rec["mid_all"], int(on_mid.sum(1).max()))
-        rec["mid_on_lane"] = max(rec["mid_on_lane"], int((on_mid & (st["pos"] >= 0)).sum(1).max()))
+        rec["mid_on_lane"] = max(rec["mid_on_lane"], int((on_mid & (st.pos >= 0)).sum(1).max()))
         if on_mid.any():
-            rec["mid_min_pos"] = min(rec["mid_min_pos"], float(st["pos"][on_mid].min()))
-        on_up = run & (st["lane"] == up)
+            rec["mid_min_pos"] = min(rec["mid_min_pos"], float(st.pos[on_mid].min()))
+        on_up = run & (st.lane == up)
         if on_up.any():
-            rec["up_front_max"] = max(rec["up_front_max"], float(st["pos"][on_up].max()))
+            rec["up_front_max"] = max(rec["up_front_max"], float(st.pos[on_up].max()))
         if twin.time_s <= RED_UNTIL:
-            rec["crossed_J0_1_during_red"] += int((run & (st["route_pos"] == 2)).sum())
+            rec["crossed_J0_1_during_red"] += int((run & (st.route_pos == 2)).sum())
         if abs(twin.time_s - RED_UNTIL) < 1e-9:
-            rec["up_queue_at_red_end"] = (on_up & (st["speed"] < kernels.STOP_SPEED)).sum(1).numpy()
+            rec["up_queue_at_red_end"] = (on_up & (st.speed < kernels.STOP_SPEED)).sum(1).numpy()
     return twin, rec
 
 
@@ -478,11 +478,11 @@ def test_insertion_speed_follows_depart_speed(compile):
             f.departures = [0.0]
         tw = TrafficTwin(scen, WorldBatch.replications(3, 1), dt=1.0, horizon=5.0, compile=compile)
         tw.step()  # inserted in step 0 at its insertion speed, then moved one step by IDM
-        first = int(torch.nonzero(tw.state["insert_step"][0] == 0)[0])
-        v0 = float(torch.minimum(tw.net.lane_speed[0] * tw.veh_full["speed_factor"][0, first],
-                                 tw.veh_full["max_speed"][0, first]))
+        first = int(torch.nonzero(tw.state.insert_step[0] == 0)[0])
+        v0 = float(torch.minimum(tw.net.lane_speed[0] * tw.drivers.speed_factor[0, first],
+                                 tw.drivers.max_speed[0, first]))
         # one IDM step from the insertion speed: a free road, so the speed rises by at most accel * dt
-        speeds[label] = (float(tw.state["speed"][0, first]), v0, float(tw.veh_full["accel"][0, first]))
+        speeds[label] = (float(tw.state.speed[0, first]), v0, float(tw.drivers.accel[0, first]))
     v, v0, acc = speeds["zero"]
     assert 0.0 < v <= acc + 1e-6  # from standstill
     v, v0, acc = speeds["three"]

@@ -73,7 +73,7 @@ def _scenario():
 
 def _twin_state(tw: TrafficTwin, w: int) -> dict[str, np.ndarray]:
     keys = ("status", "lane", "pos", "speed", "insert_step", "arrive_step", "time_loss", "stops")
-    return {k: tw.state[k][w].cpu().numpy() for k in keys}
+    return {k: getattr(tw.state, k)[w].cpu().numpy() for k in keys}
 
 
 def _ref_state(ref: ReferenceTrafficModel, ids: np.ndarray, lane_index: dict[str, int]) -> dict[str, np.ndarray]:
@@ -197,11 +197,11 @@ def test_kernel_matches_reference_krauss():
     calm = TrafficTwin(scen, WorldBatch.replications(seed=7, n=1), dt=DT, horizon=200 * DT, dtype=torch.float64)
     for v in calm.scenario.demand.vtypes.values():
         assert v.sigma == 0.5
-    calm.veh_full["sigma"].zero_()  # the same drivers without imperfection
+    calm.drivers.sigma.zero_()  # the same drivers without imperfection
     calm.run()
     noisy = TrafficTwin(scen, WorldBatch.replications(seed=7, n=1), dt=DT, horizon=200 * DT, dtype=torch.float64)
     noisy.run()
-    assert not torch.equal(calm.state["pos"], noisy.state["pos"]), "dawdling changed the trajectories"
+    assert not torch.equal(calm.state.pos, noisy.state.pos), "dawdling changed the trajectories"
 
 
 def with_turn_speeds(scen, left: float = 6.0, right: float = 4.5, straight: float = 11.0):
@@ -236,7 +236,7 @@ def test_kernel_matches_reference_with_turning_speeds():
                          horizon=STEPS * DT, dtype=torch.float64)
     plain.run()
     turned.run()
-    assert float(turned.state["time_loss"].sum()) > 1.005 * float(plain.state["time_loss"].sum())
+    assert float(turned.state.time_loss.sum()) > 1.005 * float(plain.state.time_loss.sum())
 
 
 def _bus_scenario():
@@ -297,8 +297,8 @@ def test_kernel_matches_reference_with_buses(lane_changing):
             b = _ref_state(ref, ids[w], lane_index)
             _compare(step, w, a, b, ids[w])
             # each bus's next stop and dwell left
-            ns = tw.state["next_stop"][w].numpy()[valid[w]]
-            dw = tw.state["dwell"][w].numpy()[valid[w]]
+            ns = tw.state.next_stop[w].numpy()[valid[w]]
+            dw = tw.state.dwell[w].numpy()[valid[w]]
             for i, vid in enumerate(ids[w]):
                 rv = ref.by_id[int(vid)]
                 if rv.bus_stops:

@@ -51,7 +51,7 @@ def _run(scen, worlds: WorldBatch, compile=False, horizon=600.0) -> TrafficTwin:
 
 
 def _used(tw: TrafficTwin, w: int = 0) -> set[str]:
-    rows = tw.veh_full["route"][w]
+    rows = tw.drivers.route[w]
     edges = tw.routes_cpu.route_edges[rows[rows >= 0].cpu()]
     return {tw.net_cpu.edge_ids[int(e)] for e in edges.flatten() if e >= 0}
 
@@ -64,13 +64,13 @@ def test_free_flow_route_is_the_short_way():
 def test_trips_avoid_the_queue_when_routed_at_insertion(compile):
     static = _run(_scenario("static"), WorldBatch.replications(1, 1), compile)
     moving = _run(_scenario("insertion"), WorldBatch.replications(1, 1), compile)
-    arrived = lambda tw: int((tw.state["status"] == kernels.ARRIVED).sum())  # noqa: E731
+    arrived = lambda tw: int((tw.state.status == kernels.ARRIVED).sum())  # noqa: E731
     assert arrived(static) == 0  # everyone queues behind the red light on the short way
     assert "q1" not in _used(static)
     assert "q1" in _used(moving)  # later trips were routed the long way
     assert arrived(moving) >= 30
     # the first trips, routed on free-flow times, still took the short way and wait there
-    first = moving.veh_full["route"][0, 0]
+    first = moving.drivers.route[0, 0]
     assert moving.net_cpu.edge_ids[int(moving.routes_cpu.route_edges[first, 1])] == "p"
 
 
@@ -82,7 +82,7 @@ def test_routing_keeps_worlds_independent_and_arms_paired():
     batch = _run(scen, WorldBatch(5, torch.tensor([0, 3, 0]), torch.zeros(3, dtype=torch.int64)))
     for w in (0, 2):
         for k in ("pos", "speed", "status", "lane", "route_pos"):
-            assert torch.equal(alone.state[k][0], batch.state[k][w]), k
+            assert torch.equal(getattr(alone.state, k)[0], getattr(batch.state, k)[w]), k
         assert _used(alone) == _used(batch, w)
 
 

@@ -47,7 +47,7 @@ def test_a_vehicle_standing_at_the_front_for_300_s_is_teleported_to_the_next_edg
     tw = _blocked({"a": 300.0, "b": 300.0, "c": 300.0}, ["a", "b", "c"])
     refs = _run_with_reference(tw)
     ok = tw.pop.flow >= 0
-    st = {k: v[ok].view(tw.W, -1) for k, v in tw.state.items() if v.dim() == 2}
+    st = {k: v[ok].view(tw.W, -1) for k, v in tw.state.columns().items() if v.dim() == 2}
     assert (st["status"] == kernels.ARRIVED).all(), "every vehicle got past the signal by teleporting"
     assert tw.teleports.tolist() == [3, 3] and all(r.events["teleports"] == 3 for r in refs)
     w = tw.results().worlds
@@ -63,7 +63,7 @@ def test_without_teleporting_the_vehicles_stay_and_nothing_moves_them():
     tw = _blocked({"a": 300.0, "b": 300.0, "c": 300.0}, ["a", "b", "c"], ttt=None)
     _run_with_reference(tw)
     assert tw.teleports.tolist() == [0, 0]
-    assert (tw.state["status"][tw.pop.flow >= 0] == kernels.RUNNING).all()
+    assert (tw.state.status[tw.pop.flow >= 0] == kernels.RUNNING).all()
     assert tw.results().worlds["throughput_veh"].tolist() == [0, 0]
 
 
@@ -72,14 +72,14 @@ def test_edges_too_short_to_insert_on_are_skipped_and_a_route_without_one_ends()
     tw = _blocked({"a": 300.0, "b": 3.0, "c": 300.0}, ["a", "b", "c"])
     _run_with_reference(tw)
     ok = tw.pop.flow >= 0
-    assert (tw.state["status"][ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [3, 3]
-    assert (tw.state["route_pos"][ok] == 2).all()
+    assert (tw.state.status[ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [3, 3]
+    assert (tw.state.route_pos[ok] == 2).all()
     # nothing left on the route to insert on: the vehicle arrives where it was teleported (SUMO: at the route's end)
     tw = _blocked({"a": 300.0, "b": 3.0}, ["a", "b"])
     _run_with_reference(tw)
     ok = tw.pop.flow >= 0
-    assert (tw.state["status"][ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [3, 3]
-    assert (tw.state["route_pos"][ok] == 0).all()
+    assert (tw.state.status[ok] == kernels.ARRIVED).all() and tw.teleports.tolist() == [3, 3]
+    assert (tw.state.route_pos[ok] == 0).all()
 
 
 @pytest.mark.skipif(not native.available(), reason="no C++ compiler for the compiled step")
@@ -91,7 +91,7 @@ def test_compiled_step_teleports_as_the_tensor_kernels():
         a.step()
         b.step()
         for k in ("status", "lane", "pos", "speed", "route_pos", "insert_step", "arrive_step"):
-            assert torch.equal(a.state[k], b.state[k]), (k, a.step_index)
+            assert torch.equal(getattr(a.state, k), getattr(b.state, k)), (k, a.step_index)
     assert a.teleports.tolist() == b.teleports.tolist() == [3, 3]
 
 
@@ -119,5 +119,5 @@ def test_teleporting_keeps_worlds_independent_and_arms_paired():
     alone, batch = run([0]), run([0, 4, 0])
     for w in (0, 2):
         for k in ("status", "pos", "speed", "route_pos", "arrive_step"):
-            assert torch.equal(alone.state[k][0], batch.state[k][w]), (k, w)
+            assert torch.equal(getattr(alone.state, k)[0], getattr(batch.state, k)[w]), (k, w)
     assert int(alone.teleports[0]) == int(batch.teleports[0]) == int(batch.teleports[2]) == 3

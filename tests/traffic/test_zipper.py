@@ -43,11 +43,11 @@ def test_zipper_links_merge_in_arrival_order_and_match_the_reference():
     tw = _zipper()
     refs = run_with_reference(tw)
     ok = tw.pop.flow >= 0
-    assert (tw.state["status"][ok] == kernels.ARRIVED).all(), "both streams got through the merge"
+    assert (tw.state.status[ok] == kernels.ARRIVED).all(), "both streams got through the merge"
     assert all(r.events["yield_wait"] > 0 and r.events["yield_go"] > 0 for r in refs), "the rule was exercised"
     # they took turns: neither stream went through whole while the other stood
     flow = tw.pop.flow[0][ok[0]]
-    steps = tw.state["arrive_step"][0][ok[0]]
+    steps = tw.state.arrive_step[0][ok[0]]
     first_a, first_c = steps[flow == 0].min(), steps[flow == 1].min()
     last_a, last_c = steps[flow == 0].max(), steps[flow == 1].max()
     assert first_a < last_c and first_c < last_a
@@ -59,7 +59,7 @@ def test_links_that_wait_for_each_other_without_the_zipper_rule_stay_blocked():
     tw = _zipper(state="m")
     while tw.step_index < tw.n_steps:
         tw.step()
-    assert int((tw.state["status"] == kernels.ARRIVED).sum()) == 0
+    assert int((tw.state.status == kernels.ARRIVED).sum()) == 0
 
 
 @pytest.mark.skipif(not native.available(), reason="no C++ compiler for the compiled step")
@@ -70,4 +70,4 @@ def test_compiled_step_merges_as_the_tensor_kernels():
         a.step()
         b.step()
         for k in ("status", "lane", "pos", "speed", "route_pos", "arrive_step"):
-            assert torch.equal(a.state[k], b.state[k]), (k, a.step_index)
+            assert torch.equal(getattr(a.state, k), getattr(b.state, k)), (k, a.step_index)

@@ -146,7 +146,7 @@ def test_same_replication_same_departures_in_every_arm_and_batch_position(tmp_pa
         assert torch.equal(b[0], b[2]), key  # two arms of one replication
         assert torch.equal(b[0], a[0]), key  # alone or in a batch of four
     assert not torch.equal(tb.pop.depart[0], tb.pop.depart[1])  # another replication draws its own
-    assert torch.equal(tb.veh_full["speed_factor"][0], ta.veh_full["speed_factor"][0])
+    assert torch.equal(tb.drivers.speed_factor[0], ta.drivers.speed_factor[0])
 
 
 def test_null_intervention_gives_exactly_zero_effect(tmp_path):

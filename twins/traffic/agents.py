@@ -2,19 +2,24 @@
 
 Signal controllers, edge detectors, bus lines and bus stops are Mesa agents placed on the twin's
 ``mesa.discrete_space.Network`` of junctions (:meth:`TrafficTwin._build_agents`); each reads its
-per-world numbers from the twin's tensors. :class:`VehicleView` is a read-only snapshot of one
-vehicle (vehicles themselves are tensor columns, :meth:`TrafficTwin.vehicle`).
+per-world numbers from the twin's tensors. Vehicles are tensor columns (``twin.state``, ``twin.drivers``); one
+world's vehicles are a ``mesa.agent.AgentSet`` of :class:`Vehicle` agents (:meth:`TrafficTwin.vehicles`), built
+when asked for, whose attributes read (and, for position and speed, write) that world's columns.
+:class:`VehicleView` is a read-only snapshot of one vehicle (:meth:`TrafficTwin.vehicle`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import math
+
+import mesa
 import numpy as np
 import torch
 from mesa.discrete_space import FixedAgent
 
-from . import transit
+from . import kernels, transit
 
 if TYPE_CHECKING:
     from .model import TrafficTwin
@@ -35,6 +40,79 @@ class VehicleView:
     route_pos: int
     depart_s: float
     time_loss_s: float
+
+
+STATUS_NAMES = ("waiting", "running", "arrived")  # kernels.WAITING, RUNNING, ARRIVED
+
+
+class Vehicle(mesa.Agent):
+    """One vehicle (slot ``slot``) of world ``world``, over the twin's tensor columns, read live: what a Mesa user
+    inspects or nudges between steps (``pos_m`` and ``speed_mps`` write the state; the step re-sorts a lane whose
+    order a write changed). Not registered with the model (``model.agents`` keeps the junction agents); the twin
+    keeps one agent per vehicle asked for, so the same vehicle is the same agent. ``unique_id`` is the vehicle's
+    id (the same in every world and arm)."""
+
+    def __init__(self, model: "TrafficTwin", world: int, slot: int):
+        # no mesa.Agent.__init__: it would register every vehicle of every world with the model
+        self.model, self.world, self.slot = model, int(world), int(slot)
+        self.unique_id = int(model.pop.vehicle_id[self.world, self.slot])
+
+    def _get(self, column: str):
+        return getattr(self.model.state, column)[self.world, self.slot].item()
+
+    @property
+    def status(self) -> str:
+        return STATUS_NAMES[self._get("status")]
+
+    @property
+    def lane(self) -> str | None:
+        """The lane's id while running, else None."""
+        return self.model.net_cpu.lane_ids[self._get("lane")] if self._get("status") == kernels.RUNNING else None
+
+    @property
+    def pos_m(self) -> float:
+        """The front bumper's distance from the lane's start (m; negative while crossing the junction before it)."""
+        return float(self._get("pos"))
+
+    @pos_m.setter
+    def pos_m(self, x: float) -> None:
+        m = self.model
+        top = float(m.net_cpu.lane_length[self._get("lane")])
+        if self._get("status") != kernels.RUNNING or not 0.0 <= float(x) <= top:
+            raise ValueError(f"Vehicle.pos_m = {x!r} (vehicle {self.unique_id}, world {self.world}, "
+                             f"{self.status}): valid only for a running vehicle, from 0 to its lane's length {top} m")
+        m.state.pos[self.world, self.slot] = float(x)
+        m.lane_order_changed()
+
+    @property
+    def speed_mps(self) -> float:
+        return float(self._get("speed"))
+
+    @speed_mps.setter
+    def speed_mps(self, v: float) -> None:
+        if not (math.isfinite(float(v)) and float(v) >= 0.0):
+            raise ValueError(f"Vehicle.speed_mps = {v!r} (vehicle {self.unique_id}): a finite speed >= 0 m/s")
+        self.model.state.speed[self.world, self.slot] = float(v)
+
+    @property
+    def route(self) -> tuple[str, ...]:
+        return self.model.route_edge_ids(int(self.model.drivers.route[self.world, self.slot]))
+
+    @property
+    def edge(self) -> str | None:
+        """The edge it drives on (None unless running)."""
+        return self.route[self._get("route_pos")] if self._get("status") == kernels.RUNNING else None
+
+    @property
+    def time_loss_s(self) -> float:
+        return float(self._get("time_loss"))
+
+    def view(self) -> VehicleView:
+        return self.model.vehicle(self.world, self.unique_id)
+
+    def remove(self) -> None:
+        raise TypeError("a vehicle is a view of the twin's tensors; it cannot be removed (a demand intervention "
+                        "thins flows before the run)")
 
 
 class SignalController(FixedAgent):

@@ -35,6 +35,19 @@ BIG = 1.0e18
 
 
 @dataclass
+class PressureState:
+    """The controller's state per world and program, ``[W, P]``."""
+
+    t: float  # s: the time of the last call
+    cur: torch.Tensor  # the phase shown
+    elapsed: torch.Tensor  # float64 s: how long it has been shown
+    target: torch.Tensor  # the green phase after the transition in progress
+    next_decision: torch.Tensor  # float64 s of green at which the next decision is due
+    switches: torch.Tensor  # switches so far
+    started: bool = False  # a call has run (the first gives a green in progress its first decision at min green)
+
+
+@dataclass
 class ProgramTables:
     """Static per-program tables the controller needs (built once per network)."""
 
@@ -110,27 +123,24 @@ def phase_pressure(queues: torch.Tensor, net, tables: ProgramTables) -> torch.Te
     return (link_p @ tables.green_of.T).view(W, P, K)
 
 
-def init_state(t: float, durations: torch.Tensor, offsets: torch.Tensor, tables: ProgramTables) -> dict:
+def init_state(t: float, durations: torch.Tensor, offsets: torch.Tensor, tables: ProgramTables) -> PressureState:
     """Start where the fixed-time program is at ``t`` (its phase and the time spent in it)."""
     cur, elapsed = fixed_phase(t, durations, offsets)
     W = cur.shape[0]
     P = cur.shape[1]
     pidx = torch.arange(P, device=cur.device).unsqueeze(0).expand(W, P)
-    return {"t": float(t), "cur": cur, "elapsed": elapsed.to(torch.float64),
-            "target": tables.next_green[pidx, cur], "next_decision": torch.zeros_like(elapsed, dtype=torch.float64),
-            "switches": torch.zeros(W, P, dtype=torch.int64, device=cur.device)}
+    return PressureState(t=float(t), cur=cur, elapsed=elapsed.to(torch.float64), target=tables.next_green[pidx, cur],
+                         next_decision=torch.zeros_like(elapsed, dtype=torch.float64),
+                         switches=torch.zeros(W, P, dtype=torch.int64, device=cur.device))
 
 
-def max_pressure_codes(state: dict | None, t: float, queues: torch.Tensor, durations: torch.Tensor,
+def max_pressure_codes(state: PressureState | None, t: float, queues: torch.Tensor, durations: torch.Tensor,
                        offsets: torch.Tensor, net, tables: ProgramTables, min_green_s: torch.Tensor,
                        max_green_s: torch.Tensor, decision_interval_s: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                       ) -> tuple[torch.Tensor, torch.Tensor, PressureState]:
     """One control step at time ``t``: returns ``(codes [W, G] int8, phase [W, P], new state)``.
 
-    ``state`` (``None`` at the first call) holds, per world and program: ``cur`` (phase shown),
-    ``elapsed`` (s it has been shown), ``target`` (green after the transition), ``next_decision``
-    (s of green at which the next decision is due), ``switches`` (count) and ``t`` (time of the
-    last call). ``queues`` [W, L] vehicles per lane now; ``durations`` [W, P, K] and ``offsets``
+    ``state``: :class:`PressureState` (``None`` at the first call). ``queues`` [W, L] vehicles per lane now; ``durations`` [W, P, K] and ``offsets``
     [W, P] the world's plan (for the yellow / all-red durations and the starting phase);
     ``min_green_s``, ``max_green_s``, ``decision_interval_s`` [W]. Nothing loops over worlds.
     """
@@ -140,15 +150,15 @@ def max_pressure_codes(state: dict | None, t: float, queues: torch.Tensor, durat
         state = init_state(t, durations, offsets, tables)
         dt = 0.0
     else:
-        dt = float(t - state["t"])
-    cur, elapsed = state["cur"], state["elapsed"] + dt
-    target, next_dec, switches = state["target"], state["next_decision"], state["switches"]
+        dt = float(t - state.t)
+    cur, elapsed = state.cur, state.elapsed + dt
+    target, next_dec, switches = state.target, state.next_decision, state.switches
     pidx = torch.arange(P, device=dev).unsqueeze(0).expand(W, P)
     green_now = tables.is_green[pidx, cur]
     mn = min_green_s.to(dev, torch.float64).view(W, 1)
     mx = max_green_s.to(dev, torch.float64).view(W, 1)
     iv = decision_interval_s.to(dev, torch.float64).view(W, 1)
-    if state.get("started") is None:  # first call: a green in progress gets its first decision at min green
+    if not state.started:  # first call: a green in progress gets its first decision at min green
         next_dec = torch.where(green_now, torch.maximum(mn.expand(W, P), elapsed), next_dec)
 
     # 1. transitions (yellow, all-red) run their planned durations, then the next one or the target green
@@ -194,8 +204,8 @@ def max_pressure_codes(state: dict | None, t: float, queues: torch.Tensor, durat
     next_dec = torch.where(switch & tables.is_green[pidx, cur], mn.expand(W, P), next_dec)
     switches = switches + switch.to(torch.int64)
 
-    new_state = {"t": float(t), "cur": cur, "elapsed": elapsed, "target": target, "next_decision": next_dec,
-                 "switches": switches, "started": True}
+    new_state = PressureState(t=float(t), cur=cur, elapsed=elapsed, target=target, next_decision=next_dec,
+                              switches=switches, started=True)
     lp, ll = net.link_program, net.link_local
     ph_link = cur[:, lp]  # [W, G]
     codes = net.phase_code[lp.unsqueeze(0).expand_as(ph_link), ph_link, ll.unsqueeze(0).expand_as(ph_link)]

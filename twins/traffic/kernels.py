@@ -4,7 +4,8 @@ Vehicles of all worlds are flattened into one vector of N slots; ``world``
 says which world a slot belongs to. Per-world lane tables have ``W * L``
 entries indexed by ``world * L + lane``. Every operation is elementwise or a
 gather keyed by world, so a world never sees another's vehicles (batch
-independence).
+independence). The kernels take and return the typed records of
+:mod:`twins.traffic.state` (the vehicles' state, their drivers, the step's settings).
 
 Rules (the per-agent reference in :mod:`twins.traffic.reference` implements
 the same, one vehicle at a time):
@@ -44,7 +45,7 @@ the same, one vehicle at a time):
 7. Bus stops (only with ``stops``; :mod:`twins.traffic.transit`): a bus whose
    next unserved stop lies on its current edge treats it as a stop line (a
    standing obstacle, never rolled over) unless its leader is nearer. Halted
-   within ``DOCK_REACH_M`` of it, the bus *docks* (``_docked``); the model
+   within ``DOCK_REACH_M`` of it, the bus *docks* (``StepResult.docked``); the model
    then boards passengers and sets ``dwell``. While ``dwell > 0`` the bus is
    held (speed 0) and ``dwell`` counts down by ``dt``; when it runs out the
    stop is served and the next one becomes the target. Without ``stops``
@@ -106,7 +107,11 @@ Length: the twelve rules of one step, which read and write the same state in a f
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
+
+from .state import Drivers, Moved, Movers, StepResult, StepSettings, StopTables, Surroundings, Teleported, VehicleState
 
 # signal codes per link (the network tables, twins.traffic.tables, encode programs in them)
 SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
@@ -333,7 +338,7 @@ def arrival_time(d, v, a, vmax):
     return torch.where(d <= d1, accelerating, cruising)
 
 
-def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W: int, M: int):
+def yield_blocked(m: Movers, fi, ci, found, must_stop, code, d, via, net, routes, W: int, M: int):
     """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
 
     SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
@@ -357,12 +362,12 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
     one lane keep no extra time gap (SUMO's look-ahead for a shared target lane)."""
     C = net.conn_yield.numel()
     inf = torch.inf
-    wf, rf, lf = _gather(cols["world"], fi), _gather(cols["route"], fi), _gather(cols["lane"], fi)
-    vf, af = _gather(cols["speed"], fi), _gather(vcols["accel"], fi)
-    sff, lenf = _gather(vcols["speed_factor"], fi), _gather(vcols["length"], fi)
-    vmax = torch.minimum(_gather(net.lane_speed, lf) * sff, _gather(vcols["max_speed"], fi))
+    wf, rf, lf = _gather(m.world, fi), _gather(m.route, fi), _gather(m.lane, fi)
+    vf, af = _gather(m.speed, fi), _gather(m.accel, fi)
+    sff, lenf = _gather(m.speed_factor, fi), _gather(m.length, fi)
+    vmax = torch.minimum(_gather(net.lane_speed, lf) * sff, _gather(m.max_speed, fi))
     if routes.has_turn_speeds:
-        vmax = torch.minimum(vmax, _gather(routes.route_turn_speed.reshape(-1), rf * M + _gather(cols["route_pos"], fi))
+        vmax = torch.minimum(vmax, _gather(routes.route_turn_speed.reshape(-1), rf * M + _gather(m.route_pos, fi))
                              * sff)
     t_arr = arrival_time(d, vf, af, vmax)
     t_leave = arrival_time(d + via + lenf, vf, af, vmax)
@@ -375,9 +380,9 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
     leave = torch.full((W * C + 1,), -inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
         0, seg, t_leave, "amax")
     arr[W * C], leave[W * C] = inf, -inf  # the sentinel collected the others: no window
-    inside = cols["running"] & (cols["pos"] < 0) & (cols["route_pos"] > 0) & (cols["conn"] >= 0)
-    seg_in = torch.where(inside, cols["world"] * C + cols["conn"].clamp(min=0), W * C)
-    clear = (vcols["length"] - cols["pos"]) / torch.clamp(cols["speed"], min=STOP_SPEED)
+    inside = m.running & (m.pos < 0) & (m.route_pos > 0) & (m.conn >= 0)
+    seg_in = torch.where(inside, m.world * C + m.conn.clamp(min=0), W * C)
+    clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
     leave_in = torch.full_like(leave, -inf).scatter_reduce(0, seg_in, clear, "amax")
     leave_in[W * C] = -inf
     # a minor link is blocked by any foe connection whose window overlaps its own; a vehicle inside the junction
@@ -402,14 +407,15 @@ def yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, rout
 TIME_TO_TELEPORT_S = 300.0  # s: SUMO's --time-to-teleport default (rule 12)
 
 
-def teleport(status, speed, rpos, leader, last, wait, route, length, min_gap, routes, edge_length, exempt,
-             wait_steps: int):
-    """Rule 12 on one window of every world, ``[W, n]`` slot columns (``leader``: the window slot of the vehicle
-    ahead, -1: none; ``last`` [W, L]: each lane's tail slot, -1: none; ``wait``: steps each has stood, halted and
-    running, up to and including this one; ``exempt``: slots never teleported, e.g. buses, whose stops the skip
-    would lose). ``wait_steps``: steps a front vehicle may stand before it is teleported; ``edge_length`` [E].
-    Returns None when nobody is teleported, else new ``status``, ``route_pos``, ``speed``, ``leader``, ``last``,
-    and the masks ``gone`` (teleported this step) and ``arrived`` (of those, the ones with no edge left)."""
+def teleport(state: VehicleState, drivers: Drivers, lane_tails, wait, routes, edge_length, exempt,
+             wait_steps: int) -> Teleported | None:
+    """Rule 12 on one window of every world, ``[W, n]`` slot columns (``state.leader``: the window slot of the
+    vehicle ahead, -1: none; ``lane_tails`` [W, L]: each lane's tail slot, -1: none; ``wait``: steps each has stood,
+    halted and running, up to and including this one; ``exempt``: slots never teleported, e.g. buses, whose stops
+    the skip would lose). ``wait_steps``: steps a front vehicle may stand before it is teleported; ``edge_length``
+    [E]. Returns None when nobody is teleported."""
+    status, speed, rpos, leader, last = state.status, state.speed, state.route_pos, state.leader, lane_tails
+    route, length, min_gap = drivers.route, drivers.length, drivers.min_gap
     running = status == RUNNING
     cand = running & (leader < 0) & (wait > wait_steps) & ~exempt
     if not bool(cand.any()):
@@ -435,8 +441,8 @@ def teleport(status, speed, rpos, leader, last, wait, route, length, min_gap, ro
     # followers lose their leader; a lane whose tail left is empty (the teleported vehicle was its front)
     leader = torch.where((leader >= 0) & gone.gather(1, leader.clamp(min=0)), -1, leader)
     last = torch.where((last >= 0) & gone.gather(1, last.clamp(min=0)), -1, last)
-    return {"status": status, "route_pos": rpos, "speed": speed, "leader": leader, "last": last,
-            "gone": gone, "arrived": arrived}
+    return Teleported(status=status, route_pos=rpos, speed=speed, leader=leader, lane_tails=last, gone=gone,
+                      arrived=arrived)
 
 
 LC_SPEED_GAIN = 1.0  # m/s: a change for speed must gain this much (MOBIL's threshold, in next-step speed)
@@ -451,8 +457,7 @@ def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
     return torch.minimum(torch.minimum(v0, v + accel * dt), v_safe)
 
 
-def change_lanes(world, lane, pos, speed, running, route, rpos, veh: dict, net, routes, W: int, span: float,
-                 dt: float, hold=None):
+def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, settings: StepSettings, hold=None):
     """Rule 11, after the move: each vehicle whose whole length is on a lane of a multi-lane edge (or, on a lane
     shorter than that, whose front is in its last :data:`LC_SHORT_LANE_END_M` m) may change to a neighbouring lane
     of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle is asked
@@ -484,10 +489,13 @@ def change_lanes(world, lane, pos, speed, running, route, rpos, veh: dict, net, 
     Simplifications against SUMO's LC2013: no keep-right changes, no look-ahead beyond the current edge, no
     urgency that relaxes the safe gaps near the lane end, and changes are instantaneous (no sublane, no
     lane-change duration)."""
+    world, lane, pos, speed = state.world, state.lane, state.pos, state.speed
+    route, rpos = drivers.route, state.route_pos
+    W, span, dt = settings.W, settings.span, settings.dt
     L, N = net.n_lanes, pos.numel()
     dev = pos.device
-    length, min_gap, decel, tau, accel = (veh[k] for k in ("length", "min_gap", "decel", "tau", "accel"))
-    sf, vmax = veh["speed_factor"], veh["max_speed"]
+    length, min_gap, decel, tau, accel = drivers.length, drivers.min_gap, drivers.decel, drivers.tau, drivers.accel
+    sf, vmax = drivers.speed_factor, drivers.max_speed
     seg = torch.where(running, world * L + lane, W * L)
     key = seg.to(torch.float64) * span + pos.to(torch.float64)
     bits = key.view(torch.int64)
@@ -635,24 +643,25 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lan
         0, torch.where(behind, seg, W * n_lanes), (length + min_gap).to(torch.float64))
 
 
-def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig, net, routes, delta, stops, dt: float,
-            W: int, substeps: int, fused: bool = False, cf: int = IDM, dawdle_u=None, lane_change: bool = False):
-    """Rules 4–7 for a set of vehicles: look past the stop line, bus stops, IDM, movement, transitions.
+def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSettings, stops: StopTables | None = None,
+            dawdle_u=None) -> Moved:
+    """Rules 4–8 for a set of vehicles: look past the stop line, bus stops, IDM, movement, transitions.
 
-    ``cols``/``vcols`` hold one entry per vehicle considered (state and parameter columns; ``running``
-    masks the ones that move); ``slot`` is each one's index into the window's full columns ``pos``,
-    ``length``, ``speed`` (where leaders and lane tails are looked up; ``last``: each lane's tail; ``space``: each
-    lane's room behind its last standing vehicle, :func:`space_till_standing`).
+    ``m`` holds one entry per vehicle considered (``running`` masks the ones that move); ``around`` the window's
+    full columns where leaders and lane tails are looked up (:class:`~twins.traffic.state.Surroundings`).
     The look past the stop line and the lane transitions run on the front vehicles only (the subset
-    ``fi``); ``fused`` moves the vehicles with :func:`fused_idm_move` (``torch.compile``, same numbers);
-    ``cf`` the car-following model (rule 9) and ``dawdle_u`` its per-vehicle draws (Krauss; None: none).
-    Returns new position, speed, lane, route position, arrived, halted, time loss; with ``stops``
-    (``(next_stop, dwell, tables)``) also the new next stop, dwell and docked.
+    ``fi``); ``settings.fused`` moves the vehicles with :func:`fused_idm_move` (``torch.compile``, same numbers);
+    ``settings.cf`` the car-following model (rule 9) and ``dawdle_u`` its per-vehicle draws (Krauss; None: none).
+    ``stops``: the bus stops (rule 7; then ``m`` holds ``next_stop`` and ``dwell``).
     """
     L = net.n_lanes
-    wr, rr, lr, pr, vr, rpr = cols["world"], cols["route"], cols["lane"], cols["pos"], cols["speed"], cols["route_pos"]
-    lenr, mgr = vcols["length"], vcols["min_gap"]
-    ldr = cols["leader"]
+    slot, pos, length, speed = around.slot, around.pos, around.length, around.speed
+    last, space = around.lane_tails, around.space
+    dt, W, substeps, fused, cf = settings.dt, settings.W, settings.substeps, settings.fused, settings.cf
+    lane_change, delta = settings.lane_change, m.delta
+    wr, rr, lr, pr, vr, rpr = m.world, m.route, m.lane, m.pos, m.speed, m.route_pos
+    lenr, mgr = m.length, m.min_gap
+    ldr = m.leader
 
     # 4. followers see their leader; front vehicles look past the stop line
     on_last_edge = rpr + 1 >= _gather(routes.route_len, rr)
@@ -661,7 +670,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     gap = torch.where(has_leader, _gather(pos, ld) - _gather(length, ld) - pr, torch.inf)
     v_lead = torch.where(has_leader, _gather(speed, ld), 0.0)
     L_here = _gather(net.lane_length, lr)
-    front = ~has_leader & ~on_last_edge & cols["running"]
+    front = ~has_leader & ~on_last_edge & m.running
     fi = _nz(front)
     at = lambda x: _gather(x, fi)  # noqa: E731
     put = lambda full, part: full.index_put((fi,), part)  # noqa: E731
@@ -699,7 +708,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     code = link_codes(sig, wf, link)
     L_f = at(L_here)
     d = L_f - pf
-    must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(vcols["decel"]) * d.clamp(min=0)))
+    must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(m.decel) * d.clamp(min=0)))
     must_stop = must_stop | (next_lane < 0) | ~found
     # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
     # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
@@ -709,13 +718,13 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & (via > 0))
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
     if net.has_foes:
-        must_stop = must_stop | yield_blocked(cols, vcols, fi, ci, found, must_stop, code, d, via, net, routes, W, M)
+        must_stop = must_stop | yield_blocked(m, fi, ci, found, must_stop, code, d, via, net, routes, W, M)
     # 10. SUMO's cautious approach: a minor link it could still stop for is approached as a standing obstacle at
     # the point where it waits for its foes, until it is within its visibility distance of that point
     if net.conn_key.numel():
         minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
         d_wait = d + _gather(net.conn_wait, cic)
-        cautious = minor & (d_wait > _gather(net.conn_visibility, cic)) & (vf * vf <= 2.0 * at(vcols["decel"]) * d_wait)
+        cautious = minor & (d_wait > _gather(net.conn_visibility, cic)) & (vf * vf <= 2.0 * at(m.decel) * d_wait)
     else:
         d_wait, cautious = d, torch.zeros_like(must_stop)
     nl = _gather(last, wf * L + next_lane.clamp(min=0))
@@ -732,20 +741,20 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     v_lead = put(v_lead, torch.where(line_first | wary, 0.0, v_junction))
     # ... and inside the junction, short of its waiting point (a left turn's internal junction)
     if net.conn_key.numel():
-        cn = cols["conn"].clamp(min=0)
+        cn = m.conn.clamp(min=0)
         wait = _gather(net.conn_wait, cn)
-        inside = cols["running"] & (pr < 0) & (rpr > 0) & (cols["conn"] >= 0) & (wait > 0)
+        inside = m.running & (pr < 0) & (rpr > 0) & (m.conn >= 0) & (wait > 0)
         code_in = link_codes(sig, wr, _gather(net.conn_link, cn))
         d_in = wait - _gather(net.conn_via, cn) - pr
         wary_in = (inside & (_gather(net.conn_yield, cn) | (code_in == SIG_GREEN_MINOR))
-                   & (d_in > _gather(net.conn_visibility, cn)) & (vr * vr <= 2.0 * vcols["decel"] * d_in)
+                   & (d_in > _gather(net.conn_visibility, cn)) & (vr * vr <= 2.0 * m.decel * d_in)
                    & (d_in + mgr < gap))
         gap = torch.where(wary_in, d_in + mgr, gap)
         v_lead = torch.where(wary_in, 0.0, v_lead)
     # 11. cooperation: a vehicle asked to let a neighbour in follows it as well as its own leader (while it is
     # more than its min gap behind the neighbour's rear: closer, holding back would open no gap)
     if lane_change:
-        y = cols["lc_yield"]
+        y = m.lc_yield
         yc = y.clamp(min=0)
         g_y = torch.where(y >= 0, _gather(pos, yc) - _gather(length, yc) - pr, torch.inf)
         use_y = (g_y > mgr) & (g_y < gap)
@@ -754,10 +763,10 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
 
     # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
     if stops is not None:
-        ns, dw, tables = stops
+        ns, dw = m.next_stop, m.dwell
         z = ns.clamp(min=0)
-        at_edge = (ns >= 0) & (rpr == _gather(tables["route_pos"], z))
-        stop_pos = _gather(tables["pos"], z)
+        at_edge = (ns >= 0) & (rpr == _gather(stops.route_pos, z))
+        stop_pos = _gather(stops.pos, z)
         d_stop = stop_pos - pr
         dwelling = at_edge & (dw > 0)
         nearer = at_edge & (d_stop + mgr < gap)
@@ -766,7 +775,7 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
         gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
 
     # 8. turning speeds: the limit of the junction being crossed (front inside it), then the one ahead
-    sfr, vmax = vcols["speed_factor"], vcols["max_speed"]
+    sfr, vmax = m.speed_factor, m.max_speed
     v0 = torch.minimum(_gather(net.lane_speed, lr) * sfr, vmax)
     v_cap = None  # no cap (the same numbers, less work) on networks without turning speeds
     if routes.has_turn_speeds:  # a Python flag: no work (and the same numbers) on networks without them
@@ -777,26 +786,26 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
         u = _gather(turn, here)
         ut = torch.minimum(u * sfr, vmax)
         if cf == KRAUSS:  # SUMO's generic freeSpeed
-            v_cap = torch.where(torch.isfinite(u), free_speed(L_here - pr, ut, vcols["decel"], dt), torch.inf)
+            v_cap = torch.where(torch.isfinite(u), free_speed(L_here - pr, ut, m.decel, dt), torch.inf)
         else:
-            v_cap = turn_speed_cap(vr, v0, L_here - pr, ut, torch.isfinite(u), vcols["accel"], vcols["two_sqrt_ab"],
-                                   vcols["tau"], vcols["decel"], delta, dt, substeps)
+            v_cap = turn_speed_cap(vr, v0, L_here - pr, ut, torch.isfinite(u), m.accel, m.two_sqrt_ab,
+                                   m.tau, m.decel, delta, dt, substeps)
 
     # 5. / 9. car following and movement (a bus dwelling at its stop is held there)
     hold = None if stops is None else dwelling
     if cf == KRAUSS:
-        v_new, x_new = krauss_move(vr, v0, gap, v_lead, mgr, vcols["accel"], vcols["decel"], vcols["tau"],
-                                   vcols["sigma"], dawdle_u, v_cap, dt, gap_phys, pr, hold)
+        v_new, x_new = krauss_move(vr, v0, gap, v_lead, mgr, m.accel, m.decel, m.tau,
+                                   m.sigma, dawdle_u, v_cap, dt, gap_phys, pr, hold)
     else:
         v_new, x_new = (fused_idm_move if fused else idm_move)(
-            vr, v0, gap, v_lead, vcols["accel"], vcols["two_sqrt_ab"], vcols["tau"], mgr, delta, dt, substeps,
+            vr, v0, gap, v_lead, m.accel, m.two_sqrt_ab, m.tau, mgr, delta, dt, substeps,
             gap_phys, pr, v_cap, hold)
     if stops is not None:
         missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
         dock = at_edge & ~dwelling & ~missed & (stop_pos - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
         dw_new = torch.where(dwelling, dw - dt, dw)
         served = dwelling & (dw_new <= 1e-9)
-        ns_new = torch.where(served | missed, _gather(tables["next"], z), ns)
+        ns_new = torch.where(served | missed, _gather(stops.next, z), ns)
         dw_new = torch.where(served, 0.0, dw_new)
 
     # 6. transitions and arrivals (only front vehicles can pass the end of their lane)
@@ -821,12 +830,15 @@ def advance(cols: dict, vcols: dict, slot, pos, length, speed, last, space, sig,
     new_lane = put(lr, torch.where(cross, next_lane, lf))
     rpos_new = put(rpr, torch.where(cross, nk, nk - 1))
     # rule 10: the connection a vehicle crossed by, while it is inside that junction
-    conn_new = put(cols["conn"], torch.where(cross, ci, at(cols["conn"]))) if net.has_foes else cols["conn"]
+    conn_new = put(m.conn, torch.where(cross, ci, at(m.conn))) if net.has_foes else m.conn
 
     halted = v_new < STOP_SPEED
     loss = dt * torch.clamp(1.0 - v_new / v0, min=0.0)
-    out = (x_new, v_new, new_lane, rpos_new, arrive, halted, loss, conn_new)
-    return out if stops is None else out + (ns_new, dw_new, dock)
+    moved = Moved(pos=x_new, speed=v_new, lane=new_lane, route_pos=rpos_new, arrived=arrive, halted=halted,
+                  time_loss=loss, conn=conn_new)
+    if stops is not None:
+        moved.next_stop, moved.dwell, moved.docked = ns_new, dw_new, dock
+    return moved
 
 
 def idm_move(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, substeps: int, gap_phys, x, v_cap,
@@ -869,26 +881,15 @@ def fused_idm_move(*args):
     return _idm_move_compiled(*args)
 
 
-def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_index: int, dt: float,
-         W: int, span: float, substeps: int = 1, insert_rounds: int = 1, delta=None, stops: dict | None = None,
-         fused: bool = False, cf: int = IDM, dawdle_u: torch.Tensor | None = None, lane_change: bool = False) -> dict:
-    """Advance every world by ``dt``. ``state``/``veh`` hold flattened [N] slot columns.
-
-    state: world, status, lane, pos, speed, route_pos, insert_step, arrive_step,
-           time_loss, stops, halted, depart (float64), leader (window slot of the vehicle ahead, -1),
-           conn (the connection a vehicle entered its lane by, -1: none; rule 10)
-           and ``_last`` [W*L+1] (each lane's tail): the previous step's result; without ``_last``
-           leaders and tails are sorted out (rule 2)
-    veh:   route, length, min_gap, accel, decel, two_sqrt_ab, tau, delta, speed_factor, max_speed, depart_speed
-    ``substeps``: IDM sub-steps per step; ``insert_rounds``: insertion attempts per step;
-    ``delta``: the IDM exponent as a Python int when every vehicle shares it (faster).
-    ``stops``: bus stop tables ``{route_pos, pos, next}`` [Z] (rule 7); then ``state`` also holds
-    ``next_stop`` (int64, -1: none) and ``dwell`` (s left at the stop), and the result ``_docked``.
-    ``fused``: IDM and movement through :func:`fused_idm_move` (``torch.compile``).
-    ``cf``: the car-following model (rule 9, :data:`IDM` or :data:`KRAUSS`; Krauss reads ``veh["sigma"]``);
-    ``dawdle_u``: [N] the Krauss drivers' dawdling draws this step (None: no dawdling).
-    ``lane_change``: rule 11 (then ``state`` also holds ``lc_yield``, window slots, -1: none).
-    Returns the new state (new tensors; the input is not modified).
+def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, t: float, step_index: int,
+         settings: StepSettings, lane_tails: torch.Tensor | None = None, stops: StopTables | None = None,
+         dawdle_u: torch.Tensor | None = None) -> StepResult:
+    """Advance every world by ``settings.dt``. ``state``/``drivers`` hold flattened [N] slot columns of a window
+    (``leader``, ``lc_yield`` as window-flat indices); ``lane_tails`` [W*L+1] each lane's tail from the previous
+    step's result; without it leaders and tails are sorted out (rule 2). ``stops``: the bus stops (rule 7; then
+    ``state`` holds ``next_stop`` and ``dwell``). ``dawdle_u``: [N] the Krauss drivers' dawdling draws this step
+    (None: no dawdling). Returns the new state (new tensors; the input is not modified), the lane tails and this
+    step's observations (:class:`~twins.traffic.state.StepResult`).
 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles
     waiting to enter, the look past the stop line on each lane's front vehicle (only a
@@ -896,25 +897,26 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
     """
     L = net.n_lanes
     E = len(net.edge_ids)
-    world, status = state["world"], state["status"]
-    lane, pos, speed, rpos = state["lane"], state["pos"], state["speed"], state["route_pos"]
-    route = veh["route"]
-    length, min_gap = veh["length"], veh["min_gap"]
-    delta = veh["delta"] if delta is None else delta
+    W, span, lane_change = settings.W, settings.span, settings.lane_change
+    world, status = state.world, state.status
+    lane, pos, speed, rpos = state.lane, state.pos, state.speed, state.route_pos
+    route = drivers.route
+    length, min_gap = drivers.length, drivers.min_gap
+    delta = drivers.delta if settings.delta is None else settings.delta
     running = status == RUNNING
     r = route.clamp(min=0)
 
     # 2. leaders and lane tails: carried over from the last step, or sorted out
-    if "_last" in state:
-        leader, last = state["leader"], state["_last"]
+    if lane_tails is not None:
+        leader, last = state.leader, lane_tails
     else:
         leader, last = lane_order(world, lane, pos, running, L, W, span)
 
     # 3. insertion, SUMO's way: per (world, first edge) the waiting vehicles try in departure
     # order; the first that does not fit closes that edge for this step. Rounds let several
     # vehicles enter a multi-lane edge in one step.
-    cand = _nz((status == WAITING) & (state["depart"] <= t + 1e-9) & (route >= 0))
-    insert_step = state["insert_step"]
+    cand = _nz((status == WAITING) & (state.depart <= t + 1e-9) & (route >= 0))
+    insert_step = state.insert_step
     if cand.numel():
         status, lane, pos, speed, rpos, insert_step, leader = (
             x.clone() for x in (status, lane, pos, speed, rpos, insert_step, leader))
@@ -922,7 +924,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         grp = world[cand] * E + first_edge
         open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
         remaining = torch.ones_like(cand, dtype=torch.bool)
-        for _ in range(insert_rounds):
+        for _ in range(settings.insert_rounds):
             g = torch.where(remaining & open_edge[grp], grp, W * E)
             head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
             head_slot.scatter_reduce_(0, g, cand, reduce="amin")
@@ -936,11 +938,11 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
                                          net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
             fits = (ins_lane >= 0) & (room - lenh >= gaph)
             il = ins_lane.clamp(min=0)
-            v0_ins = torch.minimum(net.lane_speed[il] * veh["speed_factor"][h], veh["max_speed"][h])
+            v0_ins = torch.minimum(net.lane_speed[il] * drivers.speed_factor[h], drivers.max_speed[h])
             gap_ins = room - lenh
             v_ins = torch.where(torch.isfinite(gap_ins),
-                                torch.clamp((gap_ins - gaph) / veh["tau"][h], min=0.0), torch.inf)
-            v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), veh["depart_speed"][h])
+                                torch.clamp((gap_ins - gaph) / drivers.tau[h], min=0.0), torch.inf)
+            v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), drivers.depart_speed[h])
             seg = wh * L + il
             status[h] = torch.where(fits, RUNNING, status[h])
             lane[h] = torch.where(fits, il, lane[h])
@@ -956,36 +958,42 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
 
     # 4.–7. on the running vehicles only (the window also holds waiting and arrived slots)
     ri = _nz(running)
-    new_status, arrive_step = status, state["arrive_step"]
+    new_status, arrive_step = status, state.arrive_step
     x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
-    conn_all = state["conn"]
+    conn_all = state.conn
     loss_all = torch.zeros_like(pos)
-    transit = {} if stops is None else {"_docked": torch.zeros_like(running)}  # rule 7's outputs
-    halted_all, stops_all = state["halted"], state["stops"]
+    ns_all, dw_all, docked = state.next_stop, state.dwell, None
+    if stops is not None:
+        docked = torch.zeros_like(running)  # rule 7's output
+    halted_all, stops_all = state.halted, state.stops
     # when most of the window is running, masking beats gathering (same values either way)
     dense = ri.numel() * 4 >= 3 * pos.numel()
     take = (lambda x: x) if dense else (lambda x: _gather(x, ri))  # noqa: E731
     if ri.numel():
         slot = torch.arange(pos.numel(), device=pos.device) if dense else ri
-        cols = {k: take(v) for k, v in (("world", world), ("route", r), ("lane", lane), ("pos", pos),
-                                         ("speed", speed), ("route_pos", rpos), ("leader", leader),
-                                         ("running", running), ("conn", state["conn"]))
-                + ((("lc_yield", state["lc_yield"]),) if lane_change else ())}
-        vcols = {k: take(veh[k]) for k in ("length", "min_gap", "decel", "speed_factor", "max_speed", "accel",
-                                            "two_sqrt_ab", "tau") + (("sigma",) if cf == KRAUSS else ())}
-        dl = delta if isinstance(delta, int) else take(delta)
-        stop_cols = None if stops is None else (take(state["next_stop"]), take(state["dwell"]), stops)
+        movers = Movers(
+            world=take(world), route=take(r), lane=take(lane), pos=take(pos), speed=take(speed),
+            route_pos=take(rpos), leader=take(leader), running=take(running), conn=take(state.conn),
+            length=take(length), min_gap=take(min_gap), decel=take(drivers.decel),
+            speed_factor=take(drivers.speed_factor), max_speed=take(drivers.max_speed), accel=take(drivers.accel),
+            two_sqrt_ab=take(drivers.two_sqrt_ab), tau=take(drivers.tau),
+            delta=delta if isinstance(delta, int) else take(delta),
+            sigma=take(drivers.sigma) if settings.cf == KRAUSS else None,
+            lc_yield=take(state.lc_yield) if lane_change else None,
+            next_stop=None if stops is None else take(state.next_stop),
+            dwell=None if stops is None else take(state.dwell))
         space = space_till_standing(world, lane, running, pos, length, min_gap, speed, L, W)
-        moved = advance(cols, vcols, slot, pos, length, speed, last, space, sig, net, routes, dl, stop_cols, dt, W,
-                        substeps, fused=fused, cf=cf, dawdle_u=None if dawdle_u is None else take(dawdle_u),
-                        lane_change=lane_change)
-        x_new, v_new, new_lane, rpos_new, arrive, halted, loss, conn_new = moved[:8]
+        moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, lane_tails=last,
+                                             space=space),
+                        sig, net, routes, settings, stops, dawdle_u=None if dawdle_u is None else take(dawdle_u))
+        x_new, v_new, new_lane, rpos_new = moved.pos, moved.speed, moved.lane, moved.route_pos
+        arrive, halted, loss, conn_new = moved.arrived, moved.halted, moved.time_loss, moved.conn
         if dense:
             x_all = torch.where(running, x_new, pos)
             v_all = torch.where(running, v_new, speed)
             lane_all = torch.where(running, new_lane, lane)
             rpos_all = torch.where(running, rpos_new, rpos)
-            conn_all = torch.where(running, conn_new, state["conn"])
+            conn_all = torch.where(running, conn_new, state.conn)
             new_status = torch.where(running, torch.where(arrive, ARRIVED, RUNNING), status)
             arrive_step = torch.where(running & arrive, step_index + 1, arrive_step)
             stops_all = torch.where(running, stops_all + (halted & ~halted_all).to(stops_all.dtype), stops_all)
@@ -994,7 +1002,7 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         else:
             x_all, v_all, lane_all, rpos_all = pos.clone(), speed.clone(), lane.clone(), rpos.clone()
             x_all[ri], v_all[ri], lane_all[ri], rpos_all[ri] = x_new, v_new, new_lane, rpos_new
-            conn_all = state["conn"].clone()
+            conn_all = state.conn.clone()
             conn_all[ri] = conn_new
             new_status = status.clone()
             new_status[ri] = torch.where(arrive, ARRIVED, RUNNING)
@@ -1006,27 +1014,23 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
             halted_all[ri] = halted
             loss_all[ri] = loss
         if stops is not None:
-            ns_new, dw_new, dock = moved[8:]
             if dense:
-                ns_all = torch.where(running, ns_new, state["next_stop"])
-                dw_all = torch.where(running, dw_new, state["dwell"])
-                docked = running & dock
+                ns_all = torch.where(running, moved.next_stop, state.next_stop)
+                dw_all = torch.where(running, moved.dwell, state.dwell)
+                docked = running & moved.docked
             else:
-                ns_all, dw_all = state["next_stop"].clone(), state["dwell"].clone()
-                ns_all[ri], dw_all[ri] = ns_new, dw_new
-                docked = torch.zeros_like(running)
-                docked[ri] = dock
-            transit = {"next_stop": ns_all, "dwell": dw_all, "_docked": docked}
+                ns_all, dw_all = state.next_stop.clone(), state.dwell.clone()
+                ns_all[ri], dw_all[ri] = moved.next_stop, moved.dwell
+                docked[ri] = moved.docked
 
     on = new_status == RUNNING
-    lc = {}
+    lc_yield = state.lc_yield
     if lane_change:
         # 11. lane changes on the state after the move; then the lanes are sorted again (rule 2)
-        hold = transit["dwell"] > 0 if "dwell" in transit else None
-        lane_all, x_all, lc_yield, _ = change_lanes(world, lane_all, x_all, v_all, on, r, rpos_all, veh, net, routes,
-                                                    W, span, dt, hold)
+        hold = dw_all > 0 if stops is not None else None
+        after = replace(state, lane=lane_all, pos=x_all, speed=v_all, route_pos=rpos_all)
+        lane_all, x_all, lc_yield, _ = change_lanes(after, on, drivers, net, routes, settings, hold)
         leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
-        lc = {"lc_yield": lc_yield}
     else:
         # 2'. leaders and lane tails for the next step. No vehicle overtakes on a lane, inserted ones and
         # those entering a lane land behind its tail (they follow it), and only a lane's front vehicle
@@ -1046,26 +1050,10 @@ def step(state: dict, veh: dict, net, routes, sig: torch.Tensor, t: float, step_
         if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):
             leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
 
-    return {
-        **state,
-        "leader": leader,
-        "_last": last,
-        "status": new_status,
-        "lane": lane_all,
-        "pos": x_all,
-        "speed": v_all,
-        "route_pos": rpos_all,
-        "conn": conn_all,
-        "insert_step": insert_step,
-        "arrive_step": arrive_step,
-        "time_loss": state["time_loss"] + loss_all,
-        "stops": stops_all,
-        "halted": halted_all,
-        # per-step lane observations (before transitions), for detectors and maps
-        "_obs_lane": lane,
-        "_obs_running": running,
-        "_obs_speed": v_all,
-        "_obs_loss": loss_all,
-        **transit,
-        **lc,
-    }
+    new = replace(state, leader=leader, status=new_status, lane=lane_all, pos=x_all, speed=v_all,
+                  route_pos=rpos_all, conn=conn_all, insert_step=insert_step, arrive_step=arrive_step,
+                  time_loss=state.time_loss + loss_all, stops=stops_all, halted=halted_all, lc_yield=lc_yield,
+                  next_stop=ns_all, dwell=dw_all)
+    # per-step lane observations (before transitions), for detectors and maps
+    return StepResult(state=new, lane_tails=last, observed_lane=lane, observed_running=running, time_loss=loss_all,
+                      docked=docked)

@@ -2,8 +2,9 @@
 
 Signal controllers and detectors are Mesa agents placed on a
 ``mesa.discrete_space.Network`` of junctions. Vehicles are a vectorized
-population: per-slot tensor columns ``[W, S]``, with read-only per-vehicle
-views (:meth:`TrafficTwin.vehicle`). Mesa's ``DataCollector`` collects
+population: per-slot tensor columns ``[W, S]`` (``twin.state``, a
+:class:`~twins.traffic.state.VehicleState`; ``twin.drivers``, their :class:`~twins.traffic.state.Drivers`), with
+read-only per-vehicle views (:meth:`TrafficTwin.vehicle`). Mesa's ``DataCollector`` collects
 network aggregates and detector readings once per interval.
 
 Per-world parameters an intervention may set in ``WorldBatch.params``:
@@ -43,10 +44,11 @@ from twins.core.twin import Twin
 from twins.core.worlds import WorldBatch
 
 from . import kernels, native, routing, signals, transit
-from .agents import BusLineAgent, BusStopAgent, Detector, SignalController, VehicleView
+from .agents import BusLineAgent, BusStopAgent, Detector, SignalController, Vehicle, VehicleView
 from .tables import build_population, network_tables, route_tables, concat_routes, route_links
 from .demand import Demand
 from .outcomes import METRICS, SERIES, TrafficOutcomes
+from .state import Drivers, StepSettings, StopTables, VehicleState
 from .network import RoadNetwork
 
 @dataclass
@@ -210,32 +212,23 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # every world at once (the noise is elementwise: a world's numbers never depend on the batch)
         rep = self.worlds.replication.unsqueeze(1)
         vid = pop.vehicle_id.to(dev)
-        self.veh_full = {"route": slot_routes(flow, route_of_flow)}  # the route row of each vehicle's flow
-        self.veh_full.update(self._vehicle_params(demand, lines, flow, rep, vid, dtype))
+        # the route row of each vehicle's flow, and its driver parameters
+        self.drivers = Drivers(route=slot_routes(flow, route_of_flow),
+                               **self._vehicle_params(demand, lines, flow, rep, vid, dtype))
         # Krauss drivers dawdle (rule 9) where any sigma is positive: then one keyed draw per vehicle and step
-        self.dawdles = self.cf == kernels.KRAUSS and bool((self.veh_full["sigma"] > 0).any())
+        self.dawdles = self.cf == kernels.KRAUSS and bool((self.drivers.sigma > 0).any())
         self._rep_col, self._vid = rep, vid  # the keys of the dawdling draws
         self.depart = pop.depart.to(dev)
         # each slot's earliest departure over the worlds (nondecreasing, as every world's departures are): the
         # window's end is found on the host, without reading the device every step
         self._depart_first = pop.depart.min(0).values.cpu().numpy() if W else np.zeros(S)
         zeros = lambda dt_: torch.zeros(W, S, dtype=dt_, device=dev)  # noqa: E731
-        self.state = {
-            "world": torch.arange(W, device=dev).unsqueeze(1).expand(W, S).contiguous(),
-            "status": zeros(torch.int64),
-            "lane": zeros(torch.int64),
-            "pos": zeros(dtype),
-            "speed": zeros(dtype),
-            "route_pos": zeros(torch.int64),
-            "insert_step": torch.full((W, S), -1, dtype=torch.int64, device=dev),
-            "arrive_step": torch.full((W, S), -1, dtype=torch.int64, device=dev),
-            "time_loss": zeros(dtype),
-            "stops": zeros(torch.int32),
-            "halted": zeros(torch.bool),
-            "leader": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # slot of the vehicle ahead
-            "conn": torch.full((W, S), -1, dtype=torch.int64, device=dev),  # connection entered by (kernels rule 10)
-            "depart": self.depart,
-        }
+        none = lambda: torch.full((W, S), -1, dtype=torch.int64, device=dev)  # noqa: E731
+        self.state = VehicleState(
+            world=torch.arange(W, device=dev).unsqueeze(1).expand(W, S).contiguous(), status=zeros(torch.int64),
+            lane=zeros(torch.int64), pos=zeros(dtype), speed=zeros(dtype), route_pos=zeros(torch.int64),
+            insert_step=none(), arrive_step=none(), time_loss=zeros(dtype), stops=zeros(torch.int32),
+            halted=zeros(torch.bool), depart=self.depart, leader=none(), conn=none())
         self._router = None
         if self.routing == "insertion" and any(f.reroute for f in demand.flows):
             if route_of_flow is not None:
@@ -245,14 +238,14 @@ class TrafficTwin(TrafficOutcomes, Twin):
             else:
                 self._init_router(demand, route_lists)
         if self.lane_changing:  # kernels rule 11: the slot a vehicle lets in (follows as a leader), -1: none
-            self.state["lc_yield"] = torch.full((W, S), -1, dtype=torch.int64, device=dev)
+            self.state.lc_yield = none()
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
             tr = self.transit = type(self.transit)(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
                                                       for k, v in self.transit.__dict__.items()})
             line = (flow - F).clamp(min=0)
-            self.state["next_stop"] = torch.where(flow >= F, tr.first_stop[line], -1)
-            self.state["dwell"] = zeros(dtype)
-            self.state["load"] = zeros(torch.int64)
+            self.state.next_stop = torch.where(flow >= F, tr.first_stop[line], -1)
+            self.state.dwell = zeros(dtype)
+            self.state.load = zeros(torch.int64)
             self.pax_arrivals = transit.passenger_arrivals(tr, worlds.seed, worlds.replication, self.begin,
                                                            self.begin + horizon).to(dev)
             self.pax_cum = transit.cumulative(self.pax_arrivals)
@@ -272,6 +265,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # each lane's upstream-most vehicle (slot; None: not known yet, the kernel sorts); the window's
         # flattened vehicle parameters
         self._lane_last = self._veh_cache = None
+        self._vehicle_agents: dict[tuple[int, int], Vehicle] = {}  # (world, slot): built when asked for
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         # rule 12: steps each vehicle has stood, and teleports per world
@@ -445,7 +439,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         idx = self._router.index
         self._od = [(idx[f.route[0]], idx[f.route[-1]]) for f in flows]
         # the route column is the population's flow column itself where flows drive their own rows: own it now
-        self.veh_full["route"] = self.veh_full["route"].clone()
+        self.drivers.route = self.drivers.route.clone()
 
     def _route_departures(self, t: float) -> None:
         """Routes the trips whose departure time has come this step on each world's current travel times."""
@@ -454,7 +448,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         if w_idx.numel() == 0:
             return
         flows = self.pop.flow[w_idx, s_idx].tolist()
-        rows = self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)].cpu().tolist()
+        rows = self.drivers.route[w_idx.to(self.device), s_idx.to(self.device)].cpu().tolist()
         by_world: dict[int, list[int]] = {}
         for j, w in enumerate(w_idx.tolist()):
             by_world.setdefault(w, []).append(j)
@@ -472,17 +466,17 @@ class TrafficTwin(TrafficOutcomes, Twin):
         if new:
             self._set_routes(concat_routes(self.routes_cpu, route_tables(self.scenario.network, new,
                                                                            links=self._route_links)))
-        self.veh_full["route"][w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
+        self.drivers.route[w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
             rows, dtype=torch.int64, device=self.device)
         self._veh_cache = None
 
     def _observe_for_routing(self) -> None:
         """This step's speed sample of every edge in every world (:meth:`InsertionRouter.observe`)."""
-        run = self.state["status"] == kernels.RUNNING
+        run = self.state.status == kernels.RUNNING
         w, s = run.nonzero(as_tuple=True)
-        lane = self.state["lane"][w, s]
+        lane = self.state.lane[w, s]
         edge = self.net.lane_edge[lane]
-        self._router.observe(edge.cpu().numpy(), self.state["speed"][w, s].double().cpu().numpy(),
+        self._router.observe(edge.cpu().numpy(), self.state.speed[w, s].double().cpu().numpy(),
                              w.cpu().numpy())
 
     def _curbside_stops(self, row0: int) -> None:
@@ -501,14 +495,14 @@ class TrafficTwin(TrafficOutcomes, Twin):
         s = lo + j
         t = self.begin + (self.step_index + 1) * self.dt  # docked at the end of this step
         st, tr = self.state, self.transit
-        z = st["next_stop"][w, s]
-        out = transit.board(t, w, z, st["load"][w, s], self.pax_served, self.pax_arrivals, self.pax_cum, tr)
+        z = st.next_stop[w, s]
+        out = transit.board(t, w, z, st.load[w, s], self.pax_served, self.pax_arrivals, self.pax_cum, tr)
         self.pax_served = out["served"]
         self.pax_wait.index_put_((w, z), out["wait_sum"], accumulate=True)
         dwell = out["dwell"]
-        st["dwell"][w, s] = dwell.to(st["dwell"].dtype)
-        st["next_stop"][w, s] = torch.where(dwell > 0, z, tr.next[z])  # no dwell at all: served at once
-        st["load"][w, s] = out["load"]
+        st.dwell[w, s] = dwell.to(st.dwell.dtype)
+        st.next_stop[w, s] = torch.where(dwell > 0, z, tr.next[z])  # no dwell at all: served at once
+        st.load[w, s] = out["load"]
         self._visits.append(pd.DataFrame({
             "time_s": t, "world": w.cpu().numpy(), "vehicle_id": self.pop.vehicle_id[w.cpu(), s.cpu()].numpy(),
             "line": np.asarray([l.id for l in self.bus_lines], dtype=object)[tr.line_of_stop[z].cpu().numpy()],
@@ -523,7 +517,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         return self.begin + self.step_index * self.dt
 
     def count(self, status: int) -> torch.Tensor:
-        return (self.state["status"] == status).sum(1)
+        return (self.state.status == status).sum(1)
 
     def vehicle(self, world: int, vehicle_id: int) -> VehicleView:
         """A read-only view of one vehicle (by its global id) in one world."""
@@ -531,24 +525,46 @@ class TrafficTwin(TrafficOutcomes, Twin):
         if row.numel() == 0:
             raise KeyError(f"vehicle {vehicle_id} is not in world {world}")
         s = int(row[0, 0])
-        st = {k: v[world, s].item() for k, v in self.state.items()}
+        st = self.state.map(lambda v: v[world, s].item())
         fl = int(self.pop.flow[world, s])
-        status = ("waiting", "running", "arrived")[st["status"]]
+        status = ("waiting", "running", "arrived")[st.status]
         return VehicleView(world, int(vehicle_id), self._flow_names()[fl], status,
-                           self.net_cpu.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
-                           float(st["pos"]), float(st["speed"]),
-                           self._route_edges(int(self.veh_full["route"][world, s])), int(st["route_pos"]),
-                           float(self.pop.depart[world, s]), float(st["time_loss"]))
+                           self.net_cpu.lane_ids[st.lane] if st.status == kernels.RUNNING else None,
+                           float(st.pos), float(st.speed),
+                           self.route_edge_ids(int(self.drivers.route[world, s])), int(st.route_pos),
+                           float(self.pop.depart[world, s]), float(st.time_loss))
 
-    def _route_edges(self, row: int) -> tuple[str, ...]:
+    def vehicles(self, world: int, status: str | None = "running") -> AgentSet:
+        """World ``world``'s vehicles with that ``status`` (``waiting``, ``running``, ``arrived``; None: all), as
+        :class:`~.agents.Vehicle` agents over the world's tensor columns, in slot (departure) order."""
+        codes = {"waiting": kernels.WAITING, "running": kernels.RUNNING, "arrived": kernels.ARRIVED}
+        if status is not None and status not in codes:
+            raise ValueError(f"vehicles(status={status!r}): valid are {sorted(codes)} or None")
+        mask = self.pop.flow[world] >= 0
+        if status is not None:
+            mask &= self.state.status[world].cpu() == codes[status]
+        agents = []
+        for s in torch.nonzero(mask).flatten().tolist():
+            key = (int(world), s)
+            if key not in self._vehicle_agents:
+                self._vehicle_agents[key] = Vehicle(self, world, s)
+            agents.append(self._vehicle_agents[key])
+        return AgentSet(agents, random=self.random)
+
+    def lane_order_changed(self) -> None:
+        """Positions were written from outside the step: the next step sorts every lane again (rule 2)."""
+        self._lane_last = None
+
+    def route_edge_ids(self, row: int) -> tuple[str, ...]:
+        """The edge ids of route row ``row``."""
         edges = self.routes_cpu.route_edges[row]
         return tuple(self.net_cpu.edge_ids[int(e)] for e in edges[edges >= 0])
 
     def snapshot(self) -> pd.DataFrame:
         """Running vehicles now: world, vehicle_id, lane, pos, speed."""
-        run = self.state["status"] == kernels.RUNNING
+        run = self.state.status == kernels.RUNNING
         w, s = run.nonzero(as_tuple=True)
-        lanes = self.state["lane"][w, s].cpu().numpy()
+        lanes = self.state.lane[w, s].cpu().numpy()
         return pd.DataFrame({
             "time_s": self.time_s,
             "world": w.cpu().numpy(),
@@ -556,8 +572,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
             "lane": np.asarray(self.net_cpu.lane_ids, dtype=object)[lanes] if len(lanes) else [],
             "edge": np.asarray(self.net_cpu.edge_ids, dtype=object)[self.net.lane_edge[lanes].cpu().numpy()]
             if len(lanes) else [],
-            "pos_m": self.state["pos"][w, s].cpu().double().numpy(),
-            "speed_mps": self.state["speed"][w, s].cpu().double().numpy(),
+            "pos_m": self.state.pos[w, s].cpu().double().numpy(),
+            "speed_mps": self.state.speed[w, s].cpu().double().numpy(),
         })
 
     # --- stepping -------------------------------------------------------------------------
@@ -565,7 +581,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         t = self.time_s + 1e-9
         hi = int(np.searchsorted(self._depart_first, t, side="right"))  # the most departed slots of any world
         if self.step_index % 32 == 0 and self.lo < hi:
-            done = self.state["status"][:, self.lo:hi] == kernels.ARRIVED
+            done = self.state.status[:, self.lo:hi] == kernels.ARRIVED
             # first slot not yet arrived in any world
             not_done = (~done).any(0)
             idx = torch.nonzero(not_done)
@@ -584,12 +600,22 @@ class TrafficTwin(TrafficOutcomes, Twin):
         return noise.uniform(self.worlds.seed, self._rep_col, noise.Stream.DAWDLE, self._vid[:, lo:hi],
                              self.step_index, 0, dtype=self.dtype, device=self.device).contiguous()
 
-    def _veh_window(self, lo: int, hi: int) -> dict:
+    @property
+    def _step_settings(self) -> StepSettings:
+        return StepSettings(dt=self.dt, W=self.W, span=self.span, substeps=self.substeps,
+                            insert_rounds=self.insert_rounds, delta=self.shared_delta, fused=self.compile, cf=self.cf,
+                            lane_change=self.lane_changing)
+
+    @property
+    def _stop_tables(self) -> StopTables | None:
+        return self.transit.stop_tables() if self.transit is not None else None
+
+    def _veh_window(self, lo: int, hi: int) -> Drivers:
         """The vehicle parameters of the window, flattened (a copy when W > 1): kept while the window
         stays the same, as the parameters of a slot never change."""
         cached = self._veh_cache
         if cached is None or cached[0] != (lo, hi):
-            cached = ((lo, hi), {k: v[:, lo:hi].reshape(-1) for k, v in self.veh_full.items()})
+            cached = ((lo, hi), self.drivers.map(lambda v: v[:, lo:hi].reshape(-1)))
             self._veh_cache = cached
         return cached[1]
 
@@ -604,53 +630,54 @@ class TrafficTwin(TrafficOutcomes, Twin):
             need_sort = self._lane_last is None
             if need_sort:
                 self._lane_last = torch.full((self.W, self.net.n_lanes), -1, dtype=torch.int64, device=self.device)
-            native.step_(self.state, self.veh_full, self._lane_last, self.lane_acc_interval, self.net, self.routes,
+            native.step_(self.state, self.drivers, self._lane_last, self.lane_acc_interval, self.net, self.routes,
                          sig, t, self.step_index, self.dt, lo, hi, self.substeps, self.insert_rounds,
                          self.shared_delta, need_sort, threads=torch.get_num_threads(), cf=self.cf,
                          dawdle=self._dawdle_draws(lo, hi), lane_change=self.lane_changing)
         elif hi > lo:
             W, n = self.W, hi - lo
-            sub = {k: v[:, lo:hi].reshape(-1) for k, v in self.state.items()}
+            st = self.state
+            sub = st.map(lambda v: v[:, lo:hi].reshape(-1))
             # leaders and lane tails are slots in the state, window-flat indices in the kernel
             to_flat = (torch.arange(W, device=self.device) * n - lo).unsqueeze(1)
+            tails = None
             if self._lane_last is not None:
-                lead = self.state["leader"][:, lo:hi]
-                sub["leader"] = torch.where(lead >= 0, lead + to_flat, -1).reshape(-1)
-                sub["_last"] = torch.cat([torch.where(self._lane_last >= 0, self._lane_last + to_flat, -1).reshape(-1),
-                                          sub["leader"].new_full((1,), -1)])
+                lead = st.leader[:, lo:hi]
+                sub.leader = torch.where(lead >= 0, lead + to_flat, -1).reshape(-1)
+                tails = torch.cat([torch.where(self._lane_last >= 0, self._lane_last + to_flat, -1).reshape(-1),
+                                   sub.leader.new_full((1,), -1)])
             if self.lane_changing:
-                ly = self.state["lc_yield"][:, lo:hi]
-                sub["lc_yield"] = torch.where(ly >= 0, ly + to_flat, -1).reshape(-1)
-            veh = self._veh_window(lo, hi)
-            new = kernels.step(sub, veh, self.net, self.routes, sig, t, self.step_index, self.dt, W, self.span,
-                               self.substeps, self.insert_rounds, self.shared_delta,
-                               self.transit.kernel_view() if self.transit is not None else None, self.compile,
-                               cf=self.cf, dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1),
-                               lane_change=self.lane_changing)
+                ly = st.lc_yield[:, lo:hi]
+                sub.lc_yield = torch.where(ly >= 0, ly + to_flat, -1).reshape(-1)
+            res = kernels.step(sub, self._veh_window(lo, hi), self.net, self.routes, sig, t, self.step_index,
+                               self._step_settings, lane_tails=tails, stops=self._stop_tables,
+                               dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1))
+            new = res.state
             # lane observations first: ``sub`` may be a view of the state (one world, or a window covering
             # every slot), and the write-back below would turn the pre-step lanes into post-step ones
-            idx = new["world"] * self.net.n_lanes + new["_obs_lane"]
-            running = new["_obs_running"].to(torch.float64)
+            idx = new.world * self.net.n_lanes + res.observed_lane
+            running = res.observed_running.to(torch.float64)
             M = self.lane_acc_interval.shape[0]
             # per-lane sums of this step, column by column (an [N, 3] block is ~3x slower on CPU); index_add_ as
             # fast as bincount with the same sums, and of a known size: no host read on CUDA
-            for j, w in enumerate((running, new["_obs_speed"].to(torch.float64) * running,
-                                   new["_obs_loss"].to(torch.float64))):
+            for j, w in enumerate((running, new.speed.to(torch.float64) * running,
+                                   res.time_loss.to(torch.float64))):
                 self.lane_acc_interval[:, j] += torch.zeros(M, dtype=torch.float64, device=idx.device).index_add_(
                     0, idx, w)
-            for k in self.state:
-                if k in ("world", "depart", "leader", "lc_yield") or new[k] is sub[k]:
+            old_cols, new_cols = sub.columns(), new.columns()
+            for k, col in st.columns().items():
+                if k in ("world", "depart", "leader", "lc_yield") or new_cols[k] is old_cols[k]:
                     continue  # unchanged (and possibly a view of the state itself)
-                self.state[k][:, lo:hi] = new[k].view(W, n)
-            lead = new["leader"].view(W, n)
-            self.state["leader"][:, lo:hi] = torch.where(lead >= 0, lead - to_flat, -1)
+                col[:, lo:hi] = new_cols[k].view(W, n)
+            lead = new.leader.view(W, n)
+            st.leader[:, lo:hi] = torch.where(lead >= 0, lead - to_flat, -1)
             if self.lane_changing:
-                ly = new["lc_yield"].view(W, n)
-                self.state["lc_yield"][:, lo:hi] = torch.where(ly >= 0, ly - to_flat, -1)
-            last = new["_last"][:-1].view(W, -1)
+                ly = new.lc_yield.view(W, n)
+                st.lc_yield[:, lo:hi] = torch.where(ly >= 0, ly - to_flat, -1)
+            last = res.lane_tails[:-1].view(W, -1)
             self._lane_last = torch.where(last >= 0, last - to_flat, -1)
-            if self.transit is not None and bool(new["_docked"].any()):
-                self._board(new["_docked"].view(W, n), lo)
+            if self.transit is not None and bool(res.docked.any()):
+                self._board(res.docked.view(W, n), lo)
         if hi > lo and self.teleport_steps is not None:
             self._teleport(lo, hi)
         if self._router is not None:
@@ -667,7 +694,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # the standing counter, in place and cheaply (a few operations per step): the full rule runs only when a
         # vehicle has stood long enough
         wait = self._wait[:, sl]
-        wait.add_(1).mul_(st["halted"][:, sl] & (st["status"][:, sl] == kernels.RUNNING))
+        wait.add_(1).mul_(st.halted[:, sl] & (st.status[:, sl] == kernels.RUNNING))
         # the counters grow by at most one a step: after reading their maximum m, none can pass the limit T for
         # T - m more steps, so the device is read about once per T - m steps, not every step
         if self.step_index < self._teleport_check:
@@ -680,43 +707,42 @@ class TrafficTwin(TrafficOutcomes, Twin):
         back = lambda x: torch.where(x >= 0, x + lo, -1)  # noqa: E731
         last = self._lane_last if self._lane_last is not None else torch.full(
             (self.W, self.net.n_lanes), -1, dtype=torch.int64, device=self.device)
-        exempt = st["next_stop"][:, sl] >= 0 if "next_stop" in st else torch.zeros_like(st["halted"][:, sl])
-        moved = kernels.teleport(
-            st["status"][:, sl], st["speed"][:, sl], st["route_pos"][:, sl], local(st["leader"][:, sl]), local(last),
-            wait, self.veh_full["route"][:, sl], self.veh_full["length"][:, sl], self.veh_full["min_gap"][:, sl],
-            self.routes, self._teleport_edge_m, exempt, self.teleport_steps)
+        exempt = st.next_stop[:, sl] >= 0 if st.next_stop is not None else torch.zeros_like(st.halted[:, sl])
+        win = st.map(lambda x: x[:, sl])
+        win.leader = local(win.leader)
+        moved = kernels.teleport(win, self.drivers.map(lambda x: x[:, sl]), local(last), wait, self.routes,
+                                 self._teleport_edge_m, exempt, self.teleport_steps)
         if moved is None:
             return
-        gone = moved["gone"]
+        gone = moved.gone
         wait.masked_fill_(gone, 0)
-        for k in ("status", "route_pos", "speed"):
-            st[k][:, sl] = moved[k]
-        st["leader"][:, sl] = back(moved["leader"])
+        st.status[:, sl], st.route_pos[:, sl], st.speed[:, sl] = moved.status, moved.route_pos, moved.speed
+        st.leader[:, sl] = back(moved.leader)
         if self._lane_last is not None:
-            self._lane_last = back(moved["last"])
-        st["conn"][:, sl] = torch.where(gone, -1, st["conn"][:, sl])
-        st["halted"][:, sl] = st["halted"][:, sl] & ~gone
-        st["arrive_step"][:, sl] = torch.where(moved["arrived"], self.step_index + 1, st["arrive_step"][:, sl])
-        if "lc_yield" in st:  # nobody lets in a vehicle that left
-            ly = st["lc_yield"][:, sl]
-            st["lc_yield"][:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
+            self._lane_last = back(moved.lane_tails)
+        st.conn[:, sl] = torch.where(gone, -1, st.conn[:, sl])
+        st.halted[:, sl] = st.halted[:, sl] & ~gone
+        st.arrive_step[:, sl] = torch.where(moved.arrived, self.step_index + 1, st.arrive_step[:, sl])
+        if st.lc_yield is not None:  # nobody lets in a vehicle that left
+            ly = st.lc_yield[:, sl]
+            st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
         self.teleports += gone.sum(1)
 
     def _close_interval(self) -> None:
-        running = self.state["status"] == kernels.RUNNING
+        running = self.state.status == kernels.RUNNING
         hint = ("Check the vehicle parameters of that world (speed factor, accel, decel, tau, min gap: "
                 "positive and finite) and any per-world parameter an intervention set.")
-        self.check_finite("position (m)", self.state["pos"], running, hint)
-        self.check_finite("speed (m/s)", self.state["speed"], running, hint)
+        self.check_finite("position (m)", self.state.pos, running, hint)
+        self.check_finite("speed (m/s)", self.state.speed, running, hint)
         steps_in = self.step_index % self.interval_steps or self.interval_steps
         interval_s = steps_in * self.dt
         W, L = self.W, self.net.n_lanes
         acc = self.lane_acc_interval.view(W, L, 3).cpu().numpy()
         self.lane_acc_total += self.lane_acc_interval
-        status = self.state["status"]
+        status = self.state.status
         running = (status == kernels.RUNNING)
         arrived = (status == kernels.ARRIVED).sum(1).cpu().numpy()
-        queued = (running & (self.state["speed"] < kernels.STOP_SPEED)).sum(1).cpu().numpy()
+        queued = (running & (self.state.speed < kernels.STOP_SPEED)).sum(1).cpu().numpy()
         waiting = ((status == kernels.WAITING) & (self.depart <= self.time_s + 1e-9)).sum(1).cpu().numpy()
         tot = acc.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -743,10 +769,10 @@ class TrafficTwin(TrafficOutcomes, Twin):
         """Vehicles per (world, lane) now, ``[W, L]`` float64: running ones (or only the halted ones)."""
         W, L = self.W, self.net.n_lanes
         st = self.state
-        sel = st["status"] == kernels.RUNNING
+        sel = st.status == kernels.RUNNING
         if halted_only:
-            sel = sel & st["halted"]
-        idx = (st["world"] * L + st["lane"])[sel]
+            sel = sel & st.halted
+        idx = (st.world * L + st.lane)[sel]
         q = torch.zeros(W * L, dtype=torch.float64, device=self.device)
         q.index_add_(0, idx, torch.ones(idx.numel(), dtype=torch.float64, device=self.device))
         return q.view(W, L)

@@ -28,6 +28,8 @@ import torch
 
 from twins.core.errors import ConfigError
 
+from .state import Drivers, VehicleState
+
 SOURCE = Path(__file__).with_name("native_step.cpp")
 # -ffp-contract=off: no a*b+c fused into an FMA; no -ffast-math: every operation correctly rounded, as in
 # the tensor kernels. -fno-trapping-math lets the compiler evaluate both sides of a select (it never
@@ -163,30 +165,31 @@ def _ptr(x: torch.Tensor, name: str) -> int:
     return x.data_ptr()
 
 
-def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tensor, net, routes, sig: torch.Tensor,
+def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_acc: torch.Tensor, net, routes, sig: torch.Tensor,
           t: float, step_index: int, dt: float, lo: int, hi: int, substeps: int, insert_rounds: int,
           delta: int | None, need_sort: bool, threads: int = 1, cf: int = 0,
           dawdle: torch.Tensor | None = None, lane_change: bool = False) -> torch.Tensor:
     """Advance every world by ``dt`` **in place** (as ``kernels.step`` and the write-back in
     ``TrafficTwin.step`` together, bus stops excepted).
 
-    ``state``/``veh``: the twin's ``[W, S]`` columns (``leader`` holds slots within the world);
+    ``state``/``drivers``: the twin's ``[W, S]`` columns (``leader`` holds slots within the world);
     ``lane_last`` ``[W, L]`` each lane's tail slot (-1: empty), updated; ``lane_acc`` ``[W*L, 3]``
     float64 per-lane sums (running vehicles, speed, time loss) this step's are added to; ``lo``/``hi``
     the window of slots that can be due, running or arriving; ``need_sort``: leaders and tails are
     not carried yet (the first step); ``cf`` the car-following model (``kernels.IDM``/``KRAUSS``) and ``dawdle``
     ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling); ``lane_change`` rule 11
-    (then ``state["lc_yield"]`` holds slots within the world, -1: none). Returns ``[W]`` int64: 1 where a world's carried order failed
+    (then ``state.lc_yield`` holds slots within the world, -1: none). Returns ``[W]`` int64: 1 where a world's carried order failed
     its check and its lanes were sorted again.
     """
-    W, S = state["pos"].shape
-    dtype = state["pos"].dtype
+    W, S = state.pos.shape
+    dtype = state.pos.dtype
+    cols, veh = state.columns(), drivers.columns()
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"native step: dtype {dtype}; valid: float32, float64")
     fn = getattr(load(), "twins_traffic_step_f32" if dtype == torch.float32 else "twins_traffic_step_f64")
     resorted = torch.zeros(W, dtype=torch.int64)
-    halted = state["halted"].view(torch.uint8)
-    ptrs = {k: _ptr(state[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
+    halted = state.halted.view(torch.uint8)
+    ptrs = {k: _ptr(cols[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
                                             "pos", "speed", "time_loss", "stops", "depart", "conn")}
     conn_yield = net.conn_yield.view(torch.uint8)  # the C++ reads bytes (a view: no copy per step)
     conn_zipper = net.conn_zipper.view(torch.uint8)
@@ -211,7 +214,7 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index", "conn_wait",
                                                        "conn_visibility", "conn_to_edge")})
     ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
-    ptrs["lc_yield"] = _ptr(state["lc_yield"], "lc_yield") if lane_change else None
+    ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
                + (("lc_yield",) if lane_change else ())},
@@ -220,10 +223,10 @@ def step_(state: dict, veh: dict, lane_last: torch.Tensor, lane_acc: torch.Tenso
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
                                                                   "tau", "speed_factor", "max_speed", "sigma",
                                                                   "depart_speed")}}
-    for name, cols, kinds in (("state", state, want), ("veh", veh, want_veh)):
+    for name, record, kinds in (("state", cols, want), ("drivers", veh, want_veh)):
         for k, d in kinds.items():
-            if cols[k].dtype != d or tuple(cols[k].shape) != (W, S):
-                raise ValueError(f"native step: {name}[{k!r}] is {cols[k].dtype} {tuple(cols[k].shape)}; "
+            if record[k].dtype != d or tuple(record[k].shape) != (W, S):
+                raise ValueError(f"native step: {name}.{k} is {record[k].dtype} {tuple(record[k].shape)}; "
                                  f"expected {d} ({W}, {S})")
     L = net.n_lanes
     tables = [("lane_last", lane_last, i64, (W, L)), ("lane_acc", lane_acc, torch.float64, (W * L, 3)),

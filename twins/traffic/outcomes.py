@@ -129,7 +129,7 @@ class TrafficOutcomes:
         idx_dev = idx.to(self.device)
         sel = lambda x: x.reshape(-1).index_select(0, idx_dev if x.device == idx_dev.device else idx).cpu()  # noqa
         world = torch.div(idx, loaded.shape[1], rounding_mode="floor")
-        ins = sel(st["insert_step"])
+        ins = sel(st.insert_step)
         dep = sel(depart)
         # depart_delay_s: (insertion time, or now for those still waiting) - departure, as
         # where(ins >= 0, begin + ins·dt, now) - depart computes it, in one array
@@ -144,17 +144,17 @@ class TrafficOutcomes:
         # its pages to the next one.
         steps = torch.int32 if self.n_steps < 2**31 - 1 else torch.int64
         ins = ins.to(steps)
-        route = self.veh_full["route"]
+        route = self.drivers.route
         return {
             "world": world.numpy(),
             "flow": sel(self.pop.flow).to(torch.int32).numpy(),
-            "status": sel(st["status"]).to(torch.int8).numpy(),
+            "status": sel(st.status).to(torch.int8).numpy(),
             "insert_step": ins.numpy(),
-            "arrive_step": sel(st["arrive_step"]).to(steps).numpy(),
+            "arrive_step": sel(st.arrive_step).to(steps).numpy(),
             "depart_s": dep.numpy(),
-            "delay_s": sel(st["time_loss"]).double().numpy(),
+            "delay_s": sel(st.time_loss).double().numpy(),
             "depart_delay_s": dd.numpy(),
-            "stops": sel(st["stops"]).numpy(),
+            "stops": sel(st.stops).numpy(),
             # read when the trips table is built: the population never changes; the route rows do where trips
             # are routed at insertion (then the rows as of now)
             "_idx": idx.to(torch.int32) if loaded.numel() < 2**31 else idx,

@@ -135,7 +135,7 @@ per-vehicle parameters (length, min gap, accel, decel, ``2·sqrt(accel·decel)``
 tau, delta, speed factor, max speed) and departure times are given to it as
 plain floats. The usual way is :meth:`ReferenceTrafficModel.from_twin`, which
 reads them from a :class:`~twins.traffic.model.TrafficTwin`'s ``pop`` /
-``veh_full`` tensors (converted with ``float()``) for one world, together with
+``drivers`` tensors (converted with ``float()``) for one world, together with
 that world's signal plan, IDM sub-steps and insertion rounds. Any list of
 :class:`VehicleSpec` works as well (``two_sqrt_ab`` defaults to
 ``2·math.sqrt(accel·decel)``, correctly rounded like the model's numpy value).
@@ -753,13 +753,13 @@ class ReferenceTrafficModel(mesa.Model):
     @classmethod
     def from_twin(cls, twin, world: int = 0, dwell_of=None) -> "ReferenceTrafficModel":
         """The same world as ``twin``'s ``world``: its network, per-vehicle parameters and departures
-        (read from ``twin.pop`` / ``twin.veh_full`` as Python floats), its signal plan and its buses'
+        (read from ``twin.pop`` / ``twin.drivers`` as Python floats), its signal plan and its buses'
         stops (``dwell_of``: see rule 7)."""
         scen = twin.scenario
         flows = scen.demand.flows
         keys = ("length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "max_speed", "sigma",
                 "depart_speed")
-        cols = {k: twin.veh_full[k][world].detach().cpu().double().tolist() for k in keys + ("two_sqrt_ab",)}
+        cols = {k: getattr(twin.drivers, k)[world].detach().cpu().double().tolist() for k in keys + ("two_sqrt_ab",)}
         flow = twin.pop.flow[world].tolist()
         depart = twin.pop.depart[world].tolist()
         vid = twin.pop.vehicle_id[world].tolist()

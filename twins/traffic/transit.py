@@ -37,7 +37,7 @@ from twins.core.errors import ConfigError, check
 
 from .tables import Population
 from .demand import VehicleType
-from .kernels import DOCK_REACH_M  # noqa: F401  (a bus docks when halted this close before its stop)
+from .state import StopTables
 #: stops lie at least this far from the start of their lane: a bus entering the edge lands behind them
 MIN_STOP_POS_M = 30.0
 #: bus vehicle ids: first id after the cars, then ``line * BUS_ID_STRIDE + k`` (stable across policies)
@@ -129,9 +129,9 @@ class TransitTables:
     alight_s: torch.Tensor  # [Z] float64
     pax_per_h: torch.Tensor  # [Z] float64
 
-    def kernel_view(self) -> dict:
+    def stop_tables(self) -> StopTables:
         """What the kernel's stop rule reads."""
-        return {"route_pos": self.route_pos, "pos": self.pos, "next": self.next}
+        return StopTables(route_pos=self.route_pos, pos=self.pos, next=self.next)
 
 
 def compile_transit(lines: list[BusLine], net, device, dtype) -> TransitTables:

@@ -137,7 +137,7 @@ SEARCH = ["scenario=junction", "intervention=signal_timing", "horizon_s=30", "re
 def _search_error(tmp_path, *overrides) -> tuple[str, Path]:
     from hydra import compose, initialize_config_dir
 
-    from interventions.search import search_from_config
+    from interventions.search_config import search_from_config
     from twins.cli import CONF_DIR
     from twins.core.errors import ConfigError
 
@@ -172,7 +172,7 @@ def test_search_objective_on_unknown_metric_refused(tmp_path):
 def test_search_resume_without_a_study_refused(tmp_path, existing):
     from twins.core.errors import ConfigError
 
-    from interventions.search import check_resume
+    from interventions.search_config import check_resume
 
     before = snapshot(existing)
     s = OmegaConf.create({"resume": True, "study_name": "twins-search", "storage": None})
@@ -207,7 +207,7 @@ def test_declared_group_kinds_are_the_ones_a_run_reports(overrides):
     from hydra import compose, initialize_config_dir
 
     from interventions import counterfactual as cf
-    from interventions.search import outcome_targets
+    from interventions.search_objectives import outcome_targets
     from twins.cli import CONF_DIR
     from twins.core import runner
 

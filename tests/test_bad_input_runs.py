@@ -214,7 +214,7 @@ def test_figure_failure_is_a_warning_not_a_lost_run(tmp_path, caplog):
 
 def test_interrupted_search_writes_an_incomplete_manifest(tmp_path, monkeypatch):
     from interventions import _evaluate
-    from interventions.search import search_from_config
+    from interventions.search_config import search_from_config
 
     calls = {"n": 0}
     real = _evaluate.TwinEvaluator.__call__

@@ -19,7 +19,10 @@ LAYERS = [
     ("interventions", ["interventions"]),
     ("compute", ["twins.compute"]),
     ("experiment", ["twins.core.config", "twins.ethics.config", "twins.core.pipeline", "interventions._evaluate",
-                    "interventions.sweep", "interventions.search", "interventions.transfer", "twins.calibration"]),
+                    "interventions.sweep", "interventions.search", "interventions.search_objectives",
+                    "interventions.search_space", "interventions.search_study", "interventions.search_confirm",
+                    "interventions.search_outputs", "interventions.search_config", "interventions.transfer",
+                    "twins.calibration"]),
     ("review", ["twins.ethics"]),
     ("front ends", ["twins.core.runner", "twins.ethics.cli", "twins.cli", "twins.__main__", "twins.results"]),
 ]

@@ -301,7 +301,7 @@ def search_main(cfg: DictConfig) -> float | None:
     write the run folder; returns the winner's confirmed effect on the first objective."""
     from hydra.core.hydra_config import HydraConfig
 
-    from interventions.search import search_from_config
+    from interventions.search_config import search_from_config
     from twins import ethics
 
     from twins.core import io

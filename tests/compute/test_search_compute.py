@@ -2,7 +2,7 @@
 null, and an energy account per confirmed policy in best_policy.json and the folder's manifest."""
 import json
 
-from interventions.search import search_from_config
+from interventions.search_config import search_from_config
 from twins.compute.plan import MIN_SEARCH_ROUNDS
 
 from .conftest import compose_cfg

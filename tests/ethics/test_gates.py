@@ -307,7 +307,7 @@ def test_equity_rules_become_search_constraints(traffic_cfg, drug_ethics):
 def test_relative_equity_rule_reaches_the_search_config(traffic_cfg):
     """with_search_constraints appends the relative approach rule to search.constraints (schema-checked), and the
     search reads it as a relative group constraint."""
-    from interventions.search import Constraint, constraints_from
+    from interventions.search_objectives import Constraint, constraints_from
     from twins.ethics import with_search_constraints
 
     cfg = with_search_constraints(traffic_cfg)

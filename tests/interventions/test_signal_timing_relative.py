@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from interventions.search import baseline_point
+from interventions.search_space import baseline_point
 from interventions.signal_timing import SignalTiming
 from scenarios.traffic import ArterialScenario, grid_scenario
 from twins.core.errors import ConfigError

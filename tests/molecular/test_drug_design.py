@@ -159,7 +159,7 @@ def test_search_end_to_end(tmp_path):
     outputs exist and the recommended policy keeps the off-target ceiling on held-out replications."""
     from hydra import compose, initialize_config_dir
 
-    from interventions.search import search_from_config
+    from interventions.search_config import search_from_config
     from twins.cli import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):

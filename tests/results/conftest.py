@@ -59,7 +59,7 @@ def junction_sweep(folders):
 @pytest.fixture(scope="session")
 def junction_search(folders):
     """A two-objective search (delay down, throughput up) with held-out confirmation."""
-    from interventions.search import search_from_config
+    from interventions.search_config import search_from_config
 
     out = folders / "search"
     search_from_config(compose_cfg(

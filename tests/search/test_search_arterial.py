@@ -7,7 +7,7 @@ import json
 import pytest
 from hydra import compose, initialize_config_dir
 
-from interventions.search import search_from_config
+from interventions.search_config import search_from_config
 from twins.cli import CONF_DIR
 
 

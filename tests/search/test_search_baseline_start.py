@@ -10,7 +10,9 @@ import pytest
 
 from interventions._evaluate import Outcomes
 from interventions.base import Parameter
-from interventions.search import Constraint, Objective, Search, baseline_point, constraints_from
+from interventions.search import Search
+from interventions.search_objectives import Constraint, Objective, constraints_from
+from interventions.search_space import baseline_point
 
 from .conftest import Synthetic, space2
 

@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from interventions.search import Constraint, Objective, Search, constraints_from, search_from_config
+from interventions.search import Search
+from interventions.search_config import search_from_config
+from interventions.search_objectives import Constraint, Objective, constraints_from
 from twins.cli import CONF_DIR
 from twins.core.errors import ConfigError
 

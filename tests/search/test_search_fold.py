@@ -8,7 +8,8 @@ import pandas as pd
 from hydra import compose, initialize_config_dir
 
 from interventions._evaluate import TwinEvaluator
-from interventions.search import Objective, Search
+from interventions.search import Search
+from interventions.search_objectives import Objective
 from twins.cli import CONF_DIR
 
 

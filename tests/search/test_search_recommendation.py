@@ -7,7 +7,9 @@ import json
 import numpy as np
 
 from interventions.base import Parameter
-from interventions.search import Objective, Search, invalid_summary
+from interventions.search import Search
+from interventions.search_confirm import invalid_summary
+from interventions.search_objectives import Objective
 
 from .conftest import Synthetic
 
@@ -83,7 +85,7 @@ def test_search_folder_and_console_say_the_invalid_count_and_the_recommendation(
 
     from hydra import compose, initialize_config_dir
 
-    from interventions.search import search_from_config
+    from interventions.search_config import search_from_config
     from twins.cli import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
@@ -106,7 +108,7 @@ def test_search_folder_and_console_say_the_invalid_count_and_the_recommendation(
 
 
 def test_no_feasible_candidate_says_which_limit_the_best_breaks():
-    from interventions.search import Constraint
+    from interventions.search_objectives import Constraint
 
     s = Search(Synthetic(), _space(-2.0, 2.0), [Objective("f")], [Constraint("g", max=-100.0)], sampler="random",
                budget=4, batch=4, replications=2, progress=False)

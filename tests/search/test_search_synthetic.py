@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interventions.search import Constraint, Objective, Search, pareto_mask
+from interventions.search import Search
+from interventions.search_objectives import Constraint, Objective
+from interventions.search_space import pareto_mask
 
 from .conftest import OPT, Synthetic, space2
 

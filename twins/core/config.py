@@ -60,7 +60,7 @@ class ConstraintConfig:
     max: Optional[float] = None  # feasible when the mean effect <= max
     min: Optional[float] = None  # ... and >= min
     # approach | origin | mode | bus_line | expression: the limit holds for every such group (the kinds the
-    # scenario's twin reports; checked before the search starts: interventions.search.check_targets)
+    # scenario's twin reports; checked before the search starts: interventions.search_objectives.check_targets)
     group_kind: Optional[str] = None
     group: Optional[str] = None  # ... or just this one
     # limits relative to the baseline's mean (of the network, or of each group): effect <= max_rel * |baseline|
@@ -241,9 +241,10 @@ def validate_output_values(cfg) -> None:
 
 def validate_search(s) -> None:
     """``search.*`` checks that need no twin (metrics and group kinds are checked against the scenario's twin
-    by :func:`interventions.search.check_targets`; ``resume`` against the run folder by
-    :func:`interventions.search.check_resume`)."""
-    from interventions.search import DIRECTIONS, SAMPLERS
+    by :func:`interventions.search_objectives.check_targets`; ``resume`` against the run folder by
+    :func:`interventions.search_config.check_resume`)."""
+    from interventions.search_objectives import DIRECTIONS
+    from interventions.search_space import SAMPLERS
 
     check(s.get("budget") is not None and s.budget >= 1, "search.budget", s.get("budget"), "an integer >= 1")
     check(s.get("batch") is None or s.batch >= 1, "search.batch", s.get("batch"),

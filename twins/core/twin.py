@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import mesa
+import numpy as np
 import pandas as pd
 import torch
 
@@ -106,11 +107,29 @@ def pending_table(tables, name: str):
     return tables.pending(name) if isinstance(tables, LazyTables) else None
 
 
+def per_world_table(model_vars: dict, W: int, time_key: str, world_first: bool = False) -> pd.DataFrame:
+    """A per-world DataCollector's model variables (``{name: [value per collect]}``, each value a ``[W]`` array or
+    one value for every world) as a long table: one row per collect and world; ``time_key`` and ``world`` first
+    (``world`` before it when ``world_first``), then every other reporter, in order."""
+    times = model_vars.get(time_key) or []
+    if not times:
+        return pd.DataFrame()
+    t = np.repeat(np.asarray(times, dtype=np.float64), W)
+    world = np.tile(np.arange(W), len(times))
+    out = {"world": world, time_key: t} if world_first else {time_key: t, "world": world}
+    for k, vals in model_vars.items():
+        if k != time_key:
+            out[k] = np.concatenate([np.broadcast_to(np.asarray(v), (W,)) for v in vals])
+    return pd.DataFrame(out)
+
+
 class Twin(mesa.Model):
     """Base class: a Mesa model over a batch of W worlds on one device."""
 
     #: metric names this twin reports, in display order
     metrics: tuple[str, ...] = ()
+    #: the clock at step 0 (a subclass may set it per instance)
+    begin: float = 0.0
 
     def __init__(self, worlds: WorldBatch, *, dt: float, horizon: float, device="cpu", dtype=torch.float32):
         super().__init__(rng=int(worlds.seed))
@@ -127,8 +146,10 @@ class Twin(mesa.Model):
         return self.worlds.size
 
     @property
-    def time(self) -> float:
-        return self.step_index * self.dt
+    def time_s(self) -> float:
+        """The clock now, in the scenario's time unit: ``begin + step_index · dt`` (not ``time``: Mesa's
+        ``Model`` owns that name)."""
+        return self.begin + self.step_index * self.dt
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -145,7 +166,7 @@ class Twin(mesa.Model):
         bad = bad & live
         if bool(bad.any()):
             w, n = (int(i) for i in torch.nonzero(bad)[0])
-            raise NumericalError(quantity, w, n, self.time, values[w, n].tolist(), hint)
+            raise NumericalError(quantity, w, n, self.time_s, values[w, n].tolist(), hint)
 
     def write_figures(self, result: RunResult, figdir) -> list[str]:
         """Write this twin's standard figures into ``figdir``; returns their names."""

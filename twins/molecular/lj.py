@@ -238,7 +238,7 @@ class LJFluidTwin(Twin):
                           "Lower dt (velocity Verlet needs dt well below the collision time, ~0.005 in LJ units) "
                           "or check the initial configuration for overlaps.")
         u, p, t, h = self.observables()
-        self._rec.append((self.time, u, p, t, h))
+        self._rec.append((self.time_s, u, p, t, h))
 
     def results(self) -> RunResult:
         T = torch.tensor([r[0] for r in self._rec], dtype=torch.float64)

@@ -37,14 +37,15 @@ doses or the rates (DESIGN.md §3). A bound complex keeps both slots: the
 receptor slot becomes the complex, the ligand slot is parked as
 ``BOUND_LIGAND`` and reappears, uniformly inside the reaction ball, on unbinding.
 
-Length: the twin's Mesa agents (compartments, species, dosing) with the twin they read, its parameters
-read per world, the step and its outcomes.
+Mesa: the agents (compartments, species populations, per-world particle agent sets, the dosing schedule)
+are in :mod:`.agents`; ``twin.datacollector`` is Mesa's ``DataCollector``, per world (each model reporter
+gives one value per world at every record), and the ``timeseries`` table is its table.
+
+Length: the twin, its parameters read per world, the step and its outcomes.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import IntEnum
 
 import mesa
 import numpy as np
@@ -54,10 +55,12 @@ import torch
 from twins.core import noise
 from twins.core.errors import check
 from twins.core.noise import Stream
-from twins.core.twin import RunResult, Twin
+from twins.core.twin import RunResult, Twin, per_world_table
 from twins.core.worlds import WorldBatch
 
 from . import kernels as K
+from .agents import Compartment, DosingSchedule, Particle, ParticleView, Species, SpeciesPopulation, species_mask
+
 
 def micromolar(n, volume_nm3):
     """Molecule count in a volume (nm³) → concentration in µM."""
@@ -65,116 +68,11 @@ def micromolar(n, volume_nm3):
     return n / (6.02214076e23 * volume_nm3 * 1e-24) * 1e6
 
 
-class Species(IntEnum):
-    EMPTY = 0  # slot not (yet) used
-    TARGET = 1  # free target receptor
-    OFFTARGET = 2  # free off-target protein
-    LIGAND = 3  # free ligand
-    TARGET_COMPLEX = 4  # target + ligand (the receptor's slot)
-    OFFTARGET_COMPLEX = 5  # off-target + ligand
-    BOUND_LIGAND = 6  # ligand parked inside a complex
-    CLEARED = 7  # ligand eliminated (never reused)
-
-
+#: the per-world series of the DataCollector (columns of the timeseries table after ``world`` and ``time``)
+SERIES = ("target_occupancy", "offtarget_occupancy", "target_complexes", "offtarget_complexes", "free_ligand",
+          "free_ligand_uM")
 _BIND_DRAW = 16  # reaction draws: 0 clearance, 1 unbinding, 16 + partner id: binding
 LIGAND_ID_STRIDE = 1 << 20  # noise ids of consecutive doses' ligands are this far apart (max molecules per dose)
-
-
-# ============================================================================ Mesa agents
-@dataclass(frozen=True)
-class ParticleView:
-    """Read-only view of one particle of one world."""
-
-    world: int
-    slot: int
-    species: str
-    position: tuple
-    partner: int | None
-    group: str | None
-
-
-class SpeciesPopulation(mesa.Agent):
-    """A vectorized agent set: all particles of some species, in every world.
-
-    Per-agent state is tensor columns of the model; ``count`` is ``[W]``;
-    ``view(w, slot)`` and ``members(w)`` give read-only per-particle views.
-    """
-
-    def __init__(self, model, name: str, codes: tuple[int, ...]):
-        super().__init__(model)
-        self.name, self.codes = name, tuple(int(c) for c in codes)
-
-    def mask(self) -> torch.Tensor:
-        sp = self.model.species
-        m = torch.zeros_like(sp, dtype=torch.bool)
-        for c in self.codes:
-            m |= sp == c
-        return m
-
-    @property
-    def count(self) -> torch.Tensor:
-        return self.mask().sum(1)
-
-    def members(self, world: int) -> list[int]:
-        return torch.nonzero(self.mask()[world]).flatten().tolist()
-
-    def view(self, world: int, slot: int) -> ParticleView:
-        return self.model.particle(world, slot)
-
-    def __len__(self) -> int:
-        return int(self.mask().sum())
-
-
-class Compartment(mesa.Agent):
-    """A region of the box a person reasons about: the extracellular volume
-    (where ligand is dosed and cleared) or a cell carrying target receptors at
-    some expression level (a subgroup for equity metrics)."""
-
-    def __init__(self, model, name: str, kind: str, x_range=(0.0, 1.0), n_receptors: int = 0,
-                 group_index: int | None = None):
-        super().__init__(model)
-        self.name, self.kind, self.x_range = name, kind, tuple(x_range)
-        self.n_receptors, self.group_index = int(n_receptors), group_index
-
-    @property
-    def occupancy(self) -> torch.Tensor:
-        """Current fraction of this cell's receptors bound, per world ``[W]``."""
-        if self.group_index is None or self.n_receptors == 0:
-            return torch.zeros(self.model.W, device=self.model.device)
-        return self.model.bound_per_group()[:, self.group_index] / self.n_receptors
-
-    @property
-    def mean_occupancy(self) -> float:
-        return float(self.occupancy.mean())
-
-
-class DosingSchedule(mesa.Agent):
-    """Repeated dosing: ``dose[w]`` ligand molecules every ``interval[w]`` from
-    ``first_dose[w]``, at most ``n_max[w]`` doses; administers by activating the
-    pre-allocated ligand slots of each due dose."""
-
-    def __init__(self, model, first_dose: torch.Tensor, interval: torch.Tensor, dose: torch.Tensor,
-                 n_max: torch.Tensor):
-        super().__init__(model)
-        self.first_dose, self.interval, self.dose = first_dose, interval, dose
-        self.n_max = torch.as_tensor(n_max, device=interval.device).long().expand_as(interval)
-        self._next = -math.inf  # earliest time any world's next dose is due
-
-    def doses_due(self, t: float) -> torch.Tensor:
-        """Number of doses given by time ``t`` in each world ``[W]``."""
-        eps = 1e-9 * max(1.0, abs(t))
-        n = torch.floor((t - self.first_dose + eps) / self.interval) + 1
-        n = torch.where(t + eps >= self.first_dose, n, torch.zeros_like(n))
-        return torch.minimum(n.clamp_min(0).long(), self.n_max)
-
-    def step(self):
-        t = self.model.time
-        if t + 1e-9 * max(1.0, abs(t)) < self._next:
-            return  # no world has a dose due: skip the slot update
-        n = self.doses_due(t)
-        self.model._administer(n, self.dose)
-        nxt = torch.where(n < self.n_max, self.first_dose + n * self.interval, torch.full_like(self.interval, math.inf))
-        self._next = float(nxt.min()) if nxt.numel() else math.inf
 
 
 # ============================================================================ molecular twin
@@ -184,7 +82,10 @@ def doses_that_fit(first: float, interval: float, t_last: float) -> int:
 
 
 class MolecularTwin(Twin):
-    """Brownian dynamics + Doi reactions of ligand, target and off-target in W worlds."""
+    """Brownian dynamics + Doi reactions of ligand, target and off-target in W worlds.
+
+    ``collect``: the DataCollector also collects each compartment's per-world occupancy (an agent reporter);
+    its model reporters (the timeseries table) are collected either way."""
 
     metrics = (
         "target_occupancy_mean", "time_in_window", "offtarget_occupancy_mean",
@@ -249,6 +150,7 @@ class MolecularTwin(Twin):
             "offtarget_complex": SpeciesPopulation(self, "offtarget_complex", (Species.OFFTARGET_COMPLEX,)),
         }
         self._collect = collect
+        self._particle_agents: dict[int, Particle] = {}  # the per-particle agents asked for, by flat slot
         self.schedule = None
         self.read_params()
 
@@ -362,16 +264,15 @@ class MolecularTwin(Twin):
         if self.schedule is not None:  # the one of an earlier read
             self.schedule.remove()
         self.schedule = DosingSchedule(self, first, interval, dose_n, n_max)
+        self._particle_agents.clear()  # the slot layout may have changed
+        # Mesa's DataCollector, per world: each model reporter gives one value per world at every record, and
+        # the timeseries table is its table (every model reporter a column); with collect, the compartments'
+        # per-world occupancy too
         self.datacollector = mesa.DataCollector(
-            model_reporters={
-                "time": lambda m: m.time,
-                "target_occupancy": lambda m: float(m.target_occupancy().mean()),
-                "offtarget_occupancy": lambda m: float(m.offtarget_occupancy().mean()),
-                "free_ligand_uM": lambda m: float(micromolar(m.populations["ligand"].count.double().mean(),
-                                                             m.box ** 3)),
-            },
-            agenttype_reporters={Compartment: {"occupancy": "mean_occupancy"}},
-        ) if self._collect else None
+            model_reporters={"time": lambda m: m.time_s, **{k: (lambda m, k=k: m.observed[k]) for k in SERIES}},
+            agenttype_reporters={Compartment: {"occupancy": lambda a: a.occupancy.cpu().numpy()}}
+            if self._collect else None,
+        )
         self._record()
 
 
@@ -401,6 +302,20 @@ class MolecularTwin(Twin):
                             tuple(self.pos[world, slot].tolist()), None if p < 0 else p % self.N,
                             self.group_names[g] if g >= 0 else None)
 
+    def particles(self, world: int, codes=None) -> mesa.agent.AgentSet:
+        """World ``world``'s particles of the species ``codes`` (default: every dosed, not cleared one), as
+        :class:`~.agents.Particle` agents over that world's tensor columns, in slot order."""
+        if codes is None:
+            codes = [c for c in Species if c not in (Species.EMPTY, Species.CLEARED)]
+        slots = torch.nonzero(species_mask(self.species[world], codes)).flatten().tolist()
+        agents = []
+        for s in slots:
+            key = int(world) * self.N + s
+            if key not in self._particle_agents:
+                self._particle_agents[key] = Particle(self, world, s)
+            agents.append(self._particle_agents[key])
+        return mesa.agent.AgentSet(agents, random=self.random)
+
     def bound_per_group(self) -> torch.Tensor:
         b = (self.species[:, : self.n_t] == Species.TARGET_COMPLEX).to(self.dtype)
         return b @ self.group_onehot  # [W, G]
@@ -413,7 +328,7 @@ class MolecularTwin(Twin):
         return b.to(self.dtype) / max(self.n_o, 1)
 
     # ------------------------------------------------------------------ dosing
-    def _administer(self, n_due: torch.Tensor, dose_count: torch.Tensor):
+    def administer(self, n_due: torch.Tensor, dose_count: torch.Tensor):
         if self.n_lig == 0:
             return
         sl = self.species[:, self.lig0:]
@@ -523,9 +438,18 @@ class MolecularTwin(Twin):
         bg = self.bound_per_group()
         n_oc = (self.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
         n_lig = (self.species == Species.LIGAND).sum(1)
-        self._rec.append((self.time, bg, n_oc, n_lig))
-        if self.datacollector is not None:
-            self.datacollector.collect(self)
+        self._rec.append((self.time_s, bg, n_oc, n_lig))
+        # this record's per-world values (float64 [W]), which the DataCollector's model reporters read
+        tc, oc, fl = bg.double().sum(1).cpu(), n_oc.double().cpu(), n_lig.double().cpu()
+        self.observed = {
+            "target_occupancy": (tc / max(self.n_t, 1)).numpy(),
+            "offtarget_occupancy": (oc / max(self.n_o, 1)).numpy(),
+            "target_complexes": tc.numpy(),
+            "offtarget_complexes": oc.numpy(),
+            "free_ligand": fl.numpy(),
+            "free_ligand_uM": micromolar(fl.numpy(), self.box ** 3),
+        }
+        self.datacollector.collect(self)
 
     def timeseries(self):
         """``(t [T], bound_per_group [T,W,G], offtarget_complexes [T,W], free_ligand [T,W])``."""
@@ -579,16 +503,7 @@ class MolecularTwin(Twin):
             "selectivity_ratio": selectivity.numpy(),
             "ligand_cleared": self.n_cleared.cpu().numpy(),
         })
-        ts = pd.DataFrame({
-            "world": np.repeat(np.arange(W)[None, :], len(t), 0).ravel(),
-            "time": np.repeat(t.numpy()[:, None], W, 1).ravel(),
-            "target_occupancy": occ.numpy().ravel(),
-            "offtarget_occupancy": ooc.numpy().ravel(),
-            "target_complexes": bg.sum(2).numpy().ravel(),
-            "offtarget_complexes": oc.numpy().ravel(),
-            "free_ligand": fl.numpy().ravel(),
-            "free_ligand_uM": micromolar(fl.numpy().ravel(), V),
-        })
+        ts = per_world_table(self.datacollector.model_vars, W, "time", world_first=True)
         og = tmean(occ_g).numpy()  # [W, G]
         ig = tmean(inwin_g).numpy()
         groups = pd.DataFrame({

@@ -512,10 +512,6 @@ class TrafficTwin(TrafficOutcomes, Twin):
             "wait_sum_s": out["wait_sum"].cpu().numpy()}))
 
     # --- queries --------------------------------------------------------------------------
-    @property
-    def time_s(self) -> float:
-        return self.begin + self.step_index * self.dt
-
     def count(self, status: int) -> torch.Tensor:
         return (self.state.status == status).sum(1)
 

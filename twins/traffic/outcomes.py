@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from twins.core.twin import LazyTables, RunResult
+from twins.core.twin import LazyTables, RunResult, per_world_table
 
 from . import kernels, transit
 
@@ -48,14 +48,7 @@ SERIES = ("vehicles_in_network", "mean_speed_mps", "arrivals", "queued_vehicles"
 def series_table(model_vars: dict, W: int) -> pd.DataFrame:
     """timeseries.parquet from a DataCollector's model variables (``{name: [value per interval]}``, each value a
     ``[W]`` array or one value for every world): one row per interval and world, ``time_s`` and ``world`` first."""
-    times = model_vars.get("time_s") or []
-    if not times:
-        return pd.DataFrame()
-    out = {"time_s": np.repeat(np.asarray(times, dtype=np.float64), W), "world": np.tile(np.arange(W), len(times))}
-    for k, vals in model_vars.items():
-        if k != "time_s":
-            out[k] = np.concatenate([np.broadcast_to(np.asarray(v), (W,)) for v in vals])
-    return pd.DataFrame(out)
+    return per_world_table(model_vars, W, "time_s")
 
 
 def _stack(frames: list[pd.DataFrame]) -> pd.DataFrame:

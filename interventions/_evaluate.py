@@ -105,7 +105,7 @@ class TwinEvaluator:
                                   suggest(n, params))
         self.space: list[Parameter] = [params[n] for n in names]
         self.metrics: list[str] | None = None
-        self._probe = probe
+        self.probe = probe
         from twins.compute.accounting import RunMeter
 
         self.meter = RunMeter(float(cfg.compute.get("cpu_watts_per_core", 4.4)))  # every evaluation's account
@@ -116,7 +116,7 @@ class TwinEvaluator:
         ``(result, groups)``."""
         from twins.core import pipeline
 
-        plan = pipeline.plan(self.cfg, self.iv, arms, worlds, meter=self.meter, twin=self._probe)
+        plan = pipeline.plan(self.cfg, self.iv, arms, worlds, meter=self.meter, twin=self.probe)
         result = plan.run(progress=False)
         return result, plan.groups(result)
 
@@ -151,7 +151,7 @@ class TwinEvaluator:
             idx = []
             for k, v in enumerate(cands):
                 try:
-                    self.iv.validate(v, self._probe)
+                    self.iv.validate(v, self.probe)
                 except ConfigError as e:
                     invalid[k] = str(e)
                     continue

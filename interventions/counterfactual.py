@@ -121,22 +121,6 @@ def effects_json(eff: pd.DataFrame, arms: list[Arm]) -> dict:
     return out
 
 
-def approach_groups(twin, result) -> pd.DataFrame | None:
-    """Per world and signalized approach (an edge ending at a signalized junction): the delay
-    accumulated on it (veh·h) — a cheap per-approach outcome from the twin's edge table."""
-    net = getattr(getattr(twin, "scenario", None), "network", None)
-    edges = result.tables.get("edges") if result.tables else None
-    if net is None or edges is None or edges.empty:
-        return None
-    signalized = {j.id for j in net.junctions.values() if getattr(j, "tl", None)}
-    approach = [e.id for e in net.edges.values() if e.to_node in signalized]
-    if not approach:
-        return None
-    e = edges[edges["edge"].isin(approach)]
-    return pd.DataFrame({"world": e["world"].to_numpy(), "group_kind": "approach", "group": e["edge"].to_numpy(),
-                         "delay_veh_h": e["delay_s"].to_numpy(float) / 3600.0})
-
-
 def arm_summary(worlds: pd.DataFrame, metrics: list[str], arms: list[Arm]) -> dict:
     """Per arm: label, parameter vector and each metric's mean with a 95% interval."""
     out = {}

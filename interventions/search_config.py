@@ -69,7 +69,7 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
     outdir = Path(outdir)
     check_resume(s, outdir)  # before anything is written into the folder
     ev = TwinEvaluator(cfg, list(s.params) if s.get("params") else None)
-    check_targets(objectives_from(s), constraints_from(s), ev._probe, str(cfg.scenario.get("name", "")))
+    check_targets(objectives_from(s), constraints_from(s), ev.probe, str(cfg.scenario.get("name", "")))
     outdir.mkdir(parents=True, exist_ok=True)
     io.write_config(outdir, cfg)
     conf = s.get("confirm") or {}
@@ -94,9 +94,9 @@ def search_from_config(cfg, outdir: str | Path) -> SearchResult:
         # the search's compute and energy account (twins.compute.accounting); device: where the evaluations
         # ran (the plan's devices; under compute=ray the cluster's), not the driver's
         acc = ev.compute_account()
-        man = io.manifest(cfg, ev._probe.device, ev._probe.dtype, started, complete, task="search", accounting=acc,
+        man = io.manifest(cfg, ev.probe.device, ev.probe.dtype, started, complete, task="search", accounting=acc,
                           **extra)
-        io.write_json(outdir / "manifest.json", {**man, **manifest_devices(cfg, ev._probe.device)})
+        io.write_json(outdir / "manifest.json", {**man, **manifest_devices(cfg, ev.probe.device)})
 
     try:
         res = srch.run()

@@ -158,29 +158,10 @@ def constraints_from(cfg_search) -> list[Constraint]:
 
 # --- checks before a search starts ----------------------------------------------------------------
 def outcome_targets(twin) -> tuple[list[str], dict[str, list[str]]]:
-    """``(metrics, {group_kind: group metrics})`` a search on ``twin`` can optimize or limit. A twin may
-    declare them (``twin.outcome_groups``: {kind: [metrics]}); else they follow from the twin's outcomes
-    (``TrafficTwin.results``, ``MolecularTwin.results``, ``counterfactual.approach_groups``; a test pins
-    that these are the groups a run reports: tests/test_bad_input_config.py)."""
-    metrics = list(getattr(twin, "metrics", ()) or ())
-    declared = getattr(twin, "outcome_groups", None)
-    if declared is not None:
-        return metrics, {k: list(v) for k, v in declared.items()}
-    groups: dict[str, list[str]] = {}
-    net = getattr(getattr(twin, "scenario", None), "network", None)
-    if net is not None:  # traffic
-        groups["origin"] = ["mean_travel_time_s", "mean_delay_s", "throughput_veh"]
-        if any(getattr(j, "tl", None) for j in net.junctions.values()):
-            groups["approach"] = ["delay_veh_h"]
-        if getattr(twin, "bus_lines", None):
-            from twins.traffic.outcomes import BUS_METRICS
-
-            metrics += [m for m in BUS_METRICS if m not in metrics]
-            groups["mode"] = ["mean_travel_time_s", "mean_delay_s", "mean_wait_s"]
-            groups["bus_line"] = ["mean_wait_s", "bus_travel_time_s"]
-    elif getattr(twin, "group_names", None) is not None:  # molecular: receptor expression levels
-        groups["expression"] = ["n_receptors", "target_occupancy_mean", "time_in_window"]
-    return metrics, groups
+    """``(metrics, {group_kind: group metrics})`` a search on ``twin`` can optimize or limit: the twin's
+    :meth:`~twins.core.twin.Twin.outcome_targets` (a test pins that these are the groups a run reports:
+    tests/test_bad_input_config.py)."""
+    return twin.outcome_targets()
 
 
 def check_targets(objectives: Sequence[Objective], constraints: Sequence[Constraint], twin, scenario: str) -> None:

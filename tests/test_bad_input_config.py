@@ -206,7 +206,6 @@ def test_declared_group_kinds_are_the_ones_a_run_reports(overrides):
     """The search's list of valid group kinds/metrics (outcome_targets) matches what a run reports."""
     from hydra import compose, initialize_config_dir
 
-    from interventions import counterfactual as cf
     from interventions.search_objectives import outcome_targets
     from twins.cli import CONF_DIR
     from twins.core import runner
@@ -218,7 +217,7 @@ def test_declared_group_kinds_are_the_ones_a_run_reports(overrides):
     metrics, groups = outcome_targets(twin)
     assert set(res.metrics) <= set(metrics)
     g = res.groups
-    extra = cf.approach_groups(twin, res)
+    extra = twin.counterfactual_groups(res)
     reported = {}
     for frame in (g, extra):
         if frame is not None and len(frame):

@@ -117,8 +117,8 @@ def simulate(base, units: Units, X: np.ndarray, replications, counts: pd.DataFra
     L = np.zeros((W, U))
     valid = flow >= 0
     np.add.at(L, (np.nonzero(valid)[0], flow[valid]), 1.0)
-    prev_pos = st["route_pos"].clone()
-    prev_status = st["status"].clone()
+    prev_pos = st.route_pos.clone()
+    prev_status = st.status.clone()
     ev_w, ev_s, ev_k, ev_t = [], [], [], []
     lo = 0
     ARR, WAIT, RUN = kernels.ARRIVED, kernels.WAITING, kernels.RUNNING
@@ -129,8 +129,8 @@ def simulate(base, units: Units, X: np.ndarray, replications, counts: pd.DataFra
         hi = int(torch.searchsorted(depart, torch.full((W, 1), t + dt + 1e-9, dtype=depart.dtype), right=True).max())
         hi = min(S, hi + 1)
         if hi > lo:
-            pos = st["route_pos"][:, lo:hi]
-            status = st["status"][:, lo:hi]
+            pos = st.route_pos[:, lo:hi]
+            status = st.status[:, lo:hi]
             pst = prev_status[:, lo:hi]
             base_pos = torch.where(pst == RUN, prev_pos[:, lo:hi], 0)
             moved = (status != WAIT) & (pst != ARR) & (pos > base_pos)

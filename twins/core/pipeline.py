@@ -12,8 +12,8 @@ effect is reported for are decided once, here and in the modules this one calls:
   scenario before any compute is spent, and answers questions about the scenario (network, horizon, plans);
 * **execution**: the compute plan (``twins.compute``) builds each chunk's twin with its worlds' arms written
   in, runs the chunks (this process or Ray) and reassembles the outcomes in world order;
-* **groups**: the twin's own per-group outcomes plus the per-approach delay of
-  ``interventions.counterfactual.approach_groups``.
+* **groups**: the twin's own per-group outcomes plus its ``counterfactual_groups`` (traffic: the
+  per-approach delay).
 """
 from __future__ import annotations
 
@@ -46,11 +46,9 @@ class Counterfactual:
         return self.exe.run(progress=progress, desc=desc)
 
     def groups(self, result) -> pd.DataFrame | None:
-        """The per-group outcomes effects are reported for: the twin's groups and the approach delays."""
-        from interventions import counterfactual as cf
-
+        """The per-group outcomes effects are reported for: the twin's groups and its counterfactual ones."""
         groups = result.groups
-        extra = cf.approach_groups(self.twin, result)
+        extra = self.twin.counterfactual_groups(result)
         if extra is not None:
             groups = extra if groups is None else pd.concat([groups, extra], ignore_index=True)
         return groups

@@ -168,6 +168,17 @@ class Twin(mesa.Model):
             w, n = (int(i) for i in torch.nonzero(bad)[0])
             raise NumericalError(quantity, w, n, self.time_s, values[w, n].tolist(), hint)
 
+    def outcome_targets(self) -> tuple[list[str], dict[str, list[str]]]:
+        """``(metrics, {group_kind: group metrics})``: what a search on this twin may optimize or limit (the
+        metrics of ``results().worlds``, the group kinds of ``results().groups`` and of
+        :meth:`counterfactual_groups`; a test pins that these are what a run reports)."""
+        return list(self.metrics), {}
+
+    def counterfactual_groups(self, result: RunResult) -> pd.DataFrame | None:
+        """Per-world group outcomes a counterfactual reports besides ``result.groups`` (columns ``world``,
+        ``group_kind``, ``group`` and metrics), e.g. traffic's per-approach delay; None: none."""
+        return None
+
     def write_figures(self, result: RunResult, figdir) -> list[str]:
         """Write this twin's standard figures into ``figdir``; returns their names."""
         return []

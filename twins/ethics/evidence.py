@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+import scenarios
 from twins.core.io import jsonable
 from twins.core.stats import mean_ci
 
@@ -35,13 +36,11 @@ from .config import as_config, controls_for, impact_tier, objective_spec, sha256
 
 log = logging.getLogger("twins")
 
-TRAFFIC_KINDS = ("grid", "arterial", "junction", "ring", "sumo")
-MOLECULAR_KINDS = ("molecular",)
-
-
 def twin_kind(cfg) -> str:
+    """The twin the run's scenario builds (``traffic``, ``molecular``, ...), from the scenario registry."""
     k = str(cfg.scenario.get("kind", ""))
-    return "traffic" if k in TRAFFIC_KINDS else "molecular" if k in MOLECULAR_KINDS else k
+    entry = scenarios.SCENARIOS.get(k)
+    return entry.twin if entry is not None else scenarios.TWIN_OF_KIND.get(k, k)
 
 
 def objective_of(cfg, e) -> tuple[str | None, str]:

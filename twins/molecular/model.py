@@ -459,6 +459,9 @@ class MolecularTwin(Twin):
         fl = torch.stack([r[3] for r in self._rec]).double().cpu()
         return t, bg, oc, fl
 
+    def outcome_targets(self) -> tuple[list[str], dict[str, list[str]]]:
+        return list(self.metrics), {"expression": ["n_receptors", "target_occupancy_mean", "time_in_window"]}
+
     def results(self) -> RunResult:
         t, bg, oc, fl = self.timeseries()
         W, G = self.W, len(self.group_names)

@@ -98,6 +98,34 @@ class TripsTable:
 class TrafficOutcomes:
     """Mixin of :class:`~twins.traffic.model.TrafficTwin`: its outcomes (reads the twin's state; changes nothing)."""
 
+    def outcome_targets(self) -> tuple[list[str], dict[str, list[str]]]:
+        metrics = list(self.metrics)
+        groups = {"origin": ["mean_travel_time_s", "mean_delay_s", "throughput_veh"]}
+        if self._approach_edges():
+            groups["approach"] = ["delay_veh_h"]
+        if self.bus_lines:
+            metrics += [m for m in BUS_METRICS if m not in metrics]
+            groups["mode"] = ["mean_travel_time_s", "mean_delay_s", "mean_wait_s"]
+            groups["bus_line"] = ["mean_wait_s", "bus_travel_time_s"]
+        return metrics, groups
+
+    def _approach_edges(self) -> list[str]:
+        """The signalized approaches: edges ending at a junction with a signal program."""
+        net = self.scenario.network
+        signalized = {j.id for j in net.junctions.values() if getattr(j, "tl", None)}
+        return [e.id for e in net.edges.values() if e.to_node in signalized]
+
+    def counterfactual_groups(self, result: RunResult) -> pd.DataFrame | None:
+        """Per world and signalized approach: the delay accumulated on it (veh·h), a cheap per-approach outcome
+        from the edge table."""
+        edges = result.tables.get("edges") if result.tables else None
+        approach = self._approach_edges()
+        if edges is None or edges.empty or not approach:
+            return None
+        e = edges[edges["edge"].isin(approach)]
+        return pd.DataFrame({"world": e["world"].to_numpy(), "group_kind": "approach", "group": e["edge"].to_numpy(),
+                             "delay_veh_h": e["delay_s"].to_numpy(float) / 3600.0})
+
     def trips(self) -> pd.DataFrame:
         """All loaded vehicles: one row each (arrived ones have ``arrive_s``)."""
         return TripsTable(self._trip_data(), self._trip_names())()

@@ -15,45 +15,23 @@ nothing it decides on is read from the editable ``review.json``.
 objective provenance (with the objective's hash), tier, required controls, gates, decisions, audit
 anchors and the status (``blocked`` | ``awaiting approval`` | ``rejected`` | ``cleared``).
 
-Length: the review record, its rebuild from the audit log and its rendering, which must change together
-(a field added to one is read by the others).
+What the evidence digest covers is :mod:`.digest`; how a record reads (``review.md``, the console) is
+:mod:`.render`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import audit, gates, signing
-from .config import as_config, author_of, canonical, config_hash, same_person, sha256
+from . import audit, gates, render, signing
+from .digest import file_sha256, read_evidence
+from .config import as_config, author_of, canonical, config_hash, same_person
 
 # the signing settings the gates entry fixes for the run
 SIGNING = ("allowed_signers", "allowed_signers_sha256", "namespace")
-# The evidence digest covers every file a reader of the run uses, as it is when the gates run (the run or
-# search has written everything by then, manifest.json included): the top-level tables (*.parquet), JSON
-# records (metrics, effects, arms, manifest, best_policy, ...) and config.yaml, and everything under
-# evidence/ and figures/. Not covered: the review's own files (rewritten by approve/reject/show), Hydra's
-# .hydra/ and the log, export/, Optuna's study.db, and files added after the gates ran (e.g. a later
-# transfer's outputs): a reader can trust exactly the files the audit log lists, so an edit or deletion of
-# one of them blocks export, naming it.
-REVIEW_FILES = frozenset({"review.json", "review.md", "gates.json"})
-COVERED_DIRS = ("evidence", "figures")
-
-
-def covered_files(run: Path) -> list[str]:
-    """The run files the evidence digest covers (paths relative to ``run``)."""
-    names = [p.name for p in sorted(run.iterdir()) if p.is_file() and p.name not in REVIEW_FILES
-             and (p.suffix in (".parquet", ".json") or p.name == "config.yaml")]
-    for d in COVERED_DIRS:
-        if (run / d).is_dir():
-            names += sorted(p.relative_to(run).as_posix() for p in (run / d).rglob("*") if p.is_file())
-    return names
-
-
 class ReviewError(Exception):
     """A refused review action, with what to do instead."""
 
@@ -64,42 +42,6 @@ def write_json(path: Path, obj) -> None:
     from twins.core import io
 
     io.write_json(path, obj)
-
-
-def file_hashes(run: Path, names=None) -> dict:
-    """sha256 of each covered file (``names``: those the audit log lists; None: :func:`covered_files`);
-    None for a listed file that is gone."""
-    out = {}
-    for n in (covered_files(run) if names is None else names):
-        try:
-            out[n] = hashlib.sha256((run / n).read_bytes()).hexdigest()
-        except OSError:
-            out[n] = None
-    return out
-
-
-def evidence_digest(ev: dict, files: dict) -> str:
-    """``ev`` as read back from ``evidence.json`` (:func:`read_evidence`), and the run files' hashes."""
-    return sha256({"evidence": ev, "files": files})
-
-
-def read_evidence(run: Path, names=None) -> tuple[dict | None, dict, str | None]:
-    """``(evidence, file hashes, digest)`` from the files on disk (``names``: the files to hash, as the audit
-    log lists them; None: every covered file); evidence and digest are None when ``evidence/evidence.json``
-    is missing or unreadable."""
-    files = file_hashes(run, names)
-    try:
-        ev = json.loads((run / "evidence" / "evidence.json").read_text())
-    except (OSError, ValueError):
-        return None, files, None
-    return ev, files, evidence_digest(ev, files)
-
-
-def _file_sha256(path) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
-    except OSError:
-        return None
 
 
 def _content(ev: dict) -> dict:
@@ -138,7 +80,7 @@ def create(cfg, outdir, ev: dict, source: str) -> dict:
                   **({"search": [0, int(cfg.replications)]} if source == "search" else
                      {"run": [0, int(cfg.replications)]})},
         "impact": OmegaConf.to_container(e.impact, resolve=True),
-        "ethics": {"name": str(e.name), "allowed_signers": signers, "allowed_signers_sha256": _file_sha256(signers),
+        "ethics": {"name": str(e.name), "allowed_signers": signers, "allowed_signers_sha256": file_sha256(signers),
                    "namespace": str(e.signing.namespace), "log": str(log)},
         "evidence_digest": digest,
         "files": files,
@@ -228,7 +170,7 @@ def refresh(record: dict) -> dict:
 def save(run: Path, record: dict) -> None:
     write_json(run / "gates.json", record["gates"])
     write_json(run / "review.json", record)
-    (run / "review.md").write_text(markdown(record))
+    (run / "review.md").write_text(render.markdown(record))
 
 
 # --- human decisions ---------------------------------------------------------------------------------
@@ -392,7 +334,7 @@ def _decisions(record: dict, g: dict, later: list[dict]) -> list[str]:
     later = [x for x in later if x.get("action") == "reject" or (
         x.get("action") == "approve" and x.get("evidence_digest") == g.get("evidence_digest"))]
     if (ctrl.get("signature") or any(x["decision"].get("signed") for x in later)) and signers \
-            and _file_sha256(signers) != record["ethics"].get("allowed_signers_sha256"):
+            and file_sha256(signers) != record["ethics"].get("allowed_signers_sha256"):
         reasons.append(f"the allowed-signers file {signers} changed (or is gone) since the gates ran: only the "
                        "keys listed when a run's gates ran count for it; restore the file or rerun the experiment")
     decisions = []
@@ -419,106 +361,7 @@ def blockers(run) -> tuple[Path, dict, list[str]]:
 
 
 # --- text ---------------------------------------------------------------------------------------------
-def _num(x, fmt="{:+.4g}") -> str:
-    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
-
-
-def markdown(record: dict) -> str:
-    p = record["objective"]["provenance"] or {}
-    owner = p.get("owner") or {}
-    spec = record["objective"].get("spec") or {}
-    t = record.get("tier") or {}
-    c = record.get("controls") or {}
-    L = [f"# Ethics review: {record.get('scenario')} / {record.get('label')}", "",
-         f"**Status: {record['status'].upper()}** — run `{record['run']}` ({record['source']}), author "
-         f"{record['author']}, git {record['git_revision']}, config hash `{record['config_hash'][:16]}`", "",
-         "This is a recommendation produced in a sandbox, not an instruction to act.", "",
-         "## Objective and who defined it", "",
-         f"- owner: {owner.get('name') or '(not declared)'} — {owner.get('role') or '?'}, "
-         f"{owner.get('organisation') or '?'}",
-         f"- stakeholders consulted: {', '.join(p.get('stakeholders') or []) or '(none declared)'}",
-         f"- rationale: {p.get('rationale') or '(none)'}",
-         f"- agreed on: {p.get('date') or '(no date)'}",
-         "- objectives: " + (", ".join(f"{o['direction']} {o['metric']} (weight "
-                                       f"{spec.get('weights', {}).get(o['metric'], 1):g})"
-                                       for o in spec.get("objectives", [])) or "(none)"),
-         "- constraints: " + (", ".join(json.dumps(x) for x in spec.get("constraints", [])) or "(none)"),
-         f"- gates judge the policy on: {(spec.get('judged_on') or {}).get('direction', '')} "
-         f"{(spec.get('judged_on') or {}).get('metric', '')}",
-         f"- objective hash: `{record['objective'].get('hash')}`", "",
-         "## Impact tier and required controls", "",
-         f"Tier **{t.get('tier')}** (score {t.get('score')}: "
-         + ", ".join(f"{k} {v}" for k, v in (t.get('points') or {}).items()) + ")"
-         + (f"; {t['floor']}" if t.get("floor") else "") + ".",
-         f"Required: {c.get('approvers')} approver(s) other than the author, {c.get('held_out_replications')} held-out "
-         f"replications, signature {'required' if c.get('signature') else 'not required'}.", "",
-         "## Policy", "", "```", json.dumps(record.get("policy"), indent=2), "```", "",
-         "## Trade-offs (held-out effects, policy − baseline, 95% paired interval)", "",
-         "| metric | baseline | policy | effect | 95% CI | n |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in (record["effects"].get("network") or []):
-        L.append(f"| {r['metric']} | {_num(r.get('baseline_mean'), '{:.4g}')} | "
-                 f"{_num(r.get('treated_mean'), '{:.4g}')} "
-                 f"| {_num(r.get('effect'))} | [{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}] | {r.get('n')} |")
-    front = (record.get("search") or {}).get("pareto") or []
-    if front:
-        cols = list(front[0])
-        L += ["", f"Pareto front of the search ({len(front)} point(s); search estimates, and confirmed on held-out "
-              f"replications; the recommended policy is trial {record['search'].get('trial')}):", "",
-              "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-        for r in front:
-            L.append("| " + " | ".join(_num(r[c], "{:.4g}") if isinstance(r[c], float) else str(r[c])
-                                       for c in cols) + " |")
-    groups = record["effects"].get("groups") or []
-    if groups:
-        L += ["", "## Per-group effects", "", "| group | metric | baseline | effect | 95% CI |",
-              "| --- | --- | --- | --- | --- |"]
-        for r in groups:
-            L.append(f"| {r['group_kind']}: {r['group']} | {r['metric']} | {_num(r.get('baseline_mean'), '{:.4g}')} | "
-                     f"{_num(r.get('effect'))} | [{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}] |")
-    L += ["", "## Gates", "", "| gate | status | hard | reason |", "| --- | --- | --- | --- |"]
-    for g in record["gates"]:
-        L.append(f"| {g['gate']} | **{g['status']}** | {'yes' if g['hard'] else ''} | "
-                 f"{str(g['reason']).replace('|', '/')} |")
-    L += ["", "## Decisions", ""]
-    if not record["decisions"]:
-        L.append("(none yet)")
-    for d in record["decisions"]:
-        L.append(f"- {d['time']}: **{d['decision']}** by {d['reviewer']} ({d.get('role') or '-'}; OS user "
-                 f"{d.get('os_user')})" + (" — signed" if d.get("signed") else "")
-                 + (f" — reason: {d['reason']}" if d.get("reason") else ""))
-    L += ["", "## Audit", "", f"Log `{record['audit']['log']}`; this run's entries: "
-          + ", ".join(f"seq {a['seq']} ({a['action']}, `{a['hash'][:12]}`)" for a in record["audit"]["entries"]),
-          f"Evidence digest `{record['evidence_digest']}`.", ""]
-    return "\n".join(L)
-
-
-def text(record: dict) -> str:
-    """The terminal summary of ``review show``."""
-    p = record["objective"]["provenance"] or {}
-    owner = p.get("owner") or {}
-    t = record.get("tier") or {}
-    L = [f"run      {record['run']}", f"status   {record['status']}",
-         f"policy   {record.get('label')}",
-         f"owner    {owner.get('name') or '(not declared)'} ({owner.get('role') or '?'}, "
-         f"{owner.get('organisation') or '?'}); author {record['author']}",
-         f"tier     {t.get('tier')} — needs {(record.get('controls') or {}).get('approvers', 1)} approver(s)"
-         + (", signed" if (record.get("controls") or {}).get("signature") else ""), "", "held-out effects (policy − baseline):"]
-    for r in (record["effects"].get("network") or []):
-        L.append(f"  {r['metric']:<32} {_num(r.get('effect')):>10}  "
-                 f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]")
-    groups = record["effects"].get("groups") or []
-    if groups:
-        L.append(f"per-group effects: {len(groups)} rows (see review.md)")
-    L += ["", "gates:"]
-    for g in record["gates"]:
-        L.append(f"  {g['status']:<11} {g['gate']:<28} {g['reason']}")
-    if record["decisions"]:
-        L += ["", "decisions:"] + [f"  {d['time']} {d['decision']} by {d['reviewer']} ({d.get('role') or '-'})"
-                                   + (" [signed]" if d.get("signed") else "") for d in record["decisions"]]
-    return "\n".join(L)
-
-
 def show(run) -> str:
     run, record, _ = trusted(run)
     save(run, record)
-    return text(record) + f"\n\nwrote {run / 'review.md'}"
+    return render.text(record) + f"\n\nwrote {run / 'review.md'}"

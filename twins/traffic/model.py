@@ -86,14 +86,14 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # what the worlds' parameters decide (routes, population, signal plans) is read by read_params()
         self.scenario = scenario
         self.begin = float(scenario.begin)
-        self.compile = compile is True  # torch.compile of IDM in the tensor kernels (CUDA, or with bus stops)
+        self.fused_idm = compile is True  # torch.compile of IDM in the tensor kernels (CUDA, or with bus stops)
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
         self.net_cpu = network_tables(net)
         cnet = self.net_cpu.to(self.device, dtype)
         self.net = cnet
         lines = self.bus_lines = list(getattr(scenario, "bus_lines", None) or [])
-        self._transit_cpu = transit.compile_transit(lines, net, "cpu", dtype) if lines else None
+        self._transit_cpu = transit.transit_tables(lines, net, "cpu", dtype) if lines else None
         self.transit = self._transit_cpu
         self.flow_ids = [f.id for f in demand.flows]
         self.interval_steps = max(1, int(round(interval_s / dt)))
@@ -125,7 +125,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self._native = native.available(warn=True)
         elif self._native:
             native.load()
-        self.kernel = "native" if self._native else "tensor+torch.compile" if self.compile else "tensor"
+        self.kernel = "native" if self._native else "tensor+torch.compile" if self.fused_idm else "tensor"
         self._build_agents()
         # the signal controls, stepped in order before the vehicles move (twins.traffic.signals): the scenario's
         # programs, then the control scenario.signal_control names
@@ -599,7 +599,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
     @property
     def _step_settings(self) -> StepSettings:
         return StepSettings(dt=self.dt, W=self.W, span=self.span, substeps=self.substeps,
-                            insert_rounds=self.insert_rounds, delta=self.shared_delta, fused=self.compile, cf=self.cf,
+                            insert_rounds=self.insert_rounds, delta=self.shared_delta, fused=self.fused_idm, cf=self.cf,
                             lane_change=self.lane_changing)
 
     @property

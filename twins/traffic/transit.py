@@ -134,7 +134,7 @@ class TransitTables:
         return StopTables(route_pos=self.route_pos, pos=self.pos, next=self.next)
 
 
-def compile_transit(lines: list[BusLine], net, device, dtype) -> TransitTables:
+def transit_tables(lines: list[BusLine], net, device, dtype) -> TransitTables:
     ids, line_of, rpos, pos, nxt, first, rem, cap, base, tb, ta, rate = ([] for _ in range(12))
     for l, line in enumerate(lines):
         where = line.validate(net)

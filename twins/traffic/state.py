@@ -10,7 +10,10 @@ speeds m/s, times s; floats are the twin's dtype unless said.
 - :class:`Drivers`: what each vehicle brings and never changes (its route and driver parameters);
 - :class:`StepSettings`: the step's settings for the whole run (time step, car-following model, rules on);
 - :class:`StopTables`: the bus stops the kernel's rule 7 reads;
-- :class:`StepResult`: what :func:`twins.traffic.kernels.step` returns.
+- :class:`StepResult`: what :func:`twins.traffic.kernels.step` returns;
+- inside the step: :class:`Movers` (the vehicles that move, with the parameters the move reads),
+  :class:`Surroundings` (where they look up leaders and lane tails) and :class:`Moved` (rules 4-8's result);
+  :class:`Teleported` (rule 12's).
 
 The records are plain containers: the kernels stay pure functions of them (no methods that compute).
 """

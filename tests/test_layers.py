@@ -13,7 +13,7 @@ LAYERS = [
     ("core", ["twins.core"]),
     ("views", ["twins.plots"]),
     ("kernels", ["twins.traffic.kernels", "twins.traffic.state", "twins.traffic.native", "twins.traffic.control",
-                 "twins.molecular.kernels"]),
+                 "twins.molecular.kernels", "twins.molecular.state"]),
     ("twins", ["twins.traffic", "twins.molecular"]),
     ("scenarios", ["scenarios"]),
     ("interventions", ["interventions"]),

@@ -36,7 +36,7 @@ def test_molecular_nan_names_world_particle_and_time():
                       dosing_interval=0.4, k_el=0.5, record_every=5)
     for _ in range(12):
         m.step()
-    m.pos[1, 3, 0] = math.nan
+    m.state.pos[1, 3, 0] = math.nan
     with pytest.raises(NumericalError) as e:
         m.run(progress=False)
     assert (e.value.world, e.value.entity) == (1, 3) and "dt" in str(e.value)

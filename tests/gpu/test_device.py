@@ -76,8 +76,8 @@ def test_molecular_reproducible_and_batch_independent():
         m.run(progress=False)
         runs.append(m)
     a, b, alone = runs
-    assert torch.equal(a.pos, b.pos) and torch.equal(a.species, b.species)
-    assert torch.equal(a.pos[2], alone.pos[0]) and torch.equal(a.species[2], alone.species[0])
+    assert torch.equal(a.state.pos, b.state.pos) and torch.equal(a.state.species, b.state.species)
+    assert torch.equal(a.state.pos[2], alone.state.pos[0]) and torch.equal(a.state.species[2], alone.state.species[0])
     assert int(a.doses_given[0]) == 3
 
 

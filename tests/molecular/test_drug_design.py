@@ -80,7 +80,8 @@ def test_baseline_equal_arm_is_bit_identical_and_effects_exactly_zero():
     # arm 1 = every parameter at its baseline; arm 2 changes the dose so the slot table grows
     twin, r, eff = _counterfactual([base, {"dose": 120}], reps=3)
     R = 3
-    assert torch.equal(twin.pos[:R], twin.pos[R:2 * R]) and torch.equal(twin.species[:R], twin.species[R:2 * R])
+    st = twin.state
+    assert torch.equal(st.pos[:R], st.pos[R:2 * R]) and torch.equal(st.species[:R], st.species[R:2 * R])
     e1 = eff[eff.arm == 1]
     assert len(e1) > 0 and (e1["effect"] == 0.0).all() and (e1["ci_low"] == 0.0).all()
     assert (e1["ci_high"] == 0.0).all()
@@ -95,7 +96,7 @@ def test_worlds_do_not_depend_on_the_other_arms_of_the_batch():
     pd.testing.assert_frame_equal(alone.worlds[cols], mixed.worlds[mixed.worlds.arm == 0][cols])
     # the first ligand of dose 1 appears at the same place in both arms (its noise id is fixed)
     slot0 = twin.lig0 + 1 * twin.max_dose  # ligand 0 of dose 1 (dose 0 is a multiple of max_dose)
-    assert torch.equal(twin.spawn_pos[0, slot0 - twin.lig0], twin.spawn_pos[2, slot0 - twin.lig0])
+    assert torch.equal(twin.slots.spawn_pos[0, slot0 - twin.lig0], twin.slots.spawn_pos[2, slot0 - twin.lig0])
 
 
 def test_directional_effects():

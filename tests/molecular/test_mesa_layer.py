@@ -96,12 +96,12 @@ def test_a_species_in_one_world_is_an_agent_set_over_that_worlds_tensors(monkeyp
     assert isinstance(ligands, mesa.agent.AgentSet) and len(ligands) == int(m.populations["ligand"].count[k]) > 0
     for a in ligands:
         assert a.world == k and a.species == Species.LIGAND
-        assert a.position == tuple(m.pos[k, a.slot].tolist())
+        assert a.position == tuple(m.state.pos[k, a.slot].tolist())
     assert [a.slot for a in ligands] == m.populations["ligand"].members(k)
     everyone = m.particles(k)
-    live = (m.species[k] != Species.EMPTY) & (m.species[k] != Species.CLEARED)
+    live = (m.state.species[k] != Species.EMPTY) & (m.state.species[k] != Species.CLEARED)
     assert len(everyone) == int(live.sum())
-    assert everyone.get("species") == [Species(int(c)) for c in m.species[k][live]]
+    assert everyone.get("species") == [Species(int(c)) for c in m.state.species[k][live]]
     for a in m.populations["target_complex"].in_world(k):  # partners are in the same world
         assert a.group in ("high", "low") and m.particles(k).select(lambda p: p.slot == a.partner)[0].species \
             == Species.BOUND_LIGAND
@@ -110,9 +110,9 @@ def test_a_species_in_one_world_is_an_agent_set_over_that_worlds_tensors(monkeyp
     a = ligands[0]
     assert m.particles(k, [Species.LIGAND])[0] is a
     m.step()
-    assert a.position == tuple(m.pos[k, a.slot].tolist())
+    assert a.position == tuple(m.state.pos[k, a.slot].tolist())
     a.position = (31.0, -1.0, 2.5)  # written into world k's column, wrapped into the box
-    assert torch.equal(m.pos[k, a.slot], torch.tensor([1.0, 29.0, 2.5]))
+    assert torch.equal(m.state.pos[k, a.slot], torch.tensor([1.0, 29.0, 2.5]))
     assert a.view().position == (1.0, 29.0, 2.5)
 
 

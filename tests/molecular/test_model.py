@@ -36,14 +36,14 @@ def test_results_have_metrics_groups_timeseries_and_datacollector():
     assert len(m.agents_by_type[Compartment]) == 3 and len(m.agents_by_type[DosingSchedule]) == 1
     pops = {a.name: a for a in m.agents_by_type[SpeciesPopulation]}
     n_tc = int(pops["target_complex"].count[0])
-    assert n_tc == int((m.species[0] == Species.TARGET_COMPLEX).sum())
+    assert n_tc == int((m.state.species[0] == Species.TARGET_COMPLEX).sum())
     if n_tc:
         s = pops["target_complex"].members(0)[0]
         v = pops["target_complex"].view(0, s)
         assert v.species == "TARGET_COMPLEX" and v.group in ("high", "low")
         assert m.particle(0, v.partner).species == "BOUND_LIGAND"
     # mass balance: every dosed ligand is free, bound or cleared
-    sp = m.species
+    sp = m.state.species
     dosed = ((sp[:, m.lig0:] != Species.EMPTY)).sum(1)
     assert torch.equal(dosed, m.doses_given * 40)
 
@@ -60,8 +60,9 @@ def test_reproducible_and_batch_independent():
     m_one.run(progress=False)
     m_rev = MolecularTwin(wb.subset([3, 2, 1, 0]), **SMALL)
     m_rev.run(progress=False)
-    assert torch.equal(m_all.pos[2], m_one.pos[0]) and torch.equal(m_all.species[2], m_one.species[0])
-    assert torch.equal(m_all.pos[2], m_rev.pos[1]) and torch.equal(m_all.species[2], m_rev.species[1])
+    s_all, s_one, s_rev = m_all.state, m_one.state, m_rev.state
+    assert torch.equal(s_all.pos[2], s_one.pos[0]) and torch.equal(s_all.species[2], s_one.species[0])
+    assert torch.equal(s_all.pos[2], s_rev.pos[1]) and torch.equal(s_all.species[2], s_rev.species[1])
 
 
 def test_null_intervention_identical_and_noise_aligned():
@@ -69,15 +70,15 @@ def test_null_intervention_identical_and_noise_aligned():
     wb.params["k_on_target"] = torch.tensor([20.0, 20.0, 20.0, 20.0])
     m = MolecularTwin(wb, **SMALL)
     m.run(progress=False)
-    assert torch.equal(m.pos[0], m.pos[2]) and torch.equal(m.species[0], m.species[2])
+    assert torch.equal(m.state.pos[0], m.state.pos[2]) and torch.equal(m.state.species[0], m.state.species[2])
     # a different off-target affinity in arm 1: the target receptors (immobile-ish, own noise keys)
     # still receive exactly the same Brownian kicks, so free receptors that never bound are identical
     wb.params["k_on_offtarget"] = torch.tensor([5.0, 5.0, 0.0, 0.0])
     m2 = MolecularTwin(wb, **SMALL)
     m2.run(progress=False)
-    assert torch.equal(m2.pos[0, : m2.n_t], m2.pos[2, : m2.n_t])
+    assert torch.equal(m2.state.pos[0, : m2.n_t], m2.state.pos[2, : m2.n_t])
     # dosed ligands appear at the same places whatever the policy (ids fixed by dose and index)
-    assert torch.equal(m2.spawn_pos[0], m2.spawn_pos[2])
+    assert torch.equal(m2.slots.spawn_pos[0], m2.slots.spawn_pos[2])
 
 
 def test_per_world_parameters_change_outcomes():
@@ -162,7 +163,9 @@ def test_immobile_receptor_table_gives_the_cell_list_trajectory(kind):
         fast.step()
         general.step()
     assert int(fast.n_bind_events.sum()) > 10
-    for name in ("pos", "species", "partner", "n_bind_events", "n_unbind_events"):
+    for name in ("pos", "species", "partner"):
+        assert torch.equal(getattr(fast.state, name), getattr(general.state, name)), name
+    for name in ("n_bind_events", "n_unbind_events"):
         assert torch.equal(getattr(fast, name), getattr(general, name)), name
 
 

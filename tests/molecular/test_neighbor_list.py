@@ -47,9 +47,10 @@ def test_forces_are_complete_at_every_check_even_when_lists_go_stale():
         while m.step_index < m.n_steps:
             m.step()
             if m.step_index % m.check_every == 0:
-                f, e, _, n = K.lj_forces(m.pos, K.neighbor_candidates(m.pos, m.alive, m.box, m.rc), m.box, m.rc)
-                assert torch.allclose(f, m.force, rtol=0, atol=1e-10) and torch.equal(n, m.npairs)
-                assert torch.allclose(e, m.epot, rtol=1e-12, atol=0)
+                pos = m.state.pos
+                f, e, _, n = K.lj_forces(pos, K.neighbor_candidates(pos, m.alive, m.box, m.rc), m.box, m.rc)
+                assert torch.allclose(f, m.state.force, rtol=0, atol=1e-10) and torch.equal(n, m.state.npairs)
+                assert torch.allclose(e, m.state.epot, rtol=1e-12, atol=0)
                 checks += 1
     assert checks == 10 and m.replays > 0 and int(m.rebuilds.min()) > 2
 
@@ -60,9 +61,9 @@ def test_batch_independent_reproducible_and_rebuilt_only_when_needed():
     runs = [_lj(b) for b in (wb, wb.subset([1]), wb.subset([2, 1, 0]), wb)]
     res = [m.run(progress=False).worlds.drop(columns="world") for m in runs]
     full, alone, rev, again = runs
-    assert torch.equal(full.pos[1], alone.pos[0]) and torch.equal(full.pos[1], rev.pos[1])
+    assert torch.equal(full.state.pos[1], alone.state.pos[0]) and torch.equal(full.state.pos[1], rev.state.pos[1])
     assert res[0].iloc[1].equals(res[1].iloc[0]) and res[0].iloc[1].equals(res[2].iloc[1])
-    assert torch.equal(full.pos, again.pos) and res[0].equals(res[3])
+    assert torch.equal(full.state.pos, again.state.pos) and res[0].equals(res[3])
     # lists outlive steps: the hotter world needs more of them, none is rebuilt every check
     n = full.rebuilds.tolist()
     assert n[2] < n[0] < n[1] < full.n_steps / full.check_every, (n, full.check_every)
@@ -99,8 +100,8 @@ def test_compiled_step_matches_the_eager_step_and_stays_batch_independent():
     for m in (eager, fused, alone):
         m.run(progress=False)
     assert fused.compiled and not eager.compiled
-    assert torch.allclose(eager.pos, fused.pos, rtol=0, atol=1e-11)
-    assert torch.equal(fused.pos[1], alone.pos[0])
+    assert torch.allclose(eager.state.pos, fused.state.pos, rtol=0, atol=1e-11)
+    assert torch.equal(fused.state.pos[1], alone.state.pos[0])
 
 
 def test_keyed_normals_are_the_noise_module_s_normals_bit_for_bit():

@@ -3,7 +3,8 @@
 Compartments and the dosing schedule are Mesa agents of the model. A species is a :class:`SpeciesPopulation`
 (one agent for all worlds, ``count`` per world); its particles in one world are a ``mesa.agent.AgentSet`` of
 :class:`Particle` agents (``population.in_world(k)``, ``twin.particles(k)``), built when asked for: each reads,
-and for its position writes, that world's tensor columns. ``step()`` builds no per-particle object.
+and for its position writes, that world's columns of the twin's state (``twin.state``, a
+:class:`~.state.ParticleState`). ``step()`` builds no per-particle object.
 """
 from __future__ import annotations
 
@@ -50,28 +51,28 @@ class Particle(mesa.Agent):
 
     @property
     def species(self) -> Species:
-        return Species(int(self.model.species[self.world, self.slot]))
+        return Species(int(self.model.state.species[self.world, self.slot]))
 
     @property
     def position(self) -> tuple:
-        return tuple(self.model.pos[self.world, self.slot].tolist())
+        return tuple(self.model.state.pos[self.world, self.slot].tolist())
 
     @position.setter
     def position(self, xyz) -> None:
-        m = self.model
-        p = torch.as_tensor(xyz, dtype=m.pos.dtype, device=m.pos.device)
-        m.pos[self.world, self.slot] = torch.remainder(p, m.box)
+        pos = self.model.state.pos
+        pos[self.world, self.slot] = torch.remainder(torch.as_tensor(xyz, dtype=pos.dtype, device=pos.device),
+                                                     self.model.box)
 
     @property
     def partner(self) -> int | None:
         """Slot of the complex partner in the same world (None when free)."""
-        p = int(self.model.partner[self.world, self.slot])
+        p = int(self.model.state.partner[self.world, self.slot])
         return None if p < 0 else p % self.model.N
 
     @property
     def group(self) -> str | None:
         """Expression group (cell) of a target receptor, else None."""
-        g = int(self.model.group[self.slot])
+        g = int(self.model.slots.group[self.slot])
         return self.model.group_names[g] if g >= 0 else None
 
     def view(self) -> ParticleView:
@@ -93,14 +94,14 @@ class SpeciesPopulation(mesa.Agent):
         self.name, self.codes = name, tuple(int(c) for c in codes)
 
     def mask(self) -> torch.Tensor:
-        return species_mask(self.model.species, self.codes)
+        return species_mask(self.model.state.species, self.codes)
 
     @property
     def count(self) -> torch.Tensor:
         return self.mask().sum(1)
 
     def members(self, world: int) -> list[int]:
-        return torch.nonzero(species_mask(self.model.species[world], self.codes)).flatten().tolist()
+        return torch.nonzero(species_mask(self.model.state.species[world], self.codes)).flatten().tolist()
 
     def in_world(self, world: int) -> mesa.agent.AgentSet:
         """This species' particles in world ``world``, as :class:`Particle` agents."""

@@ -1,5 +1,9 @@
 """Pure tensor kernels of the molecular twin (no Mesa, no config objects).
 
+The LJ step (:func:`lj_step`, :func:`baoab_step`) takes and returns the typed records of :mod:`.state`
+(:class:`~.state.LJState`, :class:`~.state.VerletList`, :class:`~.state.NoiseKeys`, :class:`~.state.LJSettings`);
+the other kernels are plain functions of tensors.
+
 Layout: a fixed-capacity particle table per world, tensors shaped ``[W, N, ...]``
 (W worlds, N slots); a boolean ``alive`` mask ``[W, N]`` says which slots hold a
 particle. Neighbour lists hold *flattened* indices ``w * N + slot`` (``-1``: none),
@@ -19,12 +23,15 @@ with its neighbour lists), which share the periodic cell-list code.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 
 from twins.core import noise
 from twins.core.errors import check
+
+from .state import LJSettings, LJState, NoiseKeys, VerletList
 
 _OFFSETS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
 
@@ -531,26 +538,25 @@ def brownian_step(pos, force, D, dt, xi, box, kT=1.0, mobile=None):
     return wrap(pos + dx, box), dx
 
 
-def baoab_step(pos, vel, force, force_fn, dt, gamma, kT, xi, box, mass=1.0):
-    """One BAOAB Langevin step (Leimkuhler & Matthews 2013); ``gamma = 0`` is
-    velocity Verlet (NVE). ``force_fn(pos) -> (force, *extras)``; returns
-    ``(pos, vel, force, extras)``. ``gamma``/``kT`` may be ``[W]`` tensors."""
+def baoab_step(state: LJState, force_fn, kT, xi, settings: LJSettings, mass=1.0):
+    """One BAOAB Langevin step (Leimkuhler & Matthews 2013) of ``state``'s positions, velocities and forces;
+    ``settings.gamma = 0`` is velocity Verlet (NVE). ``force_fn(pos) -> (force, *extras)``; ``kT`` a number or
+    ``[W]``; ``xi [W, N, 3]`` standard normals. Returns ``(state with the new pos, vel, force; extras)``."""
+    dt, pos, vel, force = settings.dt, state.pos, state.vel, state.force
     half = 0.5 * dt / mass
     vel = vel + half * force
     pos = pos + 0.5 * dt * vel
-    gamma = torch.as_tensor(gamma, dtype=pos.dtype, device=pos.device)
+    gamma = torch.as_tensor(settings.gamma, dtype=pos.dtype, device=pos.device)
     kT = torch.as_tensor(kT, dtype=pos.dtype, device=pos.device)
-    if gamma.dim() == 1:
-        gamma = gamma[:, None, None]
     if kT.dim() == 1:
         kT = kT[:, None, None]
     c1 = torch.exp(-gamma * dt)
     vel = c1 * vel + torch.sqrt((1.0 - c1 * c1) * kT / mass) * xi
-    pos = wrap(pos + 0.5 * dt * vel, box)
+    pos = wrap(pos + 0.5 * dt * vel, settings.box)
     out = force_fn(pos)
     force = out[0]
     vel = vel + half * force
-    return pos, vel, force, out[1:]
+    return replace(state, pos=pos, vel=vel, force=force), out[1:]
 
 
 def draw_links(n: int, device=None) -> torch.Tensor:
@@ -566,24 +572,24 @@ def keyed_normals(prefix: torch.Tensor, step: torch.Tensor, links: torch.Tensor,
     return (torch.sqrt(-2.0 * torch.log(u[..., 0::2])) * torch.cos(2.0 * math.pi * u[..., 1::2])).to(dtype)
 
 
-def lj_step(pos, vel, force, nbr, built_at, drift, kT, key, step, links, *, dt: float, gamma: float, box: float,
-            cutoff: float, shift: bool):
-    """One BAOAB step of the LJ fluid over a Verlet list ``nbr``, as a pure function of tensors (so that
-    inductor can fuse all of it, the keyed Brownian noise included: ``key`` is the particles' noise prefix
-    [W, N], ``step`` a 0-d int64 tensor, ``links = draw_links(6)``).
+def lj_step(state: LJState, neighbors: VerletList, kT: torch.Tensor, keys: NoiseKeys,
+            settings: LJSettings) -> LJState:
+    """One BAOAB step of the LJ fluid over the Verlet lists ``neighbors``, as a pure function of tensors (so that
+    inductor can fuse all of it, the keyed Brownian noise included); ``kT [W]`` each world's temperature.
 
-    ``drift [W]`` is raised to each world's largest displacement from ``built_at`` (where its list was
-    built) at the step's new positions. Returns ``(pos, vel, force, epot, virial, npairs, drift)``.
+    The new state's ``drift`` is the old one raised to each world's largest displacement from
+    ``neighbors.built_at`` at the step's new positions; ``epot``, ``virial`` and ``npairs`` are those of the new
+    forces.
     """
-    xi = keyed_normals(key, step, links, pos.dtype)
+    xi = keyed_normals(keys.prefix, keys.step, keys.links, state.pos.dtype)
     moved = []
 
     def force_fn(p):
-        moved.append(max_displacement(p, built_at, box))
-        return lj_forces(p, nbr, box, cutoff, shift=shift)
+        moved.append(max_displacement(p, neighbors.built_at, settings.box))
+        return lj_forces(p, neighbors.nbr, settings.box, settings.cutoff, shift=settings.shift)
 
-    pos, vel, force, (epot, virial, npairs) = baoab_step(pos, vel, force, force_fn, dt, gamma, kT, xi, box)
-    return pos, vel, force, epot, virial, npairs, torch.maximum(drift, moved[0])
+    new, (epot, virial, npairs) = baoab_step(state, force_fn, kT, xi, settings)
+    return replace(new, epot=epot, virial=virial, npairs=npairs, drift=torch.maximum(state.drift, moved[0]))
 
 
 # ----------------------------------------------------------------------------- reactions

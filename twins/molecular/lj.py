@@ -2,11 +2,15 @@
 
 Reduced units (σ = ε = m = k_B = 1). Its kernels (forces over a Verlet list, the BAOAB step) are in
 :mod:`.kernels`; validation against Johnson, Zollweg & Gubbins (1993) in ``tests/molecular/test_validation.py``.
+The twin holds its state as typed records (:mod:`.state`): ``twin.state`` (:class:`~.state.LJState`: positions,
+velocities, forces, energy, virial, drift), ``twin.neighbors`` (:class:`~.state.VerletList`) and ``twin.settings``
+(:class:`~.state.LJSettings`), which :func:`.kernels.lj_step` takes.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +23,7 @@ from twins.core.twin import RunResult, Twin
 from twins.core.worlds import WorldBatch
 
 from . import kernels as K
+from .state import LJSettings, LJState, NoiseKeys, VerletList
 
 class LJFluidTwin(Twin):
     """Lennard-Jones fluid in reduced units (σ = ε = m = k_B = 1), W worlds.
@@ -83,12 +88,13 @@ class LJFluidTwin(Twin):
         # (eager, a step is ~105 small kernels; on a CPU the compile takes ~4 s); shapes are fixed between rebuilds
         self.compiled = bool(compile if compile is not None else self.device.type == "cuda")
         self._step_fn = torch.compile(K.lj_step, dynamic=False, fullgraph=True) if self.compiled else K.lj_step
+        self.settings = LJSettings(dt=self.dt, gamma=self.gamma, box=self.box, cutoff=self.rc, shift=self.shift)
         self.T = self._param("temperature", temperature)
         self.equilibration, self.record_every = float(equilibration), max(1, int(record_every))
         self.pid = torch.arange(N, device=dev)
-        self._key = K.key_prefix(worlds.seed, self.worlds.replication[:, None], Stream.BROWNIAN, self.pid[None, :])
-        self._links = K.draw_links(6, dev)
-        self._step_t = torch.zeros((), dtype=torch.int64, device=dev)
+        self._keys = NoiseKeys(
+            prefix=K.key_prefix(worlds.seed, self.worlds.replication[:, None], Stream.BROWNIAN, self.pid[None, :]),
+            step=torch.zeros((), dtype=torch.int64, device=dev), links=K.draw_links(6, dev))
         rep = self.worlds.replication.view(-1, 1, 1)
         d3 = torch.arange(3, device=dev)[None, None, :]
         if lattice == "fcc":
@@ -102,21 +108,24 @@ class LJFluidTwin(Twin):
                                 dtype=dtype, device=dev) * self.box
         self.alive = torch.ones(W, N, dtype=torch.bool, device=dev)
         K.check_no_overlap(pos, self.alive, self.box, min_distance, field="scenario.lattice")
-        self.pos = K.wrap(pos, self.box)
+        pos = K.wrap(pos, self.box)
         v = noise.normal(worlds.seed, rep, Stream.PLACEMENT, self.pid[None, :, None], 0, d3, dtype=dtype, device=dev)
         v = v - v.mean(1, keepdim=True)
         t_now = (v * v).sum((1, 2)) / (3 * (N - 1))
-        self.vel = v * torch.sqrt(self.T / t_now)[:, None, None]
+        zero = torch.zeros(W, dtype=dtype, device=dev)
+        # forces, energy and virial follow once the lists are built
+        self.state = LJState(pos=pos, vel=v * torch.sqrt(self.T / t_now)[:, None, None], force=torch.zeros_like(pos),
+                             epot=zero, virial=zero, npairs=zero, drift=zero.clone())
         self.capacity = K.verlet_capacity(self.rho, self.rc + self.skin)
-        self._nbr = torch.full((W, N, self.capacity), -1, dtype=torch.long, device=dev)
-        self._built_at = self.pos.clone()
-        self._drift = torch.zeros(W, dtype=dtype, device=dev)  # largest displacement since the list was built
-        self._drift_checked = torch.zeros(W, dtype=dtype, device=dev)  # ... at the last check
+        self.neighbors = VerletList(nbr=torch.full((W, N, self.capacity), -1, dtype=torch.long, device=dev),
+                               built_at=pos.clone())
+        self._drift_checked = torch.zeros(W, dtype=dtype, device=dev)  # state.drift at the last check
         self.rebuilds = torch.zeros(W, dtype=torch.long, device=dev)
         self.replays = 0
         self._built_step = [0] * W
         self._rebuild(list(range(W)))
-        self.force, self.epot, self.virial, self.npairs = self._forces(self.pos)
+        force, epot, virial, npairs = self._forces(pos)
+        self.state = replace(self.state, force=force, epot=epot, virial=virial, npairs=npairs)
         self.u_tail, self.p_tail = K.lj_tail_corrections(self.rho, self.rc)
         self._rec: list[tuple] = []
         self._record()
@@ -131,43 +140,43 @@ class LJFluidTwin(Twin):
         return v
 
     def _forces(self, pos):
-        return K.lj_forces(pos, self._nbr, self.box, self.rc, shift=self.shift)
+        return K.lj_forces(pos, self.neighbors.nbr, self.box, self.rc, shift=self.shift)
 
     def _rebuild(self, worlds: list[int]):
         """New Verlet lists for ``worlds`` at their current positions."""
         if not worlds:
             return
-        N, idx = self.N, torch.tensor(worlds, device=self.device)
-        nbr, needed = K.verlet_list(self.pos[idx], self.alive[idx], self.box, self.rc + self.skin, self.capacity)
+        N, idx, lists = self.N, torch.tensor(worlds, device=self.device), self.neighbors
+        nbr, needed = K.verlet_list(self.state.pos[idx], self.alive[idx], self.box, self.rc + self.skin,
+                                    self.capacity)
         if needed > self.capacity:
             grown = -(-needed // 16) * 16
             warnings.warn(f"LJ neighbour list: a particle has {needed} neighbours within cutoff + skin, more than "
                           f"the {self.capacity} slots planned from the density; widened to {grown} (a denser "
                           f"region than a fluid's: a world's rounding now depends on the batch it ran in)",
                           stacklevel=3)
-            self._nbr = torch.cat((self._nbr, self._nbr.new_full((self.W, N, grown - self.capacity), -1)), 2)
+            lists.nbr = torch.cat((lists.nbr, lists.nbr.new_full((self.W, N, grown - self.capacity), -1)), 2)
             self.capacity = grown
         if nbr.shape[2] < self.capacity:
             nbr = torch.cat((nbr, nbr.new_full((len(worlds), N, self.capacity - nbr.shape[2]), -1)), 2)
         # the list numbers particles within the sub-batch: w_sub * N + j -> w * N + j
         shift = ((idx - torch.arange(len(worlds), device=self.device)) * N)[:, None, None]
-        self._nbr[idx] = torch.where(nbr >= 0, nbr + shift, nbr)
-        self._built_at[idx] = self.pos[idx]
-        self._drift[idx] = 0
+        lists.nbr[idx] = torch.where(nbr >= 0, nbr + shift, nbr)
+        lists.built_at[idx] = self.state.pos[idx]
+        self.state.drift[idx] = 0
         self._drift_checked[idx] = 0
         self.rebuilds[idx] += 1
         for w in worlds:
             self._built_step[w] = self.step_index
 
     def _save(self):
-        return (self.step_index, len(self._rec), self.pos.clone(), self.vel.clone(), self.force.clone(),
-                self.epot.clone(), self.virial.clone(), self.npairs.clone(), self._drift.clone())
+        return self.step_index, len(self._rec), self.state.map(torch.clone)
 
     def _restore(self, snap):
         self.step_index, n_rec = snap[0], snap[1]
-        self._step_t.fill_(self.step_index)
+        self._keys.step.fill_(self.step_index)
         del self._rec[n_rec:]
-        self.pos, self.vel, self.force, self.epot, self.virial, self.npairs, self._drift = (t.clone() for t in snap[2:])
+        self.state = snap[2].map(torch.clone)
 
     def step(self):
         self._advance()
@@ -179,7 +188,7 @@ class LJFluidTwin(Twin):
         the lists that would go stale before the next check (see the class docstring)."""
         half, start = 0.5 * self.skin, self._snapshot[0]
         while True:
-            drift = self._drift.tolist()  # the host read of this period
+            drift = self.state.drift.tolist()  # the host read of this period
             stale = [w for w, d in enumerate(drift) if d > half]
             if not stale:
                 break
@@ -198,7 +207,7 @@ class LJFluidTwin(Twin):
                 before = self._save() if outran else None
                 self._advance()
                 if outran:
-                    d = self._drift.tolist()
+                    d = self.state.drift.tolist()
                     late = [w for w in outran if d[w] > half]
                     if late:
                         check(all(self._built_step[w] != before[0] for w in late), "scenario.skin", self.skin,
@@ -209,32 +218,30 @@ class LJFluidTwin(Twin):
                         self._advance()
         last = self._drift_checked.tolist()
         self._rebuild([w for w in range(self.W) if drift[w] + max(drift[w] - last[w], 0.0) > half])
-        self._drift_checked = self._drift.clone()
+        self._drift_checked = self.state.drift.clone()
         self._snapshot = self._save()
 
     def _advance(self):
-        (self.pos, self.vel, self.force, self.epot, self.virial, self.npairs, self._drift) = self._step_fn(
-            self.pos, self.vel, self.force, self._nbr, self._built_at, self._drift, self.T, self._key,
-            self._step_t, self._links, dt=self.dt, gamma=self.gamma, box=self.box, cutoff=self.rc, shift=self.shift)
+        self.state = self._step_fn(self.state, self.neighbors, self.T, self._keys, self.settings)
         self.step_index += 1
-        self._step_t += 1  # the step counter lives on the device: no transfer per step
+        self._keys.step += 1  # the step counter lives on the device: no transfer per step
         if self.step_index % self.record_every == 0 or self.step_index == self.n_steps:
             self._record()
 
     def observables(self):
         """Instantaneous per-world ``(U/N incl. tail, P incl. tail, T_kin, H/N of the dynamics)``."""
-        N, V = self.N, self.box ** 3
-        ke = 0.5 * (self.vel * self.vel).sum((1, 2))
+        N, V, st = self.N, self.box ** 3, self.state
+        ke = 0.5 * (st.vel * st.vel).sum((1, 2))
         t_kin = 2 * ke / (3 * (N - 1))
-        u_unshift = self.epot / N
+        u_unshift = st.epot / N
         if self.shift:  # report the truncated, unshifted energy: add back V(rc) per pair inside rc
             sc6 = self.rc ** -6
-            u_unshift = u_unshift + self.npairs * 4.0 * (sc6 * sc6 - sc6) / N
-        pressure = (2 * ke + self.virial) / (3 * V) + self.p_tail
-        return u_unshift, pressure, t_kin, (ke + self.epot) / N
+            u_unshift = u_unshift + st.npairs * 4.0 * (sc6 * sc6 - sc6) / N
+        pressure = (2 * ke + st.virial) / (3 * V) + self.p_tail
+        return u_unshift, pressure, t_kin, (ke + st.epot) / N
 
     def _record(self):
-        self.check_finite("position", self.pos, self.alive,
+        self.check_finite("position", self.state.pos, self.alive,
                           "Lower dt (velocity Verlet needs dt well below the collision time, ~0.005 in LJ units) "
                           "or check the initial configuration for overlaps.")
         u, p, t, h = self.observables()

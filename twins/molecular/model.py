@@ -37,6 +37,10 @@ doses or the rates (DESIGN.md §3). A bound complex keeps both slots: the
 receptor slot becomes the complex, the ligand slot is parked as
 ``BOUND_LIGAND`` and reappears, uniformly inside the reaction ball, on unbinding.
 
+The twin holds these as typed records (:mod:`.state`): ``twin.state`` (:class:`~.state.ParticleState`: positions,
+species, partners, forces), ``twin.slots`` (:class:`~.state.SlotTable`: each slot's group, noise id, dose and
+spawn position) and ``twin.kinetics`` (:class:`~.state.Kinetics`: each world's rates).
+
 Mesa: the agents (compartments, species populations, per-world particle agent sets, the dosing schedule)
 are in :mod:`.agents`; ``twin.datacollector`` is Mesa's ``DataCollector``, per world (each model reporter
 gives one value per world at every record), and the ``timeseries`` table is its table.
@@ -60,6 +64,7 @@ from twins.core.worlds import WorldBatch
 
 from . import kernels as K
 from .agents import Compartment, DosingSchedule, Particle, ParticleView, Species, SpeciesPopulation, species_mask
+from .state import Kinetics, ParticleState, SlotTable
 
 
 def micromolar(n, volume_nm3):
@@ -170,11 +175,12 @@ class MolecularTwin(Twin):
         n_offtarget, D_target, D_offtarget, D_ligand, repulsion_k = (
             kw[k] for k in ("n_offtarget", "D_target", "D_offtarget", "D_ligand", "repulsion_k"))
         # ---- per-world parameters
-        self.k_on_t = self._param("k_on_target", k_on_target)
-        self.k_off_t = self._param("k_off_target", k_off_target)
-        self.k_on_o = self._param("k_on_offtarget", k_on_offtarget)
-        self.k_off_o = self._param("k_off_offtarget", k_off_offtarget)
-        self.k_el = self._param("k_el", k_el)
+        self.kinetics = kin = Kinetics(
+            k_on_target=self._param("k_on_target", k_on_target),
+            k_off_target=self._param("k_off_target", k_off_target),
+            k_on_offtarget=self._param("k_on_offtarget", k_on_offtarget),
+            k_off_offtarget=self._param("k_off_offtarget", k_off_offtarget),
+            k_el=self._param("k_el", k_el))
         dose_w = self._param("dose", dose)
         interval = self._param("dosing_interval", dosing_interval, positive=True)
         first = self._param("first_dose", first_dose)
@@ -201,43 +207,41 @@ class MolecularTwin(Twin):
         grp = torch.repeat_interleave(torch.arange(len(cells), device=dev), torch.tensor(counts, device=dev))
         self.group_onehot = torch.nn.functional.one_hot(grp, len(cells)).to(self.dtype) if self.n_t else \
             torch.zeros(0, len(cells), dtype=self.dtype, device=dev)
-        self.group = torch.full((N,), -1, dtype=torch.long, device=dev)
-        self.group[: self.n_t] = grp
+        group = torch.full((N,), -1, dtype=torch.long, device=dev)
+        group[: self.n_t] = grp
         self.pid = torch.arange(N, device=dev)
         lig = torch.arange(self.n_lig, device=dev)
-        self.lig_dose = lig // max(max_dose, 1)
-        self.lig_k = lig % max(max_dose, 1)
+        lig_dose, lig_k = lig // max(max_dose, 1), lig % max(max_dose, 1)
         # noise id of each slot: independent of max_dose and n_dose_slots (module docstring)
-        self.nid = torch.cat((self.pid[: self.lig0], self.lig0 + self.lig_dose * LIGAND_ID_STRIDE + self.lig_k))
+        nid = torch.cat((self.pid[: self.lig0], self.lig0 + lig_dose * LIGAND_ID_STRIDE + lig_k))
         self.rep = self.worlds.replication
 
         # ---- initial state: receptors uniformly in their cell's slab, off-targets anywhere
-        u = self._uniform(Stream.PLACEMENT, self.nid[None, :, None], 0, torch.arange(3, device=dev)[None, None, :])
+        u = self._uniform(Stream.PLACEMENT, nid[None, :, None], 0, torch.arange(3, device=dev)[None, None, :])
         xlo = torch.zeros(N, dtype=self.dtype, device=dev)
         xhi = torch.ones(N, dtype=self.dtype, device=dev)
         for g, c in enumerate(cells):
-            m = self.group == g
+            m = group == g
             xlo[m], xhi[m] = float(c[2]), float(c[3])
         frac = u.clone()
         frac[..., 0] = xlo + (xhi - xlo) * u[..., 0]
-        self.pos = K.wrap(frac * self.box, self.box)
-        self.spawn_pos = self.pos[:, self.lig0:].clone()  # where each ligand appears when dosed
+        pos = K.wrap(frac * self.box, self.box)
+        self.slots = SlotTable(group=group, noise_id=nid, ligand_dose=lig_dose, ligand_index=lig_k,
+                               spawn_pos=pos[:, self.lig0:].clone())
         sp = torch.zeros((W, N), dtype=torch.int8, device=dev)
         sp[:, : self.n_t] = Species.TARGET
         sp[:, self.n_t: self.lig0] = Species.OFFTARGET
-        self.species = sp
-        self.partner = torch.full((W, N), -1, dtype=torch.long, device=dev)
+        self.state = ParticleState(pos=pos, species=sp, partner=torch.full((W, N), -1, dtype=torch.long, device=dev))
         self.D_table = torch.tensor([0, D_target, D_offtarget, D_ligand, D_target, D_offtarget, 0, 0],
                                     dtype=self.dtype, device=dev)
         self.dose_count = dose_n.long()
-        self.force = None
         # per-step constants: Brownian step scale sqrt(2 D dt) and D dt (force term) by species,
         # unbinding probabilities, and the noise-key prefixes (hashed once; kernels.key_prefix)
         self._bscale = torch.sqrt(2.0 * self.D_table * self.dt)
         self._dtD = self.D_table * self.dt
-        self._p_off_t = -torch.expm1(-self.k_off_t * self.dt)
-        self._p_off_o = -torch.expm1(-self.k_off_o * self.dt)
-        self._clears = bool((self.k_el > 0).any())
+        self._p_off_t = -torch.expm1(-kin.k_off_target * self.dt)
+        self._p_off_o = -torch.expm1(-kin.k_off_offtarget * self.dt)
+        self._clears = bool((kin.k_el > 0).any())
         # the Brownian step starts at the first species block that can move (targets, off-targets, ligands)
         self._mobile_from = 0 if D_target > 0 else (self.n_t if D_offtarget > 0 else self.lig0)
         if repulsion_k > 0:
@@ -250,10 +254,10 @@ class MolecularTwin(Twin):
                 and K.reach_table_bound(W * self.lig0, self.box, self.R, W) <= K.REACH_TABLE_MAX_ENTRIES):
             rec = torch.zeros((W, N), dtype=torch.bool, device=dev)
             rec[:, : self.lig0] = True
-            self._reach = K.reach_table(self.pos, rec, self.box, self.R)
-        self._pref_b = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.BROWNIAN, self.nid[None, :])
-        self._pref_r = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.REACTION, self.nid[None, :])
-        self._pref_p = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.PLACEMENT, self.nid[None, :])
+            self._reach = K.reach_table(pos, rec, self.box, self.R)
+        self._pref_b = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.BROWNIAN, nid[None, :])
+        self._pref_r = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.REACTION, nid[None, :])
+        self._pref_p = K.key_prefix(self.worlds.seed, self.rep[:, None], Stream.PLACEMENT, nid[None, :])
         self._unbind_draws = torch.arange(3, 6, device=dev)[None, :]
         self.n_cleared = torch.zeros(W, dtype=torch.long, device=dev)
         self.n_bind_events = torch.zeros(W, dtype=torch.long, device=dev)
@@ -296,10 +300,11 @@ class MolecularTwin(Twin):
                              entity, step, draw, dtype=self.dtype, device=self.device)
 
     def particle(self, world: int, slot: int) -> ParticleView:
-        p = int(self.partner[world, slot])
-        g = int(self.group[slot])
-        return ParticleView(world, slot, Species(int(self.species[world, slot])).name,
-                            tuple(self.pos[world, slot].tolist()), None if p < 0 else p % self.N,
+        st = self.state
+        p = int(st.partner[world, slot])
+        g = int(self.slots.group[slot])
+        return ParticleView(world, slot, Species(int(st.species[world, slot])).name,
+                            tuple(st.pos[world, slot].tolist()), None if p < 0 else p % self.N,
                             self.group_names[g] if g >= 0 else None)
 
     def particles(self, world: int, codes=None) -> mesa.agent.AgentSet:
@@ -307,7 +312,7 @@ class MolecularTwin(Twin):
         :class:`~.agents.Particle` agents over that world's tensor columns, in slot order."""
         if codes is None:
             codes = [c for c in Species if c not in (Species.EMPTY, Species.CLEARED)]
-        slots = torch.nonzero(species_mask(self.species[world], codes)).flatten().tolist()
+        slots = torch.nonzero(species_mask(self.state.species[world], codes)).flatten().tolist()
         agents = []
         for s in slots:
             key = int(world) * self.N + s
@@ -317,25 +322,26 @@ class MolecularTwin(Twin):
         return mesa.agent.AgentSet(agents, random=self.random)
 
     def bound_per_group(self) -> torch.Tensor:
-        b = (self.species[:, : self.n_t] == Species.TARGET_COMPLEX).to(self.dtype)
+        b = (self.state.species[:, : self.n_t] == Species.TARGET_COMPLEX).to(self.dtype)
         return b @ self.group_onehot  # [W, G]
 
     def target_occupancy(self) -> torch.Tensor:
         return self.bound_per_group().sum(1) / max(self.n_t, 1)
 
     def offtarget_occupancy(self) -> torch.Tensor:
-        b = (self.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
+        b = (self.state.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
         return b.to(self.dtype) / max(self.n_o, 1)
 
     # ------------------------------------------------------------------ dosing
     def administer(self, n_due: torch.Tensor, dose_count: torch.Tensor):
         if self.n_lig == 0:
             return
-        sl = self.species[:, self.lig0:]
-        new = (sl == Species.EMPTY) & (self.lig_dose[None, :] < n_due[:, None]) & \
-              (self.lig_k[None, :] < self.dose_count[:, None])
-        self.species[:, self.lig0:] = torch.where(new, torch.full_like(sl, Species.LIGAND), sl)
-        self.pos[:, self.lig0:] = torch.where(new[..., None], self.spawn_pos, self.pos[:, self.lig0:])
+        st, slots = self.state, self.slots
+        sl = st.species[:, self.lig0:]
+        new = (sl == Species.EMPTY) & (slots.ligand_dose[None, :] < n_due[:, None]) & \
+              (slots.ligand_index[None, :] < self.dose_count[:, None])
+        st.species[:, self.lig0:] = torch.where(new, torch.full_like(sl, Species.LIGAND), sl)
+        st.pos[:, self.lig0:] = torch.where(new[..., None], slots.spawn_pos, st.pos[:, self.lig0:])
         self.doses_given = torch.maximum(self.doses_given, torch.where(self.dose_count > 0, n_due, 0))
 
     # ------------------------------------------------------------------ step
@@ -344,7 +350,8 @@ class MolecularTwin(Twin):
         s = self.step_index
         take = torch.Tensor.index_select  # gathers: several times faster on CPU than ``x[idx]``
         self.schedule.step()
-        sp = self.species
+        st = self.state
+        sp = st.species
         # --- Brownian move (complexes move with their receptor; parked ligands have D = 0).
         # Noise: three normals per particle from one keyed hashing pass (kernels.keyed_normals3),
         # only for the slots from the first species block that can move (immobile receptors would
@@ -353,25 +360,25 @@ class MolecularTwin(Twin):
         spm = sp[:, a:]
         scale = take(self._bscale, 0, spm.reshape(-1).long()).view(W, N - a, 1)
         dx = scale * K.keyed_normals3(self._pref_b[:, a:], s, self.dtype)
-        if self.force is not None:
-            dx = dx + take(self._dtD, 0, spm.reshape(-1).long()).view(W, N - a, 1) * self.force[:, a:]
-        self.pos[:, a:] = K.wrap(self.pos[:, a:] + dx, self.box)
+        if st.force is not None:
+            dx = dx + take(self._dtD, 0, spm.reshape(-1).long()).view(W, N - a, 1) * st.force[:, a:]
+        st.pos[:, a:] = K.wrap(st.pos[:, a:] + dx, self.box)
         # --- reactions, all decided on the pre-reaction state (on the moved positions)
         flat_sp = sp.view(-1)
         free_lig = sp == Species.LIGAND
         free_rec = (sp >= Species.TARGET) & (sp <= Species.OFFTARGET)
         # the pair search queries from the smaller set (fewer cell lookups); the pair set is the same
         if self._reach is not None:
-            gi, gj, _, _ = K.reach_pairs(self.pos, free_lig, free_rec, self._reach, self.box, self.R, self.lig0)
+            gi, gj, _, _ = K.reach_pairs(st.pos, free_lig, free_rec, self._reach, self.box, self.R, self.lig0)
         elif int(free_rec.sum()) < int(free_lig.sum()):
-            gj, gi, _, _ = K.cell_pairs(self.pos, free_rec, free_lig, self.box, self.R, self.cell_size)
+            gj, gi, _, _ = K.cell_pairs(st.pos, free_rec, free_lig, self.box, self.R, self.cell_size)
         else:
-            gi, gj, _, _ = K.cell_pairs(self.pos, free_lig, free_rec, self.box, self.R, self.cell_size)
+            gi, gj, _, _ = K.cell_pairs(st.pos, free_lig, free_rec, self.box, self.R, self.cell_size)
         pref_r = self._pref_r.view(-1)
         if gi.numel():
             w = torch.div(gi, N, rounding_mode="floor")
             is_t = take(flat_sp, 0, gj) == Species.TARGET
-            rate = torch.where(is_t, take(self.k_on_t, 0, w), take(self.k_on_o, 0, w))
+            rate = torch.where(is_t, take(self.kinetics.k_on_target, 0, w), take(self.kinetics.k_on_offtarget, 0, w))
             h = K.advance(take(pref_r, 0, gi), s)  # REACTION-stream key of the ligand at this step
             u = K.bits_uniform(K.advance(h, _BIND_DRAW + torch.remainder(gj, N)))
             bi, bj = K.doi_select(gi, gj, rate, self.dt, u, W * N)
@@ -392,13 +399,13 @@ class MolecularTwin(Twin):
             rr = rr[ur < p_off]
         # --- apply
         new_sp = sp.clone().view(-1)
-        partner = self.partner.view(-1)
-        pos = self.pos.view(-1, 3)
+        partner = st.partner.view(-1)
+        pos = st.pos.view(-1, 3)
         if self.n_lig and self._clears:  # clearance of free ligand (draw 0), not the ones binding now
             h_l = K.advance(self._pref_r[:, nr:], s)
             ul = K.bits_uniform(K.advance(h_l, 0), self.dtype)
             clear_flat = torch.zeros(W, N, dtype=torch.bool, device=dev)
-            clear_flat[:, nr:] = free_lig[:, nr:] & K.bernoulli(self.k_el[:, None], self.dt, ul)
+            clear_flat[:, nr:] = free_lig[:, nr:] & K.bernoulli(self.kinetics.k_el[:, None], self.dt, ul)
             clear_flat = clear_flat.view(-1)
             clear_flat[bi] = False
             new_sp[clear_flat] = Species.CLEARED
@@ -421,23 +428,24 @@ class MolecularTwin(Twin):
             partner[rr] = -1
             partner[ll] = -1
             self.n_unbind_events += torch.bincount(uw, minlength=W)
-        self.species = new_sp.view(W, N)
+        st.species = new_sp.view(W, N)
         # --- forces for the next step (soft repulsion among macromolecules)
         if self.rep_k > 0:
-            macro = (self.species >= 1) & (self.species != Species.LIGAND) & (self.species <= 5)
-            self.force = K.soft_repulsion_pair_forces(self.pos, macro, self.box, self.rep_r, self.rep_k)
+            macro = (st.species >= 1) & (st.species != Species.LIGAND) & (st.species <= 5)
+            st.force = K.soft_repulsion_pair_forces(st.pos, macro, self.box, self.rep_r, self.rep_k)
         self.step_index += 1
         if self.step_index % self.record_every == 0 or self.step_index == self.n_steps:
             self._record()
 
     # ------------------------------------------------------------------ observation
     def _record(self):
-        self.check_finite("position", self.pos, self.species != Species.EMPTY,
+        self.check_finite("position", self.state.pos, self.state.species != Species.EMPTY,
                           "Check the diffusion coefficients, dt and forces of that world (repulsion_k, radius): "
                           "a step that large can throw particles to infinity.")
         bg = self.bound_per_group()
-        n_oc = (self.species[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
-        n_lig = (self.species == Species.LIGAND).sum(1)
+        sp = self.state.species
+        n_oc = (sp[:, self.n_t: self.lig0] == Species.OFFTARGET_COMPLEX).sum(1)
+        n_lig = (sp == Species.LIGAND).sum(1)
         self._rec.append((self.time_s, bg, n_oc, n_lig))
         # this record's per-world values (float64 [W]), which the DataCollector's model reporters read
         tc, oc, fl = bg.double().sum(1).cpu(), n_oc.double().cpu(), n_lig.double().cpu()

@@ -19,24 +19,13 @@ The records are plain containers: the kernels stay pure functions of them (no me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 
+from twins.core.records import Columns
+
 Tensor = torch.Tensor
-
-
-class Columns:
-    """Helpers shared by the per-slot records: the columns present, and one function applied to each."""
-
-    def columns(self) -> dict[str, Tensor]:
-        """``{name: tensor}`` of the fields that are set (optional ones may be None)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    def map(self, fn: Callable[[Tensor], Tensor]):
-        """A record of the same type with ``fn`` applied to every set column (e.g. a window, a device)."""
-        return replace(self, **{k: fn(v) for k, v in self.columns().items()})
 
 
 @dataclass

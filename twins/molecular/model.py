@@ -349,7 +349,7 @@ class MolecularTwin(Twin):
         W, N, dev = self.W, self.N, self.device
         s = self.step_index
         take = torch.Tensor.index_select  # gathers: several times faster on CPU than ``x[idx]``
-        self.schedule.step()
+        self.agents_by_type[DosingSchedule].do("step")  # the Mesa agents that act: today the dosing schedule
         st = self.state
         sp = st.species
         # --- Brownian move (complexes move with their receptor; parked ligands have D = 0).

@@ -106,3 +106,37 @@ def test_a_module_over_500_lines_says_why_at_its_top():
             if "\nLength" not in doc and "longer than ~500 lines" not in doc:
                 silent.append(f"{name} ({text.count(chr(10))} lines)")
     assert not silent, "say at the top why these are long, or split them: " + ", ".join(silent)
+
+
+def _private_imports(name: str, path, mods: dict) -> list[str]:
+    """``from <project module> import _name`` in ``path`` where the module is another one (a package importing
+    from its own ``__init__`` excepted)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module
+            if mod in mods and mod != name:
+                out += [f"{name}: from {mod} import {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_private_names_stay_in_their_module():
+    """Issue 21 item 6: no module imports another project module's underscored name (make it public, or keep the
+    code that needs it in its module)."""
+    mods = _modules()
+    found = [hit for name, path in mods.items() for hit in _private_imports(name, path, mods)]
+    assert not found, "private names imported across modules: " + "; ".join(found)
+
+
+def test_the_private_import_check_can_fail(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from twins.core.noise import _secret\nfrom .x import public\n")
+    mods = _modules()
+    assert _private_imports("twins.core.probe", probe, mods) == [
+        "twins.core.probe: from twins.core.noise import _secret"]

@@ -63,8 +63,10 @@ def count_per_step(tw, steps: int) -> dict:
 
 
 def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: bool | None = None,
-            lane_changing: bool = False, count_steps: int = 5, grid: int = 10) -> dict:
+            lane_changing: bool = False, count_steps: int = 5, grid: int = 10, fixed_shape: bool | None = None) -> dict:
     tw = build(worlds, device, dtype, target, compile=compile, lane_changing=lane_changing, grid=grid)
+    if fixed_shape is not None:
+        tw.fixed_shape = fixed_shape
     t0 = time.perf_counter()
     while int(tw.count(kernels.RUNNING).min()) < target:
         tw.step()
@@ -92,7 +94,7 @@ def measure(worlds: int, device: str, dtype, target: int, steps: int, compile: b
         "state_bytes_per_vehicle": state_bytes / tw.S,
         "warmup_s": warm,
         "sim_time_s": tw.time_s,
-        "kernel": tw.kernel,
+        "kernel": tw.kernel + (" fixed-shape" if tw.fixed_shape and tw.kernel.startswith("tensor") else ""),
     }
 
 
@@ -114,6 +116,9 @@ def main():
                     help="steps run after the timing to count kernels and host syncs per step (0: none)")
     ap.add_argument("--lane-changing", action="store_true",
                     help="scenario.lane_changing=true: kernels rule 11 (lane changes along edges)")
+    ap.add_argument("--fixed-shape", choices=["auto", "true", "false"], default="auto",
+                    help="the tensor kernels' fixed-shape mode (no nonzero; auto: on CUDA only): a CPU proxy for the "
+                    "GPU step's host syncs with --compile false --fixed-shape true")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -125,7 +130,8 @@ def main():
           f"lane changing {'on' if a.lane_changing else 'off'}")
     for w in worlds:
         target = a.target if w == 1 or a.device != "cpu" else min(a.target, 2000)
-        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing, a.count_steps, a.grid)
+        r = measure(w, a.device, dtype, target, a.steps, compile, a.lane_changing, a.count_steps, a.grid,
+                    {"auto": None, "true": True, "false": False}[a.fixed_shape])
         counted = (f"  kernels/step={r['kernels_per_step']:.0f}  host syncs/step={r['host_syncs_per_step']:.1f}"
                    if "kernels_per_step" in r else "")
         print(f"W={r['worlds']:4d}  vehicles/world={r['running_per_world']:6d}  step={r['step_ms']:8.2f} ms  "

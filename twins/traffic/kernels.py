@@ -338,7 +338,7 @@ def arrival_time(d, v, a, vmax):
     return torch.where(d <= d1, accelerating, cruising)
 
 
-def yield_blocked(m: Movers, fi, ci, found, must_stop, code, d, via, net, routes, W: int, M: int):
+def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes, W: int, M: int):
     """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
 
     SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
@@ -362,12 +362,12 @@ def yield_blocked(m: Movers, fi, ci, found, must_stop, code, d, via, net, routes
     one lane keep no extra time gap (SUMO's look-ahead for a shared target lane)."""
     C = net.conn_yield.numel()
     inf = torch.inf
-    wf, rf, lf = _gather(m.world, fi), _gather(m.route, fi), _gather(m.lane, fi)
-    vf, af = _gather(m.speed, fi), _gather(m.accel, fi)
-    sff, lenf = _gather(m.speed_factor, fi), _gather(m.length, fi)
-    vmax = torch.minimum(_gather(net.lane_speed, lf) * sff, _gather(m.max_speed, fi))
+    wf, rf, lf = at(m.world), at(m.route), at(m.lane)
+    vf, af = at(m.speed), at(m.accel)
+    sff, lenf = at(m.speed_factor), at(m.length)
+    vmax = torch.minimum(_gather(net.lane_speed, lf) * sff, at(m.max_speed))
     if routes.has_turn_speeds:
-        vmax = torch.minimum(vmax, _gather(routes.route_turn_speed.reshape(-1), rf * M + _gather(m.route_pos, fi))
+        vmax = torch.minimum(vmax, _gather(routes.route_turn_speed.reshape(-1), rf * M + at(m.route_pos))
                              * sff)
     t_arr = arrival_time(d, vf, af, vmax)
     t_leave = arrival_time(d + via + lenf, vf, af, vmax)
@@ -671,9 +671,13 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     v_lead = torch.where(has_leader, _gather(speed, ld), 0.0)
     L_here = _gather(net.lane_length, lr)
     front = ~has_leader & ~on_last_edge & m.running
-    fi = _nz(front)
-    at = lambda x: _gather(x, fi)  # noqa: E731
-    put = lambda full, part: full.index_put((fi,), part)  # noqa: E731
+    if settings.fixed_shape:  # every mover, masked to the front ones: no data-dependent shape
+        at = lambda x: x  # noqa: E731
+        put = lambda full, part: torch.where(front, part, full)  # noqa: E731
+    else:
+        fi = _nz(front)
+        at = lambda x: _gather(x, fi)  # noqa: E731
+        put = lambda full, part: full.index_put((fi,), part)  # noqa: E731
     wf, rf, lf, pf, vf, lenf, mgf = (at(x) for x in (wr, rr, lr, pr, vr, lenr, mgr))
     nk = at(rpr) + 1
     M = routes.route_edges.shape[1]
@@ -686,6 +690,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
             lj = lf * J + j
             ci = torch.where(_gather(net.lane_conn_edge.reshape(-1), lj) == next_edge, _gather(net.lane_conn.reshape(-1), lj), ci)
         found = (ci >= 0) & (next_edge >= 0)
+        if settings.fixed_shape:
+            found = found & front  # the rows of other movers never look past the line (nor register at a junction)
         cic = ci.clamp(min=0)
         via, link = _gather(net.conn_via, cic), _gather(net.conn_link, cic)
     else:
@@ -718,7 +724,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & (via > 0))
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
     if net.has_foes:
-        must_stop = must_stop | yield_blocked(m, fi, ci, found, must_stop, code, d, via, net, routes, W, M)
+        must_stop = must_stop | yield_blocked(m, at, ci, found, must_stop, code, d, via, net, routes, W, M)
     # 10. SUMO's cautious approach: a minor link it could still stop for is approached as a standing obstacle at
     # the point where it waits for its foes, until it is within its visibility distance of that point
     if net.conn_key.numel():
@@ -881,6 +887,95 @@ def fused_idm_move(*args):
     return _idm_move_compiled(*args)
 
 
+def insert_subset(cand, state: VehicleState, drivers: Drivers, r, leader, last, net, routes, step_index: int,
+                  settings: StepSettings):
+    """Rule 3 on the index subset ``cand`` of the vehicles due (see :func:`step`); the same returns as
+    :func:`insert_masked`."""
+    L, E, W, lane_change = net.n_lanes, len(net.edge_ids), settings.W, settings.lane_change
+    world, rpos, length, min_gap = state.world, state.route_pos, drivers.length, drivers.min_gap
+    status, lane, pos, speed, insert_step, leader = (
+        x.clone() for x in (state.status, state.lane, state.pos, state.speed, state.insert_step, leader))
+    first_edge = routes.route_edges[r[cand], rpos[cand]]  # route_pos: 0, or the edge a teleport (rule 12) chose
+    grp = world[cand] * E + first_edge
+    open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
+    remaining = torch.ones_like(cand, dtype=torch.bool)
+    for _ in range(settings.insert_rounds):
+        g = torch.where(remaining & open_edge[grp], grp, W * E)
+        head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+        head_slot.scatter_reduce_(0, g, cand, reduce="amin")
+        hi_ = _nz((g < W * E) & (head_slot[grp] == cand))
+        if hi_.numel() == 0:
+            break
+        h = cand[hi_]
+        wh, rh, lenh, gaph = world[h], r[h], length[h], min_gap[h]
+        ins_mask = (routes.route_best_mask if lane_change else routes.route_mask)[rh, rpos[h]]
+        ins_lane, room = choose_lane(wh, first_edge[hi_], ins_mask, last, pos, length,
+                                     net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+        fits = (ins_lane >= 0) & (room - lenh >= gaph)
+        il = ins_lane.clamp(min=0)
+        v0_ins = torch.minimum(net.lane_speed[il] * drivers.speed_factor[h], drivers.max_speed[h])
+        gap_ins = room - lenh
+        v_ins = torch.where(torch.isfinite(gap_ins),
+                            torch.clamp((gap_ins - gaph) / drivers.tau[h], min=0.0), torch.inf)
+        v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), drivers.depart_speed[h])
+        seg = wh * L + il
+        status[h] = torch.where(fits, RUNNING, status[h])
+        lane[h] = torch.where(fits, il, lane[h])
+        pos[h] = torch.where(fits, lenh, pos[h])
+        speed[h] = torch.where(fits, v_ins, speed[h])
+        insert_step[h] = torch.where(fits & (insert_step[h] < 0), step_index, insert_step[h])
+        leader[h] = torch.where(fits, last[seg], leader[h])
+        last = last.scatter(0, torch.where(fits, seg, W * L), h)
+        last[W * L] = -1
+        open_edge = open_edge.scatter(0, torch.where(fits, W * E, grp[hi_]), False)
+        remaining[hi_] = False
+    return status, lane, pos, speed, insert_step, leader, last
+
+
+def insert_masked(due, state: VehicleState, drivers: Drivers, r, leader, last, net, routes, step_index: int,
+                  settings: StepSettings):
+    """Rule 3 as :func:`step` runs it on the index subset of the ``due`` vehicles, over the whole window with masks
+    (``settings.fixed_shape``): the same numbers, no ``nonzero``. Every round runs (one without a head changes
+    nothing). Returns the new ``status``, ``lane``, ``pos``, ``speed``, ``insert_step``, ``leader`` and the lane
+    tails."""
+    L, E, W = net.n_lanes, len(net.edge_ids), settings.W
+    world, rpos, length, min_gap = state.world, state.route_pos, drivers.length, drivers.min_gap
+    status, lane, pos, speed, insert_step = state.status, state.lane, state.pos, state.speed, state.insert_step
+    slots = torch.arange(pos.numel(), device=pos.device)
+    M = routes.route_edges.shape[1]
+    at = r * M + rpos.clamp(max=M - 1)
+    first_edge = _gather(routes.route_edges.reshape(-1), at)
+    grp = torch.where(due, world * E + first_edge.clamp(min=0), W * E)
+    ins_mask = _gather((routes.route_best_mask if settings.lane_change else routes.route_mask).reshape(-1), at)
+    open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
+    remaining = due
+    for _ in range(settings.insert_rounds):
+        g = torch.where(remaining & _gather(open_edge, grp), grp, W * E)
+        head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
+        head_slot.scatter_reduce_(0, g, slots, reduce="amin")
+        head = (g < W * E) & (_gather(head_slot, grp) == slots)
+        ins_lane, room = choose_lane(world, torch.where(head, first_edge, -1), ins_mask, last, pos, length,
+                                     net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
+        fits = head & (ins_lane >= 0) & (room - length >= min_gap)
+        il = ins_lane.clamp(min=0)
+        v0_ins = torch.minimum(_gather(net.lane_speed, il) * drivers.speed_factor, drivers.max_speed)
+        gap_ins = room - length
+        v_ins = torch.where(torch.isfinite(gap_ins), torch.clamp((gap_ins - min_gap) / drivers.tau, min=0.0), torch.inf)
+        v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), drivers.depart_speed)
+        seg = torch.where(fits, world * L + il, W * L)
+        status = torch.where(fits, RUNNING, status)
+        lane = torch.where(fits, il, lane)
+        pos = torch.where(fits, length, pos)
+        speed = torch.where(fits, v_ins, speed)
+        insert_step = torch.where(fits & (insert_step < 0), step_index, insert_step)
+        leader = torch.where(fits, _gather(last, seg), leader)
+        last = last.scatter(0, seg, slots)
+        last[W * L] = -1
+        open_edge = open_edge.scatter(0, torch.where(head & ~fits, grp, W * E), False)
+        remaining = remaining & ~head
+    return status, lane, pos, speed, insert_step, leader, last
+
+
 def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, t: float, step_index: int,
          settings: StepSettings, lane_tails: torch.Tensor | None = None, stops: StopTables | None = None,
          dawdle_u: torch.Tensor | None = None) -> StepResult:
@@ -894,9 +989,10 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles
     waiting to enter, the look past the stop line on each lane's front vehicle (only a
     front vehicle can reach the end of its lane: a follower is capped behind its leader).
+    With ``settings.fixed_shape`` (CUDA) the same rules run over the whole window with masks: the same numbers,
+    no ``nonzero`` and no data-dependent shape; one host read a step is left (the check of the carried order).
     """
     L = net.n_lanes
-    E = len(net.edge_ids)
     W, span, lane_change = settings.W, settings.span, settings.lane_change
     world, status = state.world, state.status
     lane, pos, speed, rpos = state.lane, state.pos, state.speed, state.route_pos
@@ -915,49 +1011,20 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
     # 3. insertion, SUMO's way: per (world, first edge) the waiting vehicles try in departure
     # order; the first that does not fit closes that edge for this step. Rounds let several
     # vehicles enter a multi-lane edge in one step.
-    cand = _nz((status == WAITING) & (state.depart <= t + 1e-9) & (route >= 0))
+    due = (status == WAITING) & (state.depart <= t + 1e-9) & (route >= 0)
     insert_step = state.insert_step
-    if cand.numel():
-        status, lane, pos, speed, rpos, insert_step, leader = (
-            x.clone() for x in (status, lane, pos, speed, rpos, insert_step, leader))
-        first_edge = routes.route_edges[r[cand], rpos[cand]]  # route_pos: 0, or the edge a teleport (rule 12) chose
-        grp = world[cand] * E + first_edge
-        open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
-        remaining = torch.ones_like(cand, dtype=torch.bool)
-        for _ in range(settings.insert_rounds):
-            g = torch.where(remaining & open_edge[grp], grp, W * E)
-            head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-            head_slot.scatter_reduce_(0, g, cand, reduce="amin")
-            hi_ = _nz((g < W * E) & (head_slot[grp] == cand))
-            if hi_.numel() == 0:
-                break
-            h = cand[hi_]
-            wh, rh, lenh, gaph = world[h], r[h], length[h], min_gap[h]
-            ins_mask = (routes.route_best_mask if lane_change else routes.route_mask)[rh, rpos[h]]
-            ins_lane, room = choose_lane(wh, first_edge[hi_], ins_mask, last, pos, length,
-                                         net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-            fits = (ins_lane >= 0) & (room - lenh >= gaph)
-            il = ins_lane.clamp(min=0)
-            v0_ins = torch.minimum(net.lane_speed[il] * drivers.speed_factor[h], drivers.max_speed[h])
-            gap_ins = room - lenh
-            v_ins = torch.where(torch.isfinite(gap_ins),
-                                torch.clamp((gap_ins - gaph) / drivers.tau[h], min=0.0), torch.inf)
-            v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), drivers.depart_speed[h])
-            seg = wh * L + il
-            status[h] = torch.where(fits, RUNNING, status[h])
-            lane[h] = torch.where(fits, il, lane[h])
-            pos[h] = torch.where(fits, lenh, pos[h])
-            speed[h] = torch.where(fits, v_ins, speed[h])
-            insert_step[h] = torch.where(fits & (insert_step[h] < 0), step_index, insert_step[h])
-            leader[h] = torch.where(fits, last[seg], leader[h])
-            last = last.scatter(0, torch.where(fits, seg, W * L), h)
-            last[W * L] = -1
-            open_edge = open_edge.scatter(0, torch.where(fits, W * E, grp[hi_]), False)
-            remaining[hi_] = False
-        running = status == RUNNING
+    if settings.fixed_shape:
+        status, lane, pos, speed, insert_step, leader, last = insert_masked(
+            due, state, drivers, r, leader, last, net, routes, step_index, settings)
+    else:
+        cand = _nz(due)
+        if cand.numel():
+            status, lane, pos, speed, insert_step, leader, last = insert_subset(
+                cand, state, drivers, r, leader, last, net, routes, step_index, settings)
+    running = status == RUNNING
 
     # 4.–7. on the running vehicles only (the window also holds waiting and arrived slots)
-    ri = _nz(running)
+    ri = None if settings.fixed_shape else _nz(running)
     new_status, arrive_step = status, state.arrive_step
     x_all, v_all, lane_all, rpos_all = pos, speed, lane, rpos
     conn_all = state.conn
@@ -967,9 +1034,9 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         docked = torch.zeros_like(running)  # rule 7's output
     halted_all, stops_all = state.halted, state.stops
     # when most of the window is running, masking beats gathering (same values either way)
-    dense = ri.numel() * 4 >= 3 * pos.numel()
+    dense = settings.fixed_shape or ri.numel() * 4 >= 3 * pos.numel()
     take = (lambda x: x) if dense else (lambda x: _gather(x, ri))  # noqa: E731
-    if ri.numel():
+    if settings.fixed_shape or ri.numel():
         slot = torch.arange(pos.numel(), device=pos.device) if dense else ri
         movers = Movers(
             world=take(world), route=take(r), lane=take(lane), pos=take(pos), speed=take(speed),
@@ -1040,11 +1107,18 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         leaving = crossed | (running & (new_status == ARRIVED))
         leader = torch.where((leader >= 0) & _gather(leaving, leader.clamp(min=0)), -1, leader)
         last = torch.where((last >= 0) & _gather(leaving, last.clamp(min=0)), -1, last)
-        entering = _nz(crossed & on)
-        if entering.numel():
-            seg_in = world[entering] * L + lane_all[entering]
-            leader = leader.index_put((entering,), last[seg_in])
-            last = last.index_put((seg_in,), entering)
+        if settings.fixed_shape:  # each lane takes at most one vehicle a step: the scatter has no duplicates
+            enter = crossed & on
+            seg_in = torch.where(enter, world * L + lane_all, W * L)
+            leader = torch.where(enter, _gather(last, seg_in), leader)
+            last = last.scatter(0, seg_in, torch.arange(pos.numel(), device=pos.device))
+            last[W * L] = -1
+        else:
+            entering = _nz(crossed & on)
+            if entering.numel():
+                seg_in = world[entering] * L + lane_all[entering]
+                leader = leader.index_put((entering,), last[seg_in])
+                last = last.index_put((seg_in,), entering)
         # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise
         # (only conceivable on lanes shorter than a vehicle) sort again
         if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):

@@ -87,6 +87,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self.scenario = scenario
         self.begin = float(scenario.begin)
         self.fused_idm = compile is True  # torch.compile of IDM in the tensor kernels (CUDA, or with bus stops)
+        # the tensor kernels without data-dependent shapes (no nonzero, no host read for it) on CUDA: the same
+        # numbers (tests/traffic/test_fixed_shape.py); on a CPU the index subsets are faster
+        self.fixed_shape = self.device.type == "cuda"
         net, demand = scenario.network, scenario.demand
         demand.validate(net.edges)
         self.net_cpu = network_tables(net)
@@ -600,7 +603,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _step_settings(self) -> StepSettings:
         return StepSettings(dt=self.dt, W=self.W, span=self.span, substeps=self.substeps,
                             insert_rounds=self.insert_rounds, delta=self.shared_delta, fused=self.fused_idm, cf=self.cf,
-                            lane_change=self.lane_changing)
+                            lane_change=self.lane_changing, fixed_shape=self.fixed_shape)
 
     @property
     def _stop_tables(self) -> StopTables | None:

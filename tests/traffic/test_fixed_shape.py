@@ -1,0 +1,55 @@
+"""The tensor kernels' fixed-shape mode (issue 20 item 2; ``StepSettings.fixed_shape``, on by default on CUDA): every
+rule over the whole window with masks instead of index subsets found by ``nonzero``. It must give the numbers of the
+index-subset mode bit for bit, step by step, with every rule on (insertion rounds, right of way, turning speeds, bus
+stops, lane changing, Krauss dawdling, teleporting), and it must not call ``nonzero``."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from twins.cli import CONF_DIR
+from twins.compute.counting import count_per_step
+from twins.core import pipeline
+
+CASES = {
+    "junction": ["scenario=junction"],
+    "arterial, Krauss": ["scenario=arterial", "scenario.car_following=Krauss"],
+    "bus corridor": ["scenario=bus_corridor"],
+    "grid, lane changing": ["scenario=traffic", "scenario.lane_changing=true", "scenario.rows=3", "scenario.cols=3"],
+}
+
+
+def _twin(overrides, fixed: bool, horizon: int):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="config", overrides=[*overrides, f"horizon_s={horizon}", "replications=2",
+                                                       "compute.compile=false", "progress=false"])
+    tw = pipeline.make_twin(cfg)
+    assert tw.kernel.startswith("tensor")
+    tw.fixed_shape = fixed
+    return tw
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fixed_shape_gives_the_same_numbers_at_every_step(case):
+    a, b = _twin(CASES[case], False, 420), _twin(CASES[case], True, 420)
+    running = 0
+    while a.step_index < a.n_steps:
+        a.step()
+        b.step()
+        for k, col in a.state.columns().items():
+            assert torch.equal(col, getattr(b.state, k)), (case, k, a.step_index)
+        assert torch.equal(a.lane_acc_interval, b.lane_acc_interval) or a.step_index % a.interval_steps == 0
+        running = max(running, int((a.state.status == 1).sum()))
+    assert running > 20, "the case put vehicles on the road"
+    ra, rb = a.results(), b.results()
+    assert ra.worlds.equals(rb.worlds)
+
+
+def test_fixed_shape_has_no_nonzero():
+    tw = _twin(CASES["junction"], True, 300)
+    for _ in range(120):
+        tw.step()
+    counts = count_per_step(tw.step, steps=5)
+    assert counts["kernels_per_step"] > 100, counts  # the counter saw the step
+    assert "nonzero" not in counts["sync_ops"], counts

@@ -990,7 +990,8 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
     waiting to enter, the look past the stop line on each lane's front vehicle (only a
     front vehicle can reach the end of its lane: a follower is capped behind its leader).
     With ``settings.fixed_shape`` (CUDA) the same rules run over the whole window with masks: the same numbers,
-    no ``nonzero`` and no data-dependent shape; one host read a step is left (the check of the carried order).
+    no ``nonzero``, no data-dependent shape and no host read (the lanes are sorted every step, and the sorted order
+    used where the carried one fails its check).
     """
     L = net.n_lanes
     W, span, lane_change = settings.W, settings.span, settings.lane_change
@@ -1121,7 +1122,11 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
                 last = last.index_put((seg_in,), entering)
         # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise
         # (only conceivable on lanes shorter than a vehicle) sort again
-        if bool((on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()):
+        unsorted = (on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()
+        if settings.fixed_shape:  # sort anyway and keep it where needed: no host read (a sort costs little on CUDA)
+            sorted_leader, sorted_last = lane_order(world, lane_all, x_all, on, L, W, span)
+            leader, last = torch.where(unsorted, sorted_leader, leader), torch.where(unsorted, sorted_last, last)
+        elif bool(unsorted):
             leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
 
     new = replace(state, leader=leader, status=new_status, lane=lane_all, pos=x_all, speed=v_all,

@@ -33,6 +33,8 @@ cat "$OUT/device.txt"
 step tests 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu
 # issue 2: vehicle updates/s over a batch of worlds (target 1 G on one H100), eager and fused
 step traffic 80 python3 benchmarks/bench_traffic.py --device cuda --worlds 1 256 --steps 20
+# issue 20 item 2: the same without the fixed-shape mode (nonzero index subsets): what the syncs it removes cost
+step traffic_subsets 50 python3 benchmarks/bench_traffic.py --device cuda --worlds 256 --steps 20 --fixed-shape false
 step traffic_compile 60 python3 benchmarks/bench_traffic.py --device cuda --worlds 128 --steps 20 --compile
 # issue 5: candidate evaluations/min, R=8 replications of one hour of the arterial (target 1,000)
 step search 50 python3 benchmarks/bench_search.py --device cuda --batch 256 --single 1

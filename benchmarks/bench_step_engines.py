@@ -2,7 +2,8 @@
 twin state (benchmarks/bench_traffic.py's grid, one world loaded to --target vehicles): the compiled C++ step
 (twins.traffic.native, the CPU default today), the tensor kernels with index subsets (eager), the tensor kernels in
 their fixed-shape mode (eager; CUDA's default), and that fixed-shape step compiled whole by inductor
-(``torch.compile(kernels.step, fullgraph=True, dynamic=True)``: the option (b) of the issue). Prints ms/step, the
+(``torch.compile(kernels.step, fullgraph=True, dynamic=False)``: the option (b) of the issue; static shapes, as the
+fixed-shape windows come in a few sizes). Prints ms/step, the
 compile time and whether every state column is bit-identical to the C++ step's after the timed steps.
 
     python benchmarks/bench_step_engines.py --target 5000 --steps 100 --threads 1
@@ -48,7 +49,7 @@ def main():
             while tw.step_index < load_steps:
                 tw.step()
         if v.get("inductor"):
-            kernels.step = torch.compile(eager_step, fullgraph=True, dynamic=True)
+            kernels.step = torch.compile(eager_step, fullgraph=True, dynamic=False)
         t0 = time.perf_counter()
         tw.step()  # untimed: the first (compiling) steps
         tw.step()

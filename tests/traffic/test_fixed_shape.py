@@ -59,3 +59,23 @@ def test_fixed_shape_reads_the_host_only_at_the_windows_check():
             assert counts["host_syncs_per_step"] <= most, counts
         else:  # the index-subset mode (the CPU's): several nonzero a step, which is what the mode removes
             assert counts["sync_ops"].get("nonzero", 0) >= 3, counts
+
+
+def test_fixed_shape_windows_come_in_few_shapes():
+    """The window of a fixed-shape run holds every slot that may move, starts on a multiple of 16 and has a
+    power-of-two length but near the end: a compiled step or CUDA graph is built for a handful of shapes."""
+    from twins.traffic.model import window_bucket
+
+    for S in (100, 1000, 5000, 10007):
+        for lo in range(0, S, 97):
+            for hi in range(lo, S + 1, 131):
+                a, b = window_bucket(lo, hi, S)
+                assert a <= lo and b >= hi and a % 16 == 0 and b <= S, (lo, hi, S, a, b)
+                assert b - a == S or (b - a) & (b - a - 1) == 0 or b == S, (lo, hi, S, a, b)
+    tw = _twin(CASES["grid, lane changing"], True, 900)
+    shapes = set()
+    while tw.step_index < tw.n_steps:
+        lo, hi = tw._window()
+        shapes.add(hi - lo)
+        tw.step()
+    assert len(shapes) <= 6, shapes

@@ -976,14 +976,15 @@ def insert_masked(due, state: VehicleState, drivers: Drivers, r, leader, last, n
     return status, lane, pos, speed, insert_step, leader, last
 
 
-def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, t: float, step_index: int,
+def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, t, step_index,
          settings: StepSettings, lane_tails: torch.Tensor | None = None, stops: StopTables | None = None,
          dawdle_u: torch.Tensor | None = None) -> StepResult:
     """Advance every world by ``settings.dt``. ``state``/``drivers`` hold flattened [N] slot columns of a window
     (``leader``, ``lc_yield`` as window-flat indices); ``lane_tails`` [W*L+1] each lane's tail from the previous
     step's result; without it leaders and tails are sorted out (rule 2). ``stops``: the bus stops (rule 7; then
     ``state`` holds ``next_stop`` and ``dwell``). ``dawdle_u``: [N] the Krauss drivers' dawdling draws this step
-    (None: no dawdling). Returns the new state (new tensors; the input is not modified), the lane tails and this
+    (None: no dawdling). ``t`` (s) and ``step_index``: Python numbers, or 0-dim device tensors (float64, int64) so
+    that a compiled or captured step is not specialized on the clock. Returns the new state (new tensors; the input is not modified), the lane tails and this
     step's observations (:class:`~twins.traffic.state.StepResult`).
 
     Work that concerns few vehicles runs on index subsets: insertion on the vehicles

@@ -74,6 +74,18 @@ class TrafficScenario:
     time_to_teleport_s: float | None = kernels.TIME_TO_TELEPORT_S
 
 
+def window_bucket(lo: int, hi: int, S: int, smallest: int = 1024) -> tuple[int, int]:
+    """A window of ``S`` slots that holds ``[lo, hi)`` and whose length is a power of two (at least ``smallest``, at
+    most ``S``), starting on a multiple of 16: a run meets a handful of window shapes, so a compiled step or a CUDA
+    graph is built once per shape. The slots it adds are waiting and not due, or arrived in every world: the
+    kernels leave them as they are (the same numbers)."""
+    size = max(smallest, 1 << max(hi - lo // 16 * 16 - 1, 0).bit_length())
+    if size >= S:
+        return 0, S
+    start = min(lo // 16 * 16, (S - size) // 16 * 16)
+    return (start, start + size) if start + size >= hi else (start, S)
+
+
 class TrafficTwin(TrafficOutcomes, Twin):
     metrics = METRICS
 
@@ -589,7 +601,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # blocks of 64 so that the window (hence its cached vehicle parameters) stays the same for several steps
         lo16 = self.lo // 16 * 16
         hi64 = min(self.S, -(-max(hi, self.lo) // 64) * 64)
-        return lo16, hi64
+        return window_bucket(lo16, hi64, self.S) if self.fixed_shape else (lo16, hi64)
 
     def _dawdle_draws(self, lo: int, hi: int) -> torch.Tensor | None:
         """``[W, hi - lo]`` U(0,1) per slot of the window for this step (Krauss dawdling, kernels rule 9), keyed by
@@ -648,7 +660,11 @@ class TrafficTwin(TrafficOutcomes, Twin):
             if self.lane_changing:
                 ly = st.lc_yield[:, lo:hi]
                 sub.lc_yield = torch.where(ly >= 0, ly + to_flat, -1).reshape(-1)
-            res = kernels.step(sub, self._veh_window(lo, hi), self.net, self.routes, sig, t, self.step_index,
+            clock = (t, self.step_index)
+            if self.fixed_shape:  # the clock as device scalars: a captured or compiled step is not rebuilt each step
+                clock = (torch.tensor(t, dtype=torch.float64, device=self.device),
+                         torch.tensor(self.step_index, dtype=torch.int64, device=self.device))
+            res = kernels.step(sub, self._veh_window(lo, hi), self.net, self.routes, sig, *clock,
                                self._step_settings, lane_tails=tails, stops=self._stop_tables,
                                dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1))
             new = res.state

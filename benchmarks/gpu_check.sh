@@ -34,7 +34,7 @@ step tests 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpu
 # issue 2: vehicle updates/s over a batch of worlds (target 1 G on one H100), eager and fused
 step traffic 80 python3 benchmarks/bench_traffic.py --device cuda --worlds 1 256 --steps 20
 # issue 20 item 2: the same without the fixed-shape mode (nonzero index subsets): what the syncs it removes cost
-step traffic_subsets 50 python3 benchmarks/bench_traffic.py --device cuda --worlds 256 --steps 20 --fixed-shape false
+step traffic_subsets 30 python3 benchmarks/bench_traffic.py --device cuda --worlds 256 --steps 20 --target 5000 --fixed-shape false
 step traffic_compile 60 python3 benchmarks/bench_traffic.py --device cuda --worlds 128 --steps 20 --compile
 # issue 5: candidate evaluations/min, R=8 replications of one hour of the arterial (target 1,000)
 step search 50 python3 benchmarks/bench_search.py --device cuda --batch 256 --single 1
@@ -47,7 +47,7 @@ step build 40 python3 benchmarks/bench_build.py --device cuda --worlds 256 1024 
 step compute 30 python3 benchmarks/bench_compute.py --device cuda --quick --no-ray --repeat 1
 # issue 20: one world of a million vehicles (a 100 x 100 grid; target >= 5e8 updates/s), and the CLI at 1024 worlds
 # (target <= 15 s wall; 96 s on 4 Dec)
-step traffic_1m 80 python3 benchmarks/bench_traffic.py --device cuda --worlds 1 --grid 100 --target 1000000 \
+step traffic_1m 50 python3 benchmarks/bench_traffic.py --device cuda --worlds 1 --grid 100 --target 1000000 \
     --steps 10 --count-steps 2
 step cli 70 bash -c "time python3 -m twins run scenario=traffic compute.device=cuda replications=1024 \
     output.figures=false progress=false hydra.run.dir=$OUT/cli1024"

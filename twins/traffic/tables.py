@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from twins.core.errors import ConfigError, check
+from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
 from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW  # noqa: F401  (signal codes)

@@ -40,20 +40,26 @@ def _modules() -> dict:
     return mods
 
 
-def _imports(name: str, path, mods: dict) -> set:
+def _from_imports(name: str, path):
+    """``(module, node)`` of every ``from ... import`` in ``path``, relative ones resolved."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                yield ".".join(base + ([node.module] if node.module else [])), node
+            else:
+                yield node.module, node
+
+
+def _imports(name: str, path, mods: dict) -> set:
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module
-            out.add(mod)
-            out.update(f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in mods)
+    for mod, node in _from_imports(name, path):
+        out.add(mod)
+        out.update(f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in mods)
     return {m for m in out if m in mods and m not in PACKAGES}
 
 
@@ -111,19 +117,9 @@ def test_a_module_over_500_lines_says_why_at_its_top():
 def _private_imports(name: str, path, mods: dict) -> list[str]:
     """``from <project module> import _name`` in ``path`` where the module is another one (a package importing
     from its own ``__init__`` excepted)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module
-            if mod in mods and mod != name:
-                out += [f"{name}: from {mod} import {a.name}" for a in node.names
-                        if a.name.startswith("_") and not a.name.startswith("__")]
-    return out
+    return [f"{name}: from {mod} import {a.name}" for mod, node in _from_imports(name, path)
+            if mod in mods and mod != name for a in node.names
+            if a.name.startswith("_") and not a.name.startswith("__")]
 
 
 def test_private_names_stay_in_their_module():

@@ -42,9 +42,6 @@ class VehicleView:
     time_loss_s: float
 
 
-STATUS_NAMES = ("waiting", "running", "arrived")  # kernels.WAITING, RUNNING, ARRIVED
-
-
 class Vehicle(mesa.Agent):
     """One vehicle (slot ``slot``) of world ``world``, over the twin's tensor columns, read live: what a Mesa user
     inspects or nudges between steps (``pos_m`` and ``speed_mps`` write the state; the step re-sorts a lane whose
@@ -62,7 +59,7 @@ class Vehicle(mesa.Agent):
 
     @property
     def status(self) -> str:
-        return STATUS_NAMES[self._get("status")]
+        return kernels.STATUS_NAMES[self._get("status")]
 
     @property
     def lane(self) -> str | None:

@@ -119,6 +119,7 @@ SIG_GREEN_MINOR = 3  # SUMO's 'g': green, but yield to the junction's foes (rule
 NO_SIGNAL = -1
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
+STATUS_NAMES = ("waiting", "running", "arrived")  # by code
 IDM, KRAUSS = 0, 1  # car-following models (rule 9)
 CF_MODELS = {"IDM": IDM, "Krauss": KRAUSS}
 NUMERICAL_EPS = 1e-6  # m: SUMO's slack in its safe stopping speed

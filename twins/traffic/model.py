@@ -281,6 +281,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # flattened vehicle parameters
         self._lane_last = self._veh_cache = None
         self._vehicle_agents: dict[tuple[int, int], Vehicle] = {}  # (world, slot): built when asked for
+        self._device_step, self._device_step_at = None, 0  # the fixed-shape step's clock on the device
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         # rule 12: steps each vehicle has stood, and teleports per world
@@ -536,24 +537,22 @@ class TrafficTwin(TrafficOutcomes, Twin):
         if row.numel() == 0:
             raise KeyError(f"vehicle {vehicle_id} is not in world {world}")
         s = int(row[0, 0])
-        st = self.state.map(lambda v: v[world, s].item())
+        st = {k: v[world, s].item() for k, v in self.state.columns().items()}
         fl = int(self.pop.flow[world, s])
-        status = ("waiting", "running", "arrived")[st.status]
-        return VehicleView(world, int(vehicle_id), self._flow_names()[fl], status,
-                           self.net_cpu.lane_ids[st.lane] if st.status == kernels.RUNNING else None,
-                           float(st.pos), float(st.speed),
-                           self.route_edge_ids(int(self.drivers.route[world, s])), int(st.route_pos),
-                           float(self.pop.depart[world, s]), float(st.time_loss))
+        return VehicleView(world, int(vehicle_id), self._flow_names()[fl], kernels.STATUS_NAMES[st["status"]],
+                           self.net_cpu.lane_ids[st["lane"]] if st["status"] == kernels.RUNNING else None,
+                           float(st["pos"]), float(st["speed"]),
+                           self.route_edge_ids(int(self.drivers.route[world, s])), int(st["route_pos"]),
+                           float(self.pop.depart[world, s]), float(st["time_loss"]))
 
     def vehicles(self, world: int, status: str | None = "running") -> AgentSet:
         """World ``world``'s vehicles with that ``status`` (``waiting``, ``running``, ``arrived``; None: all), as
         :class:`~.agents.Vehicle` agents over the world's tensor columns, in slot (departure) order."""
-        codes = {"waiting": kernels.WAITING, "running": kernels.RUNNING, "arrived": kernels.ARRIVED}
-        if status is not None and status not in codes:
-            raise ValueError(f"vehicles(status={status!r}): valid are {sorted(codes)} or None")
+        if status is not None and status not in kernels.STATUS_NAMES:
+            raise ValueError(f"vehicles(status={status!r}): valid are {sorted(kernels.STATUS_NAMES)} or None")
         mask = self.pop.flow[world] >= 0
         if status is not None:
-            mask &= self.state.status[world].cpu() == codes[status]
+            mask &= self.state.status[world].cpu() == kernels.STATUS_NAMES.index(status)
         agents = []
         for s in torch.nonzero(mask).flatten().tolist():
             key = (int(world), s)
@@ -611,6 +610,19 @@ class TrafficTwin(TrafficOutcomes, Twin):
         return noise.uniform(self.worlds.seed, self._rep_col, noise.Stream.DAWDLE, self._vid[:, lo:hi],
                              self.step_index, 0, dtype=self.dtype, device=self.device).contiguous()
 
+    def _clock(self, t: float) -> tuple:
+        """``(t, step_index)`` for the kernels: Python numbers, or with ``fixed_shape`` 0-dim device tensors (a compiled
+        or captured step is then not rebuilt each step) advanced on the device, with no copy from the host."""
+        if not self.fixed_shape:
+            return t, self.step_index
+        if self._device_step is None:
+            self._device_step = torch.tensor(self.step_index, dtype=torch.int64, device=self.device)
+            self._device_step_at = self.step_index
+        self._device_step += self.step_index - self._device_step_at  # in place: no host read, no copy
+        self._device_step_at = self.step_index
+        # begin + step · dt in float64, the operations of time_s in the same order: the same number
+        return self.begin + self._device_step.double() * self.dt, self._device_step
+
     @property
     def _step_settings(self) -> StepSettings:
         return StepSettings(dt=self.dt, W=self.W, span=self.span, substeps=self.substeps,
@@ -660,11 +672,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             if self.lane_changing:
                 ly = st.lc_yield[:, lo:hi]
                 sub.lc_yield = torch.where(ly >= 0, ly + to_flat, -1).reshape(-1)
-            clock = (t, self.step_index)
-            if self.fixed_shape:  # the clock as device scalars: a captured or compiled step is not rebuilt each step
-                clock = (torch.tensor(t, dtype=torch.float64, device=self.device),
-                         torch.tensor(self.step_index, dtype=torch.int64, device=self.device))
-            res = kernels.step(sub, self._veh_window(lo, hi), self.net, self.routes, sig, *clock,
+            res = kernels.step(sub, self._veh_window(lo, hi), self.net, self.routes, sig, *self._clock(t),
                                self._step_settings, lane_tails=tails, stops=self._stop_tables,
                                dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1))
             new = res.state

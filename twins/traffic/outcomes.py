@@ -87,7 +87,7 @@ class TripsTable:
             # the route this world drove (an intervention may have rerouted the flow)
             "route_length_m": d["_route_length_m"][rows].numpy(),
             **{k: d[k] for k in ("delay_s", "depart_delay_s", "stops")},
-            "status": np.asarray(["waiting", "running", "arrived"], dtype=object)[d["status"]],
+            "status": np.asarray(kernels.STATUS_NAMES, dtype=object)[d["status"]],
             **({"mode": np.where(route >= names["n_cars"], "bus", "car").astype(object)} if names["bus"] else {}),
         })
         if self.rows is None:

@@ -128,8 +128,15 @@ class _Watch:
 
 
 def _connected(net: RoadNetwork) -> set[tuple[str, str]]:
-    return {(net.edges[c.from_edge].lanes[c.from_lane].id, net.edges[c.to_edge].lanes[c.to_lane].id)
-            for c in net.connections}
+    """(lane left, lane entered) of every connection, and of a connection followed by one lane change in the same
+    step (a vehicle whose front has just entered a lane may change, as SUMO changes lanes by the front's lane)."""
+    out = set()
+    for c in net.connections:
+        lanes = net.edges[c.to_edge].lanes
+        for k in (c.to_lane - 1, c.to_lane, c.to_lane + 1):
+            if 0 <= k < len(lanes):
+                out.add((net.edges[c.from_edge].lanes[c.from_lane].id, lanes[k].id))
+    return out
 
 
 def test_kernel_matches_reference_on_merge():
@@ -159,9 +166,10 @@ def test_kernel_matches_reference_on_merge():
 
 
 def test_kernel_matches_reference_with_trucks_and_no_overlap():
-    """Vehicles of different lengths: a swap where the longer vehicle would not fit the shorter one's place is
-    refused (it would overlap the vehicle behind that place; before that rule the bodies overlapped by up to
-    4.5 m); the kernels still equal the reference, and no two vehicles on a lane overlap after any step."""
+    """Vehicles of different lengths (trucks of 12 m among cars) changing lanes, swapping and falling behind a
+    target lane's leader: the kernels equal the reference, and no two vehicles on a lane overlap after any step
+    (a swap where the longer vehicle would not fit the shorter one's place is refused: before that rule the bodies
+    overlapped by up to 4.5 m; :func:`test_change_lanes_swaps_fit_or_are_refused` builds that case)."""
     steps = 600
     scen = merge_scenario(steps * 0.5, headway=2.0, trucks=("VR",))
     watch = _Watch()
@@ -357,9 +365,9 @@ def test_change_lanes_cooperation_and_one_vehicle_per_gap():
 
 def test_vehicles_change_lanes_at_the_end_of_a_lane_shorter_than_themselves():
     """Edge A of the merge cut to 4 m (RESCO ingolstadt21 has 4.5 m edges with three lanes before a junction): a
-    vehicle entering it on the lane that does not continue its route changes lanes with its front in the lane's
-    last metre (SUMO changes by the front's lane). Before, a vehicle changed only with its whole length on the
-    lane, never on such an edge, and stood at its end until teleported. Kernels and reference agree at every
+    vehicle entering it on the lane that does not continue its route changes lanes with its front on the lane and
+    its back still on the junction (SUMO changes by the front's lane). Before, a vehicle changed only with its whole
+    length on the lane, never on such an edge, and stood at its end until teleported. Kernels and reference agree at every
     step; every vehicle arrives and none was teleported."""
     scen = merge_scenario(horizon=120.0, headway=6.0)
     for ln in scen.network.edges["A"].lanes:

@@ -448,7 +448,6 @@ def teleport(state: VehicleState, drivers: Drivers, lane_tails, wait, routes, ed
 
 LC_SPEED_GAIN = 1.0  # m/s: a change for speed must gain this much (MOBIL's threshold, in next-step speed)
 LC_POLITENESS = 0.5  # MOBIL's politeness: the weight of the speed the new follower would lose
-LC_SHORT_LANE_END_M = 1.0  # m: on a lane shorter than the vehicle, its front this close to the end may change lanes
 
 
 def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
@@ -459,9 +458,9 @@ def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
 
 
 def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, settings: StepSettings, hold=None):
-    """Rule 11, after the move: each vehicle whose whole length is on a lane of a multi-lane edge (or, on a lane
-    shorter than that, whose front is in its last :data:`LC_SHORT_LANE_END_M` m) may change to a neighbouring lane
-    of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle is asked
+    """Rule 11, after the move: each vehicle whose front is on a lane of a multi-lane edge (``pos >= 0``: out of
+    the junction, its back maybe not yet, as SUMO changes lanes by the front's lane) may change to a neighbouring
+    lane of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle is asked
     to let in next step, -1: none) and ``changed`` [N]; and ``pos`` (changed by swaps).
 
     * **Strategic** (SUMO's ``LCA_STRATEGIC``): a vehicle off the route's best lanes of its edge
@@ -508,10 +507,9 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     first, n_here = _gather(net.edge_first_lane, e), _gather(net.edge_n_lanes, e)
     M = routes.route_edges.shape[1]
     mask = _gather(routes.route_best_mask.reshape(-1), route.clamp(min=0) * M + rpos.clamp(min=0, max=M - 1))
-    # the whole length on the lane, or its front in the last metre of a lane too short for that (SUMO changes lanes
-    # by the front's lane: without this a vehicle on the wrong lane of a 4.5 m edge waited there for ever)
-    short_end = _gather(net.lane_length, ln).to(pos.dtype) - LC_SHORT_LANE_END_M
-    eligible = running & (pos >= torch.minimum(length, short_end)) & (n_here > 1)
+    # the front on the lane (out of the junction), its back maybe not yet: SUMO changes lanes by the front's lane,
+    # right after the junction (RESCO's lane-change outputs: half of the changes within 6-13 m of the lane's start)
+    eligible = running & (pos >= 0) & (n_here > 1)
     if hold is not None:
         eligible = eligible & ~hold
     cur_ok = ((mask >> k) & 1) == 1

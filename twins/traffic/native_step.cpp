@@ -320,8 +320,8 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const int64_t i = s - lo, ln = W.lane[s], e = a.lane_edge[ln], k = a.lane_index[ln];
         const int64_t first = a.edge_first_lane[e], n_here = a.edge_n_lanes[e];
         const T x = W.pos[s], v = W.speed[s], len = W.length[s], mg = W.min_gap[s];
-        // the whole length on the lane, or its front in the last metre of a shorter lane (kernels.LC_SHORT_LANE_END_M)
-        if (!(x >= minimum(len, W.lane_length[ln] - T(1.0))) || n_here <= 1) continue;
+        // the front on the lane, out of the junction (kernels.change_lanes)
+        if (!(x >= T(0)) || n_here <= 1) continue;
         const int64_t rp = std::min(std::max(W.rpos[s], int64_t(0)), M - 1);
         const int64_t mask = a.route_best_mask[W.route[s] * M + rp];
         const bool cur_ok = ((mask >> k) & 1) == 1;

@@ -104,8 +104,8 @@ phase it is in (synchronous update, like the kernel):
    edge. A vehicle inserts on a best lane of its first edge (most room), and
    crosses into one of the lanes its connection leads to (those that are
    best lanes of the next edge if any, most room). After the move (rule 6),
-   every running vehicle whose whole length is on a lane of a multi-lane edge
-   (``pos >= length``; a bus dwelling at its stop does not) decides from that
+   every running vehicle whose front is on a lane of a multi-lane edge
+   (``pos >= 0``, as SUMO changes lanes by the front's lane; a bus dwelling at its stop does not) decides from that
    state, all at once: off the best lanes it wants to change towards the
    nearest one (lower index on ties: *strategic*); on a best lane it wants a
    neighbouring best lane when the speed it could reach there next step
@@ -268,7 +268,6 @@ def free_speed(d: float, u: float, decel: float, dt: float) -> float:
 
 LC_SPEED_GAIN = 1.0  # m/s, as kernels.LC_SPEED_GAIN (rule 11)
 LC_POLITENESS = 0.5  # as kernels.LC_POLITENESS
-LC_SHORT_LANE_END_M = 1.0  # m, as kernels.LC_SHORT_LANE_END_M
 
 
 def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
@@ -1051,7 +1050,7 @@ class ReferenceTrafficModel(mesa.Model):
         for v in running:
             v.lc_yield = None
             lanes = self.edges[v.lane.edge]
-            if v.pos < min(v.length, v.lane.length - LC_SHORT_LANE_END_M) or len(lanes) < 2 or v._hold:
+            if v.pos < 0.0 or len(lanes) < 2 or v._hold:  # the front on the lane, out of the junction
                 continue
             best = v.best[v.route_pos]
             k = v.lane.index

@@ -68,6 +68,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_sumo_common.py
@@ -89,15 +90,18 @@ EXTRA = ("vehicles_inserted", "teleports", "vehicles_waiting")  # reported in th
 
 # ------------------------------------------------------------------------------------------------
 # SUMO
-def sumo_runs(cfg: Path, model: str, seeds: list[int], end: float, plan, progress) -> list[dict]:
+def sumo_runs(cfg: Path, model: str, seeds: list[int], end: float, plan, progress, lanes: bool = False) -> list[dict]:
+    """One SUMO run per seed; with ``lanes`` each row also carries ``_lanes`` (lane id -> time loss s)."""
     out = []
     for s in seeds:
         t0 = time.perf_counter()
-        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end)
+        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end, lane_data=lanes)
         row = {k: r[k] for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh", "vehicles_inserted",
                                  "teleports", "wall_time_s")}
         row["vehicles_waiting"] = r["vehicles_waiting"]
         row["seed"] = s
+        if lanes:
+            row["_lanes"] = {lid: d["time_loss_s"] for lid, d in r["lanes"].items()}
         out.append(row)
         progress(f"SUMO seed {s}", time.perf_counter() - t0, row,
                  f", {r['teleports']} teleports" if r["teleports"] else "")
@@ -115,7 +119,10 @@ def compose(overrides: list[str]):
         return _compose(config_name="config", overrides=["output.figures=false", "progress=false", *overrides])
 
 
-def twin_runs(base: list[str], model: str, seeds: list[int], progress, retime: dict | None = None) -> list[dict]:
+def twin_runs(base: list[str], model: str, seeds: list[int], progress, retime: dict | None = None,
+              lanes: bool = False) -> list[dict]:
+    """One batched twin run, one world per seed; with ``lanes`` each row also carries ``_lanes`` (lane id -> time
+    loss s, :meth:`TrafficTwin.lane_table`)."""
     import scenarios
 
     cfg = compose([*base, f"scenario.car_following={model}"] + (["intervention=signal_timing"] if retime else []))
@@ -144,6 +151,11 @@ def twin_runs(base: list[str], model: str, seeds: list[int], progress, retime: d
         row["wall_time_s"] = (build + loop) / len(seeds)  # its share of the batched run
         row["seed"] = s
         out.append(row)
+    if lanes:
+        lt = tw.lane_table()
+        for i, row in enumerate(out):
+            li = lt[lt["world"] == i]
+            row["_lanes"] = dict(zip(li["lane"], li["time_loss_s"].astype(float)))
     mean = {k: float(np.mean([r[k] for r in out])) for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh")}
     progress(f"twin seeds {','.join(map(str, seeds))} ({len(seeds)} worlds, kernel {getattr(tw, 'kernel', '?')})",
              build + loop, mean, f" (build {build:.1f} s, stepping {loop:.1f} s; means over the worlds)")
@@ -223,8 +235,6 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def write(out: Path, meta: dict, runs: list[dict], summary: list[dict]) -> None:
-    import pandas as pd
-
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
     pd.DataFrame(summary).to_csv(out / "summary.csv", index=False)
@@ -270,6 +280,30 @@ def retimed_plan(base: list[str], retime: dict) -> dict:
     return {p.id: p for p in progs}
 
 
+def public(row: dict) -> dict:
+    """A run's row without its private entries (``_lanes``) for runs.csv."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def lane_compare(name: str, model: str, t_rows: list[dict], s_rows: list[dict]) -> pd.DataFrame:
+    """Per lane: the twin's and SUMO's time loss (s, mean over the seeds) and their difference, largest first."""
+    def mean(rows):
+        return pd.DataFrame([r["_lanes"] for r in rows]).mean() if rows else pd.Series(dtype=float)
+
+    d = pd.DataFrame({"twin_time_loss_s": mean(t_rows), "sumo_time_loss_s": mean(s_rows)}).fillna(0.0)
+    d["twin_minus_sumo_s"] = d["twin_time_loss_s"] - d["sumo_time_loss_s"]
+    d = d.reindex(d["twin_minus_sumo_s"].abs().sort_values(ascending=False).index)
+    return d.rename_axis("lane").reset_index().assign(scenario=name, model=model)[
+        ["scenario", "model", "lane", "twin_time_loss_s", "sumo_time_loss_s", "twin_minus_sumo_s"]]
+
+
+def print_lanes(d: pd.DataFrame, n: int = 5) -> None:
+    tot_t, tot_s = d["twin_time_loss_s"].sum(), d["sumo_time_loss_s"].sum()
+    print(f"   lanes (time loss, s; all lanes: twin {tot_t:,.0f}, SUMO {tot_s:,.0f}); the {n} that differ most: "
+          + "; ".join(f"{r.lane} {r.twin_time_loss_s:,.0f} vs {r.sumo_time_loss_s:,.0f}" for r in d.head(n).itertuples()),
+          flush=True)
+
+
 def git_commit() -> str:
     try:
         r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -300,6 +334,9 @@ def main() -> None:
                     help="both simulators run this signal_timing plan instead of the file's programs, e.g. cycle_s=32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra override of the twin's config, e.g. --set scenario.lane_changing=true (repeatable)")
+    ap.add_argument("--lanes", action="store_true",
+                    help="also compare time loss lane by lane (SUMO's laneData against the twin's lane totals): "
+                         "lanes.csv, and the lanes that differ most printed per scenario and model")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for runs.csv, summary.csv, table.md, fidelity.json "
                          "(default outputs/bench_fidelity/DATE_TIME)")
@@ -338,6 +375,7 @@ def main() -> None:
 
     runs: list[dict] = []
     summary: list[dict] = []
+    lane_rows: list[pd.DataFrame] = []
     n_runs = len(names) * len(models) * (len(a.seeds) + 1)
     k = 0
     t_all = time.perf_counter()
@@ -370,17 +408,21 @@ def main() -> None:
                       f"{row['mean_travel_time_s']:.1f} s, delay {row['mean_delay_s']:.1f} s, "
                       f"{row['throughput_veh']:,.0f} arrived{tail}; load {load_avg()}", flush=True)
 
-            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress)
-            runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **r} for r in s_rows]
+            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress, a.lanes)
+            runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **public(r)}
+                     for r in s_rows]
             t_rows, note = None, ""
             try:
-                t_rows = twin_runs(base, model, a.seeds, progress, a.retime)
+                t_rows = twin_runs(base, model, a.seeds, progress, a.retime, a.lanes)
             except ConfigError as e:
                 note = f"twin refused scenario.car_following={model}: {e}"
                 print(f"[{k + 1}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
                 k += 1
+            if a.lanes:
+                lane_rows.append(lane_compare(name, model, t_rows or [], s_rows))
+                print_lanes(lane_rows[-1])
             if t_rows:
-                runs += [{"sim": "twin", "scenario": name, "model": model, "horizon_s": end - begin, **r}
+                runs += [{"sim": "twin", "scenario": name, "model": model, "horizon_s": end - begin, **public(r)}
                          for r in t_rows]
             if note:
                 twin_notes.add(note)
@@ -388,6 +430,8 @@ def main() -> None:
         meta["wall_s"] = time.perf_counter() - t_all
         meta["load_average_end"] = load_avg()
         write(out, meta, runs, summary)
+        if lane_rows:
+            pd.concat(lane_rows, ignore_index=True).to_csv(out / "lanes.csv", index=False)
 
     h = "to each scenario's end" if a.horizon is None else f"{a.horizon:g} s after each scenario's begin"
     programs = f"retimed {a.retime} in both" if a.retime else a.sumo_plan

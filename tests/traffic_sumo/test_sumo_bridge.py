@@ -102,3 +102,37 @@ def test_sumocfg_with_its_own_additional_programs(netgen, sumo_binary, tmp_path)
               for tid, p in net.programs.items()}
     m = run_sumo(tmp_path / "s.sumocfg", closed, time_to_teleport=-1)
     assert m["throughput_veh"] == 0 and m["vehicles_inserted"] < 50
+
+
+@pytest.mark.sumo
+def test_lane_data_against_trips_and_the_twins_lane_table(netgen, sumo_binary):
+    """``run_sumo(lane_data=True)``: SUMO's per-lane time loss of the normal lanes (the internal ones left out, as
+    the twin folds a crossing into the lane after it), never more than the trips' own time loss in all; and the
+    twin's :meth:`lane_table` on the same scenario, whose lanes add up exactly to its vehicles' time loss and
+    whose busiest lanes are SUMO's (bench_fidelity.py --lanes compares the two lane by lane)."""
+    import torch
+
+    from twins.core.worlds import WorldBatch
+    from twins.traffic.model import TrafficScenario, TrafficTwin
+
+    net, demand = _scenario(netgen, rate=360.0)
+    r = run_sumo({"net": str(netgen("grid"))}, None, routes=demand, end=900, seed=3, lane_data=True)
+    lanes = r["lanes"]
+    own = {l.id for e in net.edges.values() for l in e.lanes}
+    used = {k for k, d in lanes.items() if d["sampled_s"] > 0}  # the sidewalks the twin leaves out: none
+    assert used and used <= own and not any(k.startswith(":") for k in lanes)
+    sumo_total = sum(d["time_loss_s"] for d in lanes.values())
+    trips_total = r["mean_delay_s"] * r["throughput_veh"]
+    assert 0 < sumo_total <= trips_total * 1.01 and all(d["sampled_s"] >= 0 for d in lanes.values())
+    tw = TrafficTwin(TrafficScenario(net, demand, "grid"), WorldBatch.replications(3, 2), dt=1.0, horizon=900.0,
+                     dtype=torch.float64)
+    while tw.step_index < tw.n_steps:
+        tw.step()
+    lt = tw.lane_table()
+    assert set(lt["lane"]) == set(tw.net_cpu.lane_ids) and len(lt) == 2 * len(tw.net_cpu.lane_ids)
+    per_world = lt.groupby("world")["time_loss_s"].sum().to_numpy()
+    assert per_world == pytest.approx(tw.state.time_loss.sum(1).numpy(), rel=1e-9)
+    twin = lt[lt["world"] == 0].set_index("lane")["time_loss_s"]
+    busiest = lambda d: set(sorted(d, key=d.get, reverse=True)[:6])  # noqa: E731
+    sumo_loss = {k: lanes[k]["time_loss_s"] for k in used}
+    assert len(busiest(sumo_loss) & busiest(twin.to_dict())) >= 3

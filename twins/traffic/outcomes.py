@@ -388,6 +388,15 @@ class TrafficOutcomes:
                                           "delay_s": a[:, 2]}))
         return pd.concat(rows, ignore_index=True)
 
+    def lane_table(self) -> pd.DataFrame:
+        """Per world and lane (SUMO lane ids): vehicle-seconds and time loss (s) accumulated over the run, the
+        twin's side of SUMO's ``laneData`` (a vehicle crossing a junction counts on the lane it is entering)."""
+        W, L = self.W, self.net.n_lanes
+        acc = (self.lane_acc_total + self.lane_acc_interval).view(W, L, 3).cpu().numpy()
+        return pd.DataFrame({"world": np.repeat(np.arange(W), L), "lane": np.tile(np.asarray(self.net_cpu.lane_ids), W),
+                             "vehicle_s": acc[:, :, 0].reshape(-1) * self.dt,
+                             "time_loss_s": acc[:, :, 2].reshape(-1)})
+
     def write_figures(self, result: RunResult, figdir) -> list[str]:
         """The network map coloured by delay and the network time series."""
         from twins import plots

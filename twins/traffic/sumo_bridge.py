@@ -117,7 +117,7 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
              seed: int = 0, begin: float | None = None, end: float | None = None,
              routes: Demand | str | Path | list | None = None, step_length: float | None = None,
              time_to_teleport: float | None = None, extra_args=(), timeout: float | None = None,
-             workdir: str | Path | None = None, binary: str | None = None) -> dict:
+             workdir: str | Path | None = None, binary: str | None = None, lane_data: bool = False) -> dict:
     """Run SUMO on ``scenario`` (a ``.sumocfg``, a :class:`SumoScenario`, or ``{net, routes, additional}``).
 
     ``plan``: signal programs to run instead of the scenario's (keyed by signal
@@ -125,7 +125,9 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
     car-following model (``None`` keeps SUMO's Krauss). ``routes``: replace the
     scenario's demand (a :class:`Demand` is written as a route file). ``end``:
     stop time (default: the scenario's). ``workdir``: keep SUMO's files there
-    (default: a temporary folder, removed afterwards). Returns the metrics.
+    (default: a temporary folder, removed afterwards). ``lane_data``: also SUMO's per-lane totals over the run
+    (a ``laneData`` output), returned under ``"lanes"``: ``{lane id: {"time_loss_s", "sampled_s"}}`` of the lanes
+    of normal edges. Returns the metrics.
     """
     exe = binary or find_sumo("sumo")
     cfg, files = input_files(scenario)
@@ -149,6 +151,11 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
         additional = list(files["additional"])
         if plan:
             additional.append(str(write_tllogic(plan, wd / "plan.add.xml", program_id=PLAN_PROGRAM_ID)))
+        lanes_out = wd / "lanedata.xml"
+        if lane_data:  # one interval over the whole run (SUMO ends it at the last step)
+            (wd / "lanedata.add.xml").write_text(
+                f'<additional>\n    <laneData id="twins_lanes" file="{lanes_out.name}" period="1e9"/>\n</additional>\n')
+            additional.append(str(wd / "lanedata.add.xml"))
         if additional:
             cmd += ["--additional-files", ",".join(additional)]
         tripinfo, stats, log = wd / "tripinfo.xml", wd / "statistics.xml", wd / "sumo.log"
@@ -176,10 +183,27 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
             msg = (log.read_text(errors="replace") if log.is_file() else "") + proc.stderr
             how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
             raise RuntimeError(f"SUMO {how}: {' '.join(cmd)}\n{msg[-3000:]}")
-        return _metrics(tripinfo, stats, wall, step_length or 1.0, cmd)
+        out = _metrics(tripinfo, stats, wall, step_length or 1.0, cmd)
+        if lane_data:
+            out["lanes"] = _lane_totals(lanes_out)
+        return out
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _lane_totals(path: Path) -> dict[str, dict[str, float]]:
+    """SUMO's ``laneData`` output summed over its intervals: per lane of a normal edge (internal ``:`` lanes left
+    out, as the twin folds a junction's crossing into the lane after it), time loss and vehicle-seconds."""
+    out: dict[str, dict[str, float]] = {}
+    for tag, a in read_elements(path, {"lane"}):
+        lid = a.get("id", "")
+        if lid.startswith(":"):
+            continue
+        d = out.setdefault(lid, {"time_loss_s": 0.0, "sampled_s": 0.0})
+        d["time_loss_s"] += float(a.get("timeLoss", 0.0))
+        d["sampled_s"] += float(a.get("sampledSeconds", 0.0))
+    return out
 
 
 def _metrics(tripinfo: Path, stats: Path, wall: float, step: float, cmd: list[str]) -> dict:

@@ -299,8 +299,8 @@ def lane_compare(name: str, model: str, t_rows: list[dict], s_rows: list[dict]) 
 
 def print_lanes(d: pd.DataFrame, n: int = 5) -> None:
     tot_t, tot_s = d["twin_time_loss_s"].sum(), d["sumo_time_loss_s"].sum()
-    print(f"   lanes (time loss, s; all lanes: twin {tot_t:,.0f}, SUMO {tot_s:,.0f}); the {n} that differ most: "
-          + "; ".join(f"{r.lane} {r.twin_time_loss_s:,.0f} vs {r.sumo_time_loss_s:,.0f}" for r in d.head(n).itertuples()),
+    top = "; ".join(f"{r.lane} {r.twin_time_loss_s:,.0f} vs {r.sumo_time_loss_s:,.0f}" for r in d.head(n).itertuples())
+    print(f"   lanes (time loss, s; all lanes: twin {tot_t:,.0f}, SUMO {tot_s:,.0f}); the {n} that differ most: {top}",
           flush=True)
 
 

@@ -393,9 +393,9 @@ class TrafficOutcomes:
         twin's side of SUMO's ``laneData`` (a vehicle crossing a junction counts on the lane it is entering)."""
         W, L = self.W, self.net.n_lanes
         acc = (self.lane_acc_total + self.lane_acc_interval).view(W, L, 3).cpu().numpy()
-        return pd.DataFrame({"world": np.repeat(np.arange(W), L), "lane": np.tile(np.asarray(self.net_cpu.lane_ids), W),
-                             "vehicle_s": acc[:, :, 0].reshape(-1) * self.dt,
-                             "time_loss_s": acc[:, :, 2].reshape(-1)})
+        lanes = np.tile(np.asarray(self.net_cpu.lane_ids, dtype=object), W)
+        return pd.DataFrame({"world": np.repeat(np.arange(W), L), "lane": lanes,
+                             "vehicle_s": acc[:, :, 0].reshape(-1) * self.dt, "time_loss_s": acc[:, :, 2].reshape(-1)})
 
     def write_figures(self, result: RunResult, figdir) -> list[str]:
         """The network map coloured by delay and the network time series."""

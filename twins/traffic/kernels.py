@@ -886,89 +886,52 @@ def fused_idm_move(*args):
     return _idm_move_compiled(*args)
 
 
-def insert_subset(cand, state: VehicleState, drivers: Drivers, r, leader, last, net, routes, step_index: int,
-                  settings: StepSettings):
-    """Rule 3 on the index subset ``cand`` of the vehicles due (see :func:`step`); the same returns as
-    :func:`insert_masked`."""
-    L, E, W, lane_change = net.n_lanes, len(net.edge_ids), settings.W, settings.lane_change
-    world, rpos, length, min_gap = state.world, state.route_pos, drivers.length, drivers.min_gap
-    status, lane, pos, speed, insert_step, leader = (
-        x.clone() for x in (state.status, state.lane, state.pos, state.speed, state.insert_step, leader))
-    first_edge = routes.route_edges[r[cand], rpos[cand]]  # route_pos: 0, or the edge a teleport (rule 12) chose
-    grp = world[cand] * E + first_edge
-    open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
-    remaining = torch.ones_like(cand, dtype=torch.bool)
-    for _ in range(settings.insert_rounds):
-        g = torch.where(remaining & open_edge[grp], grp, W * E)
-        head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-        head_slot.scatter_reduce_(0, g, cand, reduce="amin")
-        hi_ = _nz((g < W * E) & (head_slot[grp] == cand))
-        if hi_.numel() == 0:
-            break
-        h = cand[hi_]
-        wh, rh, lenh, gaph = world[h], r[h], length[h], min_gap[h]
-        ins_mask = (routes.route_best_mask if lane_change else routes.route_mask)[rh, rpos[h]]
-        ins_lane, room = choose_lane(wh, first_edge[hi_], ins_mask, last, pos, length,
-                                     net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
-        fits = (ins_lane >= 0) & (room - lenh >= gaph)
-        il = ins_lane.clamp(min=0)
-        v0_ins = torch.minimum(net.lane_speed[il] * drivers.speed_factor[h], drivers.max_speed[h])
-        gap_ins = room - lenh
-        v_ins = torch.where(torch.isfinite(gap_ins),
-                            torch.clamp((gap_ins - gaph) / drivers.tau[h], min=0.0), torch.inf)
-        v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), drivers.depart_speed[h])
-        seg = wh * L + il
-        status[h] = torch.where(fits, RUNNING, status[h])
-        lane[h] = torch.where(fits, il, lane[h])
-        pos[h] = torch.where(fits, lenh, pos[h])
-        speed[h] = torch.where(fits, v_ins, speed[h])
-        insert_step[h] = torch.where(fits & (insert_step[h] < 0), step_index, insert_step[h])
-        leader[h] = torch.where(fits, last[seg], leader[h])
-        last = last.scatter(0, torch.where(fits, seg, W * L), h)
-        last[W * L] = -1
-        open_edge = open_edge.scatter(0, torch.where(fits, W * E, grp[hi_]), False)
-        remaining[hi_] = False
-    return status, lane, pos, speed, insert_step, leader, last
-
-
-def insert_masked(due, state: VehicleState, drivers: Drivers, r, leader, last, net, routes, step_index: int,
-                  settings: StepSettings):
-    """Rule 3 as :func:`step` runs it on the index subset of the ``due`` vehicles, over the whole window with masks
-    (``settings.fixed_shape``): the same numbers, no ``nonzero``. Every round runs (one without a head changes
-    nothing). Returns the new ``status``, ``lane``, ``pos``, ``speed``, ``insert_step``, ``leader`` and the lane
-    tails."""
+def insert(due, state: VehicleState, drivers: Drivers, r, leader, last, net, routes, step_index, settings: StepSettings,
+           rows: torch.Tensor | None = None):
+    """Rule 3 (see :func:`step`) for the ``due`` vehicles: over the whole window with masks (``rows`` None: no
+    ``nonzero``, no data-dependent shape; ``settings.fixed_shape``), or on the index subset ``rows`` of the due
+    vehicles, every rule the same and the same numbers. Every round runs (one without a head changes nothing).
+    Returns the new ``status``, ``lane``, ``pos``, ``speed``, ``insert_step``, ``leader`` and the lane tails."""
     L, E, W = net.n_lanes, len(net.edge_ids), settings.W
-    world, rpos, length, min_gap = state.world, state.route_pos, drivers.length, drivers.min_gap
     status, lane, pos, speed, insert_step = state.status, state.lane, state.pos, state.speed, state.insert_step
     slots = torch.arange(pos.numel(), device=pos.device)
+    if rows is None:
+        take = lambda x: x  # noqa: E731
+        put = lambda full, part, where: torch.where(where, part, full)  # noqa: E731
+    else:
+        take = lambda x: _gather(x, rows)  # noqa: E731
+        put = lambda full, part, where: full.index_put((rows,), torch.where(where, part, take(full)))  # noqa: E731
+    world, length, min_gap, slot = take(state.world), take(drivers.length), take(drivers.min_gap), take(slots)
+    tau, sf, vmax = take(drivers.tau), take(drivers.speed_factor), take(drivers.max_speed)
+    v_dep = take(drivers.depart_speed)
     M = routes.route_edges.shape[1]
-    at = r * M + rpos.clamp(max=M - 1)
+    at = take(r) * M + take(state.route_pos).clamp(max=M - 1)  # route_pos: 0, or the edge a teleport (rule 12) chose
     first_edge = _gather(routes.route_edges.reshape(-1), at)
-    grp = torch.where(due, world * E + first_edge.clamp(min=0), W * E)
+    grp = torch.where(take(due), world * E + first_edge.clamp(min=0), W * E)
     ins_mask = _gather((routes.route_best_mask if settings.lane_change else routes.route_mask).reshape(-1), at)
     open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
-    remaining = due
+    remaining = take(due)
     for _ in range(settings.insert_rounds):
         g = torch.where(remaining & _gather(open_edge, grp), grp, W * E)
         head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
-        head_slot.scatter_reduce_(0, g, slots, reduce="amin")
-        head = (g < W * E) & (_gather(head_slot, grp) == slots)
-        ins_lane, room = choose_lane(world, torch.where(head, first_edge, -1), ins_mask, last, pos, length,
+        head_slot.scatter_reduce_(0, g, slot, reduce="amin")
+        head = (g < W * E) & (_gather(head_slot, grp) == slot)
+        ins_lane, room = choose_lane(world, torch.where(head, first_edge, -1), ins_mask, last, pos, drivers.length,
                                      net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
         fits = head & (ins_lane >= 0) & (room - length >= min_gap)
         il = ins_lane.clamp(min=0)
-        v0_ins = torch.minimum(_gather(net.lane_speed, il) * drivers.speed_factor, drivers.max_speed)
+        v0_ins = torch.minimum(_gather(net.lane_speed, il) * sf, vmax)
         gap_ins = room - length
-        v_ins = torch.where(torch.isfinite(gap_ins), torch.clamp((gap_ins - min_gap) / drivers.tau, min=0.0), torch.inf)
-        v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), drivers.depart_speed)
+        v_ins = torch.where(torch.isfinite(gap_ins), torch.clamp((gap_ins - min_gap) / tau, min=0.0), torch.inf)
+        v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), v_dep)
         seg = torch.where(fits, world * L + il, W * L)
-        status = torch.where(fits, RUNNING, status)
-        lane = torch.where(fits, il, lane)
-        pos = torch.where(fits, length, pos)
-        speed = torch.where(fits, v_ins, speed)
-        insert_step = torch.where(fits & (insert_step < 0), step_index, insert_step)
-        leader = torch.where(fits, _gather(last, seg), leader)
-        last = last.scatter(0, seg, slots)
+        status = put(status, RUNNING, fits)
+        lane = put(lane, il, fits)
+        pos = put(pos, length, fits)
+        speed = put(speed, v_ins, fits)
+        insert_step = put(insert_step, step_index, fits & (take(insert_step) < 0))
+        leader = put(leader, _gather(last, seg), fits)
+        last = last.scatter(0, seg, slot)
         last[W * L] = -1
         open_edge = open_edge.scatter(0, torch.where(head & ~fits, grp, W * E), False)
         remaining = remaining & ~head
@@ -1015,13 +978,13 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
     due = (status == WAITING) & (state.depart <= t + 1e-9) & (route >= 0)
     insert_step = state.insert_step
     if settings.fixed_shape:
-        status, lane, pos, speed, insert_step, leader, last = insert_masked(
+        status, lane, pos, speed, insert_step, leader, last = insert(
             due, state, drivers, r, leader, last, net, routes, step_index, settings)
     else:
         cand = _nz(due)
         if cand.numel():
-            status, lane, pos, speed, insert_step, leader, last = insert_subset(
-                cand, state, drivers, r, leader, last, net, routes, step_index, settings)
+            status, lane, pos, speed, insert_step, leader, last = insert(
+                due, state, drivers, r, leader, last, net, routes, step_index, settings, rows=cand)
     running = status == RUNNING
 
     # 4.–7. on the running vehicles only (the window also holds waiting and arrived slots)

@@ -369,8 +369,7 @@ class TrafficOutcomes:
 
     def edge_table(self) -> pd.DataFrame:
         """Per world and edge: vehicle-seconds, mean speed, delay (s) accumulated over the run."""
-        W, L = self.W, self.net.n_lanes
-        acc = (self.lane_acc_total + self.lane_acc_interval).view(W, L, 3).cpu().numpy()
+        W, acc = self.W, self._lane_sums()
         rows = []
         net = self.scenario.network
         for i, e in enumerate(self.net_cpu.edge_ids):
@@ -388,11 +387,14 @@ class TrafficOutcomes:
                                           "delay_s": a[:, 2]}))
         return pd.concat(rows, ignore_index=True)
 
+    def _lane_sums(self) -> np.ndarray:
+        """``[W, L, 3]`` per world and lane, over the run so far: vehicle-steps, speed sum, time loss (s)."""
+        return (self.lane_acc_total + self.lane_acc_interval).view(self.W, self.net.n_lanes, 3).cpu().numpy()
+
     def lane_table(self) -> pd.DataFrame:
         """Per world and lane (SUMO lane ids): vehicle-seconds and time loss (s) accumulated over the run, the
         twin's side of SUMO's ``laneData`` (a vehicle crossing a junction counts on the lane it is entering)."""
-        W, L = self.W, self.net.n_lanes
-        acc = (self.lane_acc_total + self.lane_acc_interval).view(W, L, 3).cpu().numpy()
+        W, L, acc = self.W, self.net.n_lanes, self._lane_sums()
         lanes = np.tile(np.asarray(self.net_cpu.lane_ids, dtype=object), W)
         return pd.DataFrame({"world": np.repeat(np.arange(W), L), "lane": lanes,
                              "vehicle_s": acc[:, :, 0].reshape(-1) * self.dt, "time_loss_s": acc[:, :, 2].reshape(-1)})

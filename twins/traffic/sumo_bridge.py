@@ -196,7 +196,7 @@ def _lane_totals(path: Path) -> dict[str, dict[str, float]]:
     """SUMO's ``laneData`` output summed over its intervals: per lane of a normal edge (internal ``:`` lanes left
     out, as the twin folds a junction's crossing into the lane after it), time loss and vehicle-seconds."""
     out: dict[str, dict[str, float]] = {}
-    for tag, a in read_elements(path, {"lane"}):
+    for _, a in read_elements(path, {"lane"}):
         lid = a.get("id", "")
         if lid.startswith(":"):
             continue

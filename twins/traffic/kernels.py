@@ -32,7 +32,9 @@ the same, one vehicle at a time):
    of its upstream-most halted vehicle, less the lengths plus min gaps of the
    vehicles behind it, is shorter than this vehicle's length plus min gap
    (SUMO's ``getSpaceTillLastStanding``; a lane where nothing stands holds no
-   one; only where the connection crosses a junction area, ``via_length > 0``).
+   one; only where the connection crosses a junction area that another link
+   conflicts with and does not waive it, ``net.conn_keep_clear``, SUMO's
+   ``MSVehicle::keepClear``).
    Otherwise the leader is the last vehicle of that lane (spillback), or
    the road is free.
 5. IDM acceleration integrated over ``substeps`` with the leader's speed held
@@ -125,11 +127,11 @@ CF_MODELS = {"IDM": IDM, "Krauss": KRAUSS}
 NUMERICAL_EPS = 1e-6  # m: SUMO's slack in its safe stopping speed
 STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
 DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rule 7)
-# s: a minor link lets a foe pass first unless the foe arrives this long after it has left (rule 10). SUMO's
-# jmTimegapMinor (MSLink::blockedByFoe's look-ahead) is 1 s; with 1 s here the minor approaches of cologne3 starve
-# under Krauss (its delay ratio against SUMO went from 1.21 to 2.06; cologne8 unchanged) because the twin registers
-# only lane-front vehicles and approaches minor links faster than SUMO: 0 until those are modelled
-JM_TIMEGAP_MINOR = 0.0
+# s: a minor link lets a foe pass first unless the foe arrives this long after it has left (rule 10): SUMO's
+# jmTimegapMinor (MSLink::blockedByFoe's look-ahead), 1 s by default. (It was 0 while rule 4 kept every junction
+# clear: queues then stood at the line of RESCO cologne3's minor approach -5229966#3 instead of across the
+# foe-less junction behind it, and 1 s starved that approach.)
+JM_TIMEGAP_MINOR = 1.0
 
 
 def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase_code: torch.Tensor,
@@ -350,7 +352,7 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
     connection it yields to (the junction's ``response``) has a window overlapping its own extended by
     :data:`JM_TIMEGAP_MINOR` (SUMO's ``MSLink::blockedByFoe``: the foe must leave before this vehicle arrives, or
-    arrive more than ``jmTimegapMinor`` after it has left; SUMO's 1 s is not used yet, see the constant). A vehicle
+    arrive more than ``jmTimegapMinor`` after it has left, SUMO's 1 s). A vehicle
     inside the junction on a foe connection into the same edge as this one's is not a conflict: it merges into (or
     runs beside) this vehicle's target lane, which this vehicle follows as its leader, as SUMO's
     ``MSLink::getLeaderInfo`` treats a foe ahead on a merging internal lane; counting it (as before) let a queue
@@ -717,10 +719,12 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     must_stop = must_stop | (next_lane < 0) | ~found
     # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
     # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
-    # (only where the connection crosses a junction area: a zero-length one, where a lane simply continues, has
-    # no area to block)
+    # (only where the connection must keep the junction clear, net.conn_keep_clear: it crosses a junction area
+    # that another link of the junction conflicts with, and does not waive it with keepClear="0", as SUMO's
+    # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
     room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
-    must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & (via > 0))
+    keep_clear = _gather(net.conn_keep_clear, cic) if net.conn_key.numel() else torch.zeros_like(found)
+    must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & keep_clear)
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
     if net.has_foes:
         must_stop = must_stop | yield_blocked(m, at, ci, found, must_stop, code, d, via, net, routes, W, M)

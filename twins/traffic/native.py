@@ -66,7 +66,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
-         "conn_to_edge")
+         "conn_to_edge", "conn_keep_clear")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -193,8 +193,9 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
                                             "pos", "speed", "time_loss", "stops", "depart", "conn")}
     conn_yield = net.conn_yield.view(torch.uint8)  # the C++ reads bytes (a view: no copy per step)
     conn_zipper = net.conn_zipper.view(torch.uint8)
+    conn_keep_clear = net.conn_keep_clear.view(torch.uint8)
     ptrs.update(conn_yield=_ptr(conn_yield, "conn_yield"), conn_zipper=_ptr(conn_zipper, "conn_zipper"),
-                conn_foes=_ptr(net.conn_foes, "conn_foes"))
+                conn_foes=_ptr(net.conn_foes, "conn_foes"), conn_keep_clear=_ptr(conn_keep_clear, "conn_keep_clear"))
     ptrs["halted"] = _ptr(halted, "halted")
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
                                               "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma",
@@ -239,6 +240,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
                           "conn_to_mask", "lane_edge", "lane_index", "conn_to_edge")),
               ("net.conn_yield", net.conn_yield, torch.bool, tuple(net.conn_link.shape)),
               ("net.conn_zipper", net.conn_zipper, torch.bool, tuple(net.conn_link.shape)),
+              ("net.conn_keep_clear", net.conn_keep_clear, torch.bool, tuple(net.conn_link.shape)),
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
                 for k in ("route_edges", "route_mask", "route_len", "route_best_mask")),
               ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape))]

@@ -60,6 +60,7 @@ struct Args {
     // rule 10's cautious approach and merges
     const void *conn_wait, *conn_visibility;  // [C] T: where a minor link's vehicle waits past the line; its sight
     const int64_t *conn_to_edge;  // [C] each connection's to-edge
+    const uint8_t *conn_keep_clear;  // [C] rule 4: entered only when the junction can be cleared
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -556,9 +557,11 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T d = L_here - x;
             bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
             must_stop = must_stop || nl < 0 || !found;
-            // keep the junction clear: no room behind the next lane's last standing vehicle holds this one
+            // keep the junction clear (where the connection must, net.conn_keep_clear): no room behind the next
+            // lane's last standing vehicle holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
-            must_stop = must_stop || (sc.standing[nlc] - sc.behind[nlc] < double(len + mg) && via > T(0));
+            const bool keep_clear = a.has_conn && a.conn_keep_clear[ci < 0 ? 0 : ci];
+            must_stop = must_stop || (sc.standing[nlc] - sc.behind[nlc] < double(len + mg) && keep_clear);
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
             sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_room.push_back(next_room);
@@ -599,8 +602,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 if (a.conn_zipper[c]) {  // the foe arrives first (ties: the lower connection) and is still there
                     const bool first = sc.arr[foe] < sc.t_arr[f] || (sc.arr[foe] == sc.t_arr[f] && foe < c);
                     if (first && sc.leave[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
-                } else if (sc.arr[foe] <= sc.t_leave[f] + T(0.0) && sc.leave[foe] >= sc.t_arr[f]) {
-                    sc.f_must[f] = 1;  // + kernels.JM_TIMEGAP_MINOR
+                } else if (sc.arr[foe] <= sc.t_leave[f] + T(1.0) && sc.leave[foe] >= sc.t_arr[f]) {
+                    sc.f_must[f] = 1;  // + kernels.JM_TIMEGAP_MINOR, SUMO's jmTimegapMinor
                 }
                 // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
                 if (a.conn_to_edge[foe] != a.conn_to_edge[c] && sc.leave_in[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;

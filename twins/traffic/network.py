@@ -34,6 +34,8 @@ class Junction:
     # SUMO's right of way: request index -> the links it must yield to (``Connection.junction_index`` values; the
     # ``response`` bit string read right to left); empty: no one yields (generated networks)
     yields_to: dict[int, list[int]] = field(default_factory=dict)
+    # request index -> the links that conflict with it at all (the ``foes`` bit string, read the same way)
+    conflicts: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -88,6 +90,8 @@ class Connection:
     # the distance before that point from which it sees its foes (the connection's ``visibility``, SUMO's 4.5 m)
     wait_length: float = field(default=0.0, compare=False)
     visibility: float = field(default=4.5, compare=False)
+    # SUMO's ``keepClear`` attribute of the connection: false lets vehicles stop on the junction (kernels rule 4)
+    keep_clear: bool = field(default=True, compare=False)
 
 
 @dataclass
@@ -164,6 +168,19 @@ class RoadNetwork:
     # --- queries --------------------------------------------------------------------
     def lane_count(self) -> int:
         return sum(len(e.lanes) for e in self.edges.values())
+
+    def keeps_clear(self, c: Connection) -> bool:
+        """Whether a vehicle takes this connection only when it can clear the junction (kernels rule 4, SUMO's
+        ``MSVehicle::keepClear``): its path crosses a junction area (``via_length > 0``), the connection does not
+        waive it (``keepClear="0"``), and another link of the junction conflicts with it (its request's ``foes``;
+        a junction without request tables, as a generated network's, is taken to have some). Where none
+        conflicts, SUMO lets a queue stand across the junction."""
+        if not (c.via_length > 0 and c.keep_clear):
+            return False
+        j = self.junctions.get(self.edges[c.from_edge].to_node)
+        if j is None or not j.conflicts or c.junction_index < 0:
+            return True
+        return c.junction_index not in j.conflicts or bool(j.conflicts[c.junction_index])
 
     def crossing_cost(self, c: Connection) -> float:
         """The routing cost of crossing a junction by ``c`` (s): its path at its own speed (at most the next edge's)

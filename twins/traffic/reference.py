@@ -34,7 +34,7 @@ phase it is in (synchronous update, like the kernel):
    its upstream-most halted vehicle (speed < 0.1 m/s), less the lengths
    plus min gaps of the vehicles behind it (SUMO's space till the last
    standing vehicle; no halted vehicle: no limit; only where the connection
-   crosses a junction area, via > 0). The junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
+   keeps its junction clear, ``RoadNetwork.keeps_clear``). The junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
    The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
    gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
    junction gap; otherwise a front vehicle follows the tail of the
@@ -186,7 +186,7 @@ from .network import GREEN, YELLOW, RoadNetwork
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
 DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
-JM_TIMEGAP_MINOR = 0.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor is 1 s; why 0: there)
+JM_TIMEGAP_MINOR = 1.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor)
 SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
 MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
 INF = math.inf
@@ -427,8 +427,9 @@ class ReferenceVehicle(mesa.Agent):
         signal_stop = code == SIG_RED or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
         # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
         # one at the line
-        # (only where the connection crosses a junction area: a zero-length one has none to block)
-        keep_clear = nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap and via > 0
+        # (only where the connection must keep the junction clear: RoadNetwork.keeps_clear, SUMO's keepClear)
+        keep_clear = (nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
+                      and m.keep_clear.get((lane.id, nxt_edge), False))
         self._next_lane, self._via, self._room, self._key = nl, via, room, (lane.id, nxt_edge)
         self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
         self._must_stop = signal_stop or nl is None or not found or keep_clear
@@ -719,6 +720,8 @@ class ReferenceTrafficModel(mesa.Model):
                         out.add(at_link[(j.id, k)])
             self.foes[key] = sorted(out)
         self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
+        # rule 4: the connections that keep their junction clear (the first link decides, as for via and signal)
+        self.keep_clear = {key: network.keeps_clear(cs[0]) for key, cs in merged.items()}
         # a zipper merge's links: the first to arrive goes (ties: the lower connection in the kernel's order, by
         # from-edge, from-lane, to-edge as the network lists its edges)
         self.zipper = {key: cs[0].tl is None and cs[0].state == "Z" for key, cs in merged.items()}

@@ -147,6 +147,10 @@ def net_from(path, report: Report) -> RoadNetwork:
                 raise where.error("request.response", resp, "a string of 0 and 1")
             idx = int(num(where, a, "index", tag="request"))
             junctions[state["junction"]].yields_to[idx] = [k for k, bit in enumerate(reversed(resp)) if bit == "1"]
+            foes = a.get("foes", "")
+            if set(foes) - set("01"):
+                raise where.error("request.foes", foes, "a string of 0 and 1")
+            junctions[state["junction"]].conflicts[idx] = [k for k, bit in enumerate(reversed(foes)) if bit == "1"]
         elif tag == "connection":
             conns.append((a, where.line))
         elif tag == "param":
@@ -267,7 +271,8 @@ def net_from(path, report: Report) -> RoadNetwork:
         c = Connection(from_edge=f, from_lane=lane_map[(f, fl)], to_edge=t, to_lane=lane_map[(t, tl_)],
                        via_length=via_len, via_speed=via_speed, junction_index=jindex, state=link_state, tl=tl,
                        link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"),
-                       wait_length=wait_len, visibility=visibility)
+                       wait_length=wait_len, visibility=visibility,
+                       keep_clear=a.get("keepClear", "1") not in ("0", "false", "False"))
         net.connections.append(c)
         if tl:
             j = junctions.get(net.edges[f].to_node)

@@ -46,6 +46,8 @@ class NetworkTables:
     # SUMO's zipper merge (unsignalized link state 'Z'): its links yield to each other, so the vehicle that arrives
     # first goes (ties: the lower connection index), and the other follows it (kernels rule 10)
     conn_zipper: torch.Tensor  # [C] bool
+    # rule 4: whether a vehicle takes the connection only when it can clear the junction (RoadNetwork.keeps_clear)
+    conn_keep_clear: torch.Tensor  # [C] bool
     # SUMO's cautious approach to a minor link: where the vehicle waits past the stop line (m), and from how far
     # before that point it sees its foes (m)
     conn_wait: torch.Tensor  # [C]
@@ -198,6 +200,7 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
         conn_link=torch.tensor([conns[k][1] for k in keys], dtype=torch.int64),
         conn_yield=conn_yield,
         conn_zipper=conn_zipper,
+        conn_keep_clear=torch.tensor([net.keeps_clear(merged[k][0]) for k in keys], dtype=torch.bool),
         conn_wait=torch.tensor([merged[k][0].wait_length for k in keys], dtype=torch.float64),
         conn_visibility=torch.tensor([merged[k][0].visibility for k in keys], dtype=torch.float64),
         conn_to_edge=torch.tensor([k % E for k in keys], dtype=torch.int64),

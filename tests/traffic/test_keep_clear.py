@@ -1,0 +1,73 @@
+"""Rule 4's keep-clear, SUMO's way (``MSVehicle::keepClear``): a vehicle waits at the line for room behind the next
+lane's standing queue only where its connection crosses a junction area that another link of the junction conflicts
+with (the request's ``foes``) and does not waive it (``keepClear="0"``); elsewhere a queue may stand across the
+junction. Equivalence of the three step implementations under it: ``test_reference``, ``test_native_step`` (their
+right-of-way grids waive it on the right turns, ``_helpers.with_right_of_way``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twins.core.errors import ConfigError
+from twins.traffic import sumo
+from twins.traffic.network import Connection, Edge, Junction, Lane, RoadNetwork
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "sumo"
+pytestmark = pytest.mark.filterwarnings("ignore:SUMO import of")  # tiny.net.xml's footpaths and rails, on purpose
+
+
+def _net(conflicts: dict[int, list[int]]) -> RoadNetwork:
+    net = RoadNetwork(name="kc")
+    for j in (Junction("a", 0.0, 0.0), Junction("J", 100.0, 0.0, conflicts=conflicts), Junction("b", 200.0, 0.0)):
+        net.add_junction(j)
+    net.add_edge(Edge("in", "a", "J", [Lane("in_0", 0, 100.0, 13.9, [(0.0, 0.0), (100.0, 0.0)])]))
+    net.add_edge(Edge("out", "J", "b", [Lane("out_0", 0, 100.0, 13.9, [(100.0, 0.0), (200.0, 0.0)])]))
+    return net
+
+
+def test_keeps_clear_where_a_link_conflicts_and_does_not_waive_it():
+    net = _net({0: [1], 1: [0], 2: []})
+    path = dict(from_edge="in", from_lane=0, to_edge="out", to_lane=0, via_length=12.0)
+    assert net.keeps_clear(Connection(**path, junction_index=0))
+    assert not net.keeps_clear(Connection(**path, junction_index=2)), "no link conflicts: a queue may stand across"
+    assert not net.keeps_clear(Connection(**path, junction_index=0, keep_clear=False)), "keepClear=0 waives it"
+    assert not net.keeps_clear(Connection(**{**path, "via_length": 0.0}, junction_index=0)), "no junction area"
+    # a junction without request tables (the twin's own networks): as before, every path across it
+    assert _net({}).keeps_clear(Connection(**path, junction_index=0))
+    assert _net({}).keeps_clear(Connection(**path))
+
+
+def test_sumo_import_reads_foes_and_keep_clear(tmp_path):
+    net = sumo.load_net(DATA / "tiny.net.xml")
+    assert net.junctions["C"].conflicts == {0: [], 1: [], 2: []}
+    straight = next(c for c in net.connections if (c.from_edge, c.to_edge) == ("WC", "CE"))
+    assert straight.keep_clear and not net.keeps_clear(straight), "tiny.net.xml's links at C have no foes"
+    text = (DATA / "tiny.net.xml").read_text()
+    text = text.replace('<request index="0" response="000" foes="000"', '<request index="0" response="000" foes="010"')
+    text = text.replace('to="CN" fromLane="2" toLane="0" via=":C_1_0"', 'to="CN" fromLane="2" toLane="0" keepClear="0" '
+                        'via=":C_1_0"')
+    (tmp_path / "kc.net.xml").write_text(text)
+    net = sumo.load_net(tmp_path / "kc.net.xml")
+    straight = next(c for c in net.connections if (c.from_edge, c.to_edge) == ("WC", "CE"))
+    left = next(c for c in net.connections if (c.from_edge, c.to_edge) == ("WC", "CN"))
+    assert net.junctions["C"].conflicts[0] == [1] and net.keeps_clear(straight)
+    assert not left.keep_clear and not net.keeps_clear(left)
+    (tmp_path / "bad.net.xml").write_text(text.replace('foes="010"', 'foes="0x0"'))
+    with pytest.raises(ConfigError, match="foes"):
+        sumo.load_net(tmp_path / "bad.net.xml")
+
+
+def test_waived_keep_clear_matches_the_reference_and_holds_no_one():
+    """The reference test's loaded grid, where keep-clear holds front vehicles at their lines (at least 10 times per
+    world, ``test_kernel_matches_per_agent_reference``), with every connection waiving it: the tensor kernels equal
+    the per-agent reference at every step, and no one is held for keep-clear."""
+    from tests.traffic.test_reference import POS_TOL, _run_side_by_side, _scenario
+
+    scen = _scenario()
+    for c in scen.network.connections:
+        c.keep_clear = False
+    tw, refs, _, _, worst = _run_side_by_side(scen)
+    assert worst <= POS_TOL
+    for ref in refs:
+        assert ref.events["keep_clear"] == 0 and ref.events["edge_transitions"] >= 300, ref.events

@@ -280,6 +280,33 @@ def retimed_plan(base: list[str], retime: dict) -> dict:
     return {p.id: p for p in progs}
 
 
+def compare(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """Per (scenario, model) present in both summaries: each metric's twin/SUMO ratio and pass mark, before and now."""
+    cols = ["scenario", "model"] + [f"{k}_{x}" for k, _ in METRICS for x in ("ratio", "pass")]
+    b, n = (df.reindex(columns=cols) for df in (before, now))
+    return b.merge(n, on=["scenario", "model"], suffixes=("_before", "_now"))
+
+
+def compare_table(d: pd.DataFrame) -> str:
+    """The ratios before -> now, the marks that changed flagged, and the failing marks counted."""
+    def mark(p):
+        return "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else ("ok" if bool(p) else "FAIL")
+
+    lines = [f"{'scenario':12s} {'model':6s}" + "".join(f" | {label:^25s}" for _, label in METRICS)]
+    fails = {"before": 0, "now": 0}
+    for _, r in d.iterrows():
+        line = f"{r['scenario']:12s} {r['model']:6s}"
+        for key, _ in METRICS:
+            mb, mn = mark(r[f"{key}_pass_before"]), mark(r[f"{key}_pass_now"])
+            fails["before"] += mb == "FAIL"
+            fails["now"] += mn == "FAIL"
+            flag = "" if mb == mn else " *"
+            line += f" | {_f(r[f'{key}_ratio_before'], 2):>5s} {mb:>4s} -> {_f(r[f'{key}_ratio_now'], 2):>5s} {mn:>4s}{flag:2s}"
+        lines.append(line)
+    lines.append(f"failing marks: {fails['before']} before, {fails['now']} now (* : a mark that changed)")
+    return "\n".join(lines)
+
+
 def public(row: dict) -> dict:
     """A run's row without its private entries (``_lanes``) for runs.csv."""
     return {k: v for k, v in row.items() if not k.startswith("_")}
@@ -337,10 +364,15 @@ def main() -> None:
     ap.add_argument("--lanes", action="store_true",
                     help="also compare time loss lane by lane (SUMO's laneData against the twin's lane totals): "
                          "lanes.csv, and the lanes that differ most printed per scenario and model")
+    ap.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                    help="an earlier run's --out folder: print each mark's ratio before -> now and write compare.csv "
+                         "(run the earlier commit beside this one, e.g. from a git worktree)")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for runs.csv, summary.csv, table.md, fidelity.json "
                          "(default outputs/bench_fidelity/DATE_TIME)")
     a = ap.parse_args()
+    if a.compare is not None and not (a.compare / "summary.csv").is_file():
+        ap.error(f"--compare: {a.compare} has no summary.csv; give the --out folder of an earlier bench_fidelity run")
 
     names = [n.strip() for n in a.scenarios.split(",") if n.strip()]
     models = []
@@ -445,6 +477,11 @@ def main() -> None:
     tele = [(s["scenario"], s["model"], s["sumo_teleports_mean"]) for s in summary if s["sumo_teleports_mean"]]
     if tele:
         print("SUMO teleports (mean per run): " + ", ".join(f"{n} {m} {t:.1f}" for n, m, t in tele))
+    if a.compare is not None:
+        d = compare(pd.read_csv(a.compare / "summary.csv"), pd.DataFrame(summary))
+        d.to_csv(out / "compare.csv", index=False)
+        print(f"\n== against {a.compare} ==")
+        print(compare_table(d))
     print(f"total {time.perf_counter() - t_all:.0f} s; load average {load_avg()}; results in {out}")
 
 

@@ -193,7 +193,8 @@ def _f(x: float, nd: int = 1) -> str:
 
 
 def _mark(p) -> str:
-    return "n/a" if p is None else ("ok" if p else "FAIL")
+    """A pass mark: True, False, or None/NaN (no ratio; a summary.csv read back gives NaN)."""
+    return "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else ("ok" if bool(p) else "FAIL")
 
 
 def console_table(summary: list[dict]) -> str:
@@ -289,19 +290,17 @@ def compare(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
 
 def compare_table(d: pd.DataFrame) -> str:
     """The ratios before -> now, the marks that changed flagged, and the failing marks counted."""
-    def mark(p):
-        return "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else ("ok" if bool(p) else "FAIL")
-
     lines = [f"{'scenario':12s} {'model':6s}" + "".join(f" | {label:^25s}" for _, label in METRICS)]
     fails = {"before": 0, "now": 0}
     for _, r in d.iterrows():
         line = f"{r['scenario']:12s} {r['model']:6s}"
         for key, _ in METRICS:
-            mb, mn = mark(r[f"{key}_pass_before"]), mark(r[f"{key}_pass_now"])
+            mb, mn = _mark(r[f"{key}_pass_before"]), _mark(r[f"{key}_pass_now"])
             fails["before"] += mb == "FAIL"
             fails["now"] += mn == "FAIL"
             flag = "" if mb == mn else " *"
-            line += f" | {_f(r[f'{key}_ratio_before'], 2):>5s} {mb:>4s} -> {_f(r[f'{key}_ratio_now'], 2):>5s} {mn:>4s}{flag:2s}"
+            before, now = _f(r[f"{key}_ratio_before"], 2), _f(r[f"{key}_ratio_now"], 2)
+            line += f" | {before:>5s} {mb:>4s} -> {now:>5s} {mn:>4s}{flag:2s}"
         lines.append(line)
     lines.append(f"failing marks: {fails['before']} before, {fails['now']} now (* : a mark that changed)")
     return "\n".join(lines)

@@ -34,7 +34,8 @@ phase it is in (synchronous update, like the kernel):
    its upstream-most halted vehicle (speed < 0.1 m/s), less the lengths
    plus min gaps of the vehicles behind it (SUMO's space till the last
    standing vehicle; no halted vehicle: no limit; only where the connection
-   keeps its junction clear, ``RoadNetwork.keeps_clear``). The junction gap is ``d + via + rear(tail)`` (+inf if the lane is empty).
+   keeps its junction clear, ``RoadNetwork.keeps_clear``). The junction gap is
+   ``d + via + rear(tail)`` (+inf if the lane is empty).
    The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
    gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
    junction gap; otherwise a front vehicle follows the tail of the

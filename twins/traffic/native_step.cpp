@@ -616,8 +616,19 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const bool must_stop = sc.f_must[f], found = sc.f_found[f];
         const T d = sc.f_d[f], mg = W.min_gap[s], next_room = sc.f_room[f];
         const int64_t tail = W.last[nl < 0 ? 0 : nl];
-        const T v_junction = tail >= 0 ? W.speed[tail] : T(0);
-        const T gap_junction = std::isfinite(next_room) ? d + sc.via[f] + next_room : inf;
+        T v_junction = tail >= 0 ? W.speed[tail] : T(0);
+        T gap_junction = std::isfinite(next_room) ? d + sc.via[f] + next_room : inf;
+        if (!a.lane_change && a.has_conn && found && nl >= 0) {
+            // without lane changing it crosses behind the vehicle ahead on its connection still inside the
+            // junction, whichever lane of the next edge that one entered (kernels.advance)
+            const int64_t e = a.lane_edge[nl], first = a.edge_first_lane[e];
+            for (int64_t j = 0; j < a.edge_n_lanes[e]; ++j) {
+                const int64_t t = W.last[first + j];
+                if (t < 0 || !(W.pos[t] < T(0)) || W.conn[t] != sc.f_ci[f]) continue;
+                const T g = d + sc.via[f] + (W.pos[t] - W.length[t]);
+                if (g < gap_junction) { gap_junction = g; v_junction = W.speed[t]; }
+            }
+        }
         const bool line_first = must_stop && (d + mg <= gap_junction || !found);
         T gap_front = line_first ? d + mg : gap_junction;
         // 10. the cautious approach to a minor link (kernels.advance): a standing obstacle where it waits
@@ -731,7 +742,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const int64_t s = sc.fronts[f];
         if (sc.crossed[s - lo]) {
             W.lane[s] = new_lane[f]; W.rpos[s] += 1;
-            if (a.has_foes) W.conn[s] = sc.f_ci[f];  // rule 10: crossed by this connection
+            W.conn[s] = sc.f_ci[f];  // crossed by this connection (rules 4', 10)
         }
     }
     for (int64_t k = 0; k < L * 3; ++k) W.acc[k] += sc.sums[k];

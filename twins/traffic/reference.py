@@ -35,7 +35,10 @@ phase it is in (synchronous update, like the kernel):
    plus min gaps of the vehicles behind it (SUMO's space till the last
    standing vehicle; no halted vehicle: no limit; only where the connection
    keeps its junction clear, ``RoadNetwork.keeps_clear``). The junction gap is
-   ``d + via + rear(tail)`` (+inf if the lane is empty).
+   ``d + via + rear(tail)`` (+inf if the lane is empty); without lane
+   changing, the nearer gap ``d + via + rear(t)`` to the tail ``t`` of any
+   lane of the next edge that is still inside the junction (position < 0)
+   on the same connection, and that one's speed, where there is one.
    The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
    gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
    junction gap; otherwise a front vehicle follows the tail of the
@@ -475,6 +478,14 @@ class ReferenceVehicle(mesa.Agent):
             tail = m.tails.get(nl.id) if nl is not None else None
             v_junction = tail.speed if tail is not None else 0.0
             gap_junction = d + via + room if math.isfinite(room) else INF
+            if not m.lane_changing and found and nl is not None:
+                # without lane changing it may enter another lane of the next edge than the vehicle ahead on its
+                # connection did, but it crosses behind that one while it is inside the junction (SUMO: both on
+                # the connection's internal lane)
+                for other in m.edges[nl.edge]:
+                    t = m.tails.get(other.id)
+                    if t is not None and t.pos < 0 and t.conn_key == self._key and d + via + t.rear() < gap_junction:
+                        gap_junction, v_junction = d + via + t.rear(), t.speed
             # the stop line is the obstacle unless a vehicle still inside the junction is nearer
             line_first = must_stop and (d + self.min_gap <= gap_junction or not found)
             if line_first:

@@ -45,7 +45,7 @@ class VehicleState(Columns):
     halted: Tensor  # bool: below kernels.STOP_SPEED after the last step
     depart: Tensor  # float64 s: planned departure (constant)
     leader: Tensor  # the vehicle ahead on the lane (-1: none); rule 2
-    conn: Tensor  # the connection the vehicle entered its lane by (-1: none); rule 10
+    conn: Tensor  # the connection the vehicle entered its lane by (-1: none); rules 4 and 10
     lc_yield: Tensor | None = None  # the vehicle this one lets in (-1: none); rule 11, with lane changing
     next_stop: Tensor | None = None  # the bus's next stop (-1: none); rule 7, with buses
     dwell: Tensor | None = None  # s left at the stop; rule 7
@@ -146,6 +146,7 @@ class Surroundings:
     pos: Tensor  # [N] m
     length: Tensor  # [N] m
     speed: Tensor  # [N] m/s
+    conn: Tensor  # [N] the connection each entered its lane by (-1: none)
     lane_tails: Tensor  # [W*L + 1] each lane's upstream-most vehicle (-1: empty)
     space: Tensor  # [W*L + 1] float64 m: room behind each lane's last standing vehicle (kernels.space_till_standing)
 

@@ -277,6 +277,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # the codes each link shows this step [W, links] (kernels.SIG_*), set by the signal controls
         self.signal_state = torch.full((W, cnet.link_program.shape[0]), kernels.SIG_RED, dtype=torch.int64, device=dev)
         self.lo = 0
+        self._lo_pending = None  # the window start's next advance, on its way to the host (_advance_window_start)
         # each lane's upstream-most vehicle (slot; None: not known yet, the kernel sorts); the window's
         # flattened vehicle parameters
         self._lane_last = self._veh_cache = None
@@ -590,17 +591,35 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _window(self) -> tuple[int, int]:
         t = self.time_s + 1e-9
         hi = int(np.searchsorted(self._depart_first, t, side="right"))  # the most departed slots of any world
-        if self.step_index % 32 == 0 and self.lo < hi:
-            done = self.state.status[:, self.lo:hi] == kernels.ARRIVED
-            # first slot not yet arrived in any world
-            not_done = (~done).any(0)
-            idx = torch.nonzero(not_done)
-            self.lo = self.lo + (int(idx[0]) if idx.numel() else hi - self.lo)
+        if self.step_index % 32 == 0:
+            self._advance_window_start(hi)
         # whole blocks of 16 slots: a vehicle keeps its SIMD lane whatever the batch; the end moves in
         # blocks of 64 so that the window (hence its cached vehicle parameters) stays the same for several steps
         lo16 = self.lo // 16 * 16
         hi64 = min(self.S, -(-max(hi, self.lo) // 64) * 64)
         return window_bucket(lo16, hi64, self.S) if self.fixed_shape else (lo16, hi64)
+
+    def _advance_window_start(self, hi: int) -> None:
+        """Move the window's start past the slots that have arrived in every world, without a host sync: the
+        first slot not yet arrived is reduced on the device and copied to the host without waiting, and read at
+        the next call (32 steps on), once the copy is done (arrival is final, so a bound that old still holds)."""
+        if self._lo_pending is not None:
+            lo_then, host, copied = self._lo_pending
+            if copied is None or copied.query():  # never waits: not done yet, the next call reads it
+                self.lo = max(self.lo, lo_then + int(host.numpy()[0]))  # host memory: no device read
+                self._lo_pending = None
+        if self._lo_pending is None and self.lo < hi:
+            n = hi - self.lo
+            not_done = (self.state.status[:, self.lo:hi] != kernels.ARRIVED).any(0)
+            first = torch.where(not_done, torch.arange(n, device=self.device), n).amin().view(1)
+            cuda = self.device.type == "cuda"
+            host = torch.empty(1, dtype=torch.int64, pin_memory=cuda)
+            host.copy_(first, non_blocking=cuda)
+            copied = None
+            if cuda:
+                copied = torch.cuda.Event()
+                copied.record()
+            self._lo_pending = (self.lo, host, copied)
 
     def _dawdle_draws(self, lo: int, hi: int) -> torch.Tensor | None:
         """``[W, hi - lo]`` U(0,1) per slot of the window for this step (Krauss dawdling, kernels rule 9), keyed by

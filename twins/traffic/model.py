@@ -287,7 +287,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         # rule 12: steps each vehicle has stood, and teleports per world
         self._wait = torch.zeros(W, S, dtype=torch.int32, device=dev)
-        self._teleport_check = 0  # the first step at which a vehicle can have stood long enough (read no sooner)
+        # rule 12 without host syncs: the longest standing time known (step, steps stood), and the next reading of it
+        # on its way to the host (_standing_bound)
+        self._stood_known, self._stood_pending = (0, 0), None
         self.teleports = torch.zeros(W, dtype=torch.int64, device=dev)
         self.lane_acc_interval = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
         self._detector_rows: list[pd.DataFrame] = []
@@ -737,13 +739,10 @@ class TrafficTwin(TrafficOutcomes, Twin):
         # vehicle has stood long enough
         wait = self._wait[:, sl]
         wait.add_(1).mul_(st.halted[:, sl] & (st.status[:, sl] == kernels.RUNNING))
-        # the counters grow by at most one a step: after reading their maximum m, none can pass the limit T for
-        # T - m more steps, so the device is read about once per T - m steps, not every step
-        if self.step_index < self._teleport_check:
-            return
-        m = int(wait.max()) if wait.numel() else 0
-        self._teleport_check = self.step_index + max(1, self.teleport_steps - m + 1)
-        if m <= self.teleport_steps:
+        # the counters grow by at most one a step: from their maximum m read at step j, none can pass the limit T
+        # before step j + T - m + 1. The maximum is reduced on the device a step before that bound runs out and
+        # copied to the host without waiting; the full rule runs only where the bound allows a teleport
+        if self._standing_bound(wait) <= self.teleport_steps:
             return
         local = lambda x: torch.where(x >= 0, x - lo, -1)  # noqa: E731  (state slots <-> window slots)
         back = lambda x: torch.where(x >= 0, x + lo, -1)  # noqa: E731
@@ -769,6 +768,35 @@ class TrafficTwin(TrafficOutcomes, Twin):
             ly = st.lc_yield[:, sl]
             st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
         self.teleports += gone.sum(1)
+        self._stood_pending = self._stood_pending or self._read_later(wait.max() if wait.numel() else wait.sum())
+
+    def _read_later(self, value: torch.Tensor) -> tuple:
+        """(step, host copy, copy done event or None) of a device scalar, copied without waiting."""
+        cuda = self.device.type == "cuda"
+        host = torch.empty(1, dtype=value.dtype, pin_memory=cuda)
+        host.copy_(value.view(1), non_blocking=cuda)
+        done = None
+        if cuda:
+            done = torch.cuda.Event()
+            done.record()
+        return self.step_index, host, done
+
+    def _standing_bound(self, wait: torch.Tensor) -> int:
+        """An upper bound of the steps any vehicle has stood (rule 12's counters, ``wait``: this window's), from
+        the last maximum read and the steps since; reads the device only where the bound would allow a teleport
+        and a fresher maximum is still on its way."""
+        k, T = self.step_index, self.teleport_steps
+        if self._stood_pending is not None:
+            j, host, done = self._stood_pending
+            j0, m0 = self._stood_known
+            if done is not None and not done.query() and m0 + (k - j0) > T:
+                done.synchronize()  # it matters now (a teleport may be due): the one wait, rarely
+            if done is None or done.query():
+                self._stood_known, self._stood_pending = (j, int(host.numpy()[0])), None  # host memory
+        j, m = self._stood_known
+        if self._stood_pending is None and k >= j + T - m - 1:  # the bound runs out next step: ask again
+            self._stood_pending = self._read_later(wait.max() if wait.numel() else wait.sum())
+        return m + (k - j)
 
     def _close_interval(self) -> None:
         running = self.state.status == kernels.RUNNING

@@ -64,3 +64,19 @@ def test_fixed_shape_tensor_step_never_syncs():
         tw.step()
     c = bench_traffic.count_per_step(tw, 64)
     assert c["kernels_per_step"] > 100 and c["host_syncs_per_step"] == 0, c["sync_ops"]
+
+
+def test_a_blocking_copy_from_the_device_counts_as_a_host_sync():
+    """The counter's device-to-host rule, on stand-ins for CUDA tensors (this machine has none)."""
+    from types import SimpleNamespace
+
+    from twins.compute.counting import blocking_device_read
+
+    cuda, cpu = SimpleNamespace(device=SimpleNamespace(type="cuda")), SimpleNamespace(device=SimpleNamespace(type="cpu"))
+    assert blocking_device_read("_to_copy", (cuda,), {"device": SimpleNamespace(type="cpu")})
+    assert not blocking_device_read("_to_copy", (cuda,), {"device": SimpleNamespace(type="cpu"), "non_blocking": True})
+    assert blocking_device_read("copy_", (cpu, cuda), {})
+    assert not blocking_device_read("copy_", (cpu, cuda, True), {})
+    assert not blocking_device_read("copy_", (cuda, cpu), {})  # host to device: the host does not wait
+    assert not blocking_device_read("_to_copy", (cpu,), {"device": SimpleNamespace(type="cpu")})
+    assert not blocking_device_read("add", (cuda, cuda), {})

@@ -3,7 +3,9 @@
 A torch dispatch mode sees every ATen call on any device: **kernels** are the calls that do work (views and other
 metadata operations left out), **host syncs** the calls that make the host wait for tensor data: a scalar read
 (``.item()``, ``bool(t)``: ATen's ``_local_scalar_dense``), ``nonzero``, ``masked_select``, ``unique``, ``equal``,
-``repeat_interleave`` with tensor repeats, and ``bincount`` (on CUDA its output size reads the maximum).
+``repeat_interleave`` with tensor repeats, and ``bincount`` (on CUDA its output size reads the maximum); on a GPU
+also every copy from the device to the host that is not ``non_blocking`` (``.cpu()``, ``.numpy()`` via ``.cpu()``):
+on a CPU run those copies do not happen, so the CPU figure is a lower bound of the GPU's.
 Counted, not estimated: these are the calls made.
 """
 from __future__ import annotations
@@ -29,10 +31,30 @@ class OpCounter(TorchDispatchMode):
         if alias is None or alias.is_write:  # a view or other alias of an input does no work; in-place ops do
             self.kernels += 1
         name = func._schema.name.split("::")[-1]
-        if name in HOST_SYNC_OPS:
+        if name in HOST_SYNC_OPS or blocking_device_read(name, args, kwargs or {}):
             self.syncs += 1
             self.sync_ops[name] = self.sync_ops.get(name, 0) + 1
         return func(*args, **(kwargs or {}))
+
+
+def _device_type(x) -> str | None:
+    d = getattr(x, "device", x)
+    return getattr(d, "type", d if isinstance(d, str) else None)
+
+
+def blocking_device_read(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether ``name(*args, **kwargs)`` copies a device tensor to the host and waits for it: ``_to_copy`` (``.to``,
+    ``.cpu()``) or ``copy_`` into a host tensor, without ``non_blocking``."""
+    if name == "_to_copy" and args:
+        src, dst = args[0], kwargs.get("device")
+        blocking = not kwargs.get("non_blocking", False)
+    elif name == "copy_" and len(args) >= 2:
+        dst, src = args[0], args[1]
+        blocking = not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False))
+    else:
+        return False
+    src_type, dst_type = _device_type(src), _device_type(dst)
+    return blocking and src_type not in (None, "cpu", "meta") and dst_type == "cpu"
 
 
 def count_per_step(step, steps: int, extra_kernels=lambda: 0) -> dict:

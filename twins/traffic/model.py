@@ -454,7 +454,12 @@ class TrafficTwin(TrafficOutcomes, Twin):
         flows = demand.flows
         rerouted = torch.tensor([f.reroute for f in flows] + [False] * len(self.bus_lines), dtype=torch.bool)
         pflow = self.pop.flow
-        self._reroute_slot = ((pflow >= 0) & rerouted[pflow.clamp(min=0)]).to(self.device)
+        # the trips' slots in order of departure (host data: finding the ones due reads nothing from the device)
+        trip = ((pflow >= 0) & rerouted[pflow.clamp(min=0)]).numpy()
+        w_trip, s_trip = np.nonzero(trip)
+        dep = self.pop.depart.numpy()[w_trip, s_trip]
+        order = np.argsort(dep, kind="stable")
+        self._trip_depart, self._trip_world, self._trip_slot = dep[order], w_trip[order], s_trip[order]
         idx = self._router.index
         self._od = [(idx[f.route[0]], idx[f.route[-1]]) for f in flows]
         # the route column is the population's flow column itself where flows drive their own rows: own it now
@@ -462,16 +467,19 @@ class TrafficTwin(TrafficOutcomes, Twin):
 
     def _route_departures(self, t: float) -> None:
         """Routes the trips whose departure time has come this step on each world's current travel times."""
-        due = routing.due_now(self.depart, t, self.dt) & self._reroute_slot
-        w_idx, s_idx = (x.cpu() for x in due.nonzero(as_tuple=True))
-        if w_idx.numel() == 0:
+        # the trips departing in (t - dt, t] (routing.due_now), from the host's departure-sorted list, in the order
+        # of the [W, S] table (world, then slot)
+        a, b = np.searchsorted(self._trip_depart, [t - self.dt + 1e-9, t + 1e-9], side="right")
+        if a == b:
             return
-        flows = self.pop.flow[w_idx, s_idx].tolist()
-        rows = self.drivers.route[w_idx.to(self.device), s_idx.to(self.device)].cpu().tolist()
+        w_due, s_due = self._trip_world[a:b], self._trip_slot[a:b]
+        order = np.lexsort((s_due, w_due))
+        w_due, s_due = w_due[order], s_due[order]
+        flows = self.pop.flow.numpy()[w_due, s_due].tolist()
         by_world: dict[int, list[int]] = {}
-        for j, w in enumerate(w_idx.tolist()):
+        for j, w in enumerate(w_due.tolist()):
             by_world.setdefault(w, []).append(j)
-        n_rows, new = self.routes_cpu.route_edges.shape[0], []
+        n_rows, new, routed, rows = self.routes_cpu.route_edges.shape[0], [], [], []
         for w, at in by_world.items():
             paths = self._router.routes(w, [self._od[flows[j]] for j in at])
             for j, path in zip(at, paths):
@@ -481,12 +489,14 @@ class TrafficTwin(TrafficOutcomes, Twin):
                 if key not in self._route_row:
                     self._route_row[key] = n_rows + len(new)
                     new.append(path)
-                rows[j] = self._route_row[key]
+                routed.append(j)
+                rows.append(self._route_row[key])
         if new:
             self._set_routes(concat_routes(self.routes_cpu, route_tables(self.scenario.network, new,
                                                                            links=self._route_links)))
-        self.drivers.route[w_idx.to(self.device), s_idx.to(self.device)] = torch.tensor(
-            rows, dtype=torch.int64, device=self.device)
+        if routed:
+            w_set, s_set = (torch.from_numpy(x[routed]).to(self.device) for x in (w_due, s_due))
+            self.drivers.route[w_set, s_set] = torch.tensor(rows, dtype=torch.int64, device=self.device)
         self._veh_cache = None
 
     def _observe_for_routing(self) -> None:

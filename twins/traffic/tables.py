@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from twins.core.errors import ConfigError
@@ -256,11 +257,12 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
             raise ConfigError(names[i] if names else f"route[{i}]", list(r), "a route of at least one edge")
     M = max(len(r) for r in routes)
     R = len(routes)
-    edges = torch.full((R, M), -1, dtype=torch.int64)
-    mask = torch.zeros((R, M), dtype=torch.int64)
-    total = torch.zeros(R, dtype=torch.float64)
-    free = torch.zeros(R, dtype=torch.float64)
-    turn = torch.full((R, M), torch.inf, dtype=torch.float64)
+    # built in numpy (host tables, element by element: no tensor operation per element), tensors at the end
+    edges = np.full((R, M), -1, dtype=np.int64)
+    mask = np.zeros((R, M), dtype=np.int64)
+    total = np.zeros(R, dtype=np.float64)
+    free = np.zeros(R, dtype=np.float64)
+    turn = np.full((R, M), np.inf, dtype=np.float64)
     for i, r in enumerate(routes):
         name = names[i] if names else f"route[{i}]"
         for k, e in enumerate(r):
@@ -282,7 +284,7 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
                 free[i] += via / net.edges[r[k + 1]].speed
             else:
                 mask[i, k] = (1 << len(edge.lanes)) - 1
-    best = mask.clone()
+    best = mask.copy()
     for i, r in enumerate(routes):
         for k in range(len(r) - 2, -1, -1):
             ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (int(best[i, k + 1]) >> b) & 1]
@@ -291,8 +293,9 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
                     for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
             fewest = min(need.values())
             best[i, k] = sum(1 << l for l, n in need.items() if n == fewest)
-    return RouteTables(edges, torch.tensor([len(r) for r in routes]), mask, total, free, turn,
-                          bool(torch.isfinite(turn).any()), best)
+    t = torch.from_numpy
+    return RouteTables(t(edges), torch.tensor([len(r) for r in routes]), t(mask), t(total), t(free), t(turn),
+                       bool(np.isfinite(turn).any()), t(best))
 
 
 @dataclass

@@ -616,22 +616,15 @@ class TrafficTwin(TrafficOutcomes, Twin):
         first slot not yet arrived is reduced on the device and copied to the host without waiting, and read at
         the next call (32 steps on), once the copy is done (arrival is final, so a bound that old still holds)."""
         if self._lo_pending is not None:
-            lo_then, host, copied = self._lo_pending
+            lo_then, (_, host, copied) = self._lo_pending
             if copied is None or copied.query():  # never waits: not done yet, the next call reads it
                 self.lo = max(self.lo, lo_then + int(host.numpy()[0]))  # host memory: no device read
                 self._lo_pending = None
         if self._lo_pending is None and self.lo < hi:
             n = hi - self.lo
             not_done = (self.state.status[:, self.lo:hi] != kernels.ARRIVED).any(0)
-            first = torch.where(not_done, torch.arange(n, device=self.device), n).amin().view(1)
-            cuda = self.device.type == "cuda"
-            host = torch.empty(1, dtype=torch.int64, pin_memory=cuda)
-            host.copy_(first, non_blocking=cuda)
-            copied = None
-            if cuda:
-                copied = torch.cuda.Event()
-                copied.record()
-            self._lo_pending = (self.lo, host, copied)
+            first = torch.where(not_done, torch.arange(n, device=self.device), n).amin()
+            self._lo_pending = (self.lo, self._read_later(first))
 
     def _dawdle_draws(self, lo: int, hi: int) -> torch.Tensor | None:
         """``[W, hi - lo]`` U(0,1) per slot of the window for this step (Krauss dawdling, kernels rule 9), keyed by
@@ -778,10 +771,12 @@ class TrafficTwin(TrafficOutcomes, Twin):
             ly = st.lc_yield[:, sl]
             st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
         self.teleports += gone.sum(1)
-        self._stood_pending = self._stood_pending or self._read_later(wait.max() if wait.numel() else wait.sum())
+        if self._stood_pending is None:  # the counters just reset: a fresh maximum for the next steps' bound
+            self._stood_pending = self._read_later(wait.max() if wait.numel() else wait.sum())
 
     def _read_later(self, value: torch.Tensor) -> tuple:
-        """(step, host copy, copy done event or None) of a device scalar, copied without waiting."""
+        """(step, host copy, copy-done event or None) of a device scalar, copied without waiting (pinned memory and
+        an event on CUDA): read the copy once the event says it is done, and the host never waits for the device."""
         cuda = self.device.type == "cuda"
         host = torch.empty(1, dtype=value.dtype, pin_memory=cuda)
         host.copy_(value.view(1), non_blocking=cuda)

@@ -754,11 +754,12 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         e = next_edge.clamp(min=0)
         first, n_here = _gather(net.edge_first_lane, e), _gather(net.edge_n_lanes, e)
         for j in range(net.max_lanes):
-            t = _gather(last, wf * L + torch.where(found & (j < n_here), first + j, 0))
+            ok = found & (j < n_here)
+            t = _gather(last, wf * L + torch.where(ok, first + j, 0))
             tc = t.clamp(min=0)
-            g = d + via + (_gather(pos, tc) - _gather(length, tc))
-            ahead = (found & (j < n_here) & (t >= 0) & (_gather(pos, tc) < 0) & (_gather(around.conn, tc) == ci)
-                     & (g < gap_junction))
+            p = _gather(pos, tc)
+            g = d + via + (p - _gather(length, tc))
+            ahead = ok & (t >= 0) & (p < 0) & (_gather(around.conn, tc) == ci) & (g < gap_junction)
             gap_junction = torch.where(ahead, g, gap_junction)
             v_junction = torch.where(ahead, _gather(speed, tc), v_junction)
     # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer

@@ -467,12 +467,12 @@ class TrafficTwin(TrafficOutcomes, Twin):
 
     def _route_departures(self, t: float) -> None:
         """Routes the trips whose departure time has come this step on each world's current travel times."""
-        # the trips departing in (t - dt, t] (routing.due_now), from the host's departure-sorted list, in the order
-        # of the [W, S] table (world, then slot)
-        a, b = np.searchsorted(self._trip_depart, [t - self.dt + 1e-9, t + 1e-9], side="right")
-        if a == b:
+        # the trips departing this step, from the host's departure-sorted list, in the order of the [W, S] table
+        # (world, then slot)
+        due = routing.due_now(self._trip_depart, t, self.dt)
+        if due.start == due.stop:
             return
-        w_due, s_due = self._trip_world[a:b], self._trip_slot[a:b]
+        w_due, s_due = self._trip_world[due], self._trip_slot[due]
         order = np.lexsort((s_due, w_due))
         w_due, s_due = w_due[order], s_due[order]
         flows = self.pop.flow.numpy()[w_due, s_due].tolist()
@@ -772,7 +772,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
         self.teleports += gone.sum(1)
         if self._stood_pending is None:  # the counters just reset: a fresh maximum for the next steps' bound
-            self._stood_pending = self._read_later(wait.max() if wait.numel() else wait.sum())
+            self._stood_pending = self._read_later(wait.max())
 
     def _read_later(self, value: torch.Tensor) -> tuple:
         """(step, host copy, copy-done event or None) of a device scalar, copied without waiting (pinned memory and
@@ -800,7 +800,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
                 self._stood_known, self._stood_pending = (j, int(host.numpy()[0])), None  # host memory
         j, m = self._stood_known
         if self._stood_pending is None and k >= j + T - m - 1:  # the bound runs out next step: ask again
-            self._stood_pending = self._read_later(wait.max() if wait.numel() else wait.sum())
+            self._stood_pending = self._read_later(wait.max())
         return m + (k - j)
 
     def _close_interval(self) -> None:

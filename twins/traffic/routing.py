@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
-import torch
 
 from .network import RoadNetwork
 
@@ -93,6 +92,8 @@ class InsertionRouter:
         return out
 
 
-def due_now(depart: torch.Tensor, t: float, dt: float) -> torch.Tensor:
-    """``[W, S]`` bool: slots whose departure time falls in this step, ``(t - dt, t]`` (the step inserts them)."""
-    return (depart <= t + 1e-9) & (depart > t - dt + 1e-9)
+def due_now(depart_sorted: np.ndarray, t: float, dt: float) -> slice:
+    """The entries of ascending departure times whose time falls in this step, ``(t - dt, t]`` (the step inserts
+    them): two binary searches on host data, nothing read from the device."""
+    a, b = np.searchsorted(depart_sorted, [t - dt + 1e-9, t + 1e-9], side="right")
+    return slice(int(a), int(b))

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import kernels, routing
+from twins.compute import counting
+from twins.traffic import kernels, native, routing
 from twins.traffic.demand import Demand, Flow, VehicleType
 from twins.traffic.model import TrafficScenario, TrafficTwin
 from twins.traffic.network import Connection, Edge, Junction, Lane, Phase, RoadNetwork, SignalProgram
@@ -94,10 +95,11 @@ def test_edge_speeds_are_smoothed_as_sumo_averages_them():
     r = routing.InsertionRouter(net, ids, W=2, dt=1.0)
     assert r.alpha == pytest.approx(2.0 / 181.0)
     p = ids.index("p")
-    for _ in range(400):  # world 0: every vehicle on p stands; world 1: nothing anywhere
-        r.observe(np.array([p, p]), np.array([0.0, 0.0]), np.array([0, 0]))
-    assert r.speed[0, p] == pytest.approx(13.9 * (1.0 - 2.0 / 181.0) ** 400)  # the exponential average, to 1 %
-    np.testing.assert_allclose(r.speed[1], r.limit)
+    for _ in range(400):  # world 0: every vehicle on p stands; world 1: nothing anywhere (its vehicle not running)
+        r.observe(torch.tensor([p, p, p]), torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0, 0, 1]),
+                  torch.tensor([True, True, False]))
+    assert float(r.speed[0, p]) == pytest.approx(13.9 * (1.0 - 2.0 / 181.0) ** 400)  # the exponential average
+    np.testing.assert_allclose(r.speed[1].numpy(), r.limit)
     assert r.routes(0, [(ids.index("in"), ids.index("out"))]) == [["in", "q1", "q2", "out"]]
     assert r.routes(1, [(ids.index("in"), ids.index("out"))]) == [["in", "p", "out"]]
 
@@ -108,3 +110,33 @@ def test_due_now_marks_each_departure_once():
     for k in range(5):
         seen[routing.due_now(depart, float(k), 1.0)] += 1
     assert seen.tolist() == [1, 1, 1, 1, 0]
+
+
+@pytest.mark.skipif(not native.available(), reason="no C++ compiler for the compiled step")
+def test_routing_at_insertion_reads_nothing_from_the_device_after_the_first_step():
+    """The speed samples are summed and smoothed on the device; the rows of the worlds that route next are copied
+    to the host without waiting: the compiled step with routing at insertion has no host sync (issue 20)."""
+    tw = TrafficTwin(_scenario("insertion"), WorldBatch.replications(1, 2), dt=1.0, horizon=600.0, compile=None)
+    for _ in range(40):  # trips depart every 4 s: routing steps among the counted ones
+        tw.step()
+    c = counting.count_per_step(tw.step, 16)  # steps 40-55: short of the interval's end (its checks read the device)
+    assert c["host_syncs_per_step"] == 0, c["sync_ops"]
+
+
+def test_speed_samples_do_not_depend_on_the_vehicles_order():
+    """Whole µm/s summed as integers: the same smoothed speeds in any order of the vehicles (as CUDA's atomics
+    would sum them), bit for bit."""
+    net = _network()
+    ids = list(net.edges)
+    g = torch.Generator().manual_seed(0)
+    edge = torch.randint(0, len(ids), (500,), generator=g)
+    world = torch.randint(0, 2, (500,), generator=g)
+    speed = torch.rand(500, generator=g, dtype=torch.float64) * 13.9
+    running = torch.rand(500, generator=g) < 0.8
+    a, b = (routing.InsertionRouter(net, ids, W=2, dt=1.0) for _ in range(2))
+    perm = torch.randperm(500, generator=g)
+    for _ in range(3):
+        a.observe(edge, speed, world, running)
+        b.observe(edge[perm], speed[perm], world[perm], running[perm])
+    assert torch.equal(a.speed, b.speed)
+    assert not torch.equal(a.speed, a._limit.repeat(2, 1))  # the samples moved the averages

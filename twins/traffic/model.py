@@ -446,7 +446,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:
         """scenario.routing=insertion (:mod:`twins.traffic.routing`): the trips' slots, their origin and destination
         edges, and the route table's rows by route."""
-        self._router = routing.InsertionRouter(self.scenario.network, self.net_cpu.edge_ids, self.W, self.dt)
+        self._router = routing.InsertionRouter(self.scenario.network, self.net_cpu.edge_ids, self.W, self.dt,
+                                               self.device)
+        self._router_rows = None  # (time, worlds, read_later of their smoothed speeds): the next step's routing
         self._route_row = {}
         for i, r in enumerate(route_lists):
             self._route_row.setdefault(tuple(r), i)
@@ -480,8 +482,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
         for j, w in enumerate(w_due.tolist()):
             by_world.setdefault(w, []).append(j)
         n_rows, new, routed, rows = self.routes_cpu.route_edges.shape[0], [], [], []
+        speeds = self._routing_speeds(t, list(by_world))
         for w, at in by_world.items():
-            paths = self._router.routes(w, [self._od[flows[j]] for j in at])
+            paths = self._router.routes(w, [self._od[flows[j]] for j in at], speeds[w])
             for j, path in zip(at, paths):
                 if path is None:
                     continue  # no path on this graph (cannot happen for a route the file's network allows)
@@ -499,14 +502,31 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self.drivers.route[w_set, s_set] = torch.tensor(rows, dtype=torch.int64, device=self.device)
         self._veh_cache = None
 
-    def _observe_for_routing(self) -> None:
-        """This step's speed sample of every edge in every world (:meth:`InsertionRouter.observe`)."""
-        run = self.state.status == kernels.RUNNING
-        w, s = run.nonzero(as_tuple=True)
-        lane = self.state.lane[w, s]
-        edge = self.net.lane_edge[lane]
-        self._router.observe(edge.cpu().numpy(), self.state.speed[w, s].double().cpu().numpy(),
-                             w.cpu().numpy())
+    def _observe_for_routing(self, lo: int, hi: int) -> None:
+        """This step's speed sample of every edge in every world (:meth:`InsertionRouter.observe`, on the device;
+        the running vehicles are all in the window ``[lo, hi)``), then the smoothed speeds of the worlds that route
+        in the next step copied to the host without waiting."""
+        st, sl = self.state, slice(lo, hi)
+        self._router.observe(self.net.lane_edge[st.lane[:, sl].clamp(min=0)], st.speed[:, sl], st.world[:, sl],
+                             st.status[:, sl] == kernels.RUNNING)
+        t_next = self.time_s  # the step after this one (step_index has moved on)
+        due = routing.due_now(self._trip_depart, t_next, self.dt)
+        self._router_rows = None
+        if due.start < due.stop:
+            worlds = np.unique(self._trip_world[due])
+            rows = self._router.speed[torch.from_numpy(worlds).to(self.device)]
+            self._router_rows = (t_next, worlds, self._read_later(rows))
+
+    def _routing_speeds(self, t: float, worlds: list[int]) -> dict[int, np.ndarray]:
+        """The smoothed speeds of ``worlds`` on the host for routing at ``t``: the copy the step before issued
+        (waiting for it only if the device has not finished that step yet), else read now (the first step)."""
+        pending = self._router_rows
+        if pending is not None and abs(pending[0] - t) < 1e-9 and set(worlds) <= set(pending[1].tolist()):
+            _, have, (_, host, done) = pending
+            if done is not None:
+                done.synchronize()
+            return {int(w): host[i].numpy() for i, w in enumerate(have)}
+        return {w: self._router.speed[w].cpu().numpy() for w in worlds}
 
     def _curbside_stops(self, row0: int) -> None:
         """Buses take the rightmost lane (0) of an edge with one of their stops, where the route allows it."""
@@ -727,9 +747,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
                 self._board(res.docked.view(W, n), lo)
         if hi > lo and self.teleport_steps is not None:
             self._teleport(lo, hi)
-        if self._router is not None:
-            self._observe_for_routing()
         self.step_index += 1
+        if self._router is not None:
+            self._observe_for_routing(lo, hi)
         if self.trajectory_every and self.step_index % self.trajectory_every == 0:
             self._trajectories.append(self.snapshot())
         if self.step_index % self.interval_steps == 0 or self.step_index == self.n_steps:
@@ -775,11 +795,12 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self._stood_pending = self._read_later(wait.max())
 
     def _read_later(self, value: torch.Tensor) -> tuple:
-        """(step, host copy, copy-done event or None) of a device scalar, copied without waiting (pinned memory and
+        """(step, host copy, copy-done event or None) of a device tensor (a scalar as one element), copied without waiting (pinned memory and
         an event on CUDA): read the copy once the event says it is done, and the host never waits for the device."""
         cuda = self.device.type == "cuda"
-        host = torch.empty(1, dtype=value.dtype, pin_memory=cuda)
-        host.copy_(value.view(1), non_blocking=cuda)
+        value = value.reshape(1) if value.dim() == 0 else value
+        host = torch.empty(value.shape, dtype=value.dtype, pin_memory=cuda)
+        host.copy_(value, non_blocking=cuda)
         done = None
         if cuda:
             done = torch.cuda.Event()

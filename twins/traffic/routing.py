@@ -15,6 +15,9 @@ times (Dijkstra on the edge graph). What follows SUMO:
 * a connection costs its path across the junction at its own speed plus SUMO's penalties (1.5 s for a minor link,
   5 s for a turnaround): :meth:`~twins.traffic.network.RoadNetwork.crossing_cost`, also used by
   :meth:`~twins.traffic.network.RoadNetwork.graph` (the cost at the start, free flow);
+* the samples are summed on the device in whole µm/s (integers: exact, so the same in any summation order,
+  CUDA's atomics included) and smoothed there; only the rows of the worlds that route in the next step are
+  copied to the host, without waiting, right after the step that samples them;
 * the route is chosen once, when the vehicle's departure time has come (SUMO routes at the insertion attempt and
   every ``pre-period`` = 60 s while a vehicle waits to be inserted; here the first choice stays).
 
@@ -27,17 +30,19 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
+import torch
 
 from .network import RoadNetwork
 
 ADAPTATION_STEPS = 180  # SUMO's --device.rerouting.adaptation-steps (samples of 1 s)
 MIN_SPEED = 0.1  # m/s: the slowest speed a travel time is computed with
+SPEED_STEPS_PER_MPS = 1_000_000  # samples are summed in whole µm/s
 
 
 class InsertionRouter:
     """Per-world smoothed edge speeds and the fastest route of each trip at its departure."""
 
-    def __init__(self, net: RoadNetwork, edge_ids: list[str], W: int, dt: float):
+    def __init__(self, net: RoadNetwork, edge_ids: list[str], W: int, dt: float, device="cpu"):
         self.edge_ids = edge_ids
         self.index = {e: i for i, e in enumerate(edge_ids)}
         E = len(edge_ids)
@@ -54,22 +59,30 @@ class InsertionRouter:
         self.arc_cost = np.array([arcs[k] for k in keys])
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount([a for a, _ in keys], minlength=E))])
         self.E = E
-        self.speed = np.tile(self.limit, (W, 1))  # [W, E] smoothed speeds, free flow at the start
+        self.W = W
+        self._limit = torch.tensor(self.limit, dtype=torch.float64, device=device)
+        self.speed = self._limit.repeat(W, 1)  # [W, E] smoothed speeds on the device, free flow at the start
         # an exponential average with the mean age of a plain mean over ADAPTATION_STEPS samples of 1 s
         self.alpha = min(1.0, 2.0 / (ADAPTATION_STEPS / dt + 1.0))
 
-    def observe(self, edge_of_vehicle: np.ndarray, speed: np.ndarray, world: np.ndarray) -> None:
-        """One step's sample: ``edge_of_vehicle``, ``speed``, ``world`` of the running vehicles."""
-        W = self.speed.shape[0]
-        flat = world * self.E + edge_of_vehicle
-        n = np.bincount(flat, minlength=W * self.E).reshape(W, self.E)
-        s = np.bincount(flat, weights=speed, minlength=W * self.E).reshape(W, self.E)
-        sample = np.where(n > 0, s / np.maximum(n, 1), self.limit)
+    def observe(self, edge: torch.Tensor, speed: torch.Tensor, world: torch.Tensor, running: torch.Tensor) -> None:
+        """One step's sample, on the device and without a host read: ``edge``, ``speed``, ``world`` of vehicles,
+        ``running`` the ones counted (tensors of one shape)."""
+        W, E = self.W, self.E
+        seg = torch.where(running, world * E + edge, W * E).reshape(-1)
+        q = torch.round(speed.reshape(-1).to(torch.float64) * SPEED_STEPS_PER_MPS).to(torch.int64)
+        acc = torch.zeros(2, W * E + 1, dtype=torch.int64, device=seg.device).index_add_(
+            1, seg, torch.stack([torch.ones_like(q), q]))
+        n, s = acc[0, :-1].view(W, E), acc[1, :-1].view(W, E)
+        sample = torch.where(n > 0, s.to(torch.float64) / SPEED_STEPS_PER_MPS / n.clamp(min=1), self._limit)
         self.speed += self.alpha * (sample - self.speed)
 
-    def routes(self, world: int, pairs: list[tuple[int, int]]) -> list[list[str]]:
-        """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists."""
-        tt = self.length / np.maximum(self.speed[world], MIN_SPEED)
+    def routes(self, world: int, pairs: list[tuple[int, int]], speed: np.ndarray | None = None) -> list[list[str]]:
+        """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists; ``speed``: that
+        world's smoothed speeds already on the host (else they are read from the device)."""
+        if speed is None:
+            speed = self.speed[world].cpu().numpy()
+        tt = self.length / np.maximum(speed, MIN_SPEED)
         g = scipy.sparse.csr_matrix((self.arc_cost + tt[self.arc_to], self.arc_to, self.indptr),
                                     shape=(self.E, self.E))
         origins = sorted({a for a, _ in pairs})

@@ -1,0 +1,113 @@
+"""One saturated approach to a fixed-time signal, in the twin and in SUMO (libsumo), Krauss with SUMO's defaults.
+
+Every vehicle's crossing of the stop line is timed against the cycle (50 s red, 30 s green, 5 s yellow). What it
+shows: the green discharges as many vehicles in both (the start-up and the saturation headway agree), while the
+twin lets far more vehicles through the yellow light than SUMO (5 Dec 2026: ~110 an hour past its first second,
+SUMO none). SUMO (``MSVehicle::processLinkApproaches``) stops at yellow every vehicle that can still brake, by its
+Euler brake gap without reaction time (``canBrake``), followers as well as the lane's front vehicle, and a front
+vehicle that follows one already past the line brakes for the line too; the twin tests only the front vehicle,
+by ``v² ≤ 2·decel·d``, and follows whichever obstacle is nearer. The SUMO rule in the twin's kernels gave the
+SUMO figure here, but moved the RESCO fidelity table from 3 to 8-11 failing marks (the twin then too slow at
+cologne1, cologne3 and ingolstadt1: benchmarks/README.md), so the rule waits for the differences it compensates.
+"""
+from __future__ import annotations
+
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from twins.core.worlds import WorldBatch
+from twins.traffic import kernels, sumo
+from twins.traffic.model import TrafficScenario, TrafficTwin
+from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo
+
+pytestmark = [pytest.mark.slow, pytest.mark.sumo]
+
+CYCLE, GREEN_START, YELLOW_START = 85, 50, 80
+END_S, FROM_S = 3600, 200  # the first cycles fill the queue
+
+
+@pytest.fixture(scope="module")
+def approach(tmp_path_factory):
+    try:
+        exe = find_sumo("netconvert")
+    except SumoNotFoundError as e:
+        pytest.skip(f"SUMO is not installed ({e})")
+    d = tmp_path_factory.mktemp("yellow")
+    (d / "n.nod.xml").write_text('<nodes><node id="a" x="0" y="0" type="priority"/><node id="b" x="600" y="0" '
+                                 'type="traffic_light"/><node id="c" x="900" y="0" type="priority"/></nodes>')
+    (d / "n.edg.xml").write_text('<edges><edge id="in" from="a" to="b" numLanes="1" speed="13.89"/>'
+                                 '<edge id="out" from="b" to="c" numLanes="1" speed="13.89"/></edges>')
+    (d / "n.tll.xml").write_text('<additional><tlLogic id="b" type="static" programID="0" offset="0">'
+                                 '<phase duration="50" state="r"/><phase duration="30" state="G"/>'
+                                 '<phase duration="5" state="y"/></tlLogic></additional>')
+    r = subprocess.run([exe, "--node-files", str(d / "n.nod.xml"), "--edge-files", str(d / "n.edg.xml"),
+                        "--tllogic-files", str(d / "n.tll.xml"), "--no-turnarounds", "true", "-o",
+                        str(d / "q.net.xml")], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"netconvert failed: {r.stderr}")
+    veh = "\n".join(f'<vehicle id="v{i}" type="car" depart="{1.5 * i:.1f}" departSpeed="max">'
+                    f'<route edges="in out"/></vehicle>' for i in range(int(END_S / 1.5)))
+    (d / "q.rou.xml").write_text(f'<routes><vType id="car" length="4.3" minGap="1.5" speedDev="0.1"/>\n{veh}\n'
+                                 '</routes>')
+    (d / "q.sumocfg").write_text('<configuration><input><net-file value="q.net.xml"/><route-files '
+                                 f'value="q.rou.xml"/></input><time><begin value="0"/><end value="{END_S}"/></time>'
+                                 '</configuration>')
+    return d / "q.sumocfg"
+
+
+def _cycle_histogram(cross_times) -> np.ndarray:
+    t = np.asarray(cross_times, dtype=float)
+    return np.bincount((t[t >= FROM_S] % CYCLE).astype(int), minlength=CYCLE)
+
+
+@pytest.fixture(scope="module")
+def crossings(approach):
+    """Per second of the cycle: vehicles that crossed the stop line in the step starting then, SUMO and twin."""
+    libsumo = pytest.importorskip("libsumo", reason="libsumo (the [sumo] extra) is not installed")
+    libsumo.start(["sumo", "-c", str(approach), "--default.carfollowmodel", "Krauss", "--seed", "0",
+                   "--no-step-log", "--no-warnings"])
+    times, before = [], set()
+    try:
+        while libsumo.simulation.getTime() < END_S:
+            t = libsumo.simulation.getTime()
+            libsumo.simulationStep()
+            now = set(libsumo.lane.getLastStepVehicleIDs("in_0"))
+            times += [t] * len(before - now)
+            before = now
+    finally:
+        libsumo.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sumo.SumoImportWarning)
+        scen = sumo.load_sumocfg(approach)
+    tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "yellow", car_following="Krauss"),
+                     WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S))
+    lane_in = tw.net_cpu.lane_ids.index("in_0")
+    on = lambda: set(torch.nonzero((tw.state.lane[0] == lane_in) & (tw.state.status[0] == kernels.RUNNING))  # noqa: E731
+                     .flatten().tolist())
+    twin_times, before = [], on()
+    while tw.step_index < tw.n_steps:
+        t = tw.time_s
+        tw.step()
+        now = on()
+        twin_times += [t] * len(before - now)
+        before = now
+    return _cycle_histogram(times), _cycle_histogram(twin_times)
+
+
+def test_green_discharges_as_in_sumo(crossings):
+    su, tw = crossings
+    green = slice(GREEN_START, YELLOW_START)
+    assert su[green].sum() > 500  # saturated: ~16 a green over 40 cycles
+    assert tw[green].sum() == pytest.approx(su[green].sum(), rel=0.03)
+    assert su[:GREEN_START].sum() == tw[:GREEN_START].sum() == 0  # nobody through the red
+
+
+@pytest.mark.xfail(strict=True, reason="the twin's yellow rule is not SUMO's yet (module docstring)")
+def test_yellow_stops_those_that_can_brake(crossings):
+    su, tw = crossings
+    late = slice(YELLOW_START + 1, CYCLE)  # after the yellow's first second only those that cannot brake pass
+    assert tw[late].sum() <= max(4, 2 * su[late].sum()), (su[YELLOW_START:], tw[YELLOW_START:])

@@ -86,8 +86,9 @@ def crossings(approach):
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "yellow", car_following="Krauss"),
                      WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S))
     lane_in = tw.net_cpu.lane_ids.index("in_0")
-    on = lambda: set(torch.nonzero((tw.state.lane[0] == lane_in) & (tw.state.status[0] == kernels.RUNNING))  # noqa: E731
-                     .flatten().tolist())
+    def on() -> set:
+        return set(torch.nonzero((tw.state.lane[0] == lane_in) & (tw.state.status[0] == kernels.RUNNING))
+                   .flatten().tolist())
     twin_times, before = [], on()
     while tw.step_index < tw.n_steps:
         t = tw.time_s

@@ -795,8 +795,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self._stood_pending = self._read_later(wait.max())
 
     def _read_later(self, value: torch.Tensor) -> tuple:
-        """(step, host copy, copy-done event or None) of a device tensor (a scalar as one element), copied without waiting (pinned memory and
-        an event on CUDA): read the copy once the event says it is done, and the host never waits for the device."""
+        """(step, host copy, copy-done event or None) of a device tensor (a scalar as one element), copied without
+        waiting (pinned memory and an event on CUDA): read the copy once the event says it is done (a caller that needs
+        it sooner waits on the event: routing, for the step just issued)."""
         cuda = self.device.type == "cuda"
         value = value.reshape(1) if value.dim() == 0 else value
         host = torch.empty(value.shape, dtype=value.dtype, pin_memory=cuda)

@@ -2,7 +2,7 @@
 
 Every vehicle's crossing of the stop line is timed against the cycle (50 s red, 30 s green, 5 s yellow). What it
 shows: the green discharges as many vehicles in both (the start-up and the saturation headway agree), while the
-twin lets far more vehicles through the yellow light than SUMO (5 Dec 2026: ~110 an hour past its first second,
+twin lets far more vehicles through the yellow light than SUMO (5 Dec 2026: ~90 an hour past its first second,
 SUMO none). SUMO (``MSVehicle::processLinkApproaches``) stops at yellow every vehicle that can still brake, by its
 Euler brake gap without reaction time (``canBrake``), followers as well as the lane's front vehicle, and a front
 vehicle that follows one already past the line brakes for the line too; the twin tests only the front vehicle,
@@ -22,7 +22,7 @@ import torch
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, sumo
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo
+from tests.traffic_sumo.conftest import _tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -32,10 +32,7 @@ END_S, FROM_S = 3600, 200  # the first cycles fill the queue
 
 @pytest.fixture(scope="module")
 def approach(tmp_path_factory):
-    try:
-        exe = find_sumo("netconvert")
-    except SumoNotFoundError as e:
-        pytest.skip(f"SUMO is not installed ({e})")
+    exe = _tool("netconvert")
     d = tmp_path_factory.mktemp("yellow")
     (d / "n.nod.xml").write_text('<nodes><node id="a" x="0" y="0" type="priority"/><node id="b" x="600" y="0" '
                                  'type="traffic_light"/><node id="c" x="900" y="0" type="priority"/></nodes>')

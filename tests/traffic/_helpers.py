@@ -65,17 +65,23 @@ def lane_index(twin, lane_id: str) -> int:
     return list(twin.net_cpu.lane_ids).index(lane_id)
 
 
-def lane_gaps(state, veh: dict, n_lanes: int) -> torch.Tensor:
-    """Bumper-to-bumper gaps between consecutive running vehicles on the same lane (all worlds)."""
+def lane_gaps(state, veh: dict, n_lanes: int, paths: bool = False) -> torch.Tensor:
+    """Bumper-to-bumper gaps between consecutive running vehicles on the same lane (all worlds). With ``paths``, a
+    pair whose follower is inside the junction on another connection than its leader is left out (different paths
+    there, SUMO's internal lanes: a vehicle waiting at its internal junction and one passing it on another path
+    share the lane's coordinates only)."""
     running = state.status == kernels.RUNNING
     W, S = running.shape
     world = torch.arange(W).unsqueeze(1).expand(W, S)
     key_lane = (world * n_lanes + state.lane)[running]
     pos = state.pos[running].double()
     length = veh["length"][running].double()
+    conn = state.conn[running]
     order = torch.argsort(key_lane.double() * 1e7 + pos)
-    kl, p, ln = key_lane[order], pos[order], length[order]
+    kl, p, ln, cn = key_lane[order], pos[order], length[order], conn[order]
     same = kl[1:] == kl[:-1]
+    if paths:
+        same = same & ~((p[:-1] < 0) & (cn[:-1] != cn[1:]))
     gaps = (p[1:] - ln[1:]) - p[:-1]  # leader's rear minus follower's front
     return gaps[same]
 

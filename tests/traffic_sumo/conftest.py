@@ -24,6 +24,26 @@ def _tool(name: str) -> str:
         pytest.skip(f"SUMO is not installed ({e})")
 
 
+def _hand_made_scenario(d: Path, name: str, nodes: str, edges: str, vehicles: str, end_s: int,
+                        netconvert_args: tuple[str, ...] = ()) -> Path:
+    """``d/name.sumocfg`` of a network netconvert builds from ``<node>`` and ``<edge>`` elements (``--no-turnarounds``
+    and ``netconvert_args``), a route file of one ``car`` vType (SUMO's defaults but 4.3 m long, minGap 1.5 m,
+    speedDev 0.1) and ``vehicles`` (XML elements), and the time window 0..``end_s``."""
+    (d / "n.nod.xml").write_text(f"<nodes>{nodes}</nodes>")
+    (d / "n.edg.xml").write_text(f"<edges>{edges}</edges>")
+    r = subprocess.run([_tool("netconvert"), "--node-files", str(d / "n.nod.xml"), "--edge-files",
+                        str(d / "n.edg.xml"), "--no-turnarounds", "true", *netconvert_args, "-o",
+                        str(d / f"{name}.net.xml")], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"netconvert failed: {r.stderr}")
+    (d / f"{name}.rou.xml").write_text('<routes><vType id="car" length="4.3" minGap="1.5" speedDev="0.1"/>\n'
+                                       f"{vehicles}\n</routes>")
+    (d / f"{name}.sumocfg").write_text(
+        f'<configuration><input><net-file value="{name}.net.xml"/><route-files value="{name}.rou.xml"/></input>'
+        f'<time><begin value="0"/><end value="{end_s}"/></time></configuration>')
+    return d / f"{name}.sumocfg"
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

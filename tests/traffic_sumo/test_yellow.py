@@ -12,7 +12,6 @@ cologne1, cologne3 and ingolstadt1: benchmarks/README.md), so the rule waits for
 """
 from __future__ import annotations
 
-import subprocess
 import warnings
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, sumo
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from tests.traffic_sumo.conftest import _tool
+from tests.traffic_sumo.conftest import _hand_made_scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -32,28 +31,18 @@ END_S, FROM_S = 3600, 200  # the first cycles fill the queue
 
 @pytest.fixture(scope="module")
 def approach(tmp_path_factory):
-    exe = _tool("netconvert")
     d = tmp_path_factory.mktemp("yellow")
-    (d / "n.nod.xml").write_text('<nodes><node id="a" x="0" y="0" type="priority"/><node id="b" x="600" y="0" '
-                                 'type="traffic_light"/><node id="c" x="900" y="0" type="priority"/></nodes>')
-    (d / "n.edg.xml").write_text('<edges><edge id="in" from="a" to="b" numLanes="1" speed="13.89"/>'
-                                 '<edge id="out" from="b" to="c" numLanes="1" speed="13.89"/></edges>')
     (d / "n.tll.xml").write_text('<additional><tlLogic id="b" type="static" programID="0" offset="0">'
                                  '<phase duration="50" state="r"/><phase duration="30" state="G"/>'
                                  '<phase duration="5" state="y"/></tlLogic></additional>')
-    r = subprocess.run([exe, "--node-files", str(d / "n.nod.xml"), "--edge-files", str(d / "n.edg.xml"),
-                        "--tllogic-files", str(d / "n.tll.xml"), "--no-turnarounds", "true", "-o",
-                        str(d / "q.net.xml")], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"netconvert failed: {r.stderr}")
     veh = "\n".join(f'<vehicle id="v{i}" type="car" depart="{1.5 * i:.1f}" departSpeed="max">'
                     f'<route edges="in out"/></vehicle>' for i in range(int(END_S / 1.5)))
-    (d / "q.rou.xml").write_text(f'<routes><vType id="car" length="4.3" minGap="1.5" speedDev="0.1"/>\n{veh}\n'
-                                 '</routes>')
-    (d / "q.sumocfg").write_text('<configuration><input><net-file value="q.net.xml"/><route-files '
-                                 f'value="q.rou.xml"/></input><time><begin value="0"/><end value="{END_S}"/></time>'
-                                 '</configuration>')
-    return d / "q.sumocfg"
+    return _hand_made_scenario(
+        d, "q", '<node id="a" x="0" y="0" type="priority"/><node id="b" x="600" y="0" type="traffic_light"/>'
+        '<node id="c" x="900" y="0" type="priority"/>',
+        '<edge id="in" from="a" to="b" numLanes="1" speed="13.89"/>'
+        '<edge id="out" from="b" to="c" numLanes="1" speed="13.89"/>', veh, END_S,
+        ("--tllogic-files", str(d / "n.tll.xml")))
 
 
 def _cycle_histogram(cross_times) -> np.ndarray:

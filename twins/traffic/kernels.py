@@ -86,7 +86,14 @@ the same, one vehicle at a time):
    vehicle on a minor link (an unsignalized ``m``/``=``/``s``/``w``/``Z``
    connection, or a signal showing ``g``) that would pass its line this step is
    held at it while a connection it must yield to is in use in an overlapping
-   time window: :func:`yield_blocked` states the simplifications. Before that, the
+   time window: :func:`yield_blocked` states the simplifications. A link into an
+   internal junction (a left turn's ``cont="1"``, waiting point ``net.conn_wait``
+   m past the line) is open at the line unless red, as SUMO's ``MSLink::opened``:
+   the vehicle enters and waits at that point, a minor link there, until its foes
+   leave it a gap, out of the way of vehicles taking other paths from its lane or
+   into its target lane (:func:`waiting_inside`, :func:`entry_tails`; SUMO: its
+   own internal lane). A front vehicle that cannot move on (its way blocked past
+   the line) announces no window (SUMO's ``willPass``). Before that, the
    vehicle approaches with caution, as SUMO's ``MSVehicle::processLinkApproaches``
    does for a link without priority: while it could still stop there
    (``v² <= 2·decel·d``) and is farther than the link's visibility distance
@@ -368,9 +375,16 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     a zipper merge (``Z``, ``net.conn_zipper``) yield to each other; there the vehicle that arrives first goes (ties:
     the lower connection index) and the other waits for it, as SUMO's zipper lets vehicles merge in arrival order
     (``MSLink::getZipperSpeed``); by the overlap rule two vehicles standing at the two lines would each wait for
-    the other for ever (RESCO ingolstadt21's gridlocks). Simplifications:
+    the other for ever (RESCO ingolstadt21's gridlocks). A link into an internal junction is not checked at the line
+    (SUMO's ``MSLink::opened`` for ``cont`` links): its vehicles are checked at that junction instead, timed from
+    it, against the same foes (SUMO: the internal junction's foe links and lanes, nearly the same set); there
+    they announce nothing until past it, as they have not entered the area they wait for. Returns the front
+    vehicles held at their line, the movers held at their internal junction, and each mover's distance to that
+    point. Simplifications:
     only the front vehicle of a lane announces (the one behind it announces next step), and vehicles that merge into
-    one lane keep no extra time gap (SUMO's look-ahead for a shared target lane)."""
+    one lane keep no extra time gap (SUMO's look-ahead for a shared target lane); a vehicle waiting at its internal
+    junction does not hold back the vehicles behind it on its approach lane that take another path (SUMO holds them
+    until the two paths diverge, from the junction's geometry: tests/traffic_sumo/test_internal_junction.py)."""
     C = net.conn_yield.numel()
     inf = torch.inf
     wf, rf, lf = at(m.world), at(m.route), at(m.lane)
@@ -392,27 +406,77 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
         0, seg, t_leave, "amax")
     arr[W * C], leave[W * C] = inf, -inf  # the sentinel collected the others: no window
     inside = m.running & (m.pos < 0) & (m.route_pos > 0) & (m.conn >= 0)
-    seg_in = torch.where(inside, m.world * C + m.conn.clamp(min=0), W * C)
+    # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
+    cn = m.conn.clamp(min=0)
+    d_in = _gather(net.conn_wait, cn) - _gather(net.conn_via, cn) - m.pos
+    waiting = inside & (_gather(net.conn_wait, cn) > 0) & (d_in > -WAIT_SLACK_M)
+    seg_in = torch.where(inside & ~waiting, m.world * C + cn, W * C)
     clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
     leave_in = torch.full_like(leave, -inf).scatter_reduce(0, seg_in, clear, "amax")
     leave_in[W * C] = -inf
+    # SUMO's MSLink::opened: a link into an internal junction (cont="1": a left turn's waiting point inside the
+    # junction) is open at the stop line unless red; the vehicle waits for its foes at that point instead
+    cont = _gather(net.conn_wait, cic) > 0
+    minor = found & ~must_stop & ~cont & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
+    blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, net, W)
+    # there its link is minor (SUMO's state "m", whatever the signal shows): it passes when its foes leave it a gap,
+    # timed from that point
+    v_in = torch.minimum(_gather(net.lane_speed, m.lane) * m.speed_factor, m.max_speed)
+    if routes.has_turn_speeds:
+        turn = _gather(routes.route_turn_speed.reshape(-1), (m.route * M + m.route_pos - 1).clamp(min=0))
+        v_in = torch.minimum(v_in, turn * m.speed_factor)
+    t_arr_in = arrival_time(d_in.clamp(min=0.0), m.speed, m.accel, v_in)
+    t_leave_in = arrival_time(m.length - m.pos, m.speed, m.accel, v_in)
+    blocked_in = _foes_block(waiting, m.world, cn, t_arr_in, t_leave_in, arr, leave, leave_in, net, W)
+    return blocked, blocked_in, d_in
+
+
+def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, net, W: int):
+    """Which of the vehicles ``minor`` (on connection ``conn``, arriving at the conflict area in ``t_arr`` s and
+    leaving it in ``t_leave`` s) must wait for a foe, given the foes' windows per (world, connection) (``arr``,
+    ``leave``: approaching; ``leave_in``: inside the junction) (:func:`yield_blocked`)."""
+    C = net.conn_yield.numel()
     # a minor link is blocked by any foe connection whose window overlaps its own; a vehicle inside the junction
     # on a foe connection into the same edge (a merge, or a parallel path) is not a conflict but a leader
-    minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
-    to_edge = _gather(net.conn_to_edge, cic)
-    zipper = _gather(net.conn_zipper, cic)
+    to_edge = _gather(net.conn_to_edge, conn)
+    zipper = _gather(net.conn_zipper, conn)
     blocked = torch.zeros_like(minor)
     for j in range(net.conn_foes.shape[1]):
-        foe = _gather(net.conn_foes[:, j].contiguous(), cic)
-        at = torch.where(minor & (foe >= 0), wf * C + foe.clamp(min=0), W * C)
+        foe = _gather(net.conn_foes[:, j].contiguous(), conn)
+        at = torch.where(minor & (foe >= 0), world * C + foe.clamp(min=0), W * C)
         crossing = _gather(net.conn_to_edge, foe.clamp(min=0)) != to_edge
         foe_arr, foe_leave = _gather(arr, at), _gather(leave, at)
         overlap = (foe_arr <= t_leave + JM_TIMEGAP_MINOR) & (foe_leave >= t_arr)
         # a zipper: only a foe that arrives first (ties: the lower connection) and is still there is waited for
-        first = (foe_arr < t_arr) | ((foe_arr == t_arr) & (foe < cic))
+        first = (foe_arr < t_arr) | ((foe_arr == t_arr) & (foe < conn))
         blocked = blocked | torch.where(zipper, first & (foe_leave >= t_arr), overlap)
         blocked = blocked | (crossing & (_gather(leave_in, at) >= t_arr))
     return blocked
+
+
+MOVE_SLACK_M = 0.1  # m: a front vehicle with less room than this beyond its min gap cannot move on (no window)
+WAIT_SLACK_M = 1e-3  # m: a vehicle this little past its internal junction stands at it (the hold's rounding)
+
+
+def waiting_inside(running, pos, rpos, conn, net):
+    """The vehicles inside a junction short of (or standing at) their connection's internal junction (a left
+    turn's waiting point, ``net.conn_wait`` past the line); None on networks without connections."""
+    if not net.conn_key.numel():
+        return None
+    c = conn.clamp(min=0)
+    wait = _gather(net.conn_wait, c)
+    return (running & (pos < 0) & (rpos > 0) & (conn >= 0) & (wait > 0)
+            & (wait - _gather(net.conn_via, c) - pos > -WAIT_SLACK_M))
+
+
+def entry_tails(last, leader, waiting, hops: int = 2):
+    """Each lane's tail as a vehicle crossing into the lane sees it: up to ``hops`` tails waiting at an internal
+    junction (:func:`waiting_inside`: on their own path through the junction, SUMO's internal lane) skipped for
+    the vehicle ahead of them."""
+    for _ in range(hops):
+        lc = last.clamp(min=0)
+        last = torch.where((last >= 0) & _gather(waiting, lc), _gather(leader, lc), last)
+    return last
 
 
 TIME_TO_TELEPORT_S = 300.0  # s: SUMO's --time-to-teleport default (rule 12)
@@ -666,6 +730,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     L = net.n_lanes
     slot, pos, length, speed = around.slot, around.pos, around.length, around.speed
     last, space = around.lane_tails, around.space
+    # the tails a vehicle crossing into a lane sees (those waiting inside the junction on another path skipped)
+    entry = last if around.entry_tails is None else around.entry_tails
     dt, W, substeps, fused, cf = settings.dt, settings.W, settings.substeps, settings.fused, settings.cf
     lane_change, delta = settings.lane_change, m.delta
     wr, rr, lr, pr, vr, rpr = m.world, m.route, m.lane, m.pos, m.speed, m.route_pos
@@ -717,34 +783,21 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         to_mask = torch.where(best_next != 0, best_next, to_mask)
     else:
         to_mask = _gather(routes.route_mask.reshape(-1), at_next)
-    next_lane, next_room = choose_lane(wf, next_edge, to_mask, last, pos, length,
+    next_lane, next_room = choose_lane(wf, next_edge, to_mask, entry, pos, length,
                                        net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
     next_lane = torch.where(found, next_lane, -1)  # no connection: never cross
+    # ... but a vehicle waiting inside on its own connection is on its path: it crosses behind that one
+    nlc = wf * L + next_lane.clamp(min=0)
+    raw = _gather(last, nlc)
+    own_wait = (raw >= 0) & (raw != _gather(entry, nlc)) & (_gather(around.conn, raw.clamp(min=0)) == ci)
+    next_room = torch.where(own_wait, _gather(pos, raw.clamp(min=0)) - _gather(length, raw.clamp(min=0)), next_room)
     code = link_codes(sig, wf, link)
     L_f = at(L_here)
     d = L_f - pf
     must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(m.decel) * d.clamp(min=0)))
     must_stop = must_stop | (next_lane < 0) | ~found
-    # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
-    # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
-    # (only where the connection must keep the junction clear, net.conn_keep_clear: it crosses a junction area
-    # that another link of the junction conflicts with, and does not waive it with keepClear="0", as SUMO's
-    # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
-    room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
-    keep_clear = _gather(net.conn_keep_clear, cic) if net.conn_key.numel() else torch.zeros_like(found)
-    must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & keep_clear)
-    # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
-    if net.has_foes:
-        must_stop = must_stop | yield_blocked(m, at, ci, found, must_stop, code, d, via, net, routes, W, M)
-    # 10. SUMO's cautious approach: a minor link it could still stop for is approached as a standing obstacle at
-    # the point where it waits for its foes, until it is within its visibility distance of that point
-    if net.conn_key.numel():
-        minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
-        d_wait = d + _gather(net.conn_wait, cic)
-        cautious = minor & (d_wait > _gather(net.conn_visibility, cic)) & (vf * vf <= 2.0 * at(m.decel) * d_wait)
-    else:
-        d_wait, cautious = d, torch.zeros_like(must_stop)
-    nl = _gather(last, wf * L + next_lane.clamp(min=0))
+    # the nearest vehicle past the line on its way: the tail of the lane it enters, or one still inside the junction
+    nl = torch.where(own_wait, raw, _gather(entry, nlc))
     v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
     gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
     if not lane_change and net.conn_key.numel():
@@ -762,6 +815,31 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
             ahead = ok & (t >= 0) & (p < 0) & (_gather(around.conn, tc) == ci) & (g < gap_junction)
             gap_junction = torch.where(ahead, g, gap_junction)
             v_junction = torch.where(ahead, _gather(speed, tc), v_junction)
+    # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
+    # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
+    # (only where the connection must keep the junction clear, net.conn_keep_clear: it crosses a junction area
+    # that another link of the junction conflicts with, and does not waive it with keepClear="0", as SUMO's
+    # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
+    room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
+    keep_clear = _gather(net.conn_keep_clear, cic) if net.conn_key.numel() else torch.zeros_like(found)
+    must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & keep_clear)
+    # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
+    if net.has_foes:
+        # (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
+        moving = (gap_junction > mgf + MOVE_SLACK_M) | (vf >= STOP_SPEED)
+        blocked, blocked_in, d_wait_in = yield_blocked(m, at, ci, found, must_stop | ~moving, code, d, via, net, routes,
+                                                  W, M)
+        must_stop = must_stop | blocked
+    else:
+        blocked_in = None
+    # 10. SUMO's cautious approach: a minor link it could still stop for is approached as a standing obstacle at
+    # the point where it waits for its foes, until it is within its visibility distance of that point
+    if net.conn_key.numel():
+        minor = found & ~must_stop & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
+        d_wait = d + _gather(net.conn_wait, cic)
+        cautious = minor & (d_wait > _gather(net.conn_visibility, cic)) & (vf * vf <= 2.0 * at(m.decel) * d_wait)
+    else:
+        d_wait, cautious = d, torch.zeros_like(must_stop)
     # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
     line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
     gap_front = torch.where(line_first, d + mgf, gap_junction)
@@ -783,6 +861,12 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
                    & (d_in + mgr < gap))
         gap = torch.where(wary_in, d_in + mgr, gap)
         v_lead = torch.where(wary_in, 0.0, v_lead)
+    if blocked_in is not None:  # held at its internal junction while its foes come (yield_blocked)
+        d_hold = d_wait_in.clamp(min=0.0)
+        hold_in = blocked_in & (d_hold + mgr < gap)
+        gap = torch.where(hold_in, d_hold + mgr, gap)
+        v_lead = torch.where(hold_in, 0.0, v_lead)
+        gap_phys = torch.where(blocked_in, torch.minimum(gap_phys, d_hold), gap_phys)
     # 11. cooperation: a vehicle asked to let a neighbour in follows it as well as its own leader (while it is
     # more than its min gap behind the neighbour's rear: closer, holding back would open no gap)
     if lane_change:
@@ -1040,9 +1124,14 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
             lc_yield=take(state.lc_yield) if lane_change else None,
             next_stop=None if stops is None else take(state.next_stop),
             dwell=None if stops is None else take(state.dwell))
-        space = space_till_standing(world, lane, running, pos, length, min_gap, speed, L, W)
+        # vehicles waiting at an internal junction are on their own path through the junction (SUMO: an internal
+        # lane), not in the way of those entering their lane by another path, nor in its space till standing
+        waiting = waiting_inside(running, pos, rpos, state.conn, net)
+        counted = running if waiting is None else running & ~waiting
+        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, L, W)
+        entry = None if waiting is None else entry_tails(last, leader, waiting)
         moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, conn=state.conn,
-                                             lane_tails=last, space=space),
+                                             lane_tails=last, space=space, entry_tails=entry),
                         sig, net, routes, settings, stops, dawdle_u=None if dawdle_u is None else take(dawdle_u))
         x_new, v_new, new_lane, rpos_new = moved.pos, moved.speed, moved.lane, moved.route_pos
         arrive, halted, loss, conn_new = moved.arrived, moved.halted, moved.time_loss, moved.conn

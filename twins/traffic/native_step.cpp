@@ -113,8 +113,10 @@ template <typename T> struct World {
     // kernels.link_codes: the signal code a link shows in this world (no signal: green)
     int64_t link_code(int64_t link) const { return a.G && link >= 0 ? int64_t(sig[std::min(link, a.G - 1)]) : SIG_GREEN; }
 
-    // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties)
-    int64_t choose_lane(int64_t edge, int64_t mask, T &room) const {
+    // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties); `tails`: the lane
+    // tails to look at (null: the lanes' own)
+    int64_t choose_lane(int64_t edge, int64_t mask, T &room, const int64_t *tails = nullptr) const {
+        if (tails == nullptr) tails = last;
         const T inf = std::numeric_limits<T>::infinity();
         const int64_t e = edge < 0 ? 0 : edge;
         const int64_t first = a.edge_first_lane[e], n_here = a.edge_n_lanes[e];
@@ -124,7 +126,7 @@ template <typename T> struct World {
             const bool ok = edge >= 0 && j < n_here && ((mask >> j) & 1) == 1;
             T score = -inf;
             if (ok) {
-                const int64_t lv = last[first + j];
+                const int64_t lv = tails[first + j];
                 score = lv >= 0 ? pos[lv] - length[lv] : inf;
             }
             if (j == 0) { best = ok ? first : -1; room = score; }
@@ -282,7 +284,9 @@ template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must;
-    std::vector<T> f_d, f_room, t_arr, t_leave, arr, leave, leave_in;
+    std::vector<T> f_d, f_room, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj;
+    std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
+    std::vector<int64_t> entry;  // kernels.entry_tails
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
     std::vector<double> sums, standing, behind;
@@ -492,13 +496,28 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
 
     // each lane's space till its last standing vehicle (kernels.space_till_standing): the back of its
     // upstream-most halted vehicle (+inf: none), less the length + min gap of the vehicles behind it (slot order)
+    // (kernels.waiting_inside: vehicles waiting at an internal junction are on their own path through the
+    // junction, neither counted there nor in the way of vehicles entering their lane by another path)
+    sc.waiting.assign(n, 0);
+    if (a.has_conn)
+        for (int64_t s = lo; s < hi; ++s) {
+            const int64_t c = W.conn[s];
+            if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0)))
+                continue;
+            sc.waiting[s - lo] = W.conn_wait[c] - W.conn_via[c] - W.pos[s] > T(-1e-3);  // kernels.WAIT_SLACK_M
+        }
+    auto is_waiting = [&](int64_t s) { return s >= lo && s < hi && sc.waiting[s - lo]; };
     sc.standing.assign(L, inf64); sc.behind.assign(L, 0.0);
     for (int64_t s = lo; s < hi; ++s)
-        if (W.status[s] == RUNNING && W.speed[s] < stop_speed)
+        if (W.status[s] == RUNNING && !sc.waiting[s - lo] && W.speed[s] < stop_speed)
             sc.standing[W.lane[s]] = std::min(sc.standing[W.lane[s]], double(W.pos[s]) - double(W.length[s]));
     for (int64_t s = lo; s < hi; ++s)
-        if (W.status[s] == RUNNING && double(W.pos[s]) <= sc.standing[W.lane[s]])
+        if (W.status[s] == RUNNING && !sc.waiting[s - lo] && double(W.pos[s]) <= sc.standing[W.lane[s]])
             sc.behind[W.lane[s]] += double(W.length[s] + W.min_gap[s]);
+    sc.entry.assign(W.last, W.last + L);  // kernels.entry_tails (two hops)
+    for (int64_t l = 0; l < L; ++l)
+        for (int hop = 0; hop < 2; ++hop)
+            if (sc.entry[l] >= 0 && is_waiting(sc.entry[l])) sc.entry[l] = W.leader[sc.entry[l]];
 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
@@ -507,6 +526,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_room.clear();
+    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != RUNNING) continue;
         const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s], ld = W.leader[s];
@@ -551,12 +571,33 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 const int64_t best_next = to_mask & a.route_best_mask[at];
                 if (best_next != 0) to_mask = best_next;
             }
-            int64_t nl = W.choose_lane(next_edge, to_mask, next_room);
+            int64_t nl = W.choose_lane(next_edge, to_mask, next_room, sc.entry.data());
             if (!found) nl = -1;
             const int64_t code = W.link_code(link);
             const T d = L_here - x;
             bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
             must_stop = must_stop || nl < 0 || !found;
+            // the nearest vehicle past the line on its way: the tail of the lane it enters (one waiting inside on
+            // its own connection is on its path), or one still inside the junction
+            int64_t tail = sc.entry[nl < 0 ? 0 : nl];
+            const int64_t raw = W.last[nl < 0 ? 0 : nl];
+            if (raw >= 0 && raw != tail && W.conn[raw] == ci) {
+                tail = raw;
+                next_room = W.pos[raw] - W.length[raw];
+            }
+            T v_junction = tail >= 0 ? W.speed[tail] : T(0);
+            T gap_junction = std::isfinite(next_room) ? d + via + next_room : inf;
+            if (!a.lane_change && a.has_conn && found && nl >= 0) {
+                // without lane changing it crosses behind the vehicle ahead on its connection still inside the
+                // junction, whichever lane of the next edge that one entered (kernels.advance)
+                const int64_t e = a.lane_edge[nl], first = a.edge_first_lane[e];
+                for (int64_t j = 0; j < a.edge_n_lanes[e]; ++j) {
+                    const int64_t t = W.last[first + j];
+                    if (t < 0 || !(W.pos[t] < T(0)) || W.conn[t] != ci) continue;
+                    const T g = d + via + (W.pos[t] - W.length[t]);
+                    if (g < gap_junction) { gap_junction = g; v_junction = W.speed[t]; }
+                }
+            }
             // keep the junction clear (where the connection must, net.conn_keep_clear): no room behind the next
             // lane's last standing vehicle holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
@@ -565,6 +606,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
             sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_room.push_back(next_room);
+            sc.f_gapj.push_back(gap_junction); sc.f_vj.push_back(v_junction);
         }
     }
     const size_t F = sc.fronts.size();
@@ -580,7 +622,9 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
             sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
             sc.t_leave[f] = arrival_time<T>(sc.f_d[f] + sc.via[f] + W.length[s], W.speed[s], W.accel[s], vmax);
-            if (sc.f_found[f] && !sc.f_must[f]) {
+            // (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
+            const bool moving = sc.f_gapj[f] > W.min_gap[s] + T(0.1) || W.speed[s] >= stop_speed;
+            if (sc.f_found[f] && !sc.f_must[f] && moving) {  // kernels.MOVE_SLACK_M
                 const int64_t c = sc.f_ci[f];
                 sc.arr[c] = std::min(sc.arr[c], sc.t_arr[f]);
                 sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
@@ -589,46 +633,56 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         sc.leave_in.assign(C, -inf);
         for (int64_t s = lo; s < hi; ++s) {
             if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || W.conn[s] < 0) continue;
+            if (sc.waiting[s - lo]) continue;  // short of its internal junction: announces once past
             const int64_t c = W.conn[s];
             const T clear = (W.length[s] - W.pos[s]) / clamp_min(W.speed[s], stop_speed);
             sc.leave_in[c] = std::max(sc.leave_in[c], clear);
         }
-        for (size_t f = 0; f < F; ++f) {
-            const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
-            if (!sc.f_found[f] || sc.f_must[f] || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR)) continue;
+        // kernels._foes_block: whether a vehicle on minor connection c, in the conflict area from t_arr to t_leave,
+        // must wait for a foe
+        auto foes_block = [&](int64_t c, T t_arr, T t_leave) {
+            bool blocked = false;
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
                 if (foe < 0) continue;
                 if (a.conn_zipper[c]) {  // the foe arrives first (ties: the lower connection) and is still there
-                    const bool first = sc.arr[foe] < sc.t_arr[f] || (sc.arr[foe] == sc.t_arr[f] && foe < c);
-                    if (first && sc.leave[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
-                } else if (sc.arr[foe] <= sc.t_leave[f] + T(1.0) && sc.leave[foe] >= sc.t_arr[f]) {
-                    sc.f_must[f] = 1;  // + kernels.JM_TIMEGAP_MINOR, SUMO's jmTimegapMinor
+                    const bool first = sc.arr[foe] < t_arr || (sc.arr[foe] == t_arr && foe < c);
+                    if (first && sc.leave[foe] >= t_arr) blocked = true;
+                } else if (sc.arr[foe] <= t_leave + T(1.0) && sc.leave[foe] >= t_arr) {
+                    blocked = true;  // + kernels.JM_TIMEGAP_MINOR, SUMO's jmTimegapMinor
                 }
                 // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
-                if (a.conn_to_edge[foe] != a.conn_to_edge[c] && sc.leave_in[foe] >= sc.t_arr[f]) sc.f_must[f] = 1;
+                if (a.conn_to_edge[foe] != a.conn_to_edge[c] && sc.leave_in[foe] >= t_arr) blocked = true;
             }
+            return blocked;
+        };
+        for (size_t f = 0; f < F; ++f) {
+            const int64_t s = sc.fronts[f], c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
+            const bool moving = sc.f_gapj[f] > W.min_gap[s] + T(0.1) || W.speed[s] >= stop_speed;
+            // a link into an internal junction (cont="1") is open at the line unless red (SUMO's MSLink::opened)
+            if (!sc.f_found[f] || sc.f_must[f] || !moving || W.conn_wait[c] > T(0)
+                || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR))
+                continue;
+            if (foes_block(c, sc.t_arr[f], sc.t_leave[f])) sc.f_must[f] = 1;
+        }
+        // vehicles waiting at their internal junction: a minor link there (SUMO's "m"), timed from that point
+        for (int64_t s = lo; s < hi; ++s) {
+            if (!sc.waiting[s - lo]) continue;
+            const int64_t c = W.conn[s], r = W.route[s], rp = W.rpos[s];
+            T vmax = minimum(W.lane_speed[W.lane[s]] * W.speed_factor[s], W.max_speed[s]);
+            if (a.has_turn) vmax = minimum(vmax, W.turn[r * M + rp - 1] * W.speed_factor[s]);
+            const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s];
+            const T t_arr = arrival_time<T>(clamp_min(d_in, T(0)), W.speed[s], W.accel[s], vmax);
+            const T t_leave = arrival_time<T>(W.length[s] - W.pos[s], W.speed[s], W.accel[s], vmax);
+            sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave);
         }
     }
     // 4'. the obstacle each front vehicle follows: its stop line, or the tail of the lane it will enter
     for (size_t f = 0; f < F; ++f) {
         const int64_t s = sc.fronts[f], i = s - lo, nl = sc.next_lane[f];
         const bool must_stop = sc.f_must[f], found = sc.f_found[f];
-        const T d = sc.f_d[f], mg = W.min_gap[s], next_room = sc.f_room[f];
-        const int64_t tail = W.last[nl < 0 ? 0 : nl];
-        T v_junction = tail >= 0 ? W.speed[tail] : T(0);
-        T gap_junction = std::isfinite(next_room) ? d + sc.via[f] + next_room : inf;
-        if (!a.lane_change && a.has_conn && found && nl >= 0) {
-            // without lane changing it crosses behind the vehicle ahead on its connection still inside the
-            // junction, whichever lane of the next edge that one entered (kernels.advance)
-            const int64_t e = a.lane_edge[nl], first = a.edge_first_lane[e];
-            for (int64_t j = 0; j < a.edge_n_lanes[e]; ++j) {
-                const int64_t t = W.last[first + j];
-                if (t < 0 || !(W.pos[t] < T(0)) || W.conn[t] != sc.f_ci[f]) continue;
-                const T g = d + sc.via[f] + (W.pos[t] - W.length[t]);
-                if (g < gap_junction) { gap_junction = g; v_junction = W.speed[t]; }
-            }
-        }
+        const T d = sc.f_d[f], mg = W.min_gap[s];
+        const T v_junction = sc.f_vj[f], gap_junction = sc.f_gapj[f];
         const bool line_first = must_stop && (d + mg <= gap_junction || !found);
         T gap_front = line_first ? d + mg : gap_junction;
         // 10. the cautious approach to a minor link (kernels.advance): a standing obstacle where it waits
@@ -656,6 +710,11 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 && v * v <= T(2.0) * W.decel[s] * d_in && d_in + W.min_gap[s] < sc.gap[i]) {
                 sc.gap[i] = d_in + W.min_gap[s];
                 sc.v_lead[i] = T(0);
+            }
+            if (sc.blocked_in[i]) {  // held at its internal junction while its foes come (kernels.advance)
+                const T d_hold = clamp_min(d_in, T(0));
+                if (d_hold + W.min_gap[s] < sc.gap[i]) { sc.gap[i] = d_hold + W.min_gap[s]; sc.v_lead[i] = T(0); }
+                sc.gap_phys[i] = minimum(sc.gap_phys[i], d_hold);
             }
         }
     // 11. cooperation: a vehicle asked to let a neighbour in follows it too (while more than its min gap behind)

@@ -89,13 +89,18 @@ phase it is in (synchronous update, like the kernel):
 10. Right of way: each front vehicle that will pass its line (not held by
    its signal or keep-clear) announces [arrival, rear leaves the junction
    path] (accelerating at ``accel`` to its desired speed, capped by the
-   turning speed); a vehicle still inside a junction announces [0, (length -
-   pos) / max(speed, 0.1)]; per connection the union. A front vehicle on a
-   minor connection (unsignalized ``m = s w Z``, or a signal showing ``g``)
-   waits at the line when a connection it yields to (the junction's
-   ``response``) has a window overlapping its own; a vehicle inside the
-   junction on a foe connection into the same edge does not count (a merge: it
-   is a leader). Approaching such a link it could still stop for
+   turning speed), if it can move on (more than 0.1 m beyond its min gap to the
+   next obstacle past the line, or moving); a vehicle still inside a junction
+   announces [0, (length - pos) / max(speed, 0.1)], unless it is short of its
+   internal junction; per connection the union. A front vehicle on a minor
+   connection (unsignalized ``m = s w Z``, or a signal showing ``g``) without an
+   internal junction waits at the line when a connection it yields to (the
+   junction's ``response``) has a window overlapping its own; a vehicle inside
+   the junction on a foe connection into the same edge does not count (a merge:
+   it is a leader). One with an internal junction (``wait_length > 0``) passes
+   the line and waits at that junction by the same test, timed from there; while
+   it waits it is not in the way of vehicles entering its target lane by another
+   path, nor counted in that lane's space. Approaching such a link it could still stop for
    (``v² <= 2·decel·d``), a vehicle farther than the connection's visibility
    from its waiting point (the line, or ``wait_length`` past it: an internal
    junction) follows a standing obstacle at that point, also while its front is
@@ -191,6 +196,8 @@ WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
 DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
 JM_TIMEGAP_MINOR = 1.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor)
+MOVE_SLACK_M = 0.1  # m, as kernels.MOVE_SLACK_M
+WAIT_SLACK_M = 1e-3  # m, as kernels.WAIT_SLACK_M
 SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
 MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
 INF = math.inf
@@ -418,9 +425,9 @@ class ReferenceVehicle(mesa.Agent):
         conn = m.connection(lane, nxt_edge)
         if m.lane_changing:  # 11. the lanes its connection leads to; of those the best ones, where it leads to any
             to = m.conn_to_lanes.get((lane.id, nxt_edge), set())
-            nl, room = m.choose_lane(nxt_edge, (to & self.best[self.route_pos + 1]) or to)
+            nl, room = m.choose_lane(nxt_edge, (to & self.best[self.route_pos + 1]) or to, m.entry_tails)
         else:
-            nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1])
+            nl, room = m.choose_lane(nxt_edge, self.allowed[self.route_pos + 1], m.entry_tails)
         if conn is None:  # no connection from this lane (cannot happen through the lane masks)
             code, via, found = SIG_RED, 0.0, False
             nl = None
@@ -437,6 +444,26 @@ class ReferenceVehicle(mesa.Agent):
         self._next_lane, self._via, self._room, self._key = nl, via, room, (lane.id, nxt_edge)
         self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
         self._must_stop = signal_stop or nl is None or not found or keep_clear
+        # the nearest vehicle past the line on its way: the tail of the lane it enters (as a vehicle entering
+        # sees it: those waiting at an internal junction skipped), or one still inside the junction
+        tail = m.entry_tails.get(nl.id) if nl is not None else None
+        raw = m.tails.get(nl.id) if nl is not None else None
+        if raw is not None and raw is not tail and raw.conn_key == (lane.id, nxt_edge):
+            tail, room = raw, raw.rear()  # one waiting inside on its own connection is on its path
+            self._room = room
+        v_junction = tail.speed if tail is not None else 0.0
+        gap_junction = d + via + room if math.isfinite(room) else INF
+        if not m.lane_changing and found and nl is not None:
+            # without lane changing it may enter another lane of the next edge than the vehicle ahead on its
+            # connection did, but it crosses behind that one while it is inside the junction (SUMO: both on
+            # the connection's internal lane)
+            for other in m.edges[nl.edge]:
+                t = m.tails.get(other.id)
+                if t is not None and t.pos < 0 and t.conn_key == self._key and d + via + t.rear() < gap_junction:
+                    gap_junction, v_junction = d + via + t.rear(), t.speed
+        self._gap_junction, self._v_junction = gap_junction, v_junction
+        # SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window
+        self._moving = gap_junction > self.min_gap + MOVE_SLACK_M or self.speed >= STOP_SPEED
         if self.leader is None and found:  # rule 10: the window in which it would cross (front vehicles)
             vmax = self.desired_speed(lane)
             u = self.turn[self.route_pos]
@@ -444,6 +471,13 @@ class ReferenceVehicle(mesa.Agent):
                 vmax = min(vmax, u * self.speed_factor)
             self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
             self._t_leave = arrival_time(d + via + self.length, self.speed, self.accel, vmax)
+
+    def waiting_inside(self) -> bool:
+        """Inside a junction, short of (or standing at) its connection's internal junction (a left turn's waiting
+        point): on its own path through the junction (SUMO: an internal lane)."""
+        ck, m = self.conn_key, self.model
+        return (self.status == RUNNING and self.pos < 0 and self.route_pos > 0 and ck is not None
+                and m.conn_wait[ck] > 0 and m.conn_wait[ck] - m.conns[ck][0] - self.pos > -WAIT_SLACK_M)
 
     def plan(self) -> None:
         m = self.model
@@ -457,35 +491,17 @@ class ReferenceVehicle(mesa.Agent):
             nl, via, room, found, code = self._next_lane, self._via, self._room, self._found, self._code
             signal_stop, keep_clear, must_stop = self._signal_stop, self._keep_clear, self._must_stop
             red = code == SIG_RED
-            # 10. right of way: a minor link waits while a connection it yields to is in use in its window
-            if front and found and not must_stop and m.has_foes and m.must_yield(self._key, code):
-                for foe in m.foes[self._key]:
-                    w = m.windows.get(foe)
-                    # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe
-                    crossing = foe[1] != self._key[1] and m.windows_inside.get(foe, -INF) >= self._t_arr
-                    if w is not None and m.zipper[self._key]:  # a zipper: wait only for a foe that arrives first
-                        tie_first = m.conn_rank[foe] < m.conn_rank[self._key]
-                        first = w[0] < self._t_arr or (w[0] == self._t_arr and tie_first)
-                        overlap = first and w[1] >= self._t_arr
-                    else:
-                        overlap = w is not None and w[0] <= self._t_leave + JM_TIMEGAP_MINOR and w[1] >= self._t_arr
-                    if crossing or overlap:
-                        must_stop = True
-                        m.events["yield_wait"] += 1
-                        break
+            # 10. right of way: a minor link waits while a connection it yields to is in use in its window; a link
+            # into an internal junction (cont="1") is open at the line unless red (SUMO's MSLink::opened): its
+            # vehicle waits at that junction instead (below)
+            if (front and found and not must_stop and self._moving and m.has_foes and m.conn_wait[self._key] <= 0
+                    and m.must_yield(self._key, code)):
+                if m.blocked_by_foes(self._key, self._t_arr, self._t_leave):
+                    must_stop = True
+                    m.events["yield_wait"] += 1
                 else:
                     m.events["yield_go"] += 1
-            tail = m.tails.get(nl.id) if nl is not None else None
-            v_junction = tail.speed if tail is not None else 0.0
-            gap_junction = d + via + room if math.isfinite(room) else INF
-            if not m.lane_changing and found and nl is not None:
-                # without lane changing it may enter another lane of the next edge than the vehicle ahead on its
-                # connection did, but it crosses behind that one while it is inside the junction (SUMO: both on
-                # the connection's internal lane)
-                for other in m.edges[nl.edge]:
-                    t = m.tails.get(other.id)
-                    if t is not None and t.pos < 0 and t.conn_key == self._key and d + via + t.rear() < gap_junction:
-                        gap_junction, v_junction = d + via + t.rear(), t.speed
+            gap_junction, v_junction = self._gap_junction, self._v_junction
             # the stop line is the obstacle unless a vehicle still inside the junction is nearer
             line_first = must_stop and (d + self.min_gap <= gap_junction or not found)
             if line_first:
@@ -525,6 +541,23 @@ class ReferenceVehicle(mesa.Agent):
                     and self.speed * self.speed <= 2.0 * self.decel * d_in and d_in + self.min_gap < gap):
                 gap, v_lead = d_in + self.min_gap, 0.0
                 m.events["minor_cautious_inside"] += 1
+            # waiting at its internal junction (a minor link there, SUMO's "m"): it passes when its foes leave it a
+            # gap, timed from that point
+            if m.has_foes and self.waiting_inside():
+                vmax = self.desired_speed(lane)
+                u_in = self.turn[self.route_pos - 1]
+                if math.isfinite(u_in):
+                    vmax = min(vmax, u_in * self.speed_factor)
+                t_arr = arrival_time(max(d_in, 0.0), self.speed, self.accel, vmax)
+                t_leave = arrival_time(self.length - self.pos, self.speed, self.accel, vmax)
+                if m.blocked_by_foes(ck, t_arr, t_leave):
+                    d_hold = max(d_in, 0.0)
+                    if d_hold + self.min_gap < gap:
+                        gap, v_lead = d_hold + self.min_gap, 0.0
+                    gap_phys = min(gap_phys, d_hold)
+                    m.events["yield_wait_inside"] += 1
+                else:
+                    m.events["yield_go_inside"] += 1
         # 11. cooperation: asked to let a neighbour in, it also follows that one (more than its min gap behind
         # the neighbour's rear, and nearer than its own obstacle)
         y = self.lc_yield
@@ -869,25 +902,45 @@ class ReferenceTrafficModel(mesa.Model):
         win: dict[tuple[str, str], list[float]] = {}
         inside: dict[tuple[str, str], float] = {}
         for v in running:
-            if v.leader is None and v._found and not v._must_stop:
+            if v.leader is None and v._found and not v._must_stop and v._moving:
                 w = win.setdefault(v._key, [INF, -INF])
                 w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
         for v in running:
-            if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None:
+            # (one short of its internal junction has not entered the conflict area it waits at)
+            if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None and not v.waiting_inside():
                 inside[v.conn_key] = max(inside.get(v.conn_key, -INF), (v.length - v.pos) / max(v.speed, STOP_SPEED))
         return win, inside
+
+    def blocked_by_foes(self, key, t_arr: float, t_leave: float) -> bool:
+        """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
+        (s from now), must wait for a foe's window (:meth:`approach_windows`)."""
+        for foe in self.foes[key]:
+            w = self.windows.get(foe)
+            # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe
+            crossing = foe[1] != key[1] and self.windows_inside.get(foe, -INF) >= t_arr
+            if w is not None and self.zipper[key]:  # a zipper: wait only for a foe that arrives first
+                tie_first = self.conn_rank[foe] < self.conn_rank[key]
+                first = w[0] < t_arr or (w[0] == t_arr and tie_first)
+                overlap = first and w[1] >= t_arr
+            else:
+                overlap = w is not None and w[0] <= t_leave + JM_TIMEGAP_MINOR and w[1] >= t_arr
+            if crossing or overlap:
+                return True
+        return False
 
     def connection(self, lane: _Lane, to_edge: str) -> tuple[float, str | None, int] | None:
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
         return self.conns.get((lane.id, to_edge))
 
-    def choose_lane(self, edge: str, allowed: set[int]) -> tuple[_Lane | None, float]:
-        """The allowed lane of ``edge`` with most room (rear of its tail; +inf if empty), lowest index on ties."""
+    def choose_lane(self, edge: str, allowed: set[int], tails: dict | None = None) -> tuple[_Lane | None, float]:
+        """The allowed lane of ``edge`` with most room (rear of its tail in ``tails``, the lanes' own if None;
+        +inf if empty), lowest index on ties."""
+        tails = self.tails if tails is None else tails
         best, best_room = None, -INF
         for j, lane in enumerate(self.edges[edge]):
             if j not in allowed:
                 continue
-            tail = self.tails.get(lane.id)
+            tail = tails.get(lane.id)
             room = tail.rear() if tail is not None else INF
             if best is None or room > best_room:
                 best, best_room = lane, room
@@ -917,7 +970,10 @@ class ReferenceTrafficModel(mesa.Model):
             for a, b in zip(vs, vs[1:]):
                 a.leader = b
                 if a.pos > b.pos - b.length + 1e-9:
-                    self.events["overlaps"] += 1  # diagnostic: bodies overlap on a lane
+                    # diagnostic: bodies overlap on a lane (apart from where they are inside the junction on
+                    # different connections: different paths there, SUMO's internal lanes)
+                    self.events["overlaps_inside_junction" if a.pos < 0 and a.conn_key != b.conn_key
+                                else "overlaps"] += 1
             vs[-1].leader = None
             self.tails[lid] = vs[0]
         # 3. insertion, in rounds; in each, all candidates are judged against the tails at its start
@@ -963,15 +1019,25 @@ class ReferenceTrafficModel(mesa.Model):
             self._next_waiting += 1
         # each lane's room behind its last standing vehicle, for keeping junctions clear: the back of the
         # upstream-most halted vehicle less the length + min gap of the vehicles behind it
+        # (vehicles waiting at an internal junction are on their own path through the junction, SUMO's internal
+        # lane: neither counted here nor, below, in the way of vehicles entering their lane by another path)
+        waiting = {v.vehicle_id for v in running if v.waiting_inside()}
         standing: dict[str, float] = {}
         for v in running:
-            if v.speed < STOP_SPEED:
+            if v.speed < STOP_SPEED and v.vehicle_id not in waiting:
                 standing[v.lane.id] = min(standing.get(v.lane.id, INF), v.pos - v.length)
         behind: dict[str, float] = {}
         for v in running:
-            if v.lane.id in standing and v.pos <= standing[v.lane.id]:
+            if v.lane.id in standing and v.pos <= standing[v.lane.id] and v.vehicle_id not in waiting:
                 behind[v.lane.id] = behind.get(v.lane.id, 0.0) + (v.length + v.min_gap)
         self.space_till_standing = {k: b - behind.get(k, 0.0) for k, b in standing.items()}
+        self.entry_tails = {}
+        for lid, tail in self.tails.items():
+            for _ in range(2):  # kernels.entry_tails: up to two waiting tails skipped
+                if tail is not None and tail.vehicle_id in waiting:
+                    tail = tail.leader
+            if tail is not None:
+                self.entry_tails[lid] = tail
         # 4-5. decide (synchronously, from the state after insertion); Krauss drivers' dawdling draws of this step
         if self.krauss and self.dawdle is not None and running:
             self.dawdle_draw = dict(zip((v.vehicle_id for v in running),

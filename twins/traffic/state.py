@@ -149,6 +149,7 @@ class Surroundings:
     conn: Tensor  # [N] the connection each entered its lane by (-1: none)
     lane_tails: Tensor  # [W*L + 1] each lane's upstream-most vehicle (-1: empty)
     space: Tensor  # [W*L + 1] float64 m: room behind each lane's last standing vehicle (kernels.space_till_standing)
+    entry_tails: Tensor | None = None  # [W*L + 1] the tails a vehicle crossing into a lane sees (kernels.entry_tails)
 
 
 @dataclass

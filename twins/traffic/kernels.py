@@ -356,7 +356,8 @@ def arrival_time(d, v, a, vmax):
     return torch.where(d <= d1, accelerating, cruising)
 
 
-def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes, W: int, M: int):
+def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes, W: int, M: int,
+                  fixed_shape: bool = True):
     """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
 
     SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
@@ -420,14 +421,21 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     minor = found & ~must_stop & ~cont & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
     blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, net, W)
     # there its link is minor (SUMO's state "m", whatever the signal shows): it passes when its foes leave it a gap,
-    # timed from that point
-    v_in = torch.minimum(_gather(net.lane_speed, m.lane) * m.speed_factor, m.max_speed)
+    # timed from that point (on the few waiting vehicles only, unless the step keeps fixed shapes)
+    wi = None if fixed_shape else _nz(waiting)
+    if wi is not None and not wi.numel():
+        return blocked, torch.zeros_like(waiting), d_in
+    on = (lambda x: x) if wi is None else (lambda x: _gather(x, wi))  # noqa: E731
+    sf_in, lane_in, route_in, rpos_in = on(m.speed_factor), on(m.lane), on(m.route), on(m.route_pos)
+    v_in = torch.minimum(_gather(net.lane_speed, lane_in) * sf_in, on(m.max_speed))
     if routes.has_turn_speeds:
-        turn = _gather(routes.route_turn_speed.reshape(-1), (m.route * M + m.route_pos - 1).clamp(min=0))
-        v_in = torch.minimum(v_in, turn * m.speed_factor)
-    t_arr_in = arrival_time(d_in.clamp(min=0.0), m.speed, m.accel, v_in)
-    t_leave_in = arrival_time(m.length - m.pos, m.speed, m.accel, v_in)
-    blocked_in = _foes_block(waiting, m.world, cn, t_arr_in, t_leave_in, arr, leave, leave_in, net, W)
+        turn = _gather(routes.route_turn_speed.reshape(-1), (route_in * M + rpos_in - 1).clamp(min=0))
+        v_in = torch.minimum(v_in, turn * sf_in)
+    v, acc = on(m.speed), on(m.accel)
+    t_arr_in = arrival_time(on(d_in).clamp(min=0.0), v, acc, v_in)
+    t_leave_in = arrival_time(on(m.length) - on(m.pos), v, acc, v_in)
+    held = _foes_block(on(waiting), on(m.world), on(cn), t_arr_in, t_leave_in, arr, leave, leave_in, net, W)
+    blocked_in = held if wi is None else torch.zeros_like(waiting).index_put((wi,), held)
     return blocked, blocked_in, d_in
 
 
@@ -828,7 +836,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         # (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
         moving = (gap_junction > mgf + MOVE_SLACK_M) | (vf >= STOP_SPEED)
         blocked, blocked_in, d_wait_in = yield_blocked(m, at, ci, found, must_stop | ~moving, code, d, via, net, routes,
-                                                  W, M)
+                                                  W, M, settings.fixed_shape)
         must_stop = must_stop | blocked
     else:
         blocked_in = None

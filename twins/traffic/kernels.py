@@ -410,7 +410,7 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
     cn = m.conn.clamp(min=0)
     d_in = _gather(net.conn_wait, cn) - _gather(net.conn_via, cn) - m.pos
-    waiting = inside & (_gather(net.conn_wait, cn) > 0) & (d_in > -WAIT_SLACK_M)
+    waiting = waiting_inside(m.running, m.pos, m.route_pos, m.conn, net)
     seg_in = torch.where(inside & ~waiting, m.world * C + cn, W * C)
     clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
     leave_in = torch.full_like(leave, -inf).scatter_reduce(0, seg_in, clear, "amax")

@@ -283,8 +283,8 @@ void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead
 template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
-    std::vector<uint8_t> f_found, f_must;
-    std::vector<T> f_d, f_room, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj;
+    std::vector<uint8_t> f_found, f_must, f_moving;
+    std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj;
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> entry;  // kernels.entry_tails
     std::vector<uint8_t> arrive, leaving, crossed;
@@ -525,7 +525,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (a.has_turn || a.cf == KRAUSS) sc.v_cap.assign(n, inf);
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
-    sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_room.clear();
+    sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear();
     sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != RUNNING) continue;
@@ -605,8 +605,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             must_stop = must_stop || (sc.standing[nlc] - sc.behind[nlc] < double(len + mg) && keep_clear);
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
-            sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_room.push_back(next_room);
+            sc.f_code.push_back(code); sc.f_d.push_back(d);
             sc.f_gapj.push_back(gap_junction); sc.f_vj.push_back(v_junction);
+            // (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
+            sc.f_moving.push_back(gap_junction > mg + T(0.1) || v >= stop_speed);  // kernels.MOVE_SLACK_M
         }
     }
     const size_t F = sc.fronts.size();
@@ -622,9 +624,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
             sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
             sc.t_leave[f] = arrival_time<T>(sc.f_d[f] + sc.via[f] + W.length[s], W.speed[s], W.accel[s], vmax);
-            // (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
-            const bool moving = sc.f_gapj[f] > W.min_gap[s] + T(0.1) || W.speed[s] >= stop_speed;
-            if (sc.f_found[f] && !sc.f_must[f] && moving) {  // kernels.MOVE_SLACK_M
+            if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f]) {
                 const int64_t c = sc.f_ci[f];
                 sc.arr[c] = std::min(sc.arr[c], sc.t_arr[f]);
                 sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
@@ -657,10 +657,9 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             return blocked;
         };
         for (size_t f = 0; f < F; ++f) {
-            const int64_t s = sc.fronts[f], c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
-            const bool moving = sc.f_gapj[f] > W.min_gap[s] + T(0.1) || W.speed[s] >= stop_speed;
+            const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
             // a link into an internal junction (cont="1") is open at the line unless red (SUMO's MSLink::opened)
-            if (!sc.f_found[f] || sc.f_must[f] || !moving || W.conn_wait[c] > T(0)
+            if (!sc.f_found[f] || sc.f_must[f] || !sc.f_moving[f] || W.conn_wait[c] > T(0)
                 || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR))
                 continue;
             if (foes_block(c, sc.t_arr[f], sc.t_leave[f])) sc.f_must[f] = 1;

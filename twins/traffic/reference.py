@@ -441,7 +441,7 @@ class ReferenceVehicle(mesa.Agent):
         # (only where the connection must keep the junction clear: RoadNetwork.keeps_clear, SUMO's keepClear)
         keep_clear = (nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
                       and m.keep_clear.get((lane.id, nxt_edge), False))
-        self._next_lane, self._via, self._room, self._key = nl, via, room, (lane.id, nxt_edge)
+        self._next_lane, self._via, self._key = nl, via, (lane.id, nxt_edge)
         self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
         self._must_stop = signal_stop or nl is None or not found or keep_clear
         # the nearest vehicle past the line on its way: the tail of the lane it enters (as a vehicle entering
@@ -450,7 +450,6 @@ class ReferenceVehicle(mesa.Agent):
         raw = m.tails.get(nl.id) if nl is not None else None
         if raw is not None and raw is not tail and raw.conn_key == (lane.id, nxt_edge):
             tail, room = raw, raw.rear()  # one waiting inside on its own connection is on its path
-            self._room = room
         v_junction = tail.speed if tail is not None else 0.0
         gap_junction = d + via + room if math.isfinite(room) else INF
         if not m.lane_changing and found and nl is not None:
@@ -488,7 +487,7 @@ class ReferenceVehicle(mesa.Agent):
         line_first, must_stop, red = True, True, False
         gap_front, v_front = INF, 0.0
         if not on_last_edge:
-            nl, via, room, found, code = self._next_lane, self._via, self._room, self._found, self._code
+            nl, found, code = self._next_lane, self._found, self._code
             signal_stop, keep_clear, must_stop = self._signal_stop, self._keep_clear, self._must_stop
             red = code == SIG_RED
             # 10. right of way: a minor link waits while a connection it yields to is in use in its window; a link

@@ -93,7 +93,9 @@ the same, one vehicle at a time):
    leave it a gap, out of the way of vehicles taking other paths from its lane or
    into its target lane (:func:`waiting_inside`, :func:`entry_tails`; SUMO: its
    own internal lane). A front vehicle that cannot move on (its way blocked past
-   the line) announces no window (SUMO's ``willPass``). Before that, the
+   the line) announces no window (SUMO's ``willPass``), nor does one still short of
+   its internal junction in the junction before (SUMO's ``abortRequestAfterMinor``:
+   having slowed down for a minor link, it requests none beyond). Before that, the
    vehicle approaches with caution, as SUMO's ``MSVehicle::processLinkApproaches``
    does for a link without priority: while it could still stop there
    (``v² <= 2·decel·d``) and is farther than the link's visibility distance
@@ -361,9 +363,10 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
 
     SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
-    line this step (not held by its signal or by keep-clear) announces the time it arrives at the junction and the
-    time its rear leaves the junction path (accelerating at ``accel`` to its desired speed, :func:`arrival_time`),
-    and every vehicle still inside a junction (front short of its lane's start) announces [now, when its rear clears
+    line this step (not held by its signal or by keep-clear, nor still short of its own internal junction in the
+    junction before, which SUMO's ``abortRequestAfterMinor`` keeps from requesting any later link) announces the
+    time it arrives at the junction and the time its rear leaves the junction path (accelerating at ``accel`` to
+    its desired speed, :func:`arrival_time`), and every vehicle still inside a junction (front short of its lane's start) announces [now, when its rear clears
     at its current speed, at least 0.1 m/s]. Per (world, connection) the union of those windows is kept. A vehicle
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
     connection it yields to (the junction's ``response``) has a window overlapping its own extended by
@@ -399,7 +402,10 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     t_leave = arrival_time(d + via + lenf, vf, af, vmax)
     # the windows per (world, connection): front vehicles that will pass, then vehicles inside a junction
     cic = ci.clamp(min=0)
-    passing = found & ~must_stop
+    waiting = waiting_inside(m.running, m.pos, m.route_pos, m.conn, net)
+    # (one still short of its own internal junction has slowed down for a minor link: it requests no later link,
+    # SUMO's abortRequestAfterMinor)
+    passing = found & ~must_stop & ~at(waiting)
     seg = torch.where(passing, wf * C + cic, W * C)
     arr = torch.full((W * C + 1,), inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
         0, seg, t_arr, "amin")
@@ -410,7 +416,6 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
     cn = m.conn.clamp(min=0)
     d_in = _gather(net.conn_wait, cn) - _gather(net.conn_via, cn) - m.pos
-    waiting = waiting_inside(m.running, m.pos, m.route_pos, m.conn, net)
     seg_in = torch.where(inside & ~waiting, m.world * C + cn, W * C)
     clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
     leave_in = torch.full_like(leave, -inf).scatter_reduce(0, seg_in, clear, "amax")

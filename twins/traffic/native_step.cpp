@@ -624,7 +624,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
             sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
             sc.t_leave[f] = arrival_time<T>(sc.f_d[f] + sc.via[f] + W.length[s], W.speed[s], W.accel[s], vmax);
-            if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f]) {
+            // (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
+            if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) {
                 const int64_t c = sc.f_ci[f];
                 sc.arr[c] = std::min(sc.arr[c], sc.t_arr[f]);
                 sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);

@@ -90,7 +90,9 @@ phase it is in (synchronous update, like the kernel):
    its signal or keep-clear) announces [arrival, rear leaves the junction
    path] (accelerating at ``accel`` to its desired speed, capped by the
    turning speed), if it can move on (more than 0.1 m beyond its min gap to the
-   next obstacle past the line, or moving); a vehicle still inside a junction
+   next obstacle past the line, or moving) and is not short of its own
+   internal junction (SUMO's ``abortRequestAfterMinor``: having slowed down
+   for a minor link, it requests no later one); a vehicle still inside a junction
    announces [0, (length - pos) / max(speed, 0.1)], unless it is short of its
    internal junction; per connection the union. A front vehicle on a minor
    connection (unsignalized ``m = s w Z``, or a signal showing ``g``) without an
@@ -901,7 +903,8 @@ class ReferenceTrafficModel(mesa.Model):
         win: dict[tuple[str, str], list[float]] = {}
         inside: dict[tuple[str, str], float] = {}
         for v in running:
-            if v.leader is None and v._found and not v._must_stop and v._moving:
+            # (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
+            if v.leader is None and v._found and not v._must_stop and v._moving and not v.waiting_inside():
                 w = win.setdefault(v._key, [INF, -INF])
                 w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
         for v in running:

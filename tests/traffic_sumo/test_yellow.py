@@ -1,14 +1,14 @@
 """One saturated approach to a fixed-time signal, in the twin and in SUMO (libsumo), Krauss with SUMO's defaults.
 
 Every vehicle's crossing of the stop line is timed against the cycle (50 s red, 30 s green, 5 s yellow). What it
-shows: the green discharges as many vehicles in both (the start-up and the saturation headway agree), while the
-twin lets far more vehicles through the yellow light than SUMO (5 Dec 2026: ~90 an hour past its first second,
-SUMO none). SUMO (``MSVehicle::processLinkApproaches``) stops at yellow every vehicle that can still brake, by its
-Euler brake gap without reaction time (``canBrake``), followers as well as the lane's front vehicle, and a front
-vehicle that follows one already past the line brakes for the line too; the twin tests only the front vehicle,
-by ``v² ≤ 2·decel·d``, and follows whichever obstacle is nearer. The SUMO rule in the twin's kernels gave the
-SUMO figure here, but moved the RESCO fidelity table from 3 to 8-11 failing marks (the twin then too slow at
-cologne1, cologne3 and ingolstadt1: benchmarks/README.md), so the rule waits for the differences it compensates.
+shows: the green discharges as many vehicles in both (the start-up and the saturation headway agree), and the yellow
+lets through only those that cannot brake, as SUMO (``MSVehicle::planMoveInternal``) stops at yellow every vehicle
+that can still brake, by its Euler brake gap without reaction time (``canBrake``), followers as well as the lane's
+front vehicle: kernels rule 4 (``kernels.stops_at_yellow``). Before that rule the twin tested only the front vehicle,
+by ``v² ≤ 2·decel·d``, and let ~90 vehicles an hour through the yellow past its first second, where SUMO let none;
+with it alone the RESCO fidelity table went from 3 to 8-11 failing marks (the twin too slow at cologne1), until
+vehicles inside a junction stopped following one waiting at its internal junction on another path
+(``kernels.past_waiting``): both together, none fails (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -93,7 +93,6 @@ def test_green_discharges_as_in_sumo(crossings):
     assert su[:GREEN_START].sum() == tw[:GREEN_START].sum() == 0  # nobody through the red
 
 
-@pytest.mark.xfail(strict=True, reason="the twin's yellow rule is not SUMO's yet (module docstring)")
 def test_yellow_stops_those_that_can_brake(crossings):
     su, tw = crossings
     late = slice(YELLOW_START + 1, CYCLE)  # after the yellow's first second only those that cannot brake pass

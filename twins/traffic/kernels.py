@@ -16,7 +16,9 @@ the same, one vehicle at a time):
 2. Leaders: a vehicle's leader is the next one downstream on its lane; the
    *last* vehicle of a lane is the upstream-most one. Found by sorting
    ``(world, lane, position)`` once, then carried from step to step and updated
-   where vehicles leave or enter lanes (the order on a lane never changes).
+   where vehicles leave or enter lanes (the order on a lane changes only where a
+   vehicle inside a junction passes one waiting there on another path, rule 10;
+   then the lanes are sorted again).
 3. Insertion, SUMO's way: per (world, first edge) the vehicles whose
    departure time has come try in departure order. The first picks the
    allowed lane of that edge with most room and enters with its rear at the
@@ -26,8 +28,14 @@ the same, one vehicle at a time):
    the twin's own scenarios); if it does not fit, the rest of that edge's queue waits this step.
    ``insert_rounds`` rounds let several vehicles enter a multi-lane edge.
 4. Front vehicles (no leader on their lane) look past the stop line: a red
-   signal, or a yellow one they can stop for (v² <= 2·b·d), is a standing
-   obstacle at the stop line. So is, to keep the junction clear, the lane they
+   signal, or a yellow one they can still stop for (SUMO's ``canBrake``: the
+   Euler brake gap without reaction time is shorter than the distance, or the
+   vehicle is slower than one step's braking; :func:`stops_at_yellow`), is a
+   standing obstacle at the stop line. Followers brake for their line too when
+   their link is red or such a yellow (SUMO processes every link within a
+   vehicle's look-ahead), and so does a front vehicle its signal holds while it
+   follows one still inside the junction; otherwise a platoon ran on through
+   the yellow behind its front vehicle (tests/traffic_sumo/test_yellow.py). So is, to keep the junction clear, the lane they
    will enter when the room behind its last standing vehicle is taken: the back
    of its upstream-most halted vehicle, less the lengths plus min gaps of the
    vehicles behind it, is shorter than this vehicle's length plus min gap
@@ -95,7 +103,10 @@ the same, one vehicle at a time):
    own internal lane). A front vehicle that cannot move on (its way blocked past
    the line) announces no window (SUMO's ``willPass``), nor does one still short of
    its internal junction in the junction before (SUMO's ``abortRequestAfterMinor``:
-   having slowed down for a minor link, it requests none beyond). Before that, the
+   having slowed down for a minor link, it requests none beyond). Inside a
+   junction a vehicle does not follow one waiting at its internal junction on
+   another connection (:func:`past_waiting`; SUMO: another internal lane, its
+   front short of where the paths merge). Before that, the
    vehicle approaches with caution, as SUMO's ``MSVehicle::processLinkApproaches``
    does for a link without priority: while it could still stop there
    (``v² <= 2·decel·d``) and is farther than the link's visibility distance
@@ -294,6 +305,13 @@ def brake_gap(v, decel, tau, dt: float):
     return (n * v - r * n * (n + 1.0) / 2.0) * dt + v * tau
 
 
+def stops_at_yellow(v, decel, d, dt: float):
+    """SUMO's test at a yellow light (``MSVehicle::planMoveInternal``, ``canBrake``): a vehicle ``d`` m before the
+    line stops there if its Euler brake gap without reaction time (:func:`brake_gap`) is shorter, or if it is
+    slower than one step's braking; otherwise it drives on through the yellow."""
+    return (brake_gap(v, decel, 0.0, dt) < d) | (v < decel * dt)
+
+
 def safe_stop_speed(gap, decel, tau, dt: float):
     """SUMO's ``MSCFModel::maximumSafeStopSpeedEuler``: the highest speed from which braking by ``decel·dt`` per
     step, after a reaction time ``tau``, stops within ``gap`` (0 for a gap below SUMO's slack; +inf for +inf)."""
@@ -469,6 +487,28 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, net, W
 
 MOVE_SLACK_M = 0.1  # m: a front vehicle with less room than this beyond its min gap cannot move on (no window)
 WAIT_SLACK_M = 1e-3  # m: a vehicle this little past its internal junction stands at it (the hold's rounding)
+
+
+def next_connection(lane, next_edge, net):
+    """The connection out of each ``lane`` into ``next_edge`` (-1: none; the few connections out of a lane)."""
+    ci = torch.full_like(lane, -1)
+    J = net.lane_conn.shape[1]
+    for j in range(J):
+        lj = lane * J + j
+        ci = torch.where(_gather(net.lane_conn_edge.reshape(-1), lj) == next_edge, _gather(net.lane_conn.reshape(-1), lj),
+                         ci)
+    return ci
+
+
+def past_waiting(ldr, conn, inside, leader, waiting, conns, hops: int = 2):
+    """The leader a vehicle inside a junction (``inside``; on connection ``conn``) follows: up to ``hops`` vehicles
+    waiting at their internal junction on another connection skipped (:func:`waiting_inside`; SUMO: another internal
+    lane, its front short of where the two paths merge). ``leader``, ``waiting``, ``conns``: the full columns."""
+    for _ in range(hops):
+        lc = ldr.clamp(min=0)
+        skip = inside & (ldr >= 0) & _gather(waiting, lc) & (_gather(conns, lc) != conn)
+        ldr = torch.where(skip, _gather(leader, lc), ldr)
+    return ldr
 
 
 def waiting_inside(running, pos, rpos, conn, net):
@@ -750,6 +790,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     wr, rr, lr, pr, vr, rpr = m.world, m.route, m.lane, m.pos, m.speed, m.route_pos
     lenr, mgr = m.length, m.min_gap
     ldr = m.leader
+    if around.waiting is not None:  # 10. inside a junction, one waiting on another path is not in the way
+        ldr = past_waiting(ldr, m.conn, (pr < 0) & (rpr > 0), around.leader, around.waiting, around.conn)
 
     # 4. followers see their leader; front vehicles look past the stop line
     on_last_edge = rpr + 1 >= _gather(routes.route_len, rr)
@@ -772,11 +814,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     at_next = rf * M + nk.clamp(max=M - 1)  # (route, next position), flat; clamped for arrays' sake only
     next_edge = _gather(routes.route_edges.reshape(-1), at_next)
     if net.conn_key.numel():
-        ci = torch.full_like(lf, -1)
-        J = net.lane_conn.shape[1]
-        for j in range(J):  # the few connections out of each lane
-            lj = lf * J + j
-            ci = torch.where(_gather(net.lane_conn_edge.reshape(-1), lj) == next_edge, _gather(net.lane_conn.reshape(-1), lj), ci)
+        ci = next_connection(lf, next_edge, net)
         found = (ci >= 0) & (next_edge >= 0)
         if settings.fixed_shape:
             found = found & front  # the rows of other movers never look past the line (nor register at a junction)
@@ -807,8 +845,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     code = link_codes(sig, wf, link)
     L_f = at(L_here)
     d = L_f - pf
-    must_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & (vf * vf <= 2.0 * at(m.decel) * d.clamp(min=0)))
-    must_stop = must_stop | (next_lane < 0) | ~found
+    signal_stop = (code == SIG_RED) | ((code == SIG_YELLOW) & stops_at_yellow(vf, at(m.decel), d, dt))
+    must_stop = signal_stop | (next_lane < 0) | ~found
     # the nearest vehicle past the line on its way: the tail of the lane it enters, or one still inside the junction
     nl = torch.where(own_wait, raw, _gather(entry, nlc))
     v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
@@ -855,6 +893,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         d_wait, cautious = d, torch.zeros_like(must_stop)
     # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
     line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
+    # (held by its signal, it brakes for the line even while it follows a vehicle still inside the junction)
+    line_behind = put(torch.zeros_like(has_leader), signal_stop & ~line_first)
     gap_front = torch.where(line_first, d + mgf, gap_junction)
     wary = cautious & (d_wait + mgf < gap_front)
     gap_front = torch.where(wary, d_wait + mgf, gap_front)
@@ -920,6 +960,25 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
             v_cap = turn_speed_cap(vr, v0, L_here - pr, ut, torch.isfinite(u), m.accel, m.two_sqrt_ab,
                                    m.tau, m.decel, delta, dt, substeps)
 
+    # 4. followers see their signal too (SUMO: every vehicle processes the links within its look-ahead): one whose
+    # link is red, or yellow while it can still stop (stops_at_yellow), brakes for the line as well as for its
+    # leader, which may cross before the light changes; so does a front vehicle its signal holds that follows one
+    # still inside the junction (line_behind)
+    if net.conn_key.numel() and sig.shape[1]:
+        follower = has_leader & ~on_last_edge & m.running
+        nx = _gather(routes.route_edges.reshape(-1), rr * M + (rpr + 1).clamp(max=M - 1))
+        cf_ = torch.where(follower, next_connection(lr, nx, net), -1)
+        code_f = link_codes(sig, wr, torch.where(cf_ >= 0, _gather(net.conn_link, cf_.clamp(min=0)), NO_SIGNAL))
+        d_line = L_here - pr
+        line_stop = line_behind | ((cf_ >= 0) & ((code_f == SIG_RED)
+                                                 | ((code_f == SIG_YELLOW) & stops_at_yellow(vr, m.decel, d_line, dt))))
+        if cf == KRAUSS:
+            v_line = safe_stop_speed(d_line, m.decel, m.tau, dt)
+        else:
+            v_line = idm_speed(vr, v0, d_line + mgr, torch.zeros_like(vr), m.accel, m.two_sqrt_ab, m.tau, mgr, delta,
+                               dt, substeps)
+        v_line = torch.where(line_stop, v_line, torch.inf)
+        v_cap = v_line if v_cap is None else torch.minimum(v_cap, v_line)
     # 5. / 9. car following and movement (a bus dwelling at its stop is held there)
     hold = None if stops is None else dwelling
     if cf == KRAUSS:
@@ -1144,7 +1203,8 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, L, W)
         entry = None if waiting is None else entry_tails(last, leader, waiting)
         moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, conn=state.conn,
-                                             lane_tails=last, space=space, entry_tails=entry),
+                                             lane_tails=last, space=space, entry_tails=entry, leader=leader,
+                                             waiting=waiting),
                         sig, net, routes, settings, stops, dawdle_u=None if dawdle_u is None else take(dawdle_u))
         x_new, v_new, new_lane, rpos_new = moved.pos, moved.speed, moved.lane, moved.route_pos
         arrive, halted, loss, conn_new = moved.arrived, moved.halted, moved.time_loss, moved.conn
@@ -1212,8 +1272,9 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
                 seg_in = world[entering] * L + lane_all[entering]
                 leader = leader.index_put((entering,), last[seg_in])
                 last = last.index_put((seg_in,), entering)
-        # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise
-        # (only conceivable on lanes shorter than a vehicle) sort again
+        # the carried order must be the sorted one: every vehicle strictly behind its leader; otherwise (a vehicle
+        # passed one waiting inside a junction on another path, kernels.past_waiting, or on lanes shorter than a
+        # vehicle) sort again
         unsorted = (on & (leader >= 0) & (_gather(x_all, leader.clamp(min=0)) <= x_all)).any()
         if settings.fixed_shape:  # sort anyway and keep it where needed: no host read (a sort costs little on CUDA)
             sorted_leader, sorted_last = lane_order(world, lane_all, x_all, on, L, W, span)

@@ -193,6 +193,12 @@ template <typename T> inline T brake_gap(T v, T decel, T tau, double dt_) {
 }
 
 // kernels.safe_stop_speed (SUMO's MSCFModel::maximumSafeStopSpeedEuler)
+// kernels.stops_at_yellow: SUMO's canBrake at a yellow light (Euler brake gap without reaction time, or slower
+// than one step's braking)
+template <typename T> inline bool stops_at_yellow(T v, T decel, T d, double dt_) {
+    return brake_gap<T>(v, decel, T(0), dt_) < d || v < decel * T(dt_);
+}
+
 template <typename T> inline T safe_stop_speed(T gap, T decel, T tau, double dt_) {
     if (!std::isfinite(gap)) return gap;  // +inf: a free road
     const T dt = T(dt_);
@@ -283,7 +289,7 @@ void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead
 template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
-    std::vector<uint8_t> f_found, f_must, f_moving;
+    std::vector<uint8_t> f_found, f_must, f_moving, f_sig;  // f_sig: held by its signal (red, or a yellow it stops for)
     std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj;
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> entry;  // kernels.entry_tails
@@ -522,14 +528,20 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
     sc.gap.assign(n, inf); sc.v_lead.assign(n, T(0)); sc.gap_phys.assign(n, inf); sc.v0.assign(n, T(1));
-    if (a.has_turn || a.cf == KRAUSS) sc.v_cap.assign(n, inf);
+    if (a.has_turn || a.cf == KRAUSS || a.has_conn) sc.v_cap.assign(n, inf);
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
-    sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear();
+    sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear(); sc.f_sig.clear();
     sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != RUNNING) continue;
-        const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s], ld = W.leader[s];
+        const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
+        int64_t ld = W.leader[s];
+        // 10. inside a junction, one waiting at its internal junction on another path is not in the way
+        // (kernels.past_waiting, two hops)
+        if (W.pos[s] < T(0) && rp > 0)
+            for (int hop = 0; hop < 2; ++hop)
+                if (ld >= 0 && is_waiting(ld) && W.conn[ld] != W.conn[s]) ld = W.leader[ld];
         const bool on_last_edge = rp + 1 >= a.route_len[r];
         sc.arrive[i] = on_last_edge;  // for now; arriving also needs the end of the lane passed (below)
         sc.v0[i] = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
@@ -548,6 +560,26 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         if (ld >= 0) {
             sc.gap[i] = sc.gap_phys[i] = W.pos[ld] - W.length[ld] - x;
             sc.v_lead[i] = W.speed[ld];
+            // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
+            // (kernels.advance)
+            if (!on_last_edge && a.has_conn && a.G > 0) {
+                const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
+                int64_t ci = -1;
+                for (int64_t j = 0; j < J; ++j)
+                    if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
+                if (ci >= 0) {
+                    const int64_t code = W.link_code(a.conn_link[ci]);
+                    const T d_line = W.lane_length[ln] - x, v = W.speed[s];
+                    if (code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(v, W.decel[s], d_line, a.dt))) {
+                        const T v_line = a.cf == KRAUSS
+                            ? safe_stop_speed<T>(d_line, W.decel[s], W.tau[s], a.dt)
+                            : idm_speed_one<T>(v, sc.v0[i], d_line + W.min_gap[s], T(0), W.accel[s], W.tsab[s],
+                                               W.tau[s], W.min_gap[s],
+                                               a.delta_shared >= 0 ? a.delta_shared : W.delta[s], a.dt, a.substeps);
+                        sc.v_cap[i] = minimum(sc.v_cap[i], v_line);
+                    }
+                }
+            }
         } else if (!on_last_edge) {
             const T v = W.speed[s], len = W.length[s], mg = W.min_gap[s], L_here = W.lane_length[ln];
             const int64_t nk = rp + 1, at = r * M + std::min(nk, M - 1), next_edge = a.route_edges[at];
@@ -575,8 +607,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (!found) nl = -1;
             const int64_t code = W.link_code(link);
             const T d = L_here - x;
-            bool must_stop = code == SIG_RED || (code == SIG_YELLOW && v * v <= T(2.0) * W.decel[s] * clamp_min(d, T(0)));
-            must_stop = must_stop || nl < 0 || !found;
+            const bool sig_stop = code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(v, W.decel[s], d, a.dt));
+            bool must_stop = sig_stop || nl < 0 || !found;
             // the nearest vehicle past the line on its way: the tail of the lane it enters (one waiting inside on
             // its own connection is on its path), or one still inside the junction
             int64_t tail = sc.entry[nl < 0 ? 0 : nl];
@@ -605,7 +637,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             must_stop = must_stop || (sc.standing[nlc] - sc.behind[nlc] < double(len + mg) && keep_clear);
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
-            sc.f_code.push_back(code); sc.f_d.push_back(d);
+            sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_sig.push_back(sig_stop);
             sc.f_gapj.push_back(gap_junction); sc.f_vj.push_back(v_junction);
             // (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
             sc.f_moving.push_back(gap_junction > mg + T(0.1) || v >= stop_speed);  // kernels.MOVE_SLACK_M
@@ -696,6 +728,13 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         }
         sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
         sc.gap[i] = gap_front;
+        if (sc.f_sig[f] && !line_first) {  // held by its signal, it brakes for the line as well (kernels.advance)
+            const T v_line = a.cf == KRAUSS
+                ? safe_stop_speed<T>(d, W.decel[s], W.tau[s], a.dt)
+                : idm_speed_one<T>(W.speed[s], sc.v0[i], d + mg, T(0), W.accel[s], W.tsab[s], W.tau[s], mg,
+                                   a.delta_shared >= 0 ? a.delta_shared : W.delta[s], a.dt, a.substeps);
+            sc.v_cap[i] = minimum(sc.v_cap[i], v_line);
+        }
         sc.v_lead[i] = (line_first || wary) ? T(0) : v_junction;
     }
     // ... and inside the junction, short of the point where its connection waits (a left turn's internal junction)
@@ -738,7 +777,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         }
     } else {
         idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(),
-                    a.has_turn ? sc.v_cap.data() : nullptr,
+                    (a.has_turn || a.has_conn) ? sc.v_cap.data() : nullptr,
                     sc.gap_phys.data(), W.accel + lo, W.tsab + lo, W.tau + lo, W.min_gap + lo, a.delta_shared,
                     W.delta + lo, a.dt, a.substeps, sc.x_new.data());
     }

@@ -254,6 +254,11 @@ def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
     return (n * v - r * n * (n + 1.0) / 2.0) * dt + v * tau
 
 
+def stops_at_yellow(v: float, decel: float, d: float, dt: float) -> bool:
+    """SUMO's ``canBrake`` at a yellow light (the kernel's ``stops_at_yellow``)."""
+    return brake_gap(v, decel, 0.0, dt) < d or v < decel * dt
+
+
 def safe_stop_speed(gap: float, decel: float, tau: float, dt: float) -> float:
     """SUMO's ``MSCFModel::maximumSafeStopSpeedEuler`` (the kernel's ``safe_stop_speed``)."""
     if not math.isfinite(gap):
@@ -437,7 +442,7 @@ class ReferenceVehicle(mesa.Agent):
             via, tl, link = conn
             code = SIG_GREEN if tl is None else m.signals[tl].code(link)
             found = True
-        signal_stop = code == SIG_RED or (code == SIG_YELLOW and self.speed * self.speed <= 2.0 * self.decel * max(d, 0.0))
+        signal_stop = code == SIG_RED or (code == SIG_YELLOW and stops_at_yellow(self.speed, self.decel, d, m.dt))
         # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
         # one at the line
         # (only where the connection must keep the junction clear: RoadNetwork.keeps_clear, SUMO's keepClear)
@@ -586,13 +591,26 @@ class ReferenceVehicle(mesa.Agent):
         ut = min(u * self.speed_factor, self.max_speed)
         if math.isfinite(u) and front:
             m.events["turn_speed_anticipated" if self.speed > ut else "turn_speed_ahead"] += 1
+        # 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well as for
+        # its leader (SUMO: every vehicle processes the links within its look-ahead)
+        # (so does a front vehicle its signal holds that follows one still inside the junction)
+        line_stop = ((front and not on_last_edge and self._signal_stop and not line_first)
+                     or (not front and not on_last_edge and self._found and bool(m.signals)
+                         and (self._code == SIG_RED
+                              or (self._code == SIG_YELLOW and stops_at_yellow(self.speed, self.decel, d, m.dt)))))
+        if line_stop:
+            m.events["follower_line_stop"] += 1
         if m.krauss:  # 9. Krauss: the turning speed bounds the safe speed before dawdling
             cap = free_speed(d, ut, self.decel, m.dt) if math.isfinite(u) else INF
+            if line_stop:
+                cap = min(cap, safe_stop_speed(d, self.decel, self.tau, m.dt))
             v_new = self.krauss_speed(v0, gap, v_lead, cap, m.dawdle_draw.get(self.vehicle_id))
         else:
             v_new = self.idm_speed(v0, gap, v_lead)
             if math.isfinite(u):
                 v_new = min(v_new, self.turn_speed_cap(v0, d, ut))
+            if line_stop:
+                v_new = min(v_new, self.idm_speed(v0, d + self.min_gap, 0.0))
         v_cap = max(gap_phys, 0.0) / m.dt
         if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
             m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)
@@ -1040,6 +1058,18 @@ class ReferenceTrafficModel(mesa.Model):
                     tail = tail.leader
             if tail is not None:
                 self.entry_tails[lid] = tail
+        # inside a junction, a vehicle waiting at its internal junction on another path is not in the way (the
+        # kernel's past_waiting: up to two skipped; from the lane order's leaders, then set)
+        skipped = {}
+        for v in running:
+            ld = v.leader
+            if v.pos < 0 and v.route_pos > 0:
+                for _ in range(2):
+                    if ld is not None and ld.vehicle_id in waiting and ld.conn_key != v.conn_key:
+                        ld = ld.leader
+            skipped[v.vehicle_id] = ld
+        for v in running:
+            v.leader = skipped[v.vehicle_id]
         # 4-5. decide (synchronously, from the state after insertion); Krauss drivers' dawdling draws of this step
         if self.krauss and self.dawdle is not None and running:
             self.dawdle_draw = dict(zip((v.vehicle_id for v in running),

@@ -150,6 +150,8 @@ class Surroundings:
     lane_tails: Tensor  # [W*L + 1] each lane's upstream-most vehicle (-1: empty)
     space: Tensor  # [W*L + 1] float64 m: room behind each lane's last standing vehicle (kernels.space_till_standing)
     entry_tails: Tensor | None = None  # [W*L + 1] the tails a vehicle crossing into a lane sees (kernels.entry_tails)
+    leader: Tensor | None = None  # [N] the window's leaders (with ``waiting``: kernels.past_waiting)
+    waiting: Tensor | None = None  # [N] bool: waiting at an internal junction (kernels.waiting_inside)
 
 
 @dataclass

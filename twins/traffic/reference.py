@@ -27,8 +27,9 @@ phase it is in (synchronous update, like the kernel):
    for the rest of the step.
 4. Each running vehicle (including the ones just inserted) chooses the lane
    of its next edge (allowed lanes, most room, from the tails *after*
-   insertion). It must stop at the stop line on red, on yellow if
-   ``v² <= 2·decel·d``, when no next lane exists or no connection leads
+   insertion). It must stop at the stop line on red, on yellow if it can
+   still stop (``stops_at_yellow``: SUMO's ``canBrake``), when no next lane
+   exists or no connection leads
    there, and (keep the junction clear) when the chosen lane has less room
    behind its last standing vehicle than ``length + min_gap``: the back of
    its upstream-most halted vehicle (speed < 0.1 m/s), less the lengths
@@ -43,7 +44,11 @@ phase it is in (synchronous update, like the kernel):
    gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
    junction gap; otherwise a front vehicle follows the tail of the
    chosen lane at the junction gap (spillback), or the road is free. On its
-   last edge the road is free. A vehicle with a leader on its lane follows it.
+   last edge the road is free. A vehicle with a leader on its lane follows it;
+   one whose link is red, or a yellow it can still stop for, also brakes for
+   its stop line (IDM toward a standing obstacle there, or Krauss's safe stop
+   speed), and so does a front vehicle its signal holds while it follows one
+   still inside the junction.
 5. IDM integrated in ``substeps`` sub-steps of ``h = dt / substeps`` with the
    leader's speed held: ``v <- max(0, v + a(v, s)·h)``, then (with more than
    one sub-step) ``s <- s - max(0, (v - v_lead)·h)``. ``2·sqrt(a·b)`` is a
@@ -102,7 +107,9 @@ phase it is in (synchronous update, like the kernel):
    it is a leader). One with an internal junction (``wait_length > 0``) passes
    the line and waits at that junction by the same test, timed from there; while
    it waits it is not in the way of vehicles entering its target lane by another
-   path, nor counted in that lane's space. Approaching such a link it could still stop for
+   path, nor counted in that lane's space, nor the leader of a vehicle inside
+   the junction on another connection (the kernel's ``past_waiting``: the lane
+   order's leader, up to two waiting ones skipped). Approaching such a link it could still stop for
    (``v² <= 2·decel·d``), a vehicle farther than the connection's visibility
    from its waiting point (the line, or ``wait_length`` past it: an internal
    junction) follows a standing obstacle at that point, also while its front is

@@ -189,3 +189,13 @@ def run_with_reference(tw) -> list:
             a = {k: v[valid[w]] for k, v in _twin_state(tw, w).items()}
             _compare(step, w, a, _ref_state(ref, ids[w], lane_index), ids[w])
     return refs
+
+
+def assert_steps_agree(a, b, keys=("status", "lane", "pos", "speed", "route_pos", "arrive_step")):
+    """Step twins ``a`` and ``b`` (e.g. the tensor kernels and the compiled step on one scenario) to their end side by
+    side, asserting the same state columns after every step."""
+    while a.step_index < a.n_steps:
+        a.step()
+        b.step()
+        for k in keys:
+            assert torch.equal(getattr(a.state, k), getattr(b.state, k)), (k, a.step_index)

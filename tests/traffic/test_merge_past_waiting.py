@@ -16,7 +16,7 @@ import dataclasses
 import pytest
 import torch
 
-from tests.traffic._helpers import chain_scenario, run_with_reference
+from tests.traffic._helpers import assert_steps_agree, chain_scenario, run_with_reference
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
@@ -82,8 +82,5 @@ def test_the_left_turner_waits_for_the_stream_then_merges():
 @pytest.mark.skipif(not native.available(), reason="no C++ compiler for the compiled step")
 def test_the_compiled_step_agrees():
     a, b = _merge(), _merge(compile=True)
-    assert b.kernel == "native"
-    while a.step_index < a.n_steps:
-        a.step(), b.step()
-    for k in ("pos", "speed", "lane", "status"):
-        assert torch.equal(getattr(a.state, k), getattr(b.state, k)), k
+    assert a.kernel == "tensor" and b.kernel == "native"
+    assert_steps_agree(a, b)

@@ -15,7 +15,7 @@ import dataclasses
 import pytest
 import torch
 
-from tests.traffic._helpers import chain_scenario, run_with_reference
+from tests.traffic._helpers import assert_steps_agree, chain_scenario, run_with_reference
 from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficTwin
@@ -84,8 +84,5 @@ def test_the_rule_matches_the_reference():
 @pytest.mark.skipif(not native.available(), reason="no C++ compiler for the compiled step")
 def test_the_compiled_step_agrees():
     a, b = _two_junctions(), _two_junctions(compile=True)
-    assert b.kernel == "native"
-    while a.step_index < a.n_steps:
-        a.step(), b.step()
-    for k in ("pos", "speed", "lane", "status"):
-        assert torch.equal(getattr(a.state, k), getattr(b.state, k)), k
+    assert a.kernel == "tensor" and b.kernel == "native"
+    assert_steps_agree(a, b)

@@ -35,10 +35,12 @@ the same, one vehicle at a time):
    their link is red or such a yellow (SUMO processes every link within a
    vehicle's look-ahead), and so does a front vehicle its signal holds while it
    follows one still inside the junction; otherwise a platoon ran on through
-   the yellow behind its front vehicle (tests/traffic_sumo/test_yellow.py). So is, to keep the junction clear, the lane they
-   will enter when the room behind its last standing vehicle is taken: the back
-   of its upstream-most halted vehicle, less the lengths plus min gaps of the
-   vehicles behind it, is shorter than this vehicle's length plus min gap
+   the yellow behind its front vehicle (tests/traffic_sumo/test_yellow.py).
+   For a front vehicle the stop line is also an obstacle, to keep the junction
+   clear, when the room behind the last standing vehicle of the lane it will
+   enter is taken: the back of that lane's upstream-most halted vehicle, less
+   the lengths plus min gaps of the vehicles behind it, is shorter than this
+   vehicle's length plus min gap
    (SUMO's ``getSpaceTillLastStanding``; a lane where nothing stands holds no
    one; only where the connection crosses a junction area that another link
    conflicts with and does not waive it, ``net.conn_keep_clear``, SUMO's
@@ -384,8 +386,8 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     line this step (not held by its signal or by keep-clear, nor still short of its own internal junction in the
     junction before, which SUMO's ``abortRequestAfterMinor`` keeps from requesting any later link) announces the
     time it arrives at the junction and the time its rear leaves the junction path (accelerating at ``accel`` to
-    its desired speed, :func:`arrival_time`), and every vehicle still inside a junction (front short of its lane's start) announces [now, when its rear clears
-    at its current speed, at least 0.1 m/s]. Per (world, connection) the union of those windows is kept. A vehicle
+    its desired speed, :func:`arrival_time`), and every vehicle still inside a junction (front short of its lane's
+    start) announces [now, when its rear clears at its current speed, at least 0.1 m/s]. Per (world, connection) the union of those windows is kept. A vehicle
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
     connection it yields to (the junction's ``response``) has a window overlapping its own extended by
     :data:`JM_TIMEGAP_MINOR` (SUMO's ``MSLink::blockedByFoe``: the foe must leave before this vehicle arrives, or

@@ -192,13 +192,13 @@ template <typename T> inline T brake_gap(T v, T decel, T tau, double dt_) {
     return (n * v - r * n * (n + T(1.0)) / T(2.0)) * dt + v * tau;
 }
 
-// kernels.safe_stop_speed (SUMO's MSCFModel::maximumSafeStopSpeedEuler)
 // kernels.stops_at_yellow: SUMO's canBrake at a yellow light (Euler brake gap without reaction time, or slower
 // than one step's braking)
 template <typename T> inline bool stops_at_yellow(T v, T decel, T d, double dt_) {
     return brake_gap<T>(v, decel, T(0), dt_) < d || v < decel * T(dt_);
 }
 
+// kernels.safe_stop_speed (SUMO's MSCFModel::maximumSafeStopSpeedEuler)
 template <typename T> inline T safe_stop_speed(T gap, T decel, T tau, double dt_) {
     if (!std::isfinite(gap)) return gap;  // +inf: a free road
     const T dt = T(dt_);
@@ -513,6 +513,21 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.waiting[s - lo] = W.conn_wait[c] - W.conn_via[c] - W.pos[s] > T(-1e-3);  // kernels.WAIT_SLACK_M
         }
     auto is_waiting = [&](int64_t s) { return s >= lo && s < hi && sc.waiting[s - lo]; };
+    // kernels.next_connection: the connection out of lane ln into next_edge (-1: none)
+    auto next_conn = [&](int64_t ln, int64_t next_edge) {
+        int64_t ci = -1;
+        for (int64_t j = 0; j < J; ++j)
+            if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
+        return ci;
+    };
+    // the speed at which vehicle s (window row i) brakes for its stop line d m ahead (kernels.advance: IDM toward
+    // a standing obstacle there, or Krauss's safe stop speed)
+    auto line_speed = [&](int64_t s, int64_t i, T d) {
+        return a.cf == KRAUSS
+            ? safe_stop_speed<T>(d, W.decel[s], W.tau[s], a.dt)
+            : idm_speed_one<T>(W.speed[s], sc.v0[i], d + W.min_gap[s], T(0), W.accel[s], W.tsab[s], W.tau[s],
+                               W.min_gap[s], a.delta_shared >= 0 ? a.delta_shared : W.delta[s], a.dt, a.substeps);
+    };
     sc.standing.assign(L, inf64); sc.behind.assign(L, 0.0);
     for (int64_t s = lo; s < hi; ++s)
         if (W.status[s] == RUNNING && !sc.waiting[s - lo] && W.speed[s] < stop_speed)
@@ -563,21 +578,12 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
             // (kernels.advance)
             if (!on_last_edge && a.has_conn && a.G > 0) {
-                const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
-                int64_t ci = -1;
-                for (int64_t j = 0; j < J; ++j)
-                    if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
+                const int64_t ci = next_conn(ln, a.route_edges[r * M + std::min(rp + 1, M - 1)]);
                 if (ci >= 0) {
                     const int64_t code = W.link_code(a.conn_link[ci]);
-                    const T d_line = W.lane_length[ln] - x, v = W.speed[s];
-                    if (code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(v, W.decel[s], d_line, a.dt))) {
-                        const T v_line = a.cf == KRAUSS
-                            ? safe_stop_speed<T>(d_line, W.decel[s], W.tau[s], a.dt)
-                            : idm_speed_one<T>(v, sc.v0[i], d_line + W.min_gap[s], T(0), W.accel[s], W.tsab[s],
-                                               W.tau[s], W.min_gap[s],
-                                               a.delta_shared >= 0 ? a.delta_shared : W.delta[s], a.dt, a.substeps);
-                        sc.v_cap[i] = minimum(sc.v_cap[i], v_line);
-                    }
+                    const T d_line = W.lane_length[ln] - x;
+                    if (code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt)))
+                        sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, d_line));
                 }
             }
         } else if (!on_last_edge) {
@@ -589,8 +595,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             int64_t link = -1;
             bool found = false;
             if (a.has_conn) {
-                for (int64_t j = 0; j < J; ++j)
-                    if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
+                ci = next_conn(ln, next_edge);
                 found = ci >= 0 && next_edge >= 0;
                 const int64_t cic = ci < 0 ? 0 : ci;
                 via = W.conn_via[cic];
@@ -728,13 +733,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         }
         sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
         sc.gap[i] = gap_front;
-        if (sc.f_sig[f] && !line_first) {  // held by its signal, it brakes for the line as well (kernels.advance)
-            const T v_line = a.cf == KRAUSS
-                ? safe_stop_speed<T>(d, W.decel[s], W.tau[s], a.dt)
-                : idm_speed_one<T>(W.speed[s], sc.v0[i], d + mg, T(0), W.accel[s], W.tsab[s], W.tau[s], mg,
-                                   a.delta_shared >= 0 ? a.delta_shared : W.delta[s], a.dt, a.substeps);
-            sc.v_cap[i] = minimum(sc.v_cap[i], v_line);
-        }
+        if (sc.f_sig[f] && !line_first)  // held by its signal, it brakes for the line as well (kernels.advance)
+            sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, d));
         sc.v_lead[i] = (line_first || wary) ? T(0) : v_junction;
     }
     // ... and inside the junction, short of the point where its connection waits (a left turn's internal junction)

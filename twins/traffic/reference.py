@@ -606,7 +606,7 @@ class ReferenceVehicle(mesa.Agent):
                          and (self._code == SIG_RED
                               or (self._code == SIG_YELLOW and stops_at_yellow(self.speed, self.decel, d, m.dt)))))
         if line_stop:
-            m.events["follower_line_stop"] += 1
+            m.events["line_stop"] += 1  # a follower, or a front following one inside the junction
         if m.krauss:  # 9. Krauss: the turning speed bounds the safe speed before dawdling
             cap = free_speed(d, ut, self.decel, m.dt) if math.isfinite(u) else INF
             if line_stop:

@@ -124,8 +124,11 @@ the same, one vehicle at a time):
 11. Lane changing (only with ``lane_change``; ``scenario.lane_changing``): a vehicle crossing a junction enters
    one of the lanes its connection leads to (``net.conn_to_mask``, the route's best lanes among them where it can),
    as in SUMO, instead of any lane that continues its route; after the move, vehicles change lanes along the edge
-   (strategic, speed gain by MOBIL, cooperation, swaps): :func:`change_lanes` states the rule and what it leaves
-   out of SUMO's LC2013. The lanes are then sorted again (rule 2).
+   (strategic, speed gain by MOBIL, cooperation, falling behind, swaps): :func:`change_lanes` states the rule and
+   what it leaves out of SUMO's LC2013. A vehicle asked to let a neighbour in, or falling behind the target lane's
+   leader, follows that neighbour next step too (``lc_yield``; alongside it, at gap 0: it stops as hard as its
+   car-following model brakes for a standing obstacle, where SUMO brakes at most ``decel``). The lanes are then
+   sorted again (rule 2).
 12. Teleporting, SUMO's way of ending a gridlock (``--time-to-teleport``, 300 s by default;
    ``MSLane::executeMovements``, ``MSVehicleTransfer``): after the step, a vehicle at the front of its lane that
    has stood (speed below 0.1 m/s) for more than ``time_to_teleport`` s leaves its lane and waits to be inserted
@@ -577,6 +580,9 @@ def teleport(state: VehicleState, drivers: Drivers, lane_tails, wait, routes, ed
 
 LC_SPEED_GAIN = 1.0  # m/s: a change for speed must gain this much (MOBIL's threshold, in next-step speed)
 LC_POLITENESS = 0.5  # MOBIL's politeness: the weight of the speed the new follower would lose
+LC_LOOK_FORWARD_S = 10.0  # s: SUMO LC2013's LOOK_FORWARD, the look-ahead time of an urgent strategic change
+LC_URGENCY = 2.0  # SUMO LC2013's URGENCY: a blocked strategic change plans to be done in 1/URGENCY of the time left
+LC_LOOKAHEAD_LEFT = 2.0  # SUMO LC2013's lcLookaheadLeft: a change to the left looks this many times further ahead
 
 
 def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
@@ -605,6 +611,17 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     * **Cooperation** (SUMO's LC2013 informs the follower on the target lane): a strategic change that is not safe
       asks the target lane's follower, if it is at least its min gap behind the vehicle's rear, to follow the vehicle
       as a leader next step (:func:`advance`), so that a gap opens; one request per follower, the nearest requester.
+    * **Falling behind** (SUMO's ``MSLCM_LC2013::informLeader``): an urgent strategic change (the room left on the
+      lane, less the best lane's occupation, per lane to cross, is shorter than ``v·LC_LOOK_FORWARD_S`` (twice that
+      to the left) plus two lengths with min gap, SUMO's ``currentDistDisallows``) that the target lane's leader
+      blocks, and that cannot overtake that leader before the lane ends (not faster than it; or the room left less
+      its brake gap, or its speed difference times ``1/LC_URGENCY`` of the time left, is shorter than the distance
+      to pass it: to its back, its length with min gap, the vehicle's length and a secure gap), follows that leader
+      next step, unless asked to let someone in: it slows down to change in behind it instead of driving on to the
+      lane end, where it would stand until a gap passed. SUMO's look-ahead speed (a decaying memory of the highest
+      recent speed) is taken as the current speed. (RESCO cologne1: vehicles from a minor road and a straight lane
+      that must reach the left lane of the 41 m ``27115123#3`` drove to its end and waited there 70–107 s for a
+      quarter of them, blocking the lane; IDM delay 1.12 → 1.02 of SUMO's with lane changing.)
     * **Swaps**: two vehicles each of which blocks the other's strategic change (the target lane's leader if it
       blocks, else its follower) exchange lanes and positions, where each fits the place it takes (not longer than
       the vehicle it replaces, or its rear clear of the front of the vehicle behind that place); a change whose new
@@ -629,7 +646,7 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     key = seg.to(torch.float64) * span + pos.to(torch.float64)
     bits = key.view(torch.int64)
     order = torch.argsort(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF), stable=True)
-    skey, sseg = _gather(key, order), _gather(seg, order)
+    skey, sseg, spos = _gather(key, order), _gather(seg, order), _gather(pos, order)
     ln = lane.clamp(min=0)
     e = _gather(net.lane_edge, ln)
     k = _gather(net.lane_index, ln)
@@ -665,12 +682,26 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     score = torch.full_like(pos, -torch.inf)
     req_foll = torch.full_like(lane, -1)
     swap_with = torch.full_like(lane, -1)
+    fall_behind = torch.full_like(lane, -1)
+    # urgency of a strategic change (SUMO's currentDistDisallows): the room left on the lane, less the best lane's
+    # occupation (lengths plus min gaps), per lane to cross, is shorter than the look-ahead distance
+    d_end = _gather(net.lane_length, ln) - pos
+    occ = torch.zeros(W * L + 1, dtype=pos.dtype, device=dev).index_add_(0, seg, length + min_gap)
+    n_cross = torch.clamp(best_dist, min=1)
+    usable = (d_end - _gather(occ, world * L + first + best_j.clamp(min=0))) / n_cross
+    remaining = torch.clamp(d_end / torch.clamp(speed, min=1e-6) / n_cross / LC_URGENCY, min=dt)
     for d in (-1, 1):  # right, then left
         tk = k + d
         valid = eligible & (tk >= 0) & (tk < n_here)
         tl = torch.where(valid, first + tk, ln)
         tseg = world * L + tl
         idx = torch.searchsorted(skey, tseg.to(torch.float64) * span + pos.to(torch.float64))
+        # the keys round positions within an ulp of the lane offset together: settle the boundary on the
+        # positions themselves (on a lane they differ by a vehicle length), as the compiled step and the reference
+        i1 = idx.clamp(max=N - 1)
+        idx = idx + ((idx < N) & (_gather(sseg, i1) == tseg) & (_gather(spos, i1) < pos)).long()
+        i0 = (idx - 1).clamp(min=0)
+        idx = idx - ((idx > 0) & (_gather(sseg, i0) == tseg) & (_gather(spos, i0) >= pos)).long()
         i1, i0 = idx.clamp(max=N - 1), (idx - 1).clamp(min=0)
         lead = torch.where((idx < N) & (_gather(sseg, i1) == tseg), _gather(order, i1), -1)
         foll = torch.where((idx > 0) & (_gather(sseg, i0) == tseg), _gather(order, i0), -1)
@@ -703,6 +734,17 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
         # cooperation: a blocked strategic change asks the follower (behind the vehicle's rear) to let it in
         ask = wants_strat & ~safe & (foll >= 0) & (g_f > 0)
         req_foll = torch.where(ask, foll, req_foll)
+        # falling behind: an urgent strategic change blocked by the target lane's leader, which it cannot overtake
+        # before its lane ends, follows that leader next step (SUMO's MSLCM_LC2013::informLeader)
+        la_dist = speed * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d > 0 else 1.0) + 2.0 * (length + min_gap)
+        dv = speed - v_l
+        dec_l = _gather(decel, lc)
+        overtake = torch.clamp(g_l + _gather(length, lc) + _gather(min_gap, lc) + length  # its rear past the front
+                               + torch.clamp(brake_gap(v_l, dec_l, _gather(tau, lc), dt)  # of the leader, a secure
+                                             - brake_gap(speed, dec_l, 0.0, dt), min=0.0), min=0.0)  # gap ahead of it
+        cannot = (dv <= 0) | (d_end - brake_gap(speed, decel, tau, dt) < overtake) | (remaining * dv < overtake)
+        fall = wants_strat & (lead >= 0) & (g_l < need_l) & (usable < la_dist) & cannot
+        fall_behind = torch.where(fall, lead, fall_behind)
         # the vehicle that blocks a strategic change (the leader if it does, else the follower), for swaps
         blocker = torch.where(g_l < need_l, lead, torch.where(g_f < need_f, foll, -1))
         swap_with = torch.where(wants_strat & ~safe, blocker, swap_with)
@@ -743,6 +785,8 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     lc_yield = torch.full((N + 1,), N, dtype=torch.int64, device=dev).scatter_reduce(
         0, torch.where(top_r, fgrp, N), slots, "amin")[:N]
     lc_yield = torch.where(lc_yield < N, lc_yield, -1)
+    # one not asked to let anyone in follows the target lane's leader it falls behind (unless it swapped)
+    lc_yield = torch.where((lc_yield < 0) & ~swap, fall_behind, lc_yield)
     return torch.where(change, target, lane), pos, lc_yield, change | swap
 
 
@@ -922,14 +966,15 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         gap = torch.where(hold_in, d_hold + mgr, gap)
         v_lead = torch.where(hold_in, 0.0, v_lead)
         gap_phys = torch.where(blocked_in, torch.minimum(gap_phys, d_hold), gap_phys)
-    # 11. cooperation: a vehicle asked to let a neighbour in follows it as well as its own leader (while it is
-    # more than its min gap behind the neighbour's rear: closer, holding back would open no gap)
+    # 11. cooperation and falling behind: a vehicle follows the neighbour it yields to (one it lets in, or the
+    # target lane's leader it falls behind) as well as its own leader, where that one is nearer; alongside it
+    # (a negative gap) it waits, as SUMO brakes for it (with its maximal deceleration)
     if lane_change:
         y = m.lc_yield
         yc = y.clamp(min=0)
         g_y = torch.where(y >= 0, _gather(pos, yc) - _gather(length, yc) - pr, torch.inf)
-        use_y = (g_y > mgr) & (g_y < gap)
-        gap = torch.where(use_y, g_y, gap)
+        use_y = g_y < gap
+        gap = torch.where(use_y, g_y.clamp(min=0.0), gap)
         v_lead = torch.where(use_y, _gather(speed, yc), v_lead)
 
     # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)

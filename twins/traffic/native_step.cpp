@@ -53,7 +53,7 @@ struct Args {
     const uint8_t *conn_zipper;  // [C] links of a zipper merge: the first to arrive goes (rule 10)
     const int64_t *conn_foes;  // [C, NF] the connections each yields to, -1 padded
     // rule 11 (lane changing; read only with lane_change)
-    int64_t *lc_yield;  // [W, S] state: the slot a vehicle lets in (follows as a leader), -1: none
+    int64_t *lc_yield;  // [W, S] state: the neighbour a vehicle also follows (one it lets in, or falls behind), -1: none
     const int64_t *conn_to_mask;  // [C] the lanes of its to-edge each connection leads to (bitmask)
     const int64_t *route_best_mask;  // [R, M] the best lanes of each route edge (bitmask)
     const int64_t *lane_edge, *lane_index;  // [L] each lane's edge and index within it
@@ -296,11 +296,11 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;
     std::vector<double> sums, standing, behind;
-    std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new;
+    std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new, behind_of;
     std::vector<int64_t> rank;
     std::vector<uint8_t> touched, swap;
     std::vector<std::vector<int64_t>> members;
-    std::vector<T> score, grp_best, near, pos_new;
+    std::vector<T> score, grp_best, near, pos_new, occ;
 };
 
 // kernels.anticipated_speed: the speed reachable next step behind a leader `gap` m ahead (net of min gap)
@@ -325,7 +325,12 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         sc.lane_start[l + 1] = int64_t(idx.size());
     }
     sc.target.assign(n, -1); sc.new_lead.assign(n, -1); sc.req_foll.assign(n, -1); sc.swap_with.assign(n, -1);
+    sc.behind_of.assign(n, -1);
     sc.score.assign(n, -inf);
+    // each lane's occupation (lengths plus min gaps), summed in slot order as kernels.change_lanes' index_add_
+    sc.occ.assign(L, T(0));
+    for (int64_t s = lo; s < hi; ++s)
+        if (W.status[s] == RUNNING) sc.occ[W.lane[s]] += W.length[s] + W.min_gap[s];
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != RUNNING) continue;
         const int64_t i = s - lo, ln = W.lane[s], e = a.lane_edge[ln], k = a.lane_index[ln];
@@ -347,6 +352,10 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T g_own = own >= 0 ? W.pos[own] - W.length[own] - x - mg : inf;
         const T v0 = minimum(W.lane_speed[ln] * sf, vmax);
         const T v_cur = anticipated_speed<T>(v, v0, g_own, own >= 0 ? W.speed[own] : T(0), accel, decel, tau, a.dt);
+        // urgency of a strategic change (SUMO's currentDistDisallows), and the time left for it
+        const T d_end = W.lane_length[ln] - x, n_cross = T(std::max(best_dist, int64_t(1)));
+        const T usable = (d_end - sc.occ[first + std::max(best_j, int64_t(0))]) / n_cross;
+        const T remaining = maximum(d_end / maximum(v, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // kernels.LC_URGENCY
         for (int64_t d = -1; d <= 1; d += 2) {
             const int64_t tk = k + d;
             if (tk < 0 || tk >= n_here) continue;
@@ -384,6 +393,17 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
                 sc.target[i] = tl; sc.new_lead[i] = lead; sc.score[i] = sc_;
             }
             if (wants_strat && !safe && foll >= 0 && g_f > T(0)) sc.req_foll[i] = foll;
+            // falling behind the target lane's leader it cannot overtake before its lane ends (kernels.change_lanes)
+            if (wants_strat && lead >= 0 && g_l < need_l) {
+                const T la_dist = v * T(10.0) * (d > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);  // LC_LOOK_FORWARD_S,
+                const T dv = v - v_l, dec_l = W.decel[lead];                                   // LC_LOOKAHEAD_LEFT
+                const T overtake = clamp_min(g_l + W.length[lead] + W.min_gap[lead] + len
+                                             + clamp_min(brake_gap<T>(v_l, dec_l, W.tau[lead], a.dt)
+                                                         - brake_gap<T>(v, dec_l, T(0), a.dt), T(0)), T(0));
+                const bool cannot = dv <= T(0) || d_end - brake_gap<T>(v, decel, tau, a.dt) < overtake
+                                    || remaining * dv < overtake;
+                if (usable < la_dist && cannot) sc.behind_of[i] = lead;
+            }
             if (wants_strat && !safe) {
                 const int64_t blocker = g_l < need_l ? lead : g_f < need_f ? foll : -1;
                 sc.swap_with[i] = blocker;
@@ -439,6 +459,9 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         if (f >= 0 && sc.pos_new[i] == sc.near[f - lo] && (W.lc_yield[f] < 0 || lo + i < W.lc_yield[f]))
             W.lc_yield[f] = lo + i;
     }
+    // one not asked to let anyone in follows the target lane's leader it falls behind (unless it swapped)
+    for (int64_t i = 0; i < n; ++i)
+        if (W.lc_yield[lo + i] < 0 && !sc.swap[i]) W.lc_yield[lo + i] = sc.behind_of[i];
     // the order on the lanes a vehicle left or entered: sorted again by (position, slot), as kernels.lane_order
     sc.touched.assign(L, 0);
     bool any = false;
@@ -756,13 +779,13 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 sc.gap_phys[i] = minimum(sc.gap_phys[i], d_hold);
             }
         }
-    // 11. cooperation: a vehicle asked to let a neighbour in follows it too (while more than its min gap behind)
+    // 11. cooperation and falling behind: it follows the neighbour it yields to too, where nearer (alongside: gap 0)
     if (a.lane_change)
         for (int64_t s = lo; s < hi; ++s) {
             const int64_t y = W.lc_yield[s], i = s - lo;
             if (W.status[s] != RUNNING || y < 0) continue;
             const T g_y = W.pos[y] - W.length[y] - W.pos[s];
-            if (g_y > W.min_gap[s] && g_y < sc.gap[i]) { sc.gap[i] = g_y; sc.v_lead[i] = W.speed[y]; }
+            if (g_y < sc.gap[i]) { sc.gap[i] = clamp_min(g_y, T(0)); sc.v_lead[i] = W.speed[y]; }
         }
     // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
     std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());

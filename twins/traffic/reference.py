@@ -136,10 +136,17 @@ phase it is in (synchronous update, like the kernel):
    the lane's front) the one furthest ahead, then earliest in slot order,
    happens. A strategic change that is not safe asks the target lane's
    follower (if its front is behind the vehicle's rear) to let it in: next
-   step that follower also follows the requester (gap to its rear, its
-   speed) where that is nearer than its obstacle and more than its min gap
-   (one requester per follower: the nearest, lowest position then earliest
-   slot, after swaps). Two vehicles whose strategic changes block each other
+   step that follower also follows the requester (gap to its rear, at least
+   0, its speed) where that is nearer than its obstacle (one requester per
+   follower: the nearest, lowest position then earliest slot, after swaps).
+   A strategic change blocked by the target lane's leader that is urgent
+   (room left on the lane less the best lane's occupation, per lane to cross,
+   under ``v·10 s`` (to the left ``v·20 s``) plus two lengths with min gap)
+   and cannot overtake that leader before the lane ends (not faster; or the
+   room less its brake gap, or the speed difference times the time left over
+   two, short of the distance to pass it) falls behind it: not asked to let
+   anyone in and not swapping, it follows that leader next step the same way
+   (SUMO's ``informLeader``). Two vehicles whose strategic changes block each other
    (the target lane's leader if it blocks, else the follower) swap lanes and
    positions, where each fits the place it takes (not longer than the vehicle
    it replaces, or its rear at or ahead of the front of the vehicle behind that
@@ -183,9 +190,10 @@ swapped), ``lc_swaps_unfit`` (vehicles of a blocking pair that could not swap:
 one would not fit the other's place), ``lc_given_up_for_swap`` (a change given
 up because a longer vehicle swapped into its new leader's place),
 ``lc_requests``, ``lc_gap_lost`` (a safe change given up to a vehicle further
-ahead entering the same gap), ``lc_cooperating`` (follower-steps spent
-following a requester) and ``lc_wrong_lane_wait`` (front-vehicle steps held at
-the end of a lane that does not continue the route).
+ahead entering the same gap), ``lc_falling_behind`` (changes that fell behind
+the target lane's leader), ``lc_cooperating`` (steps spent following a
+requester or such a leader) and ``lc_wrong_lane_wait`` (front-vehicle steps
+held at the end of a lane that does not continue the route).
 
 Length: the oracle states every rule of the step (kernels rules 1-12) in plain per-vehicle Python, in the
 kernels' order, so that a rule and its reference read side by side; split it only together with the kernels.
@@ -293,6 +301,9 @@ def free_speed(d: float, u: float, decel: float, dt: float) -> float:
 
 LC_SPEED_GAIN = 1.0  # m/s, as kernels.LC_SPEED_GAIN (rule 11)
 LC_POLITENESS = 0.5  # as kernels.LC_POLITENESS
+LC_LOOK_FORWARD_S = 10.0  # s, as kernels.LC_LOOK_FORWARD_S
+LC_URGENCY = 2.0  # as kernels.LC_URGENCY
+LC_LOOKAHEAD_LEFT = 2.0  # as kernels.LC_LOOKAHEAD_LEFT
 
 
 def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
@@ -571,13 +582,13 @@ class ReferenceVehicle(mesa.Agent):
                     m.events["yield_wait_inside"] += 1
                 else:
                     m.events["yield_go_inside"] += 1
-        # 11. cooperation: asked to let a neighbour in, it also follows that one (more than its min gap behind
-        # the neighbour's rear, and nearer than its own obstacle)
+        # 11. cooperation and falling behind: it also follows the neighbour it yields to (one it lets in, or the
+        # target lane's leader it falls behind), where nearer than its own obstacle; alongside it, at gap 0
         y = self.lc_yield
         if m.lane_changing and y is not None:
             g_y = y.pos - y.length - self.pos
-            if g_y > self.min_gap and g_y < gap:
-                gap, v_lead = g_y, y.speed
+            if g_y < gap:
+                gap, v_lead = max(g_y, 0.0), y.speed
                 m.events["lc_cooperating"] += 1
         # 7. the next bus stop on this edge
         stop = self.bus_stops[self.next_stop] if self.next_stop < len(self.bus_stops) else None
@@ -1156,6 +1167,9 @@ class ReferenceTrafficModel(mesa.Model):
             vs.sort(key=lambda v: (v.pos, v.order))  # ties: lower slot upstream
             keys[lid] = [v.pos for v in vs]
         rank = {v: i for vs in per_lane.values() for i, v in enumerate(vs)}
+        occupied: dict[str, float] = {}  # each lane's lengths plus min gaps, summed in slot order as the kernels
+        for v in sorted(running, key=lambda v: v.order):
+            occupied[v.lane.id] = occupied.get(v.lane.id, 0.0) + (v.length + v.min_gap)
 
         def neighbours(lane_id: str, x: float):
             """(leader, follower) of a vehicle at ``x`` put on the lane: the first at or ahead of ``x`` (ties: the
@@ -1167,6 +1181,7 @@ class ReferenceTrafficModel(mesa.Model):
         decision = {}  # vehicle -> (target lane, new leader or None, strategic)
         ask: dict[ReferenceVehicle, ReferenceVehicle] = {}  # requester -> follower asked
         blocks: dict[ReferenceVehicle, ReferenceVehicle] = {}  # vehicle -> the one blocking its strategic change
+        falls_behind: dict[ReferenceVehicle, ReferenceVehicle] = {}  # vehicle -> the target lane's leader it follows
         for v in running:
             v.lc_yield = None
             lanes = self.edges[v.lane.edge]
@@ -1182,6 +1197,12 @@ class ReferenceTrafficModel(mesa.Model):
             g_own = own.pos - own.length - v.pos - v.min_gap if own is not None else INF
             v_cur = anticipated_speed(v.speed, v.desired_speed(v.lane), g_own, own.speed if own is not None else 0.0,
                                       v.accel, v.decel, v.tau, dt)
+            # an urgent strategic change (the room left, less the best lane's occupation, per lane to cross, is
+            # shorter than the look-ahead) and the time it plans with
+            d_end = v.lane.length - v.pos
+            n_cross = max(abs(k - near), 1) if near is not None else 1
+            usable = (d_end - occupied.get(lanes[near].id, 0.0) if near is not None else d_end) / n_cross
+            remaining = max(d_end / max(v.speed, 1e-6) / n_cross / LC_URGENCY, dt)
             score, choice = -INF, None
             for d in (-1, 1):  # right, then left
                 tk = k + d
@@ -1205,6 +1226,19 @@ class ReferenceTrafficModel(mesa.Model):
                         blocker = lead if g_l < need_l else foll if g_f < need_f else None
                         if blocker is not None:
                             blocks[v] = blocker
+                        # blocked by the leader: it falls in behind it if it cannot overtake it before the lane
+                        # ends (SUMO's MSLCM_LC2013::informLeader)
+                        if lead is not None and g_l < need_l:
+                            la_dist = (v.speed * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d > 0 else 1.0)
+                                       + 2.0 * (v.length + v.min_gap))
+                            dv = v.speed - v_l
+                            overtake = max(g_l + lead.length + lead.min_gap + v.length
+                                           + max(brake_gap(v_l, lead.decel, lead.tau, dt)
+                                                 - brake_gap(v.speed, lead.decel, 0.0, dt), 0.0), 0.0)
+                            cannot = (dv <= 0 or d_end - brake_gap(v.speed, v.decel, v.tau, dt) < overtake
+                                      or remaining * dv < overtake)
+                            if usable < la_dist and cannot:
+                                falls_behind[v] = lead
                     continue
                 if strat != 0 or not cur_ok or tk not in best:
                     continue
@@ -1264,6 +1298,11 @@ class ReferenceTrafficModel(mesa.Model):
         for f, v in asked.items():
             f.lc_yield = v
         self.events["lc_requests"] += len(ask)
+        # one not asked to let anyone in follows the target lane's leader it falls behind (unless it swapped)
+        for v, lead in falls_behind.items():
+            if v.lc_yield is None and v not in new_place:
+                v.lc_yield = lead
+                self.events["lc_falling_behind"] += 1
 
     # --- inspection -----------------------------------------------------------------------
     def vehicle_state(self) -> dict[int, dict]:

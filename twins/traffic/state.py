@@ -46,7 +46,9 @@ class VehicleState(Columns):
     depart: Tensor  # float64 s: planned departure (constant)
     leader: Tensor  # the vehicle ahead on the lane (-1: none); rule 2
     conn: Tensor  # the connection the vehicle entered its lane by (-1: none); rules 4 and 10
-    lc_yield: Tensor | None = None  # the vehicle this one lets in (-1: none); rule 11, with lane changing
+    # the neighbour this one also follows: one it lets in, or the target lane's leader it falls behind (-1: none);
+    # rule 11, with lane changing
+    lc_yield: Tensor | None = None
     next_stop: Tensor | None = None  # the bus's next stop (-1: none); rule 7, with buses
     dwell: Tensor | None = None  # s left at the stop; rule 7
     load: Tensor | None = None  # passengers on board (the twin's boarding, not the kernel)

@@ -271,6 +271,33 @@ def test_best_lanes_reference_equals_compiled():
                 assert sum(1 << j for j in best[k]) == int(tw.routes_cpu.route_best_mask[i, k]), (f.id, k)
 
 
+def test_best_lanes_look_as_far_ahead_as_sumo():
+    """A chain of 14 two-lane edges of 50 m (E0..E13) whose last turn, onto T, leaves from lane 1 only: from an
+    edge SUMO looks at 10 edges here (9, then on until 479 m: that edge and the braking distance of its default
+    car), and a lane restriction shows once the edge after it is among them; so on E0..E4 both lanes are best and
+    the left lane is the only best lane from E5 on; the reference and the compiled tables agree."""
+    from twins.traffic.network import best_lanes_lookahead
+    from twins.traffic.reference import ReferenceTrafficModel as Ref
+    from twins.traffic.tables import route_tables
+
+    net = RoadNetwork(name="chain")
+    n = 14
+    for i in range(n + 2):
+        net.add_junction(Junction(f"j{i}", 50.0 * i, 0.0))
+    for i in range(n):
+        net.add_edge(Edge(f"E{i}", f"j{i}", f"j{i + 1}", [Lane(f"E{i}_{k}", k, 50.0, 13.9) for k in range(2)]))
+        if i:
+            net.connections += [Connection(f"E{i - 1}", k, f"E{i}", k) for k in range(2)]
+    net.add_edge(Edge("T", f"j{n}", f"j{n + 1}", [Lane("T_0", 0, 50.0, 13.9)]))
+    net.connections.append(Connection(f"E{n - 1}", 1, "T", 0, direction="l"))
+    route = [f"E{i}" for i in range(n)] + ["T"]
+    assert best_lanes_lookahead([50.0] * len(route), 0) == 9 and best_lanes_lookahead([50.0] * len(route), 5) == n
+    mask = route_tables(net, [route]).route_best_mask[0].tolist()
+    assert mask[:5] == [0b11] * 5 and mask[5:n] == [0b10] * (n - 5) and mask[n] == 0b1
+    ref = Ref(net, [], dt=1.0, lane_changing=True)
+    assert [sum(1 << j for j in b) for b in ref.best_lanes(route)] == mask
+
+
 def _three_lanes() -> RoadNetwork:
     """Edge A (three lanes, 300 m; lane 1 the fastest) ending in R (from lane 0 only), M (lane 1 only), L (lane 2
     only) and S (straight, lane to lane)."""

@@ -148,6 +148,31 @@ class SignalProgram:
             check(0 <= i < n, f"tlLogic[{self.id}].crossing link", i, f"0..{n - 1}")
 
 
+# SUMO's look-ahead for a vehicle's best lanes (MSVehicle::updateBestLanes): at least this many edges and metres ...
+BEST_LANES_MIN_EDGES, BEST_LANES_MOTORWAY_M = 5, 3000.0
+# ... or this many edges and the braking distance of SUMO's default passenger car from its top speed, beyond the
+# edge it starts on (tau·v + brakeGap(v) + minGap, v = 55.56 m/s, decel 4.5 m/s², tau 1 s, Euler steps of 1 s)
+BEST_LANES_URBAN_EDGES, BEST_LANES_BRAKE_M = 9, 429.3
+
+
+def best_lanes_lookahead(lengths: list[float], k: int) -> int:
+    """The last route edge SUMO looks at for the best lanes of a vehicle on route edge ``k`` (``lengths``: the route's
+    edge lengths, SUMO's lane 0 of each): 5 edges or more, until the edges seen add up to 3000 m and the braking
+    distance (edge ``k``'s length plus ``BEST_LANES_BRAKE_M``); from 9 edges on, until they add up to the braking
+    distance; at most to the route's end."""
+    brake = lengths[k] + BEST_LANES_BRAKE_M
+    seen, seen_m, j = 0, 0.0, k
+    while j + 1 < len(lengths):
+        seen += 1
+        seen_m += lengths[j]
+        if seen >= BEST_LANES_MIN_EDGES and seen_m >= max(brake, BEST_LANES_MOTORWAY_M):
+            break
+        if seen >= BEST_LANES_URBAN_EDGES and seen_m >= max(brake, 200.0):
+            break
+        j += 1
+    return j
+
+
 @dataclass
 class RoadNetwork:
     junctions: dict[str, Junction] = field(default_factory=dict)

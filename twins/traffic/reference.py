@@ -207,7 +207,7 @@ from dataclasses import dataclass
 
 import mesa
 
-from .network import GREEN, YELLOW, RoadNetwork
+from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
@@ -903,19 +903,25 @@ class ReferenceTrafficModel(mesa.Model):
         return out
 
     def best_lanes(self, route) -> list[set[int]]:
-        """Rule 11: the best lanes of each route edge (SUMO's ``bestLanes``, without look-ahead limit): every lane
-        of the last edge; before it, of the lanes with a connection to the next edge, those whose connections leave
-        the fewest lane changes to a best lane of the next edge (the least ``|to lane - best lane|``)."""
+        """Rule 11: the best lanes of each route edge (SUMO's ``bestLanes``), seen from that edge over the edges
+        SUMO looks ahead to (``network.best_lanes_lookahead``): every lane of the last of them; before it, of the
+        lanes with a connection to the next edge, those whose connections leave the fewest lane changes to a best
+        lane of the next edge (the least ``|to lane - best lane|``)."""
         allowed = self.route_lanes(route)
+        lengths = [self.edges[e][0].length for e in route]
         best = [set(a) for a in allowed]
-        for k in range(len(route) - 2, -1, -1):
-            here = self.edges[route[k]]
-            need = {}
-            for j in sorted(allowed[k]):
-                to = self.conn_to_lanes[(here[j].id, route[k + 1])]
-                need[j] = min(abs(t - b) for t in to for b in best[k + 1])
-            fewest = min(need.values())
-            best[k] = {j for j, n in need.items() if n == fewest}
+        for k0 in range(len(route) - 1):
+            end = best_lanes_lookahead(lengths, k0)
+            ahead = set(allowed[end]) if end == len(route) - 1 else {ln.index for ln in self.edges[route[end]]}
+            for k in range(end - 1, k0 - 1, -1):
+                here = self.edges[route[k]]
+                need = {}
+                for j in sorted(allowed[k]):
+                    to = self.conn_to_lanes[(here[j].id, route[k + 1])]
+                    need[j] = min(abs(t - b) for t in to for b in ahead)
+                fewest = min(need.values())
+                ahead = {j for j, n in need.items() if n == fewest}
+            best[k0] = ahead
         return best
 
     def route_turn_speeds(self, route) -> list[float]:

@@ -21,7 +21,7 @@ from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
 from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW  # noqa: F401  (signal codes)
-from .network import GREEN, MINOR, YELLOW, RoadNetwork
+from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead
 
 
 @dataclass
@@ -103,7 +103,9 @@ class RouteTables:
     has_turn_speeds: bool = False  # any finite turning speed (decided once, so the step never asks the device)
     # [R, M] int64 bitmask (kernels rule 11): SUMO's "best lanes" of each route edge: the lanes of route_mask whose
     # connection leads to a best lane of the next edge (where none does, the ones that leave fewest lane changes
-    # there); on the last edge every lane. A vehicle changes lanes to reach one, and enters one where it can
+    # there), over the edges SUMO looks ahead to from that edge (network.best_lanes_lookahead; on the last of them
+    # every lane, on the route's last edge every lane). A vehicle changes lanes to reach one, and enters one where
+    # it can
     route_best_mask: torch.Tensor | None = None
 
 
@@ -286,13 +288,20 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
                 mask[i, k] = (1 << len(edge.lanes)) - 1
     best = mask.copy()
     for i, r in enumerate(routes):
-        for k in range(len(r) - 2, -1, -1):
-            ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (int(best[i, k + 1]) >> b) & 1]
-            # each lane by how many changes its connection leaves to reach a best lane of the next edge
-            need = {l: min(abs(t - b) for t in to_lanes[(r[k], l, r[k + 1])] for b in ahead)
-                    for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
-            fewest = min(need.values())
-            best[i, k] = sum(1 << l for l, n in need.items() if n == fewest)
+        lengths = [net.edges[e].lanes[0].length for e in r]
+        for k0 in range(len(r) - 1):
+            # as SUMO, from the edges a vehicle on edge k0 looks ahead to: every lane of the last one it sees (where
+            # that is not the route's last edge, the lanes it leaves by do not matter yet), then back to k0
+            end = best_lanes_lookahead(lengths, k0)
+            cur = int(mask[i, end]) if end == len(r) - 1 else (1 << len(net.edges[r[end]].lanes)) - 1
+            for k in range(end - 1, k0 - 1, -1):
+                ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (cur >> b) & 1]
+                # each lane by how many changes its connection leaves to reach a best lane of the next edge
+                need = {l: min(abs(t - b) for t in to_lanes[(r[k], l, r[k + 1])] for b in ahead)
+                        for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
+                fewest = min(need.values())
+                cur = sum(1 << l for l, n in need.items() if n == fewest)
+            best[i, k0] = cur
     t = torch.from_numpy
     return RouteTables(t(edges), torch.tensor([len(r) for r in routes]), t(mask), t(total), t(free), t(turn),
                        bool(np.isfinite(turn).any()), t(best))

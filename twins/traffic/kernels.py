@@ -24,8 +24,10 @@ the same, one vehicle at a time):
    allowed lane of that edge with most room and enters with its rear at the
    lane start if the gap to that lane's last vehicle is at least its min
    gap, at the highest speed that gap allows (``(gap - min gap) / tau``), at most its desired speed and its
-   ``depart_speed`` (SUMO's ``departSpeed``: 0 where a route file states none, as in SUMO; +inf, i.e. "max", for
-   the twin's own scenarios); if it does not fit, the rest of that edge's queue waits this step.
+   ``depart_speed`` (SUMO's ``departSpeed``: 0 where a route file states none, +inf, i.e. "max", for the twin's
+   own scenarios; SUMO 1.28 itself inserts such vehicles at ``--default.departspeed avg``, the lane's mean speed,
+   and blocks only the rejected lane for the rest of the step: benchmarks/README.md, "What the insertion hides");
+   if it does not fit, the rest of that edge's queue waits this step.
    ``insert_rounds`` rounds let several vehicles enter a multi-lane edge.
 4. Front vehicles (no leader on their lane) look past the stop line: a red
    signal, or a yellow one they can still stop for (SUMO's ``canBrake``: the

@@ -311,8 +311,10 @@ class _RouteReader:
         self.groups[key][1].append(t)
 
     def depart_speed(self, a: dict, w: Where, owner: str) -> float | None:
-        """SUMO's ``departSpeed`` (default 0): a number, or None for "max", "desired" and "speedLimit" (as fast as
-        safe, up to the driver's desired speed); "random", "avg" and "last" are read as "max" and reported."""
+        """SUMO's ``departSpeed`` (0 where the file states none: SUMO 1.28's own default, ``--default.departspeed
+        avg``, is not followed yet; benchmarks/README.md, "What the insertion hides"): a number, or None for "max",
+        "desired" and "speedLimit" (as fast as safe, up to the driver's desired speed); "random", "avg" and "last"
+        are read as "max" and reported."""
         v = a.get("departSpeed", "0").strip()
         if v in ("max", "desired", "speedLimit"):
             return None

@@ -25,9 +25,10 @@ the same, one vehicle at a time):
    lane start if the gap to that lane's last vehicle is at least its min
    gap, at the highest speed that gap allows (``(gap - min gap) / tau``), at most its desired speed and its
    ``depart_speed`` (SUMO's ``departSpeed``: 0 where a route file states none, +inf, i.e. "max", for the twin's
-   own scenarios; SUMO 1.28 itself inserts such vehicles at ``--default.departspeed avg``, the lane's mean speed,
-   and blocks only the rejected lane for the rest of the step: benchmarks/README.md, "What the insertion hides");
-   if it does not fit, the rest of that edge's queue waits this step.
+   own scenarios; SUMO 1.28 itself inserts such vehicles at ``--default.departspeed avg``, the lane's mean speed:
+   benchmarks/README.md, "What the insertion hides"); if it does not fit, the lanes it could take (all of them
+   full) are closed to that edge's queue for this step, and a later vehicle that may take another lane of the
+   edge still tries (SUMO's ``MSEdge::insertVehicle`` remembers refused lanes per step, not edges).
    ``insert_rounds`` rounds let several vehicles enter a multi-lane edge.
 4. Front vehicles (no leader on their lane) look past the stop line: a red
    signal, or a yellow one they can still stop for (SUMO's ``canBrake``: the
@@ -1150,14 +1151,15 @@ def insert(due, state: VehicleState, drivers: Drivers, r, leader, last, net, rou
     first_edge = _gather(routes.route_edges.reshape(-1), at)
     grp = torch.where(take(due), world * E + first_edge.clamp(min=0), W * E)
     ins_mask = _gather((routes.route_best_mask if settings.lane_change else routes.route_mask).reshape(-1), at)
-    open_edge = torch.ones(W * E + 1, dtype=torch.bool, device=pos.device)
+    closed = torch.zeros(W * E + 1, dtype=torch.int64, device=pos.device)  # per (world, edge): lanes refused (bits)
     remaining = take(due)
     for _ in range(settings.insert_rounds):
-        g = torch.where(remaining & _gather(open_edge, grp), grp, W * E)
+        free = ins_mask & ~_gather(closed, grp)
+        g = torch.where(remaining & (free != 0), grp, W * E)
         head_slot = torch.full((W * E + 1,), pos.numel(), dtype=torch.int64, device=pos.device)
         head_slot.scatter_reduce_(0, g, slot, reduce="amin")
         head = (g < W * E) & (_gather(head_slot, grp) == slot)
-        ins_lane, room = choose_lane(world, torch.where(head, first_edge, -1), ins_mask, last, pos, drivers.length,
+        ins_lane, room = choose_lane(world, torch.where(head, first_edge, -1), free, last, pos, drivers.length,
                                      net.edge_first_lane, net.edge_n_lanes, net.max_lanes, L)
         fits = head & (ins_lane >= 0) & (room - length >= min_gap)
         il = ins_lane.clamp(min=0)
@@ -1174,7 +1176,8 @@ def insert(due, state: VehicleState, drivers: Drivers, r, leader, last, net, rou
         leader = put(leader, _gather(last, seg), fits)
         last = last.scatter(0, seg, slot)
         last[W * L] = -1
-        open_edge = open_edge.scatter(0, torch.where(head & ~fits, grp, W * E), False)
+        closed = closed.scatter(0, torch.where(head & ~fits, grp, W * E), _gather(closed, grp) | free)
+        closed[W * E] = 0
         remaining = remaining & ~head
     return status, lane, pos, speed, insert_step, leader, last
 
@@ -1214,8 +1217,8 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         leader, last = lane_order(world, lane, pos, running, L, W, span)
 
     # 3. insertion, SUMO's way: per (world, first edge) the waiting vehicles try in departure
-    # order; the first that does not fit closes that edge for this step. Rounds let several
-    # vehicles enter a multi-lane edge in one step.
+    # order; one that does not fit closes the lanes it could take for this step, not the edge.
+    # Rounds let several vehicles enter a multi-lane edge in one step.
     due = (status == WAITING) & (state.depart <= t + 1e-9) & (route >= 0)
     insert_step = state.insert_step
     if settings.fixed_shape:

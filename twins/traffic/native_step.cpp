@@ -294,7 +294,7 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> entry;  // kernels.entry_tails
     std::vector<uint8_t> arrive, leaving, crossed;
-    std::vector<int64_t> open, tries;
+    std::vector<int64_t> open, tries;  // open: per edge, the lanes refused this step (insertion)
     std::vector<double> sums, standing, behind;
     std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new, behind_of;
     std::vector<int64_t> rank;
@@ -500,20 +500,22 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (a.need_sort) W.sort_lanes(sc.sorted);
 
     // 3. insertion: per first edge the due vehicles try in slot (departure) order, at most
-    // insert_rounds of them; the first that does not fit closes the edge for this step
-    sc.open.assign(a.E, 1);
+    // insert_rounds of them; one that does not fit closes the lanes it could take for this step
+    // (sc.open: per edge, the bitmask of lanes refused)
+    sc.open.assign(a.E, 0);
     sc.tries.assign(a.E, 0);
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
         // route_pos: 0, or the edge a teleport chose (kernels rule 12)
         const int64_t r = W.route[s], rp0 = W.rpos[s], e = a.route_edges[r * M + rp0];
         if (e < 0) continue;  // route_tables refuses empty routes; never index with -1
-        if (!sc.open[e] || sc.tries[e] >= a.insert_rounds) continue;
+        const int64_t free = (a.lane_change ? a.route_best_mask : a.route_mask)[r * M + rp0] & ~sc.open[e];
+        if (free == 0 || sc.tries[e] >= a.insert_rounds) continue;
         ++sc.tries[e];
         T room;
-        const int64_t il = W.choose_lane(e, (a.lane_change ? a.route_best_mask : a.route_mask)[r * M + rp0], room);
+        const int64_t il = W.choose_lane(e, free, room);
         const T len = W.length[s], mg = W.min_gap[s];
-        if (!(il >= 0 && room - len >= mg)) { sc.open[e] = 0; continue; }
+        if (!(il >= 0 && room - len >= mg)) { sc.open[e] |= free; continue; }
         const T v0 = minimum(W.lane_speed[il] * W.speed_factor[s], W.max_speed[s]);
         const T gap = room - len;
         T v = std::isfinite(gap) ? clamp_min((gap - mg) / W.tau[s], T(0)) : inf;

@@ -23,8 +23,9 @@ phase it is in (synchronous update, like the kernel):
    the tail, +inf if empty; lowest lane index on ties) and fits if ``room -
    length >= min_gap``: it enters with its front at ``length``, speed
    ``min(v0, max(0, (gap - min_gap) / tau), depart_speed)`` (SUMO's departSpeed), its leader is the lane's tail
-   and it becomes the new tail. A vehicle that does not fit closes its edge
-   for the rest of the step.
+   and it becomes the new tail. A vehicle that does not fit closes the lanes
+   it could take (all full) for the rest of the step; later vehicles of the
+   edge may still take its other lanes (SUMO's ``MSEdge::insertVehicle``).
 4. Each running vehicle (including the ones just inserted) chooses the lane
    of its next edge (allowed lanes, most room, from the tails *after*
    insertion). It must stop at the stop line on red, on yellow if it can
@@ -1027,21 +1028,26 @@ class ReferenceTrafficModel(mesa.Model):
                 break  # sorted by departure
             if v.status == WAITING:
                 want.append(v)
-        open_edges = {v.spec.route[v.route_pos] for v in want}  # route_pos: 0, or where a teleport (12) put it
+        refused: dict[str, set[int]] = {}  # per first edge (route_pos: 0, or where a teleport put it): lanes refused
+
+        def free(v):
+            k = v.route_pos
+            return (v.best[k] if self.lane_changing else v.allowed[k]) - refused.get(v.spec.route[k], set())
+
         for rnd in range(self.insert_rounds):
             heads: dict[str, ReferenceVehicle] = {}
-            for v in want:  # priority order: the first waiting vehicle of each open edge
+            for v in want:  # priority order: the first waiting vehicle of each edge with a lane it may still take
                 e = v.spec.route[v.route_pos]
-                if e in open_edges and e not in heads:
+                if e not in heads and free(v):
                     heads[e] = v
             if not heads:
                 break
             for e, v in heads.items():  # different edges never share a lane
-                k = v.route_pos
-                lane, room = self.choose_lane(e, v.best[k] if self.lane_changing else v.allowed[k])
+                lanes = free(v)
+                lane, room = self.choose_lane(e, lanes)
                 if lane is None or room - v.length < v.min_gap:
                     self.events["insertion_blocked"] += 1
-                    open_edges.discard(e)  # SUMO: the rest of this edge's queue waits
+                    refused.setdefault(e, set()).update(lanes)  # SUMO: no more tries on those lanes this step
                     continue
                 v0 = v.desired_speed(lane)
                 gap = room - v.length

@@ -598,8 +598,9 @@ def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
 def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, settings: StepSettings, hold=None):
     """Rule 11, after the move: each vehicle whose front is on a lane of a multi-lane edge (``pos >= 0``: out of
     the junction, its back maybe not yet, as SUMO changes lanes by the front's lane) may change to a neighbouring
-    lane of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle is asked
-    to let in next step, -1: none) and ``changed`` [N]; and ``pos`` (changed by swaps).
+    lane of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle also follows next
+    step: one it is asked to let in, or the target lane's leader it falls behind; -1: none) and ``changed`` [N];
+    and ``pos`` (changed by swaps).
 
     * **Strategic** (SUMO's ``LCA_STRATEGIC``): a vehicle off the route's best lanes of its edge
       (``routes.route_best_mask``: the lanes that continue the route over the following edges too, as far as SUMO
@@ -980,7 +981,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         gap_phys = torch.where(blocked_in, torch.minimum(gap_phys, d_hold), gap_phys)
     # 11. cooperation and falling behind: a vehicle follows the neighbour it yields to (one it lets in, or the
     # target lane's leader it falls behind) as well as its own leader, where that one is nearer; alongside it
-    # (a negative gap) it waits, as SUMO brakes for it (with its maximal deceleration)
+    # (a negative gap) it takes gap 0 and stops as its model brakes for a standing obstacle (SUMO: at most decel)
     if lane_change:
         y = m.lc_yield
         yc = y.clamp(min=0)

@@ -913,7 +913,7 @@ class ReferenceTrafficModel(mesa.Model):
         best = [set(a) for a in allowed]
         for k0 in range(len(route) - 1):
             end = best_lanes_lookahead(lengths, k0)
-            ahead = set(allowed[end]) if end == len(route) - 1 else {ln.index for ln in self.edges[route[end]]}
+            ahead = {ln.index for ln in self.edges[route[end]]}  # every lane of the last edge seen
             for k in range(end - 1, k0 - 1, -1):
                 here = self.edges[route[k]]
                 need = {}

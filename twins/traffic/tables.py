@@ -289,19 +289,22 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
     best = mask.copy()
     for i, r in enumerate(routes):
         lengths = [net.edges[e].lanes[0].length for e in r]
+        passes: dict[int, dict[int, int]] = {}  # the last edge seen -> best lanes per edge back from it
         for k0 in range(len(r) - 1):
-            # as SUMO, from the edges a vehicle on edge k0 looks ahead to: every lane of the last one it sees (where
-            # that is not the route's last edge, the lanes it leaves by do not matter yet), then back to k0
+            # as SUMO, from the edges a vehicle on edge k0 looks ahead to: every lane of the last one it sees (the
+            # lanes it leaves that one by do not matter yet), then back to k0; edges that see the same last edge
+            # share the pass (k0 grows, so the first of them takes it furthest back)
             end = best_lanes_lookahead(lengths, k0)
-            cur = int(mask[i, end]) if end == len(r) - 1 else (1 << len(net.edges[r[end]].lanes)) - 1
-            for k in range(end - 1, k0 - 1, -1):
-                ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (cur >> b) & 1]
-                # each lane by how many changes its connection leaves to reach a best lane of the next edge
-                need = {l: min(abs(t - b) for t in to_lanes[(r[k], l, r[k + 1])] for b in ahead)
-                        for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
-                fewest = min(need.values())
-                cur = sum(1 << l for l, n in need.items() if n == fewest)
-            best[i, k0] = cur
+            if end not in passes:
+                cur, passes[end] = (1 << len(net.edges[r[end]].lanes)) - 1, {}
+                for k in range(end - 1, k0 - 1, -1):
+                    ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (cur >> b) & 1]
+                    # each lane by how many changes its connection leaves to reach a best lane of the next edge
+                    need = {l: min(abs(t - b) for t in to_lanes[(r[k], l, r[k + 1])] for b in ahead)
+                            for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
+                    fewest = min(need.values())
+                    cur = passes[end][k] = sum(1 << l for l, n in need.items() if n == fewest)
+            best[i, k0] = passes[end][k0]
     t = torch.from_numpy
     return RouteTables(t(edges), torch.tensor([len(r) for r in routes]), t(mask), t(total), t(free), t(turn),
                        bool(np.isfinite(turn).any()), t(best))

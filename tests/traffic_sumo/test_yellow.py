@@ -26,6 +26,7 @@ from tests.traffic_sumo.conftest import _hand_made_scenario
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
 CYCLE, GREEN_START, YELLOW_START = 85, 50, 80
+RED_LATE = 45  # s into the cycle: the red's queue has stood for a while
 END_S, FROM_S = 3600, 200  # the first cycles fill the queue
 
 
@@ -56,14 +57,17 @@ def crossings(approach):
     libsumo = pytest.importorskip("libsumo", reason="libsumo (the [sumo] extra) is not installed")
     libsumo.start(["sumo", "-c", str(approach), "--default.carfollowmodel", "Krauss", "--seed", "0",
                    "--no-step-log", "--no-warnings"])
-    times, before = [], set()
+    times, before, fronts = [], set(), []
     try:
+        length = libsumo.lane.getLength("in_0")
         while libsumo.simulation.getTime() < END_S:
             t = libsumo.simulation.getTime()
             libsumo.simulationStep()
             now = set(libsumo.lane.getLastStepVehicleIDs("in_0"))
             times += [t] * len(before - now)
             before = now
+            if t >= FROM_S and (t + 1) % CYCLE == RED_LATE and now:
+                fronts.append(length - max(libsumo.vehicle.getLanePosition(v) for v in now))
     finally:
         libsumo.close()
     with warnings.catch_warnings():
@@ -75,18 +79,21 @@ def crossings(approach):
     def on() -> set:
         return set(torch.nonzero((tw.state.lane[0] == lane_in) & (tw.state.status[0] == kernels.RUNNING))
                    .flatten().tolist())
-    twin_times, before = [], on()
+    twin_times, before, twin_fronts = [], on(), []
+    length = float(tw.net_cpu.lane_length[lane_in])
     while tw.step_index < tw.n_steps:
         t = tw.time_s
         tw.step()
         now = on()
         twin_times += [t] * len(before - now)
         before = now
-    return _cycle_histogram(times), _cycle_histogram(twin_times)
+        if t >= FROM_S and (t + 1) % CYCLE == RED_LATE and now:
+            twin_fronts.append(length - float(tw.state.pos[0, list(now)].max()))
+    return _cycle_histogram(times), _cycle_histogram(twin_times), np.array(fronts), np.array(twin_fronts)
 
 
 def test_green_discharges_as_in_sumo(crossings):
-    su, tw = crossings
+    su, tw, _, _ = crossings
     green = slice(GREEN_START, YELLOW_START)
     assert su[green].sum() > 500  # saturated: ~16 a green over 40 cycles
     assert tw[green].sum() == pytest.approx(su[green].sum(), rel=0.03)
@@ -94,6 +101,15 @@ def test_green_discharges_as_in_sumo(crossings):
 
 
 def test_yellow_stops_those_that_can_brake(crossings):
-    su, tw = crossings
+    su, tw, _, _ = crossings
     late = slice(YELLOW_START + 1, CYCLE)  # after the yellow's first second only those that cannot brake pass
     assert tw[late].sum() <= max(4, 2 * su[late].sum()), (su[YELLOW_START:], tw[YELLOW_START:])
+
+
+def test_the_queue_front_stands_where_sumo_s_does(crossings):
+    """Late in every red, the queue's front stands SUMO's jmStoplineGap (1 m) short of the line in both (kernels
+    rule 4, ``kernels.stopline_gap``; before it the twin's stood at the line)."""
+    _, _, su, tw = crossings
+    assert len(su) >= 35 and len(tw) == len(su)
+    assert np.median(su) == pytest.approx(1.0, abs=0.05), su
+    assert np.median(tw) == pytest.approx(np.median(su), abs=0.05), (np.median(tw), np.median(su))

@@ -34,7 +34,10 @@ the same, one vehicle at a time):
    signal, or a yellow one they can still stop for (SUMO's ``canBrake``: the
    Euler brake gap without reaction time is shorter than the distance, or the
    vehicle is slower than one step's braking; :func:`stops_at_yellow`), is a
-   standing obstacle at the stop line. Followers brake for their line too when
+   standing obstacle at the stop line, or rather 1 m short of it (SUMO's
+   ``jmStoplineGap``), less where its brakes need the room, at least 0.1 m
+   (:func:`stopline_gap`; a line that holds a vehicle for any other reason has
+   no such gap, in SUMO as here). Followers brake for their line too when
    their link is red or such a yellow (SUMO processes every link within a
    vehicle's look-ahead), and so does a front vehicle its signal holds while it
    follows one still inside the junction; otherwise a platoon ran on through
@@ -318,6 +321,21 @@ def stops_at_yellow(v, decel, d, dt: float):
     line stops there if its Euler brake gap without reaction time (:func:`brake_gap`) is shorter, or if it is
     slower than one step's braking; otherwise it drives on through the yellow."""
     return (brake_gap(v, decel, 0.0, dt) < d) | (v < decel * dt)
+
+
+JM_STOPLINE_GAP_M = 1.0  # m: SUMO's jmStoplineGap default (DIST_TO_STOPLINE_EXPECT_PRIORITY)
+POSITION_EPS_M = 0.1  # m: SUMO's POSITION_EPS
+TLS_YELLOW_MIN_DECEL = 3.0  # m/s²: SUMO's --tls.yellow.min-decel, the least deceleration it brakes with for a light
+
+
+def stopline_gap(v, d, decel, dt: float):
+    """How far short of the line a vehicle ``d`` m before a red light (or a yellow it stops for) stops (SUMO's
+    ``laneStopOffset`` in ``MSVehicle::planMoveInternal``): :data:`JM_STOPLINE_GAP_M`, less where braking from ``v``
+    needs more of the room (the brake gap without reaction time at SUMO's stopping deceleration, at least
+    :data:`TLS_YELLOW_MIN_DECEL`), and at least :data:`POSITION_EPS_M`."""
+    bg = brake_gap(v, torch.clamp(decel, min=TLS_YELLOW_MIN_DECEL), 0.0, dt)
+    off = torch.where(d >= bg, torch.clamp(d - bg, max=JM_STOPLINE_GAP_M), JM_STOPLINE_GAP_M)
+    return torch.clamp(off, min=POSITION_EPS_M)
 
 
 def safe_stop_speed(gap, decel, tau, dt: float):
@@ -950,11 +968,13 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         cautious = minor & (d_wait > _gather(net.conn_visibility, cic)) & (vf * vf <= 2.0 * at(m.decel) * d_wait)
     else:
         d_wait, cautious = d, torch.zeros_like(must_stop)
-    # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer
-    line_first = must_stop & ((d + mgf <= gap_junction) | ~found)
+    # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer; at a red or yellow
+    # light the vehicle stops JM_STOPLINE_GAP_M short of it where its brakes allow (SUMO's jmStoplineGap)
+    d_line = torch.where(signal_stop & found, torch.clamp(d - stopline_gap(vf, d, at(m.decel), dt), min=0.0), d)
+    line_first = must_stop & ((d_line + mgf <= gap_junction) | ~found)
     # (held by its signal, it brakes for the line even while it follows a vehicle still inside the junction)
     line_behind = put(torch.zeros_like(has_leader), signal_stop & ~line_first)
-    gap_front = torch.where(line_first, d + mgf, gap_junction)
+    gap_front = torch.where(line_first, d_line + mgf, gap_junction)
     wary = cautious & (d_wait + mgf < gap_front)
     gap_front = torch.where(wary, d_wait + mgf, gap_front)
     # never roll over a line it must stop at, whichever obstacle IDM is following
@@ -1032,6 +1052,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         d_line = L_here - pr
         line_stop = line_behind | ((cf_ >= 0) & ((code_f == SIG_RED)
                                                  | ((code_f == SIG_YELLOW) & stops_at_yellow(vr, m.decel, d_line, dt))))
+        d_line = torch.clamp(d_line - stopline_gap(vr, d_line, m.decel, dt), min=0.0)  # (as for the front above)
         if cf == KRAUSS:
             v_line = safe_stop_speed(d_line, m.decel, m.tau, dt)
         else:

@@ -198,6 +198,15 @@ template <typename T> inline bool stops_at_yellow(T v, T decel, T d, double dt_)
     return brake_gap<T>(v, decel, T(0), dt_) < d || v < decel * T(dt_);
 }
 
+// kernels.stopline_gap: the point short of the line where a vehicle d m before a red (or a yellow it stops for)
+// stops, as the distance left to the line (SUMO's jmStoplineGap, 1 m, less where its brakes need the room)
+template <typename T> inline T stop_line(T v, T d, T decel, double dt_) {
+    const T bg = brake_gap<T>(v, decel < T(3.0) ? T(3.0) : decel, T(0), dt_);  // kernels.TLS_YELLOW_MIN_DECEL
+    T off = d >= bg ? (d - bg < T(1.0) ? d - bg : T(1.0)) : T(1.0);  // kernels.JM_STOPLINE_GAP_M
+    off = off < T(0.1) ? T(0.1) : off;  // kernels.POSITION_EPS_M
+    return d - off < T(0) ? T(0) : d - off;
+}
+
 // kernels.safe_stop_speed (SUMO's MSCFModel::maximumSafeStopSpeedEuler)
 template <typename T> inline T safe_stop_speed(T gap, T decel, T tau, double dt_) {
     if (!std::isfinite(gap)) return gap;  // +inf: a free road
@@ -608,7 +617,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                     const int64_t code = W.link_code(a.conn_link[ci]);
                     const T d_line = W.lane_length[ln] - x;
                     if (code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt)))
-                        sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, d_line));
+                        sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt)));
                 }
             }
         } else if (!on_last_edge) {
@@ -745,8 +754,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const bool must_stop = sc.f_must[f], found = sc.f_found[f];
         const T d = sc.f_d[f], mg = W.min_gap[s];
         const T v_junction = sc.f_vj[f], gap_junction = sc.f_gapj[f];
-        const bool line_first = must_stop && (d + mg <= gap_junction || !found);
-        T gap_front = line_first ? d + mg : gap_junction;
+        // (held by its signal, it stops short of the line: kernels.stopline_gap)
+        const T d_line = sc.f_sig[f] && found ? stop_line<T>(W.speed[s], d, W.decel[s], a.dt) : d;
+        const bool line_first = must_stop && (d_line + mg <= gap_junction || !found);
+        T gap_front = line_first ? d_line + mg : gap_junction;
         // 10. the cautious approach to a minor link (kernels.advance): a standing obstacle where it waits
         bool wary = false;
         if (a.has_conn) {
@@ -759,7 +770,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
         sc.gap[i] = gap_front;
         if (sc.f_sig[f] && !line_first)  // held by its signal, it brakes for the line as well (kernels.advance)
-            sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, d));
+            sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, d_line));
         sc.v_lead[i] = (line_first || wary) ? T(0) : v_junction;
     }
     // ... and inside the junction, short of the point where its connection waits (a left turn's internal junction)

@@ -41,14 +41,16 @@ phase it is in (synchronous update, like the kernel):
    changing, the nearer gap ``d + via + rear(t)`` to the tail ``t`` of any
    lane of the next edge that is still inside the junction (position < 0)
    on the same connection, and that one's speed, where there is one.
-   The stop line is the obstacle (gap ``d + min_gap``, speed 0, physical
-   gap ``d``) if the vehicle must stop and ``d + min_gap <=`` the
-   junction gap; otherwise a front vehicle follows the tail of the
+   The stop line is the obstacle (gap ``d' + min_gap``, speed 0, physical
+   gap ``d``) if the vehicle must stop and ``d' + min_gap <=`` the
+   junction gap, where ``d'`` is ``d`` less SUMO's ``jmStoplineGap`` (1 m;
+   less where braking needs the room, at least 0.1 m: ``stop_line``) when a
+   red or yellow light holds it, else ``d``; otherwise a front vehicle follows the tail of the
    chosen lane at the junction gap (spillback), or the road is free. On its
    last edge the road is free. A vehicle with a leader on its lane follows it;
    one whose link is red, or a yellow it can still stop for, also brakes for
-   its stop line (IDM toward a standing obstacle there, or Krauss's safe stop
-   speed), and so does a front vehicle its signal holds while it follows one
+   its stop line (IDM toward a standing obstacle ``stop_line`` short of it, or
+   Krauss's safe stop speed for that distance), and so does a front vehicle its signal holds while it follows one
    still inside the junction.
 5. IDM integrated in ``substeps`` sub-steps of ``h = dt / substeps`` with the
    leader's speed held: ``v <- max(0, v + a(v, s)·h)``, then (with more than
@@ -273,6 +275,19 @@ def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
 def stops_at_yellow(v: float, decel: float, d: float, dt: float) -> bool:
     """SUMO's ``canBrake`` at a yellow light (the kernel's ``stops_at_yellow``)."""
     return brake_gap(v, decel, 0.0, dt) < d or v < decel * dt
+
+
+JM_STOPLINE_GAP_M = 1.0  # m, as kernels.JM_STOPLINE_GAP_M (SUMO's jmStoplineGap)
+POSITION_EPS_M = 0.1  # m, as kernels.POSITION_EPS_M
+TLS_YELLOW_MIN_DECEL = 3.0  # m/s², as kernels.TLS_YELLOW_MIN_DECEL
+
+
+def stop_line(v: float, d: float, decel: float, dt: float) -> float:
+    """Where a vehicle ``d`` m before a red light (or a yellow it stops for) stops, as its distance to the line then
+    (the kernel's ``d - stopline_gap``, at least 0; SUMO's ``laneStopOffset``)."""
+    bg = brake_gap(v, max(decel, TLS_YELLOW_MIN_DECEL), 0.0, dt)
+    off = min(d - bg, JM_STOPLINE_GAP_M) if d >= bg else JM_STOPLINE_GAP_M
+    return max(d - max(off, POSITION_EPS_M), 0.0)
 
 
 def safe_stop_speed(gap: float, decel: float, tau: float, dt: float) -> float:
@@ -527,10 +542,12 @@ class ReferenceVehicle(mesa.Agent):
                 else:
                     m.events["yield_go"] += 1
             gap_junction, v_junction = self._gap_junction, self._v_junction
-            # the stop line is the obstacle unless a vehicle still inside the junction is nearer
-            line_first = must_stop and (d + self.min_gap <= gap_junction or not found)
+            # the stop line is the obstacle unless a vehicle still inside the junction is nearer (held by its
+            # signal, it stops short of the line: stop_line)
+            d_line = stop_line(self.speed, d, self.decel, m.dt) if signal_stop and found else d
+            line_first = must_stop and (d_line + self.min_gap <= gap_junction or not found)
             if line_first:
-                gap_front, v_front = d + self.min_gap, 0.0
+                gap_front, v_front = d_line + self.min_gap, 0.0
             else:
                 gap_front, v_front = gap_junction, v_junction
             # 10. the cautious approach to a minor link it could still stop for: a standing obstacle where it waits
@@ -619,17 +636,18 @@ class ReferenceVehicle(mesa.Agent):
                               or (self._code == SIG_YELLOW and stops_at_yellow(self.speed, self.decel, d, m.dt)))))
         if line_stop:
             m.events["line_stop"] += 1  # a follower, or a front following one inside the junction
+        d_stop = stop_line(self.speed, d, self.decel, m.dt) if line_stop else d
         if m.krauss:  # 9. Krauss: the turning speed bounds the safe speed before dawdling
             cap = free_speed(d, ut, self.decel, m.dt) if math.isfinite(u) else INF
             if line_stop:
-                cap = min(cap, safe_stop_speed(d, self.decel, self.tau, m.dt))
+                cap = min(cap, safe_stop_speed(d_stop, self.decel, self.tau, m.dt))
             v_new = self.krauss_speed(v0, gap, v_lead, cap, m.dawdle_draw.get(self.vehicle_id))
         else:
             v_new = self.idm_speed(v0, gap, v_lead)
             if math.isfinite(u):
                 v_new = min(v_new, self.turn_speed_cap(v0, d, ut))
             if line_stop:
-                v_new = min(v_new, self.idm_speed(v0, d + self.min_gap, 0.0))
+                v_new = min(v_new, self.idm_speed(v0, d_stop + self.min_gap, 0.0))
         v_cap = max(gap_phys, 0.0) / m.dt
         if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
             m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)

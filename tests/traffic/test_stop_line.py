@@ -1,6 +1,6 @@
 """Rule 4's stop at a red light (or a yellow it stops for): a vehicle stops SUMO's ``jmStoplineGap`` (1 m) short of
 the line where its brakes leave it the room, less where they do not, at least ``POSITION_EPS`` (0.1 m) short
-(``MSVehicle::planMoveInternal``, ``laneStopOffset``; ``kernels.stopline_gap``). At a line it must stop at for any
+(``MSVehicle::planMoveInternal``, ``laneStopOffset``; ``kernels.stop_line``). At a line it must stop at for any
 other reason (no lane to enter, keep-clear, a minor link's foes) SUMO keeps no such gap, nor does the twin.
 
 Measured in SUMO 1.28 (RESCO ingolstadt1, IDM): the queue's front at a red light stands 1.0 m before the line, also

@@ -108,7 +108,7 @@ def test_yellow_stops_those_that_can_brake(crossings):
 
 def test_the_queue_front_stands_where_sumo_s_does(crossings):
     """Late in every red, the queue's front stands SUMO's jmStoplineGap (1 m) short of the line in both (kernels
-    rule 4, ``kernels.stopline_gap``; before it the twin's stood at the line)."""
+    rule 4, ``kernels.stop_line``; before it the twin's stood at the line)."""
     _, _, su, tw = crossings
     assert len(su) >= 35 and len(tw) == len(su)
     assert np.median(su) == pytest.approx(1.0, abs=0.05), su

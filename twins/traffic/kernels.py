@@ -36,7 +36,7 @@ the same, one vehicle at a time):
    vehicle is slower than one step's braking; :func:`stops_at_yellow`), is a
    standing obstacle at the stop line, or rather 1 m short of it (SUMO's
    ``jmStoplineGap``), less where its brakes need the room, at least 0.1 m
-   (:func:`stopline_gap`; a line that holds a vehicle for any other reason has
+   (:func:`stop_line`; a line that holds a vehicle for any other reason has
    no such gap, in SUMO as here). Followers brake for their line too when
    their link is red or such a yellow (SUMO processes every link within a
    vehicle's look-ahead), and so does a front vehicle its signal holds while it
@@ -328,14 +328,14 @@ POSITION_EPS_M = 0.1  # m: SUMO's POSITION_EPS
 TLS_YELLOW_MIN_DECEL = 3.0  # m/s²: SUMO's --tls.yellow.min-decel, the least deceleration it brakes with for a light
 
 
-def stopline_gap(v, d, decel, dt: float):
-    """How far short of the line a vehicle ``d`` m before a red light (or a yellow it stops for) stops (SUMO's
-    ``laneStopOffset`` in ``MSVehicle::planMoveInternal``): :data:`JM_STOPLINE_GAP_M`, less where braking from ``v``
-    needs more of the room (the brake gap without reaction time at SUMO's stopping deceleration, at least
-    :data:`TLS_YELLOW_MIN_DECEL`), and at least :data:`POSITION_EPS_M`."""
+def stop_line(v, d, decel, dt: float):
+    """Where a vehicle ``d`` m before a red light (or a yellow it stops for) stops, as its distance to the line then
+    (SUMO's ``laneStopOffset`` in ``MSVehicle::planMoveInternal``): :data:`JM_STOPLINE_GAP_M` short of it, less
+    where braking from ``v`` needs more of the room (the brake gap without reaction time at SUMO's stopping
+    deceleration, at least :data:`TLS_YELLOW_MIN_DECEL`), at least :data:`POSITION_EPS_M` short, never past it."""
     bg = brake_gap(v, torch.clamp(decel, min=TLS_YELLOW_MIN_DECEL), 0.0, dt)
     off = torch.where(d >= bg, torch.clamp(d - bg, max=JM_STOPLINE_GAP_M), JM_STOPLINE_GAP_M)
-    return torch.clamp(off, min=POSITION_EPS_M)
+    return torch.clamp(d - torch.clamp(off, min=POSITION_EPS_M), min=0.0)
 
 
 def safe_stop_speed(gap, decel, tau, dt: float):
@@ -970,7 +970,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         d_wait, cautious = d, torch.zeros_like(must_stop)
     # a stop line ahead is an obstacle, but a vehicle still inside the junction may be nearer; at a red or yellow
     # light the vehicle stops JM_STOPLINE_GAP_M short of it where its brakes allow (SUMO's jmStoplineGap)
-    d_line = torch.where(signal_stop & found, torch.clamp(d - stopline_gap(vf, d, at(m.decel), dt), min=0.0), d)
+    d_line = torch.where(signal_stop & found, stop_line(vf, d, at(m.decel), dt), d)
     line_first = must_stop & ((d_line + mgf <= gap_junction) | ~found)
     # (held by its signal, it brakes for the line even while it follows a vehicle still inside the junction)
     line_behind = put(torch.zeros_like(has_leader), signal_stop & ~line_first)
@@ -1052,7 +1052,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         d_line = L_here - pr
         line_stop = line_behind | ((cf_ >= 0) & ((code_f == SIG_RED)
                                                  | ((code_f == SIG_YELLOW) & stops_at_yellow(vr, m.decel, d_line, dt))))
-        d_line = torch.clamp(d_line - stopline_gap(vr, d_line, m.decel, dt), min=0.0)  # (as for the front above)
+        d_line = stop_line(vr, d_line, m.decel, dt)  # (short of the line, as for the front above)
         if cf == KRAUSS:
             v_line = safe_stop_speed(d_line, m.decel, m.tau, dt)
         else:

@@ -198,7 +198,7 @@ template <typename T> inline bool stops_at_yellow(T v, T decel, T d, double dt_)
     return brake_gap<T>(v, decel, T(0), dt_) < d || v < decel * T(dt_);
 }
 
-// kernels.stopline_gap: the point short of the line where a vehicle d m before a red (or a yellow it stops for)
+// kernels.stop_line: the point short of the line where a vehicle d m before a red (or a yellow it stops for)
 // stops, as the distance left to the line (SUMO's jmStoplineGap, 1 m, less where its brakes need the room)
 template <typename T> inline T stop_line(T v, T d, T decel, double dt_) {
     const T bg = brake_gap<T>(v, decel < T(3.0) ? T(3.0) : decel, T(0), dt_);  // kernels.TLS_YELLOW_MIN_DECEL
@@ -754,7 +754,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const bool must_stop = sc.f_must[f], found = sc.f_found[f];
         const T d = sc.f_d[f], mg = W.min_gap[s];
         const T v_junction = sc.f_vj[f], gap_junction = sc.f_gapj[f];
-        // (held by its signal, it stops short of the line: kernels.stopline_gap)
+        // (held by its signal, it stops short of the line: kernels.stop_line)
         const T d_line = sc.f_sig[f] && found ? stop_line<T>(W.speed[s], d, W.decel[s], a.dt) : d;
         const bool line_first = must_stop && (d_line + mg <= gap_junction || !found);
         T gap_front = line_first ? d_line + mg : gap_junction;

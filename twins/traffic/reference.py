@@ -284,7 +284,7 @@ TLS_YELLOW_MIN_DECEL = 3.0  # m/s², as kernels.TLS_YELLOW_MIN_DECEL
 
 def stop_line(v: float, d: float, decel: float, dt: float) -> float:
     """Where a vehicle ``d`` m before a red light (or a yellow it stops for) stops, as its distance to the line then
-    (the kernel's ``d - stopline_gap``, at least 0; SUMO's ``laneStopOffset``)."""
+    (the kernel's ``stop_line``; SUMO's ``laneStopOffset``)."""
     bg = brake_gap(v, max(decel, TLS_YELLOW_MIN_DECEL), 0.0, dt)
     off = min(d - bg, JM_STOPLINE_GAP_M) if d >= bg else JM_STOPLINE_GAP_M
     return max(d - max(off, POSITION_EPS_M), 0.0)

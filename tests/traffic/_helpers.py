@@ -171,6 +171,33 @@ def with_right_of_way(scen, signals: bool = True):
     return scen
 
 
+def with_paths(scen, half: float = 6.0, width: float = 3.2):
+    """Every connection of a generated network given a path across its junction (``Connection.path_shape``): a
+    straight line from its lane's end, ``half`` m before the junction's centre on the right of the incoming road,
+    to its target lane's start, ``half`` m after it on the right of the outgoing one (lanes ``width`` m apart), so
+    that rule 10's conflict zones (network.conflict_zone) cover part of each foe's path, as on an imported
+    network."""
+    import math
+
+    net = scen.network
+
+    def unit(a, b):
+        dx, dy = b.x - a.x, b.y - a.y
+        n = math.hypot(dx, dy)
+        return dx / n, dy / n
+
+    for c in net.connections:
+        fe, te = net.edges[c.from_edge], net.edges[c.to_edge]
+        j = net.junctions[fe.to_node]
+        ux, uy = unit(net.junctions[fe.from_node], j)
+        vx, vy = unit(j, net.junctions[te.to_node])
+        oi, oo = width * (c.from_lane + 0.5), width * (c.to_lane + 0.5)  # right of the centre line
+        c.path_shape = ((j.x - ux * half + uy * oi, j.y - uy * half - ux * oi),
+                        (j.x + vx * half + vy * oo, j.y + vy * half - vx * oo))
+        c.via_width = width
+    return scen
+
+
 def run_with_reference(tw) -> list:
     """Step ``tw`` (float64, the tensor kernels or the compiled step) to its end beside one per-agent reference per
     world, comparing every vehicle at every step (``test_reference``'s conventions); returns the references."""

@@ -24,7 +24,7 @@ from twins.core.worlds import WorldBatch
 from twins.traffic import kernels, native
 from twins.traffic.model import TrafficScenario, TrafficTwin
 
-from tests.traffic._helpers import chain_scenario, with_right_of_way
+from tests.traffic._helpers import chain_scenario, with_paths, with_right_of_way
 
 DATA = Path(__file__).parents[1] / "data" / "sumo"
 # skip only where there is no compiler at all: where one is, a build error must fail here, not skip
@@ -90,6 +90,11 @@ CASES = {
         OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0))), 900.0),
     "priority_junctions": lambda: (_krauss(with_right_of_way(grid_scenario(
         OmegaConf.structured(GridScenario(rows=3, cols=3)), 600.0), signals=False)), 600.0),
+    # ... with paths across the junctions: a foe standing inside blocks only where it covers the path (rule 10)
+    "right_of_way_paths": lambda: (with_paths(with_right_of_way(_with_turn_speeds(grid_scenario(
+        OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0)))), 900.0),
+    "priority_junctions_paths": lambda: (_krauss(with_paths(with_right_of_way(grid_scenario(
+        OmegaConf.structured(GridScenario(rows=3, cols=3)), 600.0), signals=False))), 600.0),
     # turning speeds on every connection (rule 8): slower inside junctions, anticipated on approach
     "turn_speeds": lambda: (_with_turn_speeds(grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)),
                                                             900.0)), 900.0),

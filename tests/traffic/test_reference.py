@@ -38,7 +38,7 @@ from twins.traffic.demand import Flow
 from twins.traffic.model import TrafficTwin
 from twins.traffic.reference import ARRIVED, RUNNING, ReferenceTrafficModel
 
-from tests.traffic._helpers import with_right_of_way
+from tests.traffic._helpers import with_paths, with_right_of_way
 
 DT = 0.5
 STEPS = 600
@@ -346,12 +346,17 @@ if __name__ == "__main__":  # pragma: no cover
 def test_kernel_matches_reference_with_right_of_way():
     """Rule 10 on the loaded grid: permissive left turns (``g``) yield to the opposing through traffic at their
     internal junction inside the junction, with turning speeds; then without signals, the north–south approaches
-    minor (``m``). The twin equals the reference
+    minor (``m``); both again with paths across the junctions (``with_paths``), where a vehicle standing inside
+    the junction holds a foe only where it covers that foe's path. The twin equals the reference
     at every step, vehicles did wait for gaps, and nobody crossed on red."""
-    for signals in (True, False):
+    for signals, paths in ((True, False), (False, False), (True, True), (False, True)):
         scen = with_right_of_way(with_turn_speeds(_scenario()), signals=signals)
+        if paths:  # paths across the junctions: a foe standing inside is in the way only where it covers one
+            scen = with_paths(scen)
         tw, refs, ids, valid, worst = _run_side_by_side(scen)
         assert tw.net.has_foes and worst <= POS_TOL
+        zones = tw.net.conn_zone[tw.net.conn_foes >= 0]
+        assert ((zones != 0) & (zones != 2 ** 16 - 1)).any() == paths  # with paths, zones cover part of a path
         for ref in refs:
             ev = ref.events
             # (with signals the left turns wait at their internal junction, past the line: SUMO's cont="1" links)

@@ -102,7 +102,11 @@ the same, one vehicle at a time):
    vehicle on a minor link (an unsignalized ``m``/``=``/``s``/``w``/``Z``
    connection, or a signal showing ``g``) that would pass its line this step is
    held at it while a connection it must yield to is in use in an overlapping
-   time window: :func:`yield_blocked` states the simplifications. A link into an
+   time window: :func:`yield_blocked` states the simplifications. A vehicle
+   standing inside the junction on such a connection holds it only where it
+   stands in its way: its body covers the part of its own path that the
+   waiting vehicle's path crosses (``net.conn_zone``, from the paths' shapes;
+   SUMO's ``inTheWay``; everywhere on networks without shapes). A link into an
    internal junction (a left turn's ``cont="1"``, waiting point ``net.conn_wait``
    m past the line) is open at the line unless red, as SUMO's ``MSLink::opened``:
    the vehicle enters and waits at that point, a minor link there, until its foes
@@ -152,6 +156,7 @@ from dataclasses import replace
 
 import torch
 
+from .network import ZONE_BINS
 from .state import Drivers, Moved, Movers, StepResult, StepSettings, StopTables, Surroundings, Teleported, VehicleState
 
 # signal codes per link (the network tables, twins.traffic.tables, encode programs in them)
@@ -410,8 +415,12 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     line this step (not held by its signal or by keep-clear, nor still short of its own internal junction in the
     junction before, which SUMO's ``abortRequestAfterMinor`` keeps from requesting any later link) announces the
     time it arrives at the junction and the time its rear leaves the junction path (accelerating at ``accel`` to
-    its desired speed, :func:`arrival_time`), and every vehicle still inside a junction (front short of its lane's
-    start) announces [now, when its rear clears at its current speed, at least 0.1 m/s]. Per (world, connection) the union of those windows is kept. A vehicle
+    its desired speed, :func:`arrival_time`), and every vehicle moving inside a junction (front short of its lane's
+    start) announces [now, when its rear clears at its current speed]. Per (world, connection) the union of those
+    windows is kept. A vehicle standing inside a junction announces no window (SUMO's ``willPass``): it is in the way
+    of a foe only where its body covers the part of its path that the foe's path crosses (:func:`body_zone`,
+    ``net.conn_zone``: SUMO's ``inTheWay``, from the junction's geometry, network.conflict_zone); before, a queue
+    standing across a junction held every foe of its connection however far past their paths it stood. A vehicle
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
     connection it yields to (the junction's ``response``) has a window overlapping its own extended by
     :data:`JM_TIMEGAP_MINOR` (SUMO's ``MSLink::blockedByFoe``: the foe must leave before this vehicle arrives, or
@@ -460,15 +469,20 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
     cn = m.conn.clamp(min=0)
     d_in = _gather(net.conn_wait, cn) - _gather(net.conn_via, cn) - m.pos
-    seg_in = torch.where(inside & ~waiting, m.world * C + cn, W * C)
+    # (one standing there is in the way only of the paths its body covers: its parts of its own path, per
+    # (world, connection), net.conn_zone)
+    standing = m.speed < STOP_SPEED
+    seg_in = torch.where(inside & ~waiting & ~standing, m.world * C + cn, W * C)
     clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
     leave_in = torch.full_like(leave, -inf).scatter_reduce(0, seg_in, clear, "amax")
     leave_in[W * C] = -inf
+    seg_occ = torch.where(inside & ~waiting & standing, m.world * C + cn, W * C)
+    occ = zone_occupancy(seg_occ, body_zone(m.pos, m.length, _gather(net.conn_via, cn)), W * C + 1)
     # SUMO's MSLink::opened: a link into an internal junction (cont="1": a left turn's waiting point inside the
     # junction) is open at the stop line unless red; the vehicle waits for its foes at that point instead
     cont = _gather(net.conn_wait, cic) > 0
     minor = found & ~must_stop & ~cont & (_gather(net.conn_yield, cic) | (code == SIG_GREEN_MINOR))
-    blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, net, W)
+    blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, occ, net, W)
     # there its link is minor (SUMO's state "m", whatever the signal shows): it passes when its foes leave it a gap,
     # timed from that point (on the few waiting vehicles only, unless the step keeps fixed shapes)
     wi = None if fixed_shape else _nz(waiting)
@@ -483,15 +497,38 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     v, acc = on(m.speed), on(m.accel)
     t_arr_in = arrival_time(on(d_in).clamp(min=0.0), v, acc, v_in)
     t_leave_in = arrival_time(on(m.length) - on(m.pos), v, acc, v_in)
-    held = _foes_block(on(waiting), on(m.world), on(cn), t_arr_in, t_leave_in, arr, leave, leave_in, net, W)
+    held = _foes_block(on(waiting), on(m.world), on(cn), t_arr_in, t_leave_in, arr, leave, leave_in, occ, net, W)
     blocked_in = held if wi is None else torch.zeros_like(waiting).index_put((wi,), held)
     return blocked, blocked_in, d_in
 
 
-def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, net, W: int):
+def body_zone(pos, length, via):
+    """The parts (:data:`~twins.traffic.network.ZONE_BINS`) of its path across the junction (``via`` m) that the
+    body of a vehicle inside the junction covers (front ``via + pos`` m past the line), as a bitmask."""
+    size = via / ZONE_BINS
+    front = via + pos
+    back = front - length
+    lo = torch.floor(back / size).clamp(0, ZONE_BINS - 1).to(torch.int64)
+    hi = torch.floor(front / size).clamp(0, ZONE_BINS - 1).to(torch.int64)
+    one = torch.ones_like(lo)
+    return (torch.bitwise_left_shift(one, hi + 1) - 1) & ~(torch.bitwise_left_shift(one, lo) - 1)
+
+
+def zone_occupancy(seg, bits, n: int):
+    """Per segment (``seg``; segment ``n - 1`` collects the rest and stays empty) the union (bitwise or) of ``bits``,
+    as counts per bit summed in integers: deterministic in any order, on CUDA too."""
+    shifts = torch.arange(ZONE_BINS, device=bits.device, dtype=torch.int64)
+    per_bit = torch.bitwise_right_shift(bits.unsqueeze(-1), shifts) & 1
+    counts = torch.zeros((n, ZONE_BINS), dtype=torch.int64, device=bits.device).index_add_(0, seg, per_bit)
+    counts[n - 1] = 0
+    return (torch.bitwise_left_shift((counts > 0).to(torch.int64), shifts)).sum(-1)
+
+
+def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, net, W: int):
     """Which of the vehicles ``minor`` (on connection ``conn``, arriving at the conflict area in ``t_arr`` s and
     leaving it in ``t_leave`` s) must wait for a foe, given the foes' windows per (world, connection) (``arr``,
-    ``leave``: approaching; ``leave_in``: inside the junction) (:func:`yield_blocked`)."""
+    ``leave``: approaching; ``leave_in``: moving inside the junction; ``occ``: the parts of their paths standing
+    vehicles inside the junction cover, :func:`body_zone`) (:func:`yield_blocked`)."""
     C = net.conn_yield.numel()
     # a minor link is blocked by any foe connection whose window overlaps its own; a vehicle inside the junction
     # on a foe connection into the same edge (a merge, or a parallel path) is not a conflict but a leader
@@ -507,7 +544,8 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, net, W
         # a zipper: only a foe that arrives first (ties: the lower connection) and is still there is waited for
         first = (foe_arr < t_arr) | ((foe_arr == t_arr) & (foe < conn))
         blocked = blocked | torch.where(zipper, first & (foe_leave >= t_arr), overlap)
-        blocked = blocked | (crossing & (_gather(leave_in, at) >= t_arr))
+        in_way = (_gather(occ, at) & _gather(net.conn_zone[:, j].contiguous(), conn)) != 0
+        blocked = blocked | (crossing & ((_gather(leave_in, at) >= t_arr) | in_way))
     return blocked
 
 

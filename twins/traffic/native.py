@@ -66,7 +66,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
-         "conn_to_edge", "conn_keep_clear")
+         "conn_to_edge", "conn_keep_clear", "conn_zone")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -213,7 +213,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
                                                           "route_turn_speed")})
     ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index", "conn_wait",
-                                                       "conn_visibility", "conn_to_edge")})
+                                                       "conn_visibility", "conn_to_edge", "conn_zone")})
     ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
     ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
     i64 = torch.int64
@@ -236,7 +236,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
               *((f"net.{k}", getattr(net, k), dtype, tuple(net.conn_via.shape))
                 for k in ("conn_via", "conn_wait", "conn_visibility")),
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
-                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes",
+                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes", "conn_zone",
                           "conn_to_mask", "lane_edge", "lane_index", "conn_to_edge")),
               ("net.conn_yield", net.conn_yield, torch.bool, tuple(net.conn_link.shape)),
               ("net.conn_zipper", net.conn_zipper, torch.bool, tuple(net.conn_link.shape)),

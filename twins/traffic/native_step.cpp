@@ -21,6 +21,7 @@ constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
 constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2, SIG_GREEN_MINOR = 3;
 constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
 constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
+constexpr int64_t ZONE_BINS = 16;  // network.ZONE_BINS
 
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
@@ -61,6 +62,7 @@ struct Args {
     const void *conn_wait, *conn_visibility;  // [C] T: where a minor link's vehicle waits past the line; its sight
     const int64_t *conn_to_edge;  // [C] each connection's to-edge
     const uint8_t *conn_keep_clear;  // [C] rule 4: entered only when the junction can be cleared
+    const int64_t *conn_zone;  // [C, NF] the parts of each foe's path this connection crosses (bitmask)
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -300,6 +302,7 @@ template <typename T> struct Scratch {
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must, f_moving, f_sig;  // f_sig: held by its signal (red, or a yellow it stops for)
     std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj;
+    std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> entry;  // kernels.entry_tails
     std::vector<uint8_t> arrive, leaving, crossed;
@@ -703,10 +706,24 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             }
         }
         sc.leave_in.assign(C, -inf);
+        sc.zone_occ.assign(C, 0);
+        // kernels.body_zone: the parts of its path (net.conn_zone's ZONE_BINS) a vehicle inside the junction covers
+        auto body_zone = [&](int64_t s) -> int64_t {
+            const int64_t c = W.conn[s];
+            const T size = W.conn_via[c] / T(ZONE_BINS);
+            const T front = W.conn_via[c] + W.pos[s], back = front - W.length[s];
+            const int64_t lo_b = std::min<int64_t>(ZONE_BINS - 1, std::max<int64_t>(0, int64_t(std::floor(back / size))));
+            const int64_t hi_b = std::min<int64_t>(ZONE_BINS - 1, std::max<int64_t>(0, int64_t(std::floor(front / size))));
+            return ((int64_t(1) << (hi_b + 1)) - 1) & ~((int64_t(1) << lo_b) - 1);
+        };
         for (int64_t s = lo; s < hi; ++s) {
             if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || W.conn[s] < 0) continue;
             if (sc.waiting[s - lo]) continue;  // short of its internal junction: announces once past
             const int64_t c = W.conn[s];
+            if (W.speed[s] < stop_speed) {  // standing: in the way only of the paths its body covers
+                sc.zone_occ[c] |= body_zone(s);
+                continue;
+            }
             const T clear = (W.length[s] - W.pos[s]) / clamp_min(W.speed[s], stop_speed);
             sc.leave_in[c] = std::max(sc.leave_in[c], clear);
         }
@@ -724,7 +741,9 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                     blocked = true;  // + kernels.JM_TIMEGAP_MINOR, SUMO's jmTimegapMinor
                 }
                 // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
-                if (a.conn_to_edge[foe] != a.conn_to_edge[c] && sc.leave_in[foe] >= t_arr) blocked = true;
+                if (a.conn_to_edge[foe] != a.conn_to_edge[c]
+                    && (sc.leave_in[foe] >= t_arr || (sc.zone_occ[foe] & a.conn_zone[c * NF + j]) != 0))
+                    blocked = true;
             }
             return blocked;
         };

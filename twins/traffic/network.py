@@ -92,6 +92,67 @@ class Connection:
     visibility: float = field(default=4.5, compare=False)
     # SUMO's ``keepClear`` attribute of the connection: false lets vehicles stop on the junction (kernels rule 4)
     keep_clear: bool = field(default=True, compare=False)
+    # the path across the junction: its shape (every internal lane of SUMO's ``via`` chain; empty: not known, as on
+    # generated networks) and its lanes' width, from which :func:`conflict_zone` finds where paths cross
+    path_shape: tuple = field(default=(), compare=False)
+    via_width: float = field(default=3.2, compare=False)
+
+
+def _poly_len(poly) -> float:
+    return sum(((poly[i + 1][0] - poly[i][0]) ** 2 + (poly[i + 1][1] - poly[i][1]) ** 2) ** 0.5
+               for i in range(len(poly) - 1))
+
+
+ZONE_BINS = 16  # rule 10: a connection's path in this many equal parts, the resolution of its conflict zones
+
+
+def _intersections(p, q):
+    """Where polylines ``p`` and ``q`` cross: (distance along p, distance along q, sine of the angle) per crossing."""
+    out, sp = [], 0.0
+    for i in range(len(p) - 1):
+        (ax, ay), (bx, by) = p[i], p[i + 1]
+        rx, ry = bx - ax, by - ay
+        lp = (rx * rx + ry * ry) ** 0.5
+        sq = 0.0
+        for j in range(len(q) - 1):
+            (cx, cy), (dx, dy) = q[j], q[j + 1]
+            sx, sy = dx - cx, dy - cy
+            lq = (sx * sx + sy * sy) ** 0.5
+            den = rx * sy - ry * sx
+            if den != 0 and lp > 0 and lq > 0:
+                u = ((cx - ax) * sy - (cy - ay) * sx) / den
+                v = ((cx - ax) * ry - (cy - ay) * rx) / den
+                if 0.0 <= u <= 1.0 and 0.0 <= v <= 1.0:
+                    out.append((sp + u * lp, sq + v * lq, abs(den) / (lp * lq)))
+            sq += lq
+        sp += lp
+    return out
+
+
+def conflict_zone(c: Connection, foe: Connection) -> int:
+    """Rule 10: where on ``foe``'s path across the junction the path of ``c`` crosses it, as a bitmask of the
+    :data:`ZONE_BINS` equal parts of ``foe``'s path (``via_length``): a vehicle of ``foe`` standing inside the
+    junction is in the way of ``c`` only where its body covers one of them (SUMO's ``inTheWay``: a foe on its
+    internal lane that has entered the crossing point and not passed it; one standing short of it will not pass,
+    ``willPass``, and is ignored). The zone is SUMO's conflict size around the crossing point: ``c``'s lane width
+    times ``2 / max(sin(angle), 0.2) - 1`` (``MSLink::setRequestInformation``). All parts where either shape is
+    unknown (generated networks: every standing foe inside is in the way); none where the paths do not cross."""
+    full = (1 << ZONE_BINS) - 1
+    p, q = list(c.path_shape), list(foe.path_shape)
+    if len(p) < 2 or len(q) < 2 or foe.via_length <= 0:
+        return full
+    hits = _intersections(q, p)
+    if not hits:
+        return 0
+    scale = foe.via_length / _poly_len(q)  # shape length to lane length (SUMO's interpolateGeometryPosToLanePos)
+    mask, size = 0, foe.via_length / ZONE_BINS
+    for at, _, sine in hits:
+        half = 0.5 * c.via_width * (2.0 / max(sine, 0.2) - 1.0) * scale
+        lo = max(0, min(ZONE_BINS - 1, int((at * scale - half) // size)))
+        hi = max(0, min(ZONE_BINS - 1, int((at * scale + half) // size)))
+        for b in range(lo, hi + 1):
+            mask |= 1 << b
+    return mask
 
 
 @dataclass

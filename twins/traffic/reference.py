@@ -210,7 +210,7 @@ from dataclasses import dataclass
 
 import mesa
 
-from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead
+from .network import GREEN, YELLOW, ZONE_BINS, RoadNetwork, best_lanes_lookahead, conflict_zone
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
@@ -512,6 +512,16 @@ class ReferenceVehicle(mesa.Agent):
             self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
             self._t_leave = arrival_time(d + via + self.length, self.speed, self.accel, vmax)
 
+    def body_zone(self) -> int:
+        """kernels.body_zone: the parts of its path (network.ZONE_BINS) this vehicle inside the junction covers."""
+        via = self.model.conns[self.conn_key][0]
+        size = via / ZONE_BINS
+        front = via + self.pos
+        back = front - self.length
+        lo = min(ZONE_BINS - 1, max(0, math.floor(back / size)))
+        hi = min(ZONE_BINS - 1, max(0, math.floor(front / size)))
+        return ((1 << (hi + 1)) - 1) & ~((1 << lo) - 1)
+
     def waiting_inside(self) -> bool:
         """Inside a junction, short of (or standing at) its connection's internal junction (a left turn's waiting
         point): on its own path through the junction (SUMO: an internal lane)."""
@@ -812,6 +822,8 @@ class ReferenceTrafficModel(mesa.Model):
         at_link = {(network.edges[c.from_edge].to_node, c.junction_index): key
                    for key, cs in merged.items() for c in cs if c.junction_index >= 0}
         self.foes: dict[tuple[str, str], list] = {}
+        self.zones: dict[tuple[str, str], list[int]] = {}
+        self.zone_occupied: dict[tuple[str, str], int] = {}
         for key, cs in merged.items():
             out = set()
             for c in cs:
@@ -820,6 +832,8 @@ class ReferenceTrafficModel(mesa.Model):
                     if (j.id, k) in at_link:
                         out.add(at_link[(j.id, k)])
             self.foes[key] = sorted(out)
+            # where on each foe's path this one crosses it (the first listed link of each decides, as for via)
+            self.zones[key] = [conflict_zone(cs[0], merged[f][0]) for f in self.foes[key]]
         self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
         # rule 4: the connections that keep their junction clear (the first link decides, as for via and signal)
         self.keep_clear = {key: network.keeps_clear(cs[0]) for key, cs in merged.items()}
@@ -968,19 +982,27 @@ class ReferenceTrafficModel(mesa.Model):
             if v.leader is None and v._found and not v._must_stop and v._moving and not v.waiting_inside():
                 w = win.setdefault(v._key, [INF, -INF])
                 w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
+        self.zone_occupied = {}
         for v in running:
             # (one short of its internal junction has not entered the conflict area it waits at)
             if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None and not v.waiting_inside():
+                if v.speed < STOP_SPEED:  # standing: in the way only of the paths its body covers (kernels.body_zone)
+                    self.zone_occupied[v.conn_key] = self.zone_occupied.get(v.conn_key, 0) | v.body_zone()
+                    continue
                 inside[v.conn_key] = max(inside.get(v.conn_key, -INF), (v.length - v.pos) / max(v.speed, STOP_SPEED))
         return win, inside
 
     def blocked_by_foes(self, key, t_arr: float, t_leave: float) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
         (s from now), must wait for a foe's window (:meth:`approach_windows`)."""
-        for foe in self.foes[key]:
+        for foe, zone in zip(self.foes[key], self.zones[key]):
             w = self.windows.get(foe)
-            # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe
-            crossing = foe[1] != key[1] and self.windows_inside.get(foe, -INF) >= t_arr
+            # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe; one that
+            # stands there is in the way only where its body covers this connection's path (network.conflict_zone)
+            occupied = self.zone_occupied.get(foe, 0)
+            crossing = foe[1] != key[1] and (self.windows_inside.get(foe, -INF) >= t_arr or occupied & zone != 0)
+            if foe[1] != key[1] and occupied and not occupied & zone:
+                self.events["standing_foe_not_in_the_way"] += 1  # diagnostic: the rule before waited for it
             if w is not None and self.zipper[key]:  # a zipper: wait only for a foe that arrives first
                 tie_first = self.conn_rank[foe] < self.conn_rank[key]
                 first = w[0] < t_arr or (w[0] == t_arr and tie_first)

@@ -112,6 +112,8 @@ def net_from(path, report: Report) -> RoadNetwork:
     edges: dict[str, dict] = {}
     internal_len: dict[str, float] = {}
     internal_speed: dict[str, float] = {}
+    internal_shape: dict[str, tuple[tuple[float, float], ...]] = {}
+    internal_width: dict[str, float] = {}
     junctions: dict[str, Junction] = {}
     conns: list[tuple[dict, int]] = []
     programs: dict[str, SignalProgram] = {}
@@ -131,6 +133,8 @@ def net_from(path, report: Report) -> RoadNetwork:
             if e["fn"] == "internal":
                 internal_len[a["id"]] = num(where, a, "length", tag=f"lane[{a.get('id')}]")
                 internal_speed[a["id"]] = num(where, a, "speed", tag=f"lane[{a.get('id')}]")
+                internal_shape[a["id"]] = tuple(_shape(a.get("shape")))
+                internal_width[a["id"]] = num(where, a, "width", 3.2, tag=f"lane[{a.get('id')}]")  # SUMO's default
             else:
                 e["lanes"].append(a)
         elif tag == "junction":
@@ -231,6 +235,16 @@ def net_from(path, report: Report) -> RoadNetwork:
             lane_id = next_via.get(lane_id)
         return total, speed
 
+    def via_shape(lane_id: str | None) -> tuple:
+        """The shape of a connection's internal lane chain, its lanes' shapes joined."""
+        out, seen = [], set()
+        while lane_id and lane_id not in seen:
+            seen.add(lane_id)
+            pts = internal_shape.get(lane_id, ())
+            out += pts[1:] if out and pts and pts[0] == out[-1] else pts
+            lane_id = next_via.get(lane_id)
+        return tuple(out)
+
     dropped_conns = 0
     crossing_links: dict[str, set[int]] = {}  # tl -> link indices of pedestrian crossings
     for a, line in conns:
@@ -272,7 +286,8 @@ def net_from(path, report: Report) -> RoadNetwork:
                        via_length=via_len, via_speed=via_speed, junction_index=jindex, state=link_state, tl=tl,
                        link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"),
                        wait_length=wait_len, visibility=visibility,
-                       keep_clear=a.get("keepClear", "1") not in ("0", "false", "False"))
+                       keep_clear=a.get("keepClear", "1") not in ("0", "false", "False"),
+                       path_shape=via_shape(a.get("via")), via_width=internal_width.get(a.get("via") or "", 3.2))
         net.connections.append(c)
         if tl:
             j = junctions.get(net.edges[f].to_node)

@@ -21,7 +21,7 @@ from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
 from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW  # noqa: F401  (signal codes)
-from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead
+from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone
 
 
 @dataclass
@@ -55,6 +55,9 @@ class NetworkTables:
     conn_visibility: torch.Tensor  # [C]
     conn_to_edge: torch.Tensor  # [C] int64: each connection's to-edge (its foes into the same edge merge, not cross)
     conn_foes: torch.Tensor  # [C, F] int64
+    # the parts of each foe's path (network.ZONE_BINS) this connection crosses, bitmask per conn_foes entry: a foe's
+    # vehicle standing inside the junction is in the way only where its body covers one (network.conflict_zone)
+    conn_zone: torch.Tensor  # [C, F] int64
     has_foes: bool  # any connection yields to another (decided once: the step never asks the device)
     # the same connections by lane: lane_conn_edge[l, j] is the j-th edge lane l connects to (-1: none),
     # lane_conn[l, j] that connection's index in the arrays above (elementwise lookup in the kernel)
@@ -161,8 +164,11 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
         foes.append(sorted(out))
     F = max((len(f) for f in foes), default=0) or 1
     conn_foes = torch.full((len(keys), F), -1, dtype=torch.int64)
+    conn_zone = torch.zeros((len(keys), F), dtype=torch.int64)
     for i, f in enumerate(foes):
         conn_foes[i, :len(f)] = torch.tensor(f, dtype=torch.int64)
+        conn_zone[i, :len(f)] = torch.tensor([conflict_zone(merged[keys[i]][0], merged[keys[k]][0]) for k in f],
+                                             dtype=torch.int64)
     conn_yield = torch.tensor([merged[k][0].tl is None and merged[k][0].state in MINOR for k in keys], dtype=torch.bool)
     conn_zipper = torch.tensor([merged[k][0].tl is None and merged[k][0].state == "Z" for k in keys], dtype=torch.bool)
     by_lane = [[] for _ in lane_ids]
@@ -208,6 +214,7 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
         conn_visibility=torch.tensor([merged[k][0].visibility for k in keys], dtype=torch.float64),
         conn_to_edge=torch.tensor([k % E for k in keys], dtype=torch.int64),
         conn_foes=conn_foes,
+        conn_zone=conn_zone,
         has_foes=bool((conn_foes >= 0).any()),
         lane_conn_edge=lane_conn_edge,
         lane_conn=lane_conn,

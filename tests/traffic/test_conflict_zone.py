@@ -1,0 +1,128 @@
+"""Rule 10's conflict zones: a vehicle standing inside a junction holds a foe only where it stands in that foe's way.
+
+SUMO (``MSLink::getLeaderInfo``) keeps a vehicle on a foe's internal lane in the way of a vehicle at a minor link
+only while it has entered the crossing point of the two paths and not passed it (``inTheWay``); one standing short
+of it that will not pass (``willPass``) is ignored, one past it too. The twin marks, per pair of connections, the
+part of the foe's path the crossing covers (:func:`twins.traffic.network.conflict_zone`, SUMO's conflict size
+around the crossing point) and, each step, the parts of its own path each standing vehicle inside a junction covers
+(:func:`kernels.body_zone`); a minor vehicle waits for a standing foe only where the two meet. Before, any vehicle
+standing inside on a foe connection held it: on RESCO cologne3 left turners waiting at their internal junction
+stood for 300 s (until teleported) behind opposing vehicles queued across the junction, well past the left turn's
+path (benchmarks/README.md)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from twins.traffic import kernels
+from twins.traffic.network import ZONE_BINS, Connection, conflict_zone
+from twins.traffic.reference import ReferenceVehicle
+
+FULL = (1 << ZONE_BINS) - 1
+
+
+def _conn(shape, via=None, width=3.2):
+    length = via if via is not None else math.dist(shape[0], shape[-1])
+    return Connection("a", 0, "b", 0, via_length=length, path_shape=tuple(shape), via_width=width)
+
+
+def _bits(mask):
+    return [b for b in range(ZONE_BINS) if mask >> b & 1]
+
+
+def test_a_right_angle_crossing_covers_the_lane_width_around_the_crossing_point():
+    foe = _conn([(0.0, 0.0), (16.0, 0.0)])  # 16 m: one metre per part
+    ego = _conn([(5.0, 8.0), (5.0, -8.0)])  # crosses it at 5 m, at a right angle
+    # SUMO's conflict size at 90 degrees: the lane width (2 / sin - 1 = 1), centred on the crossing point
+    assert _bits(conflict_zone(ego, foe)) == [3, 4, 5, 6]  # 3.4 .. 6.6 m
+    # a shallow angle widens it (SUMO's 2 / max(sin, 0.2) - 1)
+    shallow = _conn([(5.0 - 8.0 / math.tan(math.radians(30)), 8.0), (5.0 + 8.0 / math.tan(math.radians(30)), -8.0)])
+    assert _bits(conflict_zone(shallow, foe)) == list(range(0, 10))  # 5 +- 4.8 m: 0.2 .. 9.8 m
+
+
+def test_paths_that_do_not_cross_share_no_zone_and_unknown_paths_share_all():
+    foe = _conn([(0.0, 0.0), (16.0, 0.0)])
+    assert conflict_zone(_conn([(0.0, 3.2), (16.0, 3.2)]), foe) == 0
+    assert conflict_zone(Connection("a", 0, "b", 0, via_length=10.0), foe) == FULL  # a generated network
+    assert conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), Connection("c", 0, "d", 0, via_length=10.0)) == FULL
+
+
+def test_the_zone_is_read_in_lane_length():
+    """SUMO's lane lengths differ from their shapes' (``interpolateGeometryPosToLanePos``): the zone scales along."""
+    foe = _conn([(0.0, 0.0), (16.0, 0.0)], via=32.0)  # parts of 2 m; the crossing at 5 m of shape is 10 m of lane
+    assert _bits(conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), foe)) == [3, 4, 5, 6]  # 6.8 .. 13.2 m
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_body_zone_matches_the_reference_and_occupancy_is_a_union(dtype):
+    g = torch.Generator().manual_seed(3)
+    n = 400
+    via = torch.rand(n, generator=g, dtype=torch.float64) * 40 + 2
+    pos = -torch.rand(n, generator=g, dtype=torch.float64) * via
+    length = torch.rand(n, generator=g, dtype=torch.float64) * 12 + 3
+    bits = kernels.body_zone(pos.to(dtype), length.to(dtype), via.to(dtype))
+
+    class Stub:  # what ReferenceVehicle.body_zone reads
+        pass
+    for i in range(n):
+        v = Stub()
+        v.model, v.conn_key, v.pos, v.length = Stub(), "c", float(pos[i].to(dtype)), float(length[i].to(dtype))
+        v.model.conns = {"c": (float(via[i].to(dtype)),)}
+        want = ReferenceVehicle.body_zone(v)
+        assert int(bits[i]) == want, (i, float(pos[i]), float(length[i]), float(via[i]))
+    # the front's part and the back's part and every part between (a body longer than the path covers it all)
+    front = ((via + pos) / (via / ZONE_BINS)).floor().clamp(0, ZONE_BINS - 1)
+    assert all(int(b) >> int(f) & 1 for b, f in zip(bits, front))
+    # per segment the union of its vehicles' parts, whatever their order; the last segment collects the rest
+    seg = torch.randint(0, 5, (n,), generator=g)
+    seg[::7] = 5
+    occ = kernels.zone_occupancy(seg, bits, 6)
+    perm = torch.randperm(n, generator=g)
+    assert torch.equal(occ, kernels.zone_occupancy(seg[perm], bits[perm], 6))
+    for k in range(5):
+        want = 0
+        for b in bits[seg == k].tolist():
+            want |= b
+        assert int(occ[k]) == want
+    assert int(occ[5]) == 0
+
+
+def test_a_standing_foe_holds_a_minor_vehicle_only_where_it_covers_its_path():
+    """kernels._foes_block (and the reference's blocked_by_foes): connection 0 yields to connection 1, whose path it
+    crosses in parts 3-6; a vehicle standing inside on connection 1 holds it when its body covers one of those parts,
+    not when it stands past them or short of them; a moving one holds it by its window, as before."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from twins.traffic.reference import ReferenceTrafficModel
+
+    zone = 0b1111000
+    net = SimpleNamespace(conn_yield=torch.tensor([True, False]), conn_to_edge=torch.tensor([0, 1]),
+                          conn_zipper=torch.tensor([False, False]), conn_foes=torch.tensor([[1], [-1]]),
+                          conn_zone=torch.tensor([[zone], [0]]))
+    W, C, inf = 1, 2, math.inf
+    no_window = torch.tensor([inf, inf, inf]), torch.tensor([-inf, -inf, -inf])
+    via = torch.tensor([16.0])
+
+    def held(pos, length=5.0, moving=False):
+        occ = torch.zeros(W * C + 1, dtype=torch.int64)
+        leave_in = torch.full((W * C + 1,), -inf)
+        if moving:
+            leave_in[1] = 3.0
+        else:
+            occ[1] = int(kernels.body_zone(torch.tensor([pos]), torch.tensor([length]), via))
+        out = kernels._foes_block(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
+                                  torch.tensor([2.0]), *no_window, leave_in, occ, net, W)
+        key, foe = ("l0", "e0"), ("l1", "e1")
+        ref = SimpleNamespace(foes={key: [foe]}, zones={key: [zone]}, windows={}, zipper={key: False},
+                              windows_inside={foe: 3.0} if moving else {}, events=Counter(),
+                              zone_occupied={foe: int(occ[1])} if int(occ[1]) else {})
+        assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 2.0) == bool(out[0])  # the reference agrees
+        return bool(out[0])
+
+    assert held(-16.0 + 5.5)  # body 0.5 .. 5.5 m: covers parts 3-5
+    assert not held(-16.0 + 2.5)  # body -2.5 .. 2.5 m: short of the crossing
+    assert not held(-1.0)  # body 10 .. 15 m: past it
+    assert held(-1.0, moving=True)  # moving: its window says

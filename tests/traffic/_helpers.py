@@ -175,8 +175,8 @@ def with_paths(scen, half: float = 6.0, width: float = 3.2):
     """Every connection of a generated network given a path across its junction (``Connection.path_shape``): a
     straight line from its lane's end, ``half`` m before the junction's centre on the right of the incoming road,
     to its target lane's start, ``half`` m after it on the right of the outgoing one (lanes ``width`` m apart), so
-    that rule 10's conflict zones (network.conflict_zone) cover part of each foe's path, as on an imported
-    network."""
+    that rule 10's conflict zones (network.conflict_zone) cover part of each foe's path and paths out of one lane
+    part somewhere (network.divergence), as on an imported network."""
     import math
 
     net = scen.network
@@ -195,6 +195,7 @@ def with_paths(scen, half: float = 6.0, width: float = 3.2):
         c.path_shape = ((j.x - ux * half + uy * oi, j.y - uy * half - ux * oi),
                         (j.x + vx * half + vy * oo, j.y + vy * half - vx * oo))
         c.via_width = width
+        c.via_shape, c.via_lane_length = c.path_shape, c.via_length  # one internal lane: where paths part
     return scen
 
 

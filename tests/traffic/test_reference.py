@@ -347,7 +347,8 @@ def test_kernel_matches_reference_with_right_of_way():
     """Rule 10 on the loaded grid: permissive left turns (``g``) yield to the opposing through traffic at their
     internal junction inside the junction, with turning speeds; then without signals, the north–south approaches
     minor (``m``); both again with paths across the junctions (``with_paths``), where a vehicle standing inside
-    the junction holds a foe only where it covers that foe's path. The twin equals the reference
+    the junction holds a foe only where it covers that foe's path, and a vehicle follows one that left its lane by
+    another path until the two paths part. The twin equals the reference
     at every step, vehicles did wait for gaps, and nobody crossed on red."""
     for signals, paths in ((True, False), (False, False), (True, True), (False, True)):
         scen = with_right_of_way(with_turn_speeds(_scenario()), signals=signals)
@@ -357,6 +358,7 @@ def test_kernel_matches_reference_with_right_of_way():
         assert tw.net.has_foes and worst <= POS_TOL
         zones = tw.net.conn_zone[tw.net.conn_foes >= 0]
         assert ((zones != 0) & (zones != 2 ** 16 - 1)).any() == paths  # with paths, zones cover part of a path
+        assert tw.net.has_siblings == paths  # ... and the paths out of one lane part somewhere
         for ref in refs:
             ev = ref.events
             # (with signals the left turns wait at their internal junction, past the line: SUMO's cont="1" links)
@@ -365,3 +367,5 @@ def test_kernel_matches_reference_with_right_of_way():
             assert ev["edge_transitions"] >= 300 and ev["red_crossings"] == 0 and ev["same_step_entries"] == 0, ev
             # the cautious approach to minor links, and with signals inside the junction to the left turns' waiting point
             assert ev["minor_cautious"] >= 50 and (ev["minor_cautious_inside"] >= 20 or not signals), ev
+            # with paths, vehicles followed one that left their lane by another path until the paths parted
+            assert (ev["same_source_nearer"] >= 20) == paths, ev

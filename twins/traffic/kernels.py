@@ -118,7 +118,13 @@ the same, one vehicle at a time):
    having slowed down for a minor link, it requests none beyond). Inside a
    junction a vehicle does not follow one waiting at its internal junction on
    another connection (:func:`past_waiting`; SUMO: another internal lane, its
-   front short of where the paths merge). Before that, the
+   front short of where the paths merge). But a vehicle follows one that left
+   its own lane by another connection, on its approach and inside the junction,
+   until that one's back has passed the point where their paths part
+   (:func:`same_source`, ``net.conn_div`` from the paths' shapes: SUMO's
+   same-source foes); a left turner waiting at its internal junction on a
+   single-lane approach holds the straight vehicles behind it, as in SUMO
+   (tests/traffic_sumo/test_internal_junction.py). Before that, the
    vehicle approaches with caution, as SUMO's ``MSVehicle::processLinkApproaches``
    does for a link without priority: while it could still stop there
    (``v² <= 2·decel·d``) and is farther than the link's visibility distance
@@ -439,9 +445,8 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     vehicles held at their line, the movers held at their internal junction, and each mover's distance to that
     point. Simplifications:
     only the front vehicle of a lane announces (the one behind it announces next step), and vehicles that merge into
-    one lane keep no extra time gap (SUMO's look-ahead for a shared target lane); a vehicle waiting at its internal
-    junction does not hold back the vehicles behind it on its approach lane that take another path (SUMO holds them
-    until the two paths diverge, from the junction's geometry: tests/traffic_sumo/test_internal_junction.py)."""
+    one lane keep no extra time gap (SUMO's look-ahead for a shared target lane). The vehicles behind one waiting at
+    its internal junction on another path from their lane follow it until the paths part (:func:`same_source`)."""
     C = net.conn_yield.numel()
     inf = torch.inf
     wf, rf, lf = at(m.world), at(m.route), at(m.lane)
@@ -584,6 +589,48 @@ def waiting_inside(running, pos, rpos, conn, net):
     wait = _gather(net.conn_wait, c)
     return (running & (pos < 0) & (rpos > 0) & (conn >= 0) & (wait > 0)
             & (wait - _gather(net.conn_via, c) - pos > -WAIT_SLACK_M))
+
+
+def same_source(world, slot, ce, se, min_gap, active, around: Surroundings, net, hops: int = 2):
+    """Rule 10, SUMO's same-source foes (``MSLink::getLeaderInfo`` with ``sameSource``): the gap (+inf: none) and
+    speed of the nearest vehicle ahead of each vehicle (``slot``; ``active`` ones only) that left the vehicle's lane
+    by another connection and whose back has not yet passed the point where the two paths part
+    (:func:`~twins.traffic.network.divergence`, ``net.conn_div``). ``ce``: the vehicle's connection (clamped),
+    ``se``: how far along its path it is past the stop line (negative before it). The two follow each other as on
+    one lane through the divergence point: gap = (``d_e`` - ``se``) - min gap - (``d_f`` - the other's back).
+    Only a vehicle whose front is ahead of this one's counts (SUMO skips one whose front is behind this one's
+    back; where two bodies overlap, as they could before this rule, the looser test would hold both for ever).
+    The others are found as the tails of the lanes the sibling connection leads into, up to ``hops`` vehicles of
+    other connections skipped (SUMO looks at every vehicle on the sibling's internal lane). ``net.conn_sib`` lists
+    no siblings for a connection whose edge has another lane into the same next edge: there SUMO's vehicle changes
+    to that parallel path on the junction's internal edge and passes (seen in RESCO cologne3), which the twin, whose
+    lane changes happen on edges, does not model; it lets such a vehicle pass at once."""
+    inf = torch.full_like(se, torch.inf)
+    gap, v = inf, torch.zeros_like(se)
+    L, J = net.n_lanes, net.conn_sib.shape[1]
+    for j in range(J):
+        flat = ce * J + j
+        cf = _gather(net.conn_sib.reshape(-1), flat)
+        de, df = _gather(net.conn_div.reshape(-1), flat), _gather(net.conn_div_foe.reshape(-1), flat)
+        ok = active & (cf >= 0) & (se < de)
+        cfc = cf.clamp(min=0)
+        e = _gather(net.conn_to_edge, cfc)
+        first, n_here, via_f = _gather(net.edge_first_lane, e), _gather(net.edge_n_lanes, e), _gather(net.conn_via, cfc)
+        for k in range(net.max_lanes):
+            okk = ok & (k < n_here)
+            t = _gather(around.lane_tails, world * L + torch.where(okk, first + k, 0))
+            for _ in range(hops):
+                tc = t.clamp(min=0)
+                t = torch.where((t >= 0) & (_gather(around.conn, tc) != cf), _gather(around.leader, tc), t)
+            tc = t.clamp(min=0)
+            lt = _gather(around.length, tc)
+            back = via_f + _gather(around.pos, tc) - lt
+            g = (de - se) - min_gap - (df - back)
+            hit = (okk & (t >= 0) & (t != slot) & (_gather(around.conn, tc) == cf) & (back < df)
+                   & (back + lt > se) & (g < gap))
+            gap = torch.where(hit, g, gap)
+            v = torch.where(hit, _gather(around.speed, tc), v)
+    return gap, v
 
 
 def entry_tails(last, leader, waiting, hops: int = 2):
@@ -907,6 +954,11 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     ldr = m.leader
     if around.waiting is not None:  # 10. inside a junction, one waiting on another path is not in the way
         ldr = past_waiting(ldr, m.conn, (pr < 0) & (rpr > 0), around.leader, around.waiting, around.conn)
+    gap_src = None
+    if net.has_siblings:  # 10. inside a junction: those that left its lane before it on other paths, until they part
+        cn = m.conn.clamp(min=0)
+        gap_src, v_src = same_source(wr, around.slot, cn, _gather(net.conn_via, cn) + pr, mgr,
+                                     m.running & (pr < 0) & (rpr > 0) & (m.conn >= 0), around, net)
 
     # 4. followers see their leader; front vehicles look past the stop line
     on_last_edge = rpr + 1 >= _gather(routes.route_len, rr)
@@ -914,6 +966,9 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     ld = ldr.clamp(min=0)
     gap = torch.where(has_leader, _gather(pos, ld) - _gather(length, ld) - pr, torch.inf)
     v_lead = torch.where(has_leader, _gather(speed, ld), 0.0)
+    if gap_src is not None:
+        nearer = gap_src < gap
+        gap, v_lead = torch.where(nearer, gap_src, gap), torch.where(nearer, v_src, v_lead)
     L_here = _gather(net.lane_length, lr)
     front = ~has_leader & ~on_last_edge & m.running
     if settings.fixed_shape:  # every mover, masked to the front ones: no data-dependent shape
@@ -966,6 +1021,11 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     nl = torch.where(own_wait, raw, _gather(entry, nlc))
     v_junction = torch.where(nl >= 0, _gather(speed, nl.clamp(min=0)), 0.0)
     gap_junction = torch.where(torch.isfinite(next_room), d + via + next_room, torch.inf)
+    if gap_src is not None:  # ... and on its way past the line
+        for g, v in ((at(gap_src), at(v_src)),
+                     same_source(wf, at(around.slot), ci.clamp(min=0), -d, mgf, found, around, net)):
+            nearer = g < gap_junction
+            gap_junction, v_junction = torch.where(nearer, g, gap_junction), torch.where(nearer, v, v_junction)
     if not lane_change and net.conn_key.numel():
         # without lane changing a vehicle may enter another lane of the next edge than the one ahead of it on its
         # connection did, but it crosses behind that one (SUMO: both on the connection's internal lane): the

@@ -63,6 +63,9 @@ struct Args {
     const int64_t *conn_to_edge;  // [C] each connection's to-edge
     const uint8_t *conn_keep_clear;  // [C] rule 4: entered only when the junction can be cleared
     const int64_t *conn_zone;  // [C, NF] the parts of each foe's path this connection crosses (bitmask)
+    // rule 10's same-source foes: the other connections out of each one's lane (-1 padded) and where their paths part
+    const int64_t *conn_sib;  // [C, J]
+    const void *conn_div, *conn_div_foe;  // [C, J] T: past the line on this path, and on the other's
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -84,7 +87,7 @@ template <typename T> struct World {
     const double *depart;
     const int64_t *route, *delta;
     const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle, *depart_speed;
-    const T *lane_length, *lane_speed, *conn_via, *turn, *conn_wait, *conn_vis;
+    const T *lane_length, *lane_speed, *conn_via, *turn, *conn_wait, *conn_vis, *conn_div, *conn_div_foe;
     const int8_t *sig;
     double *acc;
 
@@ -107,6 +110,7 @@ template <typename T> struct World {
         lane_length = static_cast<const T *>(a.lane_length); lane_speed = static_cast<const T *>(a.lane_speed);
         conn_via = static_cast<const T *>(a.conn_via);
         conn_wait = static_cast<const T *>(a.conn_wait); conn_vis = static_cast<const T *>(a.conn_visibility);
+        conn_div = static_cast<const T *>(a.conn_div); conn_div_foe = static_cast<const T *>(a.conn_div_foe);
         turn = static_cast<const T *>(a.route_turn_speed);
         sig = a.sig + w * a.G;
         acc = a.lane_acc + w * a.L * 3;
@@ -550,6 +554,26 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.waiting[s - lo] = W.conn_wait[c] - W.conn_via[c] - W.pos[s] > T(-1e-3);  // kernels.WAIT_SLACK_M
         }
     auto is_waiting = [&](int64_t s) { return s >= lo && s < hi && sc.waiting[s - lo]; };
+    // 10. SUMO's same-source foes (kernels.same_source): vehicle s, se m along connection ce's path past the line,
+    // follows one that left its lane by another connection until that one's back has passed where the paths part
+    auto same_source = [&](int64_t s, int64_t ce, T se, T &gap, T &v_lead) {
+        for (int64_t j = 0; j < J; ++j) {
+            const int64_t cf = a.conn_sib[ce * J + j];
+            if (cf < 0) break;
+            const T de = W.conn_div[ce * J + j], df = W.conn_div_foe[ce * J + j];
+            if (!(se < de)) continue;
+            const int64_t e = a.conn_to_edge[cf], first = a.edge_first_lane[e];
+            for (int64_t k = 0; k < a.edge_n_lanes[e]; ++k) {
+                int64_t t = W.last[first + k];
+                for (int hop = 0; hop < 2 && t >= 0 && W.conn[t] != cf; ++hop) t = W.leader[t];
+                if (t < 0 || t == s || W.conn[t] != cf) continue;
+                const T back = W.conn_via[cf] + W.pos[t] - W.length[t];
+                if (!(back < df) || !(back + W.length[t] > se)) continue;
+                const T g = (de - se) - W.min_gap[s] - (df - back);
+                if (g < gap) { gap = g; v_lead = W.speed[t]; }
+            }
+        }
+    };
     // kernels.next_connection: the connection out of lane ln into next_edge (-1: none)
     auto next_conn = [&](int64_t ln, int64_t next_edge) {
         int64_t ci = -1;
@@ -595,6 +619,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             for (int hop = 0; hop < 2; ++hop)
                 if (ld >= 0 && is_waiting(ld) && W.conn[ld] != W.conn[s]) ld = W.leader[ld];
         const bool on_last_edge = rp + 1 >= a.route_len[r];
+        // (inside a junction: the vehicles that left its lane before it on other paths, until those part)
+        T gap_src = inf, v_src = T(0);
+        if (a.has_conn && W.pos[s] < T(0) && rp > 0 && W.conn[s] >= 0)
+            same_source(s, W.conn[s], W.conn_via[W.conn[s]] + W.pos[s], gap_src, v_src);
         sc.arrive[i] = on_last_edge;  // for now; arriving also needs the end of the lane passed (below)
         sc.v0[i] = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
         const T x = W.pos[s];
@@ -609,9 +637,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                                                 W.tau[s], W.decel[s], a.delta_shared >= 0 ? a.delta_shared : W.delta[s],
                                                 a.dt, a.substeps);
         }
-        if (ld >= 0) {
-            sc.gap[i] = sc.gap_phys[i] = W.pos[ld] - W.length[ld] - x;
-            sc.v_lead[i] = W.speed[ld];
+        if (ld >= 0 || (on_last_edge && gap_src < inf)) {
+            sc.gap[i] = sc.gap_phys[i] = ld >= 0 ? W.pos[ld] - W.length[ld] - x : inf;
+            sc.v_lead[i] = ld >= 0 ? W.speed[ld] : T(0);
+            if (gap_src < sc.gap[i]) { sc.gap[i] = sc.gap_phys[i] = gap_src; sc.v_lead[i] = v_src; }
             // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
             // (kernels.advance)
             if (!on_last_edge && a.has_conn && a.G > 0) {
@@ -661,6 +690,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             }
             T v_junction = tail >= 0 ? W.speed[tail] : T(0);
             T gap_junction = std::isfinite(next_room) ? d + via + next_room : inf;
+            if (gap_src < gap_junction) { gap_junction = gap_src; v_junction = v_src; }
+            if (found) same_source(s, ci, -d, gap_junction, v_junction);
             if (!a.lane_change && a.has_conn && found && nl >= 0) {
                 // without lane changing it crosses behind the vehicle ahead on its connection still inside the
                 // junction, whichever lane of the next edge that one entered (kernels.advance)

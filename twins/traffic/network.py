@@ -96,6 +96,68 @@ class Connection:
     # generated networks) and its lanes' width, from which :func:`conflict_zone` finds where paths cross
     path_shape: tuple = field(default=(), compare=False)
     via_width: float = field(default=3.2, compare=False)
+    # its first internal lane (SUMO's ``via`` lane): shape and length, from which :func:`divergence` finds where
+    # paths out of one lane part
+    via_shape: tuple = field(default=(), compare=False)
+    via_lane_length: float = field(default=0.0, compare=False)
+
+
+DIVERGENCE_MIN_WIDTH_M = 2.5  # SUMO's DIVERGENCE_MIN_WIDTH: sibling internal lanes closer than this overlap
+
+
+def _seg_dist(p, a, b) -> float:
+    ax, ay = a
+    dx, dy = b[0] - ax, b[1] - ay
+    n = dx * dx + dy * dy
+    u = 0.0 if n == 0 else min(1.0, max(0.0, ((p[0] - ax) * dx + (p[1] - ay) * dy) / n))
+    return ((p[0] - ax - u * dx) ** 2 + (p[1] - ay - u * dy) ** 2) ** 0.5
+
+
+def _poly_dist(p, poly) -> float:
+    """The distance from point ``p`` to the polyline ``poly`` (SUMO's ``PositionVector::distance2D``)."""
+    if len(poly) == 1:
+        return _seg_dist(p, poly[0], poly[0])
+    return min(_seg_dist(p, poly[i], poly[i + 1]) for i in range(len(poly) - 1))
+
+
+def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
+    """Where the paths of two connections out of one lane part (kernels rule 10, SUMO's same-source foes): the
+    distance past the stop line, on each one's first internal lane, up to which a vehicle on ``a`` and one on ``b``
+    still follow each other; None where their internal lanes do not start together (or are not known).
+
+    SUMO's ``MSLink::computeDistToDivergence`` with ``sameSource``: walking back from the lanes' ends, the last
+    points farther than ``min(2.5 m, mean width)`` from the other lane (interpolated on the segment where they
+    come that close) mark the divergence (where either lane ends that close to the other, none: the whole lane);
+    its distance from the start is the larger of the two lanes', at most either lane's shape length, and is read
+    on each lane in lane length (``interpolateGeometryPosToLanePos``)."""
+    la, lb = list(a.via_shape), list(b.via_shape)
+    if len(la) < 2 or len(lb) < 2 or a.via_lane_length <= 0 or b.via_lane_length <= 0:
+        return None
+    min_dist = min(DIVERGENCE_MIN_WIDTH_M, 0.5 * (a.via_width + b.via_width))
+    if _poly_dist(la[0], [lb[0]]) >= min_dist:
+        return None
+    len_a, len_b = _poly_len(la), _poly_len(lb)
+    back_a = back_b = 0.0  # length behind the divergence point on each
+
+    def behind(own, other_d):
+        total = 0.0
+        for i in range(len(own) - 2, -1, -1):
+            seg = _poly_dist(own[i], [own[i + 1]])
+            if other_d[i] > min_dist:
+                total += seg
+            else:
+                step = other_d[i + 1] - other_d[i]
+                total += seg - ((min_dist - other_d[i]) * seg / step if step > 0 else 0.0)
+                break
+        return total
+
+    if _poly_dist(la[-1], [lb[-1]]) > min_dist:
+        da = [_poly_dist(p, lb) for p in la]
+        db = [_poly_dist(p, la) for p in lb]
+        if db[-1] > min_dist and da[-1] > min_dist:
+            back_a, back_b = behind(la, da), behind(lb, db)
+    d = min(max(a.via_lane_length - back_a, b.via_lane_length - back_b), len_a, len_b)
+    return d * a.via_lane_length / len_a, d * b.via_lane_length / len_b
 
 
 def _poly_len(poly) -> float:

@@ -210,7 +210,7 @@ from dataclasses import dataclass
 
 import mesa
 
-from .network import GREEN, YELLOW, ZONE_BINS, RoadNetwork, best_lanes_lookahead, conflict_zone
+from .network import GREEN, YELLOW, ZONE_BINS, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
@@ -414,6 +414,7 @@ class ReferenceVehicle(mesa.Agent):
         self.stops = 0
         self.halted = False
         self.leader: ReferenceVehicle | None = None
+        self.lane_leader: ReferenceVehicle | None = None  # the vehicle ahead on its lane (leader: rule 10 past it)
         self.conn_key: tuple[str, str] | None = None  # the connection it entered its lane by (rule 10)
         self._t_arr = self._t_leave = INF
         # decided in plan(), applied in commit()
@@ -459,6 +460,10 @@ class ReferenceVehicle(mesa.Agent):
         self._on_last_edge = on_last_edge = self.route_pos + 1 >= len(self.route)
         self._next_lane, self._via, self._key = None, 0.0, None
         self._found, self._must_stop, self._code = False, True, SIG_GREEN
+        # 10. inside a junction: those that left its lane before it on other paths, until the paths part
+        ck = self.conn_key
+        self._src = (self.same_source(ck, m.conns[ck][0] + self.pos)
+                     if m.has_siblings and self.pos < 0 and self.route_pos > 0 and ck is not None else None)
         if on_last_edge:
             return
         d = lane.length - self.pos
@@ -493,6 +498,13 @@ class ReferenceVehicle(mesa.Agent):
             tail, room = raw, raw.rear()  # one waiting inside on its own connection is on its path
         v_junction = tail.speed if tail is not None else 0.0
         gap_junction = d + via + room if math.isfinite(room) else INF
+        if m.has_siblings:  # 10. ... and on its way past the line (kernels.same_source)
+            ahead = self.same_source((lane.id, nxt_edge), -d) if found else (INF, 0.0)
+            for g, v in (self._src or (INF, 0.0), ahead):
+                if g < gap_junction:
+                    gap_junction, v_junction = g, v
+                    if self.leader is None:
+                        m.events["same_source_nearer"] += 1  # diagnostic: a front follows one out of its lane
         if not m.lane_changing and found and nl is not None:
             # without lane changing it may enter another lane of the next edge than the vehicle ahead on its
             # connection did, but it crosses behind that one while it is inside the junction (SUMO: both on
@@ -521,6 +533,30 @@ class ReferenceVehicle(mesa.Agent):
         lo = min(ZONE_BINS - 1, max(0, math.floor(back / size)))
         hi = min(ZONE_BINS - 1, max(0, math.floor(front / size)))
         return ((1 << (hi + 1)) - 1) & ~((1 << lo) - 1)
+
+    def same_source(self, key, se: float) -> tuple[float, float]:
+        """kernels.same_source for this vehicle on connection ``key``, ``se`` m along its path past the stop line:
+        the gap to and speed of the nearest vehicle ahead that left its lane by another connection and whose back
+        has not passed where their paths part ((+inf, 0): none)."""
+        m = self.model
+        gap, v = INF, 0.0
+        for key_f, de, df in m.siblings.get(key, ()):
+            if not se < de:
+                continue
+            via_f = m.conns[key_f][0]
+            for lane in m.edges[key_f[1]]:
+                t = m.tails.get(lane.id)
+                for _ in range(2):  # up to two vehicles of other connections skipped
+                    if t is not None and t.conn_key != key_f:
+                        t = t.lane_leader
+                if t is None or t is self or t.conn_key != key_f:
+                    continue
+                back = via_f + t.pos - t.length
+                if back < df and back + t.length > se:
+                    g = (de - se) - self.min_gap - (df - back)
+                    if g < gap:
+                        gap, v = g, t.speed
+        return gap, v
 
     def waiting_inside(self) -> bool:
         """Inside a junction, short of (or standing at) its connection's internal junction (a left turn's waiting
@@ -583,6 +619,10 @@ class ReferenceVehicle(mesa.Agent):
         else:
             gap, v_lead = gap_front, v_front
             gap_phys = gap if (on_last_edge or not must_stop) else min(gap, d)
+        if (not front or on_last_edge) and self._src is not None and self._src[0] < gap:
+            gap, v_lead = self._src  # 10. one that left its lane before it on another path is nearer
+            gap_phys = gap
+            m.events["same_source_nearer"] += 1
         # 10. ... and inside the junction, short of the point where its connection waits (an internal junction)
         ck = self.conn_key
         if self.pos < 0 and self.route_pos > 0 and ck is not None and m.conn_wait[ck] > 0:
@@ -844,6 +884,18 @@ class ReferenceTrafficModel(mesa.Model):
         self.conn_rank = {key: (edge_pos[cs[0].from_edge], cs[0].from_lane, edge_pos[key[1]])
                           for key, cs in merged.items()}
         self.has_foes = any(self.foes.values())
+        # rule 10's same-source foes: per connection, the others out of its lane (in the kernel's order, by to-edge)
+        # with where their paths part (network.divergence)
+        # (none where another lane of its edge also leads to its next edge: tables.network_tables)
+        by_lane: dict[str, list] = {}
+        for key in sorted(merged, key=lambda k: edge_pos[k[1]]):
+            by_lane.setdefault(key[0], []).append(key)
+        lane_edge = {l.id: e for e, ls in self.edges.items() for l in ls}
+        lanes_to = Counter((lane_edge[k[0]], k[1]) for k in merged)
+        self.siblings = {k: [(k2, *split) for k2 in keys if k2 != k
+                             for split in [divergence(merged[k][0], merged[k2][0])] if split is not None]
+                         for keys in by_lane.values() for k in keys if lanes_to[(lane_edge[k[0]], k[1])] == 1}
+        self.has_siblings = any(self.siblings.values())
         self.windows: dict[tuple[str, str], list[float]] = {}
         self.windows_inside: dict[tuple[str, str], float] = {}
         # signal controllers
@@ -1139,7 +1191,7 @@ class ReferenceTrafficModel(mesa.Model):
                         ld = ld.leader
             skipped[v.vehicle_id] = ld
         for v in running:
-            v.leader = skipped[v.vehicle_id]
+            v.lane_leader, v.leader = v.leader, skipped[v.vehicle_id]
         # 4-5. decide (synchronously, from the state after insertion); Krauss drivers' dawdling draws of this step
         if self.krauss and self.dawdle is not None and running:
             self.dawdle_draw = dict(zip((v.vehicle_id for v in running),

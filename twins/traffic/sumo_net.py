@@ -287,7 +287,9 @@ def net_from(path, report: Report) -> RoadNetwork:
                        link_index=int(a.get("linkIndex", -1)) if tl else -1, direction=a.get("dir", "s"),
                        wait_length=wait_len, visibility=visibility,
                        keep_clear=a.get("keepClear", "1") not in ("0", "false", "False"),
-                       path_shape=via_shape(a.get("via")), via_width=internal_width.get(a.get("via") or "", 3.2))
+                       path_shape=via_shape(a.get("via")), via_width=internal_width.get(a.get("via") or "", 3.2),
+                       via_shape=internal_shape.get(a.get("via") or "", ()),
+                       via_lane_length=internal_len.get(a.get("via") or "", 0.0))
         net.connections.append(c)
         if tl:
             j = junctions.get(net.edges[f].to_node)

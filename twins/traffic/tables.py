@@ -12,6 +12,7 @@ so interventions can give each world its own plan.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
 from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW  # noqa: F401  (signal codes)
-from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone
+from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
 
 
 @dataclass
@@ -66,6 +67,12 @@ class NetworkTables:
     # rule 11 (lane changing): the lanes of its to-edge a connection leads to, as a bitmask of lane indices (with
     # lane changing a vehicle enters one of these, as in SUMO, and changes lanes on the edge to continue its route)
     conn_to_mask: torch.Tensor  # [C] int64
+    # rule 10, SUMO's same-source foes: the other connections out of each connection's lane (-1 padded) and where
+    # their paths part (network.divergence), past the stop line on this one's path and on the other's; a vehicle
+    # follows one that left its lane by another connection until that one's back has passed the divergence
+    conn_sib: torch.Tensor  # [C, J] int64
+    conn_div: torch.Tensor  # [C, J]
+    conn_div_foe: torch.Tensor  # [C, J]
     # signals
     program_ids: list[str]
     phase_durations: torch.Tensor  # [P, K] float64, 0 for padding
@@ -73,6 +80,7 @@ class NetworkTables:
     program_offset: torch.Tensor  # [P] float64
     link_program: torch.Tensor  # [G] int64
     link_local: torch.Tensor  # [G] int64
+    has_siblings: bool = False  # any conn_sib (decided once: the step never asks the device)
 
     @property
     def n_lanes(self) -> int:
@@ -87,7 +95,8 @@ class NetworkTables:
         for k, v in self.__dict__.items():
             if isinstance(v, torch.Tensor):
                 v = v.to(device)
-                if k in ("lane_length", "lane_speed", "conn_via", "conn_wait", "conn_visibility"):
+                if k in ("lane_length", "lane_speed", "conn_via", "conn_wait", "conn_visibility", "conn_div",
+                         "conn_div_foe"):
                     v = v.to(dtype)
             out[k] = v
         return NetworkTables(**out)
@@ -180,6 +189,22 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
     for lane, b in enumerate(by_lane):
         for j, (e, i) in enumerate(b):
             lane_conn_edge[lane, j], lane_conn[lane, j] = e, i
+    conn_sib = torch.full((len(keys), J), -1, dtype=torch.int64)
+    conn_div = torch.zeros((len(keys), J), dtype=torch.float64)
+    conn_div_foe = torch.zeros((len(keys), J), dtype=torch.float64)
+    # (where another lane of its edge also leads to its next edge SUMO's vehicle changes to that parallel path
+    # inside the junction instead, which the twin does not model: there it follows none)
+    lanes_to = Counter((lane_edge[k // E], k % E) for k in keys)
+    for b in by_lane:
+        for _, i in b:
+            if lanes_to[(lane_edge[keys[i] // E], keys[i] % E)] > 1:
+                continue
+            j = 0
+            for _, k in b:
+                split = divergence(merged[keys[i]][0], merged[keys[k]][0]) if k != i else None
+                if split is not None:
+                    conn_sib[i, j], (conn_div[i, j], conn_div_foe[i, j]) = k, split
+                    j += 1
     K = max((len(p.phases) for p in net.programs.values()), default=1)
     Lmax = max((p.n_links for p in net.programs.values()), default=1)
     P = len(program_ids)
@@ -219,12 +244,16 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
         lane_conn_edge=lane_conn_edge,
         lane_conn=lane_conn,
         conn_to_mask=torch.tensor([sum({1 << c.to_lane for c in merged[k]}) for k in keys], dtype=torch.int64),
+        conn_sib=conn_sib,
+        conn_div=conn_div,
+        conn_div_foe=conn_div_foe,
         program_ids=program_ids,
         phase_durations=durations,
         phase_code=code,
         program_offset=offsets,
         link_program=torch.tensor(link_program, dtype=torch.int64),
         link_local=torch.tensor(link_local, dtype=torch.int64),
+        has_siblings=bool((conn_sib >= 0).any()),
     )
 
 

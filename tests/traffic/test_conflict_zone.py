@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from twins.traffic import kernels
-from twins.traffic.network import ZONE_BINS, Connection, conflict_zone
+from twins.traffic.kernels import ZONE_BINS
+from twins.traffic.network import Connection, conflict_zone
 from twins.traffic.reference import ReferenceVehicle
 
 FULL = (1 << ZONE_BINS) - 1
@@ -36,23 +37,24 @@ def test_a_right_angle_crossing_covers_the_lane_width_around_the_crossing_point(
     foe = _conn([(0.0, 0.0), (16.0, 0.0)])  # 16 m: one metre per part
     ego = _conn([(5.0, 8.0), (5.0, -8.0)])  # crosses it at 5 m, at a right angle
     # SUMO's conflict size at 90 degrees: the lane width (2 / sin - 1 = 1), centred on the crossing point
-    assert _bits(conflict_zone(ego, foe)) == [3, 4, 5, 6]  # 3.4 .. 6.6 m
+    assert _bits(conflict_zone(ego, foe, ZONE_BINS)) == [3, 4, 5, 6]  # 3.4 .. 6.6 m
     # a shallow angle widens it (SUMO's 2 / max(sin, 0.2) - 1)
     shallow = _conn([(5.0 - 8.0 / math.tan(math.radians(30)), 8.0), (5.0 + 8.0 / math.tan(math.radians(30)), -8.0)])
-    assert _bits(conflict_zone(shallow, foe)) == list(range(0, 10))  # 5 +- 4.8 m: 0.2 .. 9.8 m
+    assert _bits(conflict_zone(shallow, foe, ZONE_BINS)) == list(range(0, 10))  # 5 +- 4.8 m: 0.2 .. 9.8 m
 
 
 def test_paths_that_do_not_cross_share_no_zone_and_unknown_paths_share_all():
     foe = _conn([(0.0, 0.0), (16.0, 0.0)])
-    assert conflict_zone(_conn([(0.0, 3.2), (16.0, 3.2)]), foe) == 0
-    assert conflict_zone(Connection("a", 0, "b", 0, via_length=10.0), foe) == FULL  # a generated network
-    assert conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), Connection("c", 0, "d", 0, via_length=10.0)) == FULL
+    assert conflict_zone(_conn([(0.0, 3.2), (16.0, 3.2)]), foe, ZONE_BINS) == 0
+    assert conflict_zone(Connection("a", 0, "b", 0, via_length=10.0), foe, ZONE_BINS) == FULL  # a generated network
+    assert conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), Connection("c", 0, "d", 0, via_length=10.0),
+                         ZONE_BINS) == FULL
 
 
 def test_the_zone_is_read_in_lane_length():
     """SUMO's lane lengths differ from their shapes' (``interpolateGeometryPosToLanePos``): the zone scales along."""
     foe = _conn([(0.0, 0.0), (16.0, 0.0)], via=32.0)  # parts of 2 m; the crossing at 5 m of shape is 10 m of lane
-    assert _bits(conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), foe)) == [3, 4, 5, 6]  # 6.8 .. 13.2 m
+    assert _bits(conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), foe, ZONE_BINS)) == [3, 4, 5, 6]  # 6.8 .. 13.2 m
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -162,8 +162,11 @@ from dataclasses import replace
 
 import torch
 
-from .network import ZONE_BINS
 from .state import Drivers, Moved, Movers, StepResult, StepSettings, StopTables, Surroundings, Teleported, VehicleState
+
+# rule 10: a connection's path across its junction in this many equal parts, the resolution of the conflict zones
+# (network.conflict_zone, net.conn_zone) and of the parts a standing vehicle covers (body_zone): bits of an int64
+ZONE_BINS = 16
 
 # signal codes per link (the network tables, twins.traffic.tables, encode programs in them)
 SIG_GREEN, SIG_YELLOW, SIG_RED = 0, 1, 2
@@ -508,7 +511,7 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
 
 
 def body_zone(pos, length, via):
-    """The parts (:data:`~twins.traffic.network.ZONE_BINS`) of its path across the junction (``via`` m) that the
+    """The parts (:data:`ZONE_BINS`) of its path across the junction (``via`` m) that the
     body of a vehicle inside the junction covers (front ``via + pos`` m past the line), as a bitmask."""
     size = via / ZONE_BINS
     front = via + pos

@@ -239,8 +239,8 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
               *((f"net.{k}", getattr(net, k), d, (int(net.conn_via.numel()), net.lane_conn.shape[1]))
                 for k, d in (("conn_sib", i64), ("conn_div", dtype), ("conn_div_foe", dtype))),
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
-                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes", "conn_zone",
-                          "conn_to_mask", "lane_edge", "lane_index", "conn_to_edge")),
+                for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes",
+                          "conn_zone", "conn_to_mask", "lane_edge", "lane_index", "conn_to_edge")),
               ("net.conn_yield", net.conn_yield, torch.bool, tuple(net.conn_link.shape)),
               ("net.conn_zipper", net.conn_zipper, torch.bool, tuple(net.conn_link.shape)),
               ("net.conn_keep_clear", net.conn_keep_clear, torch.bool, tuple(net.conn_link.shape)),

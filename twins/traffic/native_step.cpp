@@ -21,7 +21,7 @@ constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
 constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2, SIG_GREEN_MINOR = 3;
 constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
 constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
-constexpr int64_t ZONE_BINS = 16;  // network.ZONE_BINS
+constexpr int64_t ZONE_BINS = 16;  // kernels.ZONE_BINS
 
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
@@ -738,7 +738,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         }
         sc.leave_in.assign(C, -inf);
         sc.zone_occ.assign(C, 0);
-        // kernels.body_zone: the parts of its path (net.conn_zone's ZONE_BINS) a vehicle inside the junction covers
+        // kernels.body_zone: the parts of its path (ZONE_BINS) a vehicle inside the junction covers
         auto body_zone = [&](int64_t s) -> int64_t {
             const int64_t c = W.conn[s];
             const T size = W.conn_via[c] / T(ZONE_BINS);

@@ -165,9 +165,6 @@ def _poly_len(poly) -> float:
                for i in range(len(poly) - 1))
 
 
-ZONE_BINS = 16  # rule 10: a connection's path in this many equal parts, the resolution of its conflict zones
-
-
 def _intersections(p, q):
     """Where polylines ``p`` and ``q`` cross: (distance along p, distance along q, sine of the angle) per crossing."""
     out, sp = [], 0.0
@@ -191,15 +188,15 @@ def _intersections(p, q):
     return out
 
 
-def conflict_zone(c: Connection, foe: Connection) -> int:
+def conflict_zone(c: Connection, foe: Connection, bins: int) -> int:
     """Rule 10: where on ``foe``'s path across the junction the path of ``c`` crosses it, as a bitmask of the
-    :data:`ZONE_BINS` equal parts of ``foe``'s path (``via_length``): a vehicle of ``foe`` standing inside the
-    junction is in the way of ``c`` only where its body covers one of them (SUMO's ``inTheWay``: a foe on its
+    ``bins`` equal parts of ``foe``'s path (``via_length``; kernels.ZONE_BINS): a vehicle of ``foe`` standing inside
+    the junction is in the way of ``c`` only where its body covers one of them (SUMO's ``inTheWay``: a foe on its
     internal lane that has entered the crossing point and not passed it; one standing short of it will not pass,
     ``willPass``, and is ignored). The zone is SUMO's conflict size around the crossing point: ``c``'s lane width
     times ``2 / max(sin(angle), 0.2) - 1`` (``MSLink::setRequestInformation``). All parts where either shape is
     unknown (generated networks: every standing foe inside is in the way); none where the paths do not cross."""
-    full = (1 << ZONE_BINS) - 1
+    full = (1 << bins) - 1
     p, q = list(c.path_shape), list(foe.path_shape)
     if len(p) < 2 or len(q) < 2 or foe.via_length <= 0:
         return full
@@ -207,11 +204,11 @@ def conflict_zone(c: Connection, foe: Connection) -> int:
     if not hits:
         return 0
     scale = foe.via_length / _poly_len(q)  # shape length to lane length (SUMO's interpolateGeometryPosToLanePos)
-    mask, size = 0, foe.via_length / ZONE_BINS
+    mask, size = 0, foe.via_length / bins
     for at, _, sine in hits:
         half = 0.5 * c.via_width * (2.0 / max(sine, 0.2) - 1.0) * scale
-        lo = max(0, min(ZONE_BINS - 1, int((at * scale - half) // size)))
-        hi = max(0, min(ZONE_BINS - 1, int((at * scale + half) // size)))
+        lo = max(0, min(bins - 1, int((at * scale - half) // size)))
+        hi = max(0, min(bins - 1, int((at * scale + half) // size)))
         for b in range(lo, hi + 1):
             mask |= 1 << b
     return mask

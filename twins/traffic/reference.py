@@ -210,7 +210,7 @@ from dataclasses import dataclass
 
 import mesa
 
-from .network import GREEN, YELLOW, ZONE_BINS, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
+from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
@@ -218,6 +218,7 @@ DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
 JM_TIMEGAP_MINOR = 1.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor)
 MOVE_SLACK_M = 0.1  # m, as kernels.MOVE_SLACK_M
 WAIT_SLACK_M = 1e-3  # m, as kernels.WAIT_SLACK_M
+ZONE_BINS = 16  # parts of a path across a junction, as kernels.ZONE_BINS
 SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
 MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
 INF = math.inf
@@ -525,7 +526,7 @@ class ReferenceVehicle(mesa.Agent):
             self._t_leave = arrival_time(d + via + self.length, self.speed, self.accel, vmax)
 
     def body_zone(self) -> int:
-        """kernels.body_zone: the parts of its path (network.ZONE_BINS) this vehicle inside the junction covers."""
+        """kernels.body_zone: the parts of its path (ZONE_BINS) this vehicle inside the junction covers."""
         via = self.model.conns[self.conn_key][0]
         size = via / ZONE_BINS
         front = via + self.pos
@@ -873,7 +874,7 @@ class ReferenceTrafficModel(mesa.Model):
                         out.add(at_link[(j.id, k)])
             self.foes[key] = sorted(out)
             # where on each foe's path this one crosses it (the first listed link of each decides, as for via)
-            self.zones[key] = [conflict_zone(cs[0], merged[f][0]) for f in self.foes[key]]
+            self.zones[key] = [conflict_zone(cs[0], merged[f][0], ZONE_BINS) for f in self.foes[key]]
         self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
         # rule 4: the connections that keep their junction clear (the first link decides, as for via and signal)
         self.keep_clear = {key: network.keeps_clear(cs[0]) for key, cs in merged.items()}

@@ -21,7 +21,7 @@ import torch
 from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
-from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW  # noqa: F401  (signal codes)
+from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW, ZONE_BINS  # noqa: F401  (signal codes)
 from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
 
 
@@ -56,7 +56,7 @@ class NetworkTables:
     conn_visibility: torch.Tensor  # [C]
     conn_to_edge: torch.Tensor  # [C] int64: each connection's to-edge (its foes into the same edge merge, not cross)
     conn_foes: torch.Tensor  # [C, F] int64
-    # the parts of each foe's path (network.ZONE_BINS) this connection crosses, bitmask per conn_foes entry: a foe's
+    # the parts of each foe's path (kernels.ZONE_BINS) this connection crosses, bitmask per conn_foes entry: a foe's
     # vehicle standing inside the junction is in the way only where its body covers one (network.conflict_zone)
     conn_zone: torch.Tensor  # [C, F] int64
     has_foes: bool  # any connection yields to another (decided once: the step never asks the device)
@@ -176,8 +176,8 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
     conn_zone = torch.zeros((len(keys), F), dtype=torch.int64)
     for i, f in enumerate(foes):
         conn_foes[i, :len(f)] = torch.tensor(f, dtype=torch.int64)
-        conn_zone[i, :len(f)] = torch.tensor([conflict_zone(merged[keys[i]][0], merged[keys[k]][0]) for k in f],
-                                             dtype=torch.int64)
+        conn_zone[i, :len(f)] = torch.tensor(
+            [conflict_zone(merged[keys[i]][0], merged[keys[k]][0], ZONE_BINS) for k in f], dtype=torch.int64)
     conn_yield = torch.tensor([merged[k][0].tl is None and merged[k][0].state in MINOR for k in keys], dtype=torch.bool)
     conn_zipper = torch.tensor([merged[k][0].tl is None and merged[k][0].state == "Z" for k in keys], dtype=torch.bool)
     by_lane = [[] for _ in lane_ids]

@@ -11,6 +11,7 @@ This module is plain Python (no tensors): generators and importers build a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -115,8 +116,6 @@ def _seg_dist(p, a, b) -> float:
 
 def _poly_dist(p, poly) -> float:
     """The distance from point ``p`` to the polyline ``poly`` (SUMO's ``PositionVector::distance2D``)."""
-    if len(poly) == 1:
-        return _seg_dist(p, poly[0], poly[0])
     return min(_seg_dist(p, poly[i], poly[i + 1]) for i in range(len(poly) - 1))
 
 
@@ -134,7 +133,7 @@ def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
     if len(la) < 2 or len(lb) < 2 or a.via_lane_length <= 0 or b.via_lane_length <= 0:
         return None
     min_dist = min(DIVERGENCE_MIN_WIDTH_M, 0.5 * (a.via_width + b.via_width))
-    if _poly_dist(la[0], [lb[0]]) >= min_dist:
+    if math.dist(la[0], lb[0]) >= min_dist:
         return None
     len_a, len_b = _poly_len(la), _poly_len(lb)
     back_a = back_b = 0.0  # length behind the divergence point on each
@@ -142,7 +141,7 @@ def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
     def behind(own, other_d):
         total = 0.0
         for i in range(len(own) - 2, -1, -1):
-            seg = _poly_dist(own[i], [own[i + 1]])
+            seg = math.dist(own[i], own[i + 1])
             if other_d[i] > min_dist:
                 total += seg
             else:
@@ -151,7 +150,7 @@ def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
                 break
         return total
 
-    if _poly_dist(la[-1], [lb[-1]]) > min_dist:
+    if math.dist(la[-1], lb[-1]) > min_dist:
         da = [_poly_dist(p, lb) for p in la]
         db = [_poly_dist(p, la) for p in lb]
         if db[-1] > min_dist and da[-1] > min_dist:
@@ -161,8 +160,7 @@ def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
 
 
 def _poly_len(poly) -> float:
-    return sum(((poly[i + 1][0] - poly[i][0]) ** 2 + (poly[i + 1][1] - poly[i][1]) ** 2) ** 0.5
-               for i in range(len(poly) - 1))
+    return sum(math.dist(poly[i], poly[i + 1]) for i in range(len(poly) - 1))
 
 
 def _intersections(p, q):

@@ -1024,26 +1024,26 @@ class ReferenceTrafficModel(mesa.Model):
         """Rule 10: whether the connection ``key`` yields now: unsignalized minor, or its signal shows ``g``."""
         return self.minor[key] or code == SIG_GREEN_MINOR
 
-    def approach_windows(self, running) -> tuple[dict, dict]:
+    def approach_windows(self, running) -> tuple[dict, dict, dict]:
         """Rule 10: per connection, [earliest arrival, latest leaving] (s from now) of the front vehicles that will
-        pass their line this step; and the latest leaving of the vehicles still inside a junction (front before the
-        lane start; their windows start now)."""
+        pass their line this step; the latest leaving of the vehicles moving inside a junction (front before the
+        lane start; their windows start now); and the parts of its path the vehicles standing there cover."""
         win: dict[tuple[str, str], list[float]] = {}
         inside: dict[tuple[str, str], float] = {}
+        occupied: dict[tuple[str, str], int] = {}
         for v in running:
             # (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
             if v.leader is None and v._found and not v._must_stop and v._moving and not v.waiting_inside():
                 w = win.setdefault(v._key, [INF, -INF])
                 w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
-        self.zone_occupied = {}
         for v in running:
             # (one short of its internal junction has not entered the conflict area it waits at)
             if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None and not v.waiting_inside():
                 if v.speed < STOP_SPEED:  # standing: in the way only of the paths its body covers (kernels.body_zone)
-                    self.zone_occupied[v.conn_key] = self.zone_occupied.get(v.conn_key, 0) | v.body_zone()
+                    occupied[v.conn_key] = occupied.get(v.conn_key, 0) | v.body_zone()
                     continue
                 inside[v.conn_key] = max(inside.get(v.conn_key, -INF), (v.length - v.pos) / max(v.speed, STOP_SPEED))
-        return win, inside
+        return win, inside, occupied
 
     def blocked_by_foes(self, key, t_arr: float, t_leave: float) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
@@ -1200,7 +1200,7 @@ class ReferenceTrafficModel(mesa.Model):
         for v in running:
             v.look()
         if self.has_foes:
-            self.windows, self.windows_inside = self.approach_windows(running)
+            self.windows, self.windows_inside, self.zone_occupied = self.approach_windows(running)
         for v in running:
             v.plan()
         # 6. one entry per target lane: the vehicle landing furthest ahead (then the earliest slot)

@@ -18,7 +18,7 @@ import torch
 
 from twins.traffic import kernels
 from twins.traffic.kernels import ZONE_BINS
-from twins.traffic.network import Connection, conflict_zone
+from twins.traffic.network import Connection, conflict_zone, zone_start
 from twins.traffic.reference import ReferenceVehicle
 
 FULL = (1 << ZONE_BINS) - 1
@@ -55,6 +55,17 @@ def test_the_zone_is_read_in_lane_length():
     """SUMO's lane lengths differ from their shapes' (``interpolateGeometryPosToLanePos``): the zone scales along."""
     foe = _conn([(0.0, 0.0), (16.0, 0.0)], via=32.0)  # parts of 2 m; the crossing at 5 m of shape is 10 m of lane
     assert _bits(conflict_zone(_conn([(5.0, 8.0), (5.0, -8.0)]), foe, ZONE_BINS)) == [3, 4, 5, 6]  # 6.8 .. 13.2 m
+
+
+def test_zone_start_is_where_a_foe_first_crosses_ones_own_path():
+    """network.zone_start: m along a connection's own path to the first part of it that a foe's path crosses (the
+    zone seen from the foe); 0 where either shape is unknown or the paths do not cross."""
+    own = _conn([(5.0, 8.0), (5.0, -8.0)])  # 16 m, north to south; the foe crosses it 8 m along
+    foe = _conn([(0.0, 0.0), (16.0, 0.0)])
+    assert _bits(conflict_zone(foe, own, ZONE_BINS)) == [6, 7, 8, 9]  # 6.4 .. 9.6 m of its own path
+    assert zone_start(own, foe, ZONE_BINS) == 6.0  # the first of those parts begins 6 m past its line
+    assert zone_start(own, _conn([(0.0, 20.0), (16.0, 20.0)]), ZONE_BINS) == 0.0  # no crossing
+    assert zone_start(Connection("a", 0, "b", 0, via_length=10.0), foe, ZONE_BINS) == 0.0  # a generated network
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -118,7 +129,7 @@ def test_a_standing_foe_holds_a_minor_vehicle_only_where_it_covers_its_path():
         out = kernels._foes_block(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
                                   torch.tensor([2.0]), *no_window, leave_in, occ, net, W)
         key, foe = ("l0", "e0"), ("l1", "e1")
-        ref = SimpleNamespace(foes={key: [foe]}, zones={key: [zone]}, windows={}, zipper={key: False},
+        ref = SimpleNamespace(foes={key: [foe]}, zones={key: [zone]}, zone_at={key: [0.0]}, windows={}, zipper={key: False},
                               windows_inside={foe: 3.0} if moving else {}, events=Counter(),
                               zone_occupied={foe: int(occ[1])} if int(occ[1]) else {})
         assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 2.0) == bool(out[0])  # the reference agrees
@@ -128,3 +139,51 @@ def test_a_standing_foe_holds_a_minor_vehicle_only_where_it_covers_its_path():
     assert not held(-16.0 + 2.5)  # body -2.5 .. 2.5 m: short of the crossing
     assert not held(-1.0)  # body 10 .. 15 m: past it
     assert held(-1.0, moving=True)  # moving: its window says
+
+
+def test_a_moving_foe_holds_a_minor_vehicle_at_its_line_only_till_it_has_passed_the_crossing():
+    """kernels._foes_block with the clearing times (kernels.clear_times) and when the minor vehicle would reach the
+    crossing (and the reference's blocked_by_foes with ``line``): connection 0 yields to connection 1, whose path
+    (16 m) it crosses in parts 3-6 (3-7 m along it). A vehicle moving inside on connection 1 at 10 m/s holds a minor
+    vehicle standing at its line only if its rear would still be in those parts when the minor vehicle's front got
+    there (SUMO: ``MSLink::opened`` counts approaching foes only; one inside the junction is a leader, followed till
+    it has passed); the rule before held it until that rear had left the junction."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from twins.traffic.reference import ReferenceTrafficModel
+
+    zone = 0b1111000
+    net = SimpleNamespace(conn_yield=torch.tensor([True, False]), conn_to_edge=torch.tensor([0, 1]),
+                          conn_zipper=torch.tensor([False, False]), conn_foes=torch.tensor([[1], [-1]]),
+                          conn_zone=torch.tensor([[zone], [0]]))
+    W, C, inf = 1, 2, math.inf
+    no_window = torch.tensor([inf, inf, inf]), torch.tensor([-inf, -inf, -inf])
+    via, length, v, accel, vmax = 16.0, 5.0, 10.0, 2.6, 13.89
+
+    def held(pos, zone_at):
+        """The foe's front ``pos`` m before its lane (inside the junction); the crossing ``zone_at`` m past the minor
+        vehicle's line, where it stands."""
+        clear = kernels.clear_times(torch.tensor([1]), torch.tensor([pos]), torch.tensor([length]),
+                                    torch.tensor([v]), torch.tensor([via]), W * C + 1)
+        leave_in = torch.full((W * C + 1,), -inf)
+        leave_in[1] = (length - pos) / v
+        occ = torch.zeros(W * C + 1, dtype=torch.int64)
+        reach = kernels.arrival_time(torch.tensor([[zone_at]]), torch.tensor([[0.0]]), torch.tensor([[accel]]),
+                                     torch.tensor([[vmax]]))
+        out = kernels._foes_block(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
+                                  torch.tensor([5.0]), *no_window, leave_in, occ, net, W, clear, reach)
+        key, foe = ("l0", "e0"), ("l1", "e1")
+        ref = SimpleNamespace(foes={key: [foe]}, zones={key: [zone]}, zone_at={key: [zone_at]}, windows={},
+                              zipper={key: False}, windows_inside={foe: float(leave_in[1])}, events=Counter(),
+                              zone_occupied={}, zone_cleared={foe: clear[1].tolist()})
+        assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 5.0, (0.0, vmax, 0.0, accel)) == bool(out[0])
+        return bool(out[0])
+
+    # the foe's rear 3 m short of the junction: past the crossing's end (7 m) in 1.0 s
+    assert not held(-14.0, zone_at=10.0)  # the minor vehicle needs sqrt(2 * 10 / 2.6) = 2.8 s to get there: goes
+    assert held(-14.0, zone_at=1.0)  # ... 0.9 s to a crossing 1 m past its line: waits
+    assert not held(-1.0, zone_at=1.0)  # rear at 10 m: past the crossing already
+    # just in (rear at -4.5 m, past in 1.15 s): the minor vehicle needs 1.24 s to 2 m and goes, 1.07 s to 1.5 m and waits
+    assert not held(-15.5, zone_at=2.0)
+    assert held(-15.5, zone_at=1.5)

@@ -66,7 +66,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
-         "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe")
+         "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -214,7 +214,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
                                                           "route_turn_speed")})
     ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index", "conn_wait",
                                                        "conn_visibility", "conn_to_edge", "conn_zone", "conn_sib",
-                                                       "conn_div", "conn_div_foe")})
+                                                       "conn_div", "conn_div_foe", "conn_zone_at")})
     ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
     ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
     i64 = torch.int64
@@ -238,6 +238,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
                 for k in ("conn_via", "conn_wait", "conn_visibility")),
               *((f"net.{k}", getattr(net, k), d, (int(net.conn_via.numel()), net.lane_conn.shape[1]))
                 for k, d in (("conn_sib", i64), ("conn_div", dtype), ("conn_div_foe", dtype))),
+              ("net.conn_zone_at", net.conn_zone_at, dtype, tuple(net.conn_foes.shape)),
               *((f"net.{k}", getattr(net, k), i64, tuple(getattr(net, k).shape))
                 for k in ("edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "conn_foes",
                           "conn_zone", "conn_to_mask", "lane_edge", "lane_index", "conn_to_edge")),

@@ -66,6 +66,7 @@ struct Args {
     // rule 10's same-source foes: the other connections out of each one's lane (-1 padded) and where their paths part
     const int64_t *conn_sib;  // [C, J]
     const void *conn_div, *conn_div_foe;  // [C, J] T: past the line on this path, and on the other's
+    const void *conn_zone_at;  // [C, NF] T: m along its own path to where each foe's path crosses it (0: unknown)
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -191,6 +192,15 @@ template <typename T> inline T arrival_time(T d, T v, T a, T vmax) {
     return d <= d1 ? accelerating : cruising;
 }
 
+// kernels.leave_time (SUMO's MSLink::getLeaveTime): the arrival plus path and length at the mean of the speeds at
+// the line and at the path's end
+template <typename T> inline T leave_time(T t_arr, T d, T via, T len, T v, T a, T vmax) {
+    const T v0 = minimum(v, vmax);
+    const T v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
+    const T v_out = minimum(T(std::sqrt(v_arr * v_arr + T(2) * a * via)), vmax);
+    return t_arr + (via + len) / clamp_min(T(0.5) * (v_arr + v_out), T(NUMERICAL_EPS));
+}
+
 // kernels.brake_gap (SUMO's MSCFModel::brakeGapEuler)
 template <typename T> inline T brake_gap(T v, T decel, T tau, double dt_) {
     const T dt = T(dt_), r = decel * dt;
@@ -305,7 +315,7 @@ template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must, f_moving, f_sig;  // f_sig: held by its signal (red, or a yellow it stops for)
-    std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj;
+    std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear;
     std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> entry;  // kernels.entry_tails
@@ -722,13 +732,14 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (a.has_foes) {
         const int64_t C = a.C, NF = a.NF;
         sc.arr.assign(C, inf); sc.leave.assign(C, -inf);
-        sc.t_arr.resize(F); sc.t_leave.resize(F);
+        sc.t_arr.resize(F); sc.t_leave.resize(F); sc.f_vmax.resize(F);
         for (size_t f = 0; f < F; ++f) {
             const int64_t s = sc.fronts[f], ln = W.lane[s];
             T vmax = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
             if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
             sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
-            sc.t_leave[f] = arrival_time<T>(sc.f_d[f] + sc.via[f] + W.length[s], W.speed[s], W.accel[s], vmax);
+            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], sc.f_d[f], sc.via[f], W.length[s], W.speed[s], W.accel[s], vmax);
+            sc.f_vmax[f] = vmax;
             // (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
             if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) {
                 const int64_t c = sc.f_ci[f];
@@ -738,6 +749,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         }
         sc.leave_in.assign(C, -inf);
         sc.zone_occ.assign(C, 0);
+        sc.clear.assign(C * ZONE_BINS, -inf);  // kernels.clear_times
         // kernels.body_zone: the parts of its path (ZONE_BINS) a vehicle inside the junction covers
         auto body_zone = [&](int64_t s) -> int64_t {
             const int64_t c = W.conn[s];
@@ -757,10 +769,20 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             }
             const T clear = (W.length[s] - W.pos[s]) / clamp_min(W.speed[s], stop_speed);
             sc.leave_in[c] = std::max(sc.leave_in[c], clear);
+            const T back = W.conn_via[c] + W.pos[s] - W.length[s];
+            for (int64_t b = 0; b < ZONE_BINS; ++b) {
+                const T end = W.conn_via[c] * T(b + 1) / T(ZONE_BINS);
+                if (end > back)
+                    sc.clear[c * ZONE_BINS + b] = std::max(sc.clear[c * ZONE_BINS + b],
+                                                           (end - back) / clamp_min(W.speed[s], stop_speed));
+            }
         }
         // kernels._foes_block: whether a vehicle on minor connection c, in the conflict area from t_arr to t_leave,
         // must wait for a foe
-        auto foes_block = [&](int64_t c, T t_arr, T t_leave) {
+        // (reach: for a vehicle at its line, d m before it, when its front would reach each foe's path; a foe moving
+        // inside the junction holds it only until its rear has passed the crossing, if it would reach it before)
+        const T *zone_at = static_cast<const T *>(a.conn_zone_at);
+        auto foes_block = [&](int64_t c, T t_arr, T t_leave, bool at_line, T d, T v, T acc, T vmax) {
             bool blocked = false;
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
@@ -772,9 +794,16 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                     blocked = true;  // + kernels.JM_TIMEGAP_MINOR, SUMO's jmTimegapMinor
                 }
                 // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
-                if (a.conn_to_edge[foe] != a.conn_to_edge[c]
-                    && (sc.leave_in[foe] >= t_arr || (sc.zone_occ[foe] & a.conn_zone[c * NF + j]) != 0))
-                    blocked = true;
+                if (a.conn_to_edge[foe] == a.conn_to_edge[c]) continue;
+                const int64_t zone = a.conn_zone[c * NF + j];
+                bool moving = sc.leave_in[foe] >= t_arr;
+                if (at_line) {
+                    T cleared = -inf;
+                    for (int64_t b = 0; b < ZONE_BINS; ++b)
+                        if ((zone >> b) & 1) cleared = std::max(cleared, sc.clear[foe * ZONE_BINS + b]);
+                    moving = cleared >= arrival_time<T>(d + zone_at[c * NF + j], v, acc, vmax);
+                }
+                if (moving || (sc.zone_occ[foe] & zone) != 0) blocked = true;
             }
             return blocked;
         };
@@ -784,7 +813,9 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (!sc.f_found[f] || sc.f_must[f] || !sc.f_moving[f] || W.conn_wait[c] > T(0)
                 || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR))
                 continue;
-            if (foes_block(c, sc.t_arr[f], sc.t_leave[f])) sc.f_must[f] = 1;
+            const int64_t s = sc.fronts[f];
+            if (foes_block(c, sc.t_arr[f], sc.t_leave[f], true, sc.f_d[f], W.speed[s], W.accel[s], sc.f_vmax[f]))
+                sc.f_must[f] = 1;
         }
         // vehicles waiting at their internal junction: a minor link there (SUMO's "m"), timed from that point
         for (int64_t s = lo; s < hi; ++s) {
@@ -795,7 +826,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s];
             const T t_arr = arrival_time<T>(clamp_min(d_in, T(0)), W.speed[s], W.accel[s], vmax);
             const T t_leave = arrival_time<T>(W.length[s] - W.pos[s], W.speed[s], W.accel[s], vmax);
-            sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave);
+            sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave, false, T(0), T(0), T(0), T(0));
         }
     }
     // 4'. the obstacle each front vehicle follows: its stop line, or the tail of the lane it will enter

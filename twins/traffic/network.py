@@ -212,6 +212,15 @@ def conflict_zone(c: Connection, foe: Connection, bins: int) -> int:
     return mask
 
 
+def zone_start(c: Connection, foe: Connection, bins: int) -> float:
+    """Rule 10: m along ``c``'s own path from its line to the first part of it that ``foe``'s path crosses
+    (:func:`conflict_zone` seen from ``foe``); 0 where a shape is unknown or the paths do not cross."""
+    own = conflict_zone(foe, c, bins)
+    if own == 0 or own == (1 << bins) - 1:
+        return 0.0
+    return ((own & -own).bit_length() - 1) * c.via_length / bins
+
+
 @dataclass
 class Phase:
     duration: float

@@ -210,7 +210,7 @@ from dataclasses import dataclass
 
 import mesa
 
-from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
+from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence, zone_start
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
@@ -218,6 +218,7 @@ DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
 JM_TIMEGAP_MINOR = 1.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor)
 MOVE_SLACK_M = 0.1  # m, as kernels.MOVE_SLACK_M
 WAIT_SLACK_M = 1e-3  # m, as kernels.WAIT_SLACK_M
+NUMERICAL_EPS = 1e-6  # as kernels.NUMERICAL_EPS (a floor on the mean speed of a leave time here)
 ZONE_BINS = 16  # parts of a path across a junction, as kernels.ZONE_BINS
 SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
 MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
@@ -264,6 +265,14 @@ def arrival_time(d: float, v: float, a: float, vmax: float) -> float:
     if d <= d1:
         return (math.sqrt(v * v + 2.0 * a * d) - v) / a
     return (vmax - v) / a + (d - d1) / vmax
+
+
+def leave_time(t_arr: float, d: float, via: float, length: float, v: float, a: float, vmax: float) -> float:
+    """Rule 10: when the rear of a vehicle ``d`` m before a link has left its path (the kernel's ``leave_time``,
+    SUMO's ``MSLink::getLeaveTime``)."""
+    v_arr = min(math.sqrt(min(v, vmax) ** 2 + 2.0 * a * max(d, 0.0)), vmax)
+    v_out = min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+    return t_arr + (via + length) / max(0.5 * (v_arr + v_out), NUMERICAL_EPS)
 
 
 def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
@@ -418,6 +427,7 @@ class ReferenceVehicle(mesa.Agent):
         self.lane_leader: ReferenceVehicle | None = None  # the vehicle ahead on its lane (leader: rule 10 past it)
         self.conn_key: tuple[str, str] | None = None  # the connection it entered its lane by (rule 10)
         self._t_arr = self._t_leave = INF
+        self._line = (0.0, INF)  # (distance to its line, top speed) when it last looked past the line
         # decided in plan(), applied in commit()
         self._next_lane: _Lane | None = None
         self._via = 0.0
@@ -523,7 +533,8 @@ class ReferenceVehicle(mesa.Agent):
             if math.isfinite(u):
                 vmax = min(vmax, u * self.speed_factor)
             self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
-            self._t_leave = arrival_time(d + via + self.length, self.speed, self.accel, vmax)
+            self._t_leave = leave_time(self._t_arr, d, via, self.length, self.speed, self.accel, vmax)
+            self._line = (d, vmax)  # for when it would reach each foe's path (blocked_by_foes)
 
     def body_zone(self) -> int:
         """kernels.body_zone: the parts of its path (ZONE_BINS) this vehicle inside the junction covers."""
@@ -583,7 +594,7 @@ class ReferenceVehicle(mesa.Agent):
             # vehicle waits at that junction instead (below)
             if (front and found and not must_stop and self._moving and m.has_foes and m.conn_wait[self._key] <= 0
                     and m.must_yield(self._key, code)):
-                if m.blocked_by_foes(self._key, self._t_arr, self._t_leave):
+                if m.blocked_by_foes(self._key, self._t_arr, self._t_leave, (*self._line, self.speed, self.accel)):
                     must_stop = True
                     m.events["yield_wait"] += 1
                 else:
@@ -865,6 +876,8 @@ class ReferenceTrafficModel(mesa.Model):
         self.foes: dict[tuple[str, str], list] = {}
         self.zones: dict[tuple[str, str], list[int]] = {}
         self.zone_occupied: dict[tuple[str, str], int] = {}
+        self.zone_at: dict[tuple[str, str], list[float]] = {}  # m along its path to each foe's (network.zone_start)
+        self.zone_cleared: dict[tuple[str, str], list[float]] = {}  # per part of its path: s till cleared
         for key, cs in merged.items():
             out = set()
             for c in cs:
@@ -875,6 +888,7 @@ class ReferenceTrafficModel(mesa.Model):
             self.foes[key] = sorted(out)
             # where on each foe's path this one crosses it (the first listed link of each decides, as for via)
             self.zones[key] = [conflict_zone(cs[0], merged[f][0], ZONE_BINS) for f in self.foes[key]]
+            self.zone_at[key] = [zone_start(cs[0], merged[f][0], ZONE_BINS) for f in self.foes[key]]
         self.minor = {key: cs[0].tl is None and cs[0].state in MINOR for key, cs in merged.items()}
         # rule 4: the connections that keep their junction clear (the first link decides, as for via and signal)
         self.keep_clear = {key: network.keeps_clear(cs[0]) for key, cs in merged.items()}
@@ -1024,13 +1038,15 @@ class ReferenceTrafficModel(mesa.Model):
         """Rule 10: whether the connection ``key`` yields now: unsignalized minor, or its signal shows ``g``."""
         return self.minor[key] or code == SIG_GREEN_MINOR
 
-    def approach_windows(self, running) -> tuple[dict, dict, dict]:
+    def approach_windows(self, running) -> tuple[dict, dict, dict, dict]:
         """Rule 10: per connection, [earliest arrival, latest leaving] (s from now) of the front vehicles that will
         pass their line this step; the latest leaving of the vehicles moving inside a junction (front before the
-        lane start; their windows start now); and the parts of its path the vehicles standing there cover."""
+        lane start; their windows start now); the parts of its path the vehicles standing there cover; and per part
+        of its path when the last of the moving ones has cleared it (kernels.clear_times; -inf: cleared)."""
         win: dict[tuple[str, str], list[float]] = {}
         inside: dict[tuple[str, str], float] = {}
         occupied: dict[tuple[str, str], int] = {}
+        cleared: dict[tuple[str, str], list[float]] = {}
         for v in running:
             # (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
             if v.leader is None and v._found and not v._must_stop and v._moving and not v.waiting_inside():
@@ -1043,17 +1059,34 @@ class ReferenceTrafficModel(mesa.Model):
                     occupied[v.conn_key] = occupied.get(v.conn_key, 0) | v.body_zone()
                     continue
                 inside[v.conn_key] = max(inside.get(v.conn_key, -INF), (v.length - v.pos) / max(v.speed, STOP_SPEED))
-        return win, inside, occupied
+                via = self.conns[v.conn_key][0]
+                back = via + v.pos - v.length
+                c = cleared.setdefault(v.conn_key, [-INF] * ZONE_BINS)
+                for b in range(ZONE_BINS):
+                    end = via * (b + 1) / ZONE_BINS
+                    if end > back:
+                        c[b] = max(c[b], (end - back) / max(v.speed, STOP_SPEED))
+        return win, inside, occupied, cleared
 
-    def blocked_by_foes(self, key, t_arr: float, t_leave: float) -> bool:
+    def blocked_by_foes(self, key, t_arr: float, t_leave: float, line: tuple | None = None) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
-        (s from now), must wait for a foe's window (:meth:`approach_windows`)."""
-        for foe, zone in zip(self.foes[key], self.zones[key]):
+        (s from now), must wait for a foe's window (:meth:`approach_windows`). ``line``: (distance to its line, top
+        speed, speed, acceleration) of one at its line, which a foe moving inside the junction holds only until its
+        rear has passed their crossing, if it would reach the crossing before (None: at an internal junction, until
+        that foe's rear has left the junction)."""
+        for foe, zone, at in zip(self.foes[key], self.zones[key], self.zone_at[key]):
             w = self.windows.get(foe)
             # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe; one that
             # stands there is in the way only where its body covers this connection's path (network.conflict_zone)
             occupied = self.zone_occupied.get(foe, 0)
-            crossing = foe[1] != key[1] and (self.windows_inside.get(foe, -INF) >= t_arr or occupied & zone != 0)
+            if line is None:
+                moving = self.windows_inside.get(foe, -INF) >= t_arr
+            else:
+                d, vmax, v, a = line
+                c = self.zone_cleared.get(foe, [-INF] * ZONE_BINS)
+                moving = max((c[b] for b in range(ZONE_BINS) if zone >> b & 1), default=-INF) >= arrival_time(
+                    d + at, v, a, vmax)
+            crossing = foe[1] != key[1] and (moving or occupied & zone != 0)
             if foe[1] != key[1] and occupied and not occupied & zone:
                 self.events["standing_foe_not_in_the_way"] += 1  # diagnostic: the rule before waited for it
             if w is not None and self.zipper[key]:  # a zipper: wait only for a foe that arrives first
@@ -1200,7 +1233,7 @@ class ReferenceTrafficModel(mesa.Model):
         for v in running:
             v.look()
         if self.has_foes:
-            self.windows, self.windows_inside, self.zone_occupied = self.approach_windows(running)
+            self.windows, self.windows_inside, self.zone_occupied, self.zone_cleared = self.approach_windows(running)
         for v in running:
             v.plan()
         # 6. one entry per target lane: the vehicle landing furthest ahead (then the earliest slot)

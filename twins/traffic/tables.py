@@ -22,7 +22,7 @@ from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
 from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW, ZONE_BINS  # noqa: F401  (signal codes)
-from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence
+from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence, zone_start
 
 
 @dataclass
@@ -59,6 +59,8 @@ class NetworkTables:
     # the parts of each foe's path (kernels.ZONE_BINS) this connection crosses, bitmask per conn_foes entry: a foe's
     # vehicle standing inside the junction is in the way only where its body covers one (network.conflict_zone)
     conn_zone: torch.Tensor  # [C, F] int64
+    # m along each connection's own path from its line to where each foe's path crosses it (0 where unknown)
+    conn_zone_at: torch.Tensor  # [C, F] float64
     has_foes: bool  # any connection yields to another (decided once: the step never asks the device)
     # the same connections by lane: lane_conn_edge[l, j] is the j-th edge lane l connects to (-1: none),
     # lane_conn[l, j] that connection's index in the arrays above (elementwise lookup in the kernel)
@@ -96,7 +98,7 @@ class NetworkTables:
             if isinstance(v, torch.Tensor):
                 v = v.to(device)
                 if k in ("lane_length", "lane_speed", "conn_via", "conn_wait", "conn_visibility", "conn_div",
-                         "conn_div_foe"):
+                         "conn_div_foe", "conn_zone_at"):
                     v = v.to(dtype)
             out[k] = v
         return NetworkTables(**out)
@@ -174,10 +176,13 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
     F = max((len(f) for f in foes), default=0) or 1
     conn_foes = torch.full((len(keys), F), -1, dtype=torch.int64)
     conn_zone = torch.zeros((len(keys), F), dtype=torch.int64)
+    conn_zone_at = torch.zeros((len(keys), F), dtype=torch.float64)
     for i, f in enumerate(foes):
         conn_foes[i, :len(f)] = torch.tensor(f, dtype=torch.int64)
         conn_zone[i, :len(f)] = torch.tensor(
             [conflict_zone(merged[keys[i]][0], merged[keys[k]][0], ZONE_BINS) for k in f], dtype=torch.int64)
+        conn_zone_at[i, :len(f)] = torch.tensor(
+            [zone_start(merged[keys[i]][0], merged[keys[k]][0], ZONE_BINS) for k in f], dtype=torch.float64)
     conn_yield = torch.tensor([merged[k][0].tl is None and merged[k][0].state in MINOR for k in keys], dtype=torch.bool)
     conn_zipper = torch.tensor([merged[k][0].tl is None and merged[k][0].state == "Z" for k in keys], dtype=torch.bool)
     by_lane = [[] for _ in lane_ids]
@@ -240,6 +245,7 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
         conn_to_edge=torch.tensor([k % E for k in keys], dtype=torch.int64),
         conn_foes=conn_foes,
         conn_zone=conn_zone,
+        conn_zone_at=conn_zone_at,
         has_foes=bool((conn_foes >= 0).any()),
         lane_conn_edge=lane_conn_edge,
         lane_conn=lane_conn,

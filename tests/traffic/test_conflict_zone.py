@@ -12,6 +12,8 @@ path (benchmarks/README.md)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,7 +21,7 @@ import torch
 from twins.traffic import kernels
 from twins.traffic.kernels import ZONE_BINS
 from twins.traffic.network import Connection, conflict_zone, zone_start
-from twins.traffic.reference import ReferenceVehicle
+from twins.traffic.reference import ReferenceTrafficModel, ReferenceVehicle
 
 FULL = (1 << ZONE_BINS) - 1
 
@@ -102,21 +104,31 @@ def test_body_zone_matches_the_reference_and_occupancy_is_a_union(dtype):
     assert int(occ[5]) == 0
 
 
+# connection 0 yields to connection 1, whose 16 m path it crosses in parts 3-6 (3-7 m along it)
+ZONE = 0b1111000
+KEY, FOE = ("l0", "e0"), ("l1", "e1")  # the same two connections as the reference names them
+W, C = 1, 2
+NO_WINDOW = torch.tensor([math.inf] * 3), torch.tensor([-math.inf] * 3)
+
+
+def _two_connections():
+    """The network tables ``kernels._foes_block`` reads, for connections 0 and 1."""
+    return SimpleNamespace(conn_yield=torch.tensor([True, False]), conn_to_edge=torch.tensor([0, 1]),
+                           conn_zipper=torch.tensor([False, False]), conn_foes=torch.tensor([[1], [-1]]),
+                           conn_zone=torch.tensor([[ZONE], [0]]))
+
+
+def _reference(zone_at=0.0, **state):
+    """What the reference's ``blocked_by_foes`` reads, for the same two connections (``state``: its windows)."""
+    return SimpleNamespace(foes={KEY: [FOE]}, zones={KEY: [ZONE]}, zone_at={KEY: [zone_at]}, windows={},
+                           zipper={KEY: False}, events=Counter(), **state)
+
+
 def test_a_standing_foe_holds_a_minor_vehicle_only_where_it_covers_its_path():
     """kernels._foes_block (and the reference's blocked_by_foes): connection 0 yields to connection 1, whose path it
     crosses in parts 3-6; a vehicle standing inside on connection 1 holds it when its body covers one of those parts,
     not when it stands past them or short of them; a moving one holds it by its window, as before."""
-    from collections import Counter
-    from types import SimpleNamespace
-
-    from twins.traffic.reference import ReferenceTrafficModel
-
-    zone = 0b1111000
-    net = SimpleNamespace(conn_yield=torch.tensor([True, False]), conn_to_edge=torch.tensor([0, 1]),
-                          conn_zipper=torch.tensor([False, False]), conn_foes=torch.tensor([[1], [-1]]),
-                          conn_zone=torch.tensor([[zone], [0]]))
-    W, C, inf = 1, 2, math.inf
-    no_window = torch.tensor([inf, inf, inf]), torch.tensor([-inf, -inf, -inf])
+    net, inf = _two_connections(), math.inf
     via = torch.tensor([16.0])
 
     def held(pos, length=5.0, moving=False):
@@ -127,12 +139,10 @@ def test_a_standing_foe_holds_a_minor_vehicle_only_where_it_covers_its_path():
         else:
             occ[1] = int(kernels.body_zone(torch.tensor([pos]), torch.tensor([length]), via))
         out = kernels._foes_block(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
-                                  torch.tensor([2.0]), *no_window, leave_in, occ, net, W)
-        key, foe = ("l0", "e0"), ("l1", "e1")
-        ref = SimpleNamespace(foes={key: [foe]}, zones={key: [zone]}, zone_at={key: [0.0]}, windows={}, zipper={key: False},
-                              windows_inside={foe: 3.0} if moving else {}, events=Counter(),
-                              zone_occupied={foe: int(occ[1])} if int(occ[1]) else {})
-        assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 2.0) == bool(out[0])  # the reference agrees
+                                  torch.tensor([2.0]), *NO_WINDOW, leave_in, occ, net, W)
+        ref = _reference(windows_inside={FOE: 3.0} if moving else {},
+                         zone_occupied={FOE: int(occ[1])} if int(occ[1]) else {})
+        assert ReferenceTrafficModel.blocked_by_foes(ref, KEY, 0.0, 2.0) == bool(out[0])  # the reference agrees
         return bool(out[0])
 
     assert held(-16.0 + 5.5)  # body 0.5 .. 5.5 m: covers parts 3-5
@@ -148,17 +158,7 @@ def test_a_moving_foe_holds_a_minor_vehicle_at_its_line_only_till_it_has_passed_
     vehicle standing at its line only if its rear would still be in those parts when the minor vehicle's front got
     there (SUMO: ``MSLink::opened`` counts approaching foes only; one inside the junction is a leader, followed till
     it has passed); the rule before held it until that rear had left the junction."""
-    from collections import Counter
-    from types import SimpleNamespace
-
-    from twins.traffic.reference import ReferenceTrafficModel
-
-    zone = 0b1111000
-    net = SimpleNamespace(conn_yield=torch.tensor([True, False]), conn_to_edge=torch.tensor([0, 1]),
-                          conn_zipper=torch.tensor([False, False]), conn_foes=torch.tensor([[1], [-1]]),
-                          conn_zone=torch.tensor([[zone], [0]]))
-    W, C, inf = 1, 2, math.inf
-    no_window = torch.tensor([inf, inf, inf]), torch.tensor([-inf, -inf, -inf])
+    net, inf = _two_connections(), math.inf
     via, length, v, accel, vmax = 16.0, 5.0, 10.0, 2.6, 13.89
 
     def held(pos, zone_at):
@@ -172,18 +172,16 @@ def test_a_moving_foe_holds_a_minor_vehicle_at_its_line_only_till_it_has_passed_
         reach = kernels.arrival_time(torch.tensor([[zone_at]]), torch.tensor([[0.0]]), torch.tensor([[accel]]),
                                      torch.tensor([[vmax]]))
         out = kernels._foes_block(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
-                                  torch.tensor([5.0]), *no_window, leave_in, occ, net, W, clear, reach)
-        key, foe = ("l0", "e0"), ("l1", "e1")
-        ref = SimpleNamespace(foes={key: [foe]}, zones={key: [zone]}, zone_at={key: [zone_at]}, windows={},
-                              zipper={key: False}, windows_inside={foe: float(leave_in[1])}, events=Counter(),
-                              zone_occupied={}, zone_cleared={foe: clear[1].tolist()})
-        assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 5.0, (0.0, vmax, 0.0, accel)) == bool(out[0])
+                                  torch.tensor([5.0]), *NO_WINDOW, leave_in, occ, net, W, clear, reach)
+        ref = _reference(zone_at, windows_inside={FOE: float(leave_in[1])}, zone_occupied={},
+                         zone_cleared={FOE: clear[1].tolist()})
+        assert ReferenceTrafficModel.blocked_by_foes(ref, KEY, 0.0, 5.0, (0.0, vmax, 0.0, accel)) == bool(out[0])
         return bool(out[0])
 
     # the foe's rear 3 m short of the junction: past the crossing's end (7 m) in 1.0 s
     assert not held(-14.0, zone_at=10.0)  # the minor vehicle needs sqrt(2 * 10 / 2.6) = 2.8 s to get there: goes
     assert held(-14.0, zone_at=1.0)  # ... 0.9 s to a crossing 1 m past its line: waits
     assert not held(-1.0, zone_at=1.0)  # rear at 10 m: past the crossing already
-    # just in (rear at -4.5 m, past in 1.15 s): the minor vehicle needs 1.24 s to 2 m and goes, 1.07 s to 1.5 m and waits
+    # just in (rear at -4.5 m, past in 1.15 s): the minor vehicle needs 1.24 s to 2 m (goes), 1.07 s to 1.5 m (waits)
     assert not held(-15.5, zone_at=2.0)
     assert held(-15.5, zone_at=1.5)

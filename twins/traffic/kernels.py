@@ -460,10 +460,11 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     follows a foe inside the junction as a leader until it has passed (``MSVehicle::checkLinkLeader``). Before, it
     waited until that rear had left the whole junction: at a priority junction it took 5 % of the 6 s gaps SUMO
     takes 72 % of (tests/traffic_sumo/test_gap_acceptance.py). One waiting at its internal junction still waits
-    until that rear has left the junction. A vehicle standing inside a junction announces no window (SUMO's ``willPass``): it is in the way
-    of a foe only where its body covers the part of its path that the foe's path crosses (:func:`body_zone`,
-    ``net.conn_zone``: SUMO's ``inTheWay``, from the junction's geometry, network.conflict_zone); before, a queue
-    standing across a junction held every foe of its connection however far past their paths it stood. A vehicle
+    until that rear has left the junction. A vehicle standing inside a junction announces no window (SUMO's
+    ``willPass``): it is in the way of a foe only where its body covers the part of its path that the foe's path
+    crosses (:func:`body_zone`, ``net.conn_zone``: SUMO's ``inTheWay``, from the junction's geometry,
+    network.conflict_zone); before, a queue standing across a junction held every foe of its connection however far
+    past their paths it stood. A vehicle
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
     connection it yields to (the junction's ``response``) has a window overlapping its own extended by
     :data:`JM_TIMEGAP_MINOR` (SUMO's ``MSLink::blockedByFoe``: the foe must leave before this vehicle arrives, or
@@ -585,6 +586,7 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, n
     to_edge = _gather(net.conn_to_edge, conn)
     zipper = _gather(net.conn_zipper, conn)
     blocked = torch.zeros_like(minor)
+    parts = torch.arange(ZONE_BINS, device=minor.device)
     for j in range(net.conn_foes.shape[1]):
         foe = _gather(net.conn_foes[:, j].contiguous(), conn)
         at = torch.where(minor & (foe >= 0), world * C + foe.clamp(min=0), W * C)
@@ -599,7 +601,7 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, n
         if reach is None:  # (at an internal junction: until its rear has left the junction)
             moving = _gather(leave_in, at) >= t_arr
         else:  # until its rear has passed the crossing, if this one would reach it before
-            bits = torch.bitwise_right_shift(zone.unsqueeze(1), torch.arange(ZONE_BINS, device=zone.device)) & 1
+            bits = torch.bitwise_right_shift(zone.unsqueeze(1), parts) & 1
             cleared = torch.where(bits != 0, clear.index_select(0, at), -torch.inf).amax(1)
             moving = cleared >= reach[:, j]
         blocked = blocked | (crossing & (moving | in_way))

@@ -174,6 +174,10 @@ class RingScenario(TrafficScenarioBase):
     # Sugiyama's waves grow from driver imperfection: SUMO's Krauss with its dawdling (sigma) by default;
     # a deterministic IDM platoon at this density relaxes to a jam-free state
     car_following: str = "Krauss"
+    # SUMO's passenger car; its drivers dawdle more than SUMO's default (sigma 0.5, whose jam travels back at
+    # 25 km/h): sigma 0.8 is fitted to the wave speed Sugiyama report, about 20 km/h, and SUMO with the same
+    # vType agrees (benchmarks/bench_ring_waves.py); every driver at the limit (speed_dev 0), as instructed
+    vehicle: VehicleConfig = field(default_factory=lambda: VehicleConfig(speed_dev=0.0, sigma=0.8))
 
 
 # ---------------------------------------------------------------------------------------------

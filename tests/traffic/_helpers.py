@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from scenarios.traffic import RingScenario, vehicle_type
+from scenarios.traffic import VehicleConfig, vehicle_type
 from twins.traffic import kernels
 from twins.traffic.demand import Demand, Flow
 from twins.traffic.model import TrafficScenario
@@ -124,7 +124,7 @@ def chain_scenario(name, lanes: dict[str, float], route: list[str], loops=(), de
     for a, b in zip(route, route[1:]):
         if not any(c.from_edge == a and c.to_edge == b for c in net.connections):
             net.connections.append(Connection(a, 0, b, 0, 0.0))
-    car = vehicle_type(OmegaConf.structured(RingScenario()).vehicle)
+    car = vehicle_type(OmegaConf.structured(VehicleConfig()))  # SUMO's passenger car, speedDev 0.1
     vtypes = {f"car{d}": dataclasses.replace(car, id=f"car{d}", delta=float(d)) for d in deltas}
     k = len(deltas)
     flows = [Flow(f"f{d}", route, kind="fixed", departures=[float(2 * (k * i + j)) for i in range(60 // k)],

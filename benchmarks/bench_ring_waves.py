@@ -46,7 +46,8 @@ def main() -> None:
         cfg = OmegaConf.merge(ring_config(), {"vehicle": {"sigma": sigma}})
         traj = twin_ring(cfg)
         share, speeds = jam_figures(traj, cfg.circumference_m, cfg.circumference_m / cfg.segments)
-        twin_kmh.append(_row(f"{sigma:g}", "twin", share, speeds, float(traj.loc[traj["time_s"] >= 300, "speed_mps"].mean())))
+        mean_speed = float(traj.loc[traj["time_s"] >= 300, "speed_mps"].mean())
+        twin_kmh.append(_row(f"{sigma:g}", "twin", share, speeds, mean_speed))
         if not args.no_sumo:
             from tests.traffic_sumo.test_ring_sumo import sumo_figures
             with tempfile.TemporaryDirectory() as d:

@@ -175,7 +175,8 @@ def test_a_moving_foe_holds_a_minor_vehicle_at_its_line_only_till_it_has_passed_
                                   torch.tensor([5.0]), *NO_WINDOW, leave_in, occ, net, W, clear, reach)
         ref = _reference(zone_at, windows_inside={FOE: float(leave_in[1])}, zone_occupied={},
                          zone_cleared={FOE: clear[1].tolist()})
-        assert ReferenceTrafficModel.blocked_by_foes(ref, KEY, 0.0, 5.0, (0.0, vmax, 0.0, accel)) == bool(out[0])
+        line = (0.0, vmax, via, 0.0, accel, 4.5, 0.0)  # at its line: distance, top speed, path, speed, accel, ...
+        assert ReferenceTrafficModel.blocked_by_foes(ref, KEY, 0.0, 5.0, line) == bool(out[0])
         return bool(out[0])
 
     # the foe's rear 3 m short of the junction: past the crossing's end (7 m) in 1.0 s
@@ -185,3 +186,40 @@ def test_a_moving_foe_holds_a_minor_vehicle_at_its_line_only_till_it_has_passed_
     # just in (rear at -4.5 m, past in 1.15 s): the minor vehicle needs 1.24 s to 2 m (goes), 1.07 s to 1.5 m (waits)
     assert not held(-15.5, zone_at=2.0)
     assert held(-15.5, zone_at=1.5)
+
+
+@pytest.mark.parametrize("stood, foe_lane, held", [
+    (0.0, 0, False),  # just arrived: the foe 80 m out at 14 m/s could stop at its full deceleration
+    (9.0, 0, True),  # impatience 0.05: the foe braking at 0.225 m/s² would arrive at 12.6 m/s, faster than it leaves
+    (90.0, 0, False),  # impatience 0.5: at 2.25 m/s² the foe could stop
+    (9.0, 1, False),  # a foe into another lane of that edge: no merge
+])
+def test_a_minor_vehicle_merges_ahead_of_a_foe_into_its_lane_only_where_the_foe_could_brake_for_it(stood, foe_lane,
+                                                                                                  held):
+    """kernels._foes_block with ``merge`` (kernels.merge_unsafe; and the reference's blocked_by_foes): connection 0
+    yields to connection 1, both into the same edge; a vehicle standing at connection 0's line (8 m path, leaving it
+    at 6.45 m/s, 3 s from now) and a foe on connection 1 80 m out at 14 m/s, due in 6 s: after the minor vehicle's
+    window and its 1 s time gap. SUMO's ``unsafeMergeSpeeds`` holds it while the foe, braking from its arrival at
+    its deceleration (4.5 m/s²) times the minor vehicle's impatience (seconds stood / 180), would still come faster
+    than it leaves."""
+    inf = math.inf
+    net = SimpleNamespace(conn_yield=torch.tensor([True, False]), conn_to_edge=torch.tensor([0, 0]),
+                          conn_zipper=torch.tensor([False, False]), conn_foes=torch.tensor([[1], [-1]]),
+                          conn_zone=torch.tensor([[0], [0]]), conn_to_mask=torch.tensor([1, 1 << foe_lane]))
+    arr, leave = torch.tensor([inf, 6.0, inf]), torch.tensor([-inf, 7.0, -inf])
+    foe_d, foe_v, foe_b = torch.tensor([inf, 80.0, inf]), torch.tensor([0.0, 14.0, 0.0]), torch.tensor([0.0, 4.5, 0.0])
+    via, accel, vmax, decel = 8.0, 2.6, 13.89, 4.5
+    v_leave = kernels.line_speeds(torch.tensor([0.0]), torch.tensor([via]), torch.tensor([0.0]), torch.tensor([accel]),
+                                  torch.tensor([vmax]))[1]
+    impatience = torch.tensor([min(stood / kernels.TIME_TO_IMPATIENCE_S, 1.0)])
+    nobody_inside = torch.full((3,), -inf), torch.zeros(3, dtype=torch.int64)
+    out = kernels._foes_block(torch.tensor([True]), torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
+                              torch.tensor([3.0]), arr, leave, *nobody_inside, net, W,
+                              merge=(v_leave, torch.tensor([decel]), impatience, foe_d, foe_v, foe_b))
+    assert bool(out[0]) == held
+    key, foe = ("e0_0", "b"), ("f0_0", "b")
+    ref = SimpleNamespace(foes={key: [foe]}, zones={key: [0]}, zone_at={key: [0.0]}, windows={foe: [6.0, 7.0]},
+                          zipper={key: False}, events=Counter(), zone_occupied={}, zone_cleared={},
+                          conn_to_lanes={key: {0}, foe: {foe_lane}}, window_foe={foe: (80.0, 14.0, 4.5)})
+    line = (0.0, vmax, via, 0.0, accel, decel, stood)
+    assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 3.0, line) == held  # the reference agrees

@@ -346,8 +346,9 @@ if __name__ == "__main__":  # pragma: no cover
 def test_kernel_matches_reference_with_right_of_way():
     """Rule 10 on the loaded grid: permissive left turns (``g``) yield to the opposing through traffic at their
     internal junction inside the junction, with turning speeds; then without signals, the north–south approaches
-    minor (``m``); both again with paths across the junctions (``with_paths``), where a vehicle standing inside
-    the junction holds a foe only where it covers that foe's path, and a vehicle follows one that left its lane by
+    minor (``m``), merging ahead of a foe into its lane only where the foe could brake for them
+    (``kernels.merge_unsafe``); both again with paths across the junctions (``with_paths``), where a vehicle
+    standing inside the junction holds a foe only where it covers that foe's path, and a vehicle follows one that left its lane by
     another path until the two paths part. The twin equals the reference
     at every step, vehicles did wait for gaps, and nobody crossed on red."""
     for signals, paths in ((True, False), (False, False), (True, True), (False, True)):
@@ -369,3 +370,5 @@ def test_kernel_matches_reference_with_right_of_way():
             assert ev["minor_cautious"] >= 50 and (ev["minor_cautious_inside"] >= 20 or not signals), ev
             # with paths, vehicles followed one that left their lane by another path until the paths parted
             assert (ev["same_source_nearer"] >= 20) == paths, ev
+            # without signals, minor vehicles waited to merge ahead of a foe that could not brake for them
+            assert ev["merge_wait"] >= 10 or signals, ev

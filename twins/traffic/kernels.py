@@ -110,7 +110,11 @@ the same, one vehicle at a time):
    holds a vehicle at its line only until its rear has passed the crossing, if
    that vehicle would reach the crossing before (``net.conn_zone_at``,
    :func:`clear_times`; SUMO's ``MSLink::opened`` counts approaching foes only, and
-   one inside the junction is a leader followed till it has passed). A link into an
+   one inside the junction is a leader followed till it has passed). One that
+   would merge ahead of an approaching foe into the same lane waits while the foe
+   could not brake to below its leaving speed, braking at its deceleration times
+   the waiting vehicle's impatience, its standing time over 180 s
+   (:func:`merge_unsafe`; SUMO's ``unsafeMergeSpeeds``). A link into an
    internal junction (a left turn's ``cont="1"``, waiting point ``net.conn_wait``
    m past the line) is open at the line unless red, as SUMO's ``MSLink::opened``:
    the vehicle enters and waits at that point, a minor link there, until its foes
@@ -189,6 +193,9 @@ DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rul
 # clear: queues then stood at the line of RESCO cologne3's minor approach -5229966#3 instead of across the
 # foe-less junction behind it, and 1 s starved that approach.)
 JM_TIMEGAP_MINOR = 1.0
+# s: SUMO's --time-to-impatience (180 s by default): a vehicle's impatience is the time it has stood, over this, at
+# most 1 (MSVehicle::getImpatience); rule 10's merges read it
+TIME_TO_IMPATIENCE_S = 180.0
 
 
 def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase_code: torch.Tensor,
@@ -420,14 +427,35 @@ def arrival_time(d, v, a, vmax):
     return torch.where(d <= d1, accelerating, cruising)
 
 
+def line_speeds(d, via, v, a, vmax):
+    """A vehicle's speed at a link ``d`` m ahead (accelerating at ``a`` from ``v``, at most ``vmax``) and at the end
+    of the link's path (``via`` m; accelerating on over it: SUMO's ``estimatedLeaveSpeed``)."""
+    v_arr = torch.minimum(torch.sqrt(torch.minimum(v, vmax) ** 2 + 2.0 * a * d.clamp(min=0.0)), vmax)
+    return v_arr, torch.minimum(torch.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+
+
 def leave_time(t_arr, d, via, length, v, a, vmax):
     """Seconds until the rear of a vehicle ``d`` m before a link has left the link's path (``via`` m), SUMO's
-    ``MSLink::getLeaveTime``: its arrival ``t_arr`` plus ``via + length`` at the mean of its speed at the line
-    (accelerating at ``a`` from ``v`` over ``d``, at most ``vmax``) and at the path's end (accelerating on over the
-    path: SUMO's ``estimatedLeaveSpeed``). Longer than accelerating all the way for a vehicle starting at the line."""
-    v_arr = torch.minimum(torch.sqrt(torch.minimum(v, vmax) ** 2 + 2.0 * a * d.clamp(min=0.0)), vmax)
-    v_out = torch.minimum(torch.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+    ``MSLink::getLeaveTime``: its arrival ``t_arr`` plus ``via + length`` at the mean of its speed at the line and at
+    the path's end (:func:`line_speeds`). Longer than accelerating all the way for a vehicle starting at the line."""
+    v_arr, v_out = line_speeds(d, via, v, a, vmax)
     return t_arr + (via + length) / torch.clamp(0.5 * (v_arr + v_out), min=NUMERICAL_EPS)
+
+
+def merge_unsafe(v_leave, decel, t_arr, impatience, foe_d, foe_v, foe_decel):
+    """Rule 10: whether a vehicle that would merge ahead of an approaching foe into the same lane (leaving the
+    junction at ``v_leave``, arriving in ``t_arr`` s) must not, SUMO's ``MSLink::blockedByFoe`` for a foe arriving
+    after it has left (``unsafeMergeSpeeds``): unsafe when ``v_leave²/decel <= v²/foe_decel``, ``v`` the foe's speed
+    at the junction had it braked from this vehicle's arrival at its deceleration times this vehicle's
+    ``impatience`` (``MSLink::computeFoeArrivalTimeBraking``; 0 where it could stop before the junction). So a
+    vehicle that has just stopped at a minor link lets every approaching foe into its lane pass that could not stop
+    for it, and merges ahead of farther ones as it grows impatient (:data:`TIME_TO_IMPATIENCE_S`). With no
+    impatience, SUMO takes the foe braking at its full deceleration from now (``arrivalSpeedBraking``), as here.
+    Simplified: the foe's speed now, where SUMO takes its mean speed to the junction."""
+    m = torch.where(impatience > 0, foe_decel * impatience, foe_decel)
+    dist = torch.where(impatience > 0, foe_d - foe_v * t_arr.clamp(min=0.0), foe_d)
+    v2 = torch.clamp(foe_v * foe_v - 2.0 * m * dist, min=0.0)
+    return v_leave * v_leave / decel <= v2 / foe_decel
 
 
 def clear_times(seg, pos, length, speed, via, n: int):
@@ -468,7 +496,11 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     on a minor link (unsignalized ``m``/``=``/``s``/``w``/``Z``, or a signal showing ``g``) is blocked when any
     connection it yields to (the junction's ``response``) has a window overlapping its own extended by
     :data:`JM_TIMEGAP_MINOR` (SUMO's ``MSLink::blockedByFoe``: the foe must leave before this vehicle arrives, or
-    arrive more than ``jmTimegapMinor`` after it has left, SUMO's 1 s). A vehicle
+    arrive more than ``jmTimegapMinor`` after it has left, SUMO's 1 s); one that would merge ahead of a foe into the
+    same lane also waits while the foe could not slow down for it (:func:`merge_unsafe`: SUMO's ``unsafeMergeSpeeds``
+    with the foe braking at its deceleration times this vehicle's impatience, its standing time over
+    :data:`TIME_TO_IMPATIENCE_S`; ``tests/traffic_sumo/test_merge.py``: without it a side road's vehicles merging onto
+    a busy lane lost 0.28-0.62 of SUMO's time). A vehicle
     inside the junction on a foe connection into the same edge as this one's is not a conflict: it merges into (or
     runs beside) this vehicle's target lane, which this vehicle follows as its leader, as SUMO's
     ``MSLink::getLeaderInfo`` treats a foe ahead on a merging internal lane; counting it (as before) let a queue
@@ -511,6 +543,12 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     leave = torch.full((W * C + 1,), -inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
         0, seg, t_leave, "amax")
     arr[W * C], leave[W * C] = inf, -inf  # the sentinel collected the others: no window
+    # ... and the vehicle announcing it, for the merges below: its distance to the line, speed and deceleration (one
+    # front vehicle per lane, so per connection; the first to arrive, should there be more)
+    first = torch.where(passing & (t_arr == _gather(arr, seg)), seg, W * C)
+    foe_d = torch.full_like(arr, inf).scatter_reduce(0, first, d.to(arr.dtype), "amin")
+    foe_v = torch.zeros_like(arr).scatter_reduce(0, first, vf.to(arr.dtype), "amax")
+    foe_b = torch.zeros_like(arr).scatter_reduce(0, first, at(m.decel).to(arr.dtype), "amax")
     inside = m.running & (m.pos < 0) & (m.route_pos > 0) & (m.conn >= 0)
     # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
     cn = m.conn.clamp(min=0)
@@ -532,7 +570,12 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     # when its front would reach each foe's path (SUMO: a foe already inside is a leader it follows till it passes)
     reach = arrival_time(d.unsqueeze(1) + net.conn_zone_at.index_select(0, cic), vf.unsqueeze(1), af.unsqueeze(1),
                          vmax.unsqueeze(1))
-    blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, occ, net, W, clear, reach)
+    # merging ahead of a foe into its lane: safe only at a speed it could brake for (SUMO's unsafeMergeSpeeds), which
+    # the foe is asked to do the harder the longer this one has stood (its impatience)
+    stood = at(m.wait) if m.wait is not None else torch.zeros_like(vf)
+    impatience = torch.clamp(stood / TIME_TO_IMPATIENCE_S, max=1.0)
+    merge = (line_speeds(d, via, vf, af, vmax)[1], at(m.decel), impatience, foe_d, foe_v, foe_b)
+    blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, occ, net, W, clear, reach, merge)
     # there its link is minor (SUMO's state "m", whatever the signal shows): it passes when its foes leave it a gap,
     # timed from that point (on the few waiting vehicles only, unless the step keeps fixed shapes)
     wi = None if fixed_shape else _nz(waiting)
@@ -575,15 +618,18 @@ def zone_occupancy(seg, bits, n: int):
 
 
 def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, net, W: int, clear=None,
-                reach=None):
+                reach=None, merge=None):
     """Which of the vehicles ``minor`` (on connection ``conn``, arriving at the conflict area in ``t_arr`` s and
     leaving it in ``t_leave`` s) must wait for a foe, given the foes' windows per (world, connection) (``arr``,
     ``leave``: approaching; ``leave_in``: moving inside the junction; ``occ``: the parts of their paths standing
-    vehicles inside the junction cover, :func:`body_zone`) (:func:`yield_blocked`)."""
+    vehicles inside the junction cover, :func:`body_zone`) (:func:`yield_blocked`). ``merge``: (leave speed,
+    deceleration, impatience; the announcing foe's distance, speed and deceleration per (world, connection)) for
+    vehicles at their line, which merge ahead of a foe into the same lane only where :func:`merge_unsafe` allows."""
     C = net.conn_yield.numel()
     # a minor link is blocked by any foe connection whose window overlaps its own; a vehicle inside the junction
     # on a foe connection into the same edge (a merge, or a parallel path) is not a conflict but a leader
     to_edge = _gather(net.conn_to_edge, conn)
+    to_mask = None if merge is None else _gather(net.conn_to_mask, conn)
     zipper = _gather(net.conn_zipper, conn)
     blocked = torch.zeros_like(minor)
     parts = torch.arange(ZONE_BINS, device=minor.device)
@@ -605,6 +651,12 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, n
             cleared = torch.where(bits != 0, clear.index_select(0, at), -torch.inf).amax(1)
             moving = cleared >= reach[:, j]
         blocked = blocked | (crossing & (moving | in_way))
+        if merge is not None:  # ahead of an approaching foe into the same lane
+            v_leave, decel, impatience, foe_d, foe_v, foe_b = merge
+            same = ~crossing & ~zipper & ((_gather(net.conn_to_mask, foe.clamp(min=0)) & to_mask) != 0)
+            ahead = torch.isfinite(foe_arr) & (foe_arr > t_leave + JM_TIMEGAP_MINOR)
+            blocked = blocked | (same & ahead & merge_unsafe(v_leave, decel, t_arr, impatience, _gather(foe_d, at),
+                                                             _gather(foe_v, at), _gather(foe_b, at)))
     return blocked
 
 
@@ -1358,12 +1410,13 @@ def insert(due, state: VehicleState, drivers: Drivers, r, leader, last, net, rou
 
 def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, t, step_index,
          settings: StepSettings, lane_tails: torch.Tensor | None = None, stops: StopTables | None = None,
-         dawdle_u: torch.Tensor | None = None) -> StepResult:
+         dawdle_u: torch.Tensor | None = None, stood: torch.Tensor | None = None) -> StepResult:
     """Advance every world by ``settings.dt``. ``state``/``drivers`` hold flattened [N] slot columns of a window
     (``leader``, ``lc_yield`` as window-flat indices); ``lane_tails`` [W*L+1] each lane's tail from the previous
     step's result; without it leaders and tails are sorted out (rule 2). ``stops``: the bus stops (rule 7; then
     ``state`` holds ``next_stop`` and ``dwell``). ``dawdle_u``: [N] the Krauss drivers' dawdling draws this step
-    (None: no dawdling). ``t`` (s) and ``step_index``: Python numbers, or 0-dim device tensors (float64, int64) so
+    (None: no dawdling). ``stood``: [N] seconds each vehicle has stood (rule 12's counter; rule 10's impatience;
+    None: none). ``t`` (s) and ``step_index``: Python numbers, or 0-dim device tensors (float64, int64) so
     that a compiled or captured step is not specialized on the clock. Returns the new state (new tensors; the input is not modified), the lane tails and this
     step's observations (:class:`~twins.traffic.state.StepResult`).
 
@@ -1430,7 +1483,8 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
             sigma=take(drivers.sigma) if settings.cf == KRAUSS else None,
             lc_yield=take(state.lc_yield) if lane_change else None,
             next_stop=None if stops is None else take(state.next_stop),
-            dwell=None if stops is None else take(state.dwell))
+            dwell=None if stops is None else take(state.dwell),
+            wait=None if stood is None else take(stood))
         # vehicles waiting at an internal junction are on their own path through the junction (SUMO: an internal
         # lane), not in the way of those entering their lane by another path, nor in its space till standing
         waiting = waiting_inside(running, pos, rpos, state.conn, net)

@@ -285,7 +285,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         self._device_step, self._device_step_at = None, 0  # the fixed-shape step's clock on the device
         L = cnet.n_lanes
         self.lane_acc_total = torch.zeros(W * L, 3, dtype=torch.float64, device=dev)
-        # rule 12: steps each vehicle has stood, and teleports per world
+        # steps each vehicle has stood (rule 10's impatience, rule 12's teleports), and teleports per world
         self._wait = torch.zeros(W, S, dtype=torch.int32, device=dev)
         # rule 12 without host syncs: the longest standing time known (step, steps stood), and the next reading of it
         # on its way to the host (_standing_bound)
@@ -700,7 +700,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             native.step_(self.state, self.drivers, self._lane_last, self.lane_acc_interval, self.net, self.routes,
                          sig, t, self.step_index, self.dt, lo, hi, self.substeps, self.insert_rounds,
                          self.shared_delta, need_sort, threads=torch.get_num_threads(), cf=self.cf,
-                         dawdle=self._dawdle_draws(lo, hi), lane_change=self.lane_changing)
+                         dawdle=self._dawdle_draws(lo, hi), lane_change=self.lane_changing, wait=self._wait)
         elif hi > lo:
             W, n = self.W, hi - lo
             st = self.state
@@ -718,7 +718,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
                 sub.lc_yield = torch.where(ly >= 0, ly + to_flat, -1).reshape(-1)
             res = kernels.step(sub, self._veh_window(lo, hi), self.net, self.routes, sig, *self._clock(t),
                                self._step_settings, lane_tails=tails, stops=self._stop_tables,
-                               dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1))
+                               dawdle_u=None if not self.dawdles else self._dawdle_draws(lo, hi).view(-1),
+                               stood=self._wait[:, lo:hi].reshape(-1).to(st.pos.dtype) * self.dt)
             new = res.state
             # lane observations first: ``sub`` may be a view of the state (one world, or a window covering
             # every slot), and the write-back below would turn the pre-step lanes into post-step ones
@@ -745,6 +746,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self._lane_last = torch.where(last >= 0, last - to_flat, -1)
             if self.transit is not None and bool(res.docked.any()):
                 self._board(res.docked.view(W, n), lo)
+        if hi > lo:  # the standing counters, in place and cheaply (a few operations per step)
+            st = self.state
+            self._wait[:, lo:hi].add_(1).mul_(st.halted[:, lo:hi] & (st.status[:, lo:hi] == kernels.RUNNING))
         if hi > lo and self.teleport_steps is not None:
             self._teleport(lo, hi)
         self.step_index += 1
@@ -758,10 +762,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _teleport(self, lo: int, hi: int) -> None:
         """Kernels rule 12 on the window ``[lo, hi)`` after the step, for either step implementation."""
         st, sl = self.state, slice(lo, hi)
-        # the standing counter, in place and cheaply (a few operations per step): the full rule runs only when a
-        # vehicle has stood long enough
+        # the full rule runs only when a vehicle has stood long enough (the counters: TrafficTwin.step)
         wait = self._wait[:, sl]
-        wait.add_(1).mul_(st.halted[:, sl] & (st.status[:, sl] == kernels.RUNNING))
         # the counters grow by at most one a step: from their maximum m read at step j, none can pass the limit T
         # before step j + T - m + 1. The maximum is reduced on the device a step before that bound runs out and
         # copied to the host without waiting; the full rule runs only where the bound allows a teleport

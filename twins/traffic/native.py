@@ -66,7 +66,8 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link", "route_edges", "route_mask",
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
-         "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at")
+         "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at",
+         "wait")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -168,7 +169,8 @@ def _ptr(x: torch.Tensor, name: str) -> int:
 def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_acc: torch.Tensor, net, routes, sig: torch.Tensor,
           t: float, step_index: int, dt: float, lo: int, hi: int, substeps: int, insert_rounds: int,
           delta: int | None, need_sort: bool, threads: int = 1, cf: int = 0,
-          dawdle: torch.Tensor | None = None, lane_change: bool = False) -> torch.Tensor:
+          dawdle: torch.Tensor | None = None, lane_change: bool = False,
+          wait: torch.Tensor | None = None) -> torch.Tensor:
     """Advance every world by ``dt`` **in place** (as ``kernels.step`` and the write-back in
     ``TrafficTwin.step`` together, bus stops excepted).
 
@@ -178,7 +180,8 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     the window of slots that can be due, running or arriving; ``need_sort``: leaders and tails are
     not carried yet (the first step); ``cf`` the car-following model (``kernels.IDM``/``KRAUSS``) and ``dawdle``
     ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling); ``lane_change`` rule 11
-    (then ``state.lc_yield`` holds slots within the world, -1: none). Returns ``[W]`` int64: 1 where a world's carried order failed
+    (then ``state.lc_yield`` holds slots within the world, -1: none); ``wait`` ``[W, S]`` int32 the steps each
+    vehicle has stood (rule 10's impatience; None: none). Returns ``[W]`` int64: 1 where a world's carried order failed
     its check and its lanes were sorted again.
     """
     W, S = state.pos.shape
@@ -206,6 +209,11 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
             raise ValueError(f"native step: dawdle is {dawdle.dtype} {tuple(dawdle.shape)}; expected {dtype} "
                              f"({W}, {hi - lo})")
         ptrs["dawdle"] = _ptr(dawdle, "dawdle")
+    ptrs["wait"] = None
+    if wait is not None:
+        if wait.dtype != torch.int32 or tuple(wait.shape) != (W, S):
+            raise ValueError(f"native step: wait is {wait.dtype} {tuple(wait.shape)}; expected torch.int32 ({W}, {S})")
+        ptrs["wait"] = _ptr(wait, "wait")
     ptrs.update(lane_last=_ptr(lane_last, "lane_last"), lane_acc=_ptr(lane_acc, "lane_acc"), sig=_ptr(sig, "sig"),
                 resorted=_ptr(resorted, "resorted"))
     ptrs.update({k: _ptr(getattr(net, k), k) for k in ("lane_length", "lane_speed", "conn_via", "edge_first_lane",

@@ -22,6 +22,7 @@ constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2, SIG_GREEN_MINOR = 
 constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
 constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
 constexpr int64_t ZONE_BINS = 16;  // kernels.ZONE_BINS
+constexpr double TIME_TO_IMPATIENCE_S = 180.0;  // kernels.TIME_TO_IMPATIENCE_S
 
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
@@ -55,7 +56,7 @@ struct Args {
     const int64_t *conn_foes;  // [C, NF] the connections each yields to, -1 padded
     // rule 11 (lane changing; read only with lane_change)
     int64_t *lc_yield;  // [W, S] state: the neighbour a vehicle also follows (one it lets in, or falls behind), -1: none
-    const int64_t *conn_to_mask;  // [C] the lanes of its to-edge each connection leads to (bitmask)
+    const int64_t *conn_to_mask;  // [C] the lanes of its to-edge each connection leads to (bitmask; also rule 10)
     const int64_t *route_best_mask;  // [R, M] the best lanes of each route edge (bitmask)
     const int64_t *lane_edge, *lane_index;  // [L] each lane's edge and index within it
     // rule 10's cautious approach and merges
@@ -67,6 +68,7 @@ struct Args {
     const int64_t *conn_sib;  // [C, J]
     const void *conn_div, *conn_div_foe;  // [C, J] T: past the line on this path, and on the other's
     const void *conn_zone_at;  // [C, NF] T: m along its own path to where each foe's path crosses it (0: unknown)
+    const int32_t *wait;  // [W, S] steps each vehicle has stood (rule 12's counter): rule 10's impatience (null: 0)
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -90,6 +92,7 @@ template <typename T> struct World {
     const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle, *depart_speed;
     const T *lane_length, *lane_speed, *conn_via, *turn, *conn_wait, *conn_vis, *conn_div, *conn_div_foe;
     const int8_t *sig;
+    const int32_t *wait;
     double *acc;
 
     World(const Args &a_, int64_t w) : a(a_) {
@@ -114,6 +117,7 @@ template <typename T> struct World {
         conn_div = static_cast<const T *>(a.conn_div); conn_div_foe = static_cast<const T *>(a.conn_div_foe);
         turn = static_cast<const T *>(a.route_turn_speed);
         sig = a.sig + w * a.G;
+        wait = a.wait ? a.wait + b : nullptr;
         acc = a.lane_acc + w * a.L * 3;
     }
 
@@ -199,6 +203,19 @@ template <typename T> inline T leave_time(T t_arr, T d, T via, T len, T v, T a, 
     const T v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
     const T v_out = minimum(T(std::sqrt(v_arr * v_arr + T(2) * a * via)), vmax);
     return t_arr + (via + len) / clamp_min(T(0.5) * (v_arr + v_out), T(NUMERICAL_EPS));
+}
+// kernels.line_speeds: the speed at the end of the link's path (SUMO's estimatedLeaveSpeed)
+template <typename T> inline T leave_speed(T d, T via, T v, T a, T vmax) {
+    const T v0 = minimum(v, vmax);
+    const T v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
+    return minimum(T(std::sqrt(v_arr * v_arr + T(2) * a * via)), vmax);
+}
+// kernels.merge_unsafe (SUMO's unsafeMergeSpeeds): merging ahead of a foe that could not brake to below its speed
+template <typename T> inline bool merge_unsafe(T v_leave, T decel, T t_arr, T imp, T foe_d, T foe_v, T foe_decel) {
+    const T m = imp > T(0) ? foe_decel * imp : foe_decel;
+    const T dist = imp > T(0) ? foe_d - foe_v * clamp_min(t_arr, T(0)) : foe_d;
+    const T v2 = clamp_min(foe_v * foe_v - T(2) * m * dist, T(0));
+    return v_leave * v_leave / decel <= v2 / foe_decel;
 }
 
 // kernels.brake_gap (SUMO's MSCFModel::brakeGapEuler)
@@ -315,7 +332,7 @@ template <typename T> struct Scratch {
     std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must, f_moving, f_sig;  // f_sig: held by its signal (red, or a yellow it stops for)
-    std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear;
+    std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear, foe_d, foe_v, foe_b;
     std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> entry;  // kernels.entry_tails
@@ -747,6 +764,16 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
             }
         }
+        // ... and the vehicle announcing it, for the merges: its distance to the line, speed and deceleration
+        sc.foe_d.assign(C, inf); sc.foe_v.assign(C, T(0)); sc.foe_b.assign(C, T(0));
+        for (size_t f = 0; f < F; ++f) {
+            const int64_t s = sc.fronts[f], c = sc.f_ci[f];
+            if (!(sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) || sc.t_arr[f] != sc.arr[c])
+                continue;
+            sc.foe_d[c] = std::min(sc.foe_d[c], sc.f_d[f]);
+            sc.foe_v[c] = std::max(sc.foe_v[c], W.speed[s]);
+            sc.foe_b[c] = std::max(sc.foe_b[c], W.decel[s]);
+        }
         sc.leave_in.assign(C, -inf);
         sc.zone_occ.assign(C, 0);
         sc.clear.assign(C * ZONE_BINS, -inf);  // kernels.clear_times
@@ -782,7 +809,9 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         // (reach: for a vehicle at its line, d m before it, when its front would reach each foe's path; a foe moving
         // inside the junction holds it only until its rear has passed the crossing, if it would reach it before)
         const T *zone_at = static_cast<const T *>(a.conn_zone_at);
-        auto foes_block = [&](int64_t c, T t_arr, T t_leave, bool at_line, T d, T v, T acc, T vmax) {
+        // (v_leave, decel, imp: at the line, its leave speed, deceleration and impatience for merges, kernels.merge_unsafe)
+        auto foes_block = [&](int64_t c, T t_arr, T t_leave, bool at_line, T d, T v, T acc, T vmax, T v_leave,
+                              T decel, T imp) {
             bool blocked = false;
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
@@ -794,7 +823,14 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                     blocked = true;  // + kernels.JM_TIMEGAP_MINOR, SUMO's jmTimegapMinor
                 }
                 // a vehicle inside the junction on a foe connection into another edge (into the same one: a leader)
-                if (a.conn_to_edge[foe] == a.conn_to_edge[c]) continue;
+                if (a.conn_to_edge[foe] == a.conn_to_edge[c]) {
+                    // ahead of an approaching foe into the same lane: only at a speed the foe could brake for
+                    if (at_line && !a.conn_zipper[c] && (a.conn_to_mask[foe] & a.conn_to_mask[c]) != 0
+                        && sc.arr[foe] < inf && sc.arr[foe] > t_leave + T(1.0)
+                        && merge_unsafe<T>(v_leave, decel, t_arr, imp, sc.foe_d[foe], sc.foe_v[foe], sc.foe_b[foe]))
+                        blocked = true;
+                    continue;
+                }
                 const int64_t zone = a.conn_zone[c * NF + j];
                 bool moving = sc.leave_in[foe] >= t_arr;
                 if (at_line) {
@@ -814,7 +850,11 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR))
                 continue;
             const int64_t s = sc.fronts[f];
-            if (foes_block(c, sc.t_arr[f], sc.t_leave[f], true, sc.f_d[f], W.speed[s], W.accel[s], sc.f_vmax[f]))
+            const T stood = W.wait ? T(W.wait[s]) * T(a.dt) : T(0);
+            const T imp = std::min(stood / T(TIME_TO_IMPATIENCE_S), T(1));
+            const T v_leave = leave_speed<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], sc.f_vmax[f]);
+            if (foes_block(c, sc.t_arr[f], sc.t_leave[f], true, sc.f_d[f], W.speed[s], W.accel[s], sc.f_vmax[f],
+                           v_leave, W.decel[s], imp))
                 sc.f_must[f] = 1;
         }
         // vehicles waiting at their internal junction: a minor link there (SUMO's "m"), timed from that point
@@ -826,7 +866,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s];
             const T t_arr = arrival_time<T>(clamp_min(d_in, T(0)), W.speed[s], W.accel[s], vmax);
             const T t_leave = arrival_time<T>(W.length[s] - W.pos[s], W.speed[s], W.accel[s], vmax);
-            sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave, false, T(0), T(0), T(0), T(0));
+            sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave, false, T(0), T(0), T(0), T(0), T(0), T(0), T(0));
         }
     }
     // 4'. the obstacle each front vehicle follows: its stop line, or the tail of the lane it will enter

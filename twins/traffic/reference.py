@@ -216,6 +216,7 @@ WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
 DOCK_REACH_M = 1.0  # m, as kernels.DOCK_REACH_M
 JM_TIMEGAP_MINOR = 1.0  # s, as kernels.JM_TIMEGAP_MINOR (SUMO's jmTimegapMinor)
+TIME_TO_IMPATIENCE_S = 180.0  # s, as kernels.TIME_TO_IMPATIENCE_S (SUMO's --time-to-impatience)
 MOVE_SLACK_M = 0.1  # m, as kernels.MOVE_SLACK_M
 WAIT_SLACK_M = 1e-3  # m, as kernels.WAIT_SLACK_M
 NUMERICAL_EPS = 1e-6  # as kernels.NUMERICAL_EPS (a floor on the mean speed of a leave time here)
@@ -273,6 +274,16 @@ def leave_time(t_arr: float, d: float, via: float, length: float, v: float, a: f
     v_arr = min(math.sqrt(min(v, vmax) ** 2 + 2.0 * a * max(d, 0.0)), vmax)
     v_out = min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
     return t_arr + (via + length) / max(0.5 * (v_arr + v_out), NUMERICAL_EPS)
+
+
+def merge_unsafe(v_leave: float, decel: float, t_arr: float, impatience: float, foe_d: float, foe_v: float,
+                 foe_decel: float) -> bool:
+    """Rule 10: whether merging ahead of an approaching foe into the same lane is unsafe (the kernel's
+    ``merge_unsafe``, SUMO's ``unsafeMergeSpeeds`` with the foe braking at its deceleration times the impatience)."""
+    m = foe_decel * impatience if impatience > 0 else foe_decel
+    dist = foe_d - foe_v * max(t_arr, 0.0) if impatience > 0 else foe_d
+    v2 = max(foe_v * foe_v - 2.0 * m * dist, 0.0)
+    return v_leave * v_leave / decel <= v2 / foe_decel
 
 
 def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
@@ -427,7 +438,7 @@ class ReferenceVehicle(mesa.Agent):
         self.lane_leader: ReferenceVehicle | None = None  # the vehicle ahead on its lane (leader: rule 10 past it)
         self.conn_key: tuple[str, str] | None = None  # the connection it entered its lane by (rule 10)
         self._t_arr = self._t_leave = INF
-        self._line = (0.0, INF)  # (distance to its line, top speed) when it last looked past the line
+        self._line = (0.0, INF, 0.0)  # (distance to its line, top speed, path length) when it last looked past the line
         # decided in plan(), applied in commit()
         self._next_lane: _Lane | None = None
         self._via = 0.0
@@ -534,7 +545,7 @@ class ReferenceVehicle(mesa.Agent):
                 vmax = min(vmax, u * self.speed_factor)
             self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
             self._t_leave = leave_time(self._t_arr, d, via, self.length, self.speed, self.accel, vmax)
-            self._line = (d, vmax)  # for when it would reach each foe's path (blocked_by_foes)
+            self._line = (d, vmax, via)  # for when it would reach each foe's path, and merges (blocked_by_foes)
 
     def body_zone(self) -> int:
         """kernels.body_zone: the parts of its path (ZONE_BINS) this vehicle inside the junction covers."""
@@ -594,7 +605,8 @@ class ReferenceVehicle(mesa.Agent):
             # vehicle waits at that junction instead (below)
             if (front and found and not must_stop and self._moving and m.has_foes and m.conn_wait[self._key] <= 0
                     and m.must_yield(self._key, code)):
-                if m.blocked_by_foes(self._key, self._t_arr, self._t_leave, (*self._line, self.speed, self.accel)):
+                if m.blocked_by_foes(self._key, self._t_arr, self._t_leave,
+                                     (*self._line, self.speed, self.accel, self.decel, self.wait_steps * m.dt)):
                     must_stop = True
                     m.events["yield_wait"] += 1
                 else:
@@ -1044,6 +1056,7 @@ class ReferenceTrafficModel(mesa.Model):
         lane start; their windows start now); the parts of its path the vehicles standing there cover; and per part
         of its path when the last of the moving ones has cleared it (kernels.clear_times; -inf: cleared)."""
         win: dict[tuple[str, str], list[float]] = {}
+        self.window_foe = {}  # per connection, its first arrival's (distance to the line, speed, deceleration)
         inside: dict[tuple[str, str], float] = {}
         occupied: dict[tuple[str, str], int] = {}
         cleared: dict[tuple[str, str], list[float]] = {}
@@ -1052,6 +1065,11 @@ class ReferenceTrafficModel(mesa.Model):
             if v.leader is None and v._found and not v._must_stop and v._moving and not v.waiting_inside():
                 w = win.setdefault(v._key, [INF, -INF])
                 w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
+        for v in running:  # the vehicle announcing each window (kernels.yield_blocked: for merges)
+            w = win.get(v._key) if v.leader is None and v._found and not v._must_stop and v._moving else None
+            if w is not None and not v.waiting_inside() and v._t_arr == w[0]:
+                d0, v0, b0 = self.window_foe.get(v._key, (INF, 0.0, 0.0))
+                self.window_foe[v._key] = (min(d0, v._line[0]), max(v0, v.speed), max(b0, v.decel))
         for v in running:
             # (one short of its internal junction has not entered the conflict area it waits at)
             if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None and not v.waiting_inside():
@@ -1071,9 +1089,15 @@ class ReferenceTrafficModel(mesa.Model):
     def blocked_by_foes(self, key, t_arr: float, t_leave: float, line: tuple | None = None) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
         (s from now), must wait for a foe's window (:meth:`approach_windows`). ``line``: (distance to its line, top
-        speed, speed, acceleration) of one at its line, which a foe moving inside the junction holds only until its
-        rear has passed their crossing, if it would reach the crossing before (None: at an internal junction, until
-        that foe's rear has left the junction)."""
+        speed, path length, speed, acceleration, deceleration, seconds stood) of one at its line, which a foe moving
+        inside the junction holds only until its rear has passed their crossing, if it would reach the crossing
+        before, and which merges ahead of an approaching foe into the same lane only where ``merge_unsafe`` allows
+        (None: at an internal junction, where a foe inside holds it until its rear has left the junction)."""
+        if line is not None:
+            d, vmax, via, v, a, decel, stood = line
+            v_arr = min(math.sqrt(min(v, vmax) ** 2 + 2.0 * a * max(d, 0.0)), vmax)
+            v_leave = min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+            impatience = min(stood / TIME_TO_IMPATIENCE_S, 1.0)
         for foe, zone, at in zip(self.foes[key], self.zones[key], self.zone_at[key]):
             w = self.windows.get(foe)
             # a vehicle inside the junction on a foe connection into the same edge is a leader, not a foe; one that
@@ -1082,7 +1106,6 @@ class ReferenceTrafficModel(mesa.Model):
             if line is None:
                 moving = self.windows_inside.get(foe, -INF) >= t_arr
             else:
-                d, vmax, v, a = line
                 c = self.zone_cleared.get(foe, [-INF] * ZONE_BINS)
                 moving = max((c[b] for b in range(ZONE_BINS) if zone >> b & 1), default=-INF) >= arrival_time(
                     d + at, v, a, vmax)
@@ -1096,6 +1119,13 @@ class ReferenceTrafficModel(mesa.Model):
             else:
                 overlap = w is not None and w[0] <= t_leave + JM_TIMEGAP_MINOR and w[1] >= t_arr
             if crossing or overlap:
+                return True
+            # ahead of an approaching foe into the same lane: only at a speed the foe could brake for
+            if (line is not None and w is not None and foe[1] == key[1] and not self.zipper[key]
+                    and self.conn_to_lanes[foe] & self.conn_to_lanes[key] and w[0] > t_leave + JM_TIMEGAP_MINOR
+                    and math.isfinite(w[0]) and merge_unsafe(v_leave, decel, t_arr, impatience,
+                                                             *self.window_foe[foe])):
+                self.events["merge_wait"] += 1  # diagnostic: it would lead a foe that could not brake for it
                 return True
         return False
 
@@ -1259,6 +1289,8 @@ class ReferenceTrafficModel(mesa.Model):
         self._running = [v for v in running if v.status == RUNNING]
         if self.lane_changing:  # 11. lane changes on the state after the move
             self.change_lanes(self._running)
+        for v in self._running:  # steps stood (rule 10's impatience, rule 12)
+            v.wait_steps = v.wait_steps + 1 if v.speed < STOP_SPEED else 0
         if self.teleport_steps is not None:  # 12. teleporting
             self.teleport(self._running)
         self.step_index += 1
@@ -1270,7 +1302,6 @@ class ReferenceTrafficModel(mesa.Model):
         it and its min gap; with none left it arrives. Buses with stops ahead stay."""
         front: dict[str, ReferenceVehicle] = {}
         for v in running:
-            v.wait_steps = v.wait_steps + 1 if v.speed < STOP_SPEED else 0
             f = front.get(v.lane.id)
             if f is None or (v.pos, v.order) > (f.pos, f.order):
                 front[v.lane.id] = v

@@ -2,13 +2,14 @@
 
 The scenario of ``tests/traffic_sumo/test_merge.py``: a side road (250 vehicles an hour) joins a main road of one
 lane (400 an hour) or three (700 an hour) at a priority junction, its vehicles turning into the main road's right
-lane. Per case and car-following model it prints the side vehicles' mean time loss (timeLoss + departDelay) per SUMO
+lane; on three lanes also against SUMO without keep-right lane changes (``lcKeepRight="0"``), which the twin does
+not make. Per case and car-following model it prints the side vehicles' mean time loss (timeLoss + departDelay) per SUMO
 seed and per twin replication, the means and their ratio: where a rule of rule 10 for merges is missing or wrong,
 this ratio shows it (before ``kernels.merge_unsafe``: 0.28-0.62).
 
     PYTHONPATH=. python benchmarks/bench_merge.py [--seeds 6] [--models IDM,Krauss] [--compile false]
 
-About 15 s on 2 cores (the compiled step; ``--compile false`` runs the tensor kernels).
+About 25 s on 2 cores (the compiled step; ``--compile false`` runs the tensor kernels).
 """
 from __future__ import annotations
 
@@ -42,12 +43,17 @@ def main() -> None:
             sub = Path(d) / f"lanes{lanes}"
             sub.mkdir()
             cfg = scenario(sub, lanes, vph)
-            for cf in args.models.split(","):
-                su = [sumo_loss(cfg, cf, (s,)) for s in seeds]
-                tw, kernel = zip(*(twin_loss(cfg, cf, (s,), compile_) for s in seeds))
-                print(f"{lanes} lane(s), {vph:.0f} veh/h, {cf:6} SUMO {np.mean(su):5.1f} "
+            variants = [(cfg, "")]
+            if lanes > 1:  # SUMO's drivers without keep-right changes, which the twin does not make
+                sub = Path(d) / f"lanes{lanes}_nokr"
+                sub.mkdir()
+                variants.append((scenario(sub, lanes, vph, keep_right=False), ", SUMO lcKeepRight=0"))
+            for (case, label), cf in ((v, cf) for v in variants for cf in args.models.split(",")):
+                su = [sumo_loss(case, cf, (s,)) for s in seeds]
+                tw, kernel = zip(*(twin_loss(case, cf, (s,), compile_) for s in seeds))
+                print(f"{lanes} lane(s), {vph:.0f} veh/h, {cf}{label}: SUMO {np.mean(su):5.1f} "
                       f"[{' '.join(f'{x:.1f}' for x in su)}]")
-                print(f"{'':31} twin {np.mean(tw):5.1f} [{' '.join(f'{x:.1f}' for x in tw)}]  "
+                print(f"{'':8}twin {np.mean(tw):5.1f} [{' '.join(f'{x:.1f}' for x in tw)}]  "
                       f"twin/SUMO {np.mean(tw) / np.mean(su):.2f} (kernel {kernel[0]})")
     print(f"total {time.perf_counter() - t0:.0f} s; load average {load_avg()}")
 

@@ -443,9 +443,9 @@ def leave_time(t_arr, d, via, length, v, a, vmax):
 
 
 def merge_unsafe(v_leave, decel, t_arr, impatience, foe_d, foe_v, foe_decel):
-    """Rule 10: whether a vehicle that would merge ahead of an approaching foe into the same lane (leaving the
-    junction at ``v_leave``, arriving in ``t_arr`` s) must not, SUMO's ``MSLink::blockedByFoe`` for a foe arriving
-    after it has left (``unsafeMergeSpeeds``): unsafe when ``v_leave²/decel <= v²/foe_decel``, ``v`` the foe's speed
+    """Rule 10: whether merging ahead of an approaching foe into the same lane is unsafe for a vehicle leaving the
+    junction at ``v_leave`` and arriving in ``t_arr`` s (SUMO's ``MSLink::blockedByFoe`` for a foe arriving after it
+    has left, ``unsafeMergeSpeeds``): unsafe when ``v_leave²/decel <= v²/foe_decel``, ``v`` the foe's speed
     at the junction had it braked from this vehicle's arrival at its deceleration times this vehicle's
     ``impatience`` (``MSLink::computeFoeArrivalTimeBraking``; 0 where it could stop before the junction). So a
     vehicle that has just stopped at a minor link lets every approaching foe into its lane pass that could not stop

@@ -22,6 +22,15 @@ RESCO = ["cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingo
 DEFAULT_RESCO = ROOT.parent / "shared" / "data" / "resco"
 
 
+COMPILE = {"null": None, "true": True, "false": False}  # --compile's choices -> the twin's compute.compile
+
+
+def add_compile_option(ap) -> None:
+    """``--compile null|true|false`` on an argparse parser (its value: ``COMPILE[args.compile]``)."""
+    ap.add_argument("--compile", choices=list(COMPILE), default="null",
+                    help="the twin's compute.compile (null: the compiled step where a C++ compiler is found)")
+
+
 def load_avg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())

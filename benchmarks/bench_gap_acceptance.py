@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from _sumo_common import cpu_name, load_avg
+from _sumo_common import COMPILE, add_compile_option, cpu_name, load_avg
 from tests.traffic_sumo.test_gap_acceptance import GAPS, per_gap, run_sumo, run_twin, scenario
 
 
@@ -27,10 +27,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", default="600,900", help="comma-separated major flows, vehicles an hour")
     ap.add_argument("--models", default="Krauss,IDM", help="comma-separated: Krauss, IDM")
-    ap.add_argument("--compile", choices=["null", "true", "false"], default="null",
-                    help="the twin's compute.compile (null: the compiled step where a C++ compiler is found)")
+    add_compile_option(ap)
     args = ap.parse_args()
-    compile_ = {"null": None, "true": True, "false": False}[args.compile]
+    compile_ = COMPILE[args.compile]
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread; CPU {cpu_name()}; load average {load_avg()}")
     print("minor vehicles per gap between two major vehicles entering the junction, by the gap (s):")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _sumo_common import cpu_name, load_avg
+from _sumo_common import COMPILE, add_compile_option, cpu_name, load_avg
 from tests.traffic_sumo.test_merge import CASES, scenario, sumo_loss, twin_loss
 
 
@@ -29,10 +29,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=6, help="SUMO seeds and twin replications (0..n-1)")
     ap.add_argument("--models", default="IDM,Krauss", help="comma-separated: IDM, Krauss")
-    ap.add_argument("--compile", choices=["null", "true", "false"], default="null",
-                    help="the twin's compute.compile (null: the compiled step where a C++ compiler is found)")
+    add_compile_option(ap)
     args = ap.parse_args()
-    compile_ = {"null": None, "true": True, "false": False}[args.compile]
+    compile_ = COMPILE[args.compile]
     torch.set_num_threads(1)
     seeds = tuple(range(args.seeds))
     print(f"torch {torch.__version__}, 1 thread; CPU {cpu_name()}; load average {load_avg()}")

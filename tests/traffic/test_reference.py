@@ -348,8 +348,8 @@ def test_kernel_matches_reference_with_right_of_way():
     internal junction inside the junction, with turning speeds; then without signals, the north–south approaches
     minor (``m``), merging ahead of a foe into its lane only where the foe could brake for them
     (``kernels.merge_unsafe``); both again with paths across the junctions (``with_paths``), where a vehicle
-    standing inside the junction holds a foe only where it covers that foe's path, and a vehicle follows one that left its lane by
-    another path until the two paths part. The twin equals the reference
+    standing inside the junction holds a foe only where it covers that foe's path, and a vehicle follows one that
+    left its lane by another path until the two paths part. The twin equals the reference
     at every step, vehicles did wait for gaps, and nobody crossed on red."""
     for signals, paths in ((True, False), (False, False), (True, True), (False, True)):
         scen = with_right_of_way(with_turn_speeds(_scenario()), signals=signals)

@@ -572,7 +572,7 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
                          vmax.unsqueeze(1))
     # merging ahead of a foe into its lane: safe only at a speed it could brake for (SUMO's unsafeMergeSpeeds), which
     # the foe is asked to do the harder the longer this one has stood (its impatience)
-    stood = at(m.wait) if m.wait is not None else torch.zeros_like(vf)
+    stood = at(m.stood) if m.stood is not None else torch.zeros_like(vf)
     impatience = torch.clamp(stood / TIME_TO_IMPATIENCE_S, max=1.0)
     merge = (line_speeds(d, via, vf, af, vmax)[1], at(m.decel), impatience, foe_d, foe_v, foe_b)
     blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, occ, net, W, clear, reach, merge)
@@ -1484,7 +1484,7 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
             lc_yield=take(state.lc_yield) if lane_change else None,
             next_stop=None if stops is None else take(state.next_stop),
             dwell=None if stops is None else take(state.dwell),
-            wait=None if stood is None else take(stood))
+            stood=None if stood is None else take(stood))
         # vehicles waiting at an internal junction are on their own path through the junction (SUMO: an internal
         # lane), not in the way of those entering their lane by another path, nor in its space till standing
         waiting = waiting_inside(running, pos, rpos, state.conn, net)

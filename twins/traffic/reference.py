@@ -268,11 +268,17 @@ def arrival_time(d: float, v: float, a: float, vmax: float) -> float:
     return (vmax - v) / a + (d - d1) / vmax
 
 
+def line_speeds(d: float, via: float, v: float, a: float, vmax: float) -> tuple[float, float]:
+    """Rule 10: a vehicle's speed at a link ``d`` m ahead and at the end of the link's path (the kernel's
+    ``line_speeds``, SUMO's ``estimatedLeaveSpeed``)."""
+    v_arr = min(math.sqrt(min(v, vmax) ** 2 + 2.0 * a * max(d, 0.0)), vmax)
+    return v_arr, min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+
+
 def leave_time(t_arr: float, d: float, via: float, length: float, v: float, a: float, vmax: float) -> float:
     """Rule 10: when the rear of a vehicle ``d`` m before a link has left its path (the kernel's ``leave_time``,
     SUMO's ``MSLink::getLeaveTime``)."""
-    v_arr = min(math.sqrt(min(v, vmax) ** 2 + 2.0 * a * max(d, 0.0)), vmax)
-    v_out = min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+    v_arr, v_out = line_speeds(d, via, v, a, vmax)
     return t_arr + (via + length) / max(0.5 * (v_arr + v_out), NUMERICAL_EPS)
 
 
@@ -1095,8 +1101,7 @@ class ReferenceTrafficModel(mesa.Model):
         (None: at an internal junction, where a foe inside holds it until its rear has left the junction)."""
         if line is not None:
             d, vmax, via, v, a, decel, stood = line
-            v_arr = min(math.sqrt(min(v, vmax) ** 2 + 2.0 * a * max(d, 0.0)), vmax)
-            v_leave = min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
+            v_leave = line_speeds(d, via, v, a, vmax)[1]
             impatience = min(stood / TIME_TO_IMPATIENCE_S, 1.0)
         for foe, zone, at in zip(self.foes[key], self.zones[key], self.zone_at[key]):
             w = self.windows.get(foe)

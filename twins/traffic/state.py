@@ -138,7 +138,7 @@ class Movers(Columns):
     lc_yield: Tensor | None = None  # with lane changing
     next_stop: Tensor | None = None  # with buses
     dwell: Tensor | None = None  # with buses
-    wait: Tensor | None = None  # s stood so far (rule 12's counter): rule 10's impatience
+    stood: Tensor | None = None  # s stood so far (rule 12's counter): rule 10's impatience
 
 
 @dataclass

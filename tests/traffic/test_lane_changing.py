@@ -185,6 +185,49 @@ def test_kernel_matches_reference_with_trucks_and_no_overlap():
     assert set((a, b) for _, a, b in watch.crossings) <= _connected(scen.network)
 
 
+def across_scenario(horizon: float, headway: float = 4.0) -> TrafficScenario:
+    """Two one-lane feeders U (into lane 0) and V (into lane 2) of a three-lane edge A (200 m) whose lane 0 alone
+    turns right (R), lane 2 alone left (L), every lane also going straight (S): flows U→L and V→R must cross two
+    lanes, U→S and V→S fill the lanes they cross, each departing every ``2·headway`` s over 60 % of ``horizon``."""
+    net = RoadNetwork(name="across")
+    for j, x, y in (("u", -100, 10), ("v", -100, -10), ("m", 0, 0), ("j", 200, 0), ("r", 200, -100),
+                    ("l", 200, 100), ("s", 300, 0)):
+        net.add_junction(Junction(j, float(x), float(y)))
+
+    def edge(eid, a, b, n, length):
+        net.add_edge(Edge(eid, a, b, [Lane(f"{eid}_{i}", i, length, 13.9) for i in range(n)]))
+
+    for eid, a, b, n, length in (("U", "u", "m", 1, 100.0), ("V", "v", "m", 1, 100.0), ("A", "m", "j", 3, 200.0),
+                                 ("R", "j", "r", 1, 100.0), ("L", "j", "l", 1, 100.0), ("S", "j", "s", 3, 100.0)):
+        edge(eid, a, b, n, length)
+    net.connections += [Connection("U", 0, "A", 0, 4.0), Connection("V", 0, "A", 2, 4.0),
+                        Connection("A", 0, "R", 0, 6.0, direction="r"), Connection("A", 2, "L", 0, 12.0, direction="l")]
+    net.connections += [Connection("A", i, "S", i, 10.0) for i in range(3)]
+    n = int(horizon * 0.6 / headway) // 2
+    flows = [Flow(fid, route, kind="fixed", departures=[off + 2 * headway * k for k in range(n)], group=fid)
+             for fid, route, off in (("UL", ["U", "A", "L"], 0.0), ("VR", ["V", "A", "R"], 0.5),
+                                     ("US", ["U", "A", "S"], 1.5), ("VS", ["V", "A", "S"], 2.0))]
+    return TrafficScenario(net, Demand({"car": VehicleType(id="car")}, flows), "across", lane_changing=True)
+
+
+def test_kernel_matches_reference_when_changes_cross_two_lanes():
+    """Vehicles that must cross two lanes keep room ahead when their change is urgent (SUMO's
+    ``myLeadingBlockerLength``: 40 m to the left, 20 m to the right): the kernels equal the reference at every step,
+    the rule took place, no two vehicles overlap, and crossings follow the connections' lanes."""
+    steps = 600
+    scen = across_scenario(steps * 0.5, headway=1.5)
+    watch = _Watch()
+    tw, refs, worst = _side_by_side(scen, steps, each_step=watch)
+    assert worst <= POS_TOL
+    assert sum(ref.events["lc_room_kept"] for ref in refs) >= 15  # (28 when written)
+    for ref in refs:
+        ev = ref.events
+        assert ev["lc_strategic"] >= 100, ev
+        assert ev["overlaps"] == 0 and ev["arrivals"] >= 200, ev
+    assert watch.min_gap >= 0.0
+    assert set((a, b) for _, a, b in watch.crossings) <= _connected(scen.network)
+
+
 @pytest.mark.parametrize("variant", ["idm", "krauss_right_of_way"])
 def test_kernel_matches_reference_on_grid_with_lane_changing(variant):
     """The loaded 2×2 grid (turns need lane 0 or lane 1 of the two-lane streets) with lane changing: IDM; and
@@ -336,7 +379,7 @@ def _change_both(placed, dt: float = 1.0):
         v.status, v.lane, v.pos, v.speed, v.route_pos = RUNNING, ref.edges["A"][k], float(x), float(sp), 0
     ref.change_lanes(ref.vehicles)
     want = ([(v.lane.index, v.pos) for v in ref.vehicles],
-            [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles])
+            [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles], [v.lc_stop for v in ref.vehicles])
     cn, keys = network_tables(net), list(_TO)
     routes = route_tables(net, [list(_TO[k]) for k in keys])
     n = len(placed)
@@ -351,10 +394,11 @@ def _change_both(placed, dt: float = 1.0):
                          pos=f64([p[2] for p in placed]), speed=f64([p[3] for p in placed]), route_pos=zi,
                          insert_step=zi, arrive_step=zi - 1, time_loss=zf, stops=zi.int(), halted=zi.bool(),
                          depart=zf, leader=zi - 1, conn=zi - 1)
-    lane, pos, yld, _ = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn, routes,
-                                             StepSettings(dt=dt, W=1, span=2000.0))
-    got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld])
+    lane, pos, yld, _, stop = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn, routes,
+                                                   StepSettings(dt=dt, W=1, span=2000.0))
+    got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld], [float(x) for x in stop])
     assert got == want
+    _change_both.lc_stop = got[2]
     return got[0], got[1], ref.events
 
 
@@ -396,6 +440,27 @@ def test_change_lanes_falls_behind_a_leader_it_cannot_overtake():
     # urgent (150 m left), but the leader at 2 m/s can be passed: 10 m to pass, 60 m gained in the time it plans with
     _, follows, ev = _change_both([("M", 0, 150.0, 10.0, 5.0), ("S", 1, 155.0, 2.0, 5.0)])
     assert follows == [-1, -1] and ev["lc_falling_behind"] == 0
+
+
+def test_change_lanes_keeps_room_when_it_must_cross_two_lanes():
+    """SUMO's LC2013 (``myLeadingBlockerLength``, ``_patchSpeed``): a vehicle whose urgent strategic change must cross
+    two lanes stops 40 m (to the left) or 20 m (to the right), plus 1 m and its min gap, short of its lane's end, for
+    vehicles that must change the other way; kernels and reference agree. One lane to cross, not urgent yet, or
+    already past that point: no such stop. And it plans its overtaking with the room left before that point."""
+    lane1_queue = [("S", 1, 300.0 - 7.5 * i, 0.0, 5.0) for i in range(8)]  # 300 ... 247.5 m, standing
+    _change_both([("L", 0, 200.0, 10.0, 5.0)] + lane1_queue)
+    assert _change_both.lc_stop[0] == 300.0 - 40.0 - 1.0 - 2.5  # to the left
+    _change_both([("R", 2, 200.0, 10.0, 5.0)] + lane1_queue)
+    assert _change_both.lc_stop[0] == 300.0 - 20.0 - 1.0 - 2.5  # to the right
+    _change_both([("M", 0, 200.0, 10.0, 5.0)] + lane1_queue)  # one lane to cross
+    assert _change_both.lc_stop[0] == float("inf")
+    _change_both([("L", 0, 260.0, 5.0, 5.0)] + lane1_queue)  # past the point
+    assert _change_both.lc_stop[0] == float("inf")
+    # 140 m per lane to cross left, 55 m of look-ahead at 2 m/s: not urgent yet (at 10 m/s, 215 m: urgent)
+    _change_both([("L", 0, 20.0, 2.0, 5.0), ("S", 1, 40.0, 2.0, 5.0)])
+    assert _change_both.lc_stop == [float("inf")] * 2
+    _change_both([("L", 0, 20.0, 10.0, 5.0), ("S", 1, 40.0, 10.0, 5.0)])
+    assert _change_both.lc_stop == [256.5, float("inf")]
 
 
 def test_change_lanes_cooperation_and_one_vehicle_per_gap():

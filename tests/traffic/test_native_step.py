@@ -64,6 +64,12 @@ def _merge(horizon, trucks):
     return merge_scenario(horizon, headway=2.0, trucks=trucks)
 
 
+def _across(horizon):
+    from tests.traffic.test_lane_changing import across_scenario
+
+    return across_scenario(horizon, headway=2.0)
+
+
 def _lane_changing(scen):
     scen.lane_changing = True
     return scen
@@ -111,6 +117,8 @@ CASES = {
     # longer body would not fit): tests/traffic/test_lane_changing.py's merge network
     "lane_changing_merge": lambda: (_merge(300.0, ()), 300.0),
     "lane_changing_merge_trucks": lambda: (_merge(300.0, ("VR",)), 300.0),
+    # changes across two lanes that keep room ahead when urgent (kernels.LC_RESERVE_LEFT_M / _RIGHT_M)
+    "lane_changing_across": lambda: (_across(300.0), 300.0),
     # vehicle types with different exponents: the per-vehicle delta column
     "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
 }
@@ -130,6 +138,8 @@ def _assert_same_step(a: TrafficTwin, b: TrafficTwin, k: int) -> None:
     if a.state.lc_yield is not None:  # rule 11's cooperation requests
         assert torch.equal(torch.where(run, a.state.lc_yield, -1), torch.where(run, b.state.lc_yield, -1)), \
             f"step {k}: lane-change requests differ"
+        assert torch.equal(torch.where(run, a.state.lc_stop, torch.inf), torch.where(run, b.state.lc_stop, torch.inf)), \
+            f"step {k}: the room kept for changes differs"
 
 
 def _side_by_side(scen, horizon, worlds=3, dtype=torch.float32):

@@ -10,7 +10,7 @@ import pytest
 from twins.traffic import sumo
 from twins.traffic.demand import Demand, Flow, VehicleType
 from twins.traffic.network import Phase, SignalProgram
-from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, run_sumo
+from twins.traffic.sumo_bridge import SumoNotFoundError, find_sumo, read_elements, run_sumo
 
 METRICS = ("mean_travel_time_s", "mean_delay_s", "throughput_veh", "vehicles_loaded", "vehicles_inserted",
            "wall_time_s", "sim_time_s", "vehicle_steps", "updates_per_s")
@@ -105,9 +105,11 @@ def test_sumocfg_with_its_own_additional_programs(netgen, sumo_binary, tmp_path)
 
 
 @pytest.mark.sumo
-def test_lane_data_against_trips_and_the_twins_lane_table(netgen, sumo_binary):
-    """``run_sumo(lane_data=True)``: SUMO's per-lane time loss of the normal lanes (the internal ones left out, as
-    the twin folds a crossing into the lane after it), never more than the trips' own time loss in all; and the
+def test_lane_data_against_trips_and_the_twins_lane_table(netgen, sumo_binary, tmp_path):
+    """``run_sumo(lane_data=True)``: SUMO's per-lane time loss of the normal lanes (each internal lane's counted in
+    the lane it leads to, as the twin folds a crossing into the lane after it), in all at least the trips' own time
+    loss and at most a fifth more (SUMO counts a vehicle on every lane its body touches: twice while it straddles two;
+    RESCO ingolstadt7: 12 % more); and the
     twin's :meth:`lane_table` on the same scenario, whose lanes add up exactly to its vehicles' time loss and
     whose busiest lanes are SUMO's (bench_fidelity.py --lanes compares the two lane by lane)."""
     import torch
@@ -116,14 +118,15 @@ def test_lane_data_against_trips_and_the_twins_lane_table(netgen, sumo_binary):
     from twins.traffic.model import TrafficScenario, TrafficTwin
 
     net, demand = _scenario(netgen, rate=360.0)
-    r = run_sumo({"net": str(netgen("grid"))}, None, routes=demand, end=900, seed=3, lane_data=True)
+    r = run_sumo({"net": str(netgen("grid"))}, None, routes=demand, end=900, seed=3, lane_data=True, workdir=tmp_path)
     lanes = r["lanes"]
     own = {l.id for e in net.edges.values() for l in e.lanes}
     used = {k for k, d in lanes.items() if d["sampled_s"] > 0}  # the sidewalks the twin leaves out: none
     assert used and used <= own and not any(k.startswith(":") for k in lanes)
     sumo_total = sum(d["time_loss_s"] for d in lanes.values())
-    trips_total = r["mean_delay_s"] * r["throughput_veh"]
-    assert 0 < sumo_total <= trips_total * 1.01 and all(d["sampled_s"] >= 0 for d in lanes.values())
+    # every trip's time loss, arrived or still running at the end (write-unfinished)
+    trips_total = sum(float(a["timeLoss"]) for _, a in read_elements(tmp_path / "tripinfo.xml", {"tripinfo"}))
+    assert 0.98 * trips_total <= sumo_total <= 1.2 * trips_total and all(d["sampled_s"] >= 0 for d in lanes.values())
     tw = TrafficTwin(TrafficScenario(net, demand, "grid"), WorldBatch.replications(3, 2), dt=1.0, horizon=900.0,
                      dtype=torch.float64)
     while tw.step_index < tw.n_steps:

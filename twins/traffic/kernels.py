@@ -795,6 +795,9 @@ LC_POLITENESS = 0.5  # MOBIL's politeness: the weight of the speed the new follo
 LC_LOOK_FORWARD_S = 10.0  # s: SUMO LC2013's LOOK_FORWARD, the look-ahead time of an urgent strategic change
 LC_URGENCY = 2.0  # SUMO LC2013's URGENCY: a blocked strategic change plans to be done in 1/URGENCY of the time left
 LC_LOOKAHEAD_LEFT = 2.0  # SUMO LC2013's lcLookaheadLeft: a change to the left looks this many times further ahead
+# m: room an urgent strategic change across more than one lane keeps ahead, to the left and to the right (SUMO LC2013:
+# myLeadingBlockerLength for unseen blockers that must change the other way), and the margin it stops short of that
+LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M, LC_RESERVE_SLACK_M = 40.0, 20.0, 1.0
 
 
 def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
@@ -807,9 +810,9 @@ def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
 def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, settings: StepSettings, hold=None):
     """Rule 11, after the move: each vehicle whose front is on a lane of a multi-lane edge (``pos >= 0``: out of
     the junction, its back maybe not yet, as SUMO changes lanes by the front's lane) may change to a neighbouring
-    lane of the same edge. Returns the new ``lane`` [N], ``lc_yield`` [N] (the slot a vehicle also follows next
-    step: one it is asked to let in, or the target lane's leader it falls behind; -1: none) and ``changed`` [N];
-    and ``pos`` (changed by swaps).
+    lane of the same edge. Returns the new ``lane`` [N], ``pos`` (changed by swaps), ``lc_yield`` [N] (the slot a
+    vehicle also follows next step: one it is asked to let in, or the target lane's leader it falls behind; -1:
+    none), ``changed`` [N] and ``lc_stop`` [N] (where on its lane a vehicle stops next step; +inf: anywhere).
 
     * **Strategic** (SUMO's ``LCA_STRATEGIC``): a vehicle off the route's best lanes of its edge
       (``routes.route_best_mask``: the lanes that continue the route over the following edges too, as far as SUMO
@@ -838,6 +841,14 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
       recent speed) is taken as the current speed. (RESCO cologne1: vehicles from a minor road and a straight lane
       that must reach the left lane of the 41 m ``27115123#3`` drove to its end and waited there 70–107 s for a
       quarter of them, blocking the lane; IDM delay 1.12 → 1.02 of SUMO's with lane changing.)
+    * **Room kept across lanes** (SUMO's ``myLeadingBlockerLength``, LC2013's ``_patchSpeed``): an urgent strategic
+      change that must cross more than one lane keeps :data:`LC_RESERVE_LEFT_M` (to the right
+      :data:`LC_RESERVE_RIGHT_M`) free ahead of it for vehicles that must change the other way: it stops that far,
+      :data:`LC_RESERVE_SLACK_M` and its min gap short of its lane's end, where it has not passed that point yet
+      (returned as ``lc_stop``, the position it stops at next step, +inf: none; :func:`advance` treats it as a
+      standing obstacle), and plans its overtaking (falling behind, above) with the room left before it. (RESCO
+      ingolstadt7: left turners entering the 144 m ``201963537#1`` on its right lane waited at its end, where SUMO's
+      stop 40 m short: of their vehicle-seconds on that lane 40 % were past 100 m, now 2 %, SUMO's 0.1 %.)
     * **Swaps**: two vehicles each of which blocks the other's strategic change (the target lane's leader if it
       blocks, else its follower) exchange lanes and positions, where each fits the place it takes (not longer than
       the vehicle it replaces, or its rear clear of the front of the vehicle behind that place); a change whose new
@@ -912,6 +923,16 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     n_cross = torch.clamp(best_dist, min=1)
     usable = (d_end - _gather(occ, world * L + first + best_j.clamp(min=0))) / n_cross
     remaining = torch.clamp(d_end / torch.clamp(speed, min=1e-6) / n_cross / LC_URGENCY, min=dt)
+    # an urgent change across more than one lane keeps room ahead for vehicles that must change the other way, which
+    # it may not see yet: it stops that far and its min gap short of the lane's end, where it still can (SUMO's
+    # myLeadingBlockerLength and _patchSpeed; RESCO ingolstadt7: left turners that entered on the right lane stood at
+    # the end of the middle lanes, blocking the through traffic, where SUMO's stop 40 m short)
+    la_strat = (speed * LC_LOOK_FORWARD_S * torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0)
+                + 2.0 * (length + min_gap))
+    reserve = torch.where(eligible & (strat != 0) & (best_dist > 1) & (usable < la_strat),
+                          torch.where(strat > 0, LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M), 0.0)
+    room = d_end - reserve - LC_RESERVE_SLACK_M - min_gap
+    lc_stop = torch.where((reserve > 0) & (room > 0), pos + room, torch.inf)
     for d in (-1, 1):  # right, then left
         tk = k + d
         valid = eligible & (tk >= 0) & (tk < n_here)
@@ -964,7 +985,8 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
         overtake = torch.clamp(g_l + _gather(length, lc) + _gather(min_gap, lc) + length  # its rear past the front
                                + torch.clamp(brake_gap(v_l, dec_l, _gather(tau, lc), dt)  # of the leader, a secure
                                              - brake_gap(speed, dec_l, 0.0, dt), min=0.0), min=0.0)  # gap ahead of it
-        cannot = (dv <= 0) | (d_end - brake_gap(speed, decel, tau, dt) < overtake) | (remaining * dv < overtake)
+        cannot = ((dv <= 0) | (d_end - reserve - brake_gap(speed, decel, tau, dt) < overtake)
+                  | (remaining * dv < overtake))
         fall = wants_strat & (lead >= 0) & (g_l < need_l) & (usable < la_dist) & cannot
         fall_behind = torch.where(fall, lead, fall_behind)
         # the vehicle that blocks a strategic change (the leader if it does, else the follower), for swaps
@@ -1009,7 +1031,7 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     lc_yield = torch.where(lc_yield < N, lc_yield, -1)
     # one not asked to let anyone in follows the target lane's leader it falls behind (unless it swapped)
     lc_yield = torch.where((lc_yield < 0) & ~swap, fall_behind, lc_yield)
-    return torch.where(change, target, lane), pos, lc_yield, change | swap
+    return torch.where(change, target, lane), pos, lc_yield, change | swap, lc_stop
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -1213,6 +1235,11 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         use_y = g_y < gap
         gap = torch.where(use_y, g_y.clamp(min=0.0), gap)
         v_lead = torch.where(use_y, _gather(speed, yc), v_lead)
+        if m.lc_stop is not None:  # ... and stops where an urgent change across lanes keeps room ahead (SUMO: LC2013)
+            d_s = m.lc_stop - pr
+            short = (d_s > 0) & (d_s + mgr < gap)
+            gap = torch.where(short, d_s + mgr, gap)
+            v_lead = torch.where(short, 0.0, v_lead)
 
     # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
     if stops is not None:
@@ -1482,6 +1509,7 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
             delta=delta if isinstance(delta, int) else take(delta),
             sigma=take(drivers.sigma) if settings.cf == KRAUSS else None,
             lc_yield=take(state.lc_yield) if lane_change else None,
+            lc_stop=take(state.lc_stop) if lane_change and state.lc_stop is not None else None,
             next_stop=None if stops is None else take(state.next_stop),
             dwell=None if stops is None else take(state.dwell),
             stood=None if stood is None else take(stood))
@@ -1533,12 +1561,12 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
                 docked[ri] = moved.docked
 
     on = new_status == RUNNING
-    lc_yield = state.lc_yield
+    lc_yield, lc_stop = state.lc_yield, state.lc_stop
     if lane_change:
         # 11. lane changes on the state after the move; then the lanes are sorted again (rule 2)
         hold = dw_all > 0 if stops is not None else None
         after = replace(state, lane=lane_all, pos=x_all, speed=v_all, route_pos=rpos_all)
-        lane_all, x_all, lc_yield, _ = change_lanes(after, on, drivers, net, routes, settings, hold)
+        lane_all, x_all, lc_yield, _, lc_stop = change_lanes(after, on, drivers, net, routes, settings, hold)
         leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
     else:
         # 2'. leaders and lane tails for the next step. No vehicle overtakes on a lane, inserted ones and
@@ -1574,7 +1602,7 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
     new = replace(state, leader=leader, status=new_status, lane=lane_all, pos=x_all, speed=v_all,
                   route_pos=rpos_all, conn=conn_all, insert_step=insert_step, arrive_step=arrive_step,
                   time_loss=state.time_loss + loss_all, stops=stops_all, halted=halted_all, lc_yield=lc_yield,
-                  next_stop=ns_all, dwell=dw_all)
+                  lc_stop=lc_stop, next_stop=ns_all, dwell=dw_all)
     # per-step lane observations (before transitions), for detectors and maps
     return StepResult(state=new, lane_tails=last, observed_lane=lane, observed_running=running, time_loss=loss_all,
                       docked=docked)

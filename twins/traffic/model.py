@@ -252,8 +252,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
                               stacklevel=3)
             else:
                 self._init_router(demand, route_lists)
-        if self.lane_changing:  # kernels rule 11: the slot a vehicle lets in (follows as a leader), -1: none
-            self.state.lc_yield = none()
+        if self.lane_changing:  # kernels rule 11: the slot a vehicle lets in (follows as a leader), -1: none;
+            self.state.lc_yield = none()  # where it stops next step, +inf: anywhere
+            self.state.lc_stop = torch.full((W, S), torch.inf, dtype=dtype, device=dev)
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
             tr = self.transit = type(self.transit)(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
                                                       for k, v in self.transit.__dict__.items()})
@@ -792,6 +793,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         if st.lc_yield is not None:  # nobody lets in a vehicle that left
             ly = st.lc_yield[:, sl]
             st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
+            st.lc_stop[:, sl] = torch.where(gone, torch.inf, st.lc_stop[:, sl])  # a place on the lane it left
         self.teleports += gone.sum(1)
         if self._stood_pending is None:  # the counters just reset: a fresh maximum for the next steps' bound
             self._stood_pending = self._read_later(wait.max())

@@ -67,7 +67,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
          "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at",
-         "wait")
+         "wait", "lc_stop")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -180,7 +180,8 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     the window of slots that can be due, running or arriving; ``need_sort``: leaders and tails are
     not carried yet (the first step); ``cf`` the car-following model (``kernels.IDM``/``KRAUSS``) and ``dawdle``
     ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling); ``lane_change`` rule 11
-    (then ``state.lc_yield`` holds slots within the world, -1: none); ``wait`` ``[W, S]`` int32 the steps each
+    (then ``state.lc_yield`` holds slots within the world, -1: none, and ``state.lc_stop`` where each vehicle stops next
+    step, +inf: anywhere); ``wait`` ``[W, S]`` int32 the steps each
     vehicle has stood (rule 10's impatience; None: none). Returns ``[W]`` int64: 1 where a world's carried order failed
     its check and its lanes were sorted again.
     """
@@ -225,10 +226,12 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
                                                        "conn_div", "conn_div_foe", "conn_zone_at")})
     ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
     ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
+    ptrs["lc_stop"] = _ptr(state.lc_stop, "lc_stop") if lane_change else None
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
                + (("lc_yield",) if lane_change else ())},
-            **{k: dtype for k in ("speed", "time_loss")}, "stops": torch.int32, "depart": torch.float64,
+            **{k: dtype for k in ("speed", "time_loss") + (("lc_stop",) if lane_change else ())},
+            "stops": torch.int32, "depart": torch.float64,
             "halted": torch.bool}
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
                                                                   "tau", "speed_factor", "max_speed", "sigma",

@@ -69,6 +69,7 @@ struct Args {
     const void *conn_div, *conn_div_foe;  // [C, J] T: past the line on this path, and on the other's
     const void *conn_zone_at;  // [C, NF] T: m along its own path to where each foe's path crosses it (0: unknown)
     const int32_t *wait;  // [W, S] steps each vehicle has stood (rule 12's counter): rule 10's impatience (null: 0)
+    void *lc_stop;  // [W, S] T state (rule 11): where on its lane a vehicle stops next step (+inf: anywhere)
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -84,7 +85,7 @@ template <typename T> inline T maximum(T a, T b) {
 template <typename T> struct World {
     const Args &a;
     int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last, *conn, *lc_yield;
-    T *pos, *speed, *time_loss;
+    T *pos, *speed, *time_loss, *lc_stop;
     int32_t *stops;
     uint8_t *halted;
     const double *depart;
@@ -100,6 +101,7 @@ template <typename T> struct World {
         status = a.status + b; lane = a.lane + b; rpos = a.route_pos + b; insert_step = a.insert_step + b;
         arrive_step = a.arrive_step + b; leader = a.leader + b; last = a.lane_last + w * a.L; conn = a.conn + b;
         lc_yield = a.lane_change ? a.lc_yield + b : nullptr;
+        lc_stop = a.lane_change && a.lc_stop ? static_cast<T *>(a.lc_stop) + b : nullptr;
         pos = static_cast<T *>(a.pos) + b; speed = static_cast<T *>(a.speed) + b;
         time_loss = static_cast<T *>(a.time_loss) + b; stops = a.stops + b; halted = a.halted + b;
         depart = a.depart + b; route = a.route + b; delta = a.delta + b;
@@ -370,6 +372,7 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
     sc.target.assign(n, -1); sc.new_lead.assign(n, -1); sc.req_foll.assign(n, -1); sc.swap_with.assign(n, -1);
     sc.behind_of.assign(n, -1);
     sc.score.assign(n, -inf);
+    if (W.lc_stop) std::fill(W.lc_stop + lo, W.lc_stop + hi, inf);
     // each lane's occupation (lengths plus min gaps), summed in slot order as kernels.change_lanes' index_add_
     sc.occ.assign(L, T(0));
     for (int64_t s = lo; s < hi; ++s)
@@ -399,6 +402,11 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T d_end = W.lane_length[ln] - x, n_cross = T(std::max(best_dist, int64_t(1)));
         const T usable = (d_end - sc.occ[first + std::max(best_j, int64_t(0))]) / n_cross;
         const T remaining = maximum(d_end / maximum(v, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // kernels.LC_URGENCY
+        // an urgent change across more than one lane keeps room ahead (kernels.LC_RESERVE_LEFT_M / _RIGHT_M, _SLACK_M)
+        const T la_strat = v * T(10.0) * (strat > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
+        const T reserve = (strat != 0 && best_dist > 1 && usable < la_strat) ? (strat > 0 ? T(40.0) : T(20.0)) : T(0);
+        const T room = d_end - reserve - T(1.0) - mg;
+        if (W.lc_stop && reserve > T(0) && room > T(0)) W.lc_stop[s] = x + room;
         for (int64_t d = -1; d <= 1; d += 2) {
             const int64_t tk = k + d;
             if (tk < 0 || tk >= n_here) continue;
@@ -443,7 +451,7 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
                 const T overtake = clamp_min(g_l + W.length[lead] + W.min_gap[lead] + len
                                              + clamp_min(brake_gap<T>(v_l, dec_l, W.tau[lead], a.dt)
                                                          - brake_gap<T>(v, dec_l, T(0), a.dt), T(0)), T(0));
-                const bool cannot = dv <= T(0) || d_end - brake_gap<T>(v, decel, tau, a.dt) < overtake
+                const bool cannot = dv <= T(0) || d_end - reserve - brake_gap<T>(v, decel, tau, a.dt) < overtake
                                     || remaining * dv < overtake;
                 if (usable < la_dist && cannot) sc.behind_of[i] = lead;
             }
@@ -920,6 +928,14 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (W.status[s] != RUNNING || y < 0) continue;
             const T g_y = W.pos[y] - W.length[y] - W.pos[s];
             if (g_y < sc.gap[i]) { sc.gap[i] = clamp_min(g_y, T(0)); sc.v_lead[i] = W.speed[y]; }
+        }
+    // ... and stops where an urgent change across lanes keeps room ahead (kernels.advance)
+    if (W.lc_stop)
+        for (int64_t s = lo; s < hi; ++s) {
+            const int64_t i = s - lo;
+            if (W.status[s] != RUNNING) continue;
+            const T d_s = W.lc_stop[s] - W.pos[s];
+            if (d_s > T(0) && d_s + W.min_gap[s] < sc.gap[i]) { sc.gap[i] = d_s + W.min_gap[s]; sc.v_lead[i] = T(0); }
         }
     // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
     std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());

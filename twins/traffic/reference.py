@@ -347,6 +347,7 @@ LC_POLITENESS = 0.5  # as kernels.LC_POLITENESS
 LC_LOOK_FORWARD_S = 10.0  # s, as kernels.LC_LOOK_FORWARD_S
 LC_URGENCY = 2.0  # as kernels.LC_URGENCY
 LC_LOOKAHEAD_LEFT = 2.0  # as kernels.LC_LOOKAHEAD_LEFT
+LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M, LC_RESERVE_SLACK_M = 40.0, 20.0, 1.0  # m, as kernels.LC_RESERVE_*
 
 
 def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
@@ -408,6 +409,7 @@ class ReferenceVehicle(mesa.Agent):
         # route_best_mask), the vehicle asking this one to let it in (None: none), and whether it is held
         self.best = model.best_lanes(spec.route) if model.lane_changing else None
         self.lc_yield: ReferenceVehicle | None = None
+        self.lc_stop = INF  # where on its lane it stops next step: room kept for an urgent change across lanes
         self._hold = False
         self.bus_stops = list(spec.stops)
         for k, _, _ in self.bus_stops:  # curbside stops: lane 0 where the route allows it
@@ -688,6 +690,12 @@ class ReferenceVehicle(mesa.Agent):
             if g_y < gap:
                 gap, v_lead = max(g_y, 0.0), y.speed
                 m.events["lc_cooperating"] += 1
+        # ... and stops where an urgent change across lanes keeps room ahead of it
+        if m.lane_changing:
+            d_s = self.lc_stop - self.pos
+            if d_s > 0.0 and d_s + self.min_gap < gap:
+                gap, v_lead = d_s + self.min_gap, 0.0
+                m.events["lc_room_kept"] += 1
         # 7. the next bus stop on this edge
         stop = self.bus_stops[self.next_stop] if self.next_stop < len(self.bus_stops) else None
         at_edge = stop is not None and stop[0] == self.route_pos
@@ -1319,6 +1327,7 @@ class ReferenceTrafficModel(mesa.Model):
             v.wait_steps = 0
             v.speed = 0.0
             v.lane, v.leader, v.conn_key = None, None, None
+            v.lc_stop = INF
             v.halted = False
             self.events["teleports"] += 1
             if later:
@@ -1357,7 +1366,7 @@ class ReferenceTrafficModel(mesa.Model):
         blocks: dict[ReferenceVehicle, ReferenceVehicle] = {}  # vehicle -> the one blocking its strategic change
         falls_behind: dict[ReferenceVehicle, ReferenceVehicle] = {}  # vehicle -> the target lane's leader it follows
         for v in running:
-            v.lc_yield = None
+            v.lc_yield, v.lc_stop = None, INF
             lanes = self.edges[v.lane.edge]
             if v.pos < 0.0 or len(lanes) < 2 or v._hold:  # the front on the lane, out of the junction
                 continue
@@ -1377,6 +1386,16 @@ class ReferenceTrafficModel(mesa.Model):
             n_cross = max(abs(k - near), 1) if near is not None else 1
             usable = (d_end - occupied.get(lanes[near].id, 0.0) if near is not None else d_end) / n_cross
             remaining = max(d_end / max(v.speed, 1e-6) / n_cross / LC_URGENCY, dt)
+            # an urgent change across more than one lane keeps room ahead for vehicles that must change the other
+            # way (SUMO's myLeadingBlockerLength): it stops that far and its min gap short of the lane's end
+            la_strat = (v.speed * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if strat > 0 else 1.0)
+                        + 2.0 * (v.length + v.min_gap))
+            reserve = 0.0
+            if strat != 0 and n_cross > 1 and usable < la_strat:
+                reserve = LC_RESERVE_LEFT_M if strat > 0 else LC_RESERVE_RIGHT_M
+                room = d_end - reserve - LC_RESERVE_SLACK_M - v.min_gap
+                if room > 0.0:
+                    v.lc_stop = v.pos + room
             score, choice = -INF, None
             for d in (-1, 1):  # right, then left
                 tk = k + d
@@ -1409,7 +1428,7 @@ class ReferenceTrafficModel(mesa.Model):
                             overtake = max(g_l + lead.length + lead.min_gap + v.length
                                            + max(brake_gap(v_l, lead.decel, lead.tau, dt)
                                                  - brake_gap(v.speed, lead.decel, 0.0, dt), 0.0), 0.0)
-                            cannot = (dv <= 0 or d_end - brake_gap(v.speed, v.decel, v.tau, dt) < overtake
+                            cannot = (dv <= 0 or d_end - reserve - brake_gap(v.speed, v.decel, v.tau, dt) < overtake
                                       or remaining * dv < overtake)
                             if usable < la_dist and cannot:
                                 falls_behind[v] = lead

@@ -49,6 +49,9 @@ class VehicleState(Columns):
     # the neighbour this one also follows: one it lets in, or the target lane's leader it falls behind (-1: none);
     # rule 11, with lane changing
     lc_yield: Tensor | None = None
+    # m: where on its lane the vehicle stops next step (+inf: no such point; rule 11, with lane changing): an urgent
+    # strategic change across more than one lane keeps room ahead of it (SUMO's myLeadingBlockerLength)
+    lc_stop: Tensor | None = None
     next_stop: Tensor | None = None  # the bus's next stop (-1: none); rule 7, with buses
     dwell: Tensor | None = None  # s left at the stop; rule 7
     load: Tensor | None = None  # passengers on board (the twin's boarding, not the kernel)
@@ -136,6 +139,7 @@ class Movers(Columns):
     delta: Tensor | int  # per vehicle, or the exponent every vehicle shares
     sigma: Tensor | None = None  # with Krauss
     lc_yield: Tensor | None = None  # with lane changing
+    lc_stop: Tensor | None = None  # with lane changing
     next_stop: Tensor | None = None  # with buses
     dwell: Tensor | None = None  # with buses
     stood: Tensor | None = None  # s stood so far (rule 12's counter): rule 10's impatience

@@ -46,6 +46,10 @@ it as a run of ``intervention=signal_timing`` does, SUMO runs the same plan writ
 ``transfer``). A plan the twin rates well must also be one it simulates like SUMO; this is the check
 of that (issue 18: the twin was too optimistic at short cycles).
 
+Diagnostics: ``--lanes`` compares time loss lane by lane (``lanes.csv``), ``--origins`` the trips' delay per
+origin edge, the same vehicles paired by planned departure (``origins.csv``); each prints the entries that differ
+most per scenario and model.
+
 Results: ``--out DIR`` (default ``outputs/bench_fidelity/DATE_TIME`` under the
 repository, git-ignored) gets ``runs.csv`` (one row per simulator, scenario,
 model and seed), ``summary.csv`` (one row per scenario and model), ``table.md``
@@ -90,18 +94,22 @@ EXTRA = ("vehicles_inserted", "teleports", "vehicles_waiting")  # reported in th
 
 # ------------------------------------------------------------------------------------------------
 # SUMO
-def sumo_runs(cfg: Path, model: str, seeds: list[int], end: float, plan, progress, lanes: bool = False) -> list[dict]:
-    """One SUMO run per seed; with ``lanes`` each row also carries ``_lanes`` (lane id -> time loss s)."""
+def sumo_runs(cfg: Path, model: str, seeds: list[int], end: float, plan, progress, lanes: bool = False,
+              origins: bool = False) -> list[dict]:
+    """One SUMO run per seed; with ``lanes`` each row also carries ``_lanes`` (lane id -> time loss s), with
+    ``origins`` ``_trips`` (a frame of every trip: planned departure, origin edge, time loss, arrived)."""
     out = []
     for s in seeds:
         t0 = time.perf_counter()
-        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end, lane_data=lanes)
+        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end, lane_data=lanes, trip_data=origins)
         row = {k: r[k] for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh", "vehicles_inserted",
                                  "teleports", "wall_time_s")}
         row["vehicles_waiting"] = r["vehicles_waiting"]
         row["seed"] = s
         if lanes:
             row["_lanes"] = {lid: d["time_loss_s"] for lid, d in r["lanes"].items()}
+        if origins:
+            row["_trips"] = pd.DataFrame(r["trips"])[["depart_s", "origin", "time_loss_s", "arrived"]]
         out.append(row)
         progress(f"SUMO seed {s}", time.perf_counter() - t0, row,
                  f", {r['teleports']} teleports" if r["teleports"] else "")
@@ -120,9 +128,9 @@ def compose(overrides: list[str]):
 
 
 def twin_runs(base: list[str], model: str, seeds: list[int], progress, retime: dict | None = None,
-              lanes: bool = False) -> list[dict]:
+              lanes: bool = False, origins: bool = False) -> list[dict]:
     """One batched twin run, one world per seed; with ``lanes`` each row also carries ``_lanes`` (lane id -> time
-    loss s, :meth:`TrafficTwin.lane_table`)."""
+    loss s, :meth:`TrafficTwin.lane_table`), with ``origins`` ``_trips`` (as :func:`sumo_runs`'s)."""
     import scenarios
 
     cfg = compose([*base, f"scenario.car_following={model}"] + (["intervention=signal_timing"] if retime else []))
@@ -156,6 +164,9 @@ def twin_runs(base: list[str], model: str, seeds: list[int], progress, retime: d
         for i, row in enumerate(out):
             li = lt[lt["world"] == i]
             row["_lanes"] = dict(zip(li["lane"], li["time_loss_s"].astype(float)))
+    if origins:
+        for i, row in enumerate(out):
+            row["_trips"] = twin_trips(tw, i)
     mean = {k: float(np.mean([r[k] for r in out])) for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh")}
     progress(f"twin seeds {','.join(map(str, seeds))} ({len(seeds)} worlds, kernel {getattr(tw, 'kernel', '?')})",
              build + loop, mean, f" (build {build:.1f} s, stepping {loop:.1f} s; means over the worlds)")
@@ -306,6 +317,49 @@ def compare_table(d: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def twin_trips(tw, world: int) -> pd.DataFrame:
+    """Every loaded vehicle of one world of the twin as :func:`sumo_runs`'s ``_trips``: its planned departure, the
+    first edge of the route it drove, its time loss and whether it arrived."""
+    from twins.traffic import kernels
+
+    route = tw.drivers.route[world].cpu().numpy()
+    depart = tw.state.depart[world].cpu().numpy()
+    keep = (route >= 0) & np.isfinite(depart)
+    first = {r: tw.route_edge_ids(int(r))[0] for r in np.unique(route[keep])}
+    return pd.DataFrame({"depart_s": depart[keep], "origin": [first[r] for r in route[keep]],
+                         "time_loss_s": tw.state.time_loss[world].cpu().numpy()[keep].astype(float),
+                         "arrived": tw.state.status[world].cpu().numpy()[keep] == kernels.ARRIVED})
+
+
+def origin_compare(name: str, model: str, t_rows: list[dict], s_rows: list[dict]) -> pd.DataFrame:
+    """Per origin edge: the trips that arrived in both simulators, paired by planned departure and origin (the same
+    vehicle list in both: ``scenario.demand_variation=none``), seed by seed (world i with SUMO's seed i): their count,
+    mean time loss in each, and the twin's excess in all (s), means over the seeds, largest excess first."""
+    parts = []
+    for t, s_ in zip(t_rows, s_rows):
+        key = lambda d: d.assign(depart_s=d["depart_s"].round(2))  # noqa: E731
+        m = key(t["_trips"]).merge(key(s_["_trips"]), on=["depart_s", "origin"], suffixes=("_twin", "_sumo"))
+        m = m[m["arrived_twin"] & m["arrived_sumo"]]
+        g = m.groupby("origin").agg(trips=("depart_s", "size"), twin_delay_s=("time_loss_s_twin", "mean"),
+                                    sumo_delay_s=("time_loss_s_sumo", "mean"))
+        g["twin_excess_s"] = (g["twin_delay_s"] - g["sumo_delay_s"]) * g["trips"]
+        parts.append(g)
+    if not parts:
+        return pd.DataFrame(columns=["scenario", "model", "origin", "trips", "twin_delay_s", "sumo_delay_s",
+                                     "twin_excess_s"])
+    d = pd.concat(parts).groupby(level=0).mean()
+    d = d.reindex(d["twin_excess_s"].abs().sort_values(ascending=False).index)
+    return d.rename_axis("origin").reset_index().assign(scenario=name, model=model)[
+        ["scenario", "model", "origin", "trips", "twin_delay_s", "sumo_delay_s", "twin_excess_s"]]
+
+
+def print_origins(d: pd.DataFrame, n: int = 5) -> None:
+    top = "; ".join(f"{r.origin} ({r.trips:.0f} trips) {r.twin_delay_s:.1f} vs {r.sumo_delay_s:.1f} s"
+                    for r in d.head(n).itertuples())
+    print(f"   origins (mean delay of the trips that arrived in both; twin's excess in all "
+          f"{d['twin_excess_s'].sum():,.0f} s): the {n} that differ most: {top}", flush=True)
+
+
 def public(row: dict) -> dict:
     """A run's row without its private entries (``_lanes``) for runs.csv."""
     return {k: v for k, v in row.items() if not k.startswith("_")}
@@ -363,6 +417,9 @@ def main() -> None:
     ap.add_argument("--lanes", action="store_true",
                     help="also compare time loss lane by lane (SUMO's laneData against the twin's lane totals): "
                          "lanes.csv, and the lanes that differ most printed per scenario and model")
+    ap.add_argument("--origins", action="store_true",
+                    help="also compare the trips' delay per origin edge (the same vehicles paired by planned "
+                         "departure): origins.csv, and the origins that differ most printed per scenario and model")
     ap.add_argument("--compare", type=Path, default=None, metavar="DIR",
                     help="an earlier run's --out folder: print each mark's ratio before -> now and write compare.csv "
                          "(run the earlier commit beside this one, e.g. from a git worktree)")
@@ -407,6 +464,7 @@ def main() -> None:
     runs: list[dict] = []
     summary: list[dict] = []
     lane_rows: list[pd.DataFrame] = []
+    origin_rows: list[pd.DataFrame] = []
     n_runs = len(names) * len(models) * (len(a.seeds) + 1)
     k = 0
     t_all = time.perf_counter()
@@ -439,12 +497,12 @@ def main() -> None:
                       f"{row['mean_travel_time_s']:.1f} s, delay {row['mean_delay_s']:.1f} s, "
                       f"{row['throughput_veh']:,.0f} arrived{tail}; load {load_avg()}", flush=True)
 
-            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress, a.lanes)
+            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress, a.lanes, a.origins)
             runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **public(r)}
                      for r in s_rows]
             t_rows, note = None, ""
             try:
-                t_rows = twin_runs(base, model, a.seeds, progress, a.retime, a.lanes)
+                t_rows = twin_runs(base, model, a.seeds, progress, a.retime, a.lanes, a.origins)
             except ConfigError as e:
                 note = f"twin refused scenario.car_following={model}: {e}"
                 print(f"[{k + 1}/{n_runs}] {name} {model} twin: n/a — {note}", flush=True)
@@ -452,6 +510,9 @@ def main() -> None:
             if a.lanes:
                 lane_rows.append(lane_compare(name, model, t_rows or [], s_rows))
                 print_lanes(lane_rows[-1])
+            if a.origins:
+                origin_rows.append(origin_compare(name, model, t_rows or [], s_rows))
+                print_origins(origin_rows[-1])
             if t_rows:
                 runs += [{"sim": "twin", "scenario": name, "model": model, "horizon_s": end - begin, **public(r)}
                          for r in t_rows]
@@ -463,6 +524,8 @@ def main() -> None:
         write(out, meta, runs, summary)
         if lane_rows:
             pd.concat(lane_rows, ignore_index=True).to_csv(out / "lanes.csv", index=False)
+        if origin_rows:
+            pd.concat(origin_rows, ignore_index=True).to_csv(out / "origins.csv", index=False)
 
     h = "to each scenario's end" if a.horizon is None else f"{a.horizon:g} s after each scenario's begin"
     programs = f"retimed {a.retime} in both" if a.retime else a.sumo_plan

@@ -32,3 +32,22 @@ def test_compare_pairs_marks_and_counts_failures():
     assert "1.12 FAIL ->  1.05   ok *" in a_line  # the delay mark that changed is flagged
     b_line = next(line for line in text.splitlines() if line.startswith("b "))
     assert b_line.count("*") == 1 and "0.95 FAIL *" in b_line  # throughput fell out of its ±3 %
+
+
+def test_origin_compare_pairs_the_same_trips_per_seed():
+    """``--origins``: trips paired by planned departure and origin edge, seed by seed; only those that arrived in
+    both count; per origin the mean delays and the twin's excess in all, averaged over the seeds, largest first."""
+    def trips(rows):
+        return pd.DataFrame(rows, columns=["depart_s", "origin", "time_loss_s", "arrived"])
+
+    sumo = [{"_trips": trips([(0.0, "a", 10.0, True), (1.0, "a", 20.0, True), (2.0, "b", 5.0, True),
+                              (3.0, "b", 7.0, False)])},
+            {"_trips": trips([(0.0, "a", 12.0, True), (1.0, "a", 18.0, True), (2.0, "b", 5.0, True)])}]
+    twin = [{"_trips": trips([(0.004, "a", 30.0, True), (1.0, "a", 20.0, False), (2.0, "b", 4.0, True),
+                              (3.0, "b", 50.0, True)])},  # 1.0/a and 3.0/b arrived in one simulator only
+            {"_trips": trips([(0.0, "a", 12.0, True), (1.0, "a", 38.0, True), (2.0, "b", 6.0, True)])}]
+    d = bench_fidelity.origin_compare("x", "IDM", twin, sumo).set_index("origin")
+    assert list(d.index) == ["a", "b"]  # the larger excess first
+    assert d.loc["a", "trips"] == 1.5 and d.loc["b", "trips"] == 1.0
+    assert d.loc["a", "twin_excess_s"] == (20.0 + 20.0) / 2  # seed 0: 30 - 10 on one trip; seed 1: 20 on the other
+    assert d.loc["b", "twin_excess_s"] == 0.0 and d.loc["b", "sumo_delay_s"] == 5.0

@@ -118,7 +118,14 @@ def test_lane_data_against_trips_and_the_twins_lane_table(netgen, sumo_binary, t
     from twins.traffic.model import TrafficScenario, TrafficTwin
 
     net, demand = _scenario(netgen, rate=360.0)
-    r = run_sumo({"net": str(netgen("grid"))}, None, routes=demand, end=900, seed=3, lane_data=True, workdir=tmp_path)
+    r = run_sumo({"net": str(netgen("grid"))}, None, routes=demand, end=900, seed=3, lane_data=True, workdir=tmp_path,
+                 trip_data=True)
+    # every trip (bench_fidelity.py --origins): planned departures of the demand, departed on the flows' first edges
+    trips = r["trips"]
+    assert len(trips) == r["vehicles_inserted"] and sum(t["arrived"] for t in trips) == r["throughput_veh"]
+    assert all(0.0 <= t["depart_s"] <= 600.0 + 1e-6 for t in trips)  # the flows' window, not when they got in
+    assert max(t["depart_s"] for t in trips) < max(t["depart_s"] + t["duration_s"] for t in trips)
+    assert {t["origin"] for t in trips} <= {f.route[0] for f in demand.flows}
     lanes = r["lanes"]
     own = {l.id for e in net.edges.values() for l in e.lanes}
     used = {k for k, d in lanes.items() if d["sampled_s"] > 0}  # the sidewalks the twin leaves out: none

@@ -117,7 +117,8 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
              seed: int = 0, begin: float | None = None, end: float | None = None,
              routes: Demand | str | Path | list | None = None, step_length: float | None = None,
              time_to_teleport: float | None = None, extra_args=(), timeout: float | None = None,
-             workdir: str | Path | None = None, binary: str | None = None, lane_data: bool = False) -> dict:
+             workdir: str | Path | None = None, binary: str | None = None, lane_data: bool = False,
+             trip_data: bool = False) -> dict:
     """Run SUMO on ``scenario`` (a ``.sumocfg``, a :class:`SumoScenario`, or ``{net, routes, additional}``).
 
     ``plan``: signal programs to run instead of the scenario's (keyed by signal
@@ -128,7 +129,9 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
     (default: a temporary folder, removed afterwards). ``lane_data``: also SUMO's per-lane totals over the run
     (a ``laneData`` output), returned under ``"lanes"``: ``{lane id: {"time_loss_s", "sampled_s"}}`` of the lanes
     of normal edges, each junction's internal lanes counted in the lane they lead to (as the twin counts a crossing).
-    Returns the metrics.
+    ``trip_data``: also every trip, under ``"trips"``: a list of ``{"id", "depart_s"`` (planned: actual departure less
+    the departure delay), ``"origin"`` (the edge it departed on), ``"time_loss_s"``, ``"duration_s"``, ``"arrived"}``
+    (vehicles still running at the end included, ``arrived`` False). Returns the metrics.
     """
     exe = binary or find_sumo("sumo")
     cfg, files = input_files(scenario)
@@ -188,6 +191,12 @@ def run_sumo(scenario, plan: dict[str, SignalProgram] | None = None, *, car_foll
         out = _metrics(tripinfo, stats, wall, step_length or 1.0, cmd)
         if lane_data:
             out["lanes"] = _lane_totals(lanes_out, Path(files["net"][0]))
+        if trip_data:
+            out["trips"] = [{"id": a["id"], "depart_s": float(a["depart"]) - float(a.get("departDelay", 0.0)),
+                             "origin": a.get("departLane", "").rsplit("_", 1)[0],
+                             "time_loss_s": float(a.get("timeLoss", "nan")), "duration_s": float(a["duration"]),
+                             "arrived": float(a.get("arrival", -1)) >= 0}
+                            for _, a in read_elements(tripinfo, {"tripinfo"})]
         return out
     finally:
         if tmp is not None:

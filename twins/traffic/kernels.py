@@ -151,8 +151,9 @@ the same, one vehicle at a time):
    (strategic, speed gain by MOBIL, cooperation, falling behind, swaps): :func:`change_lanes` states the rule and
    what it leaves out of SUMO's LC2013. A vehicle asked to let a neighbour in, or falling behind the target lane's
    leader, follows that neighbour next step too (``lc_yield``; alongside it, at gap 0: it stops as hard as its
-   car-following model brakes for a standing obstacle, where SUMO brakes at most ``decel``). The lanes are then
-   sorted again (rule 2).
+   car-following model brakes for a standing obstacle, where SUMO brakes at most ``decel``); one whose urgent
+   change must cross two lanes or more stops short of its lane's end next step, keeping room for vehicles that
+   change the other way (``lc_stop``). The lanes are then sorted again (rule 2).
 12. Teleporting, SUMO's way of ending a gridlock (``--time-to-teleport``, 300 s by default;
    ``MSLane::executeMovements``, ``MSVehicleTransfer``): after the step, a vehicle at the front of its lane that
    has stood (speed below 0.1 m/s) for more than ``time_to_teleport`` s leaves its lane and waits to be inserted

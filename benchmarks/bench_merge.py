@@ -2,8 +2,8 @@
 
 The scenario of ``tests/traffic_sumo/test_merge.py``: a side road (250 vehicles an hour) joins a main road of one
 lane (400 an hour) or three (700 an hour) at a priority junction, its vehicles turning into the main road's right
-lane; on three lanes also against SUMO without keep-right lane changes (``lcKeepRight="0"``), which the twin does
-not make. Per case and car-following model it prints the side vehicles' mean time loss (timeLoss + departDelay) per SUMO
+lane; on three lanes also against SUMO without keep-right lane changes (``lcKeepRight="0"``), as the twin runs
+without lane changing here (with it, kernels rule 11 makes them since 6 Dec 2026). Per case and car-following model it prints the side vehicles' mean time loss (timeLoss + departDelay) per SUMO
 seed and per twin replication, the means and their ratio: where a rule of rule 10 for merges is missing or wrong,
 this ratio shows it (before ``kernels.merge_unsafe``: 0.28-0.62).
 
@@ -43,7 +43,7 @@ def main() -> None:
             sub.mkdir()
             cfg = scenario(sub, lanes, vph)
             variants = [(cfg, "")]
-            if lanes > 1:  # SUMO's drivers without keep-right changes, which the twin does not make
+            if lanes > 1:  # SUMO's drivers without keep-right changes, as the twin here (no lane changing)
                 sub = Path(d) / f"lanes{lanes}_nokr"
                 sub.mkdir()
                 variants.append((scenario(sub, lanes, vph, keep_right=False), ", SUMO lcKeepRight=0"))

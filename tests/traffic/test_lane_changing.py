@@ -245,6 +245,8 @@ def test_kernel_matches_reference_on_grid_with_lane_changing(variant):
     for ref in refs:
         ev = ref.events
         assert ev["lc_strategic"] >= 5 and ev["lc_speed_gain"] >= 10, ev
+        if variant == "idm":
+            assert ev["lc_keep_right"] >= 3, ev  # (8 and 10 when written)
         assert ev["arrivals"] >= 100 and ev["overlaps"] == 0 and ev["red_crossings"] == 0, ev
         if variant == "idm":
             assert ev["lc_requests"] >= 50 and ev["lc_cooperating"] >= 50, ev
@@ -363,7 +365,7 @@ def _three_lanes() -> RoadNetwork:
 _TO = {"R": ("A", "R"), "M": ("A", "M"), "L": ("A", "L"), "S": ("A", "S")}
 
 
-def _change_both(placed, dt: float = 1.0):
+def _change_both(placed, dt: float = 1.0, keep_right=None):
     """One lane-change phase on hand-placed vehicles of A (``(destination, lane index, pos, speed, length)``, in
     slot order), by :func:`kernels.change_lanes` and by the reference's ``change_lanes``; asserts they agree and
     returns ((lane index, pos) per vehicle, the slot each one lets in (-1: none), the reference's events)."""
@@ -375,11 +377,14 @@ def _change_both(placed, dt: float = 1.0):
     specs = [VehicleSpec(i, _TO[d], 0.0, length, 2.5, 2.6, 4.5, 1.0, 4.0, 1.0, 50.0)
              for i, (d, _, _, _, length) in enumerate(placed)]
     ref = ReferenceTrafficModel(net, specs, dt=dt, lane_changing=True)
-    for v, (_, k, x, sp, _) in zip(ref.vehicles, placed):
+    kr = keep_right or [0.0] * len(placed)
+    for v, (_, k, x, sp, _), p in zip(ref.vehicles, placed, kr):
         v.status, v.lane, v.pos, v.speed, v.route_pos = RUNNING, ref.edges["A"][k], float(x), float(sp), 0
+        v.keep_right = p
     ref.change_lanes(ref.vehicles)
     want = ([(v.lane.index, v.pos) for v in ref.vehicles],
-            [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles], [v.lc_stop for v in ref.vehicles])
+            [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles], [v.lc_stop for v in ref.vehicles],
+            [v.keep_right for v in ref.vehicles])
     cn, keys = network_tables(net), list(_TO)
     routes = route_tables(net, [list(_TO[k]) for k in keys])
     n = len(placed)
@@ -393,12 +398,13 @@ def _change_both(placed, dt: float = 1.0):
     state = VehicleState(world=zi, status=zi + kernels.RUNNING, lane=torch.tensor([first + p[1] for p in placed]),
                          pos=f64([p[2] for p in placed]), speed=f64([p[3] for p in placed]), route_pos=zi,
                          insert_step=zi, arrive_step=zi - 1, time_loss=zf, stops=zi.int(), halted=zi.bool(),
-                         depart=zf, leader=zi - 1, conn=zi - 1)
-    lane, pos, yld, _, stop = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn, routes,
-                                                   StepSettings(dt=dt, W=1, span=2000.0))
-    got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld], [float(x) for x in stop])
+                         depart=zf, leader=zi - 1, conn=zi - 1, lc_keep_right=f64(kr))
+    lane, pos, yld, _, stop, krs = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn, routes,
+                                                        StepSettings(dt=dt, W=1, span=2000.0))
+    got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld], [float(x) for x in stop],
+           [float(x) for x in krs])
     assert got == want
-    _change_both.lc_stop = got[2]
+    _change_both.lc_stop, _change_both.keep_right = got[2], got[3]
     return got[0], got[1], ref.events
 
 
@@ -461,6 +467,30 @@ def test_change_lanes_keeps_room_when_it_must_cross_two_lanes():
     assert _change_both.lc_stop == [float("inf")] * 2
     _change_both([("L", 0, 20.0, 10.0, 5.0), ("S", 1, 40.0, 10.0, 5.0)])
     assert _change_both.lc_stop == [256.5, float("inf")]
+
+
+def test_change_lanes_keeps_right_as_sumo():
+    """SUMO's LC2013 keep-right: a car at 5 m/s on lane 2 of A (300 m, then S; every lane continues; lanes 2 and 0 at
+    13.9 m/s, lane 1 at 20) with an empty right lane and no speed to gain there: its sum falls by
+    dt · 2 · (seconds at its desired speed / acceptance) / 5 per step, the seconds limited by the room the right lane
+    offers (the rest of A plus S, less its brake gap at 13.9 m/s, over 13.9 m/s; acceptance 7 · 5 s); below -2 it
+    changes right and the sum starts again; kernels and reference agree. Behind a slower right-lane leader the sum
+    falls less; on a lane more than 5 km/h faster than the right one it does not fall."""
+    from twins.traffic.kernels import brake_gap
+
+    places, _, ev = _change_both([("S", 2, 100.0, 5.0, 5.0)], keep_right=[-1.0])
+    bg = float(brake_gap(torch.tensor(13.9, dtype=torch.float64), torch.tensor(4.5, dtype=torch.float64),
+                         torch.tensor(1.0, dtype=torch.float64), 1.0))
+    seconds = min(7.0 * 5.0, (200.0 + 100.0 - bg) / 13.9)
+    assert places == [(2, 100.0)] and ev["lc_keep_right"] == 0
+    fell = -1.0 - _change_both.keep_right[0]
+    assert fell == pytest.approx(2.0 * seconds / (7.0 * 5.0) / 5.0, rel=1e-12)
+    places, _, ev = _change_both([("S", 2, 100.0, 5.0, 5.0)], keep_right=[-1.9])
+    assert places == [(1, 100.0)] and _change_both.keep_right == [0.0] and ev["lc_keep_right"] == 1
+    _change_both([("S", 2, 100.0, 5.0, 5.0), ("S", 1, 200.0, 10.0, 5.0)], keep_right=[-1.0, 0.0])
+    assert 0.0 < -1.0 - _change_both.keep_right[0] < fell  # the leader at 10 m/s, 92.5 m ahead on the right lane
+    _change_both([("S", 1, 100.0, 13.9, 5.0)], keep_right=[-1.0])  # lane 1 (20 m/s) against lane 0 (13.9 m/s)
+    assert _change_both.keep_right == [-1.0]
 
 
 def test_change_lanes_cooperation_and_one_vehicle_per_gap():

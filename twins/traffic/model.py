@@ -255,6 +255,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         if self.lane_changing:  # kernels rule 11: the slot a vehicle lets in (follows as a leader), -1: none;
             self.state.lc_yield = none()  # where it stops next step, +inf: anywhere
             self.state.lc_stop = torch.full((W, S), torch.inf, dtype=dtype, device=dev)
+            self.state.lc_keep_right = zeros(dtype)  # LC2013's keep-right sum (<= 0; wants right below -2)
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
             tr = self.transit = type(self.transit)(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
                                                       for k, v in self.transit.__dict__.items()})
@@ -437,11 +438,11 @@ class TrafficTwin(TrafficOutcomes, Twin):
         return v
 
     def _set_routes(self, routes_cpu) -> None:
-        """The route table, and its copy on the device (turning speeds in the step's dtype: the kernels compare
-        them with speeds; the rest as compiled)."""
+        """The route table, and its copy on the device (turning speeds and look-ahead lengths in the step's dtype: the
+        kernels compare them with speeds and positions; the rest as compiled)."""
         self.routes_cpu = routes_cpu
         self.routes = type(routes_cpu)(**{k: v if not isinstance(v, torch.Tensor) else
-                                          v.to(self.device, self.dtype) if k == "route_turn_speed" else
+                                          v.to(self.device, self.dtype) if k in ("route_turn_speed", "route_ahead_m") else
                                           v.to(self.device) for k, v in routes_cpu.__dict__.items()})
 
     def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:
@@ -794,6 +795,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             ly = st.lc_yield[:, sl]
             st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
             st.lc_stop[:, sl] = torch.where(gone, torch.inf, st.lc_stop[:, sl])  # a place on the lane it left
+            st.lc_keep_right[:, sl] = torch.where(gone, 0.0, st.lc_keep_right[:, sl])
         self.teleports += gone.sum(1)
         if self._stood_pending is None:  # the counters just reset: a fresh maximum for the next steps' bound
             self._stood_pending = self._read_later(wait.max())

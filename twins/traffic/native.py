@@ -67,7 +67,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
          "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at",
-         "wait", "lc_stop")
+         "wait", "lc_stop", "route_ahead_m", "lc_keep_right")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -227,10 +227,12 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
     ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
     ptrs["lc_stop"] = _ptr(state.lc_stop, "lc_stop") if lane_change else None
+    ptrs["lc_keep_right"] = _ptr(state.lc_keep_right, "lc_keep_right") if lane_change else None
+    ptrs["route_ahead_m"] = _ptr(routes.route_ahead_m, "route_ahead_m") if lane_change else None
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
                + (("lc_yield",) if lane_change else ())},
-            **{k: dtype for k in ("speed", "time_loss") + (("lc_stop",) if lane_change else ())},
+            **{k: dtype for k in ("speed", "time_loss") + (("lc_stop", "lc_keep_right") if lane_change else ())},
             "stops": torch.int32, "depart": torch.float64,
             "halted": torch.bool}
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",
@@ -258,7 +260,9 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
               ("net.conn_keep_clear", net.conn_keep_clear, torch.bool, tuple(net.conn_link.shape)),
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
                 for k in ("route_edges", "route_mask", "route_len", "route_best_mask")),
-              ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape))]
+              ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape)),
+              *((("routes.route_ahead_m", routes.route_ahead_m, dtype, tuple(routes.route_edges.shape)),)
+                if lane_change else ())]
     for name, x, d, shape in tables:  # the C++ reads raw memory: a wrong type or size would read garbage
         if x.dtype != d or tuple(x.shape) != shape:
             raise ValueError(f"native step: {name} is {x.dtype} {tuple(x.shape)}; expected {d} {shape}")

@@ -70,6 +70,8 @@ struct Args {
     const void *conn_zone_at;  // [C, NF] T: m along its own path to where each foe's path crosses it (0: unknown)
     const int32_t *wait;  // [W, S] steps each vehicle has stood (rule 12's counter): rule 10's impatience (null: 0)
     void *lc_stop;  // [W, S] T state (rule 11): where on its lane a vehicle stops next step (+inf: anywhere)
+    const void *route_ahead_m;  // [R, M] T: the look-ahead's length after each route edge (rule 11's keep-right)
+    void *lc_keep_right;  // [W, S] T state (rule 11): LC2013's keep-right sum
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -85,7 +87,7 @@ template <typename T> inline T maximum(T a, T b) {
 template <typename T> struct World {
     const Args &a;
     int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last, *conn, *lc_yield;
-    T *pos, *speed, *time_loss, *lc_stop;
+    T *pos, *speed, *time_loss, *lc_stop, *lc_kr;
     int32_t *stops;
     uint8_t *halted;
     const double *depart;
@@ -102,6 +104,7 @@ template <typename T> struct World {
         arrive_step = a.arrive_step + b; leader = a.leader + b; last = a.lane_last + w * a.L; conn = a.conn + b;
         lc_yield = a.lane_change ? a.lc_yield + b : nullptr;
         lc_stop = a.lane_change && a.lc_stop ? static_cast<T *>(a.lc_stop) + b : nullptr;
+        lc_kr = a.lane_change && a.lc_keep_right ? static_cast<T *>(a.lc_keep_right) + b : nullptr;
         pos = static_cast<T *>(a.pos) + b; speed = static_cast<T *>(a.speed) + b;
         time_loss = static_cast<T *>(a.time_loss) + b; stops = a.stops + b; halted = a.halted + b;
         depart = a.depart + b; route = a.route + b; delta = a.delta + b;
@@ -345,7 +348,7 @@ template <typename T> struct Scratch {
     std::vector<int64_t> rank;
     std::vector<uint8_t> touched, swap;
     std::vector<std::vector<int64_t>> members;
-    std::vector<T> score, grp_best, near, pos_new, occ;
+    std::vector<T> score, grp_best, near, pos_new, occ, kr;
 };
 
 // kernels.anticipated_speed: the speed reachable next step behind a leader `gap` m ahead (net of min gap)
@@ -373,6 +376,9 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
     sc.behind_of.assign(n, -1);
     sc.score.assign(n, -inf);
     if (W.lc_stop) std::fill(W.lc_stop + lo, W.lc_stop + hi, inf);
+    sc.kr.assign(n, T(0));
+    if (W.lc_kr) std::copy(W.lc_kr + lo, W.lc_kr + hi, sc.kr.begin());
+    const T *ahead_m = static_cast<const T *>(a.route_ahead_m);
     // each lane's occupation (lengths plus min gaps), summed in slot order as kernels.change_lanes' index_add_
     sc.occ.assign(L, T(0));
     for (int64_t s = lo; s < hi; ++s)
@@ -407,11 +413,17 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T reserve = (strat != 0 && best_dist > 1 && usable < la_strat) ? (strat > 0 ? T(40.0) : T(20.0)) : T(0);
         const T room = d_end - reserve - T(1.0) - mg;
         if (W.lc_stop && reserve > T(0) && room > T(0)) W.lc_stop[s] = x + room;
+        // keep right (kernels.change_lanes, SUMO LC2013): the time at the desired speed the right lane offers
+        const T kr = sc.kr[i];
+        const T accept = T(7.0) * (v0 / W.lane_speed[ln]) * clamp_min(v, T(1.0));  // kernels.LC_KEEP_RIGHT_ACCEPT_S
+        const T fsg0 = clamp_min(d_end + ahead_m[W.route[s] * M + rp] - brake_gap<T>(v0, decel, tau, a.dt), T(0));
+        const T fsds0 = minimum(accept, fsg0 / v0);
         for (int64_t d = -1; d <= 1; d += 2) {
             const int64_t tk = k + d;
             if (tk < 0 || tk >= n_here) continue;
             const int64_t tl = first + tk;
-            if (strat != d) {  // only a speed gain could move it: skip where none can (the same decisions, less work)
+            const bool kr_on = d < 0 && strat == 0 && cur_ok && ((mask >> tk) & 1) == 1;  // keep right considered
+            if (strat != d && !kr_on) {  // only a speed gain could move it: skip where none can (the same decisions)
                 if (strat != 0 || !cur_ok || ((mask >> tk) & 1) != 1) continue;
                 const T bound = minimum(minimum(W.lane_speed[tl] * sf, vmax), v + accel * T(a.dt));
                 if (!(bound - v_cur > gain_min)) continue;
@@ -439,8 +451,20 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             const bool tgt_ok = ((mask >> tk) & 1) == 1;
             const bool wants_strat = strat == d;
             const bool wants_gain = strat == 0 && cur_ok && tgt_ok && gain > gain_min;
-            const T sc_ = wants_strat ? inf : gain;
-            if ((wants_strat || wants_gain) && safe && sc_ > sc.score[i]) {
+            bool wants_kr = false;
+            if (kr_on) {  // kernels.LC_KEEP_RIGHT_*: the sum falls while the right lane is not much slower
+                const bool slower = lead >= 0 && v_l < v0;
+                const T fsg = clamp_min(minimum(fsg0, g_l - clamp_min(brake_gap<T>(v0, decel, tau, a.dt)
+                                                                      - brake_gap<T>(v_l, decel, T(0), a.dt), T(0))),
+                                        T(0));
+                const T fsds = slower ? minimum(fsds0, fsg / clamp_min(v0 - v_l, T(NUMERICAL_EPS))) : fsds0;
+                T kr_new = kr;
+                if (!(v_cur - T(5.0 / 3.6) > v_tgt)) kr_new = kr - T(a.dt) * (T(2.0) * (fsds / accept) / T(5.0));
+                sc.kr[i] = kr_new;
+                wants_kr = kr_new < -T(2.0);
+            }
+            const T sc_ = wants_strat ? inf : wants_kr ? T(1e9) : gain;  // kernels.LC_KEEP_RIGHT_SCORE
+            if ((wants_strat || wants_gain || wants_kr) && safe && sc_ > sc.score[i]) {
                 sc.target[i] = tl; sc.new_lead[i] = lead; sc.score[i] = sc_;
             }
             if (wants_strat && !safe && foll >= 0 && g_f > T(0)) sc.req_foll[i] = foll;
@@ -500,6 +524,9 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         if (nl >= 0 && sc.swap[nl - lo] && W.pos[nl] - W.length[sc.swap_with[nl - lo]] < W.pos[s]) continue;
         sc.lane_new[i] = sc.target[i];
     }
+    // the keep-right sum starts again after any change (kernels.change_lanes)
+    if (W.lc_kr)
+        for (int64_t i = 0; i < n; ++i) W.lc_kr[lo + i] = sc.lane_new[i] != W.lane[lo + i] ? T(0) : sc.kr[i];
     // one request per follower: the nearest requester after the swaps (lowest position, then the lowest slot)
     sc.near.assign(n, inf);
     for (int64_t i = 0; i < n; ++i)

@@ -348,6 +348,9 @@ LC_LOOK_FORWARD_S = 10.0  # s, as kernels.LC_LOOK_FORWARD_S
 LC_URGENCY = 2.0  # as kernels.LC_URGENCY
 LC_LOOKAHEAD_LEFT = 2.0  # as kernels.LC_LOOKAHEAD_LEFT
 LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M, LC_RESERVE_SLACK_M = 40.0, 20.0, 1.0  # m, as kernels.LC_RESERVE_*
+# as kernels.LC_KEEP_RIGHT_*: SUMO LC2013's keep-right
+LC_KEEP_RIGHT_ACCEPT_S, LC_KEEP_RIGHT_TIME_S, LC_KEEP_RIGHT_THRESHOLD, LC_KEEP_RIGHT_SLACK = 7.0, 5.0, 2.0, 5.0 / 3.6
+LC_KEEP_RIGHT_SCORE = 1e9
 
 
 def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
@@ -408,6 +411,9 @@ class ReferenceVehicle(mesa.Agent):
         # rule 11: the best lanes of each route edge (before the curbside restriction below, as the kernel's
         # route_best_mask), the vehicle asking this one to let it in (None: none), and whether it is held
         self.best = model.best_lanes(spec.route) if model.lane_changing else None
+        # the look-ahead's length after each route edge, and LC2013's keep-right sum (rule 11)
+        self.ahead = model.route_ahead(spec.route) if model.lane_changing else None
+        self.keep_right = 0.0
         self.lc_yield: ReferenceVehicle | None = None
         self.lc_stop = INF  # where on its lane it stops next step: room kept for an urgent change across lanes
         self._hold = False
@@ -1050,6 +1056,13 @@ class ReferenceTrafficModel(mesa.Model):
             best[k0] = ahead
         return best
 
+    def route_ahead(self, route) -> list[float]:
+        """Rule 11 (keep-right): per route step, the length of the edges after it that SUMO's best lanes look ahead
+        to (``network.best_lanes_lookahead``; 0 on the last edge), as ``tables.route_tables``' ``route_ahead_m``."""
+        lengths = [self.edges[e][0].length for e in route]
+        return [sum(lengths[k + 1:best_lanes_lookahead(lengths, k) + 1]) if k + 1 < len(route) else 0.0
+                for k in range(len(route))]
+
     def route_turn_speeds(self, route) -> list[float]:
         """Per route step: the turning speed of the crossing after it (the slowest connection's ``via_speed``
         from that edge to the next); +inf on the last edge and where none is set."""
@@ -1327,7 +1340,7 @@ class ReferenceTrafficModel(mesa.Model):
             v.wait_steps = 0
             v.speed = 0.0
             v.lane, v.leader, v.conn_key = None, None, None
-            v.lc_stop = INF
+            v.lc_stop, v.keep_right = INF, 0.0
             v.halted = False
             self.events["teleports"] += 1
             if later:
@@ -1396,6 +1409,12 @@ class ReferenceTrafficModel(mesa.Model):
                 room = d_end - reserve - LC_RESERVE_SLACK_M - v.min_gap
                 if room > 0.0:
                     v.lc_stop = v.pos + room
+            # keep right (SUMO LC2013): the time at its desired speed the right lane offers, against an acceptance
+            # time that grows with speed; the sum falls while the right lane is not much slower
+            v0 = v.desired_speed(v.lane)
+            accept = LC_KEEP_RIGHT_ACCEPT_S * (v0 / v.lane.speed) * max(v.speed, 1.0)
+            fsg0 = max(d_end + v.ahead[v.route_pos] - brake_gap(v0, v.decel, v.tau, dt), 0.0)
+            fsds0 = min(accept, fsg0 / v0)
             score, choice = -INF, None
             for d in (-1, 1):  # right, then left
                 tk = k + d
@@ -1437,6 +1456,20 @@ class ReferenceTrafficModel(mesa.Model):
                     continue
                 # speed gain (MOBIL) between best lanes
                 v_tgt = anticipated_speed(v.speed, v.desired_speed(tl), g_l, v_l, v.accel, v.decel, v.tau, dt)
+                wants_kr = False
+                if d < 0:
+                    fsds = fsds0
+                    if lead is not None and v_l < v0:
+                        fsg = max(min(fsg0, g_l - max(brake_gap(v0, v.decel, v.tau, dt)
+                                                      - brake_gap(v_l, v.decel, 0.0, dt), 0.0)), 0.0)
+                        fsds = min(fsds0, fsg / max(v0 - v_l, NUMERICAL_EPS))
+                    if not v_cur - LC_KEEP_RIGHT_SLACK > v_tgt:
+                        v.keep_right = v.keep_right - dt * (LC_KEEP_RIGHT_THRESHOLD * (fsds / accept)
+                                                            / LC_KEEP_RIGHT_TIME_S)
+                    wants_kr = v.keep_right < -LC_KEEP_RIGHT_THRESHOLD
+                    if wants_kr and safe and LC_KEEP_RIGHT_SCORE > score:
+                        score, choice = LC_KEEP_RIGHT_SCORE, (tl, lead, "keep_right")
+                        continue
                 loss = 0.0
                 if foll is not None:
                     v0_f = foll.desired_speed(tl)
@@ -1476,11 +1509,11 @@ class ReferenceTrafficModel(mesa.Model):
         self.events["lc_given_up_for_swap"] += len(dropped)
         changing -= dropped
         for v in changing:
-            tl, _, strategic = decision[v]
-            v.lane = tl
-            self.events["lc_strategic" if strategic else "lc_speed_gain"] += 1
+            tl, _, why = decision[v]
+            v.lane, v.keep_right = tl, 0.0  # the keep-right sum starts again after any change (SUMO's changed())
+            self.events["lc_keep_right" if why == "keep_right" else "lc_strategic" if why else "lc_speed_gain"] += 1
         for a, (lane, pos) in new_place.items():
-            a.lane, a.pos = lane, pos
+            a.lane, a.pos, a.keep_right = lane, pos, 0.0
         self.events["lc_swaps"] += len(new_place)
         # cooperation: each follower asked lets in the nearest requester (lowest position after swaps, then slot)
         asked: dict[ReferenceVehicle, ReferenceVehicle] = {}

@@ -52,6 +52,8 @@ class VehicleState(Columns):
     # m: where on its lane the vehicle stops next step (+inf: no such point; rule 11, with lane changing): an urgent
     # strategic change across more than one lane keeps room ahead of it (SUMO's myLeadingBlockerLength)
     lc_stop: Tensor | None = None
+    # SUMO LC2013's keep-right sum (rule 11, with lane changing; <= 0): the vehicle wants its right lane below -2
+    lc_keep_right: Tensor | None = None
     next_stop: Tensor | None = None  # the bus's next stop (-1: none); rule 7, with buses
     dwell: Tensor | None = None  # s left at the stop; rule 7
     load: Tensor | None = None  # passengers on board (the twin's boarding, not the kernel)

@@ -121,6 +121,10 @@ class RouteTables:
     # every lane, on the route's last edge every lane). A vehicle changes lanes to reach one, and enters one where
     # it can
     route_best_mask: torch.Tensor | None = None
+    # [R, M] float64 m (kernels rule 11, keep-right): the length of the route edges after edge k that SUMO's best lanes
+    # look ahead to from it (network.best_lanes_lookahead), so that a best lane goes on for its remaining length plus
+    # this (SUMO's LaneQ.length)
+    route_ahead_m: torch.Tensor | None = None
 
 
 def network_tables(net: RoadNetwork) -> NetworkTables:
@@ -273,7 +277,7 @@ def concat_routes(a: RouteTables, b: RouteTables) -> RouteTables:
     return RouteTables(cat("route_edges", -1), torch.cat([a.route_len, b.route_len]), cat("route_mask", 0),
                           torch.cat([a.route_length_m, b.route_length_m]),
                           torch.cat([a.route_free_time, b.route_free_time]), cat("route_turn_speed", float("inf")),
-                          a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0))
+                          a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0), cat("route_ahead_m", 0.0))
 
 
 def route_links(net: RoadNetwork) -> tuple[dict, dict]:
@@ -329,6 +333,7 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
             else:
                 mask[i, k] = (1 << len(edge.lanes)) - 1
     best = mask.copy()
+    ahead_m = np.zeros((R, M), dtype=np.float64)
     for i, r in enumerate(routes):
         lengths = [net.edges[e].lanes[0].length for e in r]
         passes: dict[int, dict[int, int]] = {}  # the last edge seen -> best lanes per edge back from it
@@ -337,6 +342,7 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
             # lanes it leaves that one by do not matter yet), then back to k0; edges that see the same last edge
             # share the pass (k0 grows, so the first of them takes it furthest back)
             end = best_lanes_lookahead(lengths, k0)
+            ahead_m[i, k0] = sum(lengths[k0 + 1:end + 1])
             if end not in passes:
                 cur, passes[end] = (1 << len(net.edges[r[end]].lanes)) - 1, {}
                 for k in range(end - 1, k0 - 1, -1):
@@ -349,7 +355,7 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
             best[i, k0] = passes[end][k0]
     t = torch.from_numpy
     return RouteTables(t(edges), torch.tensor([len(r) for r in routes]), t(mask), t(total), t(free), t(turn),
-                       bool(np.isfinite(turn).any()), t(best))
+                       bool(np.isfinite(turn).any()), t(best), t(ahead_m))
 
 
 @dataclass

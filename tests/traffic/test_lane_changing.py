@@ -452,7 +452,7 @@ def test_change_lanes_keeps_room_when_it_must_cross_two_lanes():
     """SUMO's LC2013 (``myLeadingBlockerLength``, ``_patchSpeed``): a vehicle whose urgent strategic change must cross
     two lanes stops 40 m (to the left) or 20 m (to the right), plus 1 m and its min gap, short of its lane's end, for
     vehicles that must change the other way; kernels and reference agree. One lane to cross, not urgent yet, or
-    already past that point: no such stop. And it plans its overtaking with the room left before that point."""
+    already past that point: no such stop."""
     lane1_queue = [("S", 1, 300.0 - 7.5 * i, 0.0, 5.0) for i in range(8)]  # 300 ... 247.5 m, standing
     _change_both([("L", 0, 200.0, 10.0, 5.0)] + lane1_queue)
     assert _change_both.lc_stop[0] == 300.0 - 40.0 - 1.0 - 2.5  # to the left

@@ -814,6 +814,12 @@ def anticipated_speed(v, v0, gap, v_lead, accel, decel, tau, dt: float):
     return torch.minimum(torch.minimum(v0, v + accel * dt), v_safe)
 
 
+def secure_gap(v, v_lead, decel, tau, dt: float):
+    """The gap (net of min gap) a vehicle at ``v`` needs behind a leader at ``v_lead`` that brakes at ``decel`` too:
+    ``brakeGap(v, decel, tau) - brakeGap(v_lead, decel, 0)``, at least 0 (SUMO's ``MSCFModel::getSecureGap``)."""
+    return torch.clamp(brake_gap(v, decel, tau, dt) - brake_gap(v_lead, decel, 0.0, dt), min=0.0)
+
+
 def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, settings: StepSettings, hold=None):
     """Rule 11, after the move: each vehicle whose front is on a lane of a multi-lane edge (``pos >= 0``: out of
     the junction, its back maybe not yet, as SUMO changes lanes by the front's lane) may change to a neighbouring
@@ -945,9 +951,9 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     # it may not see yet: it stops that far and its min gap short of the lane's end, where it still can (SUMO's
     # myLeadingBlockerLength and _patchSpeed; RESCO ingolstadt7: left turners that entered on the right lane stood at
     # the end of the middle lanes, blocking the through traffic, where SUMO's stop 40 m short)
-    la_strat = (speed * LC_LOOK_FORWARD_S * torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0)
-                + 2.0 * (length + min_gap))
-    reserve = torch.where(eligible & (strat != 0) & (best_dist > 1) & (usable < la_strat),
+    look_ahead = speed * LC_LOOK_FORWARD_S * torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0) + 2.0 * (length + min_gap)
+    urgent = eligible & (strat != 0) & (usable < look_ahead)
+    reserve = torch.where(urgent & (best_dist > 1),
                           torch.where(strat > 0, LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M), 0.0)
     room = d_end - reserve - LC_RESERVE_SLACK_M - min_gap
     lc_stop = torch.where((reserve > 0) & (room > 0), pos + room, torch.inf)
@@ -980,8 +986,8 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
         v_l = torch.where(lead >= 0, _gather(speed, lc), 0.0)
         v_f, dec_f, tau_f = _gather(speed, fc), _gather(decel, fc), _gather(tau, fc)
         g_f = torch.where(foll >= 0, pos - length - _gather(pos, fc) - _gather(min_gap, fc), torch.inf)
-        need_l = torch.clamp(brake_gap(speed, decel, tau, dt) - brake_gap(v_l, decel, 0.0, dt), min=0.0)
-        need_f = torch.clamp(brake_gap(v_f, dec_f, tau_f, dt) - brake_gap(speed, dec_f, 0.0, dt), min=0.0)
+        need_l = secure_gap(speed, v_l, decel, tau, dt)
+        need_f = secure_gap(v_f, speed, dec_f, tau_f, dt)
         safe = (g_l >= need_l) & (g_f >= need_f)
         # speed gain (MOBIL) between lanes that both continue the route
         v_tgt = anticipated_speed(speed, torch.minimum(_gather(net.lane_speed, tl) * sf, vmax), g_l, v_l, accel,
@@ -999,8 +1005,7 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
         wants_kr = torch.zeros_like(wants_gain)
         if d < 0:  # keep right: the sum falls while the right lane is not much slower; below the threshold, change
             slower = (lead >= 0) & (v_l < v0)
-            fsg = torch.clamp(torch.minimum(fsg0, g_l - torch.clamp(brake_gap(v0, decel, tau, dt)
-                                                                     - brake_gap(v_l, decel, 0.0, dt), min=0.0)), min=0.0)
+            fsg = torch.clamp(torch.minimum(fsg0, g_l - secure_gap(v0, v_l, decel, tau, dt)), min=0.0)
             fsds = torch.where(slower, torch.minimum(fsds0, fsg / torch.clamp(v0 - v_l, min=NUMERICAL_EPS)), fsds0)
             kr_on = valid & (strat == 0) & cur_ok & tgt_ok
             falls = kr_on & ~(v_cur - LC_KEEP_RIGHT_SLACK > v_tgt)
@@ -1016,15 +1021,14 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
         req_foll = torch.where(ask, foll, req_foll)
         # falling behind: an urgent strategic change blocked by the target lane's leader, which it cannot overtake
         # before its lane ends, follows that leader next step (SUMO's MSLCM_LC2013::informLeader)
-        la_dist = speed * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d > 0 else 1.0) + 2.0 * (length + min_gap)
         dv = speed - v_l
         dec_l = _gather(decel, lc)
-        overtake = torch.clamp(g_l + _gather(length, lc) + _gather(min_gap, lc) + length  # its rear past the front
-                               + torch.clamp(brake_gap(v_l, dec_l, _gather(tau, lc), dt)  # of the leader, a secure
-                                             - brake_gap(speed, dec_l, 0.0, dt), min=0.0), min=0.0)  # gap ahead of it
+        # (to pass it: its rear past the leader's front, a secure gap ahead of it)
+        overtake = torch.clamp(g_l + _gather(length, lc) + _gather(min_gap, lc) + length
+                               + secure_gap(v_l, speed, dec_l, _gather(tau, lc), dt), min=0.0)
         cannot = ((dv <= 0) | (d_end - reserve - brake_gap(speed, decel, tau, dt) < overtake)
                   | (remaining * dv < overtake))
-        fall = wants_strat & (lead >= 0) & (g_l < need_l) & (usable < la_dist) & cannot
+        fall = wants_strat & (lead >= 0) & (g_l < need_l) & urgent & cannot
         fall_behind = torch.where(fall, lead, fall_behind)
         # the vehicle that blocks a strategic change (the leader if it does, else the follower), for swaps
         blocker = torch.where(g_l < need_l, lead, torch.where(g_f < need_f, foll, -1))

@@ -409,6 +409,7 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T usable = (d_end - sc.occ[first + std::max(best_j, int64_t(0))]) / n_cross;
         const T remaining = maximum(d_end / maximum(v, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // kernels.LC_URGENCY
         // an urgent change across more than one lane keeps room ahead (kernels.LC_RESERVE_LEFT_M / _RIGHT_M, _SLACK_M)
+        // the look-ahead of an urgent strategic change (kernels.LC_LOOK_FORWARD_S, LC_LOOKAHEAD_LEFT)
         const T la_strat = v * T(10.0) * (strat > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
         const T reserve = (strat != 0 && best_dist > 1 && usable < la_strat) ? (strat > 0 ? T(40.0) : T(20.0)) : T(0);
         const T room = d_end - reserve - T(1.0) - mg;
@@ -470,14 +471,13 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             if (wants_strat && !safe && foll >= 0 && g_f > T(0)) sc.req_foll[i] = foll;
             // falling behind the target lane's leader it cannot overtake before its lane ends (kernels.change_lanes)
             if (wants_strat && lead >= 0 && g_l < need_l) {
-                const T la_dist = v * T(10.0) * (d > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);  // LC_LOOK_FORWARD_S,
-                const T dv = v - v_l, dec_l = W.decel[lead];                                   // LC_LOOKAHEAD_LEFT
+                const T dv = v - v_l, dec_l = W.decel[lead];
                 const T overtake = clamp_min(g_l + W.length[lead] + W.min_gap[lead] + len
                                              + clamp_min(brake_gap<T>(v_l, dec_l, W.tau[lead], a.dt)
                                                          - brake_gap<T>(v, dec_l, T(0), a.dt), T(0)), T(0));
                 const bool cannot = dv <= T(0) || d_end - reserve - brake_gap<T>(v, decel, tau, a.dt) < overtake
                                     || remaining * dv < overtake;
-                if (usable < la_dist && cannot) sc.behind_of[i] = lead;
+                if (usable < la_strat && cannot) sc.behind_of[i] = lead;  // urgent (d is its direction)
             }
             if (wants_strat && !safe) {
                 const int64_t blocker = g_l < need_l ? lead : g_f < need_f ? foll : -1;

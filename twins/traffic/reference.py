@@ -1441,15 +1441,13 @@ class ReferenceTrafficModel(mesa.Model):
                         # blocked by the leader: it falls in behind it if it cannot overtake it before the lane
                         # ends (SUMO's MSLCM_LC2013::informLeader)
                         if lead is not None and g_l < need_l:
-                            la_dist = (v.speed * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d > 0 else 1.0)
-                                       + 2.0 * (v.length + v.min_gap))
                             dv = v.speed - v_l
                             overtake = max(g_l + lead.length + lead.min_gap + v.length
                                            + max(brake_gap(v_l, lead.decel, lead.tau, dt)
                                                  - brake_gap(v.speed, lead.decel, 0.0, dt), 0.0), 0.0)
                             cannot = (dv <= 0 or d_end - reserve - brake_gap(v.speed, v.decel, v.tau, dt) < overtake
                                       or remaining * dv < overtake)
-                            if usable < la_dist and cannot:
+                            if usable < la_strat and cannot:  # urgent (d is its direction)
                                 falls_behind[v] = lead
                     continue
                 if strat != 0 or not cur_ok or tk not in best:

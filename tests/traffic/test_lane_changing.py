@@ -365,7 +365,7 @@ def _three_lanes() -> RoadNetwork:
 _TO = {"R": ("A", "R"), "M": ("A", "M"), "L": ("A", "L"), "S": ("A", "S")}
 
 
-def _change_both(placed, dt: float = 1.0, keep_right=None):
+def _change_both(placed, dt: float = 1.0, keep_right=None, look_ahead=None):
     """One lane-change phase on hand-placed vehicles of A (``(destination, lane index, pos, speed, length)``, in
     slot order), by :func:`kernels.change_lanes` and by the reference's ``change_lanes``; asserts they agree and
     returns ((lane index, pos) per vehicle, the slot each one lets in (-1: none), the reference's events)."""
@@ -378,13 +378,14 @@ def _change_both(placed, dt: float = 1.0, keep_right=None):
              for i, (d, _, _, _, length) in enumerate(placed)]
     ref = ReferenceTrafficModel(net, specs, dt=dt, lane_changing=True)
     kr = keep_right or [0.0] * len(placed)
-    for v, (_, k, x, sp, _), p in zip(ref.vehicles, placed, kr):
+    las = look_ahead or [0.0] * len(placed)
+    for v, (_, k, x, sp, _), p, la in zip(ref.vehicles, placed, kr, las):
         v.status, v.lane, v.pos, v.speed, v.route_pos = RUNNING, ref.edges["A"][k], float(x), float(sp), 0
-        v.keep_right = p
+        v.keep_right, v.look_ahead_speed = p, la
     ref.change_lanes(ref.vehicles)
     want = ([(v.lane.index, v.pos) for v in ref.vehicles],
             [-1 if v.lc_yield is None else v.lc_yield.vehicle_id for v in ref.vehicles], [v.lc_stop for v in ref.vehicles],
-            [v.keep_right for v in ref.vehicles])
+            [v.keep_right for v in ref.vehicles], [v.look_ahead_speed for v in ref.vehicles])
     cn, keys = network_tables(net), list(_TO)
     routes = route_tables(net, [list(_TO[k]) for k in keys])
     n = len(placed)
@@ -398,13 +399,13 @@ def _change_both(placed, dt: float = 1.0, keep_right=None):
     state = VehicleState(world=zi, status=zi + kernels.RUNNING, lane=torch.tensor([first + p[1] for p in placed]),
                          pos=f64([p[2] for p in placed]), speed=f64([p[3] for p in placed]), route_pos=zi,
                          insert_step=zi, arrive_step=zi - 1, time_loss=zf, stops=zi.int(), halted=zi.bool(),
-                         depart=zf, leader=zi - 1, conn=zi - 1, lc_keep_right=f64(kr))
-    lane, pos, yld, _, stop, krs = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn, routes,
-                                                        StepSettings(dt=dt, W=1, span=2000.0))
+                         depart=zf, leader=zi - 1, conn=zi - 1, lc_keep_right=f64(kr), lc_look_ahead_speed=f64(las))
+    lane, pos, yld, _, stop, krs, la_new = kernels.change_lanes(state, torch.ones(n, dtype=torch.bool), drivers, cn,
+                                                                routes, StepSettings(dt=dt, W=1, span=2000.0))
     got = ([(int(l) - first, float(x)) for l, x in zip(lane, pos)], [int(y) for y in yld], [float(x) for x in stop],
-           [float(x) for x in krs])
+           [float(x) for x in krs], [float(x) for x in la_new])
     assert got == want
-    _change_both.lc_stop, _change_both.keep_right = got[2], got[3]
+    _change_both.lc_stop, _change_both.keep_right, _change_both.look_ahead_speed = got[2], got[3], got[4]
     return got[0], got[1], ref.events
 
 
@@ -491,6 +492,26 @@ def test_change_lanes_keeps_right_as_sumo():
     assert 0.0 < -1.0 - _change_both.keep_right[0] < fell  # the leader at 10 m/s, 92.5 m ahead on the right lane
     _change_both([("S", 1, 100.0, 13.9, 5.0)], keep_right=[-1.0])  # lane 1 (20 m/s) against lane 0 (13.9 m/s)
     assert _change_both.keep_right == [-1.0]
+
+
+def test_change_lanes_judges_urgency_at_the_look_ahead_speed():
+    """SUMO's LC2013 ``myLookAheadSpeed``: a car standing on lane 0 of A at 100 m, blocked by a car beside it, that
+    must reach lane 2 (L: 200 m left, 100 m per lane to cross) and was driving at 10 m/s still looks 0.9 · 10 m/s · 10 s · 2 + 2 · 7.5 = 195 m
+    ahead (its only neighbour lane is the left one: one update), so the change is urgent and it keeps room ahead
+    (stops 40 + 1 + 2.5 m short of the end); with no memory of speed it looks two car lengths ahead, not urgent. On
+    the middle lane (two neighbours) the memory decays twice a step; a faster car takes its own speed; any change
+    starts the memory at 0; kernels and reference agree."""
+    beside = ("S", 1, 103.0, 0.0, 5.0)  # standing beside it on lane 1: it cannot change yet
+    places, _, _ = _change_both([("L", 0, 100.0, 0.0, 5.0), beside], look_ahead=[10.0, 0.0])
+    assert places[0] == (0, 100.0) and _change_both.lc_stop[0] == 100.0 + 200.0 - 40.0 - 1.0 - 2.5
+    assert _change_both.look_ahead_speed[0] == pytest.approx(9.0, rel=1e-15)
+    _change_both([("L", 0, 100.0, 0.0, 5.0), beside], look_ahead=[0.0, 0.0])
+    assert _change_both.lc_stop[0] == float("inf") and _change_both.look_ahead_speed[0] == 0.0
+    _change_both([("S", 1, 100.0, 2.0, 5.0), ("S", 0, 100.0, 12.0, 5.0)], look_ahead=[10.0, 10.0])
+    assert _change_both.look_ahead_speed[0] == pytest.approx(0.81 * 10.0 + 0.19 * 2.0, rel=1e-12)
+    assert _change_both.look_ahead_speed[1] == 12.0
+    places, _, _ = _change_both([("S", 2, 100.0, 5.0, 5.0)], keep_right=[-1.9], look_ahead=[8.0])
+    assert places == [(1, 100.0)] and _change_both.look_ahead_speed == [0.0]
 
 
 def test_change_lanes_cooperation_and_one_vehicle_per_gap():

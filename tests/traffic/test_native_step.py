@@ -142,6 +142,8 @@ def _assert_same_step(a: TrafficTwin, b: TrafficTwin, k: int) -> None:
             f"step {k}: the room kept for changes differs"
         assert torch.equal(torch.where(run, a.state.lc_keep_right, 0.0), torch.where(run, b.state.lc_keep_right, 0.0)), \
             f"step {k}: the keep-right sums differ"
+        assert torch.equal(torch.where(run, a.state.lc_look_ahead_speed, 0.0),
+                           torch.where(run, b.state.lc_look_ahead_speed, 0.0)), f"step {k}: the look-ahead speeds differ"
 
 
 def _side_by_side(scen, horizon, worlds=3, dtype=torch.float32):

@@ -154,7 +154,8 @@ the same, one vehicle at a time):
    car-following model brakes for a standing obstacle, where SUMO brakes at most ``decel``); one whose urgent
    change must cross two lanes or more stops short of its lane's end next step, keeping room for vehicles that
    change the other way (``lc_stop``); a keep-right sum (``lc_keep_right``) moves vehicles to a free right lane, as
-   SUMO's. The lanes are then sorted again (rule 2).
+   SUMO's; urgency is judged at a look-ahead speed that remembers the recent top speed (``lc_look_ahead_speed``).
+   The lanes are then sorted again (rule 2).
 12. Teleporting, SUMO's way of ending a gridlock (``--time-to-teleport``, 300 s by default;
    ``MSLane::executeMovements``, ``MSVehicleTransfer``): after the step, a vehicle at the front of its lane that
    has stood (speed below 0.1 m/s) for more than ``time_to_teleport`` s leaves its lane and waits to be inserted
@@ -797,6 +798,7 @@ LC_POLITENESS = 0.5  # MOBIL's politeness: the weight of the speed the new follo
 LC_LOOK_FORWARD_S = 10.0  # s: SUMO LC2013's LOOK_FORWARD, the look-ahead time of an urgent strategic change
 LC_URGENCY = 2.0  # SUMO LC2013's URGENCY: a blocked strategic change plans to be done in 1/URGENCY of the time left
 LC_LOOKAHEAD_LEFT = 2.0  # SUMO LC2013's lcLookaheadLeft: a change to the left looks this many times further ahead
+LC_LOOK_AHEAD_MEMORY = 0.9  # SUMO LC2013's LOOK_AHEAD_SPEED_MEMORY: the look-ahead speed keeps this much a second
 # m: room an urgent strategic change across more than one lane keeps ahead, to the left and to the right (SUMO LC2013:
 # myLeadingBlockerLength for unseen blockers that must change the other way), and the margin it stops short of that
 LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M, LC_RESERVE_SLACK_M = 40.0, 20.0, 1.0
@@ -825,8 +827,8 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     the junction, its back maybe not yet, as SUMO changes lanes by the front's lane) may change to a neighbouring
     lane of the same edge. Returns the new ``lane`` [N], ``pos`` (changed by swaps), ``lc_yield`` [N] (the slot a
     vehicle also follows next step: one it is asked to let in, or the target lane's leader it falls behind; -1:
-    none), ``changed`` [N], ``lc_stop`` [N] (where on its lane a vehicle stops next step; +inf: anywhere) and the
-    keep-right sums [N].
+    none), ``changed`` [N], ``lc_stop`` [N] (where on its lane a vehicle stops next step; +inf: anywhere), the
+    keep-right sums [N] and the look-ahead speeds [N].
 
     * **Strategic** (SUMO's ``LCA_STRATEGIC``): a vehicle off the route's best lanes of its edge
       (``routes.route_best_mask``: the lanes that continue the route over the following edges too, as far as SUMO
@@ -846,15 +848,23 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
       as a leader next step (:func:`advance`), so that a gap opens; one request per follower, the nearest requester.
     * **Falling behind** (SUMO's ``MSLCM_LC2013::informLeader``): an urgent strategic change (the room left on the
       lane, less the best lane's occupation, per lane to cross, is shorter than ``v·LC_LOOK_FORWARD_S`` (twice that
-      to the left) plus two lengths with min gap, SUMO's ``currentDistDisallows``) that the target lane's leader
+      to the left) plus two lengths with min gap, SUMO's ``currentDistDisallows``; ``v`` is the look-ahead speed,
+      below) that the target lane's leader
       blocks, and that cannot overtake that leader before the lane ends (not faster than it; or the room left less
       its brake gap, or its speed difference times ``1/LC_URGENCY`` of the time left, is shorter than the distance
       to pass it: to its back, its length with min gap, the vehicle's length and a secure gap), follows that leader
       next step, unless asked to let someone in: it slows down to change in behind it instead of driving on to the
-      lane end, where it would stand until a gap passed. SUMO's look-ahead speed (a decaying memory of the highest
-      recent speed) is taken as the current speed. (RESCO cologne1: vehicles from a minor road and a straight lane
+      lane end, where it would stand until a gap passed. (RESCO cologne1: vehicles from a minor road and a straight lane
       that must reach the left lane of the 41 m ``27115123#3`` drove to its end and waited there 70–107 s for a
       quarter of them, blocking the lane; IDM delay 1.12 → 1.02 of SUMO's with lane changing.)
+    * **Look-ahead speed** (SUMO LC2013's ``myLookAheadSpeed``): urgency and the time left are judged at a speed
+      that jumps up to the current speed and otherwise decays towards it, keeping :data:`LC_LOOK_AHEAD_MEMORY` of
+      the difference a second (``lc_look_ahead_speed``); SUMO updates it in each of its two decisions a step (right,
+      then left, where that lane exists) and judges each direction after its own update; any change starts it at 0
+      again (``changed()``). A vehicle braking into a queue so still looks as far ahead as its recent speed asks:
+      with the current speed instead, one that had stopped looked only two car lengths ahead and changed at the
+      lane's end (RESCO ingolstadt7 with lane changing, eight seeds: IDM delay 1.18 → 1.12 of SUMO's, Krauss
+      1.20 → 1.12).
     * **Room kept across lanes** (SUMO's ``myLeadingBlockerLength``, LC2013's ``_patchSpeed``): an urgent strategic
       change that must cross more than one lane keeps :data:`LC_RESERVE_LEFT_M` (to the right
       :data:`LC_RESERVE_RIGHT_M`) free ahead of it for vehicles that must change the other way: it stops that far,
@@ -946,12 +956,21 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     occ = torch.zeros(W * L + 1, dtype=pos.dtype, device=dev).index_add_(0, seg, length + min_gap)
     n_cross = torch.clamp(best_dist, min=1)
     usable = (d_end - _gather(occ, world * L + first + best_j.clamp(min=0))) / n_cross
-    remaining = torch.clamp(d_end / torch.clamp(speed, min=1e-6) / n_cross / LC_URGENCY, min=dt)
+    # the look-ahead speed (SUMO's myLookAheadSpeed), updated once per neighbour lane: right, then left
+    memory = 1.0 - (1.0 - LC_LOOK_AHEAD_MEMORY) * dt
+    la_speed = state.lc_look_ahead_speed if state.lc_look_ahead_speed is not None else torch.zeros_like(pos)
+
+    def remember(x):
+        return torch.where(speed > x, speed, torch.clamp(memory * x + (1.0 - memory) * speed, min=0.0))
+    la_right = torch.where(eligible & (k > 0), remember(la_speed), la_speed)
+    la_left = torch.where(eligible & (k + 1 < n_here), remember(la_right), la_right)
+    la_dir = torch.where(strat > 0, la_left, la_right)  # each direction judged after its own update
+    remaining = torch.clamp(d_end / torch.clamp(la_dir, min=1e-6) / n_cross / LC_URGENCY, min=dt)
     # an urgent change across more than one lane keeps room ahead for vehicles that must change the other way, which
     # it may not see yet: it stops that far and its min gap short of the lane's end, where it still can (SUMO's
     # myLeadingBlockerLength and _patchSpeed; RESCO ingolstadt7: left turners that entered on the right lane stood at
     # the end of the middle lanes, blocking the through traffic, where SUMO's stop 40 m short)
-    look_ahead = speed * LC_LOOK_FORWARD_S * torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0) + 2.0 * (length + min_gap)
+    look_ahead = la_dir * LC_LOOK_FORWARD_S * torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0) + 2.0 * (length + min_gap)
     urgent = eligible & (strat != 0) & (usable < look_ahead)
     reserve = torch.where(urgent & (best_dist > 1),
                           torch.where(strat > 0, LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M), 0.0)
@@ -1074,7 +1093,8 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     lc_yield = torch.where((lc_yield < 0) & ~swap, fall_behind, lc_yield)
     # the keep-right sum starts again after any change (SUMO's changed())
     kr_new = torch.where(change | swap, 0.0, kr_new)
-    return torch.where(change, target, lane), pos, lc_yield, change | swap, lc_stop, kr_new
+    la_left = torch.where(change | swap, 0.0, la_left)  # and the look-ahead speed
+    return torch.where(change, target, lane), pos, lc_yield, change | swap, lc_stop, kr_new, la_left
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -1604,12 +1624,13 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
                 docked[ri] = moved.docked
 
     on = new_status == RUNNING
-    lc_yield, lc_stop, lc_kr = state.lc_yield, state.lc_stop, state.lc_keep_right
+    lc_yield, lc_stop, lc_kr, lc_las = state.lc_yield, state.lc_stop, state.lc_keep_right, state.lc_look_ahead_speed
     if lane_change:
         # 11. lane changes on the state after the move; then the lanes are sorted again (rule 2)
         hold = dw_all > 0 if stops is not None else None
         after = replace(state, lane=lane_all, pos=x_all, speed=v_all, route_pos=rpos_all)
-        lane_all, x_all, lc_yield, _, lc_stop, lc_kr = change_lanes(after, on, drivers, net, routes, settings, hold)
+        lane_all, x_all, lc_yield, _, lc_stop, lc_kr, lc_las = change_lanes(after, on, drivers, net, routes, settings,
+                                                                            hold)
         leader, last = lane_order(world, lane_all, x_all, on, L, W, span)
     else:
         # 2'. leaders and lane tails for the next step. No vehicle overtakes on a lane, inserted ones and
@@ -1645,7 +1666,7 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
     new = replace(state, leader=leader, status=new_status, lane=lane_all, pos=x_all, speed=v_all,
                   route_pos=rpos_all, conn=conn_all, insert_step=insert_step, arrive_step=arrive_step,
                   time_loss=state.time_loss + loss_all, stops=stops_all, halted=halted_all, lc_yield=lc_yield,
-                  lc_stop=lc_stop, lc_keep_right=lc_kr, next_stop=ns_all, dwell=dw_all)
+                  lc_stop=lc_stop, lc_keep_right=lc_kr, lc_look_ahead_speed=lc_las, next_stop=ns_all, dwell=dw_all)
     # per-step lane observations (before transitions), for detectors and maps
     return StepResult(state=new, lane_tails=last, observed_lane=lane, observed_running=running, time_loss=loss_all,
                       docked=docked)

@@ -256,6 +256,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self.state.lc_yield = none()  # where it stops next step, +inf: anywhere
             self.state.lc_stop = torch.full((W, S), torch.inf, dtype=dtype, device=dev)
             self.state.lc_keep_right = zeros(dtype)  # LC2013's keep-right sum (<= 0; wants right below -2)
+            self.state.lc_look_ahead_speed = zeros(dtype)  # LC2013's look-ahead speed (m/s)
         if lines:  # rule 7 of the kernel: each bus's next stop, its dwell left, its passengers on board
             tr = self.transit = type(self.transit)(**{k: v.to(dev) if isinstance(v, torch.Tensor) else v
                                                       for k, v in self.transit.__dict__.items()})
@@ -796,6 +797,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             st.lc_yield[:, sl] = torch.where((ly >= 0) & gone.gather(1, local(ly).clamp(min=0)), -1, ly)
             st.lc_stop[:, sl] = torch.where(gone, torch.inf, st.lc_stop[:, sl])  # a place on the lane it left
             st.lc_keep_right[:, sl] = torch.where(gone, 0.0, st.lc_keep_right[:, sl])
+            st.lc_look_ahead_speed[:, sl] = torch.where(gone, 0.0, st.lc_look_ahead_speed[:, sl])
         self.teleports += gone.sum(1)
         if self._stood_pending is None:  # the counters just reset: a fresh maximum for the next steps' bound
             self._stood_pending = self._read_later(wait.max())

@@ -67,7 +67,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
          "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at",
-         "wait", "lc_stop", "route_ahead_m", "lc_keep_right")
+         "wait", "lc_stop", "route_ahead_m", "lc_keep_right", "lc_look_ahead_speed")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -228,11 +228,13 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
     ptrs["lc_stop"] = _ptr(state.lc_stop, "lc_stop") if lane_change else None
     ptrs["lc_keep_right"] = _ptr(state.lc_keep_right, "lc_keep_right") if lane_change else None
+    ptrs["lc_look_ahead_speed"] = _ptr(state.lc_look_ahead_speed, "lc_look_ahead_speed") if lane_change else None
     ptrs["route_ahead_m"] = _ptr(routes.route_ahead_m, "route_ahead_m") if lane_change else None
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
                + (("lc_yield",) if lane_change else ())},
-            **{k: dtype for k in ("speed", "time_loss") + (("lc_stop", "lc_keep_right") if lane_change else ())},
+            **{k: dtype for k in ("speed", "time_loss")
+               + (("lc_stop", "lc_keep_right", "lc_look_ahead_speed") if lane_change else ())},
             "stops": torch.int32, "depart": torch.float64,
             "halted": torch.bool}
     want_veh = {"route": i64, "delta": i64, **{k: dtype for k in ("length", "min_gap", "accel", "decel", "two_sqrt_ab",

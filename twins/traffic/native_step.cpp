@@ -72,6 +72,7 @@ struct Args {
     void *lc_stop;  // [W, S] T state (rule 11): where on its lane a vehicle stops next step (+inf: anywhere)
     const void *route_ahead_m;  // [R, M] T: the look-ahead's length after each route edge (rule 11's keep-right)
     void *lc_keep_right;  // [W, S] T state (rule 11): LC2013's keep-right sum
+    void *lc_look_ahead_speed;  // [W, S] T state (rule 11): LC2013's look-ahead speed
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -87,7 +88,7 @@ template <typename T> inline T maximum(T a, T b) {
 template <typename T> struct World {
     const Args &a;
     int64_t *status, *lane, *rpos, *insert_step, *arrive_step, *leader, *last, *conn, *lc_yield;
-    T *pos, *speed, *time_loss, *lc_stop, *lc_kr;
+    T *pos, *speed, *time_loss, *lc_stop, *lc_kr, *lc_las;
     int32_t *stops;
     uint8_t *halted;
     const double *depart;
@@ -105,6 +106,7 @@ template <typename T> struct World {
         lc_yield = a.lane_change ? a.lc_yield + b : nullptr;
         lc_stop = a.lane_change && a.lc_stop ? static_cast<T *>(a.lc_stop) + b : nullptr;
         lc_kr = a.lane_change && a.lc_keep_right ? static_cast<T *>(a.lc_keep_right) + b : nullptr;
+        lc_las = a.lane_change && a.lc_look_ahead_speed ? static_cast<T *>(a.lc_look_ahead_speed) + b : nullptr;
         pos = static_cast<T *>(a.pos) + b; speed = static_cast<T *>(a.speed) + b;
         time_loss = static_cast<T *>(a.time_loss) + b; stops = a.stops + b; halted = a.halted + b;
         depart = a.depart + b; route = a.route + b; delta = a.delta + b;
@@ -348,7 +350,7 @@ template <typename T> struct Scratch {
     std::vector<int64_t> rank;
     std::vector<uint8_t> touched, swap;
     std::vector<std::vector<int64_t>> members;
-    std::vector<T> score, grp_best, near, pos_new, occ, kr;
+    std::vector<T> score, grp_best, near, pos_new, occ, kr, las;
 };
 
 // kernels.anticipated_speed: the speed reachable next step behind a leader `gap` m ahead (net of min gap)
@@ -378,6 +380,11 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
     if (W.lc_stop) std::fill(W.lc_stop + lo, W.lc_stop + hi, inf);
     sc.kr.assign(n, T(0));
     if (W.lc_kr) std::copy(W.lc_kr + lo, W.lc_kr + hi, sc.kr.begin());
+    sc.las.assign(n, T(0));
+    if (W.lc_las) std::copy(W.lc_las + lo, W.lc_las + hi, sc.las.begin());
+    // kernels.LC_LOOK_AHEAD_MEMORY: the two weights rounded from double, as torch rounds Python scalars
+    const double memory_d = 1.0 - (1.0 - 0.9) * a.dt;
+    const T memory = T(memory_d), fresh = T(1.0 - memory_d);
     const T *ahead_m = static_cast<const T *>(a.route_ahead_m);
     // each lane's occupation (lengths plus min gaps), summed in slot order as kernels.change_lanes' index_add_
     sc.occ.assign(L, T(0));
@@ -404,13 +411,20 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T g_own = own >= 0 ? W.pos[own] - W.length[own] - x - mg : inf;
         const T v0 = minimum(W.lane_speed[ln] * sf, vmax);
         const T v_cur = anticipated_speed<T>(v, v0, g_own, own >= 0 ? W.speed[own] : T(0), accel, decel, tau, a.dt);
+        // the look-ahead speed (SUMO's myLookAheadSpeed), updated once per neighbour lane: right, then left; each
+        // direction judged after its own update (kernels.change_lanes)
+        auto remember = [&](T la) { return v > la ? v : clamp_min(memory * la + fresh * v, T(0)); };
+        const T la_right = k > 0 ? remember(sc.las[i]) : sc.las[i];
+        const T la_left = k + 1 < n_here ? remember(la_right) : la_right;
+        sc.las[i] = la_left;
+        const T la_dir = strat > 0 ? la_left : la_right;
         // urgency of a strategic change (SUMO's currentDistDisallows), and the time left for it
         const T d_end = W.lane_length[ln] - x, n_cross = T(std::max(best_dist, int64_t(1)));
         const T usable = (d_end - sc.occ[first + std::max(best_j, int64_t(0))]) / n_cross;
-        const T remaining = maximum(d_end / maximum(v, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // kernels.LC_URGENCY
+        const T remaining = maximum(d_end / maximum(la_dir, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // LC_URGENCY
         // an urgent change across more than one lane keeps room ahead (kernels.LC_RESERVE_LEFT_M / _RIGHT_M, _SLACK_M)
         // the look-ahead of an urgent strategic change (kernels.LC_LOOK_FORWARD_S, LC_LOOKAHEAD_LEFT)
-        const T la_strat = v * T(10.0) * (strat > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
+        const T la_strat = la_dir * T(10.0) * (strat > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
         const T reserve = (strat != 0 && best_dist > 1 && usable < la_strat) ? (strat > 0 ? T(40.0) : T(20.0)) : T(0);
         const T room = d_end - reserve - T(1.0) - mg;
         if (W.lc_stop && reserve > T(0) && room > T(0)) W.lc_stop[s] = x + room;
@@ -527,6 +541,8 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
     // the keep-right sum starts again after any change (kernels.change_lanes)
     if (W.lc_kr)
         for (int64_t i = 0; i < n; ++i) W.lc_kr[lo + i] = sc.lane_new[i] != W.lane[lo + i] ? T(0) : sc.kr[i];
+    if (W.lc_las)  // and the look-ahead speed
+        for (int64_t i = 0; i < n; ++i) W.lc_las[lo + i] = sc.lane_new[i] != W.lane[lo + i] ? T(0) : sc.las[i];
     // one request per follower: the nearest requester after the swaps (lowest position, then the lowest slot)
     sc.near.assign(n, inf);
     for (int64_t i = 0; i < n; ++i)

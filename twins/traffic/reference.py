@@ -144,7 +144,9 @@ phase it is in (synchronous update, like the kernel):
    follower: the nearest, lowest position then earliest slot, after swaps).
    A strategic change blocked by the target lane's leader that is urgent
    (room left on the lane less the best lane's occupation, per lane to cross,
-   under ``v·10 s`` (to the left ``v·20 s``) plus two lengths with min gap)
+   under ``v·10 s`` (to the left ``v·20 s``) plus two lengths with min gap, ``v`` its look-ahead speed: raised to
+   its speed where that is higher, else ``0.9·v + 0.1·speed``, once per neighbour lane, right then left, each
+   direction judged after its own update, 0 again after any change; SUMO's ``myLookAheadSpeed``)
    and cannot overtake that leader before the lane ends (not faster; or the
    room less its brake gap, or the speed difference times the time left over
    two, short of the distance to pass it) falls behind it: not asked to let
@@ -347,6 +349,7 @@ LC_POLITENESS = 0.5  # as kernels.LC_POLITENESS
 LC_LOOK_FORWARD_S = 10.0  # s, as kernels.LC_LOOK_FORWARD_S
 LC_URGENCY = 2.0  # as kernels.LC_URGENCY
 LC_LOOKAHEAD_LEFT = 2.0  # as kernels.LC_LOOKAHEAD_LEFT
+LC_LOOK_AHEAD_MEMORY = 0.9  # as kernels.LC_LOOK_AHEAD_MEMORY
 LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M, LC_RESERVE_SLACK_M = 40.0, 20.0, 1.0  # m, as kernels.LC_RESERVE_*
 # as kernels.LC_KEEP_RIGHT_*: SUMO LC2013's keep-right
 LC_KEEP_RIGHT_ACCEPT_S, LC_KEEP_RIGHT_TIME_S, LC_KEEP_RIGHT_THRESHOLD, LC_KEEP_RIGHT_SLACK = 7.0, 5.0, 2.0, 5.0 / 3.6
@@ -414,6 +417,7 @@ class ReferenceVehicle(mesa.Agent):
         # the look-ahead's length after each route edge, and LC2013's keep-right sum (rule 11)
         self.ahead = model.route_ahead(spec.route) if model.lane_changing else None
         self.keep_right = 0.0
+        self.look_ahead_speed = 0.0  # LC2013's look-ahead speed (rule 11)
         self.lc_yield: ReferenceVehicle | None = None
         self.lc_stop = INF  # where on its lane it stops next step: room kept for an urgent change across lanes
         self._hold = False
@@ -1340,7 +1344,7 @@ class ReferenceTrafficModel(mesa.Model):
             v.wait_steps = 0
             v.speed = 0.0
             v.lane, v.leader, v.conn_key = None, None, None
-            v.lc_stop, v.keep_right = INF, 0.0
+            v.lc_stop, v.keep_right, v.look_ahead_speed = INF, 0.0, 0.0
             v.halted = False
             self.events["teleports"] += 1
             if later:
@@ -1395,13 +1399,23 @@ class ReferenceTrafficModel(mesa.Model):
                                       v.accel, v.decel, v.tau, dt)
             # an urgent strategic change (the room left, less the best lane's occupation, per lane to cross, is
             # shorter than the look-ahead) and the time it plans with
+            # the look-ahead speed (SUMO's myLookAheadSpeed), updated once per neighbour lane (right, then left):
+            # each direction is judged after its own update
+            memory = 1.0 - (1.0 - LC_LOOK_AHEAD_MEMORY) * dt
+
+            def remember(la):
+                return v.speed if v.speed > la else max(memory * la + (1.0 - memory) * v.speed, 0.0)
+            la_right = remember(v.look_ahead_speed) if k > 0 else v.look_ahead_speed
+            la_left = remember(la_right) if k + 1 < len(lanes) else la_right
+            v.look_ahead_speed = la_left
+            la_dir = la_left if strat > 0 else la_right
             d_end = v.lane.length - v.pos
             n_cross = max(abs(k - near), 1) if near is not None else 1
             usable = (d_end - occupied.get(lanes[near].id, 0.0) if near is not None else d_end) / n_cross
-            remaining = max(d_end / max(v.speed, 1e-6) / n_cross / LC_URGENCY, dt)
+            remaining = max(d_end / max(la_dir, 1e-6) / n_cross / LC_URGENCY, dt)
             # an urgent change across more than one lane keeps room ahead for vehicles that must change the other
             # way (SUMO's myLeadingBlockerLength): it stops that far and its min gap short of the lane's end
-            la_strat = (v.speed * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if strat > 0 else 1.0)
+            la_strat = (la_dir * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if strat > 0 else 1.0)
                         + 2.0 * (v.length + v.min_gap))
             reserve = 0.0
             if strat != 0 and n_cross > 1 and usable < la_strat:
@@ -1508,10 +1522,11 @@ class ReferenceTrafficModel(mesa.Model):
         changing -= dropped
         for v in changing:
             tl, _, why = decision[v]
-            v.lane, v.keep_right = tl, 0.0  # the keep-right sum starts again after any change (SUMO's changed())
+            # the keep-right sum and the look-ahead speed start again after any change (SUMO's changed())
+            v.lane, v.keep_right, v.look_ahead_speed = tl, 0.0, 0.0
             self.events["lc_keep_right" if why == "keep_right" else "lc_strategic" if why else "lc_speed_gain"] += 1
         for a, (lane, pos) in new_place.items():
-            a.lane, a.pos, a.keep_right = lane, pos, 0.0
+            a.lane, a.pos, a.keep_right, a.look_ahead_speed = lane, pos, 0.0, 0.0
         self.events["lc_swaps"] += len(new_place)
         # cooperation: each follower asked lets in the nearest requester (lowest position after swaps, then slot)
         asked: dict[ReferenceVehicle, ReferenceVehicle] = {}

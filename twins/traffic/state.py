@@ -54,6 +54,8 @@ class VehicleState(Columns):
     lc_stop: Tensor | None = None
     # SUMO LC2013's keep-right sum (rule 11, with lane changing; <= 0): the vehicle wants its right lane below -2
     lc_keep_right: Tensor | None = None
+    # m/s: SUMO LC2013's look-ahead speed (rule 11, with lane changing), a decaying memory of the recent top speed
+    lc_look_ahead_speed: Tensor | None = None
     next_stop: Tensor | None = None  # the bus's next stop (-1: none); rule 7, with buses
     dwell: Tensor | None = None  # s left at the stop; rule 7
     load: Tensor | None = None  # passengers on board (the twin's boarding, not the kernel)

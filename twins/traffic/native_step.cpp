@@ -232,6 +232,11 @@ template <typename T> inline T brake_gap(T v, T decel, T tau, double dt_) {
     return (n * v - r * n * (n + T(1.0)) / T(2.0)) * dt + v * tau;
 }
 
+// kernels.secure_gap (SUMO's MSCFModel::getSecureGap): brakeGap(v, decel, tau) - brakeGap(v_lead, decel, 0), >= 0
+template <typename T> inline T secure_gap(T v, T v_lead, T decel, T tau, double dt_) {
+    return clamp_min(brake_gap<T>(v, decel, tau, dt_) - brake_gap<T>(v_lead, decel, T(0), dt_), T(0));
+}
+
 // kernels.stops_at_yellow: SUMO's canBrake at a yellow light (Euler brake gap without reaction time, or slower
 // than one step's braking)
 template <typename T> inline bool stops_at_yellow(T v, T decel, T d, double dt_) {
@@ -448,12 +453,12 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             const int64_t lead = it < b1 ? *it : -1, foll = it > b0 ? *(it - 1) : -1;
             const T g_l = lead >= 0 ? W.pos[lead] - W.length[lead] - x - mg : inf;
             const T v_l = lead >= 0 ? W.speed[lead] : T(0);
-            const T need_l = clamp_min(brake_gap<T>(v, decel, tau, a.dt) - brake_gap<T>(v_l, decel, T(0), a.dt), T(0));
+            const T need_l = secure_gap<T>(v, v_l, decel, tau, a.dt);
             T g_f = inf, need_f = T(0), loss = T(0);
             if (foll >= 0) {
                 const T v_f = W.speed[foll], dec_f = W.decel[foll], tau_f = W.tau[foll];
                 g_f = x - len - W.pos[foll] - W.min_gap[foll];
-                need_f = clamp_min(brake_gap<T>(v_f, dec_f, tau_f, a.dt) - brake_gap<T>(v, dec_f, T(0), a.dt), T(0));
+                need_f = secure_gap<T>(v_f, v, dec_f, tau_f, a.dt);
                 const T v0_f = minimum(W.lane_speed[tl] * W.speed_factor[foll], W.max_speed[foll]);
                 const T g_fl = lead >= 0 ? W.pos[lead] - W.length[lead] - W.pos[foll] - W.min_gap[foll] : inf;
                 loss = clamp_min(anticipated_speed<T>(v_f, v0_f, g_fl, v_l, W.accel[foll], dec_f, tau_f, a.dt)
@@ -469,9 +474,7 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             bool wants_kr = false;
             if (kr_on) {  // kernels.LC_KEEP_RIGHT_*: the sum falls while the right lane is not much slower
                 const bool slower = lead >= 0 && v_l < v0;
-                const T fsg = clamp_min(minimum(fsg0, g_l - clamp_min(brake_gap<T>(v0, decel, tau, a.dt)
-                                                                      - brake_gap<T>(v_l, decel, T(0), a.dt), T(0))),
-                                        T(0));
+                const T fsg = clamp_min(minimum(fsg0, g_l - secure_gap<T>(v0, v_l, decel, tau, a.dt)), T(0));
                 const T fsds = slower ? minimum(fsds0, fsg / clamp_min(v0 - v_l, T(NUMERICAL_EPS))) : fsds0;
                 T kr_new = kr;
                 if (!(v_cur - T(5.0 / 3.6) > v_tgt)) kr_new = kr - T(a.dt) * (T(2.0) * (fsds / accept) / T(5.0));
@@ -487,8 +490,7 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             if (wants_strat && lead >= 0 && g_l < need_l) {
                 const T dv = v - v_l, dec_l = W.decel[lead];
                 const T overtake = clamp_min(g_l + W.length[lead] + W.min_gap[lead] + len
-                                             + clamp_min(brake_gap<T>(v_l, dec_l, W.tau[lead], a.dt)
-                                                         - brake_gap<T>(v, dec_l, T(0), a.dt), T(0)), T(0));
+                                             + secure_gap<T>(v_l, v, dec_l, W.tau[lead], a.dt), T(0));
                 const bool cannot = dv <= T(0) || d_end - reserve - brake_gap<T>(v, decel, tau, a.dt) < overtake
                                     || remaining * dv < overtake;
                 if (usable < la_strat && cannot) sc.behind_of[i] = lead;  // urgent (d is its direction)

@@ -301,6 +301,12 @@ def brake_gap(v: float, decel: float, tau: float, dt: float) -> float:
     return (n * v - r * n * (n + 1.0) / 2.0) * dt + v * tau
 
 
+def secure_gap(v: float, v_lead: float, decel: float, tau: float, dt: float) -> float:
+    """SUMO's ``MSCFModel::getSecureGap`` (the kernel's ``secure_gap``): ``brakeGap(v, decel, tau) -
+    brakeGap(v_lead, decel, 0)``, at least 0."""
+    return max(brake_gap(v, decel, tau, dt) - brake_gap(v_lead, decel, 0.0, dt), 0.0)
+
+
 def stops_at_yellow(v: float, decel: float, d: float, dt: float) -> bool:
     """SUMO's ``canBrake`` at a yellow light (the kernel's ``stops_at_yellow``)."""
     return brake_gap(v, decel, 0.0, dt) < d or v < decel * dt
@@ -1439,9 +1445,8 @@ class ReferenceTrafficModel(mesa.Model):
                 g_l = lead.pos - lead.length - v.pos - v.min_gap if lead is not None else INF
                 v_l = lead.speed if lead is not None else 0.0
                 g_f = v.pos - v.length - foll.pos - foll.min_gap if foll is not None else INF
-                need_l = max(brake_gap(v.speed, v.decel, v.tau, dt) - brake_gap(v_l, v.decel, 0.0, dt), 0.0)
-                need_f = (max(brake_gap(foll.speed, foll.decel, foll.tau, dt) - brake_gap(v.speed, foll.decel, 0.0, dt),
-                              0.0) if foll is not None else 0.0)
+                need_l = secure_gap(v.speed, v_l, v.decel, v.tau, dt)
+                need_f = secure_gap(foll.speed, v.speed, foll.decel, foll.tau, dt) if foll is not None else 0.0
                 safe = g_l >= need_l and g_f >= need_f
                 if strat == d:
                     if safe:
@@ -1457,8 +1462,7 @@ class ReferenceTrafficModel(mesa.Model):
                         if lead is not None and g_l < need_l:
                             dv = v.speed - v_l
                             overtake = max(g_l + lead.length + lead.min_gap + v.length
-                                           + max(brake_gap(v_l, lead.decel, lead.tau, dt)
-                                                 - brake_gap(v.speed, lead.decel, 0.0, dt), 0.0), 0.0)
+                                           + secure_gap(v_l, v.speed, lead.decel, lead.tau, dt), 0.0)
                             cannot = (dv <= 0 or d_end - reserve - brake_gap(v.speed, v.decel, v.tau, dt) < overtake
                                       or remaining * dv < overtake)
                             if usable < la_strat and cannot:  # urgent (d is its direction)
@@ -1472,8 +1476,7 @@ class ReferenceTrafficModel(mesa.Model):
                 if d < 0:
                     fsds = fsds0
                     if lead is not None and v_l < v0:
-                        fsg = max(min(fsg0, g_l - max(brake_gap(v0, v.decel, v.tau, dt)
-                                                      - brake_gap(v_l, v.decel, 0.0, dt), 0.0)), 0.0)
+                        fsg = max(min(fsg0, g_l - secure_gap(v0, v_l, v.decel, v.tau, dt)), 0.0)
                         fsds = min(fsds0, fsg / max(v0 - v_l, NUMERICAL_EPS))
                     if not v_cur - LC_KEEP_RIGHT_SLACK > v_tgt:
                         v.keep_right = v.keep_right - dt * (LC_KEEP_RIGHT_THRESHOLD * (fsds / accept)

@@ -214,10 +214,11 @@ def signal_codes(t: float, durations: torch.Tensor, offsets: torch.Tensor, phase
     cycle = ends[:, :, -1]
     tc = torch.remainder(t - offsets, cycle)  # [W, P]: SUMO's cycle position, (t - offset) mod cycle
     phase = torch.searchsorted(ends, tc.unsqueeze(-1), right=True).squeeze(-1).clamp(max=K - 1)
-    ph_link = phase.index_select(1, link_program)  # [W, G]
     Lmax = phase_code.shape[2]
-    flat = (link_program * K + ph_link) * Lmax + link_local  # into phase_code [P, K, Lmax]
-    return _gather(phase_code.reshape(-1), flat.reshape(-1)).view(ph_link.shape)
+    # into phase_code [P, K, Lmax]: (program * K + phase) * Lmax + link's index in its program, with the one term
+    # that varies by world gathered per link ([W, P] scaled first: one operation on [W, G] fewer)
+    flat = (phase * Lmax).index_select(1, link_program).add_(link_program * (K * Lmax) + link_local)  # [W, G]
+    return _gather(phase_code.reshape(-1), flat.reshape(-1)).view(flat.shape)
 
 
 def link_codes(sig: torch.Tensor, world, link):

@@ -749,7 +749,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
             self._lane_last = torch.where(last >= 0, last - to_flat, -1)
             if self.transit is not None and bool(res.docked.any()):
                 self._board(res.docked.view(W, n), lo)
-        if hi > lo:  # the standing counters, in place and cheaply (a few operations per step)
+        if hi > lo and not self._native:  # the standing counters, in place (the compiled step counts its own)
             st = self.state
             self._wait[:, lo:hi].add_(1).mul_(st.halted[:, lo:hi] & (st.status[:, lo:hi] == kernels.RUNNING))
         if hi > lo and self.teleport_steps is not None:

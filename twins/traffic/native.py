@@ -33,27 +33,30 @@ from .state import Drivers, VehicleState
 SOURCE = Path(__file__).with_name("native_step.cpp")
 # -ffp-contract=off: no a*b+c fused into an FMA; no -ffast-math: every operation correctly rounded, as in
 # the tensor kernels. -fno-trapping-math lets the compiler evaluate both sides of a select (it never
-# changes a result); with SSE4.1's blends (x86-64-v2) it then vectorizes IDM.
+# changes a result); with SSE4.1's blends (x86-64-v2) or AVX2 (v3) it then vectorizes IDM.
 BASE_FLAGS = ["-O3", "-shared", "-fPIC", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math"]
 X86_64_V2 = ("cx16", "lahf_lm", "popcnt", "pni", "ssse3", "sse4_1", "sse4_2")  # /proc/cpuinfo names
+X86_64_V3 = X86_64_V2 + ("avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave")
 
 
-def _cpu_has_x86_64_v2() -> bool:
-    """Whether this CPU runs x86-64-v2 code (every x86 CPU since 2009, but not QEMU's default model; a
-    binary built for it would die of SIGILL there). Unknown (no /proc/cpuinfo): no."""
+def _cpu_flags() -> list[str]:
+    """This CPU's feature flags from /proc/cpuinfo (none where unknown, or not x86-64)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
+        return []
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return all(f in flags for f in X86_64_V2)
+        return []
+    return next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
 
 
 def flag_sets() -> list[list[str]]:
-    """Flags to build with, best first: a compiler too old for ``-march=x86-64-v2`` gets the plain ones."""
-    return ([BASE_FLAGS + ["-march=x86-64-v2"]] if _cpu_has_x86_64_v2() else []) + [BASE_FLAGS]
+    """Flags to build with, best first: the widest x86-64 level this CPU runs (a binary built for more dies of
+    SIGILL, e.g. on QEMU's default model), then narrower ones for a compiler that lacks it. x86-64-v3 (AVX2, 2013
+    on) doubles IDM's vector width; its FMA stays unused (-ffp-contract=off), so every level gives the same numbers."""
+    flags = set(_cpu_flags())
+    levels = [lv for lv, need in (("x86-64-v3", X86_64_V3), ("x86-64-v2", X86_64_V2)) if all(f in flags for f in need)]
+    return [BASE_FLAGS + [f"-march={lv}"] for lv in levels] + [BASE_FLAGS]
 
 
 _INTS = ("W", "S", "lo", "hi", "L", "M", "J", "G", "E", "max_lanes", "substeps", "insert_rounds", "delta_shared",
@@ -181,8 +184,8 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     not carried yet (the first step); ``cf`` the car-following model (``kernels.IDM``/``KRAUSS``) and ``dawdle``
     ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling); ``lane_change`` rule 11
     (then ``state.lc_yield`` holds slots within the world, -1: none, and ``state.lc_stop`` where each vehicle stops next
-    step, +inf: anywhere); ``wait`` ``[W, S]`` int32 the steps each
-    vehicle has stood (rule 10's impatience; None: none). Returns ``[W]`` int64: 1 where a world's carried order failed
+    step, +inf: anywhere); ``wait`` ``[W, S]`` int32 the steps each vehicle has stood (rule 10's impatience; None:
+    none), counted on in place after the move (+1 where running and halted, else 0 within the window). Returns ``[W]`` int64: 1 where a world's carried order failed
     its check and its lanes were sorted again.
     """
     W, S = state.pos.shape

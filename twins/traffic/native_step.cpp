@@ -68,7 +68,8 @@ struct Args {
     const int64_t *conn_sib;  // [C, J]
     const void *conn_div, *conn_div_foe;  // [C, J] T: past the line on this path, and on the other's
     const void *conn_zone_at;  // [C, NF] T: m along its own path to where each foe's path crosses it (0: unknown)
-    const int32_t *wait;  // [W, S] steps each vehicle has stood (rule 12's counter): rule 10's impatience (null: 0)
+    int32_t *wait;  // [W, S] steps each vehicle has stood (rule 12's counter): rule 10's impatience (null: 0);
+                    // counted on here after the step (TrafficTwin.step counts for the tensor kernels)
     void *lc_stop;  // [W, S] T state (rule 11): where on its lane a vehicle stops next step (+inf: anywhere)
     const void *route_ahead_m;  // [R, M] T: the look-ahead's length after each route edge (rule 11's keep-right)
     void *lc_keep_right;  // [W, S] T state (rule 11): LC2013's keep-right sum
@@ -96,7 +97,7 @@ template <typename T> struct World {
     const T *length, *min_gap, *accel, *decel, *tsab, *tau, *speed_factor, *max_speed, *sigma, *dawdle, *depart_speed;
     const T *lane_length, *lane_speed, *conn_via, *turn, *conn_wait, *conn_vis, *conn_div, *conn_div_foe;
     const int8_t *sig;
-    const int32_t *wait;
+    int32_t *wait;
     double *acc;
 
     World(const Args &a_, int64_t w) : a(a_) {
@@ -173,25 +174,23 @@ template <typename T> struct World {
     }
 };
 
-// x ** n for 0 <= n < 16: the factors x, x^2, x^4, x^8 of n's bits multiplied in kernels.int_pow's order
-// (the same numbers as kernels._pow, since 1 * y == y; vehicle types have 1 <= delta <= 15)
-template <typename T> inline T pow4(T x, int64_t n) {
-    const T one = T(1), x2 = x * x, x4 = x2 * x2, x8 = x4 * x4;
-    return (((one * ((n & 1) ? x : one)) * ((n & 2) ? x2 : one)) * ((n & 4) ? x4 : one)) * ((n & 8) ? x8 : one);
-}
-
-// kernels.idm_speed for one vehicle: the same operations in the same order as idm_substep below
-template <typename T>
-T idm_speed_one(T v, T v0, T g, T v_lead, T accel, T tsab, T tau, T s0, int64_t delta, double dt_, int64_t substeps) {
-    const T h = T(dt_ / double(substeps));
-    for (int64_t k = 0; k < substeps; ++k) {
-        const T s_star = s0 + clamp_min(v * tau + v * (v - v_lead) / tsab, T(0));
-        const T ratio = s_star / clamp_min(g, T(1e-3));
-        const T acc = accel * (T(1.0) - pow4(v / v0, delta) - ratio * ratio);
-        v = clamp_min(v + acc * h, T(0));
-        if (substeps > 1) g = g - clamp_min((v - v_lead) * h, T(0));
+// x ** n for 0 <= n < 2^(TOP + 1): the factors x, x^2, x^4, x^8 of n's bits multiplied in kernels.int_pow's order
+// (the same numbers as kernels._pow, since 1 * y == y; vehicle types have 1 <= delta <= 15). Factors above 2^TOP
+// are not computed: one that is not used can still underflow to a subnormal (x^8 of a creeping vehicle's v/v0),
+// and the CPU's slow path for those made the whole IDM loop four times slower on the grid.
+template <typename T, int TOP = 3> inline T pow4(T x, int64_t n) {
+    const T one = T(1);
+    T r = one * ((n & 1) ? x : one);
+    if constexpr (TOP >= 1) {
+        const T x2 = x * x;
+        r = r * ((n & 2) ? x2 : one);
+        if constexpr (TOP >= 2) {
+            const T x4 = x2 * x2;
+            r = r * ((n & 4) ? x4 : one);
+            if constexpr (TOP >= 3) r = r * ((n & 8) ? x4 * x4 : one);
+        }
     }
-    return v;
+    return r;
 }
 
 // kernels.arrival_time (SUMO's MSCFModel::estimateArrivalTime): accelerating at a up to vmax over d
@@ -289,32 +288,42 @@ T krauss_speed(T v, T v0, T gap, T v_lead, T s0, T accel, T decel, T tau, T sigm
     return maximum(v_min, clamp_min(v_max - red, T(0)));
 }
 
-// kernels.turn_speed_cap (rule 8 on approach, SUMO's MSCFModel_IDM::freeSpeed) for one vehicle whose
-// crossing ahead has the speed limit u (already times its speed factor, at most its max speed), d m ahead
-template <typename T>
-T turn_speed_cap(T v, T v0, T d, T u, T accel, T tsab, T tau, T decel, int64_t delta, double dt_, int64_t substeps) {
-    const T g = brake_gap<T>(u, decel, tau, dt_);
-    T cap = std::numeric_limits<T>::infinity();
-    if (v > u) cap = idm_speed_one<T>(v, v0, maximum(d, g), T(0), accel, tsab, tau, T(0), delta, dt_, substeps);
-    if (d < g) cap = minimum(cap, u);
-    return cap;
-}
-
 // One IDM sub-step for n vehicles (the body of kernels.idm_speed). Templated on whether every vehicle shares
 // the exponent and whether the gap is carried to another sub-step, so that the loop has no branches and
 // the compiler vectorizes it.
-template <typename T, bool SHARED, bool UPDATE_GAP>
+template <typename T, bool SHARED, bool UPDATE_GAP, int TOP = 3>
 void idm_substep(int64_t n, T *__restrict v, T *__restrict g, const T *__restrict v0, const T *__restrict v_lead,
                  const T *__restrict accel, const T *__restrict tsab, const T *__restrict tau,
                  const T *__restrict s0, int64_t delta_shared, const int64_t *__restrict delta, T h) {
     for (int64_t i = 0; i < n; ++i) {
         const T s_star = s0[i] + clamp_min(v[i] * tau[i] + v[i] * (v[i] - v_lead[i]) / tsab[i], T(0));
         const T ratio = s_star / clamp_min(g[i], T(1e-3));
-        const T p = pow4(v[i] / v0[i], SHARED ? delta_shared : delta[i]);
+        const T p = pow4<T, TOP>(v[i] / v0[i], SHARED ? delta_shared : delta[i]);
         const T acc = accel[i] * (T(1.0) - p - ratio * ratio);
         const T vn = clamp_min(v[i] + acc * h, T(0));
         if (UPDATE_GAP) g[i] = g[i] - clamp_min((vn - v_lead[i]) * h, T(0));
         v[i] = vn;
+    }
+}
+
+// kernels.idm_speed for n vehicles: `substeps` IDM sub-steps with the leader's speed held (`v` and `g`: in, the
+// speed and gap; out, the speed and the gap left)
+template <typename T>
+void idm_run(int64_t n, T *v, T *g, const T *v0, const T *v_lead, const T *accel, const T *tsab, const T *tau,
+             const T *s0, int64_t delta_shared, const int64_t *delta, double dt_, int64_t substeps) {
+    const T h = T(dt_ / double(substeps));
+    const bool more = substeps > 1;
+    // one exponent for all (IDM's 4 by default): only the powers of x its bits need (pow4's TOP)
+    const int top = delta_shared >= 8 ? 3 : delta_shared >= 4 ? 2 : delta_shared >= 2 ? 1 : 0;
+    for (int64_t k = 0; k < substeps; ++k) {
+#define TWINS_IDM_SUBSTEP(SH, UP, TOP) \
+        idm_substep<T, SH, UP, TOP>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h)
+        if (delta_shared < 0) { if (more) TWINS_IDM_SUBSTEP(false, true, 3); else TWINS_IDM_SUBSTEP(false, false, 3); }
+        else if (top == 3) { if (more) TWINS_IDM_SUBSTEP(true, true, 3); else TWINS_IDM_SUBSTEP(true, false, 3); }
+        else if (top == 2) { if (more) TWINS_IDM_SUBSTEP(true, true, 2); else TWINS_IDM_SUBSTEP(true, false, 2); }
+        else if (top == 1) { if (more) TWINS_IDM_SUBSTEP(true, true, 1); else TWINS_IDM_SUBSTEP(true, false, 1); }
+        else { if (more) TWINS_IDM_SUBSTEP(true, true, 0); else TWINS_IDM_SUBSTEP(true, false, 0); }
+#undef TWINS_IDM_SUBSTEP
     }
 }
 
@@ -324,14 +333,8 @@ template <typename T>
 void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead, const T *v_cap, const T *gap_phys,
               const T *accel, const T *tsab, const T *tau, const T *s0, int64_t delta_shared, const int64_t *delta,
               double dt_, int64_t substeps, T *x_out) {
-    const T h = T(dt_ / double(substeps)), dt = T(dt_);
-    const bool shared = delta_shared >= 0, more = substeps > 1;
-    for (int64_t k = 0; k < substeps; ++k) {
-        if (shared && more) idm_substep<T, true, true>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
-        else if (shared) idm_substep<T, true, false>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
-        else if (more) idm_substep<T, false, true>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
-        else idm_substep<T, false, false>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h);
-    }
+    const T dt = T(dt_);
+    idm_run<T>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, dt_, substeps);
     if (v_cap)  // rule 8's cap (turning speeds); without them the loop stays as lean as before
         for (int64_t i = 0; i < n; ++i) v[i] = minimum(v[i], v_cap[i]);
     for (int64_t i = 0; i < n; ++i) {
@@ -356,6 +359,12 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> touched, swap;
     std::vector<std::vector<int64_t>> members;
     std::vector<T> score, grp_best, near, pos_new, occ, kr, las;
+    // IDM toward a standing obstacle, queued per vehicle and run as one vectorized batch (obstacle_caps)
+    std::vector<int64_t> ob_row, ob_delta;
+    std::vector<int64_t> run;  // the running vehicles after insertion, in slot order
+    std::vector<int64_t> lane_link;  // per lane and connection slot: the connection's link (-2: no connection)
+    bool any_wait = false;  // a connection waits at an internal junction (none on many networks: no pass looks)
+    std::vector<T> ob_v, ob_v0, ob_g, ob_s0, ob_acc, ob_tsab, ob_tau, ob_zero;
 };
 
 // kernels.anticipated_speed: the speed reachable next step behind a leader `gap` m ahead (net of min gap)
@@ -625,12 +634,20 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // upstream-most halted vehicle (+inf: none), less the length + min gap of the vehicles behind it (slot order)
     // (kernels.waiting_inside: vehicles waiting at an internal junction are on their own path through the
     // junction, neither counted there nor in the way of vehicles entering their lane by another path)
+    // (the passes below visit only these; the window also holds vehicles still to depart and arrived ones)
+    sc.run.resize(n);
+    int64_t n_run = 0;
+    for (int64_t s = lo; s < hi; ++s) {  // (without a branch: statuses mix in the window)
+        sc.run[n_run] = s;
+        n_run += W.status[s] == RUNNING;
+    }
+    sc.run.resize(n_run);
+    const bool any_wait = sc.any_wait;
     sc.waiting.assign(n, 0);
-    if (a.has_conn)
-        for (int64_t s = lo; s < hi; ++s) {
+    if (any_wait)
+        for (const int64_t s : sc.run) {
             const int64_t c = W.conn[s];
-            if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0)))
-                continue;
+            if (!(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0))) continue;
             sc.waiting[s - lo] = W.conn_wait[c] - W.conn_via[c] - W.pos[s] > T(-1e-3);  // kernels.WAIT_SLACK_M
         }
     auto is_waiting = [&](int64_t s) { return s >= lo && s < hi && sc.waiting[s - lo]; };
@@ -661,21 +678,33 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
         return ci;
     };
-    // the speed at which vehicle s (window row i) brakes for its stop line d m ahead (kernels.advance: IDM toward
-    // a standing obstacle there, or Krauss's safe stop speed)
-    auto line_speed = [&](int64_t s, int64_t i, T d) {
-        return a.cf == KRAUSS
-            ? safe_stop_speed<T>(d, W.decel[s], W.tau[s], a.dt)
-            : idm_speed_one<T>(W.speed[s], sc.v0[i], d + W.min_gap[s], T(0), W.accel[s], W.tsab[s], W.tau[s],
-                               W.min_gap[s], a.delta_shared >= 0 ? a.delta_shared : W.delta[s], a.dt, a.substeps);
+    // IDM toward a standing obstacle `gap` m ahead (min gap s0) from vehicle s (window row i) at desired speed v0,
+    // capping sc.v_cap[i]: queued, and run for all of them at once before the move (one loop that vectorizes; the
+    // same operations as kernels.idm_speed per vehicle)
+    sc.ob_row.clear(); sc.ob_v0.clear(); sc.ob_g.clear(); sc.ob_s0.clear();
+    auto queue_obstacle = [&](int64_t i, T v0, T gap, T s0) {
+        sc.ob_row.push_back(i); sc.ob_v0.push_back(v0); sc.ob_g.push_back(gap); sc.ob_s0.push_back(s0);
+    };
+    // vehicle s (window row i) brakes for its stop line d m ahead (kernels.advance): IDM toward a standing obstacle
+    // there, or Krauss's safe stop speed
+    auto cap_at_line = [&](int64_t s, int64_t i, T d) {
+        if (a.cf == KRAUSS) sc.v_cap[i] = minimum(sc.v_cap[i], safe_stop_speed<T>(d, W.decel[s], W.tau[s], a.dt));
+        else queue_obstacle(i, sc.v0[i], d + W.min_gap[s], W.min_gap[s]);
     };
     sc.standing.assign(L, inf64); sc.behind.assign(L, 0.0);
-    for (int64_t s = lo; s < hi; ++s)
-        if (W.status[s] == RUNNING && !sc.waiting[s - lo] && W.speed[s] < stop_speed)
-            sc.standing[W.lane[s]] = std::min(sc.standing[W.lane[s]], double(W.pos[s]) - double(W.length[s]));
-    for (int64_t s = lo; s < hi; ++s)
-        if (W.status[s] == RUNNING && !sc.waiting[s - lo] && double(W.pos[s]) <= sc.standing[W.lane[s]])
-            sc.behind[W.lane[s]] += double(W.length[s] + W.min_gap[s]);
+    // (written without branches: whether a vehicle stands, or is behind one, is a coin flip in queues)
+    // (a select by index: the compiler's branches on these mispredicted)
+    for (const int64_t s : sc.run) {
+        const int counts = int(!sc.waiting[s - lo]) & int(W.speed[s] < stop_speed);
+        double &st = sc.standing[W.lane[s]];
+        const double pick[2] = {inf64, double(W.pos[s]) - double(W.length[s])}, c = pick[counts];
+        st = c < st ? c : st;  // (std::min returns a reference, compiled to a branch)
+    }
+    for (const int64_t s : sc.run) {
+        const int counts = int(!sc.waiting[s - lo]) & int(double(W.pos[s]) <= sc.standing[W.lane[s]]);
+        const double pick[2] = {0.0, double(W.length[s] + W.min_gap[s])};
+        sc.behind[W.lane[s]] += pick[counts];
+    }
     sc.entry.assign(W.last, W.last + L);  // kernels.entry_tails (two hops)
     for (int64_t l = 0; l < L; ++l)
         for (int hop = 0; hop < 2; ++hop)
@@ -689,8 +718,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear(); sc.f_sig.clear();
     sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
-    for (int64_t s = lo; s < hi; ++s) {
-        if (W.status[s] != RUNNING) continue;
+    for (const int64_t s : sc.run) {
         const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
         int64_t ld = W.leader[s];
         // 10. inside a junction, one waiting at its internal junction on another path is not in the way
@@ -712,10 +740,12 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const T ut = minimum(u * W.speed_factor[s], W.max_speed[s]);
             if (std::isfinite(u) && a.cf == KRAUSS)  // SUMO's generic freeSpeed
                 sc.v_cap[i] = free_speed<T>(W.lane_length[ln] - x, ut, W.decel[s], a.dt);
-            else if (std::isfinite(u))
-                sc.v_cap[i] = turn_speed_cap<T>(W.speed[s], sc.v0[i], W.lane_length[ln] - x, ut, W.accel[s], W.tsab[s],
-                                                W.tau[s], W.decel[s], a.delta_shared >= 0 ? a.delta_shared : W.delta[s],
-                                                a.dt, a.substeps);
+            else if (std::isfinite(u)) {  // kernels.turn_speed_cap (SUMO's MSCFModel_IDM::freeSpeed): faster than
+                // u, IDM toward a standing obstacle at the crossing or its brake gap for u; within that gap, u
+                const T d = W.lane_length[ln] - x, g = brake_gap<T>(ut, W.decel[s], W.tau[s], a.dt);
+                if (W.speed[s] > ut) queue_obstacle(i, sc.v0[i], maximum(d, g), T(0));
+                if (d < g) sc.v_cap[i] = minimum(sc.v_cap[i], ut);
+            }
         }
         if (ld >= 0 || (on_last_edge && gap_src < inf)) {
             sc.gap[i] = sc.gap_phys[i] = ld >= 0 ? W.pos[ld] - W.length[ld] - x : inf;
@@ -724,12 +754,17 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
             // (kernels.advance)
             if (!on_last_edge && a.has_conn && a.G > 0) {
-                const int64_t ci = next_conn(ln, a.route_edges[r * M + std::min(rp + 1, M - 1)]);
-                if (ci >= 0) {
-                    const int64_t code = W.link_code(a.conn_link[ci]);
+                const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
+                int64_t link = -2;  // (as next_conn: the last of the lane's connections into the next edge)
+                for (int64_t j = 0; j < J; ++j) {  // (a select, not a branch: which one matches is a coin flip)
+                    const int64_t l = sc.lane_link[ln * J + j];
+                    link = a.lane_conn_edge[ln * J + j] == next_edge ? l : link;
+                }
+                if (link > -2) {
+                    const int64_t code = W.link_code(link);
                     const T d_line = W.lane_length[ln] - x;
                     if (code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt)))
-                        sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt)));
+                        cap_at_line(s, i, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt));
                 }
             }
         } else if (!on_last_edge) {
@@ -839,8 +874,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const int64_t hi_b = std::min<int64_t>(ZONE_BINS - 1, std::max<int64_t>(0, int64_t(std::floor(front / size))));
             return ((int64_t(1) << (hi_b + 1)) - 1) & ~((int64_t(1) << lo_b) - 1);
         };
-        for (int64_t s = lo; s < hi; ++s) {
-            if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || W.conn[s] < 0) continue;
+        for (const int64_t s : sc.run) {
+            if (!(W.pos[s] < T(0)) || W.rpos[s] <= 0 || W.conn[s] < 0) continue;
             if (sc.waiting[s - lo]) continue;  // short of its internal junction: announces once past
             const int64_t c = W.conn[s];
             if (W.speed[s] < stop_speed) {  // standing: in the way only of the paths its body covers
@@ -911,20 +946,21 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 sc.f_must[f] = 1;
         }
         // vehicles waiting at their internal junction: a minor link there (SUMO's "m"), timed from that point
-        for (int64_t s = lo; s < hi; ++s) {
-            if (!sc.waiting[s - lo]) continue;
-            const int64_t c = W.conn[s], r = W.route[s], rp = W.rpos[s];
-            T vmax = minimum(W.lane_speed[W.lane[s]] * W.speed_factor[s], W.max_speed[s]);
-            if (a.has_turn) vmax = minimum(vmax, W.turn[r * M + rp - 1] * W.speed_factor[s]);
-            const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s];
-            const T t_arr = arrival_time<T>(clamp_min(d_in, T(0)), W.speed[s], W.accel[s], vmax);
-            const T t_leave = arrival_time<T>(W.length[s] - W.pos[s], W.speed[s], W.accel[s], vmax);
-            sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave, false, T(0), T(0), T(0), T(0), T(0), T(0), T(0));
-        }
+        if (any_wait)
+            for (const int64_t s : sc.run) {
+                if (!sc.waiting[s - lo]) continue;
+                const int64_t c = W.conn[s], r = W.route[s], rp = W.rpos[s];
+                T vmax = minimum(W.lane_speed[W.lane[s]] * W.speed_factor[s], W.max_speed[s]);
+                if (a.has_turn) vmax = minimum(vmax, W.turn[r * M + rp - 1] * W.speed_factor[s]);
+                const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s];
+                const T t_arr = arrival_time<T>(clamp_min(d_in, T(0)), W.speed[s], W.accel[s], vmax);
+                const T t_leave = arrival_time<T>(W.length[s] - W.pos[s], W.speed[s], W.accel[s], vmax);
+                sc.blocked_in[s - lo] = foes_block(c, t_arr, t_leave, false, T(0), T(0), T(0), T(0), T(0), T(0), T(0));
+            }
     }
     // 4'. the obstacle each front vehicle follows: its stop line, or the tail of the lane it will enter
     for (size_t f = 0; f < F; ++f) {
-        const int64_t s = sc.fronts[f], i = s - lo, nl = sc.next_lane[f];
+        const int64_t s = sc.fronts[f], i = s - lo;
         const bool must_stop = sc.f_must[f], found = sc.f_found[f];
         const T d = sc.f_d[f], mg = W.min_gap[s];
         const T v_junction = sc.f_vj[f], gap_junction = sc.f_gapj[f];
@@ -944,15 +980,14 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         sc.gap_phys[i] = must_stop ? minimum(gap_front, d) : gap_front;
         sc.gap[i] = gap_front;
         if (sc.f_sig[f] && !line_first)  // held by its signal, it brakes for the line as well (kernels.advance)
-            sc.v_cap[i] = minimum(sc.v_cap[i], line_speed(s, i, d_line));
+            cap_at_line(s, i, d_line);
         sc.v_lead[i] = (line_first || wary) ? T(0) : v_junction;
     }
     // ... and inside the junction, short of the point where its connection waits (a left turn's internal junction)
-    if (a.has_conn)
-        for (int64_t s = lo; s < hi; ++s) {
+    if (any_wait)
+        for (const int64_t s : sc.run) {
             const int64_t c = W.conn[s], i = s - lo;
-            if (W.status[s] != RUNNING || !(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0)))
-                continue;
+            if (!(W.pos[s] < T(0)) || W.rpos[s] <= 0 || c < 0 || !(W.conn_wait[c] > T(0))) continue;
             const int64_t code = W.link_code(a.conn_link[c]);
             const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s], v = W.speed[s];
             if ((a.conn_yield[c] || code == SIG_GREEN_MINOR) && d_in > W.conn_vis[c]
@@ -968,20 +1003,34 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         }
     // 11. cooperation and falling behind: it follows the neighbour it yields to too, where nearer (alongside: gap 0)
     if (a.lane_change)
-        for (int64_t s = lo; s < hi; ++s) {
+        for (const int64_t s : sc.run) {
             const int64_t y = W.lc_yield[s], i = s - lo;
-            if (W.status[s] != RUNNING || y < 0) continue;
+            if (y < 0) continue;
             const T g_y = W.pos[y] - W.length[y] - W.pos[s];
             if (g_y < sc.gap[i]) { sc.gap[i] = clamp_min(g_y, T(0)); sc.v_lead[i] = W.speed[y]; }
         }
     // ... and stops where an urgent change across lanes keeps room ahead (kernels.advance)
     if (W.lc_stop)
-        for (int64_t s = lo; s < hi; ++s) {
+        for (const int64_t s : sc.run) {
             const int64_t i = s - lo;
-            if (W.status[s] != RUNNING) continue;
             const T d_s = W.lc_stop[s] - W.pos[s];
             if (d_s > T(0) && d_s + W.min_gap[s] < sc.gap[i]) { sc.gap[i] = d_s + W.min_gap[s]; sc.v_lead[i] = T(0); }
         }
+    // the queued obstacles (turning speeds, stop lines): IDM toward each, capping the vehicle's speed
+    if (!sc.ob_row.empty()) {
+        const int64_t K = int64_t(sc.ob_row.size());
+        sc.ob_zero.assign(K, T(0));
+        sc.ob_v.resize(K); sc.ob_acc.resize(K); sc.ob_tsab.resize(K); sc.ob_tau.resize(K); sc.ob_delta.resize(K);
+        for (int64_t j = 0; j < K; ++j) {
+            const int64_t s = lo + sc.ob_row[j];
+            sc.ob_v[j] = W.speed[s]; sc.ob_acc[j] = W.accel[s]; sc.ob_tsab[j] = W.tsab[s]; sc.ob_tau[j] = W.tau[s];
+            sc.ob_delta[j] = a.delta_shared >= 0 ? a.delta_shared : W.delta[s];
+        }
+        idm_run<T>(K, sc.ob_v.data(), sc.ob_g.data(), sc.ob_v0.data(), sc.ob_zero.data(), sc.ob_acc.data(),
+                   sc.ob_tsab.data(), sc.ob_tau.data(), sc.ob_s0.data(), a.delta_shared, sc.ob_delta.data(), a.dt,
+                   a.substeps);
+        for (int64_t j = 0; j < K; ++j) sc.v_cap[sc.ob_row[j]] = minimum(sc.v_cap[sc.ob_row[j]], sc.ob_v[j]);
+    }
     // 5. IDM and movement (kernels.idm_move): a branch-free loop over the window that the compiler vectorizes
     std::copy(W.speed + lo, W.speed + hi, sc.v_new.begin());
     if (a.cf == KRAUSS) {  // 9. kernels.krauss_move
@@ -1039,8 +1088,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
 
     // commit, and this step's lane observations (sums in slot order, as torch.bincount)
     sc.sums.assign(L * 3, 0.0);
-    for (int64_t s = lo; s < hi; ++s) {
-        if (W.status[s] != RUNNING) continue;
+    for (const int64_t s : sc.run) {
         const int64_t i = s - lo;
         const T vn = sc.v_new[i];
         const bool halt = vn < stop_speed;
@@ -1087,7 +1135,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     }
     // the carried order must be the sorted one: every vehicle strictly behind its leader
     bool ok = true;
-    for (int64_t s = lo; s < hi && ok; ++s) {
+    for (const int64_t s : sc.run) {
         const int64_t ld = W.leader[s];
         if (W.status[s] == RUNNING && ld >= 0 && W.pos[ld] <= W.pos[s]) ok = false;
     }
@@ -1095,10 +1143,21 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (!ok) W.sort_lanes(sc.sorted);
     // 11. lane changes on the state after the move (the order on the lanes is the sorted one here)
     if (a.lane_change) change_lanes<T>(a, W, sc);
+    // the standing counters: one more step for a running vehicle that halted, else 0 (as TrafficTwin.step's
+    // add_(1).mul_(halted & running) for the tensor kernels)
+    if (W.wait)
+        for (int64_t s = lo; s < hi; ++s) W.wait[s] = (W.halted[s] && W.status[s] == RUNNING) ? W.wait[s] + 1 : 0;
 }
 
 template <typename T> void step_range(const Args &a) {
     Scratch<T> sc;
+    const T *conn_wait = static_cast<const T *>(a.conn_wait);
+    if (a.has_conn)
+        for (int64_t c = 0; c < a.C && !sc.any_wait; ++c) sc.any_wait = conn_wait[c] > T(0);
+    if (a.has_conn && a.G > 0) {  // the same network in every world
+        sc.lane_link.resize(a.L * a.J);
+        for (int64_t k = 0; k < a.L * a.J; ++k) sc.lane_link[k] = a.lane_conn[k] < 0 ? -2 : a.conn_link[a.lane_conn[k]];
+    }
     for (int64_t w = a.w0; w < a.w1; ++w) step_world<T>(a, w, sc);
 }
 

@@ -78,8 +78,16 @@ class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for 
                 + [(k, ctypes.c_void_p) for k in _PTRS])
 
 
+# the network and route tables the step reads (their pointers are part of _prepared's key)
+_NET_TABLES = ("lane_length", "lane_speed", "conn_via", "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn",
+               "conn_link", "conn_to_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility", "conn_to_edge",
+               "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at", "conn_yield", "conn_zipper",
+               "conn_foes", "conn_keep_clear")
+_ROUTE_TABLES = ("route_edges", "route_mask", "route_len", "route_turn_speed", "route_best_mask", "route_ahead_m")
+
 _lib = None
 _warned = False
+_prepared: tuple | None = None  # (key, [Args]) of the last call: its tensors, checked
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -185,16 +193,52 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     ``[W, hi - lo]`` the Krauss dawdling draws of the window's slots (None: no dawdling); ``lane_change`` rule 11
     (then ``state.lc_yield`` holds slots within the world, -1: none, and ``state.lc_stop`` where each vehicle stops next
     step, +inf: anywhere); ``wait`` ``[W, S]`` int32 the steps each vehicle has stood (rule 10's impatience; None:
-    none), counted on in place after the move (+1 where running and halted, else 0 within the window). Returns ``[W]`` int64: 1 where a world's carried order failed
-    its check and its lanes were sorted again.
+    none), counted on in place after the move (+1 where running and halted, else 0 within the window). Returns
+    ``[W]`` int64: 1 where a world's carried order failed its check and its lanes were sorted again.
     """
     W, S = state.pos.shape
     dtype = state.pos.dtype
-    cols, veh = state.columns(), drivers.columns()
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"native step: dtype {dtype}; valid: float32, float64")
     fn = getattr(load(), "twins_traffic_step_f32" if dtype == torch.float32 else "twins_traffic_step_f64")
+    # the pointers and sizes are checked once for a set of tensors and kept while every tensor stays where it was
+    # (a check per step cost as much as a step of a small network)
+    cols, veh = state.columns(), drivers.columns()
+    tensors = (*cols.values(), *veh.values(), lane_last, lane_acc, wait,
+               *(getattr(net, k) for k in _NET_TABLES), *(getattr(routes, k) for k in _ROUTE_TABLES))
+    key = (W, S, dtype, dt, tuple(sig.shape), lane_change, int(cf), substeps, insert_rounds, delta, min(max(1, threads), W), id(net),
+           id(routes), tuple(None if x is None else (x.data_ptr(), x.dtype, x.shape, x.stride(), x.device) for x in tensors))
+    global _prepared
+    if _prepared is None or _prepared[0] != key:
+        _prepared = (key, _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W, S, dtype, dt,
+                                   substeps, insert_rounds, delta, cf, lane_change, wait, threads))
+    args = _prepared[1]
     resorted = torch.zeros(W, dtype=torch.int64)
+    if sig.dtype != torch.int8:  # (the signal codes are a new tensor every step)
+        raise ValueError(f"native step: sig is {sig.dtype}; expected torch.int8")
+    sig_ptr = _ptr(sig, "sig")
+    dawdle_ptr = None
+    if dawdle is not None:
+        if dawdle.dtype != dtype or tuple(dawdle.shape) != (W, hi - lo):
+            raise ValueError(f"native step: dawdle is {dawdle.dtype} {tuple(dawdle.shape)}; expected {dtype} "
+                             f"({W}, {hi - lo})")
+        dawdle_ptr = _ptr(dawdle, "dawdle")
+    for arg in args:
+        arg.t, arg.step_index, arg.lo, arg.hi, arg.need_sort = t, step_index, lo, hi, int(need_sort)
+        arg.resorted, arg.dawdle, arg.sig = resorted.data_ptr(), dawdle_ptr, sig_ptr
+    if len(args) == 1:
+        fn(ctypes.byref(args[0]))
+    else:
+        global _pool
+        if _pool is None or _pool._max_workers < len(args):
+            _pool = ThreadPoolExecutor(max_workers=len(args), thread_name_prefix="twins-native")
+        list(_pool.map(lambda a: fn(ctypes.byref(a)), args))
+    return resorted
+
+
+def _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W, S, dtype, dt, substeps,
+             insert_rounds, delta, cf, lane_change, wait, threads) -> list:
+    """The checked arguments of :func:`step_` as one Args per chunk of worlds, the per-step fields left to fill."""
     halted = state.halted.view(torch.uint8)
     ptrs = {k: _ptr(cols[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
                                             "pos", "speed", "time_loss", "stops", "depart", "conn")}
@@ -207,19 +251,14 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
                                               "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma",
                                               "depart_speed")})
-    ptrs["dawdle"] = None
-    if dawdle is not None:
-        if dawdle.dtype != dtype or tuple(dawdle.shape) != (W, hi - lo):
-            raise ValueError(f"native step: dawdle is {dawdle.dtype} {tuple(dawdle.shape)}; expected {dtype} "
-                             f"({W}, {hi - lo})")
-        ptrs["dawdle"] = _ptr(dawdle, "dawdle")
+    ptrs["dawdle"] = None  # set per step
     ptrs["wait"] = None
     if wait is not None:
         if wait.dtype != torch.int32 or tuple(wait.shape) != (W, S):
             raise ValueError(f"native step: wait is {wait.dtype} {tuple(wait.shape)}; expected torch.int32 ({W}, {S})")
         ptrs["wait"] = _ptr(wait, "wait")
     ptrs.update(lane_last=_ptr(lane_last, "lane_last"), lane_acc=_ptr(lane_acc, "lane_acc"), sig=_ptr(sig, "sig"),
-                resorted=_ptr(resorted, "resorted"))
+                resorted=None)  # set per step
     ptrs.update({k: _ptr(getattr(net, k), k) for k in ("lane_length", "lane_speed", "conn_via", "edge_first_lane",
                                                        "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")})
     ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
@@ -271,23 +310,15 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     for name, x, d, shape in tables:  # the C++ reads raw memory: a wrong type or size would read garbage
         if x.dtype != d or tuple(x.shape) != shape:
             raise ValueError(f"native step: {name} is {x.dtype} {tuple(x.shape)}; expected {d} {shape}")
-    ints = dict(W=W, S=S, lo=lo, hi=hi, L=L, M=routes.route_edges.shape[1], J=net.lane_conn.shape[1],
+    ints = dict(W=W, S=S, lo=0, hi=0, L=L, M=routes.route_edges.shape[1], J=net.lane_conn.shape[1],
                 G=sig.shape[1], E=len(net.edge_ids), max_lanes=net.max_lanes, substeps=substeps,
-                insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=step_index,
-                need_sort=int(need_sort), has_conn=int(net.conn_key.numel() > 0), has_turn=int(routes.has_turn_speeds),
+                insert_rounds=insert_rounds, delta_shared=-1 if delta is None else int(delta), step_index=0,
+                need_sort=0, has_conn=int(net.conn_key.numel() > 0), has_turn=int(routes.has_turn_speeds),
                 cf=int(cf), has_foes=int(net.has_foes), C=int(net.conn_link.numel()), NF=int(net.conn_foes.shape[1]),
                 lane_change=int(lane_change))
     chunks = min(max(1, threads), W)
     bounds = [W * i // chunks for i in range(chunks + 1)]
-    args = [_Args(**ints, w0=bounds[i], w1=bounds[i + 1], t=t, dt=dt, **ptrs) for i in range(chunks)]
-    if chunks == 1:
-        fn(ctypes.byref(args[0]))
-    else:
-        global _pool
-        if _pool is None or _pool._max_workers < chunks:
-            _pool = ThreadPoolExecutor(max_workers=chunks, thread_name_prefix="twins-native")
-        list(_pool.map(lambda a: fn(ctypes.byref(a)), args))
-    return resorted
+    return [_Args(**ints, w0=bounds[i], w1=bounds[i + 1], t=0.0, dt=dt, **ptrs) for i in range(chunks)]
 
 
 __all__ = ["available", "load", "step_", "cache_dir"]

@@ -121,6 +121,9 @@ CASES = {
     "lane_changing_across": lambda: (_across(300.0), 300.0),
     # vehicle types with different exponents: the per-vehicle delta column
     "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
+    # one exponent for all, other than IDM's 4: the compiled IDM loop multiplies only the powers of v/v0 its bits need
+    **{f"shared_delta_{d}": (lambda d=d: (chain_scenario(f"delta{d}", {"a": 300.0, "b": 300.0}, ["a", "b"],
+                                                        deltas=(d,)), 200.0)) for d in (1, 3, 11)},
 }
 
 

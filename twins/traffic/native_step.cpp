@@ -359,7 +359,7 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> touched, swap;
     std::vector<std::vector<int64_t>> members;
     std::vector<T> score, grp_best, near, pos_new, occ, kr, las;
-    // IDM toward a standing obstacle, queued per vehicle and run as one vectorized batch (obstacle_caps)
+    // IDM toward a standing obstacle, queued per vehicle and run as one vectorized batch before the move
     std::vector<int64_t> ob_row, ob_delta;
     std::vector<int64_t> run;  // the running vehicles after insertion, in slot order
     std::vector<int64_t> lane_link;  // per lane and connection slot: the connection's link (-2: no connection)
@@ -630,19 +630,21 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         W.leader[s] = W.last[il]; W.last[il] = s;
     }
 
-    // each lane's space till its last standing vehicle (kernels.space_till_standing): the back of its
-    // upstream-most halted vehicle (+inf: none), less the length + min gap of the vehicles behind it (slot order)
-    // (kernels.waiting_inside: vehicles waiting at an internal junction are on their own path through the
-    // junction, neither counted there nor in the way of vehicles entering their lane by another path)
-    // (the passes below visit only these; the window also holds vehicles still to depart and arrived ones)
+    // the running vehicles, in slot order: the passes below visit only these (the window also holds vehicles
+    // still to depart and arrived ones); listed without a branch, as statuses mix in the window
     sc.run.resize(n);
     int64_t n_run = 0;
-    for (int64_t s = lo; s < hi; ++s) {  // (without a branch: statuses mix in the window)
+    for (int64_t s = lo; s < hi; ++s) {
         sc.run[n_run] = s;
         n_run += W.status[s] == RUNNING;
     }
     sc.run.resize(n_run);
     const bool any_wait = sc.any_wait;
+
+    // each lane's space till its last standing vehicle (kernels.space_till_standing): the back of its
+    // upstream-most halted vehicle (+inf: none), less the length + min gap of the vehicles behind it (slot order)
+    // (kernels.waiting_inside: vehicles waiting at an internal junction are on their own path through the
+    // junction, neither counted there nor in the way of vehicles entering their lane by another path)
     sc.waiting.assign(n, 0);
     if (any_wait)
         for (const int64_t s : sc.run) {
@@ -692,8 +694,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         else queue_obstacle(i, sc.v0[i], d + W.min_gap[s], W.min_gap[s]);
     };
     sc.standing.assign(L, inf64); sc.behind.assign(L, 0.0);
-    // (written without branches: whether a vehicle stands, or is behind one, is a coin flip in queues)
-    // (a select by index: the compiler's branches on these mispredicted)
+    // (selects by index, not branches: whether a vehicle stands, or is behind one, is a coin flip in queues)
     for (const int64_t s : sc.run) {
         const int counts = int(!sc.waiting[s - lo]) & int(W.speed[s] < stop_speed);
         double &st = sc.standing[W.lane[s]];

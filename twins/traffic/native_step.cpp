@@ -313,16 +313,20 @@ void idm_run(int64_t n, T *v, T *g, const T *v0, const T *v_lead, const T *accel
              const T *s0, int64_t delta_shared, const int64_t *delta, double dt_, int64_t substeps) {
     const T h = T(dt_ / double(substeps));
     const bool more = substeps > 1;
-    // one exponent for all (IDM's 4 by default): only the powers of x its bits need (pow4's TOP)
-    const int top = delta_shared >= 8 ? 3 : delta_shared >= 4 ? 2 : delta_shared >= 2 ? 1 : 0;
+    // only the powers of x the exponents' bits need (pow4's TOP): IDM's 4 needs x^2 and x^4
+    int64_t most = delta_shared;
+    if (delta_shared < 0)  // one per vehicle: the largest decides
+        for (int64_t i = 0; i < n; ++i) most = delta[i] > most ? delta[i] : most;
+    const int top = most >= 8 ? 3 : most >= 4 ? 2 : most >= 2 ? 1 : 0;
+    const bool shared = delta_shared >= 0;
     for (int64_t k = 0; k < substeps; ++k) {
-#define TWINS_IDM_SUBSTEP(SH, UP, TOP) \
-        idm_substep<T, SH, UP, TOP>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h)
-        if (delta_shared < 0) { if (more) TWINS_IDM_SUBSTEP(false, true, 3); else TWINS_IDM_SUBSTEP(false, false, 3); }
-        else if (top == 3) { if (more) TWINS_IDM_SUBSTEP(true, true, 3); else TWINS_IDM_SUBSTEP(true, false, 3); }
-        else if (top == 2) { if (more) TWINS_IDM_SUBSTEP(true, true, 2); else TWINS_IDM_SUBSTEP(true, false, 2); }
-        else if (top == 1) { if (more) TWINS_IDM_SUBSTEP(true, true, 1); else TWINS_IDM_SUBSTEP(true, false, 1); }
-        else { if (more) TWINS_IDM_SUBSTEP(true, true, 0); else TWINS_IDM_SUBSTEP(true, false, 0); }
+#define TWINS_IDM_SUBSTEP(SH, TOP) \
+        (more ? idm_substep<T, SH, true, TOP>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h) \
+              : idm_substep<T, SH, false, TOP>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, h))
+        if (top == 3) shared ? TWINS_IDM_SUBSTEP(true, 3) : TWINS_IDM_SUBSTEP(false, 3);
+        else if (top == 2) shared ? TWINS_IDM_SUBSTEP(true, 2) : TWINS_IDM_SUBSTEP(false, 2);
+        else if (top == 1) shared ? TWINS_IDM_SUBSTEP(true, 1) : TWINS_IDM_SUBSTEP(false, 1);
+        else shared ? TWINS_IDM_SUBSTEP(true, 0) : TWINS_IDM_SUBSTEP(false, 0);
 #undef TWINS_IDM_SUBSTEP
     }
 }

@@ -78,12 +78,13 @@ class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for 
                 + [(k, ctypes.c_void_p) for k in _PTRS])
 
 
-# the network and route tables the step reads (their pointers are part of _prepared's key)
+# the network and route tables the step reads (their pointers are also part of _prepared's key); the boolean ones
+# as bytes (a view: no copy)
 _NET_TABLES = ("lane_length", "lane_speed", "conn_via", "edge_first_lane", "edge_n_lanes", "lane_conn_edge", "lane_conn",
                "conn_link", "conn_to_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility", "conn_to_edge",
-               "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at", "conn_yield", "conn_zipper",
-               "conn_foes", "conn_keep_clear")
-_ROUTE_TABLES = ("route_edges", "route_mask", "route_len", "route_turn_speed", "route_best_mask", "route_ahead_m")
+               "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at", "conn_foes")
+_NET_BYTES = ("conn_yield", "conn_zipper", "conn_keep_clear")
+_ROUTE_TABLES = ("route_edges", "route_mask", "route_len", "route_turn_speed", "route_best_mask")
 
 _lib = None
 _warned = False
@@ -205,9 +206,11 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     # (a check per step cost as much as a step of a small network)
     cols, veh = state.columns(), drivers.columns()
     tensors = (*cols.values(), *veh.values(), lane_last, lane_acc, wait,
-               *(getattr(net, k) for k in _NET_TABLES), *(getattr(routes, k) for k in _ROUTE_TABLES))
-    key = (W, S, dtype, dt, tuple(sig.shape), lane_change, int(cf), substeps, insert_rounds, delta, min(max(1, threads), W), id(net),
-           id(routes), tuple(None if x is None else (x.data_ptr(), x.dtype, x.shape, x.stride(), x.device) for x in tensors))
+               *(getattr(net, k) for k in _NET_TABLES + _NET_BYTES), *(getattr(routes, k) for k in _ROUTE_TABLES),
+               routes.route_ahead_m if lane_change else None)
+    key = (W, S, dtype, dt, tuple(sig.shape), lane_change, int(cf), substeps, insert_rounds, delta,
+           min(max(1, threads), W), id(net), id(routes),
+           tuple(None if x is None else (x.data_ptr(), x.dtype, x.shape, x.stride(), x.device) for x in tensors))
     global _prepared
     if _prepared is None or _prepared[0] != key:
         _prepared = (key, _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W, S, dtype, dt,
@@ -242,11 +245,9 @@ def _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W
     halted = state.halted.view(torch.uint8)
     ptrs = {k: _ptr(cols[k], k) for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader",
                                             "pos", "speed", "time_loss", "stops", "depart", "conn")}
-    conn_yield = net.conn_yield.view(torch.uint8)  # the C++ reads bytes (a view: no copy per step)
-    conn_zipper = net.conn_zipper.view(torch.uint8)
-    conn_keep_clear = net.conn_keep_clear.view(torch.uint8)
-    ptrs.update(conn_yield=_ptr(conn_yield, "conn_yield"), conn_zipper=_ptr(conn_zipper, "conn_zipper"),
-                conn_foes=_ptr(net.conn_foes, "conn_foes"), conn_keep_clear=_ptr(conn_keep_clear, "conn_keep_clear"))
+    ptrs.update({k: _ptr(getattr(net, k), k) for k in _NET_TABLES})
+    ptrs.update({k: _ptr(getattr(net, k).view(torch.uint8), k) for k in _NET_BYTES})
+    ptrs.update({k: _ptr(getattr(routes, k), k) for k in _ROUTE_TABLES})
     ptrs["halted"] = _ptr(halted, "halted")
     ptrs.update({k: _ptr(veh[k], k) for k in ("route", "delta", "length", "min_gap", "accel", "decel",
                                               "two_sqrt_ab", "tau", "speed_factor", "max_speed", "sigma",
@@ -257,16 +258,8 @@ def _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W
         if wait.dtype != torch.int32 or tuple(wait.shape) != (W, S):
             raise ValueError(f"native step: wait is {wait.dtype} {tuple(wait.shape)}; expected torch.int32 ({W}, {S})")
         ptrs["wait"] = _ptr(wait, "wait")
-    ptrs.update(lane_last=_ptr(lane_last, "lane_last"), lane_acc=_ptr(lane_acc, "lane_acc"), sig=_ptr(sig, "sig"),
-                resorted=None)  # set per step
-    ptrs.update({k: _ptr(getattr(net, k), k) for k in ("lane_length", "lane_speed", "conn_via", "edge_first_lane",
-                                                       "edge_n_lanes", "lane_conn_edge", "lane_conn", "conn_link")})
-    ptrs.update({k: _ptr(getattr(routes, k), k) for k in ("route_edges", "route_mask", "route_len",
-                                                          "route_turn_speed")})
-    ptrs.update({k: _ptr(getattr(net, k), k) for k in ("conn_to_mask", "lane_edge", "lane_index", "conn_wait",
-                                                       "conn_visibility", "conn_to_edge", "conn_zone", "conn_sib",
-                                                       "conn_div", "conn_div_foe", "conn_zone_at")})
-    ptrs["route_best_mask"] = _ptr(routes.route_best_mask, "route_best_mask")
+    ptrs.update(lane_last=_ptr(lane_last, "lane_last"), lane_acc=_ptr(lane_acc, "lane_acc"),
+                sig=None, resorted=None)  # set per step
     ptrs["lc_yield"] = _ptr(state.lc_yield, "lc_yield") if lane_change else None
     ptrs["lc_stop"] = _ptr(state.lc_stop, "lc_stop") if lane_change else None
     ptrs["lc_keep_right"] = _ptr(state.lc_keep_right, "lc_keep_right") if lane_change else None

@@ -1142,7 +1142,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     bool ok = true;
     for (const int64_t s : sc.run) {
         const int64_t ld = W.leader[s];
-        if (W.status[s] == RUNNING && ld >= 0 && W.pos[ld] <= W.pos[s]) ok = false;
+        if (W.status[s] == RUNNING && ld >= 0 && W.pos[ld] <= W.pos[s]) { ok = false; break; }
     }
     a.resorted[w] = ok ? 0 : 1;
     if (!ok) W.sort_lanes(sc.sorted);

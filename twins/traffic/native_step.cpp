@@ -130,7 +130,11 @@ template <typename T> struct World {
     }
 
     // kernels.link_codes: the signal code a link shows in this world (no signal: green)
-    int64_t link_code(int64_t link) const { return a.G && link >= 0 ? int64_t(sig[std::min(link, a.G - 1)]) : SIG_GREEN; }
+    int64_t link_code(int64_t link) const {  // (a select on the link: whether it has one is a coin flip)
+        if (!a.G) return SIG_GREEN;
+        const int64_t code = sig[link < 0 ? 0 : std::min(link, a.G - 1)];
+        return link >= 0 ? code : SIG_GREEN;
+    }
 
     // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties); `tails`: the lane
     // tails to look at (null: the lanes' own)
@@ -354,6 +358,9 @@ template <typename T> struct Scratch {
     std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear, foe_d, foe_v, foe_b;
     std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
+    std::vector<uint8_t> follows;  // per window row: a running vehicle with a leader, before the last edge
+    std::vector<int64_t> held;  // the followers whose link shows red or yellow (held_red: red)
+    std::vector<uint8_t> held_red;
     std::vector<int64_t> entry;  // kernels.entry_tails
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;  // open: per edge, the lanes refused this step (insertion)
@@ -722,7 +729,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear(); sc.f_sig.clear();
-    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
+    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0); sc.follows.assign(n, 0);
     for (const int64_t s : sc.run) {
         const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
         int64_t ld = W.leader[s];
@@ -756,22 +763,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.gap[i] = sc.gap_phys[i] = ld >= 0 ? W.pos[ld] - W.length[ld] - x : inf;
             sc.v_lead[i] = ld >= 0 ? W.speed[ld] : T(0);
             if (gap_src < sc.gap[i]) { sc.gap[i] = sc.gap_phys[i] = gap_src; sc.v_lead[i] = v_src; }
-            // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
-            // (kernels.advance)
-            if (!on_last_edge && a.has_conn && a.G > 0) {
-                const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
-                int64_t link = -2;  // (as next_conn: the last of the lane's connections into the next edge)
-                for (int64_t j = 0; j < J; ++j) {  // (a select, not a branch: which one matches is a coin flip)
-                    const int64_t l = sc.lane_link[ln * J + j];
-                    link = a.lane_conn_edge[ln * J + j] == next_edge ? l : link;
-                }
-                if (link > -2) {
-                    const int64_t code = W.link_code(link);
-                    const T d_line = W.lane_length[ln] - x;
-                    if (code == SIG_RED || (code == SIG_YELLOW && stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt)))
-                        cap_at_line(s, i, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt));
-                }
-            }
+            sc.follows[i] = !on_last_edge;  // (its signal: the pass after this one)
         } else if (!on_last_edge) {
             const T v = W.speed[s], len = W.length[s], mg = W.min_gap[s], L_here = W.lane_length[ln];
             const int64_t nk = rp + 1, at = r * M + std::min(nk, M - 1), next_edge = a.route_edges[at];
@@ -834,6 +826,31 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.f_gapj.push_back(gap_junction); sc.f_vj.push_back(v_junction);
             // (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
             sc.f_moving.push_back(gap_junction > mg + T(0.1) || v >= stop_speed);  // kernels.MOVE_SLACK_M
+        }
+    }
+    // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
+    // (kernels.advance). A pass of its own that selects instead of branching (red or green is a coin flip in slot
+    // order, and a mispredicted branch serialized the chain of loads route -> link -> signal)
+    if (a.has_conn && a.G > 0) {
+        size_t nc = 0;
+        sc.held.resize(sc.run.size()); sc.held_red.resize(sc.run.size());
+        for (const int64_t s : sc.run) {
+            const int64_t r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
+            const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
+            int64_t link = -2;  // (as next_conn: the last of the lane's connections into the next edge)
+            for (int64_t j = 0; j < J; ++j) {
+                const int64_t l = sc.lane_link[ln * J + j];
+                link = a.lane_conn_edge[ln * J + j] == next_edge ? l : link;
+            }
+            const int64_t code = W.link_code(link);  // (no connection, no signal: green)
+            sc.held[nc] = s; sc.held_red[nc] = code == SIG_RED;
+            nc += sc.follows[s - lo] & uint8_t(code == SIG_RED || code == SIG_YELLOW);
+        }
+        for (size_t k = 0; k < nc; ++k) {
+            const int64_t s = sc.held[k];
+            const T d_line = W.lane_length[W.lane[s]] - W.pos[s];
+            if (sc.held_red[k] || stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt))
+                cap_at_line(s, s - lo, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt));
         }
     }
     const size_t F = sc.fronts.size();

@@ -24,6 +24,13 @@ constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
 constexpr int64_t ZONE_BINS = 16;  // kernels.ZONE_BINS
 constexpr double TIME_TO_IMPATIENCE_S = 180.0;  // kernels.TIME_TO_IMPATIENCE_S
 
+// a if c else b, by masks: the compiler turns a ?: on integers into a branch where it likes, and a branch on a
+// coin flip (which connection of a lane a vehicle takes, whether its link is red) costs more than both loads
+inline int64_t select(bool c, int64_t a, int64_t b) {
+    const int64_t m = -int64_t(c);
+    return (a & m) | (b & ~m);
+}
+
 // Field order and types must match _Args in twins/traffic/native.py (all fields 8 bytes wide).
 struct Args {
     int64_t W, S, lo, hi, L, M, J, G, E, max_lanes, substeps, insert_rounds, delta_shared, step_index,
@@ -130,10 +137,10 @@ template <typename T> struct World {
     }
 
     // kernels.link_codes: the signal code a link shows in this world (no signal: green)
-    int64_t link_code(int64_t link) const {  // (a select on the link: whether it has one is a coin flip)
+    int64_t link_code(int64_t link) const {  // (selects on the link: whether it has one is a coin flip)
         if (!a.G) return SIG_GREEN;
-        const int64_t code = sig[link < 0 ? 0 : std::min(link, a.G - 1)];
-        return link >= 0 ? code : SIG_GREEN;
+        const int64_t code = sig[select(link < 0, 0, std::min(link, a.G - 1))];
+        return select(link >= 0, code, SIG_GREEN);
     }
 
     // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties); `tails`: the lane
@@ -838,10 +845,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const int64_t r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
             const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
             int64_t link = -2;  // (as next_conn: the last of the lane's connections into the next edge)
-            for (int64_t j = 0; j < J; ++j) {
-                const int64_t l = sc.lane_link[ln * J + j];
-                link = a.lane_conn_edge[ln * J + j] == next_edge ? l : link;
-            }
+            for (int64_t j = 0; j < J; ++j)
+                link = select(a.lane_conn_edge[ln * J + j] == next_edge, sc.lane_link[ln * J + j], link);
             const int64_t code = W.link_code(link);  // (no connection, no signal: green)
             sc.held[nc] = s; sc.held_red[nc] = code == SIG_RED;
             nc += sc.follows[s - lo] & uint8_t(code == SIG_RED || code == SIG_YELLOW);

@@ -694,8 +694,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // kernels.next_connection: the connection out of lane ln into next_edge (-1: none)
     auto next_conn = [&](int64_t ln, int64_t next_edge) {
         int64_t ci = -1;
-        for (int64_t j = 0; j < J; ++j)
-            if (a.lane_conn_edge[ln * J + j] == next_edge) ci = a.lane_conn[ln * J + j];
+        for (int64_t j = 0; j < J; ++j) ci = select(a.lane_conn_edge[ln * J + j] == next_edge, a.lane_conn[ln * J + j], ci);
         return ci;
     };
     // IDM toward a standing obstacle `gap` m ahead (min gap s0) from vehicle s (window row i) at desired speed v0,
@@ -1125,7 +1124,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         W.pos[s] = sc.x_new[i];
         W.speed[s] = vn;
         if (sc.arrive[i]) { W.status[s] = ARRIVED; W.arrive_step[s] = a.step_index + 1; }
-        W.stops[s] += (halt && !W.halted[s]) ? 1 : 0;
+        W.stops[s] += int32_t(halt & !W.halted[s]);  // (& not &&: halting is a coin flip in slot order)
         W.halted[s] = halt;
         W.time_loss[s] = W.time_loss[s] + loss;
     }

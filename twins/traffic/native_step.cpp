@@ -365,7 +365,6 @@ template <typename T> struct Scratch {
     std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear, foe_d, foe_v, foe_b;
     std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
-    std::vector<uint8_t> follows;  // per window row: a running vehicle with a leader, before the last edge
     std::vector<int64_t> held;  // the followers whose link shows red or yellow (held_red: red)
     std::vector<uint8_t> held_red;
     std::vector<int64_t> entry;  // kernels.entry_tails
@@ -735,7 +734,9 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear(); sc.f_sig.clear();
-    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0); sc.follows.assign(n, 0);
+    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
+    size_t n_held = 0;  // the followers whose link shows red or yellow, listed without a branch
+    sc.held.resize(sc.run.size()); sc.held_red.resize(sc.run.size());
     for (const int64_t s : sc.run) {
         const int64_t i = s - lo, r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
         int64_t ld = W.leader[s];
@@ -745,6 +746,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             for (int hop = 0; hop < 2; ++hop)
                 if (ld >= 0 && is_waiting(ld) && W.conn[ld] != W.conn[s]) ld = W.leader[ld];
         const bool on_last_edge = rp + 1 >= a.route_len[r];
+        uint8_t follows = 0;  // a follower (below) not on its last edge: its signal may hold it at the line
         // (inside a junction: the vehicles that left its lane before it on other paths, until those part)
         T gap_src = inf, v_src = T(0);
         if (a.has_conn && W.pos[s] < T(0) && rp > 0 && W.conn[s] >= 0)
@@ -769,7 +771,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.gap[i] = sc.gap_phys[i] = ld >= 0 ? W.pos[ld] - W.length[ld] - x : inf;
             sc.v_lead[i] = ld >= 0 ? W.speed[ld] : T(0);
             if (gap_src < sc.gap[i]) { sc.gap[i] = sc.gap_phys[i] = gap_src; sc.v_lead[i] = v_src; }
-            sc.follows[i] = !on_last_edge;  // (its signal: the pass after this one)
+            follows = !on_last_edge;
         } else if (!on_last_edge) {
             const T v = W.speed[s], len = W.length[s], mg = W.min_gap[s], L_here = W.lane_length[ln];
             const int64_t nk = rp + 1, at = r * M + std::min(nk, M - 1), next_edge = a.route_edges[at];
@@ -833,29 +835,24 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             // (SUMO's willPass: a front that cannot move on, its way blocked past the line, announces no window)
             sc.f_moving.push_back(gap_junction > mg + T(0.1) || v >= stop_speed);  // kernels.MOVE_SLACK_M
         }
-    }
-    // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
-    // (kernels.advance). A pass of its own that selects instead of branching (red or green is a coin flip in slot
-    // order, and a mispredicted branch serialized the chain of loads route -> link -> signal)
-    if (a.has_conn && a.G > 0) {
-        size_t nc = 0;
-        sc.held.resize(sc.run.size()); sc.held_red.resize(sc.run.size());
-        for (const int64_t s : sc.run) {
-            const int64_t r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
+        if (a.has_conn && a.G > 0) {  // (selects, not branches: red or green is a coin flip in slot order, and a
+            // mispredicted branch serialized the loads route -> link -> signal)
             const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
             int64_t link = -2;  // (as next_conn: the last of the lane's connections into the next edge)
             for (int64_t j = 0; j < J; ++j)
                 link = select(a.lane_conn_edge[ln * J + j] == next_edge, sc.lane_link[ln * J + j], link);
             const int64_t code = W.link_code(link);  // (no connection, no signal: green)
-            sc.held[nc] = s; sc.held_red[nc] = code == SIG_RED;
-            nc += sc.follows[s - lo] & uint8_t(code == SIG_RED || code == SIG_YELLOW);
+            sc.held[n_held] = s; sc.held_red[n_held] = code == SIG_RED;
+            n_held += follows & uint8_t(code == SIG_RED || code == SIG_YELLOW);
         }
-        for (size_t k = 0; k < nc; ++k) {
-            const int64_t s = sc.held[k];
-            const T d_line = W.lane_length[W.lane[s]] - W.pos[s];
-            if (sc.held_red[k] || stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt))
-                cap_at_line(s, s - lo, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt));
-        }
+    }
+    // 4. a follower whose link is red, or yellow while it can still stop, brakes for the line as well
+    // (kernels.advance): listed in the loop above, capped here
+    for (size_t k = 0; k < n_held; ++k) {
+        const int64_t s = sc.held[k];
+        const T d_line = W.lane_length[W.lane[s]] - W.pos[s];
+        if (sc.held_red[k] || stops_at_yellow<T>(W.speed[s], W.decel[s], d_line, a.dt))
+            cap_at_line(s, s - lo, stop_line<T>(W.speed[s], d_line, W.decel[s], a.dt));
     }
     const size_t F = sc.fronts.size();
     // 10. right of way (kernels.yield_blocked): every front vehicle that will pass announces its window, so does every

@@ -295,7 +295,8 @@ def int_pow(x: torch.Tensor, n: torch.Tensor, max_bits: int = 4) -> torch.Tensor
     base = x
     for bit in range(max_bits):
         out = torch.where(((n >> bit) & 1) == 1, out * base, out)
-        base = base * base
+        if bit + 1 < max_bits:  # (the last square is never used; of a creeping vehicle's v/v0 it is subnormal)
+            base = base * base
     return out
 
 

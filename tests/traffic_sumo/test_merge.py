@@ -24,8 +24,9 @@ twin's stay spread over the three (99, 95, 100: rule 11, lane changing, is off h
 with ``lcKeepRight="0"`` the twin's side vehicles lose 1.01 (Krauss) and 1.11 (IDM) of SUMO's time, which the
 three-lane cases without keep-right assert. With lane changing on (rule 11 has SUMO's keep-right since 6 Dec 2026)
 the twin's main road uses its lanes as SUMO's (68/25/7 % of the vehicle-seconds, SUMO's vehicles 69/28/4 % at the
-merge) but its side vehicles lose 1.31 (IDM) and 0.66 (Krauss) of SUMO's time, six replications: what is left is in
-the merge itself, not the lane use. ``benchmarks/bench_merge.py`` prints the losses per seed.
+merge) but its side vehicles lose 1.31 (IDM) and 0.66 (Krauss) of SUMO's time, six replications (measured again on
+7 Dec 2026, after the look-ahead speed of rule 11's urgency: the same): what is left is in the merge itself, not the
+lane use. ``benchmarks/bench_merge.py [--lane-changing]`` prints the losses per seed.
 """
 from __future__ import annotations
 
@@ -90,12 +91,12 @@ def sumo_loss(cfg: Path, cf: str, seeds=SEEDS) -> float:
     return float(np.mean(out))
 
 
-def twin_loss(cfg: Path, cf: str, seeds=SEEDS, compile_=None) -> tuple[float, str]:
+def twin_loss(cfg: Path, cf: str, seeds=SEEDS, compile_=None, lane_changing: bool = False) -> tuple[float, str]:
     """The twin's side vehicles' mean time loss (s) over ``seeds`` replications, and the kernel it ran."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sumo.SumoImportWarning)
         scen = sumo.load_sumocfg(cfg)
-    tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "merge", car_following=cf),
+    tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "merge", car_following=cf, lane_changing=lane_changing),
                      WorldBatch(0, torch.tensor(list(seeds)), torch.zeros(len(seeds), dtype=torch.int64)), dt=1.0,
                      horizon=float(END_S + DRAIN_S), compile=compile_)
     while tw.step_index < tw.n_steps:

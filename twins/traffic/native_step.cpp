@@ -24,9 +24,9 @@ constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
 constexpr int64_t ZONE_BINS = 16;  // kernels.ZONE_BINS
 constexpr double TIME_TO_IMPATIENCE_S = 180.0;  // kernels.TIME_TO_IMPATIENCE_S
 
-// a if c else b, by masks: the compiler turns a ?: on integers into a branch where it likes, and a branch on a
-// coin flip (which connection of a lane a vehicle takes, whether its link is red) costs more than both loads
-inline int64_t select(bool c, int64_t a, int64_t b) {
+// a if c else b (torch.where), by masks: gcc turns a ?: on integers into a branch where it likes, and a branch
+// on a coin flip (which connection of a lane a vehicle takes, whether its link is red) costs more than both loads
+inline int64_t where(bool c, int64_t a, int64_t b) {
     const int64_t m = -int64_t(c);
     return (a & m) | (b & ~m);
 }
@@ -139,8 +139,8 @@ template <typename T> struct World {
     // kernels.link_codes: the signal code a link shows in this world (no signal: green)
     int64_t link_code(int64_t link) const {  // (selects on the link: whether it has one is a coin flip)
         if (!a.G) return SIG_GREEN;
-        const int64_t code = sig[select(link < 0, 0, std::min(link, a.G - 1))];
-        return select(link >= 0, code, SIG_GREEN);
+        const int64_t code = sig[where(link < 0, 0, std::min(link, a.G - 1))];
+        return where(link >= 0, code, SIG_GREEN);
     }
 
     // kernels.choose_lane: the allowed lane of `edge` with most room (lowest index on ties); `tails`: the lane
@@ -693,7 +693,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // kernels.next_connection: the connection out of lane ln into next_edge (-1: none)
     auto next_conn = [&](int64_t ln, int64_t next_edge) {
         int64_t ci = -1;
-        for (int64_t j = 0; j < J; ++j) ci = select(a.lane_conn_edge[ln * J + j] == next_edge, a.lane_conn[ln * J + j], ci);
+        for (int64_t j = 0; j < J; ++j)
+            ci = where(a.lane_conn_edge[ln * J + j] == next_edge, a.lane_conn[ln * J + j], ci);
         return ci;
     };
     // IDM toward a standing obstacle `gap` m ahead (min gap s0) from vehicle s (window row i) at desired speed v0,
@@ -840,7 +841,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const int64_t next_edge = a.route_edges[r * M + std::min(rp + 1, M - 1)];
             int64_t link = -2;  // (as next_conn: the last of the lane's connections into the next edge)
             for (int64_t j = 0; j < J; ++j)
-                link = select(a.lane_conn_edge[ln * J + j] == next_edge, sc.lane_link[ln * J + j], link);
+                link = where(a.lane_conn_edge[ln * J + j] == next_edge, sc.lane_link[ln * J + j], link);
             const int64_t code = W.link_code(link);  // (no connection, no signal: green)
             sc.held[n_held] = s; sc.held_red[n_held] = code == SIG_RED;
             n_held += follows & uint8_t(code == SIG_RED || code == SIG_YELLOW);

@@ -410,22 +410,54 @@ def _change_both(placed, dt: float = 1.0, keep_right=None, look_ahead=None):
 
 
 def test_change_lanes_swaps_fit_or_are_refused():
-    """A truck X (lane 0, wants lane 1) and a car Y (lane 1, wants lane 0) block each other and swap; the truck
+    """A truck X (lane 0, wants lane 1) and a car Y (lane 1, wants lane 0), 20 m before the lane's end (urgent: a
+    strategic change that is not waits for a lane that is not slower), block each other and swap; the truck
     may take the car's place only where its rear clears the vehicle behind that place; and a car C changing into
     lane 1 behind Y (for speed, from lane 2) gives the change up where the truck taking Y's place would reach
     back over it. Equal lengths: both go ahead."""
     for x_len, c_goes in ((12.0, False), (5.0, True)):
-        placed = [("M", 0, 200.0, 0.0, x_len), ("R", 1, 201.0, 0.0, 5.0), ("S", 2, 190.0, 3.0, 5.0),
-                  ("L", 2, 199.0, 0.0, 5.0)]
+        placed = [("M", 0, 280.0, 0.0, x_len), ("R", 1, 281.0, 0.0, 5.0), ("S", 2, 270.0, 3.0, 5.0),
+                  ("L", 2, 279.0, 0.0, 5.0)]
         places, _, ev = _change_both(placed)
-        assert places[:2] == [(1, 201.0), (0, 200.0)], "X and Y swapped"
-        assert places[2] == ((1, 190.0) if c_goes else (2, 190.0))
+        assert places[:2] == [(1, 281.0), (0, 280.0)], "X and Y swapped"
+        assert places[2] == ((1, 270.0) if c_goes else (2, 270.0))
         assert ev["lc_given_up_for_swap"] == (0 if c_goes else 1)
     for x_len, fits in ((12.0, False), (5.0, True)):  # F right behind Y's place
-        places, _, ev = _change_both([("M", 0, 200.0, 0.0, x_len), ("R", 1, 201.0, 0.0, 5.0),
-                                      ("S", 1, 192.0, 0.0, 5.0)])
-        assert places[:2] == ([(1, 201.0), (0, 200.0)] if fits else [(0, 200.0), (1, 201.0)])
+        places, _, ev = _change_both([("M", 0, 280.0, 0.0, x_len), ("R", 1, 281.0, 0.0, 5.0),
+                                      ("S", 1, 272.0, 0.0, 5.0)])
+        assert places[:2] == ([(1, 281.0), (0, 280.0)] if fits else [(0, 280.0), (1, 281.0)])
         assert ev["lc_swaps"] == (2 if fits else 0) and ev["lc_swaps_unfit"] == (0 if fits else 2)
+
+
+def test_lane_continuation_is_sumos_lane_length():
+    """``routes.route_lane_cont`` (SUMO's ``LaneQ.length``): from A, for M only lane 1 goes on (300 m of A, then M's
+    100 m), the others end with A; for S every lane goes on; the route's last edge is endless (+inf). The
+    reference's ``lane_continuation`` is the same table."""
+    from twins.traffic.tables import route_tables
+
+    net = _three_lanes()
+    routes = route_tables(net, [list(_TO["M"]), list(_TO["S"])])
+    assert routes.route_lane_cont[0, 0].tolist() == [300.0, 400.0, 300.0]
+    assert routes.route_lane_cont[1, 0].tolist() == [400.0, 400.0, 400.0]
+    assert torch.isinf(routes.route_lane_cont[:, 1]).all()
+    ref = ReferenceTrafficModel(net, [], dt=1.0, lane_changing=True)
+    assert ref.lane_continuation(list(_TO["M"]))[0] == [300.0, 400.0, 300.0]
+
+
+def test_change_lanes_leaves_a_queue_only_while_the_way_back_is_not_urgent():
+    """SUMO LC2013, judged on the lane's continuation along the route (``routes.route_lane_cont``, SUMO's
+    ``LaneQ.length``): a car bound for M (lane 1 only) standing right behind a stopped car on lane 1 leaves for the empty
+    lane 0 for speed while the place left there, less its own lane's queue, leaves the way back unhurried (120 m
+    into A), and stays 20 m before A's end. A car for M on lane 0 that would slow the car standing behind its place
+    on lane 1 does not change there while that is not urgent (120 m into A: it would gain nothing); 30 m before the
+    end it does."""
+    for x, leaves in ((120.0, True), (280.0, False)):
+        places, _, _ = _change_both([("M", 1, x + 7.5, 0.0, 5.0), ("M", 1, x, 0.0, 5.0)])
+        assert places[1] == ((0, x) if leaves else (1, x)), x
+        assert places[0] == (1, x + 7.5)  # the front one has nothing to gain
+    for x, urgent in ((120.0, False), (270.0, True)):
+        places, _, _ = _change_both([("M", 0, x, 5.0, 5.0), ("M", 1, x - 8.0, 0.0, 5.0)])
+        assert places[0] == ((1, x) if urgent else (0, x)), x
 
 
 def test_change_lanes_falls_behind_a_leader_it_cannot_overtake():

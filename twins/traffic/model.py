@@ -443,7 +443,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         kernels compare them with speeds and positions; the rest as compiled)."""
         self.routes_cpu = routes_cpu
         self.routes = type(routes_cpu)(**{k: v if not isinstance(v, torch.Tensor) else
-                                          v.to(self.device, self.dtype) if k in ("route_turn_speed", "route_ahead_m") else
+                                          v.to(self.device, self.dtype) if k in ("route_turn_speed", "route_ahead_m", "route_lane_cont") else
                                           v.to(self.device) for k, v in routes_cpu.__dict__.items()})
 
     def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:

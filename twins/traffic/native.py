@@ -70,7 +70,7 @@ _PTRS = ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", 
          "route_len", "route_turn_speed", "sig", "resorted", "sigma", "dawdle", "conn", "conn_yield", "conn_zipper",
          "conn_foes", "lc_yield", "conn_to_mask", "route_best_mask", "lane_edge", "lane_index", "conn_wait", "conn_visibility",
          "conn_to_edge", "conn_keep_clear", "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at",
-         "wait", "lc_stop", "route_ahead_m", "lc_keep_right", "lc_look_ahead_speed")
+         "wait", "lc_stop", "route_ahead_m", "lc_keep_right", "lc_look_ahead_speed", "route_lane_cont")
 
 
 class _Args(ctypes.Structure):  # the Args struct of native_step.cpp, field for field
@@ -207,7 +207,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     cols, veh = state.columns(), drivers.columns()
     tensors = (*cols.values(), *veh.values(), lane_last, lane_acc, wait,
                *(getattr(net, k) for k in _NET_TABLES + _NET_BYTES), *(getattr(routes, k) for k in _ROUTE_TABLES),
-               routes.route_ahead_m if lane_change else None)
+               routes.route_ahead_m if lane_change else None, routes.route_lane_cont if lane_change else None)
     key = (W, S, dtype, dt, tuple(sig.shape), lane_change, int(cf), substeps, insert_rounds, delta,
            min(max(1, threads), W), id(net), id(routes),
            tuple(None if x is None else (x.data_ptr(), x.dtype, x.shape, x.stride(), x.device) for x in tensors))
@@ -265,6 +265,7 @@ def _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W
     ptrs["lc_keep_right"] = _ptr(state.lc_keep_right, "lc_keep_right") if lane_change else None
     ptrs["lc_look_ahead_speed"] = _ptr(state.lc_look_ahead_speed, "lc_look_ahead_speed") if lane_change else None
     ptrs["route_ahead_m"] = _ptr(routes.route_ahead_m, "route_ahead_m") if lane_change else None
+    ptrs["route_lane_cont"] = _ptr(routes.route_lane_cont, "route_lane_cont") if lane_change else None
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
                + (("lc_yield",) if lane_change else ())},
@@ -298,8 +299,9 @@ def _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W
               *((f"routes.{k}", getattr(routes, k), i64, tuple(getattr(routes, k).shape))
                 for k in ("route_edges", "route_mask", "route_len", "route_best_mask")),
               ("routes.route_turn_speed", routes.route_turn_speed, dtype, tuple(routes.route_edges.shape)),
-              *((("routes.route_ahead_m", routes.route_ahead_m, dtype, tuple(routes.route_edges.shape)),)
-                if lane_change else ())]
+              *((("routes.route_ahead_m", routes.route_ahead_m, dtype, tuple(routes.route_edges.shape)),
+                 ("routes.route_lane_cont", routes.route_lane_cont, dtype,
+                  (*routes.route_edges.shape, net.max_lanes))) if lane_change else ())]
     for name, x, d, shape in tables:  # the C++ reads raw memory: a wrong type or size would read garbage
         if x.dtype != d or tuple(x.shape) != shape:
             raise ValueError(f"native step: {name} is {x.dtype} {tuple(x.shape)}; expected {d} {shape}")

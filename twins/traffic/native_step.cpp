@@ -81,6 +81,7 @@ struct Args {
     const void *route_ahead_m;  // [R, M] T: the look-ahead's length after each route edge (rule 11's keep-right)
     void *lc_keep_right;  // [W, S] T state (rule 11): LC2013's keep-right sum
     void *lc_look_ahead_speed;  // [W, S] T state (rule 11): LC2013's look-ahead speed
+    const void *route_lane_cont;  // [R, M, max_lanes] T (rule 11): each lane's continuation on the route, LaneQ.length
 };
 
 // torch.clamp(x, min=m) / torch.clamp(x, max=m): NaN stays NaN
@@ -416,7 +417,7 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
     // kernels.LC_LOOK_AHEAD_MEMORY: the two weights rounded from double, as torch rounds Python scalars
     const double memory_d = 1.0 - (1.0 - 0.9) * a.dt;
     const T memory = T(memory_d), fresh = T(1.0 - memory_d);
-    const T *ahead_m = static_cast<const T *>(a.route_ahead_m);
+    const T *ahead_m = static_cast<const T *>(a.route_ahead_m), *cont = static_cast<const T *>(a.route_lane_cont);
     // each lane's occupation (lengths plus min gaps), summed in slot order as kernels.change_lanes' index_add_
     sc.occ.assign(L, T(0));
     for (int64_t s = lo; s < hi; ++s)
@@ -451,7 +452,10 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T la_dir = strat > 0 ? la_left : la_right;
         // urgency of a strategic change (SUMO's currentDistDisallows), and the time left for it
         const T d_end = W.lane_length[ln] - x, n_cross = T(std::max(best_dist, int64_t(1)));
-        const T usable = (d_end - sc.occ[first + std::max(best_j, int64_t(0))]) / n_cross;
+        // (the room left along the lane's continuation on the route, SUMO's LaneQ.length: kernels.change_lanes)
+        const T *cont_here = cont + (W.route[s] * M + rp) * a.max_lanes;
+        const T ahead_cur = minimum(cont_here[std::min(k, a.max_lanes - 1)] - x, T(1e9));  // kernels.LC_FAR_M
+        const T usable = (ahead_cur - sc.occ[first + std::max(best_j, int64_t(0))]) / n_cross;
         const T remaining = maximum(d_end / maximum(la_dir, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // LC_URGENCY
         // an urgent change across more than one lane keeps room ahead (kernels.LC_RESERVE_LEFT_M / _RIGHT_M, _SLACK_M)
         // the look-ahead of an urgent strategic change (kernels.LC_LOOK_FORWARD_S, LC_LOOKAHEAD_LEFT)
@@ -469,8 +473,12 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             if (tk < 0 || tk >= n_here) continue;
             const int64_t tl = first + tk;
             const bool kr_on = d < 0 && strat == 0 && cur_ok && ((mask >> tk) & 1) == 1;  // keep right considered
+            // speed gain may leave the best lanes where the way back would not be urgent (kernels.change_lanes,
+            // LC_AWAY_LANES): the target's continuation less its own lane's occupation, per lane to cross back plus one
+            const T back = (d < 0 ? la_right : la_left) * T(10.0) * (d < 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
+            const bool calm = (cont_here[std::min(tk, a.max_lanes - 1)] - x - sc.occ[ln]) / T(2.0) >= back;
             if (strat != d && !kr_on) {  // only a speed gain could move it: skip where none can (the same decisions)
-                if (strat != 0 || !cur_ok || ((mask >> tk) & 1) != 1) continue;
+                if (strat != 0 || !cur_ok || (((mask >> tk) & 1) != 1 && !calm)) continue;
                 const T bound = minimum(minimum(W.lane_speed[tl] * sf, vmax), v + accel * T(a.dt));
                 if (!(bound - v_cur > gain_min)) continue;
             }
@@ -495,8 +503,9 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
                                                  a.dt);
             const T gain = v_tgt - v_cur - politeness * loss;
             const bool tgt_ok = ((mask >> tk) & 1) == 1;
-            const bool wants_strat = strat == d;
-            const bool wants_gain = strat == 0 && cur_ok && tgt_ok && gain > gain_min;
+            // (a strategic change that is not urgent waits until the target lane is not slower)
+            const bool wants_strat = strat == d && (usable < la_strat || gain >= T(0));
+            const bool wants_gain = strat == 0 && cur_ok && (tgt_ok || calm) && gain > gain_min;
             bool wants_kr = false;
             if (kr_on) {  // kernels.LC_KEEP_RIGHT_*: the sum falls while the right lane is not much slower
                 const bool slower = lead >= 0 && v_l < v0;

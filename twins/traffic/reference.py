@@ -128,11 +128,15 @@ phase it is in (synchronous update, like the kernel):
    every running vehicle whose front is on a lane of a multi-lane edge
    (``pos >= 0``, as SUMO changes lanes by the front's lane; a bus dwelling at its stop does not) decides from that
    state, all at once: off the best lanes it wants to change towards the
-   nearest one (lower index on ties: *strategic*); on a best lane it wants a
-   neighbouring best lane when the speed it could reach there next step
-   (Krauss safe speed behind the new leader, ``v0`` and ``v + accel·dt``)
-   exceeds the one behind its own leader by more than 1 m/s plus 0.5 times
-   the speed its new follower would lose (MOBIL; right before left on ties).
+   nearest one (lower index on ties: *strategic*) when that is urgent (below)
+   or it would be no slower there (its speed gain, below, at least 0); on a
+   best lane it wants a neighbouring lane when the speed it could reach there
+   next step (Krauss safe speed behind the new leader, ``v0`` and
+   ``v + accel·dt``) exceeds the one behind its own leader by more than 1 m/s
+   plus 0.5 times the speed its new follower would lose (MOBIL; right before
+   left on ties), a best lane or one whose continuation on the route (SUMO's
+   ``LaneQ.length``, :meth:`lane_continuation`) less its position and its own
+   lane's occupation, halved, is at least the look-ahead of the change back.
    A change is safe when the gap to the new leader (net of min gap) is at least
    ``brakeGap(v, decel, tau) - brakeGap(v_leader, decel, 0)`` and the new
    follower's likewise. Of the safe changes into one gap (same new leader, or
@@ -143,7 +147,7 @@ phase it is in (synchronous update, like the kernel):
    0, its speed) where that is nearer than its obstacle (one requester per
    follower: the nearest, lowest position then earliest slot, after swaps).
    A strategic change blocked by the target lane's leader that is urgent
-   (room left on the lane less the best lane's occupation, per lane to cross,
+   (room left along the lane's continuation less the best lane's occupation, per lane to cross,
    under ``v·10 s`` (to the left ``v·20 s``) plus two lengths with min gap, ``v`` its look-ahead speed: raised to
    its speed where that is higher, else ``0.9·v + 0.1·speed``, once per neighbour lane, right then left, each
    direction judged after its own update, 0 again after any change; SUMO's ``myLookAheadSpeed``)
@@ -360,6 +364,8 @@ LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M, LC_RESERVE_SLACK_M = 40.0, 20.0, 1.0  # m
 # as kernels.LC_KEEP_RIGHT_*: SUMO LC2013's keep-right
 LC_KEEP_RIGHT_ACCEPT_S, LC_KEEP_RIGHT_TIME_S, LC_KEEP_RIGHT_THRESHOLD, LC_KEEP_RIGHT_SLACK = 7.0, 5.0, 2.0, 5.0 / 3.6
 LC_KEEP_RIGHT_SCORE = 1e9
+LC_AWAY_LANES = 2.0  # as kernels.LC_AWAY_LANES
+LC_FAR_M = 1e9  # m, as kernels.LC_FAR_M
 
 
 def anticipated_speed(v: float, v0: float, gap: float, v_lead: float, accel: float, decel: float, tau: float,
@@ -422,6 +428,7 @@ class ReferenceVehicle(mesa.Agent):
         self.best = model.best_lanes(spec.route) if model.lane_changing else None
         # the look-ahead's length after each route edge, and LC2013's keep-right sum (rule 11)
         self.ahead = model.route_ahead(spec.route) if model.lane_changing else None
+        self.cont = model.lane_continuation(spec.route) if model.lane_changing else None
         self.keep_right = 0.0
         self.look_ahead_speed = 0.0  # LC2013's look-ahead speed (rule 11)
         self.lc_yield: ReferenceVehicle | None = None
@@ -1066,6 +1073,26 @@ class ReferenceTrafficModel(mesa.Model):
             best[k0] = ahead
         return best
 
+    def lane_continuation(self, route) -> list[list[float]]:
+        """Rule 11: per route step and lane of that edge, how far a vehicle drives from the lane's start along the
+        route without changing lanes (SUMO's ``LaneQ.length``) over the edges SUMO looks ahead to from that edge
+        (the last of them: its own length); +inf on the route's last edge, as ``tables.route_tables``'
+        ``route_lane_cont``."""
+        allowed = self.route_lanes(route)
+        lengths = [self.edges[e][0].length for e in route]
+        out = []
+        for k0 in range(len(route)):
+            if k0 + 1 == len(route):
+                out.append([INF] * len(self.edges[route[k0]]))
+                continue
+            end = best_lanes_lookahead(lengths, k0)
+            run = [ln.length for ln in self.edges[route[end]]]
+            for k in range(end - 1, k0 - 1, -1):
+                run = [ln.length + (max(run[t] for t in self.conn_to_lanes[(ln.id, route[k + 1])])
+                                    if j in allowed[k] else 0.0) for j, ln in enumerate(self.edges[route[k]])]
+            out.append(run)
+        return out
+
     def route_ahead(self, route) -> list[float]:
         """Rule 11 (keep-right): per route step, the length of the edges after it that SUMO's best lanes look ahead
         to (``network.best_lanes_lookahead``; 0 on the last edge), as ``tables.route_tables``' ``route_ahead_m``."""
@@ -1417,7 +1444,10 @@ class ReferenceTrafficModel(mesa.Model):
             la_dir = la_left if strat > 0 else la_right
             d_end = v.lane.length - v.pos
             n_cross = max(abs(k - near), 1) if near is not None else 1
-            usable = (d_end - occupied.get(lanes[near].id, 0.0) if near is not None else d_end) / n_cross
+            # (the room left along the lane's continuation on the route, SUMO's LaneQ.length)
+            cont = v.cont[v.route_pos]
+            ahead_cur = min(cont[k] - v.pos, LC_FAR_M)
+            usable = (ahead_cur - occupied.get(lanes[near].id, 0.0) if near is not None else ahead_cur) / n_cross
             remaining = max(d_end / max(la_dir, 1e-6) / n_cross / LC_URGENCY, dt)
             # an urgent change across more than one lane keeps room ahead for vehicles that must change the other
             # way (SUMO's myLeadingBlockerLength): it stops that far and its min gap short of the lane's end
@@ -1448,7 +1478,21 @@ class ReferenceTrafficModel(mesa.Model):
                 need_l = secure_gap(v.speed, v_l, v.decel, v.tau, dt)
                 need_f = secure_gap(foll.speed, v.speed, foll.decel, foll.tau, dt) if foll is not None else 0.0
                 safe = g_l >= need_l and g_f >= need_f
+
+                def gain_here():  # the speed it gains there, less the politeness share of its new follower's loss
+                    v_tgt = anticipated_speed(v.speed, v.desired_speed(tl), g_l, v_l, v.accel, v.decel, v.tau, dt)
+                    loss = 0.0
+                    if foll is not None:
+                        v0_f = foll.desired_speed(tl)
+                        g_fl = lead.pos - lead.length - foll.pos - foll.min_gap if lead is not None else INF
+                        loss = max(anticipated_speed(foll.speed, v0_f, g_fl, v_l, foll.accel, foll.decel, foll.tau, dt)
+                                   - anticipated_speed(foll.speed, v0_f, g_f, v.speed, foll.accel, foll.decel,
+                                                       foll.tau, dt), 0.0)
+                    return v_tgt, v_tgt - v_cur - LC_POLITENESS * loss
                 if strat == d:
+                    # one that is not urgent waits until the target lane is not slower
+                    if not usable < la_strat and not gain_here()[1] >= 0:
+                        continue
                     if safe:
                         score, choice = INF, (tl, lead, True)
                     else:
@@ -1468,12 +1512,16 @@ class ReferenceTrafficModel(mesa.Model):
                             if usable < la_strat and cannot:  # urgent (d is its direction)
                                 falls_behind[v] = lead
                     continue
-                if strat != 0 or not cur_ok or tk not in best:
+                # speed gain (MOBIL) between best lanes, or away from them where the way back would not be urgent:
+                # the target's continuation less its own lane's occupation, per lane to cross back plus one
+                back = ((la_right if d < 0 else la_left) * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d < 0 else 1.0)
+                        + 2.0 * (v.length + v.min_gap))
+                calm = (cont[tk] - v.pos - occupied.get(v.lane.id, 0.0)) / LC_AWAY_LANES >= back
+                if strat != 0 or not cur_ok or (tk not in best and not calm):
                     continue
-                # speed gain (MOBIL) between best lanes
-                v_tgt = anticipated_speed(v.speed, v.desired_speed(tl), g_l, v_l, v.accel, v.decel, v.tau, dt)
+                v_tgt, gain = gain_here()
                 wants_kr = False
-                if d < 0:
+                if d < 0 and tk in best:
                     fsds = fsds0
                     if lead is not None and v_l < v0:
                         fsg = max(min(fsg0, g_l - secure_gap(v0, v_l, v.decel, v.tau, dt)), 0.0)
@@ -1485,14 +1533,6 @@ class ReferenceTrafficModel(mesa.Model):
                     if wants_kr and safe and LC_KEEP_RIGHT_SCORE > score:
                         score, choice = LC_KEEP_RIGHT_SCORE, (tl, lead, "keep_right")
                         continue
-                loss = 0.0
-                if foll is not None:
-                    v0_f = foll.desired_speed(tl)
-                    g_fl = lead.pos - lead.length - foll.pos - foll.min_gap if lead is not None else INF
-                    loss = max(anticipated_speed(foll.speed, v0_f, g_fl, v_l, foll.accel, foll.decel, foll.tau, dt)
-                               - anticipated_speed(foll.speed, v0_f, g_f, v.speed, foll.accel, foll.decel, foll.tau,
-                                                   dt), 0.0)
-                gain = v_tgt - v_cur - LC_POLITENESS * loss
                 if gain > LC_SPEED_GAIN and safe and gain > score:
                     score, choice = gain, (tl, lead, False)
             if choice is not None:

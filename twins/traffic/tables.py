@@ -125,6 +125,10 @@ class RouteTables:
     # look ahead to from it (network.best_lanes_lookahead), so that a best lane goes on for its remaining length plus
     # this (SUMO's LaneQ.length)
     route_ahead_m: torch.Tensor | None = None
+    # [R, M, max lanes] float64 m (kernels rule 11): SUMO's ``LaneQ.length`` seen from route edge k: per lane of that
+    # edge, how far a vehicle drives from the lane's start along its route without changing lanes, over the edges
+    # SUMO looks ahead to from edge k (the last of them: its own length); +inf on the route's last edge and in padding
+    route_lane_cont: torch.Tensor | None = None
 
 
 def network_tables(net: RoadNetwork) -> NetworkTables:
@@ -270,6 +274,7 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
 def concat_routes(a: RouteTables, b: RouteTables) -> RouteTables:
     """The rows of ``a`` then those of ``b`` (padded to the wider of the two)."""
     M = max(a.route_edges.shape[1], b.route_edges.shape[1])
+    lanes = max(a.route_lane_cont.shape[2], b.route_lane_cont.shape[2])
 
     def cat(k, fill):
         x, y = getattr(a, k), getattr(b, k)
@@ -277,7 +282,10 @@ def concat_routes(a: RouteTables, b: RouteTables) -> RouteTables:
     return RouteTables(cat("route_edges", -1), torch.cat([a.route_len, b.route_len]), cat("route_mask", 0),
                           torch.cat([a.route_length_m, b.route_length_m]),
                           torch.cat([a.route_free_time, b.route_free_time]), cat("route_turn_speed", float("inf")),
-                          a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0), cat("route_ahead_m", 0.0))
+                          a.has_turn_speeds or b.has_turn_speeds, cat("route_best_mask", 0), cat("route_ahead_m", 0.0),
+                          torch.cat([torch.nn.functional.pad(z.route_lane_cont, (0, lanes - z.route_lane_cont.shape[2],
+                                                                                 0, M - z.route_lane_cont.shape[1]),
+                                                             value=float("inf")) for z in (a, b)]))
 
 
 def route_links(net: RoadNetwork) -> tuple[dict, dict]:
@@ -334,9 +342,11 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
                 mask[i, k] = (1 << len(edge.lanes)) - 1
     best = mask.copy()
     ahead_m = np.zeros((R, M), dtype=np.float64)
+    cont = np.full((R, M, max(len(e.lanes) for e in net.edges.values())), np.inf)
     for i, r in enumerate(routes):
         lengths = [net.edges[e].lanes[0].length for e in r]
         passes: dict[int, dict[int, int]] = {}  # the last edge seen -> best lanes per edge back from it
+        conts: dict[int, dict[int, list[float]]] = {}  # ... and each lane's continuation per edge back from it
         for k0 in range(len(r) - 1):
             # as SUMO, from the edges a vehicle on edge k0 looks ahead to: every lane of the last one it sees (the
             # lanes it leaves that one by do not matter yet), then back to k0; edges that see the same last edge
@@ -345,6 +355,7 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
             ahead_m[i, k0] = sum(lengths[k0 + 1:end + 1])
             if end not in passes:
                 cur, passes[end] = (1 << len(net.edges[r[end]].lanes)) - 1, {}
+                run, conts[end] = [ln.length for ln in net.edges[r[end]].lanes], {}
                 for k in range(end - 1, k0 - 1, -1):
                     ahead = [b for b in range(len(net.edges[r[k + 1]].lanes)) if (cur >> b) & 1]
                     # each lane by how many changes its connection leaves to reach a best lane of the next edge
@@ -352,10 +363,15 @@ def route_tables(net: RoadNetwork, routes: list[list[str]], names: list[str] | N
                             for l in range(len(net.edges[r[k]].lanes)) if (int(mask[i, k]) >> l) & 1}
                     fewest = min(need.values())
                     cur = passes[end][k] = sum(1 << l for l, n in need.items() if n == fewest)
+                    # ... and how far each lane goes on: itself, then the longest way on from the lanes it leads to
+                    run = conts[end][k] = [ln.length + (max(run[t] for t in to_lanes[(r[k], l, r[k + 1])])
+                                                        if (int(mask[i, k]) >> l) & 1 else 0.0)
+                                           for l, ln in enumerate(net.edges[r[k]].lanes)]
             best[i, k0] = passes[end][k0]
+            cont[i, k0, :len(conts[end][k0])] = conts[end][k0]
     t = torch.from_numpy
     return RouteTables(t(edges), torch.tensor([len(r) for r in routes]), t(mask), t(total), t(free), t(turn),
-                       bool(np.isfinite(turn).any()), t(best), t(ahead_m))
+                       bool(np.isfinite(turn).any()), t(best), t(ahead_m), t(cont))
 
 
 @dataclass

@@ -995,7 +995,9 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
     # it may not see yet: it stops that far and its min gap short of the lane's end, where it still can (SUMO's
     # myLeadingBlockerLength and _patchSpeed; RESCO ingolstadt7: left turners that entered on the right lane stood at
     # the end of the middle lanes, blocking the through traffic, where SUMO's stop 40 m short)
-    look_ahead = la_dir * LC_LOOK_FORWARD_S * torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0) + 2.0 * (length + min_gap)
+    def lc_look_ahead(la, side):  # SUMO's laDist: the look-ahead of a change (side: LC_LOOKAHEAD_LEFT to the left)
+        return la * LC_LOOK_FORWARD_S * side + 2.0 * (length + min_gap)
+    look_ahead = lc_look_ahead(la_dir, torch.where(strat > 0, LC_LOOKAHEAD_LEFT, 1.0))
     urgent = eligible & (strat != 0) & (usable < look_ahead)
     reserve = torch.where(urgent & (best_dist > 1),
                           torch.where(strat > 0, LC_RESERVE_LEFT_M, LC_RESERVE_RIGHT_M), 0.0)
@@ -1049,8 +1051,7 @@ def change_lanes(state: VehicleState, running, drivers: Drivers, net, routes, se
         wants_strat = valid & (strat == d) & (urgent | (gain >= 0))
         # speed gain may leave the best lanes where the way back would not be urgent: the target lane's
         # continuation, less the vehicle's own lane's occupation (the queue it leaves), per lane to cross back plus one
-        la_d = la_right if d < 0 else la_left
-        back = la_d * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d < 0 else 1.0) + 2.0 * (length + min_gap)
+        back = lc_look_ahead(la_right if d < 0 else la_left, LC_LOOKAHEAD_LEFT if d < 0 else 1.0)
         calm = (_gather(cont, cont_at + tk.clamp(min=0, max=ML - 1)) - pos - _gather(occ, seg)) / LC_AWAY_LANES >= back
         wants_gain = valid & (strat == 0) & cur_ok & (tgt_ok | calm) & (gain > LC_SPEED_GAIN)
         wants_kr = torch.zeros_like(wants_gain)

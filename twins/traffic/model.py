@@ -442,8 +442,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
         """The route table, and its copy on the device (turning speeds and look-ahead lengths in the step's dtype: the
         kernels compare them with speeds and positions; the rest as compiled)."""
         self.routes_cpu = routes_cpu
+        in_dtype = ("route_turn_speed", "route_ahead_m", "route_lane_cont")
         self.routes = type(routes_cpu)(**{k: v if not isinstance(v, torch.Tensor) else
-                                          v.to(self.device, self.dtype) if k in ("route_turn_speed", "route_ahead_m", "route_lane_cont") else
+                                          v.to(self.device, self.dtype) if k in in_dtype else
                                           v.to(self.device) for k, v in routes_cpu.__dict__.items()})
 
     def _init_router(self, demand: Demand, route_lists: list[list[str]]) -> None:

@@ -85,6 +85,7 @@ _NET_TABLES = ("lane_length", "lane_speed", "conn_via", "edge_first_lane", "edge
                "conn_zone", "conn_sib", "conn_div", "conn_div_foe", "conn_zone_at", "conn_foes")
 _NET_BYTES = ("conn_yield", "conn_zipper", "conn_keep_clear")
 _ROUTE_TABLES = ("route_edges", "route_mask", "route_len", "route_turn_speed", "route_best_mask")
+_LC_ROUTE_TABLES = ("route_ahead_m", "route_lane_cont")  # read only with lane changing
 
 _lib = None
 _warned = False
@@ -207,7 +208,7 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     cols, veh = state.columns(), drivers.columns()
     tensors = (*cols.values(), *veh.values(), lane_last, lane_acc, wait,
                *(getattr(net, k) for k in _NET_TABLES + _NET_BYTES), *(getattr(routes, k) for k in _ROUTE_TABLES),
-               routes.route_ahead_m if lane_change else None, routes.route_lane_cont if lane_change else None)
+               *(getattr(routes, k) if lane_change else None for k in _LC_ROUTE_TABLES))
     key = (W, S, dtype, dt, tuple(sig.shape), lane_change, int(cf), substeps, insert_rounds, delta,
            min(max(1, threads), W), id(net), id(routes),
            tuple(None if x is None else (x.data_ptr(), x.dtype, x.shape, x.stride(), x.device) for x in tensors))
@@ -264,8 +265,7 @@ def _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W
     ptrs["lc_stop"] = _ptr(state.lc_stop, "lc_stop") if lane_change else None
     ptrs["lc_keep_right"] = _ptr(state.lc_keep_right, "lc_keep_right") if lane_change else None
     ptrs["lc_look_ahead_speed"] = _ptr(state.lc_look_ahead_speed, "lc_look_ahead_speed") if lane_change else None
-    ptrs["route_ahead_m"] = _ptr(routes.route_ahead_m, "route_ahead_m") if lane_change else None
-    ptrs["route_lane_cont"] = _ptr(routes.route_lane_cont, "route_lane_cont") if lane_change else None
+    ptrs.update({k: _ptr(getattr(routes, k), k) if lane_change else None for k in _LC_ROUTE_TABLES})
     i64 = torch.int64
     want = {**{k: i64 for k in ("status", "lane", "route_pos", "insert_step", "arrive_step", "leader", "conn")
                + (("lc_yield",) if lane_change else ())},

@@ -459,7 +459,8 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
         const T remaining = maximum(d_end / maximum(la_dir, T(1e-6)) / n_cross / T(2.0), T(a.dt));  // LC_URGENCY
         // an urgent change across more than one lane keeps room ahead (kernels.LC_RESERVE_LEFT_M / _RIGHT_M, _SLACK_M)
         // the look-ahead of an urgent strategic change (kernels.LC_LOOK_FORWARD_S, LC_LOOKAHEAD_LEFT)
-        const T la_strat = la_dir * T(10.0) * (strat > 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
+        auto look_ahead = [&](T la, bool left) { return la * T(10.0) * (left ? T(2.0) : T(1.0)) + T(2) * (len + mg); };
+        const T la_strat = look_ahead(la_dir, strat > 0);
         const T reserve = (strat != 0 && best_dist > 1 && usable < la_strat) ? (strat > 0 ? T(40.0) : T(20.0)) : T(0);
         const T room = d_end - reserve - T(1.0) - mg;
         if (W.lc_stop && reserve > T(0) && room > T(0)) W.lc_stop[s] = x + room;
@@ -472,13 +473,14 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             const int64_t tk = k + d;
             if (tk < 0 || tk >= n_here) continue;
             const int64_t tl = first + tk;
-            const bool kr_on = d < 0 && strat == 0 && cur_ok && ((mask >> tk) & 1) == 1;  // keep right considered
+            const bool tgt_ok = ((mask >> tk) & 1) == 1;
+            const bool kr_on = d < 0 && strat == 0 && cur_ok && tgt_ok;  // keep right considered
             // speed gain may leave the best lanes where the way back would not be urgent (kernels.change_lanes,
             // LC_AWAY_LANES): the target's continuation less its own lane's occupation, per lane to cross back plus one
-            const T back = (d < 0 ? la_right : la_left) * T(10.0) * (d < 0 ? T(2.0) : T(1.0)) + T(2) * (len + mg);
+            const T back = look_ahead(d < 0 ? la_right : la_left, d < 0);
             const bool calm = (cont_here[std::min(tk, a.max_lanes - 1)] - x - sc.occ[ln]) / T(2.0) >= back;
             if (strat != d && !kr_on) {  // only a speed gain could move it: skip where none can (the same decisions)
-                if (strat != 0 || !cur_ok || (((mask >> tk) & 1) != 1 && !calm)) continue;
+                if (strat != 0 || !cur_ok || (!tgt_ok && !calm)) continue;
                 const T bound = minimum(minimum(W.lane_speed[tl] * sf, vmax), v + accel * T(a.dt));
                 if (!(bound - v_cur > gain_min)) continue;
             }
@@ -502,7 +504,6 @@ template <typename T> void change_lanes(const Args &a, World<T> &W, Scratch<T> &
             const T v_tgt = anticipated_speed<T>(v, minimum(W.lane_speed[tl] * sf, vmax), g_l, v_l, accel, decel, tau,
                                                  a.dt);
             const T gain = v_tgt - v_cur - politeness * loss;
-            const bool tgt_ok = ((mask >> tk) & 1) == 1;
             // (a strategic change that is not urgent waits until the target lane is not slower)
             const bool wants_strat = strat == d && (usable < la_strat || gain >= T(0));
             const bool wants_gain = strat == 0 && cur_ok && (tgt_ok || calm) && gain > gain_min;

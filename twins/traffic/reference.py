@@ -1451,8 +1451,9 @@ class ReferenceTrafficModel(mesa.Model):
             remaining = max(d_end / max(la_dir, 1e-6) / n_cross / LC_URGENCY, dt)
             # an urgent change across more than one lane keeps room ahead for vehicles that must change the other
             # way (SUMO's myLeadingBlockerLength): it stops that far and its min gap short of the lane's end
-            la_strat = (la_dir * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if strat > 0 else 1.0)
-                        + 2.0 * (v.length + v.min_gap))
+            def look_ahead(la, left):  # SUMO's laDist: the look-ahead of a change, twice as far to the left
+                return la * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if left else 1.0) + 2.0 * (v.length + v.min_gap)
+            la_strat = look_ahead(la_dir, strat > 0)
             reserve = 0.0
             if strat != 0 and n_cross > 1 and usable < la_strat:
                 reserve = LC_RESERVE_LEFT_M if strat > 0 else LC_RESERVE_RIGHT_M
@@ -1514,8 +1515,7 @@ class ReferenceTrafficModel(mesa.Model):
                     continue
                 # speed gain (MOBIL) between best lanes, or away from them where the way back would not be urgent:
                 # the target's continuation less its own lane's occupation, per lane to cross back plus one
-                back = ((la_right if d < 0 else la_left) * LC_LOOK_FORWARD_S * (LC_LOOKAHEAD_LEFT if d < 0 else 1.0)
-                        + 2.0 * (v.length + v.min_gap))
+                back = look_ahead(la_right if d < 0 else la_left, d < 0)
                 calm = (cont[tk] - v.pos - occupied.get(v.lane.id, 0.0)) / LC_AWAY_LANES >= back
                 if strat != 0 or not cur_ok or (tk not in best and not calm):
                     continue

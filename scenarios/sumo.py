@@ -51,6 +51,9 @@ class SumoScenario:
     # kernels rule 12: a vehicle standing at the front of its lane longer than this (s) is teleported along its
     # route, as SUMO does to end gridlocks; null: the .sumocfg's time-to-teleport, else SUMO's 300 s; <= 0: never
     time_to_teleport_s: Optional[float] = None
+    # departSpeed of the vehicles whose route file states none (SUMO's --default.departspeed): 0, avg (the lane's
+    # mean speed, SUMO 1.28's default), max or a speed; null: the .sumocfg's default.departspeed, else 0
+    default_depart_speed: Optional[str] = None
     # insertion: trips (<trip>, <flow> with from/to) are routed when they depart on the world's current travel
     # times, as SUMO routes them (twins.traffic.routing); static: on free-flow times, once
     routing: str = "insertion"
@@ -144,6 +147,16 @@ def scale_demand(demand: Demand, factor: float) -> Demand:
     return Demand(dict(demand.vtypes), flows)
 
 
+DEPART_SPEEDS = ("avg", "max", "desired", "speedLimit")  # scenario.default_depart_speed's names (else a speed)
+
+
+def _non_negative(v: str) -> bool:
+    try:
+        return math.isfinite(float(v)) and float(v) >= 0
+    except ValueError:
+        return False
+
+
 def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
     """``(network, demand, begin, end)`` of a ``scenario: sumo`` config section.
 
@@ -159,17 +172,23 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
           " or ".join(DEMAND_VARIATIONS), suggest(str(variation), DEMAND_VARIATIONS))
     check(isinstance(interval, (int, float)) and 0 < interval < math.inf, "scenario.demand_interval_s", interval,
           "a positive interval in seconds")
+    dspeed = get("default_depart_speed")
+    dspeed = None if dspeed is None else str(dspeed).strip()
+    check(dspeed is None or dspeed in DEPART_SPEEDS or _non_negative(dspeed), "scenario.default_depart_speed",
+          dspeed, "0, avg (the lane's mean speed, SUMO 1.28's default), max, desired, speedLimit or a speed >= 0 m/s",
+          suggest(str(dspeed), DEPART_SPEEDS))
     sumocfg, net = abs_path(get("sumocfg", "") or ""), abs_path(get("net", "") or "")
     routes = get("routes", "") or ""
     route_list = [abs_path(r.strip()) for r in str(routes).split(",") if r.strip()]
     if sumocfg:
-        sc = sumo.load_sumocfg(sumocfg, net=net or None, routes=route_list or None)
+        sc = sumo.load_sumocfg(sumocfg, net=net or None, routes=route_list or None, default_depart_speed=dspeed)
         network, demand, begin, end = sc.network, sc.demand, sc.begin, sc.end
     elif net:
         network = sumo.load_net(net)
         begin, end = 0.0, None
         b = get("begin")
-        demand = sumo.load_routes(route_list, network, begin=float(b) if b is not None else 0.0) \
+        demand = sumo.load_routes(route_list, network, begin=float(b) if b is not None else 0.0,
+                                  default_depart_speed=dspeed or sumo.DEFAULT_DEPART_SPEED) \
             if route_list else Demand(flows=[])
     else:
         raise ConfigError("scenario.sumocfg", sumocfg, "a path to a .sumocfg (or scenario.net=NET.net.xml "

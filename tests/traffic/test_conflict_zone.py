@@ -175,7 +175,8 @@ def test_a_moving_foe_holds_a_minor_vehicle_at_its_line_only_till_it_has_passed_
                                   torch.tensor([5.0]), *NO_WINDOW, leave_in, occ, net, W, clear, reach)
         ref = _reference(zone_at, windows_inside={FOE: float(leave_in[1])}, zone_occupied={},
                          zone_cleared={FOE: clear[1].tolist()})
-        line = (0.0, vmax, via, 0.0, accel, 4.5, 0.0)  # at its line: distance, top speed, path, speed, accel, ...
+        # at its line: distance, top speed, path, leave speed, speed, accel, ...
+        line = (0.0, vmax, via, math.sqrt(2.0 * accel * via), 0.0, accel, 4.5, 0.0)
         assert ReferenceTrafficModel.blocked_by_foes(ref, KEY, 0.0, 5.0, line) == bool(out[0])
         return bool(out[0])
 
@@ -221,5 +222,5 @@ def test_a_minor_vehicle_merges_ahead_of_a_foe_into_its_lane_only_where_the_foe_
     ref = SimpleNamespace(foes={key: [foe]}, zones={key: [0]}, zone_at={key: [0.0]}, windows={foe: [6.0, 7.0]},
                           zipper={key: False}, events=Counter(), zone_occupied={}, zone_cleared={},
                           conn_to_lanes={key: {0}, foe: {foe_lane}}, window_foe={foe: (80.0, 14.0, 4.5)})
-    line = (0.0, vmax, via, 0.0, accel, decel, stood)
+    line = (0.0, vmax, via, float(v_leave), 0.0, accel, decel, stood)
     assert ReferenceTrafficModel.blocked_by_foes(ref, key, 0.0, 3.0, line) == held  # the reference agrees

@@ -75,6 +75,13 @@ def _lane_changing(scen):
     return scen
 
 
+def _depart_avg(scen):
+    """Every vehicle inserted at its lane's mean speed (SUMO's departSpeed="avg", kernels rule 3)."""
+    for f in scen.demand.flows:
+        f.depart_speed = "avg"
+    return scen
+
+
 CASES = {
     "grid": lambda: (grid_scenario(OmegaConf.structured(GridScenario(rows=3, cols=3)), 900.0), 900.0),
     "arterial": lambda: (grid_scenario(OmegaConf.structured(ArterialScenario()), 600.0), 600.0),
@@ -119,6 +126,10 @@ CASES = {
     "lane_changing_merge_trucks": lambda: (_merge(300.0, ("VR",)), 300.0),
     # changes across two lanes that keep room ahead when urgent (kernels.LC_RESERVE_LEFT_M / _RIGHT_M)
     "lane_changing_across": lambda: (_across(300.0), 300.0),
+    # inserted at the lane's mean speed, waiting on an occupied lane while the gap allows less (rule 3)
+    "depart_avg_sumo_network": lambda: (lambda sc: (_depart_avg(sc[0]), sc[1]))(_sumo_tiny()),
+    "depart_avg_lane_changing": lambda: (_depart_avg(_lane_changing(grid_scenario(
+        OmegaConf.structured(ArterialScenario()), 600.0))), 600.0),
     # vehicle types with different exponents: the per-vehicle delta column
     "mixed_delta": lambda: (chain_scenario("mixed", {"a": 300.0, "b": 300.0}, ["a", "b"], deltas=(2, 4, 7)), 200.0),
     # one exponent for all, other than IDM's 4: the compiled IDM loop multiplies only the powers of v/v0 its bits need

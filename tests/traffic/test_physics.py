@@ -490,3 +490,28 @@ def test_insertion_speed_follows_depart_speed(compile):
     v, v0, acc = speeds["max"]
     assert v == pytest.approx(v0, abs=1e-4)  # entered at its desired speed and kept it
     assert speeds["above_desired"][0] == pytest.approx(speeds["max"][0], abs=1e-6)  # capped by the desired speed
+
+
+@pytest.mark.parametrize("compile", [False, None])
+def test_inserted_at_the_lanes_mean_speed_or_later(compile):
+    """SUMO's departSpeed="avg" (its default in 1.28): a vehicle enters an empty lane at its desired speed, and an
+    occupied one at the lane's mean speed, waiting (SUMO does not lower that speed there) until the gap to the
+    lane's last vehicle allows it; "max" enters at once, as fast as that gap allows."""
+    entered = {}
+    for label, dsp in (("avg", "avg"), ("max", None)):
+        scen = H.chain_scenario("insert", {"a": 400.0, "b": 400.0}, ["a", "b"])
+        scen.demand.flows = scen.demand.flows[:1]
+        scen.demand.flows[0].depart_speed, scen.demand.flows[0].departures = dsp, [0.0, 1.0]
+        tw = TrafficTwin(scen, WorldBatch.replications(3, 1), dt=1.0, horizon=6.0, compile=compile)
+        tw.step()
+        first = int(torch.nonzero(tw.state.insert_step[0] == 0)[0])
+        v_first = float(tw.state.speed[0, first])
+        while int((tw.state.insert_step[0] >= 0).sum()) < 2:
+            tw.step()
+        second = int(torch.nonzero(tw.state.insert_step[0] > 0)[0])
+        entered[label] = (v_first, int(tw.state.insert_step[0, second]), float(tw.state.speed[0, second]))
+    v_first, step, v_second = entered["avg"]
+    assert v_first > 12.0  # an empty lane: its limit (13.9 m/s) times the driver's speed factor
+    assert step == 2 and v_second > 0.8 * v_first  # waited a step for room, then entered moving
+    v_first, step, v_second = entered["max"]
+    assert step == 1 and v_second < 0.8 * v_first  # at once, at what the short gap allows

@@ -181,6 +181,22 @@ def test_kernel_matches_per_agent_reference():
     assert time.perf_counter() - t_start < 60.0  # ~6 s on 2 busy cores; a generous guard against blow-ups
 
 
+def test_kernel_matches_reference_departing_at_the_lanes_mean_speed():
+    """Rule 3 with SUMO's departSpeed="avg": every vehicle enters at its lane's mean speed (its limit when empty); on
+    an occupied lane it waits while the gap to the lane's last vehicle allows less. The twin equals the reference at
+    every step, and both rules are exercised: vehicles enter moving, and some wait for a faster lane."""
+    scen = _scenario()
+    for f in scen.demand.flows:
+        f.depart_speed = "avg"
+    tw, refs, ids, valid, worst = _run_side_by_side(scen)
+    assert worst <= POS_TOL
+    for ref in refs:
+        ev = ref.events
+        assert ev["insertions"] >= 100 and ev["insertion_slower_than_lane"] >= 10, ev
+        assert ev["insertions_moving"] >= ev["insertions"] // 2, ev
+        assert ev["red_crossings"] == 0 and ev["same_step_entries"] == 0, ev
+
+
 def test_kernel_matches_reference_krauss():
     """Rule 9 (SUMO's Krauss with dawdling, sigma 0.5) together with turning speeds: the twin equals the reference
     at every step (both read the same keyed dawdling draws), and dawdling is real: a second seed's draws give

@@ -196,6 +196,11 @@ def test_bad_values_are_refused():
             with pytest.raises(ConfigError, match=r"scenario\.demand_interval_s"):
                 load_scenario(SumoScenario(sumocfg=str(DATA / "tiny.sumocfg"), demand_variation="poisson",
                                            demand_interval_s=bad))
+    for bad in ("avgg", "-3"):  # scenario.default_depart_speed (SUMO's --default.departspeed), before any file
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ConfigError, match=r"scenario\.default_depart_speed.*0, avg"):
+                load_scenario(SumoScenario(sumocfg=str(DATA / "tiny.sumocfg"), default_depart_speed=bad))
 
 
 def test_cli_names_field_value_and_choices(tmp_path):

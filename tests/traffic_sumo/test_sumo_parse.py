@@ -242,20 +242,22 @@ def test_sumocfg_relative_paths(data_dir, tmp_path):
 
 
 def test_depart_speed_as_sumo_reads_it(data_dir, tmp_path):
-    """SUMO's departSpeed: unstated is 0 (SUMO's default), a number is kept, max/desired/speedLimit are "as fast as
-    safe" (None); random/avg/last are read as max and reported; vehicles that differ in it are separate flows; the
-    route writer states it, so SUMO and the twin insert alike; bad values are refused by field and value."""
+    """SUMO's departSpeed: unstated is 0 (the twin's reading, unless default.departspeed says otherwise), a number
+    is kept, max/desired/speedLimit are "as fast as safe" (None), avg is the lane's mean speed; random/last are read
+    as max and reported; vehicles that differ in it are separate flows; the route writer states it, so SUMO and the
+    twin insert alike; bad values are refused by field and value."""
     net, _ = _load(sumo.load_net, data_dir / "tiny.net.xml")
     p = tmp_path / "r.rou.xml"
     p.write_text('<routes><vehicle id="a" depart="0"><route edges="WC CE"/></vehicle>'
                  '<vehicle id="b" depart="1" departSpeed="max"><route edges="WC CE"/></vehicle>'
                  '<vehicle id="c" depart="2" departSpeed="5.5"><route edges="WC CE"/></vehicle>'
                  '<vehicle id="d" depart="3" departSpeed="random"><route edges="WC CE"/></vehicle>'
+                 '<vehicle id="e" depart="4" departSpeed="avg"><route edges="WC CE"/></vehicle>'
                  '<flow id="f" begin="0" end="60" vehsPerHour="60" departSpeed="desired"><route edges="WC CE"/></flow>'
                  '</routes>')
     demand, msgs = _load(sumo.load_routes, p, net)
     speeds = {f.id: f.depart_speed for f in demand.flows}
-    assert speeds == {"a": 0.0, "b+1": None, "c": 5.5, "f": None}
+    assert speeds == {"a": 0.0, "b+1": None, "c": 5.5, "e": "avg", "f": None}
     assert any('departSpeed="random"' in str(m.message) for m in msgs)
     back, _ = _load(sumo.load_routes, sumo.write_routes(demand, tmp_path / "w.rou.xml"), net)
     assert sorted(map(str, (f.depart_speed for f in back.flows))) == sorted(map(str, speeds.values()))
@@ -264,6 +266,18 @@ def test_depart_speed_as_sumo_reads_it(data_dir, tmp_path):
                      '</routes>')
         with pytest.raises(ConfigError, match="vehicle\\[x\\].departSpeed"):
             sumo.load_routes(p, net)
+    # SUMO's --default.departspeed (1.28: avg) for the vehicles that state none: an argument, or the .sumocfg's
+    p.write_text('<routes><vehicle id="a" depart="0"><route edges="WC CE"/></vehicle></routes>')
+    assert sumo.load_routes(p, net, default_depart_speed="avg").flows[0].depart_speed == "avg"
+    with pytest.raises(ConfigError, match="default.departspeed"):
+        sumo.load_routes(p, net, default_depart_speed="fast")
+    cfg = tmp_path / "d.sumocfg"
+    cfg.write_text(f'<configuration><input><net-file value="{data_dir / "tiny.net.xml"}"/><route-files value="{p}"/>'
+                   '</input><processing><default.departspeed value="avg"/></processing></configuration>')
+    sc, _ = _load(sumo.load_sumocfg, cfg)
+    assert sc.demand.flows[0].depart_speed == "avg"
+    sc, _ = _load(sumo.load_sumocfg, cfg, default_depart_speed="max")  # scenario.default_depart_speed overrides
+    assert sc.demand.flows[0].depart_speed is None
 
 
 def test_trips_are_marked_for_routing_at_insertion(data_dir, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -72,9 +73,9 @@ class Flow:
     number: int | None = None  # SUMO flow 'number': cap on the count
     group: str = ""  # origin zone / class label used for per-group outcomes
     # speed at insertion, m/s (SUMO's departSpeed; at most what the gap and the driver's desired speed allow);
-    # None: as fast as that allows (SUMO's "max"), the twin's own scenarios. SUMO's default, for route files
-    # that state none, is 0
-    depart_speed: float | None = None
+    # None: as fast as that allows (SUMO's "max"), the twin's own scenarios; "avg": the lane's mean speed, SUMO
+    # 1.28's default (kernels rule 3)
+    depart_speed: float | Literal["avg"] | None = None
     # routed at insertion on the current travel times (scenario.routing=insertion), as SUMO routes a vehicle given
     # by origin and destination (<trip>, or a <flow> with from/to); ``route`` is then its free-flow route
     reroute: bool = False
@@ -86,8 +87,11 @@ class Flow:
         check(self.kind in ("poisson", "periodic", "bernoulli", "fixed"), f"flow[{self.id}].kind", self.kind,
               "poisson, periodic, bernoulli or fixed")
         check(len(self.route) > 0, f"flow[{self.id}].route", self.route, "a non-empty list of edges")
-        check(self.depart_speed is None or (math.isfinite(self.depart_speed) and self.depart_speed >= 0),
-              f"flow[{self.id}].depart_speed", self.depart_speed, "a speed >= 0 m/s, or None (as fast as safe)")
+        check(self.depart_speed is None or self.depart_speed == "avg"
+              or (isinstance(self.depart_speed, (int, float)) and math.isfinite(self.depart_speed)
+                  and self.depart_speed >= 0),
+              f"flow[{self.id}].depart_speed", self.depart_speed,
+              "a speed >= 0 m/s, None (as fast as safe) or \"avg\" (the lane's mean speed)")
         for b, e, r in self.segments():
             check(r >= 0, f"flow[{self.id}].rate", r, "a flow >= 0 veh/h")
             check(e >= b, f"flow[{self.id}].end", e, f">= begin ({b})")

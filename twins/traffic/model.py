@@ -232,6 +232,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
                                **self._vehicle_params(demand, lines, flow, rep, vid, dtype))
         # Krauss drivers dawdle (rule 9) where any sigma is positive: then one keyed draw per vehicle and step
         self.dawdles = self.cf == kernels.KRAUSS and bool((self.drivers.sigma > 0).any())
+        # some vehicles enter at their lane's mean speed (departSpeed "avg", rule 3): the step sums lanes' speeds then
+        self.depart_avg = bool((self.drivers.depart_speed < 0).any())
         self._rep_col, self._vid = rep, vid  # the keys of the dawdling draws
         self.depart = pop.depart.to(dev)
         # each slot's earliest departure over the worlds (nondecreasing, as every world's departures are): the
@@ -345,7 +347,8 @@ class TrafficTwin(TrafficOutcomes, Twin):
         tab = {a: table([getattr(v, a) for v in vt_of_flow]) for a in (
             "length", "min_gap", "accel", "decel", "tau", "delta", "speed_factor", "speed_dev", "param_cv",
             "max_speed", "sigma")}
-        tab["depart_speed"] = table([float("inf") if f.depart_speed is None else f.depart_speed
+        tab["depart_speed"] = table([float("inf") if f.depart_speed is None else
+                                     kernels.DEPART_AVG if f.depart_speed == "avg" else f.depart_speed
                                      for f in demand.flows] + [float("inf")] * len(lines))
 
         def col(attr, fi):  # the values of ``attr`` of the slots whose flows are ``fi``
@@ -675,7 +678,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
     def _step_settings(self) -> StepSettings:
         return StepSettings(dt=self.dt, W=self.W, span=self.span, substeps=self.substeps,
                             insert_rounds=self.insert_rounds, delta=self.shared_delta, fused=self.fused_idm, cf=self.cf,
-                            lane_change=self.lane_changing, fixed_shape=self.fixed_shape)
+                            lane_change=self.lane_changing, fixed_shape=self.fixed_shape, depart_avg=self.depart_avg)
 
     @property
     def _stop_tables(self) -> StopTables | None:

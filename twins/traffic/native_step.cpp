@@ -216,10 +216,10 @@ template <typename T> inline T arrival_time(T d, T v, T a, T vmax) {
 
 // kernels.leave_time (SUMO's MSLink::getLeaveTime): the arrival plus path and length at the mean of the speeds at
 // the line and at the path's end
-template <typename T> inline T leave_time(T t_arr, T d, T via, T len, T v, T a, T vmax) {
+// (v_out: its speed at the path's end, kernels.yield_blocked's)
+template <typename T> inline T leave_time(T t_arr, T d, T via, T len, T v, T a, T vmax, T v_out) {
     const T v0 = minimum(v, vmax);
     const T v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
-    const T v_out = minimum(T(std::sqrt(v_arr * v_arr + T(2) * a * via)), vmax);
     return t_arr + (via + len) / clamp_min(T(0.5) * (v_arr + v_out), T(NUMERICAL_EPS));
 }
 // kernels.line_speeds: the speed at the end of the link's path (SUMO's estimatedLeaveSpeed)
@@ -364,6 +364,7 @@ template <typename T> struct Scratch {
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must, f_moving, f_sig;  // f_sig: held by its signal (red, or a yellow it stops for)
     std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear, foe_d, foe_v, foe_b;
+    std::vector<T> f_vout;  // a front vehicle's speed leaving the junction (kernels.yield_blocked)
     std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
     std::vector<int64_t> held;  // the followers whose link shows red or yellow (held_red: red)
@@ -372,6 +373,8 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;  // open: per edge, the lanes refused this step (insertion)
     std::vector<double> sums, standing, behind;
+    std::vector<double> v_sum, v_n;  // per lane: the speeds of its vehicles summed in slot order, and their number
+    std::vector<int64_t> inserted;  // this step's insertions before those sums were needed, in order
     std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new, behind_of;
     std::vector<int64_t> rank;
     std::vector<uint8_t> touched, swap;
@@ -636,6 +639,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // (sc.open: per edge, the bitmask of lanes refused)
     sc.open.assign(a.E, 0);
     sc.tries.assign(a.E, 0);
+    // kernels.lane_speed_sums, made for the first vehicle inserted at the lane's mean speed: the vehicles running
+    // before this step's insertions in slot order, then those inserted, in order (the kernels' order of additions)
+    bool have_sums = false;
+    sc.inserted.clear();
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
         // route_pos: 0, or the edge a teleport chose (kernels rule 12)
@@ -651,7 +658,25 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const T v0 = minimum(W.lane_speed[il] * W.speed_factor[s], W.max_speed[s]);
         const T gap = room - len;
         T v = std::isfinite(gap) ? clamp_min((gap - mg) / W.tau[s], T(0)) : inf;
-        v = minimum(minimum(v, v0), W.depart_speed[s]);
+        T v_dep = W.depart_speed[s];
+        if (v_dep < T(0)) {  // kernels.DEPART_AVG: the lane's mean speed, its limit when empty
+            if (!have_sums) {
+                sc.v_sum.assign(L, 0.0);
+                sc.v_n.assign(L, 0.0);
+                size_t k = 0;
+                for (int64_t q = lo; q < hi; ++q) {
+                    if (k < sc.inserted.size() && sc.inserted[k] == q) { ++k; continue; }
+                    if (W.status[q] == RUNNING) { sc.v_sum[W.lane[q]] += double(W.speed[q]); sc.v_n[W.lane[q]] += 1.0; }
+                }
+                for (const int64_t q : sc.inserted) { sc.v_sum[W.lane[q]] += double(W.speed[q]); sc.v_n[W.lane[q]] += 1.0; }
+                have_sums = true;
+            }
+            const double n_on = sc.v_n[il];
+            v_dep = minimum(v0, n_on > 0 ? T(sc.v_sum[il] / n_on) : W.lane_speed[il]);
+            if (n_on > 0 && v < v_dep) { sc.open[e] |= free; continue; }  // not patched on an occupied lane: it waits
+        }
+        v = minimum(minimum(v, v0), v_dep);
+        if (have_sums) { sc.v_sum[il] += double(v); sc.v_n[il] += 1.0; } else sc.inserted.push_back(s);
         W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v;
         if (W.insert_step[s] < 0) W.insert_step[s] = a.step_index;
         W.leader[s] = W.last[il]; W.last[il] = s;
@@ -871,13 +896,34 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (a.has_foes) {
         const int64_t C = a.C, NF = a.NF;
         sc.arr.assign(C, inf); sc.leave.assign(C, -inf);
-        sc.t_arr.resize(F); sc.t_leave.resize(F); sc.f_vmax.resize(F);
+        sc.t_arr.resize(F); sc.t_leave.resize(F); sc.f_vmax.resize(F); sc.f_vout.resize(F);
         for (size_t f = 0; f < F; ++f) {
             const int64_t s = sc.fronts[f], ln = W.lane[s];
-            T vmax = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
+            const T v0 = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
+            T vmax = v0;
             if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
             sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
-            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], sc.f_d[f], sc.via[f], W.length[s], W.speed[s], W.accel[s], vmax);
+            // its speed leaving the junction, at most what following its junction leader from it allows (SUMO's
+            // adaptToLeader, adaptLeaveSpeed)
+            T v_out = leave_speed<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], vmax);
+            const T gj = sc.f_gapj[f];
+            if (std::isfinite(gj)) {
+                T follow;
+                if (a.cf == KRAUSS) {
+                    follow = krauss_speed<T>(v_out, v0, gj, sc.f_vj[f], W.min_gap[s], W.accel[s], W.decel[s], W.tau[s],
+                                             T(0), T(-1), inf, a.dt);
+                } else {
+                    T v = v_out, g = gj, vl = sc.f_vj[f];
+                    const int64_t dl = a.delta_shared >= 0 ? a.delta_shared : W.delta[s];
+                    idm_run<T>(1, &v, &g, &v0, &vl, &W.accel[s], &W.tsab[s], &W.tau[s], &W.min_gap[s], a.delta_shared,
+                               &dl, a.dt, a.substeps);
+                    follow = v;
+                }
+                v_out = minimum(v_out, follow);
+            }
+            sc.f_vout[f] = v_out;
+            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], sc.f_d[f], sc.via[f], W.length[s], W.speed[s], W.accel[s], vmax,
+                                          v_out);
             sc.f_vmax[f] = vmax;
             // (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
             if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) {
@@ -974,9 +1020,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const int64_t s = sc.fronts[f];
             const T stood = W.wait ? T(W.wait[s]) * T(a.dt) : T(0);
             const T imp = std::min(stood / T(TIME_TO_IMPATIENCE_S), T(1));
-            const T v_leave = leave_speed<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], sc.f_vmax[f]);
             if (foes_block(c, sc.t_arr[f], sc.t_leave[f], true, sc.f_d[f], W.speed[s], W.accel[s], sc.f_vmax[f],
-                           v_leave, W.decel[s], imp))
+                           sc.f_vout[f], W.decel[s], imp))
                 sc.f_must[f] = 1;
         }
         // vehicles waiting at their internal junction: a minor link there (SUMO's "m"), timed from that point

@@ -22,7 +22,8 @@ phase it is in (synchronous update, like the kernel):
    open edge picks the allowed lane of that edge with the most room (rear of
    the tail, +inf if empty; lowest lane index on ties) and fits if ``room -
    length >= min_gap``: it enters with its front at ``length``, speed
-   ``min(v0, max(0, (gap - min_gap) / tau), depart_speed)`` (SUMO's departSpeed), its leader is the lane's tail
+   ``min(v0, max(0, (gap - min_gap) / tau), depart_speed)`` (SUMO's departSpeed; "avg": the lane's mean speed,
+   its limit when empty, and on an occupied lane it waits while the gap allows less), its leader is the lane's tail
    and it becomes the new tail. A vehicle that does not fit closes the lanes
    it could take (all full) for the rest of the step; later vehicles of the
    edge may still take its other lanes (SUMO's ``MSEdge::insertVehicle``).
@@ -281,10 +282,11 @@ def line_speeds(d: float, via: float, v: float, a: float, vmax: float) -> tuple[
     return v_arr, min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
 
 
-def leave_time(t_arr: float, d: float, via: float, length: float, v: float, a: float, vmax: float) -> float:
-    """Rule 10: when the rear of a vehicle ``d`` m before a link has left its path (the kernel's ``leave_time``,
-    SUMO's ``MSLink::getLeaveTime``)."""
-    v_arr, v_out = line_speeds(d, via, v, a, vmax)
+def leave_time(t_arr: float, d: float, via: float, length: float, v: float, a: float, vmax: float,
+               v_out: float) -> float:
+    """Rule 10: when the rear of a vehicle ``d`` m before a link has left its path, leaving it at ``v_out`` (the
+    kernel's ``leave_time``, SUMO's ``MSLink::getLeaveTime``)."""
+    v_arr = line_speeds(d, via, v, a, vmax)[0]
     return t_arr + (via + length) / max(0.5 * (v_arr + v_out), NUMERICAL_EPS)
 
 
@@ -469,7 +471,8 @@ class ReferenceVehicle(mesa.Agent):
         self.lane_leader: ReferenceVehicle | None = None  # the vehicle ahead on its lane (leader: rule 10 past it)
         self.conn_key: tuple[str, str] | None = None  # the connection it entered its lane by (rule 10)
         self._t_arr = self._t_leave = INF
-        self._line = (0.0, INF, 0.0)  # (distance to its line, top speed, path length) when it last looked past the line
+        # (distance to its line, top speed, path length, leave speed) when it last looked past the line
+        self._line = (0.0, INF, 0.0, INF)
         # decided in plan(), applied in commit()
         self._next_lane: _Lane | None = None
         self._via = 0.0
@@ -492,12 +495,13 @@ class ReferenceVehicle(mesa.Agent):
         interaction = ratio * ratio if math.isfinite(gap) else 0.0
         return self.accel * (1.0 - int_pow(v / v0, self.delta) - interaction)
 
-    def idm_speed(self, v0: float, gap: float, v_lead: float, s0: float | None = None) -> float:
-        """Speed after ``dt``: IDM in ``substeps`` sub-steps, leader speed held, gap shrinking."""
+    def idm_speed(self, v0: float, gap: float, v_lead: float, s0: float | None = None, v: float | None = None) -> float:
+        """Speed after ``dt`` from ``v`` (its speed unless given): IDM in ``substeps`` sub-steps, leader speed held,
+        gap shrinking."""
         m = self.model
         n = m.substeps
         h = m.dt / n
-        v = self.speed
+        v = self.speed if v is None else v
         for _ in range(n):
             v = max(v + self.idm(v, v0, gap, v_lead, s0) * h, 0.0)
             if n > 1:
@@ -575,8 +579,16 @@ class ReferenceVehicle(mesa.Agent):
             if math.isfinite(u):
                 vmax = min(vmax, u * self.speed_factor)
             self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
-            self._t_leave = leave_time(self._t_arr, d, via, self.length, self.speed, self.accel, vmax)
-            self._line = (d, vmax, via)  # for when it would reach each foe's path, and merges (blocked_by_foes)
+            # its speed leaving the junction, at most what following its junction leader from it allows (SUMO's
+            # adaptToLeader, adaptLeaveSpeed)
+            v_out = line_speeds(d, via, self.speed, self.accel, vmax)[1]
+            if math.isfinite(gap_junction):
+                v0 = self.desired_speed(lane)
+                v_out = min(v_out, self.krauss_speed(v0, gap_junction, v_junction, INF, None, v=v_out) if m.krauss
+                            else self.idm_speed(v0, gap_junction, v_junction, v=v_out))
+            self._t_leave = leave_time(self._t_arr, d, via, self.length, self.speed, self.accel, vmax, v_out)
+            # for when it would reach each foe's path, and merges (blocked_by_foes)
+            self._line = (d, vmax, via, v_out)
 
     def body_zone(self) -> int:
         """kernels.body_zone: the parts of its path (ZONE_BINS) this vehicle inside the junction covers."""
@@ -785,12 +797,13 @@ class ReferenceVehicle(mesa.Agent):
         if front and not on_last_edge and not must_stop and math.isfinite(gap_front) and v_new < STOP_SPEED:
             m.events["front_blocked_by_next_lane"] += 1  # spillback: may go, but the next lane is full
 
-    def krauss_speed(self, v0: float, gap: float, v_lead: float, v_cap: float, u: float | None) -> float:
+    def krauss_speed(self, v0: float, gap: float, v_lead: float, v_cap: float, u: float | None,
+                     v: float | None = None) -> float:
         """Rule 9, SUMO's Krauss (semi-implicit Euler): the safe speed behind the obstacle (``gap - min_gap``, the
         leader braking with this vehicle's decel), bounded by ``v0``, ``v + accel·dt`` and ``v_cap``, then
         dawdling by ``u`` (None: none), never below ``max(v - decel·dt, 0)`` unless the bound is lower."""
         dt = self.model.dt
-        v = self.speed
+        v = self.speed if v is None else v
         v_safe = safe_stop_speed(gap - self.min_gap + brake_gap(v_lead, self.decel, 0.0, dt), self.decel, self.tau, dt)
         v_max = min(min(min(v0, v + self.accel * dt), v_safe), v_cap)
         if u is None:
@@ -1153,13 +1166,12 @@ class ReferenceTrafficModel(mesa.Model):
     def blocked_by_foes(self, key, t_arr: float, t_leave: float, line: tuple | None = None) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
         (s from now), must wait for a foe's window (:meth:`approach_windows`). ``line``: (distance to its line, top
-        speed, path length, speed, acceleration, deceleration, seconds stood) of one at its line, which a foe moving
+        speed, path length, leave speed, speed, acceleration, deceleration, seconds stood) of one at its line, which a foe moving
         inside the junction holds only until its rear has passed their crossing, if it would reach the crossing
         before, and which merges ahead of an approaching foe into the same lane only where ``merge_unsafe`` allows
         (None: at an internal junction, where a foe inside holds it until its rear has left the junction)."""
         if line is not None:
-            d, vmax, via, v, a, decel, stood = line
-            v_leave = line_speeds(d, via, v, a, vmax)[1]
+            d, vmax, via, v_leave, v, a, decel, stood = line
             impatience = min(stood / TIME_TO_IMPATIENCE_S, 1.0)
         for foe, zone, at in zip(self.foes[key], self.zones[key], self.zone_at[key]):
             w = self.windows.get(foe)
@@ -1253,6 +1265,10 @@ class ReferenceTrafficModel(mesa.Model):
             k = v.route_pos
             return (v.best[k] if self.lane_changing else v.allowed[k]) - refused.get(v.spec.route[k], set())
 
+        lane_speeds: dict[str, list[float]] = {}  # per lane: its vehicles' speeds, for SUMO's departSpeed="avg"
+        if any(v.depart_speed < 0 for v in want):
+            for v in running:
+                lane_speeds.setdefault(v.lane.id, []).append(v.speed)
         for rnd in range(self.insert_rounds):
             heads: dict[str, ReferenceVehicle] = {}
             for v in want:  # priority order: the first waiting vehicle of each edge with a lane it may still take
@@ -1271,10 +1287,21 @@ class ReferenceTrafficModel(mesa.Model):
                 v0 = v.desired_speed(lane)
                 gap = room - v.length
                 v_ins = max((gap - v.min_gap) / v.tau, 0.0) if math.isfinite(gap) else INF
+                v_dep = v.depart_speed
+                if v_dep < 0:  # departSpeed="avg": the lane's mean speed, its limit when empty
+                    on = lane_speeds.get(lane.id, [])
+                    v_dep = min(v0, sum(on) / len(on) if on else lane.speed)
+                    if on and v_ins < v_dep:  # not patched on an occupied lane: it waits
+                        self.events["insertion_slower_than_lane"] += 1
+                        refused.setdefault(e, set()).update(lanes)
+                        continue
                 v.status = RUNNING
                 v.lane = lane
                 v.pos = v.length
-                v.speed = min(min(v_ins, v0), v.depart_speed)
+                v.speed = min(min(v_ins, v0), v_dep)
+                if v.speed > 0:
+                    self.events["insertions_moving"] += 1
+                lane_speeds.setdefault(lane.id, []).append(v.speed)
                 if v.insert_step < 0:
                     v.insert_step = self.step_index
                 v.leader = self.tails.get(lane.id)

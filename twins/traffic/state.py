@@ -92,6 +92,7 @@ class StepSettings:
     fused: bool = False  # IDM and movement through torch.compile (same numbers on CPU)
     cf: int = 0  # car-following model: kernels.IDM or kernels.KRAUSS
     lane_change: bool = False  # rule 11
+    depart_avg: bool = False  # rule 3: some vehicles enter at their lane's mean speed (depart_speed DEPART_AVG)
     # every rule over the whole window with masks, never on index subsets found by ``nonzero``: no data-dependent
     # shape and no host read for it (CUDA; the same numbers, more work where few vehicles run)
     fixed_shape: bool = False

@@ -88,8 +88,14 @@ class SumoScenario:
     step_length: float = 1.0
 
 
+# The departSpeed of a route file's vehicles that state none, where the .sumocfg sets no default.departspeed: "0",
+# SUMO's own before 1.20 and the twin's reading (SUMO 1.28's is "avg", the lane's mean speed: with it the twin is
+# faster than SUMO where its junctions still let minor vehicles through too soon; benchmarks/README.md, "SUMO's
+# departure speed, followed")
+DEFAULT_DEPART_SPEED = "0"
 # time-to-teleport: read by scenarios/sumo.py (kernels rule 12)
-_CFG_USED = {"net-file", "route-files", "additional-files", "begin", "end", "step-length", "time-to-teleport"}
+_CFG_USED = {"net-file", "route-files", "additional-files", "begin", "end", "step-length", "time-to-teleport",
+             "default.departspeed"}
 _CFG_SILENT = re.compile(r"(output|log|verbose|no-step-log|no-warnings|duration-log|gui|window|start|quit-on-end|"
                          r"delay|breakpoints|demo|game|tracker|xml-validation|print|save|write|help|version|"
                          r"precision|human-readable|configuration)")
@@ -127,8 +133,10 @@ def _skip_before(demand: Demand, begin: float, report: Report) -> Demand:
     return Demand(demand.vtypes, flows)
 
 
-def load_sumocfg(path, *, net: str | None = None, routes=None) -> SumoScenario:
-    """Network, demand, begin and end of a SUMO ``.sumocfg`` (``net``/``routes`` override its files)."""
+def load_sumocfg(path, *, net: str | None = None, routes=None, default_depart_speed: str | None = None) -> SumoScenario:
+    """Network, demand, begin and end of a SUMO ``.sumocfg`` (``net``/``routes`` override its files;
+    ``default_depart_speed`` its ``default.departspeed``, which is "0" where it states none: the departSpeed of the
+    vehicles that state none)."""
     report = Report(str(path))
     opts, path = read_sumocfg(path)
     base = path.parent
@@ -155,7 +163,8 @@ def load_sumocfg(path, *, net: str | None = None, routes=None) -> SumoScenario:
                                   f"{network.programs[pid].n_links} links like the net's program", f"In {af}.")
             prog.crossing_links = network.programs[pid].crossing_links  # the same links: the net says which
             network.programs[pid] = prog
-    demand = routes_from(route_files, network, report, begin) if route_files else Demand(flows=[])
+    dspeed = default_depart_speed or opts.get("default.departspeed", DEFAULT_DEPART_SPEED)
+    demand = routes_from(route_files, network, report, begin, dspeed) if route_files else Demand(flows=[])
     demand = _skip_before(demand, begin, report)
     report.emit()
     return SumoScenario(network=network, demand=demand, begin=begin, end=end,

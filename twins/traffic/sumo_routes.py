@@ -59,10 +59,11 @@ def _speed_factor(v: str, where: Where, tid: str) -> tuple[float, float | None]:
 class _RouteReader:
     """Shared state over the route files of one scenario."""
 
-    def __init__(self, network: RoadNetwork, report: Report, begin: float = 0.0):
+    def __init__(self, network: RoadNetwork, report: Report, begin: float = 0.0, default_depart_speed: str = "0"):
         self.net = network
         self.report = report
         self.begin = begin
+        self.default_depart_speed = default_depart_speed  # SUMO's --default.departspeed
         self.vtypes: dict[str, VehicleType] = {}
         self.vtype_alias: dict[str, str] = {}  # vTypeDistribution id -> chosen member
         self.skip_vtypes: set[str] = set()
@@ -310,22 +311,24 @@ class _RouteReader:
             self.groups[key] = (vid, [])
         self.groups[key][1].append(t)
 
-    def depart_speed(self, a: dict, w: Where, owner: str) -> float | None:
-        """SUMO's ``departSpeed`` (0 where the file states none: SUMO 1.28's own default, ``--default.departspeed
-        avg``, is not followed yet; benchmarks/README.md, "What the insertion hides"): a number, or None for "max",
-        "desired" and "speedLimit" (as fast as safe, up to the driver's desired speed); "random", "avg" and "last"
-        are read as "max" and reported."""
-        v = a.get("departSpeed", "0").strip()
+    def depart_speed(self, a: dict, w: Where, owner: str) -> float | str | None:
+        """SUMO's ``departSpeed`` (where the file states none, the reader's ``default_depart_speed``, SUMO's
+        ``--default.departspeed``): a number, None for "max", "desired" and "speedLimit" (as fast as safe, up to the
+        driver's desired speed), "avg" (the lane's mean speed, kernels rule 3); "random" and "last" are read as
+        "max" and reported."""
+        v = a.get("departSpeed", self.default_depart_speed).strip()
         if v in ("max", "desired", "speedLimit"):
             return None
-        if v in ("random", "avg", "last"):
+        if v == "avg":
+            return "avg"
+        if v in ("random", "last"):
             self.report.add(f"departSpeed=\"{v}\" (inserted as fast as safe, as \"max\")")
             return None
         try:
             x = float(v)
         except ValueError:
-            raise w.error(f"{owner}.departSpeed", v, "a speed >= 0 m/s, or max, desired, speedLimit, random, avg, "
-                          "last") from None
+            raise w.error(f"{owner}.departSpeed" if "departSpeed" in a else "default.departspeed", v,
+                          "a speed >= 0 m/s, or max, desired, speedLimit, random, avg, last") from None
         if not (math.isfinite(x) and x >= 0):
             raise w.error(f"{owner}.departSpeed", v, "a speed >= 0 m/s")
         return x
@@ -392,10 +395,11 @@ class _NonCarRoute(Exception):
     pass
 
 
-def routes_from(paths, network: RoadNetwork, report: Report, begin: float = 0.0) -> Demand:
+def routes_from(paths, network: RoadNetwork, report: Report, begin: float = 0.0,
+                default_depart_speed: str = "0") -> Demand:
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    reader = _RouteReader(network, report, begin)
+    reader = _RouteReader(network, report, begin, default_depart_speed)
     for p in paths:
         p = check_file(p, "route-files")
         parse(p, reader.start, reader.end)
@@ -404,10 +408,11 @@ def routes_from(paths, network: RoadNetwork, report: Report, begin: float = 0.0)
     return d
 
 
-def load_routes(path, network: RoadNetwork, *, begin: float = 0.0) -> Demand:
-    """Demand of one or several SUMO route files (later files see earlier files' vTypes and routes)."""
+def load_routes(path, network: RoadNetwork, *, begin: float = 0.0, default_depart_speed: str = "0") -> Demand:
+    """Demand of one or several SUMO route files (later files see earlier files' vTypes and routes);
+    ``default_depart_speed``: the ``departSpeed`` of vehicles that state none (SUMO's ``--default.departspeed``)."""
     report = Report(str(path) if isinstance(path, (str, Path)) else ", ".join(map(str, path)))
-    d = routes_from(path, network, report, begin)
+    d = routes_from(path, network, report, begin, default_depart_speed)
     report.emit()
     return d
 
@@ -428,8 +433,10 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
     flows = []
     for i, f in enumerate(demand.flows):
         edges = " ".join(f.route)
-        # the twin's insertion speed, stated (SUMO's default would be 0)
-        dsp = f' departSpeed="{"max" if f.depart_speed is None else fmt(f.depart_speed)}"'
+        # the twin's insertion speed, stated (SUMO's default would be its --default.departspeed)
+        dsp = ("max" if f.depart_speed is None else f.depart_speed if isinstance(f.depart_speed, str)
+               else fmt(f.depart_speed))
+        dsp = f' departSpeed="{dsp}"'
         if f.kind == "fixed":
             for k, t in enumerate(sorted(f.departures)):
                 vehicles.append((t, f"    <vehicle id={quoteattr(f'{f.id}.{k}')} type={quoteattr(f.vtype)} "

@@ -1170,12 +1170,21 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lan
         0, torch.where(behind, seg, W * n_lanes), (length + min_gap).to(torch.float64))
 
 
+SPEED_SUM_SCALE = 2.0 ** 32  # rule 3: speeds summed as integers of 2^-32 m/s (exact in any order: CUDA atomics too)
+
+
+def speed_units(v: torch.Tensor) -> torch.Tensor:
+    """Speeds as int64 counts of 2^-32 m/s, rounded down (:data:`SPEED_SUM_SCALE`)."""
+    return torch.floor(v.to(torch.float64) * SPEED_SUM_SCALE).to(torch.int64)
+
+
 def lane_speed_sums(world, lane, running, speed, n_lanes: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per (world, lane), float64 ``[W*L + 1]``: the sum of the running vehicles' speeds (in slot order) and their
-    number, for a lane's mean speed (SUMO's ``MSLane::getMeanSpeed``). The last entry collects the others."""
+    """Per (world, lane), int64 ``[W*L + 1]``: the sum of the running vehicles' speeds (:func:`speed_units`) and
+    their number, for a lane's mean speed (SUMO's ``MSLane::getMeanSpeed``): integers, so the same sums in any order
+    and on any device. The last entry collects the others."""
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
-    zeros = torch.zeros(W * n_lanes + 1, dtype=torch.float64, device=speed.device)
-    return zeros.index_add(0, seg, speed.to(torch.float64)), zeros.index_add(0, seg, running.to(torch.float64))
+    zeros = torch.zeros(W * n_lanes + 1, dtype=torch.int64, device=speed.device)
+    return zeros.index_add(0, seg, speed_units(speed)), zeros.index_add(0, seg, running.to(torch.int64))
 
 
 def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSettings, stops: StopTables | None = None,
@@ -1557,15 +1566,16 @@ def insert(due, state: VehicleState, drivers: Drivers, r, leader, last, net, rou
         seg = world * L + il
         if v_sum is not None:
             n_on = _gather(v_n, seg)
-            mean = torch.where(n_on > 0, (_gather(v_sum, seg) / n_on.clamp(min=1.0)).to(pos.dtype),
+            mean = torch.where(n_on > 0, (_gather(v_sum, seg).to(torch.float64) / SPEED_SUM_SCALE
+                                          / n_on.clamp(min=1).to(torch.float64)).to(pos.dtype),
                                _gather(net.lane_speed, il))
             v_avg = torch.minimum(v0_ins, mean)
             fits = fits & ~(avg & (n_on > 0) & (v_ins < v_avg))  # not patched on an occupied lane: it waits
         v_ins = torch.minimum(torch.minimum(v_ins, v0_ins), v_dep if v_sum is None else torch.where(avg, v_avg, v_dep))
         seg = torch.where(fits, seg, W * L)
         if v_sum is not None:
-            v_sum = v_sum.index_add(0, seg, torch.where(fits, v_ins, 0.0).to(torch.float64))
-            v_n = v_n.index_add(0, seg, fits.to(torch.float64))
+            v_sum = v_sum.index_add(0, seg, speed_units(torch.where(fits, v_ins, 0.0)))
+            v_n = v_n.index_add(0, seg, fits.to(torch.int64))
         status = put(status, RUNNING, fits)
         lane = put(lane, il, fits)
         pos = put(pos, length, fits)

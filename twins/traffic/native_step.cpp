@@ -373,8 +373,7 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;  // open: per edge, the lanes refused this step (insertion)
     std::vector<double> sums, standing, behind;
-    std::vector<double> v_sum, v_n;  // per lane: the speeds of its vehicles summed in slot order, and their number
-    std::vector<int64_t> inserted;  // this step's insertions before those sums were needed, in order
+    std::vector<int64_t> v_sum, v_n;  // per lane: its vehicles' speeds (kernels.speed_units) summed, their number
     std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new, behind_of;
     std::vector<int64_t> rank;
     std::vector<uint8_t> touched, swap;
@@ -639,10 +638,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // (sc.open: per edge, the bitmask of lanes refused)
     sc.open.assign(a.E, 0);
     sc.tries.assign(a.E, 0);
-    // kernels.lane_speed_sums, made for the first vehicle inserted at the lane's mean speed: the vehicles running
-    // before this step's insertions in slot order, then those inserted, in order (the kernels' order of additions)
+    // kernels.lane_speed_sums (integers: any order gives the same sums), made for the first vehicle inserted at the
+    // lane's mean speed
+    auto units = [](T v) { return int64_t(std::floor(double(v) * 4294967296.0)); };  // kernels.speed_units, 2^32
     bool have_sums = false;
-    sc.inserted.clear();
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
         // route_pos: 0, or the edge a teleport chose (kernels rule 12)
@@ -661,22 +660,18 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         T v_dep = W.depart_speed[s];
         if (v_dep < T(0)) {  // kernels.DEPART_AVG: the lane's mean speed, its limit when empty
             if (!have_sums) {
-                sc.v_sum.assign(L, 0.0);
-                sc.v_n.assign(L, 0.0);
-                size_t k = 0;
-                for (int64_t q = lo; q < hi; ++q) {
-                    if (k < sc.inserted.size() && sc.inserted[k] == q) { ++k; continue; }
-                    if (W.status[q] == RUNNING) { sc.v_sum[W.lane[q]] += double(W.speed[q]); sc.v_n[W.lane[q]] += 1.0; }
-                }
-                for (const int64_t q : sc.inserted) { sc.v_sum[W.lane[q]] += double(W.speed[q]); sc.v_n[W.lane[q]] += 1.0; }
+                sc.v_sum.assign(L, 0);
+                sc.v_n.assign(L, 0);
+                for (int64_t q = lo; q < hi; ++q)
+                    if (W.status[q] == RUNNING) { sc.v_sum[W.lane[q]] += units(W.speed[q]); ++sc.v_n[W.lane[q]]; }
                 have_sums = true;
             }
-            const double n_on = sc.v_n[il];
-            v_dep = minimum(v0, n_on > 0 ? T(sc.v_sum[il] / n_on) : W.lane_speed[il]);
+            const int64_t n_on = sc.v_n[il];
+            v_dep = minimum(v0, n_on > 0 ? T(double(sc.v_sum[il]) / 4294967296.0 / double(n_on)) : W.lane_speed[il]);
             if (n_on > 0 && v < v_dep) { sc.open[e] |= free; continue; }  // not patched on an occupied lane: it waits
         }
         v = minimum(minimum(v, v0), v_dep);
-        if (have_sums) { sc.v_sum[il] += double(v); sc.v_n[il] += 1.0; } else sc.inserted.push_back(s);
+        if (have_sums) { sc.v_sum[il] += units(v); ++sc.v_n[il]; }
         W.status[s] = RUNNING; W.lane[s] = il; W.pos[s] = len; W.speed[s] = v;
         if (W.insert_step[s] < 0) W.insert_step[s] = a.step_index;
         W.leader[s] = W.last[il]; W.last[il] = s;

@@ -1166,10 +1166,10 @@ class ReferenceTrafficModel(mesa.Model):
     def blocked_by_foes(self, key, t_arr: float, t_leave: float, line: tuple | None = None) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
         (s from now), must wait for a foe's window (:meth:`approach_windows`). ``line``: (distance to its line, top
-        speed, path length, leave speed, speed, acceleration, deceleration, seconds stood) of one at its line, which a foe moving
-        inside the junction holds only until its rear has passed their crossing, if it would reach the crossing
-        before, and which merges ahead of an approaching foe into the same lane only where ``merge_unsafe`` allows
-        (None: at an internal junction, where a foe inside holds it until its rear has left the junction)."""
+        speed, path length, leave speed, speed, acceleration, deceleration, seconds stood) of one at its line, which
+        a foe moving inside the junction holds only until its rear has passed their crossing, if it would reach the
+        crossing before, and which merges ahead of an approaching foe into the same lane only where ``merge_unsafe``
+        allows (None: at an internal junction, where a foe inside holds it until its rear has left the junction)."""
         if line is not None:
             d, vmax, via, v_leave, v, a, decel, stood = line
             impatience = min(stood / TIME_TO_IMPATIENCE_S, 1.0)

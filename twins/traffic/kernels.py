@@ -493,8 +493,8 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     at is at most what its car-following model allows from that speed behind its junction leader, the vehicle
     ahead past the line, as SUMO's ``MSVehicle::adaptToLeader`` caps a link's leave speed: ``follow``), and every
     vehicle moving inside a junction (front short of its lane's start) announces, per part of its path, when its
-    rear will have passed it at its current speed (:func:`clear_times`). Per (world, connection) the union of those windows
-    is kept. A vehicle at its line waits for one moving inside on a crossing foe connection only if that one's rear
+    rear will have passed it at its current speed (:func:`clear_times`). Per (world, connection) the union of those
+    windows is kept. A vehicle at its line waits for one moving inside on a crossing foe connection only if that one's rear
     will not have passed their crossing (``net.conn_zone``) when its own front would get there (``net.conn_zone_at``
     m past its line, :func:`arrival_time`): SUMO's ``MSLink::opened`` counts approaching foes only, and the vehicle
     follows a foe inside the junction as a leader until it has passed (``MSVehicle::checkLinkLeader``). Before, it

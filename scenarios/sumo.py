@@ -52,7 +52,8 @@ class SumoScenario:
     # route, as SUMO does to end gridlocks; null: the .sumocfg's time-to-teleport, else SUMO's 300 s; <= 0: never
     time_to_teleport_s: Optional[float] = None
     # departSpeed of the vehicles whose route file states none (SUMO's --default.departspeed): 0, avg (the lane's
-    # mean speed, SUMO 1.28's default), max or a speed; null: the .sumocfg's default.departspeed, else 0
+    # mean speed, SUMO 1.28's default), max (desired, speedLimit; random and last are read as max) or a speed;
+    # null: the .sumocfg's default.departspeed, else 0
     default_depart_speed: Optional[str] = None
     # insertion: trips (<trip>, <flow> with from/to) are routed when they depart on the world's current travel
     # times, as SUMO routes them (twins.traffic.routing); static: on free-flow times, once
@@ -147,9 +148,6 @@ def scale_demand(demand: Demand, factor: float) -> Demand:
     return Demand(dict(demand.vtypes), flows)
 
 
-DEPART_SPEEDS = ("avg", "max", "desired", "speedLimit")  # scenario.default_depart_speed's names (else a speed)
-
-
 def _non_negative(v: str) -> bool:
     try:
         return math.isfinite(float(v)) and float(v) >= 0
@@ -174,9 +172,11 @@ def load_scenario(cfg) -> tuple[RoadNetwork, Demand, float, Optional[float]]:
           "a positive interval in seconds")
     dspeed = get("default_depart_speed")
     dspeed = None if dspeed is None else str(dspeed).strip()
-    check(dspeed is None or dspeed in DEPART_SPEEDS or _non_negative(dspeed), "scenario.default_depart_speed",
-          dspeed, "0, avg (the lane's mean speed, SUMO 1.28's default), max, desired, speedLimit or a speed >= 0 m/s",
-          suggest(str(dspeed), DEPART_SPEEDS))
+    names = (sumo.DEPART_AVG, *sumo.DEPART_MAX, *sumo.DEPART_AS_MAX)  # SUMO's, as the route import reads them
+    check(dspeed is None or dspeed in names or _non_negative(dspeed), "scenario.default_depart_speed", dspeed,
+          "0, avg (the lane's mean speed, SUMO 1.28's default), max, desired, speedLimit, random or last (both read "
+          "as max) or a speed >= 0 m/s",
+          suggest(str(dspeed), names))
     sumocfg, net = abs_path(get("sumocfg", "") or ""), abs_path(get("net", "") or "")
     routes = get("routes", "") or ""
     route_list = [abs_path(r.strip()) for r in str(routes).split(",") if r.strip()]

@@ -193,6 +193,7 @@ IDM, KRAUSS = 0, 1  # car-following models (rule 9)
 CF_MODELS = {"IDM": IDM, "Krauss": KRAUSS}
 NUMERICAL_EPS = 1e-6  # m: SUMO's slack in its safe stopping speed
 STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
+DEPART_AVG = -1.0  # rule 3: ``depart_speed`` of a vehicle inserted at its lane's mean speed (SUMO's "avg")
 DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rule 7)
 # s: a minor link lets a foe pass first unless the foe arrives this long after it has left (rule 10): SUMO's
 # jmTimegapMinor (MSLink::blockedByFoe's look-ahead), 1 s by default. (It was 0 while rule 4 kept every junction
@@ -442,13 +443,10 @@ def line_speeds(d, via, v, a, vmax):
     return v_arr, torch.minimum(torch.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
 
 
-def leave_time(t_arr, d, via, length, v, a, vmax, v_out=None):
-    """Seconds until the rear of a vehicle ``d`` m before a link has left the link's path (``via`` m), SUMO's
-    ``MSLink::getLeaveTime``: its arrival ``t_arr`` plus ``via + length`` at the mean of its speed at the line and at
-    the path's end (:func:`line_speeds`; ``v_out``: that leave speed, given). Longer than accelerating all the way
-    for a vehicle starting at the line."""
-    v_arr, v_free = line_speeds(d, via, v, a, vmax)
-    v_out = v_free if v_out is None else v_out
+def leave_time(t_arr, v_arr, v_out, via, length):
+    """Seconds until the rear of a vehicle has left a link's path (``via`` m), SUMO's ``MSLink::getLeaveTime``: its
+    arrival ``t_arr`` plus ``via + length`` at the mean of its speeds at the line (``v_arr``) and leaving the path
+    (``v_out``; :func:`line_speeds`). Longer than accelerating all the way for a vehicle starting at the line."""
     return t_arr + (via + length) / torch.clamp(0.5 * (v_arr + v_out), min=NUMERICAL_EPS)
 
 
@@ -545,10 +543,10 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     t_arr = arrival_time(d, vf, af, vmax)
     # its speed leaving the junction: accelerating over the path, at most what following its junction leader from that
     # speed allows (SUMO's MSVehicle::adaptToLeader, adaptLeaveSpeed); it times the window it announces and needs
-    v_out = line_speeds(d, via, vf, af, vmax)[1]
+    v_arr, v_out = line_speeds(d, via, vf, af, vmax)
     if follow is not None:
         v_out = torch.minimum(v_out, follow(v_out))
-    t_leave = leave_time(t_arr, d, via, lenf, vf, af, vmax, v_out)
+    t_leave = leave_time(t_arr, v_arr, v_out, via, lenf)
     # the windows per (world, connection): front vehicles that will pass, then vehicles inside a junction
     cic = ci.clamp(min=0)
     waiting = waiting_inside(m.running, m.pos, m.route_pos, m.conn, net)
@@ -767,8 +765,6 @@ def entry_tails(last, leader, waiting, hops: int = 2):
     return last
 
 
-# rule 3: ``depart_speed`` of a vehicle inserted at its lane's mean speed (SUMO's departSpeed="avg")
-DEPART_AVG = -1.0
 TIME_TO_TELEPORT_S = 300.0  # s: SUMO's --time-to-teleport default (rule 12)
 
 

@@ -21,6 +21,7 @@ constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
 constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2, SIG_GREEN_MINOR = 3;
 constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
 constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
+constexpr double SPEED_SUM_SCALE = 4294967296.0;  // kernels.SPEED_SUM_SCALE: speeds summed as integers of 2^-32 m/s
 constexpr int64_t ZONE_BINS = 16;  // kernels.ZONE_BINS
 constexpr double TIME_TO_IMPATIENCE_S = 180.0;  // kernels.TIME_TO_IMPATIENCE_S
 
@@ -215,18 +216,15 @@ template <typename T> inline T arrival_time(T d, T v, T a, T vmax) {
 }
 
 // kernels.leave_time (SUMO's MSLink::getLeaveTime): the arrival plus path and length at the mean of the speeds at
-// the line and at the path's end
-// (v_out: its speed at the path's end, kernels.yield_blocked's)
-template <typename T> inline T leave_time(T t_arr, T d, T via, T len, T v, T a, T vmax, T v_out) {
-    const T v0 = minimum(v, vmax);
-    const T v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
+// the line and leaving the path
+template <typename T> inline T leave_time(T t_arr, T v_arr, T v_out, T via, T len) {
     return t_arr + (via + len) / clamp_min(T(0.5) * (v_arr + v_out), T(NUMERICAL_EPS));
 }
-// kernels.line_speeds: the speed at the end of the link's path (SUMO's estimatedLeaveSpeed)
-template <typename T> inline T leave_speed(T d, T via, T v, T a, T vmax) {
+// kernels.line_speeds: the speeds at the line and at the end of the link's path (SUMO's estimatedLeaveSpeed)
+template <typename T> inline void line_speeds(T d, T via, T v, T a, T vmax, T &v_arr, T &v_out) {
     const T v0 = minimum(v, vmax);
-    const T v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
-    return minimum(T(std::sqrt(v_arr * v_arr + T(2) * a * via)), vmax);
+    v_arr = minimum(T(std::sqrt(v0 * v0 + T(2) * a * clamp_min(d, T(0)))), vmax);
+    v_out = minimum(T(std::sqrt(v_arr * v_arr + T(2) * a * via)), vmax);
 }
 // kernels.merge_unsafe (SUMO's unsafeMergeSpeeds): merging ahead of a foe that could not brake to below its speed
 template <typename T> inline bool merge_unsafe(T v_leave, T decel, T t_arr, T imp, T foe_d, T foe_v, T foe_decel) {
@@ -640,7 +638,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.tries.assign(a.E, 0);
     // kernels.lane_speed_sums (integers: any order gives the same sums), made for the first vehicle inserted at the
     // lane's mean speed
-    auto units = [](T v) { return int64_t(std::floor(double(v) * 4294967296.0)); };  // kernels.speed_units, 2^32
+    auto units = [](T v) { return int64_t(std::floor(double(v) * SPEED_SUM_SCALE)); };  // kernels.speed_units
     bool have_sums = false;
     for (int64_t s = lo; s < hi; ++s) {
         if (W.status[s] != WAITING || !(W.depart[s] <= a.t + 1e-9) || W.route[s] < 0) continue;
@@ -667,7 +665,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 have_sums = true;
             }
             const int64_t n_on = sc.v_n[il];
-            v_dep = minimum(v0, n_on > 0 ? T(double(sc.v_sum[il]) / 4294967296.0 / double(n_on)) : W.lane_speed[il]);
+            v_dep = minimum(v0, n_on > 0 ? T(double(sc.v_sum[il]) / SPEED_SUM_SCALE / double(n_on)) : W.lane_speed[il]);
             if (n_on > 0 && v < v_dep) { sc.open[e] |= free; continue; }  // not patched on an occupied lane: it waits
         }
         v = minimum(minimum(v, v0), v_dep);
@@ -900,7 +898,8 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
             // its speed leaving the junction, at most what following its junction leader from it allows (SUMO's
             // adaptToLeader, adaptLeaveSpeed)
-            T v_out = leave_speed<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], vmax);
+            T v_arr, v_out;
+            line_speeds<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], vmax, v_arr, v_out);
             const T gj = sc.f_gapj[f];
             if (std::isfinite(gj)) {
                 T follow;
@@ -917,8 +916,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 v_out = minimum(v_out, follow);
             }
             sc.f_vout[f] = v_out;
-            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], sc.f_d[f], sc.via[f], W.length[s], W.speed[s], W.accel[s], vmax,
-                                          v_out);
+            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], v_arr, v_out, sc.via[f], W.length[s]);
             sc.f_vmax[f] = vmax;
             // (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
             if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) {

@@ -282,11 +282,9 @@ def line_speeds(d: float, via: float, v: float, a: float, vmax: float) -> tuple[
     return v_arr, min(math.sqrt(v_arr * v_arr + 2.0 * a * via), vmax)
 
 
-def leave_time(t_arr: float, d: float, via: float, length: float, v: float, a: float, vmax: float,
-               v_out: float) -> float:
-    """Rule 10: when the rear of a vehicle ``d`` m before a link has left its path, leaving it at ``v_out`` (the
-    kernel's ``leave_time``, SUMO's ``MSLink::getLeaveTime``)."""
-    v_arr = line_speeds(d, via, v, a, vmax)[0]
+def leave_time(t_arr: float, v_arr: float, v_out: float, via: float, length: float) -> float:
+    """Rule 10: when the rear of a vehicle arriving at ``v_arr`` and leaving at ``v_out`` has left a link's path
+    (the kernel's ``leave_time``, SUMO's ``MSLink::getLeaveTime``)."""
     return t_arr + (via + length) / max(0.5 * (v_arr + v_out), NUMERICAL_EPS)
 
 
@@ -581,12 +579,12 @@ class ReferenceVehicle(mesa.Agent):
             self._t_arr = arrival_time(d, self.speed, self.accel, vmax)
             # its speed leaving the junction, at most what following its junction leader from it allows (SUMO's
             # adaptToLeader, adaptLeaveSpeed)
-            v_out = line_speeds(d, via, self.speed, self.accel, vmax)[1]
+            v_arr, v_out = line_speeds(d, via, self.speed, self.accel, vmax)
             if math.isfinite(gap_junction):
                 v0 = self.desired_speed(lane)
                 v_out = min(v_out, self.krauss_speed(v0, gap_junction, v_junction, INF, None, v=v_out) if m.krauss
                             else self.idm_speed(v0, gap_junction, v_junction, v=v_out))
-            self._t_leave = leave_time(self._t_arr, d, via, self.length, self.speed, self.accel, vmax, v_out)
+            self._t_leave = leave_time(self._t_arr, v_arr, v_out, via, self.length)
             # for when it would reach each foe's path, and merges (blocked_by_foes)
             self._line = (d, vmax, via, v_out)
 

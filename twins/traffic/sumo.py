@@ -63,12 +63,13 @@ from twins.traffic.demand import Demand, Flow
 from twins.traffic.network import RoadNetwork
 
 from .sumo_net import load_net, net_from, read_tllogic, tllogic_from, write_tllogic
-from .sumo_routes import CAR_FOLLOWING, load_routes, routes_from, write_routes
+from .sumo_routes import CAR_FOLLOWING, DEPART_AS_MAX, DEPART_AVG, DEPART_MAX, load_routes, routes_from, write_routes
 from .sumo_xml import Report, SumoImportWarning, check_file, parse, sumo_time
 
 __all__ = [
     "SumoImportWarning", "SumoScenario", "load_sumocfg", "load_net", "load_routes",
-    "write_tllogic", "read_tllogic", "write_routes", "sumo_time", "CAR_FOLLOWING",
+    "write_tllogic", "read_tllogic", "write_routes", "sumo_time", "CAR_FOLLOWING", "DEPART_MAX", "DEPART_AVG",
+    "DEPART_AS_MAX",
 ]
 
 

@@ -35,6 +35,8 @@ _COSMETIC_VTYPE = {"id", "vClass", "color", "guiShape", "imgFile", "width", "hei
 _MODELED_VTYPE = {"length", "minGap", "accel", "decel", "maxSpeed", "tau", "speedFactor", "speedDev", "delta",
                   "carFollowModel", "sigma"}
 CAR_FOLLOWING = ("IDM", "Krauss")  # SUMO models the twin runs (kernels rule 9)
+# SUMO's departSpeed names: as fast as safe; the lane's mean speed (kernels rule 3); read as "max" and reported
+DEPART_MAX, DEPART_AVG, DEPART_AS_MAX = ("max", "desired", "speedLimit"), "avg", ("random", "last")
 _DIST = re.compile(r"^\s*(norm|normc|lognorm|uniform)\s*\(([^)]*)\)\s*$")
 _VEHICLE_MODELED = {"id", "type", "route", "depart", "from", "to", "via", "color", "begin", "end", "vehsPerHour",
                     "period", "probability", "number", "line", "insertionChecks", "departSpeed",
@@ -317,11 +319,11 @@ class _RouteReader:
         driver's desired speed), "avg" (the lane's mean speed, kernels rule 3); "random" and "last" are read as
         "max" and reported."""
         v = a.get("departSpeed", self.default_depart_speed).strip()
-        if v in ("max", "desired", "speedLimit"):
+        if v in DEPART_MAX:
             return None
-        if v == "avg":
-            return "avg"
-        if v in ("random", "last"):
+        if v == DEPART_AVG:
+            return DEPART_AVG
+        if v in DEPART_AS_MAX:
             self.report.add(f"departSpeed=\"{v}\" (inserted as fast as safe, as \"max\")")
             return None
         try:

@@ -46,6 +46,10 @@ it as a run of ``intervention=signal_timing`` does, SUMO runs the same plan writ
 ``transfer``). A plan the twin rates well must also be one it simulates like SUMO; this is the check
 of that (issue 18: the twin was too optimistic at short cycles).
 
+``--sumo-option KEY=VALUE`` (repeatable): an option for every SUMO run, e.g. ``--sumo-option default.departspeed=0
+--set scenario.default_depart_speed=0``: both simulators insert a route file's vehicles at 0 m/s instead of SUMO's
+default, the lane's mean speed (the twin's too).
+
 Diagnostics: ``--lanes`` compares time loss lane by lane (``lanes.csv``), ``--origins`` the trips' delay per
 origin edge, the same vehicles paired by planned departure (``origins.csv``); each prints the entries that differ
 most per scenario and model.
@@ -95,13 +99,15 @@ EXTRA = ("vehicles_inserted", "teleports", "vehicles_waiting")  # reported in th
 # ------------------------------------------------------------------------------------------------
 # SUMO
 def sumo_runs(cfg: Path, model: str, seeds: list[int], end: float, plan, progress, lanes: bool = False,
-              origins: bool = False) -> list[dict]:
+              origins: bool = False, options: list[str] = ()) -> list[dict]:
     """One SUMO run per seed; with ``lanes`` each row also carries ``_lanes`` (lane id -> time loss s), with
-    ``origins`` ``_trips`` (a frame of every trip: planned departure, origin edge, time loss, arrived)."""
+    ``origins`` ``_trips`` (a frame of every trip: planned departure, origin edge, time loss, arrived). ``options``:
+    more SUMO command-line arguments (:func:`parse_sumo_options`)."""
     out = []
     for s in seeds:
         t0 = time.perf_counter()
-        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end, lane_data=lanes, trip_data=origins)
+        r = run_sumo(cfg, plan, car_follow_model=model, seed=s, end=end, lane_data=lanes, trip_data=origins,
+                     extra_args=options)
         row = {k: r[k] for k in ("mean_travel_time_s", "mean_delay_s", "throughput_veh", "vehicles_inserted",
                                  "teleports", "wall_time_s")}
         row["vehicles_waiting"] = r["vehicles_waiting"]
@@ -268,6 +274,19 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_sumo_options(pairs: list[str]) -> list[str]:
+    """``--sumo-option KEY=VALUE`` (repeatable) as SUMO's command line: ``["--KEY", "VALUE", ...]``."""
+    args = []
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key or not value.strip():
+            raise ValueError(f"--sumo-option {p!r}: expected KEY=VALUE, a SUMO option without its dashes, "
+                             f"e.g. default.departspeed=0")
+        args += [f"--{key}", value.strip()]
+    return args
+
+
 def parse_retime(text: str) -> dict:
     """``cycle_s=32,offset_s=5`` -> ``{"cycle_s": 32.0, "offset_s": 5.0}`` (a signal_timing policy)."""
     out = {}
@@ -414,6 +433,9 @@ def main() -> None:
                     help="both simulators run this signal_timing plan instead of the file's programs, e.g. cycle_s=32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra override of the twin's config, e.g. --set scenario.lane_changing=true (repeatable)")
+    ap.add_argument("--sumo-option", dest="sumo_options", action="append", default=[], metavar="KEY=VALUE",
+                    help="a SUMO option for every SUMO run, without its dashes, e.g. --sumo-option "
+                         "default.departspeed=0 (repeatable)")
     ap.add_argument("--lanes", action="store_true",
                     help="also compare time loss lane by lane (SUMO's laneData against the twin's lane totals): "
                          "lanes.csv, and the lanes that differ most printed per scenario and model")
@@ -437,6 +459,10 @@ def main() -> None:
         if canon is None:
             ap.error(f"--models: {m!r} is not one of {', '.join(MODELS)}")
         models.append(canon)
+    try:
+        sumo_options = parse_sumo_options(a.sumo_options)
+    except ValueError as e:
+        ap.error(str(e))
     if a.horizon is not None and not (0 < a.horizon < math.inf):
         ap.error(f"--horizon: {a.horizon} is not a positive number of seconds")
     if not a.resco.is_dir():
@@ -457,9 +483,12 @@ def main() -> None:
             "commit": git_commit(), "sumo": sumo_version(exe), "torch": torch.__version__, "threads": a.threads,
             "cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": load_avg(),
             "resco": str(a.resco), "scenarios": names, "models": models, "seeds": a.seeds, "horizon_s": a.horizon,
-            "compile": a.compile, "sumo_plan": a.sumo_plan, "retime": a.retime, "targets": TARGETS}
+            "compile": a.compile, "sumo_plan": a.sumo_plan, "retime": a.retime, "sumo_options": sumo_options,
+            "twin_overrides": a.overrides, "targets": TARGETS}
     print(f"{meta['sumo']}; torch {meta['torch']}, {a.threads} thread(s), compute.compile={a.compile}; "
           f"CPU {meta['cpu']}, {meta['cores']} cores; load average {meta['load_average_start']}; commit {meta['commit']}")
+    if sumo_options or a.overrides:
+        print(f"SUMO options: {' '.join(sumo_options) or 'none'}; twin overrides: {' '.join(a.overrides) or 'none'}")
 
     runs: list[dict] = []
     summary: list[dict] = []
@@ -497,7 +526,7 @@ def main() -> None:
                       f"{row['mean_travel_time_s']:.1f} s, delay {row['mean_delay_s']:.1f} s, "
                       f"{row['throughput_veh']:,.0f} arrived{tail}; load {load_avg()}", flush=True)
 
-            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress, a.lanes, a.origins)
+            s_rows = sumo_runs(cfg_path, model, a.seeds, end, plan, progress, a.lanes, a.origins, sumo_options)
             runs += [{"sim": "sumo", "scenario": name, "model": model, "horizon_s": end - begin, **public(r)}
                      for r in s_rows]
             t_rows, note = None, ""

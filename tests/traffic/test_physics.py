@@ -468,7 +468,7 @@ def test_spillback_no_vehicle_enters_a_full_edge():
 # 5. Insertion speed (SUMO's departSpeed)
 @pytest.mark.parametrize("compile", [False, None])
 def test_insertion_speed_follows_depart_speed(compile):
-    """A vehicle enters an empty road at its ``depart_speed`` (SUMO's departSpeed: 0 by default in route files),
+    """A vehicle enters an empty road at its ``depart_speed`` (SUMO's departSpeed, e.g. 0),
     at most its desired speed; None (the twin's own scenarios, SUMO's "max") enters as fast as that allows."""
     speeds = {}
     for label, dsp in (("zero", 0.0), ("three", 3.0), ("max", None), ("above_desired", 99.0)):

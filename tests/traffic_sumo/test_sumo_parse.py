@@ -242,7 +242,7 @@ def test_sumocfg_relative_paths(data_dir, tmp_path):
 
 
 def test_depart_speed_as_sumo_reads_it(data_dir, tmp_path):
-    """SUMO's departSpeed: unstated is 0 (the twin's reading, unless default.departspeed says otherwise), a number
+    """SUMO's departSpeed: unstated is SUMO 1.28's default, avg (unless default.departspeed says otherwise), a number
     is kept, max/desired/speedLimit are "as fast as safe" (None), avg is the lane's mean speed; random/last are read
     as max and reported; vehicles that differ in it are separate flows; the route writer states it, so SUMO and the
     twin insert alike; bad values are refused by field and value."""
@@ -257,7 +257,7 @@ def test_depart_speed_as_sumo_reads_it(data_dir, tmp_path):
                  '</routes>')
     demand, msgs = _load(sumo.load_routes, p, net)
     speeds = {f.id: f.depart_speed for f in demand.flows}
-    assert speeds == {"a": 0.0, "b+1": None, "c": 5.5, "e": "avg", "f": None}
+    assert speeds == {"a+1": "avg", "b+1": None, "c": 5.5, "f": None}
     assert any('departSpeed="random"' in str(m.message) for m in msgs)
     back, _ = _load(sumo.load_routes, sumo.write_routes(demand, tmp_path / "w.rou.xml"), net)
     assert sorted(map(str, (f.depart_speed for f in back.flows))) == sorted(map(str, speeds.values()))
@@ -268,14 +268,15 @@ def test_depart_speed_as_sumo_reads_it(data_dir, tmp_path):
             sumo.load_routes(p, net)
     # SUMO's --default.departspeed (1.28: avg) for the vehicles that state none: an argument, or the .sumocfg's
     p.write_text('<routes><vehicle id="a" depart="0"><route edges="WC CE"/></vehicle></routes>')
-    assert sumo.load_routes(p, net, default_depart_speed="avg").flows[0].depart_speed == "avg"
+    assert sumo.load_routes(p, net).flows[0].depart_speed == "avg"
+    assert sumo.load_routes(p, net, default_depart_speed="0").flows[0].depart_speed == 0.0
     with pytest.raises(ConfigError, match="default.departspeed"):
         sumo.load_routes(p, net, default_depart_speed="fast")
     cfg = tmp_path / "d.sumocfg"
     cfg.write_text(f'<configuration><input><net-file value="{data_dir / "tiny.net.xml"}"/><route-files value="{p}"/>'
-                   '</input><processing><default.departspeed value="avg"/></processing></configuration>')
+                   '</input><processing><default.departspeed value="0"/></processing></configuration>')
     sc, _ = _load(sumo.load_sumocfg, cfg)
-    assert sc.demand.flows[0].depart_speed == "avg"
+    assert sc.demand.flows[0].depart_speed == 0.0
     sc, _ = _load(sumo.load_sumocfg, cfg, default_depart_speed="max")  # scenario.default_depart_speed overrides
     assert sc.demand.flows[0].depart_speed is None
 

@@ -723,10 +723,15 @@ def same_source(world, slot, ce, se, min_gap, active, around: Surroundings, net,
     Only a vehicle whose front is ahead of this one's counts (SUMO skips one whose front is behind this one's
     back; where two bodies overlap, as they could before this rule, the looser test would hold both for ever).
     The others are found as the tails of the lanes the sibling connection leads into, up to ``hops`` vehicles of
-    other connections skipped (SUMO looks at every vehicle on the sibling's internal lane). ``net.conn_sib`` lists
-    no siblings for a connection whose edge has another lane into the same next edge: there SUMO's vehicle changes
-    to that parallel path on the junction's internal edge and passes (seen in RESCO cologne3), which the twin, whose
-    lane changes happen on edges, does not model; it lets such a vehicle pass at once."""
+    other connections skipped (SUMO looks at every vehicle on the sibling's internal lane). Where another lane of
+    the edge leads into the same next edge, SUMO's follower mostly changes lanes (on the edge, or on the junction's
+    internal edge) to pass one held by the traffic ahead, which the twin without lane changing cannot: there
+    ``net.conn_sib`` lists only the siblings with an internal junction, whose vehicles may stand at it for their
+    foes (a left turner on a lane shared with straight traffic), and which SUMO's followers mostly wait behind (RESCO
+    cologne3: 5 of about 60 changed lanes inside the junction). Letting every such follower pass, as before, made
+    cologne3's straight traffic overtake its waiting left turners (delay 0.90 of SUMO's); following every sibling
+    held a congested grid's straight traffic behind turners stopped by the queue ahead (throughput 0.90 of SUMO's;
+    benchmarks/README.md, "A vehicle waiting at its internal junction holds the followers ...")."""
     inf = torch.full_like(se, torch.inf)
     gap, v = inf, torch.zeros_like(se)
     L, J = net.n_lanes, net.conn_sib.shape[1]

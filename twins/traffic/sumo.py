@@ -89,11 +89,9 @@ class SumoScenario:
     step_length: float = 1.0
 
 
-# The departSpeed of a route file's vehicles that state none, where the .sumocfg sets no default.departspeed: "0",
-# SUMO's own before 1.20 and the twin's reading (SUMO 1.28's is "avg", the lane's mean speed: with it the twin is
-# faster than SUMO where its junctions still let minor vehicles through too soon; benchmarks/README.md, "SUMO's
-# departure speed, followed")
-DEFAULT_DEPART_SPEED = "0"
+# The departSpeed of a route file's vehicles that state none, where the .sumocfg sets no default.departspeed: SUMO
+# 1.28's own, "avg" (the lane's mean speed; benchmarks/README.md, "SUMO's departure speed, followed")
+DEFAULT_DEPART_SPEED = DEPART_AVG
 # time-to-teleport: read by scenarios/sumo.py (kernels rule 12)
 _CFG_USED = {"net-file", "route-files", "additional-files", "begin", "end", "step-length", "time-to-teleport",
              "default.departspeed"}
@@ -136,8 +134,8 @@ def _skip_before(demand: Demand, begin: float, report: Report) -> Demand:
 
 def load_sumocfg(path, *, net: str | None = None, routes=None, default_depart_speed: str | None = None) -> SumoScenario:
     """Network, demand, begin and end of a SUMO ``.sumocfg`` (``net``/``routes`` override its files;
-    ``default_depart_speed`` its ``default.departspeed``, which is "0" where it states none: the departSpeed of the
-    vehicles that state none)."""
+    ``default_depart_speed`` its ``default.departspeed``, which is SUMO's "avg" where it states none: the departSpeed
+    of the vehicles that state none)."""
     report = Report(str(path))
     opts, path = read_sumocfg(path)
     base = path.parent

@@ -61,7 +61,7 @@ def _speed_factor(v: str, where: Where, tid: str) -> tuple[float, float | None]:
 class _RouteReader:
     """Shared state over the route files of one scenario."""
 
-    def __init__(self, network: RoadNetwork, report: Report, begin: float = 0.0, default_depart_speed: str = "0"):
+    def __init__(self, network: RoadNetwork, report: Report, begin: float = 0.0, default_depart_speed: str = DEPART_AVG):
         self.net = network
         self.report = report
         self.begin = begin
@@ -398,7 +398,7 @@ class _NonCarRoute(Exception):
 
 
 def routes_from(paths, network: RoadNetwork, report: Report, begin: float = 0.0,
-                default_depart_speed: str = "0") -> Demand:
+                default_depart_speed: str = DEPART_AVG) -> Demand:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     reader = _RouteReader(network, report, begin, default_depart_speed)
@@ -410,7 +410,7 @@ def routes_from(paths, network: RoadNetwork, report: Report, begin: float = 0.0,
     return d
 
 
-def load_routes(path, network: RoadNetwork, *, begin: float = 0.0, default_depart_speed: str = "0") -> Demand:
+def load_routes(path, network: RoadNetwork, *, begin: float = 0.0, default_depart_speed: str = DEPART_AVG) -> Demand:
     """Demand of one or several SUMO route files (later files see earlier files' vTypes and routes);
     ``default_depart_speed``: the ``departSpeed`` of vehicles that state none (SUMO's ``--default.departspeed``)."""
     report = Report(str(path) if isinstance(path, (str, Path)) else ", ".join(map(str, path)))

@@ -205,16 +205,17 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
     conn_sib = torch.full((len(keys), J), -1, dtype=torch.int64)
     conn_div = torch.zeros((len(keys), J), dtype=torch.float64)
     conn_div_foe = torch.zeros((len(keys), J), dtype=torch.float64)
-    # (where another lane of its edge also leads to its next edge SUMO's vehicle changes to that parallel path
-    # inside the junction instead, which the twin does not model: there it follows none)
+    # (where another lane of its edge also leads to its next edge, SUMO's follower mostly changes lanes to pass a
+    # vehicle held by the traffic ahead, which the twin without lane changing cannot: there it follows only one on
+    # a path with an internal junction, which may stand there for its foes; kernels.same_source)
     lanes_to = Counter((lane_edge[k // E], k % E) for k in keys)
     for b in by_lane:
         for _, i in b:
-            if lanes_to[(lane_edge[keys[i] // E], keys[i] % E)] > 1:
-                continue
+            parallel = lanes_to[(lane_edge[keys[i] // E], keys[i] % E)] > 1
             j = 0
             for _, k in b:
-                split = divergence(merged[keys[i]][0], merged[keys[k]][0]) if k != i else None
+                follows = k != i and (not parallel or merged[keys[k]][0].wait_length > 0)
+                split = divergence(merged[keys[i]][0], merged[keys[k]][0]) if follows else None
                 if split is not None:
                     conn_sib[i, j], (conn_div[i, j], conn_div_foe[i, j]) = k, split
                     j += 1

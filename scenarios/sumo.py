@@ -52,8 +52,8 @@ class SumoScenario:
     # route, as SUMO does to end gridlocks; null: the .sumocfg's time-to-teleport, else SUMO's 300 s; <= 0: never
     time_to_teleport_s: Optional[float] = None
     # departSpeed of the vehicles whose route file states none (SUMO's --default.departspeed): 0, avg (the lane's
-    # mean speed, SUMO 1.28's default), max (desired, speedLimit; random and last are read as max) or a speed;
-    # null: the .sumocfg's default.departspeed, else 0
+    # mean speed), max (desired, speedLimit; random and last are read as max) or a speed; null: the .sumocfg's
+    # default.departspeed, else SUMO 1.28's default, avg
     default_depart_speed: Optional[str] = None
     # insertion: trips (<trip>, <flow> with from/to) are routed when they depart on the world's current travel
     # times, as SUMO routes them (twins.traffic.routing); static: on free-flow times, once

@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from twins.traffic.network import Connection, divergence
+from twins.traffic.network import Connection, divergence, same_source_siblings
 
 
 def _conn(shape, to="x"):
@@ -58,3 +58,19 @@ def test_the_point_is_read_in_lane_length():
     shape = a.via_lane_length
     a.via_lane_length *= 1.5
     assert divergence(a, b) == pytest.approx((1.5 * shape, shape), rel=1e-12)
+
+
+def test_beside_a_parallel_lane_only_a_path_with_an_internal_junction_is_followed():
+    """Where another lane of the edge also leads into a connection's next edge (``parallel``), its vehicles follow
+    only a sibling whose path has an internal junction, where a left turner may stand for its foes (SUMO's followers
+    mostly wait behind one: RESCO cologne3's shared lane); one held by the traffic ahead they pass, as SUMO's change
+    lanes (benchmarks/README.md, "A vehicle waiting at its internal junction holds the followers ...")."""
+    left = _conn(LEFT)
+    left.wait_length = 8.0
+    straight, right = _conn(STRAIGHT, "y"), _conn([(0.0, 0.0), (6.0, 0.0), (12.0, -4.0)], "z")
+    conns = [left, straight, right]
+    alone = same_source_siblings(conns, [False, False, False])
+    assert [[k for k, *_ in row] for row in alone] == [[1, 2], [0, 2], [0, 1]]
+    assert alone[1][0][1:] == pytest.approx(divergence(straight, left))  # where the paths part, on each
+    beside = same_source_siblings(conns, [False, True, False])
+    assert [[k for k, *_ in row] for row in beside] == [[1, 2], [0], [0, 1]]

@@ -159,6 +159,24 @@ def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
     return d * a.via_lane_length / len_a, d * b.via_lane_length / len_b
 
 
+def same_source_siblings(conns, parallel) -> list[list[tuple[int, float, float]]]:
+    """Kernels rule 10's same-source foes of the connections out of one lane (``conns``, in the caller's order):
+    for each, the others it follows until their paths part, as ``(index, distance on its own path, distance on the
+    other's)`` (:func:`divergence`). ``parallel[i]``: another lane of the edge also leads into connection i's next
+    edge; there SUMO's follower mostly changes lanes to pass one held by the traffic ahead, which the twin without
+    lane changing cannot, so it follows only one on a path with an internal junction (``wait_length``: one that
+    may stand there for its foes; kernels.same_source)."""
+    out = []
+    for i, a in enumerate(conns):
+        row = []
+        for k, b in enumerate(conns):
+            split = divergence(a, b) if k != i and (not parallel[i] or b.wait_length > 0) else None
+            if split is not None:
+                row.append((k, *split))
+        out.append(row)
+    return out
+
+
 def _poly_len(poly) -> float:
     return sum(math.dist(poly[i], poly[i + 1]) for i in range(len(poly) - 1))
 

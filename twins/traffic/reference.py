@@ -217,7 +217,7 @@ from dataclasses import dataclass
 
 import mesa
 
-from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence, zone_start
+from .network import GREEN, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, same_source_siblings, zone_start
 
 WAITING, RUNNING, ARRIVED = 0, 1, 2
 STOP_SPEED = 0.1  # m/s, as kernels.STOP_SPEED
@@ -960,18 +960,17 @@ class ReferenceTrafficModel(mesa.Model):
                           for key, cs in merged.items()}
         self.has_foes = any(self.foes.values())
         # rule 10's same-source foes: per connection, the others out of its lane (in the kernel's order, by to-edge)
-        # with where their paths part (network.divergence)
-        # (where another lane of its edge also leads to its next edge, only those with an internal junction:
-        # tables.network_tables)
+        # with where their paths part (network.same_source_siblings, as tables.network_tables)
         by_lane: dict[str, list] = {}
         for key in sorted(merged, key=lambda k: edge_pos[k[1]]):
             by_lane.setdefault(key[0], []).append(key)
         lane_edge = {l.id: e for e, ls in self.edges.items() for l in ls}
         lanes_to = Counter((lane_edge[k[0]], k[1]) for k in merged)
-        self.siblings = {k: [(k2, *split) for k2 in keys if k2 != k
-                             and (lanes_to[(lane_edge[k[0]], k[1])] == 1 or merged[k2][0].wait_length > 0)
-                             for split in [divergence(merged[k][0], merged[k2][0])] if split is not None]
-                         for keys in by_lane.values() for k in keys}
+        self.siblings = {}
+        for keys in by_lane.values():
+            rows = same_source_siblings([merged[k][0] for k in keys],
+                                        [lanes_to[(lane_edge[k[0]], k[1])] > 1 for k in keys])
+            self.siblings.update({k: [(keys[j], *split) for j, *split in row] for k, row in zip(keys, rows)})
         self.has_siblings = any(self.siblings.values())
         self.windows: dict[tuple[str, str], list[float]] = {}
         self.windows_inside: dict[tuple[str, str], float] = {}

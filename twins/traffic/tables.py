@@ -22,7 +22,8 @@ from twins.core.errors import ConfigError
 
 from .demand import Demand, departure_times
 from .kernels import NO_SIGNAL, SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW, ZONE_BINS  # noqa: F401  (signal codes)
-from .network import GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, divergence, zone_start
+from .network import (GREEN, MINOR, YELLOW, RoadNetwork, best_lanes_lookahead, conflict_zone, same_source_siblings,
+                      zone_start)
 
 
 @dataclass
@@ -205,20 +206,13 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
     conn_sib = torch.full((len(keys), J), -1, dtype=torch.int64)
     conn_div = torch.zeros((len(keys), J), dtype=torch.float64)
     conn_div_foe = torch.zeros((len(keys), J), dtype=torch.float64)
-    # (where another lane of its edge also leads to its next edge, SUMO's follower mostly changes lanes to pass a
-    # vehicle held by the traffic ahead, which the twin without lane changing cannot: there it follows only one on
-    # a path with an internal junction, which may stand there for its foes; kernels.same_source)
     lanes_to = Counter((lane_edge[k // E], k % E) for k in keys)
     for b in by_lane:
-        for _, i in b:
-            parallel = lanes_to[(lane_edge[keys[i] // E], keys[i] % E)] > 1
-            j = 0
-            for _, k in b:
-                follows = k != i and (not parallel or merged[keys[k]][0].wait_length > 0)
-                split = divergence(merged[keys[i]][0], merged[keys[k]][0]) if follows else None
-                if split is not None:
-                    conn_sib[i, j], (conn_div[i, j], conn_div_foe[i, j]) = k, split
-                    j += 1
+        rows = same_source_siblings([merged[keys[i]][0] for _, i in b],
+                                    [lanes_to[(lane_edge[keys[i] // E], keys[i] % E)] > 1 for _, i in b])
+        for (_, i), row in zip(b, rows):
+            for j, (k, d_own, d_other) in enumerate(row):
+                conn_sib[i, j], conn_div[i, j], conn_div_foe[i, j] = b[k][1], d_own, d_other
     K = max((len(p.phases) for p in net.programs.values()), default=1)
     Lmax = max((p.n_links for p in net.programs.values()), default=1)
     P = len(program_ids)

@@ -69,8 +69,9 @@ def test_beside_a_parallel_lane_only_a_path_with_an_internal_junction_is_followe
     left.wait_length = 8.0
     straight, right = _conn(STRAIGHT, "y"), _conn([(0.0, 0.0), (6.0, 0.0), (12.0, -4.0)], "z")
     conns = [left, straight, right]
-    alone = same_source_siblings(conns, [False, False, False])
+    (alone,) = same_source_siblings([conns])
     assert [[k for k, *_ in row] for row in alone] == [[1, 2], [0, 2], [0, 1]]
     assert alone[1][0][1:] == pytest.approx(divergence(straight, left))  # where the paths part, on each
-    beside = same_source_siblings(conns, [False, True, False])
+    other_lane = Connection("a", 1, "y", 1, via_length=30.0)  # the edge's second lane also leads into "y"
+    beside, _ = same_source_siblings([conns, [other_lane]])
     assert [[k for k, *_ in row] for row in beside] == [[1, 2], [0], [0, 1]]

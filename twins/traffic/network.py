@@ -12,6 +12,7 @@ This module is plain Python (no tensors): generators and importers build a
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -159,21 +160,26 @@ def divergence(a: Connection, b: Connection) -> tuple[float, float] | None:
     return d * a.via_lane_length / len_a, d * b.via_lane_length / len_b
 
 
-def same_source_siblings(conns, parallel) -> list[list[tuple[int, float, float]]]:
-    """Kernels rule 10's same-source foes of the connections out of one lane (``conns``, in the caller's order):
-    for each, the others it follows until their paths part, as ``(index, distance on its own path, distance on the
-    other's)`` (:func:`divergence`). ``parallel[i]``: another lane of the edge also leads into connection i's next
-    edge; there SUMO's follower mostly changes lanes to pass one held by the traffic ahead, which the twin without
-    lane changing cannot, so it follows only one on a path with an internal junction (``wait_length``: one that
-    may stand there for its foes; kernels.same_source)."""
+def same_source_siblings(lanes) -> list[list[list[tuple[int, float, float]]]]:
+    """Kernels rule 10's same-source foes. ``lanes``: per lane, the connections out of it (one per next edge, in the
+    caller's order). Returns, per lane and connection, the lane's other connections a vehicle on it follows until
+    their paths part, as ``(index, distance on its own path, distance on the other's)`` (:func:`divergence`). Where
+    another lane of the edge also leads into the connection's next edge, SUMO's follower mostly changes lanes to pass
+    one held by the traffic ahead, which the twin without lane changing cannot: there it follows only one on a path
+    with an internal junction (``wait_length``: one that may stand there for its foes; kernels.same_source)."""
+    lanes_into = Counter((c.from_edge, c.to_edge) for conns in lanes for c in conns)
     out = []
-    for i, a in enumerate(conns):
-        row = []
-        for k, b in enumerate(conns):
-            split = divergence(a, b) if k != i and (not parallel[i] or b.wait_length > 0) else None
-            if split is not None:
-                row.append((k, *split))
-        out.append(row)
+    for conns in lanes:
+        rows = []
+        for i, a in enumerate(conns):
+            parallel = lanes_into[(a.from_edge, a.to_edge)] > 1
+            row = []
+            for k, b in enumerate(conns):
+                split = divergence(a, b) if k != i and (not parallel or b.wait_length > 0) else None
+                if split is not None:
+                    row.append((k, *split))
+            rows.append(row)
+        out.append(rows)
     return out
 
 

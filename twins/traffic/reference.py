@@ -964,13 +964,9 @@ class ReferenceTrafficModel(mesa.Model):
         by_lane: dict[str, list] = {}
         for key in sorted(merged, key=lambda k: edge_pos[k[1]]):
             by_lane.setdefault(key[0], []).append(key)
-        lane_edge = {l.id: e for e, ls in self.edges.items() for l in ls}
-        lanes_to = Counter((lane_edge[k[0]], k[1]) for k in merged)
-        self.siblings = {}
-        for keys in by_lane.values():
-            rows = same_source_siblings([merged[k][0] for k in keys],
-                                        [lanes_to[(lane_edge[k[0]], k[1])] > 1 for k in keys])
-            self.siblings.update({k: [(keys[j], *split) for j, *split in row] for k, row in zip(keys, rows)})
+        siblings = same_source_siblings([[merged[k][0] for k in keys] for keys in by_lane.values()])
+        self.siblings = {k: [(keys[j], *split) for j, *split in row]
+                         for keys, rows in zip(by_lane.values(), siblings) for k, row in zip(keys, rows)}
         self.has_siblings = any(self.siblings.values())
         self.windows: dict[tuple[str, str], list[float]] = {}
         self.windows_inside: dict[tuple[str, str], float] = {}

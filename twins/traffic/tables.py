@@ -12,7 +12,6 @@ so interventions can give each world its own plan.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,10 +205,8 @@ def network_tables(net: RoadNetwork) -> NetworkTables:
     conn_sib = torch.full((len(keys), J), -1, dtype=torch.int64)
     conn_div = torch.zeros((len(keys), J), dtype=torch.float64)
     conn_div_foe = torch.zeros((len(keys), J), dtype=torch.float64)
-    lanes_to = Counter((lane_edge[k // E], k % E) for k in keys)
-    for b in by_lane:
-        rows = same_source_siblings([merged[keys[i]][0] for _, i in b],
-                                    [lanes_to[(lane_edge[keys[i] // E], keys[i] % E)] > 1 for _, i in b])
+    siblings = same_source_siblings([[merged[keys[i]][0] for _, i in b] for b in by_lane])
+    for b, rows in zip(by_lane, siblings):
         for (_, i), row in zip(b, rows):
             for j, (k, d_own, d_other) in enumerate(row):
                 conn_sib[i, j], conn_div[i, j], conn_div_foe[i, j] = b[k][1], d_own, d_other

@@ -68,7 +68,8 @@ def test_a_vehicle_close_to_the_line_at_yellow_stops_where_its_brakes_allow():
         run_with_reference(tw)
         if int(tw.state.status[0, 0]) == kernels.RUNNING:  # else it drove through the yellow (it could not brake)
             kept.append(_short_of_line(tw, line_m)[0])
-    assert len(kept) >= 10 and all(0.1 - 1e-9 <= d <= 1.0 + 1e-9 for d in kept), kept
+    # (1e-6 m more where it crept up from standstill: the slack of SUMO's safe stopping speed, kernels.NUMERICAL_EPS)
+    assert len(kept) >= 10 and all(0.1 - 1e-9 <= d <= 1.0 + 2e-6 for d in kept), kept
 
 
 def test_the_compiled_step_stops_at_the_same_point():

@@ -66,6 +66,16 @@ the same, one vehicle at a time):
 5. IDM acceleration integrated over ``substeps`` with the leader's speed held
    (SUMO's IDM stepping); speed clamped at zero and capped so the gap cannot
    close below zero in one step; position ``x + v'·dt`` (Euler, as SUMO).
+   Toward a standing point rather than a vehicle (a stop line, where a minor
+   link waits, a bus stop, room kept for a lane change) IDM keeps no min gap
+   (``s0 = 0``, the gap the distance to the point) and never passes the point,
+   as SUMO's ``MSCFModel_IDM::stopSpeed`` (``_v`` without ``respectMinGap``);
+   from standstill, where IDM would not move, it creeps at the safe stopping
+   speed over one step (and nearer than 1 cm it stops), as ``stopSpeed``
+   does; with the min gap on both sides an IDM vehicle braked earlier and
+   softer for a red light than SUMO's and moved 0.19 m/s faster 3 s before it
+   stopped, which SUMO's trajectory now matches to the centimetre
+   (tests/traffic_sumo/test_stop_speed.py).
 6. A vehicle whose front passes the end of its lane enters the chosen lane
    of the next edge at ``overshoot - via_length`` — one per target lane per
    step, the one landing furthest ahead; the others are held at the stop
@@ -192,6 +202,8 @@ STATUS_NAMES = ("waiting", "running", "arrived")  # by code
 IDM, KRAUSS = 0, 1  # car-following models (rule 9)
 CF_MODELS = {"IDM": IDM, "Krauss": KRAUSS}
 NUMERICAL_EPS = 1e-6  # m: SUMO's slack in its safe stopping speed
+STANDING_EPS = 1e-3  # m/s: SUMO's NUMERICAL_EPS, below which IDM's stopSpeed counts a speed as nil (rule 5)
+STOP_GAP_EPS = 0.01  # m: nearer than this to a standing point IDM's stopSpeed stops (rule 5)
 STOP_SPEED = 0.1  # m/s: below this a vehicle counts as halted (SUMO's halting threshold)
 DEPART_AVG = -1.0  # rule 3: ``depart_speed`` of a vehicle inserted at its lane's mean speed (SUMO's "avg")
 DOCK_REACH_M = 1.0  # m: a bus halted this close before its stop has docked (rule 7)
@@ -1348,6 +1360,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     gap_phys = put(gap, torch.where(must_stop, torch.minimum(gap_front, d), gap_front))
     gap = put(gap, gap_front)
     v_lead = put(v_lead, torch.where(line_first | wary, 0.0, v_junction))
+    stopping = put(torch.zeros_like(has_leader), line_first | wary)
     # ... and inside the junction, short of its waiting point (a left turn's internal junction)
     if net.conn_key.numel():
         cn = m.conn.clamp(min=0)
@@ -1360,11 +1373,13 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
                    & (d_in + mgr < gap))
         gap = torch.where(wary_in, d_in + mgr, gap)
         v_lead = torch.where(wary_in, 0.0, v_lead)
+        stopping = stopping | wary_in
     if blocked_in is not None:  # held at its internal junction while its foes come (yield_blocked)
         d_hold = d_wait_in.clamp(min=0.0)
         hold_in = blocked_in & (d_hold + mgr < gap)
         gap = torch.where(hold_in, d_hold + mgr, gap)
         v_lead = torch.where(hold_in, 0.0, v_lead)
+        stopping = stopping | hold_in
         gap_phys = torch.where(blocked_in, torch.minimum(gap_phys, d_hold), gap_phys)
     # 11. cooperation and falling behind: a vehicle follows the neighbour it yields to (one it lets in, or the
     # target lane's leader it falls behind) as well as its own leader, where that one is nearer; alongside it
@@ -1376,11 +1391,13 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         use_y = g_y < gap
         gap = torch.where(use_y, g_y.clamp(min=0.0), gap)
         v_lead = torch.where(use_y, _gather(speed, yc), v_lead)
+        stopping = stopping & ~use_y
         if m.lc_stop is not None:  # ... and stops where an urgent change across lanes keeps room ahead (SUMO: LC2013)
             d_s = m.lc_stop - pr
             short = (d_s > 0) & (d_s + mgr < gap)
             gap = torch.where(short, d_s + mgr, gap)
             v_lead = torch.where(short, 0.0, v_lead)
+            stopping = stopping | short
 
     # 7. a bus's next stop on this edge is a stop line (unless its leader is nearer)
     if stops is not None:
@@ -1393,6 +1410,7 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         nearer = at_edge & (d_stop + mgr < gap)
         gap = torch.where(nearer, d_stop + mgr, gap)
         v_lead = torch.where(nearer, 0.0, v_lead)
+        stopping = stopping | nearer
         gap_phys = torch.where(at_edge, torch.minimum(gap_phys, d_stop), gap_phys)
 
     # 8. turning speeds: the limit of the junction being crossed (front inside it), then the one ahead
@@ -1428,8 +1446,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         if cf == KRAUSS:
             v_line = safe_stop_speed(d_line, m.decel, m.tau, dt)
         else:
-            v_line = idm_speed(vr, v0, d_line + mgr, torch.zeros_like(vr), m.accel, m.two_sqrt_ab, m.tau, mgr, delta,
-                               dt, substeps)
+            v_line = idm_speed(vr, v0, d_line, torch.zeros_like(vr), m.accel, m.two_sqrt_ab, m.tau,
+                               torch.zeros_like(mgr), delta, dt, substeps)  # (a standing point: no min gap, below)
         v_line = torch.where(line_stop, v_line, torch.inf)
         v_cap = v_line if v_cap is None else torch.minimum(v_cap, v_line)
     # 5. / 9. car following and movement (a bus dwelling at its stop is held there)
@@ -1438,9 +1456,18 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
         v_new, x_new = krauss_move(vr, v0, gap, v_lead, mgr, m.accel, m.decel, m.tau,
                                    m.sigma, dawdle_u, v_cap, dt, gap_phys, pr, hold)
     else:
+        # toward a standing point (a line, where it waits, a stop) IDM keeps no min gap and never passes it (SUMO's
+        # MSCFModel_IDM::stopSpeed, _v without respectMinGap; followSpeed adds the min gap to both sides)
+        # (from standstill, where IDM would not move, it creeps at the safe stopping speed over the action step)
+        to_point = gap - mgr
+        s0 = torch.where(stopping, 0.0, mgr)
+        gap_phys = torch.where(stopping, torch.where(to_point < STOP_GAP_EPS, 0.0, torch.minimum(gap_phys, to_point)),
+                               gap_phys)
+        creep = torch.where(stopping & (vr < STANDING_EPS) & (to_point >= STOP_GAP_EPS),
+                            safe_stop_speed(to_point, m.decel, dt, dt), 0.0)
         v_new, x_new = (fused_idm_move if fused else idm_move)(
-            vr, v0, gap, v_lead, m.accel, m.two_sqrt_ab, m.tau, mgr, delta, dt, substeps,
-            gap_phys, pr, v_cap, hold)
+            vr, v0, torch.where(stopping, to_point, gap), v_lead, m.accel, m.two_sqrt_ab, m.tau, s0, delta, dt, substeps,
+            gap_phys, pr, v_cap, hold, creep)
     if stops is not None:
         missed = at_edge & ~dwelling & (d_stop < -DOCK_REACH_M)  # cannot happen for validated stops
         dock = at_edge & ~dwelling & ~missed & (stop_pos - x_new <= DOCK_REACH_M) & (v_new < STOP_SPEED)
@@ -1483,11 +1510,13 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
 
 
 def idm_move(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt: float, substeps: int, gap_phys, x, v_cap,
-             hold=None):
+             hold=None, creep=None):
     """Rule 5: new speed by IDM (:func:`idm_speed`), at most ``v_cap`` (rule 8; None: no cap), capped so that
     the physical gap ``gap_phys`` cannot close below zero in one step (zero where ``hold``); new position
-    ``x + v'·dt``."""
+    ``x + v'·dt``. ``creep``: where positive, the speed instead of an IDM result below :data:`STANDING_EPS`."""
     v = idm_speed(v, v0, gap, v_lead, a, two_sqrt_ab, T, s0, delta, dt, substeps)
+    if creep is not None:
+        v = torch.where((creep > 0) & (v < STANDING_EPS), creep, v)
     if v_cap is not None:
         v = torch.minimum(v, v_cap)
     return _move(v, gap_phys, x, hold, dt)

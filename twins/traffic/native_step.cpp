@@ -21,6 +21,8 @@ constexpr int64_t WAITING = 0, RUNNING = 1, ARRIVED = 2;
 constexpr int64_t SIG_GREEN = 0, SIG_YELLOW = 1, SIG_RED = 2, SIG_GREEN_MINOR = 3;
 constexpr int64_t KRAUSS = 1;  // kernels.KRAUSS
 constexpr double NUMERICAL_EPS = 1e-6;  // kernels.NUMERICAL_EPS
+constexpr double STANDING_EPS = 1e-3;  // kernels.STANDING_EPS
+constexpr double STOP_GAP_EPS = 0.01;  // kernels.STOP_GAP_EPS
 constexpr double SPEED_SUM_SCALE = 4294967296.0;  // kernels.SPEED_SUM_SCALE: speeds summed as integers of 2^-32 m/s
 constexpr int64_t ZONE_BINS = 16;  // kernels.ZONE_BINS
 constexpr double TIME_TO_IMPATIENCE_S = 180.0;  // kernels.TIME_TO_IMPATIENCE_S
@@ -346,9 +348,11 @@ void idm_run(int64_t n, T *v, T *g, const T *v0, const T *v_lead, const T *accel
 template <typename T>
 void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead, const T *v_cap, const T *gap_phys,
               const T *accel, const T *tsab, const T *tau, const T *s0, int64_t delta_shared, const int64_t *delta,
-              double dt_, int64_t substeps, T *x_out) {
+              double dt_, int64_t substeps, T *x_out, const T *creep = nullptr) {
     const T dt = T(dt_);
     idm_run<T>(n, v, g, v0, v_lead, accel, tsab, tau, s0, delta_shared, delta, dt_, substeps);
+    if (creep)  // kernels.idm_move: from standstill toward a standing point (rule 5)
+        for (int64_t i = 0; i < n; ++i) v[i] = (creep[i] > T(0) && v[i] < T(STANDING_EPS)) ? creep[i] : v[i];
     if (v_cap)  // rule 8's cap (turning speeds); without them the loop stays as lean as before
         for (int64_t i = 0; i < n; ++i) v[i] = minimum(v[i], v_cap[i]);
     for (int64_t i = 0; i < n; ++i) {
@@ -358,7 +362,8 @@ void idm_move(int64_t n, T *v, T *g, const T *x_in, const T *v0, const T *v_lead
 }
 
 template <typename T> struct Scratch {
-    std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best;
+    std::vector<T> x_new, v_new, v0, gap, v_lead, gap_phys, v_cap, land, via, best, s0, creep;
+    std::vector<uint8_t> stopping;  // per window row: its obstacle is a standing point, not a vehicle (rule 5)
     std::vector<int64_t> next_lane, fronts, first, sorted, new_lane, f_ci, f_code;
     std::vector<uint8_t> f_found, f_must, f_moving, f_sig;  // f_sig: held by its signal (red, or a yellow it stops for)
     std::vector<T> f_d, t_arr, t_leave, arr, leave, leave_in, f_gapj, f_vj, f_vmax, clear, foe_d, foe_v, foe_b;
@@ -736,7 +741,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // there, or Krauss's safe stop speed
     auto cap_at_line = [&](int64_t s, int64_t i, T d) {
         if (a.cf == KRAUSS) sc.v_cap[i] = minimum(sc.v_cap[i], safe_stop_speed<T>(d, W.decel[s], W.tau[s], a.dt));
-        else queue_obstacle(i, sc.v0[i], d + W.min_gap[s], W.min_gap[s]);
+        else queue_obstacle(i, sc.v0[i], d, T(0));  // (a standing point: no min gap, kernels rule 5)
     };
     sc.standing.assign(L, inf64); sc.behind.assign(L, 0.0);
     // (selects by index, not branches: whether a vehicle stands, or is behind one, is a coin flip in queues)
@@ -759,6 +764,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     // 4. every running vehicle sees its leader; front vehicles look past the stop line. Vehicles that are
     // not running get a free road (their numbers below are computed and thrown away)
     sc.gap.assign(n, inf); sc.v_lead.assign(n, T(0)); sc.gap_phys.assign(n, inf); sc.v0.assign(n, T(1));
+    sc.stopping.assign(n, 0);
     if (a.has_turn || a.cf == KRAUSS || a.has_conn) sc.v_cap.assign(n, inf);
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
@@ -1054,6 +1060,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         if (sc.f_sig[f] && !line_first)  // held by its signal, it brakes for the line as well (kernels.advance)
             cap_at_line(s, i, d_line);
         sc.v_lead[i] = (line_first || wary) ? T(0) : v_junction;
+        sc.stopping[i] = line_first || wary;
     }
     // ... and inside the junction, short of the point where its connection waits (a left turn's internal junction)
     if (any_wait)
@@ -1066,10 +1073,13 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 && v * v <= T(2.0) * W.decel[s] * d_in && d_in + W.min_gap[s] < sc.gap[i]) {
                 sc.gap[i] = d_in + W.min_gap[s];
                 sc.v_lead[i] = T(0);
+                sc.stopping[i] = 1;
             }
             if (sc.blocked_in[i]) {  // held at its internal junction while its foes come (kernels.advance)
                 const T d_hold = clamp_min(d_in, T(0));
-                if (d_hold + W.min_gap[s] < sc.gap[i]) { sc.gap[i] = d_hold + W.min_gap[s]; sc.v_lead[i] = T(0); }
+                if (d_hold + W.min_gap[s] < sc.gap[i]) {
+                    sc.gap[i] = d_hold + W.min_gap[s]; sc.v_lead[i] = T(0); sc.stopping[i] = 1;
+                }
                 sc.gap_phys[i] = minimum(sc.gap_phys[i], d_hold);
             }
         }
@@ -1079,14 +1089,16 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             const int64_t y = W.lc_yield[s], i = s - lo;
             if (y < 0) continue;
             const T g_y = W.pos[y] - W.length[y] - W.pos[s];
-            if (g_y < sc.gap[i]) { sc.gap[i] = clamp_min(g_y, T(0)); sc.v_lead[i] = W.speed[y]; }
+            if (g_y < sc.gap[i]) { sc.gap[i] = clamp_min(g_y, T(0)); sc.v_lead[i] = W.speed[y]; sc.stopping[i] = 0; }
         }
     // ... and stops where an urgent change across lanes keeps room ahead (kernels.advance)
     if (W.lc_stop)
         for (const int64_t s : sc.run) {
             const int64_t i = s - lo;
             const T d_s = W.lc_stop[s] - W.pos[s];
-            if (d_s > T(0) && d_s + W.min_gap[s] < sc.gap[i]) { sc.gap[i] = d_s + W.min_gap[s]; sc.v_lead[i] = T(0); }
+            if (d_s > T(0) && d_s + W.min_gap[s] < sc.gap[i]) {
+                sc.gap[i] = d_s + W.min_gap[s]; sc.v_lead[i] = T(0); sc.stopping[i] = 1;
+            }
         }
     // the queued obstacles (turning speeds, stop lines): IDM toward each, capping the vehicle's speed
     if (!sc.ob_row.empty()) {
@@ -1115,10 +1127,24 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             sc.x_new[i] = W.pos[s] + v * dt;
         }
     } else {
+        // toward a standing point IDM keeps no min gap and never passes it (kernels rule 5, SUMO's stopSpeed)
+        sc.s0.resize(n); sc.creep.assign(n, T(0));
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t s = lo + i;
+            const T mg = W.min_gap[s], to_point = sc.gap[i] - mg;
+            const bool st = sc.stopping[i];
+            sc.s0[i] = st ? T(0) : mg;
+            if (st) {
+                sc.gap_phys[i] = to_point < T(STOP_GAP_EPS) ? T(0) : minimum(sc.gap_phys[i], to_point);
+                if (W.speed[s] < T(STANDING_EPS) && to_point >= T(STOP_GAP_EPS))
+                    sc.creep[i] = safe_stop_speed<T>(to_point, W.decel[s], T(a.dt), a.dt);
+            }
+            sc.gap[i] = st ? to_point : sc.gap[i];
+        }
         idm_move<T>(n, sc.v_new.data(), sc.gap.data(), W.pos + lo, sc.v0.data(), sc.v_lead.data(),
                     (a.has_turn || a.has_conn) ? sc.v_cap.data() : nullptr,
-                    sc.gap_phys.data(), W.accel + lo, W.tsab + lo, W.tau + lo, W.min_gap + lo, a.delta_shared,
-                    W.delta + lo, a.dt, a.substeps, sc.x_new.data());
+                    sc.gap_phys.data(), W.accel + lo, W.tsab + lo, W.tau + lo, sc.s0.data(), a.delta_shared,
+                    W.delta + lo, a.dt, a.substeps, sc.x_new.data(), sc.creep.data());
     }
     for (int64_t i = 0; i < n; ++i)
         sc.arrive[i] = sc.arrive[i] && sc.x_new[i] > W.lane_length[W.lane[lo + i]];

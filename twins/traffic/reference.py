@@ -57,7 +57,13 @@ phase it is in (synchronous update, like the kernel):
    leader's speed held: ``v <- max(0, v + a(v, s)·h)``, then (with more than
    one sub-step) ``s <- s - max(0, (v - v_lead)·h)``. ``2·sqrt(a·b)`` is a
    per-vehicle constant. The result is capped at ``max(gap_phys, 0) / dt``;
-   ``x' = x + v'·dt``.
+   ``x' = x + v'·dt``. Toward a standing point rather than a vehicle (a stop
+   line, a minor link's waiting point, a bus stop, room kept for a lane
+   change: any obstacle given as ``distance + min_gap`` with speed 0 above)
+   IDM runs on the distance with ``s0 = 0`` and ``gap_phys`` is at most that
+   distance (SUMO's ``MSCFModel_IDM::stopSpeed``); from standstill, where IDM
+   gives less than 1e-3 m/s, it creeps at ``safe_stop_speed(distance, decel,
+   dt, dt)``, and nearer than 1 cm it stops.
 6. If ``x' > lane length`` (strictly: a vehicle held exactly at the stop
    line stays): on the last edge the vehicle arrives (arrival step = step
    index + 1); otherwise it crosses to the chosen next lane and lands at
@@ -227,6 +233,8 @@ TIME_TO_IMPATIENCE_S = 180.0  # s, as kernels.TIME_TO_IMPATIENCE_S (SUMO's --tim
 MOVE_SLACK_M = 0.1  # m, as kernels.MOVE_SLACK_M
 WAIT_SLACK_M = 1e-3  # m, as kernels.WAIT_SLACK_M
 NUMERICAL_EPS = 1e-6  # as kernels.NUMERICAL_EPS (a floor on the mean speed of a leave time here)
+STANDING_EPS = 1e-3  # kernels.STANDING_EPS
+STOP_GAP_EPS = 0.01  # kernels.STOP_GAP_EPS
 ZONE_BINS = 16  # parts of a path across a junction, as kernels.ZONE_BINS
 SIG_GREEN, SIG_YELLOW, SIG_RED, SIG_GREEN_MINOR = 0, 1, 2, 3
 MINOR = frozenset("m=swZ")  # unsignalized link states that yield (network.MINOR)
@@ -635,7 +643,7 @@ class ReferenceVehicle(mesa.Agent):
         on_last_edge = self._on_last_edge
         d = lane.length - self.pos
         front = self.leader is None
-        line_first, must_stop, red = True, True, False
+        line_first, must_stop, red, wary = True, True, False, False
         gap_front, v_front = INF, 0.0
         if not on_last_edge:
             nl, found, code = self._next_lane, self._found, self._code
@@ -666,7 +674,7 @@ class ReferenceVehicle(mesa.Agent):
                 d_wait = d + m.conn_wait[self._key]
                 if (d_wait > m.conn_visibility[self._key] and self.speed * self.speed <= 2.0 * self.decel * d_wait
                         and d_wait + self.min_gap < gap_front):
-                    gap_front, v_front = d_wait + self.min_gap, 0.0
+                    gap_front, v_front, wary = d_wait + self.min_gap, 0.0, True
                     m.events["minor_cautious"] += 1
             if front:
                 m.events["front_red" if code == SIG_RED else "front_yellow_stop" if code == SIG_YELLOW and signal_stop
@@ -676,14 +684,17 @@ class ReferenceVehicle(mesa.Agent):
                 if must_stop and not line_first:
                     m.events["junction_nearer"] += 1  # a vehicle still in the junction is nearer than the line
         self._red = red
+        # (stopping: the obstacle is a standing point, not a vehicle: IDM keeps no min gap to it, below)
         if not front:
             ld = self.leader
             gap = ld.pos - ld.length - self.pos
             v_lead = ld.speed
             gap_phys = gap
+            stopping = False
         else:
             gap, v_lead = gap_front, v_front
             gap_phys = gap if (on_last_edge or not must_stop) else min(gap, d)
+            stopping = not on_last_edge and (line_first or wary)
         if (not front or on_last_edge) and self._src is not None and self._src[0] < gap:
             gap, v_lead = self._src  # 10. one that left its lane before it on another path is nearer
             gap_phys = gap
@@ -696,7 +707,7 @@ class ReferenceVehicle(mesa.Agent):
             d_in = m.conn_wait[ck] - c_via - self.pos
             if (m.must_yield(ck, c_code) and d_in > m.conn_visibility[ck]
                     and self.speed * self.speed <= 2.0 * self.decel * d_in and d_in + self.min_gap < gap):
-                gap, v_lead = d_in + self.min_gap, 0.0
+                gap, v_lead, stopping = d_in + self.min_gap, 0.0, True
                 m.events["minor_cautious_inside"] += 1
             # waiting at its internal junction (a minor link there, SUMO's "m"): it passes when its foes leave it a
             # gap, timed from that point
@@ -710,7 +721,7 @@ class ReferenceVehicle(mesa.Agent):
                 if m.blocked_by_foes(ck, t_arr, t_leave):
                     d_hold = max(d_in, 0.0)
                     if d_hold + self.min_gap < gap:
-                        gap, v_lead = d_hold + self.min_gap, 0.0
+                        gap, v_lead, stopping = d_hold + self.min_gap, 0.0, True
                     gap_phys = min(gap_phys, d_hold)
                     m.events["yield_wait_inside"] += 1
                 else:
@@ -721,13 +732,13 @@ class ReferenceVehicle(mesa.Agent):
         if m.lane_changing and y is not None:
             g_y = y.pos - y.length - self.pos
             if g_y < gap:
-                gap, v_lead = max(g_y, 0.0), y.speed
+                gap, v_lead, stopping = max(g_y, 0.0), y.speed, False
                 m.events["lc_cooperating"] += 1
         # ... and stops where an urgent change across lanes keeps room ahead of it
         if m.lane_changing:
             d_s = self.lc_stop - self.pos
             if d_s > 0.0 and d_s + self.min_gap < gap:
-                gap, v_lead = d_s + self.min_gap, 0.0
+                gap, v_lead, stopping = d_s + self.min_gap, 0.0, True
                 m.events["lc_room_kept"] += 1
         # 7. the next bus stop on this edge
         stop = self.bus_stops[self.next_stop] if self.next_stop < len(self.bus_stops) else None
@@ -736,7 +747,7 @@ class ReferenceVehicle(mesa.Agent):
         if at_edge:
             d_stop = stop[1] - self.pos
             if d_stop + self.min_gap < gap:
-                gap, v_lead = d_stop + self.min_gap, 0.0
+                gap, v_lead, stopping = d_stop + self.min_gap, 0.0, True
                 m.events["bus_stop_obstacle"] += 1
             gap_phys = min(gap_phys, d_stop)
         # 8. turning speeds: inside the junction just crossed (front before the lane start), and ahead
@@ -764,11 +775,18 @@ class ReferenceVehicle(mesa.Agent):
                 cap = min(cap, safe_stop_speed(d_stop, self.decel, self.tau, m.dt))
             v_new = self.krauss_speed(v0, gap, v_lead, cap, m.dawdle_draw.get(self.vehicle_id))
         else:
-            v_new = self.idm_speed(v0, gap, v_lead)
+            if stopping:  # toward a standing point: no min gap, and never past it (SUMO's IDM stopSpeed) ...
+                to_point = gap - self.min_gap
+                v_new = self.idm_speed(v0, to_point, v_lead, s0=0.0)
+                gap_phys = 0.0 if to_point < STOP_GAP_EPS else min(gap_phys, to_point)
+                if self.speed < STANDING_EPS and to_point >= STOP_GAP_EPS and v_new < STANDING_EPS:
+                    v_new = safe_stop_speed(to_point, self.decel, m.dt, m.dt)  # ... creeping from standstill
+            else:
+                v_new = self.idm_speed(v0, gap, v_lead)
             if math.isfinite(u):
                 v_new = min(v_new, self.turn_speed_cap(v0, d, ut))
             if line_stop:
-                v_new = min(v_new, self.idm_speed(v0, d_stop + self.min_gap, 0.0))
+                v_new = min(v_new, self.idm_speed(v0, d_stop, 0.0, s0=0.0))
         v_cap = max(gap_phys, 0.0) / m.dt
         if v_cap < v_new and (self.speed - v_cap) / m.dt > 9.0:
             m.events["hard_stops"] += 1  # diagnostic: the gap cap brakes harder than 9 m/s² (SUMO's emergency decel)

@@ -134,9 +134,12 @@ the same, one vehicle at a time):
    leave it a gap, out of the way of vehicles taking other paths from its lane or
    into its target lane (:func:`waiting_inside`, :func:`entry_tails`; SUMO: its
    own internal lane). A front vehicle that cannot move on (its way blocked past
-   the line) announces no window (SUMO's ``willPass``), nor does one still short of
-   its internal junction in the junction before (SUMO's ``abortRequestAfterMinor``:
-   having slowed down for a minor link, it requests none beyond). Inside a
+   the line) announces no window (SUMO's ``willPass``). One waiting at its
+   internal junction in the junction before announces its window at the next
+   one unless it is still braking for its waiting point from beyond its
+   visibility distance (SUMO's ``abortRequestAfterMinor``) or a foe inside the
+   junction has yet to cross its path (SUMO: that link leader takes its planned
+   speed to 0, so it requests no later link; :func:`_leader_inside`). Inside a
    junction a vehicle does not follow one waiting at its internal junction on
    another connection (:func:`past_waiting`; SUMO: another internal lane, its
    front short of where the paths merge). But a vehicle follows one that left
@@ -496,8 +499,10 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
 
     SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
-    line this step (not held by its signal or by keep-clear, nor still short of its own internal junction in the
-    junction before, which SUMO's ``abortRequestAfterMinor`` keeps from requesting any later link) announces the
+    line this step (not held by its signal or by keep-clear; one waiting at its own internal junction in the
+    junction before only while it stands within its visibility distance of that point, or could not stop there,
+    and no foe inside that junction has yet to cross its path: SUMO's ``abortRequestAfterMinor`` and the link
+    leader that takes its planned speed to 0 keep it from requesting any later link) announces the
     time it arrives at the junction (accelerating at ``accel`` to its desired speed, :func:`arrival_time`) and the
     time its rear leaves the junction path (SUMO's ``MSLink::getLeaveTime``, :func:`leave_time`; the speed it leaves
     at is at most what its car-following model allows from that speed behind its junction leader, the vehicle
@@ -559,12 +564,50 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     if follow is not None:
         v_out = torch.minimum(v_out, follow(v_out))
     t_leave = leave_time(t_arr, v_arr, v_out, via, lenf)
-    # the windows per (world, connection): front vehicles that will pass, then vehicles inside a junction
     cic = ci.clamp(min=0)
     waiting = waiting_inside(m.running, m.pos, m.route_pos, m.conn, net)
-    # (one still short of its own internal junction has slowed down for a minor link: it requests no later link,
-    # SUMO's abortRequestAfterMinor)
-    passing = found & ~must_stop & ~at(waiting)
+    # the vehicles inside a junction: moving ones, by when their rear will have passed each part of their path
+    inside = m.running & (m.pos < 0) & (m.route_pos > 0) & (m.conn >= 0)
+    # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
+    cn = m.conn.clamp(min=0)
+    d_in = _gather(net.conn_wait, cn) - _gather(net.conn_via, cn) - m.pos
+    # (one standing there is in the way only of the paths its body covers: its parts of its own path, per
+    # (world, connection), net.conn_zone)
+    standing = m.speed < STOP_SPEED
+    seg_in = torch.where(inside & ~waiting & ~standing, m.world * C + cn, W * C)
+    clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
+    leave_in = torch.full((W * C + 1,), -inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
+        0, seg_in, clear.to(t_arr.dtype), "amax")
+    leave_in[W * C] = -inf
+    seg_occ = torch.where(inside & ~waiting & standing, m.world * C + cn, W * C)
+    occ = zone_occupancy(seg_occ, body_zone(m.pos, m.length, _gather(net.conn_via, cn)), W * C + 1)
+    clear = clear_times(seg_in, m.pos, m.length, m.speed, _gather(net.conn_via, cn), W * C + 1)
+    # the vehicles waiting at their internal junction: a minor link there (SUMO's state "m", whatever the signal
+    # shows), timed from that point (on the few waiting vehicles only, unless the step keeps fixed shapes)
+    wi = None if fixed_shape else _nz(waiting)
+    some_wait = wi is None or wi.numel() > 0
+    aborted = torch.zeros_like(waiting)
+    if some_wait:
+        on = (lambda x: x) if wi is None else (lambda x: _gather(x, wi))  # noqa: E731
+        sf_in, lane_in, route_in, rpos_in = on(m.speed_factor), on(m.lane), on(m.route), on(m.route_pos)
+        v_in = torch.minimum(_gather(net.lane_speed, lane_in) * sf_in, on(m.max_speed))
+        if routes.has_turn_speeds:
+            turn = _gather(routes.route_turn_speed.reshape(-1), (route_in * M + rpos_in - 1).clamp(min=0))
+            v_in = torch.minimum(v_in, turn * sf_in)
+        v, acc, dw = on(m.speed), on(m.accel), on(d_in)
+        t_arr_in = arrival_time(dw.clamp(min=0.0), v, acc, v_in)
+        t_leave_in = arrival_time(on(m.length) - on(m.pos), v, acc, v_in)
+        # it requests no later link (announces no window at the next junction) while a foe inside this junction has
+        # yet to pass their crossing (SUMO: that link leader takes its planned speed to 0, MSVehicle::checkLinkLeader),
+        # or while it still slows down for its waiting point from beyond its visibility distance (SUMO's
+        # abortRequestAfterMinor); standing there with only approaching foes to wait for, it does (SUMO's
+        # willPass), and a minor link past the junction waits for it
+        leader = _leader_inside(on(waiting), on(m.world), on(cn), clear, occ, net, W)
+        far = (dw > _gather(net.conn_visibility, on(cn))) & (v * v <= 2.0 * on(m.decel) * dw)
+        quiet = on(waiting) & (leader | far)
+        aborted = quiet if wi is None else aborted.index_put((wi,), quiet)
+    # the windows per (world, connection): front vehicles that will pass, then vehicles inside a junction
+    passing = found & ~must_stop & ~at(aborted)
     seg = torch.where(passing, wf * C + cic, W * C)
     arr = torch.full((W * C + 1,), inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
         0, seg, t_arr, "amin")
@@ -577,20 +620,6 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     foe_d = torch.full_like(arr, inf).scatter_reduce(0, first, d.to(arr.dtype), "amin")
     foe_v = torch.zeros_like(arr).scatter_reduce(0, first, vf.to(arr.dtype), "amax")
     foe_b = torch.zeros_like(arr).scatter_reduce(0, first, at(m.decel).to(arr.dtype), "amax")
-    inside = m.running & (m.pos < 0) & (m.route_pos > 0) & (m.conn >= 0)
-    # (one short of its internal junction has not entered the conflict area it waits at: it announces once past)
-    cn = m.conn.clamp(min=0)
-    d_in = _gather(net.conn_wait, cn) - _gather(net.conn_via, cn) - m.pos
-    # (one standing there is in the way only of the paths its body covers: its parts of its own path, per
-    # (world, connection), net.conn_zone)
-    standing = m.speed < STOP_SPEED
-    seg_in = torch.where(inside & ~waiting & ~standing, m.world * C + cn, W * C)
-    clear = (m.length - m.pos) / torch.clamp(m.speed, min=STOP_SPEED)
-    leave_in = torch.full_like(leave, -inf).scatter_reduce(0, seg_in, clear, "amax")
-    leave_in[W * C] = -inf
-    seg_occ = torch.where(inside & ~waiting & standing, m.world * C + cn, W * C)
-    occ = zone_occupancy(seg_occ, body_zone(m.pos, m.length, _gather(net.conn_via, cn)), W * C + 1)
-    clear = clear_times(seg_in, m.pos, m.length, m.speed, _gather(net.conn_via, cn), W * C + 1)
     # SUMO's MSLink::opened: a link into an internal junction (cont="1": a left turn's waiting point inside the
     # junction) is open at the stop line unless red; the vehicle waits for its foes at that point instead
     cont = _gather(net.conn_wait, cic) > 0
@@ -604,20 +633,9 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
     impatience = torch.clamp(stood / TIME_TO_IMPATIENCE_S, max=1.0)
     merge = (v_out, at(m.decel), impatience, foe_d, foe_v, foe_b)
     blocked = _foes_block(minor, wf, cic, t_arr, t_leave, arr, leave, leave_in, occ, net, W, clear, reach, merge)
-    # there its link is minor (SUMO's state "m", whatever the signal shows): it passes when its foes leave it a gap,
-    # timed from that point (on the few waiting vehicles only, unless the step keeps fixed shapes)
-    wi = None if fixed_shape else _nz(waiting)
-    if wi is not None and not wi.numel():
+    if not some_wait:
         return blocked, torch.zeros_like(waiting), d_in
-    on = (lambda x: x) if wi is None else (lambda x: _gather(x, wi))  # noqa: E731
-    sf_in, lane_in, route_in, rpos_in = on(m.speed_factor), on(m.lane), on(m.route), on(m.route_pos)
-    v_in = torch.minimum(_gather(net.lane_speed, lane_in) * sf_in, on(m.max_speed))
-    if routes.has_turn_speeds:
-        turn = _gather(routes.route_turn_speed.reshape(-1), (route_in * M + rpos_in - 1).clamp(min=0))
-        v_in = torch.minimum(v_in, turn * sf_in)
-    v, acc = on(m.speed), on(m.accel)
-    t_arr_in = arrival_time(on(d_in).clamp(min=0.0), v, acc, v_in)
-    t_leave_in = arrival_time(on(m.length) - on(m.pos), v, acc, v_in)
+    # at its internal junction it passes when its foes leave it a gap, timed from that point
     held = _foes_block(on(waiting), on(m.world), on(cn), t_arr_in, t_leave_in, arr, leave, leave_in, occ, net, W)
     blocked_in = held if wi is None else torch.zeros_like(waiting).index_put((wi,), held)
     return blocked, blocked_in, d_in
@@ -643,6 +661,25 @@ def zone_occupancy(seg, bits, n: int):
     counts = torch.zeros((n, ZONE_BINS), dtype=torch.int64, device=bits.device).index_add_(0, seg, per_bit)
     counts[n - 1] = 0
     return (torch.bitwise_left_shift((counts > 0).to(torch.int64), shifts)).sum(-1)
+
+
+def _leader_inside(minor, world, conn, clear, occ, net, W: int):
+    """Which of the vehicles ``minor`` (on connection ``conn``) have a foe inside the junction that has yet to pass
+    their crossing: moving, its rear short of the crossing's end (``clear``, :func:`clear_times`), or standing in the
+    way (``occ``, :func:`body_zone`). SUMO's link leaders (``MSLink::getLeaderInfo``), which it lets cross first."""
+    C = net.conn_yield.numel()
+    to_edge = _gather(net.conn_to_edge, conn)
+    out = torch.zeros_like(minor)
+    parts = torch.arange(ZONE_BINS, device=minor.device)
+    for j in range(net.conn_foes.shape[1]):
+        foe = _gather(net.conn_foes[:, j].contiguous(), conn)
+        at = torch.where(minor & (foe >= 0), world * C + foe.clamp(min=0), W * C)
+        crossing = _gather(net.conn_to_edge, foe.clamp(min=0)) != to_edge
+        zone = _gather(net.conn_zone[:, j].contiguous(), conn)
+        bits = torch.bitwise_right_shift(zone.unsqueeze(1), parts) & 1
+        cleared = torch.where(bits != 0, clear.index_select(0, at), -torch.inf).amax(1)
+        out = out | (crossing & ((cleared > 0) | ((_gather(occ, at) & zone) != 0)))
+    return out
 
 
 def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, net, W: int, clear=None,

@@ -370,6 +370,7 @@ template <typename T> struct Scratch {
     std::vector<T> f_vout;  // a front vehicle's speed leaving the junction (kernels.yield_blocked)
     std::vector<int64_t> zone_occ;  // per connection: the parts of its path its standing vehicles inside cover
     std::vector<uint8_t> waiting, blocked_in;  // kernels.waiting_inside; held at the internal junction
+    std::vector<uint8_t> quiet;  // waiting there, it requests no later link (kernels.yield_blocked: aborted)
     std::vector<int64_t> held;  // the followers whose link shows red or yellow (held_red: red)
     std::vector<uint8_t> held_red;
     std::vector<int64_t> entry;  // kernels.entry_tails
@@ -769,7 +770,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     sc.x_new.resize(n); sc.v_new.resize(n); sc.arrive.assign(n, 0);
     sc.fronts.clear(); sc.next_lane.clear(); sc.via.clear();
     sc.f_ci.clear(); sc.f_found.clear(); sc.f_must.clear(); sc.f_code.clear(); sc.f_d.clear(); sc.f_moving.clear(); sc.f_sig.clear();
-    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0);
+    sc.f_gapj.clear(); sc.f_vj.clear(); sc.blocked_in.assign(n, 0); sc.quiet.assign(n, 0);
     size_t n_held = 0;  // the followers whose link shows red or yellow, listed without a branch
     sc.held.resize(sc.run.size()); sc.held_red.resize(sc.run.size());
     for (const int64_t s : sc.run) {
@@ -895,52 +896,6 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     if (a.has_foes) {
         const int64_t C = a.C, NF = a.NF;
         sc.arr.assign(C, inf); sc.leave.assign(C, -inf);
-        sc.t_arr.resize(F); sc.t_leave.resize(F); sc.f_vmax.resize(F); sc.f_vout.resize(F);
-        for (size_t f = 0; f < F; ++f) {
-            const int64_t s = sc.fronts[f], ln = W.lane[s];
-            const T v0 = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
-            T vmax = v0;
-            if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
-            sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
-            // its speed leaving the junction, at most what following its junction leader from it allows (SUMO's
-            // adaptToLeader, adaptLeaveSpeed)
-            T v_arr, v_out;
-            line_speeds<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], vmax, v_arr, v_out);
-            const T gj = sc.f_gapj[f];
-            if (std::isfinite(gj)) {
-                T follow;
-                if (a.cf == KRAUSS) {
-                    follow = krauss_speed<T>(v_out, v0, gj, sc.f_vj[f], W.min_gap[s], W.accel[s], W.decel[s], W.tau[s],
-                                             T(0), T(-1), inf, a.dt);
-                } else {
-                    T v = v_out, g = gj, vl = sc.f_vj[f];
-                    const int64_t dl = a.delta_shared >= 0 ? a.delta_shared : W.delta[s];
-                    idm_run<T>(1, &v, &g, &v0, &vl, &W.accel[s], &W.tsab[s], &W.tau[s], &W.min_gap[s], a.delta_shared,
-                               &dl, a.dt, a.substeps);
-                    follow = v;
-                }
-                v_out = minimum(v_out, follow);
-            }
-            sc.f_vout[f] = v_out;
-            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], v_arr, v_out, sc.via[f], W.length[s]);
-            sc.f_vmax[f] = vmax;
-            // (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
-            if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) {
-                const int64_t c = sc.f_ci[f];
-                sc.arr[c] = std::min(sc.arr[c], sc.t_arr[f]);
-                sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
-            }
-        }
-        // ... and the vehicle announcing it, for the merges: its distance to the line, speed and deceleration
-        sc.foe_d.assign(C, inf); sc.foe_v.assign(C, T(0)); sc.foe_b.assign(C, T(0));
-        for (size_t f = 0; f < F; ++f) {
-            const int64_t s = sc.fronts[f], c = sc.f_ci[f];
-            if (!(sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.waiting[s - lo]) || sc.t_arr[f] != sc.arr[c])
-                continue;
-            sc.foe_d[c] = std::min(sc.foe_d[c], sc.f_d[f]);
-            sc.foe_v[c] = std::max(sc.foe_v[c], W.speed[s]);
-            sc.foe_b[c] = std::max(sc.foe_b[c], W.decel[s]);
-        }
         sc.leave_in.assign(C, -inf);
         sc.zone_occ.assign(C, 0);
         sc.clear.assign(C * ZONE_BINS, -inf);  // kernels.clear_times
@@ -1010,6 +965,78 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             }
             return blocked;
         };
+        // kernels._leader_inside: a foe inside the junction has yet to pass the crossing with connection c (moving,
+        // its rear short of the crossing's end, or standing in the way)
+        auto leader_inside = [&](int64_t c) {
+            for (int64_t j = 0; j < NF; ++j) {
+                const int64_t foe = a.conn_foes[c * NF + j];
+                if (foe < 0 || a.conn_to_edge[foe] == a.conn_to_edge[c]) continue;
+                const int64_t zone = a.conn_zone[c * NF + j];
+                T cleared = -inf;
+                for (int64_t b = 0; b < ZONE_BINS; ++b)
+                    if ((zone >> b) & 1) cleared = std::max(cleared, sc.clear[foe * ZONE_BINS + b]);
+                if (cleared > T(0) || (sc.zone_occ[foe] & zone) != 0) return true;
+            }
+            return false;
+        };
+        // a vehicle waiting at its internal junction requests no later link while a foe inside this junction has yet
+        // to pass their crossing (SUMO: that link leader takes its planned speed to 0) or while it still slows down
+        // for its waiting point from beyond its visibility distance (SUMO's abortRequestAfterMinor)
+        // (kernels.yield_blocked)
+        if (any_wait)
+            for (const int64_t s : sc.run) {
+                if (!sc.waiting[s - lo]) continue;
+                const int64_t c = W.conn[s];
+                const T d_in = W.conn_wait[c] - W.conn_via[c] - W.pos[s];
+                const bool far = d_in > W.conn_vis[c] && W.speed[s] * W.speed[s] <= T(2) * W.decel[s] * d_in;
+                sc.quiet[s - lo] = far || leader_inside(c);
+            }
+        sc.t_arr.resize(F); sc.t_leave.resize(F); sc.f_vmax.resize(F); sc.f_vout.resize(F);
+        for (size_t f = 0; f < F; ++f) {
+            const int64_t s = sc.fronts[f], ln = W.lane[s];
+            const T v0 = minimum(W.lane_speed[ln] * W.speed_factor[s], W.max_speed[s]);
+            T vmax = v0;
+            if (a.has_turn) vmax = minimum(vmax, W.turn[W.route[s] * M + W.rpos[s]] * W.speed_factor[s]);
+            sc.t_arr[f] = arrival_time<T>(sc.f_d[f], W.speed[s], W.accel[s], vmax);
+            // its speed leaving the junction, at most what following its junction leader from it allows (SUMO's
+            // adaptToLeader, adaptLeaveSpeed)
+            T v_arr, v_out;
+            line_speeds<T>(sc.f_d[f], sc.via[f], W.speed[s], W.accel[s], vmax, v_arr, v_out);
+            const T gj = sc.f_gapj[f];
+            if (std::isfinite(gj)) {
+                T follow;
+                if (a.cf == KRAUSS) {
+                    follow = krauss_speed<T>(v_out, v0, gj, sc.f_vj[f], W.min_gap[s], W.accel[s], W.decel[s], W.tau[s],
+                                             T(0), T(-1), inf, a.dt);
+                } else {
+                    T v = v_out, g = gj, vl = sc.f_vj[f];
+                    const int64_t dl = a.delta_shared >= 0 ? a.delta_shared : W.delta[s];
+                    idm_run<T>(1, &v, &g, &v0, &vl, &W.accel[s], &W.tsab[s], &W.tau[s], &W.min_gap[s], a.delta_shared,
+                               &dl, a.dt, a.substeps);
+                    follow = v;
+                }
+                v_out = minimum(v_out, follow);
+            }
+            sc.f_vout[f] = v_out;
+            sc.t_leave[f] = leave_time<T>(sc.t_arr[f], v_arr, v_out, sc.via[f], W.length[s]);
+            sc.f_vmax[f] = vmax;
+            // (one waiting at its internal junction may request no later link: sc.quiet)
+            if (sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.quiet[s - lo]) {
+                const int64_t c = sc.f_ci[f];
+                sc.arr[c] = std::min(sc.arr[c], sc.t_arr[f]);
+                sc.leave[c] = std::max(sc.leave[c], sc.t_leave[f]);
+            }
+        }
+        // ... and the vehicle announcing it, for the merges: its distance to the line, speed and deceleration
+        sc.foe_d.assign(C, inf); sc.foe_v.assign(C, T(0)); sc.foe_b.assign(C, T(0));
+        for (size_t f = 0; f < F; ++f) {
+            const int64_t s = sc.fronts[f], c = sc.f_ci[f];
+            if (!(sc.f_found[f] && !sc.f_must[f] && sc.f_moving[f] && !sc.quiet[s - lo]) || sc.t_arr[f] != sc.arr[c])
+                continue;
+            sc.foe_d[c] = std::min(sc.foe_d[c], sc.f_d[f]);
+            sc.foe_v[c] = std::max(sc.foe_v[c], W.speed[s]);
+            sc.foe_b[c] = std::max(sc.foe_b[c], W.decel[s]);
+        }
         for (size_t f = 0; f < F; ++f) {
             const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
             // a link into an internal junction (cont="1") is open at the line unless red (SUMO's MSLink::opened)

@@ -105,9 +105,10 @@ phase it is in (synchronous update, like the kernel):
    its signal or keep-clear) announces [arrival, rear leaves the junction
    path] (accelerating at ``accel`` to its desired speed, capped by the
    turning speed), if it can move on (more than 0.1 m beyond its min gap to the
-   next obstacle past the line, or moving) and is not short of its own
-   internal junction (SUMO's ``abortRequestAfterMinor``: having slowed down
-   for a minor link, it requests no later one); a vehicle still inside a junction
+   next obstacle past the line, or moving) and, waiting at its own internal
+   junction, is within its visibility distance of that point (or could not stop
+   there) with no foe inside the junction yet to cross its path (SUMO's
+   ``abortRequestAfterMinor`` and link leaders); a vehicle still inside a junction
    announces [0, (length - pos) / max(speed, 0.1)], unless it is short of its
    internal junction; per connection the union. A front vehicle on a minor
    connection (unsignalized ``m = s w Z``, or a signal showing ``g``) without an
@@ -1151,16 +1152,6 @@ class ReferenceTrafficModel(mesa.Model):
         occupied: dict[tuple[str, str], int] = {}
         cleared: dict[tuple[str, str], list[float]] = {}
         for v in running:
-            # (one short of its own internal junction requests no later link: SUMO's abortRequestAfterMinor)
-            if v.leader is None and v._found and not v._must_stop and v._moving and not v.waiting_inside():
-                w = win.setdefault(v._key, [INF, -INF])
-                w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
-        for v in running:  # the vehicle announcing each window (kernels.yield_blocked: for merges)
-            w = win.get(v._key) if v.leader is None and v._found and not v._must_stop and v._moving else None
-            if w is not None and not v.waiting_inside() and v._t_arr == w[0]:
-                d0, v0, b0 = self.window_foe.get(v._key, (INF, 0.0, 0.0))
-                self.window_foe[v._key] = (min(d0, v._line[0]), max(v0, v.speed), max(b0, v.decel))
-        for v in running:
             # (one short of its internal junction has not entered the conflict area it waits at)
             if v.pos < 0 and v.route_pos > 0 and v.conn_key is not None and not v.waiting_inside():
                 if v.speed < STOP_SPEED:  # standing: in the way only of the paths its body covers (kernels.body_zone)
@@ -1174,7 +1165,43 @@ class ReferenceTrafficModel(mesa.Model):
                     end = via * (b + 1) / ZONE_BINS
                     if end > back:
                         c[b] = max(c[b], (end - back) / max(v.speed, STOP_SPEED))
+        # a vehicle waiting at its internal junction requests no later link while a foe inside this junction has yet
+        # to pass their crossing (SUMO: that link leader takes its planned speed to 0) or while it still slows down
+        # for its waiting point from beyond its visibility distance (SUMO's abortRequestAfterMinor)
+        # (kernels.yield_blocked)
+        quiet = set()
+        for v in running:
+            if v.waiting_inside():
+                d_in = self.conn_wait[v.conn_key] - self.conns[v.conn_key][0] - v.pos
+                far = d_in > self.conn_visibility[v.conn_key] and v.speed * v.speed <= 2.0 * v.decel * d_in
+                if far or self.leader_inside(v.conn_key, occupied, cleared):
+                    quiet.add(v.vehicle_id)
+        announcing = [v for v in running if v.leader is None and v._found and not v._must_stop and v._moving
+                      and v.vehicle_id not in quiet]
+        for v in running:  # diagnostic: one standing at its internal junction, requesting its next link or not
+            if (v.waiting_inside() and v.speed < STOP_SPEED and v.leader is None and v._found and not v._must_stop
+                    and v._moving):
+                self.events["waiting_quiet" if v.vehicle_id in quiet else "waiting_requests"] += 1
+        for v in announcing:
+            w = win.setdefault(v._key, [INF, -INF])
+            w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
+        for v in announcing:  # the vehicle announcing each window (kernels.yield_blocked: for merges)
+            if v._t_arr == win[v._key][0]:
+                d0, v0, b0 = self.window_foe.get(v._key, (INF, 0.0, 0.0))
+                self.window_foe[v._key] = (min(d0, v._line[0]), max(v0, v.speed), max(b0, v.decel))
         return win, inside, occupied, cleared
+
+    def leader_inside(self, key, occupied: dict, cleared: dict) -> bool:
+        """Rule 10: whether a foe inside the junction has yet to pass the crossing with connection ``key``: moving, its
+        rear short of the crossing's end (``cleared``), or standing in the way (``occupied``): SUMO's link leaders
+        (kernels._leader_inside)."""
+        for foe, zone in zip(self.foes[key], self.zones[key]):
+            if foe[1] == key[1]:
+                continue
+            c = cleared.get(foe, [-INF] * ZONE_BINS)
+            if max((c[b] for b in range(ZONE_BINS) if zone >> b & 1), default=-INF) > 0 or occupied.get(foe, 0) & zone:
+                return True
+        return False
 
     def blocked_by_foes(self, key, t_arr: float, t_leave: float, line: tuple | None = None) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``

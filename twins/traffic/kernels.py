@@ -134,7 +134,9 @@ the same, one vehicle at a time):
    leave it a gap, out of the way of vehicles taking other paths from its lane or
    into its target lane (:func:`waiting_inside`, :func:`entry_tails`; SUMO: its
    own internal lane). A front vehicle that cannot move on (its way blocked past
-   the line) announces no window (SUMO's ``willPass``). One waiting at its
+   the line) announces no window (SUMO's ``willPass``), but its own link is
+   checked as every other's (before, it was not, and followed a major vehicle
+   into the junction just ahead of the next one). One waiting at its
    internal junction in the junction before announces its window at the next
    one unless it is still braking for its waiting point from beyond its
    visibility distance (SUMO's ``abortRequestAfterMinor``) or a foe inside the
@@ -495,7 +497,7 @@ def clear_times(seg, pos, length, speed, via, n: int):
 
 
 def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes, W: int, M: int,
-                  fixed_shape: bool = True, follow=None):
+                  fixed_shape: bool = True, follow=None, moving=None):
     """Rule 10 for the front vehicles ``fi`` (their connection ``ci``, distance ``d`` to the line): which must wait.
 
     SUMO's approach (``MSLink::opened`` / ``blockedByFoe``), simplified: every front vehicle that will pass its
@@ -608,6 +610,8 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
         aborted = quiet if wi is None else aborted.index_put((wi,), quiet)
     # the windows per (world, connection): front vehicles that will pass, then vehicles inside a junction
     passing = found & ~must_stop & ~at(aborted)
+    if moving is not None:  # (SUMO's willPass: a front that cannot move on requests nothing, but is checked)
+        passing = passing & moving
     seg = torch.where(passing, wf * C + cic, W * C)
     arr = torch.full((W * C + 1,), inf, dtype=t_arr.dtype, device=t_arr.device).scatter_reduce(
         0, seg, t_arr, "amin")
@@ -1371,8 +1375,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
                 return torch.where(torch.isfinite(gap_junction), idm_speed(
                     v, v0f, gap_junction, v_junction, at(m.accel), at(m.two_sqrt_ab), at(m.tau), mgf,
                     delta if isinstance(delta, int) else at(delta), dt, substeps), torch.inf)
-        blocked, blocked_in, d_wait_in = yield_blocked(m, at, ci, found, must_stop | ~moving, code, d, via, net, routes,
-                                                  W, M, settings.fixed_shape, follow)
+        blocked, blocked_in, d_wait_in = yield_blocked(m, at, ci, found, must_stop, code, d, via, net, routes,
+                                                  W, M, settings.fixed_shape, follow, moving)
         must_stop = must_stop | blocked
     else:
         blocked_in = None

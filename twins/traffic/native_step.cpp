@@ -1040,7 +1040,7 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         for (size_t f = 0; f < F; ++f) {
             const int64_t c = sc.f_ci[f] < 0 ? 0 : sc.f_ci[f];
             // a link into an internal junction (cont="1") is open at the line unless red (SUMO's MSLink::opened)
-            if (!sc.f_found[f] || sc.f_must[f] || !sc.f_moving[f] || W.conn_wait[c] > T(0)
+            if (!sc.f_found[f] || sc.f_must[f] || W.conn_wait[c] > T(0)
                 || !(a.conn_yield[c] || sc.f_code[f] == SIG_GREEN_MINOR))
                 continue;
             const int64_t s = sc.fronts[f];

@@ -112,7 +112,7 @@ phase it is in (synchronous update, like the kernel):
    announces [0, (length - pos) / max(speed, 0.1)], unless it is short of its
    internal junction; per connection the union. A front vehicle on a minor
    connection (unsignalized ``m = s w Z``, or a signal showing ``g``) without an
-   internal junction waits at the line when a connection it yields to (the
+   internal junction (whether it can move on or not) waits at the line when a connection it yields to (the
    junction's ``response``) has a window overlapping its own; a vehicle inside
    the junction on a foe connection into the same edge does not count (a merge:
    it is a leader). One with an internal junction (``wait_length > 0``) passes
@@ -653,7 +653,7 @@ class ReferenceVehicle(mesa.Agent):
             # 10. right of way: a minor link waits while a connection it yields to is in use in its window; a link
             # into an internal junction (cont="1") is open at the line unless red (SUMO's MSLink::opened): its
             # vehicle waits at that junction instead (below)
-            if (front and found and not must_stop and self._moving and m.has_foes and m.conn_wait[self._key] <= 0
+            if (front and found and not must_stop and m.has_foes and m.conn_wait[self._key] <= 0
                     and m.must_yield(self._key, code)):
                 if m.blocked_by_foes(self._key, self._t_arr, self._t_leave,
                                      (*self._line, self.speed, self.accel, self.decel, self.wait_steps * m.dt)):

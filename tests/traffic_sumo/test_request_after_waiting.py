@@ -28,6 +28,7 @@ from twins.core.worlds import WorldBatch
 from twins.traffic import native, sumo
 from twins.traffic.model import TrafficScenario, TrafficTwin
 from twins.traffic.reference import ReferenceTrafficModel
+from tests.traffic.test_reference import _compare, _ref_state, _twin_state
 from tests.traffic_sumo.conftest import _hand_made_scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
@@ -103,16 +104,14 @@ def test_a_waiting_left_turner_requests_the_next_link_as_in_sumo(crossing):
     tw = TrafficTwin(scenario, WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S), dtype=torch.float64,
                      compile=False)
     ref = ReferenceTrafficModel.from_twin(tw, world=0)
-    worst = 0.0
-    for _ in range(END_S):
+    lane_index = {lid: i for i, lid in enumerate(tw.net_cpu.lane_ids)}
+    valid = (tw.pop.flow[0] >= 0).numpy() & np.isfinite(tw.pop.depart[0].numpy())
+    ids = tw.pop.vehicle_id[0].numpy()[valid]
+    for step in range(END_S):
         tw.step()
         ref.step()
-        # the kernels and the per-agent reference agree at every step (positions of the running vehicles)
-        by_id = {v.vehicle_id: v for v in ref.vehicles}
-        for slot in torch.nonzero(tw.state.status[0] == 1).flatten().tolist():
-            v = by_id[int(tw.pop.vehicle_id[0, slot])]
-            worst = max(worst, abs(float(tw.state.pos[0, slot]) - v.pos))
-    assert worst <= 1e-6
+        # the kernels and the per-agent reference agree at every step (status, lanes, positions, speeds, ...)
+        _compare(step, 0, {k: v[valid] for k, v in _twin_state(tw, 0).items()}, _ref_state(ref, ids, lane_index), ids)
     if native.available():  # ... and the compiled step equals the kernels
         fast = TrafficTwin(scenario, WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S), dtype=torch.float64,
                            compile=None)

@@ -141,7 +141,7 @@ the same, one vehicle at a time):
    one unless it is still braking for its waiting point from beyond its
    visibility distance (SUMO's ``abortRequestAfterMinor``) or a foe inside the
    junction has yet to cross its path (SUMO: that link leader takes its planned
-   speed to 0, so it requests no later link; :func:`_leader_inside`). Inside a
+   speed to 0, so it requests no later link). Inside a
    junction a vehicle does not follow one waiting at its internal junction on
    another connection (:func:`past_waiting`; SUMO: another internal lane, its
    front short of where the paths merge). But a vehicle follows one that left
@@ -604,7 +604,10 @@ def yield_blocked(m: Movers, at, ci, found, must_stop, code, d, via, net, routes
         # or while it still slows down for its waiting point from beyond its visibility distance (SUMO's
         # abortRequestAfterMinor); standing there with only approaching foes to wait for, it does (SUMO's
         # willPass), and a minor link past the junction waits for it
-        leader = _leader_inside(on(waiting), on(m.world), on(cn), clear, occ, net, W)
+        # (a link leader: a foe inside the junction short of their crossing's end, by _foes_block's test of the foes
+        # inside as if this one reached the crossing now; no approaching foes)
+        leader = _foes_block(on(waiting), on(m.world), on(cn), None, None, None, None, None, occ, net, W, clear,
+                             torch.zeros((v.numel(), net.conn_foes.shape[1]), dtype=clear.dtype, device=v.device))
         far = (dw > _gather(net.conn_visibility, on(cn))) & (v * v <= 2.0 * on(m.decel) * dw)
         quiet = on(waiting) & (leader | far)
         aborted = quiet if wi is None else aborted.index_put((wi,), quiet)
@@ -667,25 +670,6 @@ def zone_occupancy(seg, bits, n: int):
     return (torch.bitwise_left_shift((counts > 0).to(torch.int64), shifts)).sum(-1)
 
 
-def _leader_inside(minor, world, conn, clear, occ, net, W: int):
-    """Which of the vehicles ``minor`` (on connection ``conn``) have a foe inside the junction that has yet to pass
-    their crossing: moving, its rear short of the crossing's end (``clear``, :func:`clear_times`), or standing in the
-    way (``occ``, :func:`body_zone`). SUMO's link leaders (``MSLink::getLeaderInfo``), which it lets cross first."""
-    C = net.conn_yield.numel()
-    to_edge = _gather(net.conn_to_edge, conn)
-    out = torch.zeros_like(minor)
-    parts = torch.arange(ZONE_BINS, device=minor.device)
-    for j in range(net.conn_foes.shape[1]):
-        foe = _gather(net.conn_foes[:, j].contiguous(), conn)
-        at = torch.where(minor & (foe >= 0), world * C + foe.clamp(min=0), W * C)
-        crossing = _gather(net.conn_to_edge, foe.clamp(min=0)) != to_edge
-        zone = _gather(net.conn_zone[:, j].contiguous(), conn)
-        bits = torch.bitwise_right_shift(zone.unsqueeze(1), parts) & 1
-        cleared = torch.where(bits != 0, clear.index_select(0, at), -torch.inf).amax(1)
-        out = out | (crossing & ((cleared > 0) | ((_gather(occ, at) & zone) != 0)))
-    return out
-
-
 def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, net, W: int, clear=None,
                 reach=None, merge=None):
     """Which of the vehicles ``minor`` (on connection ``conn``, arriving at the conflict area in ``t_arr`` s and
@@ -693,7 +677,8 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, n
     ``leave``: approaching; ``leave_in``: moving inside the junction; ``occ``: the parts of their paths standing
     vehicles inside the junction cover, :func:`body_zone`) (:func:`yield_blocked`). ``merge``: (leave speed,
     deceleration, impatience; the announcing foe's distance, speed and deceleration per (world, connection)) for
-    vehicles at their line, which merge ahead of a foe into the same lane only where :func:`merge_unsafe` allows."""
+    vehicles at their line, which merge ahead of a foe into the same lane only where :func:`merge_unsafe` allows.
+    ``arr`` None: the foes inside the junction only (then with ``reach``)."""
     C = net.conn_yield.numel()
     # a minor link is blocked by any foe connection whose window overlaps its own; a vehicle inside the junction
     # on a foe connection into the same edge (a merge, or a parallel path) is not a conflict but a leader
@@ -706,11 +691,12 @@ def _foes_block(minor, world, conn, t_arr, t_leave, arr, leave, leave_in, occ, n
         foe = _gather(net.conn_foes[:, j].contiguous(), conn)
         at = torch.where(minor & (foe >= 0), world * C + foe.clamp(min=0), W * C)
         crossing = _gather(net.conn_to_edge, foe.clamp(min=0)) != to_edge
-        foe_arr, foe_leave = _gather(arr, at), _gather(leave, at)
-        overlap = (foe_arr <= t_leave + JM_TIMEGAP_MINOR) & (foe_leave >= t_arr)
-        # a zipper: only a foe that arrives first (ties: the lower connection) and is still there is waited for
-        first = (foe_arr < t_arr) | ((foe_arr == t_arr) & (foe < conn))
-        blocked = blocked | torch.where(zipper, first & (foe_leave >= t_arr), overlap)
+        if arr is not None:
+            foe_arr, foe_leave = _gather(arr, at), _gather(leave, at)
+            overlap = (foe_arr <= t_leave + JM_TIMEGAP_MINOR) & (foe_leave >= t_arr)
+            # a zipper: only a foe that arrives first (ties: the lower connection) and is still there is waited for
+            first = (foe_arr < t_arr) | ((foe_arr == t_arr) & (foe < conn))
+            blocked = blocked | torch.where(zipper, first & (foe_leave >= t_arr), overlap)
         zone = _gather(net.conn_zone[:, j].contiguous(), conn)
         in_way = (_gather(occ, at) & zone) != 0
         if reach is None:  # (at an internal junction: until its rear has left the junction)

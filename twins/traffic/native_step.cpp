@@ -926,6 +926,13 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                                                            (end - back) / clamp_min(W.speed[s], stop_speed));
             }
         }
+        // when the moving vehicles inside on connection foe have cleared the parts of its path in zone (-inf: done)
+        auto cleared_at = [&](int64_t foe, int64_t zone) {
+            T cleared = -inf;
+            for (int64_t b = 0; b < ZONE_BINS; ++b)
+                if ((zone >> b) & 1) cleared = std::max(cleared, sc.clear[foe * ZONE_BINS + b]);
+            return cleared;
+        };
         // kernels._foes_block: whether a vehicle on minor connection c, in the conflict area from t_arr to t_leave,
         // must wait for a foe
         // (reach: for a vehicle at its line, d m before it, when its front would reach each foe's path; a foe moving
@@ -955,27 +962,19 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                 }
                 const int64_t zone = a.conn_zone[c * NF + j];
                 bool moving = sc.leave_in[foe] >= t_arr;
-                if (at_line) {
-                    T cleared = -inf;
-                    for (int64_t b = 0; b < ZONE_BINS; ++b)
-                        if ((zone >> b) & 1) cleared = std::max(cleared, sc.clear[foe * ZONE_BINS + b]);
-                    moving = cleared >= arrival_time<T>(d + zone_at[c * NF + j], v, acc, vmax);
-                }
+                if (at_line) moving = cleared_at(foe, zone) >= arrival_time<T>(d + zone_at[c * NF + j], v, acc, vmax);
                 if (moving || (sc.zone_occ[foe] & zone) != 0) blocked = true;
             }
             return blocked;
         };
-        // kernels._leader_inside: a foe inside the junction has yet to pass the crossing with connection c (moving,
-        // its rear short of the crossing's end, or standing in the way)
+        // a link leader (kernels.yield_blocked): a foe inside the junction has yet to pass the crossing with
+        // connection c (moving, its rear short of the crossing's end, or standing in the way)
         auto leader_inside = [&](int64_t c) {
             for (int64_t j = 0; j < NF; ++j) {
                 const int64_t foe = a.conn_foes[c * NF + j];
                 if (foe < 0 || a.conn_to_edge[foe] == a.conn_to_edge[c]) continue;
                 const int64_t zone = a.conn_zone[c * NF + j];
-                T cleared = -inf;
-                for (int64_t b = 0; b < ZONE_BINS; ++b)
-                    if ((zone >> b) & 1) cleared = std::max(cleared, sc.clear[foe * ZONE_BINS + b]);
-                if (cleared > T(0) || (sc.zone_occ[foe] & zone) != 0) return true;
+                if (cleared_at(foe, zone) >= T(0) || (sc.zone_occ[foe] & zone) != 0) return true;
             }
             return false;
         };

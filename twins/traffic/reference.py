@@ -112,8 +112,8 @@ phase it is in (synchronous update, like the kernel):
    announces [0, (length - pos) / max(speed, 0.1)], unless it is short of its
    internal junction; per connection the union. A front vehicle on a minor
    connection (unsignalized ``m = s w Z``, or a signal showing ``g``) without an
-   internal junction (whether it can move on or not) waits at the line when a connection it yields to (the
-   junction's ``response``) has a window overlapping its own; a vehicle inside
+   internal junction (whether it can move on or not) waits at the line when a
+   connection it yields to (the junction's ``response``) has a window overlapping its own; a vehicle inside
    the junction on a foe connection into the same edge does not count (a merge:
    it is a leader). One with an internal junction (``wait_length > 0``) passes
    the line and waits at that junction by the same test, timed from there; while
@@ -892,6 +892,13 @@ class ReferenceVehicle(mesa.Agent):
                 self.next_stop += 1
 
 
+def _cleared_at(cleared: dict, foe, zone: int) -> float:
+    """When the moving vehicles inside the junction on connection ``foe`` have cleared the parts of its path in
+    ``zone`` (s from now; -inf: done, or none there; kernels.clear_times)."""
+    c = cleared.get(foe)
+    return max((c[b] for b in range(ZONE_BINS) if zone >> b & 1), default=-INF) if c is not None else -INF
+
+
 class ReferenceTrafficModel(mesa.Model):
     """One world of the traffic twin, one Python object per vehicle and signal.
 
@@ -1176,12 +1183,11 @@ class ReferenceTrafficModel(mesa.Model):
                 far = d_in > self.conn_visibility[v.conn_key] and v.speed * v.speed <= 2.0 * v.decel * d_in
                 if far or self.leader_inside(v.conn_key, occupied, cleared):
                     quiet.add(v.vehicle_id)
-        announcing = [v for v in running if v.leader is None and v._found and not v._must_stop and v._moving
-                      and v.vehicle_id not in quiet]
-        for v in running:  # diagnostic: one standing at its internal junction, requesting its next link or not
-            if (v.waiting_inside() and v.speed < STOP_SPEED and v.leader is None and v._found and not v._must_stop
-                    and v._moving):
+        passing = [v for v in running if v.leader is None and v._found and not v._must_stop and v._moving]
+        for v in passing:  # diagnostic: one standing at its internal junction, requesting its next link or not
+            if v.waiting_inside() and v.speed < STOP_SPEED:
                 self.events["waiting_quiet" if v.vehicle_id in quiet else "waiting_requests"] += 1
+        announcing = [v for v in passing if v.vehicle_id not in quiet]
         for v in announcing:
             w = win.setdefault(v._key, [INF, -INF])
             w[0], w[1] = min(w[0], v._t_arr), max(w[1], v._t_leave)
@@ -1194,14 +1200,9 @@ class ReferenceTrafficModel(mesa.Model):
     def leader_inside(self, key, occupied: dict, cleared: dict) -> bool:
         """Rule 10: whether a foe inside the junction has yet to pass the crossing with connection ``key``: moving, its
         rear short of the crossing's end (``cleared``), or standing in the way (``occupied``): SUMO's link leaders
-        (kernels._leader_inside)."""
-        for foe, zone in zip(self.foes[key], self.zones[key]):
-            if foe[1] == key[1]:
-                continue
-            c = cleared.get(foe, [-INF] * ZONE_BINS)
-            if max((c[b] for b in range(ZONE_BINS) if zone >> b & 1), default=-INF) > 0 or occupied.get(foe, 0) & zone:
-                return True
-        return False
+        (kernels.yield_blocked)."""
+        return any(foe[1] != key[1] and (_cleared_at(cleared, foe, zone) >= 0 or occupied.get(foe, 0) & zone)
+                   for foe, zone in zip(self.foes[key], self.zones[key]))
 
     def blocked_by_foes(self, key, t_arr: float, t_leave: float, line: tuple | None = None) -> bool:
         """Rule 10: whether a vehicle on minor connection ``key``, in its conflict area from ``t_arr`` to ``t_leave``
@@ -1221,9 +1222,7 @@ class ReferenceTrafficModel(mesa.Model):
             if line is None:
                 moving = self.windows_inside.get(foe, -INF) >= t_arr
             else:
-                c = self.zone_cleared.get(foe, [-INF] * ZONE_BINS)
-                moving = max((c[b] for b in range(ZONE_BINS) if zone >> b & 1), default=-INF) >= arrival_time(
-                    d + at, v, a, vmax)
+                moving = _cleared_at(self.zone_cleared, foe, zone) >= arrival_time(d + at, v, a, vmax)
             crossing = foe[1] != key[1] and (moving or occupied & zone != 0)
             if foe[1] != key[1] and occupied and not occupied & zone:
                 self.events["standing_foe_not_in_the_way"] += 1  # diagnostic: the rule before waited for it

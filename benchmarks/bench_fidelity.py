@@ -432,7 +432,7 @@ def main() -> None:
     ap.add_argument("--retime", type=parse_retime, default=None, metavar="KEY=VALUE[,KEY=VALUE]",
                     help="both simulators run this signal_timing plan instead of the file's programs, e.g. cycle_s=32")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="an extra override of the twin's config, e.g. --set scenario.lane_changing=true (repeatable)")
+                    help="an extra override of the twin's config, e.g. --set scenario.lane_changing=false (repeatable)")
     ap.add_argument("--sumo-option", dest="sumo_options", action="append", default=[], metavar="KEY=VALUE",
                     help="a SUMO option for every SUMO run, without its dashes, e.g. --sumo-option "
                          "default.departspeed=0 (repeatable)")

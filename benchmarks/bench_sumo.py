@@ -8,7 +8,7 @@
     ``../shared/data/resco`` next to the repository). SUMO runs with
     ``--default.carfollowmodel IDM`` and the twin's static plan
     (``plan=scenario.network.programs``); the twin runs one world over the same
-    begin..end. Printed: mean travel time, mean delay (time loss), throughput of
+    begin..end, changing lanes as ``scenario=sumo`` does by default (``--lane-changing false``: without). Printed: mean travel time, mean delay (time loss), throughput of
     both and the differences, and vehicle updates/s of both and their ratio.
 (b) **10×10 grid**: a signalized 10×10 grid made by SUMO's ``netgenerate`` (3
     lanes each way, 800 m blocks, 2400 veh/h per entry) and imported into the twin, loaded with the
@@ -59,6 +59,7 @@ from _sumo_common import (DEFAULT_RESCO, RESCO, cpu_name, load_avg, load_resco, 
 # ------------------------------------------------------------------------------------------------
 # the twin
 COMPILE = None  # compute.compile for every twin built here (--compile)
+LANE_CHANGING = True  # the RESCO twins' scenario.lane_changing (--lane-changing; scenario=sumo's default: on)
 def twin_run(scen: TrafficScenario, horizon: float, worlds: int = 1, dtype=torch.float32) -> dict:
     """Run the twin; time only the stepping loop. Vehicle updates from the trips table."""
     t0 = time.perf_counter()
@@ -108,7 +109,8 @@ def bench_resco(resco: Path, names: list[str], quick: bool) -> dict:
         sc = load_resco(cfg)
         end = sc.end if not quick else min(sc.end, sc.begin + 900.0)
         s = run_sumo(cfg, sc.network.programs, car_follow_model="IDM", seed=0, end=end)
-        t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin), end - sc.begin)
+        t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin, lane_changing=LANE_CHANGING),
+                     end - sc.begin)
         out[name] = {"twin": t, "sumo": s}
         print(f"{name:13s} {end - sc.begin:4.0f} | "
               f"{t['mean_travel_time_s']:7.1f} {s['mean_travel_time_s']:7.1f} "
@@ -222,7 +224,8 @@ def bench_batch(resco: Path, name: str, worlds: int, quick: bool, sumo_ref: dict
     sc = load_resco(cfg)
     end = sc.end if not quick else min(sc.end, sc.begin + 900.0)
     s = sumo_ref or run_sumo(cfg, sc.network.programs, car_follow_model="IDM", seed=0, end=end)
-    t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin), end - sc.begin, worlds=worlds)
+    t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin, lane_changing=LANE_CHANGING),
+                 end - sc.begin, worlds=worlds)
     print(f"   {end - sc.begin:.0f} s simulated; twin {worlds} worlds: {t['vehicle_steps']:,.0f} vehicle updates in "
           f"{t['sim_time_s']:.1f} s = {t['updates_per_s'] / 1e3:.0f}k updates/s (summed over worlds); "
           f"SUMO 1 run: {s['updates_per_s'] / 1e3:.0f}k updates/s; ratio {t['updates_per_s'] / s['updates_per_s']:.2f}×")
@@ -241,10 +244,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the twin (SUMO uses one)")
     ap.add_argument("--compile", default="null", choices=["null", "true", "false"],
                     help="the twin's compute.compile (null: the compiled CPU step where a C++ compiler is found)")
+    ap.add_argument("--lane-changing", default="true", choices=["true", "false"],
+                    help="the RESCO twins' scenario.lane_changing (scenario=sumo's default: true)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    global COMPILE
+    global COMPILE, LANE_CHANGING
     COMPILE = {"null": None, "true": True, "false": False}[a.compile]
+    LANE_CHANGING = a.lane_changing == "true"
     parts = set(a.only.split(","))
     try:
         find_sumo("sumo")
@@ -252,7 +258,8 @@ def main() -> None:
         print(f"skipped: {e}")
         return
     ver, cpu = sumo_version(find_sumo("sumo")), cpu_name()
-    print(f"{ver}; torch {torch.__version__}, {a.threads} thread(s), compute.compile={a.compile}; CPU {cpu}, "
+    print(f"{ver}; torch {torch.__version__}, {a.threads} thread(s), compute.compile={a.compile}, "
+          f"RESCO lane changing {a.lane_changing}; CPU {cpu}, "
           f"{os.cpu_count()} cores; "
           f"load average {load_avg()}")
     t_all = time.perf_counter()

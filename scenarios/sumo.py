@@ -46,8 +46,9 @@ class SumoScenario:
     demand_interval_s: float = 900.0
     # IDM | Krauss; null: as the route files' vTypes state (carFollowModel; unstated is SUMO's default, Krauss)
     car_following: Optional[str] = None
-    # kernels rule 11: vehicles change lanes along an edge (strategic, speed gain, cooperation), as SUMO's do
-    lane_changing: bool = False
+    # kernels rule 11: vehicles change lanes along an edge (strategic, speed gain, cooperation), as SUMO's always do;
+    # false: a vehicle keeps the lane it chose at the junction
+    lane_changing: bool = True
     # kernels rule 12: a vehicle standing at the front of its lane longer than this (s) is teleported along its
     # route, as SUMO does to end gridlocks; null: the .sumocfg's time-to-teleport, else SUMO's 300 s; <= 0: never
     time_to_teleport_s: Optional[float] = None
@@ -325,7 +326,7 @@ def build_sumo_twin(cfg, worlds, device, dtype):
     name = cfg.scenario.get("name") or "sumo"
     scen = TrafficScenario(network, demand, name, begin=begin,
                            car_following=car_following(cfg.scenario.get("car_following"), demand),
-                           lane_changing=bool(cfg.scenario.get("lane_changing", False)),
+                           lane_changing=bool(cfg.scenario.get("lane_changing", True)),
                            routing=_routing(cfg.scenario.get("routing", "insertion")),
                            time_to_teleport_s=time_to_teleport(cfg.scenario))
     if (cfg.scenario.get("demand", "file") or "file") == "calibrated":  # each replication: a member of the ensemble

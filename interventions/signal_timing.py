@@ -714,11 +714,33 @@ class SignalTiming(Intervention):
         if not values:
             return dur, off
         progs = self.selected(twin)
+        step = float(getattr(twin, "dt", 1.0))
         for p, (cyc, spl, coords, o) in zip(progs, self._plans(values, twin)):
-            dur[p.index] = self._durations(p, cyc, spl, coords, values, twin)
+            new = self._durations(p, cyc, spl, coords, values, twin)
+            if new is not p.durations:
+                new = self._whole_steps(new, p, twin, step)
+            dur[p.index] = new
             if o is not None and float(o) != p.offset:
-                off[p.index] = float(o)
+                off[p.index] = round(float(o) / step) * step
         return dur, off
+
+    def _whole_steps(self, durations: torch.Tensor, p: _Program, twin, step: float) -> torch.Tensor:
+        """A retimed program's greens in whole steps: each rounded down, then the largest remainders rounded up
+        until the greens keep their sum (to the nearest step), within their bounds. A signal switches only between
+        steps, in SUMO and in the twin, but SUMO schedules a fractional phase end in milliseconds where the twin reads
+        the cycle position each step, so a fractional plan ran up to 2 s apart in the two (RESCO ingolstadt1, a
+        34.19 s cycle: its 7 s green began 1-2 s later in the twin, at varying points of the cycle). In whole steps
+        both run the same program to the second, and the twin exports what it ran."""
+        lo, hi, _ = self.bounds(p, twin)
+        greens = [g / step for g in durations[p.green].tolist()]
+        n = [math.floor(g + 1e-9) for g in greens]
+        for i in sorted(range(len(n)), key=lambda i: n[i] - greens[i])[:max(0, round(sum(greens)) - sum(n))]:
+            n[i] += 1
+        out = durations.clone()
+        for k, m, a, b in zip(p.green, n, lo, hi):
+            m = max(m, math.ceil(a / step - 1e-9))
+            out[k] = min(m, math.floor(b / step + 1e-9) if math.isfinite(b) else m) * step
+        return out
 
     def apply(self, twin, values_per_world: Sequence[dict | None]) -> None:
         self._check_fresh(twin)

@@ -224,3 +224,54 @@ def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
             tw.step_index += 1
     finally:
         libsumo.close()
+
+
+def test_a_fractional_retiming_runs_in_whole_seconds_in_sumo_as_in_the_twin(netgen, tmp_path):
+    """A search's continuous plan (a 53.7 s cycle, greens in fractional shares, offsets 11.6 s apart) is run in whole
+    seconds (``SignalTiming._whole_steps``), and exported as run: every link's state in SUMO equals the twin's every
+    second. With fractional phases the two disagreed by 1-2 s at varying points of the cycle (SUMO schedules a phase
+    end in milliseconds and switches at the next step; the twin reads the cycle position each step)."""
+    libsumo = pytest.importorskip("libsumo", reason="libsumo (the [sumo] extra) is not installed")
+
+    import torch
+
+    from interventions.signal_timing import SignalTiming
+    from twins.core.worlds import WorldBatch
+    from twins.traffic import kernels
+    from twins.traffic.demand import Demand, Flow
+    from twins.traffic.model import TrafficScenario, TrafficTwin
+    from twins.traffic.tables import SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
+
+    path = netgen("midcycle")
+    net, _ = _quiet(sumo.load_net, path)
+    begin = 1003.0
+    scen = TrafficScenario(net, Demand(flows=[Flow("f", [next(iter(net.edges))], rate=0.0, begin=begin,
+                                                   end=begin + 1)]), begin=begin)
+    horizon = 200
+    tw = TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=float(horizon))
+    iv = SignalTiming({"repair": True})
+    iv.apply(tw, [iv.validate({"cycle_s": 53.7, "offset_s": 4.3, "offset_step_s": 11.6}, tw)])
+    dur, off = tw.signal_durations[0].cpu(), tw.signal_offsets[0].cpu()
+    assert torch.equal(dur, dur.round()) and torch.equal(off, off.round())  # whole seconds
+    assert sorted(set(off.tolist())) != [0.0]
+    progs = tw.net_cpu.program_ids
+    plan = {pid: SignalProgram(pid, [Phase(float(dur[i, k]), ph.state) for k, ph in enumerate(net.programs[pid].phases)],
+                               offset=float(off[i]), program_id="twins") for i, pid in enumerate(progs)}
+    add = sumo.write_tllogic(plan, tmp_path / "plan.add.xml", program_id="twins")
+    code_of = {**{c: SIG_GREEN for c in "GOo"}, "g": SIG_GREEN_MINOR, **{c: SIG_YELLOW for c in "yYuU"},
+               **{c: SIG_RED for c in "rRs"}}
+    first_link = {pid: int((tw.net.link_program == i).nonzero()[0]) for i, pid in enumerate(progs)}
+    libsumo.start(["sumo", "-n", str(path), "-a", str(add), "--begin", str(int(begin)), "--no-step-log",
+                   "--no-warnings"])
+    try:
+        for _ in range(horizon):
+            t = tw.time_s
+            codes = kernels.signal_codes(t, tw.signal_durations, tw.signal_offsets, tw.net.phase_code,
+                                         tw.net.link_program, tw.net.link_local)[0].tolist()
+            libsumo.simulationStep()
+            for pid in progs:
+                got = libsumo.trafficlight.getRedYellowGreenState(pid)
+                assert codes[first_link[pid]:first_link[pid] + len(got)] == [code_of[c] for c in got], (pid, t, got)
+            tw.step_index += 1
+    finally:
+        libsumo.close()

@@ -8,7 +8,8 @@
     ``../shared/data/resco`` next to the repository). SUMO runs with
     ``--default.carfollowmodel IDM`` and the twin's static plan
     (``plan=scenario.network.programs``); the twin runs one world over the same
-    begin..end, changing lanes as ``scenario=sumo`` does by default (``--lane-changing false``: without). Printed: mean travel time, mean delay (time loss), throughput of
+    begin..end, built as ``scenario=sumo`` composes it (routing at insertion, the .sumocfg's departSpeed and
+    time-to-teleport, lane changing; ``--lane-changing false``: without), with IDM and the file's departures. Printed: mean travel time, mean delay (time loss), throughput of
     both and the differences, and vehicle updates/s of both and their ratio.
 (b) **10×10 grid**: a signalized 10×10 grid made by SUMO's ``netgenerate`` (3
     lanes each way, 800 m blocks, 2400 veh/h per entry) and imported into the twin, loaded with the
@@ -60,11 +61,26 @@ from _sumo_common import (DEFAULT_RESCO, RESCO, cpu_name, load_avg, load_resco, 
 # the twin
 COMPILE = None  # compute.compile for every twin built here (--compile)
 LANE_CHANGING = True  # the RESCO twins' scenario.lane_changing (--lane-changing; scenario=sumo's default: on)
-def twin_run(scen: TrafficScenario, horizon: float, worlds: int = 1, dtype=torch.float32) -> dict:
-    """Run the twin; time only the stepping loop. Vehicle updates from the trips table."""
+def resco_twin(cfg: Path, name: str, end: float, worlds: int = 1) -> TrafficTwin:
+    """A RESCO scenario's twin as ``python -m twins run scenario=sumo scenario.sumocfg=...`` builds it (routing at
+    insertion, the .sumocfg's departSpeed and time-to-teleport, lane changing unless ``--lane-changing false``),
+    with IDM as SUMO runs here and the file's departures (``scenario.demand_variation=none``), as bench_fidelity."""
+    import scenarios
+    from bench_fidelity import compose
+
+    c = compose(["scenario=sumo", f"scenario.sumocfg={cfg}", f"scenario.name={name}", f"scenario.end={end:g}",
+                 "scenario.car_following=IDM", "scenario.demand_variation=none",
+                 f"scenario.lane_changing={str(LANE_CHANGING).lower()}",
+                 f"compute.compile={'null' if COMPILE is None else str(COMPILE).lower()}", f"replications={worlds}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sumo.SumoImportWarning)
+        return scenarios.build_twin(c, WorldBatch.replications(0, worlds), "cpu", torch.float32)
+
+
+def twin_run(make) -> dict:
+    """Run the twin ``make()`` builds; time only the stepping loop. Vehicle updates from the trips table."""
     t0 = time.perf_counter()
-    tw = TrafficTwin(scen, WorldBatch.replications(0, worlds), dt=1.0, horizon=horizon, dtype=dtype,
-                     interval_s=horizon, compile=COMPILE)
+    tw = make()
     build = time.perf_counter() - t0
     t0 = time.perf_counter()
     while tw.step_index < tw.n_steps:
@@ -109,8 +125,7 @@ def bench_resco(resco: Path, names: list[str], quick: bool) -> dict:
         sc = load_resco(cfg)
         end = sc.end if not quick else min(sc.end, sc.begin + 900.0)
         s = run_sumo(cfg, sc.network.programs, car_follow_model="IDM", seed=0, end=end)
-        t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin, lane_changing=LANE_CHANGING),
-                     end - sc.begin)
+        t = twin_run(lambda: resco_twin(cfg, name, end))
         out[name] = {"twin": t, "sumo": s}
         print(f"{name:13s} {end - sc.begin:4.0f} | "
               f"{t['mean_travel_time_s']:7.1f} {s['mean_travel_time_s']:7.1f} "
@@ -224,8 +239,7 @@ def bench_batch(resco: Path, name: str, worlds: int, quick: bool, sumo_ref: dict
     sc = load_resco(cfg)
     end = sc.end if not quick else min(sc.end, sc.begin + 900.0)
     s = sumo_ref or run_sumo(cfg, sc.network.programs, car_follow_model="IDM", seed=0, end=end)
-    t = twin_run(TrafficScenario(sc.network, sc.demand, name, begin=sc.begin, lane_changing=LANE_CHANGING),
-                 end - sc.begin, worlds=worlds)
+    t = twin_run(lambda: resco_twin(cfg, name, end, worlds))
     print(f"   {end - sc.begin:.0f} s simulated; twin {worlds} worlds: {t['vehicle_steps']:,.0f} vehicle updates in "
           f"{t['sim_time_s']:.1f} s = {t['updates_per_s'] / 1e3:.0f}k updates/s (summed over worlds); "
           f"SUMO 1 run: {s['updates_per_s'] / 1e3:.0f}k updates/s; ratio {t['updates_per_s'] / s['updates_per_s']:.2f}×")

@@ -9,8 +9,9 @@
     ``--default.carfollowmodel IDM`` and the twin's static plan
     (``plan=scenario.network.programs``); the twin runs one world over the same
     begin..end, built as ``scenario=sumo`` composes it (routing at insertion, the .sumocfg's departSpeed and
-    time-to-teleport, lane changing; ``--lane-changing false``: without), with IDM and the file's departures. Printed: mean travel time, mean delay (time loss), throughput of
-    both and the differences, and vehicle updates/s of both and their ratio.
+    time-to-teleport, lane changing; ``--lane-changing false``: without), with IDM and the file's departures.
+    Printed: mean travel time, mean delay (time loss), throughput of both and the differences, and vehicle
+    updates/s of both and their ratio.
 (b) **10×10 grid**: a signalized 10×10 grid made by SUMO's ``netgenerate`` (3
     lanes each way, 800 m blocks, 2400 veh/h per entry) and imported into the twin, loaded with the
     same demand (written with ``write_routes``) until at least 20,000 vehicles

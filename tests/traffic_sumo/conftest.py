@@ -44,6 +44,24 @@ def _hand_made_scenario(d: Path, name: str, nodes: str, edges: str, vehicles: st
     return d / f"{name}.sumocfg"
 
 
+def _trip_vehicles(trips) -> str:
+    """``<vehicle>`` elements of ``car`` type, entering at top speed, for ``(depart s, id, "edge edge ...")`` trips,
+    in departure order."""
+    return "\n".join(f'<vehicle id="{v}" type="car" depart="{t:.1f}" departSpeed="max"><route edges="{r}"/></vehicle>'
+                     for t, v, r in sorted(trips))
+
+
+def _load_sumocfg(cfg: Path):
+    """The twin's import of a hand-made ``.sumocfg`` (its warnings about what the twin ignores silenced)."""
+    import warnings
+
+    from twins.traffic import sumo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sumo.SumoImportWarning)
+        return sumo.load_sumocfg(cfg)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA

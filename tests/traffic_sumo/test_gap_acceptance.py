@@ -30,7 +30,6 @@ are within 10 % of their capacity), hence 30 %; the gaps taken are the sharper c
 """
 from __future__ import annotations
 
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -39,9 +38,9 @@ import pytest
 import torch
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import kernels, sumo
+from twins.traffic import kernels
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from tests.traffic_sumo.conftest import _hand_made_scenario
+from tests.traffic_sumo.conftest import _hand_made_scenario, _load_sumocfg, _trip_vehicles
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -67,8 +66,7 @@ def scenario(d: Path, major_vph: float) -> Path:
             break
         trips.append((t, f"e{len(trips)}", "ei wo"))
     trips += [(8.0 * k + 1.0, f"s{k}", "si no") for k in range(END_S // 8)]
-    veh = "\n".join(f'<vehicle id="{v}" type="car" depart="{t:.1f}" departSpeed="max"><route edges="{r}"/></vehicle>'
-                    for t, v, r in sorted(trips))
+    veh = _trip_vehicles(trips)
     return _hand_made_scenario(d, "x", nodes, edges, veh, END_S + DRAIN_S)
 
 
@@ -98,9 +96,7 @@ def run_sumo(cfg: Path, cf: str) -> tuple[float, dict[str, list[float]]]:
 def run_twin(cfg: Path, cf: str, compile_=None) -> tuple[float, dict[str, list[float]], str]:
     """The twin (compiled step by default: the same numbers as the tensor kernels, tests/traffic/test_native_step):
     as :func:`run_sumo`, and the kernel it ran."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(cfg)
+    scen = _load_sumocfg(cfg)
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "gap", car_following=cf),
                      WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S + DRAIN_S), compile=compile_)
     stream = [scen.demand.flows[f].id[0] for f in tw.pop.flow[0].tolist()]

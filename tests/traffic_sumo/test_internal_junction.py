@@ -19,17 +19,14 @@ pass at once there.)
 """
 from __future__ import annotations
 
-import warnings
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-import torch
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import sumo
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from tests.traffic_sumo.conftest import _hand_made_scenario
+from tests.traffic_sumo.conftest import _hand_made_scenario, _load_sumocfg, _trip_vehicles
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -48,8 +45,7 @@ def crossing(tmp_path_factory):
     trips += [(8.0 * i + 1.0, f"e{i}", "ei wo") for i in range(END_S // 8)]
     trips += [(10.0 * i + 2.0, f"n{i}", "ni so") for i in range(END_S // 10)]
     trips += [(10.0 * i + 7.0, f"s{i}", "si no") for i in range(END_S // 10)]
-    veh = "\n".join(f'<vehicle id="{v}" type="car" depart="{t:.1f}" departSpeed="max"><route edges="{r}"/></vehicle>'
-                    for t, v, r in sorted(trips))
+    veh = _trip_vehicles(trips)
     return _hand_made_scenario(tmp_path_factory.mktemp("internal_junction"), "x", nodes, edges, veh, END_S)
 
 
@@ -67,9 +63,7 @@ def travel_times(crossing):
         libsumo.close()
     rows = [x.attrib for x in ET.parse(out).getroot()]
     su = {a: float(np.mean([float(r["duration"]) for r in rows if r["id"][0] == a])) for a in "we"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(crossing)
+    scen = _load_sumocfg(crossing)
     left = [c for c in scen.network.connections if c.from_edge == "wi" and c.to_edge == "no"]
     assert left and left[0].wait_length > 4.3  # imported: the left turn waits inside, a car's length in
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "internal_junction", car_following="Krauss"),

@@ -31,7 +31,6 @@ lane use. ``benchmarks/bench_merge.py [--lane-changing]`` prints the losses per 
 from __future__ import annotations
 
 import subprocess
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -40,9 +39,8 @@ import pytest
 import torch
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import sumo
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from tests.traffic_sumo.conftest import _hand_made_scenario, _tool
+from tests.traffic_sumo.conftest import _hand_made_scenario, _load_sumocfg, _tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -93,9 +91,7 @@ def sumo_loss(cfg: Path, cf: str, seeds=SEEDS) -> float:
 
 def twin_loss(cfg: Path, cf: str, seeds=SEEDS, compile_=None, lane_changing: bool = False) -> tuple[float, str]:
     """The twin's side vehicles' mean time loss (s) over ``seeds`` replications, and the kernel it ran."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(cfg)
+    scen = _load_sumocfg(cfg)
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "merge", car_following=cf, lane_changing=lane_changing),
                      WorldBatch(0, torch.tensor(list(seeds)), torch.zeros(len(seeds), dtype=torch.int64)), dt=1.0,
                      horizon=float(END_S + DRAIN_S), compile=compile_)

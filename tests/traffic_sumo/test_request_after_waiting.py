@@ -17,7 +17,6 @@ per-agent reference's (0 before); and that the twin's kernels equal the referenc
 """
 from __future__ import annotations
 
-import warnings
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -25,11 +24,11 @@ import pytest
 import torch
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import native, sumo
+from twins.traffic import native
 from twins.traffic.model import TrafficScenario, TrafficTwin
 from twins.traffic.reference import ReferenceTrafficModel
 from tests.traffic.test_reference import _compare, _ref_state, _twin_state
-from tests.traffic_sumo.conftest import _hand_made_scenario
+from tests.traffic_sumo.conftest import _hand_made_scenario, _load_sumocfg, _trip_vehicles
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -58,8 +57,7 @@ def crossing(tmp_path_factory):
     trips += [(6.0 * i + 1.0, f"e{i}", "ei wo") for i in range(END_S // 6)]
     trips += [(5.0 * i + 3.0, f"x{i}", "xj jn") for i in range(END_S // 5)]
     trips += [(9.0 * i + 5.0, f"s{i}", "si co jn") for i in range(END_S // 9)]
-    veh = "\n".join(f'<vehicle id="{v}" type="car" depart="{t:.1f}" departSpeed="max"><route edges="{r}"/></vehicle>'
-                    for t, v, r in sorted(trips))
+    veh = _trip_vehicles(trips)
     return _hand_made_scenario(d, "x", nodes, edges, veh, END_S, ("--connection-files", str(d / "n.con.xml")))
 
 
@@ -95,9 +93,7 @@ def _sumo_request_share(cfg) -> tuple[float, int]:
 
 def test_a_waiting_left_turner_requests_the_next_link_as_in_sumo(crossing):
     share_sumo, n_sumo = _sumo_request_share(crossing)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(crossing)
+    scen = _load_sumocfg(crossing)
     left = [c for c in scen.network.connections if c.from_edge == "wi" and c.to_edge == "co"]
     assert left and left[0].wait_length > 4.3  # imported: the left turn waits inside the junction
     scenario = TrafficScenario(scen.network, scen.demand, "waiting", car_following="Krauss")
@@ -165,9 +161,7 @@ def test_a_side_vehicle_goes_ahead_of_a_major_one_only_where_sumo_s_would(crossi
         sumo_side, sumo_major = _entries(sumo_steps(), END_S)
     finally:
         libsumo.close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(crossing)
+    scen = _load_sumocfg(crossing)
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "lags", car_following="Krauss"),
                      WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S))
     edge_of = [lane.rsplit("_", 1)[0] for lane in tw.net_cpu.lane_ids]

@@ -15,15 +15,14 @@ step ending at 0).
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import kernels, sumo
+from twins.traffic import kernels
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from tests.traffic_sumo.conftest import _hand_made_scenario
+from tests.traffic_sumo.conftest import _hand_made_scenario, _load_sumocfg
 
 pytestmark = [pytest.mark.sumo]
 
@@ -78,9 +77,7 @@ def _trajectories(cfg):
                            libsumo.vehicle.getSpeed("v0")))
     finally:
         libsumo.close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(cfg)
+    scen = _load_sumocfg(cfg)
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "one", car_following="IDM"),
                      WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S))
     tt = []
@@ -143,9 +140,7 @@ def test_a_queue_stops_as_often_as_in_sumo(tmp_path, libsumo_):
         finally:
             libsumo_.close()
         su.append(stops)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(cfg)
+    scen = _load_sumocfg(cfg)
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "q", car_following="IDM"),
                      WorldBatch.replications(0, SEEDS), dt=1.0, horizon=float(END_S))
     while tw.step_index < tw.n_steps:

@@ -169,6 +169,33 @@ def test_midcycle_plan_runs_in_sumo_as_in_the_twin(netgen, tmp_path):
         libsumo.close()
 
 
+def _signals_match_sumo(libsumo, tw, sumo_args: list[str], horizon: int) -> None:
+    """Steps libsumo (``sumo_args``) and ``tw``'s signal plan side by side: every link's code in the twin equals SUMO's
+    state every second (``kernels.signal_codes`` over the twin's per-world plan, the call its step makes; after the step
+    to t + 1, SUMO shows the state of [t, t + 1))."""
+    from twins.traffic import kernels
+    from twins.traffic.tables import SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
+
+    code_of = {**{c: SIG_GREEN for c in "GOo"}, "g": SIG_GREEN_MINOR, **{c: SIG_YELLOW for c in "yYuU"},
+               **{c: SIG_RED for c in "rRs"}}
+    progs = tw.net_cpu.program_ids
+    first_link = {pid: int((tw.net.link_program == i).nonzero()[0]) for i, pid in enumerate(progs)}
+    libsumo.start(["sumo", *sumo_args, "--no-step-log", "--no-warnings"])
+    try:
+        for _ in range(horizon):
+            t = tw.time_s
+            codes = kernels.signal_codes(t, tw.signal_durations, tw.signal_offsets, tw.net.phase_code,
+                                         tw.net.link_program, tw.net.link_local)[0].tolist()
+            libsumo.simulationStep()
+            assert libsumo.simulation.getTime() == t + 1
+            for pid in progs:
+                got = libsumo.trafficlight.getRedYellowGreenState(pid)
+                assert codes[first_link[pid]:first_link[pid] + len(got)] == [code_of[c] for c in got], (pid, t, got)
+            tw.step_index += 1
+    finally:
+        libsumo.close()
+
+
 def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
     """An imported program with non-zero offsets: every link's code in the twin equals SUMO's state, every second.
 
@@ -180,8 +207,6 @@ def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
     libsumo = pytest.importorskip("libsumo", reason="libsumo (the [sumo] extra) is not installed")
 
     from twins.core.worlds import WorldBatch
-    from twins.traffic import kernels
-    from twins.traffic.tables import SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
     from twins.traffic.demand import Demand, Flow
     from twins.traffic.model import TrafficScenario, TrafficTwin
     from twins.traffic.sumo_bridge import find_sumo
@@ -205,25 +230,7 @@ def test_imported_offsets_run_in_the_twin_as_in_sumo(netgen, tmp_path):
                            begin=begin)
     horizon = 2 * int(max(p.cycle for p in net.programs.values())) + 5
     tw = TrafficTwin(scen, WorldBatch.replications(0, 1), dt=1.0, horizon=float(horizon))
-    code_of = {**{c: SIG_GREEN for c in "GOo"}, "g": SIG_GREEN_MINOR, **{c: SIG_YELLOW for c in "yYuU"},
-               **{c: SIG_RED for c in "rRs"}}
-    progs = tw.net_cpu.program_ids
-    first_link = {pid: int((tw.net.link_program == i).nonzero()[0]) for i, pid in enumerate(progs)}
-    libsumo.start(["sumo", "-n", str(newnet), "--begin", str(int(begin)), "--no-step-log", "--no-warnings"])
-    try:
-        for _ in range(horizon):
-            t = tw.time_s
-            codes = kernels.signal_codes(t, tw.signal_durations, tw.signal_offsets, tw.net.phase_code,
-                                         tw.net.link_program, tw.net.link_local)[0].tolist()
-            libsumo.simulationStep()  # after the step to t + 1, SUMO shows the state of [t, t + 1)
-            assert libsumo.simulation.getTime() == t + 1
-            for pid in progs:
-                got = libsumo.trafficlight.getRedYellowGreenState(pid)
-                mine = codes[first_link[pid]:first_link[pid] + len(got)]
-                assert mine == [code_of[c] for c in got], (pid, t, got)
-            tw.step_index += 1
-    finally:
-        libsumo.close()
+    _signals_match_sumo(libsumo, tw, ["-n", str(newnet), "--begin", str(int(begin))], horizon)
 
 
 def test_a_fractional_retiming_runs_in_whole_seconds_in_sumo_as_in_the_twin(netgen, tmp_path):
@@ -237,10 +244,8 @@ def test_a_fractional_retiming_runs_in_whole_seconds_in_sumo_as_in_the_twin(netg
 
     from interventions.signal_timing import SignalTiming
     from twins.core.worlds import WorldBatch
-    from twins.traffic import kernels
     from twins.traffic.demand import Demand, Flow
     from twins.traffic.model import TrafficScenario, TrafficTwin
-    from twins.traffic.tables import SIG_GREEN, SIG_GREEN_MINOR, SIG_RED, SIG_YELLOW
 
     path = netgen("midcycle")
     net, _ = _quiet(sumo.load_net, path)
@@ -258,20 +263,4 @@ def test_a_fractional_retiming_runs_in_whole_seconds_in_sumo_as_in_the_twin(netg
     plan = {pid: SignalProgram(pid, [Phase(float(dur[i, k]), ph.state) for k, ph in enumerate(net.programs[pid].phases)],
                                offset=float(off[i]), program_id="twins") for i, pid in enumerate(progs)}
     add = sumo.write_tllogic(plan, tmp_path / "plan.add.xml", program_id="twins")
-    code_of = {**{c: SIG_GREEN for c in "GOo"}, "g": SIG_GREEN_MINOR, **{c: SIG_YELLOW for c in "yYuU"},
-               **{c: SIG_RED for c in "rRs"}}
-    first_link = {pid: int((tw.net.link_program == i).nonzero()[0]) for i, pid in enumerate(progs)}
-    libsumo.start(["sumo", "-n", str(path), "-a", str(add), "--begin", str(int(begin)), "--no-step-log",
-                   "--no-warnings"])
-    try:
-        for _ in range(horizon):
-            t = tw.time_s
-            codes = kernels.signal_codes(t, tw.signal_durations, tw.signal_offsets, tw.net.phase_code,
-                                         tw.net.link_program, tw.net.link_local)[0].tolist()
-            libsumo.simulationStep()
-            for pid in progs:
-                got = libsumo.trafficlight.getRedYellowGreenState(pid)
-                assert codes[first_link[pid]:first_link[pid] + len(got)] == [code_of[c] for c in got], (pid, t, got)
-            tw.step_index += 1
-    finally:
-        libsumo.close()
+    _signals_match_sumo(libsumo, tw, ["-n", str(path), "-a", str(add), "--begin", str(int(begin))], horizon)

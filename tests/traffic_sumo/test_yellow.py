@@ -12,16 +12,15 @@ vehicles inside a junction stopped following one waiting at its internal junctio
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from twins.core.worlds import WorldBatch
-from twins.traffic import kernels, sumo
+from twins.traffic import kernels
 from twins.traffic.model import TrafficScenario, TrafficTwin
-from tests.traffic_sumo.conftest import _hand_made_scenario
+from tests.traffic_sumo.conftest import _hand_made_scenario, _load_sumocfg
 
 pytestmark = [pytest.mark.slow, pytest.mark.sumo]
 
@@ -70,9 +69,7 @@ def crossings(approach):
                 fronts.append(length - max(libsumo.vehicle.getLanePosition(v) for v in now))
     finally:
         libsumo.close()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sumo.SumoImportWarning)
-        scen = sumo.load_sumocfg(approach)
+    scen = _load_sumocfg(approach)
     tw = TrafficTwin(TrafficScenario(scen.network, scen.demand, "yellow", car_following="Krauss"),
                      WorldBatch.replications(0, 1), dt=1.0, horizon=float(END_S))
     lane_in = tw.net_cpu.lane_ids.index("in_0")

@@ -140,3 +140,41 @@ def test_speed_samples_do_not_depend_on_the_vehicles_order():
         b.observe(edge[perm], speed[perm], world[perm], running[perm])
     assert torch.equal(a.speed, b.speed)
     assert not torch.equal(a.speed, a._limit.repeat(2, 1))  # the samples moved the averages
+
+
+def test_the_cpu_sample_is_the_device_sample_bit_for_bit():
+    """On the CPU the sample runs in numpy (cheaper per step than torch's dispatch), elsewhere in torch: the same
+    integers, the same smoothing operations, the same bits."""
+    net = _network()
+    ids = list(net.edges)
+    g = torch.Generator().manual_seed(1)
+    host, device = (routing.InsertionRouter(net, ids, W=3, dt=1.0) for _ in range(2))
+    for _ in range(50):
+        edge = torch.randint(0, len(ids), (400,), generator=g)
+        world = torch.randint(0, 3, (400,), generator=g)
+        speed = (torch.rand(400, generator=g) * 13.9).to(torch.float32)  # the step's dtype
+        speed[:20] = torch.round(speed[:20] * 2e6) / 2e6  # on the half µm/s: round-half-even in both
+        running = torch.rand(400, generator=g) < 0.7
+        host._observe_host(edge, speed, world, running)
+        device._observe_device(edge, speed, world, running)
+    assert torch.equal(host.speed, device.speed)
+    assert not torch.equal(host.speed, host._limit.repeat(3, 1))
+
+
+def test_a_trip_whose_network_leaves_no_choice_is_not_searched():
+    """``forced``: the only route where the edges between origin and destination form one chain; None where a
+    second way exists (then the search decides, on the world's travel times)."""
+    net = _network()
+    ids = list(net.edges)
+    r = routing.InsertionRouter(net, ids, W=1, dt=1.0)
+    i = ids.index
+    assert r.forced(i("in"), i("out")) is None  # the short way or the long way
+    assert r.forced(i("q1"), i("out")) == ["q1", "q2", "out"]
+    assert r.forced(i("p"), i("out")) == ["p", "out"]
+    assert r.forced(i("out"), i("out")) == ["out"]
+    assert r.forced(i("out"), i("in")) is None  # no way at all: the search reports it
+    # a forced pair gives the route the search gives, on any travel times
+    slow = r.limit.copy()
+    slow[i("q2")] = 0.5
+    assert r.routes(0, [(i("q1"), i("out"))], slow) == r.routes(0, [(i("q1"), i("out"))], r.limit) == [
+        ["q1", "q2", "out"]]

@@ -21,7 +21,7 @@ from twins.cli import CONF_DIR
 from twins.core import pipeline
 from twins.core.errors import ConfigError
 from twins.core.worlds import WorldBatch
-from twins.traffic import signals
+from twins.traffic import kernels, signals
 
 BASE = ["scenario=junction", "horizon_s=300", "replications=2", "output.figures=false", "progress=false"]
 
@@ -103,3 +103,31 @@ def test_the_readme_example_control_runs_through_the_cli_and_keeps_worlds_indepe
     np.testing.assert_array_equal(alone[metrics].to_numpy()[0], among[metrics].to_numpy()[1])
     # and the CLI's run is the same computation: replication 1 there
     np.testing.assert_array_equal(lqf.sort_values("replication")[metrics].to_numpy()[1], alone[metrics].to_numpy()[0])
+
+
+def test_fixed_time_codes_held_between_phase_ends_are_the_codes_of_every_step():
+    """On the CPU the programs' codes are computed again only when a phase ends (or the plan changes): every step
+    they equal a fresh computation, with offsets and durations off the step grid, and a plan changed in place or
+    replaced between steps is seen at once."""
+    tw = pipeline.make_twin(_cfg(), WorldBatch.replications(0, 3))
+    control = list(tw.signal_controls)[0]
+    d = tw.signal_durations.clone()
+    d[1] *= 1.37  # world 1 on another cycle, off whole seconds
+    tw.signal_durations = d
+    tw.signal_offsets = tw.signal_offsets + torch.tensor([[0.0], [0.25], [7.5]], dtype=torch.float64)
+    net = tw.net
+
+    def fresh(t):
+        return kernels.signal_codes(t, tw.signal_durations, tw.signal_offsets, net.phase_code, net.link_program,
+                                    net.link_local)
+    recomputed = 0
+    for k in range(400):
+        t = tw.begin + k * 0.5
+        before = control._held
+        assert torch.equal(control.fixed_time(t), fresh(t)), t
+        recomputed += control._held is not before
+        if k == 150:  # a plan changed in place ...
+            tw.signal_durations.mul_(0.9)
+        if k == 250:  # ... or replaced
+            tw.signal_offsets = tw.signal_offsets + 3.0
+    assert 0 < recomputed < 200  # held between phase ends, not computed every step

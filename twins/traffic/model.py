@@ -511,22 +511,28 @@ class TrafficTwin(TrafficOutcomes, Twin):
 
     def _observe_for_routing(self, lo: int, hi: int) -> None:
         """This step's speed sample of every edge in every world (:meth:`InsertionRouter.observe`, on the device;
-        the running vehicles are all in the window ``[lo, hi)``), then the smoothed speeds of the worlds that route
-        in the next step copied to the host without waiting."""
+        the running vehicles are all in the window ``[lo, hi)``), then, on a GPU, the smoothed speeds of the worlds
+        that route in the next step copied to the host without waiting."""
         st, sl = self.state, slice(lo, hi)
         self._router.observe(self.net.lane_edge[st.lane[:, sl].clamp(min=0)], st.speed[:, sl], st.world[:, sl],
                              st.status[:, sl] == kernels.RUNNING)
+        self._router_rows = None
+        if self.device.type == "cpu":  # the next step's routing reads the speeds themselves: nothing to copy
+            return
         t_next = self.time_s  # the step after this one (step_index has moved on)
         due = routing.due_now(self._trip_depart, t_next, self.dt)
-        self._router_rows = None
         if due.start < due.stop:
             worlds = np.unique(self._trip_world[due])
             rows = self._router.speed[torch.from_numpy(worlds).to(self.device)]
             self._router_rows = (t_next, worlds, self._read_later(rows))
 
     def _routing_speeds(self, t: float, worlds: list[int]) -> dict[int, np.ndarray]:
-        """The smoothed speeds of ``worlds`` on the host for routing at ``t``: the copy the step before issued
-        (waiting for it only if the device has not finished that step yet), else read now (the first step)."""
+        """The smoothed speeds of ``worlds`` on the host for routing at ``t``: on the CPU the speeds themselves, on
+        a GPU the copy the step before issued (waiting for it only if the device has not finished that step yet),
+        else read now (the first step)."""
+        if self.device.type == "cpu":
+            host = self._router.speed.numpy()
+            return {w: host[w] for w in worlds}
         pending = self._router_rows
         if pending is not None and abs(pending[0] - t) < 1e-9 and set(worlds) <= set(pending[1].tolist()):
             _, have, (_, host, done) = pending

@@ -89,7 +89,7 @@ _LC_ROUTE_TABLES = ("route_ahead_m", "route_lane_cont")  # read only with lane c
 
 _lib = None
 _warned = False
-_prepared: tuple | None = None  # (key, [Args]) of the last call: its tensors, checked
+_prepared: tuple | None = None  # (key, [Args], the objects keyed) of the last call: its tensors, checked
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -203,19 +203,20 @@ def step_(state: VehicleState, drivers: Drivers, lane_last: torch.Tensor, lane_a
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"native step: dtype {dtype}; valid: float32, float64")
     fn = getattr(load(), "twins_traffic_step_f32" if dtype == torch.float32 else "twins_traffic_step_f64")
-    # the pointers and sizes are checked once for a set of tensors and kept while every tensor stays where it was
-    # (a check per step cost as much as a step of a small network)
+    # the pointers and sizes are checked once for a set of tensor objects and kept while the same objects come
+    # (they are kept alive with the arguments, so no other tensor can take an id; the step's own writes are in
+    # place). A check per step cost as much as a step of a small network, the key of pointers a third of one.
     cols, veh = state.columns(), drivers.columns()
     tensors = (*cols.values(), *veh.values(), lane_last, lane_acc, wait,
                *(getattr(net, k) for k in _NET_TABLES + _NET_BYTES), *(getattr(routes, k) for k in _ROUTE_TABLES),
                *(getattr(routes, k) if lane_change else None for k in _LC_ROUTE_TABLES))
     key = (W, S, dtype, dt, tuple(sig.shape), lane_change, int(cf), substeps, insert_rounds, delta,
-           min(max(1, threads), W), id(net), id(routes),
-           tuple(None if x is None else (x.data_ptr(), x.dtype, x.shape, x.stride(), x.device) for x in tensors))
+           min(max(1, threads), W), id(net), id(routes), tuple(map(id, tensors)))
     global _prepared
     if _prepared is None or _prepared[0] != key:
         _prepared = (key, _prepare(state, drivers, cols, veh, lane_last, lane_acc, net, routes, sig, W, S, dtype, dt,
-                                   substeps, insert_rounds, delta, cf, lane_change, wait, threads))
+                                   substeps, insert_rounds, delta, cf, lane_change, wait, threads),
+                     (net, routes, tensors))
     args = _prepared[1]
     resorted = torch.zeros(W, dtype=torch.int64)
     if sig.dtype != torch.int8:  # (the signal codes are a new tensor every step)

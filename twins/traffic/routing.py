@@ -58,6 +58,10 @@ class InsertionRouter:
         self.arc_to = np.array([b for _, b in keys], dtype=np.int64)
         self.arc_cost = np.array([arcs[k] for k in keys])
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount([a for a, _ in keys], minlength=E))])
+        # the graph itself once (its structure never changes; each call writes the arcs' costs into its data)
+        self.graph = scipy.sparse.csr_matrix((self.arc_cost.copy(), self.arc_to, self.indptr), shape=(E, E))
+        self._forced: dict[tuple[int, int], list[str] | None] = {}
+        self._reverse = None  # the graph's arcs reversed (structure only), for forced()
         self.E = E
         self.W = W
         self._limit = torch.tensor(self.limit, dtype=torch.float64, device=device)
@@ -67,7 +71,25 @@ class InsertionRouter:
 
     def observe(self, edge: torch.Tensor, speed: torch.Tensor, world: torch.Tensor, running: torch.Tensor) -> None:
         """One step's sample, on the device and without a host read: ``edge``, ``speed``, ``world`` of vehicles,
-        ``running`` the ones counted (tensors of one shape)."""
+        ``running`` the ones counted (tensors of one shape). On the CPU the same arithmetic runs in numpy on the
+        same memory (a torch operation's dispatch costs more than these small arrays' work: 5x per step)."""
+        if self.speed.device.type == "cpu":
+            self._observe_host(edge, speed, world, running)
+        else:
+            self._observe_device(edge, speed, world, running)
+
+    def _observe_host(self, edge, speed, world, running) -> None:
+        W, E = self.W, self.E
+        seg = np.where(running.numpy(), world.numpy() * E + edge.numpy(), W * E).reshape(-1)
+        q = np.round(speed.numpy().reshape(-1).astype(np.float64) * SPEED_STEPS_PER_MPS).astype(np.int64)
+        n = np.bincount(seg, minlength=W * E + 1)[:-1].reshape(W, E)
+        # integer sums below 2**53 (int64 -> float64 exact), so a weighted bincount sums them exactly too
+        s = np.bincount(seg, weights=q, minlength=W * E + 1)[:-1].reshape(W, E)
+        sample = np.where(n > 0, s / SPEED_STEPS_PER_MPS / np.maximum(n, 1), self.limit)
+        smoothed = self.speed.numpy()  # (the same memory)
+        smoothed += self.alpha * (sample - smoothed)
+
+    def _observe_device(self, edge, speed, world, running) -> None:
         W, E = self.W, self.E
         seg = torch.where(running, world * E + edge, W * E).reshape(-1)
         q = torch.round(speed.reshape(-1).to(torch.float64) * SPEED_STEPS_PER_MPS).to(torch.int64)
@@ -80,18 +102,19 @@ class InsertionRouter:
     def routes(self, world: int, pairs: list[tuple[int, int]], speed: np.ndarray | None = None) -> list[list[str]]:
         """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists; ``speed``: that
         world's smoothed speeds already on the host (else they are read from the device)."""
-        if speed is None:
-            speed = self.speed[world].cpu().numpy()
-        tt = self.length / np.maximum(speed, MIN_SPEED)
-        g = scipy.sparse.csr_matrix((self.arc_cost + tt[self.arc_to], self.arc_to, self.indptr),
-                                    shape=(self.E, self.E))
-        origins = sorted({a for a, _ in pairs})
-        _, pred = scipy.sparse.csgraph.dijkstra(g, indices=origins, return_predecessors=True)
+        forced = [self.forced(a, b) for a, b in pairs]
+        origins = sorted({a for (a, _), f in zip(pairs, forced) if f is None})
+        if origins:  # a search on this world's travel times
+            if speed is None:
+                speed = self.speed[world].cpu().numpy()
+            tt = self.length / np.maximum(speed, MIN_SPEED)
+            np.add(self.arc_cost, tt[self.arc_to], out=self.graph.data)
+            _, pred = scipy.sparse.csgraph.dijkstra(self.graph, indices=origins, return_predecessors=True)
         row = {o: i for i, o in enumerate(origins)}
         out = []
-        for a, b in pairs:
-            if a == b:
-                out.append([self.edge_ids[a]])
+        for (a, b), f in zip(pairs, forced):
+            if f is not None:
+                out.append(f)
                 continue
             p, node = pred[row[a]], b
             path = [b]
@@ -103,6 +126,36 @@ class InsertionRouter:
                 path.append(node)
             out.append(None if path is None else [self.edge_ids[e] for e in reversed(path)])
         return out
+
+    def forced(self, a: int, b: int) -> list[str] | None:
+        """The route from edge ``a`` to edge ``b`` where the network leaves no choice, else None (a search is
+        needed). Forced: the edges reachable from ``a`` that reach ``b`` form one chain from ``a`` to ``b``, each
+        with one successor among them (then every travel time gives that route, the only simple path; a search
+        would find it too). Found once per pair, from the graph's structure alone."""
+        key = (a, b)
+        if key not in self._forced:
+            self._forced[key] = None if (path := self._only_path(a, b)) is None else [self.edge_ids[e] for e in path]
+        return self._forced[key]
+
+    def _only_path(self, a: int, b: int) -> list[int] | None:
+        if a == b:
+            return [a]
+        if self._reverse is None:
+            self._reverse = self.graph.T.tocsr()
+        bfs = scipy.sparse.csgraph.breadth_first_order
+        ahead = set(bfs(self.graph, a, directed=True, return_predecessors=False).tolist())
+        behind = set(bfs(self._reverse, b, directed=True, return_predecessors=False).tolist())
+        between = ahead & behind
+        path, node = [a], a
+        while node != b:
+            nxt = [int(x) for x in self.arc_to[self.indptr[node]:self.indptr[node + 1]] if int(x) in between]
+            if len(nxt) != 1 or nxt[0] in path:
+                return None
+            node = nxt[0]
+            path.append(node)
+        if any(int(x) in between for x in self.arc_to[self.indptr[b]:self.indptr[b + 1]]) or len(path) != len(between):
+            return None  # (a way on from b back into the chain: a loop, so not one chain)
+        return path
 
 
 def due_now(depart_sorted: np.ndarray, t: float, dt: float) -> slice:

@@ -19,8 +19,10 @@ independent of their batch.
 from __future__ import annotations
 
 import importlib
+import math
 
 import mesa
+import numpy as np
 import torch
 
 from twins.core.errors import ConfigError
@@ -28,6 +30,7 @@ from twins.core.errors import ConfigError
 from . import control, kernels
 
 PROGRAMS = "programs"
+PHASE_END_MARGIN_S = 1e-6  # s: fixed-time codes are computed afresh this close to a phase's start or end
 
 
 class SignalControl(mesa.Agent):
@@ -57,11 +60,21 @@ class ProgramControl(SignalControl):
         super().__init__(model)
         self.max_pressure_state = None  # control.max_pressure_codes' state: current phase and its start
         self._tables = None
+        self._held = None  # (plan, its versions, its host copy, from t, until t, codes): codes until a phase ends
 
     def fixed_time(self, t: float) -> torch.Tensor:
         m = self.model
-        return kernels.signal_codes(t, m.signal_durations, m.signal_offsets, m.net.phase_code, m.net.link_program,
-                                    m.net.link_local)
+        d, o = m.signal_durations, m.signal_offsets
+        # the codes are computed again only when a phase ends somewhere, known on the host from a copy of the plan
+        # read once per plan (the plan's tensors are kept: an unchanged plan is the same objects at the same
+        # versions): the same codes, a dozen tensor operations fewer a step, and no read of the device per step
+        plan, versions, held = (d, o, m.net), (d._version, o._version), self._held
+        if held is None or any(a is not b for a, b in zip(held[0], plan)) or held[1] != versions:
+            held = self._held = (plan, versions, (d.cpu().numpy(), o.cpu().numpy()), -math.inf, -math.inf, None)
+        if not held[3] <= t < held[4]:
+            codes = kernels.signal_codes(t, d, o, m.net.phase_code, m.net.link_program, m.net.link_local)
+            held = self._held = (*held[:3], t, t + _phase_left(t, *held[2]), codes)
+        return held[5].clone()  # (a control after this one may write into the codes it is handed)
 
     def codes(self, t: float) -> torch.Tensor:
         m = self.model
@@ -117,3 +130,21 @@ def _check_codes(name: str, codes, before: torch.Tensor) -> None:
                           f"a control whose codes(t) returns a [W={before.shape[0]}, links={before.shape[1]}] "
                           f"{before.dtype} tensor on {before.device} of kernels.SIG_* codes (0-3)",
                           f"{name}.codes returned {got}")
+
+
+def _phase_left(t: float, durations: np.ndarray, offsets: np.ndarray) -> float:
+    """How long from ``t`` every program in every world stays in its current phase (s; ``durations`` [W, P, K]
+    zero-padded, ``offsets`` [W, P], as :func:`kernels.signal_codes` reads them), less a margin; 0 where ``t`` lies
+    within :data:`PHASE_END_MARGIN_S` of a phase's start or end: there the host's rounding and the device's could
+    tell different phases, so the codes are not held."""
+    if durations.size == 0:
+        return math.inf
+    ends = np.cumsum(durations, axis=2)
+    tc = np.remainder(t - offsets, ends[:, :, -1])
+    phase = np.minimum((ends <= tc[..., None]).sum(axis=2), durations.shape[2] - 1)
+    end = np.take_along_axis(ends, phase[..., None], axis=2)[..., 0]
+    start = end - np.take_along_axis(durations, phase[..., None], axis=2)[..., 0]
+    left = float((end - tc).min())
+    if left < 2 * PHASE_END_MARGIN_S or float((tc - start).min()) < PHASE_END_MARGIN_S:
+        return 0.0
+    return left - PHASE_END_MARGIN_S

@@ -178,3 +178,22 @@ def test_a_trip_whose_network_leaves_no_choice_is_not_searched():
     slow[i("q2")] = 0.5
     assert r.routes(0, [(i("q1"), i("out"))], slow) == r.routes(0, [(i("q1"), i("out"))], r.limit) == [
         ["q1", "q2", "out"]]
+
+
+def test_worlds_searched_together_find_what_each_finds_alone(monkeypatch):
+    """``routes_many`` searches the worlds' graphs side by side in one call (in groups; here all in one, or one each):
+    each world's route is the one its own travel times give, whatever the others'."""
+    net = _network()
+    ids = list(net.edges)
+    i = ids.index
+    r = routing.InsertionRouter(net, ids, W=3, dt=1.0)
+    jam_p, jam_q = r.limit.copy(), r.limit.copy()
+    jam_p[i("p")], jam_q[i("q1")] = 0.5, 0.5
+    speeds = {0: jam_p, 1: r.limit.copy(), 2: jam_q}
+    pairs = {w: [(i("in"), i("out")), (i("q1"), i("out"))] for w in range(3)}
+    alone = {w: r.routes(w, pairs[w], speeds[w]) for w in range(3)}
+    assert alone[0][0] == ["in", "q1", "q2", "out"] and alone[1][0] == alone[2][0] == ["in", "p", "out"]
+    for entries, n_calls in ((routing.GROUP_ENTRIES, 1), (1, 3)):  # all three in one call; one world a call
+        monkeypatch.setattr(routing, "GROUP_ENTRIES", entries)
+        assert len(r._groups([0, 1, 2], pairs)) == n_calls
+        assert r.routes_many(pairs, speeds) == alone

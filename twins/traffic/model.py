@@ -490,9 +490,9 @@ class TrafficTwin(TrafficOutcomes, Twin):
             by_world.setdefault(w, []).append(j)
         n_rows, new, routed, rows = self.routes_cpu.route_edges.shape[0], [], [], []
         speeds = self._routing_speeds(t, list(by_world))
+        found = self._router.routes_many({w: [self._od[flows[j]] for j in at] for w, at in by_world.items()}, speeds)
         for w, at in by_world.items():
-            paths = self._router.routes(w, [self._od[flows[j]] for j in at], speeds[w])
-            for j, path in zip(at, paths):
+            for j, path in zip(at, found[w]):
                 if path is None:
                     continue  # no path on this graph (cannot happen for a route the file's network allows)
                 key = tuple(path)

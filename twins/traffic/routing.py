@@ -37,6 +37,7 @@ from .network import RoadNetwork
 ADAPTATION_STEPS = 180  # SUMO's --device.rerouting.adaptation-steps (samples of 1 s)
 MIN_SPEED = 0.1  # m/s: the slowest speed a travel time is computed with
 SPEED_STEPS_PER_MPS = 1_000_000  # samples are summed in whole µm/s
+GROUP_ENTRIES = 1 << 22  # routes_many: at most this many entries in one call's tables (origins x nodes)
 
 
 class InsertionRouter:
@@ -58,8 +59,8 @@ class InsertionRouter:
         self.arc_to = np.array([b for _, b in keys], dtype=np.int64)
         self.arc_cost = np.array([arcs[k] for k in keys])
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount([a for a, _ in keys], minlength=E))])
-        # the graph itself once (its structure never changes; each call writes the arcs' costs into its data)
-        self.graph = scipy.sparse.csr_matrix((self.arc_cost.copy(), self.arc_to, self.indptr), shape=(E, E))
+        self.graph = scipy.sparse.csr_matrix((self.arc_cost.copy(), self.arc_to, self.indptr), shape=(E, E))  # forced()
+        self._graphs: dict[int, scipy.sparse.csr_matrix] = {}  # routes_many: n copies side by side, by n
         self._forced: dict[tuple[int, int], list[str] | None] = {}
         self._reverse = None  # the graph's arcs reversed (structure only), for forced()
         self.E = E
@@ -100,32 +101,71 @@ class InsertionRouter:
         self.speed += self.alpha * (sample - self.speed)
 
     def routes(self, world: int, pairs: list[tuple[int, int]], speed: np.ndarray | None = None) -> list[list[str]]:
-        """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists; ``speed``: that
-        world's smoothed speeds already on the host (else they are read from the device)."""
-        forced = [self.forced(a, b) for a, b in pairs]
-        origins = sorted({a for (a, _), f in zip(pairs, forced) if f is None})
-        if origins:  # a search on this world's travel times
-            if speed is None:
-                speed = self.speed[world].cpu().numpy()
-            tt = self.length / np.maximum(speed, MIN_SPEED)
-            np.add(self.arc_cost, tt[self.arc_to], out=self.graph.data)
-            _, pred = scipy.sparse.csgraph.dijkstra(self.graph, indices=origins, return_predecessors=True)
-        row = {o: i for i, o in enumerate(origins)}
-        out = []
-        for (a, b), f in zip(pairs, forced):
-            if f is not None:
-                out.append(f)
-                continue
-            p, node = pred[row[a]], b
-            path = [b]
-            while node != a:
-                node = int(p[node])
-                if node < 0:  # unreachable: keep None (the caller keeps the file's route)
-                    path = None
-                    break
-                path.append(node)
-            out.append(None if path is None else [self.edge_ids[e] for e in reversed(path)])
+        """The fastest route in ``world`` for each (first edge, last edge) pair, as edge-id lists (None where there
+        is none); ``speed``: that world's smoothed speeds already on the host (else they are read from the device)."""
+        if speed is None:
+            speed = self.speed[world].cpu().numpy()
+        return self.routes_many({world: pairs}, {world: speed})[world]
+
+    def routes_many(self, pairs: dict[int, list[tuple[int, int]]], speeds: dict[int, np.ndarray]
+                    ) -> dict[int, list[list[str] | None]]:
+        """:meth:`routes` for several worlds at once (``pairs`` and ``speeds`` by world): the worlds' graphs side by
+        side as one graph of disconnected copies, searched in one call per group of worlds (a call costs more than
+        a small network's search; a search never leaves its world's copy, so each finds what it would alone)."""
+        forced = {w: [self.forced(a, b) for a, b in ps] for w, ps in pairs.items()}
+        searched = [w for w, ps in pairs.items() if any(f is None for f in forced[w])]
+        pred, offset = {}, {}
+        for group in self._groups(searched, pairs):
+            graph = self._copies(len(group))
+            for k, w in enumerate(group):  # this world's costs into its copy
+                tt = self.length / np.maximum(speeds[w], MIN_SPEED)
+                np.add(self.arc_cost, tt[self.arc_to], out=graph.data[k * len(self.arc_to):(k + 1) * len(self.arc_to)])
+            origins = sorted({k * self.E + a for k, w in enumerate(group)
+                              for (a, _), f in zip(pairs[w], forced[w]) if f is None})
+            _, p = scipy.sparse.csgraph.dijkstra(graph, indices=origins, return_predecessors=True)
+            for i, o in enumerate(origins):
+                w = group[o // self.E]
+                pred[w, o % self.E], offset[w, o % self.E] = p[i], (o // self.E) * self.E
+        out = {}
+        for w, ps in pairs.items():
+            out[w] = []
+            for (a, b), f in zip(ps, forced[w]):
+                if f is not None:
+                    out[w].append(f)
+                    continue
+                p, off = pred[w, a], offset[w, a]
+                node, path = off + b, [b]
+                while node != off + a:
+                    node = int(p[node])
+                    if node < 0:  # unreachable: keep None (the caller keeps the file's route)
+                        path = None
+                        break
+                    path.append(node - off)
+                out[w].append(None if path is None else [self.edge_ids[e] for e in reversed(path)])
         return out
+
+    def _groups(self, worlds: list[int], pairs: dict) -> list[list[int]]:
+        """The worlds to search, in groups whose searches' tables (one row of a group's size per origin) stay
+        below :data:`GROUP_ENTRIES` entries."""
+        groups, cur, n_orig = [], [], 0
+        for w in worlds:
+            k = len({a for a, _ in pairs[w]})
+            if cur and (n_orig + k) * (len(cur) + 1) * self.E > GROUP_ENTRIES:
+                groups.append(cur)
+                cur, n_orig = [], 0
+            cur.append(w)
+            n_orig += k
+        return groups + ([cur] if cur else [])
+
+    def _copies(self, n: int):
+        """The graph of ``n`` disconnected copies of the edge graph (structure kept per ``n``; costs written per
+        search)."""
+        if n not in self._graphs:
+            A = len(self.arc_to)
+            indptr = np.concatenate([[0], (self.indptr[1:][None, :] + A * np.arange(n)[:, None]).ravel()])
+            to = (self.arc_to[None, :] + self.E * np.arange(n)[:, None]).ravel()
+            self._graphs[n] = scipy.sparse.csr_matrix((np.zeros(n * A), to, indptr), shape=(n * self.E, n * self.E))
+        return self._graphs[n]
 
     def forced(self, a: int, b: int) -> list[str] | None:
         """The route from edge ``a`` to edge ``b`` where the network leaves no choice, else None (a search is

@@ -117,9 +117,8 @@ class InsertionRouter:
         pred, offset = {}, {}
         for group in self._groups(searched, pairs):
             graph = self._copies(len(group))
-            for k, w in enumerate(group):  # this world's costs into its copy
-                tt = self.length / np.maximum(speeds[w], MIN_SPEED)
-                np.add(self.arc_cost, tt[self.arc_to], out=graph.data[k * len(self.arc_to):(k + 1) * len(self.arc_to)])
+            tt = self.length / np.maximum(np.stack([speeds[w] for w in group]), MIN_SPEED)  # [worlds, edges]
+            np.add(self.arc_cost, tt[:, self.arc_to], out=graph.data.reshape(len(group), -1))  # each world's copy
             origins = sorted({k * self.E + a for k, w in enumerate(group)
                               for (a, _), f in zip(pairs[w], forced[w]) if f is None})
             _, p = scipy.sparse.csgraph.dijkstra(graph, indices=origins, return_predecessors=True)

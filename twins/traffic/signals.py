@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from typing import NamedTuple
 
 import mesa
 import numpy as np
@@ -31,6 +32,18 @@ from . import control, kernels
 
 PROGRAMS = "programs"
 PHASE_END_MARGIN_S = 1e-6  # s: fixed-time codes are computed afresh this close to a phase's start or end
+
+
+class _Held(NamedTuple):
+    """Fixed-time codes computed at ``start`` that hold until ``until``, for a plan (its tensors, kept, and their
+    versions) and its host copy (durations, offsets)."""
+
+    plan: tuple
+    versions: tuple
+    host: tuple
+    start: float
+    until: float
+    codes: torch.Tensor | None
 
 
 class SignalControl(mesa.Agent):
@@ -60,7 +73,7 @@ class ProgramControl(SignalControl):
         super().__init__(model)
         self.max_pressure_state = None  # control.max_pressure_codes' state: current phase and its start
         self._tables = None
-        self._held = None  # (plan, its versions, its host copy, from t, until t, codes): codes until a phase ends
+        self._held: _Held | None = None  # fixed-time codes held until a phase ends
 
     def fixed_time(self, t: float) -> torch.Tensor:
         m = self.model
@@ -69,12 +82,13 @@ class ProgramControl(SignalControl):
         # read once per plan (the plan's tensors are kept: an unchanged plan is the same objects at the same
         # versions): the same codes, a dozen tensor operations fewer a step, and no read of the device per step
         plan, versions, held = (d, o, m.net), (d._version, o._version), self._held
-        if held is None or any(a is not b for a, b in zip(held[0], plan)) or held[1] != versions:
-            held = self._held = (plan, versions, (d.cpu().numpy(), o.cpu().numpy()), -math.inf, -math.inf, None)
-        if not held[3] <= t < held[4]:
+        if held is None or any(a is not b for a, b in zip(held.plan, plan)) or held.versions != versions:
+            held = _Held(plan, versions, (d.cpu().numpy(), o.cpu().numpy()), -math.inf, -math.inf, None)
+        if not held.start <= t < held.until:
             codes = kernels.signal_codes(t, d, o, m.net.phase_code, m.net.link_program, m.net.link_local)
-            held = self._held = (*held[:3], t, t + _phase_left(t, *held[2]), codes)
-        return held[5].clone()  # (a control after this one may write into the codes it is handed)
+            held = held._replace(start=t, until=t + _phase_left(t, *held.host), codes=codes)
+        self._held = held
+        return held.codes.clone()  # (a control after this one may write into the codes it is handed)
 
     def codes(self, t: float) -> torch.Tensor:
         m = self.model

@@ -104,6 +104,35 @@ def test_edge_speeds_are_smoothed_as_sumo_averages_them():
     assert r.routes(1, [(ids.index("in"), ids.index("out"))]) == [["in", "p", "out"]]
 
 
+def _wide_network() -> RoadNetwork:
+    """``_network`` with a second lane on ``p`` and lanes closed to cars (a sidewalk) beside ``p`` and ``q1``."""
+    net = _network()
+    p, q1 = net.edges["p"], net.edges["q1"]
+    net.edges["p"] = Edge("p", p.from_node, p.to_node, p.lanes + [Lane("p_1", 1, 300.0, 13.9)],
+                          closed_lane_speeds=(2.78,))
+    net.edges["q1"] = Edge("q1", q1.from_node, q1.to_node, q1.lanes, closed_lane_speeds=(13.9, 5.0))
+    return net
+
+
+def test_an_edge_samples_sumos_mean_speed():
+    """SUMO's ``MSEdge::getMeanSpeed``: each lane's mean speed weighted by its vehicles, an empty lane counted as one
+    vehicle at its limit, the lanes closed to cars too; a queue on one lane is not the whole edge's speed."""
+    net = _wide_network()
+    ids = list(net.edges)
+    r = routing.InsertionRouter(net, ids, W=1, dt=1000.0)  # (alpha 1: the smoothed speed is this step's sample)
+    assert r.alpha == 1.0
+    lanes = [ln.id for e in ids for ln in net.edges[e].lanes]
+    p0, p1, q1 = lanes.index("p_0"), lanes.index("p_1"), lanes.index("q1_0")
+    assert r.speed[0, ids.index("p")].item() == pytest.approx((13.9 + 13.9 + 2.78) / 3)  # empty: the lanes' mean
+    r.observe(torch.tensor([p0, p0, p0, q1]), torch.tensor([0.0, 0.0, 0.0, 6.0]), torch.zeros(4, dtype=torch.int64),
+              torch.ones(4, dtype=torch.bool))
+    assert r.speed[0, ids.index("p")].item() == pytest.approx((0.0 + 13.9 + 2.78) / (3 + 1 + 1))
+    assert r.speed[0, ids.index("q1")].item() == pytest.approx((6.0 + 13.9 + 5.0) / 3)
+    r.observe(torch.tensor([p0, p1]), torch.tensor([0.0, 3.0]), torch.zeros(2, dtype=torch.int64),
+              torch.ones(2, dtype=torch.bool))
+    assert r.speed[0, ids.index("p")].item() == pytest.approx((0.0 + 3.0 + 2.78) / 3)
+
+
 def test_due_now_marks_each_departure_once():
     depart = np.array([0.0, 0.4, 1.0, 2.5, float("inf")])
     seen = np.zeros(len(depart), dtype=np.int64)
@@ -126,10 +155,10 @@ def test_routing_at_insertion_reads_nothing_from_the_device_after_the_first_step
 def test_speed_samples_do_not_depend_on_the_vehicles_order():
     """Whole µm/s summed as integers: the same smoothed speeds in any order of the vehicles (as CUDA's atomics
     would sum them), bit for bit."""
-    net = _network()
+    net = _wide_network()
     ids = list(net.edges)
     g = torch.Generator().manual_seed(0)
-    edge = torch.randint(0, len(ids), (500,), generator=g)
+    edge = torch.randint(0, sum(len(e.lanes) for e in net.edges.values()), (500,), generator=g)  # (lanes)
     world = torch.randint(0, 2, (500,), generator=g)
     speed = torch.rand(500, generator=g, dtype=torch.float64) * 13.9
     running = torch.rand(500, generator=g) < 0.8
@@ -139,18 +168,18 @@ def test_speed_samples_do_not_depend_on_the_vehicles_order():
         a.observe(edge, speed, world, running)
         b.observe(edge[perm], speed[perm], world[perm], running[perm])
     assert torch.equal(a.speed, b.speed)
-    assert not torch.equal(a.speed, a._limit.repeat(2, 1))  # the samples moved the averages
+    assert not torch.equal(a.speed, a._empty_sample().repeat(2, 1))  # the samples moved the averages
 
 
 def test_the_cpu_sample_is_the_device_sample_bit_for_bit():
     """On the CPU the sample runs in numpy (cheaper per step than torch's dispatch), elsewhere in torch: the same
     integers, the same smoothing operations, the same bits."""
-    net = _network()
+    net = _wide_network()
     ids = list(net.edges)
     g = torch.Generator().manual_seed(1)
     host, device = (routing.InsertionRouter(net, ids, W=3, dt=1.0) for _ in range(2))
     for _ in range(50):
-        edge = torch.randint(0, len(ids), (400,), generator=g)
+        edge = torch.randint(0, sum(len(e.lanes) for e in net.edges.values()), (400,), generator=g)  # (lanes)
         world = torch.randint(0, 3, (400,), generator=g)
         speed = (torch.rand(400, generator=g) * 13.9).to(torch.float32)  # the step's dtype
         speed[:20] = torch.round(speed[:20] * 2e6) / 2e6  # on the half µm/s: round-half-even in both
@@ -158,7 +187,7 @@ def test_the_cpu_sample_is_the_device_sample_bit_for_bit():
         host._observe_host(edge, speed, world, running)
         device._observe_device(edge, speed, world, running)
     assert torch.equal(host.speed, device.speed)
-    assert not torch.equal(host.speed, host._limit.repeat(3, 1))
+    assert not torch.equal(host.speed, host._empty_sample().repeat(3, 1))
 
 
 def test_a_trip_whose_network_leaves_no_choice_is_not_searched():
@@ -200,3 +229,15 @@ def test_worlds_searched_together_find_what_each_finds_alone(monkeypatch):
         monkeypatch.setattr(routing, "GROUP_ENTRIES", entries)
         assert len(r._groups([0, 1, 2], pairs)) == n_calls
         assert r.routes_many(pairs, speeds) == alone
+
+
+@pytest.mark.filterwarnings("ignore:SUMO import of")
+def test_sumo_import_keeps_the_limits_of_lanes_closed_to_cars():
+    """The twin drops a SUMO edge's sidewalks and bike lanes but keeps their speed limits, for the router's samples."""
+    from pathlib import Path
+
+    from twins.traffic import sumo
+
+    net = sumo.load_net(Path(__file__).resolve().parents[1] / "data" / "sumo" / "tiny.net.xml")
+    assert net.edges["WC"].closed_lane_speeds == (2.78,)
+    assert [ln.id for ln in net.edges["WC"].lanes] == ["WC_1", "WC_2"]

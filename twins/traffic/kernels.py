@@ -1194,20 +1194,37 @@ def _nz(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
-def space_till_standing(world, lane, running, pos, length, min_gap, speed, n_lanes: int, W: int) -> torch.Tensor:
-    """Per (world, lane), float64 ``[W*L + 1]``: the back of the upstream-most halted vehicle on it, less the
-    length + min gap of the running vehicles behind it (summed in slot order); +inf where none is halted
-    (SUMO's ``MSLane::getSpaceTillLastStanding``). The last entry collects the vehicles that are not running."""
+def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel, lane_length, n_lanes: int,
+                        W: int) -> torch.Tensor:
+    """Per (world, lane), float64 ``[W*L + 1]``, the room that keeping a junction clear allows (SUMO's
+    ``MSVehicle::checkRewindLinkLanes``): the back of the upstream-most halted vehicle on it, less the length + min
+    gap of the running vehicles behind it (summed in slot order; SUMO's ``MSLane::getSpaceTillLastStanding``);
+    where none is halted but its last vehicle on it (front past the lane's start) is slower than its ``decel`` read
+    as m/s, the lane's length less the length + min gap of every vehicle on it (SUMO counts such a lane as stopped:
+    its last vehicle's ``myHaveToWaitOnNextLink``, "probably not crossing the next junction", simplified to the
+    speed alone); else +inf. The last entry collects the vehicles that are not running."""
     n = W * n_lanes + 1
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
-    back = pos.to(torch.float64) - length.to(torch.float64)
+    pos64 = pos.to(torch.float64)
+    back = pos64 - length.to(torch.float64)
+    lwg = (length + min_gap).to(torch.float64)
     halted = running & (speed < STOP_SPEED)
     standing = torch.full((n,), torch.inf, dtype=torch.float64, device=pos.device).scatter_reduce(
         0, torch.where(halted, seg, W * n_lanes), back, "amin")
-    behind = running & (pos.to(torch.float64) <= _gather(standing, seg))
+    behind = running & (pos64 <= _gather(standing, seg))
     # index_add_ (not bincount, the same sums in the same order): a known size, so no host read on CUDA
-    return standing - torch.zeros(n, dtype=torch.float64, device=pos.device).index_add_(
-        0, torch.where(behind, seg, W * n_lanes), (length + min_gap).to(torch.float64))
+    zeros = torch.zeros(n, dtype=torch.float64, device=pos.device)
+    room = standing - zeros.index_add_(0, torch.where(behind, seg, W * n_lanes), lwg)
+    on = running & (pos > 0)
+    seg_on = torch.where(on, seg, W * n_lanes)
+    tail = torch.full((n,), torch.inf, dtype=torch.float64, device=pos.device).scatter_reduce(0, seg_on, pos64, "amin")
+    slow = (on & (pos64 == _gather(tail, seg_on)) & (speed < decel)).to(torch.int64)
+    stopped = torch.zeros(n, dtype=torch.int64, device=pos.device).scatter_reduce(0, seg_on, slow, "amax") > 0
+    occupied = torch.zeros(n, dtype=torch.float64, device=pos.device).index_add_(0, seg_on, lwg)
+    length_of = torch.cat([lane_length.to(torch.float64).repeat(W), zeros[:1]])
+    room = torch.where(torch.isfinite(standing) | ~stopped, room, length_of - occupied)
+    room[W * n_lanes] = torch.inf
+    return room
 
 
 SPEED_SUM_SCALE = 2.0 ** 32  # rule 3: speeds summed as integers of 2^-32 m/s (exact in any order: CUDA atomics too)
@@ -1338,7 +1355,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
             gap_junction = torch.where(ahead, g, gap_junction)
             v_junction = torch.where(ahead, _gather(speed, tc), v_junction)
     # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
-    # line (moving vehicles alone do not: in queue discharge the leader is often still crossing)
+    # line; moving vehicles hold it only while the lane's last one is still slower than its decel (SUMO's
+    # myHaveToWaitOnNextLink): in queue discharge the leader is often still crossing (:func:`space_till_standing`)
     # (only where the connection must keep the junction clear, net.conn_keep_clear: it crosses a junction area
     # that another link of the junction conflicts with, and does not waive it with keepClear="0", as SUMO's
     # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
@@ -1729,7 +1747,7 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         # lane), not in the way of those entering their lane by another path, nor in its space till standing
         waiting = waiting_inside(running, pos, rpos, state.conn, net)
         counted = running if waiting is None else running & ~waiting
-        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, L, W)
+        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, net.lane_length, L, W)
         entry = None if waiting is None else entry_tails(last, leader, waiting)
         moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, conn=state.conn,
                                              lane_tails=last, space=space, entry_tails=entry, leader=leader,

@@ -514,7 +514,7 @@ class TrafficTwin(TrafficOutcomes, Twin):
         the running vehicles are all in the window ``[lo, hi)``), then, on a GPU, the smoothed speeds of the worlds
         that route in the next step copied to the host without waiting."""
         st, sl = self.state, slice(lo, hi)
-        self._router.observe(self.net.lane_edge[st.lane[:, sl].clamp(min=0)], st.speed[:, sl], st.world[:, sl],
+        self._router.observe(st.lane[:, sl].clamp(min=0), st.speed[:, sl], st.world[:, sl],
                              st.status[:, sl] == kernels.RUNNING)
         self._router_rows = None
         if self.device.type == "cpu":  # the next step's routing reads the speeds themselves: nothing to copy

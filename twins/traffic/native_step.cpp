@@ -376,7 +376,8 @@ template <typename T> struct Scratch {
     std::vector<int64_t> entry;  // kernels.entry_tails
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;  // open: per edge, the lanes refused this step (insertion)
-    std::vector<double> sums, standing, behind;
+    std::vector<double> sums, standing, behind, lane_occ, tail_pos, room;
+    std::vector<uint8_t> tail_slow;
     std::vector<int64_t> v_sum, v_n;  // per lane: its vehicles' speeds (kernels.speed_units) summed, their number
     std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new, behind_of;
     std::vector<int64_t> rank;
@@ -757,6 +758,23 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const double pick[2] = {0.0, double(W.length[s] + W.min_gap[s])};
         sc.behind[W.lane[s]] += pick[counts];
     }
+    // a lane with nothing standing counts as stopped while its last vehicle is slower than its decel (SUMO's
+    // myHaveToWaitOnNextLink in checkRewindLinkLanes): its room is then its length less every vehicle on it
+    // (kernels.space_till_standing)
+    sc.lane_occ.assign(L, 0.0); sc.tail_pos.assign(L, inf64); sc.tail_slow.assign(L, 0);
+    for (const int64_t s : sc.run) {
+        if (sc.waiting[s - lo] || !(W.pos[s] > T(0))) continue;
+        const int64_t ln = W.lane[s];
+        const double p = double(W.pos[s]);
+        sc.lane_occ[ln] += double(W.length[s] + W.min_gap[s]);
+        const uint8_t slow = W.speed[s] < W.decel[s];
+        if (p < sc.tail_pos[ln]) { sc.tail_pos[ln] = p; sc.tail_slow[ln] = slow; }
+        else if (p == sc.tail_pos[ln]) sc.tail_slow[ln] |= slow;
+    }
+    sc.room.resize(L);
+    for (int64_t l = 0; l < L; ++l)
+        sc.room[l] = std::isfinite(sc.standing[l]) ? sc.standing[l] - sc.behind[l]
+                       : sc.tail_slow[l] ? double(W.lane_length[l]) - sc.lane_occ[l] : inf64;
     sc.entry.assign(W.last, W.last + L);  // kernels.entry_tails (two hops)
     for (int64_t l = 0; l < L; ++l)
         for (int hop = 0; hop < 2; ++hop)
@@ -859,11 +877,11 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
                     if (g < gap_junction) { gap_junction = g; v_junction = W.speed[t]; }
                 }
             }
-            // keep the junction clear (where the connection must, net.conn_keep_clear): no room behind the next
-            // lane's last standing vehicle holds this one
+            // keep the junction clear (where the connection must, net.conn_keep_clear): no room on the next lane
+            // (behind its last standing vehicle, or past every vehicle while its last one is slow) holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
             const bool keep_clear = a.has_conn && a.conn_keep_clear[ci < 0 ? 0 : ci];
-            must_stop = must_stop || (sc.standing[nlc] - sc.behind[nlc] < double(len + mg) && keep_clear);
+            must_stop = must_stop || (sc.room[nlc] < double(len + mg) && keep_clear);
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
             sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_sig.push_back(sig_stop);

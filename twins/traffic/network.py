@@ -56,6 +56,9 @@ class Edge:
     to_node: str
     lanes: list[Lane]
     name: str = ""
+    # the speed limits of its lanes closed to cars (SUMO sidewalks, bike lanes), which the twin does not model but
+    # SUMO's edge mean speed counts as empty lanes (the router's samples, twins.traffic.routing)
+    closed_lane_speeds: tuple = field(default=(), compare=False)
 
     @property
     def length(self) -> float:

@@ -1366,6 +1366,19 @@ class ReferenceTrafficModel(mesa.Model):
             if v.lane.id in standing and v.pos <= standing[v.lane.id] and v.vehicle_id not in waiting:
                 behind[v.lane.id] = behind.get(v.lane.id, 0.0) + (v.length + v.min_gap)
         self.space_till_standing = {k: b - behind.get(k, 0.0) for k, b in standing.items()}
+        # a lane with nothing standing whose last vehicle on it is slower than its decel counts as stopped (SUMO's
+        # myHaveToWaitOnNextLink): its room is its length less every vehicle on it (kernels.space_till_standing)
+        on_lane: dict[str, list] = {}
+        for v in running:
+            if v.pos > 0 and v.vehicle_id not in waiting and v.lane.id not in standing:
+                on_lane.setdefault(v.lane.id, []).append(v)
+        for k, vs in on_lane.items():
+            tail = min(v.pos for v in vs)
+            if any(v.pos == tail and v.speed < v.decel for v in vs):
+                occupied = 0.0
+                for v in vs:  # (in the order of the running vehicles, as behind above)
+                    occupied += v.length + v.min_gap
+                self.space_till_standing[k] = vs[0].lane.length - occupied
         self.entry_tails = {}
         for lid, tail in self.tails.items():
             for _ in range(2):  # kernels.entry_tails: up to two waiting tails skipped

@@ -7,8 +7,13 @@ world (``scenario.routing=insertion``): every step it updates each edge's smooth
 it, and a vehicle whose departure time has come gets the fastest route from its first to its last edge on those
 times (Dijkstra on the edge graph). What follows SUMO:
 
-* an edge's speed sample is the mean speed of the vehicles on it, its speed limit when it is empty
-  (``MSEdge::getMeanSpeed``); the router's edge time is ``length / max(smoothed speed, 0.1 m/s)``;
+* an edge's speed sample is SUMO's ``MSEdge::getMeanSpeed``: each lane's mean speed weighted by its number of
+  vehicles, an empty lane counting as one vehicle at its speed limit, and the edge's lanes closed to cars (SUMO's
+  sidewalks and bike lanes, which the twin does not model: ``Edge.closed_lane_speeds``) counted as such empty
+  lanes; so a queue on one lane of an edge with a free lane or a sidewalk beside it is not taken as the edge's
+  speed (with the plain mean of the vehicles' speeds, the twin's router steered ~45 an hour fewer vehicles than
+  SUMO's into RESCO ingolstadt21's single-lane corridor `-201201945`, whose edges have sidewalks). The router's
+  edge time is ``length / max(smoothed speed, 0.1 m/s)``;
 * the samples are smoothed over about ``--device.rerouting.adaptation-steps`` = 180 steps of 1 s, here as an
   exponential average with the same mean age (``alpha = 2 / (180 + 1)``; SUMO keeps the plain mean of the last
   180 samples): a simplification;
@@ -52,6 +57,15 @@ class InsertionRouter:
         E = len(edge_ids)
         self.length = np.array([net.edges[e].length for e in edge_ids])
         self.limit = np.array([net.edges[e].speed for e in edge_ids])
+        # the lanes in the twin's order (tables.network_tables): each one's edge, and its speed limit in whole µm/s;
+        # per edge the lanes closed to cars, always empty (SUMO's edge mean speed counts them at their limits)
+        lanes = [(i, ln.speed) for i, e in enumerate(edge_ids)
+                 for ln in sorted(net.edges[e].lanes, key=lambda l: l.index)]
+        self.lane_edge = np.array([i for i, _ in lanes], dtype=np.int64)
+        self.lane_limit = np.array([_speed_units(v) for _, v in lanes], dtype=np.int64)
+        self.closed_n = np.array([len(net.edges[e].closed_lane_speeds) for e in edge_ids], dtype=np.int64)
+        self.closed_sum = np.array([sum(_speed_units(v) for v in net.edges[e].closed_lane_speeds) for e in edge_ids],
+                                   dtype=np.int64)
         # arcs of the edge graph: a -> b costs b's travel time plus the crossing (free-flow time and penalties)
         arcs = {}
         for c in net.connections:
@@ -69,38 +83,57 @@ class InsertionRouter:
         self.E = E
         self.W = W
         self._limit = torch.tensor(self.limit, dtype=torch.float64, device=device)
-        self.speed = self._limit.repeat(W, 1)  # [W, E] smoothed speeds on the device, free flow at the start
+        self._lane_edge = torch.tensor(self.lane_edge, device=device)
+        self._lane_limit = torch.tensor(self.lane_limit, device=device)
+        self._closed = torch.tensor(np.stack([self.closed_n, self.closed_sum]), device=device)
+        # [W, E] smoothed speeds on the device, free flow at the start (an empty edge's sample, as SUMO starts)
+        self.speed = self._empty_sample().repeat(W, 1)
         # an exponential average with the mean age of a plain mean over ADAPTATION_STEPS samples of 1 s
         self.alpha = min(1.0, 2.0 / (ADAPTATION_STEPS / dt + 1.0))
 
-    def observe(self, edge: torch.Tensor, speed: torch.Tensor, world: torch.Tensor, running: torch.Tensor) -> None:
-        """One step's sample, on the device and without a host read: ``edge``, ``speed``, ``world`` of vehicles,
+    def observe(self, lane: torch.Tensor, speed: torch.Tensor, world: torch.Tensor, running: torch.Tensor) -> None:
+        """One step's sample, on the device and without a host read: ``lane``, ``speed``, ``world`` of vehicles,
         ``running`` the ones counted (tensors of one shape). On the CPU the same arithmetic runs in numpy on the
         same memory (a torch operation's dispatch costs more than these small arrays' work: 5x per step)."""
         if self.speed.device.type == "cpu":
-            self._observe_host(edge, speed, world, running)
+            self._observe_host(lane, speed, world, running)
         else:
-            self._observe_device(edge, speed, world, running)
+            self._observe_device(lane, speed, world, running)
 
-    def _observe_host(self, edge, speed, world, running) -> None:
-        W, E = self.W, self.E
-        seg = np.where(running.numpy(), world.numpy() * E + edge.numpy(), W * E).reshape(-1)
+    def _empty_sample(self) -> torch.Tensor:
+        """An empty edge's sample [E] (every lane counted once at its limit, closed lanes included)."""
+        n = torch.zeros(self.E, dtype=torch.int64, device=self._limit.device).index_add_(
+            0, self._lane_edge, torch.ones_like(self._lane_limit)) + self._closed[0]
+        s = torch.zeros_like(n).index_add_(0, self._lane_edge, self._lane_limit) + self._closed[1]
+        return s.to(torch.float64) / SPEED_STEPS_PER_MPS / n
+
+    def _observe_host(self, lane, speed, world, running) -> None:
+        W, E, L = self.W, self.E, len(self.lane_edge)
+        seg = np.where(running.numpy(), world.numpy() * L + lane.numpy(), W * L).reshape(-1)
         q = np.round(speed.numpy().reshape(-1).astype(np.float64) * SPEED_STEPS_PER_MPS).astype(np.int64)
-        n = np.bincount(seg, minlength=W * E + 1)[:-1].reshape(W, E)
+        n = np.bincount(seg, minlength=W * L + 1)[:-1].reshape(W, L)
         # integer sums below 2**53 (int64 -> float64 exact), so a weighted bincount sums them exactly too
-        s = np.bincount(seg, weights=q, minlength=W * E + 1)[:-1].reshape(W, E)
-        sample = np.where(n > 0, s / SPEED_STEPS_PER_MPS / np.maximum(n, 1), self.limit)
+        s = np.bincount(seg, weights=q, minlength=W * L + 1)[:-1].reshape(W, L).astype(np.int64)
+        # SUMO's MSEdge::getMeanSpeed: an empty lane counts as one vehicle at its limit; lanes summed per edge
+        # (bincount's float64 sums of integers below 2**53 are exact: the device's int64 sums, bit for bit)
+        s, n = np.where(n > 0, s, self.lane_limit), np.maximum(n, 1)
+        to_edge = (np.arange(W)[:, None] * E + self.lane_edge).reshape(-1)
+        s_e = np.bincount(to_edge, weights=s.reshape(-1), minlength=W * E).reshape(W, E) + self.closed_sum
+        n_e = np.bincount(to_edge, weights=n.reshape(-1), minlength=W * E).reshape(W, E) + self.closed_n
+        sample = s_e / SPEED_STEPS_PER_MPS / n_e
         smoothed = self.speed.numpy()  # (the same memory)
         smoothed += self.alpha * (sample - smoothed)
 
-    def _observe_device(self, edge, speed, world, running) -> None:
-        W, E = self.W, self.E
-        seg = torch.where(running, world * E + edge, W * E).reshape(-1)
+    def _observe_device(self, lane, speed, world, running) -> None:
+        W, L = self.W, len(self.lane_edge)
+        seg = torch.where(running, world * L + lane, W * L).reshape(-1)
         q = torch.round(speed.reshape(-1).to(torch.float64) * SPEED_STEPS_PER_MPS).to(torch.int64)
-        acc = torch.zeros(2, W * E + 1, dtype=torch.int64, device=seg.device).index_add_(
+        acc = torch.zeros(2, W * L + 1, dtype=torch.int64, device=seg.device).index_add_(
             1, seg, torch.stack([torch.ones_like(q), q]))
-        n, s = acc[0, :-1].view(W, E), acc[1, :-1].view(W, E)
-        sample = torch.where(n > 0, s.to(torch.float64) / SPEED_STEPS_PER_MPS / n.clamp(min=1), self._limit)
+        n, s = acc[0, :-1].view(W, L), acc[1, :-1].view(W, L)
+        s, n = torch.where(n > 0, s, self._lane_limit), n.clamp(min=1)
+        acc_e = self._closed.unsqueeze(1).repeat(1, W, 1).index_add_(2, self._lane_edge, torch.stack([n, s]))
+        sample = acc_e[1].to(torch.float64) / SPEED_STEPS_PER_MPS / acc_e[0]
         self.speed += self.alpha * (sample - self.speed)
 
     def routes(self, world: int, pairs: list[tuple[int, int]], speed: np.ndarray | None = None) -> list[list[str]]:
@@ -198,6 +231,11 @@ class InsertionRouter:
         if any(int(x) in between for x in self.arc_to[self.indptr[b]:self.indptr[b + 1]]) or len(path) != len(between):
             return None  # (a way on from b back into the chain: a loop, so not one chain)
         return path
+
+
+def _speed_units(v: float) -> int:
+    """A speed in the samples' whole µm/s."""
+    return int(round(v * SPEED_STEPS_PER_MPS))
 
 
 def due_now(depart_sorted: np.ndarray, t: float, dt: float) -> slice:

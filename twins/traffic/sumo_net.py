@@ -183,12 +183,13 @@ def net_from(path, report: Report) -> RoadNetwork:
             dropped_edges.add(eid)
             continue
         a = e["a"]
-        kept = []
+        kept, closed = [], []
         for la in sorted(e["lanes"], key=lambda x: int(x.get("index", 0))):
             if _passenger_ok(la):
                 kept.append(la)
             else:
                 dropped_lanes[_lane_label(la)] += 1
+                closed.append(la)
         if not kept:
             dropped_edges.add(eid)
             continue
@@ -207,7 +208,9 @@ def net_from(path, report: Report) -> RoadNetwork:
         for side, j in (("from", frm), ("to", to)):
             if j not in junctions:
                 raise ConfigError(f"edge[{eid}].{side}", j, "a junction of the network", f"In {path}, line {e['line']}.")
-        net.add_edge(Edge(id=eid, from_node=frm, to_node=to, lanes=lanes, name=a.get("name", "")))
+        closed_speeds = tuple(num(where, la, "speed", tag=f"lane[{la.get('id')}]") for la in closed)
+        net.add_edge(Edge(id=eid, from_node=frm, to_node=to, lanes=lanes, name=a.get("name", ""),
+                          closed_lane_speeds=closed_speeds))
     if dropped_lanes:
         detail = ", ".join(f"{k}: {n}" for k, n in sorted(dropped_lanes.items()))
         report.add(f"lanes closed to passenger cars ({detail})", sum(dropped_lanes.values()))

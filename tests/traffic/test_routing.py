@@ -241,3 +241,18 @@ def test_sumo_import_keeps_the_limits_of_lanes_closed_to_cars():
     net = sumo.load_net(Path(__file__).resolve().parents[1] / "data" / "sumo" / "tiny.net.xml")
     assert net.edges["WC"].closed_lane_speeds == (2.78,)
     assert [ln.id for ln in net.edges["WC"].lanes] == ["WC_1", "WC_2"]
+
+
+def test_routing_penalties_fall_on_unsignalised_minor_links_only():
+    """SUMO's ``MSEdge::recalcCache``: a link neither signalised nor major costs the router 1.5 s (a turnaround 5 s);
+    a signal's links (whatever state the file gives them, e.g. ``o``) and major links cost their path alone."""
+    net = _network()
+    base = dict(from_edge="in", from_lane=0, to_edge="p", to_lane=0, via_length=13.9)  # 1 s at 13.9 m/s
+    cost = {k: net.crossing_cost(Connection(**base, **kw)) for k, kw in {
+        "major": dict(state="M"), "minor": dict(state="m"), "stop": dict(state="s"),
+        "signal": dict(state="o", tl="tb", link_index=0),
+        "minor turnaround": dict(state="m", direction="t"), "major turnaround": dict(state="M", direction="t"),
+        "signal turnaround": dict(state="o", tl="tb", link_index=0, direction="t")}.items()}
+    assert cost["major"] == cost["signal"] == cost["major turnaround"] == cost["signal turnaround"] == pytest.approx(1.0)
+    assert cost["minor"] == cost["stop"] == pytest.approx(2.5)
+    assert cost["minor turnaround"] == pytest.approx(6.0)

@@ -365,15 +365,17 @@ class RoadNetwork:
         """The routing cost of crossing a junction by ``c`` (s): its path at its own speed (at most the next edge's)
         plus SUMO's minor-link and turnaround penalties (see :meth:`graph`)."""
         w = c.via_length / max(min(self.edges[c.to_edge].speed, c.via_speed), 0.1)
-        return w + (0.0 if "A" <= c.state <= "Z" else MINOR_PENALTY_S) + (TURNAROUND_PENALTY_S if c.direction == "t"
-                                                                         else 0.0)
+        if c.tl is not None or "A" <= c.state <= "Z":  # (SUMO's MSEdge::recalcCache: a signal's or a major link)
+            return w
+        return w + (TURNAROUND_PENALTY_S if c.direction == "t" else MINOR_PENALTY_S)
 
     def graph(self) -> nx.DiGraph:
         """Edge-to-edge graph (nodes are edges; an arc is a connection), weighted by free-flow time as SUMO's
         router weighs a route when it routes a trip at insertion (``MSEdge::getMinimumTravelTime``): the next
         edge at its speed limit, the path across the junction at its own (turning) speed, plus SUMO's default
-        penalties of 1.5 s for a minor link (``--weights.minor-penalty``: a link state that is not an upper-case
-        letter) and 5 s for a turnaround (``--weights.turnaround-penalty``)."""
+        penalties on a link neither signalised nor major (``MSEdge::recalcCache``: not ``isTLSControlled()``, a
+        state that is not an upper-case letter): 5 s for a turnaround (``--weights.turnaround-penalty``), else 1.5 s
+        (``--weights.minor-penalty``); SUMO adds none on a signal's links (its ``--weights.tls-penalty`` is 0)."""
         g = nx.DiGraph()
         for e in self.edges.values():
             g.add_node(e.id, time=e.length / max(e.speed, 0.1))

@@ -17,8 +17,10 @@ times (Dijkstra on the edge graph). What follows SUMO:
 * the samples are smoothed over about ``--device.rerouting.adaptation-steps`` = 180 steps of 1 s, here as an
   exponential average with the same mean age (``alpha = 2 / (180 + 1)``; SUMO keeps the plain mean of the last
   180 samples): a simplification;
-* a connection costs its path across the junction at its own speed plus SUMO's penalties (1.5 s for a minor link,
-  5 s for a turnaround): :meth:`~twins.traffic.network.RoadNetwork.crossing_cost`, also used by
+* a connection costs its path across the junction at its own speed plus SUMO's penalties on links neither
+  signalised nor major (5 s for a turnaround, else 1.5 s; none on a signal's links, as ``MSEdge::recalcCache``: adding
+  them there steered trips away from RESCO ingolstadt21's signalised corridors, lanes' summed time-loss difference
+  from SUMO's 596k -> 578k s once removed): :meth:`~twins.traffic.network.RoadNetwork.crossing_cost`, also used by
   :meth:`~twins.traffic.network.RoadNetwork.graph` (the cost at the start, free flow);
 * the samples are summed on the device in whole µm/s (integers: exact, so the same in any summation order,
   CUDA's atomics included) and smoothed there; only the rows of the worlds that route in the next step are

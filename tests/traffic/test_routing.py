@@ -99,7 +99,7 @@ def test_edge_speeds_are_smoothed_as_sumo_averages_them():
         r.observe(torch.tensor([p, p, p]), torch.tensor([0.0, 0.0, 3.0]), torch.tensor([0, 0, 1]),
                   torch.tensor([True, True, False]))
     assert float(r.speed[0, p]) == pytest.approx(13.9 * (1.0 - 2.0 / 181.0) ** 400)  # the exponential average
-    np.testing.assert_allclose(r.speed[1].numpy(), r.limit)
+    np.testing.assert_allclose(r.speed[1].numpy(), [net.edges[e].speed for e in ids])  # (one lane each)
     assert r.routes(0, [(ids.index("in"), ids.index("out"))]) == [["in", "q1", "q2", "out"]]
     assert r.routes(1, [(ids.index("in"), ids.index("out"))]) == [["in", "p", "out"]]
 
@@ -205,9 +205,10 @@ def test_a_trip_whose_network_leaves_no_choice_is_not_searched():
     # a forced pair gives the route a search gives (a router made to search every pair), on any travel times
     searching = routing.InsertionRouter(net, ids, W=1, dt=1.0)
     searching.forced = lambda a, b: None
-    slow = r.limit.copy()
+    free = r.speed[0].numpy().copy()  # (free flow: nothing observed yet)
+    slow = free.copy()
     slow[i("q2")] = 0.5
-    for speed in (slow, r.limit):
+    for speed in (slow, free):
         for a, b in ((i("q1"), i("out")), (i("p"), i("out"))):
             assert r.routes(0, [(a, b)], speed) == searching.routes(0, [(a, b)], speed) == [r.forced(a, b)]
 
@@ -219,9 +220,10 @@ def test_worlds_searched_together_find_what_each_finds_alone(monkeypatch):
     ids = list(net.edges)
     i = ids.index
     r = routing.InsertionRouter(net, ids, W=3, dt=1.0)
-    jam_p, jam_q = r.limit.copy(), r.limit.copy()
+    free = r.speed[0].numpy().copy()  # (free flow: nothing observed yet)
+    jam_p, jam_q = free.copy(), free.copy()
     jam_p[i("p")], jam_q[i("q1")] = 0.5, 0.5
-    speeds = {0: jam_p, 1: r.limit.copy(), 2: jam_q}
+    speeds = {0: jam_p, 1: free.copy(), 2: jam_q}
     pairs = {w: [(i("in"), i("out")), (i("q1"), i("out"))] for w in range(3)}
     alone = {w: r.routes(w, pairs[w], speeds[w]) for w in range(3)}
     assert alone[0][0] == ["in", "q1", "q2", "out"] and alone[1][0] == alone[2][0] == ["in", "p", "out"]
@@ -253,6 +255,7 @@ def test_routing_penalties_fall_on_unsignalised_minor_links_only():
         "signal": dict(state="o", tl="tb", link_index=0),
         "minor turnaround": dict(state="m", direction="t"), "major turnaround": dict(state="M", direction="t"),
         "signal turnaround": dict(state="o", tl="tb", link_index=0, direction="t")}.items()}
-    assert cost["major"] == cost["signal"] == cost["major turnaround"] == cost["signal turnaround"] == pytest.approx(1.0)
+    for k in ("major", "signal", "major turnaround", "signal turnaround"):
+        assert cost[k] == pytest.approx(1.0), k
     assert cost["minor"] == cost["stop"] == pytest.approx(2.5)
     assert cost["minor turnaround"] == pytest.approx(6.0)

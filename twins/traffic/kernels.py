@@ -1747,7 +1747,8 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         # lane), not in the way of those entering their lane by another path, nor in its space till standing
         waiting = waiting_inside(running, pos, rpos, state.conn, net)
         counted = running if waiting is None else running & ~waiting
-        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, net.lane_length, L, W)
+        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, net.lane_length,
+                                    L, W)
         entry = None if waiting is None else entry_tails(last, leader, waiting)
         moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, conn=state.conn,
                                              lane_tails=last, space=space, entry_tails=entry, leader=leader,

@@ -58,7 +58,6 @@ class InsertionRouter:
         self.index = {e: i for i, e in enumerate(edge_ids)}
         E = len(edge_ids)
         self.length = np.array([net.edges[e].length for e in edge_ids])
-        self.limit = np.array([net.edges[e].speed for e in edge_ids])
         # the lanes in the twin's order (tables.network_tables): each one's edge, and its speed limit in whole µm/s;
         # per edge the lanes closed to cars, always empty (SUMO's edge mean speed counts them at their limits)
         lanes = [(i, ln.speed) for i, e in enumerate(edge_ids)
@@ -84,7 +83,6 @@ class InsertionRouter:
         self._reverse = None  # the graph's arcs reversed (structure only), for forced()
         self.E = E
         self.W = W
-        self._limit = torch.tensor(self.limit, dtype=torch.float64, device=device)
         self._lane_edge = torch.tensor(self.lane_edge, device=device)
         self._lane_limit = torch.tensor(self.lane_limit, device=device)
         self._closed = torch.tensor(np.stack([self.closed_n, self.closed_sum]), device=device)
@@ -104,7 +102,7 @@ class InsertionRouter:
 
     def _empty_sample(self) -> torch.Tensor:
         """An empty edge's sample [E] (every lane counted once at its limit, closed lanes included)."""
-        n = torch.zeros(self.E, dtype=torch.int64, device=self._limit.device).index_add_(
+        n = torch.zeros(self.E, dtype=torch.int64, device=self._lane_edge.device).index_add_(
             0, self._lane_edge, torch.ones_like(self._lane_limit)) + self._closed[0]
         s = torch.zeros_like(n).index_add_(0, self._lane_edge, self._lane_limit) + self._closed[1]
         return s.to(torch.float64) / SPEED_STEPS_PER_MPS / n

@@ -112,7 +112,9 @@ def main() -> None:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--resco", default=str(DEFAULT_RESCO))
     ap.add_argument("--out", default="outputs/bench_transfer")
-    ap.add_argument("--seeds", type=int, default=8, help="SUMO seeds per car-following model")
+    ap.add_argument("--seeds", type=int, default=16,
+                    help="SUMO seeds per car-following model (16: each replays one of the search's 16 held-out "
+                         "replications, transfer.demand=auto)")
     ap.add_argument("--search", default="", help="extra search overrides, space-separated")
     ap.add_argument("--table", action="store_true", help="only print the table from OUT's folders")
     a = ap.parse_args()

@@ -4,11 +4,18 @@ For a run or search folder whose scenario came from SUMO files (``scenario.kind 
 (the run's intervention values, or the search's ``best_policy.json``) is turned into SUMO signal programs
 by :func:`signal_plan` — the same code ``python -m twins export --format sumo`` writes its ``tlLogic``
 with — and SUMO (the ``sumo`` binary, :func:`twins.traffic.sumo_bridge.run_sumo`) runs the scenario's own
-files twice per seed and car-following model: once with the baseline programs (the scenario's programs
+network twice per seed and car-following model: once with the baseline programs (the scenario's programs
 as the twin imported them, written the same way) and once with the plan. The paired effect plan − baseline
 per seed (mean, paired 95% t-interval) is SUMO's *realized* effect; the twin's *predicted* effect comes
 from the folder (``effects.json`` and ``worlds.parquet`` of a run; ``best_policy.json``'s held-out
 confirmation of a search). ``ratio`` = realized / predicted, per metric and car-following model.
+
+Both average over the same demands (``transfer.demand``, :data:`DEMAND_MODES`): where the twin draws its
+demand per replication (scenario=sumo's Poisson re-draw of the file), seed k replays the k-th replication
+behind the prediction with the vehicles the twin drew for it (:func:`drawn_routes`); a run's prediction is
+then taken on the replications SUMO replays. Compared with the file's one day instead, the twin's average
+over re-drawn days and SUMO's day differ in what they estimate (RESCO ingolstadt1: realized / predicted 0.56
+on the file, 0.99 on the twin's demands; ``benchmarks/README.md``, transfer).
 
 Metrics (the twin's names): ``mean_travel_time_s``, ``mean_delay_s`` (time loss of the arrived vehicles),
 ``throughput_veh``, ``resco_delay_s``: RESCO's delay, time loss plus departure delay averaged over all
@@ -43,6 +50,22 @@ SUMO_MODELS = ("IDM", "Krauss", "KraussPS", "KraussOrig1", "EIDM", "IDMM", "W99"
 SUMO_VARIED = ("SUMO's --seed: each vehicle's speed factor (its vType's speedFactor distribution), the dawdling "
                "of stochastic car-following models (Krauss sigma) and the departures of random flows "
                "(probability=, period=exp(...)); the route file's fixed departures are as the file states")
+
+
+#: transfer.demand: what SUMO's vehicles are. ``twin``: each SUMO run replays one of the replications the prediction
+#: came from, with the departures the twin drew for it; ``file``: the route files as written; ``auto``: ``twin``
+#: when the twin draws its demand per replication (scenario.demand_variation=poisson, probability or exp() flows,
+#: a calibrated ensemble), else ``file`` (the same departures)
+DEMAND_MODES = ("auto", "twin", "file")
+
+
+DEMAND_TEXT = {
+    "file": "SUMO reads the route files the twin's scenario read (scenario.sumocfg / scenario.routes), at "
+            "scenario.demand_scale (SUMO --scale)",
+    "twin": "each seed's two runs replay one of the twin's replications behind the prediction (demand.replications: "
+            "seed, replication id, vehicles): the vehicles the twin drew for it, with their routes (trips routed "
+            "at insertion are written as trips), types (the route files' vType elements as written) and departure "
+            "speeds; other per-vehicle attributes of the file (departLane, departPos) take SUMO's defaults"}
 
 
 class TransferError(Exception):
@@ -201,8 +224,10 @@ def read_plan(run: Path) -> dict:
                                                    source="evidence/worlds.parquet (the review's held-out run)"))
         if "resco_delay_s" not in predicted:
             predicted.update(_resco_from_totals(best.get("confirmed") or {}))
+        first, n = ((best.get("replications") or {}).get("confirm") or [None, None])[:2]
+        reps = list(range(int(first), int(first) + int(n))) if first is not None and n else None
         return {"cfg": cfg, "policy": dict(params), "label": best.get("label") or f"{iv}({_fmt_policy(params)})",
-                "source": "search", "predicted": predicted, "intervention": iv}
+                "source": "search", "predicted": predicted, "intervention": iv, "replications": reps}
     if not (run / "arms.json").is_file():
         raise TransferError(f"{run} holds no plan: neither best_policy.json (a search) nor arms.json (a run with an "
                             "intervention); run one with intervention=NAME first")
@@ -219,7 +244,7 @@ def read_plan(run: Path) -> dict:
         predicted.update(predicted_from_worlds(pd.read_parquet(run / "worlds.parquet"), ["resco_delay_s"],
                                                arm=int(arm["arm"]), source="worlds.parquet"))
     return {"cfg": cfg, "policy": dict(arm["values"]), "label": arm.get("label") or iv, "source": "run",
-            "predicted": predicted, "intervention": iv}
+            "predicted": predicted, "intervention": iv, "replications": list(range(int(cfg.get("replications", 0))))}
 
 
 def _fmt_policy(p: dict) -> str:
@@ -245,10 +270,11 @@ def sumo_inputs(sc) -> dict:
         scenario = {"net": net, "routes": routes, "additional": []}
         route_files = routes
     scale = float(sc.get("demand_scale", 1.0) if sc.get("demand_scale", 1.0) is not None else 1.0)
+    unscaled = list(extra)
     if scale != 1.0:
         extra += ["--scale", repr(scale)]
-    return {"scenario": scenario, "routes": routes or None, "extra_args": extra, "route_files": route_files,
-            "sumocfg": sumocfg or None, "net": net or None, "demand_scale": scale}
+    return {"scenario": scenario, "routes": routes or None, "extra_args": extra, "extra_args_unscaled": unscaled,
+            "route_files": route_files, "sumocfg": sumocfg or None, "net": net or None, "demand_scale": scale}
 
 
 def sumo_version(exe: str) -> str:
@@ -262,12 +288,46 @@ def sumo_version(exe: str) -> str:
 
 
 def _one(exe: str, inputs: dict, plan: dict, model: str, seed: int, begin: float, end: float,
-         timeout: float | None) -> dict:
+         timeout: float | None, drawn: str | None = None) -> dict:
     from twins.traffic.sumo_bridge import run_sumo
 
+    # a drawn route file holds the twin's vehicles at its demand scale already: no --scale then
+    extra = inputs["extra_args"] if drawn is None else inputs["extra_args_unscaled"]
     out = run_sumo(inputs["scenario"], plan, car_follow_model=model, seed=seed, begin=begin, end=end,
-                   routes=inputs["routes"], extra_args=inputs["extra_args"], timeout=timeout, binary=exe)
+                   routes=inputs["routes"] if drawn is None else [drawn], extra_args=extra, timeout=timeout,
+                   binary=exe)
     return with_total_delay(out)
+
+
+def draws_demand(twin) -> bool:
+    """Whether ``twin``'s replications differ in their departures (a flow drawn per replication, or a calibrated
+    ensemble), i.e. whether the route files as written are not what the twin ran."""
+    d = twin.scenario.demand
+    return any(f.kind in ("poisson", "bernoulli") for f in d.flows) or "calibrated_retention" in twin.worlds.params
+
+
+def drawn_routes(cfg, replications: list[int], folder: Path, route_files: list[str]) -> list[dict]:
+    """Per replication id, the twin's own vehicles of that replication (the baseline arm: a signal plan does not
+    change the demand) as a SUMO route file in ``folder``: ``{replication, path, vehicles, sha256}``."""
+    import torch
+
+    from twins.core import pipeline
+    from twins.core.worlds import WorldBatch
+    from twins.traffic.sumo_routes import vtype_elements, write_drawn_routes
+
+    reps = torch.tensor([int(r) for r in replications], dtype=torch.int64)
+    twin = pipeline.make_twin(cfg, WorldBatch(int(cfg.seed), reps, torch.zeros_like(reps)))
+    demand, pop, F = twin.scenario.demand, twin.pop, len(twin.scenario.demand.flows)
+    types = vtype_elements(route_files)
+    out = []
+    for w, r in enumerate(replications):
+        flow = pop.flow[w].clone()
+        flow[flow >= F] = -1  # (buses of the twin's own lines: none in a scenario read from SUMO files)
+        path = write_drawn_routes(demand, flow.tolist(), pop.index_in_flow[w].tolist(), pop.depart[w].tolist(),
+                                  folder / f"replication{int(r)}.rou.xml", vtype_elements=types)
+        out.append({"replication": int(r), "path": str(path), "vehicles": int((flow >= 0).sum()),
+                    "sha256": _sha256(str(path))})
+    return out
 
 
 def with_total_delay(m: dict) -> dict:
@@ -281,11 +341,16 @@ def with_total_delay(m: dict) -> dict:
 
 
 def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, timeout=None, progress=True,
-           desc="SUMO", twin=None, extra_metrics=()) -> dict:
+           desc="SUMO", twin=None, extra_metrics=(), replications=None, demand: str = "auto") -> dict:
     """Run SUMO on the baseline and on ``policy``'s plan for every seed and car-following model; the record
     (without the run folder's own fields): realized paired effects, the predicted ones, ``ratio``, for
-    :data:`METRICS` and ``extra_metrics`` that SUMO measures (``twins.traffic.sumo_bridge`` names)."""
+    :data:`METRICS` and ``extra_metrics`` that SUMO measures (``twins.traffic.sumo_bridge`` names).
+
+    ``demand`` (:data:`DEMAND_MODES`): with ``twin`` the k-th seed's runs replay the twin's k-th replication of
+    ``replications`` (the ids ``predicted`` came from; continued past the last id when there are more seeds), with
+    the departures the twin drew for it, so that realized and predicted effects average over the same demands."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
+    import tempfile
 
     from tqdm.auto import tqdm
 
@@ -304,13 +369,22 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
     end = begin + float(twin.n_steps * twin.dt)
     inputs = sumo_inputs(cfg.scenario)
     seeds, models = [int(s) for s in seeds], [str(m) for m in models]
+    if demand not in DEMAND_MODES:
+        raise TransferError(f"transfer.demand={demand!r}: expected one of {', '.join(DEMAND_MODES)}")
+    mode = ("twin" if draws_demand(twin) else "file") if demand == "auto" else demand
+    tmp = tempfile.TemporaryDirectory(prefix="twins_transfer_")
+    drawn = {}
+    if mode == "twin":
+        reps = [int(r) for r in (replications if replications is not None else range(len(seeds)))][:len(seeds)]
+        reps += list(range(max(reps, default=-1) + 1, max(reps, default=-1) + 1 + len(seeds) - len(reps)))
+        drawn = dict(zip(seeds, drawn_routes(cfg, reps, Path(tmp.name), inputs["route_files"])))
     todo = [(m, s, arm) for m in models for s in seeds for arm in ("baseline", "plan")]
     jobs = max(1, min(int(jobs or os.cpu_count() or 1), len(todo)))
     runs: dict = {}
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futs = {pool.submit(_one, exe, inputs, plan if arm == "plan" else base, m, s, begin, end, timeout):
-                (m, s, arm) for m, s, arm in todo}
+    with tmp, ThreadPoolExecutor(max_workers=jobs) as pool:
+        futs = {pool.submit(_one, exe, inputs, plan if arm == "plan" else base, m, s, begin, end, timeout,
+                            drawn[s]["path"] if drawn else None): (m, s, arm) for m, s, arm in todo}
         bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress, file=sys.stderr)
         try:
             for f in as_completed(futs):
@@ -347,15 +421,14 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
         "baseline": {"programs": _programs(base.values()),
                      "what": "the scenario's own signal programs as the twin imported them (static), written the "
                              "same way as the plan"},
-        "demand": {"route_files": [{"path": r, "sha256": _sha256(r)} for r in inputs["route_files"]],
-                   "same_as_twin": "SUMO reads the route files the twin's scenario read (scenario.sumocfg / "
-                                   "scenario.routes), at scenario.demand_scale (SUMO --scale)",
-                   "demand_scale": inputs["demand_scale"],
+        "demand": {"mode": mode, "route_files": [{"path": r, "sha256": _sha256(r)} for r in inputs["route_files"]],
+                   "same_as_twin": DEMAND_TEXT[mode], "demand_scale": inputs["demand_scale"],
                    "twin_demand_variation": str(cfg.scenario.get("demand_variation", "none")),
+                   **({"replications": [{"seed": s, **{k: v for k, v in d.items() if k != "path"}}
+                                        for s, d in drawn.items()]} if drawn else {}),
                    "sumo_varied": SUMO_VARIED + (
-                       "; the twin's per-replication Poisson re-draw of the file's demand "
-                       "(scenario.demand_variation=poisson) is the twin's own: SUMO runs the file as written"
-                       if str(cfg.scenario.get("demand_variation", "none")) == "poisson" else "")},
+                       "; the twin's per-replication re-draw of the file's demand is the twin's own: SUMO runs the "
+                       "file as written" if mode == "file" and draws_demand(twin) else "")},
         "sumo": {"binary": exe, "version": sumo_version(exe), "seeds": seeds, "car_following": models,
                  "runs": len(todo), "jobs": jobs, "wall_time_s": round(wall, 3)},
         "twin": {"car_following": str(getattr(twin.scenario, "car_following", "")),
@@ -433,6 +506,10 @@ settings (Hydra-style overrides):
   transfer.jobs=null                    SUMO processes at once (null: one per CPU core)
   transfer.timeout_s=null               per SUMO run
   transfer.progress=true                a progress bar while SUMO runs
+  transfer.demand=auto                  twin: each seed replays one of the twin's replications behind the
+                                        prediction, with the departures the twin drew for it; file: the route
+                                        files as written; auto: twin when the twin draws its demand per
+                                        replication (scenario=sumo's default, demand_variation=poisson), else file
 """
 
 
@@ -475,6 +552,8 @@ def settings(overrides: list[str]):
                   suggest(str(m), sorted(set(SUMO_MODELS))))
         check(t.jobs is None or int(t.jobs) >= 1, "transfer.jobs", t.jobs, "an integer >= 1 or null")
         check(t.timeout_s is None or float(t.timeout_s) > 0, "transfer.timeout_s", t.timeout_s, "seconds > 0 or null")
+        check(str(t.demand) in DEMAND_MODES, "transfer.demand", t.demand, " or ".join(DEMAND_MODES),
+              suggest(str(t.demand), DEMAND_MODES))
     except ConfigError as e:
         raise TransferError(str(e)) from None
     return t
@@ -505,10 +584,22 @@ def transfer(run, overrides: list[str] | None = None) -> tuple[dict, list[Path]]
             raise TransferError(f"the scenario's SUMO file {missing[0]} (from {run / 'config.yaml'}) does not exist")
         for w in caught:
             print(f"twins: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+        reps = plan.get("replications")
+        if (reps and len(reps) > int(t.seeds) and plan["source"] == "run" and (run / "worlds.parquet").is_file()
+                and (t.demand == "twin" or (t.demand == "auto" and draws_demand(twin)))):
+            # SUMO replays the first seeds' replications of the run: the prediction on the same ones
+            import pandas as pd
+
+            reps = reps[:int(t.seeds)]
+            w = pd.read_parquet(run / "worlds.parquet")
+            arm = next((int(a) for a in sorted(w["arm"].unique()) if int(a) >= 1), 1)
+            plan["predicted"] = predicted_from_worlds(
+                w[w["replication"].isin(reps)], arm=arm,
+                source=f"worlds.parquet, the {len(reps)} replications SUMO replays")
         rec = replay(cfg, plan["policy"], plan["predicted"],
                      seeds=range(int(t.first_seed), int(t.first_seed) + int(t.seeds)), models=list(t.car_following),
                      jobs=t.jobs, timeout=t.timeout_s, progress=bool(t.progress), desc=f"SUMO ({run.name})",
-                     twin=twin)
+                     twin=twin, replications=reps, demand=str(t.demand))
     except NoSignalPlan as e:
         raise TransferError(f"{e}: there is no signal plan to replay in SUMO") from None
     except ConfigError as e:
@@ -525,8 +616,11 @@ def summary(record: dict) -> str:
         return "n/a" if x is None else (f"{x:+.4g}" if sign else f"{x:.3g}")
 
     models = record["sumo"]["car_following"]
+    drawn = (record.get("demand") or {}).get("replications") or []
+    on = (f"; on the twin's replications {drawn[0]['replication']}..{drawn[-1]['replication']}" if drawn
+          else "; on the route files as written")
     lines = [f"transfer of {record['label']} to SUMO ({record['sumo']['version']}; seeds "
-             f"{record['sumo']['seeds'][0]}..{record['sumo']['seeds'][-1]}; {', '.join(models)}):"]
+             f"{record['sumo']['seeds'][0]}..{record['sumo']['seeds'][-1]}{on}; {', '.join(models)}):"]
     for m, d in record["metrics"].items():
         p = d.get("predicted") or {}
         lines.append(f"  {m:<20} twin {f(p.get('effect'))} [{f(p.get('ci_low'))}, {f(p.get('ci_high'))}]")

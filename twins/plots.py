@@ -329,8 +329,10 @@ def transfer_effects(record: dict, path=None, fig=None):
         ax.set_xlabel(f"effect plan − baseline on {name}", fontsize=8)
         ax.grid(alpha=0.3)
     s = record["sumo"]
+    on = {"twin": ", each on one of the twin's replications", "file": ", on the route files as written"}.get(
+        (record.get("demand") or {}).get("mode"), "")
     fig.suptitle(f"does the plan hold in SUMO? {record.get('label', '')} — paired 95% intervals, "
-                 f"{len(s['seeds'])} SUMO seeds", fontsize=9)
+                 f"{len(s['seeds'])} SUMO seeds{on}", fontsize=9)
     fig.tight_layout()
     if path is not None:
         save(fig, path)

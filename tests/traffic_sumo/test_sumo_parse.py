@@ -292,3 +292,35 @@ def test_trips_are_marked_for_routing_at_insertion(data_dir, tmp_path):
     demand, _ = _load(sumo.load_routes, p, net)
     marks = {f.id: (f.reroute, tuple(f.route)) for f in demand.flows}
     assert marks == {"t": (True, ("WC", "CE")), "v": (False, ("WC", "CE")), "f": (True, ("WC", "CE"))}
+
+
+def test_write_drawn_routes_round_trips_one_worlds_vehicles(data_dir, tmp_path):
+    """``transfer.demand=twin``'s route file: one replication's vehicles as the twin drew them (Poisson re-draws of
+    the file), read back by the importer as the same departures per route and type, the file's vTypes verbatim."""
+    import collections
+
+    import torch
+
+    from twins.traffic.demand import vary
+    from twins.traffic.sumo_routes import vtype_elements, write_drawn_routes
+    from twins.traffic.tables import build_population
+
+    net, _ = _load(sumo.load_net, data_dir / "tiny.net.xml")
+    demand, _ = _load(sumo.load_routes, data_dir / "tiny.rou.xml", net)
+    drawn = vary(demand, "poisson", begin=0.0, end=600.0, interval_s=60.0)
+    pop = build_population(drawn, 7, torch.tensor([3, 4]))
+    types = vtype_elements([data_dir / "tiny.rou.xml"])
+    assert types and all(t.startswith("<vType") for t in types)
+    per_world = []
+    for w in range(2):
+        out = write_drawn_routes(drawn, pop.flow[w].tolist(), pop.index_in_flow[w].tolist(), pop.depart[w].tolist(),
+                                 tmp_path / f"r{w}.rou.xml", vtype_elements=types)
+        text = out.read_text()
+        assert all(t in text for t in types)
+        back, msgs = _load(sumo.load_routes, out, net)
+        got = collections.Counter((tuple(f.route), f.vtype, t) for f in back.flows for t in f.departures)
+        want = collections.Counter((tuple(drawn.flows[int(f)].route), drawn.flows[int(f)].vtype, float(t))
+                                   for f, t in zip(pop.flow[w], pop.depart[w]) if int(f) >= 0)
+        assert got == want and sum(want.values()) > 0
+        per_world.append(want)
+    assert per_world[0] != per_world[1]  # two replications, two draws

@@ -117,6 +117,8 @@ def test_transfer_confirms_a_plan_the_twin_says_helps(helpful_run, junction):
     for name in ("mean_delay_s", "resco_delay_s", "mean_travel_time_s", "total_delay_veh_h"):
         m = t["metrics"][name]
         assert m["predicted"]["effect"] < 0 and m["predicted"]["ci_high"] < 0, (name, m["predicted"])
+        # predicted on the 3 replications SUMO replays (of the run's 4)
+        assert m["predicted"]["n"] == 3 and "replications SUMO replays" in m["predicted"]["source"]
         for cf in ("IDM", "Krauss"):
             real = m["realized"][cf]
             # SUMO confirms the sign, with an interval that excludes 0, and a ratio near 1
@@ -127,13 +129,24 @@ def test_transfer_confirms_a_plan_the_twin_says_helps(helpful_run, junction):
     assert [p["cycle_s"] for p in t["plan"]["programs"]] == [60.0]
     assert [p["cycle_s"] for p in t["baseline"]["programs"]] == [160.0]
     assert t["plan"]["policy"] == {"cycle_s": 60.0}
-    # SUMO read the very route file the twin read; the twin re-drew its demand per replication, SUMO did not
-    _, routes = junction(160)
-    assert [f["path"] for f in t["demand"]["route_files"]] == [str(routes)]
+    # the twin re-drew its demand per replication (scenario=sumo's Poisson draws), so each seed replayed one of the
+    # run's replications with the twin's own vehicles: SUMO loaded exactly the vehicles the twin loaded there
     import hashlib
 
+    import pandas as pd
+
+    _, routes = junction(160)
+    assert [f["path"] for f in t["demand"]["route_files"]] == [str(routes)]
     assert t["demand"]["route_files"][0]["sha256"] == hashlib.sha256(routes.read_bytes()).hexdigest()
-    assert t["demand"]["twin_demand_variation"] == "poisson" and "--seed" in t["demand"]["sumo_varied"]
+    assert t["demand"]["mode"] == "twin" and t["demand"]["twin_demand_variation"] == "poisson"
+    drawn = t["demand"]["replications"]
+    assert [(d["seed"], d["replication"]) for d in drawn] == [(0, 0), (1, 1), (2, 2)]
+    worlds = pd.read_parquet(run / "worlds.parquet")
+    loaded = worlds[worlds["arm"] == 0].set_index("replication")["vehicles_loaded"]
+    assert len({d["vehicles"] for d in drawn}) > 1  # the replications differ in demand
+    for d in drawn:
+        assert d["vehicles"] == loaded[d["replication"]]
+        assert {r["vehicles_loaded"] for r in t["runs"] if r["seed"] == d["seed"]} == {d["vehicles"]}
 
 
 @pytest.mark.sumo
@@ -146,6 +159,9 @@ def test_review_gate_passes_and_a_later_transfer_keeps_export(helpful_run):
     assert g["status"] == "PASS", g["reason"]
     assert g["evidence"]["car_following"] == ["IDM", "Krauss"] and g["evidence"]["seeds"] == 2
     assert g["evidence"]["predicted"]["effect"] < 0 and g["evidence"]["ratio"]["Krauss"] >= 0.8
+    # SUMO replayed the first 2 of the review's 4 held-out replications, and the prediction is on those 2
+    assert g["evidence"]["demand"]["mode"] == "twin" and g["evidence"]["predicted"]["n"] == 2
+    assert [d["replication"] for d in g["evidence"]["demand"]["replications"]] == [20000, 20001]
     assert {k for k, v in gates.items() if v["status"] != "PASS"} == {"approval"}
     rec = json.loads((run / "review.json").read_text())
     assert "evidence/transfer.json" in rec["files"] and "evidence/transfer.png" in rec["files"]
@@ -173,6 +189,23 @@ def test_review_gate_passes_and_a_later_transfer_keeps_export(helpful_run):
         assert r.returncode == 1 and "evidence/transfer.json" in r.stderr and not (run.parent / "again").exists()
     finally:
         evidence.write_bytes(kept)
+
+
+@pytest.mark.sumo
+def test_transfer_demand_file_replays_the_route_file_as_written(helpful_run):
+    """transfer.demand=file: every seed runs the file's flows (SUMO's own arrivals), whatever the twin drew."""
+    out = helpful_run.parent / "file_mode"
+    import shutil
+
+    shutil.copytree(helpful_run, out)
+    r = twins("transfer", out, "transfer.seeds=2", "transfer.car_following=[IDM]", "transfer.progress=false",
+              "transfer.demand=file")
+    assert r.returncode == 0, r.stderr[-2000:]
+    t = json.loads((out / "transfer.json").read_text())
+    assert t["demand"]["mode"] == "file" and "replications" not in t["demand"]
+    assert "SUMO runs the file as written" in t["demand"]["sumo_varied"]
+    # four 400 veh/h flows for 600 s, evenly spaced (vehsPerHour): 4 x 67 vehicles in both runs of both seeds
+    assert {r["vehicles_loaded"] for r in t["runs"]} == {4 * 67}
 
 
 @pytest.mark.sumo
@@ -224,6 +257,7 @@ PLAN = [{"arm": 0, "label": "baseline", "values": {}}, {"arm": 1, "label": "sign
     ("not_a_run", "not a run or search folder"),
     ("bad_override", "transfer.sedes: no such setting"),
     ("bad_model", "transfer.car_following"),
+    ("bad_demand", "transfer.demand"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, expect):
     extra = []
@@ -244,6 +278,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, case, expe
         run.mkdir()
     elif case == "bad_override":
         run, extra = _folder(tmp_path, *SUMO_CFG, "intervention=signal_timing", arms=PLAN), ["transfer.sedes=3"]
+    elif case == "bad_demand":
+        run, extra = _folder(tmp_path, *SUMO_CFG, "intervention=signal_timing", arms=PLAN), ["transfer.demand=twins"]
     else:
         run, extra = _folder(tmp_path, *SUMO_CFG, "intervention=signal_timing", arms=PLAN), \
             ["transfer.car_following=[IDM,Kraus]"]
@@ -303,7 +339,8 @@ def test_a_search_folder_gives_its_recommended_plan_and_confirmed_effects(tmp_pa
     confirmed = {"mean_delay_s": {"effect": -4.0, "ci_low": -5.0, "ci_high": -3.0, "n": 16, "search_effect": -4.5}}
     run = _folder(tmp_path, *SUMO_CFG, "intervention=signal_timing",
                   best={"trial": 7, "params": {"cycle_s": 70.0}, "recommendation": "candidate",
-                        "recommended_params": {"cycle_s": 70.0}, "confirmed": confirmed})
+                        "recommended_params": {"cycle_s": 70.0}, "confirmed": confirmed,
+                        "replications": {"search": [0, 8], "confirm": [10000, 16]}})
     (run / "evidence").mkdir()
     # per world: (time loss + departure delay) / loaded vehicles = 36 s baseline, 30 s plan (+/- 1 s)
     pd.DataFrame({"world": range(6), "replication": [0, 1, 2] * 2, "arm": [0] * 3 + [1] * 3,
@@ -311,6 +348,8 @@ def test_a_search_folder_gives_its_recommended_plan_and_confirmed_effects(tmp_pa
                  ).to_parquet(run / "evidence" / "worlds.parquet")
     plan = read_plan(run)
     assert plan["source"] == "search" and plan["policy"] == {"cycle_s": 70.0}
+    # the held-out replications the prediction came from (transfer.demand=twin replays them in SUMO)
+    assert plan["replications"] == list(range(10000, 10016))
     assert plan["predicted"]["mean_delay_s"]["effect"] == -4.0 and plan["predicted"]["mean_delay_s"]["n"] == 16
     assert plan["predicted"]["resco_delay_s"]["effect"] == pytest.approx(-(6 + 7.2 + 5) / 3)
     assert "evidence/worlds.parquet" in plan["predicted"]["resco_delay_s"]["source"]

@@ -123,6 +123,9 @@ class TransferConfig:
     jobs: Optional[int] = None  # SUMO processes at once; null: one per CPU core
     timeout_s: Optional[float] = None  # per SUMO run; null: none
     progress: bool = True  # a progress bar while SUMO runs
+    # twin: each seed replays one of the twin's replications behind the prediction, with the departures the twin drew
+    # for it; file: the route files as written; auto: twin when the twin draws its demand per replication, else file
+    demand: str = "auto"
 
 
 _registered = False

@@ -291,12 +291,18 @@ def external_validity(cfg, outdir, policy: dict, e, tier: str, worlds: pd.DataFr
     except (ImportError, SumoNotFoundError) as err:
         return {**out, "skipped": f"SUMO is not installed, so the plan could not be replayed in it ({err})"}
     try:
-        predicted = tr.predicted_from_worlds(worlds, list(dict.fromkeys([*tr.METRICS, metric])),
-                                             source="evidence/worlds.parquet (held-out evidence run)")
+        _, twin = tr.plan_twin(cfg, policy)
+        reps = sorted(int(r) for r in worlds["replication"].unique()) if "replication" in worlds else None
+        used, source = worlds, "evidence/worlds.parquet (held-out evidence run)"
+        if reps and tr.draws_demand(twin):  # SUMO replays the first seeds' replications: predict on those
+            reps = reps[:out["seeds"]]
+            used = worlds[worlds["replication"].isin(reps)]
+            source += f", the {len(reps)} replications SUMO replays"
+        predicted = tr.predicted_from_worlds(used, list(dict.fromkeys([*tr.METRICS, metric])), source=source)
         log.info("ethics: external validity, the plan in SUMO: %d seeds x %s", out["seeds"], out["car_following"])
         rec = tr.replay(cfg, policy, predicted, seeds=range(out["seeds"]), models=out["car_following"],
                         progress=cfg.get("progress", None) is not False, desc="ethics: SUMO transfer",
-                        extra_metrics=[metric])
+                        extra_metrics=[metric], twin=twin, replications=reps)
         evdir = Path(outdir) / "evidence"
         rec = {"run": str(Path(outdir).resolve()), "source": "ethics review (held-out evidence)",
                "label": rec["plan"]["label"], **rec}
@@ -310,7 +316,8 @@ def external_validity(cfg, outdir, policy: dict, e, tier: str, worlds: pd.DataFr
                                   f"{', '.join(rec['metrics'])}): set ethics.credibility.metric to one of them",
                 "file": "evidence/transfer.json"}
     return {**out, "predicted": m["predicted"], "realized": m["realized"], "ratio": m["ratio"],
-            "demand": {k: rec["demand"][k] for k in ("route_files", "twin_demand_variation", "sumo_varied")},
+            "demand": {k: rec["demand"][k] for k in ("mode", "route_files", "twin_demand_variation", "replications",
+                                                     "sumo_varied") if k in rec["demand"]},
             "sumo": {k: rec["sumo"][k] for k in ("version", "seeds", "runs")},
             "others": {k: {"predicted": (v["predicted"] or {}).get("effect"),
                            "realized": {cf: r.get("effect") for cf, r in v["realized"].items()}, "ratio": v["ratio"]}

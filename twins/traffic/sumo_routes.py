@@ -424,26 +424,15 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
     ``carFollowModel`` when one is known: ``car_following`` (the model the twin runs), else the type's own; else
     none (SUMO then runs ``--default.carfollowmodel``, Krauss unless set)."""
     out = ['<?xml version="1.0" encoding="UTF-8"?>', "<routes>"]
-    for vt in demand.vtypes.values():
-        cfm = car_following or vt.car_following
-        cfm = f" carFollowModel=\"{cfm}\"" if cfm else ""
-        out.append(f"    <vType id={quoteattr(vt.id)} length=\"{fmt(vt.length)}\" minGap=\"{fmt(vt.min_gap)}\" "
-                   f"accel=\"{fmt(vt.accel)}\" decel=\"{fmt(vt.decel)}\" maxSpeed=\"{fmt(vt.max_speed)}\" "
-                   f"tau=\"{fmt(vt.tau)}\" speedFactor=\"{fmt(vt.speed_factor)}\" speedDev=\"{fmt(vt.speed_dev)}\" "
-                   f"delta=\"{fmt(vt.delta)}\" sigma=\"{fmt(vt.sigma)}\"{cfm}/>")
+    out += [_vtype_element(vt, car_following) for vt in demand.vtypes.values()]
     vehicles = []
     flows = []
     for i, f in enumerate(demand.flows):
-        edges = " ".join(f.route)
-        # the twin's insertion speed, stated (SUMO's default would be its --default.departspeed)
-        dsp = ("max" if f.depart_speed is None else f.depart_speed if isinstance(f.depart_speed, str)
-               else fmt(f.depart_speed))
-        dsp = f' departSpeed="{dsp}"'
         if f.kind == "fixed":
-            for k, t in enumerate(sorted(f.departures)):
-                vehicles.append((t, f"    <vehicle id={quoteattr(f'{f.id}.{k}')} type={quoteattr(f.vtype)} "
-                                    f"depart=\"{fmt(t)}\"{dsp}><route edges={quoteattr(edges)}/></vehicle>"))
+            vehicles += [(t, _vehicle_element(f, f"{f.id}.{k}", t, trip=False))
+                         for k, t in enumerate(sorted(f.departures))]
             continue
+        edges = " ".join(f.route)
         for j, (b, e, r) in enumerate(f.segments()):
             fid = f.id if len(f.segments()) == 1 else f"{f.id}.{j}"
             if f.kind == "poisson":
@@ -454,7 +443,7 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
                 rate = f"probability=\"{fmt(r / 3600.0)}\""
             num = f" number=\"{f.number}\"" if f.number is not None else ""
             flows.append((b, f"    <flow id={quoteattr(fid)} type={quoteattr(f.vtype)} begin=\"{fmt(b)}\" "
-                             f"end=\"{fmt(e)}\" {rate}{num}{dsp}><route edges={quoteattr(edges)}/></flow>"))
+                             f"end=\"{fmt(e)}\" {rate}{num}{_depart_speed(f)}><route edges={quoteattr(edges)}/></flow>"))
     # SUMO wants vehicles sorted by departure
     for _, line in sorted(vehicles + flows, key=lambda x: x[0]):
         out.append(line)
@@ -462,3 +451,74 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
     path = Path(path)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
+
+
+def write_drawn_routes(demand: Demand, flow, index_in_flow, depart, path, *, vtype_elements: list[str] = (),
+                       car_following: str | None = None) -> Path:
+    """One world's vehicles as the twin drew them, as a SUMO route file: slot ``j`` (``flow[j] >= 0``) is vehicle
+    ``FLOW.k`` (``k = index_in_flow[j]``) of ``demand.flows[flow[j]]``, departing at ``depart[j]`` (seconds), on the
+    flow's route (a ``<trip>`` from its first to its last edge when it is routed at insertion, as the twin routes
+    it) with its ``departSpeed``. ``vtype_elements``: ``<vType>`` elements to write as they are (the source route
+    files', :func:`vtype_elements`); the flows' types not among them are written from ``demand.vtypes``."""
+    written = {_element_id(e) for e in vtype_elements}
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', "<routes>", *("    " + e for e in vtype_elements)]
+    out += [_vtype_element(vt, car_following) for vid, vt in demand.vtypes.items() if vid not in written]
+    rows = sorted((float(t), int(f), int(k)) for f, k, t in zip(flow, index_in_flow, depart)
+                  if int(f) >= 0 and math.isfinite(float(t)))
+    for t, f, k in rows:
+        fl = demand.flows[f]
+        out.append(_vehicle_element(fl, f"{fl.id}.{k}", t, trip=fl.reroute))
+    out.append("</routes>")
+    path = Path(path)
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def vtype_elements(paths) -> list[str]:
+    """The ``<vType>`` and ``<vTypeDistribution>`` elements of SUMO route files, as XML text (children kept)."""
+    import gzip
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for p in paths:
+        p = Path(p)
+        with (gzip.open(p) if p.suffix == ".gz" else open(p, "rb")) as fh:
+            depth = 0
+            for event, el in ET.iterparse(fh, events=("start", "end")):
+                if event == "start":
+                    depth += 1
+                    continue
+                depth -= 1
+                if depth == 1:  # a child of <routes>
+                    if el.tag in ("vType", "vTypeDistribution"):
+                        el.tail = None
+                        out.append(ET.tostring(el, encoding="unicode").strip())
+                    el.clear()
+    return out
+
+
+def _element_id(xml: str) -> str | None:
+    m = re.search(r'\bid="([^"]*)"', xml)
+    return m.group(1) if m else None
+
+
+def _vtype_element(vt: VehicleType, car_following: str | None) -> str:
+    cfm = car_following or vt.car_following
+    cfm = f" carFollowModel=\"{cfm}\"" if cfm else ""
+    return (f"    <vType id={quoteattr(vt.id)} length=\"{fmt(vt.length)}\" minGap=\"{fmt(vt.min_gap)}\" "
+            f"accel=\"{fmt(vt.accel)}\" decel=\"{fmt(vt.decel)}\" maxSpeed=\"{fmt(vt.max_speed)}\" "
+            f"tau=\"{fmt(vt.tau)}\" speedFactor=\"{fmt(vt.speed_factor)}\" speedDev=\"{fmt(vt.speed_dev)}\" "
+            f"delta=\"{fmt(vt.delta)}\" sigma=\"{fmt(vt.sigma)}\"{cfm}/>")
+
+
+def _depart_speed(f: Flow) -> str:
+    """The twin's insertion speed, stated (SUMO's default would be its --default.departspeed)."""
+    dsp = "max" if f.depart_speed is None else f.depart_speed if isinstance(f.depart_speed, str) else fmt(f.depart_speed)
+    return f' departSpeed="{dsp}"'
+
+
+def _vehicle_element(f: Flow, vid: str, t: float, *, trip: bool) -> str:
+    head = f"    <{'trip' if trip else 'vehicle'} id={quoteattr(vid)} type={quoteattr(f.vtype)} depart=\"{fmt(t)}\""
+    if trip:
+        return f"{head}{_depart_speed(f)} from={quoteattr(f.route[0])} to={quoteattr(f.route[-1])}/>"
+    return f"{head}{_depart_speed(f)}><route edges={quoteattr(' '.join(f.route))}/></vehicle>"

@@ -426,6 +426,9 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
                    "twin_demand_variation": str(cfg.scenario.get("demand_variation", "none")),
                    **({"replications": [{"seed": s, **{k: v for k, v in d.items() if k != "path"}}
                                         for s, d in drawn.items()]} if drawn else {}),
+                   **({"note": f"the prediction averages {n_pred} replications and SUMO replayed the first "
+                               f"{len(seeds)} of them: transfer.seeds={n_pred} replays them all"}
+                      if drawn and (n_pred := _prediction_n(predicted)) > len(seeds) else {}),
                    "sumo_varied": SUMO_VARIED + (
                        "; the twin's per-replication re-draw of the file's demand is the twin's own: SUMO runs the "
                        "file as written" if mode == "file" and draws_demand(twin) else "")},
@@ -439,6 +442,11 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
                                                                        "vehicles_waiting", "teleports")}}
                  for (m, s, arm), r in sorted(runs.items())],
     }
+
+
+def _prediction_n(predicted: dict) -> int:
+    """The number of replications behind the prediction (the largest ``n`` among its metrics; 0: unknown)."""
+    return max((int(v.get("n") or 0) for v in predicted.values() if isinstance(v, dict)), default=0)
 
 
 def _programs(progs) -> list[dict]:
@@ -621,6 +629,8 @@ def summary(record: dict) -> str:
           else "; on the route files as written")
     lines = [f"transfer of {record['label']} to SUMO ({record['sumo']['version']}; seeds "
              f"{record['sumo']['seeds'][0]}..{record['sumo']['seeds'][-1]}{on}; {', '.join(models)}):"]
+    if (record.get("demand") or {}).get("note"):
+        lines.append(f"  note: {record['demand']['note']}")
     for m, d in record["metrics"].items():
         p = d.get("predicted") or {}
         lines.append(f"  {m:<20} twin {f(p.get('effect'))} [{f(p.get('ci_low'))}, {f(p.get('ci_high'))}]")

@@ -350,6 +350,9 @@ def test_a_search_folder_gives_its_recommended_plan_and_confirmed_effects(tmp_pa
     assert plan["source"] == "search" and plan["policy"] == {"cycle_s": 70.0}
     # the held-out replications the prediction came from (transfer.demand=twin replays them in SUMO)
     assert plan["replications"] == list(range(10000, 10016))
+    from interventions.transfer import _prediction_n
+
+    assert _prediction_n(plan["predicted"]) == 16
     assert plan["predicted"]["mean_delay_s"]["effect"] == -4.0 and plan["predicted"]["mean_delay_s"]["n"] == 16
     assert plan["predicted"]["resco_delay_s"]["effect"] == pytest.approx(-(6 + 7.2 + 5) / 3)
     assert "evidence/worlds.parquet" in plan["predicted"]["resco_delay_s"]["source"]

@@ -1,5 +1,8 @@
 """SUMO demand: ``.rou.xml`` in (``vType``, ``route``, ``vehicle``, ``trip``, ``flow``) and out. The mapping rules
 are stated in :mod:`twins.traffic.sumo`.
+
+Length: the reader of every route-file element with SUMO's defaults and checks, and its writers (a demand as
+flows, one world's drawn vehicles for ``transfer``); one reason to change: SUMO's route-file format.
 """
 from __future__ import annotations
 

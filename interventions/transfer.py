@@ -306,6 +306,18 @@ def draws_demand(twin) -> bool:
     return any(f.kind in ("poisson", "bernoulli") for f in d.flows) or "calibrated_retention" in twin.worlds.params
 
 
+def demand_mode(demand: str, twin) -> str:
+    """``transfer.demand`` resolved: ``auto`` is ``twin`` where ``twin`` draws its demand per replication, else
+    ``file``."""
+    return ("twin" if draws_demand(twin) else "file") if demand == "auto" else demand
+
+
+def predicted_on(worlds, replications: list[int], metrics=None, arm: int = 1, source: str = "") -> dict:
+    """:func:`predicted_from_worlds` on the given replications only (those SUMO replays)."""
+    return predicted_from_worlds(worlds[worlds["replication"].isin(replications)], metrics, arm=arm,
+                                 source=f"{source}, the {len(replications)} replications SUMO replays")
+
+
 def drawn_routes(cfg, replications: list[int], folder: Path, route_files: list[str]) -> list[dict]:
     """Per replication id, the twin's own vehicles of that replication (the baseline arm: a signal plan does not
     change the demand) as a SUMO route file in ``folder``: ``{replication, path, vehicles, sha256}``."""
@@ -349,8 +361,9 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
     ``demand`` (:data:`DEMAND_MODES`): with ``twin`` the k-th seed's runs replay the twin's k-th replication of
     ``replications`` (the ids ``predicted`` came from; continued past the last id when there are more seeds), with
     the departures the twin drew for it, so that realized and predicted effects average over the same demands."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    import contextlib
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
@@ -371,8 +384,9 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
     seeds, models = [int(s) for s in seeds], [str(m) for m in models]
     if demand not in DEMAND_MODES:
         raise TransferError(f"transfer.demand={demand!r}: expected one of {', '.join(DEMAND_MODES)}")
-    mode = ("twin" if draws_demand(twin) else "file") if demand == "auto" else demand
-    tmp = tempfile.TemporaryDirectory(prefix="twins_transfer_")
+    varied = draws_demand(twin)
+    mode = demand_mode(demand, twin)
+    tmp = tempfile.TemporaryDirectory(prefix="twins_transfer_") if mode == "twin" else contextlib.nullcontext()
     drawn = {}
     if mode == "twin":
         reps = [int(r) for r in (replications if replications is not None else range(len(seeds)))][:len(seeds)]
@@ -431,7 +445,7 @@ def replay(cfg, policy: dict, predicted: dict, *, seeds, models, jobs=None, time
                       if drawn and (n_pred := _prediction_n(predicted)) > len(seeds) else {}),
                    "sumo_varied": SUMO_VARIED + (
                        "; the twin's per-replication re-draw of the file's demand is the twin's own: SUMO runs the "
-                       "file as written" if mode == "file" and draws_demand(twin) else "")},
+                       "file as written" if mode == "file" and varied else "")},
         "sumo": {"binary": exe, "version": sumo_version(exe), "seeds": seeds, "car_following": models,
                  "runs": len(todo), "jobs": jobs, "wall_time_s": round(wall, 3)},
         "twin": {"car_following": str(getattr(twin.scenario, "car_following", "")),
@@ -594,16 +608,14 @@ def transfer(run, overrides: list[str] | None = None) -> tuple[dict, list[Path]]
             print(f"twins: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
         reps = plan.get("replications")
         if (reps and len(reps) > int(t.seeds) and plan["source"] == "run" and (run / "worlds.parquet").is_file()
-                and (t.demand == "twin" or (t.demand == "auto" and draws_demand(twin)))):
+                and demand_mode(str(t.demand), twin) == "twin"):
             # SUMO replays the first seeds' replications of the run: the prediction on the same ones
             import pandas as pd
 
             reps = reps[:int(t.seeds)]
             w = pd.read_parquet(run / "worlds.parquet")
             arm = next((int(a) for a in sorted(w["arm"].unique()) if int(a) >= 1), 1)
-            plan["predicted"] = predicted_from_worlds(
-                w[w["replication"].isin(reps)], arm=arm,
-                source=f"worlds.parquet, the {len(reps)} replications SUMO replays")
+            plan["predicted"] = predicted_on(w, reps, arm=arm, source="worlds.parquet")
         rec = replay(cfg, plan["policy"], plan["predicted"],
                      seeds=range(int(t.first_seed), int(t.first_seed) + int(t.seeds)), models=list(t.car_following),
                      jobs=t.jobs, timeout=t.timeout_s, progress=bool(t.progress), desc=f"SUMO ({run.name})",

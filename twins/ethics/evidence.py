@@ -293,12 +293,12 @@ def external_validity(cfg, outdir, policy: dict, e, tier: str, worlds: pd.DataFr
     try:
         _, twin = tr.plan_twin(cfg, policy)
         reps = sorted(int(r) for r in worlds["replication"].unique()) if "replication" in worlds else None
-        used, source = worlds, "evidence/worlds.parquet (held-out evidence run)"
-        if reps and tr.draws_demand(twin):  # SUMO replays the first seeds' replications: predict on those
+        metrics, source = list(dict.fromkeys([*tr.METRICS, metric])), "evidence/worlds.parquet (held-out evidence run)"
+        if reps and tr.demand_mode("auto", twin) == "twin":  # SUMO replays the first seeds' replications
             reps = reps[:out["seeds"]]
-            used = worlds[worlds["replication"].isin(reps)]
-            source += f", the {len(reps)} replications SUMO replays"
-        predicted = tr.predicted_from_worlds(used, list(dict.fromkeys([*tr.METRICS, metric])), source=source)
+            predicted = tr.predicted_on(worlds, reps, metrics, source=source)
+        else:
+            predicted = tr.predicted_from_worlds(worlds, metrics, source=source)
         log.info("ethics: external validity, the plan in SUMO: %d seeds x %s", out["seeds"], out["car_following"])
         rec = tr.replay(cfg, policy, predicted, seeds=range(out["seeds"]), models=out["car_following"],
                         progress=cfg.get("progress", None) is not False, desc="ethics: SUMO transfer",

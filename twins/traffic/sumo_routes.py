@@ -430,7 +430,7 @@ def write_routes(demand: Demand, path, car_following: str | None = None) -> Path
     out += [_vtype_element(vt, car_following) for vt in demand.vtypes.values()]
     vehicles = []
     flows = []
-    for i, f in enumerate(demand.flows):
+    for f in demand.flows:
         if f.kind == "fixed":
             vehicles += [(t, _vehicle_element(f, f"{f.id}.{k}", t, trip=False))
                          for k, t in enumerate(sorted(f.departures))]

@@ -73,32 +73,42 @@ def test_waived_keep_clear_matches_the_reference_and_holds_no_one():
         assert ref.events["keep_clear"] == 0 and ref.events["edge_transitions"] >= 300, ref.events
 
 
-def test_a_lane_whose_last_vehicle_is_slow_counts_as_stopped():
+def test_a_lane_whose_last_vehicle_has_to_wait_counts_as_stopped():
     """The room keeping a junction clear allows on each lane (``kernels.space_till_standing``, SUMO's
     ``checkRewindLinkLanes``): behind the upstream-most standing vehicle; with nothing standing, the lane's length less
-    every vehicle on it while its last vehicle is slower than its ``decel`` (SUMO's ``myHaveToWaitOnNextLink``: a
-    queue starting off a short lane still holds the junction before it), else unlimited. A vehicle still inside the
-    junction before the lane (front short of its start) is neither on it nor its last vehicle."""
+    every vehicle on it while its last vehicle has to wait at its next link (SUMO's ``myHaveToWaitOnNextLink``: its
+    link shows red or a yellow it stops for, or it follows a vehicle on the lane slower than its ``decel``), else
+    unlimited: a lane's front vehicle that its link lets pass is crossing on at any speed (SUMO: its passing speed
+    exceeds its speed to stop at the line), so a short lane it starts off does not hold the junction before it. A
+    vehicle still inside the junction before the lane (front short of its start) is neither on it nor its last
+    vehicle."""
     import torch
 
     from twins.traffic import kernels
 
     lane_length = torch.tensor([9.0, 100.0, 20.0, 20.0])
 
-    def room(lane, pos, speed):
+    def room(lane, pos, speed, leader=None, held=None):
         n = len(lane)
         f = torch.tensor
+        leader = f([-1] * n if leader is None else leader)
+        held = f([False] * n if held is None else held)
         return kernels.space_till_standing(
             torch.zeros(n, dtype=torch.int64), f(lane), torch.ones(n, dtype=torch.bool), f(pos), torch.full((n,), 5.0),
-            torch.full((n,), 2.5), f(speed), torch.full((n,), 4.5), lane_length, 4, 1).tolist()
+            torch.full((n,), 2.5), f(speed), torch.full((n,), 4.5), leader, held, lane_length, 4, 1).tolist()
 
     # lane 0: one vehicle starting off at 2 m/s (slower than its decel), one entering behind it from the junction
     # lane 1: a standing one at 50 m and a moving one behind it; lane 2: a vehicle at 6 m/s; lane 3: empty
-    r = room([0, 0, 1, 1, 2], [8.0, -1.0, 50.0, 30.0, 10.0], [2.0, 3.0, 0.0, 8.0, 6.0])
-    assert r[0] == pytest.approx(9.0 - 7.5), "slow last vehicle: the length less the vehicle on the lane"
+    lanes, pos, speed = [0, 0, 1, 1, 2], [8.0, -1.0, 50.0, 30.0, 10.0], [2.0, 3.0, 0.0, 8.0, 6.0]
+    r = room(lanes, pos, speed, held=[True, False, False, False, False])
+    assert r[0] == pytest.approx(9.0 - 7.5), "held by its signal: the length less the vehicle on the lane"
     assert r[1] == pytest.approx(45.0 - 7.5), "standing: its back less the one behind it"
     assert r[2] == r[3] == r[4] == float("inf"), "a fast last vehicle, an empty lane, the sentinel: no limit"
-    assert room([0], [8.0], [4.6])[0] == float("inf"), "past its decel (4.5 m/s) it no longer counts as stopped"
-    # the last vehicle decides: a slow one ahead of a fast last one does not hold the junction
-    assert room([2, 2], [15.0, 5.0], [1.0, 9.0])[2] == float("inf")
-    assert room([2, 2], [15.0, 5.0], [9.0, 1.0])[2] == pytest.approx(20.0 - 15.0)
+    assert room(lanes, pos, speed)[0] == float("inf"), "slow, but its link lets it pass: it crosses on"
+    assert room([0], [8.0], [9.0], held=[True])[0] == pytest.approx(1.5), "held by its signal at any speed"
+    # the last vehicle decides; following one on the lane, it has to wait while slower than its decel (4.5 m/s)
+    assert room([2, 2], [15.0, 5.0], [9.0, 1.0], leader=[-1, 0])[2] == pytest.approx(20.0 - 15.0)
+    assert room([2, 2], [15.0, 5.0], [9.0, 4.6], leader=[-1, 0])[2] == float("inf"), "past its decel"
+    assert room([2, 2], [15.0, 5.0], [1.0, 9.0], leader=[-1, 0])[2] == float("inf"), "a slow one ahead of a fast last"
+    assert room([2, 2], [15.0, 5.0], [1.0, 9.0], leader=[-1, 0], held=[True, False])[2] == float("inf"), (
+        "the one ahead held by its signal: the last one decides")

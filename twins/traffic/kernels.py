@@ -49,8 +49,11 @@ the same, one vehicle at a time):
    enter is taken: the back of that lane's upstream-most halted vehicle, less
    the lengths plus min gaps of the vehicles behind it, is shorter than this
    vehicle's length plus min gap
-   (SUMO's ``getSpaceTillLastStanding``; a lane where nothing stands holds no
-   one; only where the connection crosses a junction area that another link
+   (SUMO's ``getSpaceTillLastStanding``; where nothing stands, its length less
+   every vehicle on it while its last vehicle has to wait at its own next link,
+   SUMO's ``myHaveToWaitOnNextLink``: held by its signal, or following one on
+   the lane slower than its decel; else no limit: :func:`space_till_standing`;
+   only where the connection crosses a junction area that another link
    conflicts with and does not waive it, ``net.conn_keep_clear``, SUMO's
    ``MSVehicle::keepClear``).
    Otherwise the leader is the last vehicle of that lane (spillback), or
@@ -730,6 +733,17 @@ def next_connection(lane, next_edge, net):
     return ci
 
 
+def held_by_signal(world, route, rpos, lane, pos, speed, decel, active, sig, net, routes, dt: float):
+    """Whether the next link on each vehicle's route (``active`` ones; not on their last edge) shows red, or yellow
+    it stops for (:func:`stops_at_yellow`): SUMO's closed link, one it brakes for and has to wait at."""
+    M = routes.route_edges.shape[1]
+    nx = _gather(routes.route_edges.reshape(-1), route * M + (rpos + 1).clamp(max=M - 1))
+    ci = torch.where(active, next_connection(lane, nx, net), -1)
+    code = link_codes(sig, world, torch.where(ci >= 0, _gather(net.conn_link, ci.clamp(min=0)), NO_SIGNAL))
+    d = _gather(net.lane_length, lane) - pos
+    return (ci >= 0) & ((code == SIG_RED) | ((code == SIG_YELLOW) & stops_at_yellow(speed, decel, d, dt)))
+
+
 def past_waiting(ldr, conn, inside, leader, waiting, conns, hops: int = 2):
     """The leader a vehicle inside a junction (``inside``; on connection ``conn``) follows: up to ``hops`` vehicles
     waiting at their internal junction on another connection skipped (:func:`waiting_inside`; SUMO: another internal
@@ -1194,15 +1208,19 @@ def _nz(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).squeeze(1)
 
 
-def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel, lane_length, n_lanes: int,
-                        W: int) -> torch.Tensor:
+def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel, leader, held, lane_length,
+                        n_lanes: int, W: int) -> torch.Tensor:
     """Per (world, lane), float64 ``[W*L + 1]``, the room that keeping a junction clear allows (SUMO's
     ``MSVehicle::checkRewindLinkLanes``): the back of the upstream-most halted vehicle on it, less the length + min
     gap of the running vehicles behind it (summed in slot order; SUMO's ``MSLane::getSpaceTillLastStanding``);
-    where none is halted but its last vehicle on it (front past the lane's start) is slower than its ``decel`` read
-    as m/s, the lane's length less the length + min gap of every vehicle on it (SUMO counts such a lane as stopped:
-    its last vehicle's ``myHaveToWaitOnNextLink``, "probably not crossing the next junction", simplified to the
-    speed alone); else +inf. The last entry collects the vehicles that are not running."""
+    where none is halted but its last vehicle on it (front past the lane's start) has to wait at its next link
+    (SUMO's ``myHaveToWaitOnNextLink`` of the step before, read here from the state now): ``held`` there (its link
+    shows red, or yellow it stops for: :func:`held_by_signal`), or it follows a vehicle on the lane (``leader`` >=
+    0) and is slower than its ``decel`` read as m/s (SUMO's heuristic "probably not crossing the next junction": its
+    passing speed is its leader's to follow, no more than its speed to stop at the line), the lane's length less the
+    length + min gap of every vehicle on it (SUMO then counts the lane as stopped); else +inf. A lane's front vehicle
+    that its link lets pass counts as moving at any speed (SUMO: its passing speed exceeds its stopping speed). The
+    last entry collects the vehicles that are not running."""
     n = W * n_lanes + 1
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
     pos64 = pos.to(torch.float64)
@@ -1218,8 +1236,9 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel
     on = running & (pos > 0)
     seg_on = torch.where(on, seg, W * n_lanes)
     tail = torch.full((n,), torch.inf, dtype=torch.float64, device=pos.device).scatter_reduce(0, seg_on, pos64, "amin")
-    slow = (on & (pos64 == _gather(tail, seg_on)) & (speed < decel)).to(torch.int64)
-    stopped = torch.zeros(n, dtype=torch.int64, device=pos.device).scatter_reduce(0, seg_on, slow, "amax") > 0
+    waits = ((leader >= 0) & (speed < decel)) | held
+    waits = (on & (pos64 == _gather(tail, seg_on)) & waits).to(torch.int64)
+    stopped = torch.zeros(n, dtype=torch.int64, device=pos.device).scatter_reduce(0, seg_on, waits, "amax") > 0
     occupied = torch.zeros(n, dtype=torch.float64, device=pos.device).index_add_(0, seg_on, lwg)
     length_of = torch.cat([lane_length.to(torch.float64).repeat(W), zeros[:1]])
     room = torch.where(torch.isfinite(standing) | ~stopped, room, length_of - occupied)
@@ -1355,8 +1374,9 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
             gap_junction = torch.where(ahead, g, gap_junction)
             v_junction = torch.where(ahead, _gather(speed, tc), v_junction)
     # keep the junction clear: no room behind the next lane's last standing vehicle holds this one at the
-    # line; moving vehicles hold it only while the lane's last one is still slower than its decel (SUMO's
-    # myHaveToWaitOnNextLink): in queue discharge the leader is often still crossing (:func:`space_till_standing`)
+    # line; moving vehicles hold it only while the lane's last one has to wait at its own next link (SUMO's
+    # myHaveToWaitOnNextLink): held by its signal, or following one on that lane slower than its decel
+    # (:func:`space_till_standing`)
     # (only where the connection must keep the junction clear, net.conn_keep_clear: it crosses a junction area
     # that another link of the junction conflicts with, and does not waive it with keepClear="0", as SUMO's
     # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
@@ -1481,13 +1501,8 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     # still inside the junction (line_behind)
     if net.conn_key.numel() and sig.shape[1]:
         follower = has_leader & ~on_last_edge & m.running
-        nx = _gather(routes.route_edges.reshape(-1), rr * M + (rpr + 1).clamp(max=M - 1))
-        cf_ = torch.where(follower, next_connection(lr, nx, net), -1)
-        code_f = link_codes(sig, wr, torch.where(cf_ >= 0, _gather(net.conn_link, cf_.clamp(min=0)), NO_SIGNAL))
-        d_line = L_here - pr
-        line_stop = line_behind | ((cf_ >= 0) & ((code_f == SIG_RED)
-                                                 | ((code_f == SIG_YELLOW) & stops_at_yellow(vr, m.decel, d_line, dt))))
-        d_line = stop_line(vr, d_line, m.decel, dt)  # (short of the line, as for the front above)
+        line_stop = line_behind | held_by_signal(wr, rr, rpr, lr, pr, vr, m.decel, follower, sig, net, routes, dt)
+        d_line = stop_line(vr, L_here - pr, m.decel, dt)  # (short of the line, as for the front above)
         if cf == KRAUSS:
             v_line = safe_stop_speed(d_line, m.decel, m.tau, dt)
         else:
@@ -1747,8 +1762,15 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
         # lane), not in the way of those entering their lane by another path, nor in its space till standing
         waiting = waiting_inside(running, pos, rpos, state.conn, net)
         counted = running if waiting is None else running & ~waiting
-        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, net.lane_length,
-                                    L, W)
+        # (the tails that have to wait at their next link: SUMO's myHaveToWaitOnNextLink)
+        if net.conn_key.numel() and sig.shape[1]:
+            before_last = counted & (pos > 0) & (rpos + 1 < _gather(routes.route_len, r))
+            held = held_by_signal(world, r, rpos, lane, pos, speed, drivers.decel, before_last, sig, net, routes,
+                                  settings.dt)
+        else:
+            held = torch.zeros_like(counted)
+        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, leader, held,
+                                    net.lane_length, L, W)
         entry = None if waiting is None else entry_tails(last, leader, waiting)
         moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, conn=state.conn,
                                              lane_tails=last, space=space, entry_tails=entry, leader=leader,

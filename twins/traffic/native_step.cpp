@@ -377,7 +377,7 @@ template <typename T> struct Scratch {
     std::vector<uint8_t> arrive, leaving, crossed;
     std::vector<int64_t> open, tries;  // open: per edge, the lanes refused this step (insertion)
     std::vector<double> sums, standing, behind, lane_occ, tail_pos, room;
-    std::vector<uint8_t> tail_slow;
+    std::vector<uint8_t> tail_waits;
     std::vector<int64_t> v_sum, v_n;  // per lane: its vehicles' speeds (kernels.speed_units) summed, their number
     std::vector<int64_t> lane_start, target, new_lead, req_foll, swap_with, low, lane_new, behind_of;
     std::vector<int64_t> rank;
@@ -758,23 +758,34 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
         const double pick[2] = {0.0, double(W.length[s] + W.min_gap[s])};
         sc.behind[W.lane[s]] += pick[counts];
     }
-    // a lane with nothing standing counts as stopped while its last vehicle is slower than its decel (SUMO's
-    // myHaveToWaitOnNextLink in checkRewindLinkLanes): its room is then its length less every vehicle on it
-    // (kernels.space_till_standing)
-    sc.lane_occ.assign(L, 0.0); sc.tail_pos.assign(L, inf64); sc.tail_slow.assign(L, 0);
+    // a lane with nothing standing counts as stopped while its last vehicle has to wait at its next link (SUMO's
+    // myHaveToWaitOnNextLink in checkRewindLinkLanes, read from the state now): its link shows red, or yellow it
+    // stops for, or it follows a vehicle on the lane and is slower than its decel (SUMO's heuristic: its passing
+    // speed is its leader's to follow, no more than its speed to stop at the line). Its room is then its length
+    // less every vehicle on it (kernels.space_till_standing)
+    auto held_by_signal = [&](int64_t s) {
+        const int64_t r = W.route[s], rp = W.rpos[s], ln = W.lane[s];
+        if (!(a.has_conn && a.G > 0) || rp + 1 >= a.route_len[r]) return false;
+        const int64_t ci = next_conn(ln, a.route_edges[r * M + std::min(rp + 1, M - 1)]);
+        const int64_t code = ci < 0 ? int64_t(SIG_GREEN) : W.link_code(a.conn_link[ci]);
+        return code == SIG_RED ||
+               (code == SIG_YELLOW && stops_at_yellow<T>(W.speed[s], W.decel[s], W.lane_length[ln] - W.pos[s], a.dt));
+    };
+    sc.lane_occ.assign(L, 0.0); sc.tail_pos.assign(L, inf64); sc.tail_waits.assign(L, 0);
     for (const int64_t s : sc.run) {
         if (sc.waiting[s - lo] || !(W.pos[s] > T(0))) continue;
         const int64_t ln = W.lane[s];
         const double p = double(W.pos[s]);
         sc.lane_occ[ln] += double(W.length[s] + W.min_gap[s]);
-        const uint8_t slow = W.speed[s] < W.decel[s];
-        if (p < sc.tail_pos[ln]) { sc.tail_pos[ln] = p; sc.tail_slow[ln] = slow; }
-        else if (p == sc.tail_pos[ln]) sc.tail_slow[ln] |= slow;
+        if (p > sc.tail_pos[ln]) continue;
+        const uint8_t waits = (W.leader[s] >= 0 && W.speed[s] < W.decel[s]) || held_by_signal(s);
+        if (p < sc.tail_pos[ln]) { sc.tail_pos[ln] = p; sc.tail_waits[ln] = waits; }
+        else sc.tail_waits[ln] |= waits;
     }
     sc.room.resize(L);
     for (int64_t l = 0; l < L; ++l)
         sc.room[l] = std::isfinite(sc.standing[l]) ? sc.standing[l] - sc.behind[l]
-                       : sc.tail_slow[l] ? double(W.lane_length[l]) - sc.lane_occ[l] : inf64;
+                       : sc.tail_waits[l] ? double(W.lane_length[l]) - sc.lane_occ[l] : inf64;
     sc.entry.assign(W.last, W.last + L);  // kernels.entry_tails (two hops)
     for (int64_t l = 0; l < L; ++l)
         for (int hop = 0; hop < 2; ++hop)

@@ -36,7 +36,10 @@ phase it is in (synchronous update, like the kernel):
    behind its last standing vehicle than ``length + min_gap``: the back of
    its upstream-most halted vehicle (speed < 0.1 m/s), less the lengths
    plus min gaps of the vehicles behind it (SUMO's space till the last
-   standing vehicle; no halted vehicle: no limit; only where the connection
+   standing vehicle; no halted vehicle: the lane's length less every vehicle
+   on it while its last vehicle has to wait at its next link, red or a yellow
+   it stops for, or following one on the lane slower than its decel, else no
+   limit, kernels.space_till_standing; only where the connection
    keeps its junction clear, ``RoadNetwork.keeps_clear``). The junction gap is
    ``d + via + rear(tail)`` (+inf if the lane is empty); without lane
    changing, the nearer gap ``d + via + rear(t)`` to the tail ``t`` of any
@@ -1247,6 +1250,18 @@ class ReferenceTrafficModel(mesa.Model):
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
         return self.conns.get((lane.id, to_edge))
 
+    def held_by_signal(self, v) -> bool:
+        """Whether the next link on ``v``'s route shows red, or yellow it stops for (kernels.held_by_signal)."""
+        if v.route_pos + 1 >= len(v.route) or not self.signals:
+            return False
+        conn = self.connection(v.lane, v.route[v.route_pos + 1])
+        if conn is None:
+            return False
+        _, tl, link = conn
+        code = SIG_GREEN if tl is None else self.signals[tl].code(link)
+        return code == SIG_RED or (code == SIG_YELLOW and stops_at_yellow(v.speed, v.decel, v.lane.length - v.pos,
+                                                                            self.dt))
+
     def choose_lane(self, edge: str, allowed: set[int], tails: dict | None = None) -> tuple[_Lane | None, float]:
         """The allowed lane of ``edge`` with most room (rear of its tail in ``tails``, the lanes' own if None;
         +inf if empty), lowest index on ties."""
@@ -1366,15 +1381,18 @@ class ReferenceTrafficModel(mesa.Model):
             if v.lane.id in standing and v.pos <= standing[v.lane.id] and v.vehicle_id not in waiting:
                 behind[v.lane.id] = behind.get(v.lane.id, 0.0) + (v.length + v.min_gap)
         self.space_till_standing = {k: b - behind.get(k, 0.0) for k, b in standing.items()}
-        # a lane with nothing standing whose last vehicle on it is slower than its decel counts as stopped (SUMO's
-        # myHaveToWaitOnNextLink): its room is its length less every vehicle on it (kernels.space_till_standing)
+        # a lane with nothing standing whose last vehicle on it has to wait at its next link counts as stopped
+        # (SUMO's myHaveToWaitOnNextLink): its link shows red or a yellow it stops for, or it follows a vehicle on
+        # the lane and is slower than its decel; its room is its length less every vehicle on it
+        # (kernels.space_till_standing)
         on_lane: dict[str, list] = {}
         for v in running:
             if v.pos > 0 and v.vehicle_id not in waiting and v.lane.id not in standing:
                 on_lane.setdefault(v.lane.id, []).append(v)
         for k, vs in on_lane.items():
             tail = min(v.pos for v in vs)
-            if any(v.pos == tail and v.speed < v.decel for v in vs):
+            followed = any(v.pos > tail for v in vs)
+            if any(v.pos == tail and ((followed and v.speed < v.decel) or self.held_by_signal(v)) for v in vs):
                 occupied = 0.0
                 for v in vs:  # (in the order of the running vehicles, as behind above)
                     occupied += v.length + v.min_gap

@@ -149,6 +149,38 @@ def test_worst_approach_judged_against_a_baseline_that_already_exceeds_the_bound
     assert gate(ok + [_approach("W", 100.0, 90.0, 13.0)])["status"] == "PASS"
 
 
+def test_worst_approach_says_how_many_replications_would_settle_an_inconclusive_change(good, traffic_cfg):
+    """A plan whose mean change at an approach is within the tolerance but whose interval is too wide fails (the
+    gate is a non-inferiority test and 16 replications do not show it), and the reason says how many held-out
+    replications would bound it at the observed spread; a plan whose mean itself is too far gets no such hint.
+    Checked against a t-interval recomputed at that count (RESCO ingolstadt1's 50 s plan, 8 Dec 2026: change
+    -7.52 s, upper bound +17.91 s on 16 replications)."""
+    import math
+
+    from scipy import stats
+
+    from twins.core.stats import replications_to_bound
+
+    e = traffic_cfg.ethics
+    row = _approach("25149219#1", 146.7, 154.2, 17.909, n=16)
+    row["change"] = -7.523
+    g = by_name(gates.traffic_safety({**good, "traffic": {**good["traffic"], "approach_p95": [row]}}, e),
+                "safety.worst_approach_delay")
+    assert g["status"] == "FAIL" and "inconclusive" in g["reason"]
+    k = replications_to_bound(-7.523, 17.909, 16, 10.0)
+    assert f"ethics.evidence.replications={k}" in g["reason"]
+    sd = (17.909 + 7.523) * 4.0 / stats.t.ppf(0.975, 15)
+    assert -7.523 + stats.t.ppf(0.975, k - 1) * sd / math.sqrt(k) <= 10.0  # k bounds it ...
+    assert -7.523 + stats.t.ppf(0.975, k - 2) * sd / math.sqrt(k - 1) > 10.0  # ... and k - 1 does not
+    assert 28 <= k <= 34
+    # the mean change itself past the tolerance: more replications cannot help, and the reason does not say so
+    row = _approach("25149219#1", 166.0, 154.2, 20.0, n=16)
+    g = by_name(gates.traffic_safety({**good, "traffic": {**good["traffic"], "approach_p95": [row]}}, e),
+                "safety.worst_approach_delay")
+    assert g["status"] == "FAIL" and "inconclusive" not in g["reason"]
+    assert replications_to_bound(11.8, 20.0, 16, 10.0) is None
+
+
 def test_approach_p95_evidence_holds_the_paired_change():
     import pandas as pd
 

@@ -21,6 +21,30 @@ def mean_ci(x, level: float = 0.95) -> dict:
     return {"mean": m, "ci_low": m - half, "ci_high": m + half, "n": n}
 
 
+def replications_to_bound(mean: float, ci_high: float, n: int, bound: float, level: float = 0.95,
+                          most: int = 4096) -> int | None:
+    """How many replications a t-interval like this one (``mean``, upper end ``ci_high`` on ``n``) needs for its
+    upper end to fall to ``bound``, taking the observed mean and spread as the truth (a planning estimate, not a
+    promise). None where more replications cannot settle it (the mean itself is past ``bound``, or n < 2), or
+    where it would take more than ``most``."""
+    if not (n >= 2 and math.isfinite(mean) and math.isfinite(ci_high) and mean < bound):
+        return None
+    sd = (ci_high - mean) * math.sqrt(n) / float(stats.t.ppf(0.5 + level / 2, n - 1))
+    if sd <= 0:
+        return n
+
+    def bounds(k: int) -> bool:  # (monotone in k: the least such k by bisection)
+        return mean + float(stats.t.ppf(0.5 + level / 2, k - 1)) * sd / math.sqrt(k) <= bound
+
+    if not bounds(most):
+        return None
+    lo, hi = n, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if bounds(mid) else (mid + 1, hi)
+    return lo
+
+
 def paired_effect(treated, baseline, level: float = 0.95) -> dict:
     """Effect treated − baseline on the same replications, paired and unpaired intervals.
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from datetime import date
 
+from twins.core.stats import replications_to_bound
+
 PASS, FAIL, NEEDS_HUMAN = "PASS", "FAIL", "NEEDS_HUMAN"
 
 
@@ -165,6 +167,18 @@ def traffic_safety(ev: dict, e) -> list[dict]:
     return out
 
 
+def _more_evidence(mean, upper, n, limit: float, what: str) -> str:
+    """The note for a bound missed only for want of replications: the mean is within ``limit`` but the interval's
+    upper end is not; how many held-out replications would bound it at this spread (a planning estimate)."""
+    if not _finite(mean, upper) or not n or mean >= limit:
+        return ""
+    k = replications_to_bound(float(mean), float(upper), int(n), float(limit))
+    more = (f"about {k} would bound it at this spread (ethics.evidence.replications={k}; an estimate)" if k
+            else "far more would be needed to bound it")
+    return (f" [inconclusive: {what} {_fmt(mean)} s is within {limit:g} s, but {int(n)} held-out replications "
+            f"do not bound it; {more}]")
+
+
 def worst_approach_delay(rows: list[dict], bound: float, tol: float | None) -> dict:
     """safety.worst_approach_delay: the upper 95% bound of every entry approach's 95th-percentile delay (incl. the
     wait to enter) under the plan is <= ``bound``. Where the baseline (the scenario's own plan) already breaks the
@@ -193,15 +207,18 @@ def worst_approach_delay(rows: list[dict], bound: float, tol: float | None) -> d
     if not base_over or tol is None:
         why = "" if not base_over else (f"; the baseline already exceeds it at {len(base_over)} approach(es), and "
                                         "ethics.safety.traffic.worst_approach_tolerance_s is null")
-        return result(gate, FAIL, f"{head} > {bound:g} s (baseline {_fmt(worst.get('baseline_p95_mean'))} s){why}",
-                      evd, hard=True)
+        more = "".join(_more_evidence(r.get("p95_mean"), r.get("ci_high"), r.get("n"), bound,
+                                      f"approach {r['approach']}: its mean") for r in over)
+        return result(gate, FAIL, f"{head} > {bound:g} s (baseline {_fmt(worst.get('baseline_p95_mean'))} s){why}"
+                      + more, evd, hard=True)
     # the baseline already breaks the bound: judge the plan against the baseline where it does
     names = {r["approach"] for r in base_over}
     problems, judged = [], []
     for r in over:
         if r["approach"] not in names:
             problems.append(f"approach {r['approach']}: upper 95% bound {_fmt(r['ci_high'])} s > {bound:g} s where "
-                            f"the baseline stays within it (baseline {_fmt(r.get('baseline_p95_mean'))} s)")
+                            f"the baseline stays within it (baseline {_fmt(r.get('baseline_p95_mean'))} s)"
+                            + _more_evidence(r.get("p95_mean"), r.get("ci_high"), r.get("n"), bound, "its mean"))
             continue
         ch = r.get("change_ci_high")
         judged.append(f"{r['approach']} {_fmt(r.get('baseline_p95_mean'))} -> {_fmt(r['p95_mean'])} s (change "
@@ -210,7 +227,8 @@ def worst_approach_delay(rows: list[dict], bound: float, tol: float | None) -> d
             problems.append(f"approach {r['approach']}: no paired change against the baseline in the evidence")
         elif ch > tol:
             problems.append(f"approach {r['approach']}: worse than the baseline by up to {_fmt(ch)} s > the tolerance "
-                            f"{tol:g} s (baseline {_fmt(r.get('baseline_p95_mean'))} s, plan {_fmt(r['p95_mean'])} s)")
+                            f"{tol:g} s (baseline {_fmt(r.get('baseline_p95_mean'))} s, plan {_fmt(r['p95_mean'])} s)"
+                            + _more_evidence(r.get("change"), ch, r.get("n"), tol, "its mean change"))
     bw = max(base_over, key=base_hi)
     note = (f"the baseline (the scenario's own plan) already exceeds the {bound:g} s bound at "
             f"{len(base_over)} approach(es) (worst {bw['approach']}: {_fmt(bw.get('baseline_p95_mean'))} s, upper 95% "

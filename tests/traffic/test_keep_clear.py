@@ -95,7 +95,7 @@ def test_a_lane_whose_last_vehicle_has_to_wait_counts_as_stopped():
         held = f([False] * n if held is None else held)
         return kernels.space_till_standing(
             torch.zeros(n, dtype=torch.int64), f(lane), torch.ones(n, dtype=torch.bool), f(pos), torch.full((n,), 5.0),
-            torch.full((n,), 2.5), f(speed), torch.full((n,), 4.5), leader, held, lane_length, 4, 1).tolist()
+            torch.full((n,), 2.5), f(speed), torch.full((n,), 4.5), leader, held, lane_length, 4, 1)[0].tolist()
 
     # lane 0: one vehicle starting off at 2 m/s (slower than its decel), one entering behind it from the junction
     # lane 1: a standing one at 50 m and a moving one behind it; lane 2: a vehicle at 6 m/s; lane 3: empty
@@ -112,3 +112,38 @@ def test_a_lane_whose_last_vehicle_has_to_wait_counts_as_stopped():
     assert room([2, 2], [15.0, 5.0], [1.0, 9.0], leader=[-1, 0])[2] == float("inf"), "a slow one ahead of a fast last"
     assert room([2, 2], [15.0, 5.0], [1.0, 9.0], leader=[-1, 0], held=[True, False])[2] == float("inf"), (
         "the one ahead held by its signal: the last one decides")
+
+
+def _short_blocks():
+    """The reference test's grid with 20 m blocks: lanes of two or three cars, where a queue starting off and the
+    lane after the next one decide whether a front vehicle may enter the junction."""
+    from scenarios.traffic import GridScenario, SignalConfig, grid_scenario
+    from tests.traffic.test_reference import DT, STEPS
+
+    s = GridScenario(rows=2, cols=2, block_m=20.0, approach_m=100.0, lanes=2, lanes_ns=1,
+                     entry_flow_veh_h=700.0, peak_begin_s=0.0, peak_end_s=STEPS * DT,
+                     signals=SignalConfig(cycle_s=40.0, yellow_s=3.0, all_red_s=2.0, min_green_s=7.0))
+    return grid_scenario(s, STEPS * DT)
+
+
+def test_short_lanes_keep_clear_as_the_reference_and_the_compiled_step():
+    """On lanes of two or three cars the room a front vehicle needs is decided by a next lane whose last vehicle
+    has to wait at its own next link (SUMO's myHaveToWaitOnNextLink) and, where nothing stops on the next lane, by
+    the lane after it (kernels.room_beyond, SUMO's checkRewindLinkLanes carrying the space over an open link): the
+    tensor kernels equal the per-agent reference at every step and the compiled C++ step equals the kernels, with
+    both rules holding vehicles at their lines (counted by the reference)."""
+    from tests.traffic.test_native_step import _side_by_side
+    from tests.traffic.test_reference import POS_TOL, _run_side_by_side
+
+    scen = _short_blocks()
+    _, refs, _, _, worst = _run_side_by_side(scen)
+    assert worst <= POS_TOL
+    for ref in refs:
+        ev = ref.events
+        assert ev["keep_clear_waits"] >= 50, ev  # behind a queue starting off on a short lane
+        assert ev["keep_clear_beyond"] >= 3, ev  # the lane after the next one has no room
+        assert ev["edge_transitions"] >= 250, ev
+    from twins.traffic import native
+
+    if native.available():
+        _side_by_side(_short_blocks(), 600.0)

@@ -52,8 +52,11 @@ the same, one vehicle at a time):
    (SUMO's ``getSpaceTillLastStanding``; where nothing stands, its length less
    every vehicle on it while its last vehicle has to wait at its own next link,
    SUMO's ``myHaveToWaitOnNextLink``: held by its signal, or following one on
-   the lane slower than its decel; else no limit: :func:`space_till_standing`;
-   only where the connection crosses a junction area that another link
+   the lane slower than its decel: :func:`space_till_standing`; where nothing
+   stops on it, carried one lane further on the route as SUMO carries the
+   space over a link that lets it pass: its length less its vehicles plus the
+   room of the lane after it, or its own alone behind a red or yellow link,
+   :func:`room_beyond`; only where the connection crosses a junction area that another link
    conflicts with and does not waive it, ``net.conn_keep_clear``, SUMO's
    ``MSVehicle::keepClear``).
    Otherwise the leader is the last vehicle of that lane (spillback), or
@@ -1209,7 +1212,7 @@ def _nz(mask: torch.Tensor) -> torch.Tensor:
 
 
 def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel, leader, held, lane_length,
-                        n_lanes: int, W: int) -> torch.Tensor:
+                        n_lanes: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (world, lane), float64 ``[W*L + 1]``, the room that keeping a junction clear allows (SUMO's
     ``MSVehicle::checkRewindLinkLanes``): the back of the upstream-most halted vehicle on it, less the length + min
     gap of the running vehicles behind it (summed in slot order; SUMO's ``MSLane::getSpaceTillLastStanding``);
@@ -1220,7 +1223,8 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel
     passing speed is its leader's to follow, no more than its speed to stop at the line), the lane's length less the
     length + min gap of every vehicle on it (SUMO then counts the lane as stopped); else +inf. A lane's front vehicle
     that its link lets pass counts as moving at any speed (SUMO: its passing speed exceeds its stopping speed). The
-    last entry collects the vehicles that are not running."""
+    last entry collects the vehicles that are not running. Also returns each lane's length less the length + min
+    gap of every vehicle on it (``free``, where :func:`room_beyond` carries the room on to the lane after it)."""
     n = W * n_lanes + 1
     seg = torch.where(running, world * n_lanes + lane, W * n_lanes)
     pos64 = pos.to(torch.float64)
@@ -1241,9 +1245,37 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel
     stopped = torch.zeros(n, dtype=torch.int64, device=pos.device).scatter_reduce(0, seg_on, waits, "amax") > 0
     occupied = torch.zeros(n, dtype=torch.float64, device=pos.device).index_add_(0, seg_on, lwg)
     length_of = torch.cat([lane_length.to(torch.float64).repeat(W), zeros[:1]])
-    room = torch.where(torch.isfinite(standing) | ~stopped, room, length_of - occupied)
+    free = length_of - occupied
+    room = torch.where(torch.isfinite(standing) | ~stopped, room, free)
     room[W * n_lanes] = torch.inf
-    return room
+    return room, free
+
+
+def room_beyond(world, route, rpos, next_lane, room, free, sig, net, routes, L: int):
+    """The room keeping a junction clear allows past a next lane where nothing stops (``room`` +inf there), looked
+    for one lane further on the route, as SUMO's ``MSVehicle::checkRewindLinkLanes`` carries the space over a link
+    that lets it pass: that lane's length less its vehicles (``free``), plus the room of the lane after it (the most
+    of the lanes its connection leads to) where that is limited; that lane's ``free`` alone where the link between
+    them shows red or yellow (a closed link ahead: SUMO counts a stop). +inf otherwise (the lane after it free too,
+    no further edge on the route, no connection)."""
+    M = routes.route_edges.shape[1]
+    nl = next_lane.clamp(min=0)
+    further = (next_lane >= 0) & (rpos + 2 < _gather(routes.route_len, route))
+    e2 = _gather(routes.route_edges.reshape(-1), route * M + (rpos + 2).clamp(max=M - 1))
+    c2 = torch.where(further, next_connection(nl, e2, net), -1)
+    c2c = c2.clamp(min=0)
+    code = link_codes(sig, world, torch.where(c2 >= 0, _gather(net.conn_link, c2c), NO_SIGNAL))
+    mask = _gather(net.conn_to_mask, c2c)
+    first, n = _gather(net.edge_first_lane, e2.clamp(min=0)), _gather(net.edge_n_lanes, e2.clamp(min=0))
+    after = torch.full_like(room[:1].expand(nl.shape), -torch.inf)
+    for k in range(net.max_lanes):
+        ok = (k < n) & (((mask >> k) & 1) != 0)
+        r_k = _gather(room, world * L + (first + k).clamp(max=L - 1))
+        after = torch.where(ok, torch.maximum(after, r_k), after)
+    own = _gather(free, world * L + nl)
+    closed = (code == SIG_RED) | (code == SIG_YELLOW)
+    out = torch.where(closed, own, torch.where(torch.isfinite(after), own + after, torch.inf))
+    return torch.where(c2 >= 0, out, torch.inf)
 
 
 SPEED_SUM_SCALE = 2.0 ** 32  # rule 3: speeds summed as integers of 2^-32 m/s (exact in any order: CUDA atomics too)
@@ -1382,6 +1414,9 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
     room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
     keep_clear = _gather(net.conn_keep_clear, cic) if net.conn_key.numel() else torch.zeros_like(found)
+    if net.conn_key.numel() and around.free is not None:  # nothing stops on it: the room one lane further on
+        room_standing = torch.where(torch.isfinite(room_standing), room_standing,
+                                    room_beyond(wf, rf, at(rpr), next_lane, space, around.free, sig, net, routes, L))
     must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & keep_clear)
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap
     if net.has_foes:
@@ -1769,12 +1804,12 @@ def step(state: VehicleState, drivers: Drivers, net, routes, sig: torch.Tensor, 
                                   settings.dt)
         else:
             held = torch.zeros_like(counted)
-        space = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, leader, held,
-                                    net.lane_length, L, W)
+        space, free = space_till_standing(world, lane, counted, pos, length, min_gap, speed, drivers.decel, leader,
+                                          held, net.lane_length, L, W)
         entry = None if waiting is None else entry_tails(last, leader, waiting)
         moved = advance(movers, Surroundings(slot=slot, pos=pos, length=length, speed=speed, conn=state.conn,
                                              lane_tails=last, space=space, entry_tails=entry, leader=leader,
-                                             waiting=waiting),
+                                             waiting=waiting, free=free),
                         sig, net, routes, settings, stops, dawdle_u=None if dawdle_u is None else take(dawdle_u))
         x_new, v_new, new_lane, rpos_new = moved.pos, moved.speed, moved.lane, moved.route_pos
         arrive, halted, loss, conn_new = moved.arrived, moved.halted, moved.time_loss, moved.conn

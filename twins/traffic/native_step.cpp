@@ -786,6 +786,24 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
     for (int64_t l = 0; l < L; ++l)
         sc.room[l] = std::isfinite(sc.standing[l]) ? sc.standing[l] - sc.behind[l]
                        : sc.tail_waits[l] ? double(W.lane_length[l]) - sc.lane_occ[l] : inf64;
+    // kernels.room_beyond: past a next lane `nl` where nothing stops, SUMO's checkRewindLinkLanes carries the space
+    // over the link out of it: that lane's length less its vehicles, plus the room of the lane after it (the most of
+    // the lanes its connection leads to) where that is limited, or that lane's alone where the link shows red or
+    // yellow (a stop ahead); +inf otherwise
+    auto room_beyond = [&](int64_t r, int64_t rp, int64_t nl) {
+        if (nl < 0 || rp + 2 >= a.route_len[r]) return inf64;
+        const int64_t e2 = a.route_edges[r * M + std::min(rp + 2, M - 1)];
+        const int64_t c2 = next_conn(nl, e2);
+        if (c2 < 0) return inf64;
+        const int64_t code = W.link_code(a.conn_link[c2]);
+        const double own = double(W.lane_length[nl]) - sc.lane_occ[nl];
+        if (code == SIG_RED || code == SIG_YELLOW) return own;
+        double after = -inf64;
+        const int64_t mask = a.conn_to_mask[c2], first = a.edge_first_lane[e2];
+        for (int64_t k = 0; k < a.edge_n_lanes[e2]; ++k)
+            if ((mask >> k) & 1) after = std::max(after, sc.room[first + k]);
+        return std::isfinite(after) ? own + after : inf64;
+    };
     sc.entry.assign(W.last, W.last + L);  // kernels.entry_tails (two hops)
     for (int64_t l = 0; l < L; ++l)
         for (int hop = 0; hop < 2; ++hop)
@@ -892,7 +910,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             // (behind its last standing vehicle, or past every vehicle while its last one is slow) holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
             const bool keep_clear = a.has_conn && a.conn_keep_clear[ci < 0 ? 0 : ci];
-            must_stop = must_stop || (sc.room[nlc] < double(len + mg) && keep_clear);
+            // where nothing stops on it, the room one lane further on (kernels.room_beyond)
+            const double room_next = std::isfinite(sc.room[nlc]) || !keep_clear ? sc.room[nlc]
+                                     : room_beyond(r, rp, nl);
+            must_stop = must_stop || (room_next < double(len + mg) && keep_clear);
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);
             sc.f_ci.push_back(ci); sc.f_found.push_back(found); sc.f_must.push_back(must_stop);
             sc.f_code.push_back(code); sc.f_d.push_back(d); sc.f_sig.push_back(sig_stop);

@@ -39,7 +39,8 @@ phase it is in (synchronous update, like the kernel):
    standing vehicle; no halted vehicle: the lane's length less every vehicle
    on it while its last vehicle has to wait at its next link, red or a yellow
    it stops for, or following one on the lane slower than its decel, else no
-   limit, kernels.space_till_standing; only where the connection
+   limit, kernels.space_till_standing, carried one lane further where nothing
+   stops on the next lane, kernels.room_beyond (room_on); only where the connection
    keeps its junction clear, ``RoadNetwork.keeps_clear``). The junction gap is
    ``d + via + rear(tail)`` (+inf if the lane is empty); without lane
    changing, the nearer gap ``d + via + rear(t)`` to the tail ``t`` of any
@@ -552,8 +553,8 @@ class ReferenceVehicle(mesa.Agent):
         # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
         # one at the line
         # (only where the connection must keep the junction clear: RoadNetwork.keeps_clear, SUMO's keepClear)
-        keep_clear = (nl is not None and m.space_till_standing.get(nl.id, INF) < self.length + self.min_gap
-                      and m.keep_clear.get((lane.id, nxt_edge), False))
+        keep_clear = (nl is not None and m.keep_clear.get((lane.id, nxt_edge), False)
+                      and m.room_on(nl, self.route, self.route_pos + 1) < self.length + self.min_gap)
         self._next_lane, self._via, self._key = nl, via, (lane.id, nxt_edge)
         self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
         self._must_stop = signal_stop or nl is None or not found or keep_clear
@@ -685,6 +686,10 @@ class ReferenceVehicle(mesa.Agent):
                          else "front_yellow_go" if code == SIG_YELLOW else "front_green"] += 1
                 if keep_clear and not signal_stop and nl is not None:
                     m.events["keep_clear"] += 1  # would go, but no room behind the next lane's standing queue
+                    if nl.id in m.lanes_waiting:
+                        m.events["keep_clear_waits"] += 1  # ... its last vehicle waiting at its next link
+                    elif not math.isfinite(m.space_till_standing.get(nl.id, INF)):
+                        m.events["keep_clear_beyond"] += 1  # ... nor one lane further on (room_on)
                 if must_stop and not line_first:
                     m.events["junction_nearer"] += 1  # a vehicle still in the junction is nearer than the line
         self._red = red
@@ -1250,6 +1255,27 @@ class ReferenceTrafficModel(mesa.Model):
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
         return self.conns.get((lane.id, to_edge))
 
+    def room_on(self, nl: _Lane, route: list, k: int) -> float:
+        """The room keeping a junction clear allows on lane ``nl`` of route edge ``k``: behind its last standing
+        vehicle (:attr:`space_till_standing`); where nothing stops on it, carried one lane further on the route
+        (kernels.room_beyond): its length less its vehicles plus the room of the lane after it (the most of the lanes
+        its connection leads to) where that is limited, its own alone where the link between them shows red or
+        yellow; else +inf."""
+        room = self.space_till_standing.get(nl.id, INF)
+        if math.isfinite(room) or k + 1 >= len(route):
+            return room
+        conn = self.connection(nl, route[k + 1])
+        if conn is None:
+            return INF
+        _, tl, link = conn
+        code = SIG_GREEN if tl is None else self.signals[tl].code(link)
+        own = self.lane_free.get(nl.id, nl.length)
+        if code in (SIG_RED, SIG_YELLOW):
+            return own
+        after = max(self.space_till_standing.get(self.edges[route[k + 1]][j].id, INF)
+                    for j in self.conn_to_lanes[(nl.id, route[k + 1])])
+        return own + after if math.isfinite(after) else INF
+
     def held_by_signal(self, v) -> bool:
         """Whether the next link on ``v``'s route shows red, or yellow it stops for (kernels.held_by_signal)."""
         if v.route_pos + 1 >= len(v.route) or not self.signals:
@@ -1389,14 +1415,18 @@ class ReferenceTrafficModel(mesa.Model):
         for v in running:
             if v.pos > 0 and v.vehicle_id not in waiting and v.lane.id not in standing:
                 on_lane.setdefault(v.lane.id, []).append(v)
+        self.lane_free = {}  # each lane's length less its vehicles (kernels.space_till_standing's free)
+        self.lanes_waiting = set()  # (diagnostic: the lanes counted as stopped for their last vehicle's wait)
         for k, vs in on_lane.items():
+            occupied = 0.0
+            for v in vs:  # (in the order of the running vehicles, as behind above)
+                occupied += v.length + v.min_gap
+            self.lane_free[k] = vs[0].lane.length - occupied
             tail = min(v.pos for v in vs)
             followed = any(v.pos > tail for v in vs)
             if any(v.pos == tail and ((followed and v.speed < v.decel) or self.held_by_signal(v)) for v in vs):
-                occupied = 0.0
-                for v in vs:  # (in the order of the running vehicles, as behind above)
-                    occupied += v.length + v.min_gap
-                self.space_till_standing[k] = vs[0].lane.length - occupied
+                self.space_till_standing[k] = self.lane_free[k]
+                self.lanes_waiting.add(k)
         self.entry_tails = {}
         for lid, tail in self.tails.items():
             for _ in range(2):  # kernels.entry_tails: up to two waiting tails skipped

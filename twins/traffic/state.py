@@ -164,6 +164,7 @@ class Surroundings:
     entry_tails: Tensor | None = None  # [W*L + 1] the tails a vehicle crossing into a lane sees (kernels.entry_tails)
     leader: Tensor | None = None  # [N] the window's leaders (with ``waiting``: kernels.past_waiting)
     waiting: Tensor | None = None  # [N] bool: waiting at an internal junction (kernels.waiting_inside)
+    free: Tensor | None = None  # [W*L + 1] float64 m: each lane's length less its vehicles (kernels.space_till_standing)
 
 
 @dataclass

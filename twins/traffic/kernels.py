@@ -1253,8 +1253,8 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel
 
 def room_beyond(world, route, rpos, next_lane, room, free, sig, net, routes, L: int):
     """The room keeping a junction clear allows past a next lane where nothing stops (``room`` +inf there), looked
-    for one lane further on the route, as SUMO's ``MSVehicle::checkRewindLinkLanes`` carries the space over a link
-    that lets it pass: that lane's length less its vehicles (``free``), plus the room of the lane after it (the most
+    for one lane further on the route (by a front that can still brake for its line: :func:`advance`), as SUMO's
+    ``MSVehicle::checkRewindLinkLanes`` carries the space over a link that lets it pass: that lane's length less its vehicles (``free``), plus the room of the lane after it (the most
     of the lanes its connection leads to) where that is limited; that lane's ``free`` alone where the link between
     them shows red or yellow (a closed link ahead: SUMO counts a stop). +inf otherwise (the lane after it free too,
     no further edge on the route, no connection)."""
@@ -1414,8 +1414,11 @@ def advance(m: Movers, around: Surroundings, sig, net, routes, settings: StepSet
     # MSVehicle::keepClear; elsewhere a queue may stand across the junction)
     room_standing = _gather(space, wf * L + next_lane.clamp(min=0))
     keep_clear = _gather(net.conn_keep_clear, cic) if net.conn_key.numel() else torch.zeros_like(found)
-    if net.conn_key.numel() and around.free is not None:  # nothing stops on it: the room one lane further on
-        room_standing = torch.where(torch.isfinite(room_standing), room_standing,
+    if net.conn_key.numel() and around.free is not None:  # nothing stops on it: the room one lane further on,
+        # while it can still brake for its line (SUMO withdraws a request only at a link at least its brake gap
+        # ahead; applied to the next lane's own room too, that broke ingolstadt7 under Krauss)
+        can_brake = d >= brake_gap(vf, at(m.decel), 0.0, dt) + POSITION_EPS_M
+        room_standing = torch.where(torch.isfinite(room_standing) | ~can_brake, room_standing,
                                     room_beyond(wf, rf, at(rpr), next_lane, space, around.free, sig, net, routes, L))
     must_stop = must_stop | ((room_standing < (lenf + mgf).to(torch.float64)) & keep_clear)
     # 10. right of way: a link that must yield enters only when its foes' approaching traffic leaves it a gap

@@ -910,8 +910,10 @@ template <typename T> void step_world(const Args &a, int64_t w, Scratch<T> &sc) 
             // (behind its last standing vehicle, or past every vehicle while its last one is slow) holds this one
             const int64_t nlc = nl < 0 ? 0 : nl;
             const bool keep_clear = a.has_conn && a.conn_keep_clear[ci < 0 ? 0 : ci];
-            // where nothing stops on it, the room one lane further on (kernels.room_beyond)
-            const double room_next = std::isfinite(sc.room[nlc]) || !keep_clear ? sc.room[nlc]
+            // where nothing stops on it, the room one lane further on (kernels.room_beyond), while it can still brake
+            // for its line (kernels.POSITION_EPS_M past its brake gap)
+            const bool can_brake = d >= brake_gap<T>(v, W.decel[s], T(0), a.dt) + T(0.1);
+            const double room_next = std::isfinite(sc.room[nlc]) || !keep_clear || !can_brake ? sc.room[nlc]
                                      : room_beyond(r, rp, nl);
             must_stop = must_stop || (room_next < double(len + mg) && keep_clear);
             sc.fronts.push_back(s); sc.next_lane.push_back(nl); sc.via.push_back(via);

@@ -553,8 +553,11 @@ class ReferenceVehicle(mesa.Agent):
         # keep the junction clear: too little room behind the next lane's last standing vehicle holds this
         # one at the line
         # (only where the connection must keep the junction clear: RoadNetwork.keeps_clear, SUMO's keepClear)
+        # (one lane further only while it can still brake for its line: kernels.advance)
+        can_brake = d >= brake_gap(self.speed, self.decel, 0.0, m.dt) + 0.1
         keep_clear = (nl is not None and m.keep_clear.get((lane.id, nxt_edge), False)
-                      and m.room_on(nl, self.route, self.route_pos + 1) < self.length + self.min_gap)
+                      and m.room_on(nl, self.route, self.route_pos + 1, further=can_brake)
+                      < self.length + self.min_gap)
         self._next_lane, self._via, self._key = nl, via, (lane.id, nxt_edge)
         self._found, self._code, self._signal_stop, self._keep_clear = found, code, signal_stop, keep_clear
         self._must_stop = signal_stop or nl is None or not found or keep_clear
@@ -1255,14 +1258,14 @@ class ReferenceTrafficModel(mesa.Model):
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
         return self.conns.get((lane.id, to_edge))
 
-    def room_on(self, nl: _Lane, route: list, k: int) -> float:
+    def room_on(self, nl: _Lane, route: list, k: int, further: bool = True) -> float:
         """The room keeping a junction clear allows on lane ``nl`` of route edge ``k``: behind its last standing
         vehicle (:attr:`space_till_standing`); where nothing stops on it, carried one lane further on the route
         (kernels.room_beyond): its length less its vehicles plus the room of the lane after it (the most of the lanes
         its connection leads to) where that is limited, its own alone where the link between them shows red or
-        yellow; else +inf."""
+        yellow; else +inf. ``further=False``: the next lane's own room only."""
         room = self.space_till_standing.get(nl.id, INF)
-        if math.isfinite(room) or k + 1 >= len(route):
+        if math.isfinite(room) or not further or k + 1 >= len(route):
             return room
         conn = self.connection(nl, route[k + 1])
         if conn is None:

@@ -53,8 +53,9 @@ the same, one vehicle at a time):
    every vehicle on it while its last vehicle has to wait at its own next link,
    SUMO's ``myHaveToWaitOnNextLink``: held by its signal, or following one on
    the lane slower than its decel: :func:`space_till_standing`; where nothing
-   stops on it, carried one lane further on the route as SUMO carries the
-   space over a link that lets it pass: its length less its vehicles plus the
+   stops on it and while the front can still brake for its line, carried one
+   lane further on the route as SUMO carries the space over a link that lets
+   it pass: its length less its vehicles plus the
    room of the lane after it, or its own alone behind a red or yellow link,
    :func:`room_beyond`; only where the connection crosses a junction area that another link
    conflicts with and does not waive it, ``net.conn_keep_clear``, SUMO's

@@ -55,9 +55,9 @@ the same, one vehicle at a time):
    the lane slower than its decel: :func:`space_till_standing`; where nothing
    stops on it and while the front can still brake for its line, carried one
    lane further on the route as SUMO carries the space over a link that lets
-   it pass: its length less its vehicles plus the
-   room of the lane after it, or its own alone behind a red or yellow link,
-   :func:`room_beyond`; only where the connection crosses a junction area that another link
+   it pass: its length less its vehicles plus the room of the lane after it,
+   or its own alone behind a red or yellow link, :func:`room_beyond`; only
+   where the connection crosses a junction area that another link
    conflicts with and does not waive it, ``net.conn_keep_clear``, SUMO's
    ``MSVehicle::keepClear``).
    Otherwise the leader is the last vehicle of that lane (spillback), or
@@ -1255,10 +1255,11 @@ def space_till_standing(world, lane, running, pos, length, min_gap, speed, decel
 def room_beyond(world, route, rpos, next_lane, room, free, sig, net, routes, L: int):
     """The room keeping a junction clear allows past a next lane where nothing stops (``room`` +inf there), looked
     for one lane further on the route (by a front that can still brake for its line: :func:`advance`), as SUMO's
-    ``MSVehicle::checkRewindLinkLanes`` carries the space over a link that lets it pass: that lane's length less its vehicles (``free``), plus the room of the lane after it (the most
-    of the lanes its connection leads to) where that is limited; that lane's ``free`` alone where the link between
-    them shows red or yellow (a closed link ahead: SUMO counts a stop). +inf otherwise (the lane after it free too,
-    no further edge on the route, no connection)."""
+    ``MSVehicle::checkRewindLinkLanes`` carries the space over a link that lets it pass: that lane's length less
+    its vehicles (``free``), plus the room of the lane after it (the most of the lanes its connection leads to)
+    where that is limited; that lane's ``free`` alone where the link between them shows red or yellow (a closed
+    link ahead: SUMO counts a stop). +inf otherwise (the lane after it free too, no further edge on the route, no
+    connection)."""
     M = routes.route_edges.shape[1]
     nl = next_lane.clamp(min=0)
     further = (next_lane >= 0) & (rpos + 2 < _gather(routes.route_len, route))
@@ -1268,7 +1269,7 @@ def room_beyond(world, route, rpos, next_lane, room, free, sig, net, routes, L: 
     code = link_codes(sig, world, torch.where(c2 >= 0, _gather(net.conn_link, c2c), NO_SIGNAL))
     mask = _gather(net.conn_to_mask, c2c)
     first, n = _gather(net.edge_first_lane, e2.clamp(min=0)), _gather(net.edge_n_lanes, e2.clamp(min=0))
-    after = torch.full_like(room[:1].expand(nl.shape), -torch.inf)
+    after = torch.full(nl.shape, -torch.inf, dtype=room.dtype, device=room.device)
     for k in range(net.max_lanes):
         ok = (k < n) & (((mask >> k) & 1) != 0)
         r_k = _gather(room, world * L + (first + k).clamp(max=L - 1))

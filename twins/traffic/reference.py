@@ -1258,6 +1258,15 @@ class ReferenceTrafficModel(mesa.Model):
         """(via length, signal program or None, link index) from ``lane`` to ``to_edge``; None if none."""
         return self.conns.get((lane.id, to_edge))
 
+    def code_to(self, lane: _Lane, to_edge: str) -> int | None:
+        """The signal code the connection from ``lane`` to ``to_edge`` shows (green where no signal controls it);
+        None where there is no such connection."""
+        conn = self.connection(lane, to_edge)
+        if conn is None:
+            return None
+        _, tl, link = conn
+        return SIG_GREEN if tl is None else self.signals[tl].code(link)
+
     def room_on(self, nl: _Lane, route: list, k: int, further: bool = True) -> float:
         """The room keeping a junction clear allows on lane ``nl`` of route edge ``k``: behind its last standing
         vehicle (:attr:`space_till_standing`); where nothing stops on it, carried one lane further on the route
@@ -1267,11 +1276,9 @@ class ReferenceTrafficModel(mesa.Model):
         room = self.space_till_standing.get(nl.id, INF)
         if math.isfinite(room) or not further or k + 1 >= len(route):
             return room
-        conn = self.connection(nl, route[k + 1])
-        if conn is None:
+        code = self.code_to(nl, route[k + 1])
+        if code is None:
             return INF
-        _, tl, link = conn
-        code = SIG_GREEN if tl is None else self.signals[tl].code(link)
         own = self.lane_free.get(nl.id, nl.length)
         if code in (SIG_RED, SIG_YELLOW):
             return own
@@ -1283,11 +1290,7 @@ class ReferenceTrafficModel(mesa.Model):
         """Whether the next link on ``v``'s route shows red, or yellow it stops for (kernels.held_by_signal)."""
         if v.route_pos + 1 >= len(v.route) or not self.signals:
             return False
-        conn = self.connection(v.lane, v.route[v.route_pos + 1])
-        if conn is None:
-            return False
-        _, tl, link = conn
-        code = SIG_GREEN if tl is None else self.signals[tl].code(link)
+        code = self.code_to(v.lane, v.route[v.route_pos + 1])
         return code == SIG_RED or (code == SIG_YELLOW and stops_at_yellow(v.speed, v.decel, v.lane.length - v.pos,
                                                                             self.dt))
 
